@@ -1,0 +1,50 @@
+//! Devices and element types. Every tensor carries both; ops check them and name both operands
+//! when they differ. Only the CPU backend exists now; `Device::Cuda` is here so the API does not
+//! change when a CUDA backend implements the same primitives.
+
+use std::fmt;
+
+/// Where a tensor's memory lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Device {
+    /// Host memory, computed by the CPU backend (the default).
+    #[default]
+    Cpu,
+    /// An NVIDIA GPU by ordinal. Not yet backed: moving a tensor there is an error that says so.
+    Cuda(usize),
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => write!(f, "cpu"),
+            Device::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+/// The element type of a tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    /// 32-bit float: the working type for training and inference.
+    F32,
+    /// 64-bit float: gradient checks and reference computations.
+    F64,
+    /// 64-bit signed integer: class indices and `argmax` results (PyTorch's `long`).
+    I64,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub fn size_in_bytes(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F64 | DType::I64 => 8,
+        }
+    }
+
+    /// Whether the type is a floating-point type (differentiable).
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::F32 | DType::F64)
+    }
+}

@@ -1,0 +1,34 @@
+//! strata-core: the engine — n-dimensional tensors (`f32`, `f64`, `i64`) with shapes, strides
+//! and views; seeded counter-based random numbers; reverse-mode autograd; and the ops, with the
+//! `gemm` crate's kernels under matmul and the fused `linear` and `cross_entropy`.
+//!
+//! ```
+//! use strata_core::{Tensor, DType, Generator};
+//! let mut rng = Generator::new(0);
+//! let w = Tensor::randn(&[3, 2], 0.0, 1.0, DType::F32, &mut rng)?.requires_grad_()?;
+//! let x = Tensor::ones(&[4, 2], DType::F32);
+//! let loss = x.matmul(&w.t()?)?.relu()?.mean_all()?;
+//! loss.backward()?;
+//! assert_eq!(w.grad().unwrap().dims(), &[3, 2]);
+//! # Ok::<(), strata_core::Error>(())
+//! ```
+
+pub mod autograd;
+pub mod device;
+pub mod error;
+pub mod ops;
+pub mod rng;
+pub mod shape;
+pub mod storage;
+pub mod tensor;
+pub mod testing;
+
+pub use autograd::{NoGradGuard, is_grad_enabled, no_grad};
+pub use device::{DType, Device};
+pub use error::{Error, Result};
+pub use ops::cross_entropy::{Reduction, cross_entropy};
+pub use ops::linear::linear;
+pub use rng::Generator;
+pub use shape::{Layout, Shape};
+pub use storage::{CpuStorage, Element, Float};
+pub use tensor::Tensor;

@@ -1,0 +1,301 @@
+//! Elementwise ops: binary arithmetic with NumPy/PyTorch broadcasting, unary maps, and ops with
+//! a scalar. Backward of a broadcast operand sums the gradient over the broadcast dimensions.
+
+use super::{PAR_THRESHOLD, with_float, with_float2};
+use crate::error::Result;
+use crate::shape::{Layout, Shape};
+use crate::storage::{Element, Float};
+use crate::tensor::Tensor;
+use rayon::prelude::*;
+
+// ------------------------------------------------------------------ kernels
+
+/// `out[i] = f(a[i], b[i])` over the broadcast of two strided operands into `shape`.
+fn binary_kernel<T: Float>(a: &[T], la: &Layout, b: &[T], lb: &Layout, shape: &Shape, f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
+    let n = shape.numel();
+    if la.shape == *shape && lb.shape == *shape && la.is_contiguous() && lb.is_contiguous() {
+        let (a, b) = (&a[la.offset..la.offset + n], &b[lb.offset..lb.offset + n]);
+        return if n >= PAR_THRESHOLD {
+            a.par_iter().zip(b.par_iter()).map(|(&x, &y)| f(x, y)).collect()
+        } else {
+            a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect()
+        };
+    }
+    let (la, lb) = (la.broadcast_to(shape), lb.broadcast_to(shape));
+    let mut out = Vec::with_capacity(n);
+    let nd = shape.ndim();
+    if n == 0 {
+        return out;
+    }
+    if nd == 0 {
+        out.push(f(a[la.offset], b[lb.offset]));
+        return out;
+    }
+    // Odometer over the outer dimensions; the innermost runs as a tight strided loop.
+    let dims = &shape.0;
+    let (inner, sa, sb) = (dims[nd - 1], la.strides[nd - 1], lb.strides[nd - 1]);
+    let mut idx = vec![0usize; nd];
+    let (mut ia, mut ib) = (la.offset, lb.offset);
+    loop {
+        for j in 0..inner {
+            out.push(f(a[ia + j * sa], b[ib + j * sb]));
+        }
+        let mut d = nd - 1;
+        loop {
+            if d == 0 {
+                return out;
+            }
+            d -= 1;
+            idx[d] += 1;
+            ia += la.strides[d];
+            ib += lb.strides[d];
+            if idx[d] < dims[d] {
+                break;
+            }
+            ia -= la.strides[d] * dims[d];
+            ib -= lb.strides[d] * dims[d];
+            idx[d] = 0;
+        }
+    }
+}
+
+/// `out[i] = f(x[i])` in row-major order of `x`'s shape.
+pub(crate) fn unary_kernel<T: Element, U: Element>(x: &[T], lx: &Layout, f: impl Fn(T) -> U + Sync) -> Vec<U> {
+    let n = lx.shape.numel();
+    if lx.is_contiguous() {
+        let x = &x[lx.offset..lx.offset + n];
+        return if n >= PAR_THRESHOLD { x.par_iter().map(|&v| f(v)).collect() } else { x.iter().map(|&v| f(v)).collect() };
+    }
+    let mut out = Vec::with_capacity(n);
+    lx.for_each_index(|i| out.push(f(x[i])));
+    out
+}
+
+// ------------------------------------------------------------------ binary ops
+
+/// Which binary op: one enum so the four share the broadcasting and dispatch code.
+#[derive(Clone, Copy, Debug)]
+enum Binary {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+impl Binary {
+    fn name(self) -> &'static str {
+        match self {
+            Binary::Add => "add",
+            Binary::Sub => "sub",
+            Binary::Mul => "mul",
+            Binary::Div => "div",
+        }
+    }
+    fn apply<T: Float>(self, x: T, y: T) -> T {
+        match self {
+            Binary::Add => x + y,
+            Binary::Sub => x - y,
+            Binary::Mul => x * y,
+            Binary::Div => x / y,
+        }
+    }
+}
+
+fn binary(a: &Tensor, b: &Tensor, op: Binary) -> Result<Tensor> {
+    let name = op.name();
+    a.check_same(name, b)?;
+    let shape = Shape::broadcast(name, a.shape(), b.shape())?;
+    let (sa, sb) = (a.storage(), b.storage());
+    let storage = with_float2!(sa, sb, name, |va, vb: T| Ok(T::wrap(binary_kernel::<T>(va, a.layout(), vb, b.layout(), &shape, |x, y| op.apply(x, y)))))?;
+    let (a_saved, b_saved) = (a.clone(), b.clone());
+    Ok(Tensor::from_op(storage, shape, name, &[a, b], move |g| {
+        let (a, b) = (a_saved, b_saved);
+        // d(a op b)/da and /db, then reduced back to each operand's own shape.
+        let (da, db) = match op {
+            Binary::Add => (g.clone(), g.clone()),
+            Binary::Sub => (g.clone(), g.neg()?),
+            Binary::Mul => (g.mul(&b)?, g.mul(&a)?),
+            Binary::Div => {
+                let da = g.div(&b)?;
+                let db = da.mul(&a)?.div(&b)?.neg()?; // -g·a/b²
+                (da, db)
+            }
+        };
+        Ok(vec![Some(da.sum_to_shape(a.shape())?), Some(db.sum_to_shape(b.shape())?)])
+    }))
+}
+
+impl Tensor {
+    /// `self + other`, broadcasting.
+    pub fn add(&self, other: &Tensor) -> Result<Tensor> {
+        binary(self, other, Binary::Add)
+    }
+    /// `self - other`, broadcasting.
+    pub fn sub(&self, other: &Tensor) -> Result<Tensor> {
+        binary(self, other, Binary::Sub)
+    }
+    /// `self * other` elementwise, broadcasting.
+    pub fn mul(&self, other: &Tensor) -> Result<Tensor> {
+        binary(self, other, Binary::Mul)
+    }
+    /// `self / other` elementwise, broadcasting.
+    pub fn div(&self, other: &Tensor) -> Result<Tensor> {
+        binary(self, other, Binary::Div)
+    }
+}
+
+// ------------------------------------------------------------------ unary ops
+
+/// Which unary op: one enum so they share dispatch; each backward is one line below.
+#[derive(Clone, Copy, Debug)]
+enum Unary {
+    Neg,
+    Exp,
+    Log,
+    Relu,
+    AddScalar(f64),
+    MulScalar(f64),
+}
+
+impl Unary {
+    fn name(self) -> &'static str {
+        match self {
+            Unary::Neg => "neg",
+            Unary::Exp => "exp",
+            Unary::Log => "log",
+            Unary::Relu => "relu",
+            Unary::AddScalar(_) => "add_scalar",
+            Unary::MulScalar(_) => "mul_scalar",
+        }
+    }
+    fn apply<T: Float>(self, x: T) -> T {
+        match self {
+            Unary::Neg => -x,
+            Unary::Exp => x.exp(),
+            Unary::Log => x.ln(),
+            // NaN propagates, as in PyTorch.
+            Unary::Relu => {
+                if x > T::ZERO || x.is_nan() {
+                    x
+                } else {
+                    T::ZERO
+                }
+            }
+            Unary::AddScalar(s) => x + T::from_f64(s),
+            Unary::MulScalar(s) => x * T::from_f64(s),
+        }
+    }
+}
+
+fn unary(x: &Tensor, op: Unary) -> Result<Tensor> {
+    let name = op.name();
+    let s = x.storage();
+    let storage = with_float!(s, name, |v: T| Ok(T::wrap(unary_kernel::<T, T>(v, x.layout(), |a| op.apply(a)))))?;
+    let x_saved = x.clone();
+    let out = Tensor::from_op(storage, x.shape().clone(), name, &[x], move |g| {
+        let x = x_saved;
+        let dx = match op {
+            Unary::Neg => g.neg()?,
+            Unary::Exp => g.mul(&x.exp()?)?,
+            Unary::Log => g.div(&x)?,
+            // The gradient at exactly 0 is 0, as in PyTorch (`threshold_backward`).
+            Unary::Relu => g.mul(&x.gt_zero_mask()?)?,
+            Unary::AddScalar(_) => g.clone(),
+            Unary::MulScalar(s) => g.mul_scalar(s)?,
+        };
+        Ok(vec![Some(dx)])
+    });
+    Ok(out)
+}
+
+impl Tensor {
+    /// `-self`.
+    pub fn neg(&self) -> Result<Tensor> {
+        unary(self, Unary::Neg)
+    }
+    /// `e^self`.
+    pub fn exp(&self) -> Result<Tensor> {
+        unary(self, Unary::Exp)
+    }
+    /// Natural logarithm.
+    pub fn log(&self) -> Result<Tensor> {
+        unary(self, Unary::Log)
+    }
+    /// `max(self, 0)`; its gradient at 0 is 0, as in PyTorch.
+    pub fn relu(&self) -> Result<Tensor> {
+        unary(self, Unary::Relu)
+    }
+    /// `self + s`.
+    pub fn add_scalar(&self, s: f64) -> Result<Tensor> {
+        unary(self, Unary::AddScalar(s))
+    }
+    /// `self * s`.
+    pub fn mul_scalar(&self, s: f64) -> Result<Tensor> {
+        unary(self, Unary::MulScalar(s))
+    }
+
+    /// 1 where `self > 0`, else 0 (not differentiable; used by ReLU's backward).
+    pub fn gt_zero_mask(&self) -> Result<Tensor> {
+        let s = self.storage();
+        let storage = with_float!(s, "gt_zero_mask", |v: T| Ok(T::wrap(unary_kernel::<T, T>(v, self.layout(), |a| if a > T::ZERO { T::ONE } else { T::ZERO }))))?;
+        Ok(Tensor::from_storage(storage, self.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::{assert_close, gradcheck, randn64};
+    use crate::{Generator, Tensor};
+
+    #[test]
+    fn broadcast_values() {
+        let a = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]).unwrap();
+        let b = Tensor::from_vec(vec![10.0f32, 20.0, 30.0], &[3]).unwrap();
+        assert_eq!(a.add(&b).unwrap().to_vec::<f32>().unwrap(), [11., 22., 33., 14., 25., 36.]);
+        let c = Tensor::from_vec(vec![2.0f32, 4.0], &[2, 1]).unwrap();
+        assert_eq!(a.div(&c).unwrap().to_vec::<f32>().unwrap(), [0.5, 1., 1.5, 1., 1.25, 1.5]);
+        let err = a.add(&Tensor::zeros(&[2], crate::DType::F32)).unwrap_err();
+        assert!(err.to_string().starts_with("add: shapes [2, 3] and [2] cannot be broadcast"));
+    }
+
+    #[test]
+    fn relu_grad_at_zero_is_zero() {
+        let x = Tensor::from_vec(vec![-1.0f32, 0.0, 2.0], &[3]).unwrap().requires_grad_().unwrap();
+        x.relu().unwrap().sum_all().unwrap().backward().unwrap();
+        assert_eq!(x.grad().unwrap().to_vec::<f32>().unwrap(), [0.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn gradcheck_binary_with_broadcasting() {
+        let mut rng = Generator::new(11);
+        for (sa, sb) in [(&[3, 4][..], &[3, 4][..]), (&[4, 1, 3], &[5, 1]), (&[2, 3], &[]), (&[1], &[2, 2])] {
+            let a = randn64(sa, &mut rng);
+            // Keep the divisor away from 0.
+            let b = randn64(sb, &mut rng).mul_scalar(0.1).unwrap().add_scalar(2.0).unwrap();
+            gradcheck(&[a.clone(), b.clone()], |t| t[0].add(&t[1]));
+            gradcheck(&[a.clone(), b.clone()], |t| t[0].sub(&t[1]));
+            gradcheck(&[a.clone(), b.clone()], |t| t[0].mul(&t[1]));
+            gradcheck(&[a.clone(), b.clone()], |t| t[0].div(&t[1]));
+        }
+    }
+
+    #[test]
+    fn gradcheck_unary() {
+        let mut rng = Generator::new(12);
+        let x = randn64(&[3, 5], &mut rng);
+        gradcheck(&[x.clone()], |t| t[0].neg());
+        gradcheck(&[x.clone()], |t| t[0].exp());
+        gradcheck(&[x.clone()], |t| t[0].relu());
+        gradcheck(&[x.clone()], |t| t[0].mul_scalar(-2.5)?.add_scalar(1.0));
+        let pos = x.mul(&x).unwrap().add_scalar(0.5).unwrap();
+        gradcheck(&[pos], |t| t[0].log());
+    }
+
+    #[test]
+    fn same_tensor_twice_accumulates() {
+        // d(x*x)/dx = 2x: both uses of x must add into one gradient.
+        let x = Tensor::from_vec(vec![3.0f64, -1.5], &[2]).unwrap().requires_grad_().unwrap();
+        x.mul(&x).unwrap().sum_all().unwrap().backward().unwrap();
+        assert_close(&x.grad().unwrap().to_vec_f64(), &[6.0, -3.0], 1e-12, 0.0);
+    }
+}

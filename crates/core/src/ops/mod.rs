@@ -1,0 +1,62 @@
+//! The ops. Each file holds one op family: its forward, its backward right below it, the CPU
+//! kernel beside them and its tests at the bottom. See `README.md` for the list of primitives.
+
+pub mod cross_entropy;
+pub mod elementwise;
+pub mod linear;
+pub mod matmul;
+pub mod reduce;
+pub mod views;
+
+/// Elements above which elementwise kernels split work across rayon threads. Below it a second
+/// thread costs more than it saves (measured on the 2-core CI machine kind).
+pub(crate) const PAR_THRESHOLD: usize = 1 << 15;
+
+/// Runs `$body` with `$v` bound to the float slice of `$storage` and `$T` to its element type;
+/// an `i64` buffer is an [`crate::Error::UnsupportedDType`] for `$op`.
+macro_rules! with_float {
+    ($storage:expr, $op:expr, |$v:ident : $T:ident| $body:expr) => {
+        match &*$storage {
+            $crate::storage::CpuStorage::F32($v) => {
+                #[allow(dead_code)]
+                type $T = f32;
+                $body
+            }
+            $crate::storage::CpuStorage::F64($v) => {
+                #[allow(dead_code)]
+                type $T = f64;
+                $body
+            }
+            $crate::storage::CpuStorage::I64(_) => Err($crate::Error::UnsupportedDType {
+                op: $op,
+                dtype: $crate::DType::I64,
+                hint: " (convert with `.to_dtype(DType::F32)`)",
+            }),
+        }
+    };
+}
+pub(crate) use with_float;
+
+/// Like [`with_float`] for two buffers of the same float type.
+macro_rules! with_float2 {
+    ($a:expr, $b:expr, $op:expr, |$va:ident, $vb:ident : $T:ident| $body:expr) => {
+        match (&*$a, &*$b) {
+            ($crate::storage::CpuStorage::F32($va), $crate::storage::CpuStorage::F32($vb)) => {
+                #[allow(dead_code)]
+                type $T = f32;
+                $body
+            }
+            ($crate::storage::CpuStorage::F64($va), $crate::storage::CpuStorage::F64($vb)) => {
+                #[allow(dead_code)]
+                type $T = f64;
+                $body
+            }
+            (a, b) => Err(if a.dtype() == b.dtype() {
+                $crate::Error::UnsupportedDType { op: $op, dtype: a.dtype(), hint: " (convert with `.to_dtype(DType::F32)`)" }
+            } else {
+                $crate::Error::DTypeMismatch { op: $op, lhs: a.dtype(), rhs: b.dtype() }
+            }),
+        }
+    };
+}
+pub(crate) use with_float2;

@@ -1,0 +1,237 @@
+//! Reductions: sum and mean over any set of dimensions, max and argmax along one.
+//!
+//! Sums run in a fixed order (sequentially along the reduced elements, accumulated in f64), so
+//! their results are identical whatever the thread count.
+
+use super::with_float;
+use crate::device::DType;
+use crate::error::Result;
+use crate::shape::{Layout, Shape};
+use crate::storage::{CpuStorage, Element, Float};
+use crate::tensor::Tensor;
+
+/// The layout that visits `t`'s elements with the kept dimensions outermost and the reduced ones
+/// innermost, so each run of `reduced` consecutive visits makes one output element; plus the
+/// output shape with and without kept size-1 dimensions.
+fn reduction_plan(t: &Tensor, axes: &[usize]) -> (Layout, usize, Vec<usize>, Vec<usize>) {
+    let l = t.layout();
+    let (mut shape, mut strides) = (vec![], vec![]);
+    let (mut keep_dims, mut out_dims) = (vec![], vec![]);
+    for d in 0..t.ndim() {
+        if !axes.contains(&d) {
+            shape.push(l.shape.0[d]);
+            strides.push(l.strides[d]);
+            keep_dims.push(l.shape.0[d]);
+            out_dims.push(l.shape.0[d]);
+        } else {
+            keep_dims.push(1);
+        }
+    }
+    let mut reduced = 1;
+    for &d in axes {
+        shape.push(l.shape.0[d]);
+        strides.push(l.strides[d]);
+        reduced *= l.shape.0[d];
+    }
+    (Layout { shape: Shape(shape), strides, offset: l.offset }, reduced, keep_dims, out_dims)
+}
+
+fn resolve_axes(t: &Tensor, op: &'static str, axes: &[isize]) -> Result<Vec<usize>> {
+    let mut out = Vec::with_capacity(axes.len());
+    for &a in axes {
+        let d = t.shape().resolve_dim(op, a)?;
+        if out.contains(&d) {
+            crate::bail_arg!(op, "dimension {a} is listed twice");
+        }
+        out.push(d);
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+fn sum_kernel<T: Float>(v: &[T], plan: &Layout, reduced: usize) -> Vec<T> {
+    let n_out = if reduced == 0 { plan.shape.numel() } else { plan.shape.numel() / reduced.max(1) };
+    let mut out = Vec::with_capacity(n_out);
+    if reduced == 0 {
+        // Summing over an empty dimension gives zeros.
+        let kept: usize = plan.shape.0[..plan.shape.ndim()].iter().filter(|&&d| d != 0).product();
+        out.resize(kept, T::ZERO);
+        return out;
+    }
+    let (mut acc, mut count) = (0.0f64, 0);
+    plan.for_each_index(|i| {
+        acc += v[i].to_f64();
+        count += 1;
+        if count == reduced {
+            out.push(T::from_f64(acc));
+            acc = 0.0;
+            count = 0;
+        }
+    });
+    out
+}
+
+impl Tensor {
+    /// Sum over `axes` (negative counts from the end); `keepdim` keeps them as size 1.
+    pub fn sum(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
+        let axes = resolve_axes(self, "sum", axes)?;
+        let (plan, reduced, keep_dims, out_dims) = reduction_plan(self, &axes);
+        let s = self.storage();
+        let storage = with_float!(s, "sum", |v: T| Ok(T::wrap(sum_kernel::<T>(v, &plan, reduced))))?;
+        let shape = Shape(if keepdim { keep_dims.clone() } else { out_dims });
+        let in_shape = self.shape().clone();
+        Ok(Tensor::from_op(storage, shape, "sum", &[self], move |g| {
+            // Every input element received the gradient of the sum it went into.
+            Ok(vec![Some(g.reshape(&keep_dims)?.expand(in_shape.dims())?)])
+        }))
+    }
+
+    /// Sum of all elements, shape `[]`.
+    pub fn sum_all(&self) -> Result<Tensor> {
+        let axes: Vec<isize> = (0..self.ndim() as isize).collect();
+        self.sum(&axes, false)
+    }
+
+    /// Mean over `axes`.
+    pub fn mean(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
+        let resolved = resolve_axes(self, "mean", axes)?;
+        let count: usize = resolved.iter().map(|&d| self.dims()[d]).product();
+        self.sum(axes, keepdim)?.mul_scalar(1.0 / count as f64)
+    }
+
+    /// Mean of all elements, shape `[]`.
+    pub fn mean_all(&self) -> Result<Tensor> {
+        self.sum_all()?.mul_scalar(1.0 / self.numel() as f64)
+    }
+
+    /// Maximum along `dim` (the first one on ties; NaN wins, as in PyTorch). The gradient flows
+    /// to the element that was chosen.
+    pub fn max(&self, dim: isize, keepdim: bool) -> Result<Tensor> {
+        let (values, index) = self.max_with_index(dim, keepdim)?;
+        let d = self.shape().resolve_dim("max", dim)?;
+        let in_shape = self.shape().clone();
+        let keep: Vec<usize> = in_shape.dims().iter().enumerate().map(|(i, &s)| if i == d { 1 } else { s }).collect();
+        let values = Tensor::from_op(values, Shape(if keepdim { keep.clone() } else { without(&in_shape, d) }), "max", &[self], move |g| {
+            // Scatter each output gradient to the position of its maximum.
+            let strides = in_shape.contiguous_strides();
+            let out = Tensor::zeros(in_shape.dims(), g.dtype());
+            let gk = g.reshape(&keep)?;
+            let klayout = Layout::contiguous(Shape(keep.clone()));
+            let mut positions = Vec::with_capacity(index.len());
+            let mut k = 0;
+            klayout.for_each_index(|flat| {
+                // `flat` is the row-major index in the kept shape; turn it into the input index.
+                let mut rem = flat;
+                let mut pos = 0;
+                for (axis, (&ks, &st)) in klayout.strides.iter().zip(&strides).enumerate() {
+                    let c = rem / ks;
+                    rem %= ks;
+                    pos += if axis == d { index[k] as usize * st } else { c * st };
+                }
+                positions.push(pos);
+                k += 1;
+            });
+            match g.dtype() {
+                DType::F32 => {
+                    let gv = gk.to_vec::<f32>()?;
+                    out.update_::<f32, _>(|o| positions.iter().zip(gv).for_each(|(&p, v)| o[p] += v))?
+                }
+                _ => {
+                    let gv = gk.to_vec::<f64>()?;
+                    out.update_::<f64, _>(|o| positions.iter().zip(gv).for_each(|(&p, v)| o[p] += v))?
+                }
+            }
+            Ok(vec![Some(out)])
+        });
+        Ok(values)
+    }
+
+    /// Index of the maximum along `dim` as an `i64` tensor (the first one on ties).
+    pub fn argmax(&self, dim: isize, keepdim: bool) -> Result<Tensor> {
+        let d = self.shape().resolve_dim("argmax", dim)?;
+        let (_, index) = self.max_with_index(dim, keepdim)?;
+        let shape = if keepdim {
+            self.dims().iter().enumerate().map(|(i, &s)| if i == d { 1 } else { s }).collect()
+        } else {
+            without(self.shape(), d)
+        };
+        Ok(Tensor::from_storage(CpuStorage::I64(index), Shape(shape)))
+    }
+
+    fn max_with_index(&self, dim: isize, _keepdim: bool) -> Result<(CpuStorage, Vec<i64>)> {
+        let d = self.shape().resolve_dim("max", dim)?;
+        if self.dims()[d] == 0 {
+            crate::bail_arg!("max", "dimension {d} of {} is empty: there is no maximum", self.shape());
+        }
+        let (plan, reduced, _, _) = reduction_plan(self, &[d]);
+        let s = self.storage();
+        with_float!(s, "max", |v: T| {
+            let (vals, idx) = max_kernel::<T>(v, &plan, reduced);
+            Ok((T::wrap(vals), idx))
+        })
+    }
+}
+
+fn max_kernel<T: Float>(v: &[T], plan: &Layout, reduced: usize) -> (Vec<T>, Vec<i64>) {
+    let n = plan.shape.numel() / reduced;
+    let (mut vals, mut idx) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut best, mut best_i, mut k) = (T::NEG_INFINITY, 0i64, 0usize);
+    let mut first = true;
+    plan.for_each_index(|i| {
+        let x = v[i];
+        if first || (!best.is_nan() && (x > best || x.is_nan())) {
+            best = x;
+            best_i = k as i64;
+            first = false;
+        }
+        k += 1;
+        if k == reduced {
+            vals.push(best);
+            idx.push(best_i);
+            k = 0;
+            first = true;
+        }
+    });
+    (vals, idx)
+}
+
+fn without(shape: &Shape, d: usize) -> Vec<usize> {
+    shape.dims().iter().enumerate().filter(|&(i, _)| i != d).map(|(_, &s)| s).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::{gradcheck, randn64};
+    use crate::{Generator, Tensor};
+
+    #[test]
+    fn sums_means_and_maxima() {
+        let x = Tensor::from_vec(vec![1.0f32, 5.0, 3.0, 4.0, 2.0, 6.0], &[2, 3]).unwrap();
+        assert_eq!(x.sum(&[0], false).unwrap().to_vec::<f32>().unwrap(), [5., 7., 9.]);
+        assert_eq!(x.sum(&[1], true).unwrap().dims(), &[2, 1]);
+        assert_eq!(x.mean(&[-1], false).unwrap().to_vec::<f32>().unwrap(), [3., 4.]);
+        assert_eq!(x.sum_all().unwrap().item().unwrap(), 21.0);
+        assert_eq!(x.max(1, false).unwrap().to_vec::<f32>().unwrap(), [5., 6.]);
+        assert_eq!(x.max(0, false).unwrap().to_vec::<f32>().unwrap(), [4., 5., 6.]);
+        assert_eq!(x.argmax(1, false).unwrap().to_vec::<i64>().unwrap(), [1, 2]);
+        assert_eq!(x.argmax(0, true).unwrap().dims(), &[1, 3]);
+        // Ties go to the first index, as in PyTorch.
+        let t = Tensor::from_vec(vec![2.0f32, 7.0, 7.0], &[3]).unwrap();
+        assert_eq!(t.argmax(0, false).unwrap().to_vec::<i64>().unwrap(), [1]);
+    }
+
+    #[test]
+    fn gradcheck_reductions() {
+        let mut rng = Generator::new(31);
+        let x = randn64(&[2, 3, 4], &mut rng);
+        let w = randn64(&[2, 1, 4], &mut rng);
+        gradcheck(&[x.clone()], |t| t[0].sum(&[1], true)?.mul(&w));
+        gradcheck(&[x.clone()], |t| t[0].sum(&[0, 2], false)?.exp());
+        gradcheck(&[x.clone()], |t| t[0].mean(&[-1], false)?.exp());
+        gradcheck(&[x.clone()], |t| t[0].mean_all()?.exp());
+        gradcheck(&[x.clone()], |t| t[0].max(1, true)?.mul(&w));
+        gradcheck(&[x.clone()], |t| t[0].max(2, false)?.exp());
+        // Reductions of non-contiguous views.
+        gradcheck(&[x.clone()], |t| t[0].transpose(0, 2)?.sum(&[1], false)?.exp());
+    }
+}

@@ -1,0 +1,455 @@
+//! The `Tensor`: a shared handle to a buffer, a layout (shape, strides, offset), a device, and —
+//! when it takes part in differentiation — a leaf gradient or the node of the op that made it.
+//!
+//! Cloning a `Tensor` is cheap (a reference count) and the clone is the *same* tensor: it shares
+//! gradient and identity, as a Python reference would. Views (reshape, transpose, narrow,
+//! expand) share the buffer without copying.
+
+use crate::autograd::{self, Node};
+use crate::device::{DType, Device};
+use crate::error::{Error, Result};
+use crate::rng::Generator;
+use crate::shape::{Layout, Shape};
+use crate::storage::{CpuStorage, Element};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+static NEXT_TENSOR: AtomicU64 = AtomicU64::new(1);
+
+struct TensorImpl {
+    id: u64,
+    // The buffer is replaced, not mutated, when someone else holds it (copy-on-write); the lock
+    // is held only to clone the `Arc` or to perform an in-place update.
+    storage: RwLock<Arc<CpuStorage>>,
+    layout: Layout,
+    device: Device,
+    // A leaf that wants gradients (a parameter). Non-leaves have `grad_fn` instead.
+    requires_grad: bool,
+    grad_fn: Option<Arc<Node>>,
+    grad: Mutex<Option<Tensor>>,
+}
+
+/// An n-dimensional array of `f32`, `f64` or `i64` with optional gradient tracking.
+#[derive(Clone)]
+pub struct Tensor(Arc<TensorImpl>);
+
+impl Tensor {
+    // ---------------------------------------------------------------- construction
+
+    pub(crate) fn from_parts(storage: Arc<CpuStorage>, layout: Layout, grad_fn: Option<Arc<Node>>) -> Tensor {
+        Tensor(Arc::new(TensorImpl {
+            id: NEXT_TENSOR.fetch_add(1, Ordering::Relaxed),
+            storage: RwLock::new(storage),
+            layout,
+            device: Device::Cpu,
+            requires_grad: false,
+            grad_fn,
+            grad: Mutex::new(None),
+        }))
+    }
+
+    /// The result of an op: a fresh contiguous buffer of `shape`, with a graph node when an
+    /// input requires grad (the `backward` closure maps the output's gradient to the inputs').
+    pub(crate) fn from_op(
+        storage: CpuStorage,
+        shape: Shape,
+        name: &'static str,
+        inputs: &[&Tensor],
+        backward: impl FnOnce(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + 'static,
+    ) -> Tensor {
+        debug_assert_eq!(storage.len(), shape.numel());
+        let node = autograd::make_node(name, inputs, Box::new(backward));
+        Tensor::from_parts(Arc::new(storage), Layout::contiguous(shape), node)
+    }
+
+    /// A view of this tensor's buffer with another layout, recorded like an op.
+    pub(crate) fn view_op(
+        &self,
+        layout: Layout,
+        name: &'static str,
+        backward: impl FnOnce(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + 'static,
+    ) -> Tensor {
+        let node = autograd::make_node(name, &[self], Box::new(backward));
+        Tensor::from_parts(self.storage(), layout, node)
+    }
+
+    /// A constant tensor (no gradient) owning `storage` laid out as `shape`.
+    pub(crate) fn from_storage(storage: CpuStorage, shape: Shape) -> Tensor {
+        Tensor::from_parts(Arc::new(storage), Layout::contiguous(shape), None)
+    }
+
+    /// A tensor holding `data` in row-major order with the given shape.
+    ///
+    /// ```
+    /// # use strata_core::Tensor;
+    /// let t = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3])?;
+    /// assert_eq!(t.dims(), &[2, 3]);
+    /// # Ok::<(), strata_core::Error>(())
+    /// ```
+    pub fn from_vec<T: Element>(data: Vec<T>, shape: &[usize]) -> Result<Tensor> {
+        let shape = Shape::from(shape);
+        if data.len() != shape.numel() {
+            return Err(Error::DataLength { op: "from_vec", expected: shape.numel(), got: data.len(), shape });
+        }
+        Ok(Tensor::from_storage(T::wrap(data), shape))
+    }
+
+    /// A tensor copied from a slice.
+    pub fn from_slice<T: Element>(data: &[T], shape: &[usize]) -> Result<Tensor> {
+        Tensor::from_vec(data.to_vec(), shape)
+    }
+
+    /// A one-element tensor of shape `[]`.
+    pub fn scalar<T: Element>(value: T) -> Tensor {
+        Tensor::from_storage(T::wrap(vec![value]), Shape(vec![]))
+    }
+
+    /// A tensor of `shape` filled with `value` (converted to `dtype`).
+    pub fn full(shape: &[usize], value: f64, dtype: DType) -> Tensor {
+        let n: usize = shape.iter().product();
+        let storage = match dtype {
+            DType::F32 => CpuStorage::F32(vec![value as f32; n]),
+            DType::F64 => CpuStorage::F64(vec![value; n]),
+            DType::I64 => CpuStorage::I64(vec![value as i64; n]),
+        };
+        Tensor::from_storage(storage, Shape::from(shape))
+    }
+
+    /// Zeros.
+    pub fn zeros(shape: &[usize], dtype: DType) -> Tensor {
+        Tensor::full(shape, 0.0, dtype)
+    }
+
+    /// Ones.
+    pub fn ones(shape: &[usize], dtype: DType) -> Tensor {
+        Tensor::full(shape, 1.0, dtype)
+    }
+
+    /// Zeros with this tensor's shape and type.
+    pub fn zeros_like(&self) -> Tensor {
+        Tensor::zeros(self.dims(), self.dtype())
+    }
+
+    /// Ones with this tensor's shape and type.
+    pub fn ones_like(&self) -> Tensor {
+        Tensor::ones(self.dims(), self.dtype())
+    }
+
+    /// Uniform values in `[low, high)` drawn from `rng` (reproducible for a seed, whatever the
+    /// thread count). Float types only.
+    pub fn rand_uniform(shape: &[usize], low: f64, high: f64, dtype: DType, rng: &mut Generator) -> Result<Tensor> {
+        let mut v = vec![0.0; shape.iter().product()];
+        rng.fill_uniform(&mut v, low, high);
+        Tensor::from_f64_values(v, shape, dtype, "rand_uniform")
+    }
+
+    /// Normal values with the given mean and standard deviation drawn from `rng`. Float types only.
+    pub fn randn(shape: &[usize], mean: f64, std: f64, dtype: DType, rng: &mut Generator) -> Result<Tensor> {
+        let mut v = vec![0.0; shape.iter().product()];
+        rng.fill_normal(&mut v, mean, std);
+        Tensor::from_f64_values(v, shape, dtype, "randn")
+    }
+
+    fn from_f64_values(v: Vec<f64>, shape: &[usize], dtype: DType, op: &'static str) -> Result<Tensor> {
+        let storage = match dtype {
+            DType::F32 => CpuStorage::F32(v.into_iter().map(|x| x as f32).collect()),
+            DType::F64 => CpuStorage::F64(v),
+            DType::I64 => return Err(Error::UnsupportedDType { op, dtype, hint: " (random values are float)" }),
+        };
+        Ok(Tensor::from_storage(storage, Shape::from(shape)))
+    }
+
+    // ---------------------------------------------------------------- accessors
+
+    /// The shape.
+    pub fn shape(&self) -> &Shape {
+        &self.0.layout.shape
+    }
+    /// The sizes of the dimensions.
+    pub fn dims(&self) -> &[usize] {
+        &self.0.layout.shape.0
+    }
+    /// Number of dimensions.
+    pub fn ndim(&self) -> usize {
+        self.dims().len()
+    }
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape().numel()
+    }
+    /// Size of dimension `dim` (negative counts from the end).
+    pub fn size(&self, dim: isize) -> Result<usize> {
+        Ok(self.dims()[self.shape().resolve_dim("size", dim)?])
+    }
+    /// Strides in elements.
+    pub fn strides(&self) -> &[usize] {
+        &self.0.layout.strides
+    }
+    /// The full layout (shape, strides, offset).
+    pub fn layout(&self) -> &Layout {
+        &self.0.layout
+    }
+    /// Whether the elements are in row-major order without gaps.
+    pub fn is_contiguous(&self) -> bool {
+        self.0.layout.is_contiguous()
+    }
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        self.storage().dtype()
+    }
+    /// The device holding the data.
+    pub fn device(&self) -> Device {
+        self.0.device
+    }
+    /// A process-unique identity (clones share it; views and results get their own).
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+    /// Whether two handles are the same tensor.
+    pub fn same(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// The buffer (shared; cheap).
+    pub(crate) fn storage(&self) -> Arc<CpuStorage> {
+        self.0.storage.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The elements in row-major order of the shape, as `T` (which must be the tensor's type).
+    pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
+        let storage = self.storage();
+        let data = T::slice(&storage).ok_or(Error::DTypeMismatch { op: "to_vec", lhs: self.dtype(), rhs: T::DTYPE })?;
+        let layout = self.layout();
+        if layout.is_contiguous() {
+            let n = self.numel();
+            return Ok(data[layout.offset..layout.offset + n].to_vec());
+        }
+        let mut out = Vec::with_capacity(self.numel());
+        layout.for_each_index(|i| out.push(data[i]));
+        Ok(out)
+    }
+
+    /// The elements converted to `f64`, whatever the element type.
+    pub fn to_vec_f64(&self) -> Vec<f64> {
+        let storage = self.storage();
+        let mut out = Vec::with_capacity(self.numel());
+        match &*storage {
+            CpuStorage::F32(v) => self.layout().for_each_index(|i| out.push(v[i] as f64)),
+            CpuStorage::F64(v) => self.layout().for_each_index(|i| out.push(v[i])),
+            CpuStorage::I64(v) => self.layout().for_each_index(|i| out.push(v[i] as f64)),
+        }
+        out
+    }
+
+    /// The value of a one-element tensor.
+    pub fn item(&self) -> Result<f64> {
+        if self.numel() != 1 {
+            return Err(Error::NotScalar { op: "item", shape: self.shape().clone() });
+        }
+        Ok(self.to_vec_f64()[0])
+    }
+
+    /// Runs `f` on the contiguous elements of this tensor as a slice of `T`, without copying
+    /// when the tensor is already contiguous.
+    pub fn with_slice<T: Element, R>(&self, f: impl FnOnce(&[T]) -> R) -> Result<R> {
+        let storage = self.storage();
+        let data = T::slice(&storage).ok_or(Error::DTypeMismatch { op: "with_slice", lhs: self.dtype(), rhs: T::DTYPE })?;
+        if self.is_contiguous() {
+            let o = self.layout().offset;
+            return Ok(f(&data[o..o + self.numel()]));
+        }
+        let v = self.to_vec::<T>()?;
+        Ok(f(&v))
+    }
+
+    // ---------------------------------------------------------------- autograd
+
+    /// A leaf tensor sharing this one's data that records gradients (PyTorch's
+    /// `requires_grad_()`): parameters are made this way. Float types only.
+    pub fn requires_grad_(self) -> Result<Tensor> {
+        if !self.dtype().is_float() {
+            return Err(Error::UnsupportedDType { op: "requires_grad_", dtype: self.dtype(), hint: " (only float tensors have gradients)" });
+        }
+        Ok(Tensor(Arc::new(TensorImpl {
+            id: NEXT_TENSOR.fetch_add(1, Ordering::Relaxed),
+            storage: RwLock::new(self.storage()),
+            layout: self.0.layout.clone(),
+            device: self.0.device,
+            requires_grad: true,
+            grad_fn: None,
+            grad: Mutex::new(None),
+        })))
+    }
+
+    /// Whether gradients flow to or through this tensor.
+    pub fn requires_grad(&self) -> bool {
+        self.0.requires_grad || self.0.grad_fn.is_some()
+    }
+
+    /// Whether this is a leaf (not the result of a recorded op).
+    pub fn is_leaf(&self) -> bool {
+        self.0.grad_fn.is_none()
+    }
+
+    pub(crate) fn is_leaf_requiring_grad(&self) -> bool {
+        self.0.requires_grad && self.0.grad_fn.is_none()
+    }
+
+    pub(crate) fn grad_fn(&self) -> Option<&Arc<Node>> {
+        self.0.grad_fn.as_ref()
+    }
+
+    /// The name of the op that produced this tensor, if it was recorded.
+    pub fn grad_fn_name(&self) -> Option<&'static str> {
+        self.0.grad_fn.as_ref().map(|n| n.name())
+    }
+
+    /// The same data, cut from the graph: no gradient flows through the result.
+    pub fn detach(&self) -> Tensor {
+        Tensor::from_parts(self.storage(), self.0.layout.clone(), None)
+    }
+
+    /// The accumulated gradient of a leaf, after `backward()`.
+    pub fn grad(&self) -> Option<Tensor> {
+        self.0.grad.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces (or clears) the accumulated gradient.
+    pub fn set_grad(&self, grad: Option<Tensor>) -> Result<()> {
+        if let Some(g) = &grad
+            && g.shape() != self.shape()
+        {
+            return Err(Error::ShapeMismatch { op: "set_grad", what: "gradient", got: g.shape().clone(), expected: self.shape().to_string() });
+        }
+        *self.0.grad.lock().unwrap_or_else(|e| e.into_inner()) = grad;
+        Ok(())
+    }
+
+    /// Sets the gradient to zero in place, keeping its buffer for the next backward (so a
+    /// training loop does not reallocate gradients every step).
+    pub fn zero_grad(&self) -> Result<()> {
+        let guard = self.0.grad.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(g) = guard.as_ref() {
+            g.fill_(0.0)?;
+        }
+        Ok(())
+    }
+
+    /// Adds `g` into this leaf's gradient, in place when the buffer is not shared.
+    pub(crate) fn accumulate_grad(&self, g: &Tensor) -> Result<()> {
+        let mut slot = self.0.grad.lock().unwrap_or_else(|e| e.into_inner());
+        match slot.as_ref() {
+            Some(existing) => existing.add_assign_(g)?,
+            None => *slot = Some(g.contiguous()?.detach()),
+        }
+        Ok(())
+    }
+
+    /// Computes the gradient of this one-element tensor with respect to every leaf that requires
+    /// grad, adding it into their `.grad()`. The graph's saved values are freed afterwards.
+    pub fn backward(&self) -> Result<()> {
+        if self.numel() != 1 {
+            return Err(Error::BackwardNonScalar { shape: self.shape().clone() });
+        }
+        match self.grad_fn() {
+            Some(node) => autograd::run_backward(node, self.ones_like()),
+            None if self.0.requires_grad => self.accumulate_grad(&self.ones_like()),
+            None => Err(Error::NoGradRequired),
+        }
+    }
+
+    // ---------------------------------------------------------------- in-place updates
+
+    /// Runs `f` on this tensor's elements in place. The tensor must be contiguous and own its
+    /// whole buffer; the buffer is copied first if a view or a saved value shares it, so those
+    /// keep the old values. Not recorded by autograd: meant for optimizer steps and initialisation.
+    pub fn update_<T: Element, R>(&self, f: impl FnOnce(&mut [T]) -> R) -> Result<R> {
+        let mut slot = self.0.storage.write().unwrap_or_else(|e| e.into_inner());
+        if !self.0.layout.is_contiguous() || self.0.layout.offset != 0 || slot.len() != self.numel() {
+            return Err(Error::NotInPlaceable { op: "update_", shape: self.shape().clone() });
+        }
+        let dtype = slot.dtype();
+        let data = T::slice_mut(Arc::make_mut(&mut slot)).ok_or(Error::DTypeMismatch { op: "update_", lhs: dtype, rhs: T::DTYPE })?;
+        Ok(f(data))
+    }
+
+    /// Fills the tensor with `value` in place.
+    pub fn fill_(&self, value: f64) -> Result<()> {
+        match self.dtype() {
+            DType::F32 => self.update_::<f32, _>(|d| d.fill(value as f32)),
+            DType::F64 => self.update_::<f64, _>(|d| d.fill(value)),
+            DType::I64 => self.update_::<i64, _>(|d| d.fill(value as i64)),
+        }
+    }
+
+    /// Copies `src` (same shape and type) into this tensor in place.
+    pub fn copy_(&self, src: &Tensor) -> Result<()> {
+        if src.shape() != self.shape() {
+            return Err(Error::ShapeMismatch { op: "copy_", what: "source", got: src.shape().clone(), expected: self.shape().to_string() });
+        }
+        match (self.dtype(), src.dtype()) {
+            (DType::F32, DType::F32) => {
+                let v = src.to_vec::<f32>()?;
+                self.update_::<f32, _>(|d| d.copy_from_slice(&v))
+            }
+            (DType::F64, DType::F64) => {
+                let v = src.to_vec::<f64>()?;
+                self.update_::<f64, _>(|d| d.copy_from_slice(&v))
+            }
+            (DType::I64, DType::I64) => {
+                let v = src.to_vec::<i64>()?;
+                self.update_::<i64, _>(|d| d.copy_from_slice(&v))
+            }
+            (a, b) => Err(Error::DTypeMismatch { op: "copy_", lhs: a, rhs: b }),
+        }
+    }
+
+    /// `self += other` in place (same shape and type); copies first if the buffer is shared.
+    pub(crate) fn add_assign_(&self, other: &Tensor) -> Result<()> {
+        if other.shape() != self.shape() {
+            return Err(Error::ShapeMismatch { op: "add_assign_", what: "gradient", got: other.shape().clone(), expected: self.shape().to_string() });
+        }
+        match (self.dtype(), other.dtype()) {
+            (DType::F32, DType::F32) => other.with_slice::<f32, _>(|o| self.update_::<f32, _>(|d| d.iter_mut().zip(o).for_each(|(a, b)| *a += b)))??,
+            (DType::F64, DType::F64) => other.with_slice::<f64, _>(|o| self.update_::<f64, _>(|d| d.iter_mut().zip(o).for_each(|(a, b)| *a += b)))??,
+            (a, b) => return Err(Error::DTypeMismatch { op: "add_assign_", lhs: a, rhs: b }),
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- devices and types
+
+    /// This tensor on `device`. Only the CPU exists in this build; asking for CUDA is an error
+    /// that says so (the call site will not change when the backend arrives).
+    pub fn to_device(&self, device: Device) -> Result<Tensor> {
+        match device {
+            Device::Cpu => Ok(self.clone()),
+            Device::Cuda(_) => Err(Error::DeviceUnavailable { device, reason: "this build of strata has only the CPU backend".into() }),
+        }
+    }
+
+    /// Checks that two operands share device and element type.
+    pub(crate) fn check_same(&self, op: &'static str, other: &Tensor) -> Result<()> {
+        if self.device() != other.device() {
+            return Err(Error::DeviceMismatch { op, lhs: self.device(), rhs: other.device() });
+        }
+        if self.dtype() != other.dtype() {
+            return Err(Error::DTypeMismatch { op, lhs: self.dtype(), rhs: other.dtype() });
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tensor({} {:?}", self.shape(), self.dtype())?;
+        if let Some(name) = self.grad_fn_name() {
+            write!(f, ", grad_fn={name}")?;
+        } else if self.0.requires_grad {
+            write!(f, ", requires_grad")?;
+        }
+        let v = self.to_vec_f64();
+        let shown: Vec<String> = v.iter().take(8).map(|x| format!("{x:.4}")).collect();
+        write!(f, ", [{}{}])", shown.join(", "), if v.len() > 8 { ", …" } else { "" })
+    }
+}

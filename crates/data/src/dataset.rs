@@ -1,0 +1,382 @@
+//! An in-memory labelled data set: dense `f32` features plus one class label per sample.
+//!
+//! Kept deliberately plain (public fields, one contiguous feature buffer) because the data sets
+//! strata targets fit in memory, and a flat row-major buffer is what batching code wants to
+//! slice from without copying per sample.
+
+use std::path::Path;
+
+use strata_core::rng::Generator;
+
+use crate::error::{DataError, Result};
+use crate::idx::{IdxArray, IdxData};
+
+/// Labelled samples: `features` holds `len()` samples of `sample_len()` values each, row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dataset {
+    /// All samples' features, sample after sample.
+    pub features: Vec<f32>,
+    /// One class label per sample, each `< num_classes`.
+    pub labels: Vec<usize>,
+    /// The shape of one sample (MNIST: `[1, 28, 28]`, channels first).
+    pub sample_shape: Vec<usize>,
+    /// The number of classes labels are drawn from.
+    pub num_classes: usize,
+}
+
+impl Dataset {
+    /// Builds a data set from an images IDX array and a labels IDX array.
+    ///
+    /// Checks that both hold the same number of records and that every label is in
+    /// `0..num_classes`; errors name the offending file (`images_path` / `labels_path`, used only
+    /// for messages) and record. `u8` images are scaled to `[0, 1]` (divided by 255); other
+    /// element types are taken as they are. Rank-3 images (`[count, height, width]`) get a
+    /// channel axis of 1, so samples are `[1, height, width]` as convolutions expect.
+    pub fn from_idx(
+        images: IdxArray,
+        labels: IdxArray,
+        num_classes: usize,
+        images_path: &Path,
+        labels_path: &Path,
+    ) -> Result<Dataset> {
+        if labels.dims.len() != 1 {
+            return Err(DataError::LabelsNotVector {
+                path: labels_path.to_path_buf(),
+                dims: labels.dims,
+            });
+        }
+        // IDX always has at least one dimension, the record count.
+        let count = images.dims[0];
+        if count != labels.dims[0] {
+            return Err(DataError::CountMismatch {
+                images_path: images_path.to_path_buf(),
+                labels_path: labels_path.to_path_buf(),
+                images: count,
+                labels: labels.dims[0],
+            });
+        }
+        let labels = checked_labels(&labels.data, num_classes, labels_path)?;
+        let sample_shape = match &images.dims[1..] {
+            [h, w] => vec![1, *h, *w],
+            rest => rest.to_vec(),
+        };
+        let features = match &images.data {
+            // A true division (not a multiply by 1/255) so 255 maps to exactly 1.0.
+            IdxData::U8(v) => v.iter().map(|&x| x as f32 / 255.0).collect(),
+            other => other.to_f32_vec(),
+        };
+        Ok(Dataset {
+            features,
+            labels,
+            sample_shape,
+            num_classes,
+        })
+    }
+
+    /// The number of samples.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// The number of feature values per sample (the product of `sample_shape`).
+    pub fn sample_len(&self) -> usize {
+        self.sample_shape.iter().product()
+    }
+
+    /// Sample `i`: its features and its label.
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    pub fn sample(&self, i: usize) -> (&[f32], usize) {
+        let n = self.sample_len();
+        (&self.features[i * n..(i + 1) * n], self.labels[i])
+    }
+
+    /// A new data set of the samples at `indices`, in that order (repeats allowed).
+    ///
+    /// # Panics
+    /// If an index is `>= len()`.
+    pub fn subset(&self, indices: &[usize]) -> Dataset {
+        let n = self.sample_len();
+        let mut features = Vec::with_capacity(indices.len() * n);
+        let mut labels = Vec::with_capacity(indices.len());
+        for &i in indices {
+            let (x, y) = self.sample(i);
+            features.extend_from_slice(x);
+            labels.push(y);
+        }
+        Dataset {
+            features,
+            labels,
+            sample_shape: self.sample_shape.clone(),
+            num_classes: self.num_classes,
+        }
+    }
+
+    /// Splits into `(train, held_out)` with `held_out.len() == holdout`.
+    ///
+    /// The samples are shuffled with `Generator::new(seed).permutation(len())`; the first
+    /// `len() - holdout` shuffled samples form the training part, the rest the held-out part.
+    /// The same seed always gives the same split, and the parts are disjoint and cover every
+    /// sample exactly once (see [`Dataset::split_indices`]).
+    ///
+    /// # Panics
+    /// If `holdout > len()`.
+    pub fn split(&self, holdout: usize, seed: u64) -> (Dataset, Dataset) {
+        let (train, held) = Self::split_indices(self.len(), holdout, seed);
+        (self.subset(&train), self.subset(&held))
+    }
+
+    /// The indices [`Dataset::split`] uses: `(train, held_out)` for a data set of `len` samples.
+    ///
+    /// # Panics
+    /// If `holdout > len`.
+    pub fn split_indices(len: usize, holdout: usize, seed: u64) -> (Vec<usize>, Vec<usize>) {
+        assert!(
+            holdout <= len,
+            "cannot hold out {holdout} samples of a data set of {len}"
+        );
+        let mut perm = Generator::new(seed).permutation(len);
+        let held = perm.split_off(len - holdout);
+        (perm, held)
+    }
+
+    /// Standardises every feature in place: `x = (x - mean) / std`.
+    ///
+    /// # Panics
+    /// If `std` is not a positive finite number (it would silently produce infinities or NaNs).
+    pub fn normalize(&mut self, mean: f32, std: f32) {
+        assert!(
+            std.is_finite() && std > 0.0,
+            "normalize needs a positive finite std, got {std}"
+        );
+        let inv = 1.0 / std;
+        for x in &mut self.features {
+            *x = (*x - mean) * inv;
+        }
+    }
+
+    /// How many samples each class has: entry `c` counts label `c`; `num_classes` entries.
+    pub fn class_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.num_classes];
+        for &y in &self.labels {
+            counts[y] += 1;
+        }
+        counts
+    }
+}
+
+/// Converts integer labels to `usize`, rejecting any outside `0..num_classes` with its record
+/// index, so a wrong labels file is reported where it is wrong rather than as a later panic.
+fn checked_labels(data: &IdxData, num_classes: usize, path: &Path) -> Result<Vec<usize>> {
+    fn check<T: Copy + Into<i64>>(v: &[T], num_classes: usize, path: &Path) -> Result<Vec<usize>> {
+        v.iter()
+            .enumerate()
+            .map(|(index, &label)| {
+                let label: i64 = label.into();
+                usize::try_from(label)
+                    .ok()
+                    .filter(|&l| l < num_classes)
+                    .ok_or_else(|| DataError::LabelOutOfRange {
+                        path: path.to_path_buf(),
+                        index,
+                        label,
+                        num_classes,
+                    })
+            })
+            .collect()
+    }
+    match data {
+        IdxData::U8(v) => check(v, num_classes, path),
+        IdxData::I8(v) => check(v, num_classes, path),
+        IdxData::I16(v) => check(v, num_classes, path),
+        IdxData::I32(v) => check(v, num_classes, path),
+        IdxData::F32(_) | IdxData::F64(_) => Err(DataError::LabelsNotInteger {
+            path: path.to_path_buf(),
+            element: data.type_name(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn images(n: usize) -> IdxArray {
+        IdxArray {
+            dims: vec![n, 2, 3],
+            data: IdxData::U8((0..n * 6).map(|i| (i % 256) as u8).collect()),
+        }
+    }
+
+    fn labels(v: Vec<u8>) -> IdxArray {
+        IdxArray {
+            dims: vec![v.len()],
+            data: IdxData::U8(v),
+        }
+    }
+
+    fn build(imgs: IdxArray, lbls: IdxArray, classes: usize) -> Result<Dataset> {
+        Dataset::from_idx(
+            imgs,
+            lbls,
+            classes,
+            Path::new("d/imgs.idx"),
+            Path::new("d/lbls.idx"),
+        )
+    }
+
+    /// `n` one-value samples whose label is their index: every sample is identifiable.
+    fn numbered(n: usize) -> Dataset {
+        Dataset {
+            features: (0..n).map(|i| i as f32).collect(),
+            labels: (0..n).collect(),
+            sample_shape: vec![1],
+            num_classes: n,
+        }
+    }
+
+    #[test]
+    fn from_idx_scales_and_adds_channel_axis() {
+        let d = build(images(4), labels(vec![0, 1, 2, 1]), 3).unwrap();
+        assert_eq!(d.len(), 4);
+        assert_eq!(d.sample_shape, vec![1, 2, 3]);
+        assert_eq!(d.sample_len(), 6);
+        let (x, y) = d.sample(1);
+        assert_eq!(y, 1);
+        assert_eq!(x[0], 6.0 / 255.0);
+        assert!(d.features.iter().all(|&v| (0.0..=1.0).contains(&v)));
+        assert_eq!(d.class_counts(), vec![1, 2, 1]);
+    }
+
+    #[test]
+    fn count_mismatch_names_both_files() {
+        let e = build(images(4), labels(vec![0, 1, 2]), 3).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                DataError::CountMismatch {
+                    images: 4,
+                    labels: 3,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.contains("`d/imgs.idx`") && msg.contains("`d/lbls.idx`"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn label_out_of_range_names_file_and_record() {
+        let e = build(images(3), labels(vec![0, 11, 2]), 10).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                DataError::LabelOutOfRange {
+                    index: 1,
+                    label: 11,
+                    num_classes: 10,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.contains("`d/lbls.idx`") && msg.contains("record 1") && msg.contains("0..10"),
+            "{msg}"
+        );
+        let neg = IdxArray {
+            dims: vec![1],
+            data: IdxData::I32(vec![-1]),
+        };
+        let e = build(images(1), neg, 10).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                DataError::LabelOutOfRange {
+                    index: 0,
+                    label: -1,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn labels_must_be_integer_vectors() {
+        let e = build(images(2), images(2), 10).unwrap_err();
+        assert!(matches!(e, DataError::LabelsNotVector { .. }), "{e:?}");
+        let f = IdxArray {
+            dims: vec![2],
+            data: IdxData::F32(vec![0.0, 1.0]),
+        };
+        let e = build(images(2), f, 10).unwrap_err();
+        assert!(
+            matches!(e, DataError::LabelsNotInteger { element: "f32", .. }),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("`d/lbls.idx`"));
+    }
+
+    #[test]
+    fn subset_copies_in_order() {
+        let d = numbered(5);
+        let s = d.subset(&[4, 0, 4]);
+        assert_eq!(s.labels, vec![4, 0, 4]);
+        assert_eq!(s.features, vec![4.0, 0.0, 4.0]);
+    }
+
+    #[test]
+    fn split_is_deterministic_disjoint_and_complete() {
+        let d = numbered(100);
+        let (train, held) = d.split(30, 7);
+        assert_eq!((train.len(), held.len()), (70, 30));
+        assert_eq!(d.split(30, 7), (train.clone(), held.clone()));
+        let mut all: Vec<usize> = train.labels.iter().chain(&held.labels).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..100).collect::<Vec<_>>());
+        // Features travel with their labels.
+        assert!(
+            held.labels
+                .iter()
+                .zip(&held.features)
+                .all(|(&y, &x)| x == y as f32)
+        );
+        // A different seed shuffles differently.
+        assert_ne!(d.split(30, 8).1.labels, held.labels);
+        // Edge cases.
+        assert_eq!(d.split(0, 1).1.len(), 0);
+        assert_eq!(d.split(100, 1).0.len(), 0);
+    }
+
+    #[test]
+    #[should_panic(expected = "cannot hold out")]
+    fn split_more_than_len_panics() {
+        numbered(3).split(4, 0);
+    }
+
+    #[test]
+    fn normalize_standardises() {
+        let mut d = numbered(3);
+        d.normalize(1.0, 2.0);
+        assert_eq!(d.features, vec![-0.5, 0.0, 0.5]);
+    }
+
+    #[test]
+    fn empty_dataset() {
+        let d = build(images(0), labels(vec![]), 10).unwrap();
+        assert!(d.is_empty());
+        assert_eq!(d.class_counts(), vec![0; 10]);
+    }
+}

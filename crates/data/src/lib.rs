@@ -1,0 +1,27 @@
+//! strata-data: data sets and loaders for strata.
+//!
+//! - [`idx`]: a hardened reader for the IDX format MNIST ships in (raw or gzip), which
+//!   validates every header claim before allocating so corrupt or hostile files fail with a
+//!   clear [`DataError`] instead of a panic or an out-of-memory abort.
+//! - [`Dataset`]: labelled samples in one flat `f32` buffer, with subsetting, a seeded
+//!   train/held-out split, normalisation and class counts.
+//! - [`load_mnist_dir`]: MNIST from the four standard files in a directory.
+//! - [`embedded_mnist`]: the MNIST test set compiled into the binary, split 8,000 / 2,000, so
+//!   everything works offline with no download.
+//!
+//! Pixels are always returned scaled to `[0, 1]`; normalising (e.g. with [`MNIST_MEAN`] and
+//! [`MNIST_STD`]) is the caller's choice.
+
+#![warn(missing_docs)]
+
+pub mod dataset;
+pub mod embedded;
+pub mod error;
+pub mod idx;
+pub mod mnist;
+
+pub use dataset::Dataset;
+pub use embedded::{EMBEDDED_HOLDOUT, EMBEDDED_SPLIT_SEED, embedded_mnist, embedded_mnist_unsplit};
+pub use error::{DataError, Result};
+pub use idx::{IdxArray, IdxData, MAX_DIMS, parse_idx, read_idx};
+pub use mnist::{MNIST_MEAN, MNIST_STD, load_mnist_dir};

@@ -1,0 +1,1 @@
+//! strata-nn: modules, losses, optimizers, state_dicts.

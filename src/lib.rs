@@ -1,0 +1,8 @@
+//! strata: define, check, train and ship small-to-medium neural networks.
+//!
+//! This facade re-exports the workspace crates: [`core`] (tensors, autograd, ops),
+//! [`nn`] (modules, losses, optimizers, state_dicts) and [`data`] (datasets).
+
+pub use strata_core as core;
+pub use strata_data as data;
+pub use strata_nn as nn;
