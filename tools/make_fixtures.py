@@ -74,8 +74,11 @@ Each starts from a fresh copy of the initial params::
                                weight_decay=1e-3, foreach=False)
     sgd_plain        optim.SGD(params, lr=0.01, foreach=False)
     adam             optim.Adam(params, lr=1e-3, foreach=False)
-    adam_wd_amsgrad  optim.Adam(params, lr=1e-2, betas=(0.8, 0.99), eps=1e-6,
+    adam_wd_amsgrad  optim.Adam(params, lr=1e-3, betas=(0.8, 0.99), eps=1e-6,
                                 weight_decay=1e-2, amsgrad=True, foreach=False)
+                     (lr 1e-3, not 1e-2: at 1e-2 PyTorch's own float32 and float64
+                     runs of this config differ by up to 8.7e-6 after 3 steps, more
+                     than the 1e-5 rel / 1e-6 abs tolerance the parity tests use)
     adamw            optim.AdamW(params, lr=1e-3, weight_decay=1e-2,
                                  foreach=False)
 
@@ -177,7 +180,7 @@ OPTIMIZERS = {
     "sgd_plain": lambda p: optim.SGD(p, lr=0.01, foreach=False),
     "adam": lambda p: optim.Adam(p, lr=1e-3, foreach=False),
     "adam_wd_amsgrad": lambda p: optim.Adam(
-        p, lr=1e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=1e-2, amsgrad=True, foreach=False
+        p, lr=1e-3, betas=(0.8, 0.99), eps=1e-6, weight_decay=1e-2, amsgrad=True, foreach=False
     ),
     "adamw": lambda p: optim.AdamW(p, lr=1e-3, weight_decay=1e-2, foreach=False),
 }

@@ -28,7 +28,7 @@ pub use device::{DType, Device};
 pub use error::{Error, Result};
 pub use ops::cross_entropy::{Reduction, cross_entropy};
 pub use ops::linear::linear;
-pub use rng::Generator;
+pub use rng::{Generator, manual_seed, with_default_generator};
 pub use shape::{Layout, Shape};
 pub use storage::{CpuStorage, Element, Float};
 pub use tensor::Tensor;

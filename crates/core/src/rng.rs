@@ -44,7 +44,7 @@ pub struct Generator {
 
 impl Generator {
     /// A generator at the start of stream 0 of `seed`.
-    pub fn new(seed: u64) -> Self {
+    pub const fn new(seed: u64) -> Self {
         Self { seed, stream: 0, offset: 0 }
     }
 
@@ -156,6 +156,23 @@ impl Generator {
         }
         p
     }
+}
+
+/// The seed the default generator starts from. Unlike PyTorch, strata is reproducible by
+/// default: two runs of the same program initialise the same weights unless told otherwise.
+pub const DEFAULT_SEED: u64 = 0;
+
+static DEFAULT_GENERATOR: std::sync::Mutex<Generator> = std::sync::Mutex::new(Generator::new(DEFAULT_SEED));
+
+/// Reseeds the process-wide default generator that layer constructors draw their initial
+/// weights from (PyTorch's `torch.manual_seed`).
+pub fn manual_seed(seed: u64) {
+    *DEFAULT_GENERATOR.lock().unwrap_or_else(|e| e.into_inner()) = Generator::new(seed);
+}
+
+/// Runs `f` with the process-wide default generator.
+pub fn with_default_generator<R>(f: impl FnOnce(&mut Generator) -> R) -> R {
+    f(&mut DEFAULT_GENERATOR.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
 /// Runs `f(start_index, chunk)` over fixed-size chunks, in parallel when the slice is large.

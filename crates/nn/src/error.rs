@@ -1,0 +1,59 @@
+//! The nn layer's error type: engine errors pass through unchanged; files and state_dicts add
+//! their own, each naming the file or key and what to do.
+
+use std::path::PathBuf;
+
+/// Everything a module, optimizer or state_dict operation can report.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An error from a tensor op.
+    #[error(transparent)]
+    Core(#[from] strata_core::Error),
+
+    /// A file that could not be read or written.
+    #[error("{path}: {action} failed: {source}")]
+    Io { path: PathBuf, action: &'static str, source: std::io::Error },
+
+    /// A file that is not a valid safetensors file.
+    #[error("{path}: not a valid safetensors file: {message}")]
+    SafeTensors { path: PathBuf, message: String },
+
+    /// A tensor in a file with an element type strata does not read.
+    #[error("{path}: tensor `{key}` has element type {dtype}, which strata cannot load (supported: F32, F64, I64)")]
+    UnsupportedFileDType { path: PathBuf, key: String, dtype: String },
+
+    /// A state_dict that does not fit the model: every problem found, not only the first.
+    #[error("{}", format_mismatch(.source_name, .missing, .unexpected, .shape_mismatches))]
+    StateDictMismatch {
+        /// Where the state_dict came from (a path, or "state_dict").
+        source_name: String,
+        /// Keys the model has and the state_dict lacks.
+        missing: Vec<String>,
+        /// Keys the state_dict has and the model lacks.
+        unexpected: Vec<String>,
+        /// `(key, shape in model, shape in state_dict)`.
+        shape_mismatches: Vec<(String, String, String)>,
+    },
+
+    /// An invalid hyper-parameter or argument.
+    #[error("{what}: {message}")]
+    InvalidConfig { what: &'static str, message: String },
+}
+
+fn format_mismatch(source: &str, missing: &[String], unexpected: &[String], shapes: &[(String, String, String)]) -> String {
+    let mut s = format!("{source} does not fit the model:");
+    for (key, model, file) in shapes {
+        s.push_str(&format!("\n  `{key}`: the model has shape {model}, the state_dict has {file}"));
+    }
+    if !missing.is_empty() {
+        s.push_str(&format!("\n  missing from the state_dict: {}", missing.join(", ")));
+    }
+    if !unexpected.is_empty() {
+        s.push_str(&format!("\n  not in the model: {}", unexpected.join(", ")));
+    }
+    s.push_str("\n  fix: load a state_dict saved from the same architecture, or pass strict = false to load only the matching keys");
+    s
+}
+
+/// `Result` with the nn [`enum@Error`].
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,54 @@
+//! Reference models. `SimpleNN` is the flagship: PyTorch's classic MNIST network, with the same
+//! attribute names, so its state_dict keys (`fc1.weight`, …) match the PyTorch class.
+
+use crate::module::Module;
+use crate::{Linear, Result};
+use strata_core::Tensor;
+
+/// PyTorch's `SimpleNN`: Linear(784, 128) → ReLU → Linear(128, 64) → ReLU → Linear(64, 10),
+/// returning logits (no activation on the output). 109,386 parameters.
+///
+/// # Shapes
+/// - input: `[N, 784]` (flattened 28×28 images)
+/// - output: `[N, 10]` logits
+#[derive(Debug, Clone)]
+pub struct SimpleNN {
+    /// 784 → 128.
+    pub fc1: Linear,
+    /// 128 → 64.
+    pub fc2: Linear,
+    /// 64 → 10.
+    pub fc3: Linear,
+}
+
+impl SimpleNN {
+    /// A freshly initialised network, drawing from the default generator.
+    pub fn new() -> Result<SimpleNN> {
+        Ok(SimpleNN { fc1: Linear::new(784, 128)?, fc2: Linear::new(128, 64)?, fc3: Linear::new(64, 10)? })
+    }
+}
+
+impl Module for SimpleNN {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = self.fc1.forward(x)?.relu()?;
+        let x = self.fc2.forward(&x)?.relu()?;
+        self.fc3.forward(&x)
+    }
+    fn children(&self) -> Vec<(String, &dyn Module)> {
+        vec![("fc1".into(), &self.fc1), ("fc2".into(), &self.fc2), ("fc3".into(), &self.fc3)]
+    }
+    fn describe(&self) -> String {
+        "SimpleNN".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameter_count_matches_pytorch() {
+        // sum(p.numel() for p in SimpleNN().parameters()) == 109386
+        assert_eq!(SimpleNN::new().unwrap().num_parameters(), 109_386);
+    }
+}

@@ -1,0 +1,146 @@
+//! The `Module` trait: a forward function plus named children and parameters, from which the
+//! dotted parameter names (`fc1.weight`), train/eval mode, `zero_grad` and state_dicts follow.
+
+use crate::Result;
+use crate::state_dict::StateDict;
+use strata_core::Tensor;
+
+/// A layer or a model: something with a forward pass and (possibly) parameters and children.
+///
+/// Implement `forward`, and `children` and/or `own_parameters`; everything else has a default
+/// built on them. A user model reads like its PyTorch counterpart:
+///
+/// ```
+/// use strata_nn::{Linear, Module, Result};
+/// use strata_core::Tensor;
+/// struct TwoLayer { fc1: Linear, fc2: Linear }
+/// impl Module for TwoLayer {
+///     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+///         let x = self.fc1.forward(x)?.relu()?;
+///         self.fc2.forward(&x)
+///     }
+///     fn children(&self) -> Vec<(String, &dyn Module)> {
+///         vec![("fc1".into(), &self.fc1), ("fc2".into(), &self.fc2)]
+///     }
+/// }
+/// let m = TwoLayer { fc1: Linear::new(4, 3)?, fc2: Linear::new(3, 2)? };
+/// let names: Vec<String> = m.named_parameters().into_iter().map(|(n, _)| n).collect();
+/// assert_eq!(names, ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]);
+/// # Ok::<(), strata_nn::Error>(())
+/// ```
+pub trait Module: Send + Sync {
+    /// The forward pass.
+    fn forward(&self, x: &Tensor) -> Result<Tensor>;
+
+    /// Direct sub-modules with their attribute names, in registration order.
+    fn children(&self) -> Vec<(String, &dyn Module)> {
+        Vec::new()
+    }
+
+    /// This module's own parameters (not its children's), e.g. `weight` and `bias`.
+    fn own_parameters(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+
+    /// This module's own non-trainable state saved in state_dicts (e.g. running statistics).
+    fn own_buffers(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+
+    /// Switches this module's own behaviour between training and evaluation (only modules
+    /// that behave differently, like dropout, need to implement it).
+    fn set_own_training(&self, _training: bool) {}
+
+    /// A short name of the layer type for summaries and messages (`Linear(784 → 128)`).
+    fn describe(&self) -> String {
+        let full = std::any::type_name::<Self>();
+        full.rsplit("::").next().unwrap_or(full).to_string()
+    }
+
+    /// All parameters with PyTorch's dotted names, depth first in registration order.
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        let mut out = self.own_parameters();
+        for (name, child) in self.children() {
+            out.extend(child.named_parameters().into_iter().map(|(k, t)| (format!("{name}.{k}"), t)));
+        }
+        out
+    }
+
+    /// All parameters, in the order of [`Module::named_parameters`]: what an optimizer takes.
+    fn parameters(&self) -> Vec<Tensor> {
+        self.named_parameters().into_iter().map(|(_, t)| t).collect()
+    }
+
+    /// All buffers with dotted names.
+    fn named_buffers(&self) -> Vec<(String, Tensor)> {
+        let mut out = self.own_buffers();
+        for (name, child) in self.children() {
+            out.extend(child.named_buffers().into_iter().map(|(k, t)| (format!("{name}.{k}"), t)));
+        }
+        out
+    }
+
+    /// Number of scalar parameters (PyTorch's `sum(p.numel() for p in model.parameters())`).
+    fn num_parameters(&self) -> usize {
+        self.parameters().iter().map(Tensor::numel).sum()
+    }
+
+    /// Puts this module and all its children in training (`true`) or evaluation mode.
+    fn train(&self, training: bool) {
+        self.set_own_training(training);
+        for (_, child) in self.children() {
+            child.train(training);
+        }
+    }
+
+    /// Evaluation mode: `train(false)`.
+    fn eval(&self) {
+        self.train(false);
+    }
+
+    /// Zeroes every parameter's gradient (in place; the buffers are kept for the next step).
+    fn zero_grad(&self) -> Result<()> {
+        for p in self.parameters() {
+            p.zero_grad()?;
+        }
+        Ok(())
+    }
+
+    /// Parameters and buffers by name, as PyTorch's `state_dict()`. The tensors share the
+    /// module's data (no copy).
+    fn state_dict(&self) -> StateDict {
+        let mut sd = StateDict::new();
+        for (k, t) in self.named_parameters().into_iter().chain(self.named_buffers()) {
+            sd.insert(k, t.detach());
+        }
+        sd
+    }
+
+    /// Copies values from `state_dict` into this module's parameters and buffers. With
+    /// `strict`, missing and unexpected keys are errors; shape mismatches always are. All
+    /// problems are reported together, and nothing is changed unless all checks pass.
+    fn load_state_dict(&self, state_dict: &StateDict, strict: bool) -> Result<()> {
+        crate::state_dict::load_into(self, state_dict, strict, "state_dict")
+    }
+}
+
+impl<M: Module + ?Sized> Module for Box<M> {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        (**self).forward(x)
+    }
+    fn children(&self) -> Vec<(String, &dyn Module)> {
+        (**self).children()
+    }
+    fn own_parameters(&self) -> Vec<(String, Tensor)> {
+        (**self).own_parameters()
+    }
+    fn own_buffers(&self) -> Vec<(String, Tensor)> {
+        (**self).own_buffers()
+    }
+    fn set_own_training(&self, training: bool) {
+        (**self).set_own_training(training)
+    }
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+}

@@ -1,0 +1,262 @@
+//! State dicts: parameters and buffers by PyTorch's dotted names, saved and loaded as
+//! safetensors with PyTorch's layouts, so files move between strata and PyTorch unchanged
+//! (`model.load_state_dict(safetensors.torch.load_file(path), strict=True)` on the Python side).
+//!
+//! Writes are atomic: a temporary file in the same directory is written, flushed to disk and
+//! renamed over the target, so a crash leaves either the old file or the new one, never a torn one.
+
+use crate::module::Module;
+use crate::{Error, Result};
+use safetensors::tensor::{Dtype as StDtype, SafeTensors, TensorView};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use strata_core::{DType, Tensor};
+
+/// Named tensors in insertion order, as returned by [`Module::state_dict`].
+#[derive(Clone, Debug, Default)]
+pub struct StateDict {
+    entries: Vec<(String, Tensor)>,
+    index: HashMap<String, usize>,
+}
+
+impl StateDict {
+    /// An empty state_dict.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds or replaces an entry.
+    pub fn insert(&mut self, key: impl Into<String>, tensor: Tensor) {
+        let key = key.into();
+        match self.index.get(&key) {
+            Some(&i) => self.entries[i].1 = tensor,
+            None => {
+                self.index.insert(key.clone(), self.entries.len());
+                self.entries.push((key, tensor));
+            }
+        }
+    }
+
+    /// The tensor under `key`.
+    pub fn get(&self, key: &str) -> Option<&Tensor> {
+        self.index.get(key).map(|&i| &self.entries[i].1)
+    }
+
+    /// Keys in order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(k, _)| k.as_str())
+    }
+
+    /// Entries in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Tensor)> {
+        self.entries.iter().map(|(k, t)| (k.as_str(), t))
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The safetensors encoding of this state_dict, with `metadata` in its header.
+    pub fn to_safetensors_bytes(&self, metadata: Option<HashMap<String, String>>) -> Result<Vec<u8>> {
+        let mut buffers = Vec::with_capacity(self.entries.len());
+        for (k, t) in &self.entries {
+            let (dtype, bytes) = match t.dtype() {
+                DType::F32 => (StDtype::F32, t.to_vec::<f32>()?.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()),
+                DType::F64 => (StDtype::F64, t.to_vec::<f64>()?.iter().flat_map(|v| v.to_le_bytes()).collect()),
+                DType::I64 => (StDtype::I64, t.to_vec::<i64>()?.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            };
+            buffers.push((k.clone(), dtype, t.dims().to_vec(), bytes));
+        }
+        let mut views = Vec::with_capacity(buffers.len());
+        for (k, dtype, shape, bytes) in &buffers {
+            let view = TensorView::new(*dtype, shape.clone(), bytes).map_err(|e| Error::SafeTensors { path: k.into(), message: e.to_string() })?;
+            views.push((k.clone(), view));
+        }
+        let mut meta = metadata.unwrap_or_default();
+        // What `safetensors.torch.save_file` writes; some readers look for it.
+        meta.entry("format".into()).or_insert_with(|| "pt".into());
+        safetensors::serialize(views, Some(meta)).map_err(|e| Error::SafeTensors { path: "<memory>".into(), message: e.to_string() })
+    }
+
+    /// Saves as a safetensors file, atomically.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        self.save_with_metadata(path, None)
+    }
+
+    /// Saves with extra string metadata in the header, atomically.
+    pub fn save_with_metadata(&self, path: impl AsRef<Path>, metadata: Option<HashMap<String, String>>) -> Result<()> {
+        let bytes = self.to_safetensors_bytes(metadata)?;
+        atomic_write(path.as_ref(), &bytes)
+    }
+
+    /// Reads a safetensors file. The header is validated against the file's length before
+    /// any tensor is allocated.
+    pub fn load(path: impl AsRef<Path>) -> Result<StateDict> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.into(), action: "reading the state_dict", source })?;
+        Self::from_safetensors_bytes(&bytes, path)
+    }
+
+    /// Decodes safetensors bytes; `path` names the source in errors.
+    pub fn from_safetensors_bytes(bytes: &[u8], path: &Path) -> Result<StateDict> {
+        let st = SafeTensors::deserialize(bytes).map_err(|e| Error::SafeTensors { path: path.into(), message: e.to_string() })?;
+        let mut names: Vec<(String, TensorView)> = st.tensors();
+        // The file orders tensors by offset; present them by name for stable output.
+        names.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut sd = StateDict::new();
+        for (key, view) in names {
+            let data = view.data();
+            let shape = view.shape().to_vec();
+            let tensor = match view.dtype() {
+                StDtype::F32 => Tensor::from_vec(data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect(), &shape),
+                StDtype::F64 => Tensor::from_vec(data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect(), &shape),
+                StDtype::I64 => Tensor::from_vec(data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect(), &shape),
+                other => return Err(Error::UnsupportedFileDType { path: path.into(), key, dtype: format!("{other:?}") }),
+            }?;
+            sd.insert(key, tensor);
+        }
+        Ok(sd)
+    }
+}
+
+/// Loads `path` into `module` (see [`Module::load_state_dict`]); errors name the file.
+pub fn load_file(module: &(impl Module + ?Sized), path: impl AsRef<Path>, strict: bool) -> Result<()> {
+    let path = path.as_ref();
+    let sd = StateDict::load(path)?;
+    load_into(module, &sd, strict, &path.display().to_string())
+}
+
+/// Checks `sd` against the module's parameters and buffers, reporting every problem at once,
+/// and copies the values only when all checks pass.
+pub(crate) fn load_into(module: &(impl Module + ?Sized), sd: &StateDict, strict: bool, source: &str) -> Result<()> {
+    let targets: Vec<(String, Tensor)> = module.named_parameters().into_iter().chain(module.named_buffers()).collect();
+    let mut missing = vec![];
+    let mut shape_mismatches = vec![];
+    for (k, t) in &targets {
+        match sd.get(k) {
+            None => missing.push(k.clone()),
+            Some(src) if src.shape() != t.shape() => shape_mismatches.push((k.clone(), t.shape().to_string(), src.shape().to_string())),
+            Some(_) => {}
+        }
+    }
+    let unexpected: Vec<String> = sd.keys().filter(|k| !targets.iter().any(|(n, _)| n == k)).map(String::from).collect();
+    if !shape_mismatches.is_empty() || (strict && (!missing.is_empty() || !unexpected.is_empty())) {
+        return Err(Error::StateDictMismatch { source_name: source.to_string(), missing, unexpected, shape_mismatches });
+    }
+    for (k, t) in &targets {
+        if let Some(src) = sd.get(k) {
+            t.copy_(&src.to_dtype(t.dtype())?)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename
+/// over the target, fsync of the directory. On any error the target is untouched.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let name = path.file_name().ok_or_else(|| Error::Io {
+        path: path.into(),
+        action: "writing",
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path names no file"),
+    })?;
+    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    fn io<'a>(action: &'static str, p: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+        move |source| Error::Io { path: p.into(), action, source }
+    }
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp).map_err(io("creating a temporary file", &tmp))?;
+        f.write_all(bytes).map_err(io("writing", &tmp))?;
+        f.sync_all().map_err(io("flushing to disk", &tmp))?;
+        std::fs::rename(&tmp, path).map_err(io("renaming the temporary file over", path))?;
+        // Make the rename itself durable; not every platform can open a directory, so best effort.
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Linear, Sequential};
+    use strata_core::Generator;
+
+    fn model(seed: u64) -> Sequential {
+        let mut rng = Generator::new(seed);
+        Sequential::new()
+            .add_named("fc1", Linear::with_options(4, 3, true, DType::F32, &mut rng).unwrap())
+            .add_named("fc2", Linear::with_options(3, 2, true, DType::F32, &mut rng).unwrap())
+    }
+
+    #[test]
+    fn round_trip_through_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        let a = model(1);
+        a.state_dict().save(&path).unwrap();
+        let b = model(2);
+        assert_ne!(a.parameters()[0].to_vec_f64(), b.parameters()[0].to_vec_f64());
+        load_file(&b, &path, true).unwrap();
+        for (pa, pb) in a.parameters().iter().zip(b.parameters()) {
+            assert_eq!(pa.to_vec::<f32>().unwrap(), pb.to_vec::<f32>().unwrap());
+        }
+        // No temporary file is left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn mismatches_are_all_reported_and_nothing_changes() {
+        let a = model(1);
+        let mut sd = StateDict::new();
+        sd.insert("fc1.weight", Tensor::zeros(&[3, 5], DType::F32));
+        sd.insert("fc1.bias", Tensor::zeros(&[3], DType::F32));
+        sd.insert("fc3.weight", Tensor::zeros(&[1], DType::F32));
+        let before = a.parameters()[1].to_vec_f64();
+        let err = a.load_state_dict(&sd, true).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "state_dict does not fit the model:\n  `fc1.weight`: the model has shape [3, 4], the state_dict has [3, 5]\n  \
+             missing from the state_dict: fc2.weight, fc2.bias\n  not in the model: fc3.weight\n  \
+             fix: load a state_dict saved from the same architecture, or pass strict = false to load only the matching keys"
+        );
+        assert_eq!(a.parameters()[1].to_vec_f64(), before);
+    }
+
+    #[test]
+    fn bad_files_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("junk.safetensors");
+        std::fs::write(&path, b"\xff\xff\xff\xff\xff\xff\xff\x7fjunk").unwrap();
+        let e = StateDict::load(&path).unwrap_err().to_string();
+        assert!(e.contains("junk.safetensors: not a valid safetensors file"), "{e}");
+        let e = StateDict::load(dir.path().join("absent.safetensors")).unwrap_err().to_string();
+        assert!(e.contains("absent.safetensors: reading the state_dict failed"), "{e}");
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keep.bin");
+        std::fs::write(&path, b"old").unwrap();
+        // Writing into a directory that does not exist fails before touching the target.
+        assert!(atomic_write(&dir.path().join("nope/keep.bin"), b"new").is_err());
+        atomic_write(&path, b"new").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+    }
+}
