@@ -58,7 +58,8 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     manual_seed(args.seed);
     let model = SimpleNN::new()?;
     let criterion = CrossEntropyLoss::new();
-    let mut optimizer = SGD::with_config(model.parameters(), SgdConfig { lr: args.lr, momentum: args.momentum, ..Default::default() })?;
+    let mut optimizer =
+        SGD::with_config(model.parameters(), SgdConfig { lr: args.lr, momentum: args.momentum, ..Default::default() })?;
 
     println!("strata train: SimpleNN 784 → 128 → 64 → 10 (ReLU), {} parameters", group(model.num_parameters()));
     println!(
@@ -108,7 +109,10 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     }
     println!("done in {:.1} s: held-out accuracy {:.2}%", started.elapsed().as_secs_f64(), 100.0 * last_acc);
     if let Some(path) = &args.save {
-        model.state_dict().save(path).with_context(|| format!("saving the trained parameters to {}", path.display()))?;
+        model
+            .state_dict()
+            .save(path)
+            .with_context(|| format!("saving the trained parameters to {}", path.display()))?;
         println!("saved the state_dict to {}", path.display());
     }
     Ok(())
@@ -140,7 +144,7 @@ fn group(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -59,15 +59,21 @@ pub enum Error {
     DataLength { op: &'static str, shape: Shape, expected: usize, got: usize },
 
     /// `backward()` on a tensor with more than one element.
-    #[error("backward: the tensor has shape {shape}; backward() needs a scalar (one element) — reduce it first, e.g. with `.sum_all()` or `.mean_all()`")]
+    #[error(
+        "backward: the tensor has shape {shape}; backward() needs a scalar (one element) — reduce it first, e.g. with `.sum_all()` or `.mean_all()`"
+    )]
     BackwardNonScalar { shape: Shape },
 
     /// `backward()` on a tensor that no gradient flows to.
-    #[error("backward: this tensor does not require grad: none of its inputs is a parameter or was created with `.requires_grad_()` (or it was computed inside `no_grad`)")]
+    #[error(
+        "backward: this tensor does not require grad: none of its inputs is a parameter or was created with `.requires_grad_()` (or it was computed inside `no_grad`)"
+    )]
     NoGradRequired,
 
     /// A second `backward()` through the same graph.
-    #[error("backward: the graph of this tensor was already used by an earlier backward() and its saved values were freed; run the forward again")]
+    #[error(
+        "backward: the graph of this tensor was already used by an earlier backward() and its saved values were freed; run the forward again"
+    )]
     GraphFreed,
 
     /// A class index outside the number of classes.
@@ -79,7 +85,9 @@ pub enum Error {
     NotScalar { op: &'static str, shape: Shape },
 
     /// An in-place update on a tensor that is a view into a larger buffer.
-    #[error("{op}: in-place update needs a contiguous tensor that owns its whole buffer (shape {shape}); call `.contiguous()` first")]
+    #[error(
+        "{op}: in-place update needs a contiguous tensor that owns its whole buffer (shape {shape}); call `.contiguous()` first"
+    )]
     NotInPlaceable { op: &'static str, shape: Shape },
 
     /// An invalid argument value.

@@ -66,6 +66,8 @@ pub trait Float:
     + std::ops::Div<Output = Self>
     + std::ops::Neg<Output = Self>
     + std::ops::AddAssign
+    + std::ops::SubAssign
+    + std::ops::MulAssign
     + std::iter::Sum
 {
     /// 0.

@@ -253,7 +253,8 @@ impl Tensor {
     /// when the tensor is already contiguous.
     pub fn with_slice<T: Element, R>(&self, f: impl FnOnce(&[T]) -> R) -> Result<R> {
         let storage = self.storage();
-        let data = T::slice(&storage).ok_or(Error::DTypeMismatch { op: "with_slice", lhs: self.dtype(), rhs: T::DTYPE })?;
+        let data =
+            T::slice(&storage).ok_or(Error::DTypeMismatch { op: "with_slice", lhs: self.dtype(), rhs: T::DTYPE })?;
         if self.is_contiguous() {
             let o = self.layout().offset;
             return Ok(f(&data[o..o + self.numel()]));
@@ -268,7 +269,11 @@ impl Tensor {
     /// `requires_grad_()`): parameters are made this way. Float types only.
     pub fn requires_grad_(self) -> Result<Tensor> {
         if !self.dtype().is_float() {
-            return Err(Error::UnsupportedDType { op: "requires_grad_", dtype: self.dtype(), hint: " (only float tensors have gradients)" });
+            return Err(Error::UnsupportedDType {
+                op: "requires_grad_",
+                dtype: self.dtype(),
+                hint: " (only float tensors have gradients)",
+            });
         }
         Ok(Tensor(Arc::new(TensorImpl {
             id: NEXT_TENSOR.fetch_add(1, Ordering::Relaxed),
@@ -319,7 +324,12 @@ impl Tensor {
         if let Some(g) = &grad
             && g.shape() != self.shape()
         {
-            return Err(Error::ShapeMismatch { op: "set_grad", what: "gradient", got: g.shape().clone(), expected: self.shape().to_string() });
+            return Err(Error::ShapeMismatch {
+                op: "set_grad",
+                what: "gradient",
+                got: g.shape().clone(),
+                expected: self.shape().to_string(),
+            });
         }
         *self.0.grad.lock().unwrap_or_else(|e| e.into_inner()) = grad;
         Ok(())
@@ -369,7 +379,11 @@ impl Tensor {
             return Err(Error::NotInPlaceable { op: "update_", shape: self.shape().clone() });
         }
         let dtype = slot.dtype();
-        let data = T::slice_mut(Arc::make_mut(&mut slot)).ok_or(Error::DTypeMismatch { op: "update_", lhs: dtype, rhs: T::DTYPE })?;
+        let data = T::slice_mut(Arc::make_mut(&mut slot)).ok_or(Error::DTypeMismatch {
+            op: "update_",
+            lhs: dtype,
+            rhs: T::DTYPE,
+        })?;
         Ok(f(data))
     }
 
@@ -385,7 +399,12 @@ impl Tensor {
     /// Copies `src` (same shape and type) into this tensor in place.
     pub fn copy_(&self, src: &Tensor) -> Result<()> {
         if src.shape() != self.shape() {
-            return Err(Error::ShapeMismatch { op: "copy_", what: "source", got: src.shape().clone(), expected: self.shape().to_string() });
+            return Err(Error::ShapeMismatch {
+                op: "copy_",
+                what: "source",
+                got: src.shape().clone(),
+                expected: self.shape().to_string(),
+            });
         }
         match (self.dtype(), src.dtype()) {
             (DType::F32, DType::F32) => {
@@ -407,11 +426,20 @@ impl Tensor {
     /// `self += other` in place (same shape and type); copies first if the buffer is shared.
     pub(crate) fn add_assign_(&self, other: &Tensor) -> Result<()> {
         if other.shape() != self.shape() {
-            return Err(Error::ShapeMismatch { op: "add_assign_", what: "gradient", got: other.shape().clone(), expected: self.shape().to_string() });
+            return Err(Error::ShapeMismatch {
+                op: "add_assign_",
+                what: "gradient",
+                got: other.shape().clone(),
+                expected: self.shape().to_string(),
+            });
         }
         match (self.dtype(), other.dtype()) {
-            (DType::F32, DType::F32) => other.with_slice::<f32, _>(|o| self.update_::<f32, _>(|d| d.iter_mut().zip(o).for_each(|(a, b)| *a += b)))??,
-            (DType::F64, DType::F64) => other.with_slice::<f64, _>(|o| self.update_::<f64, _>(|d| d.iter_mut().zip(o).for_each(|(a, b)| *a += b)))??,
+            (DType::F32, DType::F32) => other.with_slice::<f32, _>(|o| {
+                self.update_::<f32, _>(|d| d.iter_mut().zip(o).for_each(|(a, b)| *a += b))
+            })??,
+            (DType::F64, DType::F64) => other.with_slice::<f64, _>(|o| {
+                self.update_::<f64, _>(|d| d.iter_mut().zip(o).for_each(|(a, b)| *a += b))
+            })??,
             (a, b) => return Err(Error::DTypeMismatch { op: "add_assign_", lhs: a, rhs: b }),
         }
         Ok(())
@@ -424,7 +452,9 @@ impl Tensor {
     pub fn to_device(&self, device: Device) -> Result<Tensor> {
         match device {
             Device::Cpu => Ok(self.clone()),
-            Device::Cuda(_) => Err(Error::DeviceUnavailable { device, reason: "this build of strata has only the CPU backend".into() }),
+            Device::Cuda(_) => {
+                Err(Error::DeviceUnavailable { device, reason: "this build of strata has only the CPU backend".into() })
+            }
         }
     }
 

@@ -19,10 +19,8 @@ pub fn assert_close(actual: &[f64], expected: &[f64], rtol: f64, atol: f64) {
     let mut worst: Option<(usize, f64)> = None;
     for (i, (&a, &b)) in actual.iter().zip(expected).enumerate() {
         let excess = (a - b).abs() - (atol + rtol * b.abs());
-        if excess > 0.0 || a.is_nan() != b.is_nan() {
-            if worst.is_none_or(|(_, e)| excess > e) {
-                worst = Some((i, excess));
-            }
+        if (excess > 0.0 || a.is_nan() != b.is_nan()) && worst.is_none_or(|(_, e)| excess > e) {
+            worst = Some((i, excess));
         }
     }
     if let Some((i, _)) = worst {
@@ -35,7 +33,8 @@ pub fn assert_close(actual: &[f64], expected: &[f64], rtol: f64, atol: f64) {
 #[track_caller]
 pub fn gradcheck(inputs: &[Tensor], f: impl Fn(&[Tensor]) -> Result<Tensor>) {
     const EPS: f64 = 1e-6;
-    let leaves: Vec<Tensor> = inputs.iter().map(|t| t.detach().contiguous().unwrap().detach().requires_grad_().unwrap()).collect();
+    let leaves: Vec<Tensor> =
+        inputs.iter().map(|t| t.detach().contiguous().unwrap().detach().requires_grad_().unwrap()).collect();
     let out = f(&leaves).expect("forward");
     let w = randn64(out.dims(), &mut Generator::new(0xC0FFEE));
     out.mul(&w).unwrap().sum_all().unwrap().backward().expect("backward");
@@ -56,7 +55,10 @@ pub fn gradcheck(inputs: &[Tensor], f: impl Fn(&[Tensor]) -> Result<Tensor>) {
         }
         let result = std::panic::catch_unwind(|| assert_close(&analytic, &numeric, 1e-5, 1e-6));
         if result.is_err() {
-            panic!("gradcheck failed for input {which} of shape {}:\nanalytic {analytic:?}\nnumeric  {numeric:?}", leaf.shape());
+            panic!(
+                "gradcheck failed for input {which} of shape {}:\nanalytic {analytic:?}\nnumeric  {numeric:?}",
+                leaf.shape()
+            );
         }
     }
 }

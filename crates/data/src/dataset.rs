@@ -40,10 +40,7 @@ impl Dataset {
         labels_path: &Path,
     ) -> Result<Dataset> {
         if labels.dims.len() != 1 {
-            return Err(DataError::LabelsNotVector {
-                path: labels_path.to_path_buf(),
-                dims: labels.dims,
-            });
+            return Err(DataError::LabelsNotVector { path: labels_path.to_path_buf(), dims: labels.dims });
         }
         // IDX always has at least one dimension, the record count.
         let count = images.dims[0];
@@ -65,12 +62,7 @@ impl Dataset {
             IdxData::U8(v) => v.iter().map(|&x| x as f32 / 255.0).collect(),
             other => other.to_f32_vec(),
         };
-        Ok(Dataset {
-            features,
-            labels,
-            sample_shape,
-            num_classes,
-        })
+        Ok(Dataset { features, labels, sample_shape, num_classes })
     }
 
     /// The number of samples.
@@ -110,12 +102,7 @@ impl Dataset {
             features.extend_from_slice(x);
             labels.push(y);
         }
-        Dataset {
-            features,
-            labels,
-            sample_shape: self.sample_shape.clone(),
-            num_classes: self.num_classes,
-        }
+        Dataset { features, labels, sample_shape: self.sample_shape.clone(), num_classes: self.num_classes }
     }
 
     /// Splits into `(train, held_out)` with `held_out.len() == holdout`.
@@ -137,10 +124,7 @@ impl Dataset {
     /// # Panics
     /// If `holdout > len`.
     pub fn split_indices(len: usize, holdout: usize, seed: u64) -> (Vec<usize>, Vec<usize>) {
-        assert!(
-            holdout <= len,
-            "cannot hold out {holdout} samples of a data set of {len}"
-        );
+        assert!(holdout <= len, "cannot hold out {holdout} samples of a data set of {len}");
         let mut perm = Generator::new(seed).permutation(len);
         let held = perm.split_off(len - holdout);
         (perm, held)
@@ -151,10 +135,7 @@ impl Dataset {
     /// # Panics
     /// If `std` is not a positive finite number (it would silently produce infinities or NaNs).
     pub fn normalize(&mut self, mean: f32, std: f32) {
-        assert!(
-            std.is_finite() && std > 0.0,
-            "normalize needs a positive finite std, got {std}"
-        );
+        assert!(std.is_finite() && std > 0.0, "normalize needs a positive finite std, got {std}");
         let inv = 1.0 / std;
         for x in &mut self.features {
             *x = (*x - mean) * inv;
@@ -179,15 +160,12 @@ fn checked_labels(data: &IdxData, num_classes: usize, path: &Path) -> Result<Vec
             .enumerate()
             .map(|(index, &label)| {
                 let label: i64 = label.into();
-                usize::try_from(label)
-                    .ok()
-                    .filter(|&l| l < num_classes)
-                    .ok_or_else(|| DataError::LabelOutOfRange {
-                        path: path.to_path_buf(),
-                        index,
-                        label,
-                        num_classes,
-                    })
+                usize::try_from(label).ok().filter(|&l| l < num_classes).ok_or_else(|| DataError::LabelOutOfRange {
+                    path: path.to_path_buf(),
+                    index,
+                    label,
+                    num_classes,
+                })
             })
             .collect()
     }
@@ -196,10 +174,9 @@ fn checked_labels(data: &IdxData, num_classes: usize, path: &Path) -> Result<Vec
         IdxData::I8(v) => check(v, num_classes, path),
         IdxData::I16(v) => check(v, num_classes, path),
         IdxData::I32(v) => check(v, num_classes, path),
-        IdxData::F32(_) | IdxData::F64(_) => Err(DataError::LabelsNotInteger {
-            path: path.to_path_buf(),
-            element: data.type_name(),
-        }),
+        IdxData::F32(_) | IdxData::F64(_) => {
+            Err(DataError::LabelsNotInteger { path: path.to_path_buf(), element: data.type_name() })
+        }
     }
 }
 
@@ -208,27 +185,15 @@ mod tests {
     use super::*;
 
     fn images(n: usize) -> IdxArray {
-        IdxArray {
-            dims: vec![n, 2, 3],
-            data: IdxData::U8((0..n * 6).map(|i| (i % 256) as u8).collect()),
-        }
+        IdxArray { dims: vec![n, 2, 3], data: IdxData::U8((0..n * 6).map(|i| (i % 256) as u8).collect()) }
     }
 
     fn labels(v: Vec<u8>) -> IdxArray {
-        IdxArray {
-            dims: vec![v.len()],
-            data: IdxData::U8(v),
-        }
+        IdxArray { dims: vec![v.len()], data: IdxData::U8(v) }
     }
 
     fn build(imgs: IdxArray, lbls: IdxArray, classes: usize) -> Result<Dataset> {
-        Dataset::from_idx(
-            imgs,
-            lbls,
-            classes,
-            Path::new("d/imgs.idx"),
-            Path::new("d/lbls.idx"),
-        )
+        Dataset::from_idx(imgs, lbls, classes, Path::new("d/imgs.idx"), Path::new("d/lbls.idx"))
     }
 
     /// `n` one-value samples whose label is their index: every sample is identifiable.
@@ -257,75 +222,29 @@ mod tests {
     #[test]
     fn count_mismatch_names_both_files() {
         let e = build(images(4), labels(vec![0, 1, 2]), 3).unwrap_err();
-        assert!(
-            matches!(
-                e,
-                DataError::CountMismatch {
-                    images: 4,
-                    labels: 3,
-                    ..
-                }
-            ),
-            "{e:?}"
-        );
+        assert!(matches!(e, DataError::CountMismatch { images: 4, labels: 3, .. }), "{e:?}");
         let msg = e.to_string();
-        assert!(
-            msg.contains("`d/imgs.idx`") && msg.contains("`d/lbls.idx`"),
-            "{msg}"
-        );
+        assert!(msg.contains("`d/imgs.idx`") && msg.contains("`d/lbls.idx`"), "{msg}");
     }
 
     #[test]
     fn label_out_of_range_names_file_and_record() {
         let e = build(images(3), labels(vec![0, 11, 2]), 10).unwrap_err();
-        assert!(
-            matches!(
-                e,
-                DataError::LabelOutOfRange {
-                    index: 1,
-                    label: 11,
-                    num_classes: 10,
-                    ..
-                }
-            ),
-            "{e:?}"
-        );
+        assert!(matches!(e, DataError::LabelOutOfRange { index: 1, label: 11, num_classes: 10, .. }), "{e:?}");
         let msg = e.to_string();
-        assert!(
-            msg.contains("`d/lbls.idx`") && msg.contains("record 1") && msg.contains("0..10"),
-            "{msg}"
-        );
-        let neg = IdxArray {
-            dims: vec![1],
-            data: IdxData::I32(vec![-1]),
-        };
+        assert!(msg.contains("`d/lbls.idx`") && msg.contains("record 1") && msg.contains("0..10"), "{msg}");
+        let neg = IdxArray { dims: vec![1], data: IdxData::I32(vec![-1]) };
         let e = build(images(1), neg, 10).unwrap_err();
-        assert!(
-            matches!(
-                e,
-                DataError::LabelOutOfRange {
-                    index: 0,
-                    label: -1,
-                    ..
-                }
-            ),
-            "{e:?}"
-        );
+        assert!(matches!(e, DataError::LabelOutOfRange { index: 0, label: -1, .. }), "{e:?}");
     }
 
     #[test]
     fn labels_must_be_integer_vectors() {
         let e = build(images(2), images(2), 10).unwrap_err();
         assert!(matches!(e, DataError::LabelsNotVector { .. }), "{e:?}");
-        let f = IdxArray {
-            dims: vec![2],
-            data: IdxData::F32(vec![0.0, 1.0]),
-        };
+        let f = IdxArray { dims: vec![2], data: IdxData::F32(vec![0.0, 1.0]) };
         let e = build(images(2), f, 10).unwrap_err();
-        assert!(
-            matches!(e, DataError::LabelsNotInteger { element: "f32", .. }),
-            "{e:?}"
-        );
+        assert!(matches!(e, DataError::LabelsNotInteger { element: "f32", .. }), "{e:?}");
         assert!(e.to_string().contains("`d/lbls.idx`"));
     }
 
@@ -347,12 +266,7 @@ mod tests {
         all.sort_unstable();
         assert_eq!(all, (0..100).collect::<Vec<_>>());
         // Features travel with their labels.
-        assert!(
-            held.labels
-                .iter()
-                .zip(&held.features)
-                .all(|(&y, &x)| x == y as f32)
-        );
+        assert!(held.labels.iter().zip(&held.features).all(|(&y, &x)| x == y as f32));
         // A different seed shuffles differently.
         assert_ne!(d.split(30, 8).1.labels, held.labels);
         // Edge cases.

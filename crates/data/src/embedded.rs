@@ -34,13 +34,7 @@ pub const EMBEDDED_HOLDOUT: usize = 2_000;
 pub fn embedded_mnist_unsplit() -> Result<Dataset> {
     let images = parse_idx(IMAGES_GZ, IMAGES_NAME)?;
     let labels = parse_idx(LABELS_GZ, LABELS_NAME)?;
-    Dataset::from_idx(
-        images,
-        labels,
-        10,
-        Path::new(IMAGES_NAME),
-        Path::new(LABELS_NAME),
-    )
+    Dataset::from_idx(images, labels, 10, Path::new(IMAGES_NAME), Path::new(LABELS_NAME))
 }
 
 /// The embedded data split into `(train, held_out)`: 8,000 and 2,000 samples of shape
@@ -67,10 +61,7 @@ mod tests {
     }
 
     fn fingerprints(d: &Dataset) -> Vec<u64> {
-        (0..d.len())
-            .map(|i| d.sample(i))
-            .map(|(x, y)| fingerprint(x, y))
-            .collect()
+        (0..d.len()).map(|i| d.sample(i)).map(|(x, y)| fingerprint(x, y)).collect()
     }
 
     #[test]
@@ -85,25 +76,16 @@ mod tests {
             assert!(d.features.iter().all(|&x| (0.0..=1.0).contains(&x)));
         }
         // Scaled, not normalised: the mean pixel is near MNIST's 0.13.
-        let mean =
-            train.features.iter().map(|&x| x as f64).sum::<f64>() / train.features.len() as f64;
+        let mean = train.features.iter().map(|&x| x as f64).sum::<f64>() / train.features.len() as f64;
         assert!((mean - 0.13).abs() < 0.01, "{mean}");
     }
 
     #[test]
     fn label_counts_match_mnist_test_set() {
         let all = embedded_mnist_unsplit().unwrap();
-        assert_eq!(
-            all.class_counts(),
-            vec![980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-        );
+        assert_eq!(all.class_counts(), vec![980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]);
         let (train, held) = embedded_mnist().unwrap();
-        let sum: Vec<usize> = train
-            .class_counts()
-            .iter()
-            .zip(held.class_counts())
-            .map(|(a, b)| a + b)
-            .collect();
+        let sum: Vec<usize> = train.class_counts().iter().zip(held.class_counts()).map(|(a, b)| a + b).collect();
         assert_eq!(sum, all.class_counts());
     }
 
@@ -111,10 +93,7 @@ mod tests {
     fn split_is_deterministic_and_a_partition() {
         let (train, held) = embedded_mnist().unwrap();
         let (train2, held2) = embedded_mnist().unwrap();
-        assert!(
-            train == train2 && held == held2,
-            "two calls must give the same split"
-        );
+        assert!(train == train2 && held == held2, "two calls must give the same split");
 
         // Train plus held-out is exactly the original multiset of samples: nothing lost,
         // nothing duplicated, so the two parts are disjoint.

@@ -127,18 +127,10 @@ impl IdxArray {
         match &self.data {
             IdxData::U8(v) => out.extend_from_slice(v),
             IdxData::I8(v) => out.extend(v.iter().map(|&x| x as u8)),
-            IdxData::I16(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_be_bytes())),
-            IdxData::I32(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_be_bytes())),
-            IdxData::F32(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_be_bytes())),
-            IdxData::F64(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_be_bytes())),
+            IdxData::I16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_be_bytes())),
+            IdxData::I32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_be_bytes())),
+            IdxData::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_be_bytes())),
+            IdxData::F64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_be_bytes())),
         }
         out
     }
@@ -213,10 +205,7 @@ impl ElemType {
     /// Decodes a payload whose length has already been checked to be `count * size()`.
     fn decode(self, payload: &[u8]) -> IdxData {
         fn be<const N: usize, T>(payload: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
-            payload
-                .chunks_exact(N)
-                .map(|c| f(c.try_into().expect("chunks_exact yields N bytes")))
-                .collect()
+            payload.chunks_exact(N).map(|c| f(c.try_into().expect("chunks_exact yields N bytes"))).collect()
         }
         match self {
             ElemType::U8 => IdxData::U8(payload.to_vec()),
@@ -241,21 +230,13 @@ struct Header {
 /// type and the dimension count.
 fn check_prefix(prefix: [u8; 4], path: &Path) -> Result<(ElemType, usize)> {
     if prefix[0] != 0 || prefix[1] != 0 {
-        return Err(DataError::BadMagic {
-            path: path.to_path_buf(),
-            found: u32::from_be_bytes(prefix),
-        });
+        return Err(DataError::BadMagic { path: path.to_path_buf(), found: u32::from_be_bytes(prefix) });
     }
-    let elem = ElemType::from_code(prefix[2]).ok_or_else(|| DataError::UnknownType {
-        path: path.to_path_buf(),
-        code: prefix[2],
-    })?;
+    let elem = ElemType::from_code(prefix[2])
+        .ok_or_else(|| DataError::UnknownType { path: path.to_path_buf(), code: prefix[2] })?;
     let ndims = prefix[3];
     if ndims == 0 || ndims > MAX_DIMS {
-        return Err(DataError::BadDimCount {
-            path: path.to_path_buf(),
-            dims: ndims,
-        });
+        return Err(DataError::BadDimCount { path: path.to_path_buf(), dims: ndims });
     }
     Ok((elem, ndims as usize))
 }
@@ -263,15 +244,9 @@ fn check_prefix(prefix: [u8; 4], path: &Path) -> Result<(ElemType, usize)> {
 /// Parses the dimension words and computes the payload size with overflow checks, so the size
 /// is known to be addressable before anything is allocated for it.
 fn check_dims(elem: ElemType, dim_bytes: &[u8], path: &Path) -> Result<Header> {
-    let raw: Vec<u64> = dim_bytes
-        .chunks_exact(4)
-        .map(|c| u32::from_be_bytes(c.try_into().expect("4-byte chunk")) as u64)
-        .collect();
-    let too_large = || DataError::TooLarge {
-        path: path.to_path_buf(),
-        dims: raw.clone(),
-        element: elem.name(),
-    };
+    let raw: Vec<u64> =
+        dim_bytes.chunks_exact(4).map(|c| u32::from_be_bytes(c.try_into().expect("4-byte chunk")) as u64).collect();
+    let too_large = || DataError::TooLarge { path: path.to_path_buf(), dims: raw.clone(), element: elem.name() };
     let payload_bytes = raw
         .iter()
         .try_fold(elem.size() as u64, |acc, &d| acc.checked_mul(d))
@@ -279,15 +254,8 @@ fn check_dims(elem: ElemType, dim_bytes: &[u8], path: &Path) -> Result<Header> {
         .ok_or_else(too_large)?;
     // Each dimension is <= u32::MAX and their product fits in isize, so these casts are exact
     // (on 16-bit targets the isize bound fails first for any large dimension).
-    let dims = raw
-        .iter()
-        .map(|&d| usize::try_from(d).map_err(|_| too_large()))
-        .collect::<Result<_>>()?;
-    Ok(Header {
-        elem,
-        dims,
-        payload_bytes,
-    })
+    let dims = raw.iter().map(|&d| usize::try_from(d).map_err(|_| too_large())).collect::<Result<_>>()?;
+    Ok(Header { elem, dims, payload_bytes })
 }
 
 /// Parses an IDX file already in memory, raw or gzip-compressed. `source` names the data in
@@ -296,20 +264,13 @@ fn check_dims(elem: ElemType, dim_bytes: &[u8], path: &Path) -> Result<Header> {
 /// Never panics on malformed input; every defect is a [`DataError`] naming `source`.
 pub fn parse_idx(bytes: &[u8], source: &str) -> Result<IdxArray> {
     let path = Path::new(source);
-    if bytes.starts_with(&GZIP_MAGIC) {
-        parse_gzip(bytes, path)
-    } else {
-        parse_raw(bytes, path)
-    }
+    if bytes.starts_with(&GZIP_MAGIC) { parse_gzip(bytes, path) } else { parse_raw(bytes, path) }
 }
 
 /// Reads and parses an IDX file, raw or gzip-compressed (detected from its content).
 pub fn read_idx(path: &Path) -> Result<IdxArray> {
     // Reading the whole file is bounded by its real size, not by anything the header claims.
-    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = std::fs::read(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
     parse_idx(&bytes, &path.to_string_lossy())
 }
 
@@ -320,23 +281,14 @@ fn parse_raw(bytes: &[u8], path: &Path) -> Result<IdxArray> {
         actual_bytes: bytes.len() as u64,
         gzip: false,
     };
-    let prefix: [u8; 4] = bytes
-        .get(..4)
-        .ok_or_else(|| truncated_header(4))?
-        .try_into()
-        .expect("4 bytes");
+    let prefix: [u8; 4] = bytes.get(..4).ok_or_else(|| truncated_header(4))?.try_into().expect("4 bytes");
     let (elem, ndims) = check_prefix(prefix, path)?;
     let header_len = 4 + 4 * ndims;
-    let dim_bytes = bytes
-        .get(4..header_len)
-        .ok_or_else(|| truncated_header(header_len))?;
+    let dim_bytes = bytes.get(4..header_len).ok_or_else(|| truncated_header(header_len))?;
     let header = check_dims(elem, dim_bytes, path)?;
     let payload = &bytes[header_len..];
     check_payload_len(&header, payload.len() as u64, false, path)?;
-    Ok(IdxArray {
-        data: header.elem.decode(payload),
-        dims: header.dims,
-    })
+    Ok(IdxArray { data: header.elem.decode(payload), dims: header.dims })
 }
 
 fn parse_gzip(compressed: &[u8], path: &Path) -> Result<IdxArray> {
@@ -369,28 +321,17 @@ fn parse_gzip(compressed: &[u8], path: &Path) -> Result<IdxArray> {
     let plausible = (compressed.len() as u64).saturating_mul(MAX_DEFLATE_RATIO);
     let mut payload = Vec::with_capacity(header.payload_bytes.min(plausible) as usize);
     let limit = header.payload_bytes + 1;
-    decoder
-        .take(limit)
-        .read_to_end(&mut payload)
-        .map_err(|source| DataError::Gzip {
-            path: path.to_path_buf(),
-            source,
-            decompressed_bytes: produced + payload.len() as u64,
-        })?;
+    decoder.take(limit).read_to_end(&mut payload).map_err(|source| DataError::Gzip {
+        path: path.to_path_buf(),
+        source,
+        decompressed_bytes: produced + payload.len() as u64,
+    })?;
     check_payload_len(&header, payload.len() as u64, true, path)?;
-    Ok(IdxArray {
-        data: header.elem.decode(&payload),
-        dims: header.dims,
-    })
+    Ok(IdxArray { data: header.elem.decode(&payload), dims: header.dims })
 }
 
 /// Fills `buf` from `reader` until it is full or the stream ends; returns the bytes read.
-fn read_full(
-    reader: &mut impl Read,
-    buf: &mut [u8],
-    path: &Path,
-    produced: &mut u64,
-) -> Result<usize> {
+fn read_full(reader: &mut impl Read, buf: &mut [u8], path: &Path, produced: &mut u64) -> Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         match reader.read(&mut buf[filled..]) {
@@ -401,11 +342,7 @@ fn read_full(
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(source) => {
-                return Err(DataError::Gzip {
-                    path: path.to_path_buf(),
-                    source,
-                    decompressed_bytes: *produced,
-                });
+                return Err(DataError::Gzip { path: path.to_path_buf(), source, decompressed_bytes: *produced });
             }
         }
     }
@@ -456,23 +393,15 @@ mod tests {
 
     /// A valid 3-image 2x2 u8 file.
     fn small() -> Vec<u8> {
-        IdxArray {
-            dims: vec![3, 2, 2],
-            data: IdxData::U8((0..12).collect()),
-        }
-        .to_bytes()
+        IdxArray { dims: vec![3, 2, 2], data: IdxData::U8((0..12).collect()) }.to_bytes()
     }
 
     /// Runs `check` on the raw bytes and on their gzip-compressed form.
     fn both(bytes: &[u8], check: impl Fn(DataError, bool)) {
         for gzip in [false, true] {
             let input = if gzip { gz(bytes) } else { bytes.to_vec() };
-            let err =
-                parse_idx(&input, "dir/crafted.idx").expect_err("malformed input must be rejected");
-            assert!(
-                err.to_string().contains("`dir/crafted.idx`"),
-                "message lacks the path: {err}"
-            );
+            let err = parse_idx(&input, "dir/crafted.idx").expect_err("malformed input must be rejected");
+            assert!(err.to_string().contains("`dir/crafted.idx`"), "message lacks the path: {err}");
             check(err, gzip);
         }
     }
@@ -495,20 +424,14 @@ mod tests {
             IdxData::F64(vec![-1e300, 0.5, 2.0, f64::MIN_POSITIVE]),
         ];
         for data in arrays {
-            let a = IdxArray {
-                dims: vec![2, 2],
-                data,
-            };
+            let a = IdxArray { dims: vec![2, 2], data };
             let bytes = a.to_bytes();
             assert_eq!(bytes[2], a.data.type_code());
             assert_eq!(parse_idx(&bytes, "t").unwrap(), a);
             assert_eq!(parse_idx(&gz(&bytes), "t").unwrap(), a);
         }
         // Big-endian on disk: 0x0102 is stored as 01 02.
-        let a = IdxArray {
-            dims: vec![1],
-            data: IdxData::I16(vec![0x0102]),
-        };
+        let a = IdxArray { dims: vec![1], data: IdxData::I16(vec![0x0102]) };
         assert_eq!(&a.to_bytes()[8..], &[1, 2]);
     }
 
@@ -522,47 +445,25 @@ mod tests {
     fn wrong_magic() {
         let mut b = small();
         b[0] = 0x12;
-        both(&b, |e, _| {
-            assert!(
-                matches!(
-                    e,
-                    DataError::BadMagic {
-                        found: 0x1200_0803,
-                        ..
-                    }
-                ),
-                "{e:?}"
-            )
-        });
+        both(&b, |e, _| assert!(matches!(e, DataError::BadMagic { found: 0x1200_0803, .. }), "{e:?}"));
         // An HTML error page saved under the data file's name.
-        both(b"<!DOCTYPE html><html>", |e, _| {
-            assert!(matches!(e, DataError::BadMagic { .. }), "{e:?}")
-        });
+        both(b"<!DOCTYPE html><html>", |e, _| assert!(matches!(e, DataError::BadMagic { .. }), "{e:?}"));
     }
 
     #[test]
     fn unknown_type_code() {
         let mut b = small();
         b[2] = 0x0A;
-        both(&b, |e, _| {
-            assert!(
-                matches!(e, DataError::UnknownType { code: 0x0A, .. }),
-                "{e:?}"
-            )
-        });
+        both(&b, |e, _| assert!(matches!(e, DataError::UnknownType { code: 0x0A, .. }), "{e:?}"));
     }
 
     #[test]
     fn zero_or_too_many_dims() {
-        both(&[0, 0, 8, 0], |e, _| {
-            assert!(matches!(e, DataError::BadDimCount { dims: 0, .. }), "{e:?}")
-        });
+        both(&[0, 0, 8, 0], |e, _| assert!(matches!(e, DataError::BadDimCount { dims: 0, .. }), "{e:?}"));
         let mut b = vec![0, 0, 8, 9];
         b.extend(std::iter::repeat_n([0, 0, 0, 1], 9).flatten());
         b.push(7);
-        both(&b, |e, _| {
-            assert!(matches!(e, DataError::BadDimCount { dims: 9, .. }), "{e:?}")
-        });
+        both(&b, |e, _| assert!(matches!(e, DataError::BadDimCount { dims: 9, .. }), "{e:?}"));
     }
 
     #[test]
@@ -574,17 +475,7 @@ mod tests {
             )
         });
         both(&small()[..10], |e, _| {
-            assert!(
-                matches!(
-                    e,
-                    DataError::TruncatedHeader {
-                        needed_bytes: 16,
-                        actual_bytes: 10,
-                        ..
-                    }
-                ),
-                "{e:?}"
-            )
+            assert!(matches!(e, DataError::TruncatedHeader { needed_bytes: 16, actual_bytes: 10, .. }), "{e:?}")
         });
     }
 
@@ -597,10 +488,7 @@ mod tests {
                 "{e:?}"
             );
             let msg = e.to_string();
-            assert!(
-                msg.contains("3 records of 2x2 u8 (12 bytes)") && msg.contains("re-download"),
-                "{msg}"
-            );
+            assert!(msg.contains("3 records of 2x2 u8 (12 bytes)") && msg.contains("re-download"), "{msg}");
         });
     }
 
@@ -629,21 +517,11 @@ mod tests {
         let start = std::time::Instant::now();
         both(&b, |e, _| {
             assert!(
-                matches!(
-                    e,
-                    DataError::Truncated {
-                        expected_bytes: 3_136_000_000_000,
-                        actual_bytes: 100,
-                        ..
-                    }
-                ),
+                matches!(e, DataError::Truncated { expected_bytes: 3_136_000_000_000, actual_bytes: 100, .. }),
                 "{e:?}"
             );
             let msg = e.to_string();
-            assert!(
-                msg.contains("4000000000 records of 28x28 u8 (3136000000000 bytes)"),
-                "{msg}"
-            );
+            assert!(msg.contains("4000000000 records of 28x28 u8 (3136000000000 bytes)"), "{msg}");
         });
         assert!(start.elapsed() < std::time::Duration::from_secs(2));
     }
@@ -654,36 +532,19 @@ mod tests {
         for _ in 0..8 {
             b.extend_from_slice(&u32::MAX.to_be_bytes());
         }
-        both(&b, |e, _| {
-            assert!(
-                matches!(e, DataError::TooLarge { element: "f64", .. }),
-                "{e:?}"
-            )
-        });
+        both(&b, |e, _| assert!(matches!(e, DataError::TooLarge { element: "f64", .. }), "{e:?}"));
     }
 
     #[test]
     fn gzip_bomb_is_not_inflated() {
         // 64 MiB of zeros compress to ~64 KiB; the header declares 16 bytes. Reading stops one
         // byte past the declared size, so this is quick and small.
-        let mut raw = IdxArray {
-            dims: vec![16],
-            data: IdxData::U8(vec![0; 16]),
-        }
-        .to_bytes();
+        let mut raw = IdxArray { dims: vec![16], data: IdxData::U8(vec![0; 16]) }.to_bytes();
         raw.resize(raw.len() + (64 << 20), 0);
         let bomb = gz(&raw);
         let e = parse_idx(&bomb, "bomb.gz").unwrap_err();
         assert!(
-            matches!(
-                e,
-                DataError::TrailingBytes {
-                    expected_bytes: 16,
-                    actual_bytes: 17,
-                    gzip: true,
-                    ..
-                }
-            ),
+            matches!(e, DataError::TrailingBytes { expected_bytes: 16, actual_bytes: 17, gzip: true, .. }),
             "{e:?}"
         );
         assert!(e.to_string().contains("at least 17"), "{e}");
@@ -696,12 +557,7 @@ mod tests {
         g.truncate(n - 12); // cut into the deflate data and the trailer
         let e = parse_idx(&g, "cut.gz").unwrap_err();
         assert!(
-            matches!(
-                e,
-                DataError::Gzip { .. }
-                    | DataError::Truncated { .. }
-                    | DataError::TruncatedHeader { .. }
-            ),
+            matches!(e, DataError::Gzip { .. } | DataError::Truncated { .. } | DataError::TruncatedHeader { .. }),
             "{e:?}"
         );
         assert!(e.to_string().contains("`cut.gz`"), "{e}");
@@ -709,20 +565,13 @@ mod tests {
 
     #[test]
     fn zero_sized_dims_are_fine_when_consistent() {
-        let b = IdxArray {
-            dims: vec![0, 28, 28],
-            data: IdxData::U8(vec![]),
-        }
-        .to_bytes();
+        let b = IdxArray { dims: vec![0, 28, 28], data: IdxData::U8(vec![]) }.to_bytes();
         let a = parse_idx(&b, "empty").unwrap();
         assert_eq!(a.dims, vec![0, 28, 28]);
         assert!(a.data.is_empty());
         let mut b2 = b.clone();
         b2.push(0);
-        assert!(matches!(
-            parse_idx(&b2, "empty").unwrap_err(),
-            DataError::TrailingBytes { .. }
-        ));
+        assert!(matches!(parse_idx(&b2, "empty").unwrap_err(), DataError::TrailingBytes { .. }));
     }
 
     #[test]

@@ -24,6 +24,6 @@ pub mod mnist;
 pub use dataset::Dataset;
 pub use embedded::{EMBEDDED_HOLDOUT, EMBEDDED_SPLIT_SEED, embedded_mnist, embedded_mnist_unsplit};
 pub use error::{DataError, Result};
-pub use loader::{Batch, DataLoader};
 pub use idx::{IdxArray, IdxData, MAX_DIMS, parse_idx, read_idx};
+pub use loader::{Batch, DataLoader};
 pub use mnist::{MNIST_MEAN, MNIST_STD, load_mnist_dir};

@@ -96,7 +96,12 @@ mod tests {
     use super::*;
 
     fn toy(n: usize) -> Dataset {
-        Dataset { features: (0..n * 2).map(|v| v as f32).collect(), labels: (0..n).map(|i| i % 3).collect(), sample_shape: vec![2], num_classes: 3 }
+        Dataset {
+            features: (0..n * 2).map(|v| v as f32).collect(),
+            labels: (0..n).map(|i| i % 3).collect(),
+            sample_shape: vec![2],
+            num_classes: 3,
+        }
     }
 
     #[test]
@@ -104,11 +109,17 @@ mod tests {
         let d = toy(10);
         let loader = DataLoader::new(&d, 3).shuffle(7);
         assert_eq!(loader.num_batches(), 4);
-        let mut seen: Vec<i64> = loader.epoch(0).flat_map(|b| b.x.to_vec::<f32>().unwrap().iter().step_by(2).map(|&v| (v / 2.0) as i64).collect::<Vec<_>>()).collect();
+        let mut seen: Vec<i64> = loader
+            .epoch(0)
+            .flat_map(|b| b.x.to_vec::<f32>().unwrap().iter().step_by(2).map(|&v| (v / 2.0) as i64).collect::<Vec<_>>())
+            .collect();
         let first = seen.clone();
         seen.sort_unstable();
         assert_eq!(seen, (0..10).collect::<Vec<_>>());
-        let again: Vec<i64> = loader.epoch(0).flat_map(|b| b.x.to_vec::<f32>().unwrap().iter().step_by(2).map(|&v| (v / 2.0) as i64).collect::<Vec<_>>()).collect();
+        let again: Vec<i64> = loader
+            .epoch(0)
+            .flat_map(|b| b.x.to_vec::<f32>().unwrap().iter().step_by(2).map(|&v| (v / 2.0) as i64).collect::<Vec<_>>())
+            .collect();
         assert_eq!(first, again);
         assert_ne!(loader.order(0), loader.order(1));
     }

@@ -47,11 +47,7 @@ fn find(dir: &Path, name: &str) -> Result<PathBuf> {
     let tried = vec![dir.join(name), dir.join(format!("{name}.gz"))];
     match tried.iter().find(|p| p.is_file()) {
         Some(p) => Ok(p.clone()),
-        None => Err(DataError::MissingFile {
-            dir: dir.to_path_buf(),
-            name: name.to_string(),
-            tried,
-        }),
+        None => Err(DataError::MissingFile { dir: dir.to_path_buf(), name: name.to_string(), tried }),
     }
 }
 
@@ -65,20 +61,11 @@ mod tests {
 
     /// Writes a tiny fake MNIST split: `n` 28x28 images and the given labels.
     fn write_split(dir: &Path, prefix: &str, n: usize, labels: Vec<u8>, gzip: bool) {
-        let imgs = IdxArray {
-            dims: vec![n, 28, 28],
-            data: IdxData::U8(vec![255; n * 784]),
-        }
-        .to_bytes();
-        let lbls = IdxArray {
-            dims: vec![labels.len()],
-            data: IdxData::U8(labels),
-        }
-        .to_bytes();
-        for (name, bytes) in [
-            (format!("{prefix}-images-idx3-ubyte"), imgs),
-            (format!("{prefix}-labels-idx1-ubyte"), lbls),
-        ] {
+        let imgs = IdxArray { dims: vec![n, 28, 28], data: IdxData::U8(vec![255; n * 784]) }.to_bytes();
+        let lbls = IdxArray { dims: vec![labels.len()], data: IdxData::U8(labels) }.to_bytes();
+        for (name, bytes) in
+            [(format!("{prefix}-images-idx3-ubyte"), imgs), (format!("{prefix}-labels-idx1-ubyte"), lbls)]
+        {
             if gzip {
                 let mut enc = GzEncoder::new(Vec::new(), Compression::fast());
                 enc.write_all(&bytes).unwrap();
@@ -106,15 +93,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_split(dir.path(), "train", 1, vec![0], false);
         let e = load_mnist_dir(dir.path()).unwrap_err();
-        assert!(
-            matches!(&e, DataError::MissingFile { name, .. } if name == "t10k-images-idx3-ubyte"),
-            "{e:?}"
-        );
+        assert!(matches!(&e, DataError::MissingFile { name, .. } if name == "t10k-images-idx3-ubyte"), "{e:?}");
         let msg = e.to_string();
-        assert!(
-            msg.contains("t10k-images-idx3-ubyte`") && msg.contains("t10k-images-idx3-ubyte.gz`"),
-            "{msg}"
-        );
+        assert!(msg.contains("t10k-images-idx3-ubyte`") && msg.contains("t10k-images-idx3-ubyte.gz`"), "{msg}");
     }
 
     #[test]
@@ -123,18 +104,7 @@ mod tests {
         write_split(dir.path(), "train", 2, vec![3, 11], true);
         write_split(dir.path(), "t10k", 1, vec![0], true);
         let e = load_mnist_dir(dir.path()).unwrap_err();
-        assert!(
-            matches!(
-                e,
-                DataError::LabelOutOfRange {
-                    index: 1,
-                    label: 11,
-                    num_classes: 10,
-                    ..
-                }
-            ),
-            "{e:?}"
-        );
+        assert!(matches!(e, DataError::LabelOutOfRange { index: 1, label: 11, num_classes: 10, .. }), "{e:?}");
         assert!(e.to_string().contains("train-labels-idx1-ubyte.gz`"), "{e}");
     }
 }

@@ -17,18 +17,9 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 fn round_trip_raw_and_gzip_files() {
     let dir = tempfile::tempdir().unwrap();
     let arrays = [
-        IdxArray {
-            dims: vec![5, 3, 4],
-            data: IdxData::U8((0..60).collect()),
-        },
-        IdxArray {
-            dims: vec![7],
-            data: IdxData::I32(vec![-5, 0, 1, 2, 3, i32::MAX, i32::MIN]),
-        },
-        IdxArray {
-            dims: vec![2, 2],
-            data: IdxData::F64(vec![0.25, -1.0, 1e10, 3.5]),
-        },
+        IdxArray { dims: vec![5, 3, 4], data: IdxData::U8((0..60).collect()) },
+        IdxArray { dims: vec![7], data: IdxData::I32(vec![-5, 0, 1, 2, 3, i32::MAX, i32::MIN]) },
+        IdxArray { dims: vec![2, 2], data: IdxData::F64(vec![0.25, -1.0, 1e10, 3.5]) },
     ];
     for (k, a) in arrays.iter().enumerate() {
         let raw = a.to_bytes();
@@ -55,17 +46,7 @@ fn errors_from_files_name_the_file() {
     }
     std::fs::write(&path, gzip(&b)).unwrap();
     let e = read_idx(&path).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            DataError::Truncated {
-                actual_bytes: 0,
-                gzip: true,
-                ..
-            }
-        ),
-        "{e:?}"
-    );
+    assert!(matches!(e, DataError::Truncated { actual_bytes: 0, gzip: true, .. }), "{e:?}");
     assert!(e.to_string().contains(&path.display().to_string()), "{e}");
 }
 
@@ -84,30 +65,12 @@ fn real_mnist_if_present() {
     let (train, test) = load_mnist_dir(&dir).unwrap();
     assert_eq!((train.len(), test.len()), (60_000, 10_000));
     assert_eq!(train.sample_shape, vec![1, 28, 28]);
-    assert_eq!(
-        train.class_counts(),
-        vec![5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
-    );
-    assert_eq!(
-        test.class_counts(),
-        vec![980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-    );
+    assert_eq!(train.class_counts(), vec![5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]);
+    assert_eq!(test.class_counts(), vec![980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]);
     // The published normalisation constants describe these pixels.
     let n = train.features.len() as f64;
     let mean = train.features.iter().map(|&x| x as f64).sum::<f64>() / n;
-    let var = train
-        .features
-        .iter()
-        .map(|&x| (x as f64 - mean).powi(2))
-        .sum::<f64>()
-        / n;
-    assert!(
-        (mean - strata_data::MNIST_MEAN as f64).abs() < 1e-3,
-        "{mean}"
-    );
-    assert!(
-        (var.sqrt() - strata_data::MNIST_STD as f64).abs() < 1e-3,
-        "{}",
-        var.sqrt()
-    );
+    let var = train.features.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
+    assert!((mean - strata_data::MNIST_MEAN as f64).abs() < 1e-3, "{mean}");
+    assert!((var.sqrt() - strata_data::MNIST_STD as f64).abs() < 1e-3, "{}", var.sqrt());
 }

@@ -40,7 +40,12 @@ pub enum Error {
     InvalidConfig { what: &'static str, message: String },
 }
 
-fn format_mismatch(source: &str, missing: &[String], unexpected: &[String], shapes: &[(String, String, String)]) -> String {
+fn format_mismatch(
+    source: &str,
+    missing: &[String],
+    unexpected: &[String],
+    shapes: &[(String, String, String)],
+) -> String {
     let mut s = format!("{source} does not fit the model:");
     for (key, model, file) in shapes {
         s.push_str(&format!("\n  `{key}`: the model has shape {model}, the state_dict has {file}"));

@@ -15,7 +15,13 @@ pub fn kaiming_normal(shape: &[usize], fan_in: usize, dtype: DType, rng: &mut Ge
 }
 
 /// Xavier (Glorot) uniform initialisation: bound = √(6 / (fan_in + fan_out)).
-pub fn xavier_uniform(shape: &[usize], fan_in: usize, fan_out: usize, dtype: DType, rng: &mut Generator) -> Result<Tensor> {
+pub fn xavier_uniform(
+    shape: &[usize],
+    fan_in: usize,
+    fan_out: usize,
+    dtype: DType,
+    rng: &mut Generator,
+) -> Result<Tensor> {
     let bound = (6.0 / (fan_in + fan_out).max(1) as f64).sqrt();
     uniform(shape, bound, dtype, rng)
 }

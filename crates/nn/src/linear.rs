@@ -30,11 +30,19 @@ impl Linear {
     }
 
     /// A layer with or without bias, of the given float type, drawing from `rng`.
-    pub fn with_options(in_features: usize, out_features: usize, bias: bool, dtype: DType, rng: &mut Generator) -> Result<Linear> {
+    pub fn with_options(
+        in_features: usize,
+        out_features: usize,
+        bias: bool,
+        dtype: DType,
+        rng: &mut Generator,
+    ) -> Result<Linear> {
         if in_features == 0 || out_features == 0 {
             return Err(Error::InvalidConfig {
                 what: "Linear",
-                message: format!("in_features and out_features must be at least 1, got Linear({in_features}, {out_features})"),
+                message: format!(
+                    "in_features and out_features must be at least 1, got Linear({in_features}, {out_features})"
+                ),
             });
         }
         let bound = 1.0 / (in_features as f64).sqrt();
@@ -47,13 +55,19 @@ impl Linear {
     /// become parameters (leaves that require grad).
     pub fn from_tensors(weight: Tensor, bias: Option<Tensor>) -> Result<Linear> {
         if weight.ndim() != 2 {
-            return Err(Error::InvalidConfig { what: "Linear", message: format!("weight must be [out_features, in_features], got {}", weight.shape()) });
+            return Err(Error::InvalidConfig {
+                what: "Linear",
+                message: format!("weight must be [out_features, in_features], got {}", weight.shape()),
+            });
         }
         let (out_features, in_features) = (weight.dims()[0], weight.dims()[1]);
         if let Some(b) = &bias
             && b.dims() != [out_features]
         {
-            return Err(Error::InvalidConfig { what: "Linear", message: format!("bias must be [{out_features}], got {}", b.shape()) });
+            return Err(Error::InvalidConfig {
+                what: "Linear",
+                message: format!("bias must be [{out_features}], got {}", b.shape()),
+            });
         }
         let weight = weight.detach().contiguous()?.detach().requires_grad_()?;
         let bias = bias.map(|b| b.detach().contiguous()?.detach().requires_grad_()).transpose()?;
@@ -83,7 +97,12 @@ impl Module for Linear {
         p
     }
     fn describe(&self) -> String {
-        format!("Linear({} → {}{})", self.in_features, self.out_features, if self.bias.is_some() { "" } else { ", no bias" })
+        format!(
+            "Linear({} → {}{})",
+            self.in_features,
+            self.out_features,
+            if self.bias.is_some() { "" } else { ", no bias" }
+        )
     }
 }
 

@@ -21,15 +21,15 @@ impl Sequential {
         Self::default()
     }
 
-    /// Appends a layer named by its position.
-    pub fn add(mut self, layer: impl Module + 'static) -> Self {
+    /// Appends a layer named by its position (PyTorch's `append`).
+    pub fn append(mut self, layer: impl Module + 'static) -> Self {
         let name = self.layers.len().to_string();
         self.layers.push((name, Box::new(layer)));
         self
     }
 
-    /// Appends a layer under a name (`fc1`), used in parameter names.
-    pub fn add_named(mut self, name: impl Into<String>, layer: impl Module + 'static) -> Self {
+    /// Appends a layer under a name (`fc1`), used in parameter names (PyTorch's `add_module`).
+    pub fn add_module(mut self, name: impl Into<String>, layer: impl Module + 'static) -> Self {
         self.layers.push((name.into(), Box::new(layer)));
         self
     }
@@ -81,10 +81,10 @@ mod tests {
     fn names_and_forward() {
         let mut rng = Generator::new(1);
         let m = Sequential::new()
-            .add(Flatten::new())
-            .add(Linear::with_options(4, 3, true, DType::F32, &mut rng).unwrap())
-            .add(ReLU)
-            .add_named("head", Linear::with_options(3, 2, false, DType::F32, &mut rng).unwrap());
+            .append(Flatten::new())
+            .append(Linear::with_options(4, 3, true, DType::F32, &mut rng).unwrap())
+            .append(ReLU)
+            .add_module("head", Linear::with_options(3, 2, false, DType::F32, &mut rng).unwrap());
         let names: Vec<String> = m.named_parameters().into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, ["1.weight", "1.bias", "head.weight"]);
         assert_eq!(m.forward(&Tensor::ones(&[5, 2, 2], DType::F32)).unwrap().dims(), &[5, 2]);

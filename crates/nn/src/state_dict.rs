@@ -68,7 +68,9 @@ impl StateDict {
         let mut buffers = Vec::with_capacity(self.entries.len());
         for (k, t) in &self.entries {
             let (dtype, bytes) = match t.dtype() {
-                DType::F32 => (StDtype::F32, t.to_vec::<f32>()?.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()),
+                DType::F32 => {
+                    (StDtype::F32, t.to_vec::<f32>()?.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())
+                }
                 DType::F64 => (StDtype::F64, t.to_vec::<f64>()?.iter().flat_map(|v| v.to_le_bytes()).collect()),
                 DType::I64 => (StDtype::I64, t.to_vec::<i64>()?.iter().flat_map(|v| v.to_le_bytes()).collect()),
             };
@@ -76,13 +78,15 @@ impl StateDict {
         }
         let mut views = Vec::with_capacity(buffers.len());
         for (k, dtype, shape, bytes) in &buffers {
-            let view = TensorView::new(*dtype, shape.clone(), bytes).map_err(|e| Error::SafeTensors { path: k.into(), message: e.to_string() })?;
+            let view = TensorView::new(*dtype, shape.clone(), bytes)
+                .map_err(|e| Error::SafeTensors { path: k.into(), message: e.to_string() })?;
             views.push((k.clone(), view));
         }
         let mut meta = metadata.unwrap_or_default();
         // What `safetensors.torch.save_file` writes; some readers look for it.
         meta.entry("format".into()).or_insert_with(|| "pt".into());
-        safetensors::serialize(views, Some(meta)).map_err(|e| Error::SafeTensors { path: "<memory>".into(), message: e.to_string() })
+        safetensors::serialize(views, Some(meta))
+            .map_err(|e| Error::SafeTensors { path: "<memory>".into(), message: e.to_string() })
     }
 
     /// Saves as a safetensors file, atomically.
@@ -100,13 +104,18 @@ impl StateDict {
     /// any tensor is allocated.
     pub fn load(path: impl AsRef<Path>) -> Result<StateDict> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.into(), action: "reading the state_dict", source })?;
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.into(),
+            action: "reading the state_dict",
+            source,
+        })?;
         Self::from_safetensors_bytes(&bytes, path)
     }
 
     /// Decodes safetensors bytes; `path` names the source in errors.
     pub fn from_safetensors_bytes(bytes: &[u8], path: &Path) -> Result<StateDict> {
-        let st = SafeTensors::deserialize(bytes).map_err(|e| Error::SafeTensors { path: path.into(), message: e.to_string() })?;
+        let st = SafeTensors::deserialize(bytes)
+            .map_err(|e| Error::SafeTensors { path: path.into(), message: e.to_string() })?;
         let mut names: Vec<(String, TensorView)> = st.tensors();
         // The file orders tensors by offset; present them by name for stable output.
         names.sort_by(|a, b| a.0.cmp(&b.0));
@@ -115,10 +124,21 @@ impl StateDict {
             let data = view.data();
             let shape = view.shape().to_vec();
             let tensor = match view.dtype() {
-                StDtype::F32 => Tensor::from_vec(data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect(), &shape),
-                StDtype::F64 => Tensor::from_vec(data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect(), &shape),
-                StDtype::I64 => Tensor::from_vec(data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect(), &shape),
-                other => return Err(Error::UnsupportedFileDType { path: path.into(), key, dtype: format!("{other:?}") }),
+                StDtype::F32 => Tensor::from_vec(
+                    data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect(),
+                    &shape,
+                ),
+                StDtype::F64 => Tensor::from_vec(
+                    data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect(),
+                    &shape,
+                ),
+                StDtype::I64 => Tensor::from_vec(
+                    data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect(),
+                    &shape,
+                ),
+                other => {
+                    return Err(Error::UnsupportedFileDType { path: path.into(), key, dtype: format!("{other:?}") });
+                }
             }?;
             sd.insert(key, tensor);
         }
@@ -142,13 +162,21 @@ pub(crate) fn load_into(module: &(impl Module + ?Sized), sd: &StateDict, strict:
     for (k, t) in &targets {
         match sd.get(k) {
             None => missing.push(k.clone()),
-            Some(src) if src.shape() != t.shape() => shape_mismatches.push((k.clone(), t.shape().to_string(), src.shape().to_string())),
+            Some(src) if src.shape() != t.shape() => {
+                shape_mismatches.push((k.clone(), t.shape().to_string(), src.shape().to_string()))
+            }
             Some(_) => {}
         }
     }
-    let unexpected: Vec<String> = sd.keys().filter(|k| !targets.iter().any(|(n, _)| n == k)).map(String::from).collect();
+    let unexpected: Vec<String> =
+        sd.keys().filter(|k| !targets.iter().any(|(n, _)| n == k)).map(String::from).collect();
     if !shape_mismatches.is_empty() || (strict && (!missing.is_empty() || !unexpected.is_empty())) {
-        return Err(Error::StateDictMismatch { source_name: source.to_string(), missing, unexpected, shape_mismatches });
+        return Err(Error::StateDictMismatch {
+            source_name: source.to_string(),
+            missing,
+            unexpected,
+            shape_mismatches,
+        });
     }
     for (k, t) in &targets {
         if let Some(src) = sd.get(k) {
@@ -200,8 +228,8 @@ mod tests {
     fn model(seed: u64) -> Sequential {
         let mut rng = Generator::new(seed);
         Sequential::new()
-            .add_named("fc1", Linear::with_options(4, 3, true, DType::F32, &mut rng).unwrap())
-            .add_named("fc2", Linear::with_options(3, 2, true, DType::F32, &mut rng).unwrap())
+            .add_module("fc1", Linear::with_options(4, 3, true, DType::F32, &mut rng).unwrap())
+            .add_module("fc2", Linear::with_options(3, 2, true, DType::F32, &mut rng).unwrap())
     }
 
     #[test]

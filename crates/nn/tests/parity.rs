@@ -4,10 +4,13 @@
 
 use strata_core::testing::assert_close;
 use strata_core::{Reduction, Tensor, cross_entropy};
-use strata_nn::{Adam, AdamConfig, AdamW, CrossEntropyLoss, Linear, Module, Optimizer, SGD, SgdConfig, SimpleNN, StateDict};
+use strata_nn::{
+    Adam, AdamConfig, AdamW, CrossEntropyLoss, Linear, Module, Optimizer, SGD, SgdConfig, SimpleNN, StateDict,
+};
 
 fn fixture() -> StateDict {
-    StateDict::load(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/simple_nn_parity.safetensors")).expect("fixture")
+    StateDict::load(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/simple_nn_parity.safetensors"))
+        .expect("fixture")
 }
 
 fn get(sd: &StateDict, key: &str) -> Tensor {
@@ -18,7 +21,9 @@ const PARAMS: [&str; 6] = ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "
 
 /// SimpleNN with the fixture's initial weights (`torch.manual_seed(0); model = SimpleNN()`).
 fn model_from_fixture(sd: &StateDict) -> SimpleNN {
-    let layer = |n: &str| Linear::from_tensors(get(sd, &format!("init.{n}.weight")), Some(get(sd, &format!("init.{n}.bias")))).unwrap();
+    let layer = |n: &str| {
+        Linear::from_tensors(get(sd, &format!("init.{n}.weight")), Some(get(sd, &format!("init.{n}.bias")))).unwrap()
+    };
     SimpleNN { fc1: layer("fc1"), fc2: layer("fc2"), fc3: layer("fc3") }
 }
 
@@ -67,7 +72,11 @@ fn run_three_steps(prefix: &str, make: impl FnOnce(Vec<Tensor>) -> Box<dyn Optim
         loss.backward().unwrap();
         opt.step().unwrap();
     }
-    close(&Tensor::from_vec(losses, &[3]).unwrap(), &get(&sd, &format!("{prefix}.losses")), &format!("{prefix} losses"));
+    close(
+        &Tensor::from_vec(losses, &[3]).unwrap(),
+        &get(&sd, &format!("{prefix}.losses")),
+        &format!("{prefix} losses"),
+    );
     for (name, p) in model.named_parameters() {
         close(&p, &get(&sd, &format!("{prefix}.step3.{name}")), &format!("{prefix}: {name} after 3 steps"));
     }
@@ -77,7 +86,9 @@ fn run_three_steps(prefix: &str, make: impl FnOnce(Vec<Tensor>) -> Box<dyn Optim
 /// `optim.SGD(model.parameters(), lr=0.01, momentum=0.9, foreach=False)`
 #[test]
 fn sgd_momentum_three_steps() {
-    run_three_steps("sgd_momentum", |p| Box::new(SGD::with_config(p, SgdConfig { lr: 0.01, momentum: 0.9, ..Default::default() }).unwrap()));
+    run_three_steps("sgd_momentum", |p| {
+        Box::new(SGD::with_config(p, SgdConfig { lr: 0.01, momentum: 0.9, ..Default::default() }).unwrap())
+    });
 }
 
 /// `optim.SGD(model.parameters(), lr=0.01, foreach=False)`
@@ -90,7 +101,13 @@ fn sgd_plain_three_steps() {
 #[test]
 fn sgd_nesterov_weight_decay_three_steps() {
     run_three_steps("sgd_nesterov_wd", |p| {
-        Box::new(SGD::with_config(p, SgdConfig { lr: 0.05, momentum: 0.9, nesterov: true, weight_decay: 1e-2, ..Default::default() }).unwrap())
+        Box::new(
+            SGD::with_config(
+                p,
+                SgdConfig { lr: 0.05, momentum: 0.9, nesterov: true, weight_decay: 1e-2, ..Default::default() },
+            )
+            .unwrap(),
+        )
     });
 }
 
@@ -98,7 +115,13 @@ fn sgd_nesterov_weight_decay_three_steps() {
 #[test]
 fn sgd_dampening_three_steps() {
     run_three_steps("sgd_dampening", |p| {
-        Box::new(SGD::with_config(p, SgdConfig { lr: 0.05, momentum: 0.5, dampening: 0.3, weight_decay: 1e-3, ..Default::default() }).unwrap())
+        Box::new(
+            SGD::with_config(
+                p,
+                SgdConfig { lr: 0.05, momentum: 0.5, dampening: 0.3, weight_decay: 1e-3, ..Default::default() },
+            )
+            .unwrap(),
+        )
     });
 }
 
@@ -112,7 +135,13 @@ fn adam_three_steps() {
 #[test]
 fn adam_weight_decay_amsgrad_three_steps() {
     run_three_steps("adam_wd_amsgrad", |p| {
-        Box::new(Adam::with_config(p, AdamConfig { lr: 1e-3, betas: (0.8, 0.99), eps: 1e-6, weight_decay: 1e-2, amsgrad: true }).unwrap())
+        Box::new(
+            Adam::with_config(
+                p,
+                AdamConfig { lr: 1e-3, betas: (0.8, 0.99), eps: 1e-6, weight_decay: 1e-2, amsgrad: true },
+            )
+            .unwrap(),
+        )
     });
 }
 
@@ -190,7 +219,8 @@ fn loads_a_pytorch_state_dict() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/");
     let model = SimpleNN::new().unwrap();
     strata_nn::state_dict::load_file(&model, format!("{dir}torch_simple_nn_state_dict.safetensors"), true).unwrap();
-    let expected = StateDict::load(format!("{dir}torch_simple_nn_state_dict.safetensors.expected.safetensors")).unwrap();
+    let expected =
+        StateDict::load(format!("{dir}torch_simple_nn_state_dict.safetensors.expected.safetensors")).unwrap();
     let logits = model.forward(&get(&expected, "input")).unwrap();
     close(&logits, &get(&expected, "logits"), "logits of the PyTorch-written model");
 }

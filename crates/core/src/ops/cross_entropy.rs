@@ -31,14 +31,28 @@ pub enum Reduction {
 pub fn cross_entropy(logits: &Tensor, target: &Tensor, reduction: Reduction) -> Result<Tensor> {
     const OP: &str = "cross_entropy";
     if logits.ndim() != 2 {
-        return Err(Error::ShapeMismatch { op: OP, what: "logits", got: logits.shape().clone(), expected: "[N, C] (a batch of class scores)".into() });
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            what: "logits",
+            got: logits.shape().clone(),
+            expected: "[N, C] (a batch of class scores)".into(),
+        });
     }
     let (n, c) = (logits.dims()[0], logits.dims()[1]);
     if target.dtype() != DType::I64 {
-        return Err(Error::UnsupportedDType { op: OP, dtype: target.dtype(), hint: " as target: class indices must be i64" });
+        return Err(Error::UnsupportedDType {
+            op: OP,
+            dtype: target.dtype(),
+            hint: " as target: class indices must be i64",
+        });
     }
     if target.dims() != [n] {
-        return Err(Error::ShapeMismatch { op: OP, what: "target", got: target.shape().clone(), expected: format!("[{n}] (one class index per row of the logits)") });
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            what: "target",
+            got: target.shape().clone(),
+            expected: format!("[{n}] (one class index per row of the logits)"),
+        });
     }
     if c == 0 {
         crate::bail_arg!(OP, "the logits have 0 classes");
@@ -76,9 +90,9 @@ pub fn cross_entropy(logits: &Tensor, target: &Tensor, reduction: Reduction) -> 
         let d = with_float!(ps, OP, |p: T| {
             let mut d = p.to_vec();
             for (i, row) in d.chunks_exact_mut(c).enumerate() {
-                row[t[i] as usize] = row[t[i] as usize] - T::ONE;
+                row[t[i] as usize] -= T::ONE;
                 let s = T::from_f64(scale[i]);
-                row.iter_mut().for_each(|v| *v = *v * s);
+                row.iter_mut().for_each(|v| *v *= s);
             }
             Ok(T::wrap(d))
         })?;
@@ -128,7 +142,12 @@ mod tests {
             "cross_entropy: target 1 is class 3, but the input has 3 classes (valid: 0..=2)"
         );
         let t = Tensor::from_vec(vec![0i64], &[1]).unwrap();
-        assert!(cross_entropy(&x, &t, Reduction::Mean).unwrap_err().to_string().contains("target has shape [1], expected [2]"));
+        assert!(
+            cross_entropy(&x, &t, Reduction::Mean)
+                .unwrap_err()
+                .to_string()
+                .contains("target has shape [1], expected [2]")
+        );
         let t = Tensor::from_vec(vec![0.0f32, 1.0], &[2]).unwrap();
         assert!(cross_entropy(&x, &t, Reduction::Mean).unwrap_err().to_string().contains("class indices must be i64"));
     }
@@ -139,7 +158,7 @@ mod tests {
         let x = randn64(&[5, 4], &mut rng).mul_scalar(3.0).unwrap();
         let t = Tensor::from_vec(vec![0i64, 3, 1, 1, 2], &[5]).unwrap();
         for r in [Reduction::Mean, Reduction::Sum, Reduction::None] {
-            gradcheck(&[x.clone()], |v| cross_entropy(&v[0], &t, r));
+            gradcheck(std::slice::from_ref(&x), |v| cross_entropy(&v[0], &t, r));
         }
     }
 }

@@ -11,7 +11,14 @@ use rayon::prelude::*;
 // ------------------------------------------------------------------ kernels
 
 /// `out[i] = f(a[i], b[i])` over the broadcast of two strided operands into `shape`.
-fn binary_kernel<T: Float>(a: &[T], la: &Layout, b: &[T], lb: &Layout, shape: &Shape, f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
+fn binary_kernel<T: Float>(
+    a: &[T],
+    la: &Layout,
+    b: &[T],
+    lb: &Layout,
+    shape: &Shape,
+    f: impl Fn(T, T) -> T + Sync,
+) -> Vec<T> {
     let n = shape.numel();
     if la.shape == *shape && lb.shape == *shape && la.is_contiguous() && lb.is_contiguous() {
         let (a, b) = (&a[la.offset..la.offset + n], &b[lb.offset..lb.offset + n]);
@@ -64,7 +71,11 @@ pub(crate) fn unary_kernel<T: Element, U: Element>(x: &[T], lx: &Layout, f: impl
     let n = lx.shape.numel();
     if lx.is_contiguous() {
         let x = &x[lx.offset..lx.offset + n];
-        return if n >= PAR_THRESHOLD { x.par_iter().map(|&v| f(v)).collect() } else { x.iter().map(|&v| f(v)).collect() };
+        return if n >= PAR_THRESHOLD {
+            x.par_iter().map(|&v| f(v)).collect()
+        } else {
+            x.iter().map(|&v| f(v)).collect()
+        };
     }
     let mut out = Vec::with_capacity(n);
     lx.for_each_index(|i| out.push(f(x[i])));
@@ -106,7 +117,14 @@ fn binary(a: &Tensor, b: &Tensor, op: Binary) -> Result<Tensor> {
     a.check_same(name, b)?;
     let shape = Shape::broadcast(name, a.shape(), b.shape())?;
     let (sa, sb) = (a.storage(), b.storage());
-    let storage = with_float2!(sa, sb, name, |va, vb: T| Ok(T::wrap(binary_kernel::<T>(va, a.layout(), vb, b.layout(), &shape, |x, y| op.apply(x, y)))))?;
+    let storage = with_float2!(sa, sb, name, |va, vb: T| Ok(T::wrap(binary_kernel::<T>(
+        va,
+        a.layout(),
+        vb,
+        b.layout(),
+        &shape,
+        |x, y| op.apply(x, y)
+    ))))?;
     let (a_saved, b_saved) = (a.clone(), b.clone());
     Ok(Tensor::from_op(storage, shape, name, &[a, b], move |g| {
         let (a, b) = (a_saved, b_saved);
@@ -237,7 +255,10 @@ impl Tensor {
     /// 1 where `self > 0`, else 0 (not differentiable; used by ReLU's backward).
     pub fn gt_zero_mask(&self) -> Result<Tensor> {
         let s = self.storage();
-        let storage = with_float!(s, "gt_zero_mask", |v: T| Ok(T::wrap(unary_kernel::<T, T>(v, self.layout(), |a| if a > T::ZERO { T::ONE } else { T::ZERO }))))?;
+        let storage =
+            with_float!(s, "gt_zero_mask", |v: T| Ok(T::wrap(unary_kernel::<T, T>(v, self.layout(), |a| {
+                if a > T::ZERO { T::ONE } else { T::ZERO }
+            }))))?;
         Ok(Tensor::from_storage(storage, self.shape().clone()))
     }
 }
@@ -283,10 +304,10 @@ mod tests {
     fn gradcheck_unary() {
         let mut rng = Generator::new(12);
         let x = randn64(&[3, 5], &mut rng);
-        gradcheck(&[x.clone()], |t| t[0].neg());
-        gradcheck(&[x.clone()], |t| t[0].exp());
-        gradcheck(&[x.clone()], |t| t[0].relu());
-        gradcheck(&[x.clone()], |t| t[0].mul_scalar(-2.5)?.add_scalar(1.0));
+        gradcheck(std::slice::from_ref(&x), |t| t[0].neg());
+        gradcheck(std::slice::from_ref(&x), |t| t[0].exp());
+        gradcheck(std::slice::from_ref(&x), |t| t[0].relu());
+        gradcheck(std::slice::from_ref(&x), |t| t[0].mul_scalar(-2.5)?.add_scalar(1.0));
         let pos = x.mul(&x).unwrap().add_scalar(0.5).unwrap();
         gradcheck(&[pos], |t| t[0].log());
     }

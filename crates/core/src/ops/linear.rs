@@ -20,16 +20,31 @@ use crate::tensor::Tensor;
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     x.check_same("linear", weight)?;
     if weight.ndim() != 2 {
-        return Err(Error::ShapeMismatch { op: "linear", what: "weight", got: weight.shape().clone(), expected: "[out_features, in_features]".into() });
+        return Err(Error::ShapeMismatch {
+            op: "linear",
+            what: "weight",
+            got: weight.shape().clone(),
+            expected: "[out_features, in_features]".into(),
+        });
     }
     let (n, k) = (weight.dims()[0], weight.dims()[1]);
     if x.ndim() == 0 || x.dims()[x.ndim() - 1] != k {
-        return Err(Error::ShapeMismatch { op: "linear", what: "input", got: x.shape().clone(), expected: format!("[*, {k}] (the weight is [{n}, {k}], so the last dimension must be {k})") });
+        return Err(Error::ShapeMismatch {
+            op: "linear",
+            what: "input",
+            got: x.shape().clone(),
+            expected: format!("[*, {k}] (the weight is [{n}, {k}], so the last dimension must be {k})"),
+        });
     }
     if let Some(b) = bias {
         x.check_same("linear", b)?;
         if b.dims() != [n] {
-            return Err(Error::ShapeMismatch { op: "linear", what: "bias", got: b.shape().clone(), expected: format!("[{n}]") });
+            return Err(Error::ShapeMismatch {
+                op: "linear",
+                what: "bias",
+                got: b.shape().clone(),
+                expected: format!("[{n}]"),
+            });
         }
     }
     // Rows of x: all leading dimensions together. A 2-D x of any strides goes to the GEMM as is.
@@ -43,7 +58,9 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     let bo = b.as_ref().map_or(0, |b| b.layout().offset);
     let storage = with_float2!(sx, sw, "linear", |vx, vw: T| {
         let bias_slice = match sb.as_deref() {
-            Some(s) => Some(&T::slice(s).ok_or(Error::DTypeMismatch { op: "linear", lhs: T::DTYPE, rhs: s.dtype() })?[bo..bo + n]),
+            Some(s) => Some(
+                &T::slice(s).ok_or(Error::DTypeMismatch { op: "linear", lhs: T::DTYPE, rhs: s.dtype() })?[bo..bo + n],
+            ),
             None => None,
         };
         let xr = MatRef { data: vx, offset: xo, rs: xrs, cs: xcs };
@@ -65,10 +82,21 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
         let (xo, wo) = (saved_x.layout().offset, saved_w.layout().offset);
         let grads = with_float2!(sg, sx, "linear backward", |vg, vx: T| {
             let vw = T::slice(&sw).expect("weight has the input's dtype");
-            Ok(linear_backward::<T>(&vg[go..go + m * n], MatRef { data: vx, offset: xo, rs: xrs, cs: xcs }, &vw[wo..wo + n * k], m, k, n, needs))
+            Ok(linear_backward::<T>(
+                &vg[go..go + m * n],
+                MatRef { data: vx, offset: xo, rs: xrs, cs: xcs },
+                &vw[wo..wo + n * k],
+                m,
+                k,
+                n,
+                needs,
+            ))
         })?;
         let (dx, dw, db) = grads;
-        let mut out = vec![dx.map(|s| Tensor::from_storage(s, x_shape.clone())), dw.map(|s| Tensor::from_storage(s, Shape(vec![n, k])))];
+        let mut out = vec![
+            dx.map(|s| Tensor::from_storage(s, x_shape.clone())),
+            dw.map(|s| Tensor::from_storage(s, Shape(vec![n, k]))),
+        ];
         if has_bias {
             out.push(db.map(|s| Tensor::from_storage(s, Shape(vec![n]))));
         }
@@ -79,7 +107,15 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
 type LinearGrads = (Option<CpuStorage>, Option<CpuStorage>, Option<CpuStorage>);
 
 /// g: [m, n], x: [m, k], w: [n, k] → (dx [m, k], dw [n, k], db [n]), each only when needed.
-fn linear_backward<T: Float>(g: &[T], x: MatRef<T>, w: &[T], m: usize, k: usize, n: usize, needs: (bool, bool, bool)) -> LinearGrads {
+fn linear_backward<T: Float>(
+    g: &[T],
+    x: MatRef<T>,
+    w: &[T],
+    m: usize,
+    k: usize,
+    n: usize,
+    needs: (bool, bool, bool),
+) -> LinearGrads {
     let gm = MatRef { data: g, offset: 0, rs: n, cs: 1 };
     let dx = needs.0.then(|| {
         let mut dx = vec![T::ZERO; m * k];
@@ -119,7 +155,10 @@ mod tests {
         let reference = x.matmul(&w.t().unwrap()).unwrap().add(&b).unwrap().to_vec_f64();
         assert_close(&fused, &reference, 1e-14, 1e-14);
         let e = linear(&randn64(&[5, 3], &mut rng), &w, Some(&b)).unwrap_err();
-        assert_eq!(e.to_string(), "linear: input has shape [5, 3], expected [*, 4] (the weight is [3, 4], so the last dimension must be 4)");
+        assert_eq!(
+            e.to_string(),
+            "linear: input has shape [5, 3], expected [*, 4] (the weight is [3, 4], so the last dimension must be 4)"
+        );
     }
 
     #[test]

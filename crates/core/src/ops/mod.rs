@@ -52,7 +52,11 @@ macro_rules! with_float2 {
                 $body
             }
             (a, b) => Err(if a.dtype() == b.dtype() {
-                $crate::Error::UnsupportedDType { op: $op, dtype: a.dtype(), hint: " (convert with `.to_dtype(DType::F32)`)" }
+                $crate::Error::UnsupportedDType {
+                    op: $op,
+                    dtype: a.dtype(),
+                    hint: " (convert with `.to_dtype(DType::F32)`)",
+                }
             } else {
                 $crate::Error::DTypeMismatch { op: $op, lhs: a.dtype(), rhs: b.dtype() }
             }),

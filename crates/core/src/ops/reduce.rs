@@ -111,38 +111,44 @@ impl Tensor {
         let d = self.shape().resolve_dim("max", dim)?;
         let in_shape = self.shape().clone();
         let keep: Vec<usize> = in_shape.dims().iter().enumerate().map(|(i, &s)| if i == d { 1 } else { s }).collect();
-        let values = Tensor::from_op(values, Shape(if keepdim { keep.clone() } else { without(&in_shape, d) }), "max", &[self], move |g| {
-            // Scatter each output gradient to the position of its maximum.
-            let strides = in_shape.contiguous_strides();
-            let out = Tensor::zeros(in_shape.dims(), g.dtype());
-            let gk = g.reshape(&keep)?;
-            let klayout = Layout::contiguous(Shape(keep.clone()));
-            let mut positions = Vec::with_capacity(index.len());
-            let mut k = 0;
-            klayout.for_each_index(|flat| {
-                // `flat` is the row-major index in the kept shape; turn it into the input index.
-                let mut rem = flat;
-                let mut pos = 0;
-                for (axis, (&ks, &st)) in klayout.strides.iter().zip(&strides).enumerate() {
-                    let c = rem / ks;
-                    rem %= ks;
-                    pos += if axis == d { index[k] as usize * st } else { c * st };
+        let values = Tensor::from_op(
+            values,
+            Shape(if keepdim { keep.clone() } else { without(&in_shape, d) }),
+            "max",
+            &[self],
+            move |g| {
+                // Scatter each output gradient to the position of its maximum.
+                let strides = in_shape.contiguous_strides();
+                let out = Tensor::zeros(in_shape.dims(), g.dtype());
+                let gk = g.reshape(&keep)?;
+                let klayout = Layout::contiguous(Shape(keep.clone()));
+                let mut positions = Vec::with_capacity(index.len());
+                let mut k = 0;
+                klayout.for_each_index(|flat| {
+                    // `flat` is the row-major index in the kept shape; turn it into the input index.
+                    let mut rem = flat;
+                    let mut pos = 0;
+                    for (axis, (&ks, &st)) in klayout.strides.iter().zip(&strides).enumerate() {
+                        let c = rem / ks;
+                        rem %= ks;
+                        pos += if axis == d { index[k] as usize * st } else { c * st };
+                    }
+                    positions.push(pos);
+                    k += 1;
+                });
+                match g.dtype() {
+                    DType::F32 => {
+                        let gv = gk.to_vec::<f32>()?;
+                        out.update_::<f32, _>(|o| positions.iter().zip(gv).for_each(|(&p, v)| o[p] += v))?
+                    }
+                    _ => {
+                        let gv = gk.to_vec::<f64>()?;
+                        out.update_::<f64, _>(|o| positions.iter().zip(gv).for_each(|(&p, v)| o[p] += v))?
+                    }
                 }
-                positions.push(pos);
-                k += 1;
-            });
-            match g.dtype() {
-                DType::F32 => {
-                    let gv = gk.to_vec::<f32>()?;
-                    out.update_::<f32, _>(|o| positions.iter().zip(gv).for_each(|(&p, v)| o[p] += v))?
-                }
-                _ => {
-                    let gv = gk.to_vec::<f64>()?;
-                    out.update_::<f64, _>(|o| positions.iter().zip(gv).for_each(|(&p, v)| o[p] += v))?
-                }
-            }
-            Ok(vec![Some(out)])
-        });
+                Ok(vec![Some(out)])
+            },
+        );
         Ok(values)
     }
 
@@ -225,13 +231,13 @@ mod tests {
         let mut rng = Generator::new(31);
         let x = randn64(&[2, 3, 4], &mut rng);
         let w = randn64(&[2, 1, 4], &mut rng);
-        gradcheck(&[x.clone()], |t| t[0].sum(&[1], true)?.mul(&w));
-        gradcheck(&[x.clone()], |t| t[0].sum(&[0, 2], false)?.exp());
-        gradcheck(&[x.clone()], |t| t[0].mean(&[-1], false)?.exp());
-        gradcheck(&[x.clone()], |t| t[0].mean_all()?.exp());
-        gradcheck(&[x.clone()], |t| t[0].max(1, true)?.mul(&w));
-        gradcheck(&[x.clone()], |t| t[0].max(2, false)?.exp());
+        gradcheck(std::slice::from_ref(&x), |t| t[0].sum(&[1], true)?.mul(&w));
+        gradcheck(std::slice::from_ref(&x), |t| t[0].sum(&[0, 2], false)?.exp());
+        gradcheck(std::slice::from_ref(&x), |t| t[0].mean(&[-1], false)?.exp());
+        gradcheck(std::slice::from_ref(&x), |t| t[0].mean_all()?.exp());
+        gradcheck(std::slice::from_ref(&x), |t| t[0].max(1, true)?.mul(&w));
+        gradcheck(std::slice::from_ref(&x), |t| t[0].max(2, false)?.exp());
         // Reductions of non-contiguous views.
-        gradcheck(&[x.clone()], |t| t[0].transpose(0, 2)?.sum(&[1], false)?.exp());
+        gradcheck(std::slice::from_ref(&x), |t| t[0].transpose(0, 2)?.sum(&[1], false)?.exp());
     }
 }

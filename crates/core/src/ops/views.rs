@@ -25,7 +25,9 @@ impl Tensor {
         if self.is_contiguous() {
             return Ok(self.clone());
         }
-        Ok(Tensor::from_op(copy_contiguous(self), self.shape().clone(), "contiguous", &[self], |g| Ok(vec![Some(g.clone())])))
+        Ok(Tensor::from_op(copy_contiguous(self), self.shape().clone(), "contiguous", &[self], |g| {
+            Ok(vec![Some(g.clone())])
+        }))
     }
 
     /// The same elements with another shape (same count). A view when the tensor is contiguous,
@@ -39,10 +41,13 @@ impl Tensor {
         let fail = || Error::ReshapeNumel {
             from: self.shape().clone(),
             from_numel: numel,
-            to: format!("{:?}", shape.iter().map(|&d| if d == usize::MAX { -1 } else { d as isize }).collect::<Vec<_>>()),
+            to: format!(
+                "{:?}",
+                shape.iter().map(|&d| if d == usize::MAX { -1 } else { d as isize }).collect::<Vec<_>>()
+            ),
             to_numel: known,
         };
-        if inferred > 1 || (inferred == 1 && (known == 0 || numel % known != 0)) {
+        if inferred > 1 || (inferred == 1 && (known == 0 || !numel.is_multiple_of(known))) {
             return Err(fail());
         }
         if let Some(d) = dims.iter_mut().find(|d| **d == usize::MAX) {
@@ -70,7 +75,11 @@ impl Tensor {
         let s = self.shape().resolve_dim("flatten", start)?;
         let e = self.shape().resolve_dim("flatten", end)?;
         if s > e {
-            crate::bail_arg!("flatten", "start dimension {start} comes after end dimension {end} for shape {}", self.shape());
+            crate::bail_arg!(
+                "flatten",
+                "start dimension {start} comes after end dimension {end} for shape {}",
+                self.shape()
+            );
         }
         let d = self.dims();
         let mut dims: Vec<usize> = d[..s].to_vec();
@@ -115,7 +124,12 @@ impl Tensor {
     /// The transpose of a 2-D tensor (a view).
     pub fn t(&self) -> Result<Tensor> {
         if self.ndim() != 2 {
-            return Err(Error::ShapeMismatch { op: "t", what: "input", got: self.shape().clone(), expected: "a 2-D tensor".into() });
+            return Err(Error::ShapeMismatch {
+                op: "t",
+                what: "input",
+                got: self.shape().clone(),
+                expected: "a 2-D tensor".into(),
+            });
         }
         self.transpose(0, 1)
     }
@@ -126,7 +140,13 @@ impl Tensor {
         let d = self.shape().resolve_dim("narrow", dim)?;
         let size = self.dims()[d];
         if start.checked_add(len).is_none_or(|end| end > size) {
-            return Err(Error::RangeOutOfBounds { op: "narrow", dim: d, start, end: start.saturating_add(len), shape: self.shape().clone() });
+            return Err(Error::RangeOutOfBounds {
+                op: "narrow",
+                dim: d,
+                start,
+                end: start.saturating_add(len),
+                shape: self.shape().clone(),
+            });
         }
         let mut layout = self.layout().clone();
         layout.offset += start * layout.strides[d];
@@ -135,7 +155,11 @@ impl Tensor {
         Ok(self.view_op(layout, "narrow", move |g| {
             // Scatter g into zeros of the input's shape at the narrowed range.
             let out = Tensor::zeros(in_shape.dims(), g.dtype());
-            let region = Layout { shape: g.shape().clone(), strides: in_shape.contiguous_strides(), offset: start * in_shape.contiguous_strides()[d] };
+            let region = Layout {
+                shape: g.shape().clone(),
+                strides: in_shape.contiguous_strides(),
+                offset: start * in_shape.contiguous_strides()[d],
+            };
             let mut idx = Vec::with_capacity(g.numel());
             region.for_each_index(|i| idx.push(i));
             match g.dtype() {
@@ -152,7 +176,12 @@ impl Tensor {
         let target = Shape::from(shape);
         let b = Shape::broadcast("expand", self.shape(), &target)?;
         if b != target {
-            return Err(Error::ShapeMismatch { op: "expand", what: "input", got: self.shape().clone(), expected: format!("a shape that broadcasts to {target}") });
+            return Err(Error::ShapeMismatch {
+                op: "expand",
+                what: "input",
+                got: self.shape().clone(),
+                expected: format!("a shape that broadcasts to {target}"),
+            });
         }
         if target == *self.shape() {
             return Ok(self.clone());
@@ -198,7 +227,9 @@ impl Tensor {
         if !(from.is_float() && dtype.is_float()) {
             return Ok(Tensor::from_storage(storage, self.shape().clone()));
         }
-        Ok(Tensor::from_op(storage, self.shape().clone(), "to_dtype", &[self], move |g| Ok(vec![Some(g.to_dtype(from)?)])))
+        Ok(Tensor::from_op(storage, self.shape().clone(), "to_dtype", &[self], move |g| {
+            Ok(vec![Some(g.to_dtype(from)?)])
+        }))
     }
 }
 
@@ -225,7 +256,12 @@ mod tests {
         assert_eq!(Tensor::zeros(&[4, 1, 28, 28], DType::F32).flatten(1, -1).unwrap().dims(), &[4, 784]);
         let e = x.reshape(&[4, 2]).unwrap_err();
         assert_eq!(e.to_string(), "reshape: cannot view [2, 3] (6 elements) as [4, 2] (8 elements)");
-        assert!(x.narrow(0, 1, 2).unwrap_err().to_string().contains("range 1..3 along dimension 0 is out of bounds for shape [2, 3]"));
+        assert!(
+            x.narrow(0, 1, 2)
+                .unwrap_err()
+                .to_string()
+                .contains("range 1..3 along dimension 0 is out of bounds for shape [2, 3]")
+        );
         assert!(x.transpose(0, 2).unwrap_err().to_string().contains("dimension 2 is out of range"));
     }
 
@@ -244,12 +280,12 @@ mod tests {
         let x = randn64(&[3, 4], &mut rng);
         let w = randn64(&[4, 3], &mut rng);
         // Multiply by a fixed tensor so the gradient is not uniform and a wrong mapping shows.
-        gradcheck(&[x.clone()], |t| t[0].t()?.mul(&w));
-        gradcheck(&[x.clone()], |t| t[0].reshape(&[4, 3])?.mul(&w));
-        gradcheck(&[x.clone()], |t| t[0].narrow(0, 1, 2)?.mul(&w.narrow(1, 0, 2)?.t()?.narrow(1, 0, 4)?));
-        gradcheck(&[x.clone()], |t| t[0].narrow(1, 1, 2)?.exp());
+        gradcheck(std::slice::from_ref(&x), |t| t[0].t()?.mul(&w));
+        gradcheck(std::slice::from_ref(&x), |t| t[0].reshape(&[4, 3])?.mul(&w));
+        gradcheck(std::slice::from_ref(&x), |t| t[0].narrow(0, 1, 2)?.mul(&w.narrow(1, 0, 2)?.t()?.narrow(1, 0, 4)?));
+        gradcheck(std::slice::from_ref(&x), |t| t[0].narrow(1, 1, 2)?.exp());
         let r = randn64(&[1, 4], &mut rng);
         gradcheck(&[r], |t| t[0].expand(&[3, 4])?.mul(&x));
-        gradcheck(&[x.clone()], |t| t[0].t()?.contiguous()?.mul(&w));
+        gradcheck(std::slice::from_ref(&x), |t| t[0].t()?.contiguous()?.mul(&w));
     }
 }

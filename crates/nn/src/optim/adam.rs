@@ -99,9 +99,9 @@ fn update<T: Float>(p: &Tensor, g: &Tensor, s: &mut AdamState, cfg: &AdamConfig,
                 let mut gi = g[i];
                 if cfg.weight_decay != 0.0 {
                     if decoupled {
-                        pv[i] = pv[i] * decay;
+                        pv[i] *= decay;
                     } else {
-                        gi = gi + wd * pv[i];
+                        gi += wd * pv[i];
                     }
                 }
                 m[i] = m[i] + one_minus_b1 * (gi - m[i]);
@@ -114,7 +114,7 @@ fn update<T: Float>(p: &Tensor, g: &Tensor, s: &mut AdamState, cfg: &AdamConfig,
                     None => v[i],
                 };
                 let denom = second.sqrt() / bc2_sqrt + eps;
-                pv[i] = pv[i] - step_size * (m[i] / denom);
+                pv[i] -= step_size * (m[i] / denom);
             }
         })
     })??;

@@ -60,7 +60,8 @@ pub(crate) fn state_mut<T: Float>(s: &mut CpuStorage) -> &mut [T] {
 
 /// The error for an integer parameter (parameters must be float to have gradients).
 pub(crate) fn non_float(p: &Tensor) -> Error {
-    strata_core::Error::UnsupportedDType { op: "optimizer step", dtype: p.dtype(), hint: " (parameters must be float)" }.into()
+    strata_core::Error::UnsupportedDType { op: "optimizer step", dtype: p.dtype(), hint: " (parameters must be float)" }
+        .into()
 }
 
 /// `T::from_f64` shorthand for hyper-parameters.

@@ -53,7 +53,10 @@ impl SGD {
         check_range("SGD", "dampening", config.dampening, true)?;
         check_range("SGD", "weight_decay", config.weight_decay, config.weight_decay >= 0.0)?;
         if config.nesterov && (config.momentum <= 0.0 || config.dampening != 0.0) {
-            return Err(Error::InvalidConfig { what: "SGD", message: "Nesterov momentum requires a momentum > 0 and zero dampening".into() });
+            return Err(Error::InvalidConfig {
+                what: "SGD",
+                message: "Nesterov momentum requires a momentum > 0 and zero dampening".into(),
+            });
         }
         let n = params.len();
         Ok(SGD { params, config, momentum_buffers: vec![None; n] })
@@ -71,13 +74,14 @@ impl SGD {
 }
 
 fn update<T: Float>(p: &Tensor, g: &Tensor, buf: Option<(&mut CpuStorage, bool)>, cfg: &SgdConfig) -> Result<()> {
-    let (lr, wd, mom, damp) = (c::<T>(cfg.lr), c::<T>(cfg.weight_decay), c::<T>(cfg.momentum), c::<T>(1.0 - cfg.dampening));
+    let (lr, wd, mom, damp) =
+        (c::<T>(cfg.lr), c::<T>(cfg.weight_decay), c::<T>(cfg.momentum), c::<T>(1.0 - cfg.dampening));
     g.with_slice::<T, _>(|g| {
         p.update_::<T, _>(|pv| match buf {
             None => {
                 for (x, &gi) in pv.iter_mut().zip(g) {
                     let gi = if cfg.weight_decay != 0.0 { gi + wd * *x } else { gi };
-                    *x = *x - lr * gi;
+                    *x -= lr * gi;
                 }
             }
             Some((b, first)) => {
@@ -85,7 +89,7 @@ fn update<T: Float>(p: &Tensor, g: &Tensor, buf: Option<(&mut CpuStorage, bool)>
                     let gi = if cfg.weight_decay != 0.0 { gi + wd * *x } else { gi };
                     *bi = if first { gi } else { *bi * mom + damp * gi };
                     let step = if cfg.nesterov { gi + mom * *bi } else { *bi };
-                    *x = *x - lr * step;
+                    *x -= lr * step;
                 }
             }
         })
@@ -99,8 +103,8 @@ impl Optimizer for SGD {
         for (p, buf) in self.params.iter().zip(self.momentum_buffers.iter_mut()) {
             let Some(g) = p.grad() else { continue };
             let first = buf.is_none();
-            let mut state = if cfg.momentum != 0.0 { Some(buf.get_or_insert_with(|| zeros_like(p))) } else { None };
-            let state = state.as_deref_mut().map(|b| (b, first));
+            let state =
+                if cfg.momentum != 0.0 { Some((buf.get_or_insert_with(|| zeros_like(p)), first)) } else { None };
             match p.dtype() {
                 DType::F32 => update::<f32>(p, &g, state, &cfg)?,
                 DType::F64 => update::<f64>(p, &g, state, &cfg)?,
@@ -129,7 +133,8 @@ mod tests {
         // p = 1, loss = p²/2 → g = p. lr 0.1, momentum 0.9:
         // step 1: b = 1, p = 0.9; step 2: g = 0.9, b = 0.9 + 0.9 = 1.8, p = 0.9 − 0.18 = 0.72.
         let p = Tensor::from_vec(vec![1.0f64], &[1]).unwrap().requires_grad_().unwrap();
-        let mut opt = SGD::with_config(vec![p.clone()], SgdConfig { lr: 0.1, momentum: 0.9, ..Default::default() }).unwrap();
+        let mut opt =
+            SGD::with_config(vec![p.clone()], SgdConfig { lr: 0.1, momentum: 0.9, ..Default::default() }).unwrap();
         for _ in 0..2 {
             opt.zero_grad().unwrap();
             p.mul(&p).unwrap().mul_scalar(0.5).unwrap().sum_all().unwrap().backward().unwrap();

@@ -18,7 +18,15 @@ const GEMM_PAR_THRESHOLD: usize = 1 << 22;
 
 /// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]`; `dst` is row-major contiguous. With `accumulate` the
 /// product is added to what `dst` holds (used to fold a bias in, or to accumulate gradients).
-pub(crate) fn gemm<T: Float>(m: usize, n: usize, k: usize, dst: &mut [T], lhs: MatRef<T>, rhs: MatRef<T>, accumulate: bool) {
+pub(crate) fn gemm<T: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [T],
+    lhs: MatRef<T>,
+    rhs: MatRef<T>,
+    accumulate: bool,
+) {
     assert!(dst.len() >= m * n, "gemm: destination too small");
     if m == 0 || n == 0 {
         return;

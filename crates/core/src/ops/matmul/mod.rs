@@ -44,7 +44,13 @@ fn matmul_nd(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let (m, k) = (ad[ad.len() - 2], ad[ad.len() - 1]);
     let (k2, n) = (bd[bd.len() - 2], bd[bd.len() - 1]);
     if k != k2 {
-        return Err(Error::MatmulShape { op: "matmul", lhs: a.shape().clone(), rhs: b.shape().clone(), lhs_k: k, rhs_k: k2 });
+        return Err(Error::MatmulShape {
+            op: "matmul",
+            lhs: a.shape().clone(),
+            rhs: b.shape().clone(),
+            lhs_k: k,
+            rhs_k: k2,
+        });
     }
     let a_batch = Shape(ad[..ad.len() - 2].to_vec());
     let b_batch = Shape(bd[..bd.len() - 2].to_vec());
@@ -53,7 +59,8 @@ fn matmul_nd(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let offsets = |t: &Tensor, own: &Shape| {
         let l = t.layout();
         let nb = own.ndim();
-        let bl = Layout { shape: own.clone(), strides: l.strides[..nb].to_vec(), offset: l.offset }.broadcast_to(&batch);
+        let bl =
+            Layout { shape: own.clone(), strides: l.strides[..nb].to_vec(), offset: l.offset }.broadcast_to(&batch);
         let mut v = Vec::with_capacity(batch.numel());
         bl.for_each_index(|o| v.push(o));
         v
@@ -86,7 +93,14 @@ fn matmul_nd(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 /// `out[m×n] = x[m×k] · wᵀ (+ bias rows)`, with `w` stored `[n, k]` as PyTorch's Linear weight:
 /// the transpose is expressed through strides. Shared by the fused `linear` op.
-pub(crate) fn linear_forward<T: Float>(x: MatRef<T>, w: &[T], bias: Option<&[T]>, m: usize, k: usize, n: usize) -> Vec<T> {
+pub(crate) fn linear_forward<T: Float>(
+    x: MatRef<T>,
+    w: &[T],
+    bias: Option<&[T]>,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Vec<T> {
     let mut out = Vec::with_capacity(m * n);
     match bias {
         Some(b) => (0..m).for_each(|_| out.extend_from_slice(b)),
@@ -142,8 +156,14 @@ mod tests {
     #[test]
     fn gradcheck_matmul() {
         let mut rng = Generator::new(41);
-        let cases: [(&[usize], &[usize]); 6] =
-            [(&[3, 4], &[4, 2]), (&[2, 3, 4], &[2, 4, 5]), (&[2, 3, 4], &[4, 5]), (&[3, 1, 2, 4], &[5, 4, 3]), (&[4], &[4, 3]), (&[2, 4], &[4])];
+        let cases: [(&[usize], &[usize]); 6] = [
+            (&[3, 4], &[4, 2]),
+            (&[2, 3, 4], &[2, 4, 5]),
+            (&[2, 3, 4], &[4, 5]),
+            (&[3, 1, 2, 4], &[5, 4, 3]),
+            (&[4], &[4, 3]),
+            (&[2, 4], &[4]),
+        ];
         for (sa, sb) in cases {
             let a = randn64(sa, &mut rng);
             let b = randn64(sb, &mut rng);
