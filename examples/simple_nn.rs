@@ -52,7 +52,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
 
     // One batch of real digits from the embedded data: input_data [64, 784], target [64].
     let (mut train, _) = embedded_mnist()?;
-    train.normalize(MNIST_MEAN, MNIST_STD);
+    train.normalize(MNIST_MEAN, MNIST_STD)?;
     let loader = DataLoader::new(&train, 64).shuffle(0);
 
     for (step, batch) in loader.epoch(0).enumerate() {

@@ -52,8 +52,8 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     }
 
     let (mut train, mut held_out) = embedded_mnist().context("decoding the embedded MNIST subset")?;
-    train.normalize(MNIST_MEAN, MNIST_STD);
-    held_out.normalize(MNIST_MEAN, MNIST_STD);
+    train.normalize(MNIST_MEAN, MNIST_STD)?;
+    held_out.normalize(MNIST_MEAN, MNIST_STD)?;
 
     manual_seed(args.seed);
     let model = SimpleNN::new()?;

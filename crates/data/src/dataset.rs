@@ -111,35 +111,41 @@ impl Dataset {
     /// `len() - holdout` shuffled samples form the training part, the rest the held-out part.
     /// The same seed always gives the same split, and the parts are disjoint and cover every
     /// sample exactly once (see [`Dataset::split_indices`]).
-    ///
-    /// # Panics
-    /// If `holdout > len()`.
-    pub fn split(&self, holdout: usize, seed: u64) -> (Dataset, Dataset) {
-        let (train, held) = Self::split_indices(self.len(), holdout, seed);
-        (self.subset(&train), self.subset(&held))
+    /// Holding out more samples than there are is an error.
+    pub fn split(&self, holdout: usize, seed: u64) -> Result<(Dataset, Dataset)> {
+        let (train, held) = Self::split_indices(self.len(), holdout, seed)?;
+        Ok((self.subset(&train), self.subset(&held)))
     }
 
     /// The indices [`Dataset::split`] uses: `(train, held_out)` for a data set of `len` samples.
-    ///
-    /// # Panics
-    /// If `holdout > len`.
-    pub fn split_indices(len: usize, holdout: usize, seed: u64) -> (Vec<usize>, Vec<usize>) {
-        assert!(holdout <= len, "cannot hold out {holdout} samples of a data set of {len}");
+    /// Holding out more than `len` samples is an error.
+    pub fn split_indices(len: usize, holdout: usize, seed: u64) -> Result<(Vec<usize>, Vec<usize>)> {
+        if holdout > len {
+            return Err(DataError::InvalidArgument {
+                what: "split",
+                message: format!("cannot hold out {holdout} samples of a data set of {len}; choose at most {len}"),
+            });
+        }
         let mut perm = Generator::new(seed).permutation(len);
         let held = perm.split_off(len - holdout);
-        (perm, held)
+        Ok((perm, held))
     }
 
     /// Standardises every feature in place: `x = (x - mean) / std`.
-    ///
-    /// # Panics
-    /// If `std` is not a positive finite number (it would silently produce infinities or NaNs).
-    pub fn normalize(&mut self, mean: f32, std: f32) {
-        assert!(std.is_finite() && std > 0.0, "normalize needs a positive finite std, got {std}");
+    /// A `std` that is not a positive finite number is an error (it would silently produce
+    /// infinities or NaNs).
+    pub fn normalize(&mut self, mean: f32, std: f32) -> Result<()> {
+        if !(std.is_finite() && std > 0.0 && mean.is_finite()) {
+            return Err(DataError::InvalidArgument {
+                what: "normalize",
+                message: format!("needs a finite mean and a positive finite std, got mean {mean}, std {std}"),
+            });
+        }
         let inv = 1.0 / std;
         for x in &mut self.features {
             *x = (*x - mean) * inv;
         }
+        Ok(())
     }
 
     /// How many samples each class has: entry `c` counts label `c`; `num_classes` entries.
@@ -259,31 +265,32 @@ mod tests {
     #[test]
     fn split_is_deterministic_disjoint_and_complete() {
         let d = numbered(100);
-        let (train, held) = d.split(30, 7);
+        let (train, held) = d.split(30, 7).unwrap();
         assert_eq!((train.len(), held.len()), (70, 30));
-        assert_eq!(d.split(30, 7), (train.clone(), held.clone()));
+        assert_eq!(d.split(30, 7).unwrap(), (train.clone(), held.clone()));
         let mut all: Vec<usize> = train.labels.iter().chain(&held.labels).copied().collect();
         all.sort_unstable();
         assert_eq!(all, (0..100).collect::<Vec<_>>());
         // Features travel with their labels.
         assert!(held.labels.iter().zip(&held.features).all(|(&y, &x)| x == y as f32));
         // A different seed shuffles differently.
-        assert_ne!(d.split(30, 8).1.labels, held.labels);
+        assert_ne!(d.split(30, 8).unwrap().1.labels, held.labels);
         // Edge cases.
-        assert_eq!(d.split(0, 1).1.len(), 0);
-        assert_eq!(d.split(100, 1).0.len(), 0);
+        assert_eq!(d.split(0, 1).unwrap().1.len(), 0);
+        assert_eq!(d.split(100, 1).unwrap().0.len(), 0);
     }
 
     #[test]
-    #[should_panic(expected = "cannot hold out")]
-    fn split_more_than_len_panics() {
-        numbered(3).split(4, 0);
+    fn split_more_than_len_is_an_error() {
+        let e = numbered(3).split(4, 0).unwrap_err().to_string();
+        assert!(e.contains("cannot hold out 4 samples of a data set of 3"), "{e}");
+        assert!(numbered(3).normalize(0.0, 0.0).is_err());
     }
 
     #[test]
     fn normalize_standardises() {
         let mut d = numbered(3);
-        d.normalize(1.0, 2.0);
+        d.normalize(1.0, 2.0).unwrap();
         assert_eq!(d.features, vec![-0.5, 0.0, 0.5]);
     }
 

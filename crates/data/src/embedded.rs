@@ -43,7 +43,7 @@ pub fn embedded_mnist_unsplit() -> Result<Dataset> {
 ///
 /// Errors only if the embedded bytes were corrupted at build time.
 pub fn embedded_mnist() -> Result<(Dataset, Dataset)> {
-    Ok(embedded_mnist_unsplit()?.split(EMBEDDED_HOLDOUT, EMBEDDED_SPLIT_SEED))
+    embedded_mnist_unsplit()?.split(EMBEDDED_HOLDOUT, EMBEDDED_SPLIT_SEED)
 }
 
 #[cfg(test)]
@@ -105,7 +105,7 @@ mod tests {
         assert_eq!(parts, original);
 
         // And by index: the split's indices cover 0..10,000 once each.
-        let (ti, hi) = Dataset::split_indices(10_000, EMBEDDED_HOLDOUT, EMBEDDED_SPLIT_SEED);
+        let (ti, hi) = Dataset::split_indices(10_000, EMBEDDED_HOLDOUT, EMBEDDED_SPLIT_SEED).unwrap();
         let mut idx: Vec<usize> = ti.into_iter().chain(hi).collect();
         idx.sort_unstable();
         assert_eq!(idx, (0..10_000).collect::<Vec<_>>());

@@ -15,6 +15,15 @@ pub type Result<T> = std::result::Result<T, DataError>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DataError {
+    /// An argument outside what the operation accepts.
+    #[error("{what}: {message}")]
+    InvalidArgument {
+        /// The operation.
+        what: &'static str,
+        /// What was wrong and what is allowed.
+        message: String,
+    },
+
     /// The file could not be opened or read.
     #[error("`{}`: cannot read the file: {source}; check that it exists and is readable", .path.display())]
     Io {

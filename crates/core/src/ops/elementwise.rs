@@ -217,7 +217,7 @@ fn unary(x: &Tensor, op: Unary) -> Result<Tensor> {
             Unary::Exp => g.mul(&x.exp()?)?,
             Unary::Log => g.div(&x)?,
             // The gradient at exactly 0 is 0, as in PyTorch (`threshold_backward`).
-            Unary::Relu => g.mul(&x.gt_zero_mask()?)?,
+            Unary::Relu => relu_backward(g, &x)?,
             Unary::AddScalar(_) => g.clone(),
             Unary::MulScalar(s) => g.mul_scalar(s)?,
         };
@@ -251,16 +251,16 @@ impl Tensor {
     pub fn mul_scalar(&self, s: f64) -> Result<Tensor> {
         unary(self, Unary::MulScalar(s))
     }
+}
 
-    /// 1 where `self > 0`, else 0 (not differentiable; used by ReLU's backward).
-    pub fn gt_zero_mask(&self) -> Result<Tensor> {
-        let s = self.storage();
-        let storage =
-            with_float!(s, "gt_zero_mask", |v: T| Ok(T::wrap(unary_kernel::<T, T>(v, self.layout(), |a| {
-                if a > T::ZERO { T::ONE } else { T::ZERO }
-            }))))?;
-        Ok(Tensor::from_storage(storage, self.shape().clone()))
-    }
+/// `g` where `x > 0`, else 0: ReLU's backward in one pass (PyTorch's `threshold_backward`).
+fn relu_backward(g: &Tensor, x: &Tensor) -> Result<Tensor> {
+    let (sg, sx) = (g.storage(), x.storage());
+    let storage = with_float2!(sg, sx, "relu backward", |vg, vx: T| {
+        let keep = |gi: T, xi: T| if xi > T::ZERO { gi } else { T::ZERO };
+        Ok(T::wrap(binary_kernel::<T>(vg, g.layout(), vx, x.layout(), x.shape(), keep)))
+    })?;
+    Ok(Tensor::from_storage(storage, x.shape().clone()))
 }
 
 #[cfg(test)]
