@@ -1,6 +1,8 @@
 //! The `strata` binary: `strata train` trains SimpleNN on the embedded MNIST subset with no
-//! flags and no downloads.
+//! flags and no downloads; `strata check` and `strata summary` explain a model file's shapes
+//! before anything runs.
 
+mod check;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -16,17 +18,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train PyTorch's SimpleNN (784-128-64-10, ReLU) on the embedded MNIST subset.
+    /// Train a model (default: PyTorch's SimpleNN) on the embedded MNIST subset.
     Train(train::TrainArgs),
+    /// Check a model file's shapes end to end; print the trace, or every error (exit 1).
+    Check(check::CheckArgs),
+    /// Print a model file's summary: output shapes, parameters, MACs, activation memory.
+    Summary(check::SummaryArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(args) => train::run(&args),
+        Command::Check(args) => check::check(&args),
+        Command::Summary(args) => check::summary(&args),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(check::Verdict::Ok) => ExitCode::SUCCESS,
+        Ok(check::Verdict::Failed) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

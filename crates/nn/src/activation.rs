@@ -26,4 +26,7 @@ impl Module for ReLU {
     fn describe(&self) -> String {
         "ReLU".into()
     }
+    fn spec(&self) -> Option<crate::spec::LayerSpec> {
+        Some(crate::spec::LayerSpec::ReLU)
+    }
 }

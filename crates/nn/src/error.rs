@@ -35,6 +35,25 @@ pub enum Error {
         shape_mismatches: Vec<(String, String, String)>,
     },
 
+    /// A model file with problems (all of them, located).
+    #[error("{0}")]
+    ModelFile(#[from] crate::model_file::ModelFileErrors),
+
+    /// An error inside a layer of a container, with the layer's full path.
+    #[error("in layer `{path}` ({desc}): {source}")]
+    InLayer {
+        /// Dotted path from the outermost container.
+        path: String,
+        /// The layer's description, e.g. `Linear 128 → 64`.
+        desc: String,
+        /// What went wrong.
+        source: Box<Error>,
+    },
+
+    /// A model that does not pass the shape check (every error, rendered).
+    #[error("{0}")]
+    ShapeCheck(String),
+
     /// An invalid hyper-parameter or argument.
     #[error("{what}: {message}")]
     InvalidConfig { what: &'static str, message: String },
@@ -58,6 +77,18 @@ fn format_mismatch(
     }
     s.push_str("\n  fix: load a state_dict saved from the same architecture, or pass strict = false to load only the matching keys");
     s
+}
+
+impl Error {
+    /// This error as raised inside the child `name` of a container: paths compose
+    /// (`encoder` + `fc1` → `encoder.fc1`), so the message names the innermost layer by its
+    /// full path.
+    pub fn in_layer(self, name: &str, desc: impl FnOnce() -> String) -> Error {
+        match self {
+            Error::InLayer { path, desc, source } => Error::InLayer { path: format!("{name}.{path}"), desc, source },
+            other => Error::InLayer { path: name.to_string(), desc: desc(), source: Box::new(other) },
+        }
+    }
 }
 
 /// `Result` with the nn [`enum@Error`].

@@ -40,6 +40,9 @@ impl Module for Flatten {
     fn describe(&self) -> String {
         "Flatten".into()
     }
+    fn spec(&self) -> Option<crate::spec::LayerSpec> {
+        Some(crate::spec::LayerSpec::Flatten { start_dim: self.start_dim, end_dim: self.end_dim })
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! `Linear`: the fully connected layer y = x·Wᵀ + b, PyTorch's `nn.Linear`.
 
 use crate::module::Module;
+use crate::spec::LayerSpec;
 use crate::{Error, Result, init};
 use strata_core::{DType, Generator, Tensor, with_default_generator};
 
@@ -97,12 +98,14 @@ impl Module for Linear {
         p
     }
     fn describe(&self) -> String {
-        format!(
-            "Linear({} → {}{})",
-            self.in_features,
-            self.out_features,
-            if self.bias.is_some() { "" } else { ", no bias" }
-        )
+        self.spec().map(|s| s.to_string()).unwrap_or_default()
+    }
+    fn spec(&self) -> Option<LayerSpec> {
+        Some(LayerSpec::Linear {
+            in_features: Some(self.in_features),
+            out_features: self.out_features,
+            bias: self.bias.is_some(),
+        })
     }
 }
 

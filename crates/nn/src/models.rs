@@ -40,6 +40,19 @@ impl Module for SimpleNN {
     fn describe(&self) -> String {
         "SimpleNN".into()
     }
+    /// The functional ReLUs appear as the unnamed layers `1` and `3`, as in the equivalent
+    /// `nn.Sequential`, so the summary equals that of `examples/simple_nn.toml`.
+    fn spec(&self) -> Option<crate::spec::LayerSpec> {
+        use crate::spec::{LayerSpec, NamedLayer};
+        let named = |name: &str, spec: LayerSpec| NamedLayer { name: name.into(), spec, origin: None };
+        Some(LayerSpec::Sequential(vec![
+            named("fc1", self.fc1.spec()?),
+            named("1", LayerSpec::ReLU),
+            named("fc2", self.fc2.spec()?),
+            named("3", LayerSpec::ReLU),
+            named("fc3", self.fc3.spec()?),
+        ]))
+    }
 }
 
 #[cfg(test)]

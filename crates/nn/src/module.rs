@@ -57,6 +57,13 @@ pub trait Module: Send + Sync {
         full.rsplit("::").next().unwrap_or(full).to_string()
     }
 
+    /// The layer's spec, when it has one: what shape checking and summaries work on. Built-in
+    /// layers and containers return theirs; a custom module returns `None` unless it describes
+    /// itself (see `SimpleNN`).
+    fn spec(&self) -> Option<crate::spec::LayerSpec> {
+        None
+    }
+
     /// All parameters with PyTorch's dotted names, depth first in registration order.
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
         let mut out = self.own_parameters();
@@ -142,5 +149,8 @@ impl<M: Module + ?Sized> Module for Box<M> {
     }
     fn describe(&self) -> String {
         (**self).describe()
+    }
+    fn spec(&self) -> Option<crate::spec::LayerSpec> {
+        (**self).spec()
     }
 }

@@ -15,6 +15,12 @@ pub struct Sequential {
     layers: Vec<(String, Box<dyn Module>)>,
 }
 
+impl std::fmt::Debug for Sequential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.layers.iter().map(|(n, m)| (n, m.describe()))).finish()
+    }
+}
+
 impl Sequential {
     /// An empty chain.
     pub fn new() -> Self {
@@ -58,8 +64,8 @@ impl Sequential {
 impl Module for Sequential {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut h = x.clone();
-        for (_, layer) in &self.layers {
-            h = layer.forward(&h)?;
+        for (name, layer) in &self.layers {
+            h = layer.forward(&h).map_err(|e| e.in_layer(name, || layer.describe()))?;
         }
         Ok(h)
     }
@@ -68,6 +74,14 @@ impl Module for Sequential {
     }
     fn describe(&self) -> String {
         "Sequential".into()
+    }
+    fn spec(&self) -> Option<crate::spec::LayerSpec> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|(name, m)| Some(crate::spec::NamedLayer { name: name.clone(), spec: m.spec()?, origin: None }))
+            .collect::<Option<Vec<_>>>()?;
+        Some(crate::spec::LayerSpec::Sequential(layers))
     }
 }
 

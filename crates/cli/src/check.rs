@@ -1,0 +1,118 @@
+//! `strata check` and `strata summary`: the shape contract on a model file, before any data is
+//! loaded. `check` prints the shape trace and exits 0, or prints every error and exits 1.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use std::path::{Path, PathBuf};
+use strata_nn::check::{CheckReport, SymShape, check_checkpoint, check_spec};
+use strata_nn::model_file::load_model;
+use strata_nn::summary::group_digits;
+use strata_nn::{ModelSpec, StateDict, Summary};
+
+/// Options of `strata check`.
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// The model file (TOML), e.g. examples/simple_nn.toml.
+    model: PathBuf,
+    /// The shape of one input sample, e.g. 784 or 1x28x28 (default: the file's `input`).
+    #[arg(long, value_name = "SHAPE")]
+    input: Option<String>,
+    /// Check that the model ends in one logit per class for this many classes.
+    #[arg(long, value_name = "N")]
+    classes: Option<usize>,
+    /// Also check that this checkpoint (a safetensors state_dict) fits the model.
+    #[arg(long, value_name = "FILE")]
+    weights: Option<PathBuf>,
+}
+
+/// Options of `strata summary`.
+#[derive(Args, Debug)]
+pub struct SummaryArgs {
+    /// The model file (TOML).
+    model: PathBuf,
+    /// The shape of one input sample (default: the file's `input`).
+    #[arg(long, value_name = "SHAPE")]
+    input: Option<String>,
+    /// Batch size for the activation-memory column.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+}
+
+/// Outcome of a command that can fail the check without failing to run.
+pub enum Verdict {
+    /// Everything fits.
+    Ok,
+    /// Problems were found and printed.
+    Failed,
+}
+
+/// Loads a model file, printing its errors on failure.
+pub fn load_or_report(path: &Path) -> Option<ModelSpec> {
+    match load_model(path) {
+        Ok(spec) => Some(spec),
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("\n{} in {}", plural(errors.0.len(), "error"), path.display());
+            None
+        }
+    }
+}
+
+/// Parses `--input`.
+pub fn parse_input(input: &Option<String>) -> Result<Option<SymShape>> {
+    input.as_deref().map(SymShape::parse_sample).transpose().map_err(|e| anyhow::anyhow!("--input: {e}"))
+}
+
+/// Prints a failed report's errors to stderr.
+pub fn report_errors(report: &CheckReport, what: &str) {
+    eprintln!("{}", report.render_errors());
+    eprintln!("\n{} in {what}", plural(report.errors.len(), "shape error"));
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
+}
+
+/// Runs `strata check`.
+pub fn check(args: &CheckArgs) -> Result<Verdict> {
+    let Some(spec) = load_or_report(&args.model) else { return Ok(Verdict::Failed) };
+    let input = parse_input(&args.input)?;
+    let mut report = check_spec(&spec, input.as_ref(), args.classes);
+    if let Some(w) = &args.weights {
+        let sd = StateDict::load(w).with_context(|| format!("reading the checkpoint {}", w.display()))?;
+        if report.errors.is_empty() {
+            report.errors.extend(check_checkpoint(&report, &sd, &w.display().to_string()));
+        }
+    }
+    if !report.trace.is_empty() {
+        print!("{}", report.render_trace());
+    }
+    if !report.errors.is_empty() {
+        report_errors(&report, &args.model.display().to_string());
+        return Ok(Verdict::Failed);
+    }
+    let params = Summary::from_report(&report, 1).total_params;
+    let (i, o) = (
+        report.input.as_ref().map(ToString::to_string).unwrap_or_default(),
+        report.output.as_ref().map(ToString::to_string).unwrap_or_default(),
+    );
+    print!("ok: {i} → {o}, {} parameters", group_digits(params));
+    if let Some(w) = &args.weights {
+        print!("; the checkpoint {} fits", w.display());
+    }
+    println!();
+    Ok(Verdict::Ok)
+}
+
+/// Runs `strata summary`.
+pub fn summary(args: &SummaryArgs) -> Result<Verdict> {
+    let Some(spec) = load_or_report(&args.model) else { return Ok(Verdict::Failed) };
+    let input = parse_input(&args.input)?;
+    let report = check_spec(&spec, input.as_ref(), None);
+    if !report.errors.is_empty() {
+        report_errors(&report, &args.model.display().to_string());
+        return Ok(Verdict::Failed);
+    }
+    print!("{}", Summary::from_report(&report, args.batch_size.max(1)).render());
+    Ok(Verdict::Ok)
+}

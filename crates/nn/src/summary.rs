@@ -1,0 +1,183 @@
+//! Model summaries (what Keras' `model.summary()` prints and PyTorch lacks): per layer its path,
+//! type, output shape, parameters (trainable and not), multiply-accumulates per sample and
+//! activation memory at a batch size, with totals. Computed from the spec alone.
+
+use crate::check::{CheckReport, SymShape, table};
+use crate::spec::LayerSpec;
+
+/// One row of a summary.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SummaryRow {
+    /// Dotted path.
+    pub path: String,
+    /// Nesting depth.
+    pub depth: usize,
+    /// `Linear 784 → 128`.
+    pub layer_type: String,
+    /// Output shape.
+    pub output: SymShape,
+    /// Trainable parameters of the layer itself (blocks: their layers' sum).
+    pub params: usize,
+    /// Non-trainable parameters (buffers such as running statistics).
+    pub non_trainable: usize,
+    /// Multiply-accumulates per sample.
+    pub macs: usize,
+    /// Bytes of the output at the summary's batch size (f32).
+    pub activation_bytes: usize,
+    /// Whether the row is a block whose layers follow.
+    pub is_block: bool,
+}
+
+/// A summary table with totals.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Summary {
+    /// The model's name.
+    pub name: String,
+    /// The input shape.
+    pub input: SymShape,
+    /// The batch size used for activation memory.
+    pub batch_size: usize,
+    /// The rows, blocks before their layers.
+    pub rows: Vec<SummaryRow>,
+    /// Total trainable parameters (PyTorch's `sum(p.numel() for p in model.parameters())`).
+    pub total_params: usize,
+    /// Total non-trainable parameters.
+    pub total_non_trainable: usize,
+    /// Total multiply-accumulates per sample.
+    pub total_macs: usize,
+    /// Total activation bytes at the batch size.
+    pub total_activation_bytes: usize,
+}
+
+impl Summary {
+    /// The summary of a model that checked without errors (`report.errors` empty).
+    pub fn from_report(report: &CheckReport, batch_size: usize) -> Summary {
+        let mut rows: Vec<SummaryRow> = report
+            .trace
+            .iter()
+            .map(|r| {
+                let params = r
+                    .spec
+                    .own_parameter_shapes()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|(_, s)| s.iter().product::<usize>())
+                    .sum();
+                let macs = match r.spec {
+                    // One multiply-add per weight for every position the layer is applied at.
+                    LayerSpec::Linear { in_features: Some(i), out_features, .. } => {
+                        i * out_features
+                            * r.output.sample().map_or(1, |s| s[..s.len().saturating_sub(1)].iter().product())
+                    }
+                    _ => 0,
+                };
+                let is_block = matches!(r.spec, LayerSpec::Sequential(_));
+                SummaryRow {
+                    path: r.layer.path.clone(),
+                    depth: r.depth,
+                    layer_type: r.spec.to_string(),
+                    output: r.output.clone(),
+                    params,
+                    non_trainable: 0,
+                    macs,
+                    activation_bytes: if is_block { 0 } else { r.output.sample_numel() * batch_size * 4 },
+                    is_block,
+                }
+            })
+            .collect();
+        // A block's figures are its layers' totals (rows after it at a greater depth).
+        for i in (0..rows.len()).rev() {
+            if rows[i].is_block {
+                let d = rows[i].depth;
+                let inner: Vec<&SummaryRow> =
+                    rows[i + 1..].iter().take_while(|r| r.depth > d).filter(|r| !r.is_block).collect();
+                let (p, n, m, a) = inner.iter().fold((0, 0, 0, 0), |acc, r| {
+                    (acc.0 + r.params, acc.1 + r.non_trainable, acc.2 + r.macs, acc.3 + r.activation_bytes)
+                });
+                rows[i].params = p;
+                rows[i].non_trainable = n;
+                rows[i].macs = m;
+                rows[i].activation_bytes = a;
+            }
+        }
+        let leaves = rows.iter().filter(|r| !r.is_block);
+        let total = leaves.fold((0, 0, 0, 0), |acc, r| {
+            (acc.0 + r.params, acc.1 + r.non_trainable, acc.2 + r.macs, acc.3 + r.activation_bytes)
+        });
+        Summary {
+            name: report.name.clone(),
+            input: report.input.clone().unwrap_or(SymShape(vec![])),
+            batch_size,
+            rows,
+            total_params: total.0,
+            total_non_trainable: total.1,
+            total_macs: total.2,
+            total_activation_bytes: total.3,
+        }
+    }
+
+    /// The table as text.
+    pub fn render(&self) -> String {
+        let mut rows = vec![vec![
+            "layer".to_string(),
+            "type".into(),
+            "output".into(),
+            "params".into(),
+            "non-trainable".into(),
+            "MACs/sample".into(),
+            format!("activations (N={})", self.batch_size),
+        ]];
+        for r in &self.rows {
+            rows.push(vec![
+                format!("{}{}", "  ".repeat(r.depth), r.path),
+                r.layer_type.clone(),
+                r.output.to_string(),
+                group_digits(r.params),
+                group_digits(r.non_trainable),
+                group_digits(r.macs),
+                human_bytes(r.activation_bytes),
+            ]);
+        }
+        rows.push(vec![
+            "total".into(),
+            String::new(),
+            String::new(),
+            group_digits(self.total_params),
+            group_digits(self.total_non_trainable),
+            group_digits(self.total_macs),
+            human_bytes(self.total_activation_bytes),
+        ]);
+        let mut s = format!("{}: input {}\n", self.name, self.input);
+        s.push_str(&table(&rows, &[false, false, false, true, true, true, true]));
+        s.push_str(&format!(
+            "{} parameters ({} trainable, {} non-trainable): {} in f32\n",
+            group_digits(self.total_params + self.total_non_trainable),
+            group_digits(self.total_params),
+            group_digits(self.total_non_trainable),
+            human_bytes((self.total_params + self.total_non_trainable) * 4)
+        ));
+        s
+    }
+}
+
+/// `1234567` → `1,234,567`.
+pub fn group_digits(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Bytes as `512 B`, `32.0 KiB`, `1.5 MiB`.
+pub fn human_bytes(b: usize) -> String {
+    match b {
+        b if b < 1024 => format!("{b} B"),
+        b if b < 1024 * 1024 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)),
+    }
+}

@@ -1,0 +1,69 @@
+//! `strata check` on a catalogue of broken models (`examples/broken/*.toml`): each names the
+//! right layer (the file's `# expect:` line), its messages match the snapshots, and applying the
+//! first suggested fix of every error makes the model check.
+
+use std::path::{Path, PathBuf};
+use strata_nn::check::check_spec;
+use strata_nn::model_file::load_model;
+
+fn catalogue() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/broken");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 8, "the catalogue has {} models", files.len());
+    files
+}
+
+fn expectation(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("# expect: "))
+        .unwrap_or_else(|| panic!("{} has no `# expect:` line", path.display()))
+        .trim()
+        .to_string()
+}
+
+/// Messages name files relative to the repository so snapshots do not depend on the checkout.
+fn relative(path: &Path) -> String {
+    format!("examples/broken/{}", path.file_name().unwrap().to_string_lossy())
+}
+
+#[test]
+fn every_broken_model_names_the_right_layer_and_a_working_fix() {
+    for path in catalogue() {
+        let name = path.file_stem().unwrap().to_string_lossy().to_string();
+        let expect = expectation(&path);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let parsed = strata_nn::model_file::parse_model(&text, &relative(&path), &name);
+        if expect == "file" {
+            let errors = parsed.expect_err(&format!("{name} should not parse"));
+            insta::assert_snapshot!(name.clone(), errors.to_string());
+            continue;
+        }
+        let spec = parsed.unwrap_or_else(|e| panic!("{name}: {e}"));
+        let report = check_spec(&spec, None, Some(10));
+        assert!(!report.errors.is_empty(), "{name}: no error found");
+        let first = &report.errors[0];
+        let blamed = first.layer.as_ref().map_or("loss".to_string(), |l| l.path.clone());
+        assert_eq!(blamed, expect, "{name}: blames the wrong layer");
+        insta::assert_snapshot!(name.clone(), format!("{}\n\n{}", report.render_trace(), report.render_errors()));
+        // The first fix of every error, applied together, makes the model check.
+        let mut fixed = spec.clone();
+        for e in &report.errors {
+            let fix = e.fixes.first().unwrap_or_else(|| panic!("{name}: an error without a fix:\n{e}"));
+            assert!(fixed.apply(&fix.edits), "{name}: fix `{}` does not apply", fix.text);
+        }
+        let after = check_spec(&fixed, None, Some(10));
+        assert!(after.errors.is_empty(), "{name}: still broken after the fixes:\n{}", after.render_errors());
+    }
+}
+
+#[test]
+fn load_model_reports_a_missing_file() {
+    let e = load_model(Path::new("examples/does_not_exist.toml")).unwrap_err().to_string();
+    assert!(e.contains("cannot read the model file"), "{e}");
+}
