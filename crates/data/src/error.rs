@@ -249,6 +249,216 @@ pub enum DataError {
         /// Every path tried, in order.
         tried: Vec<PathBuf>,
     },
+
+    // ---- CSV files -------------------------------------------------------------------------
+    /// A CSV file holds no data rows (it is empty, or holds only a header).
+    #[error(
+        "`{}`: {}; a CSV data set needs at least one data row of features and a label",
+        .path.display(),
+        if *.header_only { "the file holds a header row but no data rows" } else { "the file holds no rows" }
+    )]
+    CsvEmpty {
+        /// The file.
+        path: PathBuf,
+        /// Whether a header row was found (the file is not entirely empty).
+        header_only: bool,
+    },
+
+    /// A CSV row has a different number of fields from the first row.
+    #[error(
+        "`{}`: line {line} has {found} fields but the first row (line {first_line}) has {expected}; \
+         every row needs the same number of fields — check for a missing value, a stray \
+         delimiter or an unquoted comma inside a value",
+        .path.display()
+    )]
+    CsvRagged {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line on which the offending row starts.
+        line: u64,
+        /// The 1-based line of the first row, which sets the field count.
+        first_line: u64,
+        /// Fields in the first row.
+        expected: usize,
+        /// Fields in the offending row.
+        found: usize,
+    },
+
+    /// A feature cell of a CSV file is not a finite number.
+    #[error(
+        "`{}`: line {line}, column {}: {} is not a finite number; every feature cell must be a \
+         number such as 0, 3.5 or -1e-3 (fill in or drop missing values before loading)",
+        .path.display(),
+        column_label(*.column, .column_name.as_deref()),
+        cell_label(.value)
+    )]
+    CsvNotNumeric {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line holding the cell.
+        line: u64,
+        /// The 1-based column (field) number.
+        column: usize,
+        /// The column's name from the header, if the file has one.
+        column_name: Option<String>,
+        /// The cell's text (lossily decoded if it was not UTF-8).
+        value: String,
+    },
+
+    /// A label cell of a CSV file is not a non-negative integer.
+    #[error(
+        "`{}`: line {line}, label column {}: {} is not a class index ({reason}); labels must be \
+         non-negative integers such as 0, 3 or 3.0",
+        .path.display(),
+        column_label(*.column, .column_name.as_deref()),
+        cell_label(.value)
+    )]
+    CsvInvalidLabel {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line holding the label.
+        line: u64,
+        /// The 1-based column number of the label column.
+        column: usize,
+        /// The label column's name from the header, if the file has one.
+        column_name: Option<String>,
+        /// The cell's text.
+        value: String,
+        /// Why it is not a label: "negative", "not an integer", ...
+        reason: String,
+    },
+
+    /// A CSV label is not below the number of classes the caller declared.
+    #[error(
+        "`{}`: line {line}: label {label} is outside 0..{num_classes}; either the file does not \
+         belong to this {num_classes}-class data set or num_classes is too small",
+        .path.display()
+    )]
+    CsvLabelOutOfRange {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line holding the label.
+        line: u64,
+        /// The label found.
+        label: u64,
+        /// The declared number of classes.
+        num_classes: usize,
+    },
+
+    /// The requested label column does not exist in the CSV file.
+    #[error("`{}`: {message}", .path.display())]
+    CsvLabelColumn {
+        /// The file.
+        path: PathBuf,
+        /// What was asked for, what exists, and what to do.
+        message: String,
+    },
+
+    /// A row of a CSV file could not be read (an I/O error mid-file, for instance).
+    #[error("`{}`: line {line}: cannot read the CSV row: {source}", .path.display())]
+    Csv {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line where reading stopped.
+        line: u64,
+        /// The CSV reader's error.
+        source: csv::Error,
+    },
+
+    // ---- Image folders ---------------------------------------------------------------------
+    /// An image folder has no class sub-folders.
+    #[error(
+        "`{}`: no class folders found; an image folder data set needs one sub-folder per class \
+         (e.g. `{}/cat/001.png`, `{}/dog/002.jpg`)",
+        .root.display(), .root.display(), .root.display()
+    )]
+    NoClasses {
+        /// The data set's root folder.
+        root: PathBuf,
+    },
+
+    /// A class folder holds no PNG or JPEG file.
+    #[error(
+        "`{}`: class folder `{class}` holds no PNG or JPEG images (.png, .jpg, .jpeg); every \
+         class needs at least one image — remove the folder or add its images",
+        .root.display()
+    )]
+    EmptyClass {
+        /// The data set's root folder.
+        root: PathBuf,
+        /// The class (sub-folder) name.
+        class: String,
+    },
+
+    /// An image file could not be decoded.
+    #[error(
+        "`{}`: cannot decode the image: {source}; the file is corrupt, truncated or not really \
+         a PNG/JPEG — re-export it or delete it",
+        .path.display()
+    )]
+    ImageDecode {
+        /// The image file.
+        path: PathBuf,
+        /// The decoder's error.
+        source: image::ImageError,
+    },
+
+    /// An image's header declares more pixel values than strata will decode.
+    #[error(
+        "`{}`: the image header declares {width}x{height} pixels (width x height) with {channels} \
+         channel(s), {} values, more than the limit of {max}; the header is corrupt or the image \
+         is far too large for a training sample — downscale it first",
+        .path.display(),
+        *.width as u64 * *.height as u64 * *.channels as u64
+    )]
+    ImageTooLarge {
+        /// The image file.
+        path: PathBuf,
+        /// Declared width in pixels.
+        width: u32,
+        /// Declared height in pixels.
+        height: u32,
+        /// Channels per pixel that would be produced.
+        channels: usize,
+        /// The most values (width × height × channels) accepted.
+        max: u64,
+    },
+
+    /// Two images of one image folder differ in size and no resize was requested.
+    #[error(
+        "`{}` is {width}x{height} pixels (width x height) but `{}`, the first image, is \
+         {first_width}x{first_height}; every image must have the same size — resize the files or \
+         ask for a resize (e.g. `resize: Some(({first_height}, {first_width}))`)",
+        .path.display(),
+        .first_path.display()
+    )]
+    ImageSizeMismatch {
+        /// The first image whose size differs.
+        path: PathBuf,
+        /// Its width.
+        width: u32,
+        /// Its height.
+        height: u32,
+        /// The first image loaded, which set the expected size.
+        first_path: PathBuf,
+        /// The first image's width.
+        first_width: u32,
+        /// The first image's height.
+        first_height: u32,
+    },
+}
+
+/// "3 (`pixel_2`)" when the column has a header name, else "3".
+fn column_label(column: usize, name: Option<&str>) -> String {
+    match name {
+        Some(n) => format!("{column} (`{n}`)"),
+        None => column.to_string(),
+    }
+}
+
+/// "`abc`" for a cell's text, or "an empty cell" when there is none.
+fn cell_label(value: &str) -> String {
+    if value.trim().is_empty() { "an empty cell".to_string() } else { format!("`{value}`") }
 }
 
 /// "holds" or "decompresses to", so byte counts say which bytes they count.

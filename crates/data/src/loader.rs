@@ -1,8 +1,73 @@
 //! Mini-batches from a [`Dataset`]: a seeded shuffle per epoch, a batch size (or the whole set
-//! per step), and optional dropping of a short last batch.
+//! per step), optional dropping of a short last batch, and a background thread that assembles
+//! the next batches while the current one trains.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::mpsc;
 
 use crate::Dataset;
+use crate::error::{DataError, Result};
 use strata_core::{Generator, Tensor};
+
+/// How many samples a step sees: a fixed number, or the whole data set (full-batch gradient
+/// descent). Parses from `"64"` or `"full"`, the spellings of `--batch-size`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BatchSize {
+    /// This many samples per batch (the last batch of an epoch may be smaller).
+    Samples(usize),
+    /// The whole data set in one batch per epoch.
+    Full,
+}
+
+impl BatchSize {
+    /// The number of samples per batch for a data set of `len` samples (at least 1, so an empty
+    /// data set still has a well-defined, batch-less epoch).
+    pub fn resolve(self, len: usize) -> usize {
+        match self {
+            BatchSize::Samples(n) => n.max(1),
+            BatchSize::Full => len.max(1),
+        }
+    }
+}
+
+impl From<usize> for BatchSize {
+    fn from(n: usize) -> Self {
+        BatchSize::Samples(n)
+    }
+}
+
+impl FromStr for BatchSize {
+    type Err = DataError;
+
+    /// `"full"` (any case) or a positive integer.
+    fn from_str(s: &str) -> Result<Self> {
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("full") {
+            return Ok(BatchSize::Full);
+        }
+        match t.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(BatchSize::Samples(n)),
+            _ => Err(DataError::InvalidArgument {
+                what: "batch size",
+                message: format!(
+                    "`{s}` is not a batch size; give a positive number of samples such as 64, or `full` for the \
+                     whole data set in every step"
+                ),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for BatchSize {
+    /// `64` or `full`, the form [`BatchSize::from_str`] reads back.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BatchSize::Samples(n) => write!(f, "{n}"),
+            BatchSize::Full => write!(f, "full"),
+        }
+    }
+}
 
 /// One mini-batch: inputs `[B, *sample_shape]` (f32) and class indices `[B]` (i64).
 #[derive(Debug, Clone)]
@@ -27,10 +92,16 @@ pub struct DataLoader<'a> {
 }
 
 impl<'a> DataLoader<'a> {
-    /// Batches of `batch_size` samples in file order (clamped to at least 1; use
-    /// `dataset.len()` for full-batch training).
-    pub fn new(dataset: &'a Dataset, batch_size: usize) -> Self {
-        DataLoader { dataset, batch_size: batch_size.max(1), shuffle: false, drop_last: false, seed: 0 }
+    /// Batches of `batch_size` in file order: a sample count (clamped to at least 1) or
+    /// [`BatchSize::Full`] for the whole data set per step.
+    pub fn new(dataset: &'a Dataset, batch_size: impl Into<BatchSize>) -> Self {
+        let batch_size = batch_size.into().resolve(dataset.len());
+        DataLoader { dataset, batch_size, shuffle: false, drop_last: false, seed: 0 }
+    }
+
+    /// The number of samples per batch (the whole data set's length for [`BatchSize::Full`]).
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
     }
 
     /// Shuffles each epoch with a seeded permutation.
@@ -71,6 +142,38 @@ impl<'a> DataLoader<'a> {
         })
     }
 
+    /// The batches of epoch `epoch`, exactly those of [`DataLoader::epoch`] in the same order,
+    /// assembled on a background thread up to `depth` batches ahead (at least 1), so the training
+    /// step never waits for batch assembly. `f` consumes them; its result is returned.
+    ///
+    /// The thread is scoped to this call, so it can borrow the data set without copying it, and
+    /// it never outlives `f`: when `f` returns early (a `break`, an error, a Ctrl-C stop), the
+    /// channel closes, the thread stops at its next batch and is joined before this returns.
+    /// A panic on the thread is re-raised here rather than ending the epoch silently short.
+    ///
+    /// ```
+    /// # use strata_data::{DataLoader, Dataset};
+    /// # let ds = Dataset { features: vec![0.0; 8], labels: vec![0; 8], sample_shape: vec![1], num_classes: 1 };
+    /// let loader = DataLoader::new(&ds, 3).shuffle(1);
+    /// let seen = loader.epoch_prefetched(0, 2, |batches| batches.map(|b| b.y.numel()).sum::<usize>());
+    /// assert_eq!(seen, 8);
+    /// ```
+    pub fn epoch_prefetched<R>(&self, epoch: u64, depth: usize, f: impl FnOnce(Prefetched) -> R) -> R {
+        let (tx, rx) = mpsc::sync_channel(depth.max(1));
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                for batch in self.epoch(epoch) {
+                    // A send fails only when the consumer is gone: stop assembling.
+                    if tx.send(batch).is_err() {
+                        break;
+                    }
+                }
+            });
+            // `f` owns the receiver, so it is dropped when `f` returns, unblocking the thread.
+            f(Prefetched { rx })
+        })
+    }
+
     /// The samples at `indices` as one batch.
     pub fn gather(&self, indices: &[usize]) -> Batch {
         let d = self.dataset;
@@ -88,6 +191,22 @@ impl<'a> DataLoader<'a> {
             x: Tensor::from_vec(x, &shape).expect("batch length matches its shape"),
             y: Tensor::from_vec(y, &[indices.len()]).expect("one label per sample"),
         }
+    }
+}
+
+/// The batches of one epoch as a background thread delivers them; see
+/// [`DataLoader::epoch_prefetched`].
+#[derive(Debug)]
+pub struct Prefetched {
+    rx: mpsc::Receiver<Batch>,
+}
+
+impl Iterator for Prefetched {
+    type Item = Batch;
+
+    /// The next batch, waiting for it only if the thread has fallen behind.
+    fn next(&mut self) -> Option<Batch> {
+        self.rx.recv().ok()
     }
 }
 
@@ -134,5 +253,100 @@ mod tests {
         let full: Vec<Batch> = DataLoader::new(&d, d.len()).epoch(0).collect();
         assert_eq!(full.len(), 1);
         assert_eq!(full[0].x.dims(), &[10, 2]);
+    }
+
+    /// Each batch's sample ids (toy samples' first feature is twice the id).
+    fn ids(batches: impl Iterator<Item = Batch>) -> Vec<Vec<i64>> {
+        batches.map(|b| b.x.to_vec::<f32>().unwrap().iter().step_by(2).map(|&v| (v / 2.0) as i64).collect()).collect()
+    }
+
+    #[test]
+    fn prefetched_equals_plain_for_every_setting() {
+        let d = toy(23);
+        for (bs, shuffle, drop) in
+            [(4, true, false), (4, true, true), (5, false, false), (23, true, false), (50, true, true)]
+        {
+            let mut loader = DataLoader::new(&d, bs).drop_last(drop);
+            if shuffle {
+                loader = loader.shuffle(3);
+            }
+            for epoch in 0..3 {
+                for depth in [0, 1, 4, 100] {
+                    let plain: Vec<Batch> = loader.epoch(epoch).collect();
+                    let pre: Vec<Batch> = loader.epoch_prefetched(epoch, depth, |it| it.collect());
+                    assert_eq!(pre.len(), loader.num_batches());
+                    assert_eq!(plain.len(), pre.len());
+                    for (a, b) in plain.iter().zip(&pre) {
+                        assert_eq!(a.x.dims(), b.x.dims());
+                        assert_eq!(a.x.to_vec::<f32>().unwrap(), b.x.to_vec::<f32>().unwrap());
+                        assert_eq!(a.y.to_vec::<i64>().unwrap(), b.y.to_vec::<i64>().unwrap());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_sample_once_per_epoch_prefetched_and_seeded() {
+        let d = toy(100);
+        let loader = DataLoader::new(&d, 7).shuffle(42);
+        for epoch in 0..4 {
+            let order = loader.epoch_prefetched(epoch, 2, |it| ids(it).concat());
+            let mut sorted = order.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, (0..100).collect::<Vec<_>>(), "epoch {epoch}");
+            // The same seed gives the same order, from a fresh loader too.
+            let again = DataLoader::new(&d, 7).shuffle(42).epoch_prefetched(epoch, 5, |it| ids(it).concat());
+            assert_eq!(order, again);
+        }
+        let other = DataLoader::new(&d, 7).shuffle(43);
+        assert_ne!(ids(loader.epoch(0)), ids(other.epoch(0)));
+    }
+
+    #[test]
+    fn early_stop_does_not_hang_and_returns_the_result() {
+        let d = toy(1000);
+        let loader = DataLoader::new(&d, 1).shuffle(0);
+        // Taking 3 of 1000 batches with a depth of 2 leaves the thread blocked on a full
+        // channel; dropping the receiver must release it.
+        let first = loader.epoch_prefetched(0, 2, |mut it| {
+            let _ = it.next();
+            let _ = it.next();
+            it.next().map(|b| b.y.to_vec::<i64>().unwrap())
+        });
+        assert_eq!(first.unwrap().len(), 1);
+        let r: std::result::Result<(), &str> = loader.epoch_prefetched(1, 1, |_| Err("stopped"));
+        assert_eq!(r, Err("stopped"));
+    }
+
+    #[test]
+    fn full_batch_is_one_batch() {
+        let d = toy(10);
+        let loader = DataLoader::new(&d, BatchSize::Full).shuffle(9);
+        assert_eq!((loader.num_batches(), loader.batch_size()), (1, 10));
+        let batches: Vec<Batch> = loader.epoch_prefetched(0, 2, |it| it.collect());
+        assert_eq!(batches.len(), 1);
+        assert_eq!(batches[0].x.dims(), &[10, 2]);
+        assert_eq!(DataLoader::new(&d, BatchSize::Full).drop_last(true).num_batches(), 1);
+        // An empty data set has no batches rather than a division by zero.
+        let empty = toy(0);
+        let loader = DataLoader::new(&empty, BatchSize::Full);
+        assert_eq!(loader.num_batches(), 0);
+        assert_eq!(loader.epoch_prefetched(0, 1, |it| it.count()), 0);
+    }
+
+    #[test]
+    fn batch_size_parses_and_prints() {
+        assert_eq!("64".parse::<BatchSize>().unwrap(), BatchSize::Samples(64));
+        assert_eq!(" Full ".parse::<BatchSize>().unwrap(), BatchSize::Full);
+        for bad in ["0", "-1", "6.4", "", "all"] {
+            let e = bad.parse::<BatchSize>().unwrap_err().to_string();
+            assert!(e.contains(&format!("`{bad}` is not a batch size")) && e.contains("`full`"), "{e}");
+        }
+        for b in [BatchSize::Samples(3), BatchSize::Full] {
+            assert_eq!(b.to_string().parse::<BatchSize>().unwrap(), b);
+        }
+        assert_eq!(BatchSize::Samples(0).resolve(5), 1);
+        assert_eq!(BatchSize::Full.resolve(5), 5);
     }
 }
