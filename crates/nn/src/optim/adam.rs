@@ -1,7 +1,7 @@
 //! Adam and AdamW, as `torch.optim.Adam` / `torch.optim.AdamW` (including `amsgrad`).
 
-use super::{Optimizer, c, check_range, non_float, state_mut, zeros_like};
-use crate::Result;
+use super::{Optimizer, buffer_from, buffer_tensor, c, check_range, non_float, state_mut, zeros_like};
+use crate::{Error, Result, StateDict};
 use strata_core::{CpuStorage, DType, Float, Tensor};
 
 /// Adam's hyper-parameters, with PyTorch's defaults.
@@ -122,6 +122,57 @@ fn update<T: Float>(p: &Tensor, g: &Tensor, s: &mut AdamState, cfg: &AdamConfig,
 }
 
 impl Optimizer for Adam {
+    fn state_dict(&self) -> StateDict {
+        let mut sd = StateDict::new();
+        for (i, (p, s)) in self.params.iter().zip(&self.state).enumerate() {
+            let Some(s) = s else { continue };
+            sd.insert(format!("step.{i}"), Tensor::scalar(s.step as i64));
+            sd.insert(format!("exp_avg.{i}"), buffer_tensor(&s.exp_avg, p));
+            sd.insert(format!("exp_avg_sq.{i}"), buffer_tensor(&s.exp_avg_sq, p));
+            if let Some(m) = &s.max_exp_avg_sq {
+                sd.insert(format!("max_exp_avg_sq.{i}"), buffer_tensor(m, p));
+            }
+        }
+        sd
+    }
+    fn load_state_dict(&mut self, state: &StateDict) -> Result<()> {
+        let mut restored: Vec<Option<AdamState>> = (0..self.params.len()).map(|_| None).collect();
+        for (key, t) in state.iter() {
+            let parsed = key.rsplit_once('.').and_then(|(k, i)| Some((k, i.parse::<usize>().ok()?)));
+            let Some((kind, i)) = parsed.filter(|&(_, i)| i < self.params.len()) else {
+                return Err(Error::InvalidConfig { what: "Adam state", message: format!("unexpected entry `{key}`") });
+            };
+            let p = &self.params[i];
+            let s = restored[i].get_or_insert_with(|| AdamState {
+                step: 0,
+                exp_avg: zeros_like(p),
+                exp_avg_sq: zeros_like(p),
+                max_exp_avg_sq: None,
+            });
+            match kind {
+                "step" => s.step = t.item()? as u64,
+                "exp_avg" => s.exp_avg = buffer_from(t, p, key)?,
+                "exp_avg_sq" => s.exp_avg_sq = buffer_from(t, p, key)?,
+                "max_exp_avg_sq" => s.max_exp_avg_sq = Some(buffer_from(t, p, key)?),
+                _ => {
+                    return Err(Error::InvalidConfig {
+                        what: "Adam state",
+                        message: format!("unexpected entry `{key}`"),
+                    });
+                }
+            }
+        }
+        if self.config.amsgrad {
+            for (s, p) in restored.iter_mut().zip(&self.params) {
+                if let Some(s) = s {
+                    s.max_exp_avg_sq.get_or_insert_with(|| zeros_like(p));
+                }
+            }
+        }
+        self.state = restored;
+        Ok(())
+    }
+
     fn step(&mut self) -> Result<()> {
         let (cfg, decoupled) = (self.config, self.decoupled_weight_decay);
         for (p, slot) in self.params.iter().zip(self.state.iter_mut()) {
@@ -174,6 +225,12 @@ impl AdamW {
 }
 
 impl Optimizer for AdamW {
+    fn state_dict(&self) -> StateDict {
+        self.0.state_dict()
+    }
+    fn load_state_dict(&mut self, state: &StateDict) -> Result<()> {
+        self.0.load_state_dict(state)
+    }
     fn step(&mut self) -> Result<()> {
         self.0.step()
     }

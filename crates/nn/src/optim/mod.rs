@@ -8,7 +8,7 @@ mod sgd;
 pub use adam::{Adam, AdamConfig, AdamW};
 pub use sgd::{SGD, SgdConfig};
 
-use crate::{Error, Result};
+use crate::{Error, Result, StateDict};
 use strata_core::{CpuStorage, DType, Float, Tensor};
 
 /// What every optimizer offers a training loop.
@@ -24,6 +24,14 @@ pub trait Optimizer {
 
     /// Changes the learning rate (schedules call this between steps).
     fn set_lr(&mut self, lr: f64);
+
+    /// The optimizer's state (momentum buffers, moment estimates, step counts) as named tensors
+    /// `{kind}.{parameter index}`, for checkpoints. Hyper-parameters are not included.
+    fn state_dict(&self) -> StateDict;
+
+    /// Restores state saved by [`Optimizer::state_dict`] for the same parameter list; shapes
+    /// are checked, and nothing changes unless everything fits.
+    fn load_state_dict(&mut self, state: &StateDict) -> Result<()>;
 
     /// Zeroes every parameter's gradient in place.
     fn zero_grad(&self) -> Result<()> {
@@ -68,4 +76,30 @@ pub(crate) fn non_float(p: &Tensor) -> Error {
 #[inline]
 pub(crate) fn c<T: Float>(v: f64) -> T {
     T::from_f64(v)
+}
+
+/// A state buffer as a tensor shaped like its parameter.
+pub(crate) fn buffer_tensor(buf: &CpuStorage, like: &Tensor) -> Tensor {
+    let t = match buf {
+        CpuStorage::F32(v) => Tensor::from_vec(v.clone(), like.dims()),
+        CpuStorage::F64(v) => Tensor::from_vec(v.clone(), like.dims()),
+        CpuStorage::I64(v) => Tensor::from_vec(v.clone(), like.dims()),
+    };
+    t.expect("optimizer state has its parameter's element count")
+}
+
+/// A state buffer from a saved tensor, checked against its parameter's shape and type.
+pub(crate) fn buffer_from(t: &Tensor, like: &Tensor, key: &str) -> Result<CpuStorage> {
+    if t.dims() != like.dims() {
+        return Err(Error::InvalidConfig {
+            what: "optimizer state",
+            message: format!("`{key}` has shape {}, but its parameter has {}", t.shape(), like.shape()),
+        });
+    }
+    let t = t.to_dtype(like.dtype())?;
+    Ok(match like.dtype() {
+        DType::F32 => CpuStorage::F32(t.to_vec()?),
+        DType::F64 => CpuStorage::F64(t.to_vec()?),
+        DType::I64 => CpuStorage::I64(t.to_vec()?),
+    })
 }

@@ -1,8 +1,8 @@
 //! Stochastic gradient descent with momentum, dampening, Nesterov and weight decay,
 //! as `torch.optim.SGD`.
 
-use super::{Optimizer, c, check_range, non_float, state_mut, zeros_like};
-use crate::{Error, Result};
+use super::{Optimizer, buffer_from, buffer_tensor, c, check_range, non_float, state_mut, zeros_like};
+use crate::{Error, Result, StateDict};
 use strata_core::{CpuStorage, DType, Float, Tensor};
 
 /// SGD's hyper-parameters, with PyTorch's defaults (all zero / off).
@@ -98,6 +98,31 @@ fn update<T: Float>(p: &Tensor, g: &Tensor, buf: Option<(&mut CpuStorage, bool)>
 }
 
 impl Optimizer for SGD {
+    fn state_dict(&self) -> StateDict {
+        let mut sd = StateDict::new();
+        for (i, (p, b)) in self.params.iter().zip(&self.momentum_buffers).enumerate() {
+            if let Some(b) = b {
+                sd.insert(format!("momentum_buffer.{i}"), buffer_tensor(b, p));
+            }
+        }
+        sd
+    }
+    fn load_state_dict(&mut self, state: &StateDict) -> Result<()> {
+        let mut buffers = vec![None; self.params.len()];
+        for (key, t) in state.iter() {
+            let i = key
+                .strip_prefix("momentum_buffer.")
+                .and_then(|i| i.parse::<usize>().ok())
+                .filter(|&i| i < self.params.len());
+            let Some(i) = i else {
+                return Err(Error::InvalidConfig { what: "SGD state", message: format!("unexpected entry `{key}`") });
+            };
+            buffers[i] = Some(buffer_from(t, &self.params[i], key)?);
+        }
+        self.momentum_buffers = buffers;
+        Ok(())
+    }
+
     fn step(&mut self) -> Result<()> {
         let cfg = self.config;
         for (p, buf) in self.params.iter().zip(self.momentum_buffers.iter_mut()) {
