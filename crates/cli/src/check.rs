@@ -44,6 +44,8 @@ pub enum Verdict {
     Ok,
     /// Problems were found and printed.
     Failed,
+    /// Stopped by Ctrl-C after writing a checkpoint.
+    Interrupted,
 }
 
 /// Loads a model file, printing its errors on failure.

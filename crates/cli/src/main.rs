@@ -3,6 +3,13 @@
 //! before anything runs.
 
 mod check;
+mod checkpoint;
+mod config;
+mod data_setup;
+mod eval;
+mod logs;
+mod schedule;
+mod tensorboard;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +31,12 @@ enum Command {
     Check(check::CheckArgs),
     /// Print a model file's summary: output shapes, parameters, MACs, activation memory.
     Summary(check::SummaryArgs),
+    /// Evaluate a checkpoint: accuracy, per-class precision and recall, confusion matrix.
+    Eval(eval::EvalArgs),
+    /// Class probabilities for image files or IDX records, from a checkpoint.
+    Predict(eval::PredictArgs),
+    /// Summarise run directories' metrics.jsonl and plot their loss and accuracy curves.
+    Logs(logs::LogsArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,13 +45,32 @@ fn main() -> ExitCode {
         Command::Train(args) => train::run(&args),
         Command::Check(args) => check::check(&args),
         Command::Summary(args) => check::summary(&args),
+        Command::Eval(args) => eval::eval(&args),
+        Command::Predict(args) => eval::predict(&args),
+        Command::Logs(args) => logs::run(&args),
     };
     match result {
         Ok(check::Verdict::Ok) => ExitCode::SUCCESS,
         Ok(check::Verdict::Failed) => ExitCode::FAILURE,
+        // 128 + SIGINT, as shells report a process stopped by Ctrl-C.
+        Ok(check::Verdict::Interrupted) => ExitCode::from(130),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", render_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, `outer: inner`, skipping a cause whose text the message already
+/// contains (library errors often quote their source in their own message).
+fn render_chain(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(": ");
+            msg.push_str(&c);
+        }
+    }
+    msg
 }

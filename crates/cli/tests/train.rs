@@ -31,9 +31,11 @@ fn saved_parameters_load_back() {
 #[test]
 fn bad_options_are_errors() {
     for (args, message) in [
-        (&["train", "--epochs", "0"][..], "--epochs must be at least 1"),
-        (&["train", "--lr=-1"], "--lr must be a positive number"),
-        (&["train", "--batch-size", "0"], "--batch-size must be at least 1"),
+        (&["train", "--epochs", "0"][..], "training.epochs (--epochs) must be at least 1"),
+        (&["train", "--lr=-1"], "optimizer.lr (--lr) must be a positive number, got -1"),
+        (&["train", "--batch-size", "0"], "--batch-size: batch size: `0` is not a batch size"),
+        (&["train", "--set", "training.epoch=3"], "unknown field `epoch`"),
+        (&["train", "--set", "optimizer.name=rmsprop"], "optimizer.name must be sgd, adam or adamw"),
     ] {
         let out = strata(args);
         assert!(!out.status.success(), "{args:?} should fail");

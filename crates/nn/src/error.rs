@@ -11,8 +11,10 @@ pub enum Error {
     Core(#[from] strata_core::Error),
 
     /// A file that could not be read or written.
-    #[error("{path}: {action} failed: {source}")]
-    Io { path: PathBuf, action: &'static str, source: std::io::Error },
+    // The cause is part of the message and deliberately not a `source()`, so error chains
+    // (anyhow's `{:#}`) do not print it twice.
+    #[error("{path}: {action} failed: {error}")]
+    Io { path: PathBuf, action: &'static str, error: std::io::Error },
 
     /// A file that is not a valid safetensors file.
     #[error("{path}: not a valid safetensors file: {message}")]
@@ -40,14 +42,14 @@ pub enum Error {
     ModelFile(#[from] crate::model_file::ModelFileErrors),
 
     /// An error inside a layer of a container, with the layer's full path.
-    #[error("in layer `{path}` ({desc}): {source}")]
+    #[error("in layer `{path}` ({desc}): {error}")]
     InLayer {
         /// Dotted path from the outermost container.
         path: String,
         /// The layer's description, e.g. `Linear 128 → 64`.
         desc: String,
-        /// What went wrong.
-        source: Box<Error>,
+        /// What went wrong (part of the message, not a `source()`, to print once).
+        error: Box<Error>,
     },
 
     /// A model that does not pass the shape check (every error, rendered).
@@ -85,8 +87,8 @@ impl Error {
     /// full path.
     pub fn in_layer(self, name: &str, desc: impl FnOnce() -> String) -> Error {
         match self {
-            Error::InLayer { path, desc, source } => Error::InLayer { path: format!("{name}.{path}"), desc, source },
-            other => Error::InLayer { path: name.to_string(), desc: desc(), source: Box::new(other) },
+            Error::InLayer { path, desc, error } => Error::InLayer { path: format!("{name}.{path}"), desc, error },
+            other => Error::InLayer { path: name.to_string(), desc: desc(), error: Box::new(other) },
         }
     }
 }

@@ -95,6 +95,18 @@ pub fn load_model(path: &Path) -> Result<ModelSpec, ModelFileErrors> {
 /// Parses model-file text; `file` names it in errors, `default_name` is used when the file has
 /// no `name`.
 pub fn parse_model(text: &str, file: &str, default_name: &str) -> Result<ModelSpec, ModelFileErrors> {
+    parse_model_at(text, file, default_name, None).map(|m| m.expect("the root is a table"))
+}
+
+/// Parses the model in table `key` of a larger TOML document (a run file's inline `[model]`),
+/// with errors located in the whole file. `Ok(None)` when `key` is absent or not a table (a run
+/// file may give a path there instead).
+pub fn parse_model_at(
+    text: &str,
+    file: &str,
+    default_name: &str,
+    key: Option<&str>,
+) -> Result<Option<ModelSpec>, ModelFileErrors> {
     let mut p = Parser { text, file, errors: vec![] };
     let root = match DeTable::parse(text) {
         Ok(t) => t,
@@ -104,8 +116,52 @@ pub fn parse_model(text: &str, file: &str, default_name: &str) -> Result<ModelSp
             return Err(ModelFileErrors(p.errors));
         }
     };
-    let spec = p.model(root.get_ref(), root.span(), default_name);
-    if p.errors.is_empty() { Ok(spec) } else { Err(ModelFileErrors(p.errors)) }
+    let spec = match key {
+        None => p.model(root.get_ref(), root.span(), default_name),
+        Some(k) => match root.get_ref().get(k).map(|v| (v.get_ref(), v.span())) {
+            Some((DeValue::Table(t), span)) => p.model(t, span, default_name),
+            _ => return Ok(None),
+        },
+    };
+    if p.errors.is_empty() { Ok(Some(spec)) } else { Err(ModelFileErrors(p.errors)) }
+}
+
+/// The model file text for a spec: what `parse_model` reads back to an equal spec (without
+/// origins). Checkpoints store it so `strata eval` can rebuild the model.
+pub fn to_toml(spec: &ModelSpec) -> String {
+    let mut s = format!("name = {:?}\n", spec.name);
+    if let Some(input) = &spec.input {
+        s.push_str(&format!("input = {input:?}\n"));
+    }
+    s.push_str("layers = [\n");
+    for l in &spec.layers {
+        s.push_str(&format!("  {},\n", layer_toml(l)));
+    }
+    s.push_str("]\n");
+    s
+}
+
+fn layer_toml(l: &NamedLayer) -> String {
+    let mut fields = vec![format!("name = {:?}", l.name), format!("type = {:?}", l.spec.type_name())];
+    match &l.spec {
+        LayerSpec::Linear { in_features, out_features, bias } => {
+            if let Some(i) = in_features {
+                fields.push(format!("in_features = {i}"));
+            }
+            fields.push(format!("out_features = {out_features}"));
+            if !bias {
+                fields.push("bias = false".into());
+            }
+        }
+        LayerSpec::ReLU => {}
+        LayerSpec::Flatten { start_dim, end_dim } => {
+            fields.push(format!("start_dim = {start_dim}, end_dim = {end_dim}"))
+        }
+        LayerSpec::Sequential(inner) => {
+            fields.push(format!("layers = [{}]", inner.iter().map(layer_toml).collect::<Vec<_>>().join(", ")))
+        }
+    }
+    format!("{{ {} }}", fields.join(", "))
 }
 
 const LAYER_TYPES: [&str; 4] = ["Linear", "ReLU", "Flatten", "Sequential"];
@@ -419,4 +475,30 @@ fn edit_distance(a: &str, b: &str) -> usize {
         prev = cur;
     }
     prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn to_toml_round_trips() {
+        let text = "name = \"m\"\ninput = [1, 4, 4]\n[[layers]]\ntype = \"Flatten\"\n[[layers]]\nname = \"b\"\ntype = \"Sequential\"\nlayers = [{ name = \"fc\", type = \"Linear\", in_features = 16, out_features = 3, bias = false }, { type = \"ReLU\" }]\n";
+        let spec = parse_model(text, "t.toml", "m").unwrap();
+        let again = parse_model(&to_toml(&spec), "u.toml", "x").unwrap();
+        let strip = |s: &ModelSpec| {
+            let mut s = s.clone();
+            fn clear(l: &mut [NamedLayer]) {
+                for x in l {
+                    x.origin = None;
+                    if let LayerSpec::Sequential(inner) = &mut x.spec {
+                        clear(inner);
+                    }
+                }
+            }
+            clear(&mut s.layers);
+            s
+        };
+        assert_eq!(strip(&spec), strip(&again));
+    }
 }

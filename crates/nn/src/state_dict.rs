@@ -104,12 +104,42 @@ impl StateDict {
     /// any tensor is allocated.
     pub fn load(path: impl AsRef<Path>) -> Result<StateDict> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        let bytes = std::fs::read(path).map_err(|error| Error::Io {
             path: path.into(),
             action: "reading the state_dict",
-            source,
+            error,
         })?;
         Self::from_safetensors_bytes(&bytes, path)
+    }
+
+    /// Reads a safetensors file and the string metadata of its header (`__metadata__`).
+    pub fn load_with_metadata(path: impl AsRef<Path>) -> Result<(StateDict, HashMap<String, String>)> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|error| Error::Io {
+            path: path.into(),
+            action: "reading the state_dict",
+            error,
+        })?;
+        let sd = Self::from_safetensors_bytes(&bytes, path)?;
+        let (_, meta) = SafeTensors::read_metadata(&bytes)
+            .map_err(|e| Error::SafeTensors { path: path.into(), message: e.to_string() })?;
+        Ok((sd, meta.metadata().clone().unwrap_or_default()))
+    }
+
+    /// Removes and returns the entries whose keys start with `prefix`, with the prefix stripped
+    /// (how checkpoints keep optimizer state apart from parameters).
+    pub fn split_prefix(&mut self, prefix: &str) -> StateDict {
+        let (taken, kept): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.entries).into_iter().partition(|(k, _)| k.starts_with(prefix));
+        self.index.clear();
+        for (k, t) in kept {
+            self.insert(k, t);
+        }
+        let mut out = StateDict::new();
+        for (k, t) in taken {
+            out.insert(k[prefix.len()..].to_string(), t);
+        }
+        out
     }
 
     /// Decodes safetensors bytes; `path` names the source in errors.
@@ -196,11 +226,11 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path.file_name().ok_or_else(|| Error::Io {
         path: path.into(),
         action: "writing",
-        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path names no file"),
+        error: std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path names no file"),
     })?;
     let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
     fn io<'a>(action: &'static str, p: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
-        move |source| Error::Io { path: p.into(), action, source }
+        move |error| Error::Io { path: p.into(), action, error }
     }
     let result = (|| {
         let mut f = std::fs::File::create(&tmp).map_err(io("creating a temporary file", &tmp))?;

@@ -1,0 +1,301 @@
+//! Run files: one TOML file holds the model (a path or an inline `[model]` table), the data,
+//! the optimizer, the learning-rate schedule and the training options. Every key has a default,
+//! unknown keys are errors (with line and column), and any key can be overridden from the
+//! command line (`--epochs 5`, `--lr 0.1`, `--set optimizer.name=adam`).
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use strata_data::BatchSize;
+
+/// A whole run.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// The model: a path to a model file (relative to the run file), or an inline table. Absent:
+    /// PyTorch's SimpleNN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<toml::Value>,
+    /// Where the data comes from.
+    #[serde(default)]
+    pub data: DataConfig,
+    /// The optimizer.
+    #[serde(default)]
+    pub optimizer: OptimizerConfig,
+    /// The learning-rate schedule.
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
+    /// Epochs, batches, seed, output.
+    #[serde(default)]
+    pub training: TrainingConfig,
+}
+
+/// The data set.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// `embedded` (the MNIST subset compiled in), `mnist` (a folder with the four IDX files),
+    /// `csv` (a file; the last column is the label unless `label_column` says otherwise) or
+    /// `images` (a folder with one sub-folder per class).
+    pub source: String,
+    /// The folder (mnist, images) or file (csv).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// For csv/images: a separate test file or folder, evaluated at the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_path: Option<PathBuf>,
+    /// For csv: the label column, by name or index (negative from the end).
+    pub label_column: String,
+    /// For images: 1 (grayscale) or 3 (RGB) channels.
+    pub channels: usize,
+    /// Samples held out of the training set for validation each epoch (seeded split).
+    /// The embedded set always holds out 2,000.
+    pub validation: usize,
+    /// Per-channel normalisation mean; absent: MNIST's for MNIST data, computed from the
+    /// training set otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mean: Option<Vec<f32>>,
+    /// Per-channel normalisation standard deviation (see `mean`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub std: Option<Vec<f32>>,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            source: "embedded".into(),
+            path: None,
+            test_path: None,
+            label_column: "last".into(),
+            channels: 1,
+            validation: 5000,
+            mean: None,
+            std: None,
+        }
+    }
+}
+
+/// The optimizer and its hyper-parameters (`torch.optim` names and meanings).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimizerConfig {
+    /// `sgd`, `adam` or `adamw`.
+    pub name: String,
+    /// Learning rate (the peak rate for schedules).
+    pub lr: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// SGD dampening.
+    pub dampening: f64,
+    /// SGD Nesterov momentum.
+    pub nesterov: bool,
+    /// Weight decay (L2 for sgd/adam, decoupled for adamw).
+    pub weight_decay: f64,
+    /// Adam's betas.
+    pub betas: [f64; 2],
+    /// Adam's eps.
+    pub eps: f64,
+    /// Adam's AMSGrad variant.
+    pub amsgrad: bool,
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        OptimizerConfig {
+            name: "sgd".into(),
+            lr: 0.01,
+            momentum: 0.9,
+            dampening: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+            amsgrad: false,
+        }
+    }
+}
+
+/// How the learning rate changes over the run, computed per step.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleConfig {
+    /// `constant`, `step` (×gamma every step_size epochs), `cosine` (to min_lr) or `one_cycle`.
+    pub name: String,
+    /// Linear warm-up from 0 over this many epochs (fractions allowed), then the schedule.
+    pub warmup_epochs: f64,
+    /// For `step`: epochs between decays.
+    pub step_size: usize,
+    /// For `step`: the decay factor.
+    pub gamma: f64,
+    /// For `cosine`: the final rate.
+    pub min_lr: f64,
+    /// For `one_cycle`: the fraction of the run spent increasing the rate.
+    pub pct_start: f64,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        ScheduleConfig {
+            name: "constant".into(),
+            warmup_epochs: 0.0,
+            step_size: 5,
+            gamma: 0.1,
+            min_lr: 0.0,
+            pct_start: 0.3,
+        }
+    }
+}
+
+/// Training options.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainingConfig {
+    /// Passes over the training data.
+    pub epochs: usize,
+    /// Samples per step, or `"full"` for the whole training set per step.
+    #[serde(with = "batch_size_serde")]
+    pub batch_size: BatchSize,
+    /// Seed for initial weights, shuffling and the validation split.
+    pub seed: u64,
+    /// The run directory (metrics, TensorBoard events, checkpoints). Absent: `runs/<run file name>`,
+    /// or no directory at all for `strata train` without a run file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub out: Option<PathBuf>,
+    /// Also write a checkpoint every this many steps (0: only at the end of each epoch).
+    pub checkpoint_every: usize,
+    /// How many recent checkpoints to keep (the best is kept as well).
+    pub keep_last: usize,
+    /// Log step metrics every this many steps.
+    pub log_every: usize,
+    /// Worker threads (absent: all cores).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
+}
+
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        TrainingConfig {
+            epochs: 10,
+            batch_size: BatchSize::Samples(64),
+            seed: 0,
+            out: None,
+            checkpoint_every: 0,
+            keep_last: 3,
+            log_every: 10,
+            threads: None,
+        }
+    }
+}
+
+mod batch_size_serde {
+    //! `batch_size = 64` or `batch_size = "full"`.
+    use serde::{Deserialize, Deserializer, Serializer};
+    use strata_data::BatchSize;
+
+    pub fn serialize<S: Serializer>(b: &BatchSize, s: S) -> Result<S::Ok, S::Error> {
+        match b {
+            BatchSize::Samples(n) => s.serialize_u64(*n as u64),
+            BatchSize::Full => s.serialize_str("full"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BatchSize, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(i64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) if n > 0 => Ok(BatchSize::Samples(n as usize)),
+            Raw::N(n) => Err(serde::de::Error::custom(format!("batch_size must be at least 1, got {n}"))),
+            Raw::S(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl RunConfig {
+    /// Reads a run file; errors carry the file, line and column.
+    pub fn load(path: &Path) -> Result<RunConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading the run file {}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// Applies `key=value` overrides (`training.epochs=5`, `optimizer.name="adam"`); values are
+    /// TOML (bare words are taken as strings). Unknown keys are errors.
+    pub fn with_overrides(&self, overrides: &[(String, String)]) -> Result<RunConfig> {
+        if overrides.is_empty() {
+            return Ok(self.clone());
+        }
+        let mut table = toml::Table::try_from(self).context("encoding the run config")?;
+        for (key, value) in overrides {
+            let parsed: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {value}")) {
+                Ok(mut t) => t.remove("v").expect("just parsed"),
+                Err(_) => toml::Value::String(value.clone()),
+            };
+            let parts: Vec<&str> = key.split('.').collect();
+            let (last, sections) = parts.split_last().expect("split gives at least one part");
+            let mut cursor = &mut table;
+            for s in sections {
+                cursor = cursor
+                    .entry(s.to_string())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                    .as_table_mut()
+                    .with_context(|| format!("--set {key}: `{s}` is not a section"))?;
+            }
+            cursor.insert(last.to_string(), parsed);
+        }
+        let keys: Vec<&str> = overrides.iter().map(|(k, _)| k.as_str()).collect();
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("overriding {}: {}", keys.join(", "), e.message()))
+    }
+
+    /// Checks values that the types alone do not rule out.
+    pub fn validate(&self) -> Result<()> {
+        let o = &self.optimizer;
+        if !["sgd", "adam", "adamw"].contains(&o.name.as_str()) {
+            bail!("optimizer.name must be sgd, adam or adamw, got `{}`", o.name);
+        }
+        if !(o.lr.is_finite() && o.lr > 0.0) {
+            bail!("optimizer.lr (--lr) must be a positive number, got {}", o.lr);
+        }
+        if !["constant", "step", "cosine", "one_cycle"].contains(&self.schedule.name.as_str()) {
+            bail!("schedule.name must be constant, step, cosine or one_cycle, got `{}`", self.schedule.name);
+        }
+        if self.training.epochs == 0 {
+            bail!("training.epochs (--epochs) must be at least 1");
+        }
+        if !["embedded", "mnist", "csv", "images"].contains(&self.data.source.as_str()) {
+            bail!("data.source must be embedded, mnist, csv or images, got `{}`", self.data.source);
+        }
+        if self.data.source != "embedded" && self.data.path.is_none() {
+            bail!("data.source = \"{}\" needs data.path (or --data PATH)", self.data.source);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_overrides_and_errors() {
+        let c: RunConfig = toml::from_str("[training]\nepochs = 3\nbatch_size = \"full\"\n").unwrap();
+        assert_eq!(c.training.epochs, 3);
+        assert_eq!(c.training.batch_size, BatchSize::Full);
+        assert_eq!(c.optimizer, OptimizerConfig::default());
+        let o = c
+            .with_overrides(&[("optimizer.name".into(), "adam".into()), ("training.batch_size".into(), "32".into())])
+            .unwrap();
+        assert_eq!(o.optimizer.name, "adam");
+        assert_eq!(o.training.batch_size, BatchSize::Samples(32));
+        let e = c.with_overrides(&[("training.epoch".into(), "3".into())]).unwrap_err().to_string();
+        assert!(e.contains("unknown field `epoch`"), "{e}");
+        let e = toml::from_str::<RunConfig>("[optimizer]\nlr = \"fast\"\n").unwrap_err().to_string();
+        assert!(e.contains("line 2"), "{e}");
+        let e = toml::from_str::<RunConfig>("[trainig]\nepochs = 1\n").unwrap_err().to_string();
+        assert!(e.contains("unknown field `trainig`"), "{e}");
+    }
+}

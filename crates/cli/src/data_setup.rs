@@ -1,0 +1,108 @@
+//! Turns a run's `[data]` section into normalised train / validation / test sets.
+
+use crate::config::DataConfig;
+use anyhow::{Context, Result};
+use strata_data::{
+    CsvOptions, Dataset, ImageFolder, ImageFolderOptions, MNIST_MEAN, MNIST_STD, compute_stats, embedded_mnist,
+    load_mnist_dir, read_csv,
+};
+use strata_nn::summary::group_digits as g;
+
+/// The data of a run, normalised.
+pub struct Prepared {
+    /// Training samples.
+    pub train: Dataset,
+    /// Validation samples (evaluated each epoch; may be empty).
+    pub val: Dataset,
+    /// Test samples, evaluated once at the end.
+    pub test: Option<Dataset>,
+    /// Per-channel mean subtracted from inputs.
+    pub mean: Vec<f32>,
+    /// Per-channel std inputs were divided by.
+    pub std: Vec<f32>,
+    /// Class names, when known.
+    pub classes: Vec<String>,
+    /// One line for the console.
+    pub description: String,
+}
+
+/// Loads and normalises the data described by `cfg`; `seed` drives the validation split.
+pub fn prepare(cfg: &DataConfig, seed: u64) -> Result<Prepared> {
+    let path = || cfg.path.clone().expect("validated: sources other than embedded have a path");
+    let split = |all: Dataset| -> Result<(Dataset, Dataset)> {
+        let holdout = cfg.validation.min(all.len() / 2);
+        Ok(all.split(holdout, seed)?)
+    };
+    let digits: Vec<String> = (0..10).map(|d| d.to_string()).collect();
+    let (train, val, test, classes, description, mnist_like) = match cfg.source.as_str() {
+        "embedded" => {
+            let (train, held) = embedded_mnist().context("decoding the embedded MNIST subset")?;
+            let d = format!(
+                "embedded MNIST subset, {} training / {} held-out images (split seed {:#x})",
+                g(train.len()),
+                g(held.len()),
+                strata_data::EMBEDDED_SPLIT_SEED
+            );
+            (train, held, None, digits, d, true)
+        }
+        "mnist" => {
+            let dir = path();
+            let (all, test) = load_mnist_dir(&dir).with_context(|| format!("loading MNIST from {}", dir.display()))?;
+            let (train, val) = split(all)?;
+            let d = format!(
+                "MNIST from {}: {} training / {} validation / {} test images",
+                dir.display(),
+                g(train.len()),
+                g(val.len()),
+                g(test.len())
+            );
+            (train, val, Some(test), digits, d, true)
+        }
+        "csv" => {
+            let options = CsvOptions { label_column: cfg.label_column.parse()?, ..Default::default() };
+            let all = read_csv(&path(), &options)?;
+            let test = cfg
+                .test_path
+                .as_ref()
+                .map(|p| read_csv(p, &CsvOptions { num_classes: Some(all.num_classes), ..options.clone() }))
+                .transpose()?;
+            let (train, val) = split(all)?;
+            let d = format!(
+                "CSV {}: {} training / {} validation rows, {} features",
+                path().display(),
+                train.len(),
+                val.len(),
+                train.sample_len()
+            );
+            let classes = (0..train.num_classes).map(|c| c.to_string()).collect();
+            (train, val, test, classes, d, false)
+        }
+        _ => {
+            let options = ImageFolderOptions { channels: cfg.channels, ..Default::default() };
+            let folder = ImageFolder::load(&path(), &options)?;
+            let test = cfg.test_path.as_ref().map(|p| ImageFolder::load(p, &options).map(|f| f.dataset)).transpose()?;
+            let classes = folder.classes.clone();
+            let (train, val) = split(folder.dataset)?;
+            let d = format!(
+                "images in {}: {} classes, {} training / {} validation images",
+                path().display(),
+                classes.len(),
+                train.len(),
+                val.len()
+            );
+            (train, val, test, classes, d, false)
+        }
+    };
+    let (mean, std) = match (&cfg.mean, &cfg.std) {
+        (Some(m), Some(s)) => (m.clone(), s.clone()),
+        _ if mnist_like => (vec![MNIST_MEAN], vec![MNIST_STD]),
+        _ => compute_stats(&train)?,
+    };
+    let mut out = Prepared { train, val, test, mean, std, classes, description };
+    for d in [Some(&mut out.train), Some(&mut out.val), out.test.as_mut()].into_iter().flatten() {
+        if !d.is_empty() {
+            d.normalize_channels(&out.mean, &out.std)?;
+        }
+    }
+    Ok(out)
+}
