@@ -3,8 +3,6 @@
 //! TensorBoard reads every file named `*tfevents*` in a run directory, so a resumed run simply
 //! opens a new file beside the old one.
 
-// Until `strata train` writes events, only the tests use the writer.
-
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
