@@ -340,9 +340,9 @@ fn group(n: u64) -> String {
 // ---------------------------------------------------------------------------------------------
 // Plots
 
-const WIDTH: u32 = 960;
-const HEIGHT: u32 = 600;
-const FONT: &str = "sans-serif";
+pub(crate) const WIDTH: u32 = 960;
+pub(crate) const HEIGHT: u32 = 600;
+pub(crate) const FONT: &str = "sans-serif";
 
 /// Colour-blind-safe colours (Okabe–Ito), one per run.
 const PALETTE: [RGBColor; 8] = [
@@ -383,11 +383,7 @@ struct Chart {
 
 /// Draws `loss.*` and `accuracy.*` into `out`; returns the files written.
 fn plot(runs: &[Run], out: &Path) -> Result<Vec<PathBuf>> {
-    static FONT_ONCE: Once = Once::new();
-    FONT_ONCE.call_once(|| {
-        // DejaVu Sans is compiled in, so plots have text on machines without any fonts.
-        register_font(FONT, FontStyle::Normal, dejavu::sans::regular()).ok().expect("DejaVu Sans is a valid font");
-    });
+    register_plot_font();
     let mut written = Vec::new();
     for (stem, chart) in [("loss", loss_chart(runs)), ("accuracy", accuracy_chart(runs))] {
         let png = out.join(format!("{stem}.png"));
@@ -410,6 +406,15 @@ fn plot(runs: &[Run], out: &Path) -> Result<Vec<PathBuf>> {
         written.push(svg);
     }
     Ok(written)
+}
+
+/// Registers the compiled-in DejaVu Sans as the plots' font (once per process), so plots have
+/// text on machines without any fonts.
+pub(crate) fn register_plot_font() {
+    static FONT_ONCE: Once = Once::new();
+    FONT_ONCE.call_once(|| {
+        register_font(FONT, FontStyle::Normal, dejavu::sans::regular()).ok().expect("DejaVu Sans is a valid font");
+    });
 }
 
 /// Where each step record falls on an epoch axis: step s of epoch e is at

@@ -8,6 +8,7 @@ mod config;
 mod data_setup;
 mod eval;
 mod logs;
+mod lr_find;
 mod schedule;
 mod tensorboard;
 mod train;
@@ -35,6 +36,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Class probabilities for image files or IDX records, from a checkpoint.
     Predict(eval::PredictArgs),
+    /// The learning-rate range test: loss against an exponentially growing rate, and a suggestion.
+    LrFind(lr_find::LrFindArgs),
     /// Summarise run directories' metrics.jsonl and plot their loss and accuracy curves.
     Logs(logs::LogsArgs),
 }
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         Command::Summary(args) => check::summary(&args),
         Command::Eval(args) => eval::eval(&args),
         Command::Predict(args) => eval::predict(&args),
+        Command::LrFind(args) => lr_find::run(&args),
         Command::Logs(args) => logs::run(&args),
     };
     match result {

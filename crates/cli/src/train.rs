@@ -56,7 +56,7 @@ pub struct TrainArgs {
     seed: Option<u64>,
     /// training.out: the run directory.
     #[arg(long, value_name = "DIR")]
-    out: Option<PathBuf>,
+    pub(crate) out: Option<PathBuf>,
     /// training.threads.
     #[arg(long)]
     threads: Option<usize>,
@@ -68,7 +68,7 @@ pub struct TrainArgs {
     set: Vec<String>,
     /// Continue a run from its newest checkpoint (a run directory or a checkpoint file).
     #[arg(long, value_name = "RUN_DIR")]
-    resume: Option<PathBuf>,
+    pub(crate) resume: Option<PathBuf>,
     /// Also write the final parameters here as a plain state_dict (PyTorch's key names).
     #[arg(long, value_name = "FILE")]
     save: Option<PathBuf>,
@@ -78,6 +78,9 @@ pub struct TrainArgs {
     /// Print one JSON object per event (for scripts).
     #[arg(long)]
     json: bool,
+    /// Print the training set's per-channel mean and std (for `data.mean` / `data.std`) and exit.
+    #[arg(long)]
+    compute_stats: bool,
 }
 
 /// How progress is reported.
@@ -215,16 +218,25 @@ fn setup(args: &TrainArgs) -> Result<Option<Setup>> {
     Ok(Some(Setup { config, spec, model_source, out, resume: None }))
 }
 
-/// Runs the training job.
-pub fn run(args: &TrainArgs) -> Result<Verdict> {
-    let output = if args.json {
-        Output::Json
-    } else if args.quiet {
-        Output::Quiet
-    } else {
-        Output::Human
-    };
-    let Some(Setup { config, spec, model_source, out, resume }) = setup(args)? else { return Ok(Verdict::Failed) };
+/// Everything a run needs before its first step.
+pub(crate) struct Built {
+    pub config: RunConfig,
+    model_source: Option<String>,
+    out: Option<PathBuf>,
+    resume: Option<(PathBuf, strata_nn::StateDict, strata_nn::StateDict, Meta)>,
+    pub data: Prepared,
+    /// The shape one sample takes on its way into the model.
+    pub sample: Vec<usize>,
+    resolved: ModelSpec,
+    pub model: strata_nn::Sequential,
+    params_count: usize,
+    pub optimizer: Box<dyn Optimizer>,
+}
+
+/// Resolves the config, loads the data, checks the model against it (input and classes) and
+/// instantiates model and optimizer. `None` when problems were found and printed.
+pub(crate) fn build(args: &TrainArgs) -> Result<Option<Built>> {
+    let Some(Setup { config, spec, model_source, out, resume }) = setup(args)? else { return Ok(None) };
     let t = &config.training;
     if let Some(n) = t.threads {
         rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global().context("setting up the thread pool")?;
@@ -245,13 +257,48 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
     let report = check_spec(&spec, Some(&SymShape::batched(&sample)), Some(data.train.num_classes));
     if !report.errors.is_empty() {
         report_errors(&report, &spec.name);
-        return Ok(Verdict::Failed);
+        return Ok(None);
     }
     let resolved = report.resolved.clone();
     manual_seed(t.seed);
     let model = resolved.build()?;
     let params_count = Summary::from_report(&report, 1).total_params;
-    let mut optimizer = make_optimizer(&config, model.parameters())?;
+    let optimizer = make_optimizer(&config, model.parameters())?;
+    Ok(Some(Built { config, model_source, out, resume, data, sample, resolved, model, params_count, optimizer }))
+}
+
+/// `--compute-stats`: the per-channel mean and standard deviation of the training set, as raw
+/// values in [0, 1] before any normalisation, ready for `data.mean` / `data.std`.
+fn compute_stats(args: &TrainArgs) -> Result<Verdict> {
+    let Some(Setup { config, .. }) = setup(args)? else { return Ok(Verdict::Failed) };
+    let mut data_cfg = config.data.clone();
+    // Identity normalisation, so the statistics are those of the raw data.
+    (data_cfg.mean, data_cfg.std) = (Some(vec![0.0]), Some(vec![1.0]));
+    let data = prepare(&data_cfg, config.training.seed)?;
+    let (mean, std) = strata_data::compute_stats(&data.train)?;
+    println!("statistics of the {} training samples of {}:", group_digits(data.train.len()), data.description);
+    println!("[data]\nmean = {mean:?}\nstd = {std:?}");
+    Ok(Verdict::Ok)
+}
+
+/// Runs the training job.
+pub fn run(args: &TrainArgs) -> Result<Verdict> {
+    let output = if args.json {
+        Output::Json
+    } else if args.quiet {
+        Output::Quiet
+    } else {
+        Output::Human
+    };
+    if args.compute_stats {
+        return compute_stats(args);
+    }
+    let Some(Built { config, model_source, out, resume, data, sample, resolved, model, params_count, mut optimizer }) =
+        build(args)?
+    else {
+        return Ok(Verdict::Failed);
+    };
+    let t = &config.training;
 
     // Where the run starts: from scratch, or from a checkpoint.
     let (mut epoch0, mut batch0, mut step, mut best) = (0, 0, 0, None);
