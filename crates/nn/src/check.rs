@@ -167,6 +167,15 @@ pub enum Edit {
         /// Last dimension.
         end_dim: isize,
     },
+    /// Give a residual block a projection shortcut `Linear(in, out)`.
+    SetShortcut {
+        /// The block's path.
+        path: String,
+        /// The projection's input size.
+        in_features: usize,
+        /// The projection's output size.
+        out_features: usize,
+    },
     /// Append a Linear at the end of the model.
     AppendLinear {
         /// Its input size.
@@ -223,6 +232,15 @@ pub enum ShapeErrorKind {
         logits: SymShape,
         /// Who produced the last dimension.
         producer: Producer,
+    },
+    /// A residual block whose branches have different shapes, so they cannot be added.
+    ResidualMismatch {
+        /// The body's output.
+        body: SymShape,
+        /// The shortcut's output (the input itself for the identity).
+        shortcut: SymShape,
+        /// Whether the shortcut is the identity.
+        identity: bool,
     },
     /// No input shape is known.
     NoInput,
@@ -298,6 +316,11 @@ impl fmt::Display for ShapeError {
                     ", but the data has {classes} classes\n  CrossEntropyLoss needs one logit per class: [N, {classes}]"
                 )?;
             }
+            ShapeErrorKind::ResidualMismatch { body, shortcut, identity } => write!(
+                f,
+                "\n  its body produces {body} but {} {shortcut}; the two branches must have the same shape to be added",
+                if *identity { "the identity shortcut passes the input" } else { "its shortcut produces" }
+            )?,
             ShapeErrorKind::NoInput => write!(
                 f,
                 " no input shape: the model file has no `input = [...]` and none was given\n  the first layer needs to know what one sample looks like"
@@ -633,6 +656,47 @@ impl Walker {
                 *inner = resolved;
                 y
             }
+            LayerSpec::Residual { body, shortcut } => {
+                let before = self.producer.clone();
+                let (yb, rb) = self.chain(body, &format!("{path}.body."), &format!("{label}."), depth + 1, x.clone());
+                *body = rb;
+                let after_body = self.producer.clone();
+                let identity = shortcut.is_none();
+                let ys = match shortcut {
+                    Some(sc) => {
+                        self.producer = before;
+                        let (ys, rs) = self.chain(sc, &format!("{path}.shortcut."), &format!("{label}.s"), depth + 1, x.clone());
+                        *sc = rs;
+                        ys
+                    }
+                    None => x.clone(),
+                };
+                let after_shortcut = std::mem::replace(&mut self.producer, after_body.clone());
+                if yb != ys {
+                    let mut fixes = vec![];
+                    if let (Some(i), Some(o), 2, 2) = (ys.last(), yb.last(), ys.rank(), yb.rank()) {
+                        if identity {
+                            fixes.push(Fix {
+                                text: format!("add a projection shortcut Linear({i}, {o}) to {path}"),
+                                edits: vec![Edit::SetShortcut { path: path.into(), in_features: i, out_features: o }],
+                            });
+                        } else if let Producer::Linear(p) = &after_shortcut {
+                            fixes.push(Fix {
+                                text: format!("make {} produce {o} features", p.path),
+                                edits: vec![Edit::SetOutFeatures { path: p.path.clone(), value: o }],
+                            });
+                        }
+                        if let Producer::Linear(p) = &after_body {
+                            fixes.push(Fix {
+                                text: format!("make {} produce {i} features", p.path),
+                                edits: vec![Edit::SetOutFeatures { path: p.path.clone(), value: i }],
+                            });
+                        }
+                    }
+                    error = Some((ShapeErrorKind::ResidualMismatch { body: yb.clone(), shortcut: ys, identity }, fixes));
+                }
+                yb
+            }
         };
         lref.desc = spec.to_string();
         self.finish_row(row, &spec, y.clone());
@@ -693,7 +757,7 @@ pub fn check_checkpoint(report: &CheckReport, sd: &StateDict, source: &str) -> V
     let mut used = std::collections::HashSet::new();
     for row in &report.trace {
         let Some(params) = row.spec.own_parameter_shapes() else { continue };
-        if matches!(row.spec, LayerSpec::Sequential(_)) {
+        if matches!(row.spec, LayerSpec::Sequential(_) | LayerSpec::Residual { .. }) {
             continue;
         }
         let (mut mismatched, mut missing) = (vec![], vec![]);
@@ -770,6 +834,11 @@ fn find<'a>(layers: &'a mut Vec<NamedLayer>, path: &str) -> Option<(&'a mut Vec<
         None => Some((layers, i)),
         Some(r) => match &mut layers[i].spec {
             LayerSpec::Sequential(inner) => find(inner, r),
+            LayerSpec::Residual { body, shortcut } => match r.split_once('.') {
+                Some(("body", rr)) => find(body, rr),
+                Some(("shortcut", rr)) => find(shortcut.as_mut()?, rr),
+                _ => None,
+            },
             _ => None,
         },
     }
@@ -790,6 +859,17 @@ fn apply_edit(spec: &mut ModelSpec, e: &Edit) -> bool {
             });
             true
         }
+        Edit::SetShortcut { path, in_features, out_features } => match find(&mut spec.layers, path) {
+            Some((chain, i)) => match &mut chain[i].spec {
+                LayerSpec::Residual { shortcut, .. } => {
+                    let proj = LayerSpec::Linear { in_features: Some(*in_features), out_features: *out_features, bias: true };
+                    *shortcut = Some(vec![NamedLayer { name: "proj".into(), spec: proj, origin: None }]);
+                    true
+                }
+                _ => false,
+            },
+            None => false,
+        },
         Edit::InsertFlattenBefore { path } => match find(&mut spec.layers, path) {
             Some((chain, i)) => {
                 let mut name = "flatten".to_string();

@@ -3,7 +3,10 @@
 //! initialisation and state_dicts in safetensors with PyTorch's names and layouts.
 
 pub mod activation;
+pub mod batch_norm;
 pub mod check;
+pub mod conv;
+pub mod embedding;
 pub mod error;
 pub mod flatten;
 pub mod init;
@@ -13,13 +16,19 @@ pub mod model_file;
 pub mod models;
 pub mod module;
 pub mod optim;
+pub mod pool;
+pub mod recurrent;
+pub mod residual;
 pub mod sequential;
 pub mod spec;
 pub mod state_dict;
 pub mod summary;
 
-pub use activation::ReLU;
+pub use activation::{ELU, GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh};
+pub use batch_norm::{BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormConfig};
 pub use check::{CheckReport, SymShape};
+pub use conv::{Conv2d, Conv2dConfig, IntoPair};
+pub use embedding::Embedding;
 pub use error::{Error, Result};
 pub use flatten::Flatten;
 pub use linear::Linear;
@@ -27,6 +36,9 @@ pub use loss::CrossEntropyLoss;
 pub use models::SimpleNN;
 pub use module::Module;
 pub use optim::{Adam, AdamConfig, AdamW, Optimizer, SGD, SgdConfig};
+pub use pool::{AdaptiveAvgPool2d, AvgPool2d, MaxPool2d};
+pub use recurrent::{CellWeights, GRU, LSTM, LastStep, Nonlinearity, RNN, RecurrentOptions};
+pub use residual::Residual;
 pub use sequential::Sequential;
 pub use spec::{LayerSpec, ModelSpec};
 pub use state_dict::StateDict;

@@ -141,6 +141,10 @@ pub fn to_toml(spec: &ModelSpec) -> String {
     s
 }
 
+fn chain_toml(layers: &[NamedLayer]) -> String {
+    layers.iter().map(layer_toml).collect::<Vec<_>>().join(", ")
+}
+
 fn layer_toml(l: &NamedLayer) -> String {
     let mut fields = vec![format!("name = {:?}", l.name), format!("type = {:?}", l.spec.type_name())];
     match &l.spec {
@@ -157,14 +161,18 @@ fn layer_toml(l: &NamedLayer) -> String {
         LayerSpec::Flatten { start_dim, end_dim } => {
             fields.push(format!("start_dim = {start_dim}, end_dim = {end_dim}"))
         }
-        LayerSpec::Sequential(inner) => {
-            fields.push(format!("layers = [{}]", inner.iter().map(layer_toml).collect::<Vec<_>>().join(", ")))
+        LayerSpec::Sequential(inner) => fields.push(format!("layers = [{}]", chain_toml(inner))),
+        LayerSpec::Residual { body, shortcut } => {
+            fields.push(format!("layers = [{}]", chain_toml(body)));
+            if let Some(s) = shortcut {
+                fields.push(format!("shortcut = [{}]", chain_toml(s)));
+            }
         }
     }
     format!("{{ {} }}", fields.join(", "))
 }
 
-const LAYER_TYPES: [&str; 4] = ["Linear", "ReLU", "Flatten", "Sequential"];
+const LAYER_TYPES: [&str; 5] = ["Linear", "ReLU", "Flatten", "Sequential", "Residual"];
 const TOP_KEYS: [&str; 3] = ["name", "input", "layers"];
 /// Largest size accepted for a dimension or a layer width (larger is surely a typo).
 const MAX_SIZE: i64 = 1 << 31;
@@ -174,6 +182,7 @@ fn keys_for(ty: &str) -> &'static [&'static str] {
         "Linear" => &["name", "type", "in_features", "out_features", "bias"],
         "Flatten" => &["name", "type", "start_dim", "end_dim"],
         "Sequential" => &["name", "type", "layers"],
+        "Residual" => &["name", "type", "layers", "shortcut"],
         _ => &["name", "type"],
     }
 }
@@ -438,11 +447,14 @@ impl Parser<'_> {
                 LayerSpec::Flatten { start_dim: start_dim as isize, end_dim: end_dim as isize }
             }
             _ => match t.get("layers") {
+                Some(v) if ty == "Residual" => {
+                    LayerSpec::Residual { body: self.layers(v), shortcut: t.get("shortcut").map(|s| self.layers(s)) }
+                }
                 Some(v) => LayerSpec::Sequential(self.layers(v)),
                 None => {
                     self.error(
                         span.clone(),
-                        "this Sequential block has no `layers`".into(),
+                        format!("this {ty} block has no `layers`"),
                         Some("add layers = [ ... ] with the block's layers".into()),
                     );
                     return None;

@@ -19,6 +19,7 @@
 
 use crate::check::{CheckReport, SymShape, check_spec};
 use crate::module::Module;
+use crate::residual::Residual;
 use crate::{Error, Flatten, Linear, ReLU, Result, Sequential};
 use std::fmt;
 use strata_core::{DType, with_default_generator};
@@ -57,6 +58,13 @@ pub enum LayerSpec {
     },
     /// A nested chain of named layers (a block).
     Sequential(Vec<NamedLayer>),
+    /// A residual block: `body(x) + shortcut(x)`, the identity when `shortcut` is `None`.
+    Residual {
+        /// The main branch.
+        body: Vec<NamedLayer>,
+        /// A projection branch, when the body changes the shape.
+        shortcut: Option<Vec<NamedLayer>>,
+    },
 }
 
 /// A layer in a chain with its name (the attribute name in parameter keys, `fc1` in `fc1.weight`).
@@ -78,6 +86,7 @@ impl LayerSpec {
             LayerSpec::ReLU => "ReLU",
             LayerSpec::Flatten { .. } => "Flatten",
             LayerSpec::Sequential(_) => "Sequential",
+            LayerSpec::Residual { .. } => "Residual",
         }
     }
 
@@ -115,6 +124,8 @@ impl fmt::Display for LayerSpec {
             LayerSpec::Flatten { start_dim: 1, end_dim: -1 } => write!(f, "Flatten"),
             LayerSpec::Flatten { start_dim, end_dim } => write!(f, "Flatten {start_dim}..={end_dim}"),
             LayerSpec::Sequential(l) => write!(f, "Sequential ({} layers)", l.len()),
+            LayerSpec::Residual { body, shortcut: None } => write!(f, "Residual ({} layers + identity)", body.len()),
+            LayerSpec::Residual { body, shortcut: Some(_) } => write!(f, "Residual ({} layers + projection)", body.len()),
         }
     }
 }
@@ -179,6 +190,16 @@ impl ModelSpec {
         self.layer("", LayerSpec::Flatten { start_dim: 1, end_dim: -1 })
     }
 
+    /// Appends a residual block `body(x) + x` under `name`.
+    pub fn residual(self, name: &str, body: ModelSpec) -> Self {
+        self.layer(name, LayerSpec::Residual { body: body.layers, shortcut: None })
+    }
+
+    /// Appends a residual block with a projection shortcut, `body(x) + shortcut(x)`.
+    pub fn residual_projection(self, name: &str, body: ModelSpec, shortcut: ModelSpec) -> Self {
+        self.layer(name, LayerSpec::Residual { body: body.layers, shortcut: Some(shortcut.layers) })
+    }
+
     /// Appends a nested block under `name`.
     pub fn block(self, name: &str, block: ModelSpec) -> Self {
         self.layer(name, LayerSpec::Sequential(block.layers))
@@ -213,6 +234,7 @@ fn has_inferred(layers: &[NamedLayer]) -> bool {
     layers.iter().any(|l| match &l.spec {
         LayerSpec::Linear { in_features, .. } => in_features.is_none(),
         LayerSpec::Sequential(inner) => has_inferred(inner),
+        LayerSpec::Residual { body, shortcut } => has_inferred(body) || shortcut.as_deref().is_some_and(has_inferred),
         _ => false,
     })
 }
@@ -234,6 +256,10 @@ fn build_chain(layers: &[NamedLayer]) -> Result<Sequential> {
             LayerSpec::ReLU => Box::new(ReLU),
             LayerSpec::Flatten { start_dim, end_dim } => Box::new(Flatten::with_dims(*start_dim, *end_dim)),
             LayerSpec::Sequential(inner) => Box::new(build_chain(inner)?),
+            LayerSpec::Residual { body, shortcut } => Box::new(match shortcut {
+                Some(s) => Residual::with_shortcut(build_chain(body)?, build_chain(s)?),
+                None => Residual::new(build_chain(body)?),
+            }),
         };
         seq.push_boxed(l.name.clone(), module);
     }

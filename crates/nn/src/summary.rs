@@ -71,7 +71,7 @@ impl Summary {
                     }
                     _ => 0,
                 };
-                let is_block = matches!(r.spec, LayerSpec::Sequential(_));
+                let is_block = matches!(r.spec, LayerSpec::Sequential(_) | LayerSpec::Residual { .. });
                 SummaryRow {
                     path: r.layer.path.clone(),
                     depth: r.depth,

@@ -1,10 +1,16 @@
 //! The ops. Each file holds one op family: its forward, its backward right below it, the CPU
 //! kernel beside them and its tests at the bottom. See `README.md` for the list of primitives.
 
+pub mod activation;
+pub mod batch_norm;
+pub mod concat;
+pub mod conv;
 pub mod cross_entropy;
 pub mod elementwise;
+pub mod embedding;
 pub mod linear;
 pub mod matmul;
+pub mod pool;
 pub mod reduce;
 pub mod views;
 

@@ -1,0 +1,365 @@
+//! Fused batch normalisation, as `torch.nn.functional.batch_norm`, for `[N, C]` and `[N, C, *]`
+//! inputs (`BatchNorm1d` and `BatchNorm2d`): statistics, normalisation, affine transform and
+//! the running-statistics update in one op, with a one-pass backward.
+//!
+//! Per channel c, over the `M = N·(spatial size)` values x of that channel:
+//! - training: `μ = Σx/M`, `σ² = Σ(x − μ)²/M` (biased, used to normalise); the running stats
+//!   become `(1 − momentum)·running + momentum·batch`, with the *unbiased* `σ²·M/(M − 1)` for
+//!   the variance, as PyTorch;
+//! - evaluation: μ and σ² are the running statistics;
+//! - `y = (x − μ)/√(σ² + eps)·γ + β` (`x̂ = (x − μ)/√(σ² + eps)`).
+//!
+//! Backward (training), with g = dL/dy: `dβ = Σg`, `dγ = Σg·x̂`,
+//! `dx = γ/√(σ² + eps) · (g − Σg/M − x̂·Σg·x̂/M)`; in evaluation μ and σ² are constants, so
+//! `dx = γ/√(σ² + eps) · g`. Statistics are accumulated in f64 in a fixed order per channel
+//! (one task per channel), so results do not depend on the thread count.
+
+use super::conv::cpu::{LaneSum, for_each_chunk, map_tasks, parallel_for};
+use super::with_float;
+use crate::error::{Error, Result};
+use crate::storage::{Element, Float};
+use crate::tensor::Tensor;
+
+/// `(N, C, S)` of a `[N, C, *]` input, `S` the product of the trailing dimensions.
+#[derive(Clone, Copy)]
+struct Dims {
+    n: usize,
+    c: usize,
+    s: usize,
+}
+
+impl Dims {
+    /// Values per channel.
+    fn m(&self) -> usize {
+        self.n * self.s
+    }
+    /// Channel `ci`'s values as one slice per sample, in a fixed order.
+    fn channel<'a, T>(&self, v: &'a [T], ci: usize) -> impl Iterator<Item = &'a [T]> + 'a {
+        let (c, s) = (self.c, self.s);
+        (0..self.n).map(move |n| &v[(n * c + ci) * s..(n * c + ci + 1) * s])
+    }
+}
+
+/// A per-channel tensor (`running_mean`, `weight`, …) checked against `C` and `x`'s type.
+fn per_channel(x: &Tensor, t: Option<&Tensor>, what: &'static str, c: usize) -> Result<Option<Vec<f64>>> {
+    let Some(t) = t else { return Ok(None) };
+    x.check_same("batch_norm", t)?;
+    if t.dims() != [c] {
+        return Err(Error::ShapeMismatch {
+            op: "batch_norm",
+            what,
+            got: t.shape().clone(),
+            expected: format!("[{c}] (one value per channel; the input {} has {c} channels in dimension 1)", x.shape()),
+        });
+    }
+    Ok(Some(t.to_vec_f64()))
+}
+
+/// Batch normalisation over dimension 1, as `torch.nn.functional.batch_norm`.
+///
+/// In training mode the batch's own statistics normalise `x`, and `running_mean` /
+/// `running_var`, when given, are updated in place with `momentum` (PyTorch's default is 0.1;
+/// the variance update uses the unbiased estimate). In evaluation mode the running statistics
+/// normalise `x` and must be given. `weight` (γ) and `bias` (β) are optional (no affine
+/// transform without them). Gradients flow to `x`, `weight` and `bias`, never to the running
+/// statistics.
+///
+/// # Shapes
+/// - `x`: `[N, C]` or `[N, C, *]` (e.g. `[N, C, L]`, `[N, C, H, W]`)
+/// - `running_mean`, `running_var`, `weight`, `bias`: `[C]`
+/// - output: the shape of `x`
+#[allow(clippy::too_many_arguments)] // mirrors torch.nn.functional.batch_norm's signature
+pub fn batch_norm(
+    x: &Tensor,
+    running_mean: Option<&Tensor>,
+    running_var: Option<&Tensor>,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    training: bool,
+    momentum: f64,
+    eps: f64,
+) -> Result<Tensor> {
+    const OP: &str = "batch_norm";
+    if x.ndim() < 2 {
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            what: "input",
+            got: x.shape().clone(),
+            expected: "[N, C] or [N, C, *] (at least 2 dimensions; the channels are dimension 1)".into(),
+        });
+    }
+    let d = x.dims();
+    let dims = Dims { n: d[0], c: d[1], s: d[2..].iter().product() };
+    let c = dims.c;
+    let rm = per_channel(x, running_mean, "running_mean", c)?;
+    let rv = per_channel(x, running_var, "running_var", c)?;
+    let gamma = per_channel(x, weight, "weight", c)?;
+    let beta = per_channel(x, bias, "bias", c)?;
+    if eps.is_nan() || eps < 0.0 {
+        crate::bail_arg!(OP, "eps must be a non-negative number, got {eps}");
+    }
+    if training && dims.m() <= 1 {
+        crate::bail_arg!(
+            OP,
+            "expected more than 1 value per channel when training, got input of shape {} \
+             (the statistics of one value are undefined; use a batch of at least 2, or eval mode)",
+            x.shape()
+        );
+    }
+    let xc = x.contiguous()?.detach();
+    let storage = xc.storage();
+    let xo = xc.layout().offset;
+    let parallel = parallel_for(4 * x.numel());
+
+    // Statistics: the batch's (training) or the running ones (evaluation).
+    let (mean, var) = if training {
+        let stats = with_float!(storage, OP, |v: T| Ok(channel_stats::<T>(&v[xo..xo + x.numel()], dims, parallel)))?;
+        stats.into_iter().unzip()
+    } else {
+        match (rm, rv) {
+            (Some(m), Some(v)) => (m, v),
+            _ => crate::bail_arg!(
+                OP,
+                "evaluation mode (training = false) normalises with the running statistics, so running_mean \
+                 and running_var must be given; pass training = true to use the batch's statistics"
+            ),
+        }
+    };
+    let invstd: Vec<f64> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+
+    if training {
+        // running = (1 − momentum)·running + momentum·batch, the variance unbiased; computed in f64.
+        let unbiased = dims.m() as f64 / (dims.m() - 1) as f64;
+        let update = |t: &Tensor, batch: &dyn Fn(usize) -> f64| -> Result<()> {
+            macro_rules! go {
+                ($T:ty) => {
+                    t.update_::<$T, _>(|r| {
+                        for (i, r) in r.iter_mut().enumerate() {
+                            *r = <$T>::from_f64(momentum * batch(i) + (1.0 - momentum) * r.to_f64());
+                        }
+                    })
+                };
+            }
+            match t.dtype() {
+                crate::DType::F32 => go!(f32),
+                _ => go!(f64),
+            }
+        };
+        if let Some(t) = running_mean {
+            update(t, &|i| mean[i])?;
+        }
+        if let Some(t) = running_var {
+            update(t, &|i| var[i] * unbiased)?;
+        }
+    }
+
+    // y = x·α + β' with α = γ/√(σ² + eps), β' = β − μ·α: one multiply-add per element.
+    let alpha: Vec<f64> = (0..c).map(|i| invstd[i] * gamma.as_ref().map_or(1.0, |g| g[i])).collect();
+    let shift: Vec<f64> = (0..c).map(|i| beta.as_ref().map_or(0.0, |b| b[i]) - mean[i] * alpha[i]).collect();
+    let out = with_float!(storage, OP, |v: T| {
+        let xv = &v[xo..xo + x.numel()];
+        let mut out = vec![T::ZERO; x.numel()];
+        let per_sample = c * dims.s;
+        for_each_chunk(&mut out, per_sample, parallel, |n, out_n| {
+            let x_n = &xv[n * per_sample..(n + 1) * per_sample];
+            for (ci, (o, xs)) in out_n.chunks_mut(dims.s.max(1)).zip(x_n.chunks(dims.s.max(1))).enumerate() {
+                let (a, b) = (alpha[ci], shift[ci]);
+                o.iter_mut().zip(xs).for_each(|(o, &xv)| *o = T::from_f64(xv.to_f64() * a + b));
+            }
+        });
+        Ok(T::wrap(out))
+    })?;
+
+    let mut inputs = vec![x];
+    inputs.extend(weight);
+    inputs.extend(bias);
+    let needs = (x.requires_grad(), weight.is_some_and(Tensor::requires_grad), bias.is_some_and(Tensor::requires_grad));
+    let (has_weight, has_bias) = (weight.is_some(), bias.is_some());
+    let shape = x.shape().clone();
+    Ok(Tensor::from_op(out, shape.clone(), OP, &inputs, move |g| {
+        let gc = g.contiguous()?;
+        let (sg, sx) = (gc.storage(), xc.storage());
+        let (go, xo) = (gc.layout().offset, xc.layout().offset);
+        let numel = shape.numel();
+        let (dx, dgamma, dbeta) = with_float!(sg, "batch_norm backward", |gv: T| {
+            let xv = &T::slice(&sx).expect("saved input has the gradient's dtype")[xo..xo + numel];
+            let gv = &gv[go..go + numel];
+            // Per channel: Σg and Σg·x̂, in a fixed order.
+            let sums = map_tasks((0..c).collect(), parallel, |_, ci| {
+                let (mut sg, mut sgx) = (LaneSum::default(), LaneSum::default());
+                let (mu, is) = (mean[ci], invstd[ci]);
+                for (gs, xs) in dims.channel(gv, ci).zip(dims.channel(xv, ci)) {
+                    sg.add_slice(gs);
+                    sgx.add_zip(gs, xs, |g, x| g * (x - mu) * is);
+                }
+                (sg.total(), sgx.total())
+            });
+            let dx = needs.0.then(|| {
+                let m = dims.m() as f64;
+                let per_sample = c * dims.s;
+                let mut dx = vec![T::ZERO; numel];
+                for_each_chunk(&mut dx, per_sample, parallel, |n, dx_n| {
+                    let range = n * per_sample..(n + 1) * per_sample;
+                    let (g_n, x_n) = (&gv[range.clone()], &xv[range]);
+                    let s = dims.s.max(1);
+                    for (ci, ((d, g), xs)) in dx_n.chunks_mut(s).zip(g_n.chunks(s)).zip(x_n.chunks(s)).enumerate() {
+                        let k = alpha[ci]; // γ/√(σ² + eps)
+                        if training {
+                            let (mg, mgx) = (sums[ci].0 / m, sums[ci].1 / m);
+                            let (mu, is) = (mean[ci], invstd[ci]);
+                            for ((d, &g), &xv) in d.iter_mut().zip(g).zip(xs) {
+                                let xhat = (xv.to_f64() - mu) * is;
+                                *d = T::from_f64(k * (g.to_f64() - mg - xhat * mgx));
+                            }
+                        } else {
+                            d.iter_mut().zip(g).for_each(|(d, &g)| *d = T::from_f64(k * g.to_f64()));
+                        }
+                    }
+                });
+                T::wrap(dx)
+            });
+            let dgamma = needs.1.then(|| T::wrap(sums.iter().map(|s| T::from_f64(s.1)).collect()));
+            let dbeta = needs.2.then(|| T::wrap(sums.iter().map(|s| T::from_f64(s.0)).collect()));
+            Ok((dx, dgamma, dbeta))
+        })?;
+        let per_c = || crate::shape::Shape(vec![c]);
+        let mut out = vec![dx.map(|s| Tensor::from_storage(s, shape.clone()))];
+        if has_weight {
+            out.push(dgamma.map(|s| Tensor::from_storage(s, per_c())));
+        }
+        if has_bias {
+            out.push(dbeta.map(|s| Tensor::from_storage(s, per_c())));
+        }
+        Ok(out)
+    }))
+}
+
+/// Per channel `(μ, σ²)` with the biased variance, two passes in f64 (one task per channel).
+fn channel_stats<T: Float>(x: &[T], dims: Dims, parallel: bool) -> Vec<(f64, f64)> {
+    let m = dims.m() as f64;
+    map_tasks((0..dims.c).collect(), parallel, |_, ci| {
+        let mut sum = LaneSum::default();
+        dims.channel(x, ci).for_each(|xs| sum.add_slice(xs));
+        let mean = sum.total() / m;
+        let mut sq = LaneSum::default();
+        dims.channel(x, ci).for_each(|xs| sq.add_map(xs, |v| (v - mean) * (v - mean)));
+        (mean, sq.total() / m)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::batch_norm;
+    use crate::testing::{assert_close, gradcheck, randn64};
+    use crate::{DType, Generator, Tensor};
+
+    #[test]
+    fn normalises_by_hand() {
+        // One channel holding 1, 2, 3, 4: μ = 2.5, σ² = 1.25 (biased), unbiased 5/3.
+        let x = Tensor::from_vec(vec![1.0f64, 2.0, 3.0, 4.0], &[4, 1]).unwrap();
+        let rm = Tensor::zeros(&[1], DType::F64);
+        let rv = Tensor::ones(&[1], DType::F64);
+        let y = batch_norm(&x, Some(&rm), Some(&rv), None, None, true, 0.1, 0.0).unwrap().to_vec::<f64>().unwrap();
+        let s = 1.25f64.sqrt();
+        assert_close(&y, &[-1.5 / s, -0.5 / s, 0.5 / s, 1.5 / s], 1e-15, 1e-15);
+        assert_close(&rm.to_vec_f64(), &[0.25], 1e-15, 0.0);
+        assert_close(&rv.to_vec_f64(), &[0.9 + 0.1 * 5.0 / 3.0], 1e-15, 0.0);
+        // Evaluation uses the running statistics: (x − 0.25)/√(rv + eps)·γ + β.
+        let (w, b) = (Tensor::scalar(2.0f64).reshape(&[1]).unwrap(), Tensor::scalar(-1.0f64).reshape(&[1]).unwrap());
+        let y = batch_norm(&x, Some(&rm), Some(&rv), Some(&w), Some(&b), false, 0.1, 1e-5).unwrap();
+        let rvv = rv.to_vec_f64()[0];
+        let expected: Vec<f64> =
+            [1.0, 2.0, 3.0, 4.0].iter().map(|v| (v - 0.25) / (rvv + 1e-5).sqrt() * 2.0 - 1.0).collect();
+        assert_close(&y.to_vec_f64(), &expected, 1e-15, 1e-15);
+        // Evaluation leaves the running statistics alone.
+        assert_close(&rm.to_vec_f64(), &[0.25], 1e-15, 0.0);
+    }
+
+    #[test]
+    fn gradcheck_batch_norm() {
+        let mut rng = Generator::new(81);
+        let c = 3;
+        let (w, b) = (randn64(&[c], &mut rng), randn64(&[c], &mut rng));
+        for shape in [&[5, 3][..], &[4, 3, 5], &[2, 3, 3, 4]] {
+            let x = randn64(shape, &mut rng);
+            // Training, affine; and without weight and bias.
+            gradcheck(&[x.clone(), w.clone(), b.clone()], |t| {
+                batch_norm(&t[0], None, None, Some(&t[1]), Some(&t[2]), true, 0.1, 1e-5)
+            });
+            gradcheck(std::slice::from_ref(&x), |t| batch_norm(&t[0], None, None, None, None, true, 0.1, 1e-5));
+            // Evaluation with running statistics.
+            let rm = randn64(&[c], &mut rng);
+            let rv = randn64(&[c], &mut rng).to_vec_f64().iter().map(|v| v.abs() + 0.1).collect();
+            let rv = Tensor::from_vec::<f64>(rv, &[c]).unwrap();
+            gradcheck(&[x.clone(), w.clone(), b.clone()], |t| {
+                batch_norm(&t[0], Some(&rm), Some(&rv), Some(&t[1]), Some(&t[2]), false, 0.1, 1e-5)
+            });
+        }
+        // Weight only, on a non-contiguous input.
+        let x = randn64(&[4, 2, 3], &mut rng);
+        gradcheck(&[x, w], |t| batch_norm(&t[0].transpose(1, 2)?, None, None, Some(&t[1]), None, true, 0.1, 1e-5));
+        let xt = randn64(&[3, 4], &mut rng);
+        gradcheck(&[xt, b], |t| batch_norm(&t[0].t()?, None, None, None, Some(&t[1]), true, 0.1, 1e-5));
+    }
+
+    #[test]
+    fn f32_running_stats_and_errors() {
+        let x = Tensor::from_vec(vec![1.0f32, 10.0, 3.0, 20.0], &[2, 2]).unwrap();
+        let (rm, rv) = (Tensor::zeros(&[2], DType::F32), Tensor::ones(&[2], DType::F32));
+        batch_norm(&x, Some(&rm), Some(&rv), None, None, true, 0.5, 1e-5).unwrap();
+        // Channel 0: μ = 2, unbiased σ² = 2; channel 1: μ = 15, unbiased σ² = 50.
+        assert_eq!(rm.to_vec::<f32>().unwrap(), [1.0, 7.5]);
+        assert_eq!(rv.to_vec::<f32>().unwrap(), [1.5, 25.5]);
+        let msg = |r: crate::Result<Tensor>| r.unwrap_err().to_string();
+        assert_eq!(
+            msg(batch_norm(&Tensor::zeros(&[4], DType::F32), None, None, None, None, true, 0.1, 1e-5)),
+            "batch_norm: input has shape [4], expected [N, C] or [N, C, *] (at least 2 dimensions; the channels are dimension 1)"
+        );
+        assert_eq!(
+            msg(batch_norm(&x, Some(&Tensor::zeros(&[3], DType::F32)), Some(&rv), None, None, true, 0.1, 1e-5)),
+            "batch_norm: running_mean has shape [3], expected [2] (one value per channel; the input [2, 2] has 2 channels in dimension 1)"
+        );
+        assert_eq!(
+            msg(batch_norm(&Tensor::zeros(&[1, 2], DType::F32), None, None, None, None, true, 0.1, 1e-5)),
+            "batch_norm: expected more than 1 value per channel when training, got input of shape [1, 2] \
+             (the statistics of one value are undefined; use a batch of at least 2, or eval mode)"
+        );
+        assert!(
+            msg(batch_norm(&x, None, None, None, None, false, 0.1, 1e-5))
+                .contains("running_mean and running_var must be given")
+        );
+        assert!(
+            msg(batch_norm(&x, Some(&rm.to_dtype(DType::F64).unwrap()), None, None, None, true, 0.1, 1e-5))
+                .contains("differ")
+        );
+    }
+
+    #[test]
+    fn one_and_four_threads_give_identical_bits() {
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let mut rng = Generator::new(82);
+                // 4·37·16·32·32 = 2.4M: above the threading threshold.
+                const { assert!(4 * 37 * 16 * 32 * 32 >= crate::ops::conv::cpu::PAR_WORK) };
+                let x =
+                    Tensor::randn(&[37, 16, 32, 32], 1.0, 2.0, DType::F32, &mut rng).unwrap().requires_grad_().unwrap();
+                let w = Tensor::randn(&[16], 1.0, 0.5, DType::F32, &mut rng).unwrap().requires_grad_().unwrap();
+                let b = Tensor::randn(&[16], 0.0, 0.5, DType::F32, &mut rng).unwrap().requires_grad_().unwrap();
+                let (rm, rv) = (Tensor::zeros(&[16], DType::F32), Tensor::ones(&[16], DType::F32));
+                let y = batch_norm(&x, Some(&rm), Some(&rv), Some(&w), Some(&b), true, 0.1, 1e-5).unwrap();
+                y.mul(&y).unwrap().sum_all().unwrap().backward().unwrap();
+                let bits = |t: &Tensor| t.to_vec::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                [
+                    bits(&y),
+                    bits(&x.grad().unwrap()),
+                    bits(&w.grad().unwrap()),
+                    bits(&b.grad().unwrap()),
+                    bits(&rm),
+                    bits(&rv),
+                ]
+            })
+        };
+        assert_eq!(run(1), run(4));
+    }
+}

@@ -1,0 +1,217 @@
+//! 2-D convolution, as `torch.nn.functional.conv2d`: stride, zero padding, dilation and groups,
+//! computed as im2col + one GEMM per sample and group (the `gemm` crate; `cpu.rs`).
+//!
+//! Backward, per sample and group with `col = im2col(x)`:
+//! - d_x = col2im(W_gᵀ · dY_g) (the adjoint of im2col scatters each column back to its pixels),
+//! - d_W_g = Σ_n dY_g · col_gᵀ,
+//! - d_bias[o] = Σ_{n, oy, ox} dY[n, o, oy, ox].
+//!
+//! The column matrices are recomputed in backward rather than saved: they are kH·kW times the
+//! size of the input, and rebuilding them is cheap next to the GEMMs.
+
+pub(crate) mod cpu;
+#[cfg(test)]
+mod tests;
+
+use super::with_float2;
+use crate::error::{Error, Result};
+use crate::shape::Shape;
+use crate::storage::Element;
+use crate::tensor::Tensor;
+use cpu::ConvGeom;
+
+/// Output size along one axis of a sliding window (convolution or pooling, `ceil_mode=False`):
+/// `⌊(size + 2·padding − dilation·(kernel − 1) − 1) / stride⌋ + 1`, or `None` when the dilated
+/// kernel is larger than the padded input (stride and dilation must be at least 1).
+pub fn window_output_size(size: usize, kernel: usize, stride: usize, padding: usize, dilation: usize) -> Option<usize> {
+    let span = dilation * (kernel.max(1) - 1) + 1;
+    let padded = size + 2 * padding;
+    (padded >= span && stride > 0).then(|| (padded - span) / stride + 1)
+}
+
+/// Checks the spatial dimensions of a sliding-window op and returns `(OH, OW)`; the error names
+/// the dimension that is too small and by how much.
+pub(crate) fn window_output(
+    op: &'static str,
+    x: &Tensor,
+    kernel: (usize, usize),
+    stride: (usize, usize),
+    padding: (usize, usize),
+    dilation: (usize, usize),
+) -> Result<(usize, usize)> {
+    let nd = x.ndim();
+    let axes = [
+        ("height", nd - 2, kernel.0, stride.0, padding.0, dilation.0),
+        ("width", nd - 1, kernel.1, stride.1, padding.1, dilation.1),
+    ];
+    let mut out = [0; 2];
+    for (i, (name, dim, k, s, p, d)) in axes.into_iter().enumerate() {
+        let size = x.dims()[dim];
+        out[i] = window_output_size(size, k, s, p, d).ok_or_else(|| {
+            let span = d * (k - 1) + 1;
+            Error::ShapeMismatch {
+                op,
+                what: "input",
+                got: x.shape().clone(),
+                expected: format!(
+                    "a {name} (dimension {dim}) of at least {}: the kernel spans {span} (size {k}, dilation {d}) \
+                     but the {name} padded by {p} on each side is only {}; use a smaller kernel or dilation, \
+                     more padding, or a larger input",
+                    span.saturating_sub(2 * p).max(1),
+                    size + 2 * p
+                ),
+            }
+        })?;
+    }
+    Ok((out[0], out[1]))
+}
+
+/// Checks that each pair has both entries at least 1.
+pub(crate) fn check_positive(op: &'static str, what: &str, pair: (usize, usize)) -> Result<()> {
+    if pair.0 == 0 || pair.1 == 0 {
+        crate::bail_arg!(op, "{what} must be at least 1 in each dimension, got ({}, {})", pair.0, pair.1);
+    }
+    Ok(())
+}
+
+/// 2-D convolution (cross-correlation, as PyTorch computes it) of `x` with `weight`, plus `bias`.
+///
+/// `stride`, `padding` (zeros on each side), `dilation` are `(height, width)` pairs; `groups`
+/// splits the channels into independent convolutions (`groups = C` is a depthwise convolution).
+///
+/// # Shapes
+/// - `x`: `[N, C, H, W]`, or `[C, H, W]` (unbatched; the output then has no batch dimension)
+/// - `weight`: `[O, C / groups, kH, kW]` (PyTorch's layout); `C` and `O` divisible by `groups`
+/// - `bias`: `[O]`
+/// - output: `[N, O, OH, OW]` with
+///   `OH = ⌊(H + 2·padding.0 − dilation.0·(kH − 1) − 1) / stride.0⌋ + 1`, and `OW` likewise
+///
+/// ```
+/// # use strata_core::{Tensor, DType, conv2d};
+/// let x = Tensor::ones(&[2, 3, 8, 8], DType::F32);
+/// let w = Tensor::ones(&[4, 3, 3, 3], DType::F32);
+/// let y = conv2d(&x, &w, None, (2, 2), (1, 1), (1, 1), 1)?;
+/// assert_eq!(y.dims(), &[2, 4, 4, 4]);
+/// # Ok::<(), strata_core::Error>(())
+/// ```
+pub fn conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: (usize, usize),
+    padding: (usize, usize),
+    dilation: (usize, usize),
+    groups: usize,
+) -> Result<Tensor> {
+    const OP: &str = "conv2d";
+    x.check_same(OP, weight)?;
+    if let Some(b) = bias {
+        x.check_same(OP, b)?;
+    }
+    if x.ndim() == 3 {
+        return conv2d(&x.unsqueeze(0)?, weight, bias, stride, padding, dilation, groups)?.squeeze(0);
+    }
+    if x.ndim() != 4 {
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            what: "input",
+            got: x.shape().clone(),
+            expected: "[N, C, H, W] (4 dimensions) or [C, H, W] (3 dimensions, unbatched)".into(),
+        });
+    }
+    if weight.ndim() != 4 || weight.dims()[2] == 0 || weight.dims()[3] == 0 {
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            what: "weight",
+            got: weight.shape().clone(),
+            expected: "[out_channels, in_channels / groups, kH, kW] with kH, kW ≥ 1".into(),
+        });
+    }
+    if groups == 0 {
+        crate::bail_arg!(OP, "groups must be at least 1, got 0");
+    }
+    check_positive(OP, "stride", stride)?;
+    check_positive(OP, "dilation", dilation)?;
+    let (n, c, h, w) = (x.dims()[0], x.dims()[1], x.dims()[2], x.dims()[3]);
+    let (o, cg, kh, kw) = (weight.dims()[0], weight.dims()[1], weight.dims()[2], weight.dims()[3]);
+    if !o.is_multiple_of(groups) {
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            what: "weight",
+            got: weight.shape().clone(),
+            expected: format!(
+                "out_channels (dimension 0) divisible by groups = {groups}, but {o} is not; \
+                 change out_channels or groups"
+            ),
+        });
+    }
+    if c != cg * groups {
+        let why = if c.is_multiple_of(groups) {
+            format!("the weight {} takes {cg} channels per group × {groups} groups = {}", weight.shape(), cg * groups)
+        } else {
+            format!("{c} channels are not divisible by groups = {groups}")
+        };
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            what: "input",
+            got: x.shape().clone(),
+            expected: format!("[N, {}, H, W] (dimension 1 is the channels): {why}", cg * groups),
+        });
+    }
+    if let Some(b) = bias
+        && b.dims() != [o]
+    {
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            what: "bias",
+            got: b.shape().clone(),
+            expected: format!("[{o}] (one value per output channel)"),
+        });
+    }
+    let (oh, ow) = window_output(OP, x, (kh, kw), stride, padding, dilation)?;
+    let geom = ConvGeom { n, c, h, w, o, kh, kw, stride, padding, dilation, groups, oh, ow };
+
+    let (xc, wc) = (x.contiguous()?.detach(), weight.contiguous()?.detach());
+    let bc = bias.map(|b| b.contiguous().map(|t| t.detach())).transpose()?;
+    let (sx, sw) = (xc.storage(), wc.storage());
+    let sb = bc.as_ref().map(Tensor::storage);
+    let (xo, wo) = (xc.layout().offset, wc.layout().offset);
+    let bo = bc.as_ref().map_or(0, |b| b.layout().offset);
+    let storage = with_float2!(sx, sw, OP, |vx, vw: T| {
+        let vb = match sb.as_deref() {
+            Some(s) => {
+                Some(&T::slice(s).ok_or(Error::DTypeMismatch { op: OP, lhs: T::DTYPE, rhs: s.dtype() })?[bo..bo + o])
+            }
+            None => None,
+        };
+        Ok(T::wrap(cpu::conv2d_forward::<T>(&vx[xo..xo + x.numel()], &vw[wo..wo + weight.numel()], vb, &geom)))
+    })?;
+
+    let mut inputs = vec![x, weight];
+    inputs.extend(bias);
+    let needs = (x.requires_grad(), weight.requires_grad(), bias.is_some_and(Tensor::requires_grad));
+    let has_bias = bias.is_some();
+    let (x_shape, w_shape) = (x.shape().clone(), weight.shape().clone());
+    Ok(Tensor::from_op(storage, Shape(vec![n, o, oh, ow]), OP, &inputs, move |g| {
+        let gc = g.contiguous()?;
+        let (sg, sx, sw) = (gc.storage(), xc.storage(), wc.storage());
+        let go = gc.layout().offset;
+        let (xo, wo) = (xc.layout().offset, wc.layout().offset);
+        let (nx, nw, ng) = (xc.numel(), wc.numel(), gc.numel());
+        let (dx, dw, db) = with_float2!(sg, sx, "conv2d backward", |vg, vx: T| {
+            let vw = T::slice(&sw).expect("weight has the input's dtype");
+            let dy = &vg[go..go + ng];
+            let (dx, dw) = cpu::conv2d_backward::<T>(&vx[xo..xo + nx], &vw[wo..wo + nw], dy, &geom, needs.0, needs.1);
+            let db = needs.2.then(|| cpu::conv2d_bias_backward::<T>(dy, &geom));
+            Ok((dx.map(T::wrap), dw.map(T::wrap), db.map(T::wrap)))
+        })?;
+        let mut out = vec![
+            dx.map(|s| Tensor::from_storage(s, x_shape.clone())),
+            dw.map(|s| Tensor::from_storage(s, w_shape.clone())),
+        ];
+        if has_bias {
+            out.push(db.map(|s| Tensor::from_storage(s, Shape(vec![o]))));
+        }
+        Ok(out)
+    }))
+}

@@ -1,0 +1,229 @@
+//! Tests of `conv2d`: hand-derived values, a direct-loop reference for every option, f64
+//! finite-difference gradients (strided, padded, dilated, grouped, pointwise, unbatched,
+//! non-contiguous), error messages, and bit-identical results for 1 and 4 threads.
+
+use super::conv2d;
+use crate::testing::{assert_close, gradcheck, randn64};
+use crate::{DType, Generator, Tensor};
+
+/// The definition, by direct loops in f64: out[n,o,y,x] = b[o] + Σ_{c,i,j} w[o,c,i,j]·xpad[...].
+fn reference(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    s: (usize, usize),
+    p: (usize, usize),
+    d: (usize, usize),
+    groups: usize,
+) -> Vec<f64> {
+    let (xv, wv) = (x.to_vec_f64(), w.to_vec_f64());
+    let bv = b.map(Tensor::to_vec_f64);
+    let [n, c, h, wd] = x.dims().try_into().unwrap();
+    let [o, cg, kh, kw] = w.dims().try_into().unwrap();
+    let oh = (h + 2 * p.0 - d.0 * (kh - 1) - 1) / s.0 + 1;
+    let ow = (wd + 2 * p.1 - d.1 * (kw - 1) - 1) / s.1 + 1;
+    let og = o / groups;
+    let mut out = vec![0.0; n * o * oh * ow];
+    for ni in 0..n {
+        for oi in 0..o {
+            let gi = oi / og;
+            for y in 0..oh {
+                for xx in 0..ow {
+                    let mut acc = bv.as_ref().map_or(0.0, |b| b[oi]);
+                    for ci in 0..cg {
+                        for i in 0..kh {
+                            for j in 0..kw {
+                                let iy = (y * s.0 + i * d.0) as isize - p.0 as isize;
+                                let ix = (xx * s.1 + j * d.1) as isize - p.1 as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                    continue;
+                                }
+                                let cin = gi * cg + ci;
+                                acc += wv[((oi * cg + ci) * kh + i) * kw + j]
+                                    * xv[((ni * c + cin) * h + iy as usize) * wd + ix as usize];
+                            }
+                        }
+                    }
+                    out[((ni * o + oi) * oh + y) * ow + xx] = acc;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn hand_computed_values() {
+    // x = 1..9 as 3×3, a 2×2 kernel of ones: each output is the sum of a 2×2 window.
+    let x = Tensor::from_vec((1..=9).map(|v| v as f32).collect(), &[1, 1, 3, 3]).unwrap();
+    let w = Tensor::ones(&[1, 1, 2, 2], DType::F32);
+    let y = conv2d(&x, &w, None, (1, 1), (0, 0), (1, 1), 1).unwrap();
+    assert_eq!(y.dims(), &[1, 1, 2, 2]);
+    assert_eq!(y.to_vec::<f32>().unwrap(), [12., 16., 24., 28.]);
+    // Padding 1, stride 2, bias 0.5: the windows cover rows/columns {−1, 0} and {1, 2}, so they
+    // sum {1}, {2, 3}, {4, 7} and {5, 6, 8, 9}.
+    let b = Tensor::from_vec(vec![0.5f32], &[1]).unwrap();
+    let y = conv2d(&x, &w, Some(&b), (2, 2), (1, 1), (1, 1), 1).unwrap();
+    assert_eq!(y.to_vec::<f32>().unwrap(), [1.5, 5.5, 11.5, 28.5]);
+    // Dilation 2 with a 2×2 kernel reads the four corners: 1 + 3 + 7 + 9.
+    let y = conv2d(&x, &w, None, (1, 1), (0, 0), (2, 2), 1).unwrap();
+    assert_eq!(y.to_vec::<f32>().unwrap(), [20.]);
+}
+
+#[test]
+fn matches_direct_loops_for_every_option() {
+    let mut rng = Generator::new(61);
+    type Case = ([usize; 4], [usize; 4], (usize, usize), (usize, usize), (usize, usize), usize);
+    let cases: [Case; 9] = [
+        ([2, 3, 7, 6], [4, 3, 3, 3], (1, 1), (0, 0), (1, 1), 1),
+        ([2, 3, 7, 6], [4, 3, 3, 3], (2, 2), (1, 1), (1, 1), 1),
+        ([2, 4, 9, 8], [6, 2, 3, 3], (2, 2), (1, 1), (2, 2), 2),
+        ([1, 2, 8, 9], [3, 2, 2, 3], (3, 1), (2, 0), (1, 3), 1),
+        ([2, 6, 5, 5], [6, 1, 3, 3], (1, 1), (1, 1), (1, 1), 6),
+        ([3, 4, 5, 4], [8, 4, 1, 1], (1, 1), (0, 0), (1, 1), 1),
+        ([3, 4, 5, 4], [8, 2, 1, 1], (1, 1), (0, 0), (1, 1), 2),
+        ([2, 2, 5, 5], [3, 2, 1, 1], (2, 2), (1, 1), (1, 1), 1),
+        ([1, 1, 4, 4], [2, 1, 4, 4], (1, 1), (0, 0), (1, 1), 1),
+    ];
+    for (xs, ws, s, p, d, g) in cases {
+        let x = randn64(&xs, &mut rng);
+        let w = randn64(&ws, &mut rng);
+        let b = randn64(&[ws[0]], &mut rng);
+        let got = conv2d(&x, &w, Some(&b), s, p, d, g).unwrap();
+        assert_close(&got.to_vec_f64(), &reference(&x, &w, Some(&b), s, p, d, g), 1e-12, 1e-12);
+        let got = conv2d(&x, &w, None, s, p, d, g).unwrap();
+        assert_close(&got.to_vec_f64(), &reference(&x, &w, None, s, p, d, g), 1e-12, 1e-12);
+    }
+}
+
+#[test]
+fn f32_matches_f64() {
+    let mut rng = Generator::new(62);
+    let x = randn64(&[2, 4, 9, 8], &mut rng);
+    let w = randn64(&[6, 2, 3, 3], &mut rng);
+    let y64 = conv2d(&x, &w, None, (2, 2), (1, 1), (2, 2), 2).unwrap().to_vec_f64();
+    let (x32, w32) = (x.to_dtype(DType::F32).unwrap(), w.to_dtype(DType::F32).unwrap());
+    let y32 = conv2d(&x32, &w32, None, (2, 2), (1, 1), (2, 2), 2).unwrap();
+    assert_eq!(y32.dtype(), DType::F32);
+    assert_close(&y32.to_vec_f64(), &y64, 1e-5, 1e-5);
+}
+
+#[test]
+fn gradcheck_conv2d() {
+    let mut rng = Generator::new(63);
+    type Case = ([usize; 4], [usize; 4], (usize, usize), (usize, usize), (usize, usize), usize);
+    let cases: [Case; 7] = [
+        // plain
+        ([2, 2, 5, 5], [3, 2, 3, 3], (1, 1), (0, 0), (1, 1), 1),
+        // strided and padded, unequal per axis
+        ([2, 2, 6, 5], [3, 2, 3, 2], (2, 1), (1, 2), (1, 1), 1),
+        // dilated
+        ([1, 2, 7, 7], [2, 2, 3, 3], (1, 1), (1, 1), (2, 3), 1),
+        // grouped, strided, padded and dilated at once
+        ([2, 4, 7, 6], [6, 2, 3, 3], (2, 2), (1, 1), (2, 2), 2),
+        // depthwise
+        ([1, 3, 4, 4], [3, 1, 2, 2], (1, 1), (1, 1), (1, 1), 3),
+        // pointwise (1×1, the no-im2col path), grouped
+        ([2, 4, 3, 3], [4, 2, 1, 1], (1, 1), (0, 0), (1, 1), 2),
+        // 1×1 with stride (im2col path)
+        ([1, 2, 5, 4], [2, 2, 1, 1], (2, 2), (0, 0), (1, 1), 1),
+    ];
+    for (xs, ws, s, p, d, g) in cases {
+        let x = randn64(&xs, &mut rng);
+        let w = randn64(&ws, &mut rng);
+        let b = randn64(&[ws[0]], &mut rng);
+        gradcheck(&[x.clone(), w.clone(), b], |t| conv2d(&t[0], &t[1], Some(&t[2]), s, p, d, g));
+        gradcheck(&[x, w], |t| conv2d(&t[0], &t[1], None, s, p, d, g));
+    }
+    // Unbatched input, and a non-contiguous (transposed) input.
+    let w = randn64(&[2, 3, 2, 2], &mut rng);
+    gradcheck(&[randn64(&[3, 4, 5], &mut rng), w.clone()], |t| conv2d(&t[0], &t[1], None, (1, 1), (1, 0), (1, 1), 1));
+    gradcheck(&[randn64(&[2, 3, 5, 4], &mut rng), w], |t| {
+        conv2d(&t[0].transpose(2, 3)?, &t[1], None, (1, 2), (0, 1), (1, 1), 1)
+    });
+}
+
+#[test]
+fn only_needed_gradients_are_computed() {
+    let mut rng = Generator::new(64);
+    let x = randn64(&[2, 2, 5, 5], &mut rng);
+    let w = randn64(&[3, 2, 3, 3], &mut rng).requires_grad_().unwrap();
+    let y = conv2d(&x, &w, None, (1, 1), (1, 1), (1, 1), 1).unwrap();
+    assert_eq!(y.grad_fn_name(), Some("conv2d"));
+    y.sum_all().unwrap().backward().unwrap();
+    assert_eq!(w.grad().unwrap().dims(), &[3, 2, 3, 3]);
+    assert!(x.grad().is_none());
+}
+
+#[test]
+fn shape_errors_name_op_shapes_and_dimension() {
+    let x = Tensor::zeros(&[2, 4, 5, 5], DType::F32);
+    let w = Tensor::zeros(&[6, 2, 3, 3], DType::F32);
+    let msg = |r: crate::Result<Tensor>| r.unwrap_err().to_string();
+    assert_eq!(
+        msg(conv2d(&Tensor::zeros(&[4, 5, 5, 1, 1], DType::F32), &w, None, (1, 1), (0, 0), (1, 1), 2)),
+        "conv2d: input has shape [4, 5, 5, 1, 1], expected [N, C, H, W] (4 dimensions) or [C, H, W] (3 dimensions, unbatched)"
+    );
+    assert_eq!(
+        msg(conv2d(&x, &Tensor::zeros(&[6, 2, 3], DType::F32), None, (1, 1), (0, 0), (1, 1), 2)),
+        "conv2d: weight has shape [6, 2, 3], expected [out_channels, in_channels / groups, kH, kW] with kH, kW ≥ 1"
+    );
+    assert_eq!(
+        msg(conv2d(&Tensor::zeros(&[2, 5, 5, 5], DType::F32), &w, None, (1, 1), (0, 0), (1, 1), 2)),
+        "conv2d: input has shape [2, 5, 5, 5], expected [N, 4, H, W] (dimension 1 is the channels): \
+         5 channels are not divisible by groups = 2"
+    );
+    assert_eq!(
+        msg(conv2d(&Tensor::zeros(&[2, 6, 5, 5], DType::F32), &w, None, (1, 1), (0, 0), (1, 1), 2)),
+        "conv2d: input has shape [2, 6, 5, 5], expected [N, 4, H, W] (dimension 1 is the channels): \
+         the weight [6, 2, 3, 3] takes 2 channels per group × 2 groups = 4"
+    );
+    assert_eq!(
+        msg(conv2d(&x, &Tensor::zeros(&[6, 1, 3, 3], DType::F32), None, (1, 1), (0, 0), (1, 1), 4)),
+        "conv2d: weight has shape [6, 1, 3, 3], expected out_channels (dimension 0) divisible by groups = 4, \
+         but 6 is not; change out_channels or groups"
+    );
+    assert_eq!(
+        msg(conv2d(&Tensor::zeros(&[1, 4, 2, 9], DType::F32), &w, None, (1, 1), (0, 0), (1, 1), 2)),
+        "conv2d: input has shape [1, 4, 2, 9], expected a height (dimension 2) of at least 3: the kernel spans 3 \
+         (size 3, dilation 1) but the height padded by 0 on each side is only 2; use a smaller kernel or \
+         dilation, more padding, or a larger input"
+    );
+    assert!(
+        msg(conv2d(&x, &w, None, (1, 1), (0, 0), (3, 3), 2)).contains("a height (dimension 2) of at least 7"),
+        "dilation widens the kernel"
+    );
+    assert_eq!(
+        msg(conv2d(&x, &w, Some(&Tensor::zeros(&[4], DType::F32)), (1, 1), (0, 0), (1, 1), 2)),
+        "conv2d: bias has shape [4], expected [6] (one value per output channel)"
+    );
+    assert_eq!(
+        msg(conv2d(&x, &w, None, (0, 1), (0, 0), (1, 1), 2)),
+        "conv2d: stride must be at least 1 in each dimension, got (0, 1)"
+    );
+    assert_eq!(msg(conv2d(&x, &w, None, (1, 1), (0, 0), (1, 1), 0)), "conv2d: groups must be at least 1, got 0");
+    assert!(msg(conv2d(&x, &w.to_dtype(DType::F64).unwrap(), None, (1, 1), (0, 0), (1, 1), 2)).contains("differ"));
+}
+
+#[test]
+fn one_and_four_threads_give_identical_bits() {
+    // Big enough that forward and backward take the threaded paths, with a batch that does not
+    // divide evenly into chunks.
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let mut rng = Generator::new(65);
+            // 37·16·20·20·(4·3·3) = 8.5M multiply-adds per pass: above the threading threshold.
+            const { assert!(37 * 16 * 400 * 36 >= super::cpu::PAR_WORK) };
+            let x = Tensor::randn(&[37, 8, 20, 20], 0.0, 1.0, DType::F32, &mut rng).unwrap().requires_grad_().unwrap();
+            let w = Tensor::randn(&[16, 4, 3, 3], 0.0, 1.0, DType::F32, &mut rng).unwrap().requires_grad_().unwrap();
+            let b = Tensor::randn(&[16], 0.0, 1.0, DType::F32, &mut rng).unwrap().requires_grad_().unwrap();
+            let y = conv2d(&x, &w, Some(&b), (1, 1), (1, 1), (1, 1), 2).unwrap();
+            let gy = Tensor::randn(y.dims(), 0.0, 1.0, DType::F32, &mut rng).unwrap();
+            y.mul(&gy).unwrap().sum_all().unwrap().backward().unwrap();
+            let bits = |t: &Tensor| t.to_vec::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            [bits(&y), bits(&x.grad().unwrap()), bits(&w.grad().unwrap()), bits(&b.grad().unwrap())]
+        })
+    };
+    assert_eq!(run(1), run(4));
+}

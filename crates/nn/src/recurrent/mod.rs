@@ -1,0 +1,576 @@
+//! Recurrent layers — [`RNN`], [`LSTM`], [`GRU`] — and [`LastStep`], which picks a sequence's
+//! last output for classification.
+//!
+//! All three share one engine here: parameters with PyTorch's names and layouts, shape checks,
+//! and the loop over layers, directions and time steps. Each layer's input projection
+//! `x·W_ihᵀ + b_ih` is one GEMM over the whole sequence; only `h·W_hhᵀ + b_hh` runs per step.
+//! Backpropagation through time is the autograd graph of these ops (`linear`, `unbind`,
+//! `chunk`, elementwise, `stack`/`cat`): nothing recurrent-specific to get wrong.
+
+mod gru;
+mod last_step;
+mod lstm;
+mod rnn;
+
+pub use gru::GRU;
+pub use last_step::LastStep;
+pub use lstm::LSTM;
+pub use rnn::{Nonlinearity, RNN};
+
+use crate::{Error, Result, init};
+use strata_core::{DType, Generator, Shape, Tensor, cat, linear, stack};
+
+/// Options shared by [`RNN`], [`LSTM`] and [`GRU`], with PyTorch's defaults: one layer, with
+/// biases, time-major input (`batch_first = false`), one direction, f32.
+///
+/// ```
+/// use strata_nn::RecurrentOptions;
+/// let opts = RecurrentOptions::new().num_layers(2).batch_first(true).bidirectional(true);
+/// assert_eq!(opts.num_layers, 2);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecurrentOptions {
+    /// Stacked layers; layer k > 0 reads layer k − 1's output sequence.
+    pub num_layers: usize,
+    /// Whether the layers have `bias_ih` and `bias_hh`.
+    pub bias: bool,
+    /// Input and output as `[N, T, F]` instead of `[T, N, F]` (states stay `[L·D, N, H]`).
+    pub batch_first: bool,
+    /// A second direction per layer reading the sequence backwards; outputs are concatenated.
+    pub bidirectional: bool,
+    /// Parameter element type.
+    pub dtype: DType,
+}
+
+impl Default for RecurrentOptions {
+    fn default() -> Self {
+        RecurrentOptions { num_layers: 1, bias: true, batch_first: false, bidirectional: false, dtype: DType::F32 }
+    }
+}
+
+impl RecurrentOptions {
+    /// PyTorch's defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets `num_layers`.
+    pub fn num_layers(mut self, n: usize) -> Self {
+        self.num_layers = n;
+        self
+    }
+    /// Sets `bias`.
+    pub fn bias(mut self, bias: bool) -> Self {
+        self.bias = bias;
+        self
+    }
+    /// Sets `batch_first`.
+    pub fn batch_first(mut self, batch_first: bool) -> Self {
+        self.batch_first = batch_first;
+        self
+    }
+    /// Sets `bidirectional`.
+    pub fn bidirectional(mut self, bidirectional: bool) -> Self {
+        self.bidirectional = bidirectional;
+        self
+    }
+    /// Sets the parameter type.
+    pub fn dtype(mut self, dtype: DType) -> Self {
+        self.dtype = dtype;
+        self
+    }
+    /// 2 when bidirectional, else 1.
+    pub fn num_directions(&self) -> usize {
+        if self.bidirectional { 2 } else { 1 }
+    }
+}
+
+/// The parameters of one layer in one direction, in PyTorch's layout: `G·H` rows with the gates
+/// stacked (G = 1 for RNN; 4 for LSTM, i f g o; 3 for GRU, r z n).
+#[derive(Debug, Clone)]
+pub struct CellWeights {
+    /// `weight_ih_l{k}`: `[G·H, in]`, where `in` is `input_size` for layer 0 and `D·H` above.
+    pub weight_ih: Tensor,
+    /// `weight_hh_l{k}`: `[G·H, H]`.
+    pub weight_hh: Tensor,
+    /// `bias_ih_l{k}`: `[G·H]`.
+    pub bias_ih: Option<Tensor>,
+    /// `bias_hh_l{k}`: `[G·H]`.
+    pub bias_hh: Option<Tensor>,
+}
+
+/// The recurrence a layer runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cell {
+    RnnTanh,
+    RnnRelu,
+    Lstm,
+    Gru,
+}
+
+impl Cell {
+    fn gates(self) -> usize {
+        match self {
+            Cell::RnnTanh | Cell::RnnRelu => 1,
+            Cell::Lstm => 4,
+            Cell::Gru => 3,
+        }
+    }
+    fn op(self) -> &'static str {
+        match self {
+            Cell::RnnTanh | Cell::RnnRelu => "RNN",
+            Cell::Lstm => "LSTM",
+            Cell::Gru => "GRU",
+        }
+    }
+}
+
+/// The engine behind the three layers.
+#[derive(Debug, Clone)]
+pub(crate) struct Recurrent {
+    cell: Cell,
+    input_size: usize,
+    hidden_size: usize,
+    options: RecurrentOptions,
+    /// Index `layer · D + direction`, as PyTorch orders `h_n`.
+    weights: Vec<CellWeights>,
+}
+
+/// What a forward pass returns: the output sequence, `h_n`, and `c_n` for an LSTM.
+pub(crate) type RecurrentOutput = (Tensor, Tensor, Option<Tensor>);
+
+impl Recurrent {
+    pub(crate) fn new(
+        cell: Cell,
+        input_size: usize,
+        hidden_size: usize,
+        options: RecurrentOptions,
+        rng: &mut Generator,
+    ) -> Result<Recurrent> {
+        let what = cell.op();
+        if input_size == 0 || hidden_size == 0 || options.num_layers == 0 {
+            return Err(Error::InvalidConfig {
+                what,
+                message: format!(
+                    "input_size, hidden_size and num_layers must be at least 1, got input_size {input_size}, \
+                     hidden_size {hidden_size}, num_layers {}",
+                    options.num_layers
+                ),
+            });
+        }
+        if !options.dtype.is_float() {
+            return Err(Error::InvalidConfig {
+                what,
+                message: format!("parameters must be float, not {:?}", options.dtype),
+            });
+        }
+        // PyTorch: every parameter U(−1/√H, 1/√H), drawn in `parameters()` order.
+        let bound = 1.0 / (hidden_size as f64).sqrt();
+        let gh = cell.gates() * hidden_size;
+        let d = options.num_directions();
+        let mut weights = Vec::with_capacity(options.num_layers * d);
+        let mut param = |shape: &[usize]| -> Result<Tensor> {
+            Ok(init::uniform(shape, bound, options.dtype, rng)?.requires_grad_()?)
+        };
+        for layer in 0..options.num_layers {
+            let in_size = if layer == 0 { input_size } else { d * hidden_size };
+            for _ in 0..d {
+                let weight_ih = param(&[gh, in_size])?;
+                let weight_hh = param(&[gh, hidden_size])?;
+                let (bias_ih, bias_hh) =
+                    if options.bias { (Some(param(&[gh])?), Some(param(&[gh])?)) } else { (None, None) };
+                weights.push(CellWeights { weight_ih, weight_hh, bias_ih, bias_hh });
+            }
+        }
+        Ok(Recurrent { cell, input_size, hidden_size, options, weights })
+    }
+
+    pub(crate) fn cell(&self) -> Cell {
+        self.cell
+    }
+    pub(crate) fn input_size(&self) -> usize {
+        self.input_size
+    }
+    pub(crate) fn hidden_size(&self) -> usize {
+        self.hidden_size
+    }
+    pub(crate) fn options(&self) -> RecurrentOptions {
+        self.options
+    }
+
+    /// The weights of `layer`, forward (`reverse = false`) or backward direction.
+    pub(crate) fn weights(&self, layer: usize, reverse: bool) -> Option<&CellWeights> {
+        if reverse && !self.options.bidirectional {
+            return None;
+        }
+        self.weights.get(layer * self.options.num_directions() + reverse as usize)
+    }
+
+    /// `weight_ih_l0`, `weight_hh_l0`, `bias_ih_l0`, `bias_hh_l0`, then `…_l0_reverse`, then
+    /// layer 1: PyTorch's `_flat_weights_names` order.
+    pub(crate) fn own_parameters(&self) -> Vec<(String, Tensor)> {
+        let d = self.options.num_directions();
+        let mut out = Vec::with_capacity(self.weights.len() * 4);
+        for (i, w) in self.weights.iter().enumerate() {
+            let sfx = format!("l{}{}", i / d, if i % d == 1 { "_reverse" } else { "" });
+            out.push((format!("weight_ih_{sfx}"), w.weight_ih.clone()));
+            out.push((format!("weight_hh_{sfx}"), w.weight_hh.clone()));
+            if let (Some(bi), Some(bh)) = (&w.bias_ih, &w.bias_hh) {
+                out.push((format!("bias_ih_{sfx}"), bi.clone()));
+                out.push((format!("bias_hh_{sfx}"), bh.clone()));
+            }
+        }
+        out
+    }
+
+    /// PyTorch's repr: `LSTM(28, 128, num_layers=2, batch_first=True, bidirectional=True)`.
+    pub(crate) fn describe(&self) -> String {
+        let o = &self.options;
+        let mut s = format!("{}({}, {}", self.cell.op(), self.input_size, self.hidden_size);
+        if o.num_layers != 1 {
+            s += &format!(", num_layers={}", o.num_layers);
+        }
+        if self.cell == Cell::RnnRelu {
+            s += ", nonlinearity='relu'";
+        }
+        if !o.bias {
+            s += ", bias=False";
+        }
+        if o.batch_first {
+            s += ", batch_first=True";
+        }
+        if o.bidirectional {
+            s += ", bidirectional=True";
+        }
+        s + ")"
+    }
+
+    /// The same layer computing with `params` (in `own_parameters` order) instead of its own:
+    /// lets a gradient check treat the parameters as inputs.
+    #[cfg(test)]
+    pub(crate) fn with_parameters(&self, params: &[Tensor]) -> Recurrent {
+        let mut it = params.iter().cloned();
+        let weights = self
+            .weights
+            .iter()
+            .map(|_| {
+                let (weight_ih, weight_hh) = (it.next().unwrap(), it.next().unwrap());
+                let (bias_ih, bias_hh) = if self.options.bias { (it.next(), it.next()) } else { (None, None) };
+                CellWeights { weight_ih, weight_hh, bias_ih, bias_hh }
+            })
+            .collect();
+        Recurrent { weights, ..self.clone() }
+    }
+
+    /// The checked `[L·D, N, H]` initial state `name` (or `[L·D, H]` unbatched), split into one
+    /// `[N, H]` tensor per layer and direction; zeros when absent.
+    fn initial_states(
+        &self,
+        name: &'static str,
+        state: Option<&Tensor>,
+        n: usize,
+        batched: bool,
+        dtype: DType,
+    ) -> Result<Vec<Tensor>> {
+        let (op, h) = (self.cell.op(), self.hidden_size);
+        let ld = self.options.num_layers * self.options.num_directions();
+        let Some(s) = state else {
+            return Ok(vec![Tensor::zeros(&[n, h], dtype); ld]);
+        };
+        let expected_dims: Vec<usize> = if batched { vec![ld, n, h] } else { vec![ld, h] };
+        if s.dims() != expected_dims.as_slice() {
+            let batch = if batched { format!(", batch N = {n}") } else { " (unbatched input)".into() };
+            return Err(strata_core::Error::ShapeMismatch {
+                op,
+                what: name,
+                got: s.shape().clone(),
+                expected: format!(
+                    "{} (num_layers · num_directions = {ld}{batch}, hidden_size = {h})",
+                    Shape(expected_dims)
+                ),
+            }
+            .into());
+        }
+        if s.dtype() != dtype {
+            return Err(strata_core::Error::DTypeMismatch { op, lhs: dtype, rhs: s.dtype() }.into());
+        }
+        let s = if batched { s.clone() } else { s.unsqueeze(1)? };
+        Ok(s.unbind(0)?)
+    }
+
+    /// The forward pass: `x` is `[T, N, F]` (`[N, T, F]` with batch_first) or unbatched
+    /// `[T, F]`; `h0` (and `c0` for an LSTM) `[L·D, N, H]` or unbatched `[L·D, H]`.
+    pub(crate) fn run(&self, x: &Tensor, h0: Option<&Tensor>, c0: Option<&Tensor>) -> Result<RecurrentOutput> {
+        let (op, opts) = (self.cell.op(), self.options);
+        let f = self.input_size;
+        let layout = if opts.batch_first { format!("[N, T, {f}]") } else { format!("[T, N, {f}]") };
+        let bad_input = |why: String| -> Error {
+            strata_core::Error::ShapeMismatch {
+                op,
+                what: "input",
+                got: x.shape().clone(),
+                expected: format!(
+                    "{layout} ({}) or unbatched [T, {f}]: {why}",
+                    if opts.batch_first {
+                        "batch_first: batch, time steps, features"
+                    } else {
+                        "time steps, batch, features"
+                    }
+                ),
+            }
+            .into()
+        };
+        if x.ndim() != 2 && x.ndim() != 3 {
+            return Err(bad_input(format!(
+                "it has {} dimensions{}",
+                x.ndim(),
+                if x.ndim() == 4 { " (for images read row by row, drop the channel dimension first)" } else { "" }
+            )));
+        }
+        let last = x.dims()[x.ndim() - 1];
+        if last != f {
+            return Err(bad_input(format!(
+                "dimension {} holds the features, {last} of them, but the layer's input_size is {f}",
+                x.ndim() - 1
+            )));
+        }
+        let dtype = self.weights[0].weight_ih.dtype();
+        if x.dtype() != dtype {
+            return Err(strata_core::Error::DTypeMismatch { op, lhs: x.dtype(), rhs: dtype }.into());
+        }
+        let batched = x.ndim() == 3;
+        // Time-major [T, N, F] from here on (a view for batch_first).
+        let xt = match (batched, opts.batch_first) {
+            (false, _) => x.unsqueeze(1)?,
+            (true, true) => x.transpose(0, 1)?,
+            (true, false) => x.clone(),
+        };
+        let (t_len, n) = (xt.dims()[0], xt.dims()[1]);
+        if t_len == 0 {
+            return Err(bad_input("the sequence is empty (0 time steps)".into()));
+        }
+        let hs0 = self.initial_states("h0", h0, n, batched, dtype)?;
+        let cs0 = match self.cell {
+            Cell::Lstm => Some(self.initial_states("c0", c0, n, batched, dtype)?),
+            _ => None,
+        };
+        let d = opts.num_directions();
+        let (mut h_n, mut c_n) = (Vec::with_capacity(hs0.len()), Vec::with_capacity(hs0.len()));
+        let mut layer_in = xt;
+        for layer in 0..opts.num_layers {
+            let top = layer + 1 == opts.num_layers;
+            // The output's time dimension: 1 for the last layer of a batch_first module.
+            let time_dim = if top && batched && opts.batch_first { 1 } else { 0 };
+            let mut per_direction = Vec::with_capacity(d);
+            for dir in 0..d {
+                let i = layer * d + dir;
+                let w = &self.weights[i];
+                // One GEMM for every time step's input projection: [T, N, G·H].
+                let xs = linear(&layer_in, &w.weight_ih, w.bias_ih.as_ref())?.unbind(0)?;
+                let (mut hh, mut cc) = (hs0[i].clone(), cs0.as_ref().map(|c| c[i].clone()));
+                let mut outs: Vec<Option<Tensor>> = vec![None; t_len];
+                let steps: Box<dyn Iterator<Item = usize>> =
+                    if dir == 0 { Box::new(0..t_len) } else { Box::new((0..t_len).rev()) };
+                for t in steps {
+                    (hh, cc) = self.step(&xs[t], &hh, cc.as_ref(), w)?;
+                    outs[t] = Some(hh.clone());
+                }
+                let outs: Vec<Tensor> = outs.into_iter().map(|o| o.expect("every step ran")).collect();
+                per_direction.push(stack(&outs.iter().collect::<Vec<_>>(), time_dim)?);
+                h_n.push(hh);
+                if let Some(c) = cc {
+                    c_n.push(c);
+                }
+            }
+            layer_in = if d == 1 {
+                per_direction.pop().expect("one direction")
+            } else {
+                cat(&[&per_direction[0], &per_direction[1]], 2)?
+            };
+        }
+        let mut output = layer_in;
+        let mut h_n = stack(&h_n.iter().collect::<Vec<_>>(), 0)?;
+        let mut c_n = if c_n.is_empty() { None } else { Some(stack(&c_n.iter().collect::<Vec<_>>(), 0)?) };
+        if !batched {
+            output = output.squeeze(1)?;
+            h_n = h_n.squeeze(1)?;
+            c_n = c_n.map(|c| c.squeeze(1)).transpose()?;
+        }
+        Ok((output, h_n, c_n))
+    }
+
+    /// One time step from the precomputed input projection `xp` (`[N, G·H]`, with `b_ih`):
+    /// the new hidden state, and the new cell state for an LSTM.
+    fn step(&self, xp: &Tensor, h: &Tensor, c: Option<&Tensor>, w: &CellWeights) -> Result<(Tensor, Option<Tensor>)> {
+        // W_hh·h + b_hh for all gates at once: [N, G·H].
+        let rh = linear(h, &w.weight_hh, w.bias_hh.as_ref())?;
+        Ok(match self.cell {
+            // h' = tanh(W_ih x + b_ih + W_hh h + b_hh)
+            Cell::RnnTanh => (xp.add(&rh)?.tanh()?, None),
+            Cell::RnnRelu => (xp.add(&rh)?.relu()?, None),
+            Cell::Lstm => {
+                // i, f, o = σ(·); g = tanh(·); c' = f ⊙ c + i ⊙ g; h' = o ⊙ tanh(c')
+                let gates = xp.add(&rh)?.chunk(4, 1)?;
+                let (i, f) = (gates[0].sigmoid()?, gates[1].sigmoid()?);
+                let (g, o) = (gates[2].tanh()?, gates[3].sigmoid()?);
+                let c = c.expect("an LSTM step has a cell state");
+                let c_next = f.mul(c)?.add(&i.mul(&g)?)?;
+                (o.mul(&c_next.tanh()?)?, Some(c_next))
+            }
+            Cell::Gru => {
+                // r = σ(x_r + h_r); z = σ(x_z + h_z); n = tanh(x_n + r ⊙ (W_hn h + b_hn));
+                // h' = (1 − z) ⊙ n + z ⊙ h = n + z ⊙ (h − n)
+                let (xg, hg) = (xp.chunk(3, 1)?, rh.chunk(3, 1)?);
+                let r = xg[0].add(&hg[0])?.sigmoid()?;
+                let z = xg[1].add(&hg[1])?.sigmoid()?;
+                let n = xg[2].add(&r.mul(&hg[2])?)?.tanh()?;
+                (n.add(&z.mul(&h.sub(&n)?)?)?, None)
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Module;
+    use strata_core::testing::{gradcheck, randn64};
+
+    fn opts(layers: usize, batch_first: bool, bidirectional: bool) -> RecurrentOptions {
+        RecurrentOptions::new()
+            .num_layers(layers)
+            .batch_first(batch_first)
+            .bidirectional(bidirectional)
+            .dtype(DType::F64)
+    }
+
+    /// Output, h_n and c_n flattened into one tensor, so one gradient check covers them all.
+    fn joined(out: RecurrentOutput) -> strata_core::Result<Tensor> {
+        let (o, h, c) = out;
+        let mut parts = vec![o.flatten(0, -1)?, h.flatten(0, -1)?];
+        if let Some(c) = c {
+            parts.push(c.flatten(0, -1)?);
+        }
+        cat(&parts.iter().collect::<Vec<_>>(), 0)
+    }
+
+    /// f64 finite differences through the whole unrolled graph: input, initial states and
+    /// every parameter.
+    fn check(cell: Cell, o: RecurrentOptions, input: &[usize], with_state: bool) {
+        let mut rng = Generator::new(91);
+        let (f, h) = (3, 4);
+        let m = Recurrent::new(cell, f, h, o, &mut rng).unwrap();
+        let ld = o.num_layers * o.num_directions();
+        let n = if input.len() == 3 { if o.batch_first { input[0] } else { input[1] } } else { 0 };
+        let state_shape: Vec<usize> = if input.len() == 3 { vec![ld, n, h] } else { vec![ld, h] };
+        let mut inputs = vec![randn64(input, &mut rng)];
+        if with_state {
+            inputs.push(randn64(&state_shape, &mut rng).mul_scalar(0.5).unwrap());
+            inputs.push(randn64(&state_shape, &mut rng).mul_scalar(0.5).unwrap());
+        }
+        let k = inputs.len();
+        inputs.extend(m.own_parameters().into_iter().map(|(_, p)| p.detach()));
+        gradcheck(&inputs, |t| {
+            let mm = m.with_parameters(&t[k..]);
+            let (h0, c0) = if with_state { (Some(&t[1]), Some(&t[2])) } else { (None, None) };
+            let c0 = if cell == Cell::Lstm { c0 } else { None };
+            joined(mm.run(&t[0], h0, c0).map_err(|e| match e {
+                Error::Core(c) => c,
+                other => panic!("{other}"),
+            })?)
+        });
+    }
+
+    #[test]
+    fn gradcheck_rnn_tanh_and_relu() {
+        check(Cell::RnnTanh, opts(1, false, false), &[4, 2, 3], true);
+        check(Cell::RnnRelu, opts(2, true, true), &[2, 3, 3], true);
+    }
+
+    #[test]
+    fn gradcheck_lstm() {
+        check(Cell::Lstm, opts(1, false, false), &[4, 2, 3], true);
+        check(Cell::Lstm, opts(2, true, true), &[2, 3, 3], true);
+        check(Cell::Lstm, opts(1, false, true).bias(false), &[3, 3], false);
+    }
+
+    #[test]
+    fn gradcheck_gru() {
+        check(Cell::Gru, opts(1, true, false), &[2, 4, 3], false);
+        check(Cell::Gru, opts(2, false, true), &[3, 2, 3], true);
+    }
+
+    #[test]
+    fn errors_name_op_shapes_and_dimension() {
+        let mut rng = Generator::new(2);
+        let bf = RecurrentOptions::new().batch_first(true).num_layers(2);
+        let lstm = LSTM::with_options(28, 16, bf, &mut rng).unwrap();
+        let x = Tensor::zeros(&[4, 28, 27], DType::F32);
+        assert_eq!(
+            lstm.forward(&x).unwrap_err().to_string(),
+            "LSTM: input has shape [4, 28, 27], expected [N, T, 28] (batch_first: batch, time steps, features) \
+             or unbatched [T, 28]: dimension 2 holds the features, 27 of them, but the layer's input_size is 28"
+        );
+        let x = Tensor::zeros(&[4, 5, 28], DType::F32);
+        let (h0, c0) = (Tensor::zeros(&[2, 3, 16], DType::F32), Tensor::zeros(&[2, 4, 16], DType::F32));
+        assert_eq!(
+            lstm.forward_with_state(&x, Some((&h0, &c0))).unwrap_err().to_string(),
+            "LSTM: h0 has shape [2, 3, 16], expected [2, 4, 16] (num_layers · num_directions = 2, batch N = 4, \
+             hidden_size = 16)"
+        );
+        let c0 = Tensor::zeros(&[1, 4, 16], DType::F32);
+        assert!(
+            lstm.forward_with_state(&x, Some((&c0, &c0))).unwrap_err().to_string().contains("h0 has shape [1, 4, 16]")
+        );
+        let h0 = Tensor::zeros(&[2, 4, 16], DType::F32);
+        assert!(lstm.forward_with_state(&x, Some((&h0, &c0))).unwrap_err().to_string().contains("c0 has shape"));
+        let gru = GRU::with_options(3, 2, RecurrentOptions::new(), &mut rng).unwrap();
+        let e = gru.forward(&Tensor::zeros(&[5], DType::F32)).unwrap_err().to_string();
+        assert!(e.starts_with("GRU: input has shape [5], expected [T, N, 3] (time steps, batch, features)"), "{e}");
+        assert!(e.ends_with("it has 1 dimensions"), "{e}");
+        let e = gru.forward(&Tensor::zeros(&[0, 2, 3], DType::F32)).unwrap_err().to_string();
+        assert!(e.ends_with("the sequence is empty (0 time steps)"), "{e}");
+        let e = gru.forward(&Tensor::zeros(&[4, 2, 3], DType::F64)).unwrap_err().to_string();
+        assert!(e.starts_with("GRU: element types differ (F64 and F32)"), "{e}");
+        let h0 = Tensor::zeros(&[1, 2], DType::F32);
+        // Unbatched input takes unbatched states.
+        let (out, h_n) = gru.forward_with_state(&Tensor::zeros(&[4, 3], DType::F32), Some(&h0)).unwrap();
+        assert_eq!((out.dims(), h_n.dims()), (&[4, 2][..], &[1, 2][..]));
+        let e = RNN::with_options(3, 0, Nonlinearity::Tanh, RecurrentOptions::new(), &mut rng).unwrap_err();
+        assert!(e.to_string().starts_with("RNN: input_size, hidden_size and num_layers must be at least 1"));
+    }
+
+    #[test]
+    fn names_shapes_and_repr() {
+        let mut rng = Generator::new(1);
+        let o = RecurrentOptions::new().num_layers(2).bidirectional(true).batch_first(true);
+        let m = Recurrent::new(Cell::Gru, 5, 7, o, &mut rng).unwrap();
+        let p: Vec<(String, Vec<usize>)> =
+            m.own_parameters().into_iter().map(|(n, t)| (n, t.dims().to_vec())).collect();
+        let want = [
+            ("weight_ih_l0", vec![21, 5]),
+            ("weight_hh_l0", vec![21, 7]),
+            ("bias_ih_l0", vec![21]),
+            ("bias_hh_l0", vec![21]),
+            ("weight_ih_l0_reverse", vec![21, 5]),
+            ("weight_hh_l0_reverse", vec![21, 7]),
+            ("bias_ih_l0_reverse", vec![21]),
+            ("bias_hh_l0_reverse", vec![21]),
+            ("weight_ih_l1", vec![21, 14]),
+            ("weight_hh_l1", vec![21, 7]),
+            ("bias_ih_l1", vec![21]),
+            ("bias_hh_l1", vec![21]),
+            ("weight_ih_l1_reverse", vec![21, 14]),
+            ("weight_hh_l1_reverse", vec![21, 7]),
+            ("bias_ih_l1_reverse", vec![21]),
+            ("bias_hh_l1_reverse", vec![21]),
+        ];
+        assert_eq!(p, want.map(|(n, s)| (n.to_string(), s)));
+        assert_eq!(m.describe(), "GRU(5, 7, num_layers=2, batch_first=True, bidirectional=True)");
+        let bound = 1.0 / 7f64.sqrt();
+        assert!(m.own_parameters().iter().all(|(_, t)| t.to_vec_f64().iter().all(|v| v.abs() <= bound)));
+        let (out, h_n, c_n) = m.run(&Tensor::zeros(&[3, 6, 5], DType::F32), None, None).unwrap();
+        assert_eq!((out.dims(), h_n.dims(), c_n.is_none()), (&[3, 6, 14][..], &[4, 3, 7][..], true));
+        let lstm = LSTM::with_options(5, 7, RecurrentOptions::new(), &mut rng).unwrap();
+        assert_eq!(lstm.num_parameters(), 4 * 7 * (5 + 7 + 2));
+    }
+}

@@ -1,0 +1,103 @@
+//! `RNN`: PyTorch's `nn.RNN` (Elman network, tanh or ReLU), on the shared recurrent engine.
+
+use super::{Cell, CellWeights, Recurrent, RecurrentOptions};
+use crate::Result;
+use crate::module::Module;
+use strata_core::{Generator, Tensor, with_default_generator};
+
+/// The nonlinearity of an [`RNN`] (PyTorch's `nonlinearity='tanh'` or `'relu'`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Nonlinearity {
+    /// `tanh`, the default.
+    #[default]
+    Tanh,
+    /// `relu`.
+    Relu,
+}
+
+/// A multi-layer Elman recurrent network, PyTorch's `nn.RNN`:
+/// `h' = act(W_ih x + b_ih + W_hh h + b_hh)` with act = tanh or ReLU.
+///
+/// Parameters `weight_ih_l{k}` `[H, in]`, `weight_hh_l{k}` `[H, H]`, `bias_ih_l{k}` and
+/// `bias_hh_l{k}` `[H]`, with `_reverse` for the backward direction; all start
+/// U(−1/√H, 1/√H). `in` is `input_size` for layer 0, `D·H` above.
+///
+/// # Shapes
+/// With D = 2 if bidirectional else 1, L = num_layers, H = hidden_size:
+/// - input: `[T, N, input_size]`, or `[N, T, input_size]` with `batch_first`, or unbatched
+///   `[T, input_size]`
+/// - output: `[T, N, D·H]` (`[N, T, D·H]` with batch_first; `[T, D·H]` unbatched)
+/// - `h0`, `h_n`: `[L·D, N, H]` (`[L·D, H]` unbatched) in any layout, index `layer·D + direction`
+#[derive(Debug, Clone)]
+pub struct RNN {
+    inner: Recurrent,
+}
+
+impl RNN {
+    /// `nn.RNN(input_size, hidden_size)`: tanh, one layer, with biases, time-major, f32, drawing
+    /// from the default generator.
+    pub fn new(input_size: usize, hidden_size: usize) -> Result<RNN> {
+        with_default_generator(|rng| {
+            RNN::with_options(input_size, hidden_size, Nonlinearity::Tanh, RecurrentOptions::new(), rng)
+        })
+    }
+
+    /// An RNN with the given nonlinearity and options, drawing its parameters from `rng`.
+    pub fn with_options(
+        input_size: usize,
+        hidden_size: usize,
+        nonlinearity: Nonlinearity,
+        options: RecurrentOptions,
+        rng: &mut Generator,
+    ) -> Result<RNN> {
+        let cell = match nonlinearity {
+            Nonlinearity::Tanh => Cell::RnnTanh,
+            Nonlinearity::Relu => Cell::RnnRelu,
+        };
+        Ok(RNN { inner: Recurrent::new(cell, input_size, hidden_size, options, rng)? })
+    }
+
+    /// The forward pass with an optional initial state `h0` (zeros when `None`), returning
+    /// `(output, h_n)` as PyTorch does.
+    pub fn forward_with_state(&self, x: &Tensor, h0: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+        let (out, h_n, _) = self.inner.run(x, h0, None)?;
+        Ok((out, h_n))
+    }
+
+    /// Input feature size.
+    pub fn input_size(&self) -> usize {
+        self.inner.input_size()
+    }
+    /// Hidden state size H.
+    pub fn hidden_size(&self) -> usize {
+        self.inner.hidden_size()
+    }
+    /// The nonlinearity.
+    pub fn nonlinearity(&self) -> Nonlinearity {
+        match self.inner.cell() {
+            Cell::RnnRelu => Nonlinearity::Relu,
+            _ => Nonlinearity::Tanh,
+        }
+    }
+    /// Layers, directions, batch_first, bias and dtype.
+    pub fn options(&self) -> RecurrentOptions {
+        self.inner.options()
+    }
+    /// The parameters of `layer` in the forward (`reverse = false`) or backward direction.
+    pub fn weights(&self, layer: usize, reverse: bool) -> Option<&CellWeights> {
+        self.inner.weights(layer, reverse)
+    }
+}
+
+impl Module for RNN {
+    /// The output sequence; see [`RNN::forward_with_state`] for the final state.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.inner.run(x, None, None)?.0)
+    }
+    fn own_parameters(&self) -> Vec<(String, Tensor)> {
+        self.inner.own_parameters()
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
