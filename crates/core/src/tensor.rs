@@ -26,7 +26,16 @@ struct TensorImpl {
     // A leaf that wants gradients (a parameter). Non-leaves have `grad_fn` instead.
     requires_grad: bool,
     grad_fn: Option<Arc<Node>>,
-    grad: Mutex<Option<Tensor>>,
+    grad: Mutex<GradSlot>,
+}
+
+/// A leaf's gradient buffer. `zero_grad` only sets `zeroed`: the next backward overwrites the
+/// buffer instead of adding to it, which saves a pass that writes zeros over every gradient
+/// each step (~0.4 MB for SimpleNN, ~23 MB for a 784→2048→2048→10 MLP). Readers see zeros.
+#[derive(Default)]
+struct GradSlot {
+    grad: Option<Tensor>,
+    zeroed: bool,
 }
 
 /// An n-dimensional array of `f32`, `f64` or `i64` with optional gradient tracking.
@@ -44,7 +53,7 @@ impl Tensor {
             device: Device::Cpu,
             requires_grad: false,
             grad_fn,
-            grad: Mutex::new(None),
+            grad: Mutex::new(GradSlot::default()),
         }))
     }
 
@@ -282,7 +291,7 @@ impl Tensor {
             device: self.0.device,
             requires_grad: true,
             grad_fn: None,
-            grad: Mutex::new(None),
+            grad: Mutex::new(GradSlot::default()),
         })))
     }
 
@@ -316,7 +325,20 @@ impl Tensor {
 
     /// The accumulated gradient of a leaf, after `backward()`.
     pub fn grad(&self) -> Option<Tensor> {
-        self.0.grad.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        let mut slot = self.grad_slot();
+        if slot.zeroed
+            && let Some(g) = &slot.grad
+        {
+            // Materialise the zeros `zero_grad` deferred. An error here means someone replaced
+            // the gradient with a view; `set_grad` clears `zeroed`, so it cannot happen.
+            let _ = g.fill_(0.0);
+        }
+        slot.zeroed = false;
+        slot.grad.clone()
+    }
+
+    fn grad_slot(&self) -> std::sync::MutexGuard<'_, GradSlot> {
+        self.0.grad.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Replaces (or clears) the accumulated gradient.
@@ -331,27 +353,54 @@ impl Tensor {
                 expected: self.shape().to_string(),
             });
         }
-        *self.0.grad.lock().unwrap_or_else(|e| e.into_inner()) = grad;
+        *self.grad_slot() = GradSlot { grad, zeroed: false };
         Ok(())
     }
 
-    /// Sets the gradient to zero in place, keeping its buffer for the next backward (so a
-    /// training loop does not reallocate gradients every step).
+    /// Sets the gradient to zero, keeping its buffer for the next backward (so a training loop
+    /// does not reallocate gradients every step). The zeros are written lazily: the next
+    /// backward overwrites the buffer rather than adding to it, and [`Tensor::grad`] fills it
+    /// with zeros if it is read first. A gradient tensor obtained before `zero_grad` and kept
+    /// keeps its old values until then (as with PyTorch's default `set_to_none`).
     pub fn zero_grad(&self) -> Result<()> {
-        let guard = self.0.grad.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(g) = guard.as_ref() {
-            g.fill_(0.0)?;
+        let mut slot = self.grad_slot();
+        if slot.grad.is_some() {
+            slot.zeroed = true;
         }
         Ok(())
     }
 
     /// Adds `g` into this leaf's gradient, in place when the buffer is not shared.
     pub(crate) fn accumulate_grad(&self, g: &Tensor) -> Result<()> {
-        let mut slot = self.0.grad.lock().unwrap_or_else(|e| e.into_inner());
-        match slot.as_ref() {
+        let mut slot = self.grad_slot();
+        match slot.grad.as_ref() {
+            Some(existing) if slot.zeroed => existing.assign_(g)?,
             Some(existing) => existing.add_assign_(g)?,
-            None => *slot = Some(g.contiguous()?.detach()),
+            None => slot.grad = Some(g.contiguous()?.detach()),
         }
+        slot.zeroed = false;
+        Ok(())
+    }
+
+    /// Lets a backward kernel write this leaf's gradient contribution straight into its
+    /// gradient buffer: `write(buffer, overwrite)` must store the contribution when `overwrite`
+    /// (the buffer is fresh or zeroed, its contents meaningless) and add it otherwise. Saves
+    /// allocating the contribution and a second pass adding it (e.g. the GEMM behind a Linear
+    /// weight gradient accumulates into the buffer itself).
+    pub(crate) fn accumulate_grad_with<T: Element>(&self, write: impl FnOnce(&mut [T], bool)) -> Result<()> {
+        let mut slot = self.grad_slot();
+        match slot.grad.as_ref() {
+            Some(existing) => {
+                let overwrite = slot.zeroed;
+                existing.update_::<T, _>(|d| write(d, overwrite))?;
+            }
+            None => {
+                let mut buf = T::take_buffer(self.numel());
+                write(&mut buf, true);
+                slot.grad = Some(Tensor::from_storage(T::wrap(buf), self.shape().clone()));
+            }
+        }
+        slot.zeroed = false;
         Ok(())
     }
 
@@ -421,6 +470,28 @@ impl Tensor {
             }
             (a, b) => Err(Error::DTypeMismatch { op: "copy_", lhs: a, rhs: b }),
         }
+    }
+
+    /// `self = other` in place (same shape and type), without the temporary `copy_` makes.
+    pub(crate) fn assign_(&self, other: &Tensor) -> Result<()> {
+        if other.shape() != self.shape() {
+            return Err(Error::ShapeMismatch {
+                op: "assign_",
+                what: "gradient",
+                got: other.shape().clone(),
+                expected: self.shape().to_string(),
+            });
+        }
+        match (self.dtype(), other.dtype()) {
+            (DType::F32, DType::F32) => {
+                other.with_slice::<f32, _>(|o| self.update_::<f32, _>(|d| d.copy_from_slice(o)))??
+            }
+            (DType::F64, DType::F64) => {
+                other.with_slice::<f64, _>(|o| self.update_::<f64, _>(|d| d.copy_from_slice(o)))??
+            }
+            (a, b) => return Err(Error::DTypeMismatch { op: "assign_", lhs: a, rhs: b }),
+        }
+        Ok(())
     }
 
     /// `self += other` in place (same shape and type); copies first if the buffer is shared.

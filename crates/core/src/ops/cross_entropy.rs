@@ -1,7 +1,11 @@
 //! The fused, numerically stable cross-entropy of logits against class indices, as
-//! `torch.nn.functional.cross_entropy`: loss_i = logsumexp(x_i) − x_i[t_i], computed as
-//! m + ln Σ exp(x − m) with m the row maximum, so logits of ±1e4 neither overflow nor lose the
+//! `torch.nn.functional.cross_entropy`: `loss_i = logsumexp(x_i) − x_i[t_i]`, computed as
+//! `m + ln Σ exp(x − m)` with m the row maximum, so logits of ±1e4 neither overflow nor lose the
 //! answer. Backward: d x_i = (softmax(x_i) − onehot(t_i)) · g / N for the mean.
+//!
+//! Beside it, as PyTorch computes them: [`cross_entropy_with`] (class weights, `ignore_index`,
+//! label smoothing), [`nll_loss`] on log-probabilities, and the stable
+//! [`binary_cross_entropy_with_logits`] (optional `pos_weight`).
 
 use super::with_float;
 use crate::device::DType;
@@ -57,22 +61,37 @@ pub fn cross_entropy(logits: &Tensor, target: &Tensor, reduction: Reduction) -> 
     if c == 0 {
         crate::bail_arg!(OP, "the logits have 0 classes");
     }
-    let t = target.to_vec::<i64>()?;
-    if let Some((index, &value)) = t.iter().enumerate().find(|&(_, &v)| v < 0 || v as usize >= c) {
+    // Targets are read in place (no copy); the tensor is kept for the backward.
+    let target = target.contiguous()?;
+    let bad = target.with_slice::<i64, _>(|t| {
+        t.iter().enumerate().find(|&(_, &v)| v < 0 || v as usize >= c).map(|(i, &v)| (i, v))
+    })?;
+    if let Some((index, value)) = bad {
         return Err(Error::TargetOutOfRange { op: OP, index, value, classes: c });
     }
     let x = logits.contiguous()?;
     let s = x.storage();
     let o = x.layout().offset;
-    let (losses, probs) = with_float!(s, OP, |v: T| {
-        let (l, p) = ce_forward::<T>(&v[o..o + n * c], &t, c);
-        Ok((l, T::wrap(p)))
+    let (value, probs) = with_float!(s, OP, |v: T| {
+        let mut probs = T::take_buffer(n * c);
+        let mut total = 0.0;
+        let mut per_row = if reduction == Reduction::None { Vec::with_capacity(n) } else { Vec::new() };
+        target.with_slice::<i64, _>(|t| {
+            ce_forward::<T>(&v[o..o + n * c], t, c, &mut probs, |l| {
+                total += l;
+                if reduction == Reduction::None {
+                    per_row.push(l);
+                }
+            })
+        })?;
+        let value = match reduction {
+            Reduction::Mean => vec![total / n as f64],
+            Reduction::Sum => vec![total],
+            Reduction::None => per_row,
+        };
+        Ok((value, T::wrap(probs)))
     })?;
-    let (value, shape) = match reduction {
-        Reduction::Mean => (vec![losses.iter().sum::<f64>() / n as f64], Shape(vec![])),
-        Reduction::Sum => (vec![losses.iter().sum::<f64>()], Shape(vec![])),
-        Reduction::None => (losses, Shape(vec![n])),
-    };
+    let shape = if reduction == Reduction::None { Shape(vec![n]) } else { Shape(vec![]) };
     let storage = match logits.dtype() {
         DType::F32 => CpuStorage::F32(value.iter().map(|&v| v as f32).collect()),
         _ => CpuStorage::F64(value),
@@ -81,37 +100,327 @@ pub fn cross_entropy(logits: &Tensor, target: &Tensor, reduction: Reduction) -> 
     Ok(Tensor::from_op(storage, shape, OP, &[logits], move |g| {
         // (softmax − onehot), scaled per row by the upstream gradient (and 1/N for the mean).
         let g = g.to_vec_f64();
-        let scale: Vec<f64> = match reduction {
-            Reduction::Mean => vec![g[0] / n as f64; n],
-            Reduction::Sum => vec![g[0]; n],
-            Reduction::None => g,
+        let scale = |i: usize| match reduction {
+            Reduction::Mean => g[0] / n as f64,
+            Reduction::Sum => g[0],
+            Reduction::None => g[i],
         };
         let ps = probs.storage();
         let d = with_float!(ps, OP, |p: T| {
-            let mut d = p.to_vec();
-            for (i, row) in d.chunks_exact_mut(c).enumerate() {
-                row[t[i] as usize] -= T::ONE;
-                let s = T::from_f64(scale[i]);
-                row.iter_mut().for_each(|v| *v *= s);
-            }
+            let mut d = T::take_buffer(n * c);
+            d.copy_from_slice(&p[..n * c]);
+            target.with_slice::<i64, _>(|t| {
+                for (i, row) in d.chunks_exact_mut(c).enumerate() {
+                    row[t[i] as usize] -= T::ONE;
+                    let s = T::from_f64(scale(i));
+                    row.iter_mut().for_each(|v| *v *= s);
+                }
+            })?;
             Ok(T::wrap(d))
         })?;
         Ok(vec![Some(Tensor::from_storage(d, Shape(vec![n, c])))])
     }))
 }
 
-/// Per-row losses (in f64) and softmax probabilities for logits `x` [n, c].
-fn ce_forward<T: Float>(x: &[T], target: &[i64], c: usize) -> (Vec<f64>, Vec<T>) {
-    let mut losses = Vec::with_capacity(target.len());
-    let mut probs = Vec::with_capacity(x.len());
-    for (row, &t) in x.chunks_exact(c).zip(target) {
+/// For logits `x` `[n, c]`: the softmax probabilities into `probs` `[n, c]`, and each row's
+/// loss (in f64, in row order) to `loss`.
+fn ce_forward<T: Float>(x: &[T], target: &[i64], c: usize, probs: &mut [T], mut loss: impl FnMut(f64)) {
+    for ((row, p), &t) in x.chunks_exact(c).zip(probs.chunks_exact_mut(c)).zip(target) {
         let m = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v.to_f64()));
         let sum: f64 = row.iter().map(|&v| (v.to_f64() - m).exp()).sum();
         let lse = m + sum.ln();
-        losses.push(lse - row[t as usize].to_f64());
-        probs.extend(row.iter().map(|&v| T::from_f64((v.to_f64() - lse).exp())));
+        loss(lse - row[t as usize].to_f64());
+        p.iter_mut().zip(row).for_each(|(p, &v)| *p = T::from_f64((v.to_f64() - lse).exp()));
     }
-    (losses, probs)
+}
+
+// ------------------------------------------------------------------ weights, smoothing, NLL
+
+/// PyTorch's keyword arguments of `F.cross_entropy` beyond the reduction.
+///
+/// `weight` (`[C]`, the logits' type) rescales each class; `ignore_index` names a target value
+/// whose rows contribute nothing (PyTorch's default is −100; here `None` ignores nothing and
+/// such a target is an error); `label_smoothing` ε in `[0, 1]` mixes the one-hot target with
+/// the uniform distribution.
+#[derive(Clone, Debug, Default)]
+pub struct CrossEntropyOptions {
+    /// How per-sample losses are combined.
+    pub reduction: Reduction,
+    /// A weight per class, `[C]`.
+    pub weight: Option<Tensor>,
+    /// Rows whose target equals this value are left out (of the mean's denominator too).
+    pub ignore_index: Option<i64>,
+    /// ε: the loss becomes (1 − ε)·nll + ε·(mean over classes of −log p).
+    pub label_smoothing: f64,
+}
+
+/// Cross-entropy with class weights, `ignore_index` and label smoothing, exactly as
+/// `F.cross_entropy(logits, target, weight=, ignore_index=, reduction=, label_smoothing=)`.
+///
+/// With `logp = log_softmax(x)`, `w` the class weights (ones when absent) and `ε` the smoothing,
+/// each row that is not ignored has
+/// `loss_i = (1 − ε)·w[t_i]·(−logp[i, t_i]) + ε/C · Σ_c w[c]·(−logp[i, c])`;
+/// the mean divides the sum by `Σ_i w[t_i]` over the rows not ignored (so it is NaN when every
+/// row is ignored, as in PyTorch). Without options this is [`cross_entropy`].
+///
+/// # Shapes
+/// - `logits`: `[N, C]`
+/// - `target`: `[N]`, `i64` class indices in `0..C` (or `ignore_index`)
+/// - `weight`: `[C]`
+/// - output: `[]` for `Mean` and `Sum`, `[N]` for `None`
+pub fn cross_entropy_with(logits: &Tensor, target: &Tensor, options: &CrossEntropyOptions) -> Result<Tensor> {
+    if options.weight.is_none() && options.ignore_index.is_none() && options.label_smoothing == 0.0 {
+        return cross_entropy(logits, target, options.reduction);
+    }
+    weighted_nll("cross_entropy", logits, target, options, true)
+}
+
+/// The negative log-likelihood of log-probabilities against class indices, as
+/// `F.nll_loss(log_probs, target, weight=, ignore_index=, reduction=)`:
+/// `loss_i = −w[t_i]·x[i, t_i]`, the mean divided by `Σ_i w[t_i]` over the rows not ignored.
+/// Meant to follow `log_softmax` (together they are [`cross_entropy`]).
+///
+/// # Shapes
+/// - `log_probs`: `[N, C]`
+/// - `target`: `[N]`, `i64` class indices in `0..C` (or `ignore_index`)
+/// - `weight`: `[C]`
+/// - output: `[]` for `Mean` and `Sum`, `[N]` for `None`
+pub fn nll_loss(
+    log_probs: &Tensor,
+    target: &Tensor,
+    weight: Option<&Tensor>,
+    ignore_index: Option<i64>,
+    reduction: Reduction,
+) -> Result<Tensor> {
+    let options = CrossEntropyOptions { reduction, weight: weight.cloned(), ignore_index, label_smoothing: 0.0 };
+    weighted_nll("nll_loss", log_probs, target, &options, false)
+}
+
+/// `(N, C, targets, class weights)`.
+type ClassArgs = (usize, usize, Vec<i64>, Option<Vec<f64>>);
+
+/// Checks `x` `[N, C]`, `target` `[N]` (i64, in range or ignored) and the options; returns
+/// `(N, C, targets, class weights)`.
+fn check_class_args(op: &'static str, x: &Tensor, target: &Tensor, options: &CrossEntropyOptions) -> Result<ClassArgs> {
+    if x.ndim() != 2 {
+        return Err(Error::ShapeMismatch {
+            op,
+            what: "input",
+            got: x.shape().clone(),
+            expected: "[N, C] (a batch of class scores)".into(),
+        });
+    }
+    let (n, c) = (x.dims()[0], x.dims()[1]);
+    if target.dtype() != DType::I64 {
+        return Err(Error::UnsupportedDType {
+            op,
+            dtype: target.dtype(),
+            hint: " as target: class indices must be i64",
+        });
+    }
+    if target.dims() != [n] {
+        return Err(Error::ShapeMismatch {
+            op,
+            what: "target",
+            got: target.shape().clone(),
+            expected: format!("[{n}] (one class index per row of the input {})", x.shape()),
+        });
+    }
+    if c == 0 {
+        crate::bail_arg!(op, "the input {} has 0 classes", x.shape());
+    }
+    let weight = match &options.weight {
+        None => None,
+        Some(w) => {
+            x.check_same(op, w)?;
+            if w.dims() != [c] {
+                return Err(Error::ShapeMismatch {
+                    op,
+                    what: "weight",
+                    got: w.shape().clone(),
+                    expected: format!("[{c}] (one weight per class of the input {})", x.shape()),
+                });
+            }
+            Some(w.to_vec_f64())
+        }
+    };
+    let eps = options.label_smoothing;
+    if !(0.0..=1.0).contains(&eps) {
+        crate::bail_arg!(op, "label_smoothing must be in [0, 1], got {eps}");
+    }
+    let t = target.to_vec::<i64>()?;
+    let bad = t.iter().enumerate().find(|&(_, &v)| Some(v) != options.ignore_index && (v < 0 || v as usize >= c));
+    if let Some((index, &value)) = bad {
+        return Err(Error::TargetOutOfRange { op, index, value, classes: c });
+    }
+    Ok((n, c, t, weight))
+}
+
+/// The weighted, smoothed negative log-likelihood behind [`cross_entropy_with`] (`softmax`:
+/// the input is logits) and [`nll_loss`] (the input is log-probabilities). Computed in f64.
+fn weighted_nll(
+    op: &'static str,
+    x: &Tensor,
+    target: &Tensor,
+    options: &CrossEntropyOptions,
+    softmax: bool,
+) -> Result<Tensor> {
+    let (n, c, t, weight) = check_class_args(op, x, target, options)?;
+    let xv = x.to_vec_f64();
+    let (eps, reduction, ignore) = (options.label_smoothing, options.reduction, options.ignore_index);
+    let w = move |k: usize| weight.as_ref().map_or(1.0, |w| w[k]);
+    // Row i's log-probabilities: x − logsumexp(x) for logits, x itself otherwise.
+    let log_probs = move |i: usize| -> Vec<f64> {
+        let row = &xv[i * c..(i + 1) * c];
+        if !softmax {
+            return row.to_vec();
+        }
+        let m = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
+        let lse = m + row.iter().map(|&v| (v - m).exp()).sum::<f64>().ln();
+        row.iter().map(|&v| v - lse).collect()
+    };
+    let mut losses = vec![0.0; n];
+    let mut denom = 0.0; // Σ w[t_i] over the rows not ignored
+    for (i, &ti) in t.iter().enumerate() {
+        if Some(ti) == ignore {
+            continue;
+        }
+        let lp = log_probs(i);
+        let wt = w(ti as usize);
+        denom += wt;
+        let mut loss = (1.0 - eps) * wt * -lp[ti as usize];
+        if eps != 0.0 {
+            // Skipped at ε = 0 so that a −∞ log-probability of another class does not give 0·∞.
+            loss += eps / c as f64 * -(0..c).map(|k| w(k) * lp[k]).sum::<f64>();
+        }
+        losses[i] = loss;
+    }
+    let (value, shape) = match reduction {
+        Reduction::Mean => (vec![losses.iter().sum::<f64>() / denom], Shape(vec![])),
+        Reduction::Sum => (vec![losses.iter().sum::<f64>()], Shape(vec![])),
+        Reduction::None => (losses, Shape(vec![n])),
+    };
+    let storage = match x.dtype() {
+        DType::F32 => CpuStorage::F32(value.iter().map(|&v| v as f32).collect()),
+        _ => CpuStorage::F64(value),
+    };
+    let dtype = x.dtype();
+    Ok(Tensor::from_op(storage, shape, op, &[x], move |g| {
+        // d loss_i / d logp_ik = −[(1 − ε)·w[t_i]·[k = t_i] + ε/C·w[k]]; through log_softmax,
+        // d/dx_ik = Σ_j (d/d logp_ij)(δ_jk − p_ik) = (1 − ε)·w[t_i]·(p_ik − [k = t_i]) + ε/C·(W·p_ik − w[k])
+        // with W = Σ_k w[k]. Each row is scaled by the upstream gradient (÷ Σ w[t_i] for the mean).
+        let g = g.to_vec_f64();
+        let total_w: f64 = (0..c).map(&w).sum();
+        let mut d = vec![0.0; n * c];
+        for (i, &ti) in t.iter().enumerate() {
+            if Some(ti) == ignore {
+                continue;
+            }
+            let s = match reduction {
+                Reduction::Mean => g[0] / denom,
+                Reduction::Sum => g[0],
+                Reduction::None => g[i],
+            };
+            let (row, wt) = (&mut d[i * c..(i + 1) * c], w(ti as usize));
+            if softmax {
+                let p: Vec<f64> = log_probs(i).iter().map(|v| v.exp()).collect();
+                for (k, dk) in row.iter_mut().enumerate() {
+                    let hit = if k == ti as usize { 1.0 } else { 0.0 };
+                    *dk = s * ((1.0 - eps) * wt * (p[k] - hit) + eps / c as f64 * (total_w * p[k] - w(k)));
+                }
+            } else {
+                for (k, dk) in row.iter_mut().enumerate() {
+                    let hit = if k == ti as usize { 1.0 } else { 0.0 };
+                    *dk = -s * ((1.0 - eps) * wt * hit + eps / c as f64 * w(k));
+                }
+            }
+        }
+        let d = match dtype {
+            DType::F32 => CpuStorage::F32(d.iter().map(|&v| v as f32).collect()),
+            _ => CpuStorage::F64(d),
+        };
+        Ok(vec![Some(Tensor::from_storage(d, Shape(vec![n, c])))])
+    }))
+}
+
+// ------------------------------------------------------------------ binary cross-entropy
+
+/// Binary cross-entropy of logits against targets in `[0, 1]`, as
+/// `F.binary_cross_entropy_with_logits(input, target, pos_weight=, reduction=)`: with
+/// `sp(z) = ln(1 + eᶻ)` computed stably as `max(z, 0) + ln(1 + e^(−|z|))` and `pw` the positive
+/// weight (1 when absent), `loss = (1 − y)·x + (1 + (pw − 1)·y)·sp(−x)`, which is
+/// `−[pw·y·ln σ(x) + (1 − y)·ln(1 − σ(x))]` without overflow for any `x`. Gradients flow to
+/// `input` and `target`, not to `pos_weight`.
+///
+/// # Shapes
+/// - `input`, `target`: the same shape, any rank
+/// - `pos_weight`: broadcastable to the input (typically `[C]` for the last dimension)
+/// - output: `[]` for `Mean` and `Sum`, the input's shape for `None`
+pub fn binary_cross_entropy_with_logits(
+    input: &Tensor,
+    target: &Tensor,
+    pos_weight: Option<&Tensor>,
+    reduction: Reduction,
+) -> Result<Tensor> {
+    const OP: &str = "binary_cross_entropy_with_logits";
+    input.check_same(OP, target)?;
+    if !input.dtype().is_float() {
+        return Err(Error::UnsupportedDType { op: OP, dtype: input.dtype(), hint: " (logits must be f32 or f64)" });
+    }
+    if target.shape() != input.shape() {
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            what: "target",
+            got: target.shape().clone(),
+            expected: format!("{} (the input's shape: one target per logit)", input.shape()),
+        });
+    }
+    let pw = match pos_weight {
+        None => None,
+        Some(pw) => {
+            input.check_same(OP, pw)?;
+            if Shape::broadcast(OP, pw.shape(), input.shape())? != *input.shape() {
+                return Err(Error::ShapeMismatch {
+                    op: OP,
+                    what: "pos_weight",
+                    got: pw.shape().clone(),
+                    expected: format!("a shape that broadcasts to the input's {}", input.shape()),
+                });
+            }
+            Some(pw.expand(input.dims())?.to_vec_f64())
+        }
+    };
+    let (x, y) = (input.to_vec_f64(), target.to_vec_f64());
+    let numel = x.len();
+    let softplus = |z: f64| z.max(0.0) + (-z.abs()).exp().ln_1p();
+    let pwi = move |i: usize| pw.as_ref().map_or(1.0, |p| p[i]);
+    let losses: Vec<f64> =
+        (0..numel).map(|i| (1.0 - y[i]) * x[i] + (1.0 + (pwi(i) - 1.0) * y[i]) * softplus(-x[i])).collect();
+    let (value, shape) = match reduction {
+        Reduction::Mean => (vec![losses.iter().sum::<f64>() / numel as f64], Shape(vec![])),
+        Reduction::Sum => (vec![losses.iter().sum::<f64>()], Shape(vec![])),
+        Reduction::None => (losses, input.shape().clone()),
+    };
+    let dtype = input.dtype();
+    let wrap = move |v: Vec<f64>| match dtype {
+        DType::F32 => CpuStorage::F32(v.iter().map(|&v| v as f32).collect()),
+        _ => CpuStorage::F64(v),
+    };
+    let in_shape = input.shape().clone();
+    Ok(Tensor::from_op(wrap(value), shape, OP, &[input, target], move |g| {
+        // d/dx = (1 − y) − (1 + (pw − 1)·y)·σ(−x);  d/dy = −x + (pw − 1)·sp(−x).
+        let g = g.to_vec_f64();
+        let s = |i: usize| match reduction {
+            Reduction::Mean => g[0] / numel as f64,
+            Reduction::Sum => g[0],
+            Reduction::None => g[i],
+        };
+        // σ(−x) without overflow: e^(−x)/(1 + e^(−x)) for x ≥ 0, 1/(1 + eˣ) otherwise.
+        let sig_neg = |x: f64| if x >= 0.0 { (-x).exp() / (1.0 + (-x).exp()) } else { 1.0 / (1.0 + x.exp()) };
+        let dx = (0..numel).map(|i| s(i) * ((1.0 - y[i]) - (1.0 + (pwi(i) - 1.0) * y[i]) * sig_neg(x[i]))).collect();
+        let dy = (0..numel).map(|i| s(i) * (-x[i] + (pwi(i) - 1.0) * softplus(-x[i]))).collect();
+        Ok(vec![Some(Tensor::from_storage(wrap(dx), in_shape.clone())), Some(Tensor::from_storage(wrap(dy), in_shape))])
+    }))
 }
 
 #[cfg(test)]
@@ -160,5 +469,76 @@ mod tests {
         for r in [Reduction::Mean, Reduction::Sum, Reduction::None] {
             gradcheck(std::slice::from_ref(&x), |v| cross_entropy(&v[0], &t, r));
         }
+    }
+
+    #[test]
+    fn weighted_smoothed_by_hand() {
+        use super::{CrossEntropyOptions, cross_entropy_with};
+        // Two equal logits over 2 classes: logp = ln ½ for both. Weights [1, 3], targets [0, 1]:
+        // nll = (1·ln2 + 3·ln2)/(1 + 3) = ln 2; smoothing term per row (1 + 3)·ln 2 / 2 = 2 ln 2,
+        // summed 4 ln 2, divided by 4 = ln 2; so with ε = 0.5 the mean is ln 2 too.
+        let x = Tensor::from_vec(vec![0.5f64, 0.5, -1.0, -1.0], &[2, 2]).unwrap();
+        let t = Tensor::from_vec(vec![0i64, 1], &[2]).unwrap();
+        let weight = Some(Tensor::from_vec(vec![1.0f64, 3.0], &[2]).unwrap());
+        let o = CrossEntropyOptions { weight, label_smoothing: 0.5, ..Default::default() };
+        let l = cross_entropy_with(&x, &t, &o).unwrap().item().unwrap();
+        assert_close(&[l], &[2f64.ln()], 1e-15, 0.0);
+        // Per row with Reduction::None: row 0 = 0.5·1·ln2 + 0.25·4 ln2, row 1 = 0.5·3·ln2 + 0.25·4 ln2.
+        let o = CrossEntropyOptions { reduction: Reduction::None, ..o };
+        let l = cross_entropy_with(&x, &t, &o).unwrap().to_vec_f64();
+        assert_close(&l, &[1.5 * 2f64.ln(), 2.5 * 2f64.ln()], 1e-15, 0.0);
+    }
+
+    #[test]
+    fn gradcheck_weighted_nll_and_bce() {
+        use super::{CrossEntropyOptions, binary_cross_entropy_with_logits, cross_entropy_with, nll_loss};
+        let mut rng = Generator::new(62);
+        let x = randn64(&[5, 4], &mut rng).mul_scalar(3.0).unwrap();
+        let t = Tensor::from_vec(vec![0i64, 3, 1, -100, 2], &[5]).unwrap();
+        let w = Tensor::from_vec(vec![0.5f64, 2.0, 1.0, 1.5], &[4]).unwrap();
+        for r in [Reduction::Mean, Reduction::Sum, Reduction::None] {
+            for (weight, eps) in [(None, 0.1), (Some(w.clone()), 0.0), (Some(w.clone()), 0.3)] {
+                let o = CrossEntropyOptions { reduction: r, weight, ignore_index: Some(-100), label_smoothing: eps };
+                gradcheck(std::slice::from_ref(&x), |v| cross_entropy_with(&v[0], &t, &o));
+            }
+            gradcheck(std::slice::from_ref(&x), |v| nll_loss(&v[0], &t, Some(&w), Some(-100), r));
+            let y = Tensor::rand_uniform(&[3, 4], 0.0, 1.0, crate::DType::F64, &mut rng).unwrap();
+            gradcheck(&[x.narrow(0, 0, 3).unwrap(), y.clone()], |v| {
+                binary_cross_entropy_with_logits(&v[0], &v[1], Some(&w), r)
+            });
+            gradcheck(&[x.narrow(0, 0, 3).unwrap(), y], |v| binary_cross_entropy_with_logits(&v[0], &v[1], None, r));
+        }
+    }
+
+    #[test]
+    fn option_errors_name_op_and_shapes() {
+        use super::{CrossEntropyOptions, binary_cross_entropy_with_logits, cross_entropy_with, nll_loss};
+        let x = Tensor::zeros(&[2, 3], crate::DType::F32);
+        let t = Tensor::from_vec(vec![0i64, 3], &[2]).unwrap();
+        let o = CrossEntropyOptions { ignore_index: Some(-100), ..Default::default() };
+        assert_eq!(
+            cross_entropy_with(&x, &t, &o).unwrap_err().to_string(),
+            "cross_entropy: target 1 is class 3, but the input has 3 classes (valid: 0..=2)"
+        );
+        let o = CrossEntropyOptions { weight: Some(Tensor::ones(&[2], crate::DType::F32)), ..Default::default() };
+        let t = Tensor::from_vec(vec![0i64, 2], &[2]).unwrap();
+        assert_eq!(
+            cross_entropy_with(&x, &t, &o).unwrap_err().to_string(),
+            "cross_entropy: weight has shape [2], expected [3] (one weight per class of the input [2, 3])"
+        );
+        let o = CrossEntropyOptions { label_smoothing: 1.5, ..Default::default() };
+        assert!(cross_entropy_with(&x, &t, &o).unwrap_err().to_string().contains("label_smoothing must be in [0, 1]"));
+        assert_eq!(
+            nll_loss(&x, &Tensor::from_vec(vec![0i64], &[1]).unwrap(), None, None, Reduction::Mean)
+                .unwrap_err()
+                .to_string(),
+            "nll_loss: target has shape [1], expected [2] (one class index per row of the input [2, 3])"
+        );
+        assert_eq!(
+            binary_cross_entropy_with_logits(&x, &Tensor::zeros(&[3, 2], crate::DType::F32), None, Reduction::Mean)
+                .unwrap_err()
+                .to_string(),
+            "binary_cross_entropy_with_logits: target has shape [3, 2], expected [2, 3] (the input's shape: one target per logit)"
+        );
     }
 }

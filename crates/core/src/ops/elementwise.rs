@@ -1,7 +1,7 @@
 //! Elementwise ops: binary arithmetic with NumPy/PyTorch broadcasting, unary maps, and ops with
 //! a scalar. Backward of a broadcast operand sums the gradient over the broadcast dimensions.
 
-use super::{PAR_THRESHOLD, with_float, with_float2};
+use super::{PAR_CHUNK, PAR_THRESHOLD, with_float, with_float2};
 use crate::error::Result;
 use crate::shape::{Layout, Shape};
 use crate::storage::{Element, Float};
@@ -20,22 +20,25 @@ fn binary_kernel<T: Float>(
     f: impl Fn(T, T) -> T + Sync,
 ) -> Vec<T> {
     let n = shape.numel();
+    let mut out = T::take_buffer(n);
     if la.shape == *shape && lb.shape == *shape && la.is_contiguous() && lb.is_contiguous() {
         let (a, b) = (&a[la.offset..la.offset + n], &b[lb.offset..lb.offset + n]);
-        return if n >= PAR_THRESHOLD {
-            a.par_iter().zip(b.par_iter()).map(|(&x, &y)| f(x, y)).collect()
+        if n >= PAR_THRESHOLD {
+            out.par_chunks_mut(PAR_CHUNK)
+                .zip(a.par_chunks(PAR_CHUNK).zip(b.par_chunks(PAR_CHUNK)))
+                .for_each(|(o, (a, b))| o.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (&x, &y))| *o = f(x, y)));
         } else {
-            a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect()
-        };
+            out.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (&x, &y))| *o = f(x, y));
+        }
+        return out;
     }
     let (la, lb) = (la.broadcast_to(shape), lb.broadcast_to(shape));
-    let mut out = Vec::with_capacity(n);
     let nd = shape.ndim();
     if n == 0 {
         return out;
     }
     if nd == 0 {
-        out.push(f(a[la.offset], b[lb.offset]));
+        out[0] = f(a[la.offset], b[lb.offset]);
         return out;
     }
     // Odometer over the outer dimensions; the innermost runs as a tight strided loop.
@@ -43,10 +46,12 @@ fn binary_kernel<T: Float>(
     let (inner, sa, sb) = (dims[nd - 1], la.strides[nd - 1], lb.strides[nd - 1]);
     let mut idx = vec![0usize; nd];
     let (mut ia, mut ib) = (la.offset, lb.offset);
+    let mut at = 0;
     loop {
-        for j in 0..inner {
-            out.push(f(a[ia + j * sa], b[ib + j * sb]));
+        for (j, o) in out[at..at + inner].iter_mut().enumerate() {
+            *o = f(a[ia + j * sa], b[ib + j * sb]);
         }
+        at += inner;
         let mut d = nd - 1;
         loop {
             if d == 0 {
@@ -69,16 +74,23 @@ fn binary_kernel<T: Float>(
 /// `out[i] = f(x[i])` in row-major order of `x`'s shape.
 pub(crate) fn unary_kernel<T: Element, U: Element>(x: &[T], lx: &Layout, f: impl Fn(T) -> U + Sync) -> Vec<U> {
     let n = lx.shape.numel();
+    let mut out = U::take_buffer(n);
     if lx.is_contiguous() {
         let x = &x[lx.offset..lx.offset + n];
-        return if n >= PAR_THRESHOLD {
-            x.par_iter().map(|&v| f(v)).collect()
+        if n >= PAR_THRESHOLD {
+            out.par_chunks_mut(PAR_CHUNK)
+                .zip(x.par_chunks(PAR_CHUNK))
+                .for_each(|(o, x)| o.iter_mut().zip(x).for_each(|(o, &v)| *o = f(v)));
         } else {
-            x.iter().map(|&v| f(v)).collect()
-        };
+            out.iter_mut().zip(x).for_each(|(o, &v)| *o = f(v));
+        }
+        return out;
     }
-    let mut out = Vec::with_capacity(n);
-    lx.for_each_index(|i| out.push(f(x[i])));
+    let mut at = 0;
+    lx.for_each_index(|i| {
+        out[at] = f(x[i]);
+        at += 1;
+    });
     out
 }
 
@@ -208,7 +220,22 @@ impl Unary {
 fn unary(x: &Tensor, op: Unary) -> Result<Tensor> {
     let name = op.name();
     let s = x.storage();
-    let storage = with_float!(s, name, |v: T| Ok(T::wrap(unary_kernel::<T, T>(v, x.layout(), |a| op.apply(a)))))?;
+    let l = x.layout();
+    // One kernel per op, so each loop is a tight (vectorisable) map, not a match per element.
+    let storage = with_float!(s, name, |v: T| Ok(T::wrap(match op {
+        Unary::Neg => unary_kernel::<T, T>(v, l, |a| Unary::Neg.apply(a)),
+        Unary::Exp => unary_kernel::<T, T>(v, l, |a| Unary::Exp.apply(a)),
+        Unary::Log => unary_kernel::<T, T>(v, l, |a| Unary::Log.apply(a)),
+        Unary::Relu => unary_kernel::<T, T>(v, l, |a| Unary::Relu.apply(a)),
+        Unary::AddScalar(c) => {
+            let c = T::from_f64(c);
+            unary_kernel::<T, T>(v, l, |a| a + c)
+        }
+        Unary::MulScalar(c) => {
+            let c = T::from_f64(c);
+            unary_kernel::<T, T>(v, l, |a| a * c)
+        }
+    })))?;
     let x_saved = x.clone();
     let out = Tensor::from_op(storage, x.shape().clone(), name, &[x], move |g| {
         let x = x_saved;

@@ -73,6 +73,13 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
         None => vec![x, weight],
     };
     let needs = (x.requires_grad(), weight.requires_grad(), bias.is_some_and(Tensor::requires_grad));
+    // Parameters (leaves, used as they are) get their gradients written straight into their
+    // gradient buffers by the backward kernels; anything else gets a returned gradient.
+    let w_leaf = needs.1 && weight.is_leaf_requiring_grad() && w.same(weight);
+    let b_leaf = match (&b, bias) {
+        (Some(b), Some(orig)) if needs.2 && orig.is_leaf_requiring_grad() && b.same(orig) => Some(b.clone()),
+        _ => None,
+    };
     let has_bias = bias.is_some();
     let (x_shape, saved_x, saved_w) = (x.shape().clone(), x2, w);
     Ok(Tensor::from_op(storage, Shape(out_dims), "linear", &inputs, move |g| {
@@ -82,15 +89,15 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
         let (xo, wo) = (saved_x.layout().offset, saved_w.layout().offset);
         let grads = with_float2!(sg, sx, "linear backward", |vg, vx: T| {
             let vw = T::slice(&sw).expect("weight has the input's dtype");
-            Ok(linear_backward::<T>(
+            let leaves = LeafGrads { weight: w_leaf.then_some(&saved_w), bias: b_leaf.as_ref() };
+            linear_backward::<T>(
                 &vg[go..go + m * n],
                 MatRef { data: vx, offset: xo, rs: xrs, cs: xcs },
                 &vw[wo..wo + n * k],
-                m,
-                k,
-                n,
+                (m, k, n),
                 needs,
-            ))
+                leaves,
+            )
         })?;
         let (dx, dw, db) = grads;
         let mut out = vec![
@@ -106,37 +113,82 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
 
 type LinearGrads = (Option<CpuStorage>, Option<CpuStorage>, Option<CpuStorage>);
 
-/// g: [m, n], x: [m, k], w: [n, k] → (dx [m, k], dw [n, k], db [n]), each only when needed.
+/// The parameters whose gradient buffers the backward writes into directly.
+struct LeafGrads<'a> {
+    weight: Option<&'a Tensor>,
+    bias: Option<&'a Tensor>,
+}
+
+/// Multiply-adds per GEMM above which the input gradient and the weight gradient run on two
+/// threads at once (`rayon::join`): they are independent, so each core takes one. Below it (all
+/// of SimpleNN's at batch 64: ~0.5 M, ~6 µs each) waking the second thread costs about what it
+/// saves, and on a busy machine much more (see `SPLIT_MIN_MACS` in `matmul/cpu.rs`).
+const JOIN_MIN_MACS: usize = 1 << 22;
+
+/// Linear's backward: g `[m, n]`, x `[m, k]`, w `[n, k]` →
+/// dx = g·w `[m, k]`, dw = gᵀ·x `[n, k]`, db = Σ_rows g `[n]`, each only when needed.
+/// dw and db go straight into the parameters' gradient buffers when `leaves` names them (the
+/// GEMM accumulates into the buffer: no temporary, no second pass), and are returned otherwise.
+/// dx and dw run on two threads when both are needed and large enough; each is one fixed
+/// computation either way, so the result does not depend on the thread count.
 fn linear_backward<T: Float>(
     g: &[T],
     x: MatRef<T>,
     w: &[T],
-    m: usize,
-    k: usize,
-    n: usize,
+    (m, k, n): (usize, usize, usize),
     needs: (bool, bool, bool),
-) -> LinearGrads {
+    leaves: LeafGrads,
+) -> Result<LinearGrads> {
     let gm = MatRef { data: g, offset: 0, rs: n, cs: 1 };
-    let dx = needs.0.then(|| {
-        let mut dx = vec![T::ZERO; m * k];
-        gemm(m, k, n, &mut dx, gm, MatRef { data: w, offset: 0, rs: k, cs: 1 }, false);
-        T::wrap(dx)
-    });
-    let dw = needs.1.then(|| {
-        // dW = gᵀ·x: gᵀ is g read with swapped strides.
-        let mut dw = vec![T::ZERO; n * k];
-        gemm(n, k, m, &mut dw, MatRef { data: g, offset: 0, rs: 1, cs: n }, x, false);
-        T::wrap(dw)
-    });
-    let db = needs.2.then(|| {
+    // gᵀ is g read with swapped strides.
+    let gt = MatRef { data: g, offset: 0, rs: 1, cs: n };
+    let run_dx = || {
+        needs.0.then(|| {
+            let mut dx = T::take_buffer(m * k);
+            gemm(m, k, n, &mut dx, gm, MatRef { data: w, offset: 0, rs: k, cs: 1 }, false);
+            T::wrap(dx)
+        })
+    };
+    let run_dw_db = || -> Result<(Option<CpuStorage>, Option<CpuStorage>)> {
+        let dw = match (needs.1, leaves.weight) {
+            (false, _) => None,
+            (true, Some(leaf)) => {
+                leaf.accumulate_grad_with::<T>(|d, overwrite| gemm(n, k, m, d, gt, x, !overwrite))?;
+                None
+            }
+            (true, None) => {
+                let mut dw = T::take_buffer(n * k);
+                gemm(n, k, m, &mut dw, gt, x, false);
+                Some(T::wrap(dw))
+            }
+        };
         // Column sums in row order: a fixed order, so results do not depend on threads.
-        let mut db = vec![T::ZERO; n];
-        for row in g.chunks_exact(n.max(1)).take(m) {
-            db.iter_mut().zip(row).for_each(|(d, &v)| *d += v);
-        }
-        T::wrap(db)
-    });
-    (dx, dw, db)
+        let bias_grad = |d: &mut [T], overwrite: bool| {
+            if overwrite {
+                d.fill(T::ZERO);
+            }
+            for row in g.chunks_exact(n.max(1)).take(m) {
+                d.iter_mut().zip(row).for_each(|(d, &v)| *d += v);
+            }
+        };
+        let db = match (needs.2, leaves.bias) {
+            (false, _) => None,
+            (true, Some(leaf)) => {
+                leaf.accumulate_grad_with::<T>(bias_grad)?;
+                None
+            }
+            (true, None) => {
+                let mut db = T::take_buffer(n);
+                bias_grad(&mut db, true);
+                Some(T::wrap(db))
+            }
+        };
+        Ok((dw, db))
+    };
+    let parallel = needs.0 && needs.1 && m * n * k >= JOIN_MIN_MACS && rayon::current_num_threads() > 1;
+    let (dx, dw_db) = if parallel { rayon::join(run_dx, run_dw_db) } else { (run_dx(), run_dw_db()) };
+    let (dw, db) = dw_db?;
+    Ok((dx, dw, db))
 }
 
 #[cfg(test)]
@@ -172,6 +224,37 @@ mod tests {
         // Leading batch dimensions, and a transposed (strided) input.
         gradcheck(&[randn64(&[2, 3, 4], &mut rng), w.clone(), b.clone()], |t| linear(&t[0], &t[1], Some(&t[2])));
         gradcheck(&[randn64(&[4, 5], &mut rng), w, b], |t| linear(&t[0].t()?, &t[1], Some(&t[2])));
+    }
+
+    #[test]
+    fn parameter_gradients_accumulate_in_place_and_zero_lazily() {
+        // Weight and bias gradients are written straight into the leaves' buffers: a second
+        // backward adds to them, zero_grad makes the next backward overwrite them, and a read
+        // after zero_grad sees zeros.
+        let mut rng = Generator::new(54);
+        let x = randn64(&[3, 4], &mut rng);
+        let w = randn64(&[2, 4], &mut rng).requires_grad_().unwrap();
+        let b = randn64(&[2], &mut rng).requires_grad_().unwrap();
+        let run = || linear(&x, &w, Some(&b)).unwrap().sum_all().unwrap().backward().unwrap();
+        run();
+        let (gw, gb) = (w.grad().unwrap().to_vec_f64(), b.grad().unwrap().to_vec_f64());
+        // d(Σ x·Wᵀ + b)/dW[j, p] = Σ_i x[i, p]; d/db[j] = rows = 3.
+        let xv = x.to_vec_f64();
+        let col: Vec<f64> = (0..4).map(|p| (0..3).map(|i| xv[i * 4 + p]).sum()).collect();
+        assert_close(&gw, &[col.clone(), col].concat(), 1e-12, 1e-12);
+        assert_eq!(gb, [3.0, 3.0]);
+        let buffer = w.grad().unwrap();
+        run();
+        assert!(w.grad().unwrap().same(&buffer), "the gradient buffer is kept");
+        let twice: Vec<f64> = gw.iter().map(|v| 2.0 * v).collect();
+        assert_close(&w.grad().unwrap().to_vec_f64(), &twice, 1e-12, 1e-12);
+        assert_eq!(b.grad().unwrap().to_vec_f64(), [6.0, 6.0]);
+        w.zero_grad().unwrap();
+        b.zero_grad().unwrap();
+        assert_eq!(b.grad().unwrap().to_vec_f64(), [0.0, 0.0]);
+        run();
+        assert_close(&w.grad().unwrap().to_vec_f64(), &gw, 1e-12, 1e-12);
+        assert_eq!(b.grad().unwrap().to_vec_f64(), [3.0, 3.0]);
     }
 
     #[test]

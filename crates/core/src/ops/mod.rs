@@ -6,8 +6,10 @@ pub mod batch_norm;
 pub mod concat;
 pub mod conv;
 pub mod cross_entropy;
+pub mod dropout;
 pub mod elementwise;
 pub mod embedding;
+pub mod layer_norm;
 pub mod linear;
 pub mod matmul;
 pub mod pool;
@@ -17,6 +19,10 @@ pub mod views;
 /// Elements above which elementwise kernels split work across rayon threads. Below it a second
 /// thread costs more than it saves (measured on the 2-core CI machine kind).
 pub(crate) const PAR_THRESHOLD: usize = 1 << 15;
+
+/// Elements per parallel task of an elementwise kernel: fixed, so the split (and so any
+/// per-chunk result) does not depend on the thread count, and large enough to amortise a task.
+pub(crate) const PAR_CHUNK: usize = 1 << 14;
 
 /// Runs `$body` with `$v` bound to the float slice of `$storage` and `$T` to its element type;
 /// an `i64` buffer is an [`crate::Error::UnsupportedDType`] for `$op`.

@@ -1,5 +1,13 @@
 //! The CPU kernel behind matmul and linear: the `gemm` crate (AVX-512 kernels compiled in via its
 //! `x86-v4` feature and picked at run time by CPU detection, AVX2/FMA or scalar elsewhere).
+//!
+//! Threading: the `gemm` crate always runs single-threaded here. A product large enough to pay
+//! for a second thread is cut into a fixed number of column (or row) blocks that depends only on
+//! its shape, and the blocks run as independent single-threaded GEMMs on rayon's pool. Every
+//! output element is therefore computed by the same kernel call, with the same summation order,
+//! whatever the thread count: 1 and N threads give bit-identical results. Measured on the 2-core
+//! CI machine kind (`cargo run --release -p strata-bench --example gemm_shapes`) it matches or
+//! beats the `gemm` crate's own rayon mode, which cannot promise a thread-count-free result.
 
 use crate::storage::Float;
 
@@ -12,12 +20,43 @@ pub(crate) struct MatRef<'a, T> {
     pub cs: usize,
 }
 
-/// Below this many multiply-adds, the `gemm` crate's own threading costs more than it gains
-/// (DESIGN.md: SimpleNN's batch-64 GEMMs run faster on one core).
-const GEMM_PAR_THRESHOLD: usize = 1 << 22;
+/// Multiply-adds below which a product runs as one block. Measured in the whole W1 training step
+/// on the 2-core machine (`strata-bench -w W1`): with SimpleNN's first-layer GEMMs (6.4 M
+/// multiply-adds at batch 64) split in two, 2 threads gave 118–133k samples/s against 222–231k
+/// on 1 thread, the hand-off and the wait for the slower half costing more than the half saves.
+/// At batch 512 (51 M) the split pays: 2 threads ~270–300k against ~220k.
+const SPLIT_MIN_MACS: usize = 1 << 23;
+
+/// How many blocks a product is cut into: a function of the shape alone (never of the thread
+/// count), so that results do not depend on how many threads run them.
+fn blocks(m: usize, n: usize, k: usize) -> usize {
+    let macs = m * n * k;
+    if macs < SPLIT_MIN_MACS {
+        1
+    } else if macs < 1 << 27 {
+        2
+    } else {
+        4
+    }
+}
+
+/// The raw destination pointer shared by the blocks, which write disjoint parts of it.
+#[derive(Clone, Copy)]
+struct DstPtr<T>(*mut T);
+// SAFETY: the blocks that share a `DstPtr` write disjoint elements (see `gemm`).
+unsafe impl<T> Send for DstPtr<T> {}
+unsafe impl<T> Sync for DstPtr<T> {}
+
+impl<T> DstPtr<T> {
+    /// The pointer (a method, so closures capture the whole `Send` wrapper, not its field).
+    fn at(self, offset: usize) -> *mut T {
+        self.0.wrapping_add(offset)
+    }
+}
 
 /// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]`; `dst` is row-major contiguous. With `accumulate` the
-/// product is added to what `dst` holds (used to fold a bias in, or to accumulate gradients).
+/// product is added to what `dst` holds (used to fold a bias in, or to accumulate gradients);
+/// without it `dst` is only written, so it may hold anything beforehand.
 pub(crate) fn gemm<T: Float>(
     m: usize,
     n: usize,
@@ -42,21 +81,63 @@ pub(crate) fn gemm<T: Float>(
     let last = |r: &MatRef<T>, rows: usize, cols: usize| r.offset + (rows - 1) * r.rs + (cols - 1) * r.cs;
     assert!(last(&lhs, m, k) < lhs.data.len(), "gemm: lhs view out of bounds");
     assert!(last(&rhs, k, n) < rhs.data.len(), "gemm: rhs view out of bounds");
-    let parallelism = if m * n * k >= GEMM_PAR_THRESHOLD && rayon::current_num_threads() > 1 {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
+    let parts = blocks(m, n, k);
+    // Cut the dimension whose other operand is smaller: every block re-packs that operand.
+    let split_cols = m * k <= k * n;
+    let len = if split_cols { n } else { m };
+    // Block boundaries on multiples of 16 (one AVX-512 vector of f32) where the size allows.
+    let bound = |p: usize| if p == parts { len } else { (len * p / parts).div_ceil(16) * 16 }.min(len);
+    let dst = DstPtr(dst.as_mut_ptr());
+    let block = |p: usize| {
+        let (start, end) = (bound(p), bound(p + 1));
+        if start >= end {
+            return;
+        }
+        // SAFETY: block p covers columns (or rows) start..end of dst, disjoint from every other
+        // block's; lhs/rhs sub-views stay inside the ranges checked above.
+        unsafe {
+            if split_cols {
+                let r = MatRef { offset: rhs.offset + start * rhs.cs, ..rhs };
+                kernel(m, end - start, k, dst.at(start), n, lhs, r, accumulate);
+            } else {
+                let l = MatRef { offset: lhs.offset + start * lhs.rs, ..lhs };
+                kernel(end - start, n, k, dst.at(start * n), n, l, rhs, accumulate);
+            }
+        }
     };
-    // SAFETY: the asserts above keep every element the kernel reads inside `lhs.data` and
-    // `rhs.data`, and `dst` holds m·n elements with row stride n and column stride 1.
+    if parts == 1 || rayon::current_num_threads() == 1 {
+        (0..parts).for_each(block);
+    } else {
+        use rayon::prelude::*;
+        (0..parts).into_par_iter().for_each(block);
+    }
+}
+
+/// One single-threaded `gemm` crate call: `dst` (row stride `dst_rs`, column stride 1).
+///
+/// # Safety
+/// `dst` must be valid for writes of an m×n block with row stride `dst_rs`, and the operands'
+/// m×k and k×n views must lie inside their buffers.
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel<T: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut T,
+    dst_rs: usize,
+    lhs: MatRef<T>,
+    rhs: MatRef<T>,
+    accumulate: bool,
+) {
+    // SAFETY: forwarded from the caller.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
-            n as isize,
+            dst_rs as isize,
             accumulate,
             lhs.data.as_ptr().add(lhs.offset),
             lhs.cs as isize,
@@ -69,7 +150,7 @@ pub(crate) fn gemm<T: Float>(
             false,
             false,
             false,
-            parallelism,
+            gemm::Parallelism::None,
         );
     }
 }

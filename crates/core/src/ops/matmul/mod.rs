@@ -71,7 +71,7 @@ fn matmul_nd(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let (brs, bcs) = (bl.strides[bd.len() - 2], bl.strides[bd.len() - 1]);
     let (sa, sb) = (a.storage(), b.storage());
     let storage = with_float2!(sa, sb, "matmul", |va, vb: T| {
-        let mut out = vec![T::ZERO; batch.numel() * m * n];
+        let mut out = T::take_buffer(batch.numel() * m * n);
         for (i, (&ao, &bo)) in a_off.iter().zip(&b_off).enumerate() {
             let lhs = MatRef { data: va, offset: ao, rs: ars, cs: acs };
             let rhs = MatRef { data: vb, offset: bo, rs: brs, cs: bcs };
@@ -101,10 +101,11 @@ pub(crate) fn linear_forward<T: Float>(
     k: usize,
     n: usize,
 ) -> Vec<T> {
-    let mut out = Vec::with_capacity(m * n);
-    match bias {
-        Some(b) => (0..m).for_each(|_| out.extend_from_slice(b)),
-        None => out.resize(m * n, T::ZERO),
+    let mut out = T::take_buffer(m * n);
+    if let Some(b) = bias
+        && n > 0
+    {
+        out.chunks_exact_mut(n).for_each(|row| row.copy_from_slice(b));
     }
     // wᵀ: element (p, j) is w[j*k + p].
     let wt = MatRef { data: w, offset: 0, rs: 1, cs: k };

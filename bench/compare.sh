@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# strata against PyTorch on the same machine, in the same run: W1–W4 (W5/W6 once the layers
+# exist) at 1 thread and at all cores, several repetitions alternating the two systems, medians.
+#
+#   bench/compare.sh [--json] [--reps N] [--threads "1 2"] [--workloads "W1 W2 W3 W4 W5 W6"] [--quick]
+#
+# Every (workload, thread count, repetition) runs in a fresh process of each system, so the peak
+# memory (max RSS) printed is that workload's alone. PyTorch is found through $PYTHON (default
+# python3); without it, or without torch, strata's own figures still print. The table needs a
+# Python 3 for the arithmetic (any, torch or not); with none, the raw JSON lines are printed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+JSON=0
+REPS=5
+CORES=$(nproc 2>/dev/null || echo 1)
+THREADS="1 $CORES"
+[ "$CORES" = 1 ] && THREADS="1"
+WORKLOADS="W1 W2 W3 W4 W5 W6"
+QUICK=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --json) JSON=1 ;;
+        --reps) REPS="$2"; shift ;;
+        --threads) THREADS="$2"; shift ;;
+        --workloads) WORKLOADS="$2"; shift ;;
+        --quick) QUICK="--quick" ;;
+        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+        *) echo "compare.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+PYTHON="${PYTHON:-python3}"
+say() { echo "compare.sh: $*" >&2; }
+
+say "building strata-bench (release)"
+cargo build --release --quiet -p strata-bench
+BIN=target/release/strata-bench
+
+HAVE_TORCH=0
+if command -v "$PYTHON" >/dev/null 2>&1 && "$PYTHON" -c "import torch" >/dev/null 2>&1; then
+    HAVE_TORCH=1
+    TORCH_VERSION=$("$PYTHON" -c "import torch; print(torch.__version__)")
+else
+    TORCH_VERSION=""
+    say "PyTorch not found through \$PYTHON=$PYTHON: printing strata's figures only"
+fi
+REPORT_PY=""
+for p in "$PYTHON" python3 python; do
+    if command -v "$p" >/dev/null 2>&1 && "$p" -c "import sys; assert sys.version_info >= (3, 8)" 2>/dev/null; then
+        REPORT_PY="$p"
+        break
+    fi
+done
+
+LINES=$(mktemp)
+trap 'rm -f "$LINES"' EXIT
+
+run_strata() { "$BIN" --workload "$1" --threads "$2" $QUICK >>"$LINES"; }
+run_torch() {
+    [ "$HAVE_TORCH" = 1 ] || return 0
+    OMP_NUM_THREADS="$2" MKL_NUM_THREADS="$2" "$PYTHON" bench/torch_bench.py --workload "$1" --threads "$2" $QUICK >>"$LINES"
+}
+
+for rep in $(seq 1 "$REPS"); do
+    say "repetition $rep/$REPS"
+    for w in $WORKLOADS; do
+        case "$w" in
+            W5|W6) [ "$rep" = 1 ] && run_strata "$w" 1 && run_torch "$w" 1; continue ;;
+        esac
+        for t in $THREADS; do
+            # Alternate which system goes first, so slow drifts of the machine hit both alike.
+            if [ $((rep % 2)) = 1 ]; then run_strata "$w" "$t"; run_torch "$w" "$t"
+            else run_torch "$w" "$t"; run_strata "$w" "$t"; fi
+        done
+    done
+done
+
+CPU=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: //' || echo unknown)
+FLAGS=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true)
+case "$FLAGS" in *avx512f*) SIMD="AVX-512" ;; *avx2*) SIMD="AVX2" ;; *) SIMD="no AVX2" ;; esac
+export CMP_CPU="$CPU ($CORES cores, $SIMD)"
+export CMP_RUSTC=$(rustc --version 2>/dev/null || echo unknown)
+export CMP_STRATA="strata $(cargo pkgid -p strata-core 2>/dev/null | sed 's/.*[#@]//') ($(git rev-parse --short HEAD 2>/dev/null || echo no git)$(git diff --quiet 2>/dev/null || echo ', modified'))"
+export CMP_TORCH="$TORCH_VERSION"
+export CMP_PYTHON=$([ -n "$REPORT_PY" ] && "$REPORT_PY" -c "import platform; print(platform.python_version())" || echo "")
+export CMP_DATE=$(date -u +%Y-%m-%d)
+export CMP_REPS="$REPS"
+export CMP_JSON="$JSON"
+
+if [ -z "$REPORT_PY" ]; then
+    say "no Python 3 found for the table: raw results follow"
+    cat "$LINES"
+    exit 0
+fi
+"$REPORT_PY" bench/report.py "$LINES"

@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Turns the JSON lines of strata-bench and torch_bench.py into compare.sh's table (or, with
+CMP_JSON=1, into JSON lines: one object per workload, system and thread count with the medians,
+and one per workload with the ratio of each system's best thread count). Standard library only.
+
+    python3 bench/report.py RESULTS.jsonl      (environment: CMP_CPU, CMP_RUSTC, CMP_STRATA, ...)
+"""
+
+import json
+import os
+import statistics
+import sys
+
+# Target per workload: (kind, value). "ratio": strata/PyTorch throughput at each one's best
+# thread count must be at least value; "latency": strata's best latency at most value µs.
+TARGETS = {
+    "W1": ("ratio", 2.5),
+    "W2": ("ratio", 1.5),
+    "W3": ("latency", 5.0),
+    "W4": ("ratio", 1.0),
+    "W5": ("ratio", 1.2),
+    "W6": ("ratio", 1.2),
+}
+DESCRIPTIONS = {
+    "W1": "SimpleNN train, batch 64",
+    "W2": "SimpleNN train, batch 512",
+    "W3": "SimpleNN inference, batch 1",
+    "W4": "MLP 784-2048-2048-10 train, batch 256",
+    "W5": "conv ResNet (layers issue)",
+    "W6": "LSTM (layers issue)",
+}
+METRICS = ("samples_per_s", "latency_us", "gflop_s", "peak_rss_mb")
+
+
+def load(path):
+    runs = {}
+    status = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line.startswith("{"):
+                continue
+            r = json.loads(line)
+            key = (r["workload"], r["system"], r["threads"])
+            if "status" in r:
+                status[(r["workload"], r["system"])] = r["status"]
+                continue
+            runs.setdefault(key, []).append(r)
+    return runs, status
+
+
+def medians(runs):
+    out = {}
+    for key, rs in runs.items():
+        m = {"reps": len(rs)}
+        for metric in METRICS:
+            vals = [r[metric] for r in rs if metric in r]
+            if vals:
+                m[metric] = statistics.median(vals)
+        out[key] = m
+    return out
+
+
+def best(med, workload, system):
+    """(threads, medians) of the system's best thread count for the workload, or None."""
+    cands = [(k[2], m) for k, m in med.items() if k[0] == workload and k[1] == system]
+    if not cands:
+        return None
+    if workload == "W3":
+        return min(cands, key=lambda c: c[1].get("latency_us", float("inf")))
+    return max(cands, key=lambda c: c[1].get("samples_per_s", 0.0))
+
+
+def summary(med, workload):
+    s = best(med, workload, "strata")
+    t = best(med, workload, "torch")
+    kind, target = TARGETS[workload]
+    out = {"workload": workload, "system": "comparison"}
+    if s:
+        out["strata_best_threads"] = s[0]
+    if t:
+        out["torch_best_threads"] = t[0]
+    if s and t:
+        if workload == "W3":
+            out["strata_latency_us"] = s[1]["latency_us"]
+            out["torch_latency_us"] = t[1]["latency_us"]
+            out["ratio"] = t[1]["latency_us"] / s[1]["latency_us"]  # speed-up: >1 means strata is faster
+        else:
+            out["strata_samples_per_s"] = s[1]["samples_per_s"]
+            out["torch_samples_per_s"] = t[1]["samples_per_s"]
+            out["ratio"] = s[1]["samples_per_s"] / t[1]["samples_per_s"]
+    if kind == "latency":
+        out["target"] = f"<= {target} us"
+        if s:
+            out["met"] = s[1]["latency_us"] <= target
+    else:
+        out["target"] = f">= {target}x PyTorch"
+        if "ratio" in out:
+            out["met"] = out["ratio"] >= target
+    return out
+
+
+def fmt(v, unit=""):
+    if v is None:
+        return "-"
+    if v >= 1000:
+        return f"{v:,.0f}{unit}"
+    if v >= 10:
+        return f"{v:.1f}{unit}"
+    return f"{v:.2f}{unit}"
+
+
+def main():
+    runs, status = load(sys.argv[1])
+    med = medians(runs)
+    workloads = sorted({k[0] for k in med} | {k[0] for k in status})
+    env = os.environ.get
+    if env("CMP_JSON") == "1":
+        for (w, system, threads), m in sorted(med.items()):
+            print(json.dumps({"workload": w, "system": system, "threads": threads, **m}))
+        for (w, system), st in sorted(status.items()):
+            print(json.dumps({"workload": w, "system": system, "status": st}))
+        for w in workloads:
+            if w not in {k[0] for k in status}:
+                print(json.dumps(summary(med, w)))
+        return
+    print(f"CPU:      {env('CMP_CPU', '?')}")
+    print(f"strata:   {env('CMP_STRATA', '?')}, {env('CMP_RUSTC', '?')}")
+    torch = env("CMP_TORCH")
+    print(f"PyTorch:  {torch + ' (eager), Python ' + env('CMP_PYTHON', '?') if torch else 'not found'}")
+    print(f"date:     {env('CMP_DATE', '?')}; medians of {env('CMP_REPS', '?')} repetitions, systems alternating")
+    print()
+    head = f"| {'workload':<40} | {'system':<6} | {'threads':>7} | {'samples/s':>10} | {'latency':>9} | {'GFLOP/s':>7} | {'max RSS':>8} |"
+    print(head)
+    print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
+    for w in workloads:
+        for system in ("strata", "torch"):
+            if (w, system) in status:
+                print(f"| {w + ' ' + DESCRIPTIONS.get(w, ''):<40} | {system:<6} | {'':>7} | {status[(w, system)]}")
+                continue
+            for (ww, ss, threads), m in sorted(med.items()):
+                if ww != w or ss != system:
+                    continue
+                lat = fmt(m.get("latency_us"), " µs") if "latency_us" in m else "-"
+                print(
+                    f"| {w + ' ' + DESCRIPTIONS.get(w, ''):<40} | {system:<6} | {threads:>7} "
+                    f"| {fmt(m.get('samples_per_s')):>10} | {lat:>9} | {fmt(m.get('gflop_s')):>7} "
+                    f"| {fmt(m.get('peak_rss_mb'), ' MB'):>8} |"
+                )
+    print()
+    print("Each system at its best thread count (ratio > 1: strata faster; W3's ratio is PyTorch's latency over strata's):")
+    print()
+    print(f"| {'workload':<4} | {'strata (threads)':>20} | {'PyTorch (threads)':>20} | {'ratio':>6} | {'target':<16} | met |")
+    print(f"|{'-' * 6}|{'-' * 22}|{'-' * 22}|{'-' * 8}|{'-' * 18}|-----|")
+    for w in workloads:
+        if any(k[0] == w for k in status):
+            target = f">= {TARGETS[w][1]}x PyTorch"
+            print(f"| {w:<4} | {'-':>20} | {'-':>20} | {'-':>6} | {target:<16} | not yet implemented |")
+            continue
+        s = summary(med, w)
+        sb, tb = best(med, w, "strata"), best(med, w, "torch")
+        key, unit = ("latency_us", " µs") if w == "W3" else ("samples_per_s", "/s")
+        sv = f"{fmt(sb[1].get(key), unit)} ({sb[0]})" if sb else "-"
+        tv = f"{fmt(tb[1].get(key), unit)} ({tb[0]})" if tb else "-"
+        ratio = f"{s['ratio']:.2f}x" if "ratio" in s else "-"
+        met = {True: "yes", False: "NO"}.get(s.get("met"), "-")
+        print(f"| {w:<4} | {sv:>20} | {tv:>20} | {ratio:>6} | {s['target']:<16} | {met:<3} |")
+
+
+if __name__ == "__main__":
+    main()

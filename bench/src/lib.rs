@@ -1,0 +1,275 @@
+//! strata's benchmark workloads, the same ones `bench/torch_bench.py` runs in PyTorch:
+//!
+//! - **W1** SimpleNN (784→128→64→10, ReLU) + CrossEntropyLoss + SGD(lr 0.01, momentum 0.9),
+//!   batch 64, training samples/s over an epoch of 60,000 synthetic samples;
+//! - **W2** the same at batch 512;
+//! - **W3** SimpleNN inference at batch 1 under `no_grad`, µs per forward;
+//! - **W4** an MLP 784→2048→2048→10 (ReLU), batch 256, training samples/s and GFLOP/s;
+//! - **W5**/**W6** (convolutional ResNet, LSTM): placeholders until the layers issue lands.
+//!
+//! Every workload goes through the public API a user would write (`Module::forward`,
+//! `CrossEntropyLoss`, `SGD`), not through engine internals, so the numbers are what a user
+//! gets. Each training step is zero_grad + forward + loss + backward + step, as in PyTorch.
+
+use std::time::Instant;
+use strata_core::{DType, Generator, Tensor};
+use strata_nn::{CrossEntropyLoss, Linear, Module, Optimizer, Result, SGD, SgdConfig, SimpleNN};
+
+/// Samples in one W1/W2 epoch (MNIST's training set size).
+pub const EPOCH_SAMPLES: usize = 60_000;
+/// Input features (28×28 images, flattened).
+pub const IN_FEATURES: usize = 784;
+/// Classes.
+pub const CLASSES: usize = 10;
+
+/// A multi-layer perceptron `sizes[0] → sizes[1] → … → sizes[last]` with ReLU between layers
+/// and logits out: W4's 784→2048→2048→10, and SimpleNN's shape when given 784→128→64→10.
+///
+/// # Shapes
+/// - input: `[N, sizes[0]]`
+/// - output: `[N, sizes[last]]`
+pub struct Mlp {
+    layers: Vec<Linear>,
+    names: Vec<String>,
+}
+
+impl Mlp {
+    /// Layers drawn from `rng` with PyTorch's Linear initialisation.
+    pub fn new(sizes: &[usize], rng: &mut Generator) -> Result<Mlp> {
+        let layers = sizes
+            .windows(2)
+            .map(|w| Linear::with_options(w[0], w[1], true, DType::F32, rng))
+            .collect::<Result<Vec<_>>>()?;
+        let names = (0..layers.len()).map(|i| format!("fc{}", i + 1)).collect();
+        Ok(Mlp { layers, names })
+    }
+}
+
+impl Module for Mlp {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut h = self.layers[0].forward(x)?;
+        for layer in &self.layers[1..] {
+            h = layer.forward(&h.relu()?)?;
+        }
+        Ok(h)
+    }
+    fn children(&self) -> Vec<(String, &dyn Module)> {
+        self.names.iter().cloned().zip(self.layers.iter().map(|l| l as &dyn Module)).collect()
+    }
+}
+
+/// SimpleNN initialised from `seed`, as the library builds it.
+pub fn simple_nn(seed: u64) -> Result<SimpleNN> {
+    let mut rng = Generator::new(seed);
+    let mut layer = |i, o| Linear::with_options(i, o, true, DType::F32, &mut rng);
+    Ok(SimpleNN { fc1: layer(784, 128)?, fc2: layer(128, 64)?, fc3: layer(64, 10)? })
+}
+
+/// Synthetic inputs `[n, features]` uniform in [0, 1) and class targets `[n]`: a cheap hash
+/// (SplitMix64) rather than Philox, so building 60,000 samples takes milliseconds. The values
+/// do not matter to the timing; only their shapes do.
+pub fn synthetic_data(n: usize, features: usize, classes: usize, seed: u64) -> Result<(Tensor, Tensor)> {
+    let mut state = seed;
+    let mut next = move || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let x: Vec<f32> = (0..n * features).map(|_| (next() >> 40) as f32 / (1u64 << 24) as f32).collect();
+    let y: Vec<i64> = (0..n).map(|_| (next() % classes as u64) as i64).collect();
+    Ok((Tensor::from_vec(x, &[n, features])?, Tensor::from_vec(y, &[n])?))
+}
+
+/// SGD with W1's hyper-parameters (lr 0.01, momentum 0.9).
+pub fn sgd(model: &dyn Module) -> Result<SGD> {
+    SGD::with_config(model.parameters(), SgdConfig { lr: 0.01, momentum: 0.9, ..Default::default() })
+}
+
+/// One training step on a batch: zero_grad + forward + loss + backward + step. Returns the loss
+/// tensor (reading its value is left to the caller: it is not part of the timed step).
+pub fn train_step(model: &dyn Module, opt: &mut SGD, x: &Tensor, y: &Tensor) -> Result<Tensor> {
+    opt.zero_grad()?;
+    let logits = model.forward(x)?;
+    let loss = CrossEntropyLoss::new().forward(&logits, y)?;
+    loss.backward()?;
+    opt.step()?;
+    Ok(loss)
+}
+
+/// One pass over `x`/`y` in batches of `batch` (the last one shorter, as PyTorch's DataLoader
+/// without `drop_last`); batches are views of the data, not copies. Returns the final loss.
+pub fn train_epoch(model: &dyn Module, opt: &mut SGD, x: &Tensor, y: &Tensor, batch: usize) -> Result<f64> {
+    let n = x.dims()[0];
+    let mut loss = None;
+    for start in (0..n).step_by(batch) {
+        let len = batch.min(n - start);
+        loss = Some(train_step(model, opt, &x.narrow(0, start, len)?, &y.narrow(0, start, len)?)?);
+    }
+    Ok(loss.map_or(Ok(f64::NAN), |l| l.item())?)
+}
+
+/// Multiply-adds of one sample's forward pass through Linear layers of `sizes`.
+pub fn forward_macs(sizes: &[usize]) -> usize {
+    sizes.windows(2).map(|w| w[0] * w[1]).sum()
+}
+
+/// FLOPs of one training sample: forward (2·MACs), weight gradients (2·MACs) and input
+/// gradients (2·MACs) for every layer but the first (the data needs no gradient). PyTorch and
+/// strata both skip that input gradient, so both are credited with the same count.
+pub fn train_flops_per_sample(sizes: &[usize]) -> f64 {
+    let fwd = forward_macs(sizes) as f64;
+    let first = (sizes[0] * sizes[1]) as f64;
+    2.0 * (3.0 * fwd - first)
+}
+
+/// One measured figure, printed as a JSON line.
+#[derive(Debug, Clone, Default)]
+pub struct Record {
+    /// `W1` … `W6`.
+    pub workload: &'static str,
+    /// Threads in the pool.
+    pub threads: usize,
+    /// Batch size.
+    pub batch: usize,
+    /// Samples processed in the timed part (training) or forward calls (W3).
+    pub samples: usize,
+    /// Seconds of the timed part.
+    pub seconds: f64,
+    /// Training throughput.
+    pub samples_per_s: Option<f64>,
+    /// Inference latency.
+    pub latency_us: Option<f64>,
+    /// Achieved arithmetic rate of the GEMM work.
+    pub gflop_s: Option<f64>,
+    /// Final loss (a sanity check that training ran).
+    pub loss: Option<f64>,
+    /// Set for workloads that do not exist yet.
+    pub status: Option<&'static str>,
+}
+
+impl Record {
+    /// The JSON line (hand-written: six numbers do not need a serialiser).
+    pub fn to_json(&self) -> String {
+        let mut s = format!("{{\"workload\":\"{}\",\"system\":\"strata\",\"threads\":{}", self.workload, self.threads);
+        if let Some(status) = self.status {
+            s += &format!(",\"status\":\"{status}\"}}");
+            return s;
+        }
+        s += &format!(",\"batch\":{},\"samples\":{},\"seconds\":{:.6}", self.batch, self.samples, self.seconds);
+        let num = |name: &str, v: Option<f64>| v.map(|v| format!(",\"{name}\":{v:.6}")).unwrap_or_default();
+        s += &num("samples_per_s", self.samples_per_s);
+        s += &num("latency_us", self.latency_us);
+        s += &num("gflop_s", self.gflop_s);
+        s += &num("loss", self.loss.filter(|l| l.is_finite()));
+        if let Some(kb) = peak_rss_kb() {
+            s += &format!(",\"peak_rss_mb\":{:.1}", kb as f64 / 1024.0);
+        }
+        s + "}"
+    }
+}
+
+/// The process's peak resident set size in KiB (`VmHWM`), on Linux.
+pub fn peak_rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// W1/W2: one warm-up pass over a few batches, then `epochs` timed epochs of `samples` at
+/// `batch` (more than one only to profile the steady state).
+pub fn run_simple_nn_training(workload: &'static str, batch: usize, samples: usize, epochs: usize) -> Result<Record> {
+    let (x, y) = synthetic_data(samples, IN_FEATURES, CLASSES, 1)?;
+    let model = simple_nn(0)?;
+    let mut opt = sgd(&model)?;
+    let warm = (20 * batch).min(samples);
+    train_epoch(&model, &mut opt, &x.narrow(0, 0, warm)?, &y.narrow(0, 0, warm)?, batch)?;
+    let t = Instant::now();
+    let mut loss = f64::NAN;
+    for _ in 0..epochs {
+        loss = train_epoch(&model, &mut opt, &x, &y, batch)?;
+    }
+    let seconds = t.elapsed().as_secs_f64();
+    let samples = samples * epochs;
+    let flops = train_flops_per_sample(&[784, 128, 64, 10]) * samples as f64;
+    Ok(Record {
+        workload,
+        threads: rayon::current_num_threads(),
+        batch,
+        samples,
+        seconds,
+        samples_per_s: Some(samples as f64 / seconds),
+        gflop_s: Some(flops / seconds / 1e9),
+        loss: Some(loss),
+        ..Default::default()
+    })
+}
+
+/// W3: SimpleNN forward at batch 1 under `no_grad`; the median over blocks of `calls / 20`
+/// forwards of the mean time per forward.
+pub fn run_inference(calls: usize) -> Result<Record> {
+    let model = simple_nn(0)?;
+    let (x, _) = synthetic_data(1, IN_FEATURES, CLASSES, 3)?;
+    let _guard = strata_core::NoGradGuard::new();
+    let block = (calls / 20).max(1);
+    for _ in 0..block {
+        std::hint::black_box(model.forward(&x)?);
+    }
+    let mut per_call = Vec::with_capacity(20);
+    for _ in 0..20 {
+        let t = Instant::now();
+        for _ in 0..block {
+            std::hint::black_box(model.forward(&x)?);
+        }
+        per_call.push(t.elapsed().as_secs_f64() / block as f64);
+    }
+    per_call.sort_by(f64::total_cmp);
+    let median = per_call[per_call.len() / 2];
+    Ok(Record {
+        workload: "W3",
+        threads: rayon::current_num_threads(),
+        batch: 1,
+        samples: block * 20,
+        seconds: per_call.iter().sum::<f64>() * block as f64,
+        latency_us: Some(median * 1e6),
+        gflop_s: Some(2.0 * forward_macs(&[784, 128, 64, 10]) as f64 / median / 1e9),
+        ..Default::default()
+    })
+}
+
+/// W4: the 784→2048→2048→10 MLP at batch 256; two warm-up steps, then `steps` timed steps.
+pub fn run_big_mlp(steps: usize) -> Result<Record> {
+    const SIZES: [usize; 4] = [784, 2048, 2048, 10];
+    let batch = 256;
+    let mut rng = Generator::new(0);
+    let model = Mlp::new(&SIZES, &mut rng)?;
+    let mut opt = sgd(&model)?;
+    let (x, y) = synthetic_data(batch * steps, IN_FEATURES, CLASSES, 2)?;
+    train_epoch(&model, &mut opt, &x.narrow(0, 0, 2 * batch)?, &y.narrow(0, 0, 2 * batch)?, batch)?;
+    let t = Instant::now();
+    let loss = train_epoch(&model, &mut opt, &x, &y, batch)?;
+    let seconds = t.elapsed().as_secs_f64();
+    let samples = batch * steps;
+    Ok(Record {
+        workload: "W4",
+        threads: rayon::current_num_threads(),
+        batch,
+        samples,
+        seconds,
+        samples_per_s: Some(samples as f64 / seconds),
+        gflop_s: Some(train_flops_per_sample(&SIZES) * samples as f64 / seconds / 1e9),
+        loss: Some(loss),
+        ..Default::default()
+    })
+}
+
+/// W5/W6 until the convolution and recurrent layers exist.
+pub fn placeholder(workload: &'static str) -> Record {
+    Record {
+        workload,
+        threads: rayon::current_num_threads(),
+        status: Some("not yet implemented (needs the layers issue)"),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,87 @@
+//! `strata-bench`: runs the benchmark workloads W1–W6 and prints one JSON line per workload.
+//!
+//! ```text
+//! strata-bench [--workload W1|W2|W3|W4|W5|W6|all] [--threads N] [--samples N] [--epochs N] [--quick]
+//! ```
+//! `--threads` sizes rayon's global pool (default: all cores); `--samples` shortens the W1/W2
+//! epoch and `--epochs` repeats it (to profile the steady state); `--quick` shrinks every workload for a smoke test. `bench/compare.sh` runs this binary
+//! and `bench/torch_bench.py` side by side.
+
+use std::process::ExitCode;
+use strata_bench::{EPOCH_SAMPLES, Record, placeholder, run_big_mlp, run_inference, run_simple_nn_training};
+
+fn usage() -> ExitCode {
+    eprintln!(
+        "usage: strata-bench [--workload W1|W2|W3|W4|W5|W6|all] [--threads N] [--samples N] [--epochs N] [--quick]"
+    );
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let mut workloads: Vec<String> = Vec::new();
+    let mut threads = None;
+    let mut samples = EPOCH_SAMPLES;
+    let mut quick = false;
+    let mut epochs = 1;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--workload" | "-w" => match args.next() {
+                Some(w) => workloads.extend(w.split(',').map(|s| s.trim().to_uppercase())),
+                None => return usage(),
+            },
+            "--threads" | "-t" => match args.next().and_then(|t| t.parse::<usize>().ok()) {
+                Some(t) if t > 0 => threads = Some(t),
+                _ => return usage(),
+            },
+            "--samples" => match args.next().and_then(|t| t.parse::<usize>().ok()) {
+                Some(n) if n > 0 => samples = n,
+                _ => return usage(),
+            },
+            "--epochs" => match args.next().and_then(|t| t.parse::<usize>().ok()) {
+                Some(n) if n > 0 => epochs = n,
+                _ => return usage(),
+            },
+            "--quick" => quick = true,
+            "--help" | "-h" => {
+                usage();
+                return ExitCode::SUCCESS;
+            }
+            _ => return usage(),
+        }
+    }
+    if workloads.is_empty() || workloads.iter().any(|w| w == "ALL") {
+        workloads = ["W1", "W2", "W3", "W4", "W5", "W6"].map(String::from).to_vec();
+    }
+    if let Some(t) = threads
+        && let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(t).build_global()
+    {
+        eprintln!("strata-bench: cannot set up {t} threads: {e}");
+        return ExitCode::FAILURE;
+    }
+    if quick {
+        samples = samples.min(2_048);
+    }
+    for w in &workloads {
+        let record: strata_nn::Result<Record> = match w.as_str() {
+            "W1" => run_simple_nn_training("W1", 64, samples, epochs),
+            "W2" => run_simple_nn_training("W2", 512, samples, epochs),
+            "W3" => run_inference(if quick { 2_000 } else { 100_000 }),
+            "W4" => run_big_mlp(if quick { 2 } else { 24 }),
+            "W5" => Ok(placeholder("W5")),
+            "W6" => Ok(placeholder("W6")),
+            other => {
+                eprintln!("strata-bench: unknown workload {other:?} (W1–W6 or all)");
+                return ExitCode::from(2);
+            }
+        };
+        match record {
+            Ok(r) => println!("{}", r.to_json()),
+            Err(e) => {
+                eprintln!("strata-bench: {w} failed: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""PyTorch side of strata's benchmark: the same workloads as `strata-bench`, printed as the same
+JSON lines (with "system": "torch").
+
+    python3 bench/torch_bench.py [--workload W1,W2,W3,W4,W5,W6|all] [--threads N] [--samples N] [--quick]
+
+W1  SimpleNN (784->128->64->10, ReLU) + CrossEntropyLoss + SGD(lr 0.01, momentum 0.9), batch 64,
+    training samples/s over an epoch of 60,000 synthetic samples (zero_grad + forward + loss +
+    backward + step; batches are views of one in-memory tensor, as in strata).
+W2  the same at batch 512.
+W3  SimpleNN forward at batch 1 under torch.inference_mode(), microseconds per call.
+W4  MLP 784->2048->2048->10 (ReLU), batch 256, training samples/s and GFLOP/s.
+W5/W6 (conv ResNet, LSTM): not yet implemented (needs the layers issue).
+
+Everything is PyTorch's defaults (eager mode, optimizer.zero_grad() setting grads to None),
+as a user would write it.
+"""
+
+import argparse
+import json
+import resource
+import time
+
+import torch
+import torch.nn as nn
+
+EPOCH_SAMPLES = 60_000
+
+
+class SimpleNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(784, 128)
+        self.fc2 = nn.Linear(128, 64)
+        self.fc3 = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.fc1(x))
+        x = torch.relu(self.fc2(x))
+        return self.fc3(x)
+
+
+class Mlp(nn.Module):
+    def __init__(self, sizes):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
+
+    def forward(self, x):
+        x = self.layers[0](x)
+        for layer in self.layers[1:]:
+            x = layer(torch.relu(x))
+        return x
+
+
+def forward_macs(sizes):
+    return sum(a * b for a, b in zip(sizes, sizes[1:]))
+
+
+def train_flops_per_sample(sizes):
+    # Same count as strata-bench: forward, weight gradients, input gradients except the first layer's.
+    return 2.0 * (3.0 * forward_macs(sizes) - sizes[0] * sizes[1])
+
+
+def synthetic_data(n, features=784, classes=10, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, features, generator=g), torch.randint(0, classes, (n,), generator=g)
+
+
+def train_epoch(model, opt, criterion, x, y, batch):
+    loss = None
+    for start in range(0, x.shape[0], batch):
+        xb, yb = x[start:start + batch], y[start:start + batch]
+        opt.zero_grad()
+        loss = criterion(model(xb), yb)
+        loss.backward()
+        opt.step()
+    return loss.item()
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def record(workload, threads, **fields):
+    out = {"workload": workload, "system": "torch", "threads": threads}
+    out.update({k: v for k, v in fields.items() if v is not None})
+    if "status" not in out:
+        out["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    return out
+
+
+def run_simple_nn_training(workload, batch, samples, threads):
+    torch.manual_seed(0)
+    x, y = synthetic_data(samples)
+    model, criterion = SimpleNN(), nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    warm = min(20 * batch, samples)
+    train_epoch(model, opt, criterion, x[:warm], y[:warm], batch)
+    t = time.perf_counter()
+    loss = train_epoch(model, opt, criterion, x, y, batch)
+    seconds = time.perf_counter() - t
+    flops = train_flops_per_sample([784, 128, 64, 10]) * samples
+    return record(workload, threads, batch=batch, samples=samples, seconds=seconds,
+                  samples_per_s=samples / seconds, gflop_s=flops / seconds / 1e9, loss=loss)
+
+
+def run_inference(calls, threads):
+    torch.manual_seed(0)
+    model = SimpleNN()
+    x, _ = synthetic_data(1, seed=3)
+    block = max(calls // 20, 1)
+    per_call = []
+    with torch.inference_mode():
+        for _ in range(block):
+            model(x)
+        for _ in range(20):
+            t = time.perf_counter()
+            for _ in range(block):
+                model(x)
+            per_call.append((time.perf_counter() - t) / block)
+    per_call.sort()
+    median = per_call[len(per_call) // 2]
+    return record("W3", threads, batch=1, samples=block * 20, seconds=sum(per_call) * block,
+                  latency_us=median * 1e6, gflop_s=2.0 * forward_macs([784, 128, 64, 10]) / median / 1e9)
+
+
+def run_big_mlp(steps, threads):
+    sizes, batch = [784, 2048, 2048, 10], 256
+    torch.manual_seed(0)
+    model, criterion = Mlp(sizes), nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x, y = synthetic_data(batch * steps, seed=2)
+    train_epoch(model, opt, criterion, x[:2 * batch], y[:2 * batch], batch)
+    t = time.perf_counter()
+    loss = train_epoch(model, opt, criterion, x, y, batch)
+    seconds = time.perf_counter() - t
+    samples = batch * steps
+    return record("W4", threads, batch=batch, samples=samples, seconds=seconds, samples_per_s=samples / seconds,
+                  gflop_s=train_flops_per_sample(sizes) * samples / seconds / 1e9, loss=loss)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--workload", "-w", default="all")
+    p.add_argument("--threads", "-t", type=int, default=None)
+    p.add_argument("--samples", type=int, default=EPOCH_SAMPLES)
+    p.add_argument("--quick", action="store_true")
+    a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    threads = torch.get_num_threads()
+    samples = min(a.samples, 2048) if a.quick else a.samples
+    names = [w.strip().upper() for w in a.workload.split(",")]
+    if "ALL" in names:
+        names = ["W1", "W2", "W3", "W4", "W5", "W6"]
+    for w in names:
+        if w == "W1":
+            r = run_simple_nn_training("W1", 64, samples, threads)
+        elif w == "W2":
+            r = run_simple_nn_training("W2", 512, samples, threads)
+        elif w == "W3":
+            r = run_inference(2_000 if a.quick else 100_000, threads)
+        elif w == "W4":
+            r = run_big_mlp(2 if a.quick else 24, threads)
+        elif w in ("W5", "W6"):
+            r = record(w, threads, status="not yet implemented (needs the layers issue)")
+        else:
+            p.error(f"unknown workload {w!r} (W1-W6 or all)")
+        print(json.dumps(r), flush=True)
+
+
+if __name__ == "__main__":
+    main()

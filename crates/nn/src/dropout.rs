@@ -1,0 +1,116 @@
+//! Dropout, PyTorch's `nn.Dropout`: random zeroing in training mode, the identity in evaluation
+//! mode, with masks that are reproducible from a seed.
+
+use crate::module::Module;
+use crate::{Error, Result};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use strata_core::{Generator, Tensor, dropout, with_default_generator};
+
+/// Dropout, PyTorch's `nn.Dropout(p)`: in training mode each element is zeroed with
+/// probability `p` and the others are scaled by `1/(1 − p)`; in evaluation mode
+/// ([`Module::eval`]) the input passes unchanged. No parameters.
+///
+/// Reproducible: the layer holds a seed and counts its training-mode calls; call k draws its
+/// mask from `Generator::new(seed).fork(k)`, a counter-based stream, so a run repeats exactly
+/// whatever the number of threads. [`Dropout::new`] takes the seed from the default generator
+/// (set by `strata_core::manual_seed`); [`Dropout::with_seed`] fixes it.
+///
+/// # Shapes
+/// - input: any shape
+/// - output: the same shape
+///
+/// ```
+/// use strata_nn::{Dropout, Module};
+/// use strata_core::{DType, Tensor};
+/// let drop = Dropout::with_seed(0.5, 7)?;
+/// let x = Tensor::ones(&[2, 8], DType::F32);
+/// assert_eq!(drop.forward(&x)?.dims(), &[2, 8]);
+/// drop.eval();
+/// assert_eq!(drop.forward(&x)?.to_vec::<f32>()?, vec![1.0; 16]);
+/// # Ok::<(), strata_nn::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Dropout {
+    p: f64,
+    seed: u64,
+    step: AtomicU64,
+    training: AtomicBool,
+}
+
+impl Dropout {
+    /// `nn.Dropout(p)`, its seed drawn from the default generator. `p` must be in `[0, 1)`.
+    pub fn new(p: f64) -> Result<Dropout> {
+        let seed = with_default_generator(|g| g.next_u64());
+        Dropout::with_seed(p, seed)
+    }
+
+    /// Dropout with probability `p` in `[0, 1)` and masks drawn from `seed`.
+    pub fn with_seed(p: f64, seed: u64) -> Result<Dropout> {
+        if !(0.0..1.0).contains(&p) {
+            return Err(Error::InvalidConfig {
+                what: "Dropout",
+                message: format!("p must be in [0, 1) (the probability of zeroing an element), got {p}"),
+            });
+        }
+        Ok(Dropout { p, seed, step: AtomicU64::new(0), training: AtomicBool::new(true) })
+    }
+
+    /// The probability of zeroing an element.
+    pub fn p(&self) -> f64 {
+        self.p
+    }
+
+    /// The seed the masks are drawn from.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Training-mode calls so far: the next mask is drawn from `Generator::new(seed).fork(step)`.
+    pub fn step(&self) -> u64 {
+        self.step.load(Ordering::Relaxed)
+    }
+
+    /// Whether the layer is in training mode.
+    pub fn is_training(&self) -> bool {
+        self.training.load(Ordering::Relaxed)
+    }
+}
+
+impl Module for Dropout {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if !self.is_training() || self.p == 0.0 {
+            return Ok(x.clone());
+        }
+        let step = self.step.fetch_add(1, Ordering::Relaxed);
+        Ok(dropout(x, self.p, &mut Generator::new(self.seed).fork(step))?)
+    }
+    fn set_own_training(&self, training: bool) {
+        self.training.store(training, Ordering::Relaxed);
+    }
+    fn describe(&self) -> String {
+        format!("Dropout p={}", self.p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_core::DType;
+
+    #[test]
+    fn modes_steps_and_errors() {
+        let d = Dropout::with_seed(0.5, 1).unwrap();
+        let x = Tensor::ones(&[64], DType::F32);
+        let (a, b) = (d.forward(&x).unwrap().to_vec::<f32>().unwrap(), d.forward(&x).unwrap().to_vec::<f32>().unwrap());
+        assert_ne!(a, b, "each call draws a new mask");
+        assert_eq!(d.step(), 2);
+        d.eval();
+        assert!(d.forward(&x).unwrap().same(&x));
+        assert_eq!(d.step(), 2);
+        assert_eq!(d.describe(), "Dropout p=0.5");
+        assert_eq!(
+            Dropout::new(1.0).unwrap_err().to_string(),
+            "Dropout: p must be in [0, 1) (the probability of zeroing an element), got 1"
+        );
+    }
+}

@@ -1,0 +1,161 @@
+//! Layer normalisation, PyTorch's `nn.LayerNorm`: every sample normalised over its trailing
+//! `normalized_shape` dimensions, with an elementwise learned scale and shift.
+
+use crate::module::Module;
+use crate::{Error, Result};
+use strata_core::{DType, Tensor, layer_norm};
+
+/// The hyper-parameters of a [`LayerNorm`], with PyTorch's defaults: `eps = 1e-5`,
+/// `elementwise_affine = true`, f32.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerNormConfig {
+    /// The trailing dimensions to normalise over (e.g. `[C]`, or `[H, W]`).
+    pub normalized_shape: Vec<usize>,
+    /// Added to the variance before the square root.
+    pub eps: f64,
+    /// Whether the layer has a learned `weight` (γ, ones) and `bias` (β, zeros).
+    pub elementwise_affine: bool,
+    /// Element type of the parameters.
+    pub dtype: DType,
+}
+
+impl LayerNormConfig {
+    /// `nn.LayerNorm(normalized_shape)` with PyTorch's defaults.
+    pub fn new(normalized_shape: &[usize]) -> Self {
+        LayerNormConfig {
+            normalized_shape: normalized_shape.to_vec(),
+            eps: 1e-5,
+            elementwise_affine: true,
+            dtype: DType::F32,
+        }
+    }
+    /// Sets `eps`.
+    pub fn eps(mut self, eps: f64) -> Self {
+        self.eps = eps;
+        self
+    }
+    /// With or without `weight` and `bias`.
+    pub fn elementwise_affine(mut self, affine: bool) -> Self {
+        self.elementwise_affine = affine;
+        self
+    }
+    /// Sets the element type (f32 or f64).
+    pub fn dtype(mut self, dtype: DType) -> Self {
+        self.dtype = dtype;
+        self
+    }
+
+    /// Builds the layer: weight 1 and bias 0, as PyTorch initialises them.
+    pub fn init(&self) -> Result<LayerNorm> {
+        let bad = |message: String| Err(Error::InvalidConfig { what: "LayerNorm", message });
+        if self.normalized_shape.is_empty() || self.normalized_shape.contains(&0) {
+            return bad(format!("normalized_shape must be non-empty with sizes ≥ 1, got {:?}", self.normalized_shape));
+        }
+        if !self.dtype.is_float() {
+            return bad(format!("parameters must be f32 or f64, got {:?}", self.dtype));
+        }
+        if self.eps.is_nan() || self.eps < 0.0 {
+            return bad(format!("eps must be ≥ 0, got {}", self.eps));
+        }
+        let ns = &self.normalized_shape;
+        let (weight, bias) = if self.elementwise_affine {
+            (
+                Some(Tensor::ones(ns, self.dtype).requires_grad_()?),
+                Some(Tensor::zeros(ns, self.dtype).requires_grad_()?),
+            )
+        } else {
+            (None, None)
+        };
+        Ok(LayerNorm { weight, bias, config: self.clone() })
+    }
+}
+
+/// Layer normalisation, PyTorch's `nn.LayerNorm`: per sample, over the last
+/// `normalized_shape.len()` dimensions, `y = (x − μ)/√(σ² + eps)·γ + β` with the biased
+/// variance. The same in training and evaluation mode.
+///
+/// Parameters `weight` (γ, ones) and `bias` (β, zeros), each of shape `normalized_shape`, when
+/// `elementwise_affine`: PyTorch's names, so state_dicts move both ways.
+///
+/// # Shapes
+/// - input: `[*, normalized_shape…]`, e.g. `[N, C]` or `[N, L, C]` for `normalized_shape = [C]`
+/// - output: the input's shape
+/// - `weight`, `bias`: `normalized_shape`
+///
+/// ```
+/// use strata_nn::{LayerNorm, Module};
+/// use strata_core::{DType, Tensor};
+/// let ln = LayerNorm::new(&[16])?;
+/// let y = ln.forward(&Tensor::ones(&[4, 7, 16], DType::F32))?;
+/// assert_eq!(y.dims(), &[4, 7, 16]);
+/// assert_eq!(ln.num_parameters(), 32);
+/// # Ok::<(), strata_nn::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct LayerNorm {
+    /// γ, of shape `normalized_shape` (when affine).
+    pub weight: Option<Tensor>,
+    /// β, of shape `normalized_shape` (when affine).
+    pub bias: Option<Tensor>,
+    config: LayerNormConfig,
+}
+
+impl LayerNorm {
+    /// `nn.LayerNorm(normalized_shape)` with PyTorch's defaults (f32).
+    pub fn new(normalized_shape: &[usize]) -> Result<LayerNorm> {
+        LayerNormConfig::new(normalized_shape).init()
+    }
+
+    /// The hyper-parameters.
+    pub fn config(&self) -> &LayerNormConfig {
+        &self.config
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let c = &self.config;
+        Ok(layer_norm(x, &c.normalized_shape, self.weight.as_ref(), self.bias.as_ref(), c.eps)?)
+    }
+    fn own_parameters(&self) -> Vec<(String, Tensor)> {
+        let mut p = vec![];
+        p.extend(self.weight.clone().map(|t| ("weight".to_string(), t)));
+        p.extend(self.bias.clone().map(|t| ("bias".to_string(), t)));
+        p
+    }
+    fn describe(&self) -> String {
+        let c = &self.config;
+        let dims: Vec<String> = c.normalized_shape.iter().map(usize::to_string).collect();
+        let mut s = format!("LayerNorm [{}]", dims.join(", "));
+        if c.eps != 1e-5 {
+            s.push_str(&format!(", eps {}", c.eps));
+        }
+        if !c.elementwise_affine {
+            s.push_str(", not affine");
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pytorch_names_init_and_errors() {
+        let ln = LayerNorm::new(&[2, 3]).unwrap();
+        let keys: Vec<String> = ln.state_dict().keys().map(str::to_string).collect();
+        assert_eq!(keys, ["weight", "bias"]);
+        assert_eq!(ln.weight.as_ref().unwrap().dims(), &[2, 3]);
+        assert_eq!(ln.describe(), "LayerNorm [2, 3]");
+        let e = ln.forward(&Tensor::zeros(&[4, 3, 2], DType::F32)).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "layer_norm: input has shape [4, 3, 2], expected [*, 2, 3] (the last 2 dimension(s) equal to normalized_shape [2, 3])"
+        );
+        let plain = LayerNormConfig::new(&[3]).elementwise_affine(false).eps(1e-3).init().unwrap();
+        assert_eq!(plain.num_parameters(), 0);
+        assert_eq!(plain.describe(), "LayerNorm [3], eps 0.001, not affine");
+        assert!(LayerNorm::new(&[]).unwrap_err().to_string().contains("non-empty"));
+    }
+}
