@@ -56,6 +56,10 @@ macro_rules! pointwise_layer {
             fn describe(&self) -> String {
                 $label.into()
             }
+
+            fn spec(&self) -> Option<crate::spec::LayerSpec> {
+                Some(crate::spec::LayerSpec::$name)
+            }
         }
     };
 }
@@ -117,6 +121,10 @@ impl Module for LeakyReLU {
     fn describe(&self) -> String {
         format!("LeakyReLU(negative_slope={})", self.negative_slope)
     }
+
+    fn spec(&self) -> Option<crate::spec::LayerSpec> {
+        Some(crate::spec::LayerSpec::LeakyReLU { negative_slope: self.negative_slope })
+    }
 }
 
 /// `x` where `x > 0`, else `alpha·(eˣ − 1)`, PyTorch's `nn.ELU` (default alpha 1).
@@ -154,6 +162,10 @@ impl Module for ELU {
     fn describe(&self) -> String {
         format!("ELU(alpha={})", self.alpha)
     }
+
+    fn spec(&self) -> Option<crate::spec::LayerSpec> {
+        Some(crate::spec::LayerSpec::ELU { alpha: self.alpha })
+    }
 }
 
 /// Softmax along `dim`, PyTorch's `nn.Softmax(dim)`: each line along `dim` becomes
@@ -183,6 +195,10 @@ impl Module for Softmax {
     fn describe(&self) -> String {
         format!("Softmax(dim={})", self.dim)
     }
+
+    fn spec(&self) -> Option<crate::spec::LayerSpec> {
+        Some(crate::spec::LayerSpec::Softmax { dim: self.dim })
+    }
 }
 
 /// Log-softmax along `dim`, PyTorch's `nn.LogSoftmax(dim)`: `x − log Σ eˣ`, stable for any
@@ -210,5 +226,9 @@ impl Module for LogSoftmax {
     }
     fn describe(&self) -> String {
         format!("LogSoftmax(dim={})", self.dim)
+    }
+
+    fn spec(&self) -> Option<crate::spec::LayerSpec> {
+        Some(crate::spec::LayerSpec::LogSoftmax { dim: self.dim })
     }
 }

@@ -262,6 +262,17 @@ macro_rules! batch_norm_layer {
             fn describe(&self) -> String {
                 self.0.describe()
             }
+
+            fn spec(&self) -> Option<crate::spec::LayerSpec> {
+                let c = &self.0.config;
+                Some(crate::spec::LayerSpec::$name(crate::spec::BatchNormSpec {
+                    num_features: Some(c.num_features),
+                    eps: c.eps,
+                    momentum: c.momentum,
+                    affine: c.affine,
+                    track_running_stats: c.track_running_stats,
+                }))
+            }
         }
     };
 }

@@ -129,6 +129,10 @@ pub enum Producer {
     Linear(LayerRef),
     /// A Flatten layer, from the dimensions it merged (e.g. `1×28×28`).
     Flatten(LayerRef, String),
+    /// A Conv2d layer's `out_channels` (dimension 1 of an image batch).
+    Conv2d(LayerRef),
+    /// A recurrent layer's output features, `D·H`, with its number of directions `D`.
+    Recurrent(LayerRef, usize),
 }
 
 /// One change to a spec that a fix consists of; tests apply fixes to prove they work.
@@ -176,6 +180,78 @@ pub enum Edit {
         /// The projection's output size.
         out_features: usize,
     },
+    /// Set a Conv2d's `in_channels`.
+    SetInChannels {
+        /// The layer's path.
+        path: String,
+        /// The new value.
+        value: usize,
+    },
+    /// Set a Conv2d's `out_channels`.
+    SetOutChannels {
+        /// The layer's path.
+        path: String,
+        /// The new value.
+        value: usize,
+    },
+    /// Set a BatchNorm's `num_features`.
+    SetNumFeatures {
+        /// The layer's path.
+        path: String,
+        /// The new value.
+        value: usize,
+    },
+    /// Set a recurrent layer's `input_size`.
+    SetInputSize {
+        /// The layer's path.
+        path: String,
+        /// The new value.
+        value: usize,
+    },
+    /// Set a recurrent layer's `hidden_size`.
+    SetHiddenSize {
+        /// The layer's path.
+        path: String,
+        /// The new value.
+        value: usize,
+    },
+    /// Set a Conv2d's or pool's `kernel_size` and `padding`.
+    SetWindow {
+        /// The layer's path.
+        path: String,
+        /// The new kernel size.
+        kernel_size: (usize, usize),
+        /// The new padding.
+        padding: (usize, usize),
+    },
+    /// Set a Softmax's or LogSoftmax's `dim`.
+    SetDim {
+        /// The layer's path.
+        path: String,
+        /// The new dimension.
+        dim: isize,
+    },
+    /// Insert a layer right before another.
+    InsertBefore {
+        /// The path of the layer it goes before.
+        path: String,
+        /// The new layer's name (made unique in its chain).
+        name: String,
+        /// The new layer.
+        spec: LayerSpec,
+    },
+    /// Remove a layer.
+    Remove {
+        /// The layer's path.
+        path: String,
+    },
+    /// Give a residual block a shortcut made of these layers.
+    SetShortcutLayers {
+        /// The block's path.
+        path: String,
+        /// The shortcut's layers.
+        layers: Vec<NamedLayer>,
+    },
     /// Append a Linear at the end of the model.
     AppendLinear {
         /// Its input size.
@@ -197,7 +273,8 @@ pub struct Fix {
 /// What went wrong.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ShapeErrorKind {
-    /// A Linear receives a different feature count than its `in_features`.
+    /// A Linear (or a recurrent layer) receives a different feature count than its
+    /// `in_features` (`input_size`).
     FeatureMismatch {
         /// `in_features`.
         expected: usize,
@@ -205,6 +282,30 @@ pub enum ShapeErrorKind {
         got: usize,
         /// Who produced it.
         producer: Producer,
+    },
+    /// A Conv2d or BatchNorm receives a different channel count (dimension 1) than it expects.
+    ChannelMismatch {
+        /// `in_channels` / `num_features`.
+        expected: usize,
+        /// The incoming channel count.
+        got: usize,
+        /// Who produced it.
+        producer: Producer,
+    },
+    /// A convolution or pooling window larger than its (padded) input: the output would be empty.
+    WindowTooLarge {
+        /// The window's span `(height, width)`, dilation included.
+        window: (usize, usize),
+        /// The input's spatial size `(H, W)`.
+        input: (usize, usize),
+        /// The padding on each side.
+        padding: (usize, usize),
+    },
+    /// A hyper-parameter that cannot work (groups not dividing the channels, padding over half
+    /// a pooling window, a softmax dimension out of range).
+    BadLayer {
+        /// Why.
+        reason: String,
     },
     /// A multi-dimensional (image-shaped) tensor reaches a Linear whose size fits only the
     /// flattened sample.
@@ -280,6 +381,17 @@ fn producer_phrase(p: &Producer, got: usize) -> String {
         Producer::Input => format!("the model input has {got} features"),
         Producer::Linear(l) => format!("{l} produces {got} features"),
         Producer::Flatten(l, from) => format!("{l} produces {got} features ({from})"),
+        Producer::Conv2d(l) => format!("the last dimension is {got} (after {l})"),
+        Producer::Recurrent(l, _) => format!("{l} produces {got} features"),
+    }
+}
+
+fn channel_phrase(p: &Producer, got: usize) -> String {
+    match p {
+        Producer::Input => format!("the model input has {got} channels"),
+        Producer::Linear(l) | Producer::Flatten(l, _) | Producer::Conv2d(l) | Producer::Recurrent(l, _) => {
+            format!("{l} produces {got} channels")
+        }
     }
 }
 
@@ -305,10 +417,24 @@ impl fmt::Display for ShapeError {
                 )?;
             }
             ShapeErrorKind::TooFewDims { needs } => write!(f, "\n  it needs {needs}")?,
+            ShapeErrorKind::ChannelMismatch { expected, got, producer } => {
+                let l = self.layer.as_ref().map(name).unwrap_or_default();
+                write!(f, "\n  {}, {l} expects {expected}", channel_phrase(producer, *got))?;
+            }
+            ShapeErrorKind::WindowTooLarge { window, input, padding } => {
+                write!(f, "\n  its window spans {}×{} but the input is {}×{}", window.0, window.1, input.0, input.1)?;
+                if *padding != (0, 0) {
+                    write!(f, " ({}×{} with padding)", input.0 + 2 * padding.0, input.1 + 2 * padding.1)?;
+                }
+                write!(f, "; the output would be empty")?;
+            }
+            ShapeErrorKind::BadLayer { reason } => write!(f, "\n  {reason}")?,
             ShapeErrorKind::BadFlattenRange { reason } => write!(f, "\n  {reason}")?,
             ShapeErrorKind::ClassCount { classes, logits, producer } => {
                 write!(f, " the loss receives logits {logits}")?;
-                if let Producer::Linear(l) | Producer::Flatten(l, _) = producer {
+                if let Producer::Linear(l) | Producer::Flatten(l, _) | Producer::Conv2d(l) | Producer::Recurrent(l, _) =
+                    producer
+                {
                     write!(f, " from {l}")?;
                 }
                 write!(
@@ -584,7 +710,12 @@ impl Walker {
                                             edits: vec![Edit::SetInput { sample }],
                                         });
                                     }
-                                    Producer::Flatten(..) => {}
+                                    Producer::Recurrent(p, d) => {
+                                        if let Some(fix) = hidden_fix(p, *d, expected) {
+                                            fixes.push(fix);
+                                        }
+                                    }
+                                    Producer::Flatten(..) | Producer::Conv2d(_) => {}
                                 }
                                 if x.rank() > 2 {
                                     fixes.push(Fix {
@@ -651,6 +782,209 @@ impl Walker {
                     SymShape(out)
                 }
             }
+            LayerSpec::Conv2d(c) => {
+                if x.rank() != 4 {
+                    let mut fixes = vec![];
+                    if x.rank() == 3 && self.producer == Producer::Input {
+                        let mut sample = vec![1];
+                        sample.extend(x.sample().unwrap_or_default());
+                        fixes.push(Fix {
+                            text: format!("give the images a channel dimension: input {sample:?}"),
+                            edits: vec![Edit::SetInput { sample }],
+                        });
+                    }
+                    error = Some((
+                        ShapeErrorKind::TooFewDims { needs: "[N, C, H, W]: a batch of images with channels".into() },
+                        fixes,
+                    ));
+                    SymShape(vec![Dim::Batch, Dim::Fixed(c.out_channels), Dim::Fixed(1), Dim::Fixed(1)])
+                } else {
+                    let got = fixed(&x, 1);
+                    let (h, w) = (fixed(&x, 2), fixed(&x, 3));
+                    let (k, out) = (c.kernel_size, c.out_channels);
+                    match c.in_channels {
+                        None => c.in_channels = Some(got),
+                        Some(expected) if expected == got => {}
+                        Some(expected) => {
+                            let mut fixes = vec![];
+                            if got.is_multiple_of(c.groups.max(1)) {
+                                fixes.push(Fix {
+                                    text: format!("make {path} Conv2d({got}, {out}, {})", pair_arg(k)),
+                                    edits: vec![Edit::SetInChannels { path: path.into(), value: got }],
+                                });
+                            }
+                            fixes.extend(self.channel_producer_fix(&x, expected));
+                            error = Some((
+                                ShapeErrorKind::ChannelMismatch { expected, got, producer: self.producer.clone() },
+                                fixes,
+                            ));
+                        }
+                    }
+                    let in_c = c.in_channels.unwrap_or(got);
+                    let g = c.groups.max(1);
+                    if error.is_none() && (!in_c.is_multiple_of(g) || !out.is_multiple_of(g)) {
+                        error = Some((
+                            ShapeErrorKind::BadLayer {
+                                reason: format!(
+                                    "groups = {g} must divide both in_channels ({in_c}) and out_channels ({out})"
+                                ),
+                            },
+                            vec![],
+                        ));
+                    }
+                    let (oh, ow, werr) =
+                        self.window(path, "Conv2d", &x, (h, w), k, c.stride, c.padding, c.dilation, false);
+                    if error.is_none() {
+                        error = werr;
+                    }
+                    SymShape(vec![x.0[0], Dim::Fixed(out), Dim::Fixed(oh), Dim::Fixed(ow)])
+                }
+            }
+            LayerSpec::MaxPool2d { kernel_size, stride, padding, dilation } => {
+                self.pool(path, "MaxPool2d", &x, *kernel_size, *stride, *padding, *dilation, &mut error)
+            }
+            LayerSpec::AvgPool2d { kernel_size, stride, padding, .. } => {
+                self.pool(path, "AvgPool2d", &x, *kernel_size, *stride, *padding, (1, 1), &mut error)
+            }
+            LayerSpec::AdaptiveAvgPool2d { output_size } => {
+                if x.rank() < 3 {
+                    error =
+                        Some((ShapeErrorKind::TooFewDims { needs: "[N, C, H, W]: a batch of images".into() }, vec![]));
+                    x.clone()
+                } else {
+                    let mut v = x.0.clone();
+                    let r = v.len();
+                    v[r - 2] = Dim::Fixed(output_size.0);
+                    v[r - 1] = Dim::Fixed(output_size.1);
+                    SymShape(v)
+                }
+            }
+            LayerSpec::BatchNorm1d(b) | LayerSpec::BatchNorm2d(b) => {
+                let two_d = matches!(l.spec, LayerSpec::BatchNorm2d(_));
+                let (ok, needs) = if two_d {
+                    (x.rank() == 4, "[N, C, H, W]: a batch of images")
+                } else {
+                    (x.rank() == 2 || x.rank() == 3, "[N, C] or [N, C, L]")
+                };
+                if !ok {
+                    error = Some((ShapeErrorKind::TooFewDims { needs: needs.into() }, vec![]));
+                } else {
+                    let got = fixed(&x, 1);
+                    match b.num_features {
+                        None => b.num_features = Some(got),
+                        Some(expected) if expected == got => {}
+                        Some(expected) => {
+                            let kind = if two_d { "BatchNorm2d" } else { "BatchNorm1d" };
+                            let mut fixes = vec![Fix {
+                                text: format!("make {path} {kind}({got})"),
+                                edits: vec![Edit::SetNumFeatures { path: path.into(), value: got }],
+                            }];
+                            fixes.extend(self.channel_producer_fix(&x, expected));
+                            error = Some((
+                                ShapeErrorKind::ChannelMismatch { expected, got, producer: self.producer.clone() },
+                                fixes,
+                            ));
+                        }
+                    }
+                }
+                x.clone()
+            }
+            LayerSpec::Sigmoid
+            | LayerSpec::Tanh
+            | LayerSpec::GELU
+            | LayerSpec::LeakyReLU { .. }
+            | LayerSpec::ELU { .. } => x.clone(),
+            LayerSpec::Softmax { dim } | LayerSpec::LogSoftmax { dim } => {
+                let r = x.rank() as isize;
+                if *dim < -r || *dim >= r {
+                    let kind = l.spec.type_name();
+                    error = Some((
+                        ShapeErrorKind::BadLayer {
+                            reason: format!(
+                                "dim = {dim} is not a dimension of a {r}-dimensional input (valid: {} to {})",
+                                -r,
+                                r - 1
+                            ),
+                        },
+                        vec![Fix {
+                            text: format!("make {path} {kind}(dim=-1) (the last dimension)"),
+                            edits: vec![Edit::SetDim { path: path.into(), dim: -1 }],
+                        }],
+                    ));
+                }
+                x.clone()
+            }
+            LayerSpec::Recurrent(r) => {
+                let kind = r.kind.type_name();
+                let out = r.output_features();
+                if x.rank() != 3 {
+                    let mut fixes = vec![];
+                    let layout = if r.batch_first { "[N, T, features]" } else { "[T, N, features]" };
+                    if x.rank() == 4 && x.0[1] == Dim::Fixed(1) {
+                        fixes.push(Fix {
+                            text: format!(
+                                "insert Flatten(start_dim=1, end_dim=2) before {path} (it turns {x} into [N, {}, {}]: rows as time steps)",
+                                fixed(&x, 2),
+                                fixed(&x, 3)
+                            ),
+                            edits: vec![Edit::InsertBefore {
+                                path: path.into(),
+                                name: "flatten".into(),
+                                spec: LayerSpec::Flatten { start_dim: 1, end_dim: 2 },
+                            }],
+                        });
+                    } else if let (2, Producer::Input, Some(f), Some(i)) =
+                        (x.rank(), &self.producer, x.last(), r.input_size)
+                        && f.is_multiple_of(i)
+                    {
+                        let sample = vec![f / i, i];
+                        fixes.push(Fix {
+                            text: format!("feed sequences of {} steps of {i} features: input {sample:?}", f / i),
+                            edits: vec![Edit::SetInput { sample }],
+                        });
+                    }
+                    error = Some((
+                        ShapeErrorKind::TooFewDims {
+                            needs: format!(
+                                "{layout}: a batch of sequences ({kind} reads dimension {} as time)",
+                                if r.batch_first { 1 } else { 0 }
+                            ),
+                        },
+                        fixes,
+                    ));
+                    SymShape(vec![x.0[0], Dim::Fixed(1), Dim::Fixed(out)])
+                } else {
+                    let got = fixed(&x, 2);
+                    match r.input_size {
+                        None => r.input_size = Some(got),
+                        Some(expected) if expected == got => {}
+                        Some(expected) => {
+                            let mut fixes = vec![Fix {
+                                text: format!("make {path} {kind}({got}, {})", r.hidden_size),
+                                edits: vec![Edit::SetInputSize { path: path.into(), value: got }],
+                            }];
+                            fixes.extend(self.feature_producer_fix(&x, expected));
+                            error = Some((
+                                ShapeErrorKind::FeatureMismatch { expected, got, producer: self.producer.clone() },
+                                fixes,
+                            ));
+                        }
+                    }
+                    x.with_last(out)
+                }
+            }
+            LayerSpec::LastStep { batch_first } => {
+                if x.rank() != 3 {
+                    let layout = if *batch_first { "[N, T, F]" } else { "[T, N, F]" };
+                    error =
+                        Some((ShapeErrorKind::TooFewDims { needs: format!("{layout}: a batch of sequences") }, vec![]));
+                    if x.rank() >= 2 { SymShape(vec![x.0[0], x.0[x.rank() - 1]]) } else { x.clone() }
+                } else if *batch_first {
+                    SymShape(vec![x.0[0], x.0[2]])
+                } else {
+                    SymShape(vec![x.0[1], x.0[2]])
+                }
+            }
             LayerSpec::Sequential(inner) => {
                 let (y, resolved) = self.chain(inner, &format!("{path}."), &format!("{label}."), depth + 1, x.clone());
                 *inner = resolved;
@@ -665,7 +999,8 @@ impl Walker {
                 let ys = match shortcut {
                     Some(sc) => {
                         self.producer = before;
-                        let (ys, rs) = self.chain(sc, &format!("{path}.shortcut."), &format!("{label}.s"), depth + 1, x.clone());
+                        let (ys, rs) =
+                            self.chain(sc, &format!("{path}.shortcut."), &format!("{label}.s"), depth + 1, x.clone());
                         *sc = rs;
                         ys
                     }
@@ -674,6 +1009,9 @@ impl Walker {
                 let after_shortcut = std::mem::replace(&mut self.producer, after_body.clone());
                 if yb != ys {
                     let mut fixes = vec![];
+                    if identity && ys.rank() == 4 && yb.rank() == 4 {
+                        fixes.extend(conv_shortcut_fix(path, &ys, &yb));
+                    }
                     if let (Some(i), Some(o), 2, 2) = (ys.last(), yb.last(), ys.rank(), yb.rank()) {
                         if identity {
                             fixes.push(Fix {
@@ -693,7 +1031,8 @@ impl Walker {
                             });
                         }
                     }
-                    error = Some((ShapeErrorKind::ResidualMismatch { body: yb.clone(), shortcut: ys, identity }, fixes));
+                    error =
+                        Some((ShapeErrorKind::ResidualMismatch { body: yb.clone(), shortcut: ys, identity }, fixes));
                 }
                 yb
             }
@@ -704,11 +1043,148 @@ impl Walker {
             self.trace[row].error = Some(self.errors.len());
             self.errors.push(ShapeError { layer: Some(lref.clone()), input: Some(x), kind, fixes });
         }
-        if let LayerSpec::Linear { .. } = spec {
+        match &spec {
             // Whatever it received, a Linear decides the feature count from here on.
-            self.producer = Producer::Linear(lref);
+            LayerSpec::Linear { .. } => self.producer = Producer::Linear(lref),
+            LayerSpec::Conv2d(_) => self.producer = Producer::Conv2d(lref),
+            LayerSpec::Recurrent(r) => self.producer = Producer::Recurrent(lref, r.directions()),
+            _ => {}
         }
         (y, spec)
+    }
+
+    /// The "make the producer produce `expected` channels" fix for an image batch `x`.
+    fn channel_producer_fix(&self, x: &SymShape, expected: usize) -> Option<Fix> {
+        match &self.producer {
+            Producer::Conv2d(p) => Some(Fix {
+                text: format!("make {} produce {expected} channels", p.path),
+                edits: vec![Edit::SetOutChannels { path: p.path.clone(), value: expected }],
+            }),
+            Producer::Linear(p) if x.rank() == 2 => Some(Fix {
+                text: format!("make {} produce {expected} features", p.path),
+                edits: vec![Edit::SetOutFeatures { path: p.path.clone(), value: expected }],
+            }),
+            Producer::Input => {
+                let mut sample = x.sample()?;
+                *sample.first_mut()? = expected;
+                Some(Fix {
+                    text: format!("feed samples with {expected} channels: input {sample:?}"),
+                    edits: vec![Edit::SetInput { sample }],
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// The "make the producer produce `expected` features" fix (last dimension).
+    fn feature_producer_fix(&self, x: &SymShape, expected: usize) -> Option<Fix> {
+        match &self.producer {
+            Producer::Linear(p) => Some(Fix {
+                text: format!("make {} produce {expected} features", p.path),
+                edits: vec![Edit::SetOutFeatures { path: p.path.clone(), value: expected }],
+            }),
+            Producer::Recurrent(p, d) => hidden_fix(p, *d, expected),
+            Producer::Input => {
+                let mut sample = x.sample()?;
+                *sample.last_mut()? = expected;
+                Some(Fix {
+                    text: format!("feed samples of {expected} features: input {sample:?}"),
+                    edits: vec![Edit::SetInput { sample }],
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Output size of a sliding window over `(h, w)`; an error (with a fix that shrinks the
+    /// window to fit, or removes a pool) when the window is larger than the padded input.
+    /// For a `pool`, the padding of a shrunk window is kept within half of it, and removing the
+    /// layer is a second fix.
+    #[allow(clippy::too_many_arguments)]
+    fn window(
+        &self,
+        path: &str,
+        kind: &str,
+        x: &SymShape,
+        (h, w): (usize, usize),
+        k: (usize, usize),
+        s: (usize, usize),
+        p: (usize, usize),
+        d: (usize, usize),
+        pool: bool,
+    ) -> (usize, usize, Option<(ShapeErrorKind, Vec<Fix>)>) {
+        let span = (d.0 * (k.0.max(1) - 1) + 1, d.1 * (k.1.max(1) - 1) + 1);
+        let (ph, pw) = (h + 2 * p.0, w + 2 * p.1);
+        if span.0 <= ph && span.1 <= pw {
+            return ((ph - span.0) / s.0.max(1) + 1, (pw - span.1) / s.1.max(1) + 1, None);
+        }
+        let fit = |size: usize, k: usize, p: usize, d: usize| -> (usize, usize) {
+            if d * (k - 1) < size + 2 * p {
+                return (k, p);
+            }
+            let k2 = (size + 2 * p - 1) / d + 1;
+            if pool && p > k2 / 2 { ((size - 1) / d + 1, 0) } else { (k2, p) }
+        };
+        let (k0, p0) = fit(h, k.0.max(1), p.0, d.0.max(1));
+        let (k1, p1) = fit(w, k.1.max(1), p.1, d.1.max(1));
+        let mut fixes = vec![Fix {
+            text: format!(
+                "make {path} {kind} with kernel_size {}{} (the largest window that fits {x})",
+                pair_arg((k0, k1)),
+                if (p0, p1) != p { format!(", padding {}", pair_arg((p0, p1))) } else { String::new() }
+            ),
+            edits: vec![Edit::SetWindow { path: path.into(), kernel_size: (k0, k1), padding: (p0, p1) }],
+        }];
+        if pool {
+            fixes.push(Fix { text: format!("remove {path}"), edits: vec![Edit::Remove { path: path.into() }] });
+        }
+        (1, 1, Some((ShapeErrorKind::WindowTooLarge { window: span, input: (h, w), padding: p }, fixes)))
+    }
+
+    /// The shape rule of MaxPool2d / AvgPool2d (AvgPool2d with dilation 1).
+    #[allow(clippy::too_many_arguments)]
+    fn pool(
+        &self,
+        path: &str,
+        kind: &str,
+        x: &SymShape,
+        k: (usize, usize),
+        s: (usize, usize),
+        p: (usize, usize),
+        d: (usize, usize),
+        error: &mut Option<(ShapeErrorKind, Vec<Fix>)>,
+    ) -> SymShape {
+        if x.rank() < 3 {
+            *error = Some((ShapeErrorKind::TooFewDims { needs: "[N, C, H, W]: a batch of images".into() }, vec![]));
+            return x.clone();
+        }
+        let r = x.rank();
+        let (h, w) = (fixed(x, r - 2), fixed(x, r - 1));
+        if p.0 > k.0 / 2 || p.1 > k.1 / 2 {
+            let fixed_p = (p.0.min(k.0 / 2), p.1.min(k.1 / 2));
+            *error = Some((
+                ShapeErrorKind::BadLayer {
+                    reason: format!(
+                        "padding {} is more than half the {}×{} window (PyTorch refuses it)",
+                        pair_arg(p),
+                        k.0,
+                        k.1
+                    ),
+                },
+                vec![Fix {
+                    text: format!("make {path} {kind} with padding {}", pair_arg(fixed_p)),
+                    edits: vec![Edit::SetWindow { path: path.into(), kernel_size: k, padding: fixed_p }],
+                }],
+            ));
+        }
+        let (oh, ow, werr) = self.window(path, kind, x, (h, w), k, s, p, d, true);
+        if error.is_none() {
+            *error = werr;
+        }
+        let mut v = x.0.clone();
+        v[r - 2] = Dim::Fixed(oh);
+        v[r - 1] = Dim::Fixed(ow);
+        SymShape(v)
     }
 
     fn finish_row(&mut self, row: usize, spec: &LayerSpec, y: SymShape) {
@@ -750,13 +1226,60 @@ impl Walker {
     }
 }
 
+/// Dimension `i` of `x` as a number (0 for the symbolic batch).
+fn fixed(x: &SymShape, i: usize) -> usize {
+    match x.0.get(i) {
+        Some(Dim::Fixed(v)) => *v,
+        _ => 0,
+    }
+}
+
+/// `3` or `(3, 2)`, as PyTorch's int-or-tuple arguments are written.
+fn pair_arg((a, b): (usize, usize)) -> String {
+    if a == b { a.to_string() } else { format!("({a}, {b})") }
+}
+
+/// The ResNet projection shortcut — `Conv2d(C, O, 1, stride s, bias=False)` + `BatchNorm2d(O)` —
+/// that maps an image batch `x` to the body's output `y`, when a stride does.
+fn conv_shortcut_fix(path: &str, x: &SymShape, y: &SymShape) -> Option<Fix> {
+    let stride = |i: usize, o: usize| (1..=i.max(1)).find(|s| (i.max(1) - 1) / s + 1 == o);
+    let (c, o) = (fixed(x, 1), fixed(y, 1));
+    let s = (stride(fixed(x, 2), fixed(y, 2))?, stride(fixed(x, 3), fixed(y, 3))?);
+    let mut conv = crate::spec::ConvSpec::new(Some(c), o, (1, 1));
+    (conv.stride, conv.bias) = (s, false);
+    let layers = vec![
+        NamedLayer { name: "conv".into(), spec: LayerSpec::Conv2d(conv), origin: None },
+        NamedLayer {
+            name: "bn".into(),
+            spec: LayerSpec::BatchNorm2d(crate::spec::BatchNormSpec::new(Some(o))),
+            origin: None,
+        },
+    ];
+    Some(Fix {
+        text: format!(
+            "add a projection shortcut Conv2d({c}, {o}, 1, stride={}, bias=False) + BatchNorm2d({o}) to {path}",
+            pair_arg(s)
+        ),
+        edits: vec![Edit::SetShortcutLayers { path: path.into(), layers }],
+    })
+}
+
+/// "make the recurrent layer `p` produce `expected` features" when `D` divides it.
+fn hidden_fix(p: &LayerRef, d: usize, expected: usize) -> Option<Fix> {
+    expected.is_multiple_of(d).then(|| Fix {
+        text: format!("make {} produce {expected} features (hidden_size = {})", p.path, expected / d),
+        edits: vec![Edit::SetHiddenSize { path: p.path.clone(), value: expected / d }],
+    })
+}
+
 /// Checks a checkpoint (state_dict) against a resolved spec: for each layer, its tensors'
 /// shapes; then tensors that no layer uses. `source` names the checkpoint in messages.
 pub fn check_checkpoint(report: &CheckReport, sd: &StateDict, source: &str) -> Vec<ShapeError> {
     let mut errors = vec![];
     let mut used = std::collections::HashSet::new();
     for row in &report.trace {
-        let Some(params) = row.spec.own_parameter_shapes() else { continue };
+        let Some(mut params) = row.spec.own_parameter_shapes() else { continue };
+        params.extend(row.spec.own_buffer_shapes().unwrap_or_default());
         if matches!(row.spec, LayerSpec::Sequential(_) | LayerSpec::Residual { .. }) {
             continue;
         }
@@ -862,7 +1385,8 @@ fn apply_edit(spec: &mut ModelSpec, e: &Edit) -> bool {
         Edit::SetShortcut { path, in_features, out_features } => match find(&mut spec.layers, path) {
             Some((chain, i)) => match &mut chain[i].spec {
                 LayerSpec::Residual { shortcut, .. } => {
-                    let proj = LayerSpec::Linear { in_features: Some(*in_features), out_features: *out_features, bias: true };
+                    let proj =
+                        LayerSpec::Linear { in_features: Some(*in_features), out_features: *out_features, bias: true };
                     *shortcut = Some(vec![NamedLayer { name: "proj".into(), spec: proj, origin: None }]);
                     true
                 }
@@ -894,6 +1418,70 @@ fn apply_edit(spec: &mut ModelSpec, e: &Edit) -> bool {
             },
             None => false,
         },
+        Edit::SetShortcutLayers { path, layers } => match find(&mut spec.layers, path) {
+            Some((chain, i)) => match &mut chain[i].spec {
+                LayerSpec::Residual { shortcut, .. } => {
+                    *shortcut = Some(layers.clone());
+                    true
+                }
+                _ => false,
+            },
+            None => false,
+        },
+        Edit::InsertBefore { path, name, spec: layer } => match find(&mut spec.layers, path) {
+            Some((chain, i)) => {
+                let mut name = name.clone();
+                while chain.iter().any(|l| l.name == name) {
+                    name.push('_');
+                }
+                chain.insert(i, NamedLayer { name, spec: layer.clone(), origin: None });
+                true
+            }
+            None => false,
+        },
+        Edit::Remove { path } => match find(&mut spec.layers, path) {
+            Some((chain, i)) => {
+                chain.remove(i);
+                true
+            }
+            None => false,
+        },
+        Edit::SetInChannels { path, value }
+        | Edit::SetOutChannels { path, value }
+        | Edit::SetNumFeatures { path, value }
+        | Edit::SetInputSize { path, value }
+        | Edit::SetHiddenSize { path, value } => {
+            let Some((chain, i)) = find(&mut spec.layers, path) else { return false };
+            match (e, &mut chain[i].spec) {
+                (Edit::SetInChannels { .. }, LayerSpec::Conv2d(c)) => c.in_channels = Some(*value),
+                (Edit::SetOutChannels { .. }, LayerSpec::Conv2d(c)) => c.out_channels = *value,
+                (Edit::SetNumFeatures { .. }, LayerSpec::BatchNorm1d(b) | LayerSpec::BatchNorm2d(b)) => {
+                    b.num_features = Some(*value)
+                }
+                (Edit::SetInputSize { .. }, LayerSpec::Recurrent(r)) => r.input_size = Some(*value),
+                (Edit::SetHiddenSize { .. }, LayerSpec::Recurrent(r)) => r.hidden_size = *value,
+                _ => return false,
+            }
+            true
+        }
+        Edit::SetWindow { path, kernel_size: k, padding: p } => {
+            let Some((chain, i)) = find(&mut spec.layers, path) else { return false };
+            match &mut chain[i].spec {
+                LayerSpec::Conv2d(c) => (c.kernel_size, c.padding) = (*k, *p),
+                LayerSpec::MaxPool2d { kernel_size, padding, .. }
+                | LayerSpec::AvgPool2d { kernel_size, padding, .. } => (*kernel_size, *padding) = (*k, *p),
+                _ => return false,
+            }
+            true
+        }
+        Edit::SetDim { path, dim: d } => {
+            let Some((chain, i)) = find(&mut spec.layers, path) else { return false };
+            match &mut chain[i].spec {
+                LayerSpec::Softmax { dim } | LayerSpec::LogSoftmax { dim } => *dim = *d,
+                _ => return false,
+            }
+            true
+        }
         Edit::SetInFeatures { path, value } | Edit::SetOutFeatures { path, value } => {
             match find(&mut spec.layers, path) {
                 Some((chain, i)) => match &mut chain[i].spec {

@@ -241,6 +241,20 @@ impl Module for Conv2d {
         }
         s
     }
+
+    fn spec(&self) -> Option<crate::spec::LayerSpec> {
+        let c = &self.config;
+        Some(crate::spec::LayerSpec::Conv2d(crate::spec::ConvSpec {
+            in_channels: Some(c.in_channels),
+            out_channels: c.out_channels,
+            kernel_size: c.kernel_size,
+            stride: c.stride,
+            padding: c.padding,
+            dilation: c.dilation,
+            groups: c.groups,
+            bias: c.bias,
+        }))
+    }
 }
 
 #[cfg(test)]

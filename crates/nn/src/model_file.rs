@@ -16,8 +16,15 @@
 //! position, as in `nn.Sequential`) and the type's options; `type = "Sequential"` with its own
 //! `layers` nests a block. `[[layers]]` array-of-tables syntax works too. Unknown keys, wrong
 //! types and impossible values are errors with file, line and column, all reported at once.
+//!
+//! Types and keys are PyTorch's class names and constructor arguments: `Conv2d` (`in_channels`,
+//! `out_channels`, `kernel_size`, `stride`, `padding`, `dilation`, `groups`, `bias`; sizes as an
+//! int or an `[h, w]` pair), `MaxPool2d`, `AvgPool2d`, `AdaptiveAvgPool2d`, `BatchNorm1d`,
+//! `BatchNorm2d` (`momentum = "None"` for a cumulative average), the activations, `RNN`, `LSTM`,
+//! `GRU` and `LastStep`. `in_features`, `in_channels`, `num_features` and `input_size` may be
+//! left out and are then inferred by the shape check.
 
-use crate::spec::{LayerSpec, ModelSpec, NamedLayer, Origin};
+use crate::spec::{BatchNormSpec, ConvSpec, LayerSpec, ModelSpec, NamedLayer, Origin, RecurrentKind, RecurrentSpec};
 use std::fmt;
 use std::path::Path;
 use toml::Spanned;
@@ -157,7 +164,63 @@ fn layer_toml(l: &NamedLayer) -> String {
                 fields.push("bias = false".into());
             }
         }
-        LayerSpec::ReLU => {}
+        LayerSpec::ReLU | LayerSpec::Sigmoid | LayerSpec::Tanh | LayerSpec::GELU => {}
+        LayerSpec::Conv2d(c) => {
+            if let Some(i) = c.in_channels {
+                fields.push(format!("in_channels = {i}"));
+            }
+            fields.push(format!("out_channels = {}", c.out_channels));
+            fields.push(format!("kernel_size = {}", pair_toml(c.kernel_size)));
+            fields.push(format!("stride = {}", pair_toml(c.stride)));
+            fields.push(format!("padding = {}", pair_toml(c.padding)));
+            fields.push(format!("dilation = {}", pair_toml(c.dilation)));
+            fields.push(format!("groups = {}", c.groups));
+            fields.push(format!("bias = {}", c.bias));
+        }
+        LayerSpec::MaxPool2d { kernel_size, stride, padding, dilation } => {
+            fields.push(format!("kernel_size = {}", pair_toml(*kernel_size)));
+            fields.push(format!("stride = {}", pair_toml(*stride)));
+            fields.push(format!("padding = {}", pair_toml(*padding)));
+            fields.push(format!("dilation = {}", pair_toml(*dilation)));
+        }
+        LayerSpec::AvgPool2d { kernel_size, stride, padding, count_include_pad } => {
+            fields.push(format!("kernel_size = {}", pair_toml(*kernel_size)));
+            fields.push(format!("stride = {}", pair_toml(*stride)));
+            fields.push(format!("padding = {}", pair_toml(*padding)));
+            fields.push(format!("count_include_pad = {count_include_pad}"));
+        }
+        LayerSpec::AdaptiveAvgPool2d { output_size } => {
+            fields.push(format!("output_size = {}", pair_toml(*output_size)))
+        }
+        LayerSpec::BatchNorm1d(b) | LayerSpec::BatchNorm2d(b) => {
+            if let Some(c) = b.num_features {
+                fields.push(format!("num_features = {c}"));
+            }
+            fields.push(format!("eps = {:?}", b.eps));
+            match b.momentum {
+                Some(m) => fields.push(format!("momentum = {m:?}")),
+                None => fields.push("momentum = \"None\"".into()),
+            }
+            fields.push(format!("affine = {}", b.affine));
+            fields.push(format!("track_running_stats = {}", b.track_running_stats));
+        }
+        LayerSpec::LeakyReLU { negative_slope } => fields.push(format!("negative_slope = {negative_slope:?}")),
+        LayerSpec::ELU { alpha } => fields.push(format!("alpha = {alpha:?}")),
+        LayerSpec::Softmax { dim } | LayerSpec::LogSoftmax { dim } => fields.push(format!("dim = {dim}")),
+        LayerSpec::Recurrent(r) => {
+            if let Some(i) = r.input_size {
+                fields.push(format!("input_size = {i}"));
+            }
+            fields.push(format!("hidden_size = {}", r.hidden_size));
+            fields.push(format!("num_layers = {}", r.num_layers));
+            fields.push(format!("bias = {}", r.bias));
+            fields.push(format!("batch_first = {}", r.batch_first));
+            fields.push(format!("bidirectional = {}", r.bidirectional));
+            if r.kind == RecurrentKind::RnnRelu {
+                fields.push("nonlinearity = \"relu\"".into());
+            }
+        }
+        LayerSpec::LastStep { batch_first } => fields.push(format!("batch_first = {batch_first}")),
         LayerSpec::Flatten { start_dim, end_dim } => {
             fields.push(format!("start_dim = {start_dim}, end_dim = {end_dim}"))
         }
@@ -172,7 +235,35 @@ fn layer_toml(l: &NamedLayer) -> String {
     format!("{{ {} }}", fields.join(", "))
 }
 
-const LAYER_TYPES: [&str; 5] = ["Linear", "ReLU", "Flatten", "Sequential", "Residual"];
+/// `3` or `[3, 2]`.
+fn pair_toml((a, b): (usize, usize)) -> String {
+    if a == b { a.to_string() } else { format!("[{a}, {b}]") }
+}
+
+const LAYER_TYPES: [&str; 22] = [
+    "Linear",
+    "ReLU",
+    "Flatten",
+    "Sequential",
+    "Residual",
+    "Conv2d",
+    "MaxPool2d",
+    "AvgPool2d",
+    "AdaptiveAvgPool2d",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "Sigmoid",
+    "Tanh",
+    "GELU",
+    "LeakyReLU",
+    "ELU",
+    "Softmax",
+    "LogSoftmax",
+    "RNN",
+    "LSTM",
+    "GRU",
+    "LastStep",
+];
 const TOP_KEYS: [&str; 3] = ["name", "input", "layers"];
 /// Largest size accepted for a dimension or a layer width (larger is surely a typo).
 const MAX_SIZE: i64 = 1 << 31;
@@ -183,6 +274,42 @@ fn keys_for(ty: &str) -> &'static [&'static str] {
         "Flatten" => &["name", "type", "start_dim", "end_dim"],
         "Sequential" => &["name", "type", "layers"],
         "Residual" => &["name", "type", "layers", "shortcut"],
+        "Conv2d" => &[
+            "name",
+            "type",
+            "in_channels",
+            "out_channels",
+            "kernel_size",
+            "stride",
+            "padding",
+            "dilation",
+            "groups",
+            "bias",
+        ],
+        "MaxPool2d" => &["name", "type", "kernel_size", "stride", "padding", "dilation"],
+        "AvgPool2d" => &["name", "type", "kernel_size", "stride", "padding", "count_include_pad"],
+        "AdaptiveAvgPool2d" => &["name", "type", "output_size"],
+        "BatchNorm1d" | "BatchNorm2d" => {
+            &["name", "type", "num_features", "eps", "momentum", "affine", "track_running_stats"]
+        }
+        "LeakyReLU" => &["name", "type", "negative_slope"],
+        "ELU" => &["name", "type", "alpha"],
+        "Softmax" | "LogSoftmax" => &["name", "type", "dim"],
+        "RNN" => &[
+            "name",
+            "type",
+            "input_size",
+            "hidden_size",
+            "num_layers",
+            "nonlinearity",
+            "bias",
+            "batch_first",
+            "bidirectional",
+        ],
+        "LSTM" | "GRU" => {
+            &["name", "type", "input_size", "hidden_size", "num_layers", "bias", "batch_first", "bidirectional"]
+        }
+        "LastStep" => &["name", "type", "batch_first"],
         _ => &["name", "type"],
     }
 }
@@ -305,6 +432,91 @@ impl Parser<'_> {
             return None;
         }
         Some(n as usize)
+    }
+
+    /// A required key: reported as missing unless it was already reported as misspelt.
+    fn required(&mut self, t: &DeTable, key: &str, meant: &[String], span: &Span, ty: &str) -> Option<usize> {
+        match t.get(key) {
+            Some(v) => self.positive(v, key),
+            None if meant.iter().any(|m| m == key) => None,
+            None => {
+                self.error(
+                    span.clone(),
+                    format!("this {ty} layer has no `{key}`"),
+                    Some(format!("add {key} = <size>")),
+                );
+                None
+            }
+        }
+    }
+
+    /// An optional size that, when given, must be valid: `Err(())` when it is given but bad.
+    fn optional_size(&mut self, t: &DeTable, key: &str) -> Result<Option<usize>, ()> {
+        match t.get(key) {
+            None => Ok(None),
+            Some(v) => self.positive(v, key).map(Some).ok_or(()),
+        }
+    }
+
+    /// A boolean key with a default.
+    fn boolean(&mut self, t: &DeTable, key: &str, default: bool) -> bool {
+        match t.get(key) {
+            None => default,
+            Some(v) => match v.get_ref() {
+                DeValue::Boolean(b) => *b,
+                other => {
+                    self.error(v.span(), format!("`{key}` must be true or false, found {}", other.type_str()), None);
+                    default
+                }
+            },
+        }
+    }
+
+    /// A number key (float or integer) with a default.
+    fn float(&mut self, t: &DeTable, key: &str, default: f64) -> f64 {
+        let Some(v) = t.get(key) else { return default };
+        match v.get_ref() {
+            DeValue::Float(f) => match f.as_str().replace('_', "").parse::<f64>() {
+                Ok(x) if x.is_finite() => x,
+                _ => {
+                    self.error(v.span(), format!("`{key}` must be a finite number"), None);
+                    default
+                }
+            },
+            DeValue::Integer(_) => self.int(v, key).map_or(default, |i| i as f64),
+            other => {
+                self.error(v.span(), format!("`{key}` must be a number, found {}", other.type_str()), None);
+                default
+            }
+        }
+    }
+
+    /// An int-or-`[h, w]` size with a default; `min` is the smallest value allowed (0 for padding).
+    fn pair(&mut self, t: &DeTable, key: &str, default: (usize, usize), min: i64) -> (usize, usize) {
+        let Some(v) = t.get(key) else { return default };
+        let one = |p: &mut Self, x: &Spanned<DeValue>| -> Option<usize> {
+            let n = p.int(x, key)?;
+            if n < min || n > MAX_SIZE {
+                p.error(x.span(), format!("`{key}` must be at least {min} (and at most {MAX_SIZE}), got {n}"), None);
+                return None;
+            }
+            Some(n as usize)
+        };
+        match v.get_ref() {
+            DeValue::Array(a) if a.len() == 2 => match (one(self, &a[0]), one(self, &a[1])) {
+                (Some(h), Some(w)) => (h, w),
+                _ => default,
+            },
+            DeValue::Integer(_) => one(self, v).map_or(default, |n| (n, n)),
+            _ => {
+                self.error(
+                    v.span(),
+                    format!("`{key}` must be an integer or an [height, width] pair such as [3, 3]"),
+                    None,
+                );
+                default
+            }
+        }
     }
 
     fn sizes(&mut self, v: &Spanned<DeValue>, key: &str) -> Option<Vec<usize>> {
@@ -441,6 +653,135 @@ impl Parser<'_> {
                 LayerSpec::Linear { in_features, out_features: out_features?, bias }
             }
             "ReLU" => LayerSpec::ReLU,
+            "Sigmoid" => LayerSpec::Sigmoid,
+            "Tanh" => LayerSpec::Tanh,
+            "GELU" => LayerSpec::GELU,
+            "LeakyReLU" => LayerSpec::LeakyReLU { negative_slope: self.float(t, "negative_slope", 0.01) },
+            "ELU" => LayerSpec::ELU { alpha: self.float(t, "alpha", 1.0) },
+            "Softmax" | "LogSoftmax" => {
+                let dim = match t.get("dim") {
+                    Some(v) => self.int(v, "dim")? as isize,
+                    None => {
+                        self.error(
+                            span.clone(),
+                            format!("this {ty} layer has no `dim`"),
+                            Some("add dim = 1 (the class dimension of [N, C] logits)".into()),
+                        );
+                        return None;
+                    }
+                };
+                if ty == "Softmax" { LayerSpec::Softmax { dim } } else { LayerSpec::LogSoftmax { dim } }
+            }
+            "Conv2d" => {
+                let in_channels = self.optional_size(t, "in_channels").ok()?;
+                let out_channels = self.required(t, "out_channels", &meant, &span, &ty);
+                let kernel_size = match t.get("kernel_size") {
+                    Some(_) => Some(self.pair(t, "kernel_size", (1, 1), 1)),
+                    None if meant.iter().any(|m| m == "kernel_size") => None,
+                    None => {
+                        self.error(
+                            span.clone(),
+                            "this Conv2d layer has no `kernel_size`".into(),
+                            Some("add kernel_size = 3 (or [3, 3])".into()),
+                        );
+                        None
+                    }
+                };
+                let mut c = ConvSpec::new(in_channels, out_channels?, kernel_size?);
+                c.stride = self.pair(t, "stride", (1, 1), 1);
+                c.padding = self.pair(t, "padding", (0, 0), 0);
+                c.dilation = self.pair(t, "dilation", (1, 1), 1);
+                c.groups = match t.get("groups") {
+                    Some(v) => self.positive(v, "groups")?,
+                    None => 1,
+                };
+                c.bias = self.boolean(t, "bias", true);
+                LayerSpec::Conv2d(c)
+            }
+            "MaxPool2d" | "AvgPool2d" => {
+                let kernel_size = match t.get("kernel_size") {
+                    Some(_) => self.pair(t, "kernel_size", (1, 1), 1),
+                    None if meant.iter().any(|m| m == "kernel_size") => return None,
+                    None => {
+                        self.error(
+                            span.clone(),
+                            format!("this {ty} layer has no `kernel_size`"),
+                            Some("add kernel_size = 2 (or [2, 2])".into()),
+                        );
+                        return None;
+                    }
+                };
+                let stride = self.pair(t, "stride", kernel_size, 1);
+                let padding = self.pair(t, "padding", (0, 0), 0);
+                if ty == "MaxPool2d" {
+                    LayerSpec::MaxPool2d { kernel_size, stride, padding, dilation: self.pair(t, "dilation", (1, 1), 1) }
+                } else {
+                    LayerSpec::AvgPool2d {
+                        kernel_size,
+                        stride,
+                        padding,
+                        count_include_pad: self.boolean(t, "count_include_pad", true),
+                    }
+                }
+            }
+            "AdaptiveAvgPool2d" => match t.get("output_size") {
+                Some(_) => LayerSpec::AdaptiveAvgPool2d { output_size: self.pair(t, "output_size", (1, 1), 1) },
+                None if meant.iter().any(|m| m == "output_size") => return None,
+                None => {
+                    self.error(
+                        span.clone(),
+                        "this AdaptiveAvgPool2d layer has no `output_size`".into(),
+                        Some("add output_size = 1 (global average pooling)".into()),
+                    );
+                    return None;
+                }
+            },
+            "BatchNorm1d" | "BatchNorm2d" => {
+                let mut b = BatchNormSpec::new(self.optional_size(t, "num_features").ok()?);
+                b.eps = self.float(t, "eps", 1e-5);
+                b.momentum = match t.get("momentum").map(|v| (v.get_ref(), v.span())) {
+                    Some((DeValue::String(m), _)) if m.as_ref() == "None" => None,
+                    Some((DeValue::String(_), sp)) => {
+                        self.error(
+                            sp,
+                            "`momentum` must be a number, or \"None\" for a cumulative average".into(),
+                            None,
+                        );
+                        Some(0.1)
+                    }
+                    _ => Some(self.float(t, "momentum", 0.1)),
+                };
+                b.affine = self.boolean(t, "affine", true);
+                b.track_running_stats = self.boolean(t, "track_running_stats", true);
+                if ty == "BatchNorm1d" { LayerSpec::BatchNorm1d(b) } else { LayerSpec::BatchNorm2d(b) }
+            }
+            "RNN" | "LSTM" | "GRU" => {
+                let input_size = self.optional_size(t, "input_size").ok()?;
+                let hidden_size = self.required(t, "hidden_size", &meant, &span, &ty);
+                let kind = match ty.as_str() {
+                    "LSTM" => RecurrentKind::Lstm,
+                    "GRU" => RecurrentKind::Gru,
+                    _ => match t.get("nonlinearity").map(|v| (v.get_ref(), v.span())) {
+                        None => RecurrentKind::RnnTanh,
+                        Some((DeValue::String(n), _)) if n.as_ref() == "tanh" => RecurrentKind::RnnTanh,
+                        Some((DeValue::String(n), _)) if n.as_ref() == "relu" => RecurrentKind::RnnRelu,
+                        Some((_, sp)) => {
+                            self.error(sp, "`nonlinearity` must be \"tanh\" or \"relu\"".into(), None);
+                            RecurrentKind::RnnTanh
+                        }
+                    },
+                };
+                let mut r = RecurrentSpec::new(kind, input_size, hidden_size?);
+                r.num_layers = match t.get("num_layers") {
+                    Some(v) => self.positive(v, "num_layers")?,
+                    None => 1,
+                };
+                r.bias = self.boolean(t, "bias", true);
+                r.batch_first = self.boolean(t, "batch_first", false);
+                r.bidirectional = self.boolean(t, "bidirectional", false);
+                LayerSpec::Recurrent(r)
+            }
+            "LastStep" => LayerSpec::LastStep { batch_first: self.boolean(t, "batch_first", true) },
             "Flatten" => {
                 let start_dim = t.get("start_dim").and_then(|v| self.int(v, "start_dim")).unwrap_or(1);
                 let end_dim = t.get("end_dim").and_then(|v| self.int(v, "end_dim")).unwrap_or(-1);

@@ -82,6 +82,15 @@ impl Module for MaxPool2d {
         }
         s
     }
+
+    fn spec(&self) -> Option<crate::spec::LayerSpec> {
+        Some(crate::spec::LayerSpec::MaxPool2d {
+            kernel_size: self.kernel_size,
+            stride: self.stride,
+            padding: self.padding,
+            dilation: self.dilation,
+        })
+    }
 }
 
 /// Average pooling, PyTorch's `nn.AvgPool2d(kernel_size, stride=kernel_size, padding=0,
@@ -138,6 +147,15 @@ impl Module for AvgPool2d {
         }
         s
     }
+
+    fn spec(&self) -> Option<crate::spec::LayerSpec> {
+        Some(crate::spec::LayerSpec::AvgPool2d {
+            kernel_size: self.kernel_size,
+            stride: self.stride,
+            padding: self.padding,
+            count_include_pad: self.count_include_pad,
+        })
+    }
 }
 
 /// Adaptive average pooling, PyTorch's `nn.AdaptiveAvgPool2d(output_size)`: the output has a
@@ -166,6 +184,10 @@ impl Module for AdaptiveAvgPool2d {
     }
     fn describe(&self) -> String {
         format!("AdaptiveAvgPool2d {}×{}", self.output_size.0, self.output_size.1)
+    }
+
+    fn spec(&self) -> Option<crate::spec::LayerSpec> {
+        Some(crate::spec::LayerSpec::AdaptiveAvgPool2d { output_size: self.output_size })
     }
 }
 

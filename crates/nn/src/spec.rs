@@ -20,7 +20,11 @@
 use crate::check::{CheckReport, SymShape, check_spec};
 use crate::module::Module;
 use crate::residual::Residual;
-use crate::{Error, Flatten, Linear, ReLU, Result, Sequential};
+use crate::{
+    AdaptiveAvgPool2d, AvgPool2d, BatchNormConfig, Conv2d, Conv2dConfig, ELU, Error, Flatten, GELU, GRU, LSTM,
+    LastStep, LeakyReLU, Linear, LogSoftmax, MaxPool2d, Nonlinearity, RNN, ReLU, RecurrentOptions, Result, Sequential,
+    Sigmoid, Softmax, Tanh,
+};
 use std::fmt;
 use strata_core::{DType, with_default_generator};
 
@@ -56,6 +60,72 @@ pub enum LayerSpec {
         /// Last dimension flattened (−1 is the last).
         end_dim: isize,
     },
+    /// `Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)`.
+    Conv2d(ConvSpec),
+    /// `MaxPool2d(kernel_size, stride, padding, dilation)`.
+    MaxPool2d {
+        /// `(kH, kW)`.
+        kernel_size: (usize, usize),
+        /// Step of the window.
+        stride: (usize, usize),
+        /// Padding on each side.
+        padding: (usize, usize),
+        /// Spacing between window taps.
+        dilation: (usize, usize),
+    },
+    /// `AvgPool2d(kernel_size, stride, padding, count_include_pad)`.
+    AvgPool2d {
+        /// `(kH, kW)`.
+        kernel_size: (usize, usize),
+        /// Step of the window.
+        stride: (usize, usize),
+        /// Padding on each side.
+        padding: (usize, usize),
+        /// Whether padded zeros count in the divisor.
+        count_include_pad: bool,
+    },
+    /// `AdaptiveAvgPool2d(output_size)`.
+    AdaptiveAvgPool2d {
+        /// `(OH, OW)`.
+        output_size: (usize, usize),
+    },
+    /// `BatchNorm1d(num_features, …)`: `[N, C]` or `[N, C, L]`.
+    BatchNorm1d(BatchNormSpec),
+    /// `BatchNorm2d(num_features, …)`: `[N, C, H, W]`.
+    BatchNorm2d(BatchNormSpec),
+    /// `Sigmoid`.
+    Sigmoid,
+    /// `Tanh`.
+    Tanh,
+    /// `GELU` (exact).
+    GELU,
+    /// `LeakyReLU(negative_slope)`.
+    LeakyReLU {
+        /// Slope for negative inputs.
+        negative_slope: f64,
+    },
+    /// `ELU(alpha)`.
+    ELU {
+        /// Scale of the negative part.
+        alpha: f64,
+    },
+    /// `Softmax(dim)`.
+    Softmax {
+        /// The dimension normalised over.
+        dim: isize,
+    },
+    /// `LogSoftmax(dim)`.
+    LogSoftmax {
+        /// The dimension normalised over.
+        dim: isize,
+    },
+    /// `RNN`, `LSTM` or `GRU`.
+    Recurrent(RecurrentSpec),
+    /// `LastStep(batch_first)`: a sequence's last output.
+    LastStep {
+        /// `[N, T, F]` (true) or `[T, N, F]` (false) input.
+        batch_first: bool,
+    },
     /// A nested chain of named layers (a block).
     Sequential(Vec<NamedLayer>),
     /// A residual block: `body(x) + shortcut(x)`, the identity when `shortcut` is `None`.
@@ -65,6 +135,147 @@ pub enum LayerSpec {
         /// A projection branch, when the body changes the shape.
         shortcut: Option<Vec<NamedLayer>>,
     },
+}
+
+/// The hyper-parameters of a `Conv2d`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConvSpec {
+    /// Input channels, or `None` to infer them from the incoming tensor (PyTorch's `LazyConv2d`).
+    pub in_channels: Option<usize>,
+    /// Output channels.
+    pub out_channels: usize,
+    /// `(kH, kW)`.
+    pub kernel_size: (usize, usize),
+    /// Step of the window.
+    pub stride: (usize, usize),
+    /// Zero padding on each side.
+    pub padding: (usize, usize),
+    /// Spacing between kernel taps.
+    pub dilation: (usize, usize),
+    /// Channel groups.
+    pub groups: usize,
+    /// Whether the layer has a bias.
+    pub bias: bool,
+}
+
+impl ConvSpec {
+    /// `Conv2d(in_channels, out_channels, kernel_size)` with PyTorch's defaults.
+    pub fn new(in_channels: Option<usize>, out_channels: usize, kernel_size: (usize, usize)) -> Self {
+        ConvSpec {
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride: (1, 1),
+            padding: (0, 0),
+            dilation: (1, 1),
+            groups: 1,
+            bias: true,
+        }
+    }
+}
+
+/// The hyper-parameters of a `BatchNorm1d` / `BatchNorm2d`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchNormSpec {
+    /// Channels, or `None` to infer them (PyTorch's `LazyBatchNorm*d`).
+    pub num_features: Option<usize>,
+    /// Added to the variance.
+    pub eps: f64,
+    /// Running-statistics momentum; `None` is a cumulative average.
+    pub momentum: Option<f64>,
+    /// Whether the layer has `weight` and `bias`.
+    pub affine: bool,
+    /// Whether the layer keeps running statistics (buffers).
+    pub track_running_stats: bool,
+}
+
+impl BatchNormSpec {
+    /// `BatchNorm*d(num_features)` with PyTorch's defaults.
+    pub fn new(num_features: Option<usize>) -> Self {
+        BatchNormSpec { num_features, eps: 1e-5, momentum: Some(0.1), affine: true, track_running_stats: true }
+    }
+}
+
+/// Which recurrent layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecurrentKind {
+    /// `RNN` with tanh.
+    RnnTanh,
+    /// `RNN` with `nonlinearity='relu'`.
+    RnnRelu,
+    /// `LSTM`.
+    Lstm,
+    /// `GRU`.
+    Gru,
+}
+
+impl RecurrentKind {
+    /// Gates per cell: 1 (RNN), 4 (LSTM), 3 (GRU).
+    pub fn gates(self) -> usize {
+        match self {
+            RecurrentKind::RnnTanh | RecurrentKind::RnnRelu => 1,
+            RecurrentKind::Lstm => 4,
+            RecurrentKind::Gru => 3,
+        }
+    }
+
+    /// The PyTorch class name.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            RecurrentKind::RnnTanh | RecurrentKind::RnnRelu => "RNN",
+            RecurrentKind::Lstm => "LSTM",
+            RecurrentKind::Gru => "GRU",
+        }
+    }
+}
+
+/// The hyper-parameters of an `RNN`, `LSTM` or `GRU`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecurrentSpec {
+    /// Which layer.
+    pub kind: RecurrentKind,
+    /// Input features, or `None` to infer them.
+    pub input_size: Option<usize>,
+    /// Hidden state size H.
+    pub hidden_size: usize,
+    /// Stacked layers.
+    pub num_layers: usize,
+    /// Whether the cells have biases.
+    pub bias: bool,
+    /// `[N, T, F]` (true) or `[T, N, F]` input.
+    pub batch_first: bool,
+    /// Two directions.
+    pub bidirectional: bool,
+}
+
+impl RecurrentSpec {
+    /// `kind(input_size, hidden_size)` with PyTorch's defaults.
+    pub fn new(kind: RecurrentKind, input_size: Option<usize>, hidden_size: usize) -> Self {
+        RecurrentSpec {
+            kind,
+            input_size,
+            hidden_size,
+            num_layers: 1,
+            bias: true,
+            batch_first: false,
+            bidirectional: false,
+        }
+    }
+
+    /// 2 when bidirectional, else 1.
+    pub fn directions(&self) -> usize {
+        if self.bidirectional { 2 } else { 1 }
+    }
+
+    /// Output features: D·H.
+    pub fn output_features(&self) -> usize {
+        self.directions() * self.hidden_size
+    }
+
+    /// The input size of stacked layer `k` (`None` for layer 0 while it is to be inferred).
+    pub fn layer_input(&self, k: usize) -> Option<usize> {
+        if k == 0 { self.input_size } else { Some(self.output_features()) }
+    }
 }
 
 /// A layer in a chain with its name (the attribute name in parameter keys, `fc1` in `fc1.weight`).
@@ -85,6 +296,21 @@ impl LayerSpec {
             LayerSpec::Linear { .. } => "Linear",
             LayerSpec::ReLU => "ReLU",
             LayerSpec::Flatten { .. } => "Flatten",
+            LayerSpec::Conv2d(_) => "Conv2d",
+            LayerSpec::MaxPool2d { .. } => "MaxPool2d",
+            LayerSpec::AvgPool2d { .. } => "AvgPool2d",
+            LayerSpec::AdaptiveAvgPool2d { .. } => "AdaptiveAvgPool2d",
+            LayerSpec::BatchNorm1d(_) => "BatchNorm1d",
+            LayerSpec::BatchNorm2d(_) => "BatchNorm2d",
+            LayerSpec::Sigmoid => "Sigmoid",
+            LayerSpec::Tanh => "Tanh",
+            LayerSpec::GELU => "GELU",
+            LayerSpec::LeakyReLU { .. } => "LeakyReLU",
+            LayerSpec::ELU { .. } => "ELU",
+            LayerSpec::Softmax { .. } => "Softmax",
+            LayerSpec::LogSoftmax { .. } => "LogSoftmax",
+            LayerSpec::Recurrent(r) => r.kind.type_name(),
+            LayerSpec::LastStep { .. } => "LastStep",
             LayerSpec::Sequential(_) => "Sequential",
             LayerSpec::Residual { .. } => "Residual",
         }
@@ -92,14 +318,60 @@ impl LayerSpec {
 
     /// Trainable parameters of this layer alone (not its children) as `(name, shape)`; `None`
     /// when a size is still to be inferred.
-    pub fn own_parameter_shapes(&self) -> Option<Vec<(&'static str, Vec<usize>)>> {
-        match *self {
+    pub fn own_parameter_shapes(&self) -> Option<Vec<(String, Vec<usize>)>> {
+        match self {
             LayerSpec::Linear { in_features, out_features, bias } => {
-                let mut p = vec![("weight", vec![out_features, in_features?])];
-                if bias {
-                    p.push(("bias", vec![out_features]));
+                let mut p = vec![("weight".to_string(), vec![*out_features, (*in_features)?])];
+                if *bias {
+                    p.push(("bias".to_string(), vec![*out_features]));
                 }
                 Some(p)
+            }
+            LayerSpec::Conv2d(c) => {
+                let (kh, kw) = c.kernel_size;
+                let mut p =
+                    vec![("weight".to_string(), vec![c.out_channels, c.in_channels? / c.groups.max(1), kh, kw])];
+                if c.bias {
+                    p.push(("bias".to_string(), vec![c.out_channels]));
+                }
+                Some(p)
+            }
+            LayerSpec::BatchNorm1d(b) | LayerSpec::BatchNorm2d(b) => {
+                let c = b.num_features?;
+                Some(if b.affine { vec![("weight".into(), vec![c]), ("bias".into(), vec![c])] } else { vec![] })
+            }
+            LayerSpec::Recurrent(r) => {
+                let gh = r.kind.gates() * r.hidden_size;
+                let mut p = vec![];
+                for k in 0..r.num_layers {
+                    let input = r.layer_input(k)?;
+                    for dir in 0..r.directions() {
+                        let sfx = format!("l{k}{}", if dir == 1 { "_reverse" } else { "" });
+                        p.push((format!("weight_ih_{sfx}"), vec![gh, input]));
+                        p.push((format!("weight_hh_{sfx}"), vec![gh, r.hidden_size]));
+                        if r.bias {
+                            p.push((format!("bias_ih_{sfx}"), vec![gh]));
+                            p.push((format!("bias_hh_{sfx}"), vec![gh]));
+                        }
+                    }
+                }
+                Some(p)
+            }
+            _ => Some(vec![]),
+        }
+    }
+
+    /// Buffers of this layer alone as `(name, shape)` — BatchNorm's `running_mean`,
+    /// `running_var` and `num_batches_tracked` (`[]`) —; `None` when a size is still to be inferred.
+    pub fn own_buffer_shapes(&self) -> Option<Vec<(String, Vec<usize>)>> {
+        match self {
+            LayerSpec::BatchNorm1d(b) | LayerSpec::BatchNorm2d(b) if b.track_running_stats => {
+                let c = b.num_features?;
+                Some(vec![
+                    ("running_mean".into(), vec![c]),
+                    ("running_var".into(), vec![c]),
+                    ("num_batches_tracked".into(), vec![]),
+                ])
             }
             _ => Some(vec![]),
         }
@@ -123,11 +395,122 @@ impl fmt::Display for LayerSpec {
             LayerSpec::ReLU => write!(f, "ReLU"),
             LayerSpec::Flatten { start_dim: 1, end_dim: -1 } => write!(f, "Flatten"),
             LayerSpec::Flatten { start_dim, end_dim } => write!(f, "Flatten {start_dim}..={end_dim}"),
+            LayerSpec::Conv2d(c) => {
+                let (kh, kw) = c.kernel_size;
+                match c.in_channels {
+                    Some(i) => write!(f, "Conv2d {i} → {}, {kh}×{kw}", c.out_channels)?,
+                    None => write!(f, "Conv2d ? → {}, {kh}×{kw}", c.out_channels)?,
+                }
+                for (name, v, default) in
+                    [("stride", c.stride, 1), ("padding", c.padding, 0), ("dilation", c.dilation, 1)]
+                {
+                    if v != (default, default) {
+                        write!(f, ", {name} {}", pair_str(v))?;
+                    }
+                }
+                if c.groups != 1 {
+                    write!(f, ", groups {}", c.groups)?;
+                }
+                if !c.bias {
+                    write!(f, ", no bias")?;
+                }
+                Ok(())
+            }
+            LayerSpec::MaxPool2d { kernel_size, stride, padding, dilation } => {
+                write!(f, "{}", window_desc("MaxPool2d", *kernel_size, *stride, *padding))?;
+                if *dilation != (1, 1) {
+                    write!(f, ", dilation {}", pair_str(*dilation))?;
+                }
+                Ok(())
+            }
+            LayerSpec::AvgPool2d { kernel_size, stride, padding, count_include_pad } => {
+                write!(f, "{}", window_desc("AvgPool2d", *kernel_size, *stride, *padding))?;
+                if !count_include_pad {
+                    write!(f, ", count_include_pad false")?;
+                }
+                Ok(())
+            }
+            LayerSpec::AdaptiveAvgPool2d { output_size: (h, w) } => write!(f, "AdaptiveAvgPool2d {h}×{w}"),
+            LayerSpec::BatchNorm1d(b) => write!(f, "{}", batch_norm_desc("BatchNorm1d", b)),
+            LayerSpec::BatchNorm2d(b) => write!(f, "{}", batch_norm_desc("BatchNorm2d", b)),
+            LayerSpec::Sigmoid => write!(f, "Sigmoid"),
+            LayerSpec::Tanh => write!(f, "Tanh"),
+            LayerSpec::GELU => write!(f, "GELU"),
+            LayerSpec::LeakyReLU { negative_slope } => write!(f, "LeakyReLU(negative_slope={negative_slope})"),
+            LayerSpec::ELU { alpha } => write!(f, "ELU(alpha={alpha})"),
+            LayerSpec::Softmax { dim } => write!(f, "Softmax(dim={dim})"),
+            LayerSpec::LogSoftmax { dim } => write!(f, "LogSoftmax(dim={dim})"),
+            LayerSpec::Recurrent(r) => {
+                match r.input_size {
+                    Some(i) => write!(f, "{}({i}, {}", r.kind.type_name(), r.hidden_size)?,
+                    None => write!(f, "{}(?, {}", r.kind.type_name(), r.hidden_size)?,
+                }
+                if r.num_layers != 1 {
+                    write!(f, ", num_layers={}", r.num_layers)?;
+                }
+                if r.kind == RecurrentKind::RnnRelu {
+                    write!(f, ", nonlinearity='relu'")?;
+                }
+                if !r.bias {
+                    write!(f, ", bias=False")?;
+                }
+                if r.batch_first {
+                    write!(f, ", batch_first=True")?;
+                }
+                if r.bidirectional {
+                    write!(f, ", bidirectional=True")?;
+                }
+                write!(f, ")")
+            }
+            LayerSpec::LastStep { batch_first: true } => write!(f, "LastStep"),
+            LayerSpec::LastStep { batch_first: false } => write!(f, "LastStep(batch_first=False)"),
             LayerSpec::Sequential(l) => write!(f, "Sequential ({} layers)", l.len()),
             LayerSpec::Residual { body, shortcut: None } => write!(f, "Residual ({} layers + identity)", body.len()),
-            LayerSpec::Residual { body, shortcut: Some(_) } => write!(f, "Residual ({} layers + projection)", body.len()),
+            LayerSpec::Residual { body, shortcut: Some(_) } => {
+                write!(f, "Residual ({} layers + projection)", body.len())
+            }
         }
     }
+}
+
+/// `Conv2d`-style pair: `3` when both entries agree, `3×2` otherwise.
+fn pair_str((a, b): (usize, usize)) -> String {
+    if a == b { a.to_string() } else { format!("{a}×{b}") }
+}
+
+/// `MaxPool2d 2×2, stride 1, padding 1`, as the pooling modules describe themselves.
+fn window_desc(kind: &str, kernel: (usize, usize), stride: (usize, usize), padding: (usize, usize)) -> String {
+    let mut s = format!("{kind} {}×{}", kernel.0, kernel.1);
+    if stride != kernel {
+        s.push_str(&format!(", stride {}", pair_str(stride)));
+    }
+    if padding != (0, 0) {
+        s.push_str(&format!(", padding {}", pair_str(padding)));
+    }
+    s
+}
+
+/// `BatchNorm2d 32`, as the batch-norm modules describe themselves.
+fn batch_norm_desc(kind: &str, b: &BatchNormSpec) -> String {
+    let mut s = match b.num_features {
+        Some(c) => format!("{kind} {c}"),
+        None => format!("{kind} ?"),
+    };
+    if b.eps != 1e-5 {
+        s.push_str(&format!(", eps {}", b.eps));
+    }
+    match b.momentum {
+        None => s.push_str(", cumulative average"),
+        Some(m) if m != 0.1 => s.push_str(&format!(", momentum {m}")),
+        Some(_) => {}
+    }
+    if !b.affine {
+        s.push_str(", not affine");
+    }
+    if !b.track_running_stats {
+        s.push_str(", no running stats");
+    }
+    s
 }
 
 /// A whole model: a name, an optional per-sample input shape, and the chain of layers.
@@ -190,6 +573,28 @@ impl ModelSpec {
         self.layer("", LayerSpec::Flatten { start_dim: 1, end_dim: -1 })
     }
 
+    /// Appends `Conv2d(in_channels, out_channels, kernel_size, stride, padding)` with bias under
+    /// `name` (`in_channels` `None`: inferred).
+    pub fn conv2d(
+        self,
+        name: &str,
+        in_channels: Option<usize>,
+        out_channels: usize,
+        kernel_size: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Self {
+        let mut c = ConvSpec::new(in_channels, out_channels, (kernel_size, kernel_size));
+        c.stride = (stride, stride);
+        c.padding = (padding, padding);
+        self.layer(name, LayerSpec::Conv2d(c))
+    }
+
+    /// Appends `BatchNorm2d(num_features)` under `name` (`None`: inferred).
+    pub fn batch_norm2d(self, name: &str, num_features: Option<usize>) -> Self {
+        self.layer(name, LayerSpec::BatchNorm2d(BatchNormSpec::new(num_features)))
+    }
+
     /// Appends a residual block `body(x) + x` under `name`.
     pub fn residual(self, name: &str, body: ModelSpec) -> Self {
         self.layer(name, LayerSpec::Residual { body: body.layers, shortcut: None })
@@ -233,6 +638,9 @@ impl ModelSpec {
 fn has_inferred(layers: &[NamedLayer]) -> bool {
     layers.iter().any(|l| match &l.spec {
         LayerSpec::Linear { in_features, .. } => in_features.is_none(),
+        LayerSpec::Conv2d(c) => c.in_channels.is_none(),
+        LayerSpec::BatchNorm1d(b) | LayerSpec::BatchNorm2d(b) => b.num_features.is_none(),
+        LayerSpec::Recurrent(r) => r.input_size.is_none(),
         LayerSpec::Sequential(inner) => has_inferred(inner),
         LayerSpec::Residual { body, shortcut } => has_inferred(body) || shortcut.as_deref().is_some_and(has_inferred),
         _ => false,
@@ -242,19 +650,72 @@ fn has_inferred(layers: &[NamedLayer]) -> bool {
 fn build_chain(layers: &[NamedLayer]) -> Result<Sequential> {
     let mut seq = Sequential::new();
     for l in layers {
+        let unknown = |what: &str| Error::InvalidConfig {
+            what: "model",
+            message: format!("layer `{}`: {what} is not known; check the model with an input shape first", l.name),
+        };
         let module: Box<dyn Module> = match &l.spec {
             LayerSpec::Linear { in_features, out_features, bias } => {
-                let i = in_features.ok_or_else(|| Error::InvalidConfig {
-                    what: "model",
-                    message: format!(
-                        "layer `{}`: in_features is not known; check the model with an input shape first",
-                        l.name
-                    ),
-                })?;
+                let i = in_features.ok_or_else(|| unknown("in_features"))?;
                 Box::new(with_default_generator(|g| Linear::with_options(i, *out_features, *bias, DType::F32, g))?)
             }
             LayerSpec::ReLU => Box::new(ReLU),
             LayerSpec::Flatten { start_dim, end_dim } => Box::new(Flatten::with_dims(*start_dim, *end_dim)),
+            LayerSpec::Conv2d(c) => {
+                let i = c.in_channels.ok_or_else(|| unknown("in_channels"))?;
+                let config = Conv2dConfig::new(i, c.out_channels, c.kernel_size)
+                    .stride(c.stride)
+                    .padding(c.padding)
+                    .dilation(c.dilation)
+                    .groups(c.groups)
+                    .bias(c.bias);
+                Box::new(Conv2d::from_config(&config)?)
+            }
+            LayerSpec::MaxPool2d { kernel_size, stride, padding, dilation } => {
+                Box::new(MaxPool2d::new(*kernel_size).stride(*stride).padding(*padding).dilation(*dilation))
+            }
+            LayerSpec::AvgPool2d { kernel_size, stride, padding, count_include_pad } => Box::new(
+                AvgPool2d::new(*kernel_size).stride(*stride).padding(*padding).count_include_pad(*count_include_pad),
+            ),
+            LayerSpec::AdaptiveAvgPool2d { output_size } => Box::new(AdaptiveAvgPool2d::new(*output_size)),
+            LayerSpec::BatchNorm1d(b) | LayerSpec::BatchNorm2d(b) => {
+                let c = b.num_features.ok_or_else(|| unknown("num_features"))?;
+                let config = BatchNormConfig::new(c)
+                    .eps(b.eps)
+                    .momentum(b.momentum)
+                    .affine(b.affine)
+                    .track_running_stats(b.track_running_stats);
+                if matches!(l.spec, LayerSpec::BatchNorm1d(_)) {
+                    Box::new(config.init_1d()?)
+                } else {
+                    Box::new(config.init_2d()?)
+                }
+            }
+            LayerSpec::Sigmoid => Box::new(Sigmoid),
+            LayerSpec::Tanh => Box::new(Tanh),
+            LayerSpec::GELU => Box::new(GELU),
+            LayerSpec::LeakyReLU { negative_slope } => Box::new(LeakyReLU::with_slope(*negative_slope)),
+            LayerSpec::ELU { alpha } => Box::new(ELU::with_alpha(*alpha)),
+            LayerSpec::Softmax { dim } => Box::new(Softmax::new(*dim)),
+            LayerSpec::LogSoftmax { dim } => Box::new(LogSoftmax::new(*dim)),
+            LayerSpec::Recurrent(r) => {
+                let i = r.input_size.ok_or_else(|| unknown("input_size"))?;
+                let opts = RecurrentOptions::new()
+                    .num_layers(r.num_layers)
+                    .bias(r.bias)
+                    .batch_first(r.batch_first)
+                    .bidirectional(r.bidirectional);
+                let h = r.hidden_size;
+                with_default_generator(|g| -> Result<Box<dyn Module>> {
+                    Ok(match r.kind {
+                        RecurrentKind::RnnTanh => Box::new(RNN::with_options(i, h, Nonlinearity::Tanh, opts, g)?),
+                        RecurrentKind::RnnRelu => Box::new(RNN::with_options(i, h, Nonlinearity::Relu, opts, g)?),
+                        RecurrentKind::Lstm => Box::new(LSTM::with_options(i, h, opts, g)?),
+                        RecurrentKind::Gru => Box::new(GRU::with_options(i, h, opts, g)?),
+                    })
+                })?
+            }
+            LayerSpec::LastStep { batch_first } => Box::new(LastStep::with_batch_first(*batch_first)),
             LayerSpec::Sequential(inner) => Box::new(build_chain(inner)?),
             LayerSpec::Residual { body, shortcut } => Box::new(match shortcut {
                 Some(s) => Residual::with_shortcut(build_chain(body)?, build_chain(s)?),

@@ -1,6 +1,9 @@
 //! Model summaries (what Keras' `model.summary()` prints and PyTorch lacks): per layer its path,
 //! type, output shape, parameters (trainable and not), multiply-accumulates per sample and
 //! activation memory at a batch size, with totals. Computed from the spec alone.
+//!
+//! MACs count the multiply-adds of Linear, Conv2d (`O·OH·OW·(C/g)·kH·kW`) and recurrent layers
+//! (`T·Σ_k D·G·H·(in_k + H)`); normalisation, pooling and activations count as 0.
 
 use crate::check::{CheckReport, SymShape, table};
 use crate::spec::LayerSpec;
@@ -69,8 +72,38 @@ impl Summary {
                         i * out_features
                             * r.output.sample().map_or(1, |s| s[..s.len().saturating_sub(1)].iter().product())
                     }
+                    // One multiply-add per weight at every output position.
+                    LayerSpec::Conv2d(ref c) => {
+                        let (kh, kw) = c.kernel_size;
+                        let positions: usize = r.output.sample().map_or(0, |s| s.iter().skip(1).product());
+                        c.in_channels.map_or(0, |i| c.out_channels * (i / c.groups.max(1)) * kh * kw * positions)
+                    }
+                    // Input and hidden projections at every step: T·Σ_k D·G·H·(in_k + H).
+                    LayerSpec::Recurrent(ref rs) => {
+                        let steps: usize =
+                            r.output.sample().map_or(1, |s| s[..s.len().saturating_sub(1)].iter().product());
+                        let per_step: usize = (0..rs.num_layers)
+                            .map(|k| {
+                                rs.directions()
+                                    * rs.kind.gates()
+                                    * rs.hidden_size
+                                    * (rs.layer_input(k).unwrap_or(0) + rs.hidden_size)
+                            })
+                            .sum();
+                        steps * per_step
+                    }
                     _ => 0,
                 };
+                // Running statistics count as non-trainable (as Keras does); the
+                // `num_batches_tracked` counter is not a parameter.
+                let non_trainable = r
+                    .spec
+                    .own_buffer_shapes()
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|(n, _)| n != "num_batches_tracked")
+                    .map(|(_, s)| s.iter().product::<usize>())
+                    .sum();
                 let is_block = matches!(r.spec, LayerSpec::Sequential(_) | LayerSpec::Residual { .. });
                 SummaryRow {
                     path: r.layer.path.clone(),
@@ -78,7 +111,7 @@ impl Summary {
                     layer_type: r.spec.to_string(),
                     output: r.output.clone(),
                     params,
-                    non_trainable: 0,
+                    non_trainable,
                     macs,
                     activation_bytes: if is_block { 0 } else { r.output.sample_numel() * batch_size * 4 },
                     is_block,

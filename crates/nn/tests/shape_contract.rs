@@ -252,3 +252,281 @@ proptest! {
         prop_assert_eq!(report.errors[0].layer.as_ref().unwrap().path.clone(), target);
     }
 }
+
+// ------------------------------------------------------------------ convolutional and recurrent models
+
+/// The spec without file origins, so a parsed spec compares with a built or re-parsed one.
+fn strip_origins(mut spec: ModelSpec) -> ModelSpec {
+    fn clear(layers: &mut [strata_nn::spec::NamedLayer]) {
+        for l in layers {
+            l.origin = None;
+            match &mut l.spec {
+                LayerSpec::Sequential(inner) => clear(inner),
+                LayerSpec::Residual { body, shortcut } => {
+                    clear(body);
+                    if let Some(s) = shortcut {
+                        clear(s);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    clear(&mut spec.layers);
+    spec
+}
+
+#[test]
+fn example_models_parameter_counts_match_pytorch() {
+    // Computed with PyTorch 2.15 (`sum(p.numel() for p in model.parameters())`) for
+    //   resnet = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+    //       Residual(block(32, 32, 1)), nn.ReLU(),
+    //       Residual(block(32, 64, 2), nn.Sequential(nn.Conv2d(32, 64, 1, stride=2, bias=False), nn.BatchNorm2d(64))),
+    //       nn.ReLU(), Residual(block(64, 64, 1)), nn.ReLU(),
+    //       nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+    // with block(i, o, s) = nn.Sequential(nn.Conv2d(i, o, 3, stride=s, padding=1, bias=False),
+    //   nn.BatchNorm2d(o), nn.ReLU(), nn.Conv2d(o, o, 3, padding=1, bias=False), nn.BatchNorm2d(o))
+    // and Residual(body, shortcut=None) an nn.Module holding them; running_mean + running_var:
+    // sum(b.numel() for n, b in resnet.named_buffers() if 'running' in n). And for
+    //   nn.ModuleDict(dict(lstm=nn.LSTM(28, 128, batch_first=True), fc=nn.Linear(128, 10))).
+    const RESNET_PARAMS: usize = 151_274;
+    const RESNET_RUNNING_STATS: usize = 832;
+    const LSTM_PARAMS: usize = 82_186;
+    for (file, params, non_trainable, input, out) in [
+        ("resnet_mnist_model.toml", RESNET_PARAMS, RESNET_RUNNING_STATS, vec![2, 1, 28, 28], vec![2, 10]),
+        ("lstm_mnist_model.toml", LSTM_PARAMS, 0, vec![2, 28, 28], vec![2, 10]),
+    ] {
+        let spec = example(file);
+        let report = spec.check(None).unwrap_or_else(|r| panic!("{file}: {}", r.render_errors()));
+        let summary = Summary::from_report(&report, 64);
+        let model = spec.build().unwrap();
+        assert_eq!(summary.total_params, params, "{file}");
+        assert_eq!(model.num_parameters(), params, "{file}");
+        assert_eq!(summary.total_non_trainable, non_trainable, "{file}");
+        let x = Tensor::randn(&input, 0.0, 1.0, DType::F32, &mut Generator::new(0)).unwrap();
+        let y = model.forward(&x).unwrap();
+        assert_eq!(y.dims(), out.as_slice(), "{file}");
+        assert_eq!(report.output.clone().unwrap().with_batch(2), out, "{file}");
+        // The built model gives its spec back, and the spec survives the TOML round trip.
+        let from_module = ModelSpec::from_module(&spec.name, &model).unwrap().input(spec.input.as_deref().unwrap());
+        assert_eq!(from_module, strip_origins(spec.clone()), "{file}");
+        let again = strata_nn::model_file::parse_model(&strata_nn::model_file::to_toml(&spec), "x.toml", "x").unwrap();
+        assert_eq!(strip_origins(again), strip_origins(spec.clone()), "{file}");
+        // The checkpoint check knows BatchNorm's buffers.
+        assert!(check_checkpoint(&report, &model.state_dict(), "x").is_empty(), "{file}");
+    }
+    let lstm = Summary::from_report(&example("lstm_mnist_model.toml").check(None).unwrap(), 64);
+    // T·4·H·(F + H) for the LSTM: 28·4·128·(28 + 128), and 128·10 for the Linear.
+    assert_eq!(lstm.total_macs, 28 * 4 * 128 * (28 + 128) + 1280);
+    insta::assert_snapshot!(
+        "resnet_mnist_summary",
+        Summary::from_report(&example("resnet_mnist_model.toml").check(None).unwrap(), 64).render()
+    );
+    insta::assert_snapshot!("lstm_mnist_summary", lstm.render());
+}
+
+#[test]
+fn every_new_layer_round_trips_through_toml_and_modules() {
+    use strata_nn::spec::{BatchNormSpec, ConvSpec, RecurrentKind, RecurrentSpec};
+    let mut conv = ConvSpec::new(Some(4), 6, (3, 2));
+    (conv.stride, conv.padding, conv.dilation, conv.groups, conv.bias) = ((2, 1), (1, 0), (1, 2), 2, false);
+    let mut bn = BatchNormSpec::new(Some(6));
+    (bn.eps, bn.momentum, bn.affine) = (1e-3, None, false);
+    let mut gru = RecurrentSpec::new(RecurrentKind::Gru, None, 5);
+    (gru.num_layers, gru.bidirectional, gru.batch_first) = (2, true, true);
+    let mut rnn = RecurrentSpec::new(RecurrentKind::RnnRelu, Some(10), 3);
+    rnn.bias = false;
+    let spec = ModelSpec::new("all")
+        .input(&[4, 9, 8])
+        .layer("conv", LayerSpec::Conv2d(conv))
+        .layer("bn", LayerSpec::BatchNorm2d(bn))
+        .layer("mp", LayerSpec::MaxPool2d { kernel_size: (2, 2), stride: (1, 1), padding: (1, 0), dilation: (1, 1) })
+        .layer(
+            "ap",
+            LayerSpec::AvgPool2d { kernel_size: (2, 1), stride: (2, 1), padding: (0, 0), count_include_pad: false },
+        )
+        .layer("gap", LayerSpec::AdaptiveAvgPool2d { output_size: (3, 2) })
+        .layer("", LayerSpec::GELU)
+        .layer("", LayerSpec::LeakyReLU { negative_slope: 0.2 })
+        .layer("", LayerSpec::ELU { alpha: 0.5 })
+        .layer("", LayerSpec::Sigmoid)
+        .layer("", LayerSpec::Tanh)
+        .layer("flat", LayerSpec::Flatten { start_dim: 2, end_dim: -1 })
+        .layer("gru", LayerSpec::Recurrent(gru))
+        .layer("rnn", LayerSpec::Recurrent(rnn))
+        .layer("bn1", LayerSpec::BatchNorm1d(BatchNormSpec::new(None)))
+        .layer("last", LayerSpec::LastStep { batch_first: true })
+        .layer("sm", LayerSpec::Softmax { dim: 1 })
+        .layer("lsm", LayerSpec::LogSoftmax { dim: -1 });
+    let report = spec.check(None).unwrap_or_else(|r| panic!("{}", r.render_errors()));
+    insta::assert_snapshot!("all_layers_trace", report.render_trace());
+    let text = strata_nn::model_file::to_toml(&spec);
+    let again = strata_nn::model_file::parse_model(&text, "all.toml", "x").unwrap();
+    assert_eq!(strip_origins(again), spec, "{text}");
+    let model = spec.build().unwrap();
+    let resolved = report.resolved.clone();
+    assert_eq!(ModelSpec::from_module("all", &model).unwrap().input(&[4, 9, 8]), resolved);
+    let x = Tensor::randn(&[2, 4, 9, 8], 0.0, 1.0, DType::F32, &mut Generator::new(1)).unwrap();
+    let y = model.forward(&x).unwrap();
+    assert_eq!(report.output.clone().unwrap().with_batch(2), y.dims().to_vec());
+    let summary = Summary::from_report(&report, 2);
+    assert_eq!(summary.total_params, model.num_parameters());
+}
+
+#[derive(Clone, Debug)]
+enum ImageStep {
+    Conv { out: usize, k: usize, s: usize, p: usize, d: usize, infer: bool },
+    MaxPool { k: usize, s: usize, p: usize },
+    AvgPool { k: usize, s: usize, p: usize },
+    Adaptive(usize),
+    BatchNorm(bool),
+    Act(u8),
+}
+
+fn image_step() -> impl Strategy<Value = ImageStep> {
+    prop_oneof![
+        (1usize..6, 1usize..4, 1usize..3, 0usize..2, 1usize..3, any::<bool>())
+            .prop_map(|(out, k, s, p, d, infer)| ImageStep::Conv { out, k, s, p, d, infer }),
+        (1usize..4, 1usize..3, 0usize..2).prop_map(|(k, s, p)| ImageStep::MaxPool { k, s, p }),
+        (1usize..4, 1usize..3, 0usize..2).prop_map(|(k, s, p)| ImageStep::AvgPool { k, s, p }),
+        (1usize..4).prop_map(ImageStep::Adaptive),
+        any::<bool>().prop_map(ImageStep::BatchNorm),
+        (0u8..4).prop_map(ImageStep::Act),
+    ]
+}
+
+/// A valid image chain from steps: windows that would not fit are left out.
+fn build_image(steps: &[ImageStep], sample: &[usize]) -> ModelSpec {
+    let (mut c, mut h, mut w) = (sample[0], sample[1], sample[2]);
+    let out_size =
+        |n: usize, k: usize, s: usize, p: usize, d: usize| (n + 2 * p).checked_sub(d * (k - 1) + 1).map(|r| r / s + 1);
+    let mut spec = ModelSpec::new("img").input(sample);
+    for (i, st) in steps.iter().enumerate() {
+        let name = format!("l{i}");
+        spec = match *st {
+            ImageStep::Conv { out, k, s, p, d, infer } => match (out_size(h, k, s, p, d), out_size(w, k, s, p, d)) {
+                (Some(oh), Some(ow)) => {
+                    let mut cs = strata_nn::spec::ConvSpec::new((!infer).then_some(c), out, (k, k));
+                    (cs.stride, cs.padding, cs.dilation) = ((s, s), (p, p), (d, d));
+                    (c, h, w) = (out, oh, ow);
+                    spec.layer(&name, LayerSpec::Conv2d(cs))
+                }
+                _ => spec,
+            },
+            ImageStep::MaxPool { k, s, p } | ImageStep::AvgPool { k, s, p } if p <= k / 2 => {
+                match (out_size(h, k, s, p, 1), out_size(w, k, s, p, 1)) {
+                    (Some(oh), Some(ow)) => {
+                        (h, w) = (oh, ow);
+                        let (kernel_size, stride, padding) = ((k, k), (s, s), (p, p));
+                        spec.layer(
+                            &name,
+                            if matches!(st, ImageStep::MaxPool { .. }) {
+                                LayerSpec::MaxPool2d { kernel_size, stride, padding, dilation: (1, 1) }
+                            } else {
+                                LayerSpec::AvgPool2d { kernel_size, stride, padding, count_include_pad: true }
+                            },
+                        )
+                    }
+                    _ => spec,
+                }
+            }
+            ImageStep::MaxPool { .. } | ImageStep::AvgPool { .. } => spec,
+            ImageStep::Adaptive(o) => {
+                (h, w) = (o, o);
+                spec.layer(&name, LayerSpec::AdaptiveAvgPool2d { output_size: (o, o) })
+            }
+            ImageStep::BatchNorm(infer) => {
+                spec.layer(&name, LayerSpec::BatchNorm2d(strata_nn::spec::BatchNormSpec::new((!infer).then_some(c))))
+            }
+            ImageStep::Act(a) => spec.layer(
+                &name,
+                match a {
+                    0 => LayerSpec::ReLU,
+                    1 => LayerSpec::GELU,
+                    2 => LayerSpec::LeakyReLU { negative_slope: 0.1 },
+                    _ => LayerSpec::Tanh,
+                },
+            ),
+        };
+    }
+    spec
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn checked_image_shapes_equal_forward_shapes(
+        sample in (1usize..4, 1usize..12, 1usize..12).prop_map(|(c, h, w)| vec![c, h, w]),
+        steps in prop::collection::vec(image_step(), 1..7),
+        head in any::<bool>(),
+    ) {
+        let mut spec = build_image(&steps, &sample);
+        if head {
+            spec = spec.flatten().lazy_linear("fc", 3);
+        }
+        let report = spec.check(None).map_err(|r| TestCaseError::fail(r.render_errors()))?;
+        let model = spec.build().unwrap();
+        let mut full = vec![2];
+        full.extend(&sample);
+        let x = Tensor::randn(&full, 0.0, 1.0, DType::F32, &mut Generator::new(3)).unwrap();
+        let y = model.forward(&x).unwrap();
+        prop_assert_eq!(report.output.clone().unwrap().with_batch(2), y.dims().to_vec());
+        let summary = Summary::from_report(&report, 2);
+        prop_assert_eq!(summary.total_params, model.num_parameters());
+    }
+}
+
+#[test]
+fn new_layer_errors_name_the_producer_and_their_fixes_work() {
+    use strata_nn::spec::{ConvSpec, RecurrentKind, RecurrentSpec};
+    let mut lstm = RecurrentSpec::new(RecurrentKind::Lstm, Some(28), 64);
+    (lstm.batch_first, lstm.bidirectional) = (true, true);
+    let cases = [
+        // A Linear after a bidirectional LSTM: the LSTM (D·H = 128 features) is named.
+        ModelSpec::new("after_lstm")
+            .input(&[28, 28])
+            .layer("lstm", LayerSpec::Recurrent(lstm.clone()))
+            .layer("last", LayerSpec::LastStep { batch_first: true })
+            .linear("fc", 64, 10),
+        // Flat samples into an LSTM: a rank-2 input, fixed by feeding rows as time steps.
+        ModelSpec::new("flat_into_lstm")
+            .input(&[784])
+            .layer("lstm", LayerSpec::Recurrent(lstm))
+            .layer("last", LayerSpec::LastStep { batch_first: true })
+            .lazy_linear("fc", 10),
+        // Images without a channel dimension into a Conv2d.
+        ModelSpec::new("no_channels")
+            .input(&[28, 28])
+            .layer("conv", LayerSpec::Conv2d(ConvSpec::new(None, 4, (3, 3))))
+            .flatten()
+            .lazy_linear("fc", 10),
+        // Pool padding over half the window, and a Softmax dimension that does not exist.
+        ModelSpec::new("bad_pool_and_softmax")
+            .input(&[2, 8, 8])
+            .layer(
+                "pool",
+                LayerSpec::MaxPool2d { kernel_size: (2, 2), stride: (2, 2), padding: (2, 2), dilation: (1, 1) },
+            )
+            .flatten()
+            .lazy_linear("fc", 10)
+            .layer("sm", LayerSpec::LogSoftmax { dim: 2 }),
+        // A convolution kernel larger than the image.
+        ModelSpec::new("big_kernel").input(&[1, 4, 4]).conv2d("conv", None, 2, 5, 1, 0).flatten().lazy_linear("fc", 10),
+    ];
+    let mut text = String::new();
+    for spec in cases {
+        let report = check_spec(&spec, None, Some(10));
+        assert!(!report.errors.is_empty(), "{}", spec.name);
+        text.push_str(&format!("{}\n{}\n\n", spec.name, report.render_errors()));
+        let mut fixed = spec.clone();
+        for e in &report.errors {
+            let fix = e.fixes.first().unwrap_or_else(|| panic!("{}: no fix for\n{e}", spec.name));
+            assert!(fixed.apply(&fix.edits), "{}: `{}` does not apply", spec.name, fix.text);
+        }
+        let after = check_spec(&fixed, None, Some(10));
+        assert!(after.errors.is_empty(), "{}: {}", spec.name, after.render_errors());
+        fixed.build().unwrap();
+    }
+    insta::assert_snapshot!("new_layer_errors", text);
+}

@@ -69,6 +69,10 @@ impl Module for LastStep {
     fn describe(&self) -> String {
         if self.batch_first { "LastStep".into() } else { "LastStep(batch_first=False)".into() }
     }
+
+    fn spec(&self) -> Option<crate::spec::LayerSpec> {
+        Some(crate::spec::LayerSpec::LastStep { batch_first: self.batch_first })
+    }
 }
 
 #[cfg(test)]
