@@ -893,7 +893,8 @@ impl Walker {
             | LayerSpec::Tanh
             | LayerSpec::GELU
             | LayerSpec::LeakyReLU { .. }
-            | LayerSpec::ELU { .. } => x.clone(),
+            | LayerSpec::ELU { .. }
+            | LayerSpec::Dropout { .. } => x.clone(),
             LayerSpec::Softmax { dim } | LayerSpec::LogSoftmax { dim } => {
                 let r = x.rank() as isize;
                 if *dim < -r || *dim >= r {

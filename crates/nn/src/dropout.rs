@@ -90,6 +90,9 @@ impl Module for Dropout {
     fn describe(&self) -> String {
         format!("Dropout p={}", self.p)
     }
+    fn spec(&self) -> Option<crate::spec::LayerSpec> {
+        Some(crate::spec::LayerSpec::Dropout { p: self.p })
+    }
 }
 
 #[cfg(test)]

@@ -221,6 +221,7 @@ fn layer_toml(l: &NamedLayer) -> String {
             }
         }
         LayerSpec::LastStep { batch_first } => fields.push(format!("batch_first = {batch_first}")),
+        LayerSpec::Dropout { p } => fields.push(format!("p = {p:?}")),
         LayerSpec::Flatten { start_dim, end_dim } => {
             fields.push(format!("start_dim = {start_dim}, end_dim = {end_dim}"))
         }
@@ -240,7 +241,7 @@ fn pair_toml((a, b): (usize, usize)) -> String {
     if a == b { a.to_string() } else { format!("[{a}, {b}]") }
 }
 
-const LAYER_TYPES: [&str; 22] = [
+const LAYER_TYPES: [&str; 23] = [
     "Linear",
     "ReLU",
     "Flatten",
@@ -263,6 +264,7 @@ const LAYER_TYPES: [&str; 22] = [
     "LSTM",
     "GRU",
     "LastStep",
+    "Dropout",
 ];
 const TOP_KEYS: [&str; 3] = ["name", "input", "layers"];
 /// Largest size accepted for a dimension or a layer width (larger is surely a typo).
@@ -310,6 +312,7 @@ fn keys_for(ty: &str) -> &'static [&'static str] {
             &["name", "type", "input_size", "hidden_size", "num_layers", "bias", "batch_first", "bidirectional"]
         }
         "LastStep" => &["name", "type", "batch_first"],
+        "Dropout" => &["name", "type", "p"],
         _ => &["name", "type"],
     }
 }
@@ -782,6 +785,19 @@ impl Parser<'_> {
                 LayerSpec::Recurrent(r)
             }
             "LastStep" => LayerSpec::LastStep { batch_first: self.boolean(t, "batch_first", true) },
+            "Dropout" => {
+                let p = self.float(t, "p", 0.5);
+                if !(0.0..1.0).contains(&p) {
+                    let span = t.get("p").map(|v| v.span()).unwrap_or(span.clone());
+                    self.error(
+                        span,
+                        format!("`p` must be in [0, 1), got {p}"),
+                        Some("p is the probability of zeroing a value".into()),
+                    );
+                    return None;
+                }
+                LayerSpec::Dropout { p }
+            }
             "Flatten" => {
                 let start_dim = t.get("start_dim").and_then(|v| self.int(v, "start_dim")).unwrap_or(1);
                 let end_dim = t.get("end_dim").and_then(|v| self.int(v, "end_dim")).unwrap_or(-1);

@@ -121,6 +121,11 @@ pub enum LayerSpec {
     },
     /// `RNN`, `LSTM` or `GRU`.
     Recurrent(RecurrentSpec),
+    /// `Dropout(p)`: zeroes a fraction `p` of the values in training, the identity in evaluation.
+    Dropout {
+        /// The probability of zeroing each value, in `[0, 1)`.
+        p: f64,
+    },
     /// `LastStep(batch_first)`: a sequence's last output.
     LastStep {
         /// `[N, T, F]` (true) or `[T, N, F]` (false) input.
@@ -311,6 +316,7 @@ impl LayerSpec {
             LayerSpec::LogSoftmax { .. } => "LogSoftmax",
             LayerSpec::Recurrent(r) => r.kind.type_name(),
             LayerSpec::LastStep { .. } => "LastStep",
+            LayerSpec::Dropout { .. } => "Dropout",
             LayerSpec::Sequential(_) => "Sequential",
             LayerSpec::Residual { .. } => "Residual",
         }
@@ -463,6 +469,7 @@ impl fmt::Display for LayerSpec {
                 write!(f, ")")
             }
             LayerSpec::LastStep { batch_first: true } => write!(f, "LastStep"),
+            LayerSpec::Dropout { p } => write!(f, "Dropout p={p}"),
             LayerSpec::LastStep { batch_first: false } => write!(f, "LastStep(batch_first=False)"),
             LayerSpec::Sequential(l) => write!(f, "Sequential ({} layers)", l.len()),
             LayerSpec::Residual { body, shortcut: None } => write!(f, "Residual ({} layers + identity)", body.len()),
@@ -716,6 +723,7 @@ fn build_chain(layers: &[NamedLayer]) -> Result<Sequential> {
                 })?
             }
             LayerSpec::LastStep { batch_first } => Box::new(LastStep::with_batch_first(*batch_first)),
+            LayerSpec::Dropout { p } => Box::new(crate::Dropout::new(*p)?),
             LayerSpec::Sequential(inner) => Box::new(build_chain(inner)?),
             LayerSpec::Residual { body, shortcut } => Box::new(match shortcut {
                 Some(s) => Residual::with_shortcut(build_chain(body)?, build_chain(s)?),

@@ -530,3 +530,26 @@ fn new_layer_errors_name_the_producer_and_their_fixes_work() {
     }
     insta::assert_snapshot!("new_layer_errors", text);
 }
+
+#[test]
+fn dropout_in_model_files() {
+    let text = "input = [8]\nlayers = [\n  { name = \"fc\", type = \"Linear\", in_features = 8, out_features = 4 },\n  { name = \"drop\", type = \"Dropout\", p = 0.25 },\n]\n";
+    let spec = strata_nn::model_file::parse_model(text, "d.toml", "d").unwrap();
+    let report = spec.check(None).unwrap();
+    assert_eq!(report.output.as_ref().unwrap().to_string(), "[N, 4]");
+    assert_eq!(report.trace[1].spec.to_string(), "Dropout p=0.25");
+    let again = strata_nn::model_file::parse_model(&strata_nn::model_file::to_toml(&spec), "e.toml", "d").unwrap();
+    assert_eq!(again.layers[1].spec, spec.layers[1].spec);
+    let model = spec.build().unwrap();
+    let x = Tensor::ones(&[64, 8], DType::F32);
+    model.eval();
+    let a = model.forward(&x).unwrap().to_vec_f64();
+    assert_eq!(a, model.forward(&x).unwrap().to_vec_f64(), "evaluation is deterministic: dropout is the identity");
+    model.train(true);
+    let t = model.forward(&x).unwrap().to_vec_f64();
+    assert!(t.iter().filter(|v| **v == 0.0).count() > 0, "training drops values");
+    assert_eq!(ModelSpec::from_module("d", &model).unwrap().layers[1].spec, spec.layers[1].spec);
+    let bad = "input = [8]\nlayers = [{ type = \"Dropout\", p = 1.5 }]\n";
+    let e = strata_nn::model_file::parse_model(bad, "b.toml", "b").unwrap_err().to_string();
+    assert!(e.contains("`p` must be in [0, 1), got 1.5") && e.contains("b.toml:2:"), "{e}");
+}
