@@ -83,16 +83,6 @@ impl Module for GRU {
     }
 
     fn spec(&self) -> Option<crate::spec::LayerSpec> {
-        use crate::spec::RecurrentKind;
-        let o = self.options();
-        Some(crate::spec::LayerSpec::Recurrent(crate::spec::RecurrentSpec {
-            kind: RecurrentKind::Gru,
-            input_size: Some(self.input_size()),
-            hidden_size: self.hidden_size(),
-            num_layers: o.num_layers,
-            bias: o.bias,
-            batch_first: o.batch_first,
-            bidirectional: o.bidirectional,
-        }))
+        Some(self.inner.spec(crate::spec::RecurrentKind::Gru))
     }
 }

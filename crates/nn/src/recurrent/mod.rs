@@ -139,6 +139,20 @@ pub(crate) struct Recurrent {
 pub(crate) type RecurrentOutput = (Tensor, Tensor, Option<Tensor>);
 
 impl Recurrent {
+    /// The spec of this stack as a layer of the given kind (shared by RNN, LSTM and GRU).
+    pub(crate) fn spec(&self, kind: crate::spec::RecurrentKind) -> crate::spec::LayerSpec {
+        let o = self.options();
+        crate::spec::LayerSpec::Recurrent(crate::spec::RecurrentSpec {
+            kind,
+            input_size: Some(self.input_size()),
+            hidden_size: self.hidden_size(),
+            num_layers: o.num_layers,
+            bias: o.bias,
+            batch_first: o.batch_first,
+            bidirectional: o.bidirectional,
+        })
+    }
+
     pub(crate) fn new(
         cell: Cell,
         input_size: usize,
