@@ -2,13 +2,14 @@
 //! (so PyTorch can load it with `strict=False`), the optimizer state under the reserved prefix
 //! `__strata__.optim.`, and in the header's metadata the position in the run (epoch, batch,
 //! step), the best validation accuracy so far, the resolved run config, the model file and the
-//! input normalisation — everything `--resume`, `strata eval` and `strata predict` need.
+//! input normalisation and the modules' extra state (Dropout's mask stream) — everything
+//! `--resume`, `strata eval` and `strata predict` need.
 //! Written atomically (temporary file, fsync, rename), so a crash never leaves a torn file.
 
 use anyhow::{Context, Result, bail};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use strata_nn::{StateDict, state_dict::atomic_write};
+use strata_nn::{Module, StateDict, state_dict::atomic_write};
 
 /// Prefix of the optimizer-state entries.
 pub const OPTIM_PREFIX: &str = "__strata__.optim.";
@@ -34,6 +35,9 @@ pub struct Meta {
     pub std: Vec<f32>,
     /// Class names, when the data set has them.
     pub classes: Vec<String>,
+    /// The model's extra state ([`Module::extra_state`]) as read from a checkpoint; [`save`]
+    /// writes the model's current one instead.
+    pub extra_state: BTreeMap<String, String>,
 }
 
 impl Meta {
@@ -50,6 +54,7 @@ impl Meta {
         m.insert("strata.mean".into(), serde_json::to_string(&self.mean).expect("floats encode"));
         m.insert("strata.std".into(), serde_json::to_string(&self.std).expect("floats encode"));
         m.insert("strata.classes".into(), serde_json::to_string(&self.classes).expect("strings encode"));
+        m.insert("strata.extra_state".into(), serde_json::to_string(&self.extra_state).expect("strings encode"));
         m
     }
 
@@ -73,13 +78,19 @@ impl Meta {
             mean: serde_json::from_value(json("strata.mean")?)?,
             std: serde_json::from_value(json("strata.std")?)?,
             classes: serde_json::from_value(json("strata.classes")?)?,
+            // Absent in checkpoints of models without extra state written before it existed.
+            extra_state: match m.get("strata.extra_state") {
+                Some(_) => serde_json::from_value(json("strata.extra_state")?)?,
+                None => BTreeMap::new(),
+            },
         })
     }
 }
 
-/// Writes a checkpoint atomically.
-pub fn save(path: &Path, params: &StateDict, optim: &StateDict, meta: &Meta) -> Result<()> {
-    let mut all = params.clone();
+/// Writes a checkpoint of `model` (its state_dict and extra state) atomically.
+pub fn save(path: &Path, model: &dyn Module, optim: &StateDict, meta: &Meta) -> Result<()> {
+    let meta = Meta { extra_state: model.extra_state(), ..meta.clone() };
+    let mut all = model.state_dict();
     for (k, t) in optim.iter() {
         all.insert(format!("{OPTIM_PREFIX}{k}"), t.clone());
     }

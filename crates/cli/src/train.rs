@@ -307,6 +307,9 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
         optimizer
             .load_state_dict(optim)
             .with_context(|| format!("loading the optimizer state of {}", path.display()))?;
+        model
+            .load_extra_state(&meta.extra_state)
+            .with_context(|| format!("loading the layers' state (Dropout masks) of {}", path.display()))?;
         (epoch0, batch0, step, best) = (meta.epoch, meta.batch, meta.step, meta.best_val_acc);
     }
 
@@ -329,6 +332,7 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
         mean: data.mean.clone(),
         std: data.std.clone(),
         classes: data.classes.clone(),
+        extra_state: Default::default(),
     };
 
     let title = match &model_source {
@@ -432,7 +436,7 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
                 let meta = Meta { epoch: epoch + 1, batch: 0, step, best_val_acc: best, ..meta_base.clone() };
                 checkpoint::save(
                     &checkpoint::dir(dir).join("best.safetensors"),
-                    &model.state_dict(),
+                    &model,
                     &optimizer.state_dict(),
                     &meta,
                 )?;
@@ -727,7 +731,7 @@ impl Logger {
     ) -> Result<Option<PathBuf>> {
         let Some(dir) = &self.dir else { return Ok(None) };
         let path = checkpoint::step_file(dir, meta.step);
-        checkpoint::save(&path, &model.state_dict(), &optimizer.state_dict(), meta)?;
+        checkpoint::save(&path, model, &optimizer.state_dict(), meta)?;
         checkpoint::prune(dir, keep)?;
         Ok(Some(path))
     }

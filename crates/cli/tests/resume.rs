@@ -30,14 +30,41 @@ const RUN: [&str; 5] = ["--epochs", "8", "--checkpoint-every", "7", "--quiet"];
 
 #[test]
 fn sigkill_mid_epoch_then_resume_is_bit_identical() {
+    sigkill_then_resume(&[]);
+}
+
+/// Dropout draws a new mask at every training step: the checkpoint carries where its stream
+/// stands, so the resumed run draws the masks the straight one drew.
+#[test]
+fn sigkill_then_resume_with_dropout_is_bit_identical() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("dropout_mlp.toml");
+    std::fs::write(
+        &model,
+        r#"name = "DropoutMLP"
+input = [784]
+layers = [
+  { name = "fc1", type = "Linear", in_features = 784, out_features = 64 },
+  { type = "ReLU" },
+  { name = "drop", type = "Dropout", p = 0.3 },
+  { name = "fc2", type = "Linear", in_features = 64, out_features = 10 },
+]
+"#,
+    )
+    .unwrap();
+    sigkill_then_resume(&["--model", model.to_str().unwrap()]);
+}
+
+fn sigkill_then_resume(extra: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let (straight, killed) = (tmp.path().join("straight"), tmp.path().join("killed"));
-    let out = train(&[&RUN[..], &["--out", straight.to_str().unwrap()]].concat());
+    let out = train(&[&RUN[..], extra, &["--out", straight.to_str().unwrap()]].concat());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let mut child = Command::new(STRATA)
         .arg("train")
         .args(RUN)
+        .args(extra)
         .args(["--out", killed.to_str().unwrap()])
         .stdout(Stdio::null())
         .spawn()

@@ -32,7 +32,7 @@ use strata_core::{Generator, Tensor, dropout, with_default_generator};
 #[derive(Debug)]
 pub struct Dropout {
     p: f64,
-    seed: u64,
+    seed: AtomicU64,
     step: AtomicU64,
     training: AtomicBool,
 }
@@ -52,7 +52,7 @@ impl Dropout {
                 message: format!("p must be in [0, 1) (the probability of zeroing an element), got {p}"),
             });
         }
-        Ok(Dropout { p, seed, step: AtomicU64::new(0), training: AtomicBool::new(true) })
+        Ok(Dropout { p, seed: AtomicU64::new(seed), step: AtomicU64::new(0), training: AtomicBool::new(true) })
     }
 
     /// The probability of zeroing an element.
@@ -62,7 +62,7 @@ impl Dropout {
 
     /// The seed the masks are drawn from.
     pub fn seed(&self) -> u64 {
-        self.seed
+        self.seed.load(Ordering::Relaxed)
     }
 
     /// Training-mode calls so far: the next mask is drawn from `Generator::new(seed).fork(step)`.
@@ -82,13 +82,32 @@ impl Module for Dropout {
             return Ok(x.clone());
         }
         let step = self.step.fetch_add(1, Ordering::Relaxed);
-        Ok(dropout(x, self.p, &mut Generator::new(self.seed).fork(step))?)
+        Ok(dropout(x, self.p, &mut Generator::new(self.seed()).fork(step))?)
     }
     fn set_own_training(&self, training: bool) {
         self.training.store(training, Ordering::Relaxed);
     }
     fn describe(&self) -> String {
         format!("Dropout p={}", self.p)
+    }
+    /// `seed=<u64>,step=<u64>`: where the mask stream stands, so a resumed run draws the masks
+    /// the uninterrupted run would have drawn.
+    fn own_extra_state(&self) -> Option<String> {
+        Some(format!("seed={},step={}", self.seed(), self.step()))
+    }
+    fn set_own_extra_state(&self, state: &str) -> Result<()> {
+        let parsed = state
+            .split_once(',')
+            .and_then(|(a, b)| Some((a.strip_prefix("seed=")?.parse().ok()?, b.strip_prefix("step=")?.parse().ok()?)));
+        let Some((seed, step)) = parsed else {
+            return Err(Error::InvalidConfig {
+                what: "Dropout",
+                message: format!("bad saved state `{state}`: expected `seed=<integer>,step=<integer>`"),
+            });
+        };
+        self.seed.store(seed, Ordering::Relaxed);
+        self.step.store(step, Ordering::Relaxed);
+        Ok(())
     }
     fn spec(&self) -> Option<crate::spec::LayerSpec> {
         Some(crate::spec::LayerSpec::Dropout { p: self.p })
@@ -114,6 +133,37 @@ mod tests {
         assert_eq!(
             Dropout::new(1.0).unwrap_err().to_string(),
             "Dropout: p must be in [0, 1) (the probability of zeroing an element), got 1"
+        );
+    }
+
+    #[test]
+    fn extra_state_continues_the_mask_stream() {
+        use crate::{Linear, Module, Sequential};
+        let model = || {
+            Sequential::new()
+                .add_module("fc", Linear::new(4, 4).unwrap())
+                .add_module("drop", Dropout::with_seed(0.5, 11).unwrap())
+        };
+        let x = Tensor::ones(&[3, 4], DType::F32);
+        let (a, b) = (model(), model());
+        b.load_state_dict(&a.state_dict(), true).unwrap();
+        a.forward(&x).unwrap();
+        a.forward(&x).unwrap();
+        let saved = a.extra_state();
+        assert_eq!(saved.get("drop").map(String::as_str), Some("seed=11,step=2"));
+        b.load_extra_state(&saved).unwrap();
+        assert_eq!(a.forward(&x).unwrap().to_vec::<f32>().unwrap(), b.forward(&x).unwrap().to_vec::<f32>().unwrap());
+
+        let mut wrong = saved.clone();
+        wrong.insert("head".into(), "seed=1,step=0".into());
+        assert_eq!(
+            b.load_extra_state(&wrong).unwrap_err().to_string(),
+            "load_extra_state: the saved state names the module `head`, which this model does not have"
+        );
+        let bad = [("drop".to_string(), "step=3".to_string())].into_iter().collect();
+        assert_eq!(
+            b.load_extra_state(&bad).unwrap_err().to_string(),
+            "Dropout: bad saved state `step=3`: expected `seed=<integer>,step=<integer>`"
         );
     }
 }

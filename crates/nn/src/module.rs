@@ -3,6 +3,7 @@
 
 use crate::Result;
 use crate::state_dict::StateDict;
+use std::collections::BTreeMap;
 use strata_core::Tensor;
 
 /// A layer or a model: something with a forward pass and (possibly) parameters and children.
@@ -50,6 +51,74 @@ pub trait Module: Send + Sync {
     /// Switches this module's own behaviour between training and evaluation (only modules
     /// that behave differently, like dropout, need to implement it).
     fn set_own_training(&self, _training: bool) {}
+
+    /// This module's own state that is neither a parameter nor a buffer but that a resumed run
+    /// needs to continue exactly (PyTorch's `get_extra_state`): for `Dropout`, its seed and the
+    /// number of masks drawn so far. `None` (the default) for modules without any.
+    fn own_extra_state(&self) -> Option<String> {
+        None
+    }
+
+    /// Restores what [`Module::own_extra_state`] returned (PyTorch's `set_extra_state`).
+    fn set_own_extra_state(&self, _state: &str) -> Result<()> {
+        Ok(())
+    }
+
+    /// The extra state of this module and all its children, keyed by dotted module path (`""`
+    /// for this module itself). Checkpoints store it beside the state_dict, not in it, so the
+    /// state_dict stays loadable by PyTorch.
+    fn extra_state(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        if let Some(s) = self.own_extra_state() {
+            out.insert(String::new(), s);
+        }
+        for (name, child) in self.children() {
+            for (k, s) in child.extra_state() {
+                out.insert(if k.is_empty() { name.clone() } else { format!("{name}.{k}") }, s);
+            }
+        }
+        out
+    }
+
+    /// Restores the state [`Module::extra_state`] returned. A module path that does not exist
+    /// in this model is an error naming it (the checkpoint belongs to another model).
+    fn load_extra_state(&self, state: &BTreeMap<String, String>) -> Result<()> {
+        // Check every path first, so that nothing changes when the state belongs to another model.
+        fn paths(prefix: &str, m: &dyn Module, out: &mut Vec<String>) {
+            for (name, child) in m.children() {
+                let path = if prefix.is_empty() { name } else { format!("{prefix}.{name}") };
+                paths(&path, child, out);
+                out.push(path);
+            }
+        }
+        let mut known = vec![String::new()];
+        for (name, child) in self.children() {
+            paths(&name, child, &mut known);
+            known.push(name);
+        }
+        if let Some(unknown) = state.keys().find(|k| !known.contains(k)) {
+            return Err(crate::Error::InvalidConfig {
+                what: "load_extra_state",
+                message: format!("the saved state names the module `{unknown}`, which this model does not have"),
+            });
+        }
+        if let Some(s) = state.get("") {
+            self.set_own_extra_state(s)?;
+        }
+        for (name, child) in self.children() {
+            let sub: BTreeMap<String, String> = state
+                .iter()
+                .filter_map(|(k, s)| {
+                    let rest = if *k == name { Some("") } else { k.strip_prefix(&name)?.strip_prefix('.') };
+                    rest.map(|r| (r.to_string(), s.clone()))
+                })
+                .collect();
+            if !sub.is_empty() {
+                child.load_extra_state(&sub)?;
+            }
+        }
+        Ok(())
+    }
 
     /// A short name of the layer type for summaries and messages (`Linear(784 → 128)`).
     fn describe(&self) -> String {
@@ -149,6 +218,12 @@ impl<M: Module + ?Sized> Module for Box<M> {
     }
     fn describe(&self) -> String {
         (**self).describe()
+    }
+    fn own_extra_state(&self) -> Option<String> {
+        (**self).own_extra_state()
+    }
+    fn set_own_extra_state(&self, state: &str) -> Result<()> {
+        (**self).set_own_extra_state(state)
     }
     fn spec(&self) -> Option<crate::spec::LayerSpec> {
         (**self).spec()
