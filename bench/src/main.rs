@@ -54,7 +54,7 @@ fn main() -> ExitCode {
         workloads = ["W1", "W2", "W3", "W4", "W5", "W6"].map(String::from).to_vec();
     }
     if let Some(t) = threads
-        && let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(t).build_global()
+        && let Err(e) = strata_core::set_num_threads(t)
     {
         eprintln!("strata-bench: cannot set up {t} threads: {e}");
         return ExitCode::FAILURE;

@@ -183,6 +183,19 @@ fn model_spec(args: &TrainArgs, config: &RunConfig) -> Result<Option<ModelSpec>>
     }
 }
 
+/// Sets up the ops' thread pool, all cores unless the config says otherwise, with this (the
+/// training loop's) thread as one of its workers. Must come before the first op: building a
+/// model or a data set may already run in parallel.
+fn init_threads(threads: Option<usize>) -> Result<()> {
+    let n = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)).max(1);
+    match strata_core::set_num_threads(n) {
+        Ok(()) => Ok(()),
+        // Already set up (a second run in one process): fine if it has the size asked for.
+        Err(_) if strata_core::get_num_threads() == n => Ok(()),
+        Err(e) => Err(e).context("setting up the thread pool"),
+    }
+}
+
 fn setup(args: &TrainArgs) -> Result<Option<Setup>> {
     if let Some(r) = &args.resume {
         let path = checkpoint::latest(r)?;
@@ -190,6 +203,7 @@ fn setup(args: &TrainArgs) -> Result<Option<Setup>> {
         let base: RunConfig = toml::from_str(&meta.config).context("the checkpoint's run config")?;
         // On resume only the length of the run may change.
         let config = base.with_overrides(&overrides(&TrainArgs { epochs: args.epochs, ..Default::default() })?)?;
+        init_threads(config.training.threads)?;
         let spec = strata_nn::model_file::parse_model(&meta.model, "the checkpoint's model", "model")?;
         let out =
             if r.is_dir() { Some(r.clone()) } else { path.parent().and_then(Path::parent).map(Path::to_path_buf) };
@@ -201,6 +215,7 @@ fn setup(args: &TrainArgs) -> Result<Option<Setup>> {
     };
     let config = base.with_overrides(&overrides(args)?)?;
     config.validate()?;
+    init_threads(config.training.threads)?;
     let Some(spec) = model_spec(args, &config)? else { return Ok(None) };
     let model_source = match (&args.model, &config.model, &args.run) {
         (Some(p), _, _) => Some(p.display().to_string()),
@@ -238,9 +253,6 @@ pub(crate) struct Built {
 pub(crate) fn build(args: &TrainArgs) -> Result<Option<Built>> {
     let Some(Setup { config, spec, model_source, out, resume }) = setup(args)? else { return Ok(None) };
     let t = &config.training;
-    if let Some(n) = t.threads {
-        rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global().context("setting up the thread pool")?;
-    }
     let data = prepare(&config.data, t.seed)?;
 
     // The model must fit the data before anything is allocated: its input and its classes.

@@ -22,6 +22,7 @@ pub mod shape;
 pub mod storage;
 pub mod tensor;
 pub mod testing;
+pub mod threads;
 
 pub use autograd::{NoGradGuard, is_grad_enabled, no_grad};
 pub use device::{DType, Device};
@@ -41,3 +42,4 @@ pub use rng::{Generator, manual_seed, with_default_generator};
 pub use shape::{Layout, Shape};
 pub use storage::{CpuStorage, Element, Float};
 pub use tensor::Tensor;
+pub use threads::{get_num_threads, set_num_threads};

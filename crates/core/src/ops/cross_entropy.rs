@@ -127,10 +127,18 @@ pub fn cross_entropy(logits: &Tensor, target: &Tensor, reduction: Reduction) -> 
 fn ce_forward<T: Float>(x: &[T], target: &[i64], c: usize, probs: &mut [T], mut loss: impl FnMut(f64)) {
     for ((row, p), &t) in x.chunks_exact(c).zip(probs.chunks_exact_mut(c)).zip(target) {
         let m = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v.to_f64()));
-        let sum: f64 = row.iter().map(|&v| (v.to_f64() - m).exp()).sum();
+        // One exp per element (they dominate the cost): p holds e^(v − m) until it is scaled by
+        // 1/Σ, rather than computing e^(v − lse) afresh.
+        let mut sum = 0.0;
+        for (p, &v) in p.iter_mut().zip(row) {
+            let e = (v.to_f64() - m).exp();
+            sum += e;
+            *p = T::from_f64(e);
+        }
         let lse = m + sum.ln();
         loss(lse - row[t as usize].to_f64());
-        p.iter_mut().zip(row).for_each(|(p, &v)| *p = T::from_f64((v.to_f64() - lse).exp()));
+        let inv = 1.0 / sum;
+        p.iter_mut().for_each(|p| *p = T::from_f64(p.to_f64() * inv));
     }
 }
 
