@@ -42,12 +42,13 @@ fn one_two_and_four_threads_give_bit_identical_parameters() {
     assert_eq!(one, run(4), "1 vs 4 threads");
 }
 
-/// A wider MLP at batch 256: its first layer's GEMMs (256×784×1024 multiply-adds) are cut into
+/// A wider MLP at batch 256: its first layer's GEMMs (256×784×1536 multiply-adds) are cut into
 /// four blocks run in parallel, its hidden layer's input and weight gradients run on two threads
-/// at once: the parallel paths W4 takes.
+/// at once, and its first weight (1.2 M elements) is updated by SGD in parallel chunks: the
+/// parallel paths W4 takes.
 #[test]
 fn wide_mlp_is_bit_identical_across_thread_counts() {
-    let run = |threads| train(threads, &[784, 1024, 256, 10], 256, 2, 7);
+    let run = |threads| train(threads, &[784, 1536, 256, 10], 256, 2, 7);
     let one = run(1);
     assert_eq!(one, run(2), "1 vs 2 threads");
     assert_eq!(one, run(4), "1 vs 4 threads");

@@ -132,14 +132,36 @@ fn momentum_loop_avx512<T: Float>(x: &mut [T], g: &[T], b: &mut [T], mom: T, dam
     momentum_loop(x, g, b, mom, damp, lr)
 }
 
-/// Runs the momentum update with the widest vectors the CPU offers (detected at run time).
+/// Elements from which the momentum update is split across threads. The update streams three
+/// arrays in and two out, so it is bound by memory bandwidth, which a second core adds to; below
+/// this a parameter fits in cache and the hand-off costs more than it saves. Measured on W4
+/// (5.8 M parameters, 2 threads): the step took 4.5 ms on one thread. Every element's arithmetic
+/// is the same whichever thread runs it, so the result does not depend on the thread count.
+const PAR_MIN_ELEMENTS: usize = 1 << 20;
+
+/// Elements per parallel task (fixed: independent of the thread count).
+const PAR_CHUNK: usize = 1 << 16;
+
+/// Runs the momentum update with the widest vectors the CPU offers (detected at run time), split
+/// across threads for large parameters.
 fn momentum_step<T: Float>(x: &mut [T], g: &[T], b: &mut [T], mom: T, damp: T, lr: T) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU supports AVX-512F, checked just above.
-        return unsafe { momentum_loop_avx512(x, g, b, mom, damp, lr) };
+    let run = |x: &mut [T], g: &[T], b: &mut [T]| {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F, checked just above.
+            return unsafe { momentum_loop_avx512(x, g, b, mom, damp, lr) };
+        }
+        momentum_loop(x, g, b, mom, damp, lr)
+    };
+    if x.len() >= PAR_MIN_ELEMENTS && rayon::current_num_threads() > 1 {
+        use rayon::prelude::*;
+        x.par_chunks_mut(PAR_CHUNK)
+            .zip(g.par_chunks(PAR_CHUNK))
+            .zip(b.par_chunks_mut(PAR_CHUNK))
+            .for_each(|((x, g), b)| run(x, g, b));
+    } else {
+        run(x, g, b)
     }
-    momentum_loop(x, g, b, mom, damp, lr)
 }
 
 impl Optimizer for SGD {
