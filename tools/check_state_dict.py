@@ -26,24 +26,14 @@ The committed fixture crates/nn/tests/fixtures/torch_simple_nn_state_dict.safete
 
 import argparse
 import math
+import os
 import sys
 
 import torch
-import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
-
-class SimpleNN(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc1 = nn.Linear(784, 128)
-        self.fc2 = nn.Linear(128, 64)
-        self.fc3 = nn.Linear(64, 10)
-
-    def forward(self, x):
-        x = torch.relu(self.fc1(x))
-        x = torch.relu(self.fc2(x))
-        return self.fc3(x)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from simple_nn import SimpleNN  # noqa: E402
 
 
 def meta():
