@@ -309,6 +309,13 @@ pub enum Edit {
         /// The new value.
         value: usize,
     },
+    /// Set a Conv2d's `groups`.
+    SetGroups {
+        /// The layer's path.
+        path: String,
+        /// The new value.
+        groups: usize,
+    },
 }
 
 /// One branch of an `Add` or `Concat` as messages describe it.
@@ -1023,13 +1030,20 @@ impl Walker {
                     let in_c = c.in_channels.unwrap_or(got);
                     let g = c.groups.max(1);
                     if error.is_none() && (!in_c.is_multiple_of(g) || !out.is_multiple_of(g)) {
+                        let best = nearest_groups(in_c, out, g);
                         error = Some((
                             ShapeErrorKind::BadLayer {
                                 reason: format!(
                                     "groups = {g} must divide both in_channels ({in_c}) and out_channels ({out})"
                                 ),
                             },
-                            vec![],
+                            vec![Fix {
+                                text: format!(
+                                    "make {path} Conv2d({in_c}, {out}, {}, groups={best}) (the nearest number of groups that divides both)",
+                                    pair_arg(k)
+                                ),
+                                edits: vec![Edit::SetGroups { path: path.into(), groups: best }],
+                            }],
                         ));
                     }
                     let (oh, ow, werr) =
@@ -1067,7 +1081,23 @@ impl Walker {
                     (x.rank() == 2 || x.rank() == 3, "[N, C] or [N, C, L]")
                 };
                 if !ok {
-                    error = Some((ShapeErrorKind::TooFewDims { needs: needs.into() }, vec![]));
+                    // The other BatchNorm takes this rank: [N, C] / [N, C, L] or [N, C, H, W].
+                    let other = match (two_d, x.rank()) {
+                        (true, 2 | 3) => Some(("BatchNorm1d", LayerSpec::BatchNorm1d(b.clone()))),
+                        (false, 4) => Some(("BatchNorm2d", LayerSpec::BatchNorm2d(b.clone()))),
+                        _ => None,
+                    };
+                    let fixes = other
+                        .map(|(kind, spec)| Fix {
+                            text: format!(
+                                "make {path} {kind}({}) (it takes {x})",
+                                b.num_features.unwrap_or_else(|| fixed(&x, 1))
+                            ),
+                            edits: vec![Edit::Replace { path: path.into(), spec }],
+                        })
+                        .into_iter()
+                        .collect();
+                    error = Some((ShapeErrorKind::TooFewDims { needs: needs.into() }, fixes));
                 } else {
                     let got = fixed(&x, 1);
                     match b.num_features {
@@ -1646,6 +1676,15 @@ fn conv_shortcut_fix(path: &str, x: &SymShape, y: &SymShape) -> Option<Fix> {
     })
 }
 
+/// The divisor of both channel counts closest to `groups` (the smaller on a tie).
+fn nearest_groups(in_channels: usize, out_channels: usize, groups: usize) -> usize {
+    let (mut a, mut b) = (in_channels.max(1), out_channels.max(1));
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    (1..=a).filter(|d| a.is_multiple_of(*d)).min_by_key(|d| d.abs_diff(groups)).unwrap_or(1)
+}
+
 /// "make the Embedding `p` produce `expected` features".
 fn embedding_dim_fix(p: &LayerRef, expected: usize) -> Fix {
     Fix {
@@ -2114,7 +2153,8 @@ fn apply_edit(spec: &mut ModelSpec, e: &Edit) -> bool {
         | Edit::SetNumFeatures { path, value }
         | Edit::SetInputSize { path, value }
         | Edit::SetHiddenSize { path, value }
-        | Edit::SetEmbeddingDim { path, value } => {
+        | Edit::SetEmbeddingDim { path, value }
+        | Edit::SetGroups { path, groups: value } => {
             let Some((chain, i)) = find(&mut spec.layers, path) else { return false };
             match (e, &mut chain[i].spec) {
                 (Edit::SetInChannels { .. }, LayerSpec::Conv2d(c)) => c.in_channels = Some(*value),
@@ -2125,6 +2165,7 @@ fn apply_edit(spec: &mut ModelSpec, e: &Edit) -> bool {
                 (Edit::SetInputSize { .. }, LayerSpec::Recurrent(r)) => r.input_size = Some(*value),
                 (Edit::SetHiddenSize { .. }, LayerSpec::Recurrent(r)) => r.hidden_size = *value,
                 (Edit::SetEmbeddingDim { .. }, LayerSpec::Embedding { embedding_dim, .. }) => *embedding_dim = *value,
+                (Edit::SetGroups { .. }, LayerSpec::Conv2d(c)) => c.groups = *value,
                 _ => return false,
             }
             true
