@@ -253,6 +253,14 @@ pub(crate) struct Built {
 pub(crate) fn build(args: &TrainArgs) -> Result<Option<Built>> {
     let Some(Setup { config, spec, model_source, out, resume }) = setup(args)? else { return Ok(None) };
     let t = &config.training;
+    // strata's datasets hold float features: a model over token ids cannot take them.
+    if !spec.input_dtype.is_float() {
+        bail!(
+            "the model `{}` takes {} token ids (input_dtype), but the training data (images or CSV columns) are float features; train it from Rust on token data, or remove input_dtype if it takes features",
+            spec.name,
+            strata_nn::check::dtype_name(spec.input_dtype)
+        );
+    }
     let data = prepare(&config.data, t.seed)?;
 
     // The model must fit the data before anything is allocated: its input and its classes.

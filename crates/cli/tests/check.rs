@@ -76,3 +76,49 @@ fn train_takes_a_model_file_and_refuses_a_broken_one() {
     assert_eq!(code, 1);
     assert!(stderr.contains("unknown key `out_feature`"), "{stderr}");
 }
+
+#[test]
+fn every_example_model_checks_and_summarizes() {
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples"));
+    let mut checked = vec![];
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        // Model files have top-level `layers`; run files point at one with `model`.
+        let is_model = path.extension().is_some_and(|e| e == "toml")
+            && text.lines().any(|l| l.starts_with("layers") || l.starts_with("[[layers]]"));
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if !is_model || name.starts_with("broken") {
+            continue;
+        }
+        let file = format!("examples/{name}");
+        let (code, stdout, stderr) = strata(&["check", &file]);
+        assert_eq!(code, 0, "{file}: {stderr}");
+        assert!(stdout.contains("ok: "), "{file}: {stdout}");
+        let (code, stdout, stderr) = strata(&["summary", &file]);
+        assert_eq!(code, 0, "{file}: {stderr}");
+        assert!(stdout.contains(" parameters ("), "{file}: {stdout}");
+        checked.push(name);
+    }
+    checked.sort();
+    for expected in ["embedding_lstm.toml", "inception_mlp.toml", "resnet_mnist_model.toml", "simple_nn.toml"] {
+        assert!(checked.iter().any(|c| c == expected), "{expected} was not checked: {checked:?}");
+    }
+}
+
+#[test]
+fn branches_and_token_ids_in_the_cli() {
+    let (code, stdout, stderr) = strata(&["summary", "examples/embedding_lstm.toml"]);
+    assert_eq!(code, 0, "{stderr}");
+    insta::assert_snapshot!("summary_embedding_lstm", stdout);
+    let (code, stdout, stderr) = strata(&["check", "examples/broken/add_mismatch.toml"]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stderr.contains("fix: append a projection Linear(64, 128) to block.branches.0"), "{stderr}");
+    // A model with branches trains; one over token ids is refused before any data is read.
+    let (code, stdout, stderr) = strata(&["train", "--model", "examples/inception_mlp.toml", "--epochs", "1"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("InceptionMLP from examples/inception_mlp.toml"), "{stdout}");
+    let (code, _, stderr) = strata(&["train", "--model", "examples/embedding_lstm.toml", "--epochs", "1"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("takes i64 token ids (input_dtype)"), "{stderr}");
+}

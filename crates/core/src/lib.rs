@@ -34,7 +34,7 @@ pub use ops::conv::conv2d;
 pub use ops::cross_entropy::{CrossEntropyOptions, binary_cross_entropy_with_logits, cross_entropy_with, nll_loss};
 pub use ops::cross_entropy::{Reduction, cross_entropy};
 pub use ops::dropout::dropout;
-pub use ops::embedding::embedding;
+pub use ops::embedding::{embedding, embedding_padded};
 pub use ops::layer_norm::layer_norm;
 pub use ops::linear::linear;
 pub use ops::pool::{adaptive_avg_pool2d, avg_pool2d, max_pool2d};

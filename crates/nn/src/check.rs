@@ -5,9 +5,11 @@
 //! concrete fix. After an error the layer's intended output is assumed, so *every* mismatch in
 //! the model is reported in one run, not only the first.
 
+use crate::branches::Merge;
 use crate::spec::{LayerSpec, ModelSpec, NamedLayer};
 use crate::state_dict::StateDict;
 use std::fmt;
+use strata_core::DType;
 
 /// One dimension of a symbolic shape: the batch `N`, or a concrete size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +135,11 @@ pub enum Producer {
     Conv2d(LayerRef),
     /// A recurrent layer's output features, `D·H`, with its number of directions `D`.
     Recurrent(LayerRef, usize),
+    /// An Embedding's `embedding_dim`.
+    Embedding(LayerRef),
+    /// An `Add` or `Concat` of branches; for a Concat along the last dimension, the sizes it
+    /// joined (`64 + 32`).
+    Merge(LayerRef, Option<String>),
 }
 
 /// One change to a spec that a fix consists of; tests apply fixes to prove they work.
@@ -259,6 +266,67 @@ pub enum Edit {
         /// Its output size.
         out_features: usize,
     },
+    /// Append a layer at the end of a chain: the model (`""`), a block, or a branch
+    /// (`mix.branches.0`).
+    Append {
+        /// The chain's path.
+        chain: String,
+        /// The new layer's name (made unique in its chain).
+        name: String,
+        /// The new layer.
+        spec: LayerSpec,
+    },
+    /// Replace a layer by another of a different kind (keeping its name).
+    Replace {
+        /// The layer's path.
+        path: String,
+        /// The new layer.
+        spec: LayerSpec,
+    },
+    /// Set the dimension a `Concat` joins its branches along.
+    SetConcatDim {
+        /// The layer's path.
+        path: String,
+        /// The new dimension.
+        dim: isize,
+    },
+    /// Set the model's input element type (`I64` token ids or `F32` features).
+    SetInputDType {
+        /// The new type.
+        dtype: DType,
+    },
+    /// Set a LayerNorm's `normalized_shape`.
+    SetNormalizedShape {
+        /// The layer's path.
+        path: String,
+        /// The new shape.
+        shape: Vec<usize>,
+    },
+    /// Set an Embedding's `embedding_dim`.
+    SetEmbeddingDim {
+        /// The layer's path.
+        path: String,
+        /// The new value.
+        value: usize,
+    },
+    /// Set a Conv2d's `groups`.
+    SetGroups {
+        /// The layer's path.
+        path: String,
+        /// The new value.
+        groups: usize,
+    },
+}
+
+/// One branch of an `Add` or `Concat` as messages describe it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BranchOutput {
+    /// The branch's path, e.g. `mix.branches.1`.
+    pub path: String,
+    /// What it produces.
+    pub shape: SymShape,
+    /// Whether it is the identity (an empty branch passing the input through).
+    pub identity: bool,
 }
 
 /// A suggested fix: the sentence shown to the user and the edits it stands for.
@@ -343,6 +411,34 @@ pub enum ShapeErrorKind {
         /// Whether the shortcut is the identity.
         identity: bool,
     },
+    /// The branches of an `Add` or `Concat` produce shapes that cannot be merged.
+    BranchMismatch {
+        /// Add or Concat (with its dimension).
+        merge: Merge,
+        /// Every branch with its output.
+        branches: Vec<BranchOutput>,
+    },
+    /// A layer receives values of the wrong element type: token ids into a layer that computes
+    /// with floats, or float values into an Embedding.
+    WrongDType {
+        /// What the layer needs (`I64` for an Embedding, else `F32`).
+        expected: DType,
+        /// What it receives.
+        got: DType,
+        /// The layer that made the float values, or `None` when they come from the input.
+        float_from: Option<LayerRef>,
+        /// The receiving layer's type, e.g. `Linear`.
+        layer_type: String,
+    },
+    /// A LayerNorm whose `normalized_shape` is not the input's trailing dimensions.
+    NormalizedShapeMismatch {
+        /// `normalized_shape`.
+        expected: Vec<usize>,
+        /// The input's trailing dimensions (as many as there are, up to `expected.len()`).
+        got: Vec<usize>,
+        /// Who produced the last dimension.
+        producer: Producer,
+    },
     /// No input shape is known.
     NoInput,
     /// A checkpoint's tensors do not fit a layer.
@@ -376,22 +472,36 @@ pub struct ShapeError {
     pub fixes: Vec<Fix>,
 }
 
+/// `f32`, `f64`, `i64`: element types as model files write them.
+pub fn dtype_name(d: DType) -> &'static str {
+    match d {
+        DType::F32 => "f32",
+        DType::F64 => "f64",
+        DType::I64 => "i64",
+    }
+}
+
 fn producer_phrase(p: &Producer, got: usize) -> String {
     match p {
         Producer::Input => format!("the model input has {got} features"),
         Producer::Linear(l) => format!("{l} produces {got} features"),
         Producer::Flatten(l, from) => format!("{l} produces {got} features ({from})"),
         Producer::Conv2d(l) => format!("the last dimension is {got} (after {l})"),
-        Producer::Recurrent(l, _) => format!("{l} produces {got} features"),
+        Producer::Recurrent(l, _) | Producer::Embedding(l) => format!("{l} produces {got} features"),
+        Producer::Merge(l, None) => format!("{l} produces {got} features"),
+        Producer::Merge(l, Some(parts)) => format!("{l} produces {got} features ({parts})"),
     }
 }
 
 fn channel_phrase(p: &Producer, got: usize) -> String {
     match p {
         Producer::Input => format!("the model input has {got} channels"),
-        Producer::Linear(l) | Producer::Flatten(l, _) | Producer::Conv2d(l) | Producer::Recurrent(l, _) => {
-            format!("{l} produces {got} channels")
-        }
+        Producer::Linear(l)
+        | Producer::Flatten(l, _)
+        | Producer::Conv2d(l)
+        | Producer::Recurrent(l, _)
+        | Producer::Embedding(l)
+        | Producer::Merge(l, _) => format!("{l} produces {got} channels"),
     }
 }
 
@@ -432,8 +542,12 @@ impl fmt::Display for ShapeError {
             ShapeErrorKind::BadFlattenRange { reason } => write!(f, "\n  {reason}")?,
             ShapeErrorKind::ClassCount { classes, logits, producer } => {
                 write!(f, " the loss receives logits {logits}")?;
-                if let Producer::Linear(l) | Producer::Flatten(l, _) | Producer::Conv2d(l) | Producer::Recurrent(l, _) =
-                    producer
+                if let Producer::Linear(l)
+                | Producer::Flatten(l, _)
+                | Producer::Conv2d(l)
+                | Producer::Recurrent(l, _)
+                | Producer::Embedding(l)
+                | Producer::Merge(l, _) = producer
                 {
                     write!(f, " from {l}")?;
                 }
@@ -447,6 +561,64 @@ impl fmt::Display for ShapeError {
                 "\n  its body produces {body} but {} {shortcut}; the two branches must have the same shape to be added",
                 if *identity { "the identity shortcut passes the input" } else { "its shortcut produces" }
             )?,
+            ShapeErrorKind::BranchMismatch { merge, branches } => {
+                let parts: Vec<String> = branches
+                    .iter()
+                    .map(|b| {
+                        if b.identity {
+                            format!("`{}` (identity) passes the input {}", b.path, b.shape)
+                        } else {
+                            format!("`{}` produces {}", b.path, b.shape)
+                        }
+                    })
+                    .collect();
+                let list = match parts.split_last() {
+                    Some((last, [one])) => format!("{one} but {last}"),
+                    Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+                    None => String::new(),
+                };
+                match merge {
+                    Merge::Add => write!(f, "\n  {list}; the branches of an Add must have the same shape to be added")?,
+                    Merge::Concat { dim } => write!(
+                        f,
+                        "\n  {list}; to be concatenated along dim {dim}, the branches must have the same rank and agree in every other dimension"
+                    )?,
+                }
+            }
+            ShapeErrorKind::WrongDType { expected, got, float_from, layer_type } => {
+                if *expected == DType::I64 {
+                    let source = match float_from {
+                        Some(l) => format!("{l} produces {} values", dtype_name(*got)),
+                        None => format!(
+                            "the model input is {} features (the model has no input_dtype = \"i64\")",
+                            dtype_name(*got)
+                        ),
+                    };
+                    write!(f, "\n  an Embedding looks up rows by integer token id, but {source}")?;
+                } else {
+                    write!(
+                        f,
+                        "\n  {} {layer_type} computes with float values, but it receives {} token ids (the model's input_dtype)",
+                        crate::spec::article(layer_type),
+                        dtype_name(*got)
+                    )?;
+                }
+            }
+            ShapeErrorKind::NormalizedShapeMismatch { expected, got, producer } => {
+                let l = self.layer.as_ref().map(name).unwrap_or_default();
+                match (expected.as_slice(), got.as_slice()) {
+                    ([e], [g]) => write!(
+                        f,
+                        "\n  {}, {l} normalises over [{e}] (its normalized_shape)",
+                        producer_phrase(producer, *g)
+                    )?,
+                    _ => write!(
+                        f,
+                        "\n  {l} normalises each sample over its last {} dimensions, {expected:?} (its normalized_shape), but they are {got:?}",
+                        expected.len()
+                    )?,
+                }
+            }
             ShapeErrorKind::NoInput => write!(
                 f,
                 " no input shape: the model file has no `input = [...]` and none was given\n  the first layer needs to know what one sample looks like"
@@ -498,6 +670,8 @@ pub struct CheckReport {
     pub name: String,
     /// The input checked.
     pub input: Option<SymShape>,
+    /// The input's element type (`I64` for token ids).
+    pub input_dtype: DType,
     /// One row per layer (blocks first, then their layers).
     pub trace: Vec<TraceRow>,
     /// Every mismatch found.
@@ -530,7 +704,7 @@ impl CheckReport {
             ]);
         }
         let mut s = match &self.input {
-            Some(i) => format!("{}: input {i}\n", self.name),
+            Some(i) => format!("{}: input {i}{}\n", self.name, dtype_note(self.input_dtype)),
             None => format!("{}: no input shape\n", self.name),
         };
         s.push_str(&table(&rows, &[false, false, false, false]));
@@ -538,8 +712,20 @@ impl CheckReport {
     }
 }
 
+/// ` of i64 token ids` after an input shape that holds them; nothing for float features.
+pub(crate) fn dtype_note(d: DType) -> String {
+    if d.is_float() { String::new() } else { format!(" of {} token ids", dtype_name(d)) }
+}
+
+/// The last part of a path, or `branches.1` for a branch.
 fn short_name(path: &str) -> &str {
-    path.rsplit('.').next().unwrap_or(path)
+    match path.rsplit_once('.') {
+        Some((head, index)) if head.ends_with("branches") && index.parse::<usize>().is_ok() => {
+            &path[head.len() - "branches".len()..]
+        }
+        Some((_, last)) => last,
+        None => path,
+    }
 }
 
 /// Left- or right-aligned columns separated by two spaces.
@@ -573,7 +759,22 @@ pub(crate) fn table(rows: &[Vec<String>], right: &[bool]) -> String {
 struct Walker {
     trace: Vec<TraceRow>,
     errors: Vec<ShapeError>,
+    /// Who decided the current last dimension (or channels).
     producer: Producer,
+    /// The element type flowing at this point of the chain.
+    dtype: DType,
+    /// The last layer that computed float values (`None`: they are the input's, untouched).
+    float_from: Option<LayerRef>,
+}
+
+/// A merge's output shape (as if fixed), its error, and the sizes a Concat joined (`64 + 32`).
+type Merged = (SymShape, Option<(ShapeErrorKind, Vec<Fix>)>, Option<String>);
+
+/// What a branch of an `Add` or `Concat` ends with.
+struct BranchEnd {
+    out: BranchOutput,
+    producer: Producer,
+    dtype: DType,
 }
 
 /// Checks `spec` for `input` (or the spec's own input) and, with `classes`, that the output is
@@ -583,6 +784,7 @@ pub fn check_spec(spec: &ModelSpec, input: Option<&SymShape>, classes: Option<us
     let mut report = CheckReport {
         name: spec.name.clone(),
         input: input.clone(),
+        input_dtype: spec.input_dtype,
         trace: vec![],
         errors: vec![],
         output: None,
@@ -602,7 +804,8 @@ pub fn check_spec(spec: &ModelSpec, input: Option<&SymShape>, classes: Option<us
         });
         return report;
     };
-    let mut w = Walker { trace: vec![], errors: vec![], producer: Producer::Input };
+    let mut w =
+        Walker { trace: vec![], errors: vec![], producer: Producer::Input, dtype: spec.input_dtype, float_from: None };
     let (out, resolved) = w.chain(&spec.layers, "", "", 0, input);
     if let Some(classes) = classes {
         w.check_classes(&out, classes);
@@ -657,6 +860,9 @@ impl Walker {
         });
         let mut error: Option<(ShapeErrorKind, Vec<Fix>)> = None;
         let mut return_flat = false;
+        // Only an Embedding takes token ids (Flatten and blocks pass them on); it takes nothing else.
+        let dtype_error = self.dtype_error(&spec, path, &x);
+        let mut merge_parts = None;
         let y = match &mut spec {
             LayerSpec::ReLU => x.clone(),
             LayerSpec::Linear { in_features, out_features, .. } => {
@@ -715,7 +921,8 @@ impl Walker {
                                             fixes.push(fix);
                                         }
                                     }
-                                    Producer::Flatten(..) | Producer::Conv2d(_) => {}
+                                    Producer::Embedding(p) => fixes.push(embedding_dim_fix(p, expected)),
+                                    Producer::Flatten(..) | Producer::Conv2d(_) | Producer::Merge(..) => {}
                                 }
                                 if x.rank() > 2 {
                                     fixes.push(Fix {
@@ -823,13 +1030,20 @@ impl Walker {
                     let in_c = c.in_channels.unwrap_or(got);
                     let g = c.groups.max(1);
                     if error.is_none() && (!in_c.is_multiple_of(g) || !out.is_multiple_of(g)) {
+                        let best = nearest_groups(in_c, out, g);
                         error = Some((
                             ShapeErrorKind::BadLayer {
                                 reason: format!(
                                     "groups = {g} must divide both in_channels ({in_c}) and out_channels ({out})"
                                 ),
                             },
-                            vec![],
+                            vec![Fix {
+                                text: format!(
+                                    "make {path} Conv2d({in_c}, {out}, {}, groups={best}) (the nearest number of groups that divides both)",
+                                    pair_arg(k)
+                                ),
+                                edits: vec![Edit::SetGroups { path: path.into(), groups: best }],
+                            }],
                         ));
                     }
                     let (oh, ow, werr) =
@@ -867,7 +1081,23 @@ impl Walker {
                     (x.rank() == 2 || x.rank() == 3, "[N, C] or [N, C, L]")
                 };
                 if !ok {
-                    error = Some((ShapeErrorKind::TooFewDims { needs: needs.into() }, vec![]));
+                    // The other BatchNorm takes this rank: [N, C] / [N, C, L] or [N, C, H, W].
+                    let other = match (two_d, x.rank()) {
+                        (true, 2 | 3) => Some(("BatchNorm1d", LayerSpec::BatchNorm1d(b.clone()))),
+                        (false, 4) => Some(("BatchNorm2d", LayerSpec::BatchNorm2d(b.clone()))),
+                        _ => None,
+                    };
+                    let fixes = other
+                        .map(|(kind, spec)| Fix {
+                            text: format!(
+                                "make {path} {kind}({}) (it takes {x})",
+                                b.num_features.unwrap_or_else(|| fixed(&x, 1))
+                            ),
+                            edits: vec![Edit::Replace { path: path.into(), spec }],
+                        })
+                        .into_iter()
+                        .collect();
+                    error = Some((ShapeErrorKind::TooFewDims { needs: needs.into() }, fixes));
                 } else {
                     let got = fixed(&x, 1);
                     match b.num_features {
@@ -991,6 +1221,78 @@ impl Walker {
                 *inner = resolved;
                 y
             }
+            LayerSpec::LayerNorm { normalized_shape: ns, .. } => {
+                // The last ns.len() dimensions of each sample (never the batch).
+                let sample = &x.0[1.min(x.rank())..];
+                let tail = &sample[sample.len().saturating_sub(ns.len())..];
+                let got: Vec<usize> = tail.iter().map(|d| if let Dim::Fixed(v) = d { *v } else { 0 }).collect();
+                if got != *ns {
+                    let mut fixes = vec![];
+                    if !got.is_empty() && !got.contains(&0) {
+                        fixes.push(Fix {
+                            text: format!("make {path} LayerNorm({})", shape_arg(&got)),
+                            edits: vec![Edit::SetNormalizedShape { path: path.into(), shape: got.clone() }],
+                        });
+                    }
+                    if let ([expected], [_]) = (ns.as_slice(), got.as_slice()) {
+                        fixes.extend(self.feature_producer_fix(&x, *expected));
+                    }
+                    error = Some((
+                        ShapeErrorKind::NormalizedShapeMismatch {
+                            expected: ns.clone(),
+                            got,
+                            producer: self.producer.clone(),
+                        },
+                        fixes,
+                    ));
+                }
+                x.clone()
+            }
+            LayerSpec::Embedding { embedding_dim, .. } => {
+                if self.dtype.is_float() && self.float_from.is_some() && x.last().is_some() {
+                    // Carry on as the suggested Linear would: features projected, not looked up.
+                    x.with_last(*embedding_dim)
+                } else {
+                    let mut v = x.0.clone();
+                    v.push(Dim::Fixed(*embedding_dim));
+                    SymShape(v)
+                }
+            }
+            LayerSpec::Branches { branches, merge } => {
+                let before = (self.producer.clone(), self.dtype, self.float_from.clone());
+                let mut ends = Vec::with_capacity(branches.len());
+                for (i, b) in branches.iter_mut().enumerate() {
+                    (self.producer, self.dtype, self.float_from) = before.clone();
+                    let bpath = format!("{path}.branches.{i}");
+                    let blabel = format!("{label}.{}", branch_label(i));
+                    let (y, resolved) = self.branch(b, &bpath, i + 1, &blabel, depth + 1, x.clone());
+                    let out = BranchOutput { path: bpath, shape: y, identity: resolved.is_empty() };
+                    ends.push(BranchEnd { out, producer: self.producer.clone(), dtype: self.dtype });
+                    *b = resolved;
+                }
+                let (y, merge_error, parts) = match *merge {
+                    Merge::Add => merge_add(&ends),
+                    Merge::Concat { dim } => merge_concat(path, dim, &ends),
+                };
+                error = merge_error;
+                if error.is_none() && ends.iter().any(|e| e.dtype != ends[0].dtype) {
+                    let (ids, floats): (Vec<&BranchEnd>, Vec<&BranchEnd>) =
+                        ends.iter().partition(|e| e.dtype == DType::I64);
+                    error = Some((
+                        ShapeErrorKind::BadLayer {
+                            reason: format!(
+                                "`{}` passes on i64 token ids but `{}` produces float values; merged branches must hold one element type",
+                                ids[0].out.path, floats[0].out.path
+                            ),
+                        },
+                        vec![],
+                    ));
+                }
+                self.dtype = if ends.iter().all(|e| e.dtype == DType::I64) { DType::I64 } else { DType::F32 };
+                self.float_from = if ends.iter().all(|e| e.out.identity) { before.2 } else { Some(lref.clone()) };
+                merge_parts = parts;
+                y
+            }
             LayerSpec::Residual { body, shortcut } => {
                 let before = self.producer.clone();
                 let (yb, rb) = self.chain(body, &format!("{path}.body."), &format!("{label}."), depth + 1, x.clone());
@@ -1040,18 +1342,126 @@ impl Walker {
         };
         lref.desc = spec.to_string();
         self.finish_row(row, &spec, y.clone());
+        if dtype_error.is_some() {
+            // The wrong element type comes first: the shapes may be what the fix would make right.
+            error = dtype_error;
+        }
         if let Some((kind, fixes)) = error {
             self.trace[row].error = Some(self.errors.len());
             self.errors.push(ShapeError { layer: Some(lref.clone()), input: Some(x), kind, fixes });
         }
         match &spec {
             // Whatever it received, a Linear decides the feature count from here on.
-            LayerSpec::Linear { .. } => self.producer = Producer::Linear(lref),
-            LayerSpec::Conv2d(_) => self.producer = Producer::Conv2d(lref),
-            LayerSpec::Recurrent(r) => self.producer = Producer::Recurrent(lref, r.directions()),
+            LayerSpec::Linear { .. } => self.producer = Producer::Linear(lref.clone()),
+            LayerSpec::Conv2d(_) => self.producer = Producer::Conv2d(lref.clone()),
+            LayerSpec::Recurrent(r) => self.producer = Producer::Recurrent(lref.clone(), r.directions()),
+            LayerSpec::Embedding { .. } => self.producer = Producer::Embedding(lref.clone()),
+            LayerSpec::Branches { .. } => self.producer = Producer::Merge(lref.clone(), merge_parts),
             _ => {}
         }
+        // Every layer but Flatten and the blocks computes floats from here on (also after an
+        // element-type error: as if it had been fixed).
+        if !matches!(spec, LayerSpec::Flatten { .. }) && !spec.is_block() {
+            self.dtype = DType::F32;
+            self.float_from = Some(lref);
+        }
         (y, spec)
+    }
+
+    /// The element-type error of `spec` receiving the current values, if any.
+    fn dtype_error(&self, spec: &LayerSpec, path: &str, x: &SymShape) -> Option<(ShapeErrorKind, Vec<Fix>)> {
+        if matches!(spec, LayerSpec::Flatten { .. }) || spec.is_block() {
+            return None;
+        }
+        match spec {
+            LayerSpec::Embedding { embedding_dim, .. } if self.dtype.is_float() => {
+                let fixes = match (&self.float_from, x.last()) {
+                    (None, _) => vec![Fix {
+                        text: "the model input holds token ids: set input_dtype = \"i64\"".into(),
+                        edits: vec![Edit::SetInputDType { dtype: DType::I64 }],
+                    }],
+                    (Some(_), Some(f)) => vec![Fix {
+                        text: format!(
+                            "replace {path} with Linear({f}, {embedding_dim}) (a Linear projects float features; an Embedding looks up integer ids)"
+                        ),
+                        edits: vec![Edit::Replace {
+                            path: path.into(),
+                            spec: LayerSpec::Linear { in_features: Some(f), out_features: *embedding_dim, bias: true },
+                        }],
+                    }],
+                    (Some(_), None) => vec![],
+                };
+                Some((
+                    ShapeErrorKind::WrongDType {
+                        expected: DType::I64,
+                        got: self.dtype,
+                        float_from: self.float_from.clone(),
+                        layer_type: "Embedding".into(),
+                    },
+                    fixes,
+                ))
+            }
+            LayerSpec::Embedding { .. } => None,
+            other if !self.dtype.is_float() => {
+                let dim = match other {
+                    LayerSpec::Linear { in_features: Some(i), .. } => i.to_string(),
+                    LayerSpec::Recurrent(r) if r.input_size.is_some() => r.input_size.unwrap_or(0).to_string(),
+                    LayerSpec::LayerNorm { normalized_shape, .. } if normalized_shape.len() == 1 => {
+                        normalized_shape[0].to_string()
+                    }
+                    _ => "embedding_dim".into(),
+                };
+                let fixes = vec![
+                    Fix {
+                        text: format!(
+                            "insert Embedding(num_embeddings, {dim}) before {path} to turn the token ids into vectors (num_embeddings: the vocabulary size)"
+                        ),
+                        edits: vec![],
+                    },
+                    Fix {
+                        text: "if the input holds features, not token ids, set input_dtype = \"f32\"".into(),
+                        edits: vec![Edit::SetInputDType { dtype: DType::F32 }],
+                    },
+                ];
+                Some((
+                    ShapeErrorKind::WrongDType {
+                        expected: DType::F32,
+                        got: self.dtype,
+                        float_from: None,
+                        layer_type: other.type_name().into(),
+                    },
+                    fixes,
+                ))
+            }
+            _ => None,
+        }
+    }
+
+    /// One branch of an `Add` or `Concat`: a row of its own (so an identity branch shows too),
+    /// then its layers.
+    fn branch(
+        &mut self,
+        layers: &[NamedLayer],
+        path: &str,
+        position: usize,
+        label: &str,
+        depth: usize,
+        x: SymShape,
+    ) -> (SymShape, Vec<NamedLayer>) {
+        let row = self.trace.len();
+        let spec = LayerSpec::Sequential(layers.to_vec());
+        self.trace.push(TraceRow {
+            layer: LayerRef { path: path.to_string(), desc: spec.to_string(), position },
+            depth,
+            position_label: label.to_string(),
+            input: x.clone(),
+            output: x.clone(),
+            spec,
+            error: None,
+        });
+        let (y, resolved) = self.chain(layers, &format!("{path}."), label, depth + 1, x);
+        self.finish_row(row, &LayerSpec::Sequential(resolved.clone()), y.clone());
+        (y, resolved)
     }
 
     /// The "make the producer produce `expected` channels" fix for an image batch `x`.
@@ -1085,6 +1495,7 @@ impl Walker {
                 edits: vec![Edit::SetOutFeatures { path: p.path.clone(), value: expected }],
             }),
             Producer::Recurrent(p, d) => hidden_fix(p, *d, expected),
+            Producer::Embedding(p) => Some(embedding_dim_fix(p, expected)),
             Producer::Input => {
                 let mut sample = x.sample()?;
                 *sample.last_mut()? = expected;
@@ -1265,6 +1676,245 @@ fn conv_shortcut_fix(path: &str, x: &SymShape, y: &SymShape) -> Option<Fix> {
     })
 }
 
+/// The divisor of both channel counts closest to `groups` (the smaller on a tie).
+fn nearest_groups(in_channels: usize, out_channels: usize, groups: usize) -> usize {
+    let (mut a, mut b) = (in_channels.max(1), out_channels.max(1));
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    (1..=a).filter(|d| a.is_multiple_of(*d)).min_by_key(|d| d.abs_diff(groups)).unwrap_or(1)
+}
+
+/// "make the Embedding `p` produce `expected` features".
+fn embedding_dim_fix(p: &LayerRef, expected: usize) -> Fix {
+    Fix {
+        text: format!("make {} produce {expected} features (embedding_dim = {expected})", p.path),
+        edits: vec![Edit::SetEmbeddingDim { path: p.path.clone(), value: expected }],
+    }
+}
+
+/// `128` or `[28, 64]`, as PyTorch's int-or-list shape arguments are written.
+fn shape_arg(dims: &[usize]) -> String {
+    match dims {
+        [one] => one.to_string(),
+        _ => format!("{dims:?}"),
+    }
+}
+
+/// Trace labels of branches: `a`, `b`, … (`2.a1` is the first layer of the first branch of the
+/// second layer).
+fn branch_label(i: usize) -> String {
+    match u8::try_from(i) {
+        Ok(i) if i < 26 => char::from(b'a' + i).to_string(),
+        _ => format!("[{i}]"),
+    }
+}
+
+/// A layer that maps a branch's output `from` to `to`: a Linear on the last dimension when only
+/// it differs, or for image batches a 1×1 Conv2d with the stride that shrinks `from`'s height
+/// and width to `to`'s. With its text, e.g. `Linear(64, 128)`.
+fn projection(from: &SymShape, to: &SymShape) -> Option<(String, LayerSpec)> {
+    let r = from.rank();
+    if r != to.rank() || from.0[0] != to.0[0] {
+        return None;
+    }
+    if r == 4 {
+        let stride = |i: usize, o: usize| (1..=i.max(1)).find(|s| (i.max(1) - 1) / s + 1 == o);
+        let (c, o) = (fixed(from, 1), fixed(to, 1));
+        let s = (stride(fixed(from, 2), fixed(to, 2))?, stride(fixed(from, 3), fixed(to, 3))?);
+        let mut conv = crate::spec::ConvSpec::new(Some(c), o, (1, 1));
+        conv.stride = s;
+        let text = if s == (1, 1) {
+            format!("Conv2d({c}, {o}, 1)")
+        } else {
+            format!("Conv2d({c}, {o}, 1, stride={})", pair_arg(s))
+        };
+        return Some((text, LayerSpec::Conv2d(conv)));
+    }
+    if r >= 2 && from.0[..r - 1] == to.0[..r - 1] {
+        let (i, o) = (from.last()?, to.last()?);
+        let linear = LayerSpec::Linear { in_features: Some(i), out_features: o, bias: true };
+        return Some((format!("Linear({i}, {o})"), linear));
+    }
+    None
+}
+
+/// "make the layer that ends branch `end` produce `to`'s size", when that layer is inside the
+/// branch (changing a layer before the branches would change every branch).
+fn branch_producer_fix(end: &BranchEnd, to: &SymShape) -> Option<Fix> {
+    let (from, r) = (&end.out.shape, end.out.shape.rank());
+    let inside = |l: &LayerRef| l.path.starts_with(&format!("{}.", end.out.path));
+    let all_but = |k: usize| r == to.rank() && (0..r).all(|j| j == k || from.0[j] == to.0[j]);
+    let o = to.last()?;
+    match &end.producer {
+        Producer::Linear(p) if inside(p) && all_but(r - 1) => Some(Fix {
+            text: format!("make {} produce {o} features", p.path),
+            edits: vec![Edit::SetOutFeatures { path: p.path.clone(), value: o }],
+        }),
+        Producer::Embedding(p) if inside(p) && all_but(r - 1) => Some(embedding_dim_fix(p, o)),
+        Producer::Recurrent(p, d) if inside(p) && all_but(r - 1) => hidden_fix(p, *d, o),
+        Producer::Conv2d(p) if inside(p) && r == 4 && all_but(1) => Some(Fix {
+            text: format!("make {} produce {} channels", p.path, fixed(to, 1)),
+            edits: vec![Edit::SetOutChannels { path: p.path.clone(), value: fixed(to, 1) }],
+        }),
+        _ => None,
+    }
+}
+
+/// Several fixes, one per branch, as one: `a and b`, all edits together.
+fn joined(fixes: Vec<Fix>) -> Fix {
+    let text = fixes.iter().map(|f| f.text.as_str()).collect::<Vec<_>>().join(" and ");
+    Fix { text, edits: fixes.into_iter().flat_map(|f| f.edits).collect() }
+}
+
+fn outputs(ends: &[BranchEnd]) -> Vec<BranchOutput> {
+    ends.iter().map(|e| e.out.clone()).collect()
+}
+
+/// The shape rule of `Add`: every branch the same shape. On a mismatch the target is the
+/// largest branch that every other can be projected to (a Linear or a 1×1 convolution appended
+/// to it), and the output is that target, as if fixed.
+fn merge_add(ends: &[BranchEnd]) -> Merged {
+    let first = &ends[0].out.shape;
+    if ends.iter().all(|e| e.out.shape == *first) {
+        return (first.clone(), None, None);
+    }
+    let mut order: Vec<usize> = (0..ends.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(ends[i].out.shape.sample_numel()));
+    let projections = |t: usize| -> Option<Vec<Fix>> {
+        let to = &ends[t].out.shape;
+        ends.iter()
+            .filter(|e| e.out.shape != *to)
+            .map(|e| {
+                let (text, spec) = projection(&e.out.shape, to)?;
+                Some(Fix {
+                    text: format!("append a projection {text} to {}", e.out.path),
+                    edits: vec![Edit::Append { chain: e.out.path.clone(), name: "proj".into(), spec }],
+                })
+            })
+            .collect()
+    };
+    let target = order.iter().copied().find(|&t| projections(t).is_some()).unwrap_or(order[0]);
+    let to = ends[target].out.shape.clone();
+    let mut fixes = vec![];
+    fixes.extend(projections(target).map(joined));
+    let resize: Option<Vec<Fix>> =
+        ends.iter().filter(|e| e.out.shape != to).map(|e| branch_producer_fix(e, &to)).collect();
+    fixes.extend(resize.map(joined));
+    let kind = ShapeErrorKind::BranchMismatch { merge: Merge::Add, branches: outputs(ends) };
+    (to, Some((kind, fixes)), None)
+}
+
+/// The shape rule of `Concat`: the same rank, equal sizes but along `dim` (never the batch),
+/// which are added. Also returns the sizes joined (`64 + 32`) when `dim` is the last dimension.
+fn merge_concat(path: &str, dim: isize, ends: &[BranchEnd]) -> Merged {
+    let shapes: Vec<&SymShape> = ends.iter().map(|e| &e.out.shape).collect();
+    let mismatch = |fixes: Vec<Fix>| {
+        Some((ShapeErrorKind::BranchMismatch { merge: Merge::Concat { dim }, branches: outputs(ends) }, fixes))
+    };
+    let resolve = |rank: usize| {
+        let d = if dim < 0 { dim + rank as isize } else { dim };
+        (0..rank as isize).contains(&d).then_some(d as usize)
+    };
+    let (min_rank, max_rank) =
+        (shapes.iter().map(|s| s.rank()).min().unwrap_or(0), shapes.iter().map(|s| s.rank()).max().unwrap_or(0));
+    if min_rank != max_rank {
+        // Feature vectors beside image-shaped branches: flatten those (along the features only).
+        if min_rank == 2 && resolve(2) == Some(1) && shapes.iter().all(|s| s.sample().is_some()) {
+            let mut fixes = vec![];
+            for e in ends.iter().filter(|e| e.out.shape.rank() > 2) {
+                fixes.push(Fix {
+                    text: format!(
+                        "append Flatten to {} (it turns {} into [N, {}])",
+                        e.out.path,
+                        e.out.shape,
+                        e.out.shape.sample_numel()
+                    ),
+                    edits: vec![Edit::Append {
+                        chain: e.out.path.clone(),
+                        name: "flatten".into(),
+                        spec: LayerSpec::Flatten { start_dim: 1, end_dim: -1 },
+                    }],
+                });
+            }
+            let total = shapes.iter().map(|s| s.sample_numel()).sum();
+            return (SymShape(vec![shapes[0].0[0], Dim::Fixed(total)]), mismatch(vec![joined(fixes)]), None);
+        }
+        return (shapes[0].clone(), mismatch(vec![]), None);
+    }
+    let r = min_rank;
+    let batch_at = |k: usize| shapes.iter().any(|s| s.0[k] == Dim::Batch);
+    let mut dim_error = None;
+    let d = match resolve(r) {
+        Some(d) if !batch_at(d) => d,
+        bad => {
+            let Some(good) = (1..r).find(|&k| !batch_at(k)) else {
+                let reason = format!("the branches produce {}: there is no dimension besides N to join", shapes[0]);
+                return (shapes[0].clone(), Some((ShapeErrorKind::BadLayer { reason }, vec![])), None);
+            };
+            let reason = match bad {
+                None => format!(
+                    "dim = {dim} is not a dimension of the branches' {r}-dimensional outputs (valid: {} to {})",
+                    -(r as isize),
+                    r - 1
+                ),
+                Some(_) => format!(
+                    "dim = {dim} is the batch dimension N: joining along it would stack the branches' batches into one of {}·N samples",
+                    ends.len()
+                ),
+            };
+            let what = if r == 4 && good == 1 { "the channels" } else { "the features" };
+            let fix = Fix {
+                text: format!("make {path} Concat(dim={good}) (join {what})"),
+                edits: vec![Edit::SetConcatDim { path: path.into(), dim: good as isize }],
+            };
+            dim_error = Some((ShapeErrorKind::BadLayer { reason }, vec![fix]));
+            good
+        }
+    };
+    let agree = shapes.iter().all(|s| (0..r).all(|k| k == d || s.0[k] == shapes[0].0[k]));
+    let total: usize = shapes.iter().map(|s| fixed(s, d)).sum();
+    if !agree && dim_error.is_none() {
+        // Images joined along their channels: pool the larger ones down to the smallest size.
+        if r == 4 && d == 1 && shapes.iter().all(|s| s.0[0] == shapes[0].0[0]) {
+            let th = shapes.iter().map(|s| fixed(s, 2)).min().unwrap_or(1);
+            let tw = shapes.iter().map(|s| fixed(s, 3)).min().unwrap_or(1);
+            let mut fixes = vec![];
+            for e in ends {
+                let (h, w) = (fixed(&e.out.shape, 2), fixed(&e.out.shape, 3));
+                if (h, w) == (th, tw) || th == 0 || tw == 0 {
+                    continue;
+                }
+                let (text, spec) = if h.is_multiple_of(th) && w.is_multiple_of(tw) && h / th == w / tw {
+                    let k = h / th;
+                    let pool =
+                        LayerSpec::MaxPool2d { kernel_size: (k, k), stride: (k, k), padding: (0, 0), dilation: (1, 1) };
+                    (format!("MaxPool2d({k})"), pool)
+                } else {
+                    let pool = LayerSpec::AdaptiveAvgPool2d { output_size: (th, tw) };
+                    (format!("AdaptiveAvgPool2d({})", pair_arg((th, tw))), pool)
+                };
+                let mut to = e.out.shape.clone();
+                (to.0[2], to.0[3]) = (Dim::Fixed(th), Dim::Fixed(tw));
+                fixes.push(Fix {
+                    text: format!("append {text} to {} (it turns {} into {to})", e.out.path, e.out.shape),
+                    edits: vec![Edit::Append { chain: e.out.path.clone(), name: "pool".into(), spec }],
+                });
+            }
+            let out = SymShape(vec![shapes[0].0[0], Dim::Fixed(total), Dim::Fixed(th), Dim::Fixed(tw)]);
+            return (out, mismatch(vec![joined(fixes)]), None);
+        }
+        let mut out = shapes[0].clone();
+        out.0[d] = Dim::Fixed(total);
+        return (out, mismatch(vec![]), None);
+    }
+    let mut out = shapes[0].clone();
+    out.0[d] = Dim::Fixed(total);
+    let parts = (d + 1 == r && dim_error.is_none())
+        .then(|| shapes.iter().map(|s| fixed(s, d).to_string()).collect::<Vec<_>>().join(" + "));
+    (out, dim_error, parts)
+}
+
 /// "make the recurrent layer `p` produce `expected` features" when `D` divides it.
 fn hidden_fix(p: &LayerRef, d: usize, expected: usize) -> Option<Fix> {
     expected.is_multiple_of(d).then(|| Fix {
@@ -1281,7 +1931,7 @@ pub fn check_checkpoint(report: &CheckReport, sd: &StateDict, source: &str) -> V
     for row in &report.trace {
         let Some(mut params) = row.spec.own_parameter_shapes() else { continue };
         params.extend(row.spec.own_buffer_shapes().unwrap_or_default());
-        if matches!(row.spec, LayerSpec::Sequential(_) | LayerSpec::Residual { .. }) {
+        if row.spec.is_block() {
             continue;
         }
         let (mut mismatched, mut missing) = (vec![], vec![]);
@@ -1348,24 +1998,46 @@ impl ModelSpec {
     }
 }
 
-fn find<'a>(layers: &'a mut Vec<NamedLayer>, path: &str) -> Option<(&'a mut Vec<NamedLayer>, usize)> {
-    let (head, rest) = match path.split_once('.') {
-        Some((h, r)) => (h, Some(r)),
-        None => (path, None),
-    };
-    let i = layers.iter().position(|l| l.name == head)?;
-    match rest {
-        None => Some((layers, i)),
-        Some(r) => match &mut layers[i].spec {
-            LayerSpec::Sequential(inner) => find(inner, r),
-            LayerSpec::Residual { body, shortcut } => match r.split_once('.') {
-                Some(("body", rr)) => find(body, rr),
-                Some(("shortcut", rr)) => find(shortcut.as_mut()?, rr),
-                _ => None,
-            },
-            _ => None,
-        },
+/// The chain at `path`: the model's (`""`), a block's, a residual block's `body` or `shortcut`
+/// (`block1.body`), or a branch (`mix.branches.1`).
+fn find_chain<'a>(layers: &'a mut Vec<NamedLayer>, path: &str) -> Option<&'a mut Vec<NamedLayer>> {
+    if path.is_empty() {
+        return Some(layers);
     }
+    let split = |p: &'_ str| -> (String, String) {
+        let (h, r) = p.split_once('.').unwrap_or((p, ""));
+        (h.to_string(), r.to_string())
+    };
+    let (head, rest) = split(path);
+    let i = layers.iter().position(|l| l.name == head)?;
+    let (part, after) = split(&rest);
+    match &mut layers[i].spec {
+        LayerSpec::Sequential(inner) => find_chain(inner, &rest),
+        LayerSpec::Residual { body, .. } if part == "body" => find_chain(body, &after),
+        LayerSpec::Residual { shortcut, .. } if part == "shortcut" => find_chain(shortcut.as_mut()?, &after),
+        LayerSpec::Branches { branches, .. } if part == "branches" => {
+            let (index, after) = split(&after);
+            find_chain(branches.get_mut(index.parse::<usize>().ok()?)?, &after)
+        }
+        _ => None,
+    }
+}
+
+/// The chain holding the layer at `path`, and its index there.
+fn find<'a>(layers: &'a mut Vec<NamedLayer>, path: &str) -> Option<(&'a mut Vec<NamedLayer>, usize)> {
+    let (parent, name) = path.rsplit_once('.').unwrap_or(("", path));
+    let chain = find_chain(layers, parent)?;
+    let i = chain.iter().position(|l| l.name == name)?;
+    Some((chain, i))
+}
+
+/// `name`, or `name_`, `name__`, … until no layer of `chain` has it.
+fn unique_name(chain: &[NamedLayer], name: &str) -> String {
+    let mut name = name.to_string();
+    while chain.iter().any(|l| l.name == name) {
+        name.push('_');
+    }
+    name
 }
 
 fn apply_edit(spec: &mut ModelSpec, e: &Edit) -> bool {
@@ -1397,10 +2069,7 @@ fn apply_edit(spec: &mut ModelSpec, e: &Edit) -> bool {
         },
         Edit::InsertFlattenBefore { path } => match find(&mut spec.layers, path) {
             Some((chain, i)) => {
-                let mut name = "flatten".to_string();
-                while chain.iter().any(|l| l.name == name) {
-                    name.push('_');
-                }
+                let name = unique_name(chain, "flatten");
                 chain.insert(
                     i,
                     NamedLayer { name, spec: LayerSpec::Flatten { start_dim: 1, end_dim: -1 }, origin: None },
@@ -1431,15 +2100,47 @@ fn apply_edit(spec: &mut ModelSpec, e: &Edit) -> bool {
         },
         Edit::InsertBefore { path, name, spec: layer } => match find(&mut spec.layers, path) {
             Some((chain, i)) => {
-                let mut name = name.clone();
-                while chain.iter().any(|l| l.name == name) {
-                    name.push('_');
-                }
+                let name = unique_name(chain, name);
                 chain.insert(i, NamedLayer { name, spec: layer.clone(), origin: None });
                 true
             }
             None => false,
         },
+        Edit::Append { chain, name, spec: layer } => match find_chain(&mut spec.layers, chain) {
+            Some(chain) => {
+                let name = unique_name(chain, name);
+                chain.push(NamedLayer { name, spec: layer.clone(), origin: None });
+                true
+            }
+            None => false,
+        },
+        Edit::Replace { path, spec: layer } => match find(&mut spec.layers, path) {
+            Some((chain, i)) => {
+                chain[i].spec = layer.clone();
+                true
+            }
+            None => false,
+        },
+        Edit::SetInputDType { dtype } => {
+            spec.input_dtype = *dtype;
+            true
+        }
+        Edit::SetConcatDim { path, dim: d } => {
+            let Some((chain, i)) = find(&mut spec.layers, path) else { return false };
+            match &mut chain[i].spec {
+                LayerSpec::Branches { merge: Merge::Concat { dim }, .. } => *dim = *d,
+                _ => return false,
+            }
+            true
+        }
+        Edit::SetNormalizedShape { path, shape } => {
+            let Some((chain, i)) = find(&mut spec.layers, path) else { return false };
+            match &mut chain[i].spec {
+                LayerSpec::LayerNorm { normalized_shape, .. } => *normalized_shape = shape.clone(),
+                _ => return false,
+            }
+            true
+        }
         Edit::Remove { path } => match find(&mut spec.layers, path) {
             Some((chain, i)) => {
                 chain.remove(i);
@@ -1451,7 +2152,9 @@ fn apply_edit(spec: &mut ModelSpec, e: &Edit) -> bool {
         | Edit::SetOutChannels { path, value }
         | Edit::SetNumFeatures { path, value }
         | Edit::SetInputSize { path, value }
-        | Edit::SetHiddenSize { path, value } => {
+        | Edit::SetHiddenSize { path, value }
+        | Edit::SetEmbeddingDim { path, value }
+        | Edit::SetGroups { path, groups: value } => {
             let Some((chain, i)) = find(&mut spec.layers, path) else { return false };
             match (e, &mut chain[i].spec) {
                 (Edit::SetInChannels { .. }, LayerSpec::Conv2d(c)) => c.in_channels = Some(*value),
@@ -1461,6 +2164,8 @@ fn apply_edit(spec: &mut ModelSpec, e: &Edit) -> bool {
                 }
                 (Edit::SetInputSize { .. }, LayerSpec::Recurrent(r)) => r.input_size = Some(*value),
                 (Edit::SetHiddenSize { .. }, LayerSpec::Recurrent(r)) => r.hidden_size = *value,
+                (Edit::SetEmbeddingDim { .. }, LayerSpec::Embedding { embedding_dim, .. }) => *embedding_dim = *value,
+                (Edit::SetGroups { .. }, LayerSpec::Conv2d(c)) => c.groups = *value,
                 _ => return false,
             }
             true

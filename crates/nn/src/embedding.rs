@@ -1,12 +1,14 @@
 //! `Embedding`: a lookup table of learned vectors indexed by token id, PyTorch's `nn.Embedding`.
 
 use crate::module::Module;
+use crate::spec::LayerSpec;
 use crate::{Error, Result};
 use strata_core::{DType, Generator, Tensor, with_default_generator};
 
 /// A table of `num_embeddings` vectors of size `embedding_dim`; the forward pass picks rows by
 /// integer index. The weight starts N(0, 1), as PyTorch initialises it, and is named `weight`.
-/// Its gradient adds up the gradients of every position that used a row.
+/// Its gradient adds up the gradients of every position that used a row. With a `padding_idx`
+/// (PyTorch's), that row starts at zero and gets no gradient.
 ///
 /// # Shapes
 /// - input: `[*]` of `i64` indices in `0..num_embeddings` (usually `[N, T]` token ids)
@@ -16,6 +18,7 @@ use strata_core::{DType, Generator, Tensor, with_default_generator};
 pub struct Embedding {
     /// `[num_embeddings, embedding_dim]`.
     pub weight: Tensor,
+    padding_idx: Option<usize>,
 }
 
 impl Embedding {
@@ -40,7 +43,7 @@ impl Embedding {
             });
         }
         let weight = Tensor::randn(&[num_embeddings, embedding_dim], 0.0, 1.0, dtype, rng)?.requires_grad_()?;
-        Ok(Embedding { weight })
+        Ok(Embedding { weight, padding_idx: None })
     }
 
     /// A table from an existing `[num_embeddings, embedding_dim]` float tensor (PyTorch's
@@ -56,7 +59,32 @@ impl Embedding {
                 ),
             });
         }
-        Ok(Embedding { weight: weight.detach().contiguous()?.detach().requires_grad_()? })
+        Ok(Embedding { weight: weight.detach().contiguous()?.detach().requires_grad_()?, padding_idx: None })
+    }
+
+    /// Sets PyTorch's `padding_idx`: row `padding_idx` is zeroed (as `nn.Embedding` initialises
+    /// it) and gets no gradient. Negative values count from the end, as in PyTorch.
+    pub fn padding_idx(mut self, padding_idx: i64) -> Result<Embedding> {
+        let rows = self.num_embeddings() as i64;
+        if padding_idx >= rows || padding_idx < -rows {
+            return Err(Error::InvalidConfig {
+                what: "Embedding",
+                message: format!("padding_idx must be within num_embeddings ({rows}), got {padding_idx}"),
+            });
+        }
+        let p = if padding_idx < 0 { padding_idx + rows } else { padding_idx } as usize;
+        let dim = self.embedding_dim();
+        let mut values = self.weight.to_vec_f64();
+        values[p * dim..(p + 1) * dim].fill(0.0);
+        let zeroed = Tensor::from_vec(values, self.weight.dims())?.to_dtype(self.weight.dtype())?;
+        self.weight = zeroed.requires_grad_()?;
+        self.padding_idx = Some(p);
+        Ok(self)
+    }
+
+    /// The padding row, if any.
+    pub fn padding_index(&self) -> Option<usize> {
+        self.padding_idx
     }
 
     /// Number of rows.
@@ -72,13 +100,20 @@ impl Embedding {
 
 impl Module for Embedding {
     fn forward(&self, indices: &Tensor) -> Result<Tensor> {
-        Ok(strata_core::embedding(indices, &self.weight)?)
+        Ok(strata_core::embedding_padded(indices, &self.weight, self.padding_idx)?)
     }
     fn own_parameters(&self) -> Vec<(String, Tensor)> {
         vec![("weight".to_string(), self.weight.clone())]
     }
     fn describe(&self) -> String {
-        format!("Embedding({}, {})", self.num_embeddings(), self.embedding_dim())
+        self.spec().map(|s| s.to_string()).unwrap_or_default()
+    }
+    fn spec(&self) -> Option<LayerSpec> {
+        Some(LayerSpec::Embedding {
+            num_embeddings: self.num_embeddings(),
+            embedding_dim: self.embedding_dim(),
+            padding_idx: self.padding_idx,
+        })
     }
 }
 
@@ -102,5 +137,20 @@ mod tests {
         assert!(e.forward(&bad).unwrap_err().to_string().contains("index 1000 at position [0]"));
         assert_eq!(e.describe(), "Embedding(1000, 16)");
         assert!(Embedding::new(0, 3).unwrap_err().to_string().contains("at least 1"));
+    }
+
+    #[test]
+    fn padding_row_starts_at_zero_and_stays_there() {
+        // nn.Embedding(4, 3, padding_idx=-1): row 3 is zero, and its gradient too.
+        let e = Embedding::with_options(4, 3, DType::F64, &mut Generator::new(1)).unwrap().padding_idx(-1).unwrap();
+        assert_eq!(e.padding_index(), Some(3));
+        assert_eq!(&e.weight.to_vec_f64()[9..], [0.0; 3]);
+        assert!(e.weight.to_vec_f64()[..9].iter().all(|v| *v != 0.0));
+        let ids = Tensor::from_vec(vec![3i64, 1, 3], &[1, 3]).unwrap();
+        e.forward(&ids).unwrap().sum_all().unwrap().backward().unwrap();
+        let g = e.weight.grad().unwrap().to_vec_f64();
+        assert_eq!(g, [0., 0., 0., 1., 1., 1., 0., 0., 0., 0., 0., 0.]);
+        assert_eq!(e.describe(), "Embedding(4, 3, padding_idx=3)");
+        assert!(e.padding_idx(4).unwrap_err().to_string().contains("within num_embeddings (4), got 4"));
     }
 }

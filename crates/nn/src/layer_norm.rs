@@ -2,6 +2,7 @@
 //! `normalized_shape` dimensions, with an elementwise learned scale and shift.
 
 use crate::module::Module;
+use crate::spec::LayerSpec;
 use crate::{Error, Result};
 use strata_core::{DType, Tensor, layer_norm};
 
@@ -124,16 +125,15 @@ impl Module for LayerNorm {
         p
     }
     fn describe(&self) -> String {
+        self.spec().map(|s| s.to_string()).unwrap_or_default()
+    }
+    fn spec(&self) -> Option<LayerSpec> {
         let c = &self.config;
-        let dims: Vec<String> = c.normalized_shape.iter().map(usize::to_string).collect();
-        let mut s = format!("LayerNorm [{}]", dims.join(", "));
-        if c.eps != 1e-5 {
-            s.push_str(&format!(", eps {}", c.eps));
-        }
-        if !c.elementwise_affine {
-            s.push_str(", not affine");
-        }
-        s
+        Some(LayerSpec::LayerNorm {
+            normalized_shape: c.normalized_shape.clone(),
+            eps: c.eps,
+            elementwise_affine: c.elementwise_affine,
+        })
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod activation;
 pub mod batch_norm;
+pub mod branches;
 pub mod check;
 pub mod conv;
 pub mod dropout;
@@ -28,6 +29,7 @@ pub mod summary;
 
 pub use activation::{ELU, GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh};
 pub use batch_norm::{BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormConfig};
+pub use branches::{Branches, Merge};
 pub use check::{CheckReport, SymShape};
 pub use conv::{Conv2d, Conv2dConfig, IntoPair};
 pub use dropout::Dropout;

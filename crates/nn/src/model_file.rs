@@ -20,13 +20,20 @@
 //! Types and keys are PyTorch's class names and constructor arguments: `Conv2d` (`in_channels`,
 //! `out_channels`, `kernel_size`, `stride`, `padding`, `dilation`, `groups`, `bias`; sizes as an
 //! int or an `[h, w]` pair), `MaxPool2d`, `AvgPool2d`, `AdaptiveAvgPool2d`, `BatchNorm1d`,
-//! `BatchNorm2d` (`momentum = "None"` for a cumulative average), the activations, `RNN`, `LSTM`,
-//! `GRU` and `LastStep`. `in_features`, `in_channels`, `num_features` and `input_size` may be
-//! left out and are then inferred by the shape check.
+//! `BatchNorm2d` (`momentum = "None"` for a cumulative average), `LayerNorm`
+//! (`normalized_shape` as an int or a list), `Embedding`, the activations, `RNN`, `LSTM`, `GRU`
+//! and `LastStep`. `in_features`, `in_channels`, `num_features` and `input_size` may be left out
+//! and are then inferred by the shape check.
+//!
+//! Branches applied to the same input and merged are `type = "Add"` (summed) or
+//! `type = "Concat"` (joined along `dim`, default 1), with `branches = [[layers…], [layers…]]`;
+//! an empty branch `[]` is the identity. A model fed token ids says `input_dtype = "i64"`.
 
+use crate::branches::Merge;
 use crate::spec::{BatchNormSpec, ConvSpec, LayerSpec, ModelSpec, NamedLayer, Origin, RecurrentKind, RecurrentSpec};
 use std::fmt;
 use std::path::Path;
+use strata_core::DType;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
@@ -140,6 +147,9 @@ pub fn to_toml(spec: &ModelSpec) -> String {
     if let Some(input) = &spec.input {
         s.push_str(&format!("input = {input:?}\n"));
     }
+    if spec.input_dtype != DType::F32 {
+        s.push_str(&format!("input_dtype = {:?}\n", crate::check::dtype_name(spec.input_dtype)));
+    }
     s.push_str("layers = [\n");
     for l in &spec.layers {
         s.push_str(&format!("  {},\n", layer_toml(l)));
@@ -225,6 +235,25 @@ fn layer_toml(l: &NamedLayer) -> String {
         LayerSpec::Flatten { start_dim, end_dim } => {
             fields.push(format!("start_dim = {start_dim}, end_dim = {end_dim}"))
         }
+        LayerSpec::LayerNorm { normalized_shape, eps, elementwise_affine } => {
+            fields.push(format!("normalized_shape = {normalized_shape:?}"));
+            fields.push(format!("eps = {eps:?}"));
+            fields.push(format!("elementwise_affine = {elementwise_affine}"));
+        }
+        LayerSpec::Embedding { num_embeddings, embedding_dim, padding_idx } => {
+            fields.push(format!("num_embeddings = {num_embeddings}"));
+            fields.push(format!("embedding_dim = {embedding_dim}"));
+            if let Some(p) = padding_idx {
+                fields.push(format!("padding_idx = {p}"));
+            }
+        }
+        LayerSpec::Branches { branches, merge } => {
+            if let Merge::Concat { dim } = merge {
+                fields.push(format!("dim = {dim}"));
+            }
+            let chains: Vec<String> = branches.iter().map(|b| format!("[{}]", chain_toml(b))).collect();
+            fields.push(format!("branches = [{}]", chains.join(", ")));
+        }
         LayerSpec::Sequential(inner) => fields.push(format!("layers = [{}]", chain_toml(inner))),
         LayerSpec::Residual { body, shortcut } => {
             fields.push(format!("layers = [{}]", chain_toml(body)));
@@ -241,12 +270,16 @@ fn pair_toml((a, b): (usize, usize)) -> String {
     if a == b { a.to_string() } else { format!("[{a}, {b}]") }
 }
 
-const LAYER_TYPES: [&str; 23] = [
+const LAYER_TYPES: [&str; 27] = [
     "Linear",
     "ReLU",
     "Flatten",
     "Sequential",
     "Residual",
+    "Add",
+    "Concat",
+    "LayerNorm",
+    "Embedding",
     "Conv2d",
     "MaxPool2d",
     "AvgPool2d",
@@ -266,7 +299,7 @@ const LAYER_TYPES: [&str; 23] = [
     "LastStep",
     "Dropout",
 ];
-const TOP_KEYS: [&str; 3] = ["name", "input", "layers"];
+const TOP_KEYS: [&str; 4] = ["name", "input", "input_dtype", "layers"];
 /// Largest size accepted for a dimension or a layer width (larger is surely a typo).
 const MAX_SIZE: i64 = 1 << 31;
 
@@ -276,6 +309,10 @@ fn keys_for(ty: &str) -> &'static [&'static str] {
         "Flatten" => &["name", "type", "start_dim", "end_dim"],
         "Sequential" => &["name", "type", "layers"],
         "Residual" => &["name", "type", "layers", "shortcut"],
+        "Add" => &["name", "type", "branches"],
+        "Concat" => &["name", "type", "branches", "dim"],
+        "LayerNorm" => &["name", "type", "normalized_shape", "eps", "elementwise_affine"],
+        "Embedding" => &["name", "type", "num_embeddings", "embedding_dim", "padding_idx"],
         "Conv2d" => &[
             "name",
             "type",
@@ -378,8 +415,32 @@ impl Parser<'_> {
         self.unknown_keys(root, &TOP_KEYS, "a model file");
         let name = self.string(root, "name").unwrap_or_else(|| default_name.to_string());
         let input = root.get("input").and_then(|v| self.sizes(v, "input"));
+        let input_dtype = match root.get("input_dtype").map(|v| (v.get_ref(), v.span())) {
+            None => DType::F32,
+            Some((DeValue::String(d), _)) if d.as_ref() == "f32" => DType::F32,
+            Some((DeValue::String(d), _)) if d.as_ref() == "i64" => DType::I64,
+            Some((value, span)) => {
+                let text = match value {
+                    DeValue::String(d) => d.to_lowercase(),
+                    _ => String::new(),
+                };
+                let help = if text.contains("int") || text.contains("long") {
+                    Some("token ids are \"i64\" (PyTorch's torch.long)".to_string())
+                } else if text.contains("float") || text.contains("f64") {
+                    Some("float features are \"f32\" (the default)".to_string())
+                } else {
+                    None
+                };
+                self.error(
+                    span,
+                    "`input_dtype` must be \"f32\" (float features, the default) or \"i64\" (integer token ids, for an Embedding)".into(),
+                    help,
+                );
+                DType::F32
+            }
+        };
         let layers = match root.get("layers") {
-            Some(v) => self.layers(v),
+            Some(v) => self.layers(v, "`layers`"),
             None => {
                 self.error(
                     span.start..span.start,
@@ -389,7 +450,7 @@ impl Parser<'_> {
                 vec![]
             }
         };
-        ModelSpec { name, input, layers }
+        ModelSpec { name, input, input_dtype, layers }
     }
 
     fn string(&mut self, t: &DeTable, key: &str) -> Option<String> {
@@ -542,11 +603,36 @@ impl Parser<'_> {
         dims.into_iter().collect()
     }
 
-    fn layers(&mut self, v: &Spanned<DeValue>) -> Vec<NamedLayer> {
+    /// The `branches` of an `Add` or `Concat`: at least two chains of layers.
+    fn branches(&mut self, v: &Spanned<DeValue>, ty: &str) -> Option<Vec<Vec<NamedLayer>>> {
         let DeValue::Array(a) = v.get_ref() else {
             self.error(
                 v.span(),
-                format!("`layers` must be an array of layer tables, found {}", v.get_ref().type_str()),
+                format!(
+                    "`branches` must be an array of branches, each an array of layers, found {}",
+                    v.get_ref().type_str()
+                ),
+                Some("e.g. branches = [[{ type = \"Linear\", out_features = 64 }], []] ([] is the identity)".into()),
+            );
+            return None;
+        };
+        if a.len() < 2 {
+            self.error(
+                v.span(),
+                format!("{} {ty} layer needs at least 2 branches, found {}", crate::spec::article(ty), a.len()),
+                Some("each branch is an array of layers; [] is the identity".into()),
+            );
+            return None;
+        }
+        Some(a.iter().map(|b| self.layers(b, "a branch")).collect())
+    }
+
+    /// A chain of layers; `what` names it in messages (`` `layers` ``, `a branch`).
+    fn layers(&mut self, v: &Spanned<DeValue>, what: &str) -> Vec<NamedLayer> {
+        let DeValue::Array(a) = v.get_ref() else {
+            self.error(
+                v.span(),
+                format!("{what} must be an array of layer tables, found {}", v.get_ref().type_str()),
                 None,
             );
             return vec![];
@@ -609,7 +695,7 @@ impl Parser<'_> {
                 }
             },
         };
-        let meant = self.unknown_keys(t, keys_for(&ty), &format!("a {ty} layer"));
+        let meant = self.unknown_keys(t, keys_for(&ty), &format!("{} {ty} layer", crate::spec::article(&ty)));
         let name = match self.string(t, "name") {
             Some(n) => {
                 if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
@@ -785,6 +871,74 @@ impl Parser<'_> {
                 LayerSpec::Recurrent(r)
             }
             "LastStep" => LayerSpec::LastStep { batch_first: self.boolean(t, "batch_first", true) },
+            "LayerNorm" => {
+                let normalized_shape = match t.get("normalized_shape") {
+                    Some(v) if matches!(v.get_ref(), DeValue::Integer(_)) => {
+                        vec![self.positive(v, "normalized_shape")?]
+                    }
+                    Some(v) => self.sizes(v, "normalized_shape")?,
+                    None if meant.iter().any(|m| m == "normalized_shape") => return None,
+                    None => {
+                        self.error(
+                            span.clone(),
+                            "this LayerNorm layer has no `normalized_shape`".into(),
+                            Some("add normalized_shape = 64 (the size of the last dimension), or [28, 64] for the last two".into()),
+                        );
+                        return None;
+                    }
+                };
+                let eps = self.float(t, "eps", 1e-5);
+                if eps < 0.0 {
+                    let span = t.get("eps").map(|v| v.span()).unwrap_or(span.clone());
+                    self.error(span, format!("`eps` must be at least 0, got {eps}"), None);
+                }
+                LayerSpec::LayerNorm {
+                    normalized_shape,
+                    eps,
+                    elementwise_affine: self.boolean(t, "elementwise_affine", true),
+                }
+            }
+            "Embedding" => {
+                let num_embeddings = self.required(t, "num_embeddings", &meant, &span, &ty);
+                let embedding_dim = self.required(t, "embedding_dim", &meant, &span, &ty);
+                let padding_idx = match (t.get("padding_idx"), num_embeddings) {
+                    (Some(v), Some(n)) => {
+                        let (p, n) = (self.int(v, "padding_idx")?, n as i64);
+                        if p >= n || p < -n {
+                            self.error(
+                                v.span(),
+                                format!("`padding_idx` must be within num_embeddings ({n}), got {p}"),
+                                Some("a row of the table; negative values count from the end, as in PyTorch".into()),
+                            );
+                            return None;
+                        }
+                        // PyTorch keeps the non-negative form too.
+                        Some(if p < 0 { p + n } else { p } as usize)
+                    }
+                    _ => None,
+                };
+                LayerSpec::Embedding { num_embeddings: num_embeddings?, embedding_dim: embedding_dim?, padding_idx }
+            }
+            "Add" | "Concat" => {
+                let merge = match (ty.as_str(), t.get("dim")) {
+                    ("Add", _) => Merge::Add,
+                    (_, Some(v)) => Merge::Concat { dim: self.int(v, "dim")? as isize },
+                    (_, None) => Merge::Concat { dim: 1 },
+                };
+                let branches = match t.get("branches") {
+                    Some(v) => self.branches(v, &ty)?,
+                    None if meant.iter().any(|m| m == "branches") => return None,
+                    None => {
+                        self.error(
+                            span.clone(),
+                            format!("this {ty} layer has no `branches`"),
+                            Some("add branches = [[ layers of the first branch ], [ layers of the second ]] ([] is the identity)".into()),
+                        );
+                        return None;
+                    }
+                };
+                LayerSpec::Branches { branches, merge }
+            }
             "Dropout" => {
                 let p = self.float(t, "p", 0.5);
                 if !(0.0..1.0).contains(&p) {
@@ -805,9 +959,10 @@ impl Parser<'_> {
             }
             _ => match t.get("layers") {
                 Some(v) if ty == "Residual" => {
-                    LayerSpec::Residual { body: self.layers(v), shortcut: t.get("shortcut").map(|s| self.layers(s)) }
+                    let body = self.layers(v, "`layers`");
+                    LayerSpec::Residual { body, shortcut: t.get("shortcut").map(|s| self.layers(s, "`shortcut`")) }
                 }
-                Some(v) => LayerSpec::Sequential(self.layers(v)),
+                Some(v) => LayerSpec::Sequential(self.layers(v, "`layers`")),
                 None => {
                     self.error(
                         span.clone(),

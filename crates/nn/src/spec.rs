@@ -16,14 +16,18 @@
 //! let model = spec.build()?; // a Sequential with fc1.weight, fc1.bias, …
 //! # Ok::<(), strata_nn::Error>(())
 //! ```
+//!
+//! Branches merged by `Add` or `Concat` are written with [`ModelSpec::add_branches`] and
+//! [`ModelSpec::concat_branches`], each branch a `ModelSpec` of its own (empty: the identity).
 
+use crate::branches::{Branches, Merge};
 use crate::check::{CheckReport, SymShape, check_spec};
 use crate::module::Module;
 use crate::residual::Residual;
 use crate::{
-    AdaptiveAvgPool2d, AvgPool2d, BatchNormConfig, Conv2d, Conv2dConfig, ELU, Error, Flatten, GELU, GRU, LSTM,
-    LastStep, LeakyReLU, Linear, LogSoftmax, MaxPool2d, Nonlinearity, RNN, ReLU, RecurrentOptions, Result, Sequential,
-    Sigmoid, Softmax, Tanh,
+    AdaptiveAvgPool2d, AvgPool2d, BatchNormConfig, Conv2d, Conv2dConfig, ELU, Embedding, Error, Flatten, GELU, GRU,
+    LSTM, LastStep, LayerNormConfig, LeakyReLU, Linear, LogSoftmax, MaxPool2d, Nonlinearity, RNN, ReLU,
+    RecurrentOptions, Result, Sequential, Sigmoid, Softmax, Tanh,
 };
 use std::fmt;
 use strata_core::{DType, with_default_generator};
@@ -131,6 +135,26 @@ pub enum LayerSpec {
         /// `[N, T, F]` (true) or `[T, N, F]` (false) input.
         batch_first: bool,
     },
+    /// `LayerNorm(normalized_shape, eps, elementwise_affine)`: each sample normalised over its
+    /// trailing `normalized_shape` dimensions.
+    LayerNorm {
+        /// The trailing dimensions normalised over, e.g. `[64]`.
+        normalized_shape: Vec<usize>,
+        /// Added to the variance.
+        eps: f64,
+        /// Whether the layer has `weight` and `bias` (each of shape `normalized_shape`).
+        elementwise_affine: bool,
+    },
+    /// `Embedding(num_embeddings, embedding_dim, padding_idx)`: integer token ids `[N, *]` to
+    /// vectors `[N, *, embedding_dim]`.
+    Embedding {
+        /// Rows of the table: the vocabulary size (ids must be below it).
+        num_embeddings: usize,
+        /// Size of each vector.
+        embedding_dim: usize,
+        /// A row that starts at zero and gets no gradient (non-negative here).
+        padding_idx: Option<usize>,
+    },
     /// A nested chain of named layers (a block).
     Sequential(Vec<NamedLayer>),
     /// A residual block: `body(x) + shortcut(x)`, the identity when `shortcut` is `None`.
@@ -139,6 +163,14 @@ pub enum LayerSpec {
         body: Vec<NamedLayer>,
         /// A projection branch, when the body changes the shape.
         shortcut: Option<Vec<NamedLayer>>,
+    },
+    /// N ≥ 2 chains applied to the same input, merged by `Add` or `Concat` (an empty chain is
+    /// the identity); see [`Branches`].
+    Branches {
+        /// The chains, `branches.0`, `branches.1`, … in parameter names.
+        branches: Vec<Vec<NamedLayer>>,
+        /// How their outputs are merged.
+        merge: Merge,
     },
 }
 
@@ -317,8 +349,11 @@ impl LayerSpec {
             LayerSpec::Recurrent(r) => r.kind.type_name(),
             LayerSpec::LastStep { .. } => "LastStep",
             LayerSpec::Dropout { .. } => "Dropout",
+            LayerSpec::LayerNorm { .. } => "LayerNorm",
+            LayerSpec::Embedding { .. } => "Embedding",
             LayerSpec::Sequential(_) => "Sequential",
             LayerSpec::Residual { .. } => "Residual",
+            LayerSpec::Branches { merge, .. } => merge.type_name(),
         }
     }
 
@@ -363,8 +398,19 @@ impl LayerSpec {
                 }
                 Some(p)
             }
+            LayerSpec::LayerNorm { normalized_shape, elementwise_affine: true, .. } => {
+                Some(vec![("weight".into(), normalized_shape.clone()), ("bias".into(), normalized_shape.clone())])
+            }
+            LayerSpec::Embedding { num_embeddings, embedding_dim, .. } => {
+                Some(vec![("weight".into(), vec![*num_embeddings, *embedding_dim])])
+            }
             _ => Some(vec![]),
         }
+    }
+
+    /// Whether the layer holds other layers (a block), whose rows follow it in a trace.
+    pub fn is_block(&self) -> bool {
+        matches!(self, LayerSpec::Sequential(_) | LayerSpec::Residual { .. } | LayerSpec::Branches { .. })
     }
 
     /// Buffers of this layer alone as `(name, shape)` — BatchNorm's `running_mean`,
@@ -471,13 +517,52 @@ impl fmt::Display for LayerSpec {
             LayerSpec::LastStep { batch_first: true } => write!(f, "LastStep"),
             LayerSpec::Dropout { p } => write!(f, "Dropout p={p}"),
             LayerSpec::LastStep { batch_first: false } => write!(f, "LastStep(batch_first=False)"),
-            LayerSpec::Sequential(l) => write!(f, "Sequential ({} layers)", l.len()),
-            LayerSpec::Residual { body, shortcut: None } => write!(f, "Residual ({} layers + identity)", body.len()),
+            LayerSpec::LayerNorm { normalized_shape, eps, elementwise_affine } => {
+                let dims: Vec<String> = normalized_shape.iter().map(usize::to_string).collect();
+                write!(f, "LayerNorm [{}]", dims.join(", "))?;
+                if *eps != 1e-5 {
+                    write!(f, ", eps {eps}")?;
+                }
+                if !elementwise_affine {
+                    write!(f, ", not affine")?;
+                }
+                Ok(())
+            }
+            LayerSpec::Embedding { num_embeddings, embedding_dim, padding_idx } => {
+                write!(f, "Embedding({num_embeddings}, {embedding_dim}")?;
+                if let Some(p) = padding_idx {
+                    write!(f, ", padding_idx={p}")?;
+                }
+                write!(f, ")")
+            }
+            LayerSpec::Sequential(l) if l.is_empty() => write!(f, "identity"),
+            LayerSpec::Sequential(l) => write!(f, "Sequential ({})", layers_count(l.len())),
+            LayerSpec::Branches { branches, merge: Merge::Add } => write!(f, "Add ({} branches)", branches.len()),
+            LayerSpec::Branches { branches, merge: Merge::Concat { dim: 1 } } => {
+                write!(f, "Concat ({} branches)", branches.len())
+            }
+            LayerSpec::Branches { branches, merge: Merge::Concat { dim } } => {
+                write!(f, "Concat ({} branches, dim {dim})", branches.len())
+            }
+            LayerSpec::Residual { body, shortcut: None } => {
+                write!(f, "Residual ({} + identity)", layers_count(body.len()))
+            }
             LayerSpec::Residual { body, shortcut: Some(_) } => {
-                write!(f, "Residual ({} layers + projection)", body.len())
+                write!(f, "Residual ({} + projection)", layers_count(body.len()))
             }
         }
     }
+}
+
+/// `a` or `an` before a layer type's name as it is read aloud: an LSTM, an ELU, a ReLU.
+pub(crate) fn article(type_name: &str) -> &'static str {
+    const AN: [&str; 6] = ["LSTM", "RNN", "ELU", "Embedding", "AdaptiveAvgPool2d", "Add"];
+    if AN.contains(&type_name) { "an" } else { "a" }
+}
+
+/// `1 layer`, `3 layers`.
+fn layers_count(n: usize) -> String {
+    if n == 1 { "1 layer".into() } else { format!("{n} layers") }
 }
 
 /// `Conv2d`-style pair: `3` when both entries agree, `3×2` otherwise.
@@ -520,13 +605,17 @@ fn batch_norm_desc(kind: &str, b: &BatchNormSpec) -> String {
     s
 }
 
-/// A whole model: a name, an optional per-sample input shape, and the chain of layers.
+/// A whole model: a name, an optional per-sample input shape and element type, and the chain
+/// of layers.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelSpec {
     /// The model's name (for summaries).
     pub name: String,
     /// The shape of one sample (without the batch dimension), e.g. `[784]` or `[1, 28, 28]`.
     pub input: Option<Vec<usize>>,
+    /// The input's element type: `F32` features (the default) or `I64` token ids, which only an
+    /// `Embedding` (after any `Flatten`) can take.
+    pub input_dtype: DType,
     /// The layers, applied in order.
     pub layers: Vec<NamedLayer>,
 }
@@ -534,22 +623,29 @@ pub struct ModelSpec {
 impl ModelSpec {
     /// An empty chain named `name`.
     pub fn new(name: impl Into<String>) -> Self {
-        ModelSpec { name: name.into(), input: None, layers: Vec::new() }
+        ModelSpec { name: name.into(), input: None, input_dtype: DType::F32, layers: Vec::new() }
     }
 
     /// The spec of an instantiated module (a container's layers become the chain), or `None`
-    /// when it or one of its parts has no spec (a custom module).
+    /// when it or one of its parts has no spec (a custom module). A module does not know its
+    /// input: set it with [`ModelSpec::input`] (and [`ModelSpec::input_dtype`] for token ids).
     pub fn from_module(name: impl Into<String>, module: &dyn Module) -> Option<ModelSpec> {
         let layers = match module.spec()? {
             LayerSpec::Sequential(layers) => layers,
             other => vec![NamedLayer { name: "0".into(), spec: other, origin: None }],
         };
-        Some(ModelSpec { name: name.into(), input: None, layers })
+        Some(ModelSpec { name: name.into(), input: None, input_dtype: DType::F32, layers })
     }
 
     /// Sets the shape of one input sample (no batch dimension).
     pub fn input(mut self, sample_shape: &[usize]) -> Self {
         self.input = Some(sample_shape.to_vec());
+        self
+    }
+
+    /// Sets the input's element type: `DType::I64` for token ids (into an `Embedding`).
+    pub fn input_dtype(mut self, dtype: DType) -> Self {
+        self.input_dtype = dtype;
         self
     }
 
@@ -612,6 +708,31 @@ impl ModelSpec {
         self.layer(name, LayerSpec::Residual { body: body.layers, shortcut: Some(shortcut.layers) })
     }
 
+    /// Appends `Embedding(num_embeddings, embedding_dim)` under `name`.
+    pub fn embedding(self, name: &str, num_embeddings: usize, embedding_dim: usize) -> Self {
+        self.layer(name, LayerSpec::Embedding { num_embeddings, embedding_dim, padding_idx: None })
+    }
+
+    /// Appends `LayerNorm(normalized_shape)` with PyTorch's defaults under `name`.
+    pub fn layer_norm(self, name: &str, normalized_shape: &[usize]) -> Self {
+        let normalized_shape = normalized_shape.to_vec();
+        self.layer(name, LayerSpec::LayerNorm { normalized_shape, eps: 1e-5, elementwise_affine: true })
+    }
+
+    /// Appends branches whose outputs are summed (`Add`) under `name`; an empty `ModelSpec` is an
+    /// identity branch.
+    pub fn add_branches(self, name: &str, branches: Vec<ModelSpec>) -> Self {
+        let branches = branches.into_iter().map(|b| b.layers).collect();
+        self.layer(name, LayerSpec::Branches { branches, merge: Merge::Add })
+    }
+
+    /// Appends branches whose outputs are concatenated along `dim` (`Concat`; 1 for features or
+    /// channels) under `name`.
+    pub fn concat_branches(self, name: &str, branches: Vec<ModelSpec>, dim: isize) -> Self {
+        let branches = branches.into_iter().map(|b| b.layers).collect();
+        self.layer(name, LayerSpec::Branches { branches, merge: Merge::Concat { dim } })
+    }
+
     /// Appends a nested block under `name`.
     pub fn block(self, name: &str, block: ModelSpec) -> Self {
         self.layer(name, LayerSpec::Sequential(block.layers))
@@ -650,6 +771,7 @@ fn has_inferred(layers: &[NamedLayer]) -> bool {
         LayerSpec::Recurrent(r) => r.input_size.is_none(),
         LayerSpec::Sequential(inner) => has_inferred(inner),
         LayerSpec::Residual { body, shortcut } => has_inferred(body) || shortcut.as_deref().is_some_and(has_inferred),
+        LayerSpec::Branches { branches, .. } => branches.iter().any(|b| has_inferred(b)),
         _ => false,
     })
 }
@@ -729,6 +851,20 @@ fn build_chain(layers: &[NamedLayer]) -> Result<Sequential> {
                 Some(s) => Residual::with_shortcut(build_chain(body)?, build_chain(s)?),
                 None => Residual::new(build_chain(body)?),
             }),
+            LayerSpec::Branches { branches, merge } => {
+                let chains = branches.iter().map(|b| build_chain(b)).collect::<Result<Vec<_>>>()?;
+                Box::new(Branches::new(chains, *merge)?)
+            }
+            LayerSpec::LayerNorm { normalized_shape, eps, elementwise_affine } => Box::new(
+                LayerNormConfig::new(normalized_shape).eps(*eps).elementwise_affine(*elementwise_affine).init()?,
+            ),
+            LayerSpec::Embedding { num_embeddings, embedding_dim, padding_idx } => {
+                let e = Embedding::new(*num_embeddings, *embedding_dim)?;
+                Box::new(match padding_idx {
+                    Some(p) => e.padding_idx(*p as i64)?,
+                    None => e,
+                })
+            }
         };
         seq.push_boxed(l.name.clone(), module);
     }

@@ -3,10 +3,13 @@
 //! activation memory at a batch size, with totals. Computed from the spec alone.
 //!
 //! MACs count the multiply-adds of Linear, Conv2d (`O·OH·OW·(C/g)·kH·kW`) and recurrent layers
-//! (`T·Σ_k D·G·H·(in_k + H)`); normalisation, pooling and activations count as 0.
+//! (`T·Σ_k D·G·H·(in_k + H)`); normalisation, pooling, activations, embedding lookups and the
+//! merges of branches count as 0. A block's row (Sequential, Residual, Add, Concat, and each
+//! branch) shows the totals of the layers inside it.
 
-use crate::check::{CheckReport, SymShape, table};
+use crate::check::{CheckReport, SymShape, dtype_note, table};
 use crate::spec::LayerSpec;
+use strata_core::DType;
 
 /// One row of a summary.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,6 +41,8 @@ pub struct Summary {
     pub name: String,
     /// The input shape.
     pub input: SymShape,
+    /// The input's element type (`I64` for token ids).
+    pub input_dtype: DType,
     /// The batch size used for activation memory.
     pub batch_size: usize,
     /// The rows, blocks before their layers.
@@ -104,7 +109,7 @@ impl Summary {
                     .filter(|(n, _)| n != "num_batches_tracked")
                     .map(|(_, s)| s.iter().product::<usize>())
                     .sum();
-                let is_block = matches!(r.spec, LayerSpec::Sequential(_) | LayerSpec::Residual { .. });
+                let is_block = r.spec.is_block();
                 SummaryRow {
                     path: r.layer.path.clone(),
                     depth: r.depth,
@@ -140,6 +145,7 @@ impl Summary {
         Summary {
             name: report.name.clone(),
             input: report.input.clone().unwrap_or(SymShape(vec![])),
+            input_dtype: report.input_dtype,
             batch_size,
             rows,
             total_params: total.0,
@@ -180,7 +186,7 @@ impl Summary {
             group_digits(self.total_macs),
             human_bytes(self.total_activation_bytes),
         ]);
-        let mut s = format!("{}: input {}\n", self.name, self.input);
+        let mut s = format!("{}: input {}{}\n", self.name, self.input, dtype_note(self.input_dtype));
         s.push_str(&table(&rows, &[false, false, false, true, true, true, true]));
         s.push_str(&format!(
             "{} parameters ({} trainable, {} non-trainable): {} in f32\n",

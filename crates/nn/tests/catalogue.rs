@@ -1,8 +1,10 @@
 //! `strata check` on a catalogue of broken models (`examples/broken/*.toml`): each names the
 //! right layer (the file's `# expect:` line), its messages match the snapshots, and applying the
-//! first suggested fix of every error makes the model check.
+//! first suggested fix of every error makes the model check, build and run.
 
 use std::path::{Path, PathBuf};
+use strata_core::{DType, Generator, Tensor};
+use strata_nn::Module;
 use strata_nn::check::check_spec;
 use strata_nn::model_file::load_model;
 
@@ -59,6 +61,15 @@ fn every_broken_model_names_the_right_layer_and_a_working_fix() {
         }
         let after = check_spec(&fixed, None, Some(10));
         assert!(after.errors.is_empty(), "{name}: still broken after the fixes:\n{}", after.render_errors());
+        // And runs: a batch of 2 goes through the built model with the checked output shape.
+        let mut shape = vec![2];
+        shape.extend(fixed.input.as_deref().unwrap());
+        let x = match fixed.input_dtype {
+            DType::I64 => Tensor::zeros(&shape, DType::I64),
+            _ => Tensor::randn(&shape, 0.0, 1.0, DType::F32, &mut Generator::new(0)).unwrap(),
+        };
+        let y = fixed.build().unwrap().forward(&x).unwrap_or_else(|e| panic!("{name}: the fixed model fails: {e}"));
+        assert_eq!(y.dims(), after.output.unwrap().with_batch(2).as_slice(), "{name}");
     }
 }
 

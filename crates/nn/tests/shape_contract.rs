@@ -151,11 +151,19 @@ enum Step {
     Relu,
     Flatten,
     Block(Vec<Step>),
+    /// Branches (possibly empty: the identity) merged by Add (`true`) or Concat along -1.
+    Merge(bool, Vec<Vec<Step>>),
 }
 
 fn step() -> impl Strategy<Value = Step> {
     let leaf = prop_oneof![(1usize..12).prop_map(Step::Linear), Just(Step::Relu), Just(Step::Flatten)];
-    leaf.prop_recursive(2, 12, 4, |inner| prop::collection::vec(inner, 1..4).prop_map(Step::Block))
+    leaf.prop_recursive(2, 12, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 1..4).prop_map(Step::Block),
+            (any::<bool>(), prop::collection::vec(prop::collection::vec(inner, 0..3), 2..4))
+                .prop_map(|(add, branches)| Step::Merge(add, branches)),
+        ]
+    })
 }
 
 /// Builds a valid spec chain from steps, tracking the real shape: Linear's in_features is set
@@ -183,6 +191,41 @@ fn build(steps: &[Step], shape: &mut Vec<usize>, counter: &mut usize, prefix: &s
                 let block = build(inner, shape, counter, &format!("{prefix}{name}."));
                 spec.block(&name, block)
             }
+            Step::Merge(add, branches) => {
+                let mut chains = vec![];
+                let mut outs = vec![];
+                for (i, b) in branches.iter().enumerate() {
+                    let mut s = shape.clone();
+                    chains.push(build(b, &mut s, counter, &format!("{prefix}{name}.branches.{i}.")));
+                    outs.push(s);
+                }
+                // Make the branches mergeable: one rank (flattening when they differ), and for
+                // an Add one width (a lazy Linear where it differs).
+                if outs.iter().any(|o| o.len() != outs[0].len()) {
+                    for (c, o) in chains.iter_mut().zip(&mut outs) {
+                        if o.len() > 2 {
+                            *c = c.clone().flatten();
+                            *o = vec![o[0], o[1..].iter().product()];
+                        }
+                    }
+                }
+                let width = *outs[0].last().unwrap();
+                if *add {
+                    for (i, (c, o)) in chains.iter_mut().zip(&mut outs).enumerate() {
+                        if *o.last().unwrap() != width {
+                            *c = c.clone().lazy_linear(&format!("align{i}"), width);
+                            *o.last_mut().unwrap() = width;
+                        }
+                    }
+                }
+                *shape = outs[0].clone();
+                if *add {
+                    spec.add_branches(&name, chains)
+                } else {
+                    *shape.last_mut().unwrap() = outs.iter().map(|o| *o.last().unwrap()).sum();
+                    spec.concat_branches(&name, chains, -1)
+                }
+            }
         };
     }
     spec
@@ -193,6 +236,11 @@ fn linear_paths(layers: &[strata_nn::spec::NamedLayer], prefix: &str, out: &mut 
         match &l.spec {
             LayerSpec::Linear { in_features: Some(_), .. } => out.push(format!("{prefix}{}", l.name)),
             LayerSpec::Sequential(inner) => linear_paths(inner, &format!("{prefix}{}.", l.name), out),
+            LayerSpec::Branches { branches, .. } => {
+                for (i, b) in branches.iter().enumerate() {
+                    linear_paths(b, &format!("{prefix}{}.branches.{i}.", l.name), out);
+                }
+            }
             _ => {}
         }
     }
@@ -204,6 +252,10 @@ fn set_in_features(layers: &mut [strata_nn::spec::NamedLayer], path: &str, delta
     match (&mut l.spec, rest) {
         (LayerSpec::Linear { in_features: Some(i), .. }, None) => *i += delta,
         (LayerSpec::Sequential(inner), Some(r)) => set_in_features(inner, r, delta),
+        (LayerSpec::Branches { branches, .. }, Some(r)) => {
+            let (i, r) = r.strip_prefix("branches.").unwrap().split_once('.').unwrap();
+            set_in_features(&mut branches[i.parse::<usize>().unwrap()], r, delta)
+        }
         _ => unreachable!(),
     }
 }
@@ -268,6 +320,7 @@ fn strip_origins(mut spec: ModelSpec) -> ModelSpec {
                         clear(s);
                     }
                 }
+                LayerSpec::Branches { branches, .. } => branches.iter_mut().for_each(|b| clear(b)),
                 _ => {}
             }
         }
@@ -552,4 +605,257 @@ fn dropout_in_model_files() {
     let bad = "input = [8]\nlayers = [{ type = \"Dropout\", p = 1.5 }]\n";
     let e = strata_nn::model_file::parse_model(bad, "b.toml", "b").unwrap_err().to_string();
     assert!(e.contains("`p` must be in [0, 1), got 1.5") && e.contains("b.toml:2:"), "{e}");
+}
+
+// ------------------------------------------------------------------ branches, LayerNorm, Embedding
+
+#[test]
+fn branches_layer_norm_and_embedding_round_trip_through_toml_and_modules() {
+    use strata_nn::Merge;
+    // [N, 4, 6] → Concat(-1) of a Linear branch, the identity and a LayerNorm branch: [N, 4, 5 + 6 + 3].
+    let spec = ModelSpec::new("branchy")
+        .input(&[4, 6])
+        .concat_branches(
+            "mix",
+            vec![
+                ModelSpec::new("a").lazy_linear("fc", 5).relu(),
+                ModelSpec::new("identity"),
+                ModelSpec::new("c")
+                    .layer(
+                        "ln",
+                        LayerSpec::LayerNorm { normalized_shape: vec![4, 6], eps: 1e-3, elementwise_affine: false },
+                    )
+                    .lazy_linear("fc", 3),
+            ],
+            -1,
+        )
+        .layer_norm("norm", &[14])
+        .add_branches(
+            "res",
+            vec![ModelSpec::new("body").lazy_linear("fc1", 14).layer("", LayerSpec::GELU), ModelSpec::new("id")],
+        )
+        .layer("last", LayerSpec::LastStep { batch_first: true })
+        .lazy_linear("head", 10);
+    let report = spec.check(None).unwrap_or_else(|r| panic!("{}", r.render_errors()));
+    insta::assert_snapshot!("branches_trace", report.render_trace());
+    assert_eq!(report.output.as_ref().unwrap().to_string(), "[N, 10]");
+    let text = strata_nn::model_file::to_toml(&spec);
+    let again = strata_nn::model_file::parse_model(&text, "b.toml", "x").unwrap();
+    assert_eq!(strip_origins(again), spec, "{text}");
+    let model = spec.build().unwrap();
+    let names: Vec<String> = model.named_parameters().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "mix.branches.0.fc.weight",
+            "mix.branches.0.fc.bias",
+            "mix.branches.2.fc.weight",
+            "mix.branches.2.fc.bias",
+            "norm.weight",
+            "norm.bias",
+            "res.branches.0.fc1.weight",
+            "res.branches.0.fc1.bias",
+            "head.weight",
+            "head.bias"
+        ]
+    );
+    assert_eq!(ModelSpec::from_module("branchy", &model).unwrap().input(&[4, 6]), report.resolved);
+    let x = Tensor::randn(&[2, 4, 6], 0.0, 1.0, DType::F32, &mut Generator::new(1)).unwrap();
+    assert_eq!(model.forward(&x).unwrap().dims(), &[2, 10]);
+    assert_eq!(Summary::from_report(&report, 2).total_params, model.num_parameters());
+    assert!(matches!(&report.resolved.layers[0].spec, LayerSpec::Branches { merge: Merge::Concat { dim: -1 }, .. }));
+
+    // Token ids: an Embedding with a padding row, then a GRU over its vectors.
+    let mut gru = strata_nn::spec::RecurrentSpec::new(strata_nn::spec::RecurrentKind::Gru, None, 5);
+    gru.batch_first = true;
+    let ids = ModelSpec::new("ids")
+        .input(&[7])
+        .input_dtype(DType::I64)
+        .layer("emb", LayerSpec::Embedding { num_embeddings: 10, embedding_dim: 4, padding_idx: Some(0) })
+        .layer("gru", LayerSpec::Recurrent(gru))
+        .layer("last", LayerSpec::LastStep { batch_first: true })
+        .lazy_linear("fc", 3);
+    let report = ids.check(None).unwrap_or_else(|r| panic!("{}", r.render_errors()));
+    assert_eq!(report.render_trace().lines().next().unwrap(), "ids: input [N, 7] of i64 token ids");
+    let text = strata_nn::model_file::to_toml(&ids);
+    assert!(text.contains("input_dtype = \"i64\""), "{text}");
+    assert_eq!(strip_origins(strata_nn::model_file::parse_model(&text, "i.toml", "x").unwrap()), ids, "{text}");
+    let model = ids.build().unwrap();
+    assert_eq!(ModelSpec::from_module("ids", &model).unwrap().input(&[7]).input_dtype(DType::I64), report.resolved);
+    let tokens = Tensor::from_vec((0..14i64).map(|i| i % 10).collect::<Vec<_>>(), &[2, 7]).unwrap();
+    assert_eq!(model.forward(&tokens).unwrap().dims(), &[2, 3]);
+    assert_eq!(Summary::from_report(&report, 2).total_params, model.num_parameters());
+}
+
+#[test]
+fn example_models_with_branches_and_embeddings_match_pytorch() {
+    // PyTorch 2.15, sum(p.numel() for p in model.parameters()) for
+    //   inception: nn.ModuleDict(dict(
+    //       mix=nn.ModuleList([nn.Linear(784, 128), nn.Linear(784, 32)]), norm=nn.LayerNorm(160),
+    //       block=nn.ModuleList([nn.Linear(160, 160), nn.Linear(160, 160)]), head=nn.Linear(160, 10)))
+    //   embedding_lstm: nn.ModuleDict(dict(emb=nn.Embedding(1000, 64, padding_idx=0),
+    //       lstm=nn.LSTM(64, 128, batch_first=True), fc=nn.Linear(128, 10)))
+    // i.e. 100,480 + 25,120 + 320 + 2·25,760 + 1,610 and 64,000 + 99,328 + 1,290.
+    const INCEPTION_PARAMS: usize = 179_050;
+    const EMBEDDING_LSTM_PARAMS: usize = 164_618;
+    for (file, params, input, out) in [
+        ("inception_mlp.toml", INCEPTION_PARAMS, vec![2, 1, 28, 28], vec![2, 10]),
+        ("embedding_lstm.toml", EMBEDDING_LSTM_PARAMS, vec![2, 28], vec![2, 10]),
+    ] {
+        let spec = example(file);
+        let report = spec.check(None).unwrap_or_else(|r| panic!("{file}: {}", r.render_errors()));
+        assert!(check_spec(&spec, None, Some(10)).errors.is_empty(), "{file}");
+        let summary = Summary::from_report(&report, 64);
+        let model = spec.build().unwrap();
+        assert_eq!(summary.total_params, params, "{file}");
+        assert_eq!(model.num_parameters(), params, "{file}");
+        let x = match spec.input_dtype {
+            DType::I64 => Tensor::from_vec((0..56i64).map(|i| i * 17 % 1000).collect::<Vec<_>>(), &input).unwrap(),
+            _ => Tensor::randn(&input, 0.0, 1.0, DType::F32, &mut Generator::new(0)).unwrap(),
+        };
+        assert_eq!(model.forward(&x).unwrap().dims(), out.as_slice(), "{file}");
+        assert_eq!(report.output.clone().unwrap().with_batch(2), out, "{file}");
+        let from_module = ModelSpec::from_module(&spec.name, &model)
+            .unwrap()
+            .input(spec.input.as_deref().unwrap())
+            .input_dtype(spec.input_dtype);
+        assert_eq!(from_module, strip_origins(report.resolved.clone()), "{file}");
+        let again = strata_nn::model_file::parse_model(&strata_nn::model_file::to_toml(&spec), "x.toml", "x").unwrap();
+        assert_eq!(strip_origins(again), strip_origins(spec.clone()), "{file}");
+        assert!(check_checkpoint(&report, &model.state_dict(), "x").is_empty(), "{file}");
+    }
+    let summary = |f: &str| Summary::from_report(&example(f).check(None).unwrap(), 64).render();
+    insta::assert_snapshot!("inception_mlp_summary", summary("inception_mlp.toml"));
+    // embedding_lstm.toml's summary is snapshotted through the CLI (crates/cli/tests/check.rs).
+}
+
+#[test]
+fn merge_and_element_type_errors_name_branches_and_fixes() {
+    use strata_nn::check::Edit;
+    let lstm = |input| {
+        let mut r = strata_nn::spec::RecurrentSpec::new(strata_nn::spec::RecurrentKind::Lstm, Some(input), 32);
+        r.batch_first = true;
+        LayerSpec::Recurrent(r)
+    };
+    let cases = [
+        // Token ids straight into a Linear: an Embedding is missing.
+        ModelSpec::new("ids_into_linear")
+            .input(&[28])
+            .input_dtype(DType::I64)
+            .linear("fc", 28, 64)
+            .relu()
+            .linear("head", 64, 10),
+        // Token ids into an LSTM: the Embedding was forgotten.
+        ModelSpec::new("ids_into_lstm")
+            .input(&[28])
+            .input_dtype(DType::I64)
+            .layer("lstm", lstm(64))
+            .layer("last", LayerSpec::LastStep { batch_first: true })
+            .linear("fc", 32, 10),
+        // Three branches summed, one of them the identity: the narrow one is projected.
+        ModelSpec::new("three_branches")
+            .input(&[64])
+            .add_branches(
+                "block",
+                vec![
+                    ModelSpec::new("a").linear("fc", 64, 32).relu(),
+                    ModelSpec::new("identity"),
+                    ModelSpec::new("c").linear("fc", 64, 64),
+                ],
+            )
+            .linear("head", 64, 10),
+        // A strided convolution added to the identity: the identity gets the 1×1 projection
+        // (the larger input cannot be reached from the smaller output).
+        ModelSpec::new("conv_add")
+            .input(&[16, 8, 8])
+            .add_branches(
+                "block",
+                vec![ModelSpec::new("a").conv2d("conv", Some(16), 32, 3, 2, 1), ModelSpec::new("id")],
+            )
+            .flatten()
+            .lazy_linear("head", 10),
+        // Feature vectors joined with the raw image: the image branch is flattened.
+        ModelSpec::new("concat_ranks")
+            .input(&[1, 8, 8])
+            .concat_branches("skip", vec![ModelSpec::new("a").flatten().linear("fc", 64, 10), ModelSpec::new("id")], 1)
+            .lazy_linear("head", 10),
+        // A Concat along a dimension that does not exist.
+        ModelSpec::new("concat_dim")
+            .input(&[8])
+            .concat_branches(
+                "cat",
+                vec![ModelSpec::new("a").linear("fc", 8, 4), ModelSpec::new("b").linear("fc", 8, 4)],
+                3,
+            )
+            .linear("head", 8, 10),
+        // Token ids beside looked-up vectors: one element type per merge.
+        ModelSpec::new("mixed_types")
+            .input(&[5])
+            .input_dtype(DType::I64)
+            .concat_branches(
+                "cat",
+                vec![ModelSpec::new("a").embedding("emb", 10, 4).flatten(), ModelSpec::new("b").flatten()],
+                1,
+            )
+            .lazy_linear("head", 10),
+    ];
+    let mut text = String::new();
+    for spec in cases {
+        let report = check_spec(&spec, None, Some(10));
+        assert!(!report.errors.is_empty(), "{}", spec.name);
+        text.push_str(&format!("{}\n{}\n{}\n\n", spec.name, report.render_trace(), report.render_errors()));
+        // The first fix that comes with edits, applied, makes the model check and run. The
+        // Embedding that token ids need has no known vocabulary size: its suggestion has no
+        // edits, so for the LSTM it is applied here with one.
+        let mut fixed = spec.clone();
+        for e in &report.errors {
+            let embedding = LayerSpec::Embedding { num_embeddings: 1000, embedding_dim: 64, padding_idx: None };
+            let edits = match e.fixes.iter().find(|f| !f.edits.is_empty()) {
+                _ if spec.name == "ids_into_lstm" => {
+                    vec![Edit::InsertBefore { path: "lstm".into(), name: "emb".into(), spec: embedding }]
+                }
+                Some(fix) => fix.edits.clone(),
+                None => {
+                    assert_eq!(spec.name, "mixed_types", "{}: no fix for\n{e}", spec.name);
+                    continue;
+                }
+            };
+            assert!(fixed.apply(&edits), "{}: {edits:?} does not apply", spec.name);
+        }
+        if spec.name == "mixed_types" {
+            continue;
+        }
+        let after = check_spec(&fixed, None, Some(10));
+        assert!(after.errors.is_empty(), "{}: {}", spec.name, after.render_errors());
+        let mut shape = vec![2];
+        shape.extend(fixed.input.as_deref().unwrap());
+        let x = match fixed.input_dtype {
+            DType::I64 => Tensor::zeros(&shape, DType::I64),
+            _ => Tensor::randn(&shape, 0.0, 1.0, DType::F32, &mut Generator::new(2)).unwrap(),
+        };
+        assert_eq!(fixed.build().unwrap().forward(&x).unwrap().dims(), &[2, 10], "{}", spec.name);
+    }
+    insta::assert_snapshot!("merge_and_dtype_errors", text);
+    // The token-id errors suggest the Embedding first, with the size its consumer expects.
+    let report =
+        check_spec(&ModelSpec::new("m").input(&[28]).input_dtype(DType::I64).layer("lstm", lstm(64)), None, None);
+    assert!(report.errors[0].fixes[0].text.starts_with("insert Embedding(num_embeddings, 64) before lstm"));
+    assert_eq!(report.errors[0].fixes[1].edits, [Edit::SetInputDType { dtype: DType::F32 }]);
+}
+
+#[test]
+fn model_file_errors_in_branches_are_located() {
+    let text = r#"input = [8]
+input_dtype = "int64"
+layers = [
+  { name = "mix", type = "Concat", branches = [
+      [{ name = "fc", type = "Linear", out_feature = 4 }],
+      [{ type = "LayerNorm" }],
+  ] },
+  { name = "sum", type = "Add", branches = [[]] },
+  { name = "emb", type = "Embedding", num_embeddings = 10, embedding_dim = 4, padding_idx = 10 },
+]
+"#;
+    let e = strata_nn::model_file::parse_model(text, "m.toml", "m").unwrap_err().to_string();
+    insta::assert_snapshot!("branch_file_errors", e);
 }

@@ -1,6 +1,6 @@
 //! `embedding`: row lookup in a weight table by integer index (`F.embedding`). Backward adds
 //! each output row's gradient into the row it came from, in index order, so repeated indices
-//! accumulate and the result is the same on every run.
+//! accumulate and the result is the same on every run; a `padding_idx` row gets no gradient.
 
 use crate::device::DType;
 use crate::error::{Error, Result};
@@ -25,6 +25,16 @@ use crate::tensor::Tensor;
 /// # Ok::<(), strata_core::Error>(())
 /// ```
 pub fn embedding(indices: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    embedding_padded(indices, weight, None)
+}
+
+/// [`embedding`] with PyTorch's `padding_idx`: positions holding that index still read its row,
+/// but add nothing to its gradient (`F.embedding(indices, weight, padding_idx)`), so a padding
+/// vector initialised to zeros stays zero in training.
+///
+/// # Shapes
+/// - as [`embedding`]; `padding_idx` is a row of `weight`, `0..num_embeddings`
+pub fn embedding_padded(indices: &Tensor, weight: &Tensor, padding_idx: Option<usize>) -> Result<Tensor> {
     if indices.dtype() != DType::I64 {
         return Err(Error::UnsupportedDType {
             op: "embedding",
@@ -57,6 +67,9 @@ pub fn embedding(indices: &Tensor, weight: &Tensor) -> Result<Tensor> {
             rows as i64 - 1
         );
     }
+    if let Some(p) = padding_idx.filter(|&p| p >= rows) {
+        crate::bail_arg!("embedding", "padding_idx {p} is not a row of a weight of shape {}", weight.shape());
+    }
     let mut out_dims = indices.dims().to_vec();
     out_dims.push(dim);
     let storage = match weight.dtype() {
@@ -72,10 +85,11 @@ pub fn embedding(indices: &Tensor, weight: &Tensor) -> Result<Tensor> {
     };
     let weight_shape = weight.shape().clone();
     Ok(Tensor::from_op(storage, Shape(out_dims), "embedding", &[weight], move |g| {
-        // d_weight[idx[p]] += g[p], in order of p.
+        // d_weight[idx[p]] += g[p], in order of p, except at padding positions.
+        let pad = padding_idx.map(|p| p as i64);
         let d_weight = match g.dtype() {
-            DType::F64 => f64::wrap(g.with_slice::<f64, _>(|gv| scatter_add(gv, &idx, rows, dim))?),
-            _ => f32::wrap(g.with_slice::<f32, _>(|gv| scatter_add(gv, &idx, rows, dim))?),
+            DType::F64 => f64::wrap(g.with_slice::<f64, _>(|gv| scatter_add(gv, &idx, pad, rows, dim))?),
+            _ => f32::wrap(g.with_slice::<f32, _>(|gv| scatter_add(gv, &idx, pad, rows, dim))?),
         };
         Ok(vec![Some(Tensor::from_storage(d_weight, weight_shape))])
     }))
@@ -90,10 +104,10 @@ fn gather<T: Float>(w: &[T], idx: &[i64], dim: usize) -> Vec<T> {
     out
 }
 
-/// `d_w[idx[p]] += g[p]` for p in order.
-fn scatter_add<T: Float>(g: &[T], idx: &[i64], rows: usize, dim: usize) -> Vec<T> {
+/// `d_w[idx[p]] += g[p]` for p in order, skipping positions that hold `pad`.
+fn scatter_add<T: Float>(g: &[T], idx: &[i64], pad: Option<i64>, rows: usize, dim: usize) -> Vec<T> {
     let mut dw = vec![T::ZERO; rows * dim];
-    for (p, &i) in idx.iter().enumerate() {
+    for (p, &i) in idx.iter().enumerate().filter(|&(_, &i)| Some(i) != pad) {
         let row = &mut dw[i as usize * dim..(i as usize + 1) * dim];
         row.iter_mut().zip(&g[p * dim..(p + 1) * dim]).for_each(|(d, &v)| *d += v);
     }
@@ -112,7 +126,7 @@ fn unravel(mut pos: usize, dims: &[usize]) -> Vec<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::embedding;
+    use super::{embedding, embedding_padded};
     use crate::testing::{assert_close, gradcheck, randn64};
     use crate::{DType, Generator, Tensor};
 
@@ -125,6 +139,19 @@ mod tests {
         assert_eq!(y.to_vec::<f64>().unwrap(), [3., 4., 3., 4., 1., 2., 3., 4.]);
         y.sum_all().unwrap().backward().unwrap();
         assert_close(&w.grad().unwrap().to_vec_f64(), &[1., 1., 3., 3., 0., 0.], 0.0, 0.0);
+    }
+
+    #[test]
+    fn padding_rows_are_read_but_get_no_gradient() {
+        // F.embedding(i, w, padding_idx=1) in PyTorch: w.grad = [[1, 1], [0, 0], [0, 0]].
+        let w = Tensor::from_vec(vec![1.0f64, 2.0, 3.0, 4.0, 5.0, 6.0], &[3, 2]).unwrap().requires_grad_().unwrap();
+        let i = Tensor::from_vec(vec![1i64, 1, 0, 1], &[2, 2]).unwrap();
+        let y = embedding_padded(&i, &w, Some(1)).unwrap();
+        assert_eq!(y.to_vec::<f64>().unwrap(), [3., 4., 3., 4., 1., 2., 3., 4.]);
+        y.sum_all().unwrap().backward().unwrap();
+        assert_close(&w.grad().unwrap().to_vec_f64(), &[1., 1., 0., 0., 0., 0.], 0.0, 0.0);
+        let e = embedding_padded(&i, &w, Some(3)).unwrap_err().to_string();
+        assert_eq!(e, "embedding: padding_idx 3 is not a row of a weight of shape [3, 2]");
     }
 
     #[test]
