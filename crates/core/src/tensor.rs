@@ -23,6 +23,9 @@ struct TensorImpl {
     storage: RwLock<Arc<CpuStorage>>,
     layout: Layout,
     device: Device,
+    // The element type, fixed for the tensor's life (a replaced buffer keeps it): kept here so
+    // that reading it takes no lock, as every op does to check its operands.
+    dtype: DType,
     // A leaf that wants gradients (a parameter). Non-leaves have `grad_fn` instead.
     requires_grad: bool,
     grad_fn: Option<Arc<Node>>,
@@ -48,6 +51,7 @@ impl Tensor {
     pub(crate) fn from_parts(storage: Arc<CpuStorage>, layout: Layout, grad_fn: Option<Arc<Node>>) -> Tensor {
         Tensor(Arc::new(TensorImpl {
             id: NEXT_TENSOR.fetch_add(1, Ordering::Relaxed),
+            dtype: storage.dtype(),
             storage: RwLock::new(storage),
             layout,
             device: Device::Cpu,
@@ -204,7 +208,7 @@ impl Tensor {
     }
     /// The element type.
     pub fn dtype(&self) -> DType {
-        self.storage().dtype()
+        self.0.dtype
     }
     /// The device holding the data.
     pub fn device(&self) -> Device {
@@ -289,6 +293,7 @@ impl Tensor {
             storage: RwLock::new(self.storage()),
             layout: self.0.layout.clone(),
             device: self.0.device,
+            dtype: self.0.dtype,
             requires_grad: true,
             grad_fn: None,
             grad: Mutex::new(GradSlot::default()),
