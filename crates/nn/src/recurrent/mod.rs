@@ -2,10 +2,12 @@
 //! last output for classification.
 //!
 //! All three share one engine here: parameters with PyTorch's names and layouts, shape checks,
-//! and the loop over layers, directions and time steps. Each layer's input projection
-//! `x·W_ihᵀ + b_ih` is one GEMM over the whole sequence; only `h·W_hhᵀ + b_hh` runs per step.
-//! Backpropagation through time is the autograd graph of these ops (`linear`, `unbind`,
-//! `chunk`, elementwise, `stack`/`cat`): nothing recurrent-specific to get wrong.
+//! and the loop over layers and directions. An LSTM layer-direction is one fused op,
+//! [`strata_core::lstm_layer`] (one autograd node for the whole sequence, vectorised gates).
+//! RNN and GRU run the time steps here: each layer's input projection `x·W_ihᵀ + b_ih` is one
+//! GEMM over the whole sequence, only `h·W_hhᵀ + b_hh` runs per step, and backpropagation
+//! through time is the autograd graph of these ops (`linear`, `unbind`, `chunk`, elementwise,
+//! `stack`/`cat`).
 
 mod gru;
 mod last_step;
@@ -18,7 +20,7 @@ pub use lstm::LSTM;
 pub use rnn::{Nonlinearity, RNN};
 
 use crate::{Error, Result, init};
-use strata_core::{DType, Generator, Shape, Tensor, cat, linear, stack};
+use strata_core::{DType, Generator, Shape, Tensor, cat, linear, lstm_layer, stack};
 
 /// Options shared by [`RNN`], [`LSTM`] and [`GRU`], with PyTorch's defaults: one layer, with
 /// biases, time-major input (`batch_first = false`), one direction, f32.
@@ -378,6 +380,16 @@ impl Recurrent {
             for dir in 0..d {
                 let i = layer * d + dir;
                 let w = &self.weights[i];
+                if self.cell == Cell::Lstm {
+                    // The fused layer: one op for the whole sequence (see strata_core::lstm_layer).
+                    let bias = w.bias_ih.as_ref().zip(w.bias_hh.as_ref());
+                    let (h0, c0) = (h0.map(|_| &hs0[i]), c0.map(|_| &cs0.as_ref().expect("an LSTM has c0")[i]));
+                    let (out, h, c) = lstm_layer(&layer_in, h0, c0, &w.weight_ih, &w.weight_hh, bias, dir == 1)?;
+                    per_direction.push(if time_dim == 1 { out.transpose(0, 1)? } else { out });
+                    h_n.push(h);
+                    c_n.push(c);
+                    continue;
+                }
                 // One GEMM for every time step's input projection: [T, N, G·H].
                 let xs = linear(&layer_in, &w.weight_ih, w.bias_ih.as_ref())?.unbind(0)?;
                 let (mut hh, mut cc) = (hs0[i].clone(), cs0.as_ref().map(|c| c[i].clone()));
