@@ -2,9 +2,9 @@
 //! autograd node, instead of ~15 small ops and nodes per time step.
 //!
 //! Forward, with G = 4H gate columns in PyTorch's order i, f, g, o:
-//! 1. `gates[t] = x[t]·W_ihᵀ + b_ih + b_hh` for every step at once: one GEMM `[T·N, F]·[F, G]`;
+//! 1. `gates[t] = x[t]·W_ihᵀ` for every step at once: one GEMM `[T·N, F]·[F, G]`;
 //! 2. per step, `gates[t] += h[t−1]·W_hhᵀ` (one GEMM `[N, H]·[H, G]`), then one pass over the
-//!    gates: `i, f, o = σ(·)`, `g = tanh(·)`, `c[t] = f⊙c[t−1] + i⊙g`, `h[t] = o⊙tanh(c[t])`,
+//!    gates: `+ b_ih + b_hh`, `i, f, o = σ(·)`, `g = tanh(·)`, `c[t] = f⊙c[t−1] + i⊙g`, `h[t] = o⊙tanh(c[t])`,
 //!    with vectorised σ and tanh for f32 (`vmath`). The activated gates, `c[t]` and
 //!    `tanh(c[t])` are kept for backward.
 //!
@@ -83,6 +83,8 @@ struct Dims {
     h: usize,
     /// Whether the sequence is read from its end (the backward direction of a bidirectional LSTM).
     reverse: bool,
+    /// Whether the output is `[N, T, H]` rather than `[T, N, H]`.
+    batch_first: bool,
 }
 
 impl Dims {
@@ -94,6 +96,14 @@ impl Dims {
     fn time(&self, s: usize) -> usize {
         if self.reverse { self.t - 1 - s } else { s }
     }
+    /// Where row `r` of step `t` starts in the output (and its gradient).
+    fn out_row(&self, t: usize, r: usize) -> usize {
+        if self.batch_first { (r * self.t + t) * self.h } else { (t * self.n + r) * self.h }
+    }
+    /// Distance between consecutive rows of one step in the output.
+    fn out_stride(&self) -> usize {
+        if self.batch_first { self.t * self.h } else { self.h }
+    }
     /// Boundaries of the row blocks: a function of the batch size only.
     fn blocks(&self) -> Vec<usize> {
         let count = (self.n / BLOCK_ROWS).max(1);
@@ -101,25 +111,42 @@ impl Dims {
     }
 }
 
+/// How [`lstm_layer`] runs and lays out its results; the default is PyTorch's forward direction,
+/// time-major output, no `c_n`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LstmOptions {
+    /// Read the sequence from its last step to its first (the outputs stay at their time
+    /// positions): the second direction of a bidirectional LSTM.
+    pub reverse: bool,
+    /// Lay the output out `[N, T, H]` (batch first) instead of `[T, N, H]`, written so directly
+    /// (no transposed view for the next layer to copy).
+    pub batch_first: bool,
+    /// Also return the last cell state `c_n`. Without it the op's output is the sequence alone,
+    /// which saves a copy of the output gradient in backward.
+    pub cell_state: bool,
+}
+
 /// One LSTM layer in one direction over a whole sequence, as PyTorch's `nn.LSTM` computes it
 /// (gates i, f, g, o; `c' = f⊙c + i⊙g`, `h' = o⊙tanh(c')`), as a single differentiable op.
 ///
-/// `h0` and `c0` default to zeros; `bias` is `(b_ih, b_hh)`. With `reverse` the sequence is read
-/// from its last step to its first (the outputs stay at their time positions), as the second
-/// direction of a bidirectional LSTM. Returns `(output, h_n, c_n)`.
+/// `h0` and `c0` default to zeros; `bias` is `(b_ih, b_hh)`; see [`LstmOptions`] for the
+/// direction and the layout. Returns `(output, h_n, c_n)`, `c_n` only when asked for.
 ///
 /// # Shapes
-/// - `x`: `[T, N, F]` (time-major; any strides)
+/// - `x`: `[T, N, F]` (time-major; any strides: a batch-first `[N, T, F]` is passed as its
+///   transposed view)
 /// - `h0`, `c0`: `[N, H]`
 /// - `w_ih`: `[4H, F]`, `w_hh`: `[4H, H]`, `b_ih`, `b_hh`: `[4H]` (PyTorch's layouts)
-/// - output: `[T, N, H]` (the hidden state of every step); `h_n`, `c_n`: `[N, H]`
+/// - output: `[T, N, H]`, or `[N, T, H]` with `batch_first` (the hidden state of every step);
+///   `h_n`, `c_n`: `[N, H]`
 ///
 /// ```
-/// # use strata_core::{Tensor, DType, lstm_layer};
+/// # use strata_core::{Tensor, DType, LstmOptions, lstm_layer};
 /// let x = Tensor::ones(&[5, 2, 3], DType::F32);
 /// let (w_ih, w_hh) = (Tensor::full(&[16, 3], 0.1, DType::F32), Tensor::full(&[16, 4], 0.1, DType::F32));
-/// let (out, h_n, c_n) = lstm_layer(&x, None, None, &w_ih, &w_hh, None, false)?;
-/// assert_eq!((out.dims(), h_n.dims(), c_n.dims()), (&[5, 2, 4][..], &[2, 4][..], &[2, 4][..]));
+/// let opts = LstmOptions { cell_state: true, ..Default::default() };
+/// let (out, h_n, c_n) = lstm_layer(&x, None, None, &w_ih, &w_hh, None, opts)?;
+/// assert_eq!((out.dims(), h_n.dims(), c_n.unwrap().dims()), (&[5, 2, 4][..], &[2, 4][..], &[2, 4][..]));
 /// # Ok::<(), strata_core::Error>(())
 /// ```
 pub fn lstm_layer(
@@ -129,8 +156,8 @@ pub fn lstm_layer(
     w_ih: &Tensor,
     w_hh: &Tensor,
     bias: Option<(&Tensor, &Tensor)>,
-    reverse: bool,
-) -> Result<(Tensor, Tensor, Tensor)> {
+    opts: LstmOptions,
+) -> Result<(Tensor, Tensor, Option<Tensor>)> {
     const OP: &str = "lstm";
     let shape_err = |what: &'static str, t: &Tensor, expected: String| Error::ShapeMismatch {
         op: OP,
@@ -167,10 +194,10 @@ pub fn lstm_layer(
             }
         }
     }
-    let d = Dims { t, n, f, h, reverse };
-    let packed = match x.dtype() {
-        DType::F32 => lstm_typed::<f32>(x, h0, c0, w_ih, w_hh, bias, d)?,
-        DType::F64 => lstm_typed::<f64>(x, h0, c0, w_ih, w_hh, bias, d)?,
+    let d = Dims { t, n, f, h, reverse: opts.reverse, batch_first: opts.batch_first };
+    let node_out = match x.dtype() {
+        DType::F32 => lstm_typed::<f32>(x, h0, c0, w_ih, w_hh, bias, d, opts.cell_state)?,
+        DType::F64 => lstm_typed::<f64>(x, h0, c0, w_ih, w_hh, bias, d, opts.cell_state)?,
         DType::I64 => {
             return Err(Error::UnsupportedDType {
                 op: OP,
@@ -179,10 +206,16 @@ pub fn lstm_layer(
             });
         }
     };
-    let out = packed.narrow(0, 0, t)?;
-    let last = if reverse { 0 } else { t - 1 };
-    let h_n = out.narrow(0, last, 1)?.reshape(&[n, h])?;
-    let c_n = packed.narrow(0, t, 1)?.reshape(&[n, h])?;
+    let (out_dims, time_dim) = if opts.batch_first { ([n, t, h], 1) } else { ([t, n, h], 0) };
+    let (out, c_n) = if opts.cell_state {
+        // One flat output: the sequence, then c_n.
+        let out = node_out.narrow(0, 0, t * n * h)?.reshape(&out_dims)?;
+        (out, Some(node_out.narrow(0, t * n * h, n * h)?.reshape(&[n, h])?))
+    } else {
+        (node_out, None)
+    };
+    let last = if opts.reverse { 0 } else { t - 1 };
+    let h_n = out.narrow(time_dim, last, 1)?.reshape(&[n, h])?;
     Ok((out, h_n, c_n))
 }
 
@@ -242,9 +275,13 @@ struct FwdBlock<'a, T> {
     hs: Vec<&'a mut [T]>,
     cs: Vec<&'a mut [T]>,
     tcs: Vec<&'a mut [T]>,
-    c_n: &'a mut [T],
+    /// The block's rows of a batch-first output (contiguous there), when asked for.
+    batch_first: Option<&'a mut [T]>,
+    c_n: Option<&'a mut [T]>,
 }
 
+/// The op on one element type: the output tensor (flat with `c_n` appended when `cell_state`,
+/// else shaped `[T, N, H]` or `[N, T, H]`) with its autograd node.
 #[allow(clippy::too_many_arguments)]
 fn lstm_typed<T: Gate>(
     x: &Tensor,
@@ -254,6 +291,7 @@ fn lstm_typed<T: Gate>(
     w_hh: &Tensor,
     bias: Option<(&Tensor, &Tensor)>,
     d: Dims,
+    cell_state: bool,
 ) -> Result<Tensor> {
     let (tl, n, f, h, g4) = (d.t, d.n, d.f, d.h, d.g());
     let xc = x.contiguous()?.detach();
@@ -269,28 +307,37 @@ fn lstm_typed<T: Gate>(
     let h0v = bh0.as_ref().map(slice::<T>);
     let c0v = bc0.as_ref().map(slice::<T>);
 
-    // 1. Every step's input projection and both biases, in one GEMM.
+    // 1. Every step's input projection in one GEMM; both biases are added by the cell.
     let mut gates = T::take_buffer(tl * n * g4);
-    if let Some((bi, bh)) = &bc {
-        let (bi, bh) = (buffer(bi), buffer(bh));
-        let sum: Vec<T> = slice::<T>(&bi).iter().zip(slice::<T>(&bh)).map(|(&a, &b)| a + b).collect();
-        gates.chunks_exact_mut(g4).for_each(|row| row.copy_from_slice(&sum));
-    }
+    let bias_sum: Vec<T> = match &bc {
+        Some((bi, bh)) => {
+            let (bi, bh) = (buffer(bi), buffer(bh));
+            slice::<T>(&bi).iter().zip(slice::<T>(&bh)).map(|(&a, &b)| a + b).collect()
+        }
+        None => vec![T::ZERO; g4],
+    };
     let xm = MatRef { data: xv, offset: 0, rs: f, cs: 1 };
-    gemm(tl * n, g4, f, &mut gates, xm, MatRef { data: wihv, offset: 0, rs: 1, cs: f }, bc.is_some());
+    gemm(tl * n, g4, f, &mut gates, xm, MatRef { data: wihv, offset: 0, rs: 1, cs: f }, false);
 
-    // 2. The recurrence, block by block.
-    let mut packed = T::take_buffer((tl + 1) * n * h);
-    let mut cs = T::take_buffer(tl * n * h);
-    let mut tcs = T::take_buffer(tl * n * h);
+    // 2. The recurrence, block by block. The hidden states are kept time-major (the per-step
+    // GEMMs read them as matrices, and dW_hh as one); a time-major output is that buffer itself.
+    let tnh = tl * n * h;
+    let out_len = tnh + if cell_state { n * h } else { 0 };
+    let mut out = T::take_buffer(out_len);
+    let mut hs_own = if d.batch_first { T::take_buffer(tnh) } else { Vec::new() };
+    let mut cs = T::take_buffer(tnh);
+    let mut tcs = T::take_buffer(tnh);
     let bounds = d.blocks();
     {
-        let (hpart, cnpart) = packed.split_at_mut(tl * n * h);
+        let (seq, cnpart) = out.split_at_mut(tnh);
+        let (hs_buf, bf_buf) = if d.batch_first { (&mut hs_own[..], Some(seq)) } else { (seq, None) };
         let mut g = split_rows(&mut gates, tl, n, g4, &bounds).into_iter();
-        let mut hs = split_rows(hpart, tl, n, h, &bounds).into_iter();
+        let mut hs = split_rows(hs_buf, tl, n, h, &bounds).into_iter();
         let mut c = split_rows(&mut cs, tl, n, h, &bounds).into_iter();
         let mut tc = split_rows(&mut tcs, tl, n, h, &bounds).into_iter();
-        let mut cn = split_rows(cnpart, 1, n, h, &bounds).into_iter();
+        // Batch-first, a block's rows of every step are one contiguous range.
+        let mut bf = bf_buf.map(|b| split_rows(b, 1, n, tl * h, &bounds).into_iter());
+        let mut cn = cell_state.then(|| split_rows(cnpart, 1, n, h, &bounds).into_iter());
         let blocks: Vec<FwdBlock<T>> = bounds
             .windows(2)
             .map(|w| FwdBlock {
@@ -300,7 +347,8 @@ fn lstm_typed<T: Gate>(
                 hs: hs.next().expect("one per block"),
                 cs: c.next().expect("one per block"),
                 tcs: tc.next().expect("one per block"),
-                c_n: cn.next().expect("one per block").pop().expect("one step"),
+                batch_first: bf.as_mut().map(|it| it.next().expect("one per block").pop().expect("one range")),
+                c_n: cn.as_mut().map(|it| it.next().expect("one per block").pop().expect("one step")),
             })
             .collect();
         // W_hhᵀ ([H, G]) laid out row-major once: the per-step GEMMs then read (and pack) it
@@ -309,7 +357,8 @@ fn lstm_typed<T: Gate>(
         for (k, dst) in whh_t.chunks_exact_mut(g4).enumerate() {
             dst.iter_mut().zip(whhv[k..].iter().step_by(h)).for_each(|(d, &v)| *d = v);
         }
-        map_tasks(blocks, parallel(&d, bounds.len() - 1), |_, b| forward_block(b, &d, &whh_t, h0v, c0v));
+        let w = (&whh_t[..], &bias_sum[..]);
+        map_tasks(blocks, parallel(&d, bounds.len() - 1), |_, b| forward_block(b, &d, w, h0v, c0v));
         T::give_buffer(whh_t);
     }
 
@@ -337,10 +386,11 @@ fn lstm_typed<T: Gate>(
         b_ih: bc.as_ref().zip(bias).and_then(|(b, o)| leaf(&b.0, o.0)),
         b_hh: bc.as_ref().zip(bias).and_then(|(b, o)| leaf(&b.1, o.1)),
     };
-    let out = Arc::new(T::wrap(packed));
+    let out = Arc::new(T::wrap(out));
     let saved_out = out.clone();
     let (has_h0, has_c0, has_bias) = (h0.is_some(), c0.is_some(), bias.is_some());
-    let saved = Saved { xc, wih, whh, h0: h0c, c0: c0c, cs, tcs };
+    let hs = d.batch_first.then_some(hs_own);
+    let saved = Saved { xc, wih, whh, h0: h0c, c0: c0c, hs, cs, tcs };
     let node = make_node(
         "lstm",
         &inputs,
@@ -366,12 +416,24 @@ fn lstm_typed<T: Gate>(
             Ok(out)
         }),
     );
-    Ok(Tensor::from_parts(out, Layout::contiguous(Shape(vec![tl + 1, n, h])), node))
+    let shape = match (cell_state, d.batch_first) {
+        (true, _) => vec![out_len],
+        (false, true) => vec![n, tl, h],
+        (false, false) => vec![tl, n, h],
+    };
+    Ok(Tensor::from_parts(out, Layout::contiguous(Shape(shape)), node))
 }
 
 /// One block's recurrence: per step the recurrent GEMM onto the precomputed gates, then the
 /// fused cell.
-fn forward_block<T: Gate>(mut b: FwdBlock<T>, d: &Dims, whh_t: &[T], h0: Option<&[T]>, c0: Option<&[T]>) {
+/// `bias` is b_ih + b_hh (`[4H]`, zeros without biases).
+fn forward_block<T: Gate>(
+    mut b: FwdBlock<T>,
+    d: &Dims,
+    (whh_t, bias): (&[T], &[T]),
+    h0: Option<&[T]>,
+    c0: Option<&[T]>,
+) {
     let (h, g4, rows) = (d.h, d.g(), b.r1 - b.r0);
     let zeros = vec![T::ZERO; if c0.is_some() { 0 } else { rows * h }];
     let h0 = h0.map(|v| &v[b.r0 * h..b.r1 * h]);
@@ -391,30 +453,42 @@ fn forward_block<T: Gate>(mut b: FwdBlock<T>, d: &Dims, whh_t: &[T], h0: Option<
             Some(p) => read_write(&mut b.cs, p, t),
             None => (c0, &mut *b.cs[t]),
         };
-        cell_forward(h, &mut *b.gates[t], c_prev, c, &mut *b.tcs[t], &mut *b.hs[t]);
+        cell_forward(&mut *b.gates[t], bias, c_prev, c, &mut *b.tcs[t], &mut *b.hs[t]);
+        if let Some(bf) = b.batch_first.as_deref_mut() {
+            let stride = d.out_stride();
+            for (i, row) in b.hs[t].chunks_exact(h).enumerate() {
+                bf[i * stride + t * h..i * stride + (t + 1) * h].copy_from_slice(row);
+            }
+        }
     }
-    b.c_n.copy_from_slice(&*b.cs[d.time(d.t - 1)]);
+    if let Some(c_n) = b.c_n {
+        c_n.copy_from_slice(&*b.cs[d.time(d.t - 1)]);
+    }
 }
 
 /// The cell forward for rows of one step: activates `gates` in place and writes c, tanh(c), h.
-fn cell_forward<T: Gate>(h: usize, gates: &mut [T], c_prev: &[T], c: &mut [T], tc: &mut [T], hout: &mut [T]) {
+/// `bias` (b_ih + b_hh, `[4H]`) is added to the gates first.
+fn cell_forward<T: Gate>(gates: &mut [T], bias: &[T], c_prev: &[T], c: &mut [T], tc: &mut [T], hout: &mut [T]) {
     #[cfg(target_arch = "x86_64")]
     if T::DTYPE == DType::F32 && std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU supports AVX-512F, checked just above.
-        return unsafe { cell_forward_avx512(h, gates, c_prev, c, tc, hout) };
+        return unsafe { cell_forward_avx512(gates, bias, c_prev, c, tc, hout) };
     }
-    cell_forward_loop(h, gates, c_prev, c, tc, hout)
+    cell_forward_loop(gates, bias, c_prev, c, tc, hout)
 }
 
 /// [`cell_forward_loop`] compiled for AVX-512: 16 f32 lanes through σ and tanh at once.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn cell_forward_avx512<T: Gate>(h: usize, gates: &mut [T], c_prev: &[T], c: &mut [T], tc: &mut [T], hout: &mut [T]) {
-    cell_forward_loop(h, gates, c_prev, c, tc, hout)
+fn cell_forward_avx512<T: Gate>(gates: &mut [T], bias: &[T], c_prev: &[T], c: &mut [T], tc: &mut [T], hout: &mut [T]) {
+    cell_forward_loop(gates, bias, c_prev, c, tc, hout)
 }
 
 #[inline(always)]
-fn cell_forward_loop<T: Gate>(h: usize, gates: &mut [T], c_prev: &[T], c: &mut [T], tc: &mut [T], hout: &mut [T]) {
+fn cell_forward_loop<T: Gate>(gates: &mut [T], bias: &[T], c_prev: &[T], c: &mut [T], tc: &mut [T], hout: &mut [T]) {
+    let h = bias.len() / 4;
+    let (b_if, rest) = bias.split_at(2 * h);
+    let (b_g, b_o) = rest.split_at(h);
     // Simple loops, one map each: what the loop vectoriser handles best.
     let rows = gates.chunks_exact_mut(4 * h).zip(c_prev.chunks_exact(h));
     for (((g, cp), c), (tc, ho)) in
@@ -422,9 +496,9 @@ fn cell_forward_loop<T: Gate>(h: usize, gates: &mut [T], c_prev: &[T], c: &mut [
     {
         let (ifg, rest) = g.split_at_mut(2 * h);
         let (gg, go) = rest.split_at_mut(h);
-        ifg.iter_mut().for_each(|v| *v = v.sigmoid());
-        gg.iter_mut().for_each(|v| *v = v.tanh());
-        go.iter_mut().for_each(|v| *v = v.sigmoid());
+        ifg.iter_mut().zip(b_if).for_each(|(v, &b)| *v = (*v + b).sigmoid());
+        gg.iter_mut().zip(b_g).for_each(|(v, &b)| *v = (*v + b).tanh());
+        go.iter_mut().zip(b_o).for_each(|(v, &b)| *v = (*v + b).sigmoid());
         let (gi, gf) = ifg.split_at(h);
         for ((c, &cp), ((&i, &f), &g)) in c.iter_mut().zip(cp).zip(gi.iter().zip(gf).zip(gg.iter())) {
             *c = f * cp + i * g;
@@ -461,6 +535,8 @@ struct Saved<T> {
     whh: Tensor,
     h0: Option<Tensor>,
     c0: Option<Tensor>,
+    /// The time-major hidden states when the output is batch-first (else the output is them).
+    hs: Option<Vec<T>>,
     cs: Vec<T>,
     tcs: Vec<T>,
 }
@@ -521,8 +597,13 @@ fn backward<T: Gate>(
 ) -> Result<Grads<T>> {
     let (tl, n, f, h, g4) = (d.t, d.n, d.f, d.h, d.g());
     let gv = slice::<T>(g);
+    // The output's gradient, then c_n's when the op returned it.
     let (g_out, g_cn) = gv.split_at(tl * n * h);
-    let hs = &T::slice(out).expect("output has the op's type")[..tl * n * h];
+    let g_cn = (!g_cn.is_empty()).then_some(g_cn);
+    let hs = match &saved.hs {
+        Some(hs) => &hs[..],
+        None => &T::slice(out).expect("output has the op's type")[..tl * n * h],
+    };
     let (bx, bwih, bwhh) = (buffer(&saved.xc), buffer(&saved.wih), buffer(&saved.whh));
     let bh0 = saved.h0.as_ref().map(buffer);
     let bc0 = saved.c0.as_ref().map(buffer);
@@ -618,7 +699,7 @@ fn backward_block<T: Gate>(
     whh: &[T],
     (c0, cs, tcs): (Option<&[T]>, &[T], &[T]),
     g_out: &[T],
-    g_cn: &[T],
+    g_cn: Option<&[T]>,
     need_b: bool,
 ) -> Option<Vec<T>> {
     let (n, h, g4, r0, r1) = (d.n, d.h, d.g(), b.r0, b.r1);
@@ -627,7 +708,7 @@ fn backward_block<T: Gate>(
     let at = |t: usize| (t * n + r0) * h..(t * n + r1) * h;
     let zeros = vec![T::ZERO; if c0.is_some() { 0 } else { rows * h }];
     let c0 = c0.map_or(&zeros[..], |v| &v[r0 * h..r1 * h]);
-    let mut dc = g_cn[r0 * h..r1 * h].to_vec();
+    let mut dc = g_cn.map_or_else(|| vec![T::ZERO; rows * h], |g| g[r0 * h..r1 * h].to_vec());
     let mut dh_rec = vec![T::ZERO; rows * h];
     let mut bias_sum = need_b.then(|| vec![T::ZERO; g4]);
     let whm = MatRef { data: whh, offset: 0, rs: h, cs: 1 };
@@ -635,7 +716,8 @@ fn backward_block<T: Gate>(
         let t = d.time(s);
         let c_prev = if s > 0 { &cs[at(d.time(s - 1))] } else { c0 };
         let gt = &mut *b.gates[t];
-        cell_backward(h, gt, c_prev, &tcs[at(t)], &g_out[at(t)], &dh_rec, &mut dc);
+        let dout = &g_out[d.out_row(t, r0)..];
+        cell_backward(h, gt, c_prev, &tcs[at(t)], (dout, d.out_stride()), &dh_rec, &mut dc);
         if let Some(sum) = bias_sum.as_mut() {
             for row in gt.chunks_exact(g4) {
                 sum.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
@@ -655,16 +737,26 @@ fn backward_block<T: Gate>(
 }
 
 /// The cell backward for rows of one step: the saved activated gates become the gradients of
-/// the pre-activations, and `dc` (dL/dc[t] from later steps) becomes dL/dc[t − 1].
-fn cell_backward<T: Gate>(h: usize, gates: &mut [T], c_prev: &[T], tc: &[T], dout: &[T], dh_rec: &[T], dc: &mut [T]) {
+/// the pre-activations, and `dc` (dL/dc[t] from later steps) becomes dL/dc[t − 1]. `dout` is
+/// the output's gradient, its rows `stride` apart.
+fn cell_backward<T: Gate>(
+    h: usize,
+    gates: &mut [T],
+    c_prev: &[T],
+    tc: &[T],
+    (dout, stride): (&[T], usize),
+    dh_rec: &[T],
+    dc: &mut [T],
+) {
     #[cfg(target_arch = "x86_64")]
     let wide = T::DTYPE == DType::F32 && std::arch::is_x86_feature_detected!("avx512f");
     let per_row = gates.chunks_exact_mut(4 * h).zip(c_prev.chunks_exact(h)).zip(tc.chunks_exact(h));
-    let per_row = per_row.zip(dout.chunks_exact(h).zip(dh_rec.chunks_exact(h))).zip(dc.chunks_exact_mut(h));
-    for ((((g, cp), tc), (dout, dhr)), dc) in per_row {
+    let per_row = per_row.zip(dh_rec.chunks_exact(h)).zip(dc.chunks_exact_mut(h));
+    for (r, ((((g, cp), tc), dhr), dc)) in per_row.enumerate() {
         let (gi, rest) = g.split_at_mut(h);
         let (gf, rest) = rest.split_at_mut(h);
         let (gg, go) = rest.split_at_mut(h);
+        let dout = &dout[r * stride..r * stride + h];
         let row = RowGrads { gi, gf, gg, go, cp, tc, dout, dhr, dc };
         #[cfg(target_arch = "x86_64")]
         if wide {
@@ -731,7 +823,7 @@ fn row_backward<T: Gate>(row: RowGrads<T>) {
 
 #[cfg(test)]
 mod tests {
-    use super::lstm_layer;
+    use super::{LstmOptions, lstm_layer};
     use crate::testing::{assert_close, gradcheck, randn64};
     use crate::{DType, Generator, Tensor, cat, linear, stack};
 
@@ -769,8 +861,9 @@ mod tests {
         w: (&Tensor, &Tensor, Option<(&Tensor, &Tensor)>),
         reverse: bool,
     ) -> crate::Result<Tensor> {
-        let (out, h, c) = lstm_layer(x, h0, c0, w.0, w.1, w.2, reverse)?;
-        cat(&[&out.flatten(0, -1)?, &h.flatten(0, -1)?, &c.flatten(0, -1)?], 0)
+        let opts = LstmOptions { reverse, cell_state: true, ..Default::default() };
+        let (out, h, c) = lstm_layer(x, h0, c0, w.0, w.1, w.2, opts)?;
+        cat(&[&out.flatten(0, -1)?, &h.flatten(0, -1)?, &c.expect("asked for").flatten(0, -1)?], 0)
     }
 
     #[test]
@@ -795,6 +888,47 @@ mod tests {
                 let want = reference(&x, &h0, &c0, (&wi, &wh, None), reverse).unwrap().to_vec_f64();
                 assert_close(&got, &want, 1e-4, 1e-5);
             }
+        }
+    }
+
+    /// The other layouts: batch-first output, and no `c_n` (the output and h_n alone).
+    fn fused_layouts(
+        x: &Tensor,
+        w: (&Tensor, &Tensor, Option<(&Tensor, &Tensor)>),
+        reverse: bool,
+        batch_first: bool,
+    ) -> crate::Result<Tensor> {
+        let opts = LstmOptions { reverse, batch_first, cell_state: false };
+        let (out, h, c) = lstm_layer(x, None, None, w.0, w.1, w.2, opts)?;
+        assert!(c.is_none());
+        let out = if batch_first { out.transpose(0, 1)? } else { out };
+        cat(&[&out.flatten(0, -1)?, &h.flatten(0, -1)?], 0)
+    }
+
+    #[test]
+    fn layouts_agree_and_have_gradients() {
+        let mut rng = Generator::new(75);
+        for n in [3, 70] {
+            let (t, f, h) = (4, 3, 5);
+            let x = randn64(&[t, n, f], &mut rng);
+            let (wi, wh) = (randn64(&[4 * h, f], &mut rng), randn64(&[4 * h, h], &mut rng));
+            let (bi, bh) = (randn64(&[4 * h], &mut rng), randn64(&[4 * h], &mut rng));
+            let w = (&wi, &wh, Some((&bi, &bh)));
+            for reverse in [false, true] {
+                let all = fused(&x, None, None, w, reverse).unwrap().to_vec_f64();
+                for bf in [false, true] {
+                    let got = fused_layouts(&x, w, reverse, bf).unwrap().to_vec_f64();
+                    assert_eq!(got[..], all[..(t + 1) * n * h], "batch_first {bf}");
+                }
+            }
+        }
+        let x = randn64(&[3, 2, 3], &mut rng);
+        let (wi, wh) = (randn64(&[8, 3], &mut rng), randn64(&[8, 2], &mut rng));
+        let (bi, bh) = (randn64(&[8], &mut rng), randn64(&[8], &mut rng));
+        for (reverse, bf) in [(false, true), (true, true), (false, false)] {
+            gradcheck(&[x.clone(), wi.clone(), wh.clone(), bi.clone(), bh.clone()], |v| {
+                fused_layouts(&v[0], (&v[1], &v[2], Some((&v[3], &v[4]))), reverse, bf)
+            });
         }
     }
 
@@ -857,8 +991,9 @@ mod tests {
         let (bi, bh) =
             (randn64(&[8], &mut rng).requires_grad_().unwrap(), randn64(&[8], &mut rng).requires_grad_().unwrap());
         let run = || {
-            let (out, _, c) = lstm_layer(&x, None, None, &wi, &wh, Some((&bi, &bh)), false).unwrap();
-            out.sum_all().unwrap().add(&c.sum_all().unwrap()).unwrap().backward().unwrap();
+            let opts = LstmOptions { cell_state: true, ..Default::default() };
+            let (out, _, c) = lstm_layer(&x, None, None, &wi, &wh, Some((&bi, &bh)), opts).unwrap();
+            out.sum_all().unwrap().add(&c.unwrap().sum_all().unwrap()).unwrap().backward().unwrap();
         };
         run();
         let first: Vec<Vec<f64>> = [&wi, &wh, &bi, &bh].iter().map(|p| p.grad().unwrap().to_vec_f64()).collect();
@@ -868,9 +1003,12 @@ mod tests {
             let twice: Vec<f64> = g.iter().map(|v| 2.0 * v).collect();
             assert_close(&p.grad().unwrap().to_vec_f64(), &twice, 1e-12, 1e-12);
         }
-        let e = lstm_layer(&x, None, None, &randn64(&[8, 3], &mut rng), &wh, None, false).unwrap_err().to_string();
+        let e = lstm_layer(&x, None, None, &randn64(&[8, 3], &mut rng), &wh, None, LstmOptions::default())
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "lstm: weight_ih has shape [8, 3], expected [4·H, 2] (the input has 2 features)");
-        let e = lstm_layer(&x, Some(&randn64(&[2, 2], &mut rng)), None, &wi, &wh, None, false).unwrap_err();
+        let e = lstm_layer(&x, Some(&randn64(&[2, 2], &mut rng)), None, &wi, &wh, None, LstmOptions::default())
+            .unwrap_err();
         assert_eq!(e.to_string(), "lstm: h0 has shape [2, 2], expected [3, 2] (batch, hidden size)");
     }
 }
