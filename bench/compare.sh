@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# strata against PyTorch on the same machine, in the same run: W1–W4 (W5/W6 once the layers
-# exist) at 1 thread and at all cores, several repetitions alternating the two systems, medians.
+# strata against PyTorch on the same machine, in the same run: W1–W6 at 1 thread and at all
+# cores, several repetitions alternating the two systems, medians.
 #
 #   bench/compare.sh [--json] [--reps N] [--threads "1 2"] [--workloads "W1 W2 W3 W4 W5 W6"] [--quick]
 #
@@ -36,7 +36,7 @@ say() { echo "compare.sh: $*" >&2; }
 
 say "building strata-bench (release)"
 cargo build --release --quiet -p strata-bench
-BIN=target/release/strata-bench
+BIN="${CARGO_TARGET_DIR:-target}/release/strata-bench"
 
 HAVE_TORCH=0
 if command -v "$PYTHON" >/dev/null 2>&1 && "$PYTHON" -c "import torch" >/dev/null 2>&1; then
@@ -66,9 +66,6 @@ run_torch() {
 for rep in $(seq 1 "$REPS"); do
     say "repetition $rep/$REPS"
     for w in $WORKLOADS; do
-        case "$w" in
-            W5|W6) [ "$rep" = 1 ] && run_strata "$w" 1 && run_torch "$w" 1; continue ;;
-        esac
         for t in $THREADS; do
             # Alternate which system goes first, so slow drifts of the machine hit both alike.
             if [ $((rep % 2)) = 1 ]; then run_strata "$w" "$t"; run_torch "$w" "$t"

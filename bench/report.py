@@ -26,8 +26,8 @@ DESCRIPTIONS = {
     "W2": "SimpleNN train, batch 512",
     "W3": "SimpleNN inference, batch 1",
     "W4": "MLP 784-2048-2048-10 train, batch 256",
-    "W5": "conv ResNet (layers issue)",
-    "W6": "LSTM (layers issue)",
+    "W5": "conv ResNet train, batch 128",
+    "W6": "LSTM train, batch 64",
 }
 METRICS = ("samples_per_s", "latency_us", "gflop_s", "peak_rss_mb")
 

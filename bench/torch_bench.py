@@ -10,7 +10,14 @@ W1  SimpleNN (784->128->64->10, ReLU) + CrossEntropyLoss + SGD(lr 0.01, momentum
 W2  the same at batch 512.
 W3  SimpleNN forward at batch 1 under torch.inference_mode(), microseconds per call.
 W4  MLP 784->2048->2048->10 (ReLU), batch 256, training samples/s and GFLOP/s.
-W5/W6 (conv ResNet, LSTM): not yet implemented (needs the layers issue).
+W5  the conv ResNet of examples/resnet_mnist_model.toml (3x3 stem, three conv-bn-relu-conv-bn
+    residual blocks, the second with stride 2 and a 1x1 projection shortcut, global average
+    pooling, Linear 64->10) + CrossEntropyLoss + SGD(lr 0.05, momentum 0.9, weight_decay 5e-4)
+    as in examples/resnet_mnist.toml, batch 128, [N, 1, 28, 28] inputs; 151,274 parameters.
+W6  the LSTM of examples/lstm_mnist_model.toml (nn.LSTM(28, 128, batch_first=True), last step,
+    Linear 128->10) + CrossEntropyLoss + Adam(lr 0.002) as in examples/lstm_mnist.toml, batch
+    64, [N, 28, 28] inputs; 82,186 parameters.
+W5/W6 time a fixed number of batches after a few warm-up batches.
 
 Everything is PyTorch's defaults (eager mode, optimizer.zero_grad() setting grads to None),
 as a user would write it.
@@ -18,6 +25,7 @@ as a user would write it.
 
 import argparse
 import json
+import math
 import resource
 import time
 
@@ -50,6 +58,53 @@ class Mlp(nn.Module):
         for layer in self.layers[1:]:
             x = layer(torch.relu(x))
         return x
+
+
+def conv_bn(cin, cout, k=3, stride=1):
+    return [nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False), nn.BatchNorm2d(cout)]
+
+
+class Residual(nn.Module):
+    """body(x) + shortcut(x), the shortcut the identity unless given (strata's Residual layer)."""
+
+    def __init__(self, body, shortcut=None):
+        super().__init__()
+        self.body = nn.Sequential(*body)
+        self.shortcut = nn.Sequential(*shortcut) if shortcut else None
+
+    def forward(self, x):
+        return self.body(x) + (self.shortcut(x) if self.shortcut is not None else x)
+
+
+class ResNetMNIST(nn.Module):
+    """examples/resnet_mnist_model.toml, layer for layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(
+            *conv_bn(1, 32), nn.ReLU(),
+            Residual([*conv_bn(32, 32), nn.ReLU(), *conv_bn(32, 32)]), nn.ReLU(),
+            Residual([*conv_bn(32, 64, stride=2), nn.ReLU(), *conv_bn(64, 64)], conv_bn(32, 64, k=1, stride=2)),
+            nn.ReLU(),
+            Residual([*conv_bn(64, 64), nn.ReLU(), *conv_bn(64, 64)]), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10),
+        )
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class LSTMMNIST(nn.Module):
+    """examples/lstm_mnist_model.toml: LSTM(28, 128, batch_first) -> last step -> Linear(128, 10)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(28, 128, batch_first=True)
+        self.fc = nn.Linear(128, 10)
+
+    def forward(self, x):
+        out, _ = self.lstm(x)
+        return self.fc(out[:, -1, :])
 
 
 def forward_macs(sizes):
@@ -139,6 +194,37 @@ def run_big_mlp(steps, threads):
                   gflop_s=train_flops_per_sample(sizes) * samples / seconds / 1e9, loss=loss)
 
 
+def run_from_model(workload, model, opt, sample, batch, warmup, batches, threads):
+    criterion = nn.CrossEntropyLoss()
+    n = batch * (warmup + batches)
+    x, y = synthetic_data(n, features=math.prod(sample), seed=4)
+    x = x.reshape(n, *sample)
+    warm = batch * warmup
+    if warm:
+        train_epoch(model, opt, criterion, x[:warm], y[:warm], batch)
+    t = time.perf_counter()
+    loss = train_epoch(model, opt, criterion, x[warm:], y[warm:], batch)
+    seconds = time.perf_counter() - t
+    samples = n - warm
+    params = sum(p.numel() for p in model.parameters())
+    return record(workload, threads, batch=batch, samples=samples, seconds=seconds, samples_per_s=samples / seconds,
+                  loss=loss, params=params)
+
+
+def run_resnet(warmup, batches, threads):
+    torch.manual_seed(0)
+    model = ResNetMNIST()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    return run_from_model("W5", model, opt, (1, 28, 28), 128, warmup, batches, threads)
+
+
+def run_lstm(warmup, batches, threads):
+    torch.manual_seed(0)
+    model = LSTMMNIST()
+    opt = torch.optim.Adam(model.parameters(), lr=0.002)
+    return run_from_model("W6", model, opt, (28, 28), 64, warmup, batches, threads)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--workload", "-w", default="all")
@@ -162,8 +248,10 @@ def main():
             r = run_inference(2_000 if a.quick else 100_000, threads)
         elif w == "W4":
             r = run_big_mlp(2 if a.quick else 24, threads)
-        elif w in ("W5", "W6"):
-            r = record(w, threads, status="not yet implemented (needs the layers issue)")
+        elif w == "W5":
+            r = run_resnet(1, 2, threads) if a.quick else run_resnet(3, 20, threads)
+        elif w == "W6":
+            r = run_lstm(1, 4, threads) if a.quick else run_lstm(5, 60, threads)
         else:
             p.error(f"unknown workload {w!r} (W1-W6 or all)")
         print(json.dumps(r), flush=True)

@@ -8,7 +8,7 @@
 //! and `bench/torch_bench.py` side by side.
 
 use std::process::ExitCode;
-use strata_bench::{EPOCH_SAMPLES, Record, placeholder, run_big_mlp, run_inference, run_simple_nn_training};
+use strata_bench::{EPOCH_SAMPLES, Record, run_big_mlp, run_inference, run_lstm, run_resnet, run_simple_nn_training};
 
 fn usage() -> ExitCode {
     eprintln!(
@@ -68,8 +68,20 @@ fn main() -> ExitCode {
             "W2" => run_simple_nn_training("W2", 512, samples, epochs),
             "W3" => run_inference(if quick { 2_000 } else { 100_000 }),
             "W4" => run_big_mlp(if quick { 2 } else { 24 }),
-            "W5" => Ok(placeholder("W5")),
-            "W6" => Ok(placeholder("W6")),
+            "W5" => {
+                if quick {
+                    run_resnet(1, 2)
+                } else {
+                    run_resnet(3, 20)
+                }
+            }
+            "W6" => {
+                if quick {
+                    run_lstm(1, 4)
+                } else {
+                    run_lstm(5, 60)
+                }
+            }
             other => {
                 eprintln!("strata-bench: unknown workload {other:?} (W1–W6 or all)");
                 return ExitCode::from(2);

@@ -130,22 +130,27 @@ impl Layout {
     }
     /// Buffer indices of all elements in row-major order of the logical shape.
     pub fn for_each_index(&self, mut f: impl FnMut(usize)) {
+        self.for_each_run(|base, len, stride| (0..len).for_each(|j| f(base + j * stride)));
+    }
+
+    /// The elements in row-major order of the logical shape as runs along the last dimension:
+    /// `f(base, len, stride)` for each, the run's elements being `base + j·stride` for
+    /// `j < len`. Lets copies move whole rows when the last dimension is unit-strided.
+    pub fn for_each_run(&self, mut f: impl FnMut(usize, usize, usize)) {
         let shape = &self.shape.0;
         if shape.contains(&0) {
             return;
         }
         let n = shape.len();
         if n == 0 {
-            f(self.offset);
+            f(self.offset, 1, 1);
             return;
         }
         let (inner, inner_stride) = (shape[n - 1], self.strides[n - 1]);
         let mut idx = vec![0usize; n];
         let mut base = self.offset;
         loop {
-            for j in 0..inner {
-                f(base + j * inner_stride);
-            }
+            f(base, inner, inner_stride);
             // Advance the outer multi-index (dimensions 0..n-1), odometer style.
             let mut d = n - 1;
             loop {

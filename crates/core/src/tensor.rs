@@ -120,10 +120,16 @@ impl Tensor {
     /// A tensor of `shape` filled with `value` (converted to `dtype`).
     pub fn full(shape: &[usize], value: f64, dtype: DType) -> Tensor {
         let n: usize = shape.iter().product();
+        // From the buffer pool: a large fresh vector would fault its pages in one by one.
+        fn filled<T: Element>(n: usize, value: T) -> Vec<T> {
+            let mut v = T::take_buffer(n);
+            v.fill(value);
+            v
+        }
         let storage = match dtype {
-            DType::F32 => CpuStorage::F32(vec![value as f32; n]),
-            DType::F64 => CpuStorage::F64(vec![value; n]),
-            DType::I64 => CpuStorage::I64(vec![value as i64; n]),
+            DType::F32 => CpuStorage::F32(filled(n, value as f32)),
+            DType::F64 => CpuStorage::F64(filled(n, value)),
+            DType::I64 => CpuStorage::I64(filled(n, value as i64)),
         };
         Tensor::from_storage(storage, Shape::from(shape))
     }
@@ -238,7 +244,13 @@ impl Tensor {
             return Ok(data[layout.offset..layout.offset + n].to_vec());
         }
         let mut out = Vec::with_capacity(self.numel());
-        layout.for_each_index(|i| out.push(data[i]));
+        layout.for_each_run(|base, len, stride| {
+            if stride == 1 {
+                out.extend_from_slice(&data[base..base + len]);
+            } else {
+                out.extend((0..len).map(|j| data[base + j * stride]));
+            }
+        });
         Ok(out)
     }
 

@@ -2,8 +2,10 @@
 //! training with 1, 2 and 4 threads (fixed reduction order in every kernel, GEMM threads split
 //! the output, never the sum, and the cut depends only on the shape).
 
-use strata_core::{DType, Generator, Tensor};
-use strata_nn::{CrossEntropyLoss, Linear, Module, Optimizer, ReLU, SGD, Sequential, SgdConfig};
+use strata_core::{DType, Generator, Tensor, manual_seed};
+use strata_nn::{
+    Adam, AdamConfig, CrossEntropyLoss, Linear, Module, Optimizer, ReLU, SGD, Sequential, SgdConfig, model_file,
+};
 
 /// Trains an MLP of the given layer widths (ReLU between) for `steps` SGD steps on one fixed
 /// random batch inside a pool of `threads` threads; returns the parameters' bits.
@@ -52,4 +54,39 @@ fn wide_mlp_is_bit_identical_across_thread_counts() {
     let one = run(1);
     assert_eq!(one, run(2), "1 vs 2 threads");
     assert_eq!(one, run(4), "1 vs 4 threads");
+}
+
+/// Trains the model of `examples/{file}` on one fixed random batch of `[batch, *input]` for
+/// `steps` Adam steps inside a pool of `threads` threads; returns the parameters' bits.
+fn train_example(threads: usize, file: &str, input: &[usize], batch: usize, steps: usize) -> Vec<Vec<u32>> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(file);
+    let spec = model_file::load_model(&path).unwrap();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    pool.install(|| {
+        manual_seed(3);
+        let model = spec.build().unwrap();
+        let mut rng = Generator::new(5);
+        let mut dims = vec![batch];
+        dims.extend_from_slice(input);
+        let x = Tensor::randn(&dims, 0.0, 1.0, DType::F32, &mut rng).unwrap();
+        let y = Tensor::from_vec((0..batch).map(|_| rng.below(10) as i64).collect(), &[batch]).unwrap();
+        let mut opt = Adam::with_config(model.parameters(), AdamConfig { lr: 0.01, ..Default::default() }).unwrap();
+        for _ in 0..steps {
+            opt.zero_grad().unwrap();
+            let loss = CrossEntropyLoss::new().forward(&model.forward(&x).unwrap(), &y).unwrap();
+            loss.backward().unwrap();
+            opt.step().unwrap();
+        }
+        model.parameters().iter().map(|p| p.to_vec::<f32>().unwrap().iter().map(|v| v.to_bits()).collect()).collect()
+    })
+}
+
+/// The LSTM of W6 at its batch of 64: the fused layer cuts the batch into two row blocks that
+/// run on two threads, and its weight-gradient GEMMs are split.
+#[test]
+fn lstm_is_bit_identical_across_thread_counts() {
+    let run = |threads| train_example(threads, "lstm_mnist_model.toml", &[28, 28], 64, 2);
+    let one = run(1);
+    assert_eq!(one, run(2), "1 vs 2 threads");
+    assert_eq!(one, run(3), "1 vs 3 threads");
 }

@@ -87,9 +87,14 @@ pub(crate) fn unary_kernel<T: Element, U: Element>(x: &[T], lx: &Layout, f: impl
         return out;
     }
     let mut at = 0;
-    lx.for_each_index(|i| {
-        out[at] = f(x[i]);
-        at += 1;
+    lx.for_each_run(|base, len, stride| {
+        let dst = &mut out[at..at + len];
+        if stride == 1 {
+            dst.iter_mut().zip(&x[base..base + len]).for_each(|(o, &v)| *o = f(v));
+        } else {
+            dst.iter_mut().enumerate().for_each(|(j, o)| *o = f(x[base + j * stride]));
+        }
+        at += len;
     });
     out
 }

@@ -11,10 +11,12 @@ pub mod elementwise;
 pub mod embedding;
 pub mod layer_norm;
 pub mod linear;
+pub mod lstm;
 pub mod matmul;
 pub mod pool;
 pub mod reduce;
 pub mod views;
+pub(crate) mod vmath;
 
 /// Elements above which elementwise kernels split work across rayon threads. Below it a second
 /// thread costs more than it saves. Measured on the 2-core CI machine kind: a ReLU over 65,536

@@ -153,19 +153,16 @@ impl Tensor {
         layout.shape.0[d] = len;
         let in_shape = self.shape().clone();
         Ok(self.view_op(layout, "narrow", move |g| {
-            // Scatter g into zeros of the input's shape at the narrowed range.
+            // g into zeros of the input's shape at the narrowed range: per index of the
+            // dimensions before `d`, one contiguous run of `len` slices.
             let out = Tensor::zeros(in_shape.dims(), g.dtype());
-            let region = Layout {
-                shape: g.shape().clone(),
-                strides: in_shape.contiguous_strides(),
-                offset: start * in_shape.contiguous_strides()[d],
-            };
-            let mut idx = Vec::with_capacity(g.numel());
-            region.for_each_index(|i| idx.push(i));
+            let inner: usize = in_shape.dims()[d + 1..].iter().product();
+            let (outer, size) = (in_shape.dims()[..d].iter().product::<usize>(), in_shape.dims()[d]);
+            let runs = (outer, size * inner, start * inner, len * inner);
             match g.dtype() {
-                DType::F32 => scatter::<f32>(&out, g, &idx)?,
-                DType::F64 => scatter::<f64>(&out, g, &idx)?,
-                DType::I64 => scatter::<i64>(&out, g, &idx)?,
+                DType::F32 => copy_runs::<f32>(&out, g, runs)?,
+                DType::F64 => copy_runs::<f64>(&out, g, runs)?,
+                DType::I64 => copy_runs::<i64>(&out, g, runs)?,
             }
             Ok(vec![Some(out)])
         }))
@@ -233,9 +230,23 @@ impl Tensor {
     }
 }
 
-fn scatter<T: Element>(out: &Tensor, g: &Tensor, idx: &[usize]) -> Result<()> {
-    let gv = g.to_vec::<T>()?;
-    out.update_::<T, _>(|o| idx.iter().zip(gv).for_each(|(&i, v)| o[i] = v))
+/// Copies `g` (any layout, `outer` runs of `run` elements) into `out`'s buffer: run `o` goes to
+/// `o·stride + at`.
+fn copy_runs<T: Element>(
+    out: &Tensor,
+    g: &Tensor,
+    (outer, stride, at, run): (usize, usize, usize, usize),
+) -> Result<()> {
+    g.with_slice::<T, _>(|gv| {
+        out.update_::<T, _>(|o| {
+            if run == 0 {
+                return;
+            }
+            for (i, src) in gv.chunks_exact(run).take(outer).enumerate() {
+                o[i * stride + at..i * stride + at + run].copy_from_slice(src);
+            }
+        })
+    })?
 }
 
 #[cfg(test)]

@@ -48,7 +48,7 @@ impl GRU {
     /// The forward pass with an optional initial state `h0` (zeros when `None`), returning
     /// `(output, h_n)` as PyTorch does.
     pub fn forward_with_state(&self, x: &Tensor, h0: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
-        let (out, h_n, _) = self.inner.run(x, h0, None)?;
+        let (out, h_n, _) = self.inner.run(x, h0, None, true)?;
         Ok((out, h_n))
     }
 
@@ -73,7 +73,7 @@ impl GRU {
 impl Module for GRU {
     /// The output sequence; see [`GRU::forward_with_state`] for the final state.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.inner.run(x, None, None)?.0)
+        Ok(self.inner.run(x, None, None, false)?.0)
     }
     fn own_parameters(&self) -> Vec<(String, Tensor)> {
         self.inner.own_parameters()

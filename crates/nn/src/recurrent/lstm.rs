@@ -65,7 +65,7 @@ impl LSTM {
         state: Option<(&Tensor, &Tensor)>,
     ) -> Result<(Tensor, (Tensor, Tensor))> {
         let (h0, c0) = state.unzip();
-        let (out, h_n, c_n) = self.inner.run(x, h0, c0)?;
+        let (out, h_n, c_n) = self.inner.run(x, h0, c0, true)?;
         Ok((out, (h_n, c_n.expect("an LSTM returns a cell state"))))
     }
 
@@ -90,7 +90,7 @@ impl LSTM {
 impl Module for LSTM {
     /// The output sequence; see [`LSTM::forward_with_state`] for the final states.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.inner.run(x, None, None)?.0)
+        Ok(self.inner.run(x, None, None, false)?.0)
     }
     fn own_parameters(&self) -> Vec<(String, Tensor)> {
         self.inner.own_parameters()

@@ -2,10 +2,12 @@
 //! last output for classification.
 //!
 //! All three share one engine here: parameters with PyTorch's names and layouts, shape checks,
-//! and the loop over layers, directions and time steps. Each layer's input projection
-//! `x·W_ihᵀ + b_ih` is one GEMM over the whole sequence; only `h·W_hhᵀ + b_hh` runs per step.
-//! Backpropagation through time is the autograd graph of these ops (`linear`, `unbind`,
-//! `chunk`, elementwise, `stack`/`cat`): nothing recurrent-specific to get wrong.
+//! and the loop over layers and directions. An LSTM layer-direction is one fused op,
+//! [`strata_core::lstm_layer`] (one autograd node for the whole sequence, vectorised gates).
+//! RNN and GRU run the time steps here: each layer's input projection `x·W_ihᵀ + b_ih` is one
+//! GEMM over the whole sequence, only `h·W_hhᵀ + b_hh` runs per step, and backpropagation
+//! through time is the autograd graph of these ops (`linear`, `unbind`, `chunk`, elementwise,
+//! `stack`/`cat`).
 
 mod gru;
 mod last_step;
@@ -18,7 +20,7 @@ pub use lstm::LSTM;
 pub use rnn::{Nonlinearity, RNN};
 
 use crate::{Error, Result, init};
-use strata_core::{DType, Generator, Shape, Tensor, cat, linear, stack};
+use strata_core::{DType, Generator, LstmOptions, Shape, Tensor, cat, linear, lstm_layer, stack};
 
 /// Options shared by [`RNN`], [`LSTM`] and [`GRU`], with PyTorch's defaults: one layer, with
 /// biases, time-major input (`batch_first = false`), one direction, f32.
@@ -312,8 +314,15 @@ impl Recurrent {
     }
 
     /// The forward pass: `x` is `[T, N, F]` (`[N, T, F]` with batch_first) or unbatched
-    /// `[T, F]`; `h0` (and `c0` for an LSTM) `[L·D, N, H]` or unbatched `[L·D, H]`.
-    pub(crate) fn run(&self, x: &Tensor, h0: Option<&Tensor>, c0: Option<&Tensor>) -> Result<RecurrentOutput> {
+    /// `[T, F]`; `h0` (and `c0` for an LSTM) `[L·D, N, H]` or unbatched `[L·D, H]`. An LSTM
+    /// returns `c_n` only when `states` asks for the final states (`Module::forward` does not).
+    pub(crate) fn run(
+        &self,
+        x: &Tensor,
+        h0: Option<&Tensor>,
+        c0: Option<&Tensor>,
+        states: bool,
+    ) -> Result<RecurrentOutput> {
         let (op, opts) = (self.cell.op(), self.options);
         let f = self.input_size;
         let layout = if opts.batch_first { format!("[N, T, {f}]") } else { format!("[T, N, {f}]") };
@@ -378,6 +387,18 @@ impl Recurrent {
             for dir in 0..d {
                 let i = layer * d + dir;
                 let w = &self.weights[i];
+                if self.cell == Cell::Lstm {
+                    // The fused layer: one op for the whole sequence (see strata_core::lstm_layer),
+                    // writing a batch-first output directly.
+                    let bias = w.bias_ih.as_ref().zip(w.bias_hh.as_ref());
+                    let (h0, c0) = (h0.map(|_| &hs0[i]), c0.map(|_| &cs0.as_ref().expect("an LSTM has c0")[i]));
+                    let opts = LstmOptions { reverse: dir == 1, batch_first: time_dim == 1, cell_state: states };
+                    let (out, h, c) = lstm_layer(&layer_in, h0, c0, &w.weight_ih, &w.weight_hh, bias, opts)?;
+                    per_direction.push(out);
+                    h_n.push(h);
+                    c_n.extend(c);
+                    continue;
+                }
                 // One GEMM for every time step's input projection: [T, N, G·H].
                 let xs = linear(&layer_in, &w.weight_ih, w.bias_ih.as_ref())?.unbind(0)?;
                 let (mut hh, mut cc) = (hs0[i].clone(), cs0.as_ref().map(|c| c[i].clone()));
@@ -487,7 +508,7 @@ mod tests {
             let mm = m.with_parameters(&t[k..]);
             let (h0, c0) = if with_state { (Some(&t[1]), Some(&t[2])) } else { (None, None) };
             let c0 = if cell == Cell::Lstm { c0 } else { None };
-            joined(mm.run(&t[0], h0, c0).map_err(|e| match e {
+            joined(mm.run(&t[0], h0, c0, true).map_err(|e| match e {
                 Error::Core(c) => c,
                 other => panic!("{other}"),
             })?)
@@ -582,7 +603,7 @@ mod tests {
         assert_eq!(m.describe(), "GRU(5, 7, num_layers=2, batch_first=True, bidirectional=True)");
         let bound = 1.0 / 7f64.sqrt();
         assert!(m.own_parameters().iter().all(|(_, t)| t.to_vec_f64().iter().all(|v| v.abs() <= bound)));
-        let (out, h_n, c_n) = m.run(&Tensor::zeros(&[3, 6, 5], DType::F32), None, None).unwrap();
+        let (out, h_n, c_n) = m.run(&Tensor::zeros(&[3, 6, 5], DType::F32), None, None, true).unwrap();
         assert_eq!((out.dims(), h_n.dims(), c_n.is_none()), (&[3, 6, 14][..], &[4, 3, 7][..], true));
         let lstm = LSTM::with_options(5, 7, RecurrentOptions::new(), &mut rng).unwrap();
         assert_eq!(lstm.num_parameters(), 4 * 7 * (5 + 7 + 2));

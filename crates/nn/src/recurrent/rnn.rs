@@ -60,7 +60,7 @@ impl RNN {
     /// The forward pass with an optional initial state `h0` (zeros when `None`), returning
     /// `(output, h_n)` as PyTorch does.
     pub fn forward_with_state(&self, x: &Tensor, h0: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
-        let (out, h_n, _) = self.inner.run(x, h0, None)?;
+        let (out, h_n, _) = self.inner.run(x, h0, None, true)?;
         Ok((out, h_n))
     }
 
@@ -92,7 +92,7 @@ impl RNN {
 impl Module for RNN {
     /// The output sequence; see [`RNN::forward_with_state`] for the final state.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.inner.run(x, None, None)?.0)
+        Ok(self.inner.run(x, None, None, false)?.0)
     }
     fn own_parameters(&self) -> Vec<(String, Tensor)> {
         self.inner.own_parameters()

@@ -112,18 +112,59 @@ fn valid_range(out: usize, s: usize, off: usize, p: usize, size: usize) -> (usiz
     (lo.min(hi), hi)
 }
 
+impl ConvGeom {
+    /// Stride 1 and an output as wide as the input ("same" padding): then a column-matrix row
+    /// is the input plane shifted by a constant offset, apart from the padded edges, and
+    /// [`im2col`] / [`col2im`] move whole planes instead of rows of `OW` elements.
+    fn is_shift(&self) -> bool {
+        self.stride == (1, 1) && self.ow == self.w
+    }
+}
+
+/// For column-matrix row `(ki, kj)` of a shift geometry ([`ConvGeom::is_shift`]): the valid
+/// output rows `oy_lo..oy_hi` and columns `lo..hi`, and the offset from an output index
+/// `oy·OW + ox` to the input index it reads.
+fn shift_plan(g: &ConvGeom, ki: usize, kj: usize) -> ((usize, usize), (usize, usize), isize) {
+    let rows = valid_range(g.oh, 1, ki * g.dilation.0, g.padding.0, g.h);
+    let cols = valid_range(g.ow, 1, kj * g.dilation.1, g.padding.1, g.w);
+    let dy = (ki * g.dilation.0) as isize - g.padding.0 as isize;
+    let dx = (kj * g.dilation.1) as isize - g.padding.1 as isize;
+    (rows, cols, dy * g.w as isize + dx)
+}
+
 /// `col[(c,ki,kj), (oy,ox)] = x[c, oy·sh − ph + ki·dh, ox·sw − pw + kj·dw]`, 0 in the padding.
-/// `x` is one sample `(C,H,W)`, `col` is `(C·kH·kW, OH·OW)`.
+/// `x` is one sample `(C,H,W)`, `col` is `(C·kH·kW, OH·OW)`; every element of `col` is written.
 pub(crate) fn im2col<T: Float>(x: &[T], g: &ConvGeom, col: &mut [T]) {
     let (h, w, l) = (g.h, g.w, g.l());
     let (sh, sw) = g.stride;
     let (ph, pw) = g.padding;
     let (dh, dw) = g.dilation;
+    let shift = g.is_shift();
     let mut rows = col.chunks_exact_mut(l.max(1));
     for plane in x.chunks_exact(h * w).take(g.c) {
         for ki in 0..g.kh {
             for kj in 0..g.kw {
                 let row = rows.next().expect("col has C·kH·kW rows");
+                if shift {
+                    // One copy of the valid rows' span at a constant offset, then zeros over
+                    // the padded rows and the columns that wrapped around from a neighbour row.
+                    let ((y0, y1), (lo, hi), off) = shift_plan(g, ki, kj);
+                    let ow = g.ow;
+                    row[..y0 * ow].fill(T::ZERO);
+                    row[(y1 * ow).max(y0 * ow)..].fill(T::ZERO);
+                    if y0 < y1 && lo < hi {
+                        let (a, b) = (y0 * ow + lo, (y1 - 1) * ow + hi);
+                        let src = (a as isize + off) as usize;
+                        row[a..b].copy_from_slice(&plane[src..src + (b - a)]);
+                        for oy in y0..y1 {
+                            row[oy * ow..oy * ow + lo].fill(T::ZERO);
+                            row[oy * ow + hi..(oy + 1) * ow].fill(T::ZERO);
+                        }
+                    } else {
+                        row[y0 * ow..(y1 * ow).max(y0 * ow)].fill(T::ZERO);
+                    }
+                    continue;
+                }
                 let (lo, hi) = valid_range(g.ow, sw, kj * dw, pw, w);
                 for (oy, dst) in row.chunks_exact_mut(g.ow).enumerate() {
                     let iy = (oy * sh + ki * dh) as isize - ph as isize;
@@ -136,7 +177,7 @@ pub(crate) fn im2col<T: Float>(x: &[T], g: &ConvGeom, col: &mut [T]) {
                     dst[hi..].fill(T::ZERO);
                     let x0 = lo * sw + kj * dw - pw;
                     if sw == 1 {
-                        dst[lo..hi].copy_from_slice(&src[x0..x0 + hi - lo]);
+                        dst[lo..hi].iter_mut().zip(&src[x0..x0 + hi - lo]).for_each(|(d, &s)| *d = s);
                     } else {
                         dst[lo..hi].iter_mut().enumerate().for_each(|(j, d)| *d = src[x0 + j * sw]);
                     }
@@ -147,17 +188,35 @@ pub(crate) fn im2col<T: Float>(x: &[T], g: &ConvGeom, col: &mut [T]) {
 }
 
 /// The adjoint of [`im2col`]: `dx[c, iy, ix] += col[(c,ki,kj), (oy,ox)]` over every window
-/// position that read `(c, iy, ix)`. `dx` is one sample `(C,H,W)`.
-pub(crate) fn col2im<T: Float>(col: &[T], g: &ConvGeom, dx: &mut [T]) {
+/// position that read `(c, iy, ix)`. `dx` is one sample `(C,H,W)`. For a shift geometry the
+/// padded columns of `col` are zeroed (they are gradients of padding, which nobody needs) so
+/// that each row can be added as one span.
+pub(crate) fn col2im<T: Float>(col: &mut [T], g: &ConvGeom, dx: &mut [T]) {
     let (h, w, l) = (g.h, g.w, g.l());
     let (sh, sw) = g.stride;
     let (ph, pw) = g.padding;
     let (dh, dw) = g.dilation;
-    let mut rows = col.chunks_exact(l.max(1));
+    let shift = g.is_shift();
+    let mut rows = col.chunks_exact_mut(l.max(1));
     for plane in dx.chunks_exact_mut(h * w).take(g.c) {
         for ki in 0..g.kh {
             for kj in 0..g.kw {
                 let row = rows.next().expect("col has C·kH·kW rows");
+                if shift {
+                    let ((y0, y1), (lo, hi), off) = shift_plan(g, ki, kj);
+                    let ow = g.ow;
+                    if y0 >= y1 || lo >= hi {
+                        continue;
+                    }
+                    for oy in y0..y1 {
+                        row[oy * ow..oy * ow + lo].fill(T::ZERO);
+                        row[oy * ow + hi..(oy + 1) * ow].fill(T::ZERO);
+                    }
+                    let (a, b) = (y0 * ow + lo, (y1 - 1) * ow + hi);
+                    let dst = (a as isize + off) as usize;
+                    plane[dst..dst + (b - a)].iter_mut().zip(&row[a..b]).for_each(|(d, &v)| *d += v);
+                    continue;
+                }
                 let (lo, hi) = valid_range(g.ow, sw, kj * dw, pw, w);
                 if lo == hi {
                     continue;
@@ -184,10 +243,11 @@ pub(crate) fn col2im<T: Float>(col: &[T], g: &ConvGeom, dx: &mut [T]) {
 pub(crate) fn conv2d_forward<T: Float>(x: &[T], weight: &[T], bias: Option<&[T]>, g: &ConvGeom) -> Vec<T> {
     let (l, k, og, chw) = (g.l(), g.k(), g.og(), g.chw());
     let per_sample = g.o * l;
-    let mut out = vec![T::ZERO; g.n * per_sample];
+    // Every element is written: by the bias fill, or by the GEMM (which then overwrites).
+    let mut out = T::take_buffer(g.n * per_sample);
     let chunk = g.chunk();
     for_each_chunk(&mut out, chunk * per_sample, parallel_for(g.macs()), |ci, out_chunk| {
-        let mut col = if g.is_pointwise() { Vec::new() } else { vec![T::ZERO; g.c * g.kh * g.kw * l] };
+        let mut col = if g.is_pointwise() { Vec::new() } else { T::take_buffer(g.c * g.kh * g.kw * l) };
         for (j, out_n) in out_chunk.chunks_exact_mut(per_sample).enumerate() {
             let n = ci * chunk + j;
             let x_n = &x[n * chw..(n + 1) * chw];
@@ -208,13 +268,19 @@ pub(crate) fn conv2d_forward<T: Float>(x: &[T], weight: &[T], bias: Option<&[T]>
                 gemm(og, l, k, &mut out_n[gi * og * l..(gi + 1) * og * l], lhs, rhs, bias.is_some());
             }
         }
+        T::give_buffer(col);
     });
     out
 }
 
 /// Backward for x and weight: per sample and group, `d_col = W_gᵀ · dY_g` scattered back by
-/// col2im into d_x, and `d_W_g += dY_g · col_gᵀ`, summed over the samples of a chunk in order and
-/// then over chunks in order. Returns `(d_x, d_weight)`, each only when asked for.
+/// col2im into d_x, and `d_W_gᵀ += col_g · dY_gᵀ`, summed over the samples of a chunk in order
+/// and then over chunks in order. Returns `(d_x, d_weight)`, each only when asked for.
+///
+/// The weight gradient is accumulated transposed, `[K, O/g]` per group: in that orientation the
+/// `gemm` crate reads the column matrix as it lies (its rows are the GEMM's unit-stride
+/// columns), where `d_W_g = dY_g · col_gᵀ` would make it repack all of `col_g`, transposing,
+/// for every sample. The small sum is transposed once at the end.
 pub(crate) fn conv2d_backward<T: Float>(
     x: &[T],
     weight: &[T],
@@ -227,7 +293,9 @@ pub(crate) fn conv2d_backward<T: Float>(
     let per_out = g.o * l;
     let chunk = g.chunk();
     let n_chunks = g.n.div_ceil(chunk);
-    let mut dx = need_dx.then(|| vec![T::ZERO; g.n * chw]);
+    let pointwise = g.is_pointwise();
+    // col2im adds into d_x; the pointwise path writes it whole.
+    let mut dx = need_dx.then(|| if pointwise { T::take_buffer(g.n * chw) } else { T::zeroed_buffer(g.n * chw) });
     let dx_chunks: Vec<Option<&mut [T]>> = match dx.as_mut() {
         Some(buf) => buf.chunks_mut(chunk * chw).map(Some).collect(),
         None => (0..n_chunks).map(|_| None).collect(),
@@ -236,13 +304,13 @@ pub(crate) fn conv2d_backward<T: Float>(
     let partials = map_tasks(dx_chunks, parallel_for(work), |ci, mut dx_chunk| {
         let first = ci * chunk;
         let last = (first + chunk).min(g.n);
-        let pointwise = g.is_pointwise();
-        let mut col = if pointwise { Vec::new() } else { vec![T::ZERO; g.groups * k * l] };
-        let mut dw = need_dw.then(|| vec![T::ZERO; g.o * k]);
+        let mut col = if pointwise { Vec::new() } else { T::take_buffer(g.groups * k * l) };
+        // [K, og] per group; the first sample's GEMM overwrites it.
+        let mut dw_t = need_dw.then(|| T::take_buffer(g.o * k));
         for n in first..last {
             let x_n = &x[n * chw..(n + 1) * chw];
             let dy_off = n * per_out;
-            if let Some(dw) = dw.as_mut() {
+            if let Some(dw_t) = dw_t.as_mut() {
                 let cols = if pointwise {
                     x_n
                 } else {
@@ -250,10 +318,10 @@ pub(crate) fn conv2d_backward<T: Float>(
                     &col
                 };
                 for gi in 0..g.groups {
-                    // dW_g (og×K) += dY_g (og×L) · col_gᵀ (L×K): col_gᵀ is col_g read with swapped strides.
-                    let lhs = MatRef { data: dy, offset: dy_off + gi * og * l, rs: l, cs: 1 };
-                    let rhs = MatRef { data: cols, offset: gi * k * l, rs: 1, cs: l };
-                    gemm(og, k, l, &mut dw[gi * og * k..(gi + 1) * og * k], lhs, rhs, true);
+                    // dW_gᵀ (K×og) += col_g (K×L) · dY_gᵀ (L×og): dY_gᵀ is dY_g read with swapped strides.
+                    let lhs = MatRef { data: cols, offset: gi * k * l, rs: l, cs: 1 };
+                    let rhs = MatRef { data: dy, offset: dy_off + gi * og * l, rs: 1, cs: l };
+                    gemm(k, og, l, &mut dw_t[gi * og * k..(gi + 1) * og * k], lhs, rhs, n > first);
                 }
             }
             if let Some(dx_chunk) = dx_chunk.as_deref_mut() {
@@ -269,19 +337,29 @@ pub(crate) fn conv2d_backward<T: Float>(
                     }
                 }
                 if !pointwise {
-                    col2im(&col, g, dx_n);
+                    col2im(&mut col, g, dx_n);
                 }
             }
         }
-        dw
+        T::give_buffer(col);
+        dw_t
     });
     let dw = need_dw.then(|| {
         let mut parts = partials.into_iter().flatten();
-        let mut total = parts.next().unwrap_or_else(|| vec![T::ZERO; g.o * k]);
+        let mut total = parts.next().unwrap_or_else(|| T::zeroed_buffer(g.o * k));
         for p in parts {
             total.iter_mut().zip(&p).for_each(|(t, &v)| *t += v);
+            T::give_buffer(p);
         }
-        total
+        // [K, og] per group → [og, K] per group: PyTorch's [O, C/g, kH, kW].
+        let mut dw = T::take_buffer(g.o * k);
+        for (dst, src) in dw.chunks_exact_mut(og * k).zip(total.chunks_exact(og * k)) {
+            for (kk, row) in src.chunks_exact(og).enumerate() {
+                row.iter().enumerate().for_each(|(o, &v)| dst[o * k + kk] = v);
+            }
+        }
+        T::give_buffer(total);
+        dw
     });
     (dx, dw)
 }

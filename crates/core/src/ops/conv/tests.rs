@@ -74,7 +74,11 @@ fn hand_computed_values() {
 fn matches_direct_loops_for_every_option() {
     let mut rng = Generator::new(61);
     type Case = ([usize; 4], [usize; 4], (usize, usize), (usize, usize), (usize, usize), usize);
-    let cases: [Case; 9] = [
+    let cases: [Case; 12] = [
+        // "same" padding at stride 1: the shifted-plane im2col / col2im
+        ([2, 3, 7, 6], [4, 3, 3, 3], (1, 1), (1, 1), (1, 1), 1),
+        ([1, 2, 6, 7], [3, 2, 5, 3], (1, 1), (1, 1), (1, 1), 1),
+        ([2, 2, 5, 6], [2, 2, 3, 3], (1, 1), (0, 2), (1, 2), 1),
         ([2, 3, 7, 6], [4, 3, 3, 3], (1, 1), (0, 0), (1, 1), 1),
         ([2, 3, 7, 6], [4, 3, 3, 3], (2, 2), (1, 1), (1, 1), 1),
         ([2, 4, 9, 8], [6, 2, 3, 3], (2, 2), (1, 1), (2, 2), 2),
@@ -112,9 +116,12 @@ fn f32_matches_f64() {
 fn gradcheck_conv2d() {
     let mut rng = Generator::new(63);
     type Case = ([usize; 4], [usize; 4], (usize, usize), (usize, usize), (usize, usize), usize);
-    let cases: [Case; 7] = [
+    let cases: [Case; 9] = [
         // plain
         ([2, 2, 5, 5], [3, 2, 3, 3], (1, 1), (0, 0), (1, 1), 1),
+        // "same" padding at stride 1 (shifted planes), also with rows of padding only
+        ([2, 2, 5, 4], [3, 2, 3, 3], (1, 1), (1, 1), (1, 1), 1),
+        ([1, 2, 3, 5], [2, 2, 3, 5], (1, 1), (3, 2), (1, 1), 1),
         // strided and padded, unequal per axis
         ([2, 2, 6, 5], [3, 2, 3, 2], (2, 1), (1, 2), (1, 1), 1),
         // dilated
