@@ -36,7 +36,7 @@ pub use ops::cross_entropy::{Reduction, cross_entropy};
 pub use ops::dropout::dropout;
 pub use ops::embedding::{embedding, embedding_padded};
 pub use ops::layer_norm::layer_norm;
-pub use ops::linear::linear;
+pub use ops::linear::{linear, linear_relu};
 pub use ops::lstm::{LstmOptions, lstm_layer};
 pub use ops::pool::{adaptive_avg_pool2d, avg_pool2d, max_pool2d};
 pub use rng::{Generator, manual_seed, with_default_generator};

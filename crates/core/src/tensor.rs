@@ -75,6 +75,19 @@ impl Tensor {
         Tensor::from_parts(Arc::new(storage), Layout::contiguous(shape), node)
     }
 
+    /// [`Tensor::from_op`] for a buffer the backward closure also holds (to read the output).
+    pub(crate) fn from_op_shared(
+        storage: Arc<CpuStorage>,
+        shape: Shape,
+        name: &'static str,
+        inputs: &[&Tensor],
+        backward: impl FnOnce(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + 'static,
+    ) -> Tensor {
+        debug_assert_eq!(storage.len(), shape.numel());
+        let node = autograd::make_node(name, inputs, Box::new(backward));
+        Tensor::from_parts(storage, Layout::contiguous(shape), node)
+    }
+
     /// A view of this tensor's buffer with another layout, recorded like an op.
     pub(crate) fn view_op(
         &self,

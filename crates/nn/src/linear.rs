@@ -86,6 +86,18 @@ impl Linear {
     }
 }
 
+impl Linear {
+    /// `relu(self.forward(x))` as one fused op (`strata_core::linear_relu`): the same values and
+    /// gradients, one autograd node and no separate pass over the activations.
+    ///
+    /// # Shapes
+    /// - input: `[*, in_features]`
+    /// - output: `[*, out_features]`
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(strata_core::linear_relu(x, &self.weight, self.bias.as_ref())?)
+    }
+}
+
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(strata_core::linear(x, &self.weight, self.bias.as_ref())?)

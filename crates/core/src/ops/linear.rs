@@ -1,6 +1,7 @@
 //! The fused `linear` op: `y = x·Wᵀ + b` in one GEMM (the bias is written into the output first
 //! and the GEMM accumulates onto it), and its backward in one pass: dX = dY·W, dW = dYᵀ·X and
-//! db = Σ_rows dY, computing only the gradients that are needed.
+//! db = Σ_rows dY, computing only the gradients that are needed. `linear_relu` adds the ReLU in
+//! the same pass over the output, and masks the incoming gradient before the same backward.
 
 use super::matmul::cpu::{MatRef, gemm};
 use super::matmul::linear_forward;
@@ -18,6 +19,26 @@ use crate::tensor::Tensor;
 /// - `bias`: `[out_features]`
 /// - output: `[*, out_features]`
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    linear_act(x, weight, bias, false)
+}
+
+/// `relu(x·Wᵀ + b)` as one op: the same result and gradients as `linear(x, w, b)?.relu()?`
+/// (the gradient at exactly 0 is 0, as in PyTorch; NaN propagates), with one autograd node, one
+/// output buffer and no separate pass over the activations. What a `Linear` followed by `ReLU`
+/// runs (`Linear::forward_relu`); at batch 1 the op count is what a forward costs beyond the
+/// weights' streaming.
+///
+/// # Shapes
+/// - `x`: `[*, in_features]`
+/// - `weight`: `[out_features, in_features]`
+/// - `bias`: `[out_features]`
+/// - output: `[*, out_features]`
+pub fn linear_relu(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    linear_act(x, weight, bias, true)
+}
+
+/// `linear`, followed by a ReLU when `relu`.
+fn linear_act(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, relu: bool) -> Result<Tensor> {
     x.check_same("linear", weight)?;
     if weight.ndim() != 2 {
         return Err(Error::ShapeMismatch {
@@ -64,7 +85,16 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
             None => None,
         };
         let xr = MatRef { data: vx, offset: xo, rs: xrs, cs: xcs };
-        Ok(T::wrap(linear_forward::<T>(xr, &vw[wo..wo + n * k], bias_slice, m, k, n)))
+        let mut y = linear_forward::<T>(xr, &vw[wo..wo + n * k], bias_slice, m, k, n);
+        if relu {
+            // NaN stays NaN, as in torch.relu.
+            y.iter_mut().for_each(|v| {
+                if !(*v > T::ZERO || v.is_nan()) {
+                    *v = T::ZERO
+                }
+            });
+        }
+        Ok(T::wrap(y))
     })?;
     let mut out_dims = x.dims().to_vec();
     *out_dims.last_mut().expect("x has at least one dimension") = n;
@@ -82,8 +112,15 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     };
     let has_bias = bias.is_some();
     let (x_shape, saved_x, saved_w) = (x.shape().clone(), x2, w);
-    Ok(Tensor::from_op(storage, Shape(out_dims), "linear", &inputs, move |g| {
-        let g2 = g.contiguous()?;
+    // The ReLU's output decides its gradient mask (y > 0 exactly where the input was > 0).
+    let storage = std::sync::Arc::new(storage);
+    let saved_y = relu.then(|| storage.clone());
+    let name = if relu { "linear_relu" } else { "linear" };
+    Ok(Tensor::from_op_shared(storage, Shape(out_dims), name, &inputs, move |g| {
+        let g2 = match &saved_y {
+            Some(y) => relu_mask(&g.contiguous()?, y)?,
+            None => g.contiguous()?,
+        };
         let (sg, sx, sw) = (g2.storage(), saved_x.storage(), saved_w.storage());
         let go = g2.layout().offset;
         let (xo, wo) = (saved_x.layout().offset, saved_w.layout().offset);
@@ -109,6 +146,21 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
         }
         Ok(out)
     }))
+}
+
+/// `g` where `y > 0`, else 0 (`g` contiguous, `y` the ReLU's output, of `g`'s length).
+fn relu_mask(g: &Tensor, y: &CpuStorage) -> Result<Tensor> {
+    let sg = g.storage();
+    let go = g.layout().offset;
+    let masked = with_float2!(sg, y, "linear_relu backward", |vg, vy: T| {
+        let vg = &vg[go..go + vy.len()];
+        let mut out = T::take_buffer(vy.len());
+        for ((o, &gi), &yi) in out.iter_mut().zip(vg).zip(vy) {
+            *o = if yi > T::ZERO { gi } else { T::ZERO };
+        }
+        Ok(T::wrap(out))
+    })?;
+    Ok(Tensor::from_storage(masked, g.shape().clone()))
 }
 
 type LinearGrads = (Option<CpuStorage>, Option<CpuStorage>, Option<CpuStorage>);
@@ -211,6 +263,28 @@ mod tests {
             e.to_string(),
             "linear: input has shape [5, 3], expected [*, 4] (the weight is [3, 4], so the last dimension must be 4)"
         );
+    }
+
+    #[test]
+    fn linear_relu_is_linear_then_relu() {
+        use super::linear_relu;
+        let mut rng = Generator::new(53);
+        let (x, w, b) = (randn64(&[6, 4], &mut rng), randn64(&[5, 4], &mut rng), randn64(&[5], &mut rng));
+        let fused = linear_relu(&x, &w, Some(&b)).unwrap().to_vec_f64();
+        let reference = linear(&x, &w, Some(&b)).unwrap().relu().unwrap().to_vec_f64();
+        assert_eq!(fused, reference);
+        assert!(fused.contains(&0.0) && fused.iter().any(|&v| v > 0.0), "both sides of the kink are covered");
+        gradcheck(&[x.clone(), w.clone(), b.clone()], |t| linear_relu(&t[0], &t[1], Some(&t[2])));
+        gradcheck(&[randn64(&[2, 3, 4], &mut rng), w.clone()], |t| linear_relu(&t[0], &t[1], None));
+        // The gradient at exactly 0 is 0 (x = 0, b = 0 gives a pre-activation of exactly 0), and
+        // NaN propagates forward as in torch.relu.
+        let zero = Tensor::zeros(&[1, 4], crate::DType::F64);
+        let wz = w.detach().requires_grad_().unwrap();
+        let bz = Tensor::zeros(&[5], crate::DType::F64).requires_grad_().unwrap();
+        linear_relu(&zero, &wz, Some(&bz)).unwrap().sum_all().unwrap().backward().unwrap();
+        assert_eq!(bz.grad().unwrap().to_vec_f64(), [0.0; 5]);
+        let nan = Tensor::from_vec(vec![f64::NAN, 1.0, 1.0, 1.0], &[1, 4]).unwrap();
+        assert!(linear_relu(&nan, &w, Some(&b)).unwrap().to_vec_f64().iter().all(|v| v.is_nan()));
     }
 
     #[test]
