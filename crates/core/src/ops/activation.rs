@@ -4,7 +4,7 @@
 //! `s_erf.c` (via musl and the `libm` crate), accurate to below one ulp in f64.
 
 use super::elementwise::unary_kernel;
-use super::{PAR_THRESHOLD, with_float};
+use super::{parallel_pays, with_float};
 use crate::autograd::make_node;
 use crate::error::Result;
 use crate::shape::{Layout, Shape};
@@ -143,7 +143,7 @@ fn zip3<T: Float>(g: &[T], x: &[T], y: &[T], f: impl Fn(T, T, T) -> T + Sync) ->
             *oi = f(g[start + i], x[start + i], y[start + i]);
         }
     };
-    if g.len() >= PAR_THRESHOLD {
+    if parallel_pays(g.len()) {
         out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| run(c * CHUNK, o));
     } else {
         run(0, &mut out);
@@ -276,7 +276,7 @@ fn softmax_kernel<T: Float>(x: &[T], (outer, size, inner): (usize, usize, usize)
         return out;
     }
     let per_block = |(o, chunk): (usize, &mut [T])| (0..inner).for_each(|i| line(o, i, chunk));
-    if x.len() >= PAR_THRESHOLD && outer > 1 {
+    if parallel_pays(x.len()) && outer > 1 {
         out.par_chunks_mut(block).enumerate().for_each(per_block);
     } else {
         out.chunks_mut(block).enumerate().for_each(per_block);

@@ -15,7 +15,7 @@
 //! (one task per channel), so results do not depend on the thread count.
 
 use super::conv::cpu::{LaneSum, for_each_chunk, map_tasks, parallel_for};
-use super::with_float;
+use super::{wide_fn, with_float};
 use crate::error::{Error, Result};
 use crate::storage::{Element, Float};
 use crate::tensor::Tensor;
@@ -158,14 +158,11 @@ pub fn batch_norm(
     let shift: Vec<f64> = (0..c).map(|i| beta.as_ref().map_or(0.0, |b| b[i]) - mean[i] * alpha[i]).collect();
     let out = with_float!(storage, OP, |v: T| {
         let xv = &v[xo..xo + x.numel()];
-        let mut out = vec![T::ZERO; x.numel()];
+        let mut out = T::take_buffer(x.numel());
         let per_sample = c * dims.s;
         for_each_chunk(&mut out, per_sample, parallel, |n, out_n| {
             let x_n = &xv[n * per_sample..(n + 1) * per_sample];
-            for (ci, (o, xs)) in out_n.chunks_mut(dims.s.max(1)).zip(x_n.chunks(dims.s.max(1))).enumerate() {
-                let (a, b) = (alpha[ci], shift[ci]);
-                o.iter_mut().zip(xs).for_each(|(o, &xv)| *o = T::from_f64(xv.to_f64() * a + b));
-            }
+            normalise_sample(out_n, x_n, &alpha, &shift, dims.s)
         });
         Ok(T::wrap(out))
     })?;
@@ -185,36 +182,15 @@ pub fn batch_norm(
             let xv = &T::slice(&sx).expect("saved input has the gradient's dtype")[xo..xo + numel];
             let gv = &gv[go..go + numel];
             // Per channel: Σg and Σg·x̂, in a fixed order.
-            let sums = map_tasks((0..c).collect(), parallel, |_, ci| {
-                let (mut sg, mut sgx) = (LaneSum::default(), LaneSum::default());
-                let (mu, is) = (mean[ci], invstd[ci]);
-                for (gs, xs) in dims.channel(gv, ci).zip(dims.channel(xv, ci)) {
-                    sg.add_slice(gs);
-                    sgx.add_zip(gs, xs, |g, x| g * (x - mu) * is);
-                }
-                (sg.total(), sgx.total())
-            });
+            let sums = map_tasks((0..c).collect(), parallel, |_, ci| grad_sums(gv, xv, dims, ci, mean[ci], invstd[ci]));
             let dx = needs.0.then(|| {
                 let m = dims.m() as f64;
                 let per_sample = c * dims.s;
-                let mut dx = vec![T::ZERO; numel];
+                let mut dx = T::take_buffer(numel);
+                let stats = Stats { alpha: &alpha, sums: &sums, mean: &mean, invstd: &invstd, m, training };
                 for_each_chunk(&mut dx, per_sample, parallel, |n, dx_n| {
                     let range = n * per_sample..(n + 1) * per_sample;
-                    let (g_n, x_n) = (&gv[range.clone()], &xv[range]);
-                    let s = dims.s.max(1);
-                    for (ci, ((d, g), xs)) in dx_n.chunks_mut(s).zip(g_n.chunks(s)).zip(x_n.chunks(s)).enumerate() {
-                        let k = alpha[ci]; // γ/√(σ² + eps)
-                        if training {
-                            let (mg, mgx) = (sums[ci].0 / m, sums[ci].1 / m);
-                            let (mu, is) = (mean[ci], invstd[ci]);
-                            for ((d, &g), &xv) in d.iter_mut().zip(g).zip(xs) {
-                                let xhat = (xv.to_f64() - mu) * is;
-                                *d = T::from_f64(k * (g.to_f64() - mg - xhat * mgx));
-                            }
-                        } else {
-                            d.iter_mut().zip(g).for_each(|(d, &g)| *d = T::from_f64(k * g.to_f64()));
-                        }
-                    }
+                    dx_sample(dx_n, &gv[range.clone()], &xv[range], dims.s, &stats)
                 });
                 T::wrap(dx)
             });
@@ -237,14 +213,84 @@ pub fn batch_norm(
 /// Per channel `(μ, σ²)` with the biased variance, two passes in f64 (one task per channel).
 fn channel_stats<T: Float>(x: &[T], dims: Dims, parallel: bool) -> Vec<(f64, f64)> {
     let m = dims.m() as f64;
-    map_tasks((0..dims.c).collect(), parallel, |_, ci| {
-        let mut sum = LaneSum::default();
-        dims.channel(x, ci).for_each(|xs| sum.add_slice(xs));
-        let mean = sum.total() / m;
-        let mut sq = LaneSum::default();
-        dims.channel(x, ci).for_each(|xs| sq.add_map(xs, |v| (v - mean) * (v - mean)));
-        (mean, sq.total() / m)
-    })
+    map_tasks((0..dims.c).collect(), parallel, |_, ci| moments(x, dims, ci, m))
+}
+
+wide_fn!(
+    /// Channel `ci`'s `(μ, σ²)` over its `m` values: two passes in f64.
+    fn moments<T: Float>(x: &[T], dims: Dims, ci: usize, m: f64) -> (f64, f64) => moments_loops
+);
+
+#[inline(always)]
+fn moments_loops<T: Float>(x: &[T], dims: Dims, ci: usize, m: f64) -> (f64, f64) {
+    let mut sum = LaneSum::default();
+    dims.channel(x, ci).for_each(|xs| sum.add_slice(xs));
+    let mean = sum.total() / m;
+    let mut sq = LaneSum::default();
+    dims.channel(x, ci).for_each(|xs| sq.add_map(xs, |v| (v - mean) * (v - mean)));
+    (mean, sq.total() / m)
+}
+
+wide_fn!(
+    /// `y = x·α + β'` for the `s` values of each channel of one sample.
+    fn normalise_sample<T: Float>(out: &mut [T], x: &[T], alpha: &[f64], shift: &[f64], s: usize) => normalise_loops
+);
+
+#[inline(always)]
+fn normalise_loops<T: Float>(out: &mut [T], x: &[T], alpha: &[f64], shift: &[f64], s: usize) {
+    for (ci, (o, xs)) in out.chunks_mut(s.max(1)).zip(x.chunks(s.max(1))).enumerate() {
+        let (a, b) = (alpha[ci], shift[ci]);
+        o.iter_mut().zip(xs).for_each(|(o, &xv)| *o = T::from_f64(xv.to_f64() * a + b));
+    }
+}
+
+wide_fn!(
+    /// Channel `ci`'s `(Σg, Σg·x̂)`, in a fixed order.
+    fn grad_sums<T: Float>(g: &[T], x: &[T], dims: Dims, ci: usize, mu: f64, is: f64) -> (f64, f64) => grad_sums_loops
+);
+
+#[inline(always)]
+fn grad_sums_loops<T: Float>(g: &[T], x: &[T], dims: Dims, ci: usize, mu: f64, is: f64) -> (f64, f64) {
+    let (mut sg, mut sgx) = (LaneSum::default(), LaneSum::default());
+    for (gs, xs) in dims.channel(g, ci).zip(dims.channel(x, ci)) {
+        sg.add_slice(gs);
+        sgx.add_zip(gs, xs, |g, x| g * (x - mu) * is);
+    }
+    (sg.total(), sgx.total())
+}
+
+/// What the input gradient needs per channel: `α = γ/√(σ² + eps)`, `(Σg, Σg·x̂)`, μ, 1/σ, the
+/// count of values, and the mode.
+struct Stats<'a> {
+    alpha: &'a [f64],
+    sums: &'a [(f64, f64)],
+    mean: &'a [f64],
+    invstd: &'a [f64],
+    m: f64,
+    training: bool,
+}
+
+wide_fn!(
+    /// The input gradient for one sample: training `α·(g − Σg/M − x̂·Σg·x̂/M)`, evaluation `α·g`.
+    fn dx_sample<T: Float>(dx: &mut [T], g: &[T], x: &[T], s: usize, st: &Stats) => dx_loops
+);
+
+#[inline(always)]
+fn dx_loops<T: Float>(dx: &mut [T], g: &[T], x: &[T], s: usize, st: &Stats) {
+    let s = s.max(1);
+    for (ci, ((d, g), xs)) in dx.chunks_mut(s).zip(g.chunks(s)).zip(x.chunks(s)).enumerate() {
+        let k = st.alpha[ci];
+        if st.training {
+            let (mg, mgx) = (st.sums[ci].0 / st.m, st.sums[ci].1 / st.m);
+            let (mu, is) = (st.mean[ci], st.invstd[ci]);
+            for ((d, &g), &xv) in d.iter_mut().zip(g).zip(xs) {
+                let xhat = (xv.to_f64() - mu) * is;
+                *d = T::from_f64(k * (g.to_f64() - mg - xhat * mgx));
+            }
+        } else {
+            d.iter_mut().zip(g).for_each(|(d, &g)| *d = T::from_f64(k * g.to_f64()));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Elementwise ops: binary arithmetic with NumPy/PyTorch broadcasting, unary maps, and ops with
 //! a scalar. Backward of a broadcast operand sums the gradient over the broadcast dimensions.
 
-use super::{PAR_CHUNK, parallel_pays, with_float, with_float2};
+use super::{PAR_CHUNK, parallel_pays, wide, with_float, with_float2};
 use crate::error::Result;
 use crate::shape::{Layout, Shape};
 use crate::storage::{Element, Float};
@@ -23,12 +23,15 @@ fn binary_kernel<T: Float>(
     let mut out = T::take_buffer(n);
     if la.shape == *shape && lb.shape == *shape && la.is_contiguous() && lb.is_contiguous() {
         let (a, b) = (&a[la.offset..la.offset + n], &b[lb.offset..lb.offset + n]);
+        let run = |o: &mut [T], a: &[T], b: &[T]| {
+            wide(|| o.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (&x, &y))| *o = f(x, y)))
+        };
         if parallel_pays(n) {
             out.par_chunks_mut(PAR_CHUNK)
                 .zip(a.par_chunks(PAR_CHUNK).zip(b.par_chunks(PAR_CHUNK)))
-                .for_each(|(o, (a, b))| o.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (&x, &y))| *o = f(x, y)));
+                .for_each(|(o, (a, b))| run(o, a, b));
         } else {
-            out.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (&x, &y))| *o = f(x, y));
+            run(&mut out, a, b);
         }
         return out;
     }
@@ -77,12 +80,11 @@ pub(crate) fn unary_kernel<T: Element, U: Element>(x: &[T], lx: &Layout, f: impl
     let mut out = U::take_buffer(n);
     if lx.is_contiguous() {
         let x = &x[lx.offset..lx.offset + n];
+        let run = |o: &mut [U], x: &[T]| wide(|| o.iter_mut().zip(x).for_each(|(o, &v)| *o = f(v)));
         if parallel_pays(n) {
-            out.par_chunks_mut(PAR_CHUNK)
-                .zip(x.par_chunks(PAR_CHUNK))
-                .for_each(|(o, x)| o.iter_mut().zip(x).for_each(|(o, &v)| *o = f(v)));
+            out.par_chunks_mut(PAR_CHUNK).zip(x.par_chunks(PAR_CHUNK)).for_each(|(o, x)| run(o, x));
         } else {
-            out.iter_mut().zip(x).for_each(|(o, &v)| *o = f(v));
+            run(&mut out, x);
         }
         return out;
     }

@@ -23,7 +23,7 @@ const ROWS_PER_TASK: usize = 64;
 /// `f(row index, output row)` over the rows of `out` (rows of `d` values), in parallel chunks.
 fn for_each_row<T: Send>(out: &mut [T], d: usize, f: impl Fn(usize, &mut [T]) + Sync) {
     let d = d.max(1);
-    if out.len() >= super::PAR_THRESHOLD {
+    if super::parallel_pays(out.len()) {
         out.par_chunks_mut(d * ROWS_PER_TASK)
             .enumerate()
             .for_each(|(c, chunk)| chunk.chunks_mut(d).enumerate().for_each(|(j, row)| f(c * ROWS_PER_TASK + j, row)));

@@ -96,6 +96,25 @@ impl ConvGeom {
     pub fn macs(&self) -> usize {
         self.n * self.o * self.l() * self.k()
     }
+    /// For stride 1 with padding no larger than the dilated kernel's reach, the input gradient
+    /// is itself a convolution: of dY, padded by `dilation·(k − 1) − padding`, with the kernel
+    /// flipped and its channel axes swapped. Returns that convolution's geometry (its input
+    /// `dY`: O channels of OH×OW; its output: C channels of H×W).
+    fn transposed(&self) -> Option<ConvGeom> {
+        let reach = (self.dilation.0 * (self.kh - 1), self.dilation.1 * (self.kw - 1));
+        (self.stride == (1, 1) && self.padding.0 <= reach.0 && self.padding.1 <= reach.1 && !self.is_pointwise()).then(
+            || ConvGeom {
+                c: self.o,
+                h: self.oh,
+                w: self.ow,
+                o: self.c,
+                padding: (reach.0 - self.padding.0, reach.1 - self.padding.1),
+                oh: self.h,
+                ow: self.w,
+                ..*self
+            },
+        )
+    }
     /// Samples per task: depends on the geometry only, so the d_weight reduction order is the
     /// same for every thread count. At most 16 chunks, fewer when the weight is large.
     fn chunk(&self) -> usize {
@@ -132,9 +151,29 @@ fn shift_plan(g: &ConvGeom, ki: usize, kj: usize) -> ((usize, usize), (usize, us
     (rows, cols, dy * g.w as isize + dx)
 }
 
-/// `col[(c,ki,kj), (oy,ox)] = x[c, oy·sh − ph + ki·dh, ox·sw − pw + kj·dw]`, 0 in the padding.
-/// `x` is one sample `(C,H,W)`, `col` is `(C·kH·kW, OH·OW)`; every element of `col` is written.
-pub(crate) fn im2col<T: Float>(x: &[T], g: &ConvGeom, col: &mut [T]) {
+/// Zeros a run of padding columns: usually one or two elements, stored directly rather than
+/// through a `memset` call each.
+#[inline(always)]
+fn zero_edge<T: Float>(s: &mut [T]) {
+    match s.len() {
+        0 => {}
+        1 => s[0] = T::ZERO,
+        2 => {
+            s[0] = T::ZERO;
+            s[1] = T::ZERO;
+        }
+        _ => s.fill(T::ZERO),
+    }
+}
+
+crate::ops::wide_fn!(
+    /// `col[(c,ki,kj), (oy,ox)] = x[c, oy·sh − ph + ki·dh, ox·sw − pw + kj·dw]`, 0 in the padding.
+    /// `x` is one sample `(C,H,W)`, `col` is `(C·kH·kW, OH·OW)`; every element of `col` is written.
+    pub(crate) fn im2col<T: Float>(x: &[T], g: &ConvGeom, col: &mut [T]) => im2col_loops
+);
+
+#[inline(always)]
+fn im2col_loops<T: Float>(x: &[T], g: &ConvGeom, col: &mut [T]) {
     let (h, w, l) = (g.h, g.w, g.l());
     let (sh, sw) = g.stride;
     let (ph, pw) = g.padding;
@@ -157,8 +196,8 @@ pub(crate) fn im2col<T: Float>(x: &[T], g: &ConvGeom, col: &mut [T]) {
                         let src = (a as isize + off) as usize;
                         row[a..b].copy_from_slice(&plane[src..src + (b - a)]);
                         for oy in y0..y1 {
-                            row[oy * ow..oy * ow + lo].fill(T::ZERO);
-                            row[oy * ow + hi..(oy + 1) * ow].fill(T::ZERO);
+                            zero_edge(&mut row[oy * ow..oy * ow + lo]);
+                            zero_edge(&mut row[oy * ow + hi..(oy + 1) * ow]);
                         }
                     } else {
                         row[y0 * ow..(y1 * ow).max(y0 * ow)].fill(T::ZERO);
@@ -176,10 +215,11 @@ pub(crate) fn im2col<T: Float>(x: &[T], g: &ConvGeom, col: &mut [T]) {
                     dst[..lo].fill(T::ZERO);
                     dst[hi..].fill(T::ZERO);
                     let x0 = lo * sw + kj * dw - pw;
-                    if sw == 1 {
-                        dst[lo..hi].iter_mut().zip(&src[x0..x0 + hi - lo]).for_each(|(d, &s)| *d = s);
-                    } else {
-                        dst[lo..hi].iter_mut().enumerate().for_each(|(j, d)| *d = src[x0 + j * sw]);
+                    match sw {
+                        1 => dst[lo..hi].iter_mut().zip(&src[x0..x0 + hi - lo]).for_each(|(d, &s)| *d = s),
+                        // A constant stride: the vectoriser gathers it with shuffles.
+                        2 => dst[lo..hi].iter_mut().zip(src[x0..].iter().step_by(2)).for_each(|(d, &s)| *d = s),
+                        _ => dst[lo..hi].iter_mut().enumerate().for_each(|(j, d)| *d = src[x0 + j * sw]),
                     }
                 }
             }
@@ -187,11 +227,16 @@ pub(crate) fn im2col<T: Float>(x: &[T], g: &ConvGeom, col: &mut [T]) {
     }
 }
 
-/// The adjoint of [`im2col`]: `dx[c, iy, ix] += col[(c,ki,kj), (oy,ox)]` over every window
-/// position that read `(c, iy, ix)`. `dx` is one sample `(C,H,W)`. For a shift geometry the
-/// padded columns of `col` are zeroed (they are gradients of padding, which nobody needs) so
-/// that each row can be added as one span.
-pub(crate) fn col2im<T: Float>(col: &mut [T], g: &ConvGeom, dx: &mut [T]) {
+crate::ops::wide_fn!(
+    /// The adjoint of [`im2col`]: `dx[c, iy, ix] += col[(c,ki,kj), (oy,ox)]` over every window
+    /// position that read `(c, iy, ix)`. `dx` is one sample `(C,H,W)`. For a shift geometry the
+    /// padded columns of `col` are zeroed (they are gradients of padding, which nobody needs) so
+    /// that each row can be added as one span.
+    pub(crate) fn col2im<T: Float>(col: &mut [T], g: &ConvGeom, dx: &mut [T]) => col2im_loops
+);
+
+#[inline(always)]
+fn col2im_loops<T: Float>(col: &mut [T], g: &ConvGeom, dx: &mut [T]) {
     let (h, w, l) = (g.h, g.w, g.l());
     let (sh, sw) = g.stride;
     let (ph, pw) = g.padding;
@@ -209,8 +254,8 @@ pub(crate) fn col2im<T: Float>(col: &mut [T], g: &ConvGeom, dx: &mut [T]) {
                         continue;
                     }
                     for oy in y0..y1 {
-                        row[oy * ow..oy * ow + lo].fill(T::ZERO);
-                        row[oy * ow + hi..(oy + 1) * ow].fill(T::ZERO);
+                        zero_edge(&mut row[oy * ow..oy * ow + lo]);
+                        zero_edge(&mut row[oy * ow + hi..(oy + 1) * ow]);
                     }
                     let (a, b) = (y0 * ow + lo, (y1 - 1) * ow + hi);
                     let dst = (a as isize + off) as usize;
@@ -273,14 +318,17 @@ pub(crate) fn conv2d_forward<T: Float>(x: &[T], weight: &[T], bias: Option<&[T]>
     out
 }
 
-/// Backward for x and weight: per sample and group, `d_col = W_gᵀ · dY_g` scattered back by
-/// col2im into d_x, and `d_W_gᵀ += col_g · dY_gᵀ`, summed over the samples of a chunk in order
-/// and then over chunks in order. Returns `(d_x, d_weight)`, each only when asked for.
+/// Backward for x and weight, summed over the samples of a chunk in order and then over chunks
+/// in order. Returns `(d_x, d_weight)`, each only when asked for. Per sample and group:
 ///
-/// The weight gradient is accumulated transposed, `[K, O/g]` per group: in that orientation the
-/// `gemm` crate reads the column matrix as it lies (its rows are the GEMM's unit-stride
-/// columns), where `d_W_g = dY_g · col_gᵀ` would make it repack all of `col_g`, transposing,
-/// for every sample. The small sum is transposed once at the end.
+/// - `d_W_gᵀ += col_g · dY_gᵀ`, accumulated transposed, `[K, O/g]` per group: in that
+///   orientation the `gemm` crate reads the column matrix as it lies, where
+///   `d_W_g = dY_g · col_gᵀ` would make it repack all of `col_g`, transposing, for every sample.
+///   The small sum is transposed once at the end.
+/// - `d_x`: at stride 1, the convolution of dY with the flipped, channel-swapped kernel
+///   ([`ConvGeom::transposed`]): an im2col of dY and one GEMM with `K = O/g·kH·kW`, written
+///   straight into d_x. Otherwise `d_col = W_gᵀ · dY_g` (a GEMM with `K = O/g`) scattered back
+///   by col2im.
 pub(crate) fn conv2d_backward<T: Float>(
     x: &[T],
     weight: &[T],
@@ -294,8 +342,12 @@ pub(crate) fn conv2d_backward<T: Float>(
     let chunk = g.chunk();
     let n_chunks = g.n.div_ceil(chunk);
     let pointwise = g.is_pointwise();
-    // col2im adds into d_x; the pointwise path writes it whole.
-    let mut dx = need_dx.then(|| if pointwise { T::take_buffer(g.n * chw) } else { T::zeroed_buffer(g.n * chw) });
+    let tg = g.transposed();
+    // The flipped kernel, [C/g·… per group: cg rows of (og, kH, kW)], for the transposed path.
+    let w_flip = tg.filter(|_| need_dx).map(|_| flip_kernel(weight, g));
+    // col2im adds into d_x; the other paths write it whole.
+    let scatter = !pointwise && tg.is_none();
+    let mut dx = need_dx.then(|| if scatter { T::zeroed_buffer(g.n * chw) } else { T::take_buffer(g.n * chw) });
     let dx_chunks: Vec<Option<&mut [T]>> = match dx.as_mut() {
         Some(buf) => buf.chunks_mut(chunk * chw).map(Some).collect(),
         None => (0..n_chunks).map(|_| None).collect(),
@@ -305,6 +357,10 @@ pub(crate) fn conv2d_backward<T: Float>(
         let first = ci * chunk;
         let last = (first + chunk).min(g.n);
         let mut col = if pointwise { Vec::new() } else { T::take_buffer(g.groups * k * l) };
+        let mut col_dy = match (&tg, &w_flip) {
+            (Some(t), Some(_)) => T::take_buffer(t.groups * t.k() * t.l()),
+            _ => Vec::new(),
+        };
         // [K, og] per group; the first sample's GEMM overwrites it.
         let mut dw_t = need_dw.then(|| T::take_buffer(g.o * k));
         for n in first..last {
@@ -324,26 +380,40 @@ pub(crate) fn conv2d_backward<T: Float>(
                     gemm(k, og, l, &mut dw_t[gi * og * k..(gi + 1) * og * k], lhs, rhs, n > first);
                 }
             }
-            if let Some(dx_chunk) = dx_chunk.as_deref_mut() {
-                let dx_n = &mut dx_chunk[(n - first) * chw..(n - first + 1) * chw];
+            let Some(dx_chunk) = dx_chunk.as_deref_mut() else { continue };
+            let dx_n = &mut dx_chunk[(n - first) * chw..(n - first + 1) * chw];
+            if let (Some(t), Some(wf)) = (&tg, &w_flip) {
+                // d_x_g (cg×HW) = W'_g (cg×K') · im2col(dY)_g (K'×HW).
+                im2col(&dy[dy_off..dy_off + per_out], t, &mut col_dy);
+                let (tk, tl) = (t.k(), t.l());
                 for gi in 0..g.groups {
-                    // d_col_g (K×L) = W_gᵀ (K×og) · dY_g (og×L).
-                    let lhs = MatRef { data: weight, offset: gi * og * k, rs: 1, cs: k };
-                    let rhs = MatRef { data: dy, offset: dy_off + gi * og * l, rs: l, cs: 1 };
-                    if pointwise {
-                        gemm(k, l, og, &mut dx_n[gi * cg * l..(gi + 1) * cg * l], lhs, rhs, false);
-                    } else {
-                        gemm(k, l, og, &mut col[gi * k * l..(gi + 1) * k * l], lhs, rhs, false);
-                    }
+                    let lhs = MatRef { data: wf, offset: gi * cg * tk, rs: tk, cs: 1 };
+                    let rhs = MatRef { data: &col_dy, offset: gi * tk * tl, rs: tl, cs: 1 };
+                    gemm(cg, tl, tk, &mut dx_n[gi * cg * tl..(gi + 1) * cg * tl], lhs, rhs, false);
                 }
-                if !pointwise {
-                    col2im(&mut col, g, dx_n);
+                continue;
+            }
+            for gi in 0..g.groups {
+                // d_col_g (K×L) = W_gᵀ (K×og) · dY_g (og×L).
+                let lhs = MatRef { data: weight, offset: gi * og * k, rs: 1, cs: k };
+                let rhs = MatRef { data: dy, offset: dy_off + gi * og * l, rs: l, cs: 1 };
+                if pointwise {
+                    gemm(k, l, og, &mut dx_n[gi * cg * l..(gi + 1) * cg * l], lhs, rhs, false);
+                } else {
+                    gemm(k, l, og, &mut col[gi * k * l..(gi + 1) * k * l], lhs, rhs, false);
                 }
+            }
+            if !pointwise {
+                col2im(&mut col, g, dx_n);
             }
         }
         T::give_buffer(col);
+        T::give_buffer(col_dy);
         dw_t
     });
+    if let Some(wf) = w_flip {
+        T::give_buffer(wf);
+    }
     let dw = need_dw.then(|| {
         let mut parts = partials.into_iter().flatten();
         let mut total = parts.next().unwrap_or_else(|| T::zeroed_buffer(g.o * k));
@@ -364,6 +434,26 @@ pub(crate) fn conv2d_backward<T: Float>(
     (dx, dw)
 }
 
+/// The kernel of the input-gradient convolution: `W'[g][c, (o, i, j)] = W[g·og + o, c, kH−1−i, kW−1−j]`
+/// (channels swapped within each group, window flipped), `[C, O/g·kH·kW]`.
+fn flip_kernel<T: Float>(weight: &[T], g: &ConvGeom) -> Vec<T> {
+    let (og, cg, kh, kw) = (g.og(), g.cg(), g.kh, g.kw);
+    let mut out = T::take_buffer(g.c * og * kh * kw);
+    for gi in 0..g.groups {
+        for c in 0..cg {
+            for o in 0..og {
+                for i in 0..kh {
+                    for j in 0..kw {
+                        let src = (((gi * og + o) * cg + c) * kh + kh - 1 - i) * kw + kw - 1 - j;
+                        out[(((gi * cg + c) * og + o) * kh + i) * kw + j] = weight[src];
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 /// `d_bias[o] = Σ_n Σ_l dY[n, o, l]`, accumulated in f64 in a fixed order.
 pub(crate) fn conv2d_bias_backward<T: Float>(dy: &[T], g: &ConvGeom) -> Vec<T> {
     let l = g.l();
@@ -379,20 +469,32 @@ pub(crate) fn conv2d_bias_backward<T: Float>(dy: &[T], g: &ConvGeom) -> Vec<T> {
         .collect()
 }
 
-/// An f64 sum over eight interleaved lanes, so the additions can run in parallel in the CPU's
+/// Lanes of a [`LaneSum`]: four AVX-512 registers of f64, so that four additions are in flight
+/// at once instead of waiting on one register's latency.
+const LANES: usize = 32;
+
+/// An f64 sum over 32 interleaved lanes, so the additions can run in parallel in the CPU's
 /// vector units; the lanes are combined in a fixed order, so the result depends only on the
 /// sequence of values added (and of slice boundaries), never on threads.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct LaneSum([f64; 8]);
+#[derive(Clone, Copy)]
+pub(crate) struct LaneSum([f64; LANES]);
+
+impl Default for LaneSum {
+    fn default() -> Self {
+        LaneSum([0.0; LANES])
+    }
+}
 
 impl LaneSum {
     /// Adds every value of `v`.
+    #[inline(always)]
     pub fn add_slice<T: Float>(&mut self, v: &[T]) {
         self.add_map(v, |x| x);
     }
     /// Adds `f(v_i)` for every value of `v`.
+    #[inline(always)]
     pub fn add_map<T: Float>(&mut self, v: &[T], f: impl Fn(f64) -> f64) {
-        let mut chunks = v.chunks_exact(8);
+        let mut chunks = v.chunks_exact(LANES);
         for c in &mut chunks {
             for (a, &x) in self.0.iter_mut().zip(c) {
                 *a += f(x.to_f64());
@@ -403,8 +505,9 @@ impl LaneSum {
         }
     }
     /// Adds `f(a_i, b_i)` for every pair of `a` and `b`.
+    #[inline(always)]
     pub fn add_zip<T: Float>(&mut self, a: &[T], b: &[T], f: impl Fn(f64, f64) -> f64) {
-        let (mut ca, mut cb) = (a.chunks_exact(8), b.chunks_exact(8));
+        let (mut ca, mut cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
         for (x, y) in (&mut ca).zip(&mut cb) {
             for ((s, &x), &y) in self.0.iter_mut().zip(x).zip(y) {
                 *s += f(x.to_f64(), y.to_f64());
@@ -416,8 +519,15 @@ impl LaneSum {
     }
     /// The sum: lanes combined pairwise in a fixed tree.
     pub fn total(&self) -> f64 {
-        let l = &self.0;
-        ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))
+        let mut l = self.0;
+        let mut n = LANES;
+        while n > 1 {
+            n /= 2;
+            for i in 0..n {
+                l[i] = l[2 * i] + l[2 * i + 1];
+            }
+        }
+        l[0]
     }
 }
 
