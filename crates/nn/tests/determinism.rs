@@ -90,3 +90,11 @@ fn lstm_is_bit_identical_across_thread_counts() {
     assert_eq!(one, run(2), "1 vs 2 threads");
     assert_eq!(one, run(3), "1 vs 3 threads");
 }
+
+/// The ResNet of W5 at a batch of 32: its convolutions, batch norms and elementwise ops all take
+/// their threaded paths.
+#[test]
+fn conv_resnet_is_bit_identical_across_thread_counts() {
+    let run = |threads| train_example(threads, "resnet_mnist_model.toml", &[1, 28, 28], 32, 1);
+    assert_eq!(run(1), run(2), "1 vs 2 threads");
+}
