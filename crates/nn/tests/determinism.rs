@@ -59,6 +59,10 @@ fn wide_mlp_is_bit_identical_across_thread_counts() {
 /// Trains the model of `examples/{file}` on one fixed random batch of `[batch, *input]` for
 /// `steps` Adam steps inside a pool of `threads` threads; returns the parameters' bits.
 fn train_example(threads: usize, file: &str, input: &[usize], batch: usize, steps: usize) -> Vec<Vec<u32>> {
+    // `manual_seed` and `build` use the process-wide default generator, which the tests of this
+    // file, running on parallel threads, would otherwise draw from in turns.
+    static DEFAULT_GENERATOR_USERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = DEFAULT_GENERATOR_USERS.lock().unwrap_or_else(|e| e.into_inner());
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(file);
     let spec = model_file::load_model(&path).unwrap();
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
