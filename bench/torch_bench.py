@@ -26,26 +26,19 @@ as a user would write it.
 import argparse
 import json
 import math
+import os
 import resource
+import sys
 import time
 
 import torch
 import torch.nn as nn
 
+# The one SimpleNN definition of the tools (the model strata's SimpleNN mirrors).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+from simple_nn import SimpleNN  # noqa: E402
+
 EPOCH_SAMPLES = 60_000
-
-
-class SimpleNN(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc1 = nn.Linear(784, 128)
-        self.fc2 = nn.Linear(128, 64)
-        self.fc3 = nn.Linear(64, 10)
-
-    def forward(self, x):
-        x = torch.relu(self.fc1(x))
-        x = torch.relu(self.fc2(x))
-        return self.fc3(x)
 
 
 class Mlp(nn.Module):

@@ -70,9 +70,7 @@ impl Tensor {
         inputs: &[&Tensor],
         backward: impl FnOnce(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + 'static,
     ) -> Tensor {
-        debug_assert_eq!(storage.len(), shape.numel());
-        let node = autograd::make_node(name, inputs, Box::new(backward));
-        Tensor::from_parts(Arc::new(storage), Layout::contiguous(shape), node)
+        Tensor::from_op_shared(Arc::new(storage), shape, name, inputs, backward)
     }
 
     /// [`Tensor::from_op`] for a buffer the backward closure also holds (to read the output).
