@@ -1,8 +1,7 @@
 //! `GRU`: PyTorch's `nn.GRU` (gates r, z, n), on the shared recurrent engine.
 
-use super::{Cell, CellWeights, Recurrent, RecurrentOptions};
+use super::{Cell, Recurrent, RecurrentOptions};
 use crate::Result;
-use crate::module::Module;
 use strata_core::{Generator, Tensor, with_default_generator};
 
 /// A multi-layer gated recurrent unit network, PyTorch's `nn.GRU`. For each step t:
@@ -51,38 +50,6 @@ impl GRU {
         let (out, h_n, _) = self.inner.run(x, h0, None, true)?;
         Ok((out, h_n))
     }
-
-    /// Input feature size.
-    pub fn input_size(&self) -> usize {
-        self.inner.input_size()
-    }
-    /// Hidden state size H.
-    pub fn hidden_size(&self) -> usize {
-        self.inner.hidden_size()
-    }
-    /// Layers, directions, batch_first, bias and dtype.
-    pub fn options(&self) -> RecurrentOptions {
-        self.inner.options()
-    }
-    /// The parameters of `layer` in the forward (`reverse = false`) or backward direction.
-    pub fn weights(&self, layer: usize, reverse: bool) -> Option<&CellWeights> {
-        self.inner.weights(layer, reverse)
-    }
 }
 
-impl Module for GRU {
-    /// The output sequence; see [`GRU::forward_with_state`] for the final state.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.inner.run(x, None, None, false)?.0)
-    }
-    fn own_parameters(&self) -> Vec<(String, Tensor)> {
-        self.inner.own_parameters()
-    }
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-
-    fn spec(&self) -> Option<crate::spec::LayerSpec> {
-        Some(self.inner.spec(crate::spec::RecurrentKind::Gru))
-    }
-}
+recurrent_layer!(GRU, "the final state", |_gru| crate::spec::RecurrentKind::Gru);

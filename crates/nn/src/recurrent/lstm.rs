@@ -1,8 +1,7 @@
 //! `LSTM`: PyTorch's `nn.LSTM` (gates i, f, g, o), on the shared recurrent engine.
 
-use super::{Cell, CellWeights, Recurrent, RecurrentOptions};
+use super::{Cell, Recurrent, RecurrentOptions};
 use crate::Result;
-use crate::module::Module;
 use strata_core::{Generator, Tensor, with_default_generator};
 
 /// A multi-layer long short-term memory network, PyTorch's `nn.LSTM`. For each step t:
@@ -68,38 +67,6 @@ impl LSTM {
         let (out, h_n, c_n) = self.inner.run(x, h0, c0, true)?;
         Ok((out, (h_n, c_n.expect("an LSTM returns a cell state"))))
     }
-
-    /// Input feature size.
-    pub fn input_size(&self) -> usize {
-        self.inner.input_size()
-    }
-    /// Hidden state size H.
-    pub fn hidden_size(&self) -> usize {
-        self.inner.hidden_size()
-    }
-    /// Layers, directions, batch_first, bias and dtype.
-    pub fn options(&self) -> RecurrentOptions {
-        self.inner.options()
-    }
-    /// The parameters of `layer` in the forward (`reverse = false`) or backward direction.
-    pub fn weights(&self, layer: usize, reverse: bool) -> Option<&CellWeights> {
-        self.inner.weights(layer, reverse)
-    }
 }
 
-impl Module for LSTM {
-    /// The output sequence; see [`LSTM::forward_with_state`] for the final states.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.inner.run(x, None, None, false)?.0)
-    }
-    fn own_parameters(&self) -> Vec<(String, Tensor)> {
-        self.inner.own_parameters()
-    }
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-
-    fn spec(&self) -> Option<crate::spec::LayerSpec> {
-        Some(self.inner.spec(crate::spec::RecurrentKind::Lstm))
-    }
-}
+recurrent_layer!(LSTM, "the final states", |_lstm| crate::spec::RecurrentKind::Lstm);

@@ -9,6 +9,49 @@
 //! through time is the autograd graph of these ops (`linear`, `unbind`, `chunk`, elementwise,
 //! `stack`/`cat`).
 
+/// What RNN, LSTM and GRU share beyond the engine: the accessors and the `Module` impl, which
+/// all delegate to the `inner: Recurrent` field; only the spec's kind differs (`$kind`, computed
+/// from `$me`, the layer).
+macro_rules! recurrent_layer {
+    ($layer:ident, $states:literal, |$me:ident| $kind:expr) => {
+        impl $layer {
+            /// Input feature size.
+            pub fn input_size(&self) -> usize {
+                self.inner.input_size()
+            }
+            /// Hidden state size H.
+            pub fn hidden_size(&self) -> usize {
+                self.inner.hidden_size()
+            }
+            /// Layers, directions, batch_first, bias and dtype.
+            pub fn options(&self) -> $crate::recurrent::RecurrentOptions {
+                self.inner.options()
+            }
+            /// The parameters of `layer` in the forward (`reverse = false`) or backward direction.
+            pub fn weights(&self, layer: usize, reverse: bool) -> Option<&$crate::recurrent::CellWeights> {
+                self.inner.weights(layer, reverse)
+            }
+        }
+
+        impl $crate::module::Module for $layer {
+            #[doc = concat!("The output sequence; see [`", stringify!($layer), "::forward_with_state`] for ", $states, ".")]
+            fn forward(&self, x: &strata_core::Tensor) -> $crate::Result<strata_core::Tensor> {
+                Ok(self.inner.run(x, None, None, false)?.0)
+            }
+            fn own_parameters(&self) -> Vec<(String, strata_core::Tensor)> {
+                self.inner.own_parameters()
+            }
+            fn describe(&self) -> String {
+                self.inner.describe()
+            }
+            fn spec(&self) -> Option<$crate::spec::LayerSpec> {
+                let $me = self;
+                Some($me.inner.spec($kind))
+            }
+        }
+    };
+}
+
 mod gru;
 mod last_step;
 mod lstm;

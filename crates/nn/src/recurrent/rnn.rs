@@ -1,8 +1,7 @@
 //! `RNN`: PyTorch's `nn.RNN` (Elman network, tanh or ReLU), on the shared recurrent engine.
 
-use super::{Cell, CellWeights, Recurrent, RecurrentOptions};
+use super::{Cell, Recurrent, RecurrentOptions};
 use crate::Result;
-use crate::module::Module;
 use strata_core::{Generator, Tensor, with_default_generator};
 
 /// The nonlinearity of an [`RNN`] (PyTorch's `nonlinearity='tanh'` or `'relu'`).
@@ -64,14 +63,6 @@ impl RNN {
         Ok((out, h_n))
     }
 
-    /// Input feature size.
-    pub fn input_size(&self) -> usize {
-        self.inner.input_size()
-    }
-    /// Hidden state size H.
-    pub fn hidden_size(&self) -> usize {
-        self.inner.hidden_size()
-    }
     /// The nonlinearity.
     pub fn nonlinearity(&self) -> Nonlinearity {
         match self.inner.cell() {
@@ -79,33 +70,9 @@ impl RNN {
             _ => Nonlinearity::Tanh,
         }
     }
-    /// Layers, directions, batch_first, bias and dtype.
-    pub fn options(&self) -> RecurrentOptions {
-        self.inner.options()
-    }
-    /// The parameters of `layer` in the forward (`reverse = false`) or backward direction.
-    pub fn weights(&self, layer: usize, reverse: bool) -> Option<&CellWeights> {
-        self.inner.weights(layer, reverse)
-    }
 }
 
-impl Module for RNN {
-    /// The output sequence; see [`RNN::forward_with_state`] for the final state.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.inner.run(x, None, None, false)?.0)
-    }
-    fn own_parameters(&self) -> Vec<(String, Tensor)> {
-        self.inner.own_parameters()
-    }
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-
-    fn spec(&self) -> Option<crate::spec::LayerSpec> {
-        use crate::spec::RecurrentKind;
-        Some(self.inner.spec(match self.nonlinearity() {
-            Nonlinearity::Tanh => RecurrentKind::RnnTanh,
-            Nonlinearity::Relu => RecurrentKind::RnnRelu,
-        }))
-    }
-}
+recurrent_layer!(RNN, "the final state", |rnn| match rnn.nonlinearity() {
+    Nonlinearity::Tanh => crate::spec::RecurrentKind::RnnTanh,
+    Nonlinearity::Relu => crate::spec::RecurrentKind::RnnRelu,
+});
