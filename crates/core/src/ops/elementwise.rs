@@ -288,7 +288,7 @@ impl Tensor {
 }
 
 /// `g` where `x > 0`, else 0: ReLU's backward in one pass (PyTorch's `threshold_backward`).
-fn relu_backward(g: &Tensor, x: &Tensor) -> Result<Tensor> {
+pub(crate) fn relu_backward(g: &Tensor, x: &Tensor) -> Result<Tensor> {
     let (sg, sx) = (g.storage(), x.storage());
     let storage = with_float2!(sg, sx, "relu backward", |vg, vx: T| {
         let keep = |gi: T, xi: T| if xi > T::ZERO { gi } else { T::ZERO };

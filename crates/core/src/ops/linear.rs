@@ -3,11 +3,12 @@
 //! db = Σ_rows dY, computing only the gradients that are needed. `linear_relu` adds the ReLU in
 //! the same pass over the output, and masks the incoming gradient before the same backward.
 
+use super::elementwise::relu_backward;
 use super::matmul::cpu::{MatRef, gemm};
 use super::matmul::linear_forward;
 use super::with_float2;
 use crate::error::{Error, Result};
-use crate::shape::Shape;
+use crate::shape::{Layout, Shape};
 use crate::storage::{CpuStorage, Element, Float};
 use crate::tensor::Tensor;
 
@@ -114,11 +115,12 @@ fn linear_act(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, relu: bool) ->
     let (x_shape, saved_x, saved_w) = (x.shape().clone(), x2, w);
     // The ReLU's output decides its gradient mask (y > 0 exactly where the input was > 0).
     let storage = std::sync::Arc::new(storage);
-    let saved_y = relu.then(|| storage.clone());
+    let shape = Shape(out_dims);
+    let saved_y = relu.then(|| Tensor::from_parts(storage.clone(), Layout::contiguous(shape.clone()), None));
     let name = if relu { "linear_relu" } else { "linear" };
-    Ok(Tensor::from_op_shared(storage, Shape(out_dims), name, &inputs, move |g| {
+    Ok(Tensor::from_op_shared(storage, shape, name, &inputs, move |g| {
         let g2 = match &saved_y {
-            Some(y) => relu_mask(&g.contiguous()?, y)?,
+            Some(y) => relu_backward(g, y)?,
             None => g.contiguous()?,
         };
         let (sg, sx, sw) = (g2.storage(), saved_x.storage(), saved_w.storage());
@@ -146,21 +148,6 @@ fn linear_act(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, relu: bool) ->
         }
         Ok(out)
     }))
-}
-
-/// `g` where `y > 0`, else 0 (`g` contiguous, `y` the ReLU's output, of `g`'s length).
-fn relu_mask(g: &Tensor, y: &CpuStorage) -> Result<Tensor> {
-    let sg = g.storage();
-    let go = g.layout().offset;
-    let masked = with_float2!(sg, y, "linear_relu backward", |vg, vy: T| {
-        let vg = &vg[go..go + vy.len()];
-        let mut out = T::take_buffer(vy.len());
-        for ((o, &gi), &yi) in out.iter_mut().zip(vg).zip(vy) {
-            *o = if yi > T::ZERO { gi } else { T::ZERO };
-        }
-        Ok(T::wrap(out))
-    })?;
-    Ok(Tensor::from_storage(masked, g.shape().clone()))
 }
 
 type LinearGrads = (Option<CpuStorage>, Option<CpuStorage>, Option<CpuStorage>);
