@@ -286,6 +286,9 @@ fn col2im_loops<T: Float>(col: &mut [T], g: &ConvGeom, dx: &mut [T]) {
 
 /// Forward: `out_n = bias + W_g · col(x_n)` per sample and group. `x` and `weight` contiguous.
 pub(crate) fn conv2d_forward<T: Float>(x: &[T], weight: &[T], bias: Option<&[T]>, g: &ConvGeom) -> Vec<T> {
+    if g.winograd() {
+        return super::winograd::conv2d(x, weight, bias, g);
+    }
     let (l, k, og, chw) = (g.l(), g.k(), g.og(), g.chw());
     let per_sample = g.o * l;
     // Every element is written: by the bias fill, or by the GEMM (which then overwrites).
@@ -337,12 +340,39 @@ pub(crate) fn conv2d_backward<T: Float>(
     need_dx: bool,
     need_dw: bool,
 ) -> (Option<Vec<T>>, Option<Vec<T>>) {
+    if g.winograd() {
+        // d_x as a Winograd convolution of dY (when the padding allows, see `transposed`), and
+        // d_weight from the same tile transforms.
+        let dx = need_dx.then(|| match g.transposed().filter(ConvGeom::winograd) {
+            Some(t) => {
+                let w_flip = flip_kernel(weight, g);
+                let dx = super::winograd::conv2d(dy, &w_flip, None, &t);
+                T::give_buffer(w_flip);
+                dx
+            }
+            None => conv2d_backward_im2col(x, weight, dy, g, true, false).0.expect("d_x was asked for"),
+        });
+        let dw = need_dw.then(|| super::winograd::weight_grad(x, dy, g));
+        return (dx, dw);
+    }
+    conv2d_backward_im2col(x, weight, dy, g, need_dx, need_dw)
+}
+
+/// [`conv2d_backward`] through im2col / col2im and the `gemm` crate.
+fn conv2d_backward_im2col<T: Float>(
+    x: &[T],
+    weight: &[T],
+    dy: &[T],
+    g: &ConvGeom,
+    need_dx: bool,
+    need_dw: bool,
+) -> (Option<Vec<T>>, Option<Vec<T>>) {
+    let tg = g.transposed();
     let (l, k, og, cg, chw) = (g.l(), g.k(), g.og(), g.cg(), g.chw());
     let per_out = g.o * l;
     let chunk = g.chunk();
     let n_chunks = g.n.div_ceil(chunk);
     let pointwise = g.is_pointwise();
-    let tg = g.transposed();
     // The flipped kernel, [C/g·… per group: cg rows of (og, kH, kW)], for the transposed path.
     let w_flip = tg.filter(|_| need_dx).map(|_| flip_kernel(weight, g));
     // col2im adds into d_x; the other paths write it whole.

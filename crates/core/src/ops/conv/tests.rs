@@ -234,3 +234,66 @@ fn one_and_four_threads_give_identical_bits() {
     };
     assert_eq!(run(1), run(4));
 }
+
+/// Stride-1 3×3 convolutions with ≥ 8 channels in and out: the Winograd F(2×2, 3×3) path.
+type WinogradCase = ([usize; 4], usize, (usize, usize));
+const WINOGRAD_CASES: [WinogradCase; 6] = [
+    // even output (whole tiles), "same" padding
+    ([2, 8, 6, 8], 8, (1, 1)),
+    // odd output height and width: the last tile row and column are clipped
+    ([3, 9, 7, 5], 10, (1, 1)),
+    // no padding, and unequal padding per axis
+    ([2, 8, 7, 6], 8, (0, 0)),
+    ([1, 8, 5, 6], 12, (2, 0)),
+    // padding 2 (output larger than the input) and a 3-wide input
+    ([2, 8, 4, 3], 8, (2, 2)),
+    // a 3×3 input without padding: one output, one tile
+    ([1, 16, 3, 3], 8, (0, 0)),
+];
+
+#[test]
+fn winograd_matches_direct_loops() {
+    let mut rng = Generator::new(66);
+    for (xs, o, p) in WINOGRAD_CASES {
+        let x = randn64(&xs, &mut rng);
+        let w = randn64(&[o, xs[1], 3, 3], &mut rng);
+        let b = randn64(&[o], &mut rng);
+        let got = conv2d(&x, &w, Some(&b), (1, 1), p, (1, 1), 1).unwrap();
+        assert_close(&got.to_vec_f64(), &reference(&x, &w, Some(&b), (1, 1), p, (1, 1), 1), 1e-12, 1e-12);
+        // f32: the transforms add and subtract before multiplying; still within f32 rounding.
+        let (x32, w32) = (x.to_dtype(DType::F32).unwrap(), w.to_dtype(DType::F32).unwrap());
+        let got = conv2d(&x32, &w32, None, (1, 1), p, (1, 1), 1).unwrap();
+        assert_close(&got.to_vec_f64(), &reference(&x, &w, None, (1, 1), p, (1, 1), 1), 1e-5, 1e-5);
+    }
+}
+
+#[test]
+fn gradcheck_winograd() {
+    let mut rng = Generator::new(67);
+    // The input gradient of a stride-1 3×3 convolution is itself one (padding 2 − p), so it
+    // takes the Winograd path too.
+    for (xs, o, p) in WINOGRAD_CASES.into_iter().take(4) {
+        let x = randn64(&[1, xs[1], xs[2].min(5), xs[3].min(5)], &mut rng);
+        let w = randn64(&[o, xs[1], 3, 3], &mut rng);
+        let b = randn64(&[o], &mut rng);
+        gradcheck(&[x, w, b], |t| conv2d(&t[0], &t[1], Some(&t[2]), (1, 1), p, (1, 1), 1));
+    }
+}
+
+#[test]
+fn winograd_one_and_four_threads_give_identical_bits() {
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let mut rng = Generator::new(68);
+            let x = Tensor::randn(&[21, 16, 13, 14], 0.0, 1.0, DType::F32, &mut rng).unwrap().requires_grad_().unwrap();
+            let w = Tensor::randn(&[24, 16, 3, 3], 0.0, 1.0, DType::F32, &mut rng).unwrap().requires_grad_().unwrap();
+            let y = conv2d(&x, &w, None, (1, 1), (1, 1), (1, 1), 1).unwrap();
+            let gy = Tensor::randn(y.dims(), 0.0, 1.0, DType::F32, &mut rng).unwrap();
+            y.mul(&gy).unwrap().sum_all().unwrap().backward().unwrap();
+            let bits = |t: &Tensor| t.to_vec::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            [bits(&y), bits(&x.grad().unwrap()), bits(&w.grad().unwrap())]
+        })
+    };
+    assert_eq!(run(1), run(4));
+}
