@@ -23,6 +23,9 @@ impl Module for ReLU {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(x.relu()?)
     }
+    fn is_relu(&self) -> bool {
+        true
+    }
     fn describe(&self) -> String {
         "ReLU".into()
     }

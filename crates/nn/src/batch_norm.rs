@@ -141,7 +141,7 @@ impl BatchNorm {
 
     /// Normalises `x` (rank already checked by the layer): batch statistics in training mode
     /// (or without running stats), updating the running statistics; running stats in eval.
-    fn normalise(&self, x: &Tensor) -> Result<Tensor> {
+    fn normalise(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
         let c = self.config.num_features;
         if x.dims()[1] != c {
             return Err(strata_core::Error::ShapeMismatch {
@@ -165,7 +165,8 @@ impl BatchNorm {
         }
         // Running statistics are read in eval mode and updated in training mode.
         let use_batch_stats = training || !track;
-        let y = batch_norm(
+        let op = if relu { strata_core::batch_norm_relu } else { batch_norm };
+        let y = op(
             x,
             self.running_mean.as_ref(),
             self.running_var.as_ref(),
@@ -237,8 +238,9 @@ macro_rules! batch_norm_layer {
             }
         }
 
-        impl Module for $name {
-            fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        impl $name {
+            /// Normalises `x` after checking its rank, then applies a ReLU when `relu`.
+            fn run(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
                 if !$ranks.contains(&x.ndim()) {
                     return Err(strata_core::Error::ShapeMismatch {
                         op: stringify!($name),
@@ -248,7 +250,16 @@ macro_rules! batch_norm_layer {
                     }
                     .into());
                 }
-                self.0.normalise(x)
+                self.0.normalise(x, relu)
+            }
+        }
+
+        impl Module for $name {
+            fn forward(&self, x: &Tensor) -> Result<Tensor> {
+                self.run(x, false)
+            }
+            fn forward_fused_relu(&self, x: &Tensor) -> Option<Result<Tensor>> {
+                Some(self.run(x, true))
             }
             fn own_parameters(&self) -> Vec<(String, Tensor)> {
                 self.0.parameters()

@@ -102,6 +102,9 @@ impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(strata_core::linear(x, &self.weight, self.bias.as_ref())?)
     }
+    fn forward_fused_relu(&self, x: &Tensor) -> Option<Result<Tensor>> {
+        Some(self.forward_relu(x))
+    }
     fn own_parameters(&self) -> Vec<(String, Tensor)> {
         let mut p = vec![("weight".to_string(), self.weight.clone())];
         if let Some(b) = &self.bias {

@@ -33,6 +33,20 @@ pub trait Module: Send + Sync {
     /// The forward pass.
     fn forward(&self, x: &Tensor) -> Result<Tensor>;
 
+    /// `relu(self.forward(x))` as one fused op, for modules that have one (`Linear`,
+    /// `BatchNorm1d`/`BatchNorm2d`, `Residual`: the same values and gradients, fewer passes over
+    /// the activations); `None` (the default) for the others, whose caller then applies the ReLU
+    /// itself. [`crate::Sequential`] calls it for a layer followed by a `ReLU`.
+    fn forward_fused_relu(&self, _x: &Tensor) -> Option<Result<Tensor>> {
+        None
+    }
+
+    /// Whether this module is a plain `ReLU`, which the layer before it may fuse (see
+    /// [`Module::forward_fused_relu`]).
+    fn is_relu(&self) -> bool {
+        false
+    }
+
     /// Direct sub-modules with their attribute names, in registration order.
     fn children(&self) -> Vec<(String, &dyn Module)> {
         Vec::new()
@@ -203,6 +217,12 @@ pub trait Module: Send + Sync {
 impl<M: Module + ?Sized> Module for Box<M> {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         (**self).forward(x)
+    }
+    fn forward_fused_relu(&self, x: &Tensor) -> Option<Result<Tensor>> {
+        (**self).forward_fused_relu(x)
+    }
+    fn is_relu(&self) -> bool {
+        (**self).is_relu()
     }
     fn children(&self) -> Vec<(String, &dyn Module)> {
         (**self).children()

@@ -31,8 +31,9 @@ impl Residual {
     }
 }
 
-impl Module for Residual {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+impl Residual {
+    /// The body's and the shortcut's outputs, checked to have equal shapes.
+    fn branches(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let y = self.body.forward(x).map_err(|e| e.in_layer("body", || "Sequential".into()))?;
         let s = match &self.shortcut {
             Some(p) => p.forward(x).map_err(|e| e.in_layer("shortcut", || "Sequential".into()))?,
@@ -47,7 +48,17 @@ impl Module for Residual {
                 s.shape()
             )));
         }
+        Ok((y, s))
+    }
+}
+
+impl Module for Residual {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (y, s) = self.branches(x)?;
         Ok(y.add(&s)?)
+    }
+    fn forward_fused_relu(&self, x: &Tensor) -> Option<Result<Tensor>> {
+        Some(self.branches(x).and_then(|(y, s)| Ok(strata_core::add_relu(&y, &s)?)))
     }
     fn children(&self) -> Vec<(String, &dyn Module)> {
         let mut c: Vec<(String, &dyn Module)> = vec![("body".into(), &self.body)];

@@ -64,8 +64,21 @@ impl Sequential {
 impl Module for Sequential {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut h = x.clone();
-        for (name, layer) in &self.layers {
-            h = layer.forward(&h).map_err(|e| e.in_layer(name, || layer.describe()))?;
+        let mut layers = self.layers.iter().peekable();
+        while let Some((name, layer)) = layers.next() {
+            // A layer followed by a ReLU runs both as one fused op where it has one.
+            let fused = match layers.peek() {
+                Some((_, next)) if next.is_relu() => layer.forward_fused_relu(&h),
+                _ => None,
+            };
+            h = match fused {
+                Some(y) => {
+                    layers.next();
+                    y
+                }
+                None => layer.forward(&h),
+            }
+            .map_err(|e| e.in_layer(name, || layer.describe()))?;
         }
         Ok(h)
     }
@@ -103,5 +116,44 @@ mod tests {
         assert_eq!(names, ["1.weight", "1.bias", "head.weight"]);
         assert_eq!(m.forward(&Tensor::ones(&[5, 2, 2], DType::F32)).unwrap().dims(), &[5, 2]);
         assert_eq!(m.num_parameters(), 4 * 3 + 3 + 3 * 2);
+    }
+
+    #[test]
+    fn layer_then_relu_runs_fused_with_the_same_bits() {
+        use crate::{BatchNorm2d, Conv2dConfig, Residual};
+        // Linear → ReLU, BatchNorm2d → ReLU and Residual → ReLU fuse; the values and gradients
+        // must equal the layers run one at a time.
+        let mut rng = Generator::new(2);
+        let conv = |rng: &mut Generator| Conv2dConfig::new(3, 3, 3).padding(1).init(rng).unwrap();
+        let body = Sequential::new().append(conv(&mut rng)).append(BatchNorm2d::new(3).unwrap());
+        let m = Sequential::new()
+            .append(conv(&mut rng))
+            .append(BatchNorm2d::new(3).unwrap())
+            .append(ReLU)
+            .append(Residual::new(body))
+            .append(ReLU)
+            .append(Flatten::new())
+            .append(Linear::with_options(48, 5, true, DType::F32, &mut rng).unwrap())
+            .append(ReLU);
+        let x = Tensor::randn(&[2, 3, 4, 4], 0.0, 1.0, DType::F32, &mut rng).unwrap();
+        let run = |fused: bool| {
+            m.zero_grad().unwrap();
+            let mut h = x.clone();
+            if fused {
+                h = m.forward(&h).unwrap();
+            } else {
+                for (_, layer) in &m.layers {
+                    h = layer.forward(&h).unwrap();
+                }
+            }
+            h.sum_all().unwrap().backward().unwrap();
+            let mut out = vec![h.to_vec::<f32>().unwrap()];
+            out.extend(m.parameters().iter().map(|p| p.grad().unwrap().to_vec::<f32>().unwrap()));
+            out
+        };
+        assert_eq!(m.forward(&x).unwrap().grad_fn_name(), Some("linear_relu"), "the forward pass fused");
+        let fused = run(true);
+        assert!(fused[0].contains(&0.0), "the last ReLU clips something");
+        assert_eq!(fused, run(false));
     }
 }

@@ -79,6 +79,43 @@ pub fn batch_norm(
     momentum: f64,
     eps: f64,
 ) -> Result<Tensor> {
+    batch_norm_impl(x, [running_mean, running_var, weight, bias], training, momentum, eps, false)
+}
+
+/// `relu(batch_norm(…))` as one op: the same values and gradients as [`batch_norm`] followed
+/// by [`Tensor::relu`], without the ReLU's two passes over the activations (forward and
+/// backward) and without keeping the pre-activation alive. Backward recomputes the ReLU's
+/// mask from the saved input.
+///
+/// # Shapes
+/// - `x`: `[N, C]` or `[N, C, *]`
+/// - `running_mean`, `running_var`, `weight`, `bias`: `[C]`
+/// - output: the shape of `x`
+#[allow(clippy::too_many_arguments)] // mirrors batch_norm
+pub fn batch_norm_relu(
+    x: &Tensor,
+    running_mean: Option<&Tensor>,
+    running_var: Option<&Tensor>,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    training: bool,
+    momentum: f64,
+    eps: f64,
+) -> Result<Tensor> {
+    batch_norm_impl(x, [running_mean, running_var, weight, bias], training, momentum, eps, true)
+}
+
+/// [`batch_norm`], followed by a ReLU when `relu`. `params`: running mean, running variance,
+/// weight, bias.
+fn batch_norm_impl(
+    x: &Tensor,
+    params: [Option<&Tensor>; 4],
+    training: bool,
+    momentum: f64,
+    eps: f64,
+    relu: bool,
+) -> Result<Tensor> {
+    let [running_mean, running_var, weight, bias] = params;
     const OP: &str = "batch_norm";
     if x.ndim() < 2 {
         return Err(Error::ShapeMismatch {
@@ -162,7 +199,7 @@ pub fn batch_norm(
         let per_sample = c * dims.s;
         for_each_chunk(&mut out, per_sample, parallel, |n, out_n| {
             let x_n = &xv[n * per_sample..(n + 1) * per_sample];
-            normalise_sample(out_n, x_n, &alpha, &shift, dims.s)
+            normalise_sample(out_n, x_n, &alpha, &shift, dims.s, relu)
         });
         Ok(T::wrap(out))
     })?;
@@ -173,7 +210,8 @@ pub fn batch_norm(
     let needs = (x.requires_grad(), weight.is_some_and(Tensor::requires_grad), bias.is_some_and(Tensor::requires_grad));
     let (has_weight, has_bias) = (weight.is_some(), bias.is_some());
     let shape = x.shape().clone();
-    Ok(Tensor::from_op(out, shape.clone(), OP, &inputs, move |g| {
+    let name = if relu { "batch_norm_relu" } else { OP };
+    Ok(Tensor::from_op(out, shape.clone(), name, &inputs, move |g| {
         let gc = g.contiguous()?;
         let (sg, sx) = (gc.storage(), xc.storage());
         let (go, xo) = (gc.layout().offset, xc.layout().offset);
@@ -182,12 +220,17 @@ pub fn batch_norm(
             let xv = &T::slice(&sx).expect("saved input has the gradient's dtype")[xo..xo + numel];
             let gv = &gv[go..go + numel];
             // Per channel: Σg and Σg·x̂, in a fixed order.
-            let sums = map_tasks((0..c).collect(), parallel, |_, ci| grad_sums(gv, xv, dims, ci, mean[ci], invstd[ci]));
+            // The ReLU's mask: where the forward pass's pre-activation, recomputed bit for bit, was > 0.
+            let mask = relu.then_some((&alpha[..], &shift[..]));
+            let sums = map_tasks((0..c).collect(), parallel, |_, ci| {
+                let affine = mask.map(|(a, b)| (a[ci], b[ci]));
+                grad_sums(gv, xv, dims, ci, mean[ci], invstd[ci], affine)
+            });
             let dx = needs.0.then(|| {
                 let m = dims.m() as f64;
                 let per_sample = c * dims.s;
                 let mut dx = T::take_buffer(numel);
-                let stats = Stats { alpha: &alpha, sums: &sums, mean: &mean, invstd: &invstd, m, training };
+                let stats = Stats { alpha: &alpha, sums: &sums, mean: &mean, invstd: &invstd, m, training, mask };
                 for_each_chunk(&mut dx, per_sample, parallel, |n, dx_n| {
                     let range = n * per_sample..(n + 1) * per_sample;
                     dx_sample(dx_n, &gv[range.clone()], &xv[range], dims.s, &stats)
@@ -223,8 +266,6 @@ wide_fn!(
 
 #[inline(always)]
 fn moments_loops<T: Float>(x: &[T], dims: Dims, ci: usize, m: f64) -> (f64, f64) {
-    // `for` loops, not `for_each`: `for_each` is `fold`, which LLVM may leave out of line and so
-    // compile without AVX-512 (measured: these passes ran scalar, ~5% of a ResNet step).
     let mut sum = LaneSum::default();
     for xs in dims.channel(x, ci) {
         sum.add_slice(xs);
@@ -238,29 +279,61 @@ fn moments_loops<T: Float>(x: &[T], dims: Dims, ci: usize, m: f64) -> (f64, f64)
 }
 
 wide_fn!(
-    /// `y = x·α + β'` for the `s` values of each channel of one sample.
-    fn normalise_sample<T: Float>(out: &mut [T], x: &[T], alpha: &[f64], shift: &[f64], s: usize) => normalise_loops
+    /// `y = x·α + β'` for the `s` values of each channel of one sample, then `max(y, 0)` when
+    /// `relu` (NaN stays NaN, as in `torch.relu`).
+    fn normalise_sample<T: Float>(out: &mut [T], x: &[T], alpha: &[f64], shift: &[f64], s: usize, relu: bool) => normalise_loops
 );
 
 #[inline(always)]
-fn normalise_loops<T: Float>(out: &mut [T], x: &[T], alpha: &[f64], shift: &[f64], s: usize) {
+fn normalise_loops<T: Float>(out: &mut [T], x: &[T], alpha: &[f64], shift: &[f64], s: usize, relu: bool) {
     for (ci, (o, xs)) in out.chunks_mut(s.max(1)).zip(x.chunks(s.max(1))).enumerate() {
         let (a, b) = (alpha[ci], shift[ci]);
-        o.iter_mut().zip(xs).for_each(|(o, &xv)| *o = T::from_f64(xv.to_f64() * a + b));
+        if relu {
+            for (o, &xv) in o.iter_mut().zip(xs) {
+                let y = T::from_f64(xv.to_f64() * a + b);
+                *o = if y > T::ZERO || y.is_nan() { y } else { T::ZERO };
+            }
+        } else {
+            o.iter_mut().zip(xs).for_each(|(o, &xv)| *o = T::from_f64(xv.to_f64() * a + b));
+        }
     }
 }
 
+/// Whether the fused ReLU passed the gradient at input `x`: its output `x·α + β'`, rounded as
+/// the forward pass rounded it, was > 0.
+#[inline(always)]
+fn relu_passes<T: Float>(x: f64, (a, b): (f64, f64)) -> bool {
+    T::from_f64(x * a + b) > T::ZERO
+}
+
 wide_fn!(
-    /// Channel `ci`'s `(Σg, Σg·x̂)`, in a fixed order.
-    fn grad_sums<T: Float>(g: &[T], x: &[T], dims: Dims, ci: usize, mu: f64, is: f64) -> (f64, f64) => grad_sums_loops
+    /// Channel `ci`'s `(Σg, Σg·x̂)`, in a fixed order; with `relu = Some((α, β'))` the
+    /// gradient is first masked by the fused ReLU.
+    fn grad_sums<T: Float>(g: &[T], x: &[T], dims: Dims, ci: usize, mu: f64, is: f64, relu: Option<(f64, f64)>) -> (f64, f64) => grad_sums_loops
 );
 
 #[inline(always)]
-fn grad_sums_loops<T: Float>(g: &[T], x: &[T], dims: Dims, ci: usize, mu: f64, is: f64) -> (f64, f64) {
+fn grad_sums_loops<T: Float>(
+    g: &[T],
+    x: &[T],
+    dims: Dims,
+    ci: usize,
+    mu: f64,
+    is: f64,
+    relu: Option<(f64, f64)>,
+) -> (f64, f64) {
     let (mut sg, mut sgx) = (LaneSum::default(), LaneSum::default());
     for (gs, xs) in dims.channel(g, ci).zip(dims.channel(x, ci)) {
-        sg.add_slice(gs);
-        sgx.add_zip(gs, xs, |g, x| g * (x - mu) * is);
+        match relu {
+            None => {
+                sg.add_slice(gs);
+                sgx.add_zip(gs, xs, |g, x| g * (x - mu) * is);
+            }
+            Some(ab) => {
+                sg.add_zip(gs, xs, |g, x| if relu_passes::<T>(x, ab) { g } else { 0.0 });
+                sgx.add_zip(gs, xs, |g, x| if relu_passes::<T>(x, ab) { g * (x - mu) * is } else { 0.0 });
+            }
+        }
     }
     (sg.total(), sgx.total())
 }
@@ -274,6 +347,8 @@ struct Stats<'a> {
     invstd: &'a [f64],
     m: f64,
     training: bool,
+    /// The fused ReLU's `(α, β')` per channel, when there is one.
+    mask: Option<(&'a [f64], &'a [f64])>,
 }
 
 wide_fn!(
@@ -286,22 +361,30 @@ fn dx_loops<T: Float>(dx: &mut [T], g: &[T], x: &[T], s: usize, st: &Stats) {
     let s = s.max(1);
     for (ci, ((d, g), xs)) in dx.chunks_mut(s).zip(g.chunks(s)).zip(x.chunks(s)).enumerate() {
         let k = st.alpha[ci];
+        let ab = st.mask.map(|(a, b)| (a[ci], b[ci]));
+        let masked = |g: T, x: f64| match ab {
+            Some(ab) if !relu_passes::<T>(x, ab) => 0.0,
+            _ => g.to_f64(),
+        };
         if st.training {
             let (mg, mgx) = (st.sums[ci].0 / st.m, st.sums[ci].1 / st.m);
             let (mu, is) = (st.mean[ci], st.invstd[ci]);
             for ((d, &g), &xv) in d.iter_mut().zip(g).zip(xs) {
-                let xhat = (xv.to_f64() - mu) * is;
-                *d = T::from_f64(k * (g.to_f64() - mg - xhat * mgx));
+                let xv = xv.to_f64();
+                let xhat = (xv - mu) * is;
+                *d = T::from_f64(k * (masked(g, xv) - mg - xhat * mgx));
             }
         } else {
-            d.iter_mut().zip(g).for_each(|(d, &g)| *d = T::from_f64(k * g.to_f64()));
+            for ((d, &g), &xv) in d.iter_mut().zip(g).zip(xs) {
+                *d = T::from_f64(k * masked(g, xv.to_f64()));
+            }
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::batch_norm;
+    use super::{batch_norm, batch_norm_relu};
     use crate::testing::{assert_close, gradcheck, randn64};
     use crate::{DType, Generator, Tensor};
 
@@ -352,6 +435,42 @@ mod tests {
         gradcheck(&[x, w], |t| batch_norm(&t[0].transpose(1, 2)?, None, None, Some(&t[1]), None, true, 0.1, 1e-5));
         let xt = randn64(&[3, 4], &mut rng);
         gradcheck(&[xt, b], |t| batch_norm(&t[0].t()?, None, None, None, Some(&t[1]), true, 0.1, 1e-5));
+    }
+
+    #[test]
+    fn batch_norm_relu_is_batch_norm_then_relu() {
+        let mut rng = Generator::new(82);
+        let c = 3;
+        let (w, b) = (randn64(&[c], &mut rng), randn64(&[c], &mut rng));
+        let rm = randn64(&[c], &mut rng);
+        let rv: Vec<f64> = randn64(&[c], &mut rng).to_vec_f64().iter().map(|v| v.abs() + 0.1).collect();
+        let rv = Tensor::from_vec::<f64>(rv, &[c]).unwrap();
+        for training in [true, false] {
+            for dtype in [DType::F64, DType::F32] {
+                let x = randn64(&[4, c, 5], &mut rng).to_dtype(dtype).unwrap().requires_grad_().unwrap();
+                let x2 = x.detach().requires_grad_().unwrap();
+                let (wt, bt) = (w.to_dtype(dtype).unwrap(), b.to_dtype(dtype).unwrap());
+                let (rmt, rvt) = (rm.to_dtype(dtype).unwrap(), rv.to_dtype(dtype).unwrap());
+                let args = |x: &Tensor| (x.clone(), Some(rmt.clone()), Some(rvt.clone()));
+                let (xa, rma, rva) = args(&x);
+                let fused = batch_norm_relu(&xa, rma.as_ref(), rva.as_ref(), Some(&wt), Some(&bt), training, 0.1, 1e-5)
+                    .unwrap();
+                let (xb, rmb, rvb) = args(&x2);
+                let plain = batch_norm(&xb, rmb.as_ref(), rvb.as_ref(), Some(&wt), Some(&bt), training, 0.1, 1e-5)
+                    .unwrap()
+                    .relu()
+                    .unwrap();
+                // Bit-identical values and gradients.
+                assert_eq!(fused.to_vec_f64(), plain.to_vec_f64());
+                assert!(fused.to_vec_f64().iter().any(|&v| v == 0.0), "some values are clipped");
+                let gy = randn64(fused.dims(), &mut rng).to_dtype(dtype).unwrap();
+                fused.mul(&gy).unwrap().sum_all().unwrap().backward().unwrap();
+                plain.mul(&gy).unwrap().sum_all().unwrap().backward().unwrap();
+                assert_eq!(x.grad().unwrap().to_vec_f64(), x2.grad().unwrap().to_vec_f64());
+            }
+        }
+        let x = randn64(&[5, c, 2], &mut rng);
+        gradcheck(&[x, w, b], |t| batch_norm_relu(&t[0], None, None, Some(&t[1]), Some(&t[2]), true, 0.1, 1e-5));
     }
 
     #[test]

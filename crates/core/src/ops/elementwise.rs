@@ -181,6 +181,39 @@ impl Tensor {
     }
 }
 
+/// `relu(a + b)` as one op, for the sum at the end of a residual block followed by its ReLU:
+/// the same values and gradients as `a.add(b)?.relu()`, one pass over the activations instead
+/// of two forward and one instead of two backward, and no intermediate sum kept alive. Shapes
+/// that differ (broadcasting) take the two-op path.
+///
+/// # Shapes
+/// - `a`, `b`: any shape, both the same (or broadcastable, unfused)
+/// - output: the shape of `a + b`
+pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    const OP: &str = "add_relu";
+    if a.shape() != b.shape() {
+        return a.add(b)?.relu();
+    }
+    a.check_same(OP, b)?;
+    let shape = a.shape().clone();
+    let (sa, sb) = (a.storage(), b.storage());
+    let storage = with_float2!(sa, sb, OP, |va, vb: T| Ok(T::wrap(binary_kernel::<T>(
+        va,
+        a.layout(),
+        vb,
+        b.layout(),
+        &shape,
+        |x, y| Unary::Relu.apply(x + y)
+    ))))?;
+    // The output decides the gradient mask (> 0 exactly where the sum was > 0).
+    let storage = std::sync::Arc::new(storage);
+    let saved_y = Tensor::from_parts(storage.clone(), Layout::contiguous(shape.clone()), None);
+    Ok(Tensor::from_op_shared(storage, shape, OP, &[a, b], move |g| {
+        let d = relu_backward(g, &saved_y)?;
+        Ok(vec![Some(d.clone()), Some(d)])
+    }))
+}
+
 // ------------------------------------------------------------------ unary ops
 
 /// Which unary op: one enum so they share dispatch; each backward is one line below.
@@ -311,6 +344,23 @@ mod tests {
         assert_eq!(a.div(&c).unwrap().to_vec::<f32>().unwrap(), [0.5, 1., 1.5, 1., 1.25, 1.5]);
         let err = a.add(&Tensor::zeros(&[2], crate::DType::F32)).unwrap_err();
         assert!(err.to_string().starts_with("add: shapes [2, 3] and [2] cannot be broadcast"));
+    }
+
+    #[test]
+    fn add_relu_is_add_then_relu() {
+        let mut rng = Generator::new(13);
+        let (a, b) = (randn64(&[4, 3, 5], &mut rng), randn64(&[4, 3, 5], &mut rng));
+        let fused = super::add_relu(&a, &b).unwrap();
+        assert_eq!(fused.to_vec_f64(), a.add(&b).unwrap().relu().unwrap().to_vec_f64());
+        gradcheck(&[a.clone(), b.clone()], |t| super::add_relu(&t[0], &t[1]));
+        // Gradient 0 where the sum is exactly 0, as relu's; broadcasting falls back to two ops.
+        let x = Tensor::from_vec(vec![-1.0f32, 1.0, 2.0], &[3]).unwrap().requires_grad_().unwrap();
+        let y = Tensor::from_vec(vec![1.0f32, 1.0, -3.0], &[3]).unwrap().requires_grad_().unwrap();
+        super::add_relu(&x, &y).unwrap().sum_all().unwrap().backward().unwrap();
+        assert_eq!(x.grad().unwrap().to_vec::<f32>().unwrap(), [0.0, 1.0, 0.0]);
+        assert_eq!(y.grad().unwrap().to_vec::<f32>().unwrap(), [0.0, 1.0, 0.0]);
+        let c = randn64(&[5], &mut rng);
+        assert_eq!(super::add_relu(&a, &c).unwrap().to_vec_f64(), a.add(&c).unwrap().relu().unwrap().to_vec_f64());
     }
 
     #[test]
