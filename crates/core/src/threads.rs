@@ -8,6 +8,11 @@
 //! and the other threads take the rest, as OpenMP does for PyTorch. On the W2 training step
 //! (SimpleNN, batch 512, 2 threads) this took the median from ~300k to ~345k samples/s
 //! (`crates/nn/examples`-style phase timing, 5 runs each).
+//!
+//! Batch-1 inference is too short even for that: a forward pass of SimpleNN takes ~5 µs, most of
+//! it streaming the first layer's weights from L2. [`join_spin`] runs half of such a product on
+//! a helper thread that spins between jobs (as OpenMP's threads do), so the hand-off costs
+//! ~0.4 µs round trip and the two halves stream from two cores' caches.
 
 use crate::error::{Error, Result};
 
@@ -34,4 +39,184 @@ pub fn set_num_threads(n: usize) -> Result<()> {
 /// The number of threads ops may use: the global pool's size.
 pub fn get_num_threads() -> usize {
     rayon::current_num_threads()
+}
+
+// ------------------------------------------------------------------ spin helper
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long the helper thread spins for a next job before it parks. OpenMP runtimes spin
+/// likewise (Intel's `KMP_BLOCKTIME` defaults to 200 ms); this is far shorter, so an idle
+/// program burns at most this much of one core after its last batch-1 call.
+const SPIN: Duration = Duration::from_micros(200);
+
+/// One thread that runs half of a latency-critical op while the caller runs the other half.
+///
+/// A rayon job costs a wake-up or a steal, ~1 µs or more, next to a whole batch-1 forward pass
+/// of ~5 µs; this thread instead spins on a counter for [`SPIN`] after each job, so a job
+/// reaches it in about one cache-line transfer. It serves one caller at a time; a second
+/// concurrent caller runs both halves itself.
+struct Helper {
+    /// Number of jobs posted; the helper runs job `seq` when it sees it change.
+    seq: AtomicU64,
+    /// The last job finished (equal to `seq` when idle).
+    done: AtomicU64,
+    /// The posted job: a pointer to the caller's [`Job`] and its trampoline.
+    job: AtomicUsize,
+    call: AtomicUsize,
+    /// Whether the last job panicked.
+    panicked: AtomicBool,
+    /// Set while the helper is parked (or about to park): the poster must unpark it.
+    sleeping: AtomicBool,
+    /// Taken by the one caller using the helper.
+    busy: AtomicBool,
+    thread: std::thread::Thread,
+}
+
+fn helper() -> Option<&'static Helper> {
+    static HELPER: OnceLock<Option<&'static Helper>> = OnceLock::new();
+    *HELPER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<&'static Helper>();
+        let spawned = std::thread::Builder::new().name("strata-spin".into()).spawn(move || {
+            let h: &'static Helper = Box::leak(Box::new(Helper {
+                seq: AtomicU64::new(0),
+                done: AtomicU64::new(0),
+                job: AtomicUsize::new(0),
+                call: AtomicUsize::new(0),
+                panicked: AtomicBool::new(false),
+                sleeping: AtomicBool::new(false),
+                busy: AtomicBool::new(false),
+                thread: std::thread::current(),
+            }));
+            if tx.send(h).is_ok() {
+                helper_loop(h);
+            }
+        });
+        spawned.ok().and_then(|_| rx.recv().ok())
+    })
+}
+
+fn helper_loop(h: &Helper) {
+    let mut seen = 0u64;
+    loop {
+        let mut since = Instant::now();
+        let mut spins = 0u32;
+        let next = loop {
+            let s = h.seq.load(Ordering::Acquire);
+            if s != seen {
+                break s;
+            }
+            spins = spins.wrapping_add(1);
+            if spins.is_multiple_of(256) && since.elapsed() > SPIN {
+                h.sleeping.store(true, Ordering::SeqCst);
+                if h.seq.load(Ordering::SeqCst) == seen {
+                    std::thread::park();
+                }
+                h.sleeping.store(false, Ordering::SeqCst);
+                since = Instant::now();
+            }
+            std::hint::spin_loop();
+        };
+        seen = next;
+        let (job, call) = (h.job.load(Ordering::Acquire), h.call.load(Ordering::Acquire));
+        // SAFETY: `call` is the trampoline `run_job::<A>` for the `Job<A>` at `job`, which the
+        // poster keeps alive until it sees `done == next`.
+        let call: unsafe fn(usize) = unsafe { std::mem::transmute::<usize, unsafe fn(usize)>(call) };
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe { call(job) })).is_ok();
+        h.panicked.store(!ok, Ordering::Relaxed);
+        h.done.store(next, Ordering::Release);
+    }
+}
+
+/// A posted closure, taken (run once) by the helper.
+struct Job<A>(Option<A>);
+
+/// Runs the `Job<A>` at address `job`.
+///
+/// # Safety
+/// `job` must point to a live `Job<A>` that nothing else touches until this returns.
+unsafe fn run_job<A: FnOnce()>(job: usize) {
+    // SAFETY: forwarded from the caller.
+    let job = unsafe { &mut *(job as *mut Job<A>) };
+    if let Some(f) = job.0.take() {
+        f();
+    }
+}
+
+/// Runs `a` on the spin helper thread while the caller runs `b`, and returns when both are
+/// done; both run on the caller when the pool has one thread ([`set_num_threads`]`(1)`), when
+/// another caller is using the helper, or when it cannot be started. `a` and `b` must not
+/// depend on which thread runs them: results are the same either way.
+pub(crate) fn join_spin<A: FnOnce() + Send, B: FnOnce()>(a: A, b: B) {
+    let h = if rayon::current_num_threads() > 1 { helper() } else { None };
+    let Some(h) = h.filter(|h| h.busy.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok())
+    else {
+        a();
+        b();
+        return;
+    };
+    let mut job = Job(Some(a));
+    h.job.store(&mut job as *mut Job<A> as usize, Ordering::Relaxed);
+    h.call.store(run_job::<A> as unsafe fn(usize) as usize, Ordering::Relaxed);
+    let posted = h.seq.fetch_add(1, Ordering::SeqCst) + 1;
+    if h.sleeping.load(Ordering::SeqCst) {
+        h.thread.unpark();
+    }
+    // If `b` panics, the helper may still be using `job`: wait for it before unwinding.
+    struct Wait<'a>(&'a Helper, u64);
+    impl Drop for Wait<'_> {
+        fn drop(&mut self) {
+            while self.0.done.load(Ordering::Acquire) != self.1 {
+                std::hint::spin_loop();
+            }
+            self.0.busy.store(false, Ordering::Release);
+        }
+    }
+    let wait = Wait(h, posted);
+    b();
+    while h.done.load(Ordering::Acquire) != posted {
+        std::hint::spin_loop();
+    }
+    let panicked = h.panicked.load(Ordering::Relaxed);
+    drop(wait);
+    assert!(!panicked, "a task on the strata-spin thread panicked");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::join_spin;
+
+    #[test]
+    fn join_spin_runs_both_halves() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        pool.install(|| {
+            for i in 0..1000u64 {
+                let (mut x, mut y) = (0, 0);
+                join_spin(|| x = i * 2, || y = i * 3);
+                assert_eq!((x, y), (i * 2, i * 3));
+            }
+            // After the helper parks, a job still reaches it.
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            let mut x = 0;
+            join_spin(|| x = 7, || {});
+            assert_eq!(x, 7);
+        });
+        // Concurrent callers: one uses the helper, the others run inline.
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                s.spawn(move || {
+                    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+                    pool.install(|| {
+                        for i in 0..500 {
+                            let mut x = 0;
+                            join_spin(|| x = t * 1000 + i, || {});
+                            assert_eq!(x, t * 1000 + i);
+                        }
+                    })
+                });
+            }
+        });
+    }
 }

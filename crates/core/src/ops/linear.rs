@@ -99,11 +99,16 @@ fn linear_act(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, relu: bool) ->
     })?;
     let mut out_dims = x.dims().to_vec();
     *out_dims.last_mut().expect("x has at least one dimension") = n;
+    let needs = (x.requires_grad(), weight.requires_grad(), bias.is_some_and(Tensor::requires_grad));
+    if !crate::autograd::is_grad_enabled() || !(needs.0 || needs.1 || needs.2) {
+        // Inference (`no_grad`, or nothing to differentiate): no node, so nothing to save. At
+        // batch 1 the bookkeeping below costs a tenth of the op.
+        return Ok(Tensor::from_storage(storage, Shape(out_dims)));
+    }
     let inputs: Vec<&Tensor> = match bias {
         Some(b) => vec![x, weight, b],
         None => vec![x, weight],
     };
-    let needs = (x.requires_grad(), weight.requires_grad(), bias.is_some_and(Tensor::requires_grad));
     // Parameters (leaves, used as they are) get their gradients written straight into their
     // gradient buffers by the backward kernels; anything else gets a returned gradient.
     let w_leaf = needs.1 && weight.is_leaf_requiring_grad() && w.same(weight);

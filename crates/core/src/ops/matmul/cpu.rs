@@ -8,6 +8,9 @@
 //! whatever the thread count: 1 and N threads give bit-identical results. Measured on the 2-core
 //! CI machine kind (`cargo run --release -p strata-bench --example gemm_shapes`) it matches or
 //! beats the `gemm` crate's own rayon mode, which cannot promise a thread-count-free result.
+//! A large matrix-vector product (batch-1 inference) is cut in two column halves, the second
+//! run on a spinning helper thread (`threads::join_spin`), because a rayon hand-off costs a
+//! fifth of the whole product.
 
 use crate::storage::Float;
 
@@ -27,11 +30,20 @@ pub(crate) struct MatRef<'a, T> {
 /// At batch 512 (51 M) the split pays: 2 threads ~270–300k against ~220k.
 const SPLIT_MIN_MACS: usize = 1 << 23;
 
+/// Multiply-adds from which a matrix-vector product (one row, as batch-1 inference) is cut in
+/// two column halves, run on two cores through [`crate::threads::join_spin`]: its cost is
+/// streaming the weight from cache, and two cores stream it from their own L2 caches. SimpleNN's
+/// first layer (128×784, 100k) qualifies; its 128×64 second layer (8k) costs less than a
+/// hand-off.
+const GEMV_SPLIT_MACS: usize = 1 << 16;
+
 /// How many blocks a product is cut into: a function of the shape alone (never of the thread
 /// count), so that results do not depend on how many threads run them.
 fn blocks(m: usize, n: usize, k: usize) -> usize {
     let macs = m * n * k;
-    if macs < SPLIT_MIN_MACS {
+    if m == 1 && n >= 32 && (GEMV_SPLIT_MACS..SPLIT_MIN_MACS).contains(&macs) {
+        2
+    } else if macs < SPLIT_MIN_MACS {
         1
     } else if macs < 1 << 27 {
         2
@@ -107,6 +119,8 @@ pub(crate) fn gemm<T: Float>(
     };
     if parts == 1 || rayon::current_num_threads() == 1 {
         (0..parts).for_each(block);
+    } else if m == 1 && parts == 2 {
+        crate::threads::join_spin(|| block(1), || block(0));
     } else {
         use rayon::prelude::*;
         (0..parts).into_par_iter().for_each(block);
