@@ -88,12 +88,8 @@ fn linear_act(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, relu: bool) ->
         let xr = MatRef { data: vx, offset: xo, rs: xrs, cs: xcs };
         let mut y = linear_forward::<T>(xr, &vw[wo..wo + n * k], bias_slice, m, k, n);
         if relu {
-            // NaN stays NaN, as in torch.relu.
-            y.iter_mut().for_each(|v| {
-                if !(*v > T::ZERO || v.is_nan()) {
-                    *v = T::ZERO
-                }
-            });
+            // NaN stays NaN, as in torch.relu. A select, not a branch, so it vectorises.
+            super::wide(|| y.iter_mut().for_each(|v| *v = if *v > T::ZERO || v.is_nan() { *v } else { T::ZERO }));
         }
         Ok(T::wrap(y))
     })?;
