@@ -47,22 +47,32 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// How long the helper thread spins for a next job before it parks. OpenMP runtimes spin
-/// likewise (Intel's `KMP_BLOCKTIME` defaults to 200 ms); this is far shorter, so an idle
-/// program burns at most this much of one core after its last batch-1 call.
-const SPIN: Duration = Duration::from_micros(200);
+/// How long the helper thread spins on `PAUSE` for a next job: a job posted within this reaches
+/// it in about one cache-line transfer (batch-1 inference posts one every ~5 µs).
+const SPIN_HOT: Duration = Duration::from_micros(50);
+
+/// How long the helper keeps looking for a next job, yielding its core to any other runnable
+/// thread between looks, before it parks. OpenMP runtimes spin likewise (Intel's
+/// `KMP_BLOCKTIME` defaults to 200 ms); this is far shorter. Waking a parked thread costs a
+/// system call and, in a VM, an inter-processor interrupt: measured at ~10% of a W2 training
+/// step when rayon's workers fell asleep between the two large GEMMs of each step.
+const SPIN: Duration = Duration::from_millis(2);
 
 /// One thread that runs half of a latency-critical op while the caller runs the other half.
 ///
 /// A rayon job costs a wake-up or a steal, ~1 µs or more, next to a whole batch-1 forward pass
-/// of ~5 µs; this thread instead spins on a counter for [`SPIN`] after each job, so a job
-/// reaches it in about one cache-line transfer. It serves one caller at a time; a second
-/// concurrent caller runs both halves itself.
+/// of ~5 µs; this thread instead spins on a counter after each job ([`SPIN_HOT`], then yielding
+/// until [`SPIN`]), so a job reaches it in about one cache-line transfer. It serves one caller at
+/// a time; a second concurrent caller runs both halves itself. A job the helper has not claimed
+/// by the time the caller finishes its own half is taken back and run by the caller, so a
+/// helper that the OS has not scheduled (more threads than cores) never holds the caller up.
 struct Helper {
     /// Number of jobs posted; the helper runs job `seq` when it sees it change.
     seq: AtomicU64,
-    /// The last job finished (equal to `seq` when idle).
+    /// The last job finished by the helper.
     done: AtomicU64,
+    /// The last job claimed, by the helper (which then runs it) or by its poster (taking it back).
+    claim: AtomicU64,
     /// The posted job: a pointer to the caller's [`Job`] and its trampoline.
     job: AtomicUsize,
     call: AtomicUsize,
@@ -83,6 +93,7 @@ fn helper() -> Option<&'static Helper> {
             let h: &'static Helper = Box::leak(Box::new(Helper {
                 seq: AtomicU64::new(0),
                 done: AtomicU64::new(0),
+                claim: AtomicU64::new(0),
                 job: AtomicUsize::new(0),
                 call: AtomicUsize::new(0),
                 panicked: AtomicBool::new(false),
@@ -109,17 +120,26 @@ fn helper_loop(h: &Helper) {
                 break s;
             }
             spins = spins.wrapping_add(1);
-            if spins.is_multiple_of(256) && since.elapsed() > SPIN {
-                h.sleeping.store(true, Ordering::SeqCst);
-                if h.seq.load(Ordering::SeqCst) == seen {
-                    std::thread::park();
+            if spins.is_multiple_of(64) {
+                let idle = since.elapsed();
+                if idle > SPIN {
+                    h.sleeping.store(true, Ordering::SeqCst);
+                    if h.seq.load(Ordering::SeqCst) == seen {
+                        std::thread::park();
+                    }
+                    h.sleeping.store(false, Ordering::SeqCst);
+                    since = Instant::now();
+                } else if idle > SPIN_HOT {
+                    std::thread::yield_now();
                 }
-                h.sleeping.store(false, Ordering::SeqCst);
-                since = Instant::now();
             }
             std::hint::spin_loop();
         };
         seen = next;
+        if h.claim.compare_exchange(next - 1, next, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            // The poster took the job back.
+            continue;
+        }
         let (job, call) = (h.job.load(Ordering::Acquire), h.call.load(Ordering::Acquire));
         // SAFETY: `call` is the trampoline `run_job::<A>` for the `Job<A>` at `job`, which the
         // poster keeps alive until it sees `done == next`.
@@ -164,18 +184,32 @@ pub(crate) fn join_spin<A: FnOnce() + Send, B: FnOnce()>(a: A, b: B) {
     if h.sleeping.load(Ordering::SeqCst) {
         h.thread.unpark();
     }
-    // If `b` panics, the helper may still be using `job`: wait for it before unwinding.
+    // Releases the helper. If `b` panics, a job the helper has not claimed is claimed here (and
+    // dropped unrun); one it has claimed is waited for, since it uses `job`.
     struct Wait<'a>(&'a Helper, u64);
     impl Drop for Wait<'_> {
         fn drop(&mut self) {
-            while self.0.done.load(Ordering::Acquire) != self.1 {
+            let (h, posted) = (self.0, self.1);
+            if h.claim.compare_exchange(posted - 1, posted, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                h.done.store(posted, Ordering::Release);
+            }
+            while h.done.load(Ordering::Acquire) != posted {
                 std::hint::spin_loop();
             }
-            self.0.busy.store(false, Ordering::Release);
+            h.busy.store(false, Ordering::Release);
         }
     }
     let wait = Wait(h, posted);
     b();
+    if h.claim.compare_exchange(posted - 1, posted, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+        // Not started: run it here (the helper will skip it).
+        h.done.store(posted, Ordering::Release);
+        drop(wait);
+        if let Some(a) = job.0.take() {
+            a();
+        }
+        return;
+    }
     while h.done.load(Ordering::Acquire) != posted {
         std::hint::spin_loop();
     }
@@ -197,8 +231,8 @@ mod tests {
                 join_spin(|| x = i * 2, || y = i * 3);
                 assert_eq!((x, y), (i * 2, i * 3));
             }
-            // After the helper parks, a job still reaches it.
-            std::thread::sleep(std::time::Duration::from_millis(2));
+            // After the helper parks, a job still runs: on the helper, or taken back by the caller.
+            std::thread::sleep(std::time::Duration::from_millis(10));
             let mut x = 0;
             join_spin(|| x = 7, || {});
             assert_eq!(x, 7);

@@ -8,9 +8,12 @@
 //! whatever the thread count: 1 and N threads give bit-identical results. Measured on the 2-core
 //! CI machine kind (`cargo run --release -p strata-bench --example gemm_shapes`) it matches or
 //! beats the `gemm` crate's own rayon mode, which cannot promise a thread-count-free result.
-//! A large matrix-vector product (batch-1 inference) is cut in two column halves, the second
-//! run on a spinning helper thread (`threads::join_spin`), because a rayon hand-off costs a
-//! fifth of the whole product.
+//! A product cut in two blocks runs its second block on a spinning helper thread
+//! (`threads::join_spin`) rather than on rayon's pool: between the large GEMMs of a training
+//! step rayon's workers fall asleep, and waking one (a system call and, in a VM, an
+//! inter-processor interrupt) cost ~10% of a W2 step (SimpleNN, batch 512: 1.27 → 1.08 ms
+//! median); for a batch-1 matrix-vector product a rayon hand-off costs a fifth of the product.
+//! Products cut in four still go to rayon.
 
 use crate::storage::Float;
 
@@ -119,7 +122,7 @@ pub(crate) fn gemm<T: Float>(
     };
     if parts == 1 || rayon::current_num_threads() == 1 {
         (0..parts).for_each(block);
-    } else if m == 1 && parts == 2 {
+    } else if parts == 2 {
         crate::threads::join_spin(|| block(1), || block(0));
     } else {
         use rayon::prelude::*;
