@@ -193,15 +193,17 @@ pub(crate) fn join_spin<A: FnOnce() + Send, B: FnOnce()>(a: A, b: B) {
             if h.claim.compare_exchange(posted - 1, posted, Ordering::AcqRel, Ordering::Acquire).is_ok() {
                 h.done.store(posted, Ordering::Release);
             }
-            while h.done.load(Ordering::Acquire) != posted {
-                std::hint::spin_loop();
-            }
+            wait_done(h, posted);
             h.busy.store(false, Ordering::Release);
         }
     }
     let wait = Wait(h, posted);
     b();
-    if h.claim.compare_exchange(posted - 1, posted, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+    // A plain load first: when the helper has claimed the job (the usual case) this leaves its
+    // cache line shared instead of taking it away from the helper just before it writes `done`.
+    if h.claim.load(Ordering::Acquire) == posted - 1
+        && h.claim.compare_exchange(posted - 1, posted, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    {
         // Not started: run it here (the helper will skip it).
         h.done.store(posted, Ordering::Release);
         drop(wait);
@@ -210,12 +212,25 @@ pub(crate) fn join_spin<A: FnOnce() + Send, B: FnOnce()>(a: A, b: B) {
         }
         return;
     }
-    while h.done.load(Ordering::Acquire) != posted {
-        std::hint::spin_loop();
-    }
+    wait_done(h, posted);
     let panicked = h.panicked.load(Ordering::Relaxed);
     drop(wait);
     assert!(!panicked, "a task on the strata-spin thread panicked");
+}
+
+/// Waits until the helper has finished job `posted`: spinning first (the usual wait is the
+/// other half's few microseconds), then yielding, so that with more threads than cores a helper
+/// preempted mid-job gets a core back rather than waiting out a time slice.
+fn wait_done(h: &Helper, posted: u64) {
+    let mut spins = 0u32;
+    while h.done.load(Ordering::Acquire) != posted {
+        spins = spins.saturating_add(1);
+        if spins > 4096 {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
 }
 
 #[cfg(test)]
