@@ -169,7 +169,10 @@ unsafe fn run_job<A: FnOnce()>(job: usize) {
 /// done; both run on the caller when the pool has one thread ([`set_num_threads`]`(1)`), when
 /// another caller is using the helper, or when it cannot be started. `a` and `b` must not
 /// depend on which thread runs them: results are the same either way.
-pub(crate) fn join_spin<A: FnOnce() + Send, B: FnOnce()>(a: A, b: B) {
+///
+/// For work of tens to hundreds of microseconds between other parallel work, where a rayon
+/// join would first have to wake a sleeping worker (the optimizers' updates use it).
+pub fn join_spin<A: FnOnce() + Send, B: FnOnce()>(a: A, b: B) {
     let h = if rayon::current_num_threads() > 1 { helper() } else { None };
     let Some(h) = h.filter(|h| h.busy.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok())
     else {

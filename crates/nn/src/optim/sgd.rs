@@ -139,6 +139,12 @@ fn momentum_loop_avx512<T: Float>(x: &mut [T], g: &[T], b: &mut [T], mom: T, dam
 /// is the same whichever thread runs it, so the result does not depend on the thread count.
 const PAR_MIN_ELEMENTS: usize = 1 << 20;
 
+/// Elements from which the update is cut in two halves run on two cores through
+/// `strata_core::threads::join_spin` (below [`PAR_MIN_ELEMENTS`]): SimpleNN's 784×128 weight
+/// takes ~60–100 µs to update at the end of a batch-512 step, and a rayon split of it cost more
+/// than it saved (the worker is asleep by then).
+const HALVES_MIN_ELEMENTS: usize = 1 << 16;
+
 /// Elements per parallel task (fixed: independent of the thread count).
 const PAR_CHUNK: usize = 1 << 16;
 
@@ -159,6 +165,13 @@ fn momentum_step<T: Float>(x: &mut [T], g: &[T], b: &mut [T], mom: T, damp: T, l
             .zip(g.par_chunks(PAR_CHUNK))
             .zip(b.par_chunks_mut(PAR_CHUNK))
             .for_each(|((x, g), b)| run(x, g, b));
+    } else if x.len() >= HALVES_MIN_ELEMENTS && rayon::current_num_threads() > 1 {
+        // Two halves, the second on the spin helper (which the step's last GEMM has just woken).
+        let mid = (x.len() / 2).next_multiple_of(16);
+        let (x0, x1) = x.split_at_mut(mid);
+        let (g0, g1) = g.split_at(mid);
+        let (b0, b1) = b.split_at_mut(mid);
+        strata_core::threads::join_spin(|| run(x1, g1, b1), || run(x0, g0, b0));
     } else {
         run(x, g, b)
     }
