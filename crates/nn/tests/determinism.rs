@@ -7,6 +7,18 @@ use strata_nn::{
     Adam, AdamConfig, CrossEntropyLoss, Linear, Module, Optimizer, ReLU, SGD, Sequential, SgdConfig, model_file,
 };
 
+/// `steps` training steps of `model` on the batch `(x, y)` with cross-entropy; returns the
+/// parameters' bits.
+fn fit(model: &dyn Module, opt: &mut dyn Optimizer, x: &Tensor, y: &Tensor, steps: usize) -> Vec<Vec<u32>> {
+    for _ in 0..steps {
+        opt.zero_grad().unwrap();
+        let loss = CrossEntropyLoss::new().forward(&model.forward(x).unwrap(), y).unwrap();
+        loss.backward().unwrap();
+        opt.step().unwrap();
+    }
+    model.parameters().iter().map(|p| p.to_vec::<f32>().unwrap().iter().map(|v| v.to_bits()).collect()).collect()
+}
+
 /// Trains an MLP of the given layer widths (ReLU between) for `steps` SGD steps on one fixed
 /// random batch inside a pool of `threads` threads; returns the parameters' bits.
 fn train(threads: usize, widths: &[usize], batch: usize, steps: usize, seed: u64) -> Vec<Vec<u32>> {
@@ -24,13 +36,7 @@ fn train(threads: usize, widths: &[usize], batch: usize, steps: usize, seed: u64
         let y = Tensor::from_vec((0..batch).map(|_| rng.below(10) as i64).collect(), &[batch]).unwrap();
         let mut opt =
             SGD::with_config(model.parameters(), SgdConfig { lr: 0.05, momentum: 0.9, ..Default::default() }).unwrap();
-        for _ in 0..steps {
-            opt.zero_grad().unwrap();
-            let loss = CrossEntropyLoss::new().forward(&model.forward(&x).unwrap(), &y).unwrap();
-            loss.backward().unwrap();
-            opt.step().unwrap();
-        }
-        model.parameters().iter().map(|p| p.to_vec::<f32>().unwrap().iter().map(|v| v.to_bits()).collect()).collect()
+        fit(&model, &mut opt, &x, &y, steps)
     })
 }
 
@@ -75,13 +81,7 @@ fn train_example(threads: usize, file: &str, input: &[usize], batch: usize, step
         let x = Tensor::randn(&dims, 0.0, 1.0, DType::F32, &mut rng).unwrap();
         let y = Tensor::from_vec((0..batch).map(|_| rng.below(10) as i64).collect(), &[batch]).unwrap();
         let mut opt = Adam::with_config(model.parameters(), AdamConfig { lr: 0.01, ..Default::default() }).unwrap();
-        for _ in 0..steps {
-            opt.zero_grad().unwrap();
-            let loss = CrossEntropyLoss::new().forward(&model.forward(&x).unwrap(), &y).unwrap();
-            loss.backward().unwrap();
-            opt.step().unwrap();
-        }
-        model.parameters().iter().map(|p| p.to_vec::<f32>().unwrap().iter().map(|v| v.to_bits()).collect()).collect()
+        fit(&model, &mut opt, &x, &y, steps)
     })
 }
 
