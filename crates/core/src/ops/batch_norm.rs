@@ -15,7 +15,7 @@
 //! (one task per channel), so results do not depend on the thread count.
 
 use super::conv::cpu::{LaneSum, for_each_chunk, map_tasks, parallel_for};
-use super::{wide_fn, with_float};
+use super::{prefetch, wide_fn, with_float};
 use crate::error::{Error, Result};
 use crate::storage::{Element, Float};
 use crate::tensor::Tensor;
@@ -33,10 +33,18 @@ impl Dims {
     fn m(&self) -> usize {
         self.n * self.s
     }
-    /// Channel `ci`'s values as one slice per sample, in a fixed order.
+    /// Channel `ci`'s values as one slice per sample, in a fixed order; the next sample's
+    /// slice is prefetched as each one is handed out (the slices are `C·S` apart, and the
+    /// hardware prefetchers lose every new one).
     fn channel<'a, T>(&self, v: &'a [T], ci: usize) -> impl Iterator<Item = &'a [T]> + 'a {
-        let (c, s) = (self.c, self.s);
-        (0..self.n).map(move |n| &v[(n * c + ci) * s..(n * c + ci + 1) * s])
+        let (c, s, n) = (self.c, self.s, self.n);
+        let slice = move |i: usize| &v[(i * c + ci) * s..(i * c + ci + 1) * s];
+        (0..n).map(move |i| {
+            if i + 1 < n {
+                prefetch(slice(i + 1));
+            }
+            slice(i)
+        })
     }
 }
 

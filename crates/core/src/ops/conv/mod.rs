@@ -4,7 +4,7 @@
 //! Backward, per sample and group with `col = im2col(x)`:
 //! - d_x = col2im(W_gᵀ · dY_g) (the adjoint of im2col scatters each column back to its pixels),
 //! - d_W_g = Σ_n dY_g · col_gᵀ,
-//! - d_bias[o] = Σ_{n, oy, ox} dY[n, o, oy, ox].
+//! - `d_bias[o] = Σ_{n, oy, ox} dY[n, o, oy, ox]`.
 //!
 //! The column matrices are recomputed in backward rather than saved: they are kH·kW times the
 //! size of the input, and rebuilding them is cheap next to the GEMMs.

@@ -25,6 +25,10 @@
 //! `tw + 1`: one column per tile row is padding, transformed and multiplied like the others and
 //! dropped by the output transform (7% more GEMM work at 28×28, 14% at 14×14).
 //!
+//! For f32 on a CPU with AVX-512 the three transforms run as the explicit kernels of
+//! `winograd_x86.rs` (two passes per plane instead of five, whole-cache-line stores, the next
+//! plane prefetched), which give the same bits as the portable loops here.
+//!
 //! Determinism: samples are cut into blocks whose size depends on the geometry only, every
 //! output element is computed by one block in a fixed order, and so the result is the same for
 //! every thread count. The rounding differs from im2col's (the transforms add and subtract
@@ -34,6 +38,41 @@ use super::cpu::{ConvGeom, for_each_chunk, map_tasks, parallel_for};
 use crate::ops::matmul::cpu::{MatRef, gemm};
 use crate::ops::wide_fn;
 use crate::storage::Float;
+#[cfg(target_arch = "x86_64")]
+use std::any::TypeId;
+
+#[cfg(target_arch = "x86_64")]
+#[path = "winograd_x86.rs"]
+mod x86;
+
+/// `s` as f32s, when `T` is f32.
+#[cfg(target_arch = "x86_64")]
+fn f32s<T: Float>(s: &[T]) -> Option<&[f32]> {
+    // SAFETY: T is f32 (same TypeId), so the cast is the identity.
+    (TypeId::of::<T>() == TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), s.len()) })
+}
+
+/// `s` as f32s, when `T` is f32.
+#[cfg(target_arch = "x86_64")]
+fn f32s_mut<T: Float>(s: &mut [T]) -> Option<&mut [f32]> {
+    // SAFETY: T is f32 (same TypeId), so the cast is the identity.
+    (TypeId::of::<T>() == TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) })
+}
+
+/// Four scratch buffers as f32s, when `T` is f32.
+#[cfg(target_arch = "x86_64")]
+fn f32s4<T: Float>(b: &mut [Vec<T>]) -> Option<[&mut [f32]; 4]> {
+    let [b0, b1, b2, b3] = b else { return None };
+    Some([f32s_mut(b0)?, f32s_mut(b1)?, f32s_mut(b2)?, f32s_mut(b3)?])
+}
+
+/// Whether the f32 transforms can take the AVX-512 kernels of `winograd_x86.rs`.
+#[cfg(target_arch = "x86_64")]
+fn avx512() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+}
 
 /// The fewest input and output channels for which the transforms pay: with few channels the
 /// GEMMs are thin and the per-tile transforms dominate (the 1-channel stem conv of a ResNet
@@ -250,12 +289,15 @@ struct Scratch<T: Float> {
 impl<T: Float> Scratch<T> {
     fn new(g: &ConvGeom) -> Self {
         let (th, tw) = g.tiles();
-        let grid = (th + 1) * (tw + 1) + 1;
+        // Slack past the last tile: the AVX-512 kernels read whole vectors.
+        let grid = (th + 1) * (tw + 1) + 32;
         Scratch {
             rows: std::array::from_fn(|_| T::zeroed_buffer((th + 1) * 2 * (tw + 1))),
-            grid: std::array::from_fn(|_| T::take_buffer(grid)),
+            // Zeroed: nothing writes the slack, which the last tile's padding column reads (a
+            // NaN left there by the buffer pool would reach dW through 0·NaN).
+            grid: std::array::from_fn(|_| T::zeroed_buffer(grid)),
             h: std::array::from_fn(|_| T::take_buffer(grid)),
-            y: std::array::from_fn(|_| T::take_buffer(th * 2 * (tw + 1))),
+            y: std::array::from_fn(|_| T::take_buffer(th * 2 * (tw + 1) + 16)),
             dy_rows: std::array::from_fn(|_| T::zeroed_buffer(th * 2 * (tw + 1))),
         }
     }
@@ -265,10 +307,58 @@ impl<T: Float> Scratch<T> {
     }
 }
 
+/// `V_ξ[c, off + q] = (Bᵀ d B)_ξ` for every tile `q = ty·(tw + 1) + tx` of one input plane
+/// `(H, W)`; position ξ's row starts at `ξ·stride`. f32 on AVX-512 takes `winograd_x86.rs`.
+fn input_transform<T: Float>(plane: &[T], g: &ConvGeom, v: &mut [T], stride: usize, off: usize, sc: &mut Scratch<T>) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512()
+        && let (Some(plane), Some(v), Some(grid)) = (f32s(plane), f32s_mut(v), f32s4(&mut sc.grid))
+    {
+        // SAFETY: the CPU supports AVX-512F (checked above).
+        return unsafe { x86::input_transform(plane, g, v, stride, off, grid) };
+    }
+    input_transform_wide(plane, g, v, stride, off, sc)
+}
+
+/// One output plane `(OH, OW)` from its tiles' GEMM results: `Y = Aᵀ M A + bias`, with
+/// position ξ's row of `m` starting at `ξ·stride + off`. f32 on AVX-512 takes `winograd_x86.rs`.
+fn output_transform<T: Float>(
+    m: &[T],
+    stride: usize,
+    off: usize,
+    out: &mut [T],
+    g: &ConvGeom,
+    bias: T,
+    sc: &mut Scratch<T>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512()
+        && let (Some(m), Some(out), Some(&[bias]), Some(y)) =
+            (f32s(m), f32s_mut(out), f32s(std::slice::from_ref(&bias)), f32s4(&mut sc.y))
+    {
+        // SAFETY: the CPU supports AVX-512F (checked above).
+        return unsafe { x86::output_transform(m, stride, off, out, g, bias, y) };
+    }
+    output_transform_wide(m, stride, off, out, g, bias, sc)
+}
+
+/// `E_ξ[o, off + q] = (A dY Aᵀ)_ξ` for every tile of one output-gradient plane (zero for the
+/// padding column); position ξ's row starts at `ξ·stride`. f32 on AVX-512 takes
+/// `winograd_x86.rs`.
+fn dy_transform<T: Float>(plane: &[T], g: &ConvGeom, e: &mut [T], stride: usize, off: usize, sc: &mut Scratch<T>) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512()
+        && let (Some(plane), Some(e), Some(grid)) = (f32s(plane), f32s_mut(e), f32s4(&mut sc.grid))
+    {
+        // SAFETY: the CPU supports AVX-512F (checked above).
+        return unsafe { x86::dy_transform(plane, g, e, stride, off, grid) };
+    }
+    dy_transform_wide(plane, g, e, stride, off, sc)
+}
+
 wide_fn!(
-    /// `V_ξ[c, off + q] = (Bᵀ d B)_ξ` for every tile `q = ty·(tw + 1) + tx` of one input plane
-    /// `(H, W)`; position ξ's row starts at `ξ·stride`.
-    fn input_transform<T: Float>(plane: &[T], g: &ConvGeom, v: &mut [T], stride: usize, off: usize, sc: &mut Scratch<T>) => input_loops
+    /// The portable [`input_transform`].
+    fn input_transform_wide<T: Float>(plane: &[T], g: &ConvGeom, v: &mut [T], stride: usize, off: usize, sc: &mut Scratch<T>) => input_loops
 );
 
 #[inline(always)]
@@ -334,9 +424,9 @@ fn input_loops<T: Float>(plane: &[T], g: &ConvGeom, v: &mut [T], stride: usize, 
 }
 
 wide_fn!(
-    /// One output plane `(OH, OW)` from its tiles' GEMM results: `Y = Aᵀ M A + bias`, with
+    /// The portable [`output_transform`]: one output plane `(OH, OW)` from its tiles' GEMM results: `Y = Aᵀ M A + bias`, with
     /// position ξ's row of `m` starting at `ξ·stride + off`.
-    fn output_transform<T: Float>(m: &[T], stride: usize, off: usize, out: &mut [T], g: &ConvGeom, bias: T, sc: &mut Scratch<T>) => output_loops
+    fn output_transform_wide<T: Float>(m: &[T], stride: usize, off: usize, out: &mut [T], g: &ConvGeom, bias: T, sc: &mut Scratch<T>) => output_loops
 );
 
 #[inline(always)]
@@ -387,10 +477,10 @@ fn output_loops<T: Float>(
 }
 
 wide_fn!(
-    /// `E_ξ[o, off + q] = (A dY Aᵀ)_ξ` for every tile `q = ty·(tw + 1) + tx` of one output-gradient
+    /// The portable [`dy_transform`]: `E_ξ[o, off + q] = (A dY Aᵀ)_ξ` for every tile `q = ty·(tw + 1) + tx` of one output-gradient
     /// plane `(OH, OW)` (zero for the padding column `tx = tw`); position ξ's row starts at
     /// `ξ·stride`.
-    fn dy_transform<T: Float>(plane: &[T], g: &ConvGeom, e: &mut [T], stride: usize, off: usize, sc: &mut Scratch<T>) => dy_loops
+    fn dy_transform_wide<T: Float>(plane: &[T], g: &ConvGeom, e: &mut [T], stride: usize, off: usize, sc: &mut Scratch<T>) => dy_loops
 );
 
 #[inline(always)]
