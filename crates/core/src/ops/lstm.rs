@@ -8,7 +8,7 @@
 //!    with vectorised σ and tanh for f32 (`vmath`). The activated gates, `c[t]` and
 //!    `tanh(c[t])` are kept for backward.
 //!
-//! Backward (backpropagation through time), with dh = dL/dh[t] + the recurrent part, per step
+//! Backward (backpropagation through time), with `dh = dL/dh[t]` + the recurrent part, per step
 //! in reverse: `dc += dh⊙o⊙(1 − tanh²c)`, then the pre-activation gradients
 //! `dG = [dc⊙g⊙i(1−i), dc⊙c[t−1]⊙f(1−f), dc⊙i⊙(1−g²), dh⊙tanh(c)⊙o(1−o)]` overwrite the saved
 //! gates, `dc ← dc⊙f`, and `dh_rec = dG·W_hh` (one GEMM) feeds the step before. The parameter
