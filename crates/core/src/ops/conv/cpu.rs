@@ -10,9 +10,16 @@
 //! the thread count); every output element and every per-chunk partial of d_weight is computed
 //! by one task in a fixed order, and the partials are summed in chunk order.
 
+#[cfg(target_arch = "x86_64")]
+use super::{avx512, f32s, f32s_mut};
 use crate::ops::matmul::cpu::{MatRef, gemm};
+use crate::ops::prefetch;
 use crate::storage::Float;
 use rayon::prelude::*;
+
+#[cfg(target_arch = "x86_64")]
+#[path = "cpu_x86.rs"]
+mod x86;
 
 /// Multiply-adds above which a conv, pooling or batch-norm kernel spreads its samples, planes or
 /// channels over rayon threads. Measured on a 2-core machine (Conv2d 1→32 3×3 forward + weight
@@ -180,7 +187,11 @@ fn im2col_loops<T: Float>(x: &[T], g: &ConvGeom, col: &mut [T]) {
     let (dh, dw) = g.dilation;
     let shift = g.is_shift();
     let mut rows = col.chunks_exact_mut(l.max(1));
-    for plane in x.chunks_exact(h * w).take(g.c) {
+    for (ci, plane) in x.chunks_exact(h * w).take(g.c).enumerate() {
+        // Each plane is a new short stream that the hardware prefetchers would wait for.
+        if let Some(next) = x.get((ci + 1) * h * w..(ci + 2) * h * w) {
+            prefetch(next);
+        }
         for ki in 0..g.kh {
             for kj in 0..g.kw {
                 let row = rows.next().expect("col has C·kH·kW rows");
@@ -218,13 +229,40 @@ fn im2col_loops<T: Float>(x: &[T], g: &ConvGeom, col: &mut [T]) {
                     match sw {
                         1 => dst[lo..hi].iter_mut().zip(&src[x0..x0 + hi - lo]).for_each(|(d, &s)| *d = s),
                         // A constant stride: the vectoriser gathers it with shuffles.
-                        2 => dst[lo..hi].iter_mut().zip(src[x0..].iter().step_by(2)).for_each(|(d, &s)| *d = s),
+                        2 => gather_stride2(src, x0, &mut dst[lo..hi]),
                         _ => dst[lo..hi].iter_mut().enumerate().for_each(|(j, d)| *d = src[x0 + j * sw]),
                     }
                 }
             }
         }
     }
+}
+
+/// `dst[j] = src[x0 + 2j]`: f32 on AVX-512 takes `cpu_x86.rs` (rows of 7–14 never fill a
+/// vector of the portable loop).
+#[inline(always)]
+fn gather_stride2<T: Float>(src: &[T], x0: usize, dst: &mut [T]) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512()
+        && let (Some(src), Some(dst)) = (f32s(src), f32s_mut(dst))
+    {
+        // SAFETY: the CPU supports AVX-512F (checked above).
+        return unsafe { x86::gather_stride2(src, x0, dst) };
+    }
+    dst.iter_mut().zip(src[x0..].iter().step_by(2)).for_each(|(d, &s)| *d = s);
+}
+
+/// `dst[x0 + 2j] += src[j]`: f32 on AVX-512 takes `cpu_x86.rs`.
+#[inline(always)]
+fn scatter_add_stride2<T: Float>(src: &[T], dst: &mut [T], x0: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512()
+        && let (Some(src), Some(dst)) = (f32s(src), f32s_mut(dst))
+    {
+        // SAFETY: the CPU supports AVX-512F (checked above).
+        return unsafe { x86::scatter_add_stride2(src, dst, x0) };
+    }
+    src.iter().enumerate().for_each(|(j, &v)| dst[x0 + j * 2] += v);
 }
 
 crate::ops::wide_fn!(
@@ -275,6 +313,8 @@ fn col2im_loops<T: Float>(col: &mut [T], g: &ConvGeom, dx: &mut [T]) {
                     let x0 = lo * sw + kj * dw - pw;
                     if sw == 1 {
                         dst[x0..x0 + hi - lo].iter_mut().zip(&src[lo..hi]).for_each(|(d, &v)| *d += v);
+                    } else if sw == 2 {
+                        scatter_add_stride2(&src[lo..hi], dst, x0);
                     } else {
                         src[lo..hi].iter().enumerate().for_each(|(j, &v)| dst[x0 + j * sw] += v);
                     }

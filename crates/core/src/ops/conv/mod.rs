@@ -25,6 +25,36 @@ use crate::storage::Element;
 use crate::tensor::Tensor;
 use cpu::ConvGeom;
 
+/// `s` as f32s, when `T` is f32.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn f32s<T: crate::storage::Float>(s: &[T]) -> Option<&[f32]> {
+    // SAFETY: T is f32 (same TypeId), so the cast is the identity.
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), s.len()) })
+}
+
+/// `s` as f32s, when `T` is f32.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn f32s_mut<T: crate::storage::Float>(s: &mut [T]) -> Option<&mut [f32]> {
+    // SAFETY: T is f32 (same TypeId), so the cast is the identity.
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) })
+}
+
+/// Four scratch buffers as f32s, when `T` is f32.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn f32s4<T: crate::storage::Float>(b: &mut [Vec<T>]) -> Option<[&mut [f32]; 4]> {
+    let [b0, b1, b2, b3] = b else { return None };
+    Some([f32s_mut(b0)?, f32s_mut(b1)?, f32s_mut(b2)?, f32s_mut(b3)?])
+}
+
+/// Whether the f32 kernels can take the explicit AVX-512 versions (`winograd_x86.rs`,
+/// `cpu_x86.rs`).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn avx512() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+}
+
 /// Output size along one axis of a sliding window (convolution or pooling, `ceil_mode=False`):
 /// `⌊(size + 2·padding − dilation·(kernel − 1) − 1) / stride⌋ + 1`, or `None` when the dilated
 /// kernel is larger than the padded input (stride and dilation must be at least 1).

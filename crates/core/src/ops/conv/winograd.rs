@@ -35,44 +35,15 @@
 //! inputs before the products), by a few ulps of the inputs' magnitude.
 
 use super::cpu::{ConvGeom, for_each_chunk, map_tasks, parallel_for};
+#[cfg(target_arch = "x86_64")]
+use super::{avx512, f32s, f32s_mut, f32s4};
 use crate::ops::matmul::cpu::{MatRef, gemm};
 use crate::ops::wide_fn;
 use crate::storage::Float;
-#[cfg(target_arch = "x86_64")]
-use std::any::TypeId;
 
 #[cfg(target_arch = "x86_64")]
 #[path = "winograd_x86.rs"]
 mod x86;
-
-/// `s` as f32s, when `T` is f32.
-#[cfg(target_arch = "x86_64")]
-fn f32s<T: Float>(s: &[T]) -> Option<&[f32]> {
-    // SAFETY: T is f32 (same TypeId), so the cast is the identity.
-    (TypeId::of::<T>() == TypeId::of::<f32>())
-        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), s.len()) })
-}
-
-/// `s` as f32s, when `T` is f32.
-#[cfg(target_arch = "x86_64")]
-fn f32s_mut<T: Float>(s: &mut [T]) -> Option<&mut [f32]> {
-    // SAFETY: T is f32 (same TypeId), so the cast is the identity.
-    (TypeId::of::<T>() == TypeId::of::<f32>())
-        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) })
-}
-
-/// Four scratch buffers as f32s, when `T` is f32.
-#[cfg(target_arch = "x86_64")]
-fn f32s4<T: Float>(b: &mut [Vec<T>]) -> Option<[&mut [f32]; 4]> {
-    let [b0, b1, b2, b3] = b else { return None };
-    Some([f32s_mut(b0)?, f32s_mut(b1)?, f32s_mut(b2)?, f32s_mut(b3)?])
-}
-
-/// Whether the f32 transforms can take the AVX-512 kernels of `winograd_x86.rs`.
-#[cfg(target_arch = "x86_64")]
-fn avx512() -> bool {
-    std::arch::is_x86_feature_detected!("avx512f")
-}
 
 /// The fewest input and output channels for which the transforms pay: with few channels the
 /// GEMMs are thin and the per-tile transforms dominate (the 1-channel stem conv of a ResNet
