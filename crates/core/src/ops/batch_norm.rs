@@ -33,9 +33,16 @@ impl Dims {
     fn m(&self) -> usize {
         self.n * self.s
     }
-    /// Channel `ci`'s values as one slice per sample, in a fixed order; the next sample's
-    /// slice is prefetched as each one is handed out (the slices are `C·S` apart, and the
-    /// hardware prefetchers lose every new one).
+    /// Channel `ci`'s values as one slice per sample, in a fixed order, for data in cache (a
+    /// channel's second pass).
+    fn cached<'a, T>(&self, v: &'a [T], ci: usize) -> impl Iterator<Item = &'a [T]> + 'a {
+        let (c, s) = (self.c, self.s);
+        (0..self.n).map(move |n| &v[(n * c + ci) * s..(n * c + ci + 1) * s])
+    }
+
+    /// [`Dims::cached`] for a channel's first pass, from memory: the next sample's slice is
+    /// prefetched as each one is handed out (the slices are `C·S` apart, and the hardware
+    /// prefetchers lose every new one).
     fn channel<'a, T>(&self, v: &'a [T], ci: usize) -> impl Iterator<Item = &'a [T]> + 'a {
         let (c, s, n) = (self.c, self.s, self.n);
         let slice = move |i: usize| &v[(i * c + ci) * s..(i * c + ci + 1) * s];
@@ -156,9 +163,30 @@ fn batch_norm_impl(
     let xo = xc.layout().offset;
     let parallel = parallel_for(4 * x.numel());
 
-    // Statistics: the batch's (training) or the running ones (evaluation).
+    // y = x·α + β' with α = γ/√(σ² + eps), β' = β − μ·α: one multiply-add per element.
+    let affine = |ci: usize, mean: f64, var: f64| {
+        let a = 1.0 / (var + eps).sqrt() * gamma.as_ref().map_or(1.0, |g| g[ci]);
+        (a, beta.as_ref().map_or(0.0, |b| b[ci]) - mean * a)
+    };
+    // Training: each channel's task computes its statistics and then normalises it while its
+    // values (N·S, at most a few hundred KB in a ResNet) are still in L2, rather than a second
+    // sweep over the whole batch from memory. Evaluation: the running statistics, and the
+    // normalisation below, sample by sample.
+    let mut normalised = None;
     let (mean, var) = if training {
-        let stats = with_float!(storage, OP, |v: T| Ok(channel_stats::<T>(&v[xo..xo + x.numel()], dims, parallel)))?;
+        let (out, stats) = with_float!(storage, OP, |v: T| {
+            let xv = &v[xo..xo + x.numel()];
+            let mut out = T::take_buffer(x.numel());
+            let channels = ChannelOut::new(&mut out, dims);
+            let m = dims.m() as f64;
+            let stats = map_tasks((0..c).collect(), parallel, |_, ci| {
+                let (mean, var) = moments(xv, dims, ci, m);
+                normalise_channel(&channels, xv, dims, ci, affine(ci, mean, var), relu);
+                (mean, var)
+            });
+            Ok((T::wrap(out), stats))
+        })?;
+        normalised = Some(out);
         stats.into_iter().unzip()
     } else {
         match (rm, rv) {
@@ -198,19 +226,20 @@ fn batch_norm_impl(
         }
     }
 
-    // y = x·α + β' with α = γ/√(σ² + eps), β' = β − μ·α: one multiply-add per element.
-    let alpha: Vec<f64> = (0..c).map(|i| invstd[i] * gamma.as_ref().map_or(1.0, |g| g[i])).collect();
-    let shift: Vec<f64> = (0..c).map(|i| beta.as_ref().map_or(0.0, |b| b[i]) - mean[i] * alpha[i]).collect();
-    let out = with_float!(storage, OP, |v: T| {
-        let xv = &v[xo..xo + x.numel()];
-        let mut out = T::take_buffer(x.numel());
-        let per_sample = c * dims.s;
-        for_each_chunk(&mut out, per_sample, parallel, |n, out_n| {
-            let x_n = &xv[n * per_sample..(n + 1) * per_sample];
-            normalise_sample(out_n, x_n, &alpha, &shift, dims.s, relu)
-        });
-        Ok(T::wrap(out))
-    })?;
+    let (alpha, shift): (Vec<f64>, Vec<f64>) = (0..c).map(|i| affine(i, mean[i], var[i])).unzip();
+    let out = match normalised {
+        Some(out) => out,
+        None => with_float!(storage, OP, |v: T| {
+            let xv = &v[xo..xo + x.numel()];
+            let mut out = T::take_buffer(x.numel());
+            let per_sample = c * dims.s;
+            for_each_chunk(&mut out, per_sample, parallel, |n, out_n| {
+                let x_n = &xv[n * per_sample..(n + 1) * per_sample];
+                normalise_sample(out_n, x_n, &alpha, &shift, dims.s, relu)
+            });
+            Ok(T::wrap(out))
+        })?,
+    };
 
     let mut inputs = vec![x];
     inputs.extend(weight);
@@ -229,22 +258,23 @@ fn batch_norm_impl(
             let gv = &gv[go..go + numel];
             // Per channel: Σg and Σg·x̂, in a fixed order.
             // The ReLU's mask: where the forward pass's pre-activation, recomputed bit for bit, was > 0.
-            let mask = relu.then_some((&alpha[..], &shift[..]));
+            // Each channel's task also writes that channel's dx right after its sums, while
+            // its g and x are still in L2.
+            let mut dx = needs.0.then(|| T::take_buffer(numel));
+            let channels = dx.as_deref_mut().map(|d| ChannelOut::new(d, dims));
+            let m = dims.m() as f64;
             let sums = map_tasks((0..c).collect(), parallel, |_, ci| {
-                let affine = mask.map(|(a, b)| (a[ci], b[ci]));
-                grad_sums(gv, xv, dims, ci, mean[ci], invstd[ci], affine)
+                let mask = relu.then_some((alpha[ci], shift[ci]));
+                let sums = grad_sums(gv, xv, dims, ci, mean[ci], invstd[ci], mask);
+                if let Some(channels) = &channels {
+                    let (mg, mgx) = if training { (sums.0 / m, sums.1 / m) } else { (0.0, 0.0) };
+                    let k =
+                        ChannelGrad { alpha: alpha[ci], mg, mgx, mean: mean[ci], invstd: invstd[ci], training, mask };
+                    dx_channel(channels, gv, xv, dims, ci, &k);
+                }
+                sums
             });
-            let dx = needs.0.then(|| {
-                let m = dims.m() as f64;
-                let per_sample = c * dims.s;
-                let mut dx = T::take_buffer(numel);
-                let stats = Stats { alpha: &alpha, sums: &sums, mean: &mean, invstd: &invstd, m, training, mask };
-                for_each_chunk(&mut dx, per_sample, parallel, |n, dx_n| {
-                    let range = n * per_sample..(n + 1) * per_sample;
-                    dx_sample(dx_n, &gv[range.clone()], &xv[range], dims.s, &stats)
-                });
-                T::wrap(dx)
-            });
+            let dx = dx.map(T::wrap);
             let dgamma = needs.1.then(|| T::wrap(sums.iter().map(|s| T::from_f64(s.1)).collect()));
             let dbeta = needs.2.then(|| T::wrap(sums.iter().map(|s| T::from_f64(s.0)).collect()));
             Ok((dx, dgamma, dbeta))
@@ -261,10 +291,51 @@ fn batch_norm_impl(
     }))
 }
 
-/// Per channel `(μ, σ²)` with the biased variance, two passes in f64 (one task per channel).
-fn channel_stats<T: Float>(x: &[T], dims: Dims, parallel: bool) -> Vec<(f64, f64)> {
-    let m = dims.m() as f64;
-    map_tasks((0..dims.c).collect(), parallel, |_, ci| moments(x, dims, ci, m))
+/// A `[N, C, S]` buffer written channel by channel from parallel tasks: the task of channel `ci`
+/// writes only the `N` slices of that channel, so no two tasks touch the same element.
+struct ChannelOut<'a, T> {
+    ptr: *mut T,
+    dims: Dims,
+    _buf: std::marker::PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: the buffer is only reached through `slice`, whose contract keeps the tasks' writes
+// disjoint; T itself is sent between threads.
+unsafe impl<T: Send> Sync for ChannelOut<'_, T> {}
+
+impl<'a, T> ChannelOut<'a, T> {
+    fn new(buf: &'a mut [T], dims: Dims) -> Self {
+        assert_eq!(buf.len(), dims.n * dims.c * dims.s, "a [N, C, S] buffer");
+        ChannelOut { ptr: buf.as_mut_ptr(), dims, _buf: std::marker::PhantomData }
+    }
+
+    /// Sample `n`'s values of channel `ci`.
+    ///
+    /// # Safety
+    /// No other reference to the same slice may exist while this one lives: one task per
+    /// channel, taking its slices one at a time.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, n: usize, ci: usize) -> &mut [T] {
+        let Dims { n: nn, c, s } = self.dims;
+        assert!(n < nn && ci < c);
+        // SAFETY: in bounds (asserted, and the length checked in `new`); exclusive by the
+        // caller's contract; the buffer outlives 'a.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add((n * c + ci) * s), s) }
+    }
+}
+
+wide_fn!(
+    /// `y = x·α + β'` (then `max(y, 0)` when `relu`) for channel `ci` of every sample, into
+    /// that channel's slices of `out`.
+    fn normalise_channel<T: Float>(out: &ChannelOut<T>, x: &[T], dims: Dims, ci: usize, ab: (f64, f64), relu: bool) => normalise_channel_loops
+);
+
+#[inline(always)]
+fn normalise_channel_loops<T: Float>(out: &ChannelOut<T>, x: &[T], dims: Dims, ci: usize, ab: (f64, f64), relu: bool) {
+    for (n, xs) in dims.cached(x, ci).enumerate() {
+        // SAFETY: this task is channel ci's only one, and the slice is dropped before the next.
+        normalise_slice(unsafe { out.slice(n, ci) }, xs, ab, relu);
+    }
 }
 
 wide_fn!(
@@ -280,7 +351,7 @@ fn moments_loops<T: Float>(x: &[T], dims: Dims, ci: usize, m: f64) -> (f64, f64)
     }
     let mean = sum.total() / m;
     let mut sq = LaneSum::default();
-    for xs in dims.channel(x, ci) {
+    for xs in dims.cached(x, ci) {
         sq.add_map(xs, |v| (v - mean) * (v - mean));
     }
     (mean, sq.total() / m)
@@ -295,15 +366,20 @@ wide_fn!(
 #[inline(always)]
 fn normalise_loops<T: Float>(out: &mut [T], x: &[T], alpha: &[f64], shift: &[f64], s: usize, relu: bool) {
     for (ci, (o, xs)) in out.chunks_mut(s.max(1)).zip(x.chunks(s.max(1))).enumerate() {
-        let (a, b) = (alpha[ci], shift[ci]);
-        if relu {
-            for (o, &xv) in o.iter_mut().zip(xs) {
-                let y = T::from_f64(xv.to_f64() * a + b);
-                *o = if y > T::ZERO || y.is_nan() { y } else { T::ZERO };
-            }
-        } else {
-            o.iter_mut().zip(xs).for_each(|(o, &xv)| *o = T::from_f64(xv.to_f64() * a + b));
+        normalise_slice(o, xs, (alpha[ci], shift[ci]), relu);
+    }
+}
+
+/// `o = x·a + b` (then `max(o, 0)` when `relu`, NaN staying NaN) for one channel's values.
+#[inline(always)]
+fn normalise_slice<T: Float>(o: &mut [T], xs: &[T], (a, b): (f64, f64), relu: bool) {
+    if relu {
+        for (o, &xv) in o.iter_mut().zip(xs) {
+            let y = T::from_f64(xv.to_f64() * a + b);
+            *o = if y > T::ZERO || y.is_nan() { y } else { T::ZERO };
         }
+    } else {
+        o.iter_mut().zip(xs).for_each(|(o, &xv)| *o = T::from_f64(xv.to_f64() * a + b));
     }
 }
 
@@ -346,45 +422,42 @@ fn grad_sums_loops<T: Float>(
     (sg.total(), sgx.total())
 }
 
-/// What the input gradient needs per channel: `α = γ/√(σ² + eps)`, `(Σg, Σg·x̂)`, μ, 1/σ, the
-/// count of values, and the mode.
-struct Stats<'a> {
-    alpha: &'a [f64],
-    sums: &'a [(f64, f64)],
-    mean: &'a [f64],
-    invstd: &'a [f64],
-    m: f64,
+/// What channel `ci`'s input gradient needs: `α = γ/√(σ² + eps)`, `Σg/M` and `Σg·x̂/M`
+/// (training), μ, 1/σ, the mode, and the fused ReLU's `(α, β')` when there is one.
+struct ChannelGrad {
+    alpha: f64,
+    mg: f64,
+    mgx: f64,
+    mean: f64,
+    invstd: f64,
     training: bool,
-    /// The fused ReLU's `(α, β')` per channel, when there is one.
-    mask: Option<(&'a [f64], &'a [f64])>,
+    mask: Option<(f64, f64)>,
 }
 
 wide_fn!(
-    /// The input gradient for one sample: training `α·(g − Σg/M − x̂·Σg·x̂/M)`, evaluation `α·g`.
-    fn dx_sample<T: Float>(dx: &mut [T], g: &[T], x: &[T], s: usize, st: &Stats) => dx_loops
+    /// Channel `ci`'s input gradient in every sample: training `α·(g − Σg/M − x̂·Σg·x̂/M)`,
+    /// evaluation `α·g` (g masked by the fused ReLU first, when there is one).
+    fn dx_channel<T: Float>(dx: &ChannelOut<T>, g: &[T], x: &[T], dims: Dims, ci: usize, k: &ChannelGrad) => dx_loops
 );
 
 #[inline(always)]
-fn dx_loops<T: Float>(dx: &mut [T], g: &[T], x: &[T], s: usize, st: &Stats) {
-    let s = s.max(1);
-    for (ci, ((d, g), xs)) in dx.chunks_mut(s).zip(g.chunks(s)).zip(x.chunks(s)).enumerate() {
-        let k = st.alpha[ci];
-        let ab = st.mask.map(|(a, b)| (a[ci], b[ci]));
-        let masked = |g: T, x: f64| match ab {
-            Some(ab) if !relu_passes::<T>(x, ab) => 0.0,
-            _ => g.to_f64(),
-        };
-        if st.training {
-            let (mg, mgx) = (st.sums[ci].0 / st.m, st.sums[ci].1 / st.m);
-            let (mu, is) = (st.mean[ci], st.invstd[ci]);
+fn dx_loops<T: Float>(dx: &ChannelOut<T>, g: &[T], x: &[T], dims: Dims, ci: usize, k: &ChannelGrad) {
+    let masked = |g: T, x: f64| match k.mask {
+        Some(ab) if !relu_passes::<T>(x, ab) => 0.0,
+        _ => g.to_f64(),
+    };
+    for (n, (g, xs)) in dims.cached(g, ci).zip(dims.cached(x, ci)).enumerate() {
+        // SAFETY: this task is channel ci's only one, and the slice is dropped before the next.
+        let d = unsafe { dx.slice(n, ci) };
+        if k.training {
             for ((d, &g), &xv) in d.iter_mut().zip(g).zip(xs) {
                 let xv = xv.to_f64();
-                let xhat = (xv - mu) * is;
-                *d = T::from_f64(k * (masked(g, xv) - mg - xhat * mgx));
+                let xhat = (xv - k.mean) * k.invstd;
+                *d = T::from_f64(k.alpha * (masked(g, xv) - k.mg - xhat * k.mgx));
             }
         } else {
             for ((d, &g), &xv) in d.iter_mut().zip(g).zip(xs) {
-                *d = T::from_f64(k * masked(g, xv.to_f64()));
+                *d = T::from_f64(k.alpha * masked(g, xv.to_f64()));
             }
         }
     }
