@@ -25,7 +25,11 @@
 //! `tw + 1`: one column per tile row is padding, transformed and multiplied like the others and
 //! dropped by the output transform (7% more GEMM work at 28×28, 14% at 14×14).
 //!
-//! For f32 on a CPU with AVX-512 the three transforms run as the explicit kernels of
+//! The blocks, GEMMs and weight-gradient identity are written once over a [`Tiling`]: this
+//! F(2×2), and F(4×4, 3×3) (`winograd4_x86.rs`), which f32 takes on AVX-512 for planes of at
+//! least 48 tiles (a ResNet's 28×28 stage: 40% fewer GEMM multiply-adds, at some precision).
+//!
+//! For f32 on a CPU with AVX-512 the three F(2×2) transforms run as the explicit kernels of
 //! `winograd_x86.rs` (two passes per plane instead of five, whole-cache-line stores, the next
 //! plane prefetched), which give the same bits as the portable loops here.
 //!
@@ -44,6 +48,10 @@ use crate::storage::Float;
 #[cfg(target_arch = "x86_64")]
 #[path = "winograd_x86.rs"]
 mod x86;
+
+#[cfg(target_arch = "x86_64")]
+#[path = "winograd4_x86.rs"]
+mod x4;
 
 /// The fewest input and output channels for which the transforms pay: with few channels the
 /// GEMMs are thin and the per-tile transforms dominate (the 1-channel stem conv of a ResNet
@@ -75,39 +83,133 @@ impl ConvGeom {
         (self.oh.div_ceil(2), self.ow.div_ceil(2))
     }
 
-    /// Samples per block: as many as fit [`BLOCK_ELEMENTS`], at least one.
-    fn winograd_block(&self) -> usize {
-        let (th, tw) = self.tiles();
-        (BLOCK_ELEMENTS / (16 * th * (tw + 1) * (self.c + self.o)).max(1)).clamp(1, self.n.max(1))
+    /// Tiles per sample for output tiles of side `m`: `(⌈OH/m⌉, ⌈OW/m⌉)`.
+    fn tiles_of(&self, m: usize) -> (usize, usize) {
+        (self.oh.div_ceil(m), self.ow.div_ceil(m))
     }
+}
+
+/// One Winograd algorithm F(m×m, 3×3): the tile size, the kernel matrix G and the three
+/// transforms over one plane's tiles. [`F2`] for every float type and CPU; F(4×4, 3×3) for f32
+/// on AVX-512 (`winograd4_x86.rs`).
+trait Tiling<T: Float> {
+    /// The output tile's side m; input tiles are m + 2 wide, so there are (m + 2)² positions ξ.
+    const M: usize;
+    /// Elements of one block's transformed input and GEMM output together.
+    const BLOCK: usize = BLOCK_ELEMENTS;
+    /// Per-task buffers of the transforms, sized for one plane.
+    type Scratch;
+    /// Row `a` of G ((m + 2) × 3).
+    fn g_row(a: usize) -> [f64; 3];
+    /// The buffers for `g`'s planes.
+    fn scratch(g: &ConvGeom) -> Self::Scratch;
+    /// Returns the buffers to the pool.
+    fn give(sc: Self::Scratch);
+    /// `V_ξ[off + q] = (Bᵀ d B)_ξ` for every tile `q = ty·(tw + 1) + tx` of one input plane;
+    /// position ξ's row starts at `ξ·stride`.
+    fn input_transform(plane: &[T], g: &ConvGeom, v: &mut [T], stride: usize, off: usize, sc: &mut Self::Scratch);
+    /// One output plane from its tiles' GEMM results, `Y = Aᵀ M A + bias`, position ξ's row of
+    /// `m` starting at `ξ·stride + off`.
+    fn output_transform(
+        m: &[T],
+        stride: usize,
+        off: usize,
+        out: &mut [T],
+        g: &ConvGeom,
+        bias: T,
+        sc: &mut Self::Scratch,
+    );
+    /// `E_ξ[off + q] = (A dY Aᵀ)_ξ` for every tile of one output-gradient plane (zero for the
+    /// padding column).
+    fn dy_transform(plane: &[T], g: &ConvGeom, e: &mut [T], stride: usize, off: usize, sc: &mut Self::Scratch);
+}
+
+/// Positions ξ of a tiling: `(m + 2)²`.
+fn positions<T: Float, W: Tiling<T>>() -> usize {
+    (W::M + 2) * (W::M + 2)
+}
+
+/// Samples per block: as many as fit [`BLOCK_ELEMENTS`], at least one.
+fn block<T: Float, W: Tiling<T>>(g: &ConvGeom) -> usize {
+    let (th, tw) = g.tiles_of(W::M);
+    (W::BLOCK / (positions::<T, W>() * th * (tw + 1) * (g.c + g.o)).max(1)).clamp(1, g.n.max(1))
+}
+
+/// F(2×2, 3×3), the portable tiling (f32 on AVX-512 runs its transforms as the kernels of
+/// `winograd_x86.rs`).
+struct F2;
+
+impl<T: Float> Tiling<T> for F2 {
+    const M: usize = 2;
+    type Scratch = Scratch<T>;
+    fn g_row(a: usize) -> [f64; 3] {
+        G[a]
+    }
+    fn scratch(g: &ConvGeom) -> Scratch<T> {
+        Scratch::new(g)
+    }
+    fn give(sc: Scratch<T>) {
+        sc.give()
+    }
+    fn input_transform(plane: &[T], g: &ConvGeom, v: &mut [T], stride: usize, off: usize, sc: &mut Scratch<T>) {
+        input_transform(plane, g, v, stride, off, sc)
+    }
+    fn output_transform(m: &[T], stride: usize, off: usize, out: &mut [T], g: &ConvGeom, bias: T, sc: &mut Scratch<T>) {
+        output_transform(m, stride, off, out, g, bias, sc)
+    }
+    fn dy_transform(plane: &[T], g: &ConvGeom, e: &mut [T], stride: usize, off: usize, sc: &mut Scratch<T>) {
+        dy_transform(plane, g, e, stride, off, sc)
+    }
+}
+
+/// `v` as a `Vec<T>` when `T` is f32.
+#[cfg(target_arch = "x86_64")]
+fn from_f32<T: Float>(v: Vec<f32>) -> Vec<T> {
+    assert!(std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>());
+    let mut v = std::mem::ManuallyDrop::new(v);
+    // SAFETY: T is f32 (asserted), so this is the same vector.
+    unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<T>(), v.len(), v.capacity()) }
 }
 
 /// `out = bias + conv2d(x, weight)` for a geometry with [`ConvGeom::winograd`]; `x` `(N,C,H,W)`
 /// and `weight` `(O,C,3,3)` contiguous, the result `(N,O,OH,OW)`.
 pub(crate) fn conv2d<T: Float>(x: &[T], weight: &[T], bias: Option<&[T]>, g: &ConvGeom) -> Vec<T> {
     debug_assert!(g.winograd());
+    #[cfg(target_arch = "x86_64")]
+    if x4::applies(g)
+        && let (Some(x), Some(w)) = (f32s(x), f32s(weight))
+    {
+        let bias = bias.map(|b| f32s(b).expect("bias has the input's type"));
+        return from_f32(conv2d_with::<f32, x4::F4>(x, w, bias, g));
+    }
+    conv2d_with::<T, F2>(x, weight, bias, g)
+}
+
+/// [`conv2d`] with the tiling `W`.
+fn conv2d_with<T: Float, W: Tiling<T>>(x: &[T], weight: &[T], bias: Option<&[T]>, g: &ConvGeom) -> Vec<T> {
     let (c, o, hw) = (g.c, g.o, g.h * g.w);
-    let (th, tw) = g.tiles();
+    let (th, tw) = g.tiles_of(W::M);
     let tiles = th * (tw + 1);
-    let u = transform_weight(weight, o, c);
+    let np = positions::<T, W>();
+    let u = transform_weight::<T, W>(weight, o, c);
     let per_sample = o * g.oh * g.ow;
-    let nb = g.winograd_block();
+    let nb = block::<T, W>(g);
     let mut out = T::take_buffer(g.n * per_sample);
     for_each_chunk(&mut out, nb * per_sample, parallel_for(g.macs()), |bi, out_blk| {
         let n0 = bi * nb;
         let ns = out_blk.len() / per_sample;
         let t = ns * tiles;
-        // v: [16][C][T], m: [16][O][T]; the tiles of sample s are columns s·tiles.. of each.
-        let mut v = T::take_buffer(16 * c * t);
-        let mut m = T::take_buffer(16 * o * t);
-        let mut scratch = Scratch::new(g);
+        // v: [P][C][T], m: [P][O][T]; the tiles of sample s are columns s·tiles.. of each.
+        let mut v = T::take_buffer(np * c * t);
+        let mut m = T::take_buffer(np * o * t);
+        let mut scratch = W::scratch(g);
         for s in 0..ns {
             for ci in 0..c {
                 let plane = &x[((n0 + s) * c + ci) * hw..((n0 + s) * c + ci + 1) * hw];
-                input_transform(plane, g, &mut v, c * t, ci * t + s * tiles, &mut scratch);
+                W::input_transform(plane, g, &mut v, c * t, ci * t + s * tiles, &mut scratch);
             }
         }
-        for xi in 0..16 {
+        for xi in 0..np {
             let lhs = MatRef { data: &u, offset: xi * o * c, rs: c, cs: 1 };
             let rhs = MatRef { data: &v, offset: xi * c * t, rs: t, cs: 1 };
             gemm(o, t, c, &mut m[xi * o * t..(xi + 1) * o * t], lhs, rhs, false);
@@ -116,12 +218,12 @@ pub(crate) fn conv2d<T: Float>(x: &[T], weight: &[T], bias: Option<&[T]>, g: &Co
         for (s, out_n) in out_blk.chunks_exact_mut(per_sample).enumerate() {
             for (oi, plane) in out_n.chunks_exact_mut(plane_len).enumerate() {
                 let b = bias.map_or(T::ZERO, |b| b[oi]);
-                output_transform(&m, o * t, oi * t + s * tiles, plane, g, b, &mut scratch);
+                W::output_transform(&m, o * t, oi * t + s * tiles, plane, g, b, &mut scratch);
             }
         }
         T::give_buffer(v);
         T::give_buffer(m);
-        scratch.give();
+        W::give(scratch);
     });
     T::give_buffer(u);
     out
@@ -137,18 +239,30 @@ pub(crate) fn conv2d<T: Float>(x: &[T], weight: &[T], bias: Option<&[T]>, g: &Co
 /// sums are added in order, so the result does not depend on the thread count.
 pub(crate) fn weight_grad<T: Float>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T> {
     debug_assert!(g.winograd());
+    #[cfg(target_arch = "x86_64")]
+    if x4::applies(g)
+        && let (Some(x), Some(dy)) = (f32s(x), f32s(dy))
+    {
+        return from_f32(weight_grad_with::<f32, x4::F4>(x, dy, g));
+    }
+    weight_grad_with::<T, F2>(x, dy, g)
+}
+
+/// [`weight_grad`] with the tiling `W`.
+fn weight_grad_with<T: Float, W: Tiling<T>>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T> {
     let (c, o, hw, ohw) = (g.c, g.o, g.h * g.w, g.oh * g.ow);
-    let (th, tw) = g.tiles();
+    let (th, tw) = g.tiles_of(W::M);
     let tiles = th * (tw + 1);
-    let nb = g.winograd_block();
+    let (np, side) = (positions::<T, W>(), W::M + 2);
+    let nb = block::<T, W>(g);
     let blocks = g.n.div_ceil(nb);
     let per_task = blocks.div_ceil(blocks.clamp(1, 16));
     let tasks: Vec<usize> = (0..blocks.div_ceil(per_task)).collect();
     let partials = map_tasks(tasks, parallel_for(g.macs()), |_, task| {
-        let mut acc = T::take_buffer(16 * o * c);
-        let mut v = T::take_buffer(16 * c * nb * tiles);
-        let mut e = T::take_buffer(16 * o * nb * tiles);
-        let mut scratch = Scratch::new(g);
+        let mut acc = T::take_buffer(np * o * c);
+        let mut v = T::take_buffer(np * c * nb * tiles);
+        let mut e = T::take_buffer(np * o * nb * tiles);
+        let mut scratch = W::scratch(g);
         for (k, b) in (task * per_task..((task + 1) * per_task).min(blocks)).enumerate() {
             let n0 = b * nb;
             let ns = nb.min(g.n - n0);
@@ -156,7 +270,7 @@ pub(crate) fn weight_grad<T: Float>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T> {
             for s in 0..ns {
                 let n = n0 + s;
                 for ci in 0..c {
-                    input_transform(
+                    W::input_transform(
                         &x[(n * c + ci) * hw..(n * c + ci + 1) * hw],
                         g,
                         &mut v,
@@ -166,7 +280,7 @@ pub(crate) fn weight_grad<T: Float>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T> {
                     );
                 }
                 for oi in 0..o {
-                    dy_transform(
+                    W::dy_transform(
                         &dy[(n * o + oi) * ohw..(n * o + oi + 1) * ohw],
                         g,
                         &mut e,
@@ -176,7 +290,7 @@ pub(crate) fn weight_grad<T: Float>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T> {
                     );
                 }
             }
-            for xi in 0..16 {
+            for xi in 0..np {
                 // D_ξ (O×C) += E_ξ (O×T) · V_ξᵀ (T×C): V_ξ read with swapped strides.
                 let lhs = MatRef { data: &e, offset: xi * o * t, rs: t, cs: 1 };
                 let rhs = MatRef { data: &v, offset: xi * c * t, rs: 1, cs: t };
@@ -185,7 +299,7 @@ pub(crate) fn weight_grad<T: Float>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T> {
         }
         T::give_buffer(v);
         T::give_buffer(e);
-        scratch.give();
+        W::give(scratch);
         acc
     });
     let mut parts = partials.into_iter();
@@ -195,15 +309,17 @@ pub(crate) fn weight_grad<T: Float>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T> {
         T::give_buffer(p);
     }
     // dW[o, c, i, j] = Σ_{a,b} G[a][i]·D_(a,b)[o, c]·G[b][j], in f64.
+    let gm: Vec<[f64; 3]> = (0..side).map(W::g_row).collect();
     let mut dw = T::take_buffer(o * c * 9);
+    let mut d = vec![0.0f64; np];
     for oc in 0..o * c {
-        let d: [f64; 16] = std::array::from_fn(|xi| total[xi * o * c + oc].to_f64());
+        d.iter_mut().enumerate().for_each(|(xi, d)| *d = total[xi * o * c + oc].to_f64());
         for i in 0..3 {
             for j in 0..3 {
                 let mut sum = 0.0;
-                for a in 0..4 {
-                    for b in 0..4 {
-                        sum += G[a][i] * d[a * 4 + b] * G[b][j];
+                for a in 0..side {
+                    for b in 0..side {
+                        sum += gm[a][i] * d[a * side + b] * gm[b][j];
                     }
                 }
                 dw[oc * 9 + i * 3 + j] = T::from_f64(sum);
@@ -217,23 +333,25 @@ pub(crate) fn weight_grad<T: Float>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T> {
 /// The kernel transform's matrix (4×3).
 const G: [[f64; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
 
-/// `U_ξ[o, c] = (G g_{o,c} Gᵀ)_ξ`, `[16][O][C]`, computed in f64 (the factors ½ are exact).
-fn transform_weight<T: Float>(weight: &[T], o: usize, c: usize) -> Vec<T> {
-    let mut u = T::take_buffer(16 * o * c);
+/// `U_ξ[o, c] = (G g_{o,c} Gᵀ)_ξ`, `[P][O][C]`, computed in f64 (F(2×2)'s factors ½ are exact).
+fn transform_weight<T: Float, W: Tiling<T>>(weight: &[T], o: usize, c: usize) -> Vec<T> {
+    let side = W::M + 2;
+    let gm: Vec<[f64; 3]> = (0..side).map(W::g_row).collect();
+    let mut u = T::take_buffer(side * side * o * c);
+    let mut gg = vec![[0.0f64; 3]; side];
     for oi in 0..o {
         for ci in 0..c {
             let k = &weight[(oi * c + ci) * 9..(oi * c + ci + 1) * 9];
-            // gg = G·g: [4][3]
-            let mut gg = [[0.0f64; 3]; 4];
+            // gg = G·g: [side][3]
             for (r, row) in gg.iter_mut().enumerate() {
                 for (j, e) in row.iter_mut().enumerate() {
-                    *e = (0..3).map(|i| G[r][i] * k[i * 3 + j].to_f64()).sum();
+                    *e = (0..3).map(|i| gm[r][i] * k[i * 3 + j].to_f64()).sum();
                 }
             }
-            for a in 0..4 {
-                for b in 0..4 {
-                    let val: f64 = (0..3).map(|j| gg[a][j] * G[b][j]).sum();
-                    u[(a * 4 + b) * o * c + oi * c + ci] = T::from_f64(val);
+            for a in 0..side {
+                for b in 0..side {
+                    let val: f64 = (0..3).map(|j| gg[a][j] * gm[b][j]).sum();
+                    u[(a * side + b) * o * c + oi * c + ci] = T::from_f64(val);
                 }
             }
         }
