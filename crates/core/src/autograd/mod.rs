@@ -138,7 +138,7 @@ pub(crate) fn run_backward(root: &Arc<Node>, seed: Tensor) -> Result<()> {
                 Edge::Leaf(t) => t.accumulate_grad(&g)?,
                 Edge::Node(n) => match pending.remove(&n.id) {
                     Some(acc) => {
-                        pending.insert(n.id, acc.add(&g)?);
+                        pending.insert(n.id, acc.accumulate(&g)?);
                     }
                     None => {
                         pending.insert(n.id, g);

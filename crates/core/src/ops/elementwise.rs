@@ -10,6 +10,18 @@ use rayon::prelude::*;
 
 // ------------------------------------------------------------------ kernels
 
+/// `acc[i] += g[i]`, on the pool's threads for large buffers (elementwise, so the split does
+/// not change the bits).
+pub(crate) fn add_in_place<T: Float>(acc: &mut [T], g: &[T]) {
+    assert_eq!(acc.len(), g.len(), "same length");
+    let run = |a: &mut [T], g: &[T]| wide(|| a.iter_mut().zip(g).for_each(|(a, &g)| *a += g));
+    if parallel_pays(acc.len()) {
+        acc.par_chunks_mut(PAR_CHUNK).zip(g.par_chunks(PAR_CHUNK)).for_each(|(a, g)| run(a, g));
+    } else {
+        run(acc, g);
+    }
+}
+
 /// `out[i] = f(a[i], b[i])` over the broadcast of two strided operands into `shape`.
 fn binary_kernel<T: Float>(
     a: &[T],
@@ -402,5 +414,22 @@ mod tests {
         let x = Tensor::from_vec(vec![3.0f64, -1.5], &[2]).unwrap().requires_grad_().unwrap();
         x.mul(&x).unwrap().sum_all().unwrap().backward().unwrap();
         assert_close(&x.grad().unwrap().to_vec_f64(), &[6.0, -3.0], 1e-12, 0.0);
+    }
+
+    #[test]
+    fn gradient_sums_in_place_leave_shared_gradients_alone() {
+        // a + a: add's backward hands the same gradient tensor to both uses of a, so the sum
+        // for a must not be taken in place (it would double the second operand as well).
+        // a·2 + a·3 + a: three fresh gradients summed, the later sums in place.
+        let x = Tensor::from_vec(vec![1.5f32, -2.0, 0.25], &[3]).unwrap().requires_grad_().unwrap();
+        let a = x.mul_scalar(1.0).unwrap();
+        a.add(&a).unwrap().sum_all().unwrap().backward().unwrap();
+        assert_eq!(x.grad().unwrap().to_vec::<f32>().unwrap(), [2.0, 2.0, 2.0]);
+        x.zero_grad().unwrap();
+        let a = x.mul_scalar(1.0).unwrap();
+        let y = a.mul_scalar(2.0).unwrap().add(&a.mul_scalar(3.0).unwrap()).unwrap().add(&a).unwrap();
+        y.mul(&x).unwrap().sum_all().unwrap().backward().unwrap();
+        // y·x = 6x²: d/dx = 12x.
+        assert_eq!(x.grad().unwrap().to_vec::<f32>().unwrap(), [18.0, -24.0, 3.0]);
     }
 }
