@@ -26,12 +26,14 @@ pub(crate) struct MatRef<'a, T> {
     pub cs: usize,
 }
 
-/// Multiply-adds below which a product runs as one block. Measured in the whole W1 training step
-/// on the 2-core machine (`strata-bench -w W1`): with SimpleNN's first-layer GEMMs (6.4 M
-/// multiply-adds at batch 64) split in two, 2 threads gave 118–133k samples/s against 222–231k
-/// on 1 thread, the hand-off and the wait for the slower half costing more than the half saves.
-/// At batch 512 (51 M) the split pays: 2 threads ~270–300k against ~220k.
-const SPLIT_MIN_MACS: usize = 1 << 23;
+/// Multiply-adds below which a product runs as one block. Measured in whole training steps on
+/// the 2-core machine (`strata-bench --workload W1 --threads 2`): when the second block went to
+/// a rayon worker, splitting SimpleNN's first-layer GEMMs (6.4 M multiply-adds at batch 64)
+/// cost more than it saved (118–133k samples/s against 222–231k unsplit), and the bound was
+/// 2²³. With the spin helper taking the second block, the same split gives 327–355k against
+/// 200–249k, and the LSTM's recurrent GEMMs (64×128×512 = 2²² per step) gain too (W6:
+/// 15.7–16.8k samples/s against 12.3–14.6k).
+const SPLIT_MIN_MACS: usize = 1 << 22;
 
 /// Multiply-adds from which a matrix-vector product (one row, as batch-1 inference) is cut in
 /// two column halves, run on two cores through [`crate::threads::join_spin`]: its cost is
