@@ -26,7 +26,8 @@
 //! The transform constants (up to 8 in Aᵀ, 5 in Bᵀ) amplify rounding: the f32 results differ
 //! from im2col's by a few parts in 10⁵ of the inputs' magnitude rather than F(2×2)'s few ulps.
 //! cuDNN and oneDNN make the same trade. It is only used where the AVX-512 kernels run, so f64
-//! and other CPUs keep F(2×2); the results are deterministic for any thread count, like
+//! and other CPUs keep F(2×2): an f32 convolution's last digits differ between CPUs with and
+//! without AVX-512. On one machine the results are the same for any thread count, like
 //! F(2×2)'s.
 
 use super::{ConvGeom, Tiling};
