@@ -4,21 +4,15 @@
 //! scalar loads and stores (a third of im2col's time, by the profile). Here a row is one or two
 //! masked loads, one permute and one masked store per 16 outputs; the results are the same bits.
 
+use crate::ops::conv::simd_x86::{EVEN, first};
 use std::arch::x86_64::*;
 
-/// Lane indices of the even elements of two concatenated vectors (`0, 2, …, 30`).
-const EVEN: [i32; 16] = [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30];
 /// Lane indices that put element `i/2` of a vector at every lane `i` (the odd lanes are then
 /// masked off): `0, 0, 1, 1, …, 7, 7` and `8, 8, …, 15, 15`.
 const SPREAD_LO: [i32; 16] = [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7];
 const SPREAD_HI: [i32; 16] = [8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15];
 /// The even lanes.
 const EVEN_LANES: __mmask16 = 0x5555;
-
-/// The first `n` lanes (all 16 for `n ≥ 16`).
-fn first(n: usize) -> __mmask16 {
-    if n >= 16 { 0xFFFF } else { ((1u32 << n) - 1) as __mmask16 }
-}
 
 /// `dst[j] = src[x0 + 2j]` for every `j < dst.len()`.
 #[target_feature(enable = "avx512f")]

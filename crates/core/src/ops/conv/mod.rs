@@ -14,6 +14,8 @@
 //! instead (`winograd.rs`): 2.25× fewer multiply-adds.
 
 pub(crate) mod cpu;
+#[cfg(target_arch = "x86_64")]
+mod simd_x86;
 #[cfg(test)]
 mod tests;
 mod winograd;

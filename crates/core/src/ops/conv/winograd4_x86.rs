@@ -32,6 +32,7 @@
 
 use super::{ConvGeom, Tiling};
 use crate::ops::conv::avx512;
+use crate::ops::conv::simd_x86::{EVEN, ODD, ZIP_HI, ZIP_LO, first, idx, lanes, prefetch_next, vectors};
 use crate::storage::Element;
 use std::arch::x86_64::*;
 
@@ -112,56 +113,9 @@ impl Tiling<f32> for F4 {
     }
 }
 
-/// Lane indices of the even and the odd elements of two concatenated vectors.
-const EVEN: [i32; 16] = [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30];
-const ODD: [i32; 16] = [1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31];
-/// Interleave `a[0..8]` with `b[0..8]`, and `a[8..]` with `b[8..]`.
-const ZIP_LO: [i32; 16] = [0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23];
-const ZIP_HI: [i32; 16] = [8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31];
 /// Interleave pairs: `a0 a1 b0 b1 a2 a3 b2 b3 …` from the first 8 of each, then the last 8.
 const PAIRS_LO: [i32; 16] = [0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23];
 const PAIRS_HI: [i32; 16] = [8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31];
-
-/// The lanes `i` of a 16-lane vector with `lo ≤ base + i < hi`.
-fn lanes(base: isize, lo: isize, hi: isize) -> __mmask16 {
-    let from = (lo - base).clamp(0, 16) as u32;
-    let to = (hi - base).clamp(0, 16) as u32;
-    if to <= from {
-        return 0;
-    }
-    (((1u32 << to) - 1) & !((1u32 << from) - 1)) as __mmask16
-}
-
-/// The first `n` lanes (all 16 for `n ≥ 16`).
-fn first(n: usize) -> __mmask16 {
-    if n >= 16 { 0xFFFF } else { ((1u32 << n) - 1) as __mmask16 }
-}
-
-/// The vectors of a pass over `t` tiles whose row starts at `row`, the first one cut short to
-/// reach a 64-byte boundary (see `winograd_x86.rs`).
-fn vectors(row: *const f32, t: usize) -> impl Iterator<Item = (usize, __mmask16)> {
-    let head = (16 - (row as usize / 4) % 16) % 16;
-    let head = (head > 0 && t > 0).then(|| (0, first(head.min(t))));
-    head.into_iter()
-        .chain((head.map_or(0, |(_, m)| m.count_ones() as usize)..t).step_by(16).map(move |q| (q, first(t - q))))
-}
-
-/// Prefetches the `len` floats after `plane` (the next plane the caller transforms).
-#[target_feature(enable = "avx512f")]
-fn prefetch_next<const HINT: i32>(plane: &[f32]) {
-    let next = plane.as_ptr().wrapping_add(plane.len()).cast::<i8>();
-    for at in (0..size_of_val(plane)).step_by(64) {
-        // A prefetch never faults, whatever the address (`wrapping_add` only forms it).
-        _mm_prefetch::<HINT>(next.wrapping_add(at));
-    }
-}
-
-/// A permutation index vector.
-#[target_feature(enable = "avx512f")]
-fn idx(i: &[i32; 16]) -> __m512i {
-    // SAFETY: reads 16 i32s from a 16-element array.
-    unsafe { _mm512_loadu_si512(i.as_ptr().cast()) }
-}
 
 /// Splits one row by column phase mod 4: with `padded[x] = src[x − pad]` (zero outside `src`),
 /// `out[p][k] = padded[4k + p]` for `k < s`.
