@@ -42,6 +42,13 @@ const SPLIT_MIN_MACS: usize = 1 << 22;
 /// hand-off.
 const GEMV_SPLIT_MACS: usize = 1 << 16;
 
+/// The calling thread's share, in sixteenths, of a matrix-vector product cut in two: the helper
+/// starts its half a fraction of a microsecond late, so even halves left the caller waiting
+/// (10% of its time in `perf`). W3 at 2 threads (`strata-bench --workload W3 --threads 2`, six
+/// runs each, alternating): 8/16 4.70–4.86 µs, 9/16 4.31–4.51 µs (10/16 no better). Results do
+/// not depend on the split: every output column is computed whole by one block.
+const GEMV_CALLER_SIXTEENTHS: usize = 9;
+
 /// How many blocks a product is cut into: a function of the shape alone (never of the thread
 /// count), so that results do not depend on how many threads run them.
 fn blocks(m: usize, n: usize, k: usize) -> usize {
@@ -103,7 +110,17 @@ pub(crate) fn gemm<T: Float>(
     let split_cols = m * k <= k * n;
     let len = if split_cols { n } else { m };
     // Block boundaries on multiples of 16 (one AVX-512 vector of f32) where the size allows.
-    let bound = |p: usize| if p == parts { len } else { (len * p / parts).div_ceil(16) * 16 }.min(len);
+    let bound = |p: usize| {
+        if p == parts {
+            len
+        } else if m == 1 && parts == 2 && p == 1 {
+            // Block 0 runs on the caller (see `join_spin` below).
+            (len * GEMV_CALLER_SIXTEENTHS / 16).div_ceil(8) * 8
+        } else {
+            (len * p / parts).div_ceil(16) * 16
+        }
+        .min(len)
+    };
     let dst = DstPtr(dst.as_mut_ptr());
     let block = |p: usize| {
         let (start, end) = (bound(p), bound(p + 1));
