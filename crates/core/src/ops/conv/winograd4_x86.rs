@@ -330,7 +330,10 @@ fn output_transform(m: &[f32], stride: usize, off: usize, out: &mut [f32], g: &C
     prefetch_next::<_MM_HINT_ET0>(out);
     assert!(t == 0 || m.len() >= 35 * stride + off + t);
     assert!(sc.y.iter().all(|y| y.len() >= t + 16));
-    let ys: Vec<*mut f32> = sc.y.iter_mut().map(|y| y.as_mut_ptr()).collect();
+    let mut ys = [std::ptr::null_mut::<f32>(); 16];
+    for (p, y) in ys.iter_mut().zip(&mut sc.y) {
+        *p = y.as_mut_ptr();
+    }
     let mp = m.as_ptr();
     for (q, mask) in vectors(mp.wrapping_add(off), t) {
         // SAFETY: masked loads read lanes below t at ξ·stride + off + q, inside m; stores write
