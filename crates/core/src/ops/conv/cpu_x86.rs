@@ -4,7 +4,7 @@
 //! scalar loads and stores (a third of im2col's time, by the profile). Here a row is one or two
 //! masked loads, one permute and one masked store per 16 outputs; the results are the same bits.
 
-use crate::ops::conv::simd_x86::{EVEN, first};
+use crate::ops::conv::simd_x86::{EVEN, first, idx};
 use std::arch::x86_64::*;
 
 /// Lane indices that put element `i/2` of a vector at every lane `i` (the odd lanes are then
@@ -22,8 +22,7 @@ pub(super) fn gather_stride2(src: &[f32], x0: usize, dst: &mut [f32]) {
         return;
     }
     assert!(x0 + 2 * (n - 1) < src.len());
-    // SAFETY: a plain load of a constant.
-    let even = unsafe { _mm512_loadu_si512(EVEN.as_ptr().cast()) };
+    let even = idx(&EVEN);
     for j0 in (0..n).step_by(16) {
         let k = (n - j0).min(16);
         // The source elements x0 + 2·j0 .. + 2k − 1 (the last odd one is not needed).
@@ -51,9 +50,7 @@ pub(super) fn scatter_add_stride2(src: &[f32], dst: &mut [f32], x0: usize) {
         return;
     }
     assert!(x0 + 2 * (n - 1) < dst.len());
-    // SAFETY: plain loads of constants.
-    let (lo_idx, hi_idx) =
-        unsafe { (_mm512_loadu_si512(SPREAD_LO.as_ptr().cast()), _mm512_loadu_si512(SPREAD_HI.as_ptr().cast())) };
+    let (lo_idx, hi_idx) = (idx(&SPREAD_LO), idx(&SPREAD_HI));
     for j0 in (0..n).step_by(16) {
         let k = (n - j0).min(16);
         let at = x0 + 2 * j0;

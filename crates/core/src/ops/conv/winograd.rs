@@ -151,14 +151,37 @@ impl<T: Float> Tiling<T> for F2 {
     fn give(sc: Scratch<T>) {
         sc.give()
     }
+    // f32 on AVX-512 takes the kernels of `winograd_x86.rs`, everything else the portable loops.
     fn input_transform(plane: &[T], g: &ConvGeom, v: &mut [T], stride: usize, off: usize, sc: &mut Scratch<T>) {
-        input_transform(plane, g, v, stride, off, sc)
+        #[cfg(target_arch = "x86_64")]
+        if avx512()
+            && let (Some(plane), Some(v), Some(grid)) = (f32s(plane), f32s_mut(v), f32s4(&mut sc.grid))
+        {
+            // SAFETY: the CPU supports AVX-512F (checked above).
+            return unsafe { x86::input_transform(plane, g, v, stride, off, grid) };
+        }
+        input_transform_wide(plane, g, v, stride, off, sc)
     }
     fn output_transform(m: &[T], stride: usize, off: usize, out: &mut [T], g: &ConvGeom, bias: T, sc: &mut Scratch<T>) {
-        output_transform(m, stride, off, out, g, bias, sc)
+        #[cfg(target_arch = "x86_64")]
+        if avx512()
+            && let (Some(m), Some(out), Some(&[bias]), Some(y)) =
+                (f32s(m), f32s_mut(out), f32s(std::slice::from_ref(&bias)), f32s4(&mut sc.y))
+        {
+            // SAFETY: the CPU supports AVX-512F (checked above).
+            return unsafe { x86::output_transform(m, stride, off, out, g, bias, y) };
+        }
+        output_transform_wide(m, stride, off, out, g, bias, sc)
     }
     fn dy_transform(plane: &[T], g: &ConvGeom, e: &mut [T], stride: usize, off: usize, sc: &mut Scratch<T>) {
-        dy_transform(plane, g, e, stride, off, sc)
+        #[cfg(target_arch = "x86_64")]
+        if avx512()
+            && let (Some(plane), Some(e), Some(grid)) = (f32s(plane), f32s_mut(e), f32s4(&mut sc.grid))
+        {
+            // SAFETY: the CPU supports AVX-512F (checked above).
+            return unsafe { x86::dy_transform(plane, g, e, stride, off, grid) };
+        }
+        dy_transform_wide(plane, g, e, stride, off, sc)
     }
 }
 
@@ -396,57 +419,8 @@ impl<T: Float> Scratch<T> {
     }
 }
 
-/// `V_ξ[c, off + q] = (Bᵀ d B)_ξ` for every tile `q = ty·(tw + 1) + tx` of one input plane
-/// `(H, W)`; position ξ's row starts at `ξ·stride`. f32 on AVX-512 takes `winograd_x86.rs`.
-fn input_transform<T: Float>(plane: &[T], g: &ConvGeom, v: &mut [T], stride: usize, off: usize, sc: &mut Scratch<T>) {
-    #[cfg(target_arch = "x86_64")]
-    if avx512()
-        && let (Some(plane), Some(v), Some(grid)) = (f32s(plane), f32s_mut(v), f32s4(&mut sc.grid))
-    {
-        // SAFETY: the CPU supports AVX-512F (checked above).
-        return unsafe { x86::input_transform(plane, g, v, stride, off, grid) };
-    }
-    input_transform_wide(plane, g, v, stride, off, sc)
-}
-
-/// One output plane `(OH, OW)` from its tiles' GEMM results: `Y = Aᵀ M A + bias`, with
-/// position ξ's row of `m` starting at `ξ·stride + off`. f32 on AVX-512 takes `winograd_x86.rs`.
-fn output_transform<T: Float>(
-    m: &[T],
-    stride: usize,
-    off: usize,
-    out: &mut [T],
-    g: &ConvGeom,
-    bias: T,
-    sc: &mut Scratch<T>,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if avx512()
-        && let (Some(m), Some(out), Some(&[bias]), Some(y)) =
-            (f32s(m), f32s_mut(out), f32s(std::slice::from_ref(&bias)), f32s4(&mut sc.y))
-    {
-        // SAFETY: the CPU supports AVX-512F (checked above).
-        return unsafe { x86::output_transform(m, stride, off, out, g, bias, y) };
-    }
-    output_transform_wide(m, stride, off, out, g, bias, sc)
-}
-
-/// `E_ξ[o, off + q] = (A dY Aᵀ)_ξ` for every tile of one output-gradient plane (zero for the
-/// padding column); position ξ's row starts at `ξ·stride`. f32 on AVX-512 takes
-/// `winograd_x86.rs`.
-fn dy_transform<T: Float>(plane: &[T], g: &ConvGeom, e: &mut [T], stride: usize, off: usize, sc: &mut Scratch<T>) {
-    #[cfg(target_arch = "x86_64")]
-    if avx512()
-        && let (Some(plane), Some(e), Some(grid)) = (f32s(plane), f32s_mut(e), f32s4(&mut sc.grid))
-    {
-        // SAFETY: the CPU supports AVX-512F (checked above).
-        return unsafe { x86::dy_transform(plane, g, e, stride, off, grid) };
-    }
-    dy_transform_wide(plane, g, e, stride, off, sc)
-}
-
 wide_fn!(
-    /// The portable [`input_transform`].
+    /// The portable F(2×2) input transform (`Tiling::input_transform`).
     fn input_transform_wide<T: Float>(plane: &[T], g: &ConvGeom, v: &mut [T], stride: usize, off: usize, sc: &mut Scratch<T>) => input_loops
 );
 
@@ -513,7 +487,7 @@ fn input_loops<T: Float>(plane: &[T], g: &ConvGeom, v: &mut [T], stride: usize, 
 }
 
 wide_fn!(
-    /// The portable [`output_transform`]: one output plane `(OH, OW)` from its tiles' GEMM results: `Y = Aᵀ M A + bias`, with
+    /// The portable F(2×2) output transform: one output plane `(OH, OW)` from its tiles' GEMM results: `Y = Aᵀ M A + bias`, with
     /// position ξ's row of `m` starting at `ξ·stride + off`.
     fn output_transform_wide<T: Float>(m: &[T], stride: usize, off: usize, out: &mut [T], g: &ConvGeom, bias: T, sc: &mut Scratch<T>) => output_loops
 );
@@ -566,7 +540,7 @@ fn output_loops<T: Float>(
 }
 
 wide_fn!(
-    /// The portable [`dy_transform`]: `E_ξ[o, off + q] = (A dY Aᵀ)_ξ` for every tile `q = ty·(tw + 1) + tx` of one output-gradient
+    /// The portable F(2×2) dY transform: `E_ξ[o, off + q] = (A dY Aᵀ)_ξ` for every tile `q = ty·(tw + 1) + tx` of one output-gradient
     /// plane `(OH, OW)` (zero for the padding column `tx = tw`); position ξ's row starts at
     /// `ξ·stride`.
     fn dy_transform_wide<T: Float>(plane: &[T], g: &ConvGeom, e: &mut [T], stride: usize, off: usize, sc: &mut Scratch<T>) => dy_loops

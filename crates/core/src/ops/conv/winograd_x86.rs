@@ -16,7 +16,7 @@
 //! the hardware prefetchers, so the next one is prefetched while this one is transformed.
 
 use super::ConvGeom;
-use crate::ops::conv::simd_x86::{EVEN, ODD, ZIP_HI, ZIP_LO, first, lanes, prefetch_next, vectors};
+use crate::ops::conv::simd_x86::{EVEN, ODD, ZIP_HI, ZIP_LO, first, idx, lanes, prefetch_next, vectors};
 use std::arch::x86_64::*;
 
 /// The grid buffers of one parity row `pr`: `grid[2·pr]` and `grid[2·pr + 1]`.
@@ -118,8 +118,7 @@ pub(super) fn output_transform(
 fn split_row(src: &[f32], pad: usize, even: &mut [f32], odd: &mut [f32], s: usize) {
     assert!(even.len() >= s && odd.len() >= s);
     let (w, pad) = (src.len() as isize, pad as isize);
-    // SAFETY: plain register operations on constants.
-    let (ie, io) = unsafe { (_mm512_loadu_si512(EVEN.as_ptr().cast()), _mm512_loadu_si512(ODD.as_ptr().cast())) };
+    let (ie, io) = (idx(&EVEN), idx(&ODD));
     for k0 in (0..s).step_by(16) {
         let base = 2 * k0 as isize - pad;
         let (m_lo, m_hi) = (lanes(base, 0, w), lanes(base + 16, 0, w));
@@ -143,8 +142,7 @@ fn split_row(src: &[f32], pad: usize, even: &mut [f32], odd: &mut [f32], s: usiz
 fn zip_row(even: &[f32], odd: &[f32], dst: &mut [f32]) {
     let n = dst.len();
     assert!(even.len() >= n.div_ceil(2).next_multiple_of(16) && odd.len() >= n.div_ceil(2).next_multiple_of(16));
-    // SAFETY: plain register operations on constants.
-    let (zl, zh) = unsafe { (_mm512_loadu_si512(ZIP_LO.as_ptr().cast()), _mm512_loadu_si512(ZIP_HI.as_ptr().cast())) };
+    let (zl, zh) = (idx(&ZIP_LO), idx(&ZIP_HI));
     for k0 in (0..n.div_ceil(2)).step_by(16) {
         let x0 = 2 * k0;
         // SAFETY: the loads read k0..k0 + 16 ≤ even.len(), odd.len() (asserted); the stores
