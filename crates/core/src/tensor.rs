@@ -311,10 +311,13 @@ impl Tensor {
                 hint: " (only float tensors have gradients)",
             });
         }
+        // A view of part of a buffer is copied into one of its own: a parameter is updated in
+        // place by optimizers, and `update_` needs the whole buffer.
+        let owned = self.owned_detached()?;
         Ok(Tensor(Arc::new(TensorImpl {
             id: NEXT_TENSOR.fetch_add(1, Ordering::Relaxed),
-            storage: RwLock::new(self.storage()),
-            layout: self.0.layout.clone(),
+            storage: RwLock::new(owned.storage()),
+            layout: owned.0.layout.clone(),
             device: self.0.device,
             dtype: self.0.dtype,
             requires_grad: true,
@@ -369,7 +372,8 @@ impl Tensor {
         self.0.grad.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Replaces (or clears) the accumulated gradient.
+    /// Replaces (or clears) the accumulated gradient. A view is copied into a buffer of its own
+    /// (later backwards add into the gradient in place; the viewed tensor is never touched).
     pub fn set_grad(&self, grad: Option<Tensor>) -> Result<()> {
         if let Some(g) = &grad
             && g.shape() != self.shape()
@@ -381,6 +385,7 @@ impl Tensor {
                 expected: self.shape().to_string(),
             });
         }
+        let grad = grad.map(|g| g.owned_detached()).transpose()?;
         *self.grad_slot() = GradSlot { grad, zeroed: false };
         Ok(())
     }
@@ -404,10 +409,35 @@ impl Tensor {
         match slot.grad.as_ref() {
             Some(existing) if slot.zeroed => existing.assign_(g)?,
             Some(existing) => existing.add_assign_(g)?,
-            None => slot.grad = Some(g.contiguous()?.detach()),
+            None => slot.grad = Some(g.owned_detached()?),
         }
         slot.zeroed = false;
         Ok(())
+    }
+
+    /// Whether this handle's layout covers its whole buffer, contiguously from the start: the
+    /// condition for an in-place update ([`Tensor::update_`]).
+    fn owns_whole_buffer(&self) -> bool {
+        self.0.layout.is_contiguous()
+            && self.0.layout.offset == 0
+            && self.0.storage.read().unwrap_or_else(|e| e.into_inner()).len() == self.numel()
+    }
+
+    /// The same values, detached, in a tensor that owns its whole buffer: shared (copy-on-write)
+    /// when this one already does, else copied. Every stored gradient is made this way, because
+    /// backward functions hand out views — `cat`'s backward gives each input a `narrow` of the
+    /// output's gradient, contiguous on a batch of one yet a slice of a larger buffer — and a
+    /// stored gradient is later summed into in place.
+    pub(crate) fn owned_detached(&self) -> Result<Tensor> {
+        if self.owns_whole_buffer() {
+            return Ok(self.detach());
+        }
+        let storage = match self.dtype() {
+            DType::F32 => CpuStorage::F32(self.to_vec::<f32>()?),
+            DType::F64 => CpuStorage::F64(self.to_vec::<f64>()?),
+            DType::I64 => CpuStorage::I64(self.to_vec::<i64>()?),
+        };
+        Ok(Tensor::from_storage(storage, self.shape().clone()))
     }
 
     /// Lets a backward kernel write this leaf's gradient contribution straight into its
@@ -530,12 +560,8 @@ impl Tensor {
         let own = Arc::strong_count(&self.0) == 1
             && self.shape() == other.shape()
             && self.dtype() == other.dtype()
-            && self.0.layout.is_contiguous()
-            && self.0.layout.offset == 0
-            && {
-                let slot = self.0.storage.read().unwrap_or_else(|e| e.into_inner());
-                Arc::strong_count(&slot) == 1 && slot.len() == self.numel()
-            };
+            && self.owns_whole_buffer()
+            && Arc::strong_count(&self.0.storage.read().unwrap_or_else(|e| e.into_inner())) == 1;
         if !own {
             return self.add(other);
         }

@@ -249,6 +249,45 @@ mod tests {
     }
 
     #[test]
+    fn every_container_passes_the_gradient_check_at_batch_one_and_two() {
+        // The fault class: a value used twice whose gradients arrive as views (cat's backward
+        // narrows the output gradient; on a batch of one the slices are contiguous yet share a
+        // buffer). Each container with identity paths, built in f64 from a spec, checked against
+        // finite differences of the input.
+        use crate::spec::ModelSpec;
+        let id = || ModelSpec::new("identity");
+        let fc = |o: usize| ModelSpec::new("b").linear("fc", 4, o);
+        let containers = [
+            ("Concat identity+identity", ModelSpec::new("m").concat_branches("cat", vec![id(), id()], 1)),
+            ("Concat identity+Linear", ModelSpec::new("m").concat_branches("cat", vec![id(), fc(3)], -1)),
+            ("Add identity+identity", ModelSpec::new("m").add_branches("add", vec![id(), id()])),
+            ("Add identity+Linear", ModelSpec::new("m").add_branches("add", vec![fc(4), id()])),
+            ("Residual", ModelSpec::new("m").residual("res", fc(4).relu())),
+            (
+                "nested",
+                ModelSpec::new("m")
+                    .residual("res", ModelSpec::new("in").concat_branches("c", vec![id(), id()], 1).linear("fc", 8, 4)),
+            ),
+        ];
+        let mut rng = Generator::new(9);
+        for (what, spec) in containers {
+            let m = spec.lazy_linear("head", 3).dtype(DType::F64);
+            for batch in [1, 2] {
+                let x = randn64(&[batch, 4], &mut rng);
+                let head_in = match m.clone().resolve(Some(&crate::check::SymShape::batched(&[4]))) {
+                    Ok(r) => r,
+                    Err(e) => panic!("{what}: {}", e.render_errors()),
+                };
+                let model = head_in.build().unwrap();
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    gradcheck(std::slice::from_ref(&x), |t| Ok(model.forward(&t[0]).expect("forward")))
+                }));
+                assert!(r.is_ok(), "{what} at batch {batch}: gradient check failed");
+            }
+        }
+    }
+
+    #[test]
     fn mismatches_and_too_few_branches_are_errors() {
         let mut rng = Generator::new(7);
         let x = randn64(&[2, 4], &mut rng);

@@ -27,7 +27,8 @@
 //!
 //! Branches applied to the same input and merged are `type = "Add"` (summed) or
 //! `type = "Concat"` (joined along `dim`, default 1), with `branches = [[layers…], [layers…]]`;
-//! an empty branch `[]` is the identity. A model fed token ids says `input_dtype = "i64"`.
+//! an empty branch `[]` is the identity. A model fed token ids says `input_dtype = "i64"`; a
+//! model in double precision (parameters, buffers and float activations) says `dtype = "f64"`.
 
 use crate::branches::Merge;
 use crate::spec::{BatchNormSpec, ConvSpec, LayerSpec, ModelSpec, NamedLayer, Origin, RecurrentKind, RecurrentSpec};
@@ -149,6 +150,9 @@ pub fn to_toml(spec: &ModelSpec) -> String {
     }
     if spec.input_dtype != DType::F32 {
         s.push_str(&format!("input_dtype = {:?}\n", crate::check::dtype_name(spec.input_dtype)));
+    }
+    if spec.dtype != DType::F32 {
+        s.push_str(&format!("dtype = {:?}\n", crate::check::dtype_name(spec.dtype)));
     }
     s.push_str("layers = [\n");
     for l in &spec.layers {
@@ -299,7 +303,7 @@ const LAYER_TYPES: [&str; 27] = [
     "LastStep",
     "Dropout",
 ];
-const TOP_KEYS: [&str; 4] = ["name", "input", "input_dtype", "layers"];
+const TOP_KEYS: [&str; 5] = ["name", "input", "input_dtype", "dtype", "layers"];
 /// Largest size accepted for a dimension or a layer width (larger is surely a typo).
 const MAX_SIZE: i64 = 1 << 31;
 
@@ -450,7 +454,21 @@ impl Parser<'_> {
                 vec![]
             }
         };
-        ModelSpec { name, input, input_dtype, layers }
+        let dtype = match root.get("dtype").map(|v| (v.get_ref(), v.span())) {
+            None => DType::F32,
+            Some((DeValue::String(d), _)) if d.as_ref() == "f32" => DType::F32,
+            Some((DeValue::String(d), _)) if d.as_ref() == "f64" => DType::F64,
+            Some((_, span)) => {
+                self.error(
+                    span,
+                    "`dtype` must be \"f32\" (the default) or \"f64\" (double precision, PyTorch's model.double())"
+                        .into(),
+                    None,
+                );
+                DType::F32
+            }
+        };
+        ModelSpec { name, input, input_dtype, dtype, layers }
     }
 
     fn string(&mut self, t: &DeTable, key: &str) -> Option<String> {

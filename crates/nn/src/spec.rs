@@ -616,6 +616,9 @@ pub struct ModelSpec {
     /// The input's element type: `F32` features (the default) or `I64` token ids, which only an
     /// `Embedding` (after any `Flatten`) can take.
     pub input_dtype: DType,
+    /// The element type of the parameters, buffers and float activations: `F32` (the default)
+    /// or `F64` (PyTorch's `model.double()`). Float inputs must have this type.
+    pub dtype: DType,
     /// The layers, applied in order.
     pub layers: Vec<NamedLayer>,
 }
@@ -623,7 +626,7 @@ pub struct ModelSpec {
 impl ModelSpec {
     /// An empty chain named `name`.
     pub fn new(name: impl Into<String>) -> Self {
-        ModelSpec { name: name.into(), input: None, input_dtype: DType::F32, layers: Vec::new() }
+        ModelSpec { name: name.into(), input: None, input_dtype: DType::F32, dtype: DType::F32, layers: Vec::new() }
     }
 
     /// The spec of an instantiated module (a container's layers become the chain), or `None`
@@ -634,7 +637,8 @@ impl ModelSpec {
             LayerSpec::Sequential(layers) => layers,
             other => vec![NamedLayer { name: "0".into(), spec: other, origin: None }],
         };
-        Some(ModelSpec { name: name.into(), input: None, input_dtype: DType::F32, layers })
+        let dtype = module.parameters().first().map_or(DType::F32, |p| p.dtype());
+        Some(ModelSpec { name: name.into(), input: None, input_dtype: DType::F32, dtype, layers })
     }
 
     /// Sets the shape of one input sample (no batch dimension).
@@ -646,6 +650,13 @@ impl ModelSpec {
     /// Sets the input's element type: `DType::I64` for token ids (into an `Embedding`).
     pub fn input_dtype(mut self, dtype: DType) -> Self {
         self.input_dtype = dtype;
+        self
+    }
+
+    /// Sets the parameters' (and float activations') element type: `DType::F64` builds the
+    /// model in double precision, as `model.double()` in PyTorch.
+    pub fn dtype(mut self, dtype: DType) -> Self {
+        self.dtype = dtype;
         self
     }
 
@@ -759,7 +770,13 @@ impl ModelSpec {
         } else {
             self.clone()
         };
-        build_chain(&resolved.layers)
+        if !self.dtype.is_float() {
+            return Err(Error::InvalidConfig {
+                what: "model",
+                message: format!("dtype must be f32 or f64, got {}", crate::check::dtype_name(self.dtype)),
+            });
+        }
+        build_chain(&resolved.layers, self.dtype)
     }
 }
 
@@ -776,7 +793,7 @@ fn has_inferred(layers: &[NamedLayer]) -> bool {
     })
 }
 
-fn build_chain(layers: &[NamedLayer]) -> Result<Sequential> {
+fn build_chain(layers: &[NamedLayer], dtype: DType) -> Result<Sequential> {
     let mut seq = Sequential::new();
     for l in layers {
         let unknown = |what: &str| Error::InvalidConfig {
@@ -786,7 +803,7 @@ fn build_chain(layers: &[NamedLayer]) -> Result<Sequential> {
         let module: Box<dyn Module> = match &l.spec {
             LayerSpec::Linear { in_features, out_features, bias } => {
                 let i = in_features.ok_or_else(|| unknown("in_features"))?;
-                Box::new(with_default_generator(|g| Linear::with_options(i, *out_features, *bias, DType::F32, g))?)
+                Box::new(with_default_generator(|g| Linear::with_options(i, *out_features, *bias, dtype, g))?)
             }
             LayerSpec::ReLU => Box::new(ReLU),
             LayerSpec::Flatten { start_dim, end_dim } => Box::new(Flatten::with_dims(*start_dim, *end_dim)),
@@ -797,7 +814,8 @@ fn build_chain(layers: &[NamedLayer]) -> Result<Sequential> {
                     .padding(c.padding)
                     .dilation(c.dilation)
                     .groups(c.groups)
-                    .bias(c.bias);
+                    .bias(c.bias)
+                    .dtype(dtype);
                 Box::new(Conv2d::from_config(&config)?)
             }
             LayerSpec::MaxPool2d { kernel_size, stride, padding, dilation } => {
@@ -813,7 +831,8 @@ fn build_chain(layers: &[NamedLayer]) -> Result<Sequential> {
                     .eps(b.eps)
                     .momentum(b.momentum)
                     .affine(b.affine)
-                    .track_running_stats(b.track_running_stats);
+                    .track_running_stats(b.track_running_stats)
+                    .dtype(dtype);
                 if matches!(l.spec, LayerSpec::BatchNorm1d(_)) {
                     Box::new(config.init_1d()?)
                 } else {
@@ -833,7 +852,8 @@ fn build_chain(layers: &[NamedLayer]) -> Result<Sequential> {
                     .num_layers(r.num_layers)
                     .bias(r.bias)
                     .batch_first(r.batch_first)
-                    .bidirectional(r.bidirectional);
+                    .bidirectional(r.bidirectional)
+                    .dtype(dtype);
                 let h = r.hidden_size;
                 with_default_generator(|g| -> Result<Box<dyn Module>> {
                     Ok(match r.kind {
@@ -846,20 +866,24 @@ fn build_chain(layers: &[NamedLayer]) -> Result<Sequential> {
             }
             LayerSpec::LastStep { batch_first } => Box::new(LastStep::with_batch_first(*batch_first)),
             LayerSpec::Dropout { p } => Box::new(crate::Dropout::new(*p)?),
-            LayerSpec::Sequential(inner) => Box::new(build_chain(inner)?),
+            LayerSpec::Sequential(inner) => Box::new(build_chain(inner, dtype)?),
             LayerSpec::Residual { body, shortcut } => Box::new(match shortcut {
-                Some(s) => Residual::with_shortcut(build_chain(body)?, build_chain(s)?),
-                None => Residual::new(build_chain(body)?),
+                Some(s) => Residual::with_shortcut(build_chain(body, dtype)?, build_chain(s, dtype)?),
+                None => Residual::new(build_chain(body, dtype)?),
             }),
             LayerSpec::Branches { branches, merge } => {
-                let chains = branches.iter().map(|b| build_chain(b)).collect::<Result<Vec<_>>>()?;
+                let chains = branches.iter().map(|b| build_chain(b, dtype)).collect::<Result<Vec<_>>>()?;
                 Box::new(Branches::new(chains, *merge)?)
             }
             LayerSpec::LayerNorm { normalized_shape, eps, elementwise_affine } => Box::new(
-                LayerNormConfig::new(normalized_shape).eps(*eps).elementwise_affine(*elementwise_affine).init()?,
+                LayerNormConfig::new(normalized_shape)
+                    .eps(*eps)
+                    .elementwise_affine(*elementwise_affine)
+                    .dtype(dtype)
+                    .init()?,
             ),
             LayerSpec::Embedding { num_embeddings, embedding_dim, padding_idx } => {
-                let e = Embedding::new(*num_embeddings, *embedding_dim)?;
+                let e = with_default_generator(|g| Embedding::with_options(*num_embeddings, *embedding_dim, dtype, g))?;
                 Box::new(match padding_idx {
                     Some(p) => e.padding_idx(*p as i64)?,
                     None => e,

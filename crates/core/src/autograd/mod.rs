@@ -173,3 +173,6 @@ fn topological_order(root: &Arc<Node>) -> Vec<Arc<Node>> {
     }
     order
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,122 @@
+//! Gradient accumulation through every view kind and every way a value is used more than once.
+//!
+//! The fault class these guard: a gradient that is a view of a larger buffer, or shares a buffer
+//! with another gradient, being summed into in place. `cat`'s backward hands each input a
+//! `narrow` of the output gradient; on a batch of one such a slice is contiguous but does not own
+//! its buffer, and the second contribution to the same leaf once failed (`update_: in-place
+//! update needs a contiguous tensor that owns its whole buffer`) — after the first had already
+//! been stored. Each case runs the f64 finite-difference check, at batch 1 and batch 2, and
+//! checks that a second backward without `zero_grad` doubles the gradient, that `zero_grad`
+//! then backward gives it once, and that f32 gives the f64 values.
+
+use crate::testing::{assert_close, gradcheck, randn64};
+use crate::{DType, Generator, Tensor, cat, linear};
+
+type Use = fn(&Tensor) -> crate::Result<Tensor>;
+
+/// Ways to take a view of `x: [b, 4]` (each keeps the elements, in some layout).
+fn view_kinds() -> Vec<(&'static str, Use)> {
+    vec![
+        ("identity", |x| Ok(x.clone())),
+        ("narrow", |x| x.narrow(1, 0, 4)),
+        ("narrow-offset", |x| cat(&[x, x], 1)?.narrow(1, 4, 4)),
+        ("reshape", |x| x.reshape(&[x.dims()[0], 2, 2])?.reshape(&[x.dims()[0], 4])),
+        ("flatten", |x| x.unsqueeze(1)?.flatten(1, -1)),
+        ("unsqueeze-squeeze", |x| x.unsqueeze(0)?.squeeze(0)),
+        ("transpose-twice", |x| x.t()?.t()),
+        ("transpose-contiguous", |x| x.t()?.contiguous()?.t()),
+        ("expand", |x| x.unsqueeze(0)?.expand(&[2, x.dims()[0], 4])?.narrow(0, 1, 1)?.squeeze(0)),
+    ]
+}
+
+/// Ways to use a value twice (the containers' patterns: Concat, Add and residual, reuse).
+fn containers() -> Vec<(&'static str, fn(&Tensor, &Tensor, &Tensor) -> crate::Result<Tensor>)> {
+    vec![
+        // Concat of two identity branches, then a Linear (the reported repro).
+        ("cat-dim1-linear", |a, b, w| linear(&cat(&[a, b], 1)?, w, None)),
+        ("cat-dim0", |a, b, w| linear(&cat(&[a, b], 0)?, &w.narrow(1, 0, 4)?, None)),
+        ("cat-three", |a, b, w| linear(&cat(&[a, b, a], 1)?.narrow(1, 0, 8)?, w, None)),
+        // Add merge / residual shortcut: y = f(x) + x.
+        ("add", |a, b, w| linear(&a.add(b)?.exp()?, &w.narrow(1, 0, 4)?, None)),
+        ("residual", |a, b, w| linear(&linear(a, &w.narrow(1, 0, 4)?, None)?.add(b)?, &w.narrow(1, 4, 4)?, None)),
+        ("mul-self", |a, b, _| a.mul(b)),
+        ("stack", |a, b, _| crate::stack(&[a, b], 0)?.exp()),
+    ]
+}
+
+#[test]
+fn repeated_use_through_every_view_kind_and_container_gives_the_finite_difference_gradient() {
+    let mut rng = Generator::new(11);
+    let w = randn64(&[4, 8], &mut rng);
+    for batch in [1, 2] {
+        let x = randn64(&[batch, 4], &mut rng);
+        for (vname, view) in view_kinds() {
+            for (cname, use_twice) in containers() {
+                let label = format!("{cname} of {vname} at batch {batch}");
+                let result = std::panic::catch_unwind(|| {
+                    gradcheck(std::slice::from_ref(&x), |t| use_twice(&view(&t[0])?, &view(&t[0])?, &w))
+                });
+                assert!(result.is_ok(), "{label}: gradcheck failed");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_concat_repro_accumulates_across_backwards_and_after_zero_grad() {
+    // linear(cat([x, x], 1), w).sum().backward() with x: [1, 4]; dL/dx = Σ_o (w[o, :4] + w[o, 4:]).
+    for dtype in [DType::F64, DType::F32] {
+        let w = Tensor::from_vec((0..16).map(|v| v as f64 * 0.5 - 3.0).collect::<Vec<_>>(), &[2, 8])
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
+        let x = Tensor::from_vec(vec![0.5, -1.0, 2.0, 0.25], &[1, 4]).unwrap().to_dtype(dtype).unwrap();
+        let x = x.requires_grad_().unwrap();
+        let expected: Vec<f64> =
+            (0..4).map(|i| (0..2).map(|o| w.to_vec_f64()[o * 8 + i] + w.to_vec_f64()[o * 8 + 4 + i]).sum()).collect();
+        let step = || linear(&cat(&[&x, &x], 1).unwrap(), &w, None).unwrap().sum_all().unwrap().backward().unwrap();
+        step();
+        assert_close(&x.grad().unwrap().to_vec_f64(), &expected, 1e-6, 0.0);
+        step();
+        let doubled: Vec<f64> = expected.iter().map(|v| 2.0 * v).collect();
+        assert_close(&x.grad().unwrap().to_vec_f64(), &doubled, 1e-6, 0.0);
+        x.zero_grad().unwrap();
+        step();
+        assert_close(&x.grad().unwrap().to_vec_f64(), &expected, 1e-6, 0.0);
+        // The stored gradient owns a buffer of its own size (not the [1, 8] it was sliced from).
+        assert_eq!(x.grad().unwrap().storage().len(), 4);
+    }
+}
+
+#[test]
+fn a_gradient_set_to_a_view_can_be_accumulated_into() {
+    let x = Tensor::from_vec(vec![1.0f64, 2.0], &[1, 2]).unwrap().requires_grad_().unwrap();
+    let big = Tensor::from_vec(vec![10.0f64, 20.0, 30.0, 40.0], &[1, 4]).unwrap();
+    x.set_grad(Some(big.narrow(1, 2, 2).unwrap())).unwrap();
+    x.mul_scalar(3.0).unwrap().sum_all().unwrap().backward().unwrap();
+    assert_eq!(x.grad().unwrap().to_vec::<f64>().unwrap(), [33.0, 43.0]);
+    // The tensor the view came from is not touched.
+    assert_eq!(big.to_vec::<f64>().unwrap(), [10.0, 20.0, 30.0, 40.0]);
+}
+
+#[test]
+fn two_leaves_given_one_gradient_tensor_do_not_share_updates() {
+    // add's backward returns the same tensor for both inputs; later sums into one leaf's
+    // gradient must not show up in the other's.
+    let a = Tensor::from_vec(vec![1.0f64, 2.0], &[2]).unwrap().requires_grad_().unwrap();
+    let b = Tensor::from_vec(vec![3.0f64, 4.0], &[2]).unwrap().requires_grad_().unwrap();
+    a.add(&b).unwrap().sum_all().unwrap().backward().unwrap();
+    a.mul_scalar(5.0).unwrap().sum_all().unwrap().backward().unwrap();
+    assert_eq!(a.grad().unwrap().to_vec::<f64>().unwrap(), [6.0, 6.0]);
+    assert_eq!(b.grad().unwrap().to_vec::<f64>().unwrap(), [1.0, 1.0]);
+}
+
+#[test]
+fn a_leaf_made_from_a_view_takes_in_place_updates() {
+    // A parameter made from a slice of a larger tensor: the optimizer's in-place step works.
+    let big = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[1, 4]).unwrap();
+    let p = big.narrow(1, 2, 2).unwrap().requires_grad_().unwrap();
+    p.update_::<f32, _>(|d| d.iter_mut().for_each(|v| *v += 1.0)).unwrap();
+    assert_eq!(p.to_vec::<f32>().unwrap(), [4.0, 5.0]);
+    assert_eq!(big.to_vec::<f32>().unwrap(), [1.0, 2.0, 3.0, 4.0]);
+}
