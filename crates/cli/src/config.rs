@@ -170,6 +170,15 @@ pub struct TrainingConfig {
     /// Worker threads (absent: all cores).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threads: Option<usize>,
+    /// `"f32"` or `"f64"`: the element type the model is built, trained, checkpointed and
+    /// evaluated in (PyTorch's `model.double()`). Absent: the model file's `dtype` (f32 unless it
+    /// says otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dtype: Option<String>,
+    /// `"default"` or `"fast"`: which algorithms the model's convolutions may use
+    /// (`strata_core::ConvAlgorithm`). Absent: the model file's `conv_algorithm`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conv_algorithm: Option<String>,
 }
 
 impl Default for TrainingConfig {
@@ -183,6 +192,8 @@ impl Default for TrainingConfig {
             keep_last: 3,
             log_every: 10,
             threads: None,
+            dtype: None,
+            conv_algorithm: None,
         }
     }
 }
@@ -268,6 +279,18 @@ impl RunConfig {
         }
         if !["embedded", "mnist", "csv", "images"].contains(&self.data.source.as_str()) {
             bail!("data.source must be embedded, mnist, csv or images, got `{}`", self.data.source);
+        }
+        if let Some(d) = &self.training.dtype
+            && !["f32", "f64"].contains(&d.as_str())
+        {
+            bail!("training.dtype (--dtype) must be f32 or f64, got `{d}`");
+        }
+        if let Some(a) = &self.training.conv_algorithm
+            && strata_core::ConvAlgorithm::from_name(a).is_none()
+        {
+            bail!(
+                "training.conv_algorithm (--conv-algorithm) must be default (as accurate as PyTorch) or fast (Winograd F(4×4) on large planes, ~10× PyTorch's f32 error), got `{a}`"
+            );
         }
         if self.data.source != "embedded" && self.data.path.is_none() {
             bail!("data.source = \"{}\" needs data.path (or --data PATH)", self.data.source);

@@ -11,7 +11,7 @@ use crate::train::to_model_input;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use std::path::{Path, PathBuf};
-use strata_core::{Tensor, no_grad};
+use strata_core::{DType, Tensor, no_grad};
 use strata_data::{DataLoader, ImageFolderOptions, load_image, read_idx};
 use strata_nn::model_file::parse_model;
 use strata_nn::{Module, Sequential};
@@ -48,6 +48,8 @@ pub struct PredictArgs {
 struct Loaded {
     model: Sequential,
     sample: Vec<usize>,
+    /// The model's element type (f64 for a model trained with `dtype = "f64"`).
+    dtype: DType,
     meta: checkpoint::Meta,
     config: RunConfig,
 }
@@ -69,7 +71,7 @@ fn load(path: &Path) -> Result<Loaded> {
     model.load_state_dict(&params, true).with_context(|| format!("loading {}", file.display()))?;
     model.eval();
     let config: RunConfig = toml::from_str(&meta.config).context("the checkpoint's run config")?;
-    Ok(Loaded { model, sample, meta, config })
+    Ok(Loaded { model, sample, dtype: spec.dtype, meta, config })
 }
 
 /// Runs `strata eval`.
@@ -94,7 +96,8 @@ pub fn eval(args: &EvalArgs) -> Result<Verdict> {
     let mut confusion = vec![vec![0usize; k]; k];
     no_grad(|| -> Result<()> {
         for batch in DataLoader::new(set, 1000).epoch(0) {
-            let pred = l.model.forward(&to_model_input(&batch.x, &l.sample)?)?.argmax(1, false)?.to_vec::<i64>()?;
+            let pred =
+                l.model.forward(&to_model_input(&batch.x, &l.sample, l.dtype)?)?.argmax(1, false)?.to_vec::<i64>()?;
             for (p, y) in pred.iter().zip(batch.y.to_vec::<i64>()?) {
                 confusion[y as usize][*p as usize] += 1;
             }
@@ -184,7 +187,7 @@ pub fn predict(args: &PredictArgs) -> Result<Verdict> {
         normalize(&mut x, &l.meta.mean, &l.meta.std);
         let mut dims = vec![1];
         dims.extend(&l.sample);
-        let logits = no_grad(|| l.model.forward(&Tensor::from_vec(x, &dims)?))?.to_vec_f64();
+        let logits = no_grad(|| l.model.forward(&Tensor::from_vec(x, &dims)?.to_dtype(l.dtype)?))?.to_vec_f64();
         let probs = softmax(&logits);
         let mut order: Vec<usize> = (0..probs.len()).collect();
         order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));

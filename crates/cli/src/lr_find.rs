@@ -59,7 +59,8 @@ pub fn run(args: &LrFindArgs) -> Result<Verdict> {
             let lr = args.start_lr * ratio.powi(i as i32);
             b.optimizer.set_lr(lr);
             b.optimizer.zero_grad()?;
-            let loss = criterion.forward(&b.model.forward(&to_model_input(&batch.x, &b.sample)?)?, &batch.y)?;
+            let loss = criterion
+                .forward(&b.model.forward(&to_model_input(&batch.x, &b.sample, b.resolved.dtype)?)?, &batch.y)?;
             loss.backward()?;
             b.optimizer.step()?;
             let l = loss.item()?;

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
-use strata_core::{Tensor, manual_seed, no_grad};
+use strata_core::{ConvAlgorithm, DType, Tensor, manual_seed, no_grad};
 use strata_data::{BatchSize, DataLoader, Dataset};
 use strata_nn::check::{SymShape, check_spec};
 use strata_nn::model_file::{parse_model_at, to_toml};
@@ -63,6 +63,13 @@ pub struct TrainArgs {
     /// training.checkpoint_every (steps).
     #[arg(long, value_name = "STEPS")]
     checkpoint_every: Option<usize>,
+    /// training.dtype: build, train, checkpoint and evaluate the model in f32 or f64.
+    #[arg(long, value_name = "f32|f64")]
+    dtype: Option<String>,
+    /// training.conv_algorithm: `default` (as accurate as PyTorch) or `fast` (Winograd F(4×4) on
+    /// large planes, ~10× PyTorch's f32 error).
+    #[arg(long, value_name = "default|fast")]
+    conv_algorithm: Option<String>,
     /// Any other key: `--set optimizer.name=adam --set schedule.name=cosine`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -143,6 +150,12 @@ fn overrides(args: &TrainArgs) -> Result<Vec<(String, String)>> {
     if let Some(c) = args.checkpoint_every {
         push("training.checkpoint_every", c.to_string());
     }
+    if let Some(d) = &args.dtype {
+        push("training.dtype", toml::Value::String(d.clone()).to_string());
+    }
+    if let Some(a) = &args.conv_algorithm {
+        push("training.conv_algorithm", toml::Value::String(a.clone()).to_string());
+    }
     for kv in &args.set {
         let (k, v) = kv
             .split_once('=')
@@ -216,7 +229,14 @@ fn setup(args: &TrainArgs) -> Result<Option<Setup>> {
     let config = base.with_overrides(&overrides(args)?)?;
     config.validate()?;
     init_threads(config.training.threads)?;
-    let Some(spec) = model_spec(args, &config)? else { return Ok(None) };
+    let Some(mut spec) = model_spec(args, &config)? else { return Ok(None) };
+    // The run file's (or flag's) precision and algorithm choice override the model file's.
+    if let Some(d) = &config.training.dtype {
+        spec.dtype = if d == "f64" { DType::F64 } else { DType::F32 };
+    }
+    if let Some(a) = &config.training.conv_algorithm {
+        spec.conv_algorithm = ConvAlgorithm::from_name(a).expect("validated");
+    }
     let model_source = match (&args.model, &config.model, &args.run) {
         (Some(p), _, _) => Some(p.display().to_string()),
         (None, Some(toml::Value::String(p)), run) => {
@@ -242,7 +262,7 @@ pub(crate) struct Built {
     pub data: Prepared,
     /// The shape one sample takes on its way into the model.
     pub sample: Vec<usize>,
-    resolved: ModelSpec,
+    pub resolved: ModelSpec,
     pub model: strata_nn::Sequential,
     params_count: usize,
     pub optimizer: Box<dyn Optimizer>,
@@ -359,7 +379,7 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
         Some(src) => format!("{} from {src} ({} parameters, shape-checked)", resolved.name, group_digits(params_count)),
         None => format!("{} ({} parameters)", resolved.name, group_digits(params_count)),
     };
-    logger.header(&title, &data, &config, batch_size, resume.as_ref().map(|r| r.0.as_path()));
+    logger.header(&title, resolved.dtype, &data, &config, batch_size, resume.as_ref().map(|r| r.0.as_path()));
     let interrupted = Arc::new(AtomicBool::new(false));
     {
         let flag = interrupted.clone();
@@ -381,7 +401,7 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
                 let lr = lr_at(&config.schedule, config.optimizer.lr, step, steps_per_epoch, total_steps);
                 optimizer.set_lr(lr);
                 optimizer.zero_grad()?;
-                let logits = model.forward(&to_model_input(&batch.x, &sample)?)?;
+                let logits = model.forward(&to_model_input(&batch.x, &sample, resolved.dtype)?)?;
                 let loss = criterion.forward(&logits, &batch.y)?;
                 loss.backward()?;
                 let log_now = t.log_every > 0 && (step + 1) % t.log_every == 0;
@@ -447,7 +467,7 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
             return Ok(Verdict::Interrupted);
         }
         let train_secs = t0.elapsed().as_secs_f64();
-        let val = if data.val.is_empty() { None } else { Some(evaluate(&model, &data.val, &sample)?) };
+        let val = if data.val.is_empty() { None } else { Some(evaluate(&model, &data.val, &sample, resolved.dtype)?) };
         if let Some((_, acc)) = val
             && best.is_none_or(|b| acc > b)
         {
@@ -486,7 +506,7 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
         logger.note(&format!("saved the state_dict to {}", path.display()));
     }
     // The test set is evaluated once, at the very end: its accuracy is the last figure printed.
-    let test = data.test.as_ref().map(|d| evaluate(&model, d, &sample)).transpose()?;
+    let test = data.test.as_ref().map(|d| evaluate(&model, d, &sample, resolved.dtype)).transpose()?;
     logger.finish(t.epochs, step, last_val, test, best, started.elapsed().as_secs_f64())?;
     Ok(Verdict::Ok)
 }
@@ -517,11 +537,12 @@ pub fn make_optimizer(config: &RunConfig, params: Vec<Tensor>) -> Result<Box<dyn
     })
 }
 
-/// A batch `[B, *data sample]` viewed as `[B, *model sample]` (same element count per sample).
-pub fn to_model_input(x: &Tensor, sample_shape: &[usize]) -> Result<Tensor> {
+/// A batch `[B, *data sample]` viewed as `[B, *model sample]` (same element count per sample),
+/// in the model's element type (the data sets hold f32).
+pub fn to_model_input(x: &Tensor, sample_shape: &[usize], dtype: DType) -> Result<Tensor> {
     let mut dims = vec![x.dims()[0]];
     dims.extend_from_slice(sample_shape);
-    Ok(x.reshape(&dims)?)
+    Ok(x.reshape(&dims)?.to_dtype(dtype)?)
 }
 
 /// Correct predictions in a batch: argmax of the logits equals the label.
@@ -543,13 +564,13 @@ fn grad_norm(model: &dyn Module) -> Result<f64> {
 }
 
 /// Mean loss and accuracy over a data set, in evaluation mode and without recording the graph.
-pub fn evaluate(model: &dyn Module, data: &Dataset, sample: &[usize]) -> Result<(f64, f64)> {
+pub fn evaluate(model: &dyn Module, data: &Dataset, sample: &[usize], dtype: DType) -> Result<(f64, f64)> {
     model.eval();
     let criterion = CrossEntropyLoss::with_reduction(strata_core::Reduction::Sum);
     let result = no_grad(|| -> Result<(f64, usize)> {
         let (mut loss, mut correct) = (0.0, 0);
         for batch in DataLoader::new(data, 1000).epoch(0) {
-            let logits = model.forward(&to_model_input(&batch.x, sample)?)?;
+            let logits = model.forward(&to_model_input(&batch.x, sample, dtype)?)?;
             loss += criterion.forward(&logits, &batch.y)?.item()?;
             correct += count_correct(&logits, &batch.y)?;
         }
@@ -626,14 +647,22 @@ impl Logger {
         Ok(())
     }
 
-    fn header(&mut self, model: &str, data: &Prepared, config: &RunConfig, batch: usize, resumed: Option<&Path>) {
+    fn header(
+        &mut self,
+        model: &str,
+        dtype: DType,
+        data: &Prepared,
+        config: &RunConfig,
+        batch: usize,
+        resumed: Option<&Path>,
+    ) {
         let o = &config.optimizer;
         let t = &config.training;
         let opt = match o.name.as_str() {
             "sgd" => format!("SGD lr {} momentum {}", o.lr, o.momentum),
             name => format!("{} lr {}", if name == "adam" { "Adam" } else { "AdamW" }, o.lr),
         };
-        let line = format!(
+        let mut line = format!(
             "CrossEntropyLoss, {opt}{}, batch {batch}, {} epochs, seed {}, {} threads",
             if config.schedule.name == "constant" {
                 String::new()
@@ -644,6 +673,9 @@ impl Logger {
             t.seed,
             rayon::current_num_threads()
         );
+        if dtype != DType::F32 {
+            line.push_str(&format!(", {}", strata_nn::check::dtype_name(dtype)));
+        }
         match self.output {
             Output::Human => {
                 println!("strata train: {model}");

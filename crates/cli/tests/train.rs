@@ -49,3 +49,61 @@ fn bad_options_are_errors() {
             .contains("saving the trained parameters to /nonexistent-dir/x.safetensors")
     );
 }
+
+/// `--dtype f64` (`training.dtype`, or `dtype = "f64"` in the model file): the model is built,
+/// trained, checkpointed, resumed and evaluated in f64, as `model.double()` in PyTorch; the
+/// losses agree with the f32 run's to f32 precision.
+#[test]
+fn f64_runs_train_checkpoint_resume_and_evaluate_in_f64() {
+    let dir = tempfile::tempdir().unwrap();
+    let (f64_dir, f32_dir) = (dir.path().join("f64"), dir.path().join("f32"));
+    let run = |out: &std::path::Path, extra: &[&str]| {
+        let mut args = vec!["train", "--epochs", "1", "--out", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let o = strata(&args);
+        let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+        stdout
+    };
+    let loss = |stdout: &str| -> f64 {
+        let line = stdout.lines().find(|l| l.starts_with("epoch  1/")).expect("an epoch line");
+        line.split_whitespace().nth(3).unwrap().parse().unwrap()
+    };
+    let out64 = run(&f64_dir, &["--dtype", "f64"]);
+    assert!(out64.contains("threads, f64"), "{out64}");
+    let out32 = run(&f32_dir, &[]);
+    assert!((loss(&out64) - loss(&out32)).abs() < 2e-3, "f64 {out64}\nf32 {out32}");
+    let dtypes = |path: std::path::PathBuf| {
+        let sd = strata_nn::StateDict::load(path).unwrap();
+        sd.iter().map(|(_, t)| format!("{:?}", t.dtype())).collect::<std::collections::BTreeSet<_>>()
+    };
+    assert_eq!(dtypes(f64_dir.join("model.safetensors")), ["F64".to_string()].into());
+    assert_eq!(dtypes(f32_dir.join("model.safetensors")), ["F32".to_string()].into());
+    // Resumed: still f64 (the checkpoint's model says so), one more epoch.
+    let o = strata(&["train", "--resume", f64_dir.to_str().unwrap(), "--epochs", "2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("epoch  2/2"));
+    assert_eq!(dtypes(f64_dir.join("model.safetensors")), ["F64".to_string()].into());
+    let o = strata(&["eval", f64_dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("accuracy"));
+    // The model file's own `dtype = "f64"`, with no flag.
+    let model = dir.path().join("m.toml");
+    std::fs::write(
+        &model,
+        "dtype = \"f64\"\ninput = [784]\nlayers = [{ name = \"fc\", type = \"Linear\", in_features = 784, out_features = 10 }]\n",
+    )
+    .unwrap();
+    let m_dir = dir.path().join("m");
+    run(&m_dir, &["--model", model.to_str().unwrap()]);
+    assert_eq!(dtypes(m_dir.join("model.safetensors")), ["F64".to_string()].into());
+    // Bad values are errors that name the key.
+    for (flag, value, says) in
+        [("--dtype", "f16", "training.dtype"), ("--conv-algorithm", "winograd", "training.conv_algorithm")]
+    {
+        let o = strata(&["train", flag, value]);
+        assert!(!o.status.success());
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(e.contains(says) && e.contains(value), "{e}");
+    }
+}

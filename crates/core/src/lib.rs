@@ -30,7 +30,7 @@ pub use error::{Error, Result};
 pub use ops::activation::erf;
 pub use ops::batch_norm::{batch_norm, batch_norm_relu};
 pub use ops::concat::{cat, stack};
-pub use ops::conv::conv2d;
+pub use ops::conv::{ConvAlgorithm, ConvOptions, conv2d, conv2d_with};
 pub use ops::cross_entropy::{CrossEntropyOptions, binary_cross_entropy_with_logits, cross_entropy_with, nll_loss};
 pub use ops::cross_entropy::{Reduction, cross_entropy};
 pub use ops::dropout::dropout;

@@ -3,7 +3,7 @@
 
 use crate::module::Module;
 use crate::{Error, Result, init};
-use strata_core::{DType, Generator, Tensor, conv2d, with_default_generator};
+use strata_core::{ConvAlgorithm, ConvOptions, DType, Generator, Tensor, conv2d_with, with_default_generator};
 
 /// A 2-D size given as one number for both dimensions or as a `(height, width)` pair, like
 /// PyTorch's int-or-tuple arguments: `3` means `(3, 3)`.
@@ -65,6 +65,10 @@ pub struct Conv2dConfig {
     pub bias: bool,
     /// Element type of the parameters.
     pub dtype: DType,
+    /// Which algorithms the convolution may use: the default (as accurate as PyTorch) or the
+    /// fast one (Winograd F(4×4) on large planes, ~10× PyTorch's f32 error); see
+    /// [`ConvAlgorithm`].
+    pub algorithm: ConvAlgorithm,
 }
 
 impl Conv2dConfig {
@@ -80,6 +84,7 @@ impl Conv2dConfig {
             groups: 1,
             bias: true,
             dtype: DType::F32,
+            algorithm: ConvAlgorithm::Default,
         }
     }
     /// Sets the stride.
@@ -110,6 +115,11 @@ impl Conv2dConfig {
     /// Sets the parameters' element type (f32 or f64).
     pub fn dtype(mut self, dtype: DType) -> Self {
         self.dtype = dtype;
+        self
+    }
+    /// Sets the algorithm choice ([`ConvAlgorithm::Fast`] trades f32 accuracy for speed).
+    pub fn algorithm(mut self, algorithm: ConvAlgorithm) -> Self {
+        self.algorithm = algorithm;
         self
     }
 
@@ -215,7 +225,14 @@ impl Conv2d {
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let c = &self.config;
-        Ok(conv2d(x, &self.weight, self.bias.as_ref(), c.stride, c.padding, c.dilation, c.groups)?)
+        let opts = ConvOptions {
+            stride: c.stride,
+            padding: c.padding,
+            dilation: c.dilation,
+            groups: c.groups,
+            algorithm: c.algorithm,
+        };
+        Ok(conv2d_with(x, &self.weight, self.bias.as_ref(), &opts)?)
     }
     fn own_parameters(&self) -> Vec<(String, Tensor)> {
         let mut p = vec![("weight".to_string(), self.weight.clone())];

@@ -29,12 +29,21 @@
 //! `type = "Concat"` (joined along `dim`, default 1), with `branches = [[layers…], [layers…]]`;
 //! an empty branch `[]` is the identity. A model fed token ids says `input_dtype = "i64"`; a
 //! model in double precision (parameters, buffers and float activations) says `dtype = "f64"`.
+//! `conv_algorithm = "fast"` lets every `Conv2d` use its fastest, less accurate algorithm
+//! (`strata_core::ConvAlgorithm`).
 
 use crate::branches::Merge;
 use crate::spec::{BatchNormSpec, ConvSpec, LayerSpec, ModelSpec, NamedLayer, Origin, RecurrentKind, RecurrentSpec};
 use std::fmt;
 use std::path::Path;
-use strata_core::DType;
+use strata_core::{ConvAlgorithm, DType};
+
+/// What a bad `conv_algorithm` is told.
+fn conv_algorithm_message() -> String {
+    "`conv_algorithm` must be \"default\" (as accurate as PyTorch) or \"fast\" (Winograd F(4×4) on \
+     large planes: faster, ~10× PyTorch's f32 rounding error)"
+        .into()
+}
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
@@ -150,6 +159,9 @@ pub fn to_toml(spec: &ModelSpec) -> String {
     }
     if spec.input_dtype != DType::F32 {
         s.push_str(&format!("input_dtype = {:?}\n", crate::check::dtype_name(spec.input_dtype)));
+    }
+    if spec.conv_algorithm != ConvAlgorithm::Default {
+        s.push_str(&format!("conv_algorithm = {:?}\n", spec.conv_algorithm.name()));
     }
     if spec.dtype != DType::F32 {
         s.push_str(&format!("dtype = {:?}\n", crate::check::dtype_name(spec.dtype)));
@@ -303,7 +315,7 @@ const LAYER_TYPES: [&str; 27] = [
     "LastStep",
     "Dropout",
 ];
-const TOP_KEYS: [&str; 5] = ["name", "input", "input_dtype", "dtype", "layers"];
+const TOP_KEYS: [&str; 6] = ["name", "input", "input_dtype", "dtype", "conv_algorithm", "layers"];
 /// Largest size accepted for a dimension or a layer width (larger is surely a typo).
 const MAX_SIZE: i64 = 1 << 31;
 
@@ -468,7 +480,18 @@ impl Parser<'_> {
                 DType::F32
             }
         };
-        ModelSpec { name, input, input_dtype, dtype, layers }
+        let conv_algorithm = match root.get("conv_algorithm").map(|v| (v.get_ref(), v.span())) {
+            None => ConvAlgorithm::Default,
+            Some((DeValue::String(d), span)) => ConvAlgorithm::from_name(d).unwrap_or_else(|| {
+                self.error(span, conv_algorithm_message(), None);
+                ConvAlgorithm::Default
+            }),
+            Some((_, span)) => {
+                self.error(span, conv_algorithm_message(), None);
+                ConvAlgorithm::Default
+            }
+        };
+        ModelSpec { name, input, input_dtype, dtype, conv_algorithm, layers }
     }
 
     fn string(&mut self, t: &DeTable, key: &str) -> Option<String> {
@@ -1042,5 +1065,24 @@ mod tests {
             s
         };
         assert_eq!(strip(&spec), strip(&again));
+    }
+
+    #[test]
+    fn dtype_and_conv_algorithm_are_read_written_and_checked() {
+        let text = "dtype = \"f64\"\nconv_algorithm = \"fast\"\nlayers = [{ type = \"Conv2d\", in_channels = 1, out_channels = 2, kernel_size = 3 }]\n";
+        let spec = parse_model(text, "t.toml", "m").unwrap();
+        assert_eq!((spec.dtype, spec.conv_algorithm), (DType::F64, ConvAlgorithm::Fast));
+        let again = parse_model(&to_toml(&spec), "u.toml", "m").unwrap();
+        assert_eq!((again.dtype, again.conv_algorithm), (DType::F64, ConvAlgorithm::Fast));
+        let model = spec.build().unwrap();
+        assert!(crate::Module::parameters(&model).iter().all(|p| p.dtype() == DType::F64));
+        let plain = parse_model("layers = []\n", "t.toml", "m").unwrap();
+        assert_eq!((plain.dtype, plain.conv_algorithm), (DType::F32, ConvAlgorithm::Default));
+        assert!(!to_toml(&plain).contains("dtype") && !to_toml(&plain).contains("conv_algorithm"));
+        let e = parse_model("dtype = \"f16\"\nconv_algorithm = \"winograd\"\nlayers = []\n", "bad.toml", "m")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bad.toml:1:9") && e.contains("`dtype` must be \"f32\""), "{e}");
+        assert!(e.contains("bad.toml:2:18") && e.contains("`conv_algorithm` must be \"default\""), "{e}");
     }
 }

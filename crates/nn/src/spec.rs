@@ -30,7 +30,7 @@ use crate::{
     RecurrentOptions, Result, Sequential, Sigmoid, Softmax, Tanh,
 };
 use std::fmt;
-use strata_core::{DType, with_default_generator};
+use strata_core::{ConvAlgorithm, DType, with_default_generator};
 
 /// Where a layer was declared in a model file, for messages.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -619,6 +619,9 @@ pub struct ModelSpec {
     /// The element type of the parameters, buffers and float activations: `F32` (the default)
     /// or `F64` (PyTorch's `model.double()`). Float inputs must have this type.
     pub dtype: DType,
+    /// The algorithm choice of every `Conv2d` ([`ConvAlgorithm::Default`]: as accurate as
+    /// PyTorch; `Fast`: Winograd F(4×4) where it pays, ~10× PyTorch's f32 error).
+    pub conv_algorithm: ConvAlgorithm,
     /// The layers, applied in order.
     pub layers: Vec<NamedLayer>,
 }
@@ -626,7 +629,14 @@ pub struct ModelSpec {
 impl ModelSpec {
     /// An empty chain named `name`.
     pub fn new(name: impl Into<String>) -> Self {
-        ModelSpec { name: name.into(), input: None, input_dtype: DType::F32, dtype: DType::F32, layers: Vec::new() }
+        ModelSpec {
+            name: name.into(),
+            input: None,
+            input_dtype: DType::F32,
+            dtype: DType::F32,
+            conv_algorithm: ConvAlgorithm::Default,
+            layers: Vec::new(),
+        }
     }
 
     /// The spec of an instantiated module (a container's layers become the chain), or `None`
@@ -638,7 +648,8 @@ impl ModelSpec {
             other => vec![NamedLayer { name: "0".into(), spec: other, origin: None }],
         };
         let dtype = module.parameters().first().map_or(DType::F32, |p| p.dtype());
-        Some(ModelSpec { name: name.into(), input: None, input_dtype: DType::F32, dtype, layers })
+        let conv_algorithm = ConvAlgorithm::Default;
+        Some(ModelSpec { name: name.into(), input: None, input_dtype: DType::F32, dtype, conv_algorithm, layers })
     }
 
     /// Sets the shape of one input sample (no batch dimension).
@@ -657,6 +668,12 @@ impl ModelSpec {
     /// model in double precision, as `model.double()` in PyTorch.
     pub fn dtype(mut self, dtype: DType) -> Self {
         self.dtype = dtype;
+        self
+    }
+
+    /// Sets the algorithm choice of every `Conv2d` (see [`ConvAlgorithm`]).
+    pub fn conv_algorithm(mut self, algorithm: ConvAlgorithm) -> Self {
+        self.conv_algorithm = algorithm;
         self
     }
 
@@ -776,7 +793,7 @@ impl ModelSpec {
                 message: format!("dtype must be f32 or f64, got {}", crate::check::dtype_name(self.dtype)),
             });
         }
-        build_chain(&resolved.layers, self.dtype)
+        build_chain(&resolved.layers, &BuildOptions { dtype: self.dtype, conv_algorithm: self.conv_algorithm })
     }
 }
 
@@ -793,7 +810,14 @@ fn has_inferred(layers: &[NamedLayer]) -> bool {
     })
 }
 
-fn build_chain(layers: &[NamedLayer], dtype: DType) -> Result<Sequential> {
+/// What a whole model's layers share when they are built.
+struct BuildOptions {
+    dtype: DType,
+    conv_algorithm: ConvAlgorithm,
+}
+
+fn build_chain(layers: &[NamedLayer], opts: &BuildOptions) -> Result<Sequential> {
+    let dtype = opts.dtype;
     let mut seq = Sequential::new();
     for l in layers {
         let unknown = |what: &str| Error::InvalidConfig {
@@ -815,7 +839,8 @@ fn build_chain(layers: &[NamedLayer], dtype: DType) -> Result<Sequential> {
                     .dilation(c.dilation)
                     .groups(c.groups)
                     .bias(c.bias)
-                    .dtype(dtype);
+                    .dtype(dtype)
+                    .algorithm(opts.conv_algorithm);
                 Box::new(Conv2d::from_config(&config)?)
             }
             LayerSpec::MaxPool2d { kernel_size, stride, padding, dilation } => {
@@ -866,13 +891,13 @@ fn build_chain(layers: &[NamedLayer], dtype: DType) -> Result<Sequential> {
             }
             LayerSpec::LastStep { batch_first } => Box::new(LastStep::with_batch_first(*batch_first)),
             LayerSpec::Dropout { p } => Box::new(crate::Dropout::new(*p)?),
-            LayerSpec::Sequential(inner) => Box::new(build_chain(inner, dtype)?),
+            LayerSpec::Sequential(inner) => Box::new(build_chain(inner, opts)?),
             LayerSpec::Residual { body, shortcut } => Box::new(match shortcut {
-                Some(s) => Residual::with_shortcut(build_chain(body, dtype)?, build_chain(s, dtype)?),
-                None => Residual::new(build_chain(body, dtype)?),
+                Some(s) => Residual::with_shortcut(build_chain(body, opts)?, build_chain(s, opts)?),
+                None => Residual::new(build_chain(body, opts)?),
             }),
             LayerSpec::Branches { branches, merge } => {
-                let chains = branches.iter().map(|b| build_chain(b, dtype)).collect::<Result<Vec<_>>>()?;
+                let chains = branches.iter().map(|b| build_chain(b, opts)).collect::<Result<Vec<_>>>()?;
                 Box::new(Branches::new(chains, *merge)?)
             }
             LayerSpec::LayerNorm { normalized_shape, eps, elementwise_affine } => Box::new(

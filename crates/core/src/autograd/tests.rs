@@ -13,6 +13,7 @@ use crate::testing::{assert_close, gradcheck, randn64};
 use crate::{DType, Generator, Tensor, cat, linear};
 
 type Use = fn(&Tensor) -> crate::Result<Tensor>;
+type UseTwice = fn(&Tensor, &Tensor, &Tensor) -> crate::Result<Tensor>;
 
 /// Ways to take a view of `x: [b, 4]` (each keeps the elements, in some layout).
 fn view_kinds() -> Vec<(&'static str, Use)> {
@@ -30,7 +31,7 @@ fn view_kinds() -> Vec<(&'static str, Use)> {
 }
 
 /// Ways to use a value twice (the containers' patterns: Concat, Add and residual, reuse).
-fn containers() -> Vec<(&'static str, fn(&Tensor, &Tensor, &Tensor) -> crate::Result<Tensor>)> {
+fn containers() -> Vec<(&'static str, UseTwice)> {
     vec![
         // Concat of two identity branches, then a Linear (the reported repro).
         ("cat-dim1-linear", |a, b, w| linear(&cat(&[a, b], 1)?, w, None)),

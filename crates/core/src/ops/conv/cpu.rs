@@ -72,6 +72,8 @@ pub(crate) struct ConvGeom {
     pub groups: usize,
     pub oh: usize,
     pub ow: usize,
+    /// Whether the caller allows the fast, less accurate algorithm ([`super::ConvAlgorithm::Fast`]).
+    pub fast: bool,
 }
 
 impl ConvGeom {

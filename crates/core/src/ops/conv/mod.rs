@@ -11,7 +11,8 @@
 //!
 //! Stride-1 3×3 convolutions with enough channels (the bulk of a ResNet) run their forward pass
 //! and their input gradient (itself a stride-1 3×3 convolution of dY) as Winograd F(2×2, 3×3)
-//! instead (`winograd.rs`): 2.25× fewer multiply-adds.
+//! instead (`winograd.rs`): 2.25× fewer multiply-adds, as accurate as PyTorch. F(4×4, 3×3) runs
+//! only when the caller asks for [`ConvAlgorithm::Fast`].
 
 pub(crate) mod cpu;
 #[cfg(target_arch = "x86_64")]
@@ -111,7 +112,68 @@ pub(crate) fn check_positive(op: &'static str, what: &str, pair: (usize, usize))
     Ok(())
 }
 
-/// 2-D convolution (cross-correlation, as PyTorch computes it) of `x` with `weight`, plus `bias`.
+/// Which algorithms a convolution may use, as cuDNN lets its users choose.
+///
+/// Measured on 3×3 stride-1 convolutions (`tools/make_conv_accuracy.py`; the error of a tensor
+/// is its worst element's distance from the f64 result, over the tensor's largest magnitude):
+/// PyTorch's f32 error is 2.7–4.4e-7 in the output and input gradient, 0.3–2.5e-6 in the weight
+/// gradient; `Default` stays within twice that on every shape (a test holds it to it); `Fast`
+/// was ~10× PyTorch's in the output and input gradient.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ConvAlgorithm {
+    /// As accurate as PyTorch in f32: im2col GEMMs, or Winograd F(2×2, 3×3) for stride-1 3×3
+    /// convolutions with at least 8 channels in and out.
+    #[default]
+    Default,
+    /// Also Winograd F(4×4, 3×3) for f32 on AVX-512 where a plane has at least 48 output tiles of
+    /// 4×4 (28×28 and larger): 40% fewer GEMM multiply-adds than F(2×2) there, ~6% off a
+    /// ResNet-MNIST training step, at ~10× the f32 rounding error. f64 is unaffected.
+    Fast,
+}
+
+impl ConvAlgorithm {
+    /// The name used in model files: `"default"` or `"fast"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvAlgorithm::Default => "default",
+            ConvAlgorithm::Fast => "fast",
+        }
+    }
+
+    /// Parses a model-file name (`"default"`, `"fast"`).
+    pub fn from_name(name: &str) -> Option<ConvAlgorithm> {
+        match name {
+            "default" => Some(ConvAlgorithm::Default),
+            "fast" => Some(ConvAlgorithm::Fast),
+            _ => None,
+        }
+    }
+}
+
+/// The options of [`conv2d_with`]: `torch.nn.functional.conv2d`'s, plus the algorithm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvOptions {
+    /// `(height, width)` step of the window; at least 1.
+    pub stride: (usize, usize),
+    /// Zeros added on each side, `(height, width)`.
+    pub padding: (usize, usize),
+    /// Spacing of the kernel's taps; at least 1.
+    pub dilation: (usize, usize),
+    /// Independent channel groups (`C` for a depthwise convolution).
+    pub groups: usize,
+    /// Which algorithms may run.
+    pub algorithm: ConvAlgorithm,
+}
+
+impl Default for ConvOptions {
+    fn default() -> Self {
+        ConvOptions { stride: (1, 1), padding: (0, 0), dilation: (1, 1), groups: 1, algorithm: ConvAlgorithm::Default }
+    }
+}
+
+/// 2-D convolution (cross-correlation, as PyTorch computes it) of `x` with `weight`, plus `bias`,
+/// with the default (accurate) algorithm; [`conv2d_with`] takes the options as a struct and
+/// lets the fast algorithm run.
 ///
 /// `stride`, `padding` (zeros on each side), `dilation` are `(height, width)` pairs; `groups`
 /// splits the channels into independent convolutions (`groups = C` is a depthwise convolution).
@@ -140,13 +202,22 @@ pub fn conv2d(
     dilation: (usize, usize),
     groups: usize,
 ) -> Result<Tensor> {
+    conv2d_with(x, weight, bias, &ConvOptions { stride, padding, dilation, groups, algorithm: ConvAlgorithm::Default })
+}
+
+/// [`conv2d`] with its options in a struct, including the [`ConvAlgorithm`].
+///
+/// # Shapes
+/// As [`conv2d`].
+pub fn conv2d_with(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, opts: &ConvOptions) -> Result<Tensor> {
     const OP: &str = "conv2d";
+    let ConvOptions { stride, padding, dilation, groups, algorithm } = *opts;
     x.check_same(OP, weight)?;
     if let Some(b) = bias {
         x.check_same(OP, b)?;
     }
     if x.ndim() == 3 {
-        return conv2d(&x.unsqueeze(0)?, weight, bias, stride, padding, dilation, groups)?.squeeze(0);
+        return conv2d_with(&x.unsqueeze(0)?, weight, bias, opts)?.squeeze(0);
     }
     if x.ndim() != 4 {
         return Err(Error::ShapeMismatch {
@@ -206,7 +277,8 @@ pub fn conv2d(
         });
     }
     let (oh, ow) = window_output(OP, x, (kh, kw), stride, padding, dilation)?;
-    let geom = ConvGeom { n, c, h, w, o, kh, kw, stride, padding, dilation, groups, oh, ow };
+    let fast = algorithm == ConvAlgorithm::Fast;
+    let geom = ConvGeom { n, c, h, w, o, kh, kw, stride, padding, dilation, groups, oh, ow, fast };
 
     let (xc, wc) = (x.contiguous()?.detach(), weight.contiguous()?.detach());
     let bc = bias.map(|b| b.contiguous().map(|t| t.detach())).transpose()?;

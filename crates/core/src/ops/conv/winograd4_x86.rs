@@ -36,11 +36,12 @@ use crate::ops::conv::simd_x86::{EVEN, ODD, ZIP_HI, ZIP_LO, first, idx, lanes, p
 use crate::storage::Element;
 use std::arch::x86_64::*;
 
-/// Whether F(4×4) runs `g` (the caller has checked that the type is f32): on AVX-512, and when
-/// its GEMMs are at least 10% smaller than F(2×2)'s once both tilings' padding is counted.
+/// Whether F(4×4) runs `g` (the caller has checked that the type is f32): when the caller chose
+/// the fast algorithm (F(4×4)'s f32 error is ~10× PyTorch's), on AVX-512, and when its GEMMs are
+/// at least 10% smaller than F(2×2)'s once both tilings' padding is counted.
 pub(super) fn applies(g: &ConvGeom) -> bool {
     let ((th4, tw4), (th2, tw2)) = (g.tiles_of(4), g.tiles_of(2));
-    avx512() && th4 * (tw4 + 1) >= MIN_TILES && 10 * 36 * th4 * (tw4 + 1) <= 9 * 16 * th2 * (tw2 + 1)
+    g.fast && avx512() && th4 * (tw4 + 1) >= MIN_TILES && 10 * 36 * th4 * (tw4 + 1) <= 9 * 16 * th2 * (tw2 + 1)
 }
 
 /// The fewest tiles per plane for F(4×4): its transforms are vector passes over one plane's
@@ -368,7 +369,7 @@ mod tests {
 
     fn geom(hw: usize, c: usize) -> ConvGeom {
         let (kh, kw, stride, padding, dilation, groups) = (3, 3, (1, 1), (1, 1), (1, 1), 1);
-        ConvGeom { n: 4, c, h: hw, w: hw, o: c, kh, kw, stride, padding, dilation, groups, oh: hw, ow: hw }
+        ConvGeom { n: 4, c, h: hw, w: hw, o: c, kh, kw, stride, padding, dilation, groups, oh: hw, ow: hw, fast: true }
     }
 
     /// F(4×4) takes a ResNet's 28×28 planes on AVX-512 (where the accuracy test in

@@ -273,7 +273,7 @@ mod tests {
     fn geom(h: usize, w: usize, padding: (usize, usize)) -> ConvGeom {
         let (oh, ow) = (h + 2 * padding.0 - 2, w + 2 * padding.1 - 2);
         let (kh, kw, stride, dilation, groups) = (3, 3, (1, 1), (1, 1), 1);
-        ConvGeom { n: 1, c: 8, h, w, o: 8, kh, kw, stride, padding, dilation, groups, oh, ow }
+        ConvGeom { n: 1, c: 8, h, w, o: 8, kh, kw, stride, padding, dilation, groups, oh, ow, fast: false }
     }
 
     /// Deterministic values with signed zeros among them (the negations must keep their sign).
