@@ -3,11 +3,12 @@
 //! process slowed down; the minimum is close to what an idle machine gives.
 //!
 //! ```text
-//! cargo run --release -p strata-bench --example step_times -- W6 [STEPS]    # RAYON_NUM_THREADS=1|2
+//! cargo run --release -p strata-bench --example step_times -- W6 [STEPS] [fast]   # RAYON_NUM_THREADS=1|2
 //! python3 bench/torch_step_times.py W6 [STEPS] [THREADS]                    # PyTorch's counterpart
 //! ```
 //! The model, optimizer and batch size come from the run file, as in `strata-bench`; the steps
-//! cycle over four synthetic batches.
+//! cycle over four synthetic batches. `fast` builds the model with `conv_algorithm = "fast"`
+//! (W5's 28×28 convolutions as Winograd F(4×4) on AVX-512).
 
 use std::time::Instant;
 use strata_bench::{RunFile, synthetic_data, train_step};
@@ -25,7 +26,11 @@ fn main() {
         }
     };
     let steps: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(40).max(1);
-    let rf = RunFile::load(run).expect("run file");
+    let mut rf = RunFile::load(run).expect("run file");
+    let fast = args.get(3).is_some_and(|a| a == "fast");
+    if fast {
+        rf.spec.conv_algorithm = strata_core::ConvAlgorithm::Fast;
+    }
     let model = rf.build().expect("model");
     let mut opt = rf.optimizer(model.parameters()).expect("optimizer");
     let b = rf.batch_size;
@@ -43,7 +48,8 @@ fn main() {
     }
     times.sort_by(f64::total_cmp);
     println!(
-        "strata {workload} {} threads, step ms: min {:.3} median {:.3}  => best {:.0} samples/s",
+        "strata {workload}{} {} threads, step ms: min {:.3} median {:.3}  => best {:.0} samples/s",
+        if fast { " (conv_algorithm fast)" } else { "" },
         rayon::current_num_threads(),
         times[0],
         times[steps / 2],

@@ -48,3 +48,33 @@ impl DType {
         matches!(self, DType::F32 | DType::F64)
     }
 }
+
+impl Device {
+    /// The memory this device has in all, in bytes, when it can be read: for the CPU, the
+    /// machine's total memory (`MemTotal` of `/proc/meminfo` on Linux; `None` elsewhere). The
+    /// shape check refuses models that could never fit in it before anything is allocated.
+    pub fn total_memory(self) -> Option<u64> {
+        match self {
+            Device::Cpu => {
+                let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+                let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+                let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+                kib.checked_mul(1024)
+            }
+            Device::Cuda(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cpu_reports_its_memory_on_linux() {
+        if cfg!(target_os = "linux") {
+            let m = Device::Cpu.total_memory().expect("/proc/meminfo is readable");
+            assert!(m > 64 << 20, "{m} bytes");
+        }
+    }
+}

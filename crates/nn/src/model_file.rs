@@ -131,7 +131,7 @@ pub fn parse_model_at(
     default_name: &str,
     key: Option<&str>,
 ) -> Result<Option<ModelSpec>, ModelFileErrors> {
-    let mut p = Parser { text, file, errors: vec![] };
+    let mut p = Parser::new(text, file);
     let root = match DeTable::parse(text) {
         Ok(t) => t,
         Err(e) => {
@@ -374,6 +374,23 @@ struct Parser<'a> {
     text: &'a str,
     file: &'a str,
     errors: Vec<ModelFileError>,
+    /// Byte offsets where each line starts: a position's line is a binary search away, so
+    /// locating every layer keeps parsing linear in the file's size (counting newlines from the
+    /// start each time made a file of 40,000 layers take 8 s).
+    line_starts: Vec<usize>,
+}
+
+impl<'a> Parser<'a> {
+    fn new(text: &'a str, file: &'a str) -> Self {
+        let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
+        Parser { text, file, errors: vec![], line_starts }
+    }
+
+    /// `(line number from 1, byte offset of that line's start)` of byte `start`.
+    fn locate(&self, start: usize) -> (usize, usize) {
+        let line = self.line_starts.partition_point(|&s| s <= start).max(1);
+        (line, self.line_starts[line - 1])
+    }
 }
 
 type Span = std::ops::Range<usize>;
@@ -381,9 +398,8 @@ type Span = std::ops::Range<usize>;
 impl Parser<'_> {
     fn error(&mut self, span: Span, message: String, help: Option<String>) {
         let start = span.start.min(self.text.len());
-        let line_start = self.text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let (line, line_start) = self.locate(start);
         let line_end = self.text[start..].find('\n').map_or(self.text.len(), |i| start + i);
-        let line = self.text[..start].matches('\n').count() + 1;
         let column = self.text[line_start..start].chars().count() + 1;
         let end = span.end.clamp(start, line_end);
         self.errors.push(ModelFileError {
@@ -399,12 +415,8 @@ impl Parser<'_> {
 
     fn origin(&self, span: &Span) -> Origin {
         let start = span.start.min(self.text.len());
-        let line_start = self.text[..start].rfind('\n').map_or(0, |i| i + 1);
-        Origin {
-            file: self.file.into(),
-            line: self.text[..start].matches('\n').count() + 1,
-            column: self.text[line_start..start].chars().count() + 1,
-        }
+        let (line, line_start) = self.locate(start);
+        Origin { file: self.file.into(), line, column: self.text[line_start..start].chars().count() + 1 }
     }
 
     /// Reports keys not in `allowed`; returns the allowed keys they were probably meant to be,

@@ -7,7 +7,7 @@
 //! merges of branches count as 0. A block's row (Sequential, Residual, Add, Concat, and each
 //! branch) shows the totals of the layers inside it.
 
-use crate::check::{CheckReport, SymShape, dtype_note, table};
+use crate::check::{CheckReport, SymShape, dtype_note, human_bytes_u128, saturating_product, table};
 use crate::spec::LayerSpec;
 use strata_core::DType;
 
@@ -69,33 +69,39 @@ impl Summary {
                     .own_parameter_shapes()
                     .unwrap_or_default()
                     .iter()
-                    .map(|(_, s)| s.iter().product::<usize>())
-                    .sum();
+                    .map(|(_, s)| saturating_product(s))
+                    .fold(0, usize::saturating_add);
                 let macs = match r.spec {
                     // One multiply-add per weight for every position the layer is applied at.
-                    LayerSpec::Linear { in_features: Some(i), out_features, .. } => {
-                        i * out_features
-                            * r.output.sample().map_or(1, |s| s[..s.len().saturating_sub(1)].iter().product())
-                    }
+                    LayerSpec::Linear { in_features: Some(i), out_features, .. } => saturating_product(&[
+                        i,
+                        out_features,
+                        r.output.sample().map_or(1, |s| saturating_product(&s[..s.len().saturating_sub(1)])),
+                    ]),
                     // One multiply-add per weight at every output position.
                     LayerSpec::Conv2d(ref c) => {
                         let (kh, kw) = c.kernel_size;
-                        let positions: usize = r.output.sample().map_or(0, |s| s.iter().skip(1).product());
-                        c.in_channels.map_or(0, |i| c.out_channels * (i / c.groups.max(1)) * kh * kw * positions)
+                        let positions: usize =
+                            r.output.sample().map_or(0, |s| saturating_product(&s[1.min(s.len())..]));
+                        c.in_channels.map_or(0, |i| {
+                            saturating_product(&[c.out_channels, i / c.groups.max(1), kh, kw, positions])
+                        })
                     }
                     // Input and hidden projections at every step: T·Σ_k D·G·H·(in_k + H).
                     LayerSpec::Recurrent(ref rs) => {
                         let steps: usize =
-                            r.output.sample().map_or(1, |s| s[..s.len().saturating_sub(1)].iter().product());
+                            r.output.sample().map_or(1, |s| saturating_product(&s[..s.len().saturating_sub(1)]));
                         let per_step: usize = (0..rs.num_layers)
                             .map(|k| {
-                                rs.directions()
-                                    * rs.kind.gates()
-                                    * rs.hidden_size
-                                    * (rs.layer_input(k).unwrap_or(0) + rs.hidden_size)
+                                saturating_product(&[
+                                    rs.directions(),
+                                    rs.kind.gates(),
+                                    rs.hidden_size,
+                                    rs.layer_input(k).unwrap_or(0).saturating_add(rs.hidden_size),
+                                ])
                             })
-                            .sum();
-                        steps * per_step
+                            .fold(0, usize::saturating_add);
+                        steps.saturating_mul(per_step)
                     }
                     _ => 0,
                 };
@@ -107,8 +113,8 @@ impl Summary {
                     .unwrap_or_default()
                     .iter()
                     .filter(|(n, _)| n != "num_batches_tracked")
-                    .map(|(_, s)| s.iter().product::<usize>())
-                    .sum();
+                    .map(|(_, s)| saturating_product(s))
+                    .fold(0, usize::saturating_add);
                 let is_block = r.spec.is_block();
                 SummaryRow {
                     path: r.layer.path.clone(),
@@ -118,7 +124,11 @@ impl Summary {
                     params,
                     non_trainable,
                     macs,
-                    activation_bytes: if is_block { 0 } else { r.output.sample_numel() * batch_size * 4 },
+                    activation_bytes: if is_block {
+                        0
+                    } else {
+                        saturating_product(&[r.output.sample_numel(), batch_size, 4])
+                    },
                     is_block,
                 }
             })
@@ -129,9 +139,7 @@ impl Summary {
                 let d = rows[i].depth;
                 let inner: Vec<&SummaryRow> =
                     rows[i + 1..].iter().take_while(|r| r.depth > d).filter(|r| !r.is_block).collect();
-                let (p, n, m, a) = inner.iter().fold((0, 0, 0, 0), |acc, r| {
-                    (acc.0 + r.params, acc.1 + r.non_trainable, acc.2 + r.macs, acc.3 + r.activation_bytes)
-                });
+                let (p, n, m, a) = inner.iter().fold((0, 0, 0, 0), |acc, r| add_row(acc, r));
                 rows[i].params = p;
                 rows[i].non_trainable = n;
                 rows[i].macs = m;
@@ -139,9 +147,7 @@ impl Summary {
             }
         }
         let leaves = rows.iter().filter(|r| !r.is_block);
-        let total = leaves.fold((0, 0, 0, 0), |acc, r| {
-            (acc.0 + r.params, acc.1 + r.non_trainable, acc.2 + r.macs, acc.3 + r.activation_bytes)
-        });
+        let total = leaves.fold((0, 0, 0, 0), add_row);
         Summary {
             name: report.name.clone(),
             input: report.input.clone().unwrap_or(SymShape(vec![])),
@@ -190,17 +196,30 @@ impl Summary {
         s.push_str(&table(&rows, &[false, false, false, true, true, true, true]));
         s.push_str(&format!(
             "{} parameters ({} trainable, {} non-trainable): {} in f32\n",
-            group_digits(self.total_params + self.total_non_trainable),
+            group_digits(self.total_params.saturating_add(self.total_non_trainable)),
             group_digits(self.total_params),
             group_digits(self.total_non_trainable),
-            human_bytes((self.total_params + self.total_non_trainable) * 4)
+            human_bytes(self.total_params.saturating_add(self.total_non_trainable).saturating_mul(4))
         ));
         s
     }
 }
 
-/// `1234567` → `1,234,567`.
+/// A block's (or the model's) totals plus one row's figures, saturating at `usize::MAX`.
+fn add_row(acc: (usize, usize, usize, usize), r: &SummaryRow) -> (usize, usize, usize, usize) {
+    (
+        acc.0.saturating_add(r.params),
+        acc.1.saturating_add(r.non_trainable),
+        acc.2.saturating_add(r.macs),
+        acc.3.saturating_add(r.activation_bytes),
+    )
+}
+
+/// `1234567` → `1,234,567`; a count that overflowed (`usize::MAX`) is `more than 2^64`.
 pub fn group_digits(n: usize) -> String {
+    if n == usize::MAX {
+        return "more than 2^64".into();
+    }
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
@@ -212,11 +231,16 @@ pub fn group_digits(n: usize) -> String {
     out
 }
 
-/// Bytes as `512 B`, `32.0 KiB`, `1.5 MiB`.
+/// Bytes as `512 B`, `32.0 KiB`, `1.5 MiB` (and GiB, TiB… past 1 GiB); an overflowed count
+/// (`usize::MAX`) is `more than 16.0 EiB`.
 pub fn human_bytes(b: usize) -> String {
     match b {
-        b if b < 1024 => format!("{b} B"),
-        b if b < 1024 * 1024 => format!("{:.1} KiB", b as f64 / 1024.0),
-        b => format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)),
+        usize::MAX => format!("more than {}", human_bytes_u128(b as u128)),
+        b if b < 1024 * 1024 * 1024 => match b {
+            b if b < 1024 => format!("{b} B"),
+            b if b < 1024 * 1024 => format!("{:.1} KiB", b as f64 / 1024.0),
+            b => format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)),
+        },
+        b => human_bytes_u128(b as u128),
     }
 }

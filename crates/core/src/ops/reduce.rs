@@ -86,6 +86,29 @@ impl Tensor {
         }))
     }
 
+    /// Whether every element is finite (no NaN, no ±∞), as `torch.isfinite(t).all()`; integer
+    /// tensors always are. Not recorded by autograd: training loops call it on losses,
+    /// gradients and parameters to catch divergence.
+    pub fn all_finite(&self) -> bool {
+        fn finite<T: Float>(v: &[T]) -> bool {
+            // x·0 is 0 for a finite x and NaN otherwise; sixteen lanes so the scan vectorises.
+            let mut acc = [T::ZERO; 16];
+            let chunks = v.chunks_exact(16);
+            let rest = chunks.remainder();
+            for c in chunks {
+                for (a, &x) in acc.iter_mut().zip(c) {
+                    *a += x * T::ZERO;
+                }
+            }
+            acc.iter().chain(rest).all(|a| a.to_f64().is_finite())
+        }
+        match self.dtype() {
+            DType::F32 => self.with_slice::<f32, _>(finite).unwrap_or(false),
+            DType::F64 => self.with_slice::<f64, _>(finite).unwrap_or(false),
+            DType::I64 => true,
+        }
+    }
+
     /// Sum of all elements, shape `[]`.
     pub fn sum_all(&self) -> Result<Tensor> {
         let axes: Vec<isize> = (0..self.ndim() as isize).collect();
@@ -209,6 +232,26 @@ fn without(shape: &Shape, d: usize) -> Vec<usize> {
 mod tests {
     use crate::testing::{gradcheck, randn64};
     use crate::{Generator, Tensor};
+
+    #[test]
+    fn all_finite_finds_any_nan_or_infinity() {
+        for n in [1, 15, 16, 17, 40] {
+            for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+                for at in [0, n / 2, n - 1] {
+                    let mut v = vec![1.5f64; n];
+                    assert!(Tensor::from_vec(v.clone(), &[n]).unwrap().all_finite());
+                    v[at] = bad;
+                    let t = Tensor::from_vec(v, &[n]).unwrap();
+                    assert!(!t.all_finite(), "{bad} at {at} of {n}");
+                    assert!(!t.to_dtype(crate::DType::F32).unwrap().all_finite());
+                }
+            }
+        }
+        // f32 overflow is infinite; a non-contiguous view is scanned too.
+        let big = Tensor::from_vec(vec![f32::MAX, 1.0, f32::MAX, 2.0], &[2, 2]).unwrap();
+        assert!(big.all_finite() && !big.mul_scalar(2.0).unwrap().all_finite());
+        assert!(!big.mul_scalar(2.0).unwrap().t().unwrap().all_finite());
+    }
 
     #[test]
     fn sums_means_and_maxima() {

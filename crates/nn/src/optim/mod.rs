@@ -3,9 +3,11 @@
 //! Updates write straight into the parameters' buffers; they are not recorded by autograd.
 
 mod adam;
+mod clip;
 mod sgd;
 
 pub use adam::{Adam, AdamConfig, AdamW};
+pub use clip::clip_grad_norm_;
 pub use sgd::{SGD, SgdConfig};
 
 use crate::{Error, Result, StateDict};

@@ -394,7 +394,18 @@ pub(crate) fn conv2d_backward<T: Float>(
             }
             None => conv2d_backward_im2col(x, weight, dy, g, true, false).0.expect("d_x was asked for"),
         });
-        let dw = need_dw.then(|| super::winograd::weight_grad(x, dy, g));
+        // d_weight by Winograd only when the caller chose the fast algorithm: its transforms mix
+        // positions, so an element that is exactly 0 (a dead channel, zero-padded borders) comes
+        // out as rounding noise, and Adam, which divides each element by its own size, turns
+        // that noise into steps of ±lr that PyTorch never takes (found by the random-model
+        // differential test). im2col's GEMM keeps exact zeros exact.
+        let dw = need_dw.then(|| {
+            if g.fast {
+                super::winograd::weight_grad(x, dy, g)
+            } else {
+                conv2d_backward_im2col(x, weight, dy, g, false, true).1.expect("d_weight was asked for")
+            }
+        });
         return (dx, dw);
     }
     conv2d_backward_im2col(x, weight, dy, g, need_dx, need_dw)

@@ -116,18 +116,21 @@ pub(crate) fn check_positive(op: &'static str, what: &str, pair: (usize, usize))
 ///
 /// Measured on 3×3 stride-1 convolutions (`tools/make_conv_accuracy.py`; the error of a tensor
 /// is its worst element's distance from the f64 result, over the tensor's largest magnitude):
-/// PyTorch's f32 error is 2.7–4.4e-7 in the output and input gradient, 0.3–2.5e-6 in the weight
-/// gradient; `Default` stays within twice that on every shape (a test holds it to it); `Fast`
-/// was ~10× PyTorch's in the output and input gradient.
+/// PyTorch's f32 error is 2.5–4.8e-7 in the output and input gradient, 0.3–2.5e-6 in the weight
+/// gradient; `Default` stays within 1.6× of it on every shape (a test holds it to 2×); `Fast`
+/// is 7–14× PyTorch's in the output and input gradient on planes of 28×28 and more.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum ConvAlgorithm {
-    /// As accurate as PyTorch in f32: im2col GEMMs, or Winograd F(2×2, 3×3) for stride-1 3×3
-    /// convolutions with at least 8 channels in and out.
+    /// As accurate as PyTorch in f32: im2col GEMMs; for stride-1 3×3 convolutions with at least
+    /// 8 channels in and out, Winograd F(2×2, 3×3) for the output and the input gradient. The
+    /// weight gradient is always im2col's GEMM, which keeps its exact zeros exact (a dead
+    /// channel's weights get no Adam steps, as in PyTorch).
     #[default]
     Default,
-    /// Also Winograd F(4×4, 3×3) for f32 on AVX-512 where a plane has at least 48 output tiles of
-    /// 4×4 (28×28 and larger): 40% fewer GEMM multiply-adds than F(2×2) there, ~6% off a
-    /// ResNet-MNIST training step, at ~10× the f32 rounding error. f64 is unaffected.
+    /// Winograd for the weight gradient too, and F(4×4, 3×3) for f32 on AVX-512 where a plane has
+    /// at least 48 output tiles of 4×4 (28×28 and larger): fewer multiply-adds, at 7–14×
+    /// PyTorch's f32 rounding error, and rounding noise where the weight gradient is exactly 0.
+    /// f64 takes the same paths with errors far below f32's.
     Fast,
 }
 

@@ -420,3 +420,71 @@ fn winograd_one_and_four_threads_give_identical_bits() {
     };
     assert_eq!(run(1), run(4));
 }
+
+/// A weight-gradient element that is exactly 0 (its input channel is zero, or the output
+/// gradient is zero wherever the kernel tap reads it) stays exactly 0 with the default
+/// algorithm, as in PyTorch: Winograd's transforms would turn it into rounding noise, which Adam
+/// (dividing each element by its own size) turns into steps of ±lr. Found by the random-model
+/// differential test; `x` is zero outside channel 0's top-left 3×3, `dy` zero outside the 2×2
+/// at rows and columns 2..4.
+#[test]
+fn exact_zeros_of_the_weight_gradient_stay_exact() {
+    let mut rng = Generator::new(70);
+    let mut xv = vec![0.0f32; 8 * 36];
+    for r in 0..3 {
+        for c in 0..3 {
+            xv[r * 6 + c] = 0.5 + (r * 3 + c) as f32 * 0.25;
+        }
+    }
+    let x = Tensor::from_vec(xv, &[1, 8, 6, 6]).unwrap();
+    let w = Tensor::randn(&[8, 8, 3, 3], 0.0, 1.0, DType::F32, &mut rng).unwrap().requires_grad_().unwrap();
+    let mut mv = vec![0.0f32; 8 * 36];
+    for o in 0..8 {
+        for r in 2..4 {
+            for c in 2..4 {
+                mv[o * 36 + r * 6 + c] = 1.0 + o as f32 * 0.1 + r as f32 * 0.7 - c as f32 * 0.3;
+            }
+        }
+    }
+    let mask = Tensor::from_vec(mv, &[1, 8, 6, 6]).unwrap();
+    let y = conv2d(&x, &w, None, (1, 1), (1, 1), (1, 1), 1).unwrap();
+    y.mul(&mask).unwrap().sum_all().unwrap().backward().unwrap();
+    let got = w.grad().unwrap().to_vec::<f32>().unwrap();
+    let want = reference_weight_grad(&x, &mask);
+    let mut zeros = 0;
+    for (i, (g, r)) in got.iter().zip(&want).enumerate() {
+        if *r == 0.0 {
+            zeros += 1;
+            assert_eq!(*g, 0.0, "d_weight element {i} should be exactly 0");
+        }
+    }
+    assert!(zeros > 400, "{zeros} exact zeros");
+}
+
+/// d_weight[o, c, i, j] = Σ_{y, x} dy[o, y, x] · xpad[c, y + i, x + j] for one sample, padding 1,
+/// by direct loops in f64.
+fn reference_weight_grad(x: &Tensor, dy: &Tensor) -> Vec<f64> {
+    let (xv, gv) = (x.to_vec_f64(), dy.to_vec_f64());
+    let [_, c, h, wd] = x.dims().try_into().unwrap();
+    let o = dy.dims()[1];
+    let mut out = vec![0.0; o * c * 9];
+    for oi in 0..o {
+        for ci in 0..c {
+            for i in 0..3 {
+                for j in 0..3 {
+                    let mut acc = 0.0;
+                    for yy in 0..h {
+                        for xx in 0..wd {
+                            let (iy, ix) = (yy as isize + i as isize - 1, xx as isize + j as isize - 1);
+                            if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
+                                acc += gv[(oi * h + yy) * wd + xx] * xv[(ci * h + iy as usize) * wd + ix as usize];
+                            }
+                        }
+                    }
+                    out[((oi * c + ci) * 3 + i) * 3 + j] = acc;
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,64 @@
+//! Gradient clipping by total norm, as `torch.nn.utils.clip_grad_norm_`.
+
+use crate::Result;
+use strata_core::{DType, Tensor};
+
+/// Scales the gradients of `params` together so that their total L2 norm is at most `max_norm`,
+/// as `torch.nn.utils.clip_grad_norm_(params, max_norm)`: with `total` the norm of all gradients
+/// as one vector, every gradient is multiplied by `max_norm / (total + 1e-6)` when that is less
+/// than one. Returns `total` (before clipping). Parameters without a gradient are skipped. The norm is
+/// accumulated in f64 (PyTorch accumulates in the gradients' type), so an f32 norm can differ
+/// from PyTorch's in its last bits. A non-finite total leaves the gradients unchanged and is
+/// returned for the caller to act on (PyTorch's `error_if_nonfinite=False` would scale them by
+/// NaN).
+pub fn clip_grad_norm_(params: &[Tensor], max_norm: f64) -> Result<f64> {
+    let grads: Vec<Tensor> = params.iter().filter_map(Tensor::grad).collect();
+    let mut sum = 0.0f64;
+    for g in &grads {
+        sum += match g.dtype() {
+            DType::F32 => g.with_slice::<f32, _>(|v| v.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>())?,
+            DType::F64 => g.with_slice::<f64, _>(|v| v.iter().map(|&x| x * x).sum::<f64>())?,
+            DType::I64 => 0.0,
+        };
+    }
+    let total = sum.sqrt();
+    let coef = max_norm / (total + 1e-6);
+    if total.is_finite() && coef < 1.0 {
+        for g in &grads {
+            match g.dtype() {
+                DType::F32 => g.update_::<f32, _>(|v| v.iter_mut().for_each(|x| *x *= coef as f32))?,
+                DType::F64 => g.update_::<f64, _>(|v| v.iter_mut().for_each(|x| *x *= coef))?,
+                DType::I64 => {}
+            }
+        }
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clips_to_the_total_norm_as_pytorch() {
+        // torch: a.grad = [3, 0], b.grad = [0, 4] (total 5); clip_grad_norm_([a, b], 1.0) → 5,
+        // and the gradients become [3, 0]·(1/(5 + 1e-6)), [0, 4]·(1/(5 + 1e-6)).
+        let a = Tensor::from_vec(vec![1.0f64, 2.0], &[2]).unwrap().requires_grad_().unwrap();
+        let b = Tensor::from_vec(vec![1.0f64, 2.0], &[2]).unwrap().requires_grad_().unwrap();
+        a.set_grad(Some(Tensor::from_vec(vec![3.0f64, 0.0], &[2]).unwrap())).unwrap();
+        b.set_grad(Some(Tensor::from_vec(vec![0.0f64, 4.0], &[2]).unwrap())).unwrap();
+        let c = Tensor::from_vec(vec![1.0f64], &[1]).unwrap().requires_grad_().unwrap(); // no grad
+        let total = clip_grad_norm_(&[a.clone(), b.clone(), c], 1.0).unwrap();
+        assert_eq!(total, 5.0);
+        let k = 1.0 / (5.0 + 1e-6);
+        assert_eq!(a.grad().unwrap().to_vec::<f64>().unwrap(), [3.0 * k, 0.0]);
+        assert_eq!(b.grad().unwrap().to_vec::<f64>().unwrap(), [0.0, 4.0 * k]);
+        // Below the bound: unchanged.
+        assert!(clip_grad_norm_(std::slice::from_ref(&a), 10.0).unwrap() < 1.0);
+        assert_eq!(a.grad().unwrap().to_vec::<f64>().unwrap(), [3.0 * k, 0.0]);
+        // Non-finite: reported, gradients left alone.
+        a.set_grad(Some(Tensor::from_vec(vec![f64::NAN, 1.0], &[2]).unwrap())).unwrap();
+        assert!(clip_grad_norm_(std::slice::from_ref(&a), 1.0).unwrap().is_nan());
+        assert_eq!(a.grad().unwrap().to_vec::<f64>().unwrap()[1], 1.0);
+    }
+}
