@@ -81,7 +81,9 @@ pub fn check(args: &CheckArgs) -> Result<Verdict> {
     let input = parse_input(&args.input)?;
     let mut report = check_spec(&spec, input.as_ref(), args.classes);
     if let Some(w) = &args.weights {
-        let sd = StateDict::load(w).with_context(|| format!("reading the checkpoint {}", w.display()))?;
+        let mut sd = StateDict::load(w).with_context(|| format!("reading the checkpoint {}", w.display()))?;
+        // A training checkpoint also holds the optimizer's state: not the model's to check.
+        drop(sd.split_prefix(crate::checkpoint::OPTIM_PREFIX));
         if report.errors.is_empty() {
             report.errors.extend(check_checkpoint(&report, &sd, &w.display().to_string()));
         }

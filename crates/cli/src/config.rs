@@ -179,6 +179,14 @@ pub struct TrainingConfig {
     /// (`strata_core::ConvAlgorithm`). Absent: the model file's `conv_algorithm`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub conv_algorithm: Option<String>,
+    /// Clip the gradients' total L2 norm to this before each step
+    /// (`torch.nn.utils.clip_grad_norm_`). Absent: no clipping.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clip_grad_norm: Option<f64>,
+    /// What a step with a non-finite loss or gradient does: `"stop"` (the default: the run ends
+    /// with an error naming the step and the first layer that went non-finite) or `"skip"` (the
+    /// step is not applied, as PyTorch's GradScaler skips it, and the run goes on).
+    pub on_divergence: String,
 }
 
 impl Default for TrainingConfig {
@@ -194,6 +202,8 @@ impl Default for TrainingConfig {
             threads: None,
             dtype: None,
             conv_algorithm: None,
+            clip_grad_norm: None,
+            on_divergence: "stop".into(),
         }
     }
 }
@@ -271,6 +281,65 @@ impl RunConfig {
         if !(o.lr.is_finite() && o.lr > 0.0) {
             bail!("optimizer.lr (--lr) must be a positive number, got {}", o.lr);
         }
+        // Every number PyTorch's constructors would refuse, named by its key (and flag).
+        let in_range = |key: &str, v: f64, ok: bool, what: &str| -> Result<()> {
+            if !v.is_finite() || !ok {
+                bail!("{key} must be {what}, got {v}");
+            }
+            Ok(())
+        };
+        in_range("optimizer.momentum (--momentum)", o.momentum, o.momentum >= 0.0, "a number ≥ 0 (0.9 is usual)")?;
+        in_range("optimizer.dampening", o.dampening, (0.0..=1.0).contains(&o.dampening), "between 0 and 1")?;
+        in_range("optimizer.weight_decay", o.weight_decay, o.weight_decay >= 0.0, "a number ≥ 0")?;
+        in_range("optimizer.eps", o.eps, o.eps >= 0.0, "a number ≥ 0 (1e-8 is usual)")?;
+        for (i, b) in o.betas.iter().enumerate() {
+            in_range(&format!("optimizer.betas[{i}]"), *b, (0.0..1.0).contains(b), "in [0, 1) (0.9, 0.999 are usual)")?;
+        }
+        if o.nesterov && (o.momentum <= 0.0 || o.dampening != 0.0) {
+            bail!(
+                "optimizer.nesterov needs momentum > 0 and dampening = 0 (as torch.optim.SGD), got momentum {} and dampening {}",
+                o.momentum,
+                o.dampening
+            );
+        }
+        let sc = &self.schedule;
+        in_range("schedule.warmup_epochs", sc.warmup_epochs, sc.warmup_epochs >= 0.0, "a number of epochs ≥ 0")?;
+        in_range("schedule.gamma", sc.gamma, sc.gamma > 0.0, "a positive factor (0.1 is usual)")?;
+        in_range("schedule.min_lr", sc.min_lr, sc.min_lr >= 0.0, "a rate ≥ 0")?;
+        in_range(
+            "schedule.pct_start",
+            sc.pct_start,
+            sc.pct_start > 0.0 && sc.pct_start < 1.0,
+            "in (0, 1) (0.3 is usual)",
+        )?;
+        if sc.name == "step" && sc.step_size == 0 {
+            bail!("schedule.step_size must be at least 1 epoch");
+        }
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        if let Some(n) = self.training.threads
+            && !(1..=4 * cores.max(1)).contains(&n)
+        {
+            bail!(
+                "training.threads (--threads) must be between 1 and {} (4 per core; this machine has {cores} cores), got {n}",
+                4 * cores.max(1)
+            );
+        }
+        let (mean, std) = (self.data.mean.as_deref().unwrap_or(&[]), self.data.std.as_deref().unwrap_or(&[]));
+        if let Some(bad) = mean.iter().chain(std).find(|v| !v.is_finite()) {
+            bail!("data.mean and data.std must be finite numbers, got {bad}");
+        }
+        if let Some(bad) = std.iter().find(|v| **v <= 0.0) {
+            bail!("data.std values must be positive (they divide the data), got {bad}");
+        }
+        if let (Some(m), Some(sd)) = (&self.data.mean, &self.data.std)
+            && (m.len() != sd.len() || m.is_empty())
+        {
+            bail!(
+                "data.mean and data.std must have one value per channel each, got {} and {} values",
+                m.len(),
+                sd.len()
+            );
+        }
         if !["constant", "step", "cosine", "one_cycle"].contains(&self.schedule.name.as_str()) {
             bail!("schedule.name must be constant, step, cosine or one_cycle, got `{}`", self.schedule.name);
         }
@@ -290,6 +359,17 @@ impl RunConfig {
         {
             bail!(
                 "training.conv_algorithm (--conv-algorithm) must be default (as accurate as PyTorch) or fast (Winograd F(4×4) on large planes, ~10× PyTorch's f32 error), got `{a}`"
+            );
+        }
+        if let Some(c) = self.training.clip_grad_norm
+            && !(c.is_finite() && c > 0.0)
+        {
+            bail!("training.clip_grad_norm must be a positive number (the largest total gradient norm), got {c}");
+        }
+        if !["stop", "skip"].contains(&self.training.on_divergence.as_str()) {
+            bail!(
+                "training.on_divergence must be stop (end the run with an error) or skip (skip the step), got `{}`",
+                self.training.on_divergence
             );
         }
         if self.data.source != "embedded" && self.data.path.is_none() {
@@ -320,5 +400,41 @@ mod tests {
         assert!(e.contains("line 2"), "{e}");
         let e = toml::from_str::<RunConfig>("[trainig]\nepochs = 1\n").unwrap_err().to_string();
         assert!(e.contains("unknown field `trainig`"), "{e}");
+    }
+
+    /// Run files fuzzed (issue 14): thousands of mutations of the example run files are parsed,
+    /// overridden and validated; none may panic, and a parse error names the line.
+    #[test]
+    fn mutated_run_files_never_panic() {
+        use proptest::prelude::*;
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+        let seeds: Vec<Vec<u8>> = std::fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().ends_with("_mnist.toml"))
+            .map(|p| std::fs::read(p).unwrap())
+            .collect();
+        assert!(seeds.len() >= 3);
+        let config = ProptestConfig { cases: 3000, failure_persistence: None, ..ProptestConfig::default() };
+        let ops = prop::collection::vec((any::<u8>(), any::<usize>(), any::<u8>()), 1..5);
+        proptest::test_runner::TestRunner::new(config)
+            .run(
+                &(any::<prop::sample::Index>(), ops, "[a-z_.]{1,24}", "[-0-9a-z.\\[\\],\"]{0,12}"),
+                |(which, ops, key, value)| {
+                    let seed: &Vec<u8> = which.get(&seeds);
+                    let bytes = strata_core::testing::mutate(seed, &ops);
+                    match toml::from_str::<RunConfig>(&String::from_utf8_lossy(&bytes)) {
+                        Ok(c) => {
+                            let _ = c.validate();
+                            if let Ok(o) = c.with_overrides(&[(key, value)]) {
+                                let _ = o.validate();
+                            }
+                        }
+                        Err(e) => prop_assert!(!e.to_string().is_empty()),
+                    }
+                    Ok(())
+                },
+            )
+            .unwrap();
     }
 }

@@ -50,6 +50,8 @@ struct Loaded {
     sample: Vec<usize>,
     /// The model's element type (f64 for a model trained with `dtype = "f64"`).
     dtype: DType,
+    /// The checkpoint file, for messages.
+    file: PathBuf,
     meta: checkpoint::Meta,
     config: RunConfig,
 }
@@ -66,12 +68,48 @@ fn load(path: &Path) -> Result<Loaded> {
     };
     let (params, _, meta) = checkpoint::load(&file)?;
     let spec = parse_model(&meta.model, &format!("{} (its model)", file.display()), "model")?;
-    let sample = spec.input.clone().context("the checkpoint's model has no input shape")?;
     let model = spec.build()?;
     model.load_state_dict(&params, true).with_context(|| format!("loading {}", file.display()))?;
+    let bad: Vec<String> =
+        model.named_parameters().into_iter().filter(|(_, p)| !p.all_finite()).map(|(n, _)| n).collect();
+    if !bad.is_empty() {
+        bail!(
+            "{}: the parameters {} hold non-finite values (NaN or infinity): the run that wrote it diverged; evaluate an earlier checkpoint, or retrain with a lower learning rate or training.clip_grad_norm",
+            file.display(),
+            bad.join(", ")
+        );
+    }
     model.eval();
-    let config: RunConfig = toml::from_str(&meta.config).context("the checkpoint's run config")?;
-    Ok(Loaded { model, sample, dtype: spec.dtype, meta, config })
+    let config: RunConfig = toml::from_str(&meta.config)
+        .with_context(|| format!("{}: the stored run config (metadata `config`) does not parse", file.display()))?;
+    if meta.mean.is_empty()
+        || meta.mean.len() != meta.std.len()
+        || meta.std.iter().any(|s| !(s.is_finite() && *s > 0.0))
+    {
+        bail!(
+            "{}: the stored normalisation is invalid (mean {:?}, std {:?}): it needs one mean and one positive std per channel; the file is damaged or was not written by strata train",
+            file.display(),
+            meta.mean,
+            meta.std
+        );
+    }
+    // A model file without `input` (a checkpoint of an older strata stored it so): the shape of
+    // the samples of the data it was trained on.
+    let sample = match spec.input.clone() {
+        Some(s) => s,
+        None => {
+            let mut data = config.data.clone();
+            (data.mean, data.std) = (Some(meta.mean.clone()), Some(meta.std.clone()));
+            prepare(&data, config.training.seed).map(|p| p.train.sample_shape.clone()).with_context(|| {
+                format!(
+                    "{}: its model has no input shape, and the data it was trained on ({} data) cannot be read to find it; add `input = [...]` to the model file and retrain, or restore the data",
+                    file.display(),
+                    config.data.source
+                )
+            })?
+        }
+    };
+    Ok(Loaded { model, sample, dtype: spec.dtype, file, meta, config })
 }
 
 /// Runs `strata eval`.
@@ -93,11 +131,28 @@ pub fn eval(args: &EvalArgs) -> Result<Verdict> {
         bail!("there is no test or held-out data to evaluate on; pass --data DIR");
     }
     let k = set.num_classes;
+    let sample = l.sample.clone();
+    if sample.iter().product::<usize>() != set.sample_len() {
+        bail!(
+            "{}: the model takes samples of shape {sample:?}, but the data's are {:?}; evaluate it on the data it was trained on (--data DIR)",
+            l.file.display(),
+            set.sample_shape
+        );
+    }
     let mut confusion = vec![vec![0usize; k]; k];
     no_grad(|| -> Result<()> {
         for batch in DataLoader::new(set, 1000).epoch(0) {
-            let pred =
-                l.model.forward(&to_model_input(&batch.x, &l.sample, l.dtype)?)?.argmax(1, false)?.to_vec::<i64>()?;
+            let logits = l.model.forward(&to_model_input(&batch.x, &sample, l.dtype)?)?;
+            let outputs = logits.dims().get(1).copied().unwrap_or(0);
+            if logits.ndim() != 2 || outputs > k {
+                bail!(
+                    "{}: the model gives {} scores per sample (logits {}), but the {name} has {k} classes: evaluate it on data with its {outputs} classes (--data DIR)",
+                    l.file.display(),
+                    outputs,
+                    logits.shape()
+                );
+            }
+            let pred = logits.argmax(1, false)?.to_vec::<i64>()?;
             for (p, y) in pred.iter().zip(batch.y.to_vec::<i64>()?) {
                 confusion[y as usize][*p as usize] += 1;
             }
@@ -231,5 +286,36 @@ mod tests {
         assert!(s.contains("    1     80.00%  100.00%        4") || s.contains("    1     80.00%  100.00%"), "{s}");
         let p = softmax(&[0.0, 0.0]);
         assert!((p[0] - 0.5).abs() < 1e-12);
+    }
+
+    /// A checkpoint whose weights went non-finite is refused by `eval` and `predict` (both
+    /// `load` it), naming the file and the parameters; the same checkpoint with finite weights
+    /// loads.
+    #[test]
+    fn non_finite_weights_are_refused() {
+        let spec = strata_nn::ModelSpec::new("m").input(&[784]).linear("fc", 784, 10);
+        let model = spec.build().unwrap();
+        let meta = checkpoint::Meta {
+            epoch: 1,
+            batch: 0,
+            step: 125,
+            best_val_acc: None,
+            config: toml::to_string(&RunConfig::default()).unwrap(),
+            model: strata_nn::model_file::to_toml(&spec),
+            mean: vec![0.1307],
+            std: vec![0.3081],
+            classes: vec![],
+            extra_state: Default::default(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.safetensors");
+        checkpoint::save(&good, &model, &strata_nn::StateDict::new(), &meta).unwrap();
+        assert!(load(&good).is_ok());
+        let w = &model.named_parameters()[0].1;
+        w.update_::<f32, _>(|v| v[3] = f32::NAN).unwrap();
+        let bad = dir.path().join("bad.safetensors");
+        checkpoint::save(&bad, &model, &strata_nn::StateDict::new(), &meta).unwrap();
+        let e = load(&bad).err().expect("refused").to_string();
+        assert!(e.contains("bad.safetensors") && e.contains("fc.weight") && e.contains("non-finite"), "{e}");
     }
 }

@@ -9,6 +9,7 @@ mod data_setup;
 mod eval;
 mod logs;
 mod lr_find;
+mod run_lock;
 mod schedule;
 mod tensorboard;
 mod train;

@@ -133,10 +133,10 @@ fn overrides(args: &TrainArgs) -> Result<Vec<(String, String)>> {
         );
     }
     if let Some(lr) = args.lr {
-        push("optimizer.lr", format!("{lr:e}"));
+        push("optimizer.lr", toml_float(lr));
     }
     if let Some(m) = args.momentum {
-        push("optimizer.momentum", format!("{m:e}"));
+        push("optimizer.momentum", toml_float(m));
     }
     if let Some(s) = args.seed {
         push("training.seed", s.to_string());
@@ -163,6 +163,16 @@ fn overrides(args: &TrainArgs) -> Result<Vec<(String, String)>> {
         o.push((k.trim().to_string(), v.trim().to_string()));
     }
     Ok(o)
+}
+
+/// A float as TOML writes it (`nan`, `inf` included), so a non-finite flag reaches the config's
+/// range checks and their message rather than failing to parse as a number.
+fn toml_float(v: f64) -> String {
+    match v {
+        v if v.is_nan() => "nan".into(),
+        v if v.is_infinite() => if v > 0.0 { "inf" } else { "-inf" }.into(),
+        v => format!("{v:e}"),
+    }
 }
 
 /// The model of a run: `--model`, the run file's `model` (path or inline table), or SimpleNN.
@@ -209,17 +219,195 @@ fn init_threads(threads: Option<usize>) -> Result<()> {
     }
 }
 
+/// Why `key` of the run config cannot change on `--resume`, or `None` when it can: what the
+/// rest of the run can honour exactly as asked (its length, the optimizer's hyper-parameters,
+/// the schedule, logging, threads, where the same data now lives) is applied; what would make it
+/// a different run than the one checkpointed (the batches, the seed, the model, the optimizer
+/// state's kind) is refused.
+fn fixed_on_resume(key: &str, base: &RunConfig) -> Option<String> {
+    let applied = [
+        "training.epochs",
+        "training.threads",
+        "training.checkpoint_every",
+        "training.keep_last",
+        "training.log_every",
+        // What a diverging run is resumed with: clipping, or skipping the bad steps.
+        "training.clip_grad_norm",
+        "training.on_divergence",
+        "optimizer.lr",
+        "optimizer.momentum",
+        "optimizer.dampening",
+        "optimizer.nesterov",
+        "optimizer.weight_decay",
+        "optimizer.betas",
+        "optimizer.eps",
+        "data.path",
+        "data.test_path",
+    ];
+    if applied.contains(&key) || key.starts_with("schedule.") {
+        return None;
+    }
+    Some(match key {
+        "optimizer.name" | "optimizer.amsgrad" => format!(
+            "the optimizer state in the checkpoint is {}'s{}",
+            base.optimizer.name,
+            if base.optimizer.amsgrad { " with AMSGrad" } else { "" }
+        ),
+        "training.batch_size" => "every remaining batch would hold other samples than an uninterrupted run's".into(),
+        "training.seed" => {
+            "the seed fixed the initial weights, the validation split and the order of every epoch's batches".into()
+        }
+        "training.dtype" | "training.conv_algorithm" => "the model in the checkpoint was built with it".into(),
+        "training.out" => "--resume continues a run in its own directory".into(),
+        "model" => "the model is the checkpoint's".into(),
+        k if k.starts_with("data.") => "the training data would differ from the run's so far".into(),
+        // A key added later and not sorted into either kind yet: refused, to be safe.
+        _ => "strata does not carry a change of it into a run under way".into(),
+    })
+}
+
+/// The flag that sets a run-config key, for messages.
+fn flag_of(key: &str) -> String {
+    let flag = match key {
+        "training.epochs" => "--epochs",
+        "training.batch_size" => "--batch-size",
+        "optimizer.lr" => "--lr",
+        "optimizer.momentum" => "--momentum",
+        "training.seed" => "--seed",
+        "training.out" => "--out",
+        "training.threads" => "--threads",
+        "training.checkpoint_every" => "--checkpoint-every",
+        "training.dtype" => "--dtype",
+        "training.conv_algorithm" => "--conv-algorithm",
+        "data.source" | "data.path" => "--data",
+        _ => return format!("--set {key}=…"),
+    };
+    flag.to_string()
+}
+
+/// A config as `section.key → value`.
+fn flatten(config: &RunConfig) -> Result<std::collections::BTreeMap<String, toml::Value>> {
+    fn walk(prefix: &str, table: &toml::Table, out: &mut std::collections::BTreeMap<String, toml::Value>) {
+        for (k, v) in table {
+            let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            match v {
+                toml::Value::Table(t) if key != "model" => walk(&key, t, out),
+                v => {
+                    out.insert(key, v.clone());
+                }
+            }
+        }
+    }
+    let mut out = Default::default();
+    walk("", &toml::Table::try_from(config).context("encoding the run config")?, &mut out);
+    Ok(out)
+}
+
+/// The config of a resumed run: the checkpoint's, with the command line's overrides applied
+/// where the rest of the run can honour them (each one said on stderr) and refused where they
+/// would break it ([`fixed_on_resume`]). Never ignored.
+fn resume_config(base: &RunConfig, args: &TrainArgs, run: &Path, checkpoint: &Path, meta: &Meta) -> Result<RunConfig> {
+    if let Some(file) = &args.run {
+        bail!(
+            "--resume {}: the run file {} cannot be given with --resume: the run's config is the one in its checkpoint {}\nfix: drop {}, and give the keys to change as flags (`--lr 0.001`, `--epochs 20`, `--set schedule.name=cosine`)",
+            run.display(),
+            file.display(),
+            checkpoint.display(),
+            file.display()
+        );
+    }
+    if let Some(model) = &args.model {
+        bail!(
+            "--resume {}: --model {} cannot be given with --resume: the model is the one in its checkpoint {}\nfix: drop --model, or train it as a new run (`strata train --model {} --out NEW_DIR`)",
+            run.display(),
+            model.display(),
+            checkpoint.display(),
+            model.display()
+        );
+    }
+    let config = base.with_overrides(&overrides(args)?)?;
+    config.validate()?;
+    let (old, new) = (flatten(base)?, flatten(&config)?);
+    let show = |v: Option<&toml::Value>| v.map_or("(unset)".to_string(), ToString::to_string);
+    let mut notes = vec![];
+    for key in old.keys().chain(new.keys()).collect::<std::collections::BTreeSet<_>>() {
+        let (was, now) = (old.get(key), new.get(key));
+        if was == now {
+            continue;
+        }
+        if let Some(why) = fixed_on_resume(key, base) {
+            let flag = flag_of(key);
+            bail!(
+                "--resume {}: {key} cannot change on resume: {flag} asks for {}, the checkpoint {} has {}; {why}, so the resumed run would not be the one checkpointed\nfix: drop {flag} to continue the run, or start a new run with it (`strata train … --out NEW_DIR`)",
+                run.display(),
+                show(now),
+                checkpoint.display(),
+                show(was)
+            );
+        }
+        notes.push(format!(
+            "overriding {key} {} → {} from the checkpoint {}",
+            show(was),
+            show(now),
+            checkpoint.display()
+        ));
+    }
+    let epochs = config.training.epochs;
+    if epochs < meta.epoch || (epochs == meta.epoch && meta.batch > 0) {
+        let need = meta.epoch + usize::from(meta.batch > 0);
+        bail!(
+            "--resume {}: training.epochs = {epochs} (--epochs) ends before the checkpoint {}, which is {} of epoch {}\nfix: give --epochs {need} or more",
+            run.display(),
+            checkpoint.display(),
+            if meta.batch > 0 { format!("at batch {}", meta.batch) } else { "at the end".into() },
+            if meta.batch > 0 { meta.epoch + 1 } else { meta.epoch },
+        );
+    }
+    for note in notes {
+        eprintln!("{note}");
+    }
+    Ok(config)
+}
+
+/// The checkpoint's position must be one that this training data and batch size reach: the
+/// same data as when the run started gives `step = epoch × batches per epoch + batch`.
+fn check_resume_position(path: &Path, meta: &Meta, train: &Dataset, batch_size: BatchSize) -> Result<()> {
+    let per_epoch = DataLoader::new(train, batch_size).num_batches();
+    let expected = meta.epoch.checked_mul(per_epoch).and_then(|s| s.checked_add(meta.batch));
+    if (meta.batch > 0 && meta.batch >= per_epoch) || expected != Some(meta.step) {
+        bail!(
+            "{}: metadata `strata.step` = {} (epoch {} batch {}) does not fit the training data, which now gives {per_epoch} batches of {} per epoch ({} samples): the data changed since the run started\nfix: resume with the data the run was started with",
+            path.display(),
+            meta.step,
+            meta.epoch,
+            meta.batch,
+            batch_size.resolve(train.len()),
+            train.len()
+        );
+    }
+    Ok(())
+}
+
 fn setup(args: &TrainArgs) -> Result<Option<Setup>> {
     if let Some(r) = &args.resume {
-        let path = checkpoint::latest(r)?;
-        let (params, optim, meta) = checkpoint::load(&path)?;
-        let base: RunConfig = toml::from_str(&meta.config).context("the checkpoint's run config")?;
-        // On resume only the length of the run may change.
-        let config = base.with_overrides(&overrides(&TrainArgs { epochs: args.epochs, ..Default::default() })?)?;
+        if !r.exists() {
+            bail!(
+                "--resume {}: no such run directory or checkpoint file\nfix: give the run's directory (its --out) or one of its checkpoints/*.safetensors",
+                r.display()
+            );
+        }
+        let out = if r.is_dir() { Some(r.clone()) } else { r.parent().and_then(Path::parent).map(Path::to_path_buf) };
+        // Locked before any checkpoint is read: no other process may be writing or pruning them.
+        if let Some(dir) = out.as_deref().filter(|d| d.is_dir()) {
+            crate::run_lock::acquire(dir)?;
+        }
+        let (path, params, optim, meta) = checkpoint::load_for_resume(r)?;
+        let base: RunConfig = toml::from_str(&meta.config)
+            .with_context(|| format!("{}: the run config in its metadata (`strata.config`)", path.display()))?;
+        let config = resume_config(&base, args, r, &path, &meta)?;
         init_threads(config.training.threads)?;
-        let spec = strata_nn::model_file::parse_model(&meta.model, "the checkpoint's model", "model")?;
-        let out =
-            if r.is_dir() { Some(r.clone()) } else { path.parent().and_then(Path::parent).map(Path::to_path_buf) };
+        let spec =
+            strata_nn::model_file::parse_model(&meta.model, &format!("{} (its model)", path.display()), "model")?;
         return Ok(Some(Setup { config, spec, model_source: None, out, resume: Some((path, params, optim, meta)) }));
     }
     let base = match &args.run {
@@ -299,12 +487,65 @@ pub(crate) fn build(args: &TrainArgs) -> Result<Option<Built>> {
         report_errors(&report, &spec.name);
         return Ok(None);
     }
-    let resolved = report.resolved.clone();
+    let mut resolved = report.resolved.clone();
+    // Checkpoints and run directories store the model with the input shape it was trained on,
+    // so `eval` and `predict` can rebuild it when the model file left `input` out.
+    resolved.input = Some(sample.clone());
+    fits_in_memory(&report, resolved.dtype, t.batch_size.resolve(data.train.len()))?;
     manual_seed(t.seed);
     let model = resolved.build()?;
     let params_count = Summary::from_report(&report, 1).total_params;
     let optimizer = make_optimizer(&config, model.parameters())?;
     Ok(Some(Built { config, model_source, out, resume, data, sample, resolved, model, params_count, optimizer }))
+}
+
+/// Refuses, before anything is allocated, a run whose parameters (with gradients and optimizer
+/// state) and activations at `batch` samples (kept for backward, and their gradients: twice the
+/// outputs) exceed this machine's memory, naming the sizes and the largest batch that fits.
+fn fits_in_memory(report: &strata_nn::CheckReport, dtype: DType, batch: usize) -> Result<()> {
+    let Some(memory) = strata_core::Device::Cpu.total_memory() else { return Ok(()) };
+    let summary = Summary::from_report(report, 1);
+    let elem = dtype.size_in_bytes() as u128;
+    let params =
+        (summary.total_params as u128 + summary.total_non_trainable as u128) * elem * strata_nn::check::TRAINING_COPIES;
+    // The summary counts activations in f32 bytes per sample.
+    let per_sample = summary.total_activation_bytes as u128 / 4 * elem * 2;
+    let need = params.saturating_add(per_sample.saturating_mul(batch as u128));
+    if need > u128::from(memory) {
+        let fits = u128::from(memory).saturating_sub(params) / per_sample.max(1);
+        let largest = summary
+            .rows
+            .iter()
+            .filter(|r| !r.is_block)
+            .rev() // the first of equals: a Flatten after a conv shares its buffer
+            .max_by_key(|r| r.activation_bytes)
+            .map(|r| {
+                format!(
+                    "; the largest output is `{}`'s, {} per sample",
+                    r.path,
+                    human_bytes(r.activation_bytes as u128 / 4 * elem)
+                )
+            })
+            .unwrap_or_default();
+        bail!(
+            "the run needs about {} of memory at batch size {batch} ({} for the parameters with gradients and optimizer state, {} per sample for activations and their gradients{largest}), more than this machine's {}; {}",
+            human_bytes(need),
+            human_bytes(params),
+            human_bytes(per_sample),
+            human_bytes(u128::from(memory)),
+            if fits >= 1 {
+                format!("use --batch-size {} or less", fits.min(u128::from(u32::MAX)))
+            } else {
+                "make the model smaller".into()
+            }
+        );
+    }
+    Ok(())
+}
+
+/// Bytes for messages (`usize` saturates, which the summary shows as "more than").
+fn human_bytes(b: u128) -> String {
+    strata_nn::summary::human_bytes(usize::try_from(b).unwrap_or(usize::MAX))
 }
 
 /// `--compute-stats`: the per-channel mean and standard deviation of the training set, as raw
@@ -343,6 +584,7 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
     // Where the run starts: from scratch, or from a checkpoint.
     let (mut epoch0, mut batch0, mut step, mut best) = (0, 0, 0, None);
     if let Some((path, params, optim, meta)) = &resume {
+        check_resume_position(path, meta, &data.train, t.batch_size)?;
         model.load_state_dict(params, true).with_context(|| format!("loading {}", path.display()))?;
         optimizer
             .load_state_dict(optim)
@@ -390,6 +632,8 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
     let criterion = CrossEntropyLoss::new();
     let started = Instant::now();
     let mut last_val = None;
+    // Steps skipped for a non-finite loss or gradient (`training.on_divergence = "skip"`).
+    let mut skipped = 0usize;
     for epoch in epoch0..t.epochs {
         let t0 = Instant::now();
         let skip = if epoch == epoch0 { batch0 } else { 0 };
@@ -401,15 +645,49 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
                 let lr = lr_at(&config.schedule, config.optimizer.lr, step, steps_per_epoch, total_steps);
                 optimizer.set_lr(lr);
                 optimizer.zero_grad()?;
-                let logits = model.forward(&to_model_input(&batch.x, &sample, resolved.dtype)?)?;
+                let input = to_model_input(&batch.x, &sample, resolved.dtype)?;
+                let logits = model.forward(&input)?;
                 let loss = criterion.forward(&logits, &batch.y)?;
                 loss.backward()?;
+                let l = loss.item()?;
                 let log_now = t.log_every > 0 && (step + 1) % t.log_every == 0;
-                let grad_norm = if log_now { Some(grad_norm(&model)?) } else { None };
+                // The gradients' norm, clipped when asked; a non-finite loss or gradient is a
+                // divergence: the step is skipped or the run stops, naming where it happened.
+                let params = model.parameters();
+                let grad_norm = match t.clip_grad_norm {
+                    Some(max) => Some(strata_nn::optim::clip_grad_norm_(&params, max)?),
+                    None if log_now => Some(grad_norm(&model)?),
+                    None => None,
+                };
+                let grads_finite = match grad_norm {
+                    Some(norm) => norm.is_finite(),
+                    None => params.iter().all(|p| p.grad().is_none_or(|g| g.all_finite())),
+                };
+                if !l.is_finite() || !grads_finite {
+                    if t.on_divergence == "skip" {
+                        skipped += 1;
+                        step += 1;
+                        // The first few and then every hundredth, not a line per step.
+                        let say = skipped <= 3 || skipped.is_multiple_of(100);
+                        say.then(|| {
+                            logger.note(&format!(
+                                "epoch {} step {step}: {} non-finite, step skipped ({skipped} so far)",
+                                epoch + 1,
+                                if l.is_finite() { "a gradient is" } else { "the loss is" }
+                            ))
+                        });
+                        continue;
+                    }
+                    let report = diagnose(&model, &input, &batch.y, l);
+                    bail!("{}", divergence_message(epoch + 1, step + 1, i + 1, steps_per_epoch, &report, &config));
+                }
                 optimizer.step()?;
+                if !params.iter().all(Tensor::all_finite) {
+                    let report = diagnose(&model, &input, &batch.y, l);
+                    bail!("{}", divergence_message(epoch + 1, step + 1, i + 1, steps_per_epoch, &report, &config));
+                }
                 step += 1;
                 let n = batch.y.numel();
-                let l = loss.item()?;
                 loss_sum += l * n as f64;
                 correct += count_correct(&logits, &batch.y)?;
                 seen += n;
@@ -444,6 +722,14 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
         })?;
         if let Some(bar) = bar {
             bar.finish_and_clear();
+        }
+        if seen == 0 && stop.is_none() && skipped > 0 {
+            bail!(
+                "training diverged: every step of epoch {} had a non-finite loss or gradient and was skipped ({skipped} skipped in all); \
+                 try a lower learning rate (--lr, now {}) or gradient clipping (training.clip_grad_norm = 1.0)",
+                epoch + 1,
+                config.optimizer.lr
+            );
         }
         if let Some(done) = stop {
             let at = if done == steps_per_epoch {
@@ -505,6 +791,11 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
             .with_context(|| format!("saving the trained parameters to {}", path.display()))?;
         logger.note(&format!("saved the state_dict to {}", path.display()));
     }
+    if skipped > 0 {
+        logger.note(&format!(
+            "{skipped} steps were skipped for a non-finite loss or gradient (training.on_divergence = \"skip\")"
+        ));
+    }
     // The test set is evaluated once, at the very end: its accuracy is the last figure printed.
     let test = data.test.as_ref().map(|d| evaluate(&model, d, &sample, resolved.dtype)).transpose()?;
     logger.finish(t.epochs, step, last_val, test, best, started.elapsed().as_secs_f64())?;
@@ -545,6 +836,101 @@ pub fn to_model_input(x: &Tensor, sample_shape: &[usize], dtype: DType) -> Resul
     Ok(x.reshape(&dims)?.to_dtype(dtype)?)
 }
 
+/// Where a diverged step first went non-finite, in words: the input, a parameter, the first
+/// layer (in forward order) whose output did, the loss, or the first gradient backward reached.
+fn diagnose(model: &strata_nn::Sequential, input: &Tensor, target: &Tensor, loss: f64) -> String {
+    /// The first layer under `m` (a Sequential) whose output is non-finite for input `x`: its path
+    /// and description, descending into nested Sequential blocks; or `None` and the output.
+    fn first_bad(prefix: &str, m: &dyn Module, x: &Tensor) -> Result<std::result::Result<Tensor, String>> {
+        let mut h = x.clone();
+        for (name, child) in m.children() {
+            let path = if prefix.is_empty() { name } else { format!("{prefix}.{name}") };
+            let y = child.forward(&h)?;
+            if !y.all_finite() {
+                if matches!(child.spec(), Some(strata_nn::LayerSpec::Sequential(_)))
+                    && let Err(inner) = first_bad(&path, child, &h)?
+                {
+                    return Ok(Err(inner));
+                }
+                return Ok(Err(format!("the output of layer `{path}` ({}), from a finite input", child.describe())));
+            }
+            h = y;
+        }
+        Ok(Ok(h))
+    }
+    let _no_grad = strata_core::NoGradGuard::new();
+    let mut found = vec![];
+    let bad_params: Vec<String> =
+        model.named_parameters().into_iter().filter(|(_, p)| !p.all_finite()).map(|(n, _)| n).collect();
+    if !bad_params.is_empty() {
+        found.push(format!(
+            "parameters already non-finite (the previous update made them so): {}",
+            bad_params.join(", ")
+        ));
+    }
+    if !input.all_finite() {
+        found.push("the input batch holds non-finite values: check the data and its normalisation".into());
+    } else {
+        match first_bad("", model, input) {
+            Ok(Err(where_)) => found.push(where_),
+            Ok(Ok(logits)) if !loss.is_finite() => {
+                let top = logits.to_vec_f64().iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                let targets_ok = target.to_vec_f64().iter().all(|v| v.is_finite());
+                found.push(format!(
+                    "the loss: the logits are finite (largest magnitude {top:.3e}) but the loss is {loss}{}",
+                    if targets_ok { "" } else { " (the targets hold non-finite values)" }
+                ));
+            }
+            Ok(Ok(_)) => {}
+            Err(e) => found.push(format!("(re-running the forward pass layer by layer failed: {e})")),
+        }
+    }
+    if found.is_empty() || loss.is_finite() {
+        // Backward reaches the last layers first: the last parameter in forward order with a
+        // non-finite gradient is where the gradient first went non-finite.
+        let bad_grads: Vec<String> = model
+            .named_parameters()
+            .into_iter()
+            .filter(|(_, p)| p.grad().is_some_and(|g| !g.all_finite()))
+            .map(|(n, _)| n)
+            .collect();
+        if let Some(last) = bad_grads.last() {
+            found.push(format!(
+                "the gradient, first at `{last}` (backward reaches it first; {} parameter gradient{} non-finite)",
+                bad_grads.len(),
+                if bad_grads.len() == 1 { " is" } else { "s are" }
+            ));
+        }
+    }
+    if found.is_empty() {
+        found.push("the parameters after the update".into());
+    }
+    found.join("\n  first non-finite: ")
+}
+
+/// The error of a diverged run: where, what went non-finite, and what to try.
+fn divergence_message(
+    epoch: usize,
+    step: usize,
+    batch: usize,
+    batches: usize,
+    report: &str,
+    config: &RunConfig,
+) -> String {
+    let o = &config.optimizer;
+    let clip = match config.training.clip_grad_norm {
+        Some(c) => format!("a smaller training.clip_grad_norm (now {c})"),
+        None => "gradient clipping (training.clip_grad_norm = 1.0, or --set training.clip_grad_norm=1.0)".into(),
+    };
+    format!(
+        "training diverged at epoch {epoch}, step {step} (batch {batch} of {batches}): a non-finite loss, gradient or parameter\n  \
+         first non-finite: {report}\n  \
+         nothing from this step on was saved (checkpoints and `best` hold the last finite model)\n  \
+         try: a lower learning rate (--lr, now {}), {clip}, or training.on_divergence = \"skip\" to skip such steps",
+        o.lr
+    )
+}
+
 /// Correct predictions in a batch: argmax of the logits equals the label.
 fn count_correct(logits: &Tensor, labels: &Tensor) -> Result<usize> {
     let pred = logits.argmax(1, false)?.to_vec::<i64>()?;
@@ -582,6 +968,27 @@ pub fn evaluate(model: &dyn Module, data: &Dataset, sample: &[usize], dtype: DTy
     Ok((loss / n, correct as f64 / n))
 }
 
+/// Clears a run directory whose run stopped before its first checkpoint — nothing to resume —
+/// so that the same command starts the run over in place: its logs (metrics.jsonl, TensorBoard
+/// events) and resolved config go; the lock file stays.
+fn restart_in_place(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading the run directory {}", dir.display()))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if ["metrics.jsonl", "config.toml", "model.toml"].contains(&name.as_str())
+            || name.starts_with("events.out.tfevents.")
+        {
+            std::fs::remove_file(entry.path())
+                .with_context(|| format!("removing {} to start the run over", entry.path().display()))?;
+        }
+    }
+    eprintln!(
+        "{}: its run stopped before its first checkpoint, so there is nothing to resume: starting it over in place",
+        dir.display()
+    );
+    Ok(())
+}
+
 /// Console, metrics.jsonl, TensorBoard and checkpoint output of a run.
 struct Logger {
     output: Output,
@@ -596,15 +1003,21 @@ impl Logger {
         let (mut metrics, mut events) = (None, None);
         if let Some(d) = dir {
             let metrics_path = d.join("metrics.jsonl");
-            if !resuming && metrics_path.exists() {
-                bail!(
-                    "{} already holds a run; continue it with `strata train --resume {}`, or choose another --out",
-                    d.display(),
-                    d.display()
-                );
-            }
             std::fs::create_dir_all(checkpoint::dir(d))
                 .with_context(|| format!("creating the run directory {}", d.display()))?;
+            // One writer per run directory (a resumed run took the lock before reading its
+            // checkpoint already).
+            crate::run_lock::acquire(d)?;
+            if !resuming && metrics_path.exists() {
+                if checkpoint::any(d) || d.join("model.safetensors").exists() {
+                    bail!(
+                        "{} already holds a run; continue it with `strata train --resume {}`, or choose another --out",
+                        d.display(),
+                        d.display()
+                    );
+                }
+                restart_in_place(d)?;
+            }
             if resuming {
                 // Lines written after the checkpoint by the interrupted run are dropped, so
                 // the log reads as one run.
@@ -619,7 +1032,9 @@ impl Logger {
                     })
                     .map(|l| format!("{l}\n"))
                     .collect();
-                std::fs::write(&metrics_path, kept)?;
+                // Atomically: a run killed while resuming must not lose the log of the run so far.
+                strata_nn::state_dict::atomic_write(&metrics_path, kept.as_bytes())
+                    .with_context(|| format!("rewriting {}", metrics_path.display()))?;
             }
             metrics = Some(std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path)?);
             events = Some(

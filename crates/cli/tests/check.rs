@@ -53,6 +53,14 @@ fn check_reports_a_checkpoint_that_does_not_fit() {
     let (code, _, stderr) = strata(&["check", "examples/mlp_inferred.toml", "--weights", ok.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(stderr.contains("does not fit it"), "{stderr}");
+    // A training checkpoint (parameters and optimizer state) is checked by its parameters.
+    let run = dir.path().join("run");
+    let (code, _, stderr) = strata(&["train", "--epochs", "1", "--quiet", "--out", run.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let best = run.join("checkpoints/best.safetensors");
+    let (code, stdout, stderr) = strata(&["check", "examples/simple_nn.toml", "--weights", best.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("fits"), "{stdout}");
 }
 
 #[test]
@@ -121,4 +129,68 @@ fn branches_and_token_ids_in_the_cli() {
     let (code, _, stderr) = strata(&["train", "--model", "examples/embedding_lstm.toml", "--epochs", "1"]);
     assert_eq!(code, 1);
     assert!(stderr.contains("takes i64 token ids (input_dtype)"), "{stderr}");
+}
+
+/// The faults catalogue (`examples/broken/faults/`, issue 14): each file makes `check` or
+/// `train` refuse with a message naming what, where and a fix, exit 1, no panic. The machine's
+/// memory and core count are replaced by placeholders so the snapshot holds anywhere.
+#[test]
+fn faults_catalogue() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let out = out.to_str().unwrap();
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut report = String::new();
+    for (file, command) in [
+        ("too_large_model.toml", "check"),
+        ("too_large_batch_run.toml", "train"),
+        ("diverging_run.toml", "train"),
+        ("bad_numbers_run.toml", "train"),
+        ("nan_momentum_run.toml", "train"),
+        ("too_many_threads_run.toml", "train"),
+        ("zero_std_run.toml", "train"),
+        ("bad_clip_run.toml", "train"),
+    ] {
+        let path = format!("examples/broken/faults/{file}");
+        let args: Vec<&str> = match command {
+            "check" => vec!["check", &path],
+            _ => vec!["train", &path, "--quiet", "--out", out],
+        };
+        let (code, _, stderr) = strata(&args);
+        assert_eq!(code, 1, "{file}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{file}: {stderr}");
+        let mut text = stderr.replace(out, "RUN_DIR");
+        // "this machine's 23.5 GiB" and "use --batch-size 481 or less" depend on the machine.
+        for marker in ["this machine's ", "--batch-size "] {
+            text = redact_number(&text, marker);
+        }
+        let text = text
+            .replace(&format!("between 1 and {}", 4 * cores), "between 1 and [4 per core]")
+            .replace(&format!("this machine has {cores} cores"), "this machine has [cores] cores");
+        report.push_str(&format!("$ strata {command} {path}\n{text}\n"));
+    }
+    insta::assert_snapshot!("faults_catalogue", report);
+}
+
+/// `text` with the number (and its byte unit, if any) after each `marker` replaced by
+/// `[machine]`.
+fn redact_number(text: &str, marker: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find(marker) {
+        let start = at + marker.len();
+        out.push_str(&rest[..start]);
+        let tail = &rest[start..];
+        let digits = tail.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(tail.len());
+        let mut end = digits;
+        for unit in [" B", " KiB", " MiB", " GiB", " TiB", " PiB"] {
+            if digits > 0 && tail[digits..].starts_with(unit) {
+                end = digits + unit.len();
+            }
+        }
+        out.push_str(if digits > 0 { "[machine]" } else { "" });
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
 }

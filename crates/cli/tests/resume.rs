@@ -1,6 +1,9 @@
-//! A run killed with SIGKILL in the middle of an epoch and resumed ends with bit-identical
-//! parameters to the same run never interrupted; Ctrl-C (SIGINT) stops after the current step
-//! with a checkpoint that resumes the same way.
+//! A run killed with SIGKILL in the middle of an epoch — or in the middle of being resumed — and
+//! resumed ends with bit-identical parameters to the same run never interrupted; Ctrl-C (SIGINT)
+//! stops after the current step with a checkpoint that resumes the same way. A damaged newest
+//! checkpoint is skipped for the newest that verifies; overrides on `--resume` are applied and
+//! said, or refused; one process writes a run directory at a time; a run killed before its first
+//! checkpoint starts over in place.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -117,4 +120,245 @@ fn an_existing_run_is_not_overwritten() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already holds a run"));
     assert_eq!(std::fs::read(dir.join("metrics.jsonl")).unwrap(), before);
+}
+
+/// Output of a finished strata command: exit code and stderr, with the temporary directory and
+/// pids written as `[TMP]` and `[PID]` for snapshots.
+fn refused(args: &[&str], tmp: &Path, pid: Option<u32>) -> String {
+    let out = Command::new(STRATA).args(args).output().unwrap();
+    assert!(!out.status.success(), "{args:?} should fail");
+    redact(&String::from_utf8_lossy(&out.stderr), tmp, pid)
+}
+
+fn redact(text: &str, tmp: &Path, pid: Option<u32>) -> String {
+    let text = text.replace(tmp.to_str().unwrap(), "[TMP]");
+    match pid {
+        Some(pid) => text.replace(&pid.to_string(), "[PID]"),
+        None => text,
+    }
+}
+
+fn until(what: &str, child: &mut std::process::Child, done: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before {what}");
+        assert!(start.elapsed() < Duration::from_secs(120), "waited too long for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Killed once mid-epoch, then twice more while resuming — at a random moment of the resumed
+/// run's start (taking the lock, verifying the checkpoint, rewriting the log, the first steps)
+/// and mid-epoch — and resumed to the end: the same parameters as the run never interrupted,
+/// and one log line per epoch.
+#[test]
+fn sigkill_during_resume_then_resume_again_is_bit_identical() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (straight, killed) = (tmp.path().join("straight"), tmp.path().join("killed"));
+    let out = train(&[&RUN[..], &["--out", straight.to_str().unwrap()]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let spawn = |args: &[&str]| {
+        Command::new(STRATA).arg("train").args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+    };
+    let mut child = spawn(&[&RUN[..], &["--out", killed.to_str().unwrap()]].concat());
+    wait_for(&killed.join("checkpoints/step-000000140.safetensors"), &mut child);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let resume = ["--resume", killed.to_str().unwrap(), "--quiet"];
+    // A moment within the resumed run's first 300 ms, from the clock (printed on failure).
+    let delay =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() % 300_000_000;
+    let mut child = spawn(&resume);
+    std::thread::sleep(Duration::from_nanos(delay.into()));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let mut child = spawn(&resume);
+    let past_420 = || checkpoint_steps(&killed).iter().any(|&s| s >= 420);
+    until("a checkpoint at step 420 (mid epoch 4)", &mut child, past_420);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!killed.join("model.safetensors").exists(), "the run finished before the kill");
+
+    let out = train(&resume);
+    assert!(out.status.success(), "killed {delay} ns into a resume: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(params(&straight), params(&killed), "killed {delay} ns into a resume");
+    let log = std::fs::read_to_string(killed.join("metrics.jsonl")).unwrap();
+    assert_eq!(log.lines().filter(|l| l.contains("\"kind\":\"epoch\"")).count(), 8, "killed {delay} ns into a resume");
+}
+
+fn checkpoint_steps(run: &Path) -> Vec<usize> {
+    std::fs::read_dir(run.join("checkpoints"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("step-")?.strip_suffix(".safetensors")?.parse().ok())
+        .collect()
+}
+
+/// The newest checkpoint damaged by one byte: `--resume` says which file it skips and why,
+/// resumes from the one before, and ends where an uninterrupted run ends.
+#[test]
+fn a_damaged_newest_checkpoint_is_skipped_for_the_newest_that_verifies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (straight, run) = (tmp.path().join("straight"), tmp.path().join("run"));
+    let out = train(&["--epochs", "3", "--quiet", "--out", straight.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Checkpoints every 50 steps and at each epoch's end (125 steps); the last 3 are kept.
+    let out = train(&["--epochs", "2", "--checkpoint-every", "50", "--quiet", "--out", run.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(checkpoint_steps(&run).into_iter().max(), Some(250));
+    let newest = run.join("checkpoints/step-000000250.safetensors");
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let at = bytes.windows(9).position(|w| w == b"lr = 0.01").expect("the config's lr") + 5;
+    bytes[at] = b'9'; // lr = 0.91
+    std::fs::write(&newest, bytes).unwrap();
+
+    let out = train(&["--resume", run.to_str().unwrap(), "--epochs", "3", "--quiet"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr: String = stderr.lines().map(|l| redact_checksum(l) + "\n").collect();
+    insta::assert_snapshot!("resume_skips_a_damaged_checkpoint", redact(&stderr, tmp.path(), None));
+    assert_eq!(params(&straight), params(&run));
+    assert!(run.join("checkpoints/step-000000250.safetensors.damaged").exists());
+}
+
+fn redact_checksum(line: &str) -> String {
+    let mut parts = line.split("crc32:");
+    let mut out = parts.next().unwrap_or_default().to_string();
+    for part in parts {
+        out.push_str("crc32:########");
+        out.push_str(part.get(8..).unwrap_or_default());
+    }
+    out
+}
+
+/// What a demanding user expects of `--resume RUN --lr X`: the run's length and the optimizer's
+/// hyper-parameters change, and say so; what would make it another run (batch size, seed,
+/// optimizer kind, model, run file) is refused, naming the key, both values and the fix; a flag
+/// that repeats the checkpoint's value is fine.
+#[test]
+fn overrides_on_resume_are_applied_and_said_or_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let r = run.to_str().unwrap();
+    let out = train(&["--epochs", "2", "--quiet", "--out", r]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let model = tmp.path().join("m.toml");
+    std::fs::write(
+        &model,
+        "input = [784]\nlayers = [{ name = \"fc\", type = \"Linear\", in_features = 784, out_features = 10 }]\n",
+    )
+    .unwrap();
+    let run_file = tmp.path().join("run.toml");
+    std::fs::write(&run_file, "[training]\nepochs = 3\n").unwrap();
+    let mut report = String::new();
+    for args in [
+        &["--batch-size", "32"][..],
+        &["--seed", "1"],
+        &["--set", "optimizer.name=adam"],
+        &["--epochs", "1"],
+        &["--lr=-1"],
+        &["--model", model.to_str().unwrap()],
+        &[run_file.to_str().unwrap()],
+    ] {
+        let all = [&["train", "--resume", r][..], args].concat();
+        report.push_str(&format!(
+            "$ strata train --resume [TMP]/run {}\n{}\n",
+            redact(&args.join(" "), tmp.path(), None),
+            refused(&all, tmp.path(), None)
+        ));
+    }
+    insta::assert_snapshot!("resume_refuses_overrides", report);
+
+    let out = train(&["--resume", r, "--epochs", "3", "--lr", "0.001", "--batch-size", "64", "--quiet"]);
+    let stderr = redact(&String::from_utf8_lossy(&out.stderr), tmp.path(), None);
+    assert!(out.status.success(), "{stderr}");
+    insta::assert_snapshot!("resume_applies_overrides", stderr);
+    // The third epoch's steps ran at the new rate.
+    let log = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let last_step = log.lines().rfind(|l| l.contains("\"kind\":\"step\"")).unwrap();
+    assert!(last_step.contains("\"lr\":0.001"), "{last_step}");
+}
+
+/// A second writer on a run directory is refused with the holder's pid, whether it starts
+/// afresh or resumes; once the holder is killed its lock is free, and the stray temporary files
+/// it left are removed by the next run.
+#[test]
+fn one_writer_per_run_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let r = run.to_str().unwrap();
+    let mut holder = Command::new(STRATA)
+        .args(["train", "--epochs", "50", "--checkpoint-every", "7", "--quiet", "--out", r])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = holder.id();
+    let lock = run.join(".lock");
+    until("the lock holds the pid", &mut holder, || {
+        std::fs::read_to_string(&lock).is_ok_and(|t| t.trim() == pid.to_string())
+    });
+    wait_for(&run.join("checkpoints/step-000000007.safetensors"), &mut holder);
+    let fresh = refused(&["train", "--epochs", "1", "--quiet", "--out", r], tmp.path(), Some(pid));
+    let resume = refused(&["train", "--resume", r, "--epochs", "1"], tmp.path(), Some(pid));
+    insta::assert_snapshot!(
+        "run_directory_in_use",
+        format!("$ strata train --out [TMP]/run\n{fresh}\n$ strata train --resume [TMP]/run\n{resume}")
+    );
+    holder.kill().unwrap(); // SIGKILL: the lock file stays, with the dead pid in it
+    holder.wait().unwrap();
+
+    let strays =
+        [run.join("checkpoints/.step-000000999.safetensors.tmp-4194304"), run.join(".metrics.jsonl.tmp-4194304")];
+    for s in &strays {
+        std::fs::write(s, b"torn").unwrap();
+    }
+    // At most one epoch more than the newest checkpoint (125 steps per epoch) keeps it short.
+    let epochs = (checkpoint_steps(&run).into_iter().max().unwrap() / 125 + 1).to_string();
+    let out = train(&["--resume", r, "--epochs", &epochs, "--quiet"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // Ours, and the holder's own when the kill caught it writing a checkpoint.
+    assert!(stderr.contains("temporary file(s) left by a killed run"), "{stderr}");
+    assert!(stderr.contains(&format!("overriding training.epochs 50 → {epochs}")), "{stderr}");
+    assert!(strays.iter().all(|s| !s.exists()));
+    let last: u32 = std::fs::read_to_string(&lock).unwrap().trim().parse().unwrap();
+    assert_ne!(last, pid, "the lock file names its last holder");
+}
+
+/// What a run killed before its first checkpoint leaves (a log, the resolved config, TensorBoard
+/// events, the lock file with a dead pid, a torn temporary checkpoint): `--resume` has nothing
+/// to resume and says how to start over; the same command that started it does so in place.
+#[test]
+fn a_run_killed_before_its_first_checkpoint_starts_over_in_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let r = run.to_str().unwrap();
+    std::fs::create_dir_all(run.join("checkpoints")).unwrap();
+    let leftovers = [
+        ("metrics.jsonl", "{\"kind\":\"step\",\"epoch\":1,\"step\":10,\"loss\":2.0}\n"),
+        ("config.toml", "[training]\nepochs = 1\n"),
+        ("model.toml", "name = \"SimpleNN\"\n"),
+        ("events.out.tfevents.1700000000.host.strata", "x"),
+        (".lock", "4194304\n"),
+        ("checkpoints/.step-000000007.safetensors.tmp-4194304", "torn"),
+    ];
+    for (name, text) in leftovers {
+        std::fs::write(run.join(name), text).unwrap();
+    }
+    let resume = refused(&["train", "--resume", r], tmp.path(), None);
+    insta::assert_snapshot!("resume_without_a_checkpoint", resume);
+
+    let out = train(&["--epochs", "1", "--quiet", "--out", r]);
+    let stderr = redact(&String::from_utf8_lossy(&out.stderr), tmp.path(), None);
+    assert!(out.status.success(), "{stderr}");
+    insta::assert_snapshot!("restart_in_place", stderr);
+    let log = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert!(!log.contains("\"loss\":2.0}"), "the old log is gone: {log}");
+    assert_eq!(log.lines().filter(|l| l.contains("\"kind\":\"epoch\"")).count(), 1);
+    assert!(!run.join("events.out.tfevents.1700000000.host.strata").exists());
+    assert!(run.join("model.safetensors").exists());
 }

@@ -107,3 +107,40 @@ fn f64_runs_train_checkpoint_resume_and_evaluate_in_f64() {
         assert!(e.contains(says) && e.contains(value), "{e}");
     }
 }
+
+/// A diverging run (issue 14): exit non-zero naming the step and the first layer that went
+/// non-finite, with what to try; no non-finite model is saved. `on_divergence = "skip"` skips
+/// such steps instead, and gives up only when a whole epoch was skipped; clipping keeps the
+/// run finite.
+#[test]
+fn a_diverging_run_stops_naming_the_step_and_layer_and_saves_nothing_non_finite() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = strata(&["train", "--lr", "1e3", "--epochs", "2", "--quiet", "--out", out.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("training diverged at epoch 1, step "), "{err}");
+    assert!(err.contains("first non-finite: ") && err.contains("layer `fc"), "{err}");
+    assert!(err.contains("--lr, now 1000") && err.contains("clip_grad_norm"), "{err}");
+    // Whatever was saved before the divergence is finite; `eval` and `predict` of it work.
+    for entry in std::fs::read_dir(out.join("checkpoints")).into_iter().flatten() {
+        let sd = strata_nn::StateDict::load(entry.unwrap().path());
+        for (k, t) in sd.iter().flat_map(|s| s.iter().map(|(k, t)| (k.to_string(), t.clone())).collect::<Vec<_>>()) {
+            assert!(t.all_finite(), "{k} was saved non-finite");
+        }
+    }
+    let o = strata(&["train", "--lr", "1e3", "--epochs", "2", "--set", "training.on_divergence=skip"]);
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("step skipped (1 so far)"), "{out}");
+    assert!(!o.status.success() && err.contains("every step of epoch 2"), "{err}");
+    let o = strata(&["train", "--lr", "1", "--epochs", "1", "--quiet", "--set", "training.clip_grad_norm=1.0"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for (set, says) in [
+        ("training.clip_grad_norm=-1", "training.clip_grad_norm must be a positive number"),
+        ("training.on_divergence=ignore", "training.on_divergence must be stop"),
+    ] {
+        let o = strata(&["train", "--set", set]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(says), "{set}: {err}");
+    }
+}

@@ -1,0 +1,180 @@
+//! Fuzz tests of the nn crate's readers of user files (issue 14): thousands of mutations of
+//! every example model file go through the model-file parser and the shape check, and mutations
+//! of a saved state_dict through the safetensors reader and `load_state_dict`. None may panic,
+//! every error names its file, and no input makes a reader allocate more than 64 MiB at once
+//! (the allocator records each thread's largest request).
+
+use proptest::prelude::*;
+use std::path::{Path, PathBuf};
+use strata_core::testing::{RecordingAllocator, mutate, take_largest_allocation};
+use strata_nn::check::check_spec;
+use strata_nn::model_file::parse_model;
+use strata_nn::{ModelSpec, Module, StateDict};
+
+#[global_allocator]
+static ALLOCATOR: RecordingAllocator = RecordingAllocator;
+
+/// The most one allocation may take while reading a mutated file: the seeds are a few KiB, so
+/// anything near this means a size was taken from the input unchecked.
+const ALLOCATION_BOUND: usize = 64 << 20;
+
+/// Every model and run file under `examples/` (and `examples/broken/`): the seeds.
+fn seeds() -> Vec<(PathBuf, Vec<u8>)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut out = vec![];
+    for dir in [root.clone(), root.join("broken")] {
+        for entry in std::fs::read_dir(&dir).expect("examples/ is in the repository") {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let bytes = std::fs::read(&path).unwrap();
+                out.push((path, bytes));
+            }
+        }
+    }
+    out.sort();
+    assert!(out.len() >= 20, "only {} seed files", out.len());
+    out
+}
+
+fn ops() -> impl Strategy<Value = Vec<(u8, usize, u8)>> {
+    prop::collection::vec((any::<u8>(), any::<usize>(), any::<u8>()), 1..6)
+}
+
+/// Sizes a user may write in place of a number: zero, one, huge, overflowing, negative.
+const VALUES: [&str; 10] = ["0", "1", "3", "1000", "65536", "4294967296", "99999999999999999999", "-2", "0.5", "1e9"];
+
+/// Replaces the `k`-th number of `text` (counting from its first, wrapping) with `VALUES[v]`:
+/// a mutation that keeps the file well-formed, so it reaches the shape check and the build.
+fn swap_number(text: &str, k: usize, v: usize) -> String {
+    let runs: Vec<(usize, usize)> = {
+        let b = text.as_bytes();
+        let mut runs = vec![];
+        let mut i = 0;
+        while i < b.len() {
+            if b[i].is_ascii_digit() {
+                let start = i;
+                while i < b.len() && b[i].is_ascii_digit() {
+                    i += 1;
+                }
+                runs.push((start, i));
+            } else {
+                i += 1;
+            }
+        }
+        runs
+    };
+    if runs.is_empty() {
+        return text.to_string();
+    }
+    let (a, b) = runs[k % runs.len()];
+    format!("{}{}{}", &text[..a], VALUES[v % VALUES.len()], &text[b..])
+}
+
+/// A parsed model: checked, summarised, and (when small) built and run on one sample.
+fn exercise(spec: &ModelSpec) {
+    let report = check_spec(spec, None, None);
+    if !report.errors.is_empty() {
+        let _ = report.render_errors();
+        return;
+    }
+    let summary = strata_nn::Summary::from_report(&report, 2);
+    let _ = summary.render();
+    let small = summary.total_params.saturating_add(summary.total_non_trainable) < 200_000
+        && report.output.as_ref().is_some_and(|o| o.sample_numel() < 1 << 16)
+        && spec.input.as_ref().is_some_and(|i| i.iter().product::<usize>() < 1 << 14);
+    if small && let Ok(model) = spec.build() {
+        let mut dims = vec![1];
+        dims.extend(spec.input.clone().unwrap());
+        let x = match spec.input_dtype {
+            strata_core::DType::I64 => strata_core::Tensor::zeros(&dims, strata_core::DType::I64),
+            _ => strata_core::Tensor::zeros(&dims, spec.dtype),
+        };
+        let _ = strata_core::no_grad(|| model.forward(&x));
+    }
+}
+
+/// Thousands of mutated model files; at least a tenth of them must still parse, so that the
+/// check, the summary and the build are fuzzed too, not only the TOML reader.
+#[test]
+fn mutated_model_files_never_panic_and_name_the_file() {
+    let seeds = seeds();
+    let parsed = std::cell::Cell::new(0usize);
+    let config = ProptestConfig { cases: 3000, failure_persistence: None, ..ProptestConfig::default() };
+    let mut runner = proptest::test_runner::TestRunner::new(config);
+    runner
+        .run(
+            &(any::<prop::sample::Index>(), ops(), prop::option::of((any::<usize>(), any::<usize>()))),
+            |(which, ops, swap)| {
+                let (path, seed) = which.get(&seeds);
+                // Either a number swapped for another (well-formed files with odd sizes) or bytes
+                // mutated (anything).
+                let bytes = match swap {
+                    Some((k, v)) => swap_number(&String::from_utf8_lossy(seed), k, v).into_bytes(),
+                    None => mutate(seed, &ops),
+                };
+                let text = String::from_utf8_lossy(&bytes);
+                take_largest_allocation();
+                match parse_model(&text, "fuzz.toml", "fuzz") {
+                    Ok(spec) => {
+                        parsed.set(parsed.get() + 1);
+                        exercise(&spec);
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        prop_assert!(
+                            msg.contains("fuzz.toml"),
+                            "{} mutated: error without the file name: {msg}",
+                            path.display()
+                        );
+                    }
+                }
+                let largest = take_largest_allocation();
+                prop_assert!(
+                    largest <= ALLOCATION_BOUND,
+                    "{} mutated: an allocation of {largest} bytes",
+                    path.display()
+                );
+                Ok(())
+            },
+        )
+        .unwrap();
+    assert!(parsed.get() >= 300, "only {} of 3000 mutated files parsed", parsed.get());
+}
+
+/// A small model's state_dict as safetensors bytes: the seed of the checkpoint fuzz test.
+fn saved_state() -> (strata_nn::Sequential, Vec<u8>) {
+    let spec = ModelSpec::new("m").input(&[6]).linear("fc1", 6, 4).relu().linear("fc2", 4, 3);
+    let model = spec.build().unwrap();
+    let meta = [("config".to_string(), "[training]\nepochs = 1\n".to_string())].into_iter().collect();
+    let bytes = model.state_dict().to_safetensors_bytes(Some(meta)).unwrap();
+    (model, bytes)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3000, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn mutated_state_dicts_never_panic_and_name_the_file(ops in ops(), header in any::<bool>()) {
+        let (model, seed) = saved_state();
+        // Half the cases aim at the JSON header (its length prefix and text), where sizes live.
+        let ops: Vec<_> = ops
+            .into_iter()
+            .map(|(op, pos, b)| if header { (op, pos % 200, b) } else { (op, pos, b) })
+            .collect();
+        let bytes = mutate(&seed, &ops);
+        take_largest_allocation();
+        match StateDict::from_safetensors_bytes(&bytes, Path::new("fuzz.safetensors")) {
+            Ok(sd) => {
+                if let Err(e) = model.load_state_dict(&sd, true) {
+                    let _ = e.to_string();
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                prop_assert!(msg.contains("fuzz.safetensors"), "error without the file name: {msg}");
+            }
+        }
+        let largest = take_largest_allocation();
+        prop_assert!(largest <= ALLOCATION_BOUND, "an allocation of {largest} bytes");
+    }
+}
