@@ -288,6 +288,31 @@ mod tests {
         assert!((p[0] - 0.5).abs() < 1e-12);
     }
 
+    /// A model with more outputs than the evaluation data has classes is refused with both
+    /// counts (it used to index past the confusion matrix and panic).
+    #[test]
+    fn more_outputs_than_classes_is_an_error() {
+        let spec = strata_nn::ModelSpec::new("m").input(&[784]).linear("fc", 784, 12);
+        let model = spec.build().unwrap();
+        let meta = checkpoint::Meta {
+            epoch: 1,
+            batch: 0,
+            step: 125,
+            best_val_acc: None,
+            config: toml::to_string(&RunConfig::default()).unwrap(),
+            model: strata_nn::model_file::to_toml(&spec),
+            mean: vec![0.1307],
+            std: vec![0.3081],
+            classes: vec![],
+            extra_state: Default::default(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("twelve.safetensors");
+        checkpoint::save(&path, &model, &strata_nn::StateDict::new(), &meta).unwrap();
+        let e = eval(&EvalArgs { checkpoint: path, data: None }).err().expect("refused").to_string();
+        assert!(e.contains("twelve.safetensors") && e.contains("12 scores per sample") && e.contains("10 classes"), "{e}");
+    }
+
     /// A checkpoint whose weights went non-finite is refused by `eval` and `predict` (both
     /// `load` it), naming the file and the parameters; the same checkpoint with finite weights
     /// loads.
