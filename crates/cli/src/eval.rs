@@ -310,7 +310,10 @@ mod tests {
         let path = dir.path().join("twelve.safetensors");
         checkpoint::save(&path, &model, &strata_nn::StateDict::new(), &meta).unwrap();
         let e = eval(&EvalArgs { checkpoint: path, data: None }).err().expect("refused").to_string();
-        assert!(e.contains("twelve.safetensors") && e.contains("12 scores per sample") && e.contains("10 classes"), "{e}");
+        assert!(
+            e.contains("twelve.safetensors") && e.contains("12 scores per sample") && e.contains("10 classes"),
+            "{e}"
+        );
     }
 
     /// A checkpoint whose weights went non-finite is refused by `eval` and `predict` (both
