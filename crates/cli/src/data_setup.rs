@@ -24,6 +24,8 @@ pub struct Prepared {
     pub classes: Vec<String>,
     /// One line for the console.
     pub description: String,
+    /// The normalisation in use and where it came from, for the console.
+    pub normalization: String,
 }
 
 /// Loads and normalises the data described by `cfg`; `seed` drives the validation split.
@@ -50,13 +52,15 @@ pub fn prepare(cfg: &DataConfig, seed: u64) -> Result<Prepared> {
             let (all, test) = load_mnist_dir(&dir).with_context(|| format!("loading MNIST from {}", dir.display()))?;
             let (train, val) = split(all)?;
             let d = format!(
-                "MNIST from {}: {} training / {} validation / {} test images",
+                "IDX images (MNIST's format) from {}: {} training / {} validation / {} test images",
                 dir.display(),
                 g(train.len()),
                 g(val.len()),
                 g(test.len())
             );
-            (train, val, Some(test), digits, d, true)
+            // The folder may hold Fashion-MNIST or any data in MNIST's format: its statistics
+            // are computed, not assumed.
+            (train, val, Some(test), digits, d, false)
         }
         "csv" => {
             let options = CsvOptions { label_column: cfg.label_column.parse()?, ..Default::default() };
@@ -93,12 +97,24 @@ pub fn prepare(cfg: &DataConfig, seed: u64) -> Result<Prepared> {
             (train, val, test, classes, d, false)
         }
     };
-    let (mean, std) = match (&cfg.mean, &cfg.std) {
-        (Some(m), Some(s)) => (m.clone(), s.clone()),
-        _ if mnist_like => (vec![MNIST_MEAN], vec![MNIST_STD]),
-        _ => compute_stats(&train)?,
+    let (mean, std, source) = match (&cfg.mean, &cfg.std) {
+        (Some(m), Some(s)) => (m.clone(), s.clone(), "given in the run file".to_string()),
+        _ if mnist_like => (vec![MNIST_MEAN], vec![MNIST_STD], "MNIST's, as torchvision's examples use".into()),
+        _ => {
+            let (m, s) = compute_stats(&train)?;
+            (
+                m,
+                s,
+                format!(
+                    "computed from the {} training samples; set data.mean and data.std to fix them",
+                    g(train.len())
+                ),
+            )
+        }
     };
-    let mut out = Prepared { train, val, test, mean, std, classes, description };
+    let round = |v: &[f32]| v.iter().map(|x| format!("{x:.4}")).collect::<Vec<_>>().join(", ");
+    let normalization = format!("mean [{}] std [{}] ({source})", round(&mean), round(&std));
+    let mut out = Prepared { train, val, test, mean, std, classes, description, normalization };
     for d in [Some(&mut out.train), Some(&mut out.val), out.test.as_mut()].into_iter().flatten() {
         if !d.is_empty() {
             d.normalize_channels(&out.mean, &out.std)?;

@@ -1095,6 +1095,7 @@ impl Logger {
             Output::Human => {
                 println!("strata train: {model}");
                 println!("  data: {}", data.description);
+                println!("  normalisation: {}", data.normalization);
                 println!("  {line}");
                 if let Some(d) = &self.dir {
                     println!("  run directory: {} (metrics.jsonl, checkpoints/)", d.display());
@@ -1112,7 +1113,7 @@ impl Logger {
             }
             Output::Json => println!(
                 "{}",
-                json!({"event": "start", "model": model, "data": data.description, "setup": line, "run_dir": self.dir, "resumed_from": resumed})
+                json!({"event": "start", "model": model, "data": data.description, "normalization": data.normalization, "setup": line, "run_dir": self.dir, "resumed_from": resumed})
             ),
             Output::Quiet => {}
         }

@@ -1,7 +1,16 @@
-//! Activation layers.
+//! Activation layers — the modules, and the layer kinds (config, shape rule, model-file keys)
+//! behind [`Layer`]: `ReLU`, `Sigmoid`, `Tanh`, `GELU`, `LeakyReLU`, `ELU` (element-wise, any
+//! shape) and `Softmax`, `LogSoftmax` (normalised along `dim`).
 
 use crate::Result;
+use crate::check::context::CheckContext;
+use crate::check::error::ShapeErrorKind;
+use crate::check::fix::{Edit, Fix};
+use crate::check::shape::SymShape;
+use crate::layer::{BuildContext, Layer, LayerKind};
+use crate::model_file::keys::LayerFields;
 use crate::module::Module;
+use crate::spec::LayerSpec;
 use strata_core::Tensor;
 
 /// Rectified linear unit, `max(x, 0)`, PyTorch's `nn.ReLU` (gradient 0 at 0, as PyTorch).
@@ -233,5 +242,193 @@ impl Module for LogSoftmax {
 
     fn spec(&self) -> Option<crate::spec::LayerSpec> {
         Some(crate::spec::LayerSpec::LogSoftmax { dim: self.dim })
+    }
+}
+
+/// The config of an element-wise activation in a model spec, with PyTorch's arguments.
+///
+/// # Shapes
+/// - input: any shape
+/// - output: the same shape
+#[derive(Clone, Debug, PartialEq)]
+pub enum ActivationSpec {
+    /// `nn.ReLU()`.
+    ReLU,
+    /// `nn.Sigmoid()`.
+    Sigmoid,
+    /// `nn.Tanh()`.
+    Tanh,
+    /// `nn.GELU()` (exact).
+    GELU,
+    /// `nn.LeakyReLU(negative_slope=0.01)`.
+    LeakyReLU {
+        /// Slope for negative inputs.
+        negative_slope: f64,
+    },
+    /// `nn.ELU(alpha=1.0)`.
+    ELU {
+        /// Scale of the negative part.
+        alpha: f64,
+    },
+}
+
+/// `type = "ReLU"`.
+pub static RELU_KIND: LayerKind =
+    LayerKind { type_name: "ReLU", keys: &["name", "type"], layer_of: None, parse: Some(|_| Some(LayerSpec::ReLU)) };
+/// `type = "Sigmoid"`.
+pub static SIGMOID_KIND: LayerKind = LayerKind {
+    type_name: "Sigmoid",
+    keys: &["name", "type"],
+    layer_of: None,
+    parse: Some(|_| Some(LayerSpec::Sigmoid)),
+};
+/// `type = "Tanh"`.
+pub static TANH_KIND: LayerKind =
+    LayerKind { type_name: "Tanh", keys: &["name", "type"], layer_of: None, parse: Some(|_| Some(LayerSpec::Tanh)) };
+/// `type = "GELU"`.
+pub static GELU_KIND: LayerKind =
+    LayerKind { type_name: "GELU", keys: &["name", "type"], layer_of: None, parse: Some(|_| Some(LayerSpec::GELU)) };
+/// `type = "LeakyReLU"`, `negative_slope` (default 0.01).
+pub static LEAKY_RELU_KIND: LayerKind = LayerKind {
+    type_name: "LeakyReLU",
+    keys: &["name", "type", "negative_slope"],
+    layer_of: None,
+    parse: Some(|f| Some(LayerSpec::LeakyReLU { negative_slope: f.float("negative_slope", 0.01) })),
+};
+/// `type = "ELU"`, `alpha` (default 1.0).
+pub static ELU_KIND: LayerKind = LayerKind {
+    type_name: "ELU",
+    keys: &["name", "type", "alpha"],
+    layer_of: None,
+    parse: Some(|f| Some(LayerSpec::ELU { alpha: f.float("alpha", 1.0) })),
+};
+
+impl Layer for ActivationSpec {
+    fn type_name(&self) -> &'static str {
+        match self {
+            ActivationSpec::ReLU => "ReLU",
+            ActivationSpec::Sigmoid => "Sigmoid",
+            ActivationSpec::Tanh => "Tanh",
+            ActivationSpec::GELU => "GELU",
+            ActivationSpec::LeakyReLU { .. } => "LeakyReLU",
+            ActivationSpec::ELU { .. } => "ELU",
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            ActivationSpec::LeakyReLU { negative_slope } => format!("LeakyReLU(negative_slope={negative_slope})"),
+            ActivationSpec::ELU { alpha } => format!("ELU(alpha={alpha})"),
+            other => other.type_name().into(),
+        }
+    }
+
+    fn check(&mut self, _cx: &mut CheckContext<'_>, x: &SymShape) -> SymShape {
+        x.clone()
+    }
+
+    fn build(&self, _cx: &BuildContext<'_>) -> Result<Box<dyn Module>> {
+        Ok(match self {
+            ActivationSpec::ReLU => Box::new(ReLU),
+            ActivationSpec::Sigmoid => Box::new(Sigmoid),
+            ActivationSpec::Tanh => Box::new(Tanh),
+            ActivationSpec::GELU => Box::new(GELU),
+            ActivationSpec::LeakyReLU { negative_slope } => Box::new(LeakyReLU::with_slope(*negative_slope)),
+            ActivationSpec::ELU { alpha } => Box::new(ELU::with_alpha(*alpha)),
+        })
+    }
+
+    fn write_toml(&self, fields: &mut Vec<String>) {
+        match self {
+            ActivationSpec::LeakyReLU { negative_slope } => fields.push(format!("negative_slope = {negative_slope:?}")),
+            ActivationSpec::ELU { alpha } => fields.push(format!("alpha = {alpha:?}")),
+            _ => {}
+        }
+    }
+
+    fn to_spec(&self) -> LayerSpec {
+        match self {
+            ActivationSpec::ReLU => LayerSpec::ReLU,
+            ActivationSpec::Sigmoid => LayerSpec::Sigmoid,
+            ActivationSpec::Tanh => LayerSpec::Tanh,
+            ActivationSpec::GELU => LayerSpec::GELU,
+            ActivationSpec::LeakyReLU { negative_slope } => LayerSpec::LeakyReLU { negative_slope: *negative_slope },
+            ActivationSpec::ELU { alpha } => LayerSpec::ELU { alpha: *alpha },
+        }
+    }
+}
+
+/// The config of `nn.Softmax(dim)` / `nn.LogSoftmax(dim)` in a model spec.
+///
+/// # Shapes
+/// - input: any shape with a dimension `dim`
+/// - output: the same shape
+#[derive(Clone, Debug, PartialEq)]
+pub struct SoftmaxSpec {
+    /// The dimension normalised over (negative counts from the end).
+    pub dim: isize,
+    /// `LogSoftmax` rather than `Softmax`.
+    pub log: bool,
+}
+
+/// `type = "Softmax"`, `dim` (required).
+pub static SOFTMAX_KIND: LayerKind =
+    LayerKind { type_name: "Softmax", keys: &["name", "type", "dim"], layer_of: None, parse: Some(parse_softmax) };
+/// `type = "LogSoftmax"`, `dim` (required).
+pub static LOG_SOFTMAX_KIND: LayerKind =
+    LayerKind { type_name: "LogSoftmax", keys: &["name", "type", "dim"], layer_of: None, parse: Some(parse_softmax) };
+
+fn parse_softmax(f: &mut LayerFields<'_, '_>) -> Option<LayerSpec> {
+    let dim = match f.get("dim") {
+        Some(_) => f.int("dim")? as isize,
+        None => {
+            f.missing("dim", "add dim = 1 (the class dimension of [N, C] logits)");
+            return None;
+        }
+    };
+    Some(SoftmaxSpec { dim, log: f.ty == "LogSoftmax" }.to_spec())
+}
+
+impl Layer for SoftmaxSpec {
+    fn type_name(&self) -> &'static str {
+        if self.log { "LogSoftmax" } else { "Softmax" }
+    }
+
+    fn describe(&self) -> String {
+        format!("{}(dim={})", self.type_name(), self.dim)
+    }
+
+    fn check(&mut self, cx: &mut CheckContext<'_>, x: &SymShape) -> SymShape {
+        let (r, dim) = (x.rank() as isize, self.dim);
+        if dim < -r || dim >= r {
+            let reason =
+                format!("dim = {dim} is not a dimension of a {r}-dimensional input (valid: {} to {})", -r, r - 1);
+            let fix = Fix {
+                text: format!("make {} {}(dim=-1) (the last dimension)", cx.path, self.type_name()),
+                edits: vec![Edit::SetDim { path: cx.path.into(), dim: -1 }],
+            };
+            cx.fail(ShapeErrorKind::BadLayer { reason }, vec![fix]);
+        }
+        x.clone()
+    }
+
+    fn build(&self, _cx: &BuildContext<'_>) -> Result<Box<dyn Module>> {
+        Ok(if self.log { Box::new(LogSoftmax::new(self.dim)) } else { Box::new(Softmax::new(self.dim)) })
+    }
+
+    fn write_toml(&self, fields: &mut Vec<String>) {
+        fields.push(format!("dim = {}", self.dim));
+    }
+
+    fn apply_edit(&mut self, edit: &Edit) -> bool {
+        match edit {
+            Edit::SetDim { dim, .. } => self.dim = *dim,
+            _ => return false,
+        }
+        true
+    }
+
+    fn to_spec(&self) -> LayerSpec {
+        if self.log { LayerSpec::LogSoftmax { dim: self.dim } } else { LayerSpec::Softmax { dim: self.dim } }
     }
 }

@@ -2,7 +2,14 @@
 //! [`BatchNorm`] state (affine parameters, running statistics, train/eval flag) and the two
 //! layers, which differ only in the input ranks they accept.
 
+use crate::check::context::CheckContext;
+use crate::check::error::ShapeErrorKind;
+use crate::check::fix::{Edit, Fix};
+use crate::check::shape::{SymShape, fixed};
+use crate::layer::{BuildContext, Layer, LayerKind, TensorShapes};
+use crate::model_file::keys::LayerFields;
 use crate::module::Module;
+use crate::spec::{BatchNormSpec, LayerSpec};
 use crate::{Error, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
 use strata_core::{DType, Tensor, batch_norm};
@@ -196,26 +203,6 @@ impl BatchNorm {
         b.extend(self.num_batches_tracked.clone().map(|t| ("num_batches_tracked".to_string(), t)));
         b
     }
-
-    fn describe(&self) -> String {
-        let c = &self.config;
-        let mut s = format!("{} {}", self.kind, c.num_features);
-        if c.eps != 1e-5 {
-            s.push_str(&format!(", eps {}", c.eps));
-        }
-        match c.momentum {
-            None => s.push_str(", cumulative average"),
-            Some(m) if m != 0.1 => s.push_str(&format!(", momentum {m}")),
-            Some(_) => {}
-        }
-        if !c.affine {
-            s.push_str(", not affine");
-        }
-        if !c.track_running_stats {
-            s.push_str(", no running stats");
-        }
-        s
-    }
 }
 
 macro_rules! batch_norm_layer {
@@ -271,7 +258,8 @@ macro_rules! batch_norm_layer {
                 self.0.training.store(training, Ordering::Relaxed);
             }
             fn describe(&self) -> String {
-                self.0.describe()
+                // One description per kind: the layer kind's (what traces and summaries show).
+                self.spec().map(|s| s.to_string()).unwrap_or_default()
             }
 
             fn spec(&self) -> Option<crate::spec::LayerSpec> {
@@ -339,6 +327,184 @@ batch_norm_layer!(
     [4],
     "[N, {c}, H, W] (4 dimensions)"
 );
+
+/// `BatchNorm1d` / `BatchNorm2d` in a model spec: [`BatchNormSpec`] (PyTorch's arguments and
+/// defaults) is the config, `two_d` which of the two.
+///
+/// # Shapes
+/// - `BatchNorm1d` input: `[N, C]` or `[N, C, L]`; `BatchNorm2d` input: `[N, C, H, W]`
+/// - output: the same shape
+/// - parameters (when affine): `weight`, `bias` `[C]`; buffers (when tracking):
+///   `running_mean`, `running_var` `[C]`, `num_batches_tracked` `[]`
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchNormLayer {
+    /// The hyper-parameters.
+    pub config: BatchNormSpec,
+    /// `BatchNorm2d` rather than `BatchNorm1d`.
+    pub two_d: bool,
+}
+
+const BATCH_NORM_KEYS: &[&str] = &["name", "type", "num_features", "eps", "momentum", "affine", "track_running_stats"];
+
+/// `type = "BatchNorm1d"` (`momentum = "None"` for a cumulative average).
+pub static BATCH_NORM1D_KIND: LayerKind =
+    LayerKind { type_name: "BatchNorm1d", keys: BATCH_NORM_KEYS, layer_of: None, parse: Some(parse_batch_norm) };
+/// `type = "BatchNorm2d"` (`momentum = "None"` for a cumulative average).
+pub static BATCH_NORM2D_KIND: LayerKind =
+    LayerKind { type_name: "BatchNorm2d", keys: BATCH_NORM_KEYS, layer_of: None, parse: Some(parse_batch_norm) };
+
+fn parse_batch_norm(f: &mut LayerFields<'_, '_>) -> Option<LayerSpec> {
+    use toml::de::DeValue;
+    let mut b = BatchNormSpec::new(f.optional_size("num_features")?);
+    b.eps = f.float("eps", 1e-5);
+    b.momentum = match f.get("momentum").map(|v| (v.get_ref(), v.span())) {
+        Some((DeValue::String(m), _)) if m.as_ref() == "None" => None,
+        Some((DeValue::String(_), sp)) => {
+            f.error(sp, "`momentum` must be a number, or \"None\" for a cumulative average".into(), None);
+            Some(0.1)
+        }
+        _ => Some(f.float("momentum", 0.1)),
+    };
+    b.affine = f.boolean("affine", true);
+    b.track_running_stats = f.boolean("track_running_stats", true);
+    Some(BatchNormLayer { config: b, two_d: f.ty == "BatchNorm2d" }.to_spec())
+}
+
+impl Layer for BatchNormLayer {
+    fn type_name(&self) -> &'static str {
+        if self.two_d { "BatchNorm2d" } else { "BatchNorm1d" }
+    }
+
+    fn describe(&self) -> String {
+        let b = &self.config;
+        let mut s = match b.num_features {
+            Some(c) => format!("{} {c}", self.type_name()),
+            None => format!("{} ?", self.type_name()),
+        };
+        if b.eps != 1e-5 {
+            s.push_str(&format!(", eps {}", b.eps));
+        }
+        match b.momentum {
+            None => s.push_str(", cumulative average"),
+            Some(m) if m != 0.1 => s.push_str(&format!(", momentum {m}")),
+            Some(_) => {}
+        }
+        if !b.affine {
+            s.push_str(", not affine");
+        }
+        if !b.track_running_stats {
+            s.push_str(", no running stats");
+        }
+        s
+    }
+
+    fn check(&mut self, cx: &mut CheckContext<'_>, x: &SymShape) -> SymShape {
+        let (two_d, path, kind) = (self.two_d, cx.path, self.type_name());
+        let (ok, needs) = if two_d {
+            (x.rank() == 4, "[N, C, H, W]: a batch of images")
+        } else {
+            (x.rank() == 2 || x.rank() == 3, "[N, C] or [N, C, L]")
+        };
+        if !ok {
+            // The other BatchNorm takes this rank: [N, C] / [N, C, L] or [N, C, H, W].
+            let other = match (two_d, x.rank()) {
+                (true, 2 | 3) => Some(("BatchNorm1d", LayerSpec::BatchNorm1d(self.config.clone()))),
+                (false, 4) => Some(("BatchNorm2d", LayerSpec::BatchNorm2d(self.config.clone()))),
+                _ => None,
+            };
+            let fixes = other
+                .map(|(kind, spec)| Fix {
+                    text: format!(
+                        "make {path} {kind}({}) (it takes {x})",
+                        self.config.num_features.unwrap_or_else(|| fixed(x, 1))
+                    ),
+                    edits: vec![Edit::Replace { path: path.into(), spec }],
+                })
+                .into_iter()
+                .collect();
+            cx.fail(ShapeErrorKind::TooFewDims { needs: needs.into() }, fixes);
+            return x.clone();
+        }
+        let got = fixed(x, 1);
+        match self.config.num_features {
+            None => self.config.num_features = Some(got),
+            Some(expected) if expected == got => {}
+            Some(expected) => {
+                let mut fixes = vec![Fix {
+                    text: format!("make {path} {kind}({got})"),
+                    edits: vec![Edit::SetNumFeatures { path: path.into(), value: got }],
+                }];
+                fixes.extend(cx.channel_producer_fix(x, expected));
+                let producer = cx.producer.clone();
+                cx.fail(ShapeErrorKind::ChannelMismatch { expected, got, producer }, fixes);
+            }
+        }
+        x.clone()
+    }
+
+    fn parameter_shapes(&self) -> Option<TensorShapes> {
+        let c = self.config.num_features?;
+        Some(if self.config.affine { vec![("weight".into(), vec![c]), ("bias".into(), vec![c])] } else { vec![] })
+    }
+
+    fn buffer_shapes(&self) -> Option<TensorShapes> {
+        if !self.config.track_running_stats {
+            return Some(vec![]);
+        }
+        let c = self.config.num_features?;
+        Some(vec![
+            ("running_mean".into(), vec![c]),
+            ("running_var".into(), vec![c]),
+            ("num_batches_tracked".into(), vec![]),
+        ])
+    }
+
+    fn has_inferred(&self) -> bool {
+        self.config.num_features.is_none()
+    }
+
+    fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Module>> {
+        let b = &self.config;
+        let c = b.num_features.ok_or_else(|| cx.unknown("num_features"))?;
+        let config = BatchNormConfig::new(c)
+            .eps(b.eps)
+            .momentum(b.momentum)
+            .affine(b.affine)
+            .track_running_stats(b.track_running_stats)
+            .dtype(cx.dtype);
+        Ok(if self.two_d { Box::new(config.init_2d()?) } else { Box::new(config.init_1d()?) })
+    }
+
+    fn write_toml(&self, fields: &mut Vec<String>) {
+        let b = &self.config;
+        if let Some(c) = b.num_features {
+            fields.push(format!("num_features = {c}"));
+        }
+        fields.push(format!("eps = {:?}", b.eps));
+        match b.momentum {
+            Some(m) => fields.push(format!("momentum = {m:?}")),
+            None => fields.push("momentum = \"None\"".into()),
+        }
+        fields.push(format!("affine = {}", b.affine));
+        fields.push(format!("track_running_stats = {}", b.track_running_stats));
+    }
+
+    fn apply_edit(&mut self, edit: &Edit) -> bool {
+        match edit {
+            Edit::SetNumFeatures { value, .. } => self.config.num_features = Some(*value),
+            _ => return false,
+        }
+        true
+    }
+
+    fn to_spec(&self) -> LayerSpec {
+        if self.two_d {
+            LayerSpec::BatchNorm2d(self.config.clone())
+        } else {
+            LayerSpec::BatchNorm1d(self.config.clone())
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -9,28 +9,7 @@ use crate::spec::{LayerSpec, NamedLayer};
 use crate::{Error, Result, Sequential};
 use strata_core::Tensor;
 
-/// How the outputs of the branches become one tensor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Merge {
-    /// Element-wise sum: every branch must produce the same shape (no broadcasting).
-    Add,
-    /// `torch.cat` along `dim` (1: features or channels; negative counts from the end): the
-    /// branches must agree in every other dimension.
-    Concat {
-        /// The dimension the outputs are joined along.
-        dim: isize,
-    },
-}
-
-impl Merge {
-    /// The layer type's name: `Add` or `Concat`.
-    pub fn type_name(self) -> &'static str {
-        match self {
-            Merge::Add => "Add",
-            Merge::Concat { .. } => "Concat",
-        }
-    }
-}
+pub use crate::spec::Merge;
 
 /// N ≥ 2 branches applied to the same input and merged. Parameters are named
 /// `branches.0.…`, `branches.1.…` (what a PyTorch module holding an `nn.ModuleList` of

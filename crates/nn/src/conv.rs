@@ -1,7 +1,14 @@
 //! `Conv2d`: the 2-D convolution layer, PyTorch's `nn.Conv2d` (zero padding), with its config,
 //! and [`IntoPair`], the int-or-tuple size argument shared with the pooling layers.
 
+use crate::check::context::{CheckContext, Window, window};
+use crate::check::error::{LayerRef, Producer, ShapeErrorKind};
+use crate::check::fix::{Edit, Fix};
+use crate::check::shape::{Dim, SymShape, fixed, pair_arg, saturating_product};
+use crate::layer::{BuildContext, Layer, LayerKind, TensorShapes};
+use crate::model_file::keys::{LayerFields, pair_toml};
 use crate::module::Module;
+use crate::spec::{ConvSpec, LayerSpec};
 use crate::{Error, Result, init};
 use strata_core::{ConvAlgorithm, ConvOptions, DType, Generator, Tensor, conv2d_with, with_default_generator};
 
@@ -242,21 +249,8 @@ impl Module for Conv2d {
         p
     }
     fn describe(&self) -> String {
-        let c = &self.config;
-        let (kh, kw) = c.kernel_size;
-        let mut s = format!("Conv2d {} → {}, {kh}×{kw}", c.in_channels, c.out_channels);
-        for (name, v, default) in [("stride", c.stride, 1), ("padding", c.padding, 0), ("dilation", c.dilation, 1)] {
-            if v != (default, default) {
-                s.push_str(&format!(", {name} {}", pair_str(v)));
-            }
-        }
-        if c.groups != 1 {
-            s.push_str(&format!(", groups {}", c.groups));
-        }
-        if !c.bias {
-            s.push_str(", no bias");
-        }
-        s
+        // One description per kind: the layer kind's (what traces and summaries show).
+        self.spec().map(|s| s.to_string()).unwrap_or_default()
     }
 
     fn spec(&self) -> Option<crate::spec::LayerSpec> {
@@ -271,6 +265,216 @@ impl Module for Conv2d {
             groups: c.groups,
             bias: c.bias,
         }))
+    }
+}
+
+/// `type = "Conv2d"`: `in_channels` (inferred when left out), `out_channels`, `kernel_size`,
+/// `stride`, `padding`, `dilation` (each an int or an `[h, w]` pair), `groups`, `bias`.
+pub static CONV2D_KIND: LayerKind = LayerKind {
+    type_name: "Conv2d",
+    keys: &[
+        "name",
+        "type",
+        "in_channels",
+        "out_channels",
+        "kernel_size",
+        "stride",
+        "padding",
+        "dilation",
+        "groups",
+        "bias",
+    ],
+    layer_of: None,
+    parse: Some(parse_conv2d),
+};
+
+fn parse_conv2d(f: &mut LayerFields<'_, '_>) -> Option<LayerSpec> {
+    let in_channels = f.optional_size("in_channels")?;
+    let out_channels = f.required("out_channels");
+    let kernel_size = match f.get("kernel_size") {
+        Some(_) => Some(f.pair("kernel_size", (1, 1), 1)),
+        None if f.meant("kernel_size") => None,
+        None => {
+            f.missing("kernel_size", "add kernel_size = 3 (or [3, 3])");
+            None
+        }
+    };
+    let mut c = ConvSpec::new(in_channels, out_channels?, kernel_size?);
+    c.stride = f.pair("stride", (1, 1), 1);
+    c.padding = f.pair("padding", (0, 0), 0);
+    c.dilation = f.pair("dilation", (1, 1), 1);
+    c.groups = match f.get("groups") {
+        Some(_) => f.positive("groups")?,
+        None => 1,
+    };
+    c.bias = f.boolean("bias", true);
+    Some(LayerSpec::Conv2d(c))
+}
+
+/// The divisor of both channel counts closest to `groups` (the smaller on a tie).
+fn nearest_groups(in_channels: usize, out_channels: usize, groups: usize) -> usize {
+    let (mut a, mut b) = (in_channels.max(1), out_channels.max(1));
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    (1..=a).filter(|d| a.is_multiple_of(*d)).min_by_key(|d| d.abs_diff(groups)).unwrap_or(1)
+}
+
+/// `Conv2d` in a model spec: [`ConvSpec`] (PyTorch's arguments and defaults) is its config.
+///
+/// # Shapes
+/// - input: `[N, in_channels, H, W]`
+/// - output: `[N, out_channels, OH, OW]` (see [`Conv2d`])
+/// - parameters: `weight` `[out_channels, in_channels / groups, kH, kW]`, `bias` `[out_channels]`
+impl Layer for ConvSpec {
+    fn type_name(&self) -> &'static str {
+        "Conv2d"
+    }
+
+    fn describe(&self) -> String {
+        let (kh, kw) = self.kernel_size;
+        let mut s = match self.in_channels {
+            Some(i) => format!("Conv2d {i} → {}, {kh}×{kw}", self.out_channels),
+            None => format!("Conv2d ? → {}, {kh}×{kw}", self.out_channels),
+        };
+        for (name, v, default) in
+            [("stride", self.stride, 1), ("padding", self.padding, 0), ("dilation", self.dilation, 1)]
+        {
+            if v != (default, default) {
+                s.push_str(&format!(", {name} {}", pair_str(v)));
+            }
+        }
+        if self.groups != 1 {
+            s.push_str(&format!(", groups {}", self.groups));
+        }
+        if !self.bias {
+            s.push_str(", no bias");
+        }
+        s
+    }
+
+    fn check(&mut self, cx: &mut CheckContext<'_>, x: &SymShape) -> SymShape {
+        let path = cx.path;
+        if x.rank() != 4 {
+            let mut fixes = vec![];
+            if x.rank() == 3 && *cx.producer == Producer::Input {
+                let mut sample = vec![1];
+                sample.extend(x.sample().unwrap_or_default());
+                fixes.push(Fix {
+                    text: format!("give the images a channel dimension: input {sample:?}"),
+                    edits: vec![Edit::SetInput { sample }],
+                });
+            }
+            cx.fail(
+                ShapeErrorKind::TooFewDims { needs: "[N, C, H, W]: a batch of images with channels".into() },
+                fixes,
+            );
+            return SymShape(vec![Dim::Batch, Dim::Fixed(self.out_channels), Dim::Fixed(1), Dim::Fixed(1)]);
+        }
+        let got = fixed(x, 1);
+        let (h, w) = (fixed(x, 2), fixed(x, 3));
+        let (k, out) = (self.kernel_size, self.out_channels);
+        match self.in_channels {
+            None => self.in_channels = Some(got),
+            Some(expected) if expected == got => {}
+            Some(expected) => {
+                let mut fixes = vec![];
+                if got.is_multiple_of(self.groups.max(1)) {
+                    fixes.push(Fix {
+                        text: format!("make {path} Conv2d({got}, {out}, {})", pair_arg(k)),
+                        edits: vec![Edit::SetInChannels { path: path.into(), value: got }],
+                    });
+                }
+                fixes.extend(cx.channel_producer_fix(x, expected));
+                let producer = cx.producer.clone();
+                cx.fail(ShapeErrorKind::ChannelMismatch { expected, got, producer }, fixes);
+            }
+        }
+        let in_c = self.in_channels.unwrap_or(got);
+        let g = self.groups.max(1);
+        if !cx.has_error() && (!in_c.is_multiple_of(g) || !out.is_multiple_of(g)) {
+            let best = nearest_groups(in_c, out, g);
+            let reason = format!("groups = {g} must divide both in_channels ({in_c}) and out_channels ({out})");
+            let fix = Fix {
+                text: format!(
+                    "make {path} Conv2d({in_c}, {out}, {}, groups={best}) (the nearest number of groups that divides both)",
+                    pair_arg(k)
+                ),
+                edits: vec![Edit::SetGroups { path: path.into(), groups: best }],
+            };
+            cx.fail(ShapeErrorKind::BadLayer { reason }, vec![fix]);
+        }
+        let win = Window { kernel: k, stride: self.stride, padding: self.padding, dilation: self.dilation };
+        let (oh, ow, werr) = window(path, "Conv2d", x, (h, w), win, false);
+        cx.fail_with(werr);
+        SymShape(vec![x.0[0], Dim::Fixed(out), Dim::Fixed(oh), Dim::Fixed(ow)])
+    }
+
+    fn produces(&self, layer: &LayerRef) -> Option<Producer> {
+        Some(Producer::Conv2d(layer.clone()))
+    }
+
+    fn parameter_shapes(&self) -> Option<TensorShapes> {
+        let (kh, kw) = self.kernel_size;
+        let mut p =
+            vec![("weight".to_string(), vec![self.out_channels, self.in_channels? / self.groups.max(1), kh, kw])];
+        if self.bias {
+            p.push(("bias".to_string(), vec![self.out_channels]));
+        }
+        Some(p)
+    }
+
+    /// One multiply-add per weight at every output position.
+    fn macs(&self, output: &SymShape) -> usize {
+        let (kh, kw) = self.kernel_size;
+        let positions: usize = output.sample().map_or(0, |s| saturating_product(&s[1.min(s.len())..]));
+        self.in_channels
+            .map_or(0, |i| saturating_product(&[self.out_channels, i / self.groups.max(1), kh, kw, positions]))
+    }
+
+    fn has_inferred(&self) -> bool {
+        self.in_channels.is_none()
+    }
+
+    fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Module>> {
+        let i = self.in_channels.ok_or_else(|| cx.unknown("in_channels"))?;
+        let config = Conv2dConfig::new(i, self.out_channels, self.kernel_size)
+            .stride(self.stride)
+            .padding(self.padding)
+            .dilation(self.dilation)
+            .groups(self.groups)
+            .bias(self.bias)
+            .dtype(cx.dtype)
+            .algorithm(cx.conv_algorithm);
+        Ok(Box::new(Conv2d::from_config(&config)?))
+    }
+
+    fn write_toml(&self, fields: &mut Vec<String>) {
+        if let Some(i) = self.in_channels {
+            fields.push(format!("in_channels = {i}"));
+        }
+        fields.push(format!("out_channels = {}", self.out_channels));
+        fields.push(format!("kernel_size = {}", pair_toml(self.kernel_size)));
+        fields.push(format!("stride = {}", pair_toml(self.stride)));
+        fields.push(format!("padding = {}", pair_toml(self.padding)));
+        fields.push(format!("dilation = {}", pair_toml(self.dilation)));
+        fields.push(format!("groups = {}", self.groups));
+        fields.push(format!("bias = {}", self.bias));
+    }
+
+    fn apply_edit(&mut self, edit: &Edit) -> bool {
+        match edit {
+            Edit::SetInChannels { value, .. } => self.in_channels = Some(*value),
+            Edit::SetOutChannels { value, .. } => self.out_channels = *value,
+            Edit::SetGroups { groups, .. } => self.groups = *groups,
+            Edit::SetWindow { kernel_size, padding, .. } => (self.kernel_size, self.padding) = (*kernel_size, *padding),
+            _ => return false,
+        }
+        true
+    }
+
+    fn to_spec(&self) -> LayerSpec {
+        LayerSpec::Conv2d(self.clone())
     }
 }
 

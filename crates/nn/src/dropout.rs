@@ -1,7 +1,11 @@
 //! Dropout, PyTorch's `nn.Dropout`: random zeroing in training mode, the identity in evaluation
 //! mode, with masks that are reproducible from a seed.
 
+use crate::check::context::CheckContext;
+use crate::check::shape::SymShape;
+use crate::layer::{BuildContext, Layer, LayerKind};
 use crate::module::Module;
+use crate::spec::LayerSpec;
 use crate::{Error, Result};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use strata_core::{Generator, Tensor, dropout, with_default_generator};
@@ -111,6 +115,63 @@ impl Module for Dropout {
     }
     fn spec(&self) -> Option<crate::spec::LayerSpec> {
         Some(crate::spec::LayerSpec::Dropout { p: self.p })
+    }
+}
+
+/// The config of `nn.Dropout(p=0.5)` in a model spec.
+///
+/// # Shapes
+/// - input: any shape
+/// - output: the same shape
+#[derive(Clone, Debug, PartialEq)]
+pub struct DropoutSpec {
+    /// The probability of zeroing each value, in `[0, 1)`.
+    pub p: f64,
+}
+
+/// `type = "Dropout"`, `p` (default 0.5).
+pub static DROPOUT_KIND: LayerKind = LayerKind {
+    type_name: "Dropout",
+    keys: &["name", "type", "p"],
+    layer_of: None,
+    parse: Some(|f| {
+        let p = f.float("p", 0.5);
+        if !(0.0..1.0).contains(&p) {
+            let span = f.span_of("p");
+            f.error(
+                span,
+                format!("`p` must be in [0, 1), got {p}"),
+                Some("p is the probability of zeroing a value".into()),
+            );
+            return None;
+        }
+        Some(LayerSpec::Dropout { p })
+    }),
+};
+
+impl Layer for DropoutSpec {
+    fn type_name(&self) -> &'static str {
+        "Dropout"
+    }
+
+    fn describe(&self) -> String {
+        format!("Dropout p={}", self.p)
+    }
+
+    fn check(&mut self, _cx: &mut CheckContext<'_>, x: &SymShape) -> SymShape {
+        x.clone()
+    }
+
+    fn build(&self, _cx: &BuildContext<'_>) -> Result<Box<dyn Module>> {
+        Ok(Box::new(Dropout::new(self.p)?))
+    }
+
+    fn write_toml(&self, fields: &mut Vec<String>) {
+        fields.push(format!("p = {:?}", self.p));
+    }
+
+    fn to_spec(&self) -> LayerSpec {
+        LayerSpec::Dropout { p: self.p }
     }
 }
 

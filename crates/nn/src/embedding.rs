@@ -1,5 +1,11 @@
 //! `Embedding`: a lookup table of learned vectors indexed by token id, PyTorch's `nn.Embedding`.
 
+use crate::check::context::{CheckContext, Failure};
+use crate::check::error::{LayerRef, Producer, ShapeErrorKind};
+use crate::check::fix::{Edit, Fix};
+use crate::check::shape::{Dim, SymShape};
+use crate::layer::{BuildContext, Layer, LayerKind, TensorShapes};
+use crate::model_file::keys::LayerFields;
 use crate::module::Module;
 use crate::spec::LayerSpec;
 use crate::{Error, Result};
@@ -114,6 +120,151 @@ impl Module for Embedding {
             embedding_dim: self.embedding_dim(),
             padding_idx: self.padding_idx,
         })
+    }
+}
+
+/// The config of `nn.Embedding(num_embeddings, embedding_dim, padding_idx=None)` in a model
+/// spec.
+///
+/// # Shapes
+/// - input: `[N, *]` of `i64` token ids
+/// - output: `[N, *, embedding_dim]`
+/// - parameters: `weight` `[num_embeddings, embedding_dim]`
+#[derive(Clone, Debug, PartialEq)]
+pub struct EmbeddingSpec {
+    /// Rows of the table: the vocabulary size (ids must be below it).
+    pub num_embeddings: usize,
+    /// Size of each vector.
+    pub embedding_dim: usize,
+    /// A row that starts at zero and gets no gradient (non-negative here).
+    pub padding_idx: Option<usize>,
+}
+
+/// `type = "Embedding"`, `num_embeddings`, `embedding_dim`, `padding_idx` (negative counts from
+/// the end, as in PyTorch).
+pub static EMBEDDING_KIND: LayerKind = LayerKind {
+    type_name: "Embedding",
+    keys: &["name", "type", "num_embeddings", "embedding_dim", "padding_idx"],
+    layer_of: None,
+    parse: Some(parse_embedding),
+};
+
+fn parse_embedding(f: &mut LayerFields<'_, '_>) -> Option<LayerSpec> {
+    let num_embeddings = f.required("num_embeddings");
+    let embedding_dim = f.required("embedding_dim");
+    let padding_idx = match (f.get("padding_idx"), num_embeddings) {
+        (Some(_), Some(n)) => {
+            let (p, n) = (f.int("padding_idx")?, n as i64);
+            if p >= n || p < -n {
+                let span = f.span_of("padding_idx");
+                f.error(
+                    span,
+                    format!("`padding_idx` must be within num_embeddings ({n}), got {p}"),
+                    Some("a row of the table; negative values count from the end, as in PyTorch".into()),
+                );
+                return None;
+            }
+            // PyTorch keeps the non-negative form too.
+            Some(if p < 0 { p + n } else { p } as usize)
+        }
+        _ => None,
+    };
+    Some(LayerSpec::Embedding { num_embeddings: num_embeddings?, embedding_dim: embedding_dim?, padding_idx })
+}
+
+impl Layer for EmbeddingSpec {
+    fn type_name(&self) -> &'static str {
+        "Embedding"
+    }
+
+    fn describe(&self) -> String {
+        match self.padding_idx {
+            Some(p) => format!("Embedding({}, {}, padding_idx={p})", self.num_embeddings, self.embedding_dim),
+            None => format!("Embedding({}, {})", self.num_embeddings, self.embedding_dim),
+        }
+    }
+
+    fn check(&mut self, cx: &mut CheckContext<'_>, x: &SymShape) -> SymShape {
+        if cx.dtype.is_float() && cx.float_from.is_some() && x.last().is_some() {
+            // Carry on as the suggested Linear would: features projected, not looked up.
+            x.with_last(self.embedding_dim)
+        } else {
+            let mut v = x.0.clone();
+            v.push(Dim::Fixed(self.embedding_dim));
+            SymShape(v)
+        }
+    }
+
+    fn produces(&self, layer: &LayerRef) -> Option<Producer> {
+        Some(Producer::Embedding(layer.clone()))
+    }
+
+    /// An Embedding takes token ids and nothing else.
+    fn dtype_error(&self, cx: &CheckContext<'_>, x: &SymShape) -> Option<Failure> {
+        if !cx.dtype.is_float() {
+            return None;
+        }
+        let (path, embedding_dim) = (cx.path, self.embedding_dim);
+        let fixes = match (cx.float_from, x.last()) {
+            (None, _) => vec![Fix {
+                text: "the model input holds token ids: set input_dtype = \"i64\"".into(),
+                edits: vec![Edit::SetInputDType { dtype: DType::I64 }],
+            }],
+            (Some(_), Some(f)) => vec![Fix {
+                text: format!(
+                    "replace {path} with Linear({f}, {embedding_dim}) (a Linear projects float features; an Embedding looks up integer ids)"
+                ),
+                edits: vec![Edit::Replace {
+                    path: path.into(),
+                    spec: LayerSpec::Linear { in_features: Some(f), out_features: embedding_dim, bias: true },
+                }],
+            }],
+            (Some(_), None) => vec![],
+        };
+        let kind = ShapeErrorKind::WrongDType {
+            expected: DType::I64,
+            got: cx.dtype,
+            float_from: cx.float_from.cloned(),
+            layer_type: "Embedding".into(),
+        };
+        Some((kind, fixes))
+    }
+
+    fn parameter_shapes(&self) -> Option<TensorShapes> {
+        Some(vec![("weight".into(), vec![self.num_embeddings, self.embedding_dim])])
+    }
+
+    fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Module>> {
+        let (n, d, dtype) = (self.num_embeddings, self.embedding_dim, cx.dtype);
+        let e = with_default_generator(|g| Embedding::with_options(n, d, dtype, g))?;
+        Ok(Box::new(match self.padding_idx {
+            Some(p) => e.padding_idx(p as i64)?,
+            None => e,
+        }))
+    }
+
+    fn write_toml(&self, fields: &mut Vec<String>) {
+        fields.push(format!("num_embeddings = {}", self.num_embeddings));
+        fields.push(format!("embedding_dim = {}", self.embedding_dim));
+        if let Some(p) = self.padding_idx {
+            fields.push(format!("padding_idx = {p}"));
+        }
+    }
+
+    fn apply_edit(&mut self, edit: &Edit) -> bool {
+        match edit {
+            Edit::SetEmbeddingDim { value, .. } => self.embedding_dim = *value,
+            _ => return false,
+        }
+        true
+    }
+
+    fn to_spec(&self) -> LayerSpec {
+        LayerSpec::Embedding {
+            num_embeddings: self.num_embeddings,
+            embedding_dim: self.embedding_dim,
+            padding_idx: self.padding_idx,
+        }
     }
 }
 

@@ -1,6 +1,12 @@
 //! Layer normalisation, PyTorch's `nn.LayerNorm`: every sample normalised over its trailing
 //! `normalized_shape` dimensions, with an elementwise learned scale and shift.
 
+use crate::check::context::CheckContext;
+use crate::check::error::ShapeErrorKind;
+use crate::check::fix::{Edit, Fix};
+use crate::check::shape::{Dim, SymShape, shape_arg};
+use crate::layer::{BuildContext, Layer, LayerKind, TensorShapes};
+use crate::model_file::keys::LayerFields;
 use crate::module::Module;
 use crate::spec::LayerSpec;
 use crate::{Error, Result};
@@ -134,6 +140,139 @@ impl Module for LayerNorm {
             eps: c.eps,
             elementwise_affine: c.elementwise_affine,
         })
+    }
+}
+
+/// The config of `nn.LayerNorm(normalized_shape, eps=1e-5, elementwise_affine=True)` in a
+/// model spec.
+///
+/// # Shapes
+/// - input: `[N, *, *normalized_shape]`
+/// - output: the same shape
+/// - parameters (when affine): `weight` and `bias`, each `normalized_shape`
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerNormSpec {
+    /// The trailing dimensions normalised over, e.g. `[64]`.
+    pub normalized_shape: Vec<usize>,
+    /// Added to the variance.
+    pub eps: f64,
+    /// Whether the layer has `weight` and `bias`.
+    pub elementwise_affine: bool,
+}
+
+/// `type = "LayerNorm"`, `normalized_shape` (an int or a list), `eps`, `elementwise_affine`.
+pub static LAYER_NORM_KIND: LayerKind = LayerKind {
+    type_name: "LayerNorm",
+    keys: &["name", "type", "normalized_shape", "eps", "elementwise_affine"],
+    layer_of: None,
+    parse: Some(parse_layer_norm),
+};
+
+fn parse_layer_norm(f: &mut LayerFields<'_, '_>) -> Option<LayerSpec> {
+    let normalized_shape = match f.get("normalized_shape") {
+        Some(v) if matches!(v.get_ref(), toml::de::DeValue::Integer(_)) => vec![f.positive("normalized_shape")?],
+        Some(_) => f.sizes("normalized_shape")?,
+        None if f.meant("normalized_shape") => return None,
+        None => {
+            f.missing(
+                "normalized_shape",
+                "add normalized_shape = 64 (the size of the last dimension), or [28, 64] for the last two",
+            );
+            return None;
+        }
+    };
+    let eps = f.float("eps", 1e-5);
+    if eps < 0.0 {
+        let span = f.span_of("eps");
+        f.error(span, format!("`eps` must be at least 0, got {eps}"), None);
+    }
+    Some(LayerSpec::LayerNorm { normalized_shape, eps, elementwise_affine: f.boolean("elementwise_affine", true) })
+}
+
+impl Layer for LayerNormSpec {
+    fn type_name(&self) -> &'static str {
+        "LayerNorm"
+    }
+
+    fn describe(&self) -> String {
+        let dims: Vec<String> = self.normalized_shape.iter().map(usize::to_string).collect();
+        let mut s = format!("LayerNorm [{}]", dims.join(", "));
+        if self.eps != 1e-5 {
+            s.push_str(&format!(", eps {}", self.eps));
+        }
+        if !self.elementwise_affine {
+            s.push_str(", not affine");
+        }
+        s
+    }
+
+    fn check(&mut self, cx: &mut CheckContext<'_>, x: &SymShape) -> SymShape {
+        let ns = &self.normalized_shape;
+        // The last ns.len() dimensions of each sample (never the batch).
+        let sample = &x.0[1.min(x.rank())..];
+        let tail = &sample[sample.len().saturating_sub(ns.len())..];
+        let got: Vec<usize> = tail.iter().map(|d| if let Dim::Fixed(v) = d { *v } else { 0 }).collect();
+        if got != *ns {
+            let mut fixes = vec![];
+            if !got.is_empty() && !got.contains(&0) {
+                fixes.push(Fix {
+                    text: format!("make {} LayerNorm({})", cx.path, shape_arg(&got)),
+                    edits: vec![Edit::SetNormalizedShape { path: cx.path.into(), shape: got.clone() }],
+                });
+            }
+            if let ([expected], [_]) = (ns.as_slice(), got.as_slice()) {
+                fixes.extend(cx.feature_producer_fix(x, *expected));
+            }
+            let producer = cx.producer.clone();
+            cx.fail(ShapeErrorKind::NormalizedShapeMismatch { expected: ns.clone(), got, producer }, fixes);
+        }
+        x.clone()
+    }
+
+    fn expected_features(&self) -> Option<usize> {
+        match self.normalized_shape.as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        }
+    }
+
+    fn parameter_shapes(&self) -> Option<TensorShapes> {
+        if !self.elementwise_affine {
+            return Some(vec![]);
+        }
+        Some(vec![("weight".into(), self.normalized_shape.clone()), ("bias".into(), self.normalized_shape.clone())])
+    }
+
+    fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Module>> {
+        Ok(Box::new(
+            LayerNormConfig::new(&self.normalized_shape)
+                .eps(self.eps)
+                .elementwise_affine(self.elementwise_affine)
+                .dtype(cx.dtype)
+                .init()?,
+        ))
+    }
+
+    fn write_toml(&self, fields: &mut Vec<String>) {
+        fields.push(format!("normalized_shape = {:?}", self.normalized_shape));
+        fields.push(format!("eps = {:?}", self.eps));
+        fields.push(format!("elementwise_affine = {}", self.elementwise_affine));
+    }
+
+    fn apply_edit(&mut self, edit: &Edit) -> bool {
+        match edit {
+            Edit::SetNormalizedShape { shape, .. } => self.normalized_shape = shape.clone(),
+            _ => return false,
+        }
+        true
+    }
+
+    fn to_spec(&self) -> LayerSpec {
+        LayerSpec::LayerNorm {
+            normalized_shape: self.normalized_shape.clone(),
+            eps: self.eps,
+            elementwise_affine: self.elementwise_affine,
+        }
     }
 }
 

@@ -1,9 +1,10 @@
 //! The `Module` trait: a forward function plus named children and parameters, from which the
 //! dotted parameter names (`fc1.weight`), train/eval mode, `zero_grad` and state_dicts follow.
 
-use crate::Result;
 use crate::state_dict::StateDict;
+use crate::{Error, Result};
 use std::collections::BTreeMap;
+use std::path::Path;
 use strata_core::Tensor;
 
 /// A layer or a model: something with a forward pass and (possibly) parameters and children.
@@ -210,7 +211,7 @@ pub trait Module: Send + Sync {
     /// `strict`, missing and unexpected keys are errors; shape mismatches always are. All
     /// problems are reported together, and nothing is changed unless all checks pass.
     fn load_state_dict(&self, state_dict: &StateDict, strict: bool) -> Result<()> {
-        crate::state_dict::load_into(self, state_dict, strict, "state_dict")
+        load_into(self, state_dict, strict, "state_dict")
     }
 }
 
@@ -248,4 +249,44 @@ impl<M: Module + ?Sized> Module for Box<M> {
     fn spec(&self) -> Option<crate::spec::LayerSpec> {
         (**self).spec()
     }
+}
+
+/// Loads `path` into `module` (see [`Module::load_state_dict`]); errors name the file.
+pub fn load_file(module: &(impl Module + ?Sized), path: impl AsRef<Path>, strict: bool) -> Result<()> {
+    let path = path.as_ref();
+    let sd = StateDict::load(path)?;
+    load_into(module, &sd, strict, &path.display().to_string())
+}
+
+/// Checks `sd` against the module's parameters and buffers, reporting every problem at once,
+/// and copies the values only when all checks pass.
+pub(crate) fn load_into(module: &(impl Module + ?Sized), sd: &StateDict, strict: bool, source: &str) -> Result<()> {
+    let targets: Vec<(String, Tensor)> = module.named_parameters().into_iter().chain(module.named_buffers()).collect();
+    let mut missing = vec![];
+    let mut shape_mismatches = vec![];
+    for (k, t) in &targets {
+        match sd.get(k) {
+            None => missing.push(k.clone()),
+            Some(src) if src.shape() != t.shape() => {
+                shape_mismatches.push((k.clone(), t.shape().to_string(), src.shape().to_string()))
+            }
+            Some(_) => {}
+        }
+    }
+    let unexpected: Vec<String> =
+        sd.keys().filter(|k| !targets.iter().any(|(n, _)| n == k)).map(String::from).collect();
+    if !shape_mismatches.is_empty() || (strict && (!missing.is_empty() || !unexpected.is_empty())) {
+        return Err(Error::StateDictMismatch {
+            source_name: source.to_string(),
+            missing,
+            unexpected,
+            shape_mismatches,
+        });
+    }
+    for (k, t) in &targets {
+        if let Some(src) = sd.get(k) {
+            t.copy_(&src.to_dtype(t.dtype())?)?;
+        }
+    }
+    Ok(())
 }

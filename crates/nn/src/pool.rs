@@ -4,8 +4,15 @@
 //! kernel, a kernel larger than the padded input) are reported by `forward` as errors.
 
 use crate::Result;
+use crate::check::context::{CheckContext, Window, window};
+use crate::check::error::ShapeErrorKind;
+use crate::check::fix::{Edit, Fix};
+use crate::check::shape::{Dim, SymShape, fixed, pair_arg};
 use crate::conv::{IntoPair, pair_str};
+use crate::layer::{BuildContext, Layer, LayerKind};
+use crate::model_file::keys::{LayerFields, pair_toml};
 use crate::module::Module;
+use crate::spec::LayerSpec;
 use strata_core::{Tensor, adaptive_avg_pool2d, avg_pool2d, max_pool2d};
 
 /// Sliding-window sizes shared by the two fixed-window pools.
@@ -76,11 +83,8 @@ impl Module for MaxPool2d {
         Ok(max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation)?)
     }
     fn describe(&self) -> String {
-        let mut s = window_desc("MaxPool2d", self.kernel_size, self.stride, self.padding);
-        if self.dilation != (1, 1) {
-            s.push_str(&format!(", dilation {}", pair_str(self.dilation)));
-        }
-        s
+        // One description per kind: the layer kind's (what traces and summaries show).
+        self.spec().map(|s| s.to_string()).unwrap_or_default()
     }
 
     fn spec(&self) -> Option<crate::spec::LayerSpec> {
@@ -141,11 +145,8 @@ impl Module for AvgPool2d {
         Ok(avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.count_include_pad)?)
     }
     fn describe(&self) -> String {
-        let mut s = window_desc("AvgPool2d", self.kernel_size, self.stride, self.padding);
-        if !self.count_include_pad {
-            s.push_str(", count_include_pad false");
-        }
-        s
+        // One description per kind: the layer kind's (what traces and summaries show).
+        self.spec().map(|s| s.to_string()).unwrap_or_default()
     }
 
     fn spec(&self) -> Option<crate::spec::LayerSpec> {
@@ -183,11 +184,268 @@ impl Module for AdaptiveAvgPool2d {
         Ok(adaptive_avg_pool2d(x, self.output_size)?)
     }
     fn describe(&self) -> String {
-        format!("AdaptiveAvgPool2d {}×{}", self.output_size.0, self.output_size.1)
+        // One description per kind: the layer kind's (what traces and summaries show).
+        self.spec().map(|s| s.to_string()).unwrap_or_default()
     }
 
     fn spec(&self) -> Option<crate::spec::LayerSpec> {
         Some(crate::spec::LayerSpec::AdaptiveAvgPool2d { output_size: self.output_size })
+    }
+}
+
+/// The config of `nn.MaxPool2d(kernel_size, stride=kernel_size, padding=0, dilation=1)` in a
+/// model spec.
+///
+/// # Shapes
+/// - input: `[N, C, H, W]`
+/// - output: `[N, C, OH, OW]` (see [`MaxPool2d`])
+#[derive(Clone, Debug, PartialEq)]
+pub struct MaxPool2dSpec {
+    /// `(kH, kW)`.
+    pub kernel_size: (usize, usize),
+    /// Step of the window.
+    pub stride: (usize, usize),
+    /// Padding on each side.
+    pub padding: (usize, usize),
+    /// Spacing between window taps.
+    pub dilation: (usize, usize),
+}
+
+/// The config of `nn.AvgPool2d(kernel_size, stride=kernel_size, padding=0,
+/// count_include_pad=True)` in a model spec.
+///
+/// # Shapes
+/// - input: `[N, C, H, W]`
+/// - output: `[N, C, OH, OW]` (see [`AvgPool2d`])
+#[derive(Clone, Debug, PartialEq)]
+pub struct AvgPool2dSpec {
+    /// `(kH, kW)`.
+    pub kernel_size: (usize, usize),
+    /// Step of the window.
+    pub stride: (usize, usize),
+    /// Padding on each side.
+    pub padding: (usize, usize),
+    /// Whether padded zeros count in the divisor.
+    pub count_include_pad: bool,
+}
+
+/// The config of `nn.AdaptiveAvgPool2d(output_size)` in a model spec.
+///
+/// # Shapes
+/// - input: `[N, C, H, W]`
+/// - output: `[N, C, OH, OW]` = `output_size`
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdaptiveAvgPool2dSpec {
+    /// `(OH, OW)`.
+    pub output_size: (usize, usize),
+}
+
+/// `type = "MaxPool2d"`.
+pub static MAX_POOL2D_KIND: LayerKind = LayerKind {
+    type_name: "MaxPool2d",
+    keys: &["name", "type", "kernel_size", "stride", "padding", "dilation"],
+    layer_of: None,
+    parse: Some(parse_window_pool),
+};
+/// `type = "AvgPool2d"`.
+pub static AVG_POOL2D_KIND: LayerKind = LayerKind {
+    type_name: "AvgPool2d",
+    keys: &["name", "type", "kernel_size", "stride", "padding", "count_include_pad"],
+    layer_of: None,
+    parse: Some(parse_window_pool),
+};
+/// `type = "AdaptiveAvgPool2d"`, `output_size` (required).
+pub static ADAPTIVE_AVG_POOL2D_KIND: LayerKind = LayerKind {
+    type_name: "AdaptiveAvgPool2d",
+    keys: &["name", "type", "output_size"],
+    layer_of: None,
+    parse: Some(|f| match f.get("output_size") {
+        Some(_) => Some(LayerSpec::AdaptiveAvgPool2d { output_size: f.pair("output_size", (1, 1), 1) }),
+        None if f.meant("output_size") => None,
+        None => {
+            f.missing("output_size", "add output_size = 1 (global average pooling)");
+            None
+        }
+    }),
+};
+
+fn parse_window_pool(f: &mut LayerFields<'_, '_>) -> Option<LayerSpec> {
+    let kernel_size = match f.get("kernel_size") {
+        Some(_) => f.pair("kernel_size", (1, 1), 1),
+        None if f.meant("kernel_size") => return None,
+        None => {
+            f.missing("kernel_size", "add kernel_size = 2 (or [2, 2])");
+            return None;
+        }
+    };
+    let stride = f.pair("stride", kernel_size, 1);
+    let padding = f.pair("padding", (0, 0), 0);
+    Some(if f.ty == "MaxPool2d" {
+        LayerSpec::MaxPool2d { kernel_size, stride, padding, dilation: f.pair("dilation", (1, 1), 1) }
+    } else {
+        LayerSpec::AvgPool2d { kernel_size, stride, padding, count_include_pad: f.boolean("count_include_pad", true) }
+    })
+}
+
+/// The shape rule of MaxPool2d / AvgPool2d (AvgPool2d with dilation 1).
+fn pool_shape(cx: &mut CheckContext<'_>, kind: &str, x: &SymShape, win: Window) -> SymShape {
+    if x.rank() < 3 {
+        cx.fail(ShapeErrorKind::TooFewDims { needs: "[N, C, H, W]: a batch of images".into() }, vec![]);
+        return x.clone();
+    }
+    let (k, p, path) = (win.kernel, win.padding, cx.path);
+    let r = x.rank();
+    let (h, w) = (fixed(x, r - 2), fixed(x, r - 1));
+    if p.0 > k.0 / 2 || p.1 > k.1 / 2 {
+        let fixed_p = (p.0.min(k.0 / 2), p.1.min(k.1 / 2));
+        let reason =
+            format!("padding {} is more than half the {}×{} window (PyTorch refuses it)", pair_arg(p), k.0, k.1);
+        let fix = Fix {
+            text: format!("make {path} {kind} with padding {}", pair_arg(fixed_p)),
+            edits: vec![Edit::SetWindow { path: path.into(), kernel_size: k, padding: fixed_p }],
+        };
+        cx.fail(ShapeErrorKind::BadLayer { reason }, vec![fix]);
+    }
+    let (oh, ow, werr) = window(path, kind, x, (h, w), win, true);
+    cx.fail_with(werr);
+    let mut v = x.0.clone();
+    v[r - 2] = Dim::Fixed(oh);
+    v[r - 1] = Dim::Fixed(ow);
+    SymShape(v)
+}
+
+/// `kernel_size` and `padding` from a `SetWindow` edit.
+fn set_window(edit: &Edit, kernel_size: &mut (usize, usize), padding: &mut (usize, usize)) -> bool {
+    match edit {
+        Edit::SetWindow { kernel_size: k, padding: p, .. } => (*kernel_size, *padding) = (*k, *p),
+        _ => return false,
+    }
+    true
+}
+
+impl Layer for MaxPool2dSpec {
+    fn type_name(&self) -> &'static str {
+        "MaxPool2d"
+    }
+
+    fn describe(&self) -> String {
+        let mut s = window_desc("MaxPool2d", self.kernel_size, self.stride, self.padding);
+        if self.dilation != (1, 1) {
+            s.push_str(&format!(", dilation {}", pair_str(self.dilation)));
+        }
+        s
+    }
+
+    fn check(&mut self, cx: &mut CheckContext<'_>, x: &SymShape) -> SymShape {
+        let win =
+            Window { kernel: self.kernel_size, stride: self.stride, padding: self.padding, dilation: self.dilation };
+        pool_shape(cx, "MaxPool2d", x, win)
+    }
+
+    fn build(&self, _cx: &BuildContext<'_>) -> Result<Box<dyn Module>> {
+        Ok(Box::new(MaxPool2d::new(self.kernel_size).stride(self.stride).padding(self.padding).dilation(self.dilation)))
+    }
+
+    fn write_toml(&self, fields: &mut Vec<String>) {
+        fields.push(format!("kernel_size = {}", pair_toml(self.kernel_size)));
+        fields.push(format!("stride = {}", pair_toml(self.stride)));
+        fields.push(format!("padding = {}", pair_toml(self.padding)));
+        fields.push(format!("dilation = {}", pair_toml(self.dilation)));
+    }
+
+    fn apply_edit(&mut self, edit: &Edit) -> bool {
+        set_window(edit, &mut self.kernel_size, &mut self.padding)
+    }
+
+    fn to_spec(&self) -> LayerSpec {
+        LayerSpec::MaxPool2d {
+            kernel_size: self.kernel_size,
+            stride: self.stride,
+            padding: self.padding,
+            dilation: self.dilation,
+        }
+    }
+}
+
+impl Layer for AvgPool2dSpec {
+    fn type_name(&self) -> &'static str {
+        "AvgPool2d"
+    }
+
+    fn describe(&self) -> String {
+        let mut s = window_desc("AvgPool2d", self.kernel_size, self.stride, self.padding);
+        if !self.count_include_pad {
+            s.push_str(", count_include_pad false");
+        }
+        s
+    }
+
+    fn check(&mut self, cx: &mut CheckContext<'_>, x: &SymShape) -> SymShape {
+        let win = Window { kernel: self.kernel_size, stride: self.stride, padding: self.padding, dilation: (1, 1) };
+        pool_shape(cx, "AvgPool2d", x, win)
+    }
+
+    fn build(&self, _cx: &BuildContext<'_>) -> Result<Box<dyn Module>> {
+        Ok(Box::new(
+            AvgPool2d::new(self.kernel_size)
+                .stride(self.stride)
+                .padding(self.padding)
+                .count_include_pad(self.count_include_pad),
+        ))
+    }
+
+    fn write_toml(&self, fields: &mut Vec<String>) {
+        fields.push(format!("kernel_size = {}", pair_toml(self.kernel_size)));
+        fields.push(format!("stride = {}", pair_toml(self.stride)));
+        fields.push(format!("padding = {}", pair_toml(self.padding)));
+        fields.push(format!("count_include_pad = {}", self.count_include_pad));
+    }
+
+    fn apply_edit(&mut self, edit: &Edit) -> bool {
+        set_window(edit, &mut self.kernel_size, &mut self.padding)
+    }
+
+    fn to_spec(&self) -> LayerSpec {
+        LayerSpec::AvgPool2d {
+            kernel_size: self.kernel_size,
+            stride: self.stride,
+            padding: self.padding,
+            count_include_pad: self.count_include_pad,
+        }
+    }
+}
+
+impl Layer for AdaptiveAvgPool2dSpec {
+    fn type_name(&self) -> &'static str {
+        "AdaptiveAvgPool2d"
+    }
+
+    fn describe(&self) -> String {
+        format!("AdaptiveAvgPool2d {}×{}", self.output_size.0, self.output_size.1)
+    }
+
+    fn check(&mut self, cx: &mut CheckContext<'_>, x: &SymShape) -> SymShape {
+        if x.rank() < 3 {
+            cx.fail(ShapeErrorKind::TooFewDims { needs: "[N, C, H, W]: a batch of images".into() }, vec![]);
+            return x.clone();
+        }
+        let mut v = x.0.clone();
+        let r = v.len();
+        v[r - 2] = Dim::Fixed(self.output_size.0);
+        v[r - 1] = Dim::Fixed(self.output_size.1);
+        SymShape(v)
+    }
+
+    fn build(&self, _cx: &BuildContext<'_>) -> Result<Box<dyn Module>> {
+        Ok(Box::new(AdaptiveAvgPool2d::new(self.output_size)))
+    }
+
+    fn write_toml(&self, fields: &mut Vec<String>) {
+        fields.push(format!("output_size = {}", pair_toml(self.output_size)));
+    }
+
+    fn to_spec(&self) -> LayerSpec {
+        LayerSpec::AdaptiveAvgPool2d { output_size: self.output_size }
     }
 }
 

@@ -19,18 +19,14 @@
 //!
 //! Branches merged by `Add` or `Concat` are written with [`ModelSpec::add_branches`] and
 //! [`ModelSpec::concat_branches`], each branch a `ModelSpec` of its own (empty: the identity).
+//!
+//! This file is the data only. What a layer kind *does* — its description, shape rule,
+//! parameters, model-file keys, build — is in the kind's own file behind [`crate::layer::Layer`]
+//! (`LayerSpec::layer` in `registry.rs` gives it); checking is `check/`, building `build.rs`.
+//! The variants of the kinds that predate the trait are kept as they were, since code builds
+//! and matches them; a new kind needs no variant: it lives in [`LayerSpec::Other`].
 
-use crate::branches::{Branches, Merge};
-use crate::check::{CheckReport, SymShape, check_spec};
-use crate::module::Module;
-use crate::residual::Residual;
-use crate::{
-    AdaptiveAvgPool2d, AvgPool2d, BatchNormConfig, Conv2d, Conv2dConfig, ELU, Embedding, Error, Flatten, GELU, GRU,
-    LSTM, LastStep, LayerNormConfig, LeakyReLU, Linear, LogSoftmax, MaxPool2d, Nonlinearity, RNN, ReLU,
-    RecurrentOptions, Result, Sequential, Sigmoid, Softmax, Tanh,
-};
-use std::fmt;
-use strata_core::{ConvAlgorithm, DType, with_default_generator};
+use strata_core::{ConvAlgorithm, DType};
 
 /// Where a layer was declared in a model file, for messages.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -155,6 +151,8 @@ pub enum LayerSpec {
         /// A row that starts at zero and gets no gradient (non-negative here).
         padding_idx: Option<usize>,
     },
+    /// A layer kind without a variant of its own (one added through the registry).
+    Other(DynLayer),
     /// A nested chain of named layers (a block).
     Sequential(Vec<NamedLayer>),
     /// A residual block: `body(x) + shortcut(x)`, the identity when `shortcut` is `None`.
@@ -165,7 +163,7 @@ pub enum LayerSpec {
         shortcut: Option<Vec<NamedLayer>>,
     },
     /// N ≥ 2 chains applied to the same input, merged by `Add` or `Concat` (an empty chain is
-    /// the identity); see [`Branches`].
+    /// the identity); see [`crate::branches::Branches`].
     Branches {
         /// The chains, `branches.0`, `branches.1`, … in parameter names.
         branches: Vec<Vec<NamedLayer>>,
@@ -174,7 +172,66 @@ pub enum LayerSpec {
     },
 }
 
-/// The hyper-parameters of a `Conv2d`.
+/// How the outputs of the branches become one tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Merge {
+    /// Element-wise sum: every branch must produce the same shape (no broadcasting).
+    Add,
+    /// `torch.cat` along `dim` (1: features or channels; negative counts from the end): the
+    /// branches must agree in every other dimension.
+    Concat {
+        /// The dimension the outputs are joined along.
+        dim: isize,
+    },
+}
+
+impl Merge {
+    /// The layer type's name: `Add` or `Concat`.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            Merge::Add => "Add",
+            Merge::Concat { .. } => "Concat",
+        }
+    }
+}
+
+/// A layer kind's config as data, for kinds without a [`LayerSpec`] variant of their own:
+/// cloned, compared and named through this trait. What the kind *does* is its
+/// [`crate::layer::Layer`] impl, which the registry finds by [`SpecData::type_name`] (the spec
+/// does not depend on the behaviour, so this file imports no layer code).
+pub trait SpecData: std::any::Any + std::fmt::Debug + Send + Sync {
+    /// PyTorch's class name, the key into the registry.
+    fn type_name(&self) -> &'static str;
+    /// A boxed copy.
+    fn clone_data(&self) -> Box<dyn SpecData>;
+    /// Whether `other` is the same kind with the same config.
+    fn data_eq(&self, other: &dyn SpecData) -> bool;
+    /// The config as `Any`, for the registry to recover its kind.
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+/// A boxed [`SpecData`]: the payload of [`LayerSpec::Other`].
+#[derive(Debug)]
+pub struct DynLayer(pub Box<dyn SpecData>);
+
+impl Clone for DynLayer {
+    fn clone(&self) -> Self {
+        DynLayer(self.0.clone_data())
+    }
+}
+
+impl PartialEq for DynLayer {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.data_eq(other.0.as_ref())
+    }
+}
+
+/// The hyper-parameters of a `Conv2d` (PyTorch's `nn.Conv2d` arguments and defaults); its
+/// behaviour as a layer kind is in `conv.rs`.
+///
+/// # Shapes
+/// - input: `[N, in_channels, H, W]`
+/// - output: `[N, out_channels, OH, OW]`, `OH = ⌊(H + 2·padding − dilation·(kH − 1) − 1) / stride⌋ + 1`
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConvSpec {
     /// Input channels, or `None` to infer them from the incoming tensor (PyTorch's `LazyConv2d`).
@@ -211,7 +268,12 @@ impl ConvSpec {
     }
 }
 
-/// The hyper-parameters of a `BatchNorm1d` / `BatchNorm2d`.
+/// The hyper-parameters of a `BatchNorm1d` / `BatchNorm2d` (PyTorch's arguments and defaults);
+/// its behaviour as a layer kind is in `batch_norm.rs`.
+///
+/// # Shapes
+/// - input: `[N, C]` or `[N, C, L]` (1d), `[N, C, H, W]` (2d)
+/// - output: the same shape
 #[derive(Clone, Debug, PartialEq)]
 pub struct BatchNormSpec {
     /// Channels, or `None` to infer them (PyTorch's `LazyBatchNorm*d`).
@@ -266,7 +328,12 @@ impl RecurrentKind {
     }
 }
 
-/// The hyper-parameters of an `RNN`, `LSTM` or `GRU`.
+/// The hyper-parameters of an `RNN`, `LSTM` or `GRU` (PyTorch's arguments and defaults); its
+/// behaviour as a layer kind is in `recurrent/layer.rs`.
+///
+/// # Shapes
+/// - input: `[N, T, input_size]` (batch first) or `[T, N, input_size]`
+/// - output: the same with `D·hidden_size` features (`D` = 2 when bidirectional)
 #[derive(Clone, Debug, PartialEq)]
 pub struct RecurrentSpec {
     /// Which layer.
@@ -326,283 +393,10 @@ pub struct NamedLayer {
     pub origin: Option<Origin>,
 }
 
-impl LayerSpec {
-    /// The PyTorch type name (`Linear`, `ReLU`, …).
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            LayerSpec::Linear { .. } => "Linear",
-            LayerSpec::ReLU => "ReLU",
-            LayerSpec::Flatten { .. } => "Flatten",
-            LayerSpec::Conv2d(_) => "Conv2d",
-            LayerSpec::MaxPool2d { .. } => "MaxPool2d",
-            LayerSpec::AvgPool2d { .. } => "AvgPool2d",
-            LayerSpec::AdaptiveAvgPool2d { .. } => "AdaptiveAvgPool2d",
-            LayerSpec::BatchNorm1d(_) => "BatchNorm1d",
-            LayerSpec::BatchNorm2d(_) => "BatchNorm2d",
-            LayerSpec::Sigmoid => "Sigmoid",
-            LayerSpec::Tanh => "Tanh",
-            LayerSpec::GELU => "GELU",
-            LayerSpec::LeakyReLU { .. } => "LeakyReLU",
-            LayerSpec::ELU { .. } => "ELU",
-            LayerSpec::Softmax { .. } => "Softmax",
-            LayerSpec::LogSoftmax { .. } => "LogSoftmax",
-            LayerSpec::Recurrent(r) => r.kind.type_name(),
-            LayerSpec::LastStep { .. } => "LastStep",
-            LayerSpec::Dropout { .. } => "Dropout",
-            LayerSpec::LayerNorm { .. } => "LayerNorm",
-            LayerSpec::Embedding { .. } => "Embedding",
-            LayerSpec::Sequential(_) => "Sequential",
-            LayerSpec::Residual { .. } => "Residual",
-            LayerSpec::Branches { merge, .. } => merge.type_name(),
-        }
-    }
-
-    /// Trainable parameters of this layer alone (not its children) as `(name, shape)`; `None`
-    /// when a size is still to be inferred.
-    pub fn own_parameter_shapes(&self) -> Option<Vec<(String, Vec<usize>)>> {
-        match self {
-            LayerSpec::Linear { in_features, out_features, bias } => {
-                let mut p = vec![("weight".to_string(), vec![*out_features, (*in_features)?])];
-                if *bias {
-                    p.push(("bias".to_string(), vec![*out_features]));
-                }
-                Some(p)
-            }
-            LayerSpec::Conv2d(c) => {
-                let (kh, kw) = c.kernel_size;
-                let mut p =
-                    vec![("weight".to_string(), vec![c.out_channels, c.in_channels? / c.groups.max(1), kh, kw])];
-                if c.bias {
-                    p.push(("bias".to_string(), vec![c.out_channels]));
-                }
-                Some(p)
-            }
-            LayerSpec::BatchNorm1d(b) | LayerSpec::BatchNorm2d(b) => {
-                let c = b.num_features?;
-                Some(if b.affine { vec![("weight".into(), vec![c]), ("bias".into(), vec![c])] } else { vec![] })
-            }
-            LayerSpec::Recurrent(r) => {
-                let gh = r.kind.gates() * r.hidden_size;
-                let mut p = vec![];
-                for k in 0..r.num_layers {
-                    let input = r.layer_input(k)?;
-                    for dir in 0..r.directions() {
-                        let sfx = format!("l{k}{}", if dir == 1 { "_reverse" } else { "" });
-                        p.push((format!("weight_ih_{sfx}"), vec![gh, input]));
-                        p.push((format!("weight_hh_{sfx}"), vec![gh, r.hidden_size]));
-                        if r.bias {
-                            p.push((format!("bias_ih_{sfx}"), vec![gh]));
-                            p.push((format!("bias_hh_{sfx}"), vec![gh]));
-                        }
-                    }
-                }
-                Some(p)
-            }
-            LayerSpec::LayerNorm { normalized_shape, elementwise_affine: true, .. } => {
-                Some(vec![("weight".into(), normalized_shape.clone()), ("bias".into(), normalized_shape.clone())])
-            }
-            LayerSpec::Embedding { num_embeddings, embedding_dim, .. } => {
-                Some(vec![("weight".into(), vec![*num_embeddings, *embedding_dim])])
-            }
-            _ => Some(vec![]),
-        }
-    }
-
-    /// Whether the layer holds other layers (a block), whose rows follow it in a trace.
-    pub fn is_block(&self) -> bool {
-        matches!(self, LayerSpec::Sequential(_) | LayerSpec::Residual { .. } | LayerSpec::Branches { .. })
-    }
-
-    /// Buffers of this layer alone as `(name, shape)` — BatchNorm's `running_mean`,
-    /// `running_var` and `num_batches_tracked` (`[]`) —; `None` when a size is still to be inferred.
-    pub fn own_buffer_shapes(&self) -> Option<Vec<(String, Vec<usize>)>> {
-        match self {
-            LayerSpec::BatchNorm1d(b) | LayerSpec::BatchNorm2d(b) if b.track_running_stats => {
-                let c = b.num_features?;
-                Some(vec![
-                    ("running_mean".into(), vec![c]),
-                    ("running_var".into(), vec![c]),
-                    ("num_batches_tracked".into(), vec![]),
-                ])
-            }
-            _ => Some(vec![]),
-        }
-    }
-}
-
-impl fmt::Display for LayerSpec {
-    /// `Linear 784 → 128`, `ReLU`, `Flatten`, `Sequential (3 layers)`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LayerSpec::Linear { in_features, out_features, bias } => {
-                match in_features {
-                    Some(i) => write!(f, "Linear {i} → {out_features}")?,
-                    None => write!(f, "Linear ? → {out_features}")?,
-                }
-                if !bias {
-                    write!(f, ", no bias")?;
-                }
-                Ok(())
-            }
-            LayerSpec::ReLU => write!(f, "ReLU"),
-            LayerSpec::Flatten { start_dim: 1, end_dim: -1 } => write!(f, "Flatten"),
-            LayerSpec::Flatten { start_dim, end_dim } => write!(f, "Flatten {start_dim}..={end_dim}"),
-            LayerSpec::Conv2d(c) => {
-                let (kh, kw) = c.kernel_size;
-                match c.in_channels {
-                    Some(i) => write!(f, "Conv2d {i} → {}, {kh}×{kw}", c.out_channels)?,
-                    None => write!(f, "Conv2d ? → {}, {kh}×{kw}", c.out_channels)?,
-                }
-                for (name, v, default) in
-                    [("stride", c.stride, 1), ("padding", c.padding, 0), ("dilation", c.dilation, 1)]
-                {
-                    if v != (default, default) {
-                        write!(f, ", {name} {}", pair_str(v))?;
-                    }
-                }
-                if c.groups != 1 {
-                    write!(f, ", groups {}", c.groups)?;
-                }
-                if !c.bias {
-                    write!(f, ", no bias")?;
-                }
-                Ok(())
-            }
-            LayerSpec::MaxPool2d { kernel_size, stride, padding, dilation } => {
-                write!(f, "{}", window_desc("MaxPool2d", *kernel_size, *stride, *padding))?;
-                if *dilation != (1, 1) {
-                    write!(f, ", dilation {}", pair_str(*dilation))?;
-                }
-                Ok(())
-            }
-            LayerSpec::AvgPool2d { kernel_size, stride, padding, count_include_pad } => {
-                write!(f, "{}", window_desc("AvgPool2d", *kernel_size, *stride, *padding))?;
-                if !count_include_pad {
-                    write!(f, ", count_include_pad false")?;
-                }
-                Ok(())
-            }
-            LayerSpec::AdaptiveAvgPool2d { output_size: (h, w) } => write!(f, "AdaptiveAvgPool2d {h}×{w}"),
-            LayerSpec::BatchNorm1d(b) => write!(f, "{}", batch_norm_desc("BatchNorm1d", b)),
-            LayerSpec::BatchNorm2d(b) => write!(f, "{}", batch_norm_desc("BatchNorm2d", b)),
-            LayerSpec::Sigmoid => write!(f, "Sigmoid"),
-            LayerSpec::Tanh => write!(f, "Tanh"),
-            LayerSpec::GELU => write!(f, "GELU"),
-            LayerSpec::LeakyReLU { negative_slope } => write!(f, "LeakyReLU(negative_slope={negative_slope})"),
-            LayerSpec::ELU { alpha } => write!(f, "ELU(alpha={alpha})"),
-            LayerSpec::Softmax { dim } => write!(f, "Softmax(dim={dim})"),
-            LayerSpec::LogSoftmax { dim } => write!(f, "LogSoftmax(dim={dim})"),
-            LayerSpec::Recurrent(r) => {
-                match r.input_size {
-                    Some(i) => write!(f, "{}({i}, {}", r.kind.type_name(), r.hidden_size)?,
-                    None => write!(f, "{}(?, {}", r.kind.type_name(), r.hidden_size)?,
-                }
-                if r.num_layers != 1 {
-                    write!(f, ", num_layers={}", r.num_layers)?;
-                }
-                if r.kind == RecurrentKind::RnnRelu {
-                    write!(f, ", nonlinearity='relu'")?;
-                }
-                if !r.bias {
-                    write!(f, ", bias=False")?;
-                }
-                if r.batch_first {
-                    write!(f, ", batch_first=True")?;
-                }
-                if r.bidirectional {
-                    write!(f, ", bidirectional=True")?;
-                }
-                write!(f, ")")
-            }
-            LayerSpec::LastStep { batch_first: true } => write!(f, "LastStep"),
-            LayerSpec::Dropout { p } => write!(f, "Dropout p={p}"),
-            LayerSpec::LastStep { batch_first: false } => write!(f, "LastStep(batch_first=False)"),
-            LayerSpec::LayerNorm { normalized_shape, eps, elementwise_affine } => {
-                let dims: Vec<String> = normalized_shape.iter().map(usize::to_string).collect();
-                write!(f, "LayerNorm [{}]", dims.join(", "))?;
-                if *eps != 1e-5 {
-                    write!(f, ", eps {eps}")?;
-                }
-                if !elementwise_affine {
-                    write!(f, ", not affine")?;
-                }
-                Ok(())
-            }
-            LayerSpec::Embedding { num_embeddings, embedding_dim, padding_idx } => {
-                write!(f, "Embedding({num_embeddings}, {embedding_dim}")?;
-                if let Some(p) = padding_idx {
-                    write!(f, ", padding_idx={p}")?;
-                }
-                write!(f, ")")
-            }
-            LayerSpec::Sequential(l) if l.is_empty() => write!(f, "identity"),
-            LayerSpec::Sequential(l) => write!(f, "Sequential ({})", layers_count(l.len())),
-            LayerSpec::Branches { branches, merge: Merge::Add } => write!(f, "Add ({} branches)", branches.len()),
-            LayerSpec::Branches { branches, merge: Merge::Concat { dim: 1 } } => {
-                write!(f, "Concat ({} branches)", branches.len())
-            }
-            LayerSpec::Branches { branches, merge: Merge::Concat { dim } } => {
-                write!(f, "Concat ({} branches, dim {dim})", branches.len())
-            }
-            LayerSpec::Residual { body, shortcut: None } => {
-                write!(f, "Residual ({} + identity)", layers_count(body.len()))
-            }
-            LayerSpec::Residual { body, shortcut: Some(_) } => {
-                write!(f, "Residual ({} + projection)", layers_count(body.len()))
-            }
-        }
-    }
-}
-
 /// `a` or `an` before a layer type's name as it is read aloud: an LSTM, an ELU, a ReLU.
-pub(crate) fn article(type_name: &str) -> &'static str {
+pub fn article(type_name: &str) -> &'static str {
     const AN: [&str; 6] = ["LSTM", "RNN", "ELU", "Embedding", "AdaptiveAvgPool2d", "Add"];
     if AN.contains(&type_name) { "an" } else { "a" }
-}
-
-/// `1 layer`, `3 layers`.
-fn layers_count(n: usize) -> String {
-    if n == 1 { "1 layer".into() } else { format!("{n} layers") }
-}
-
-/// `Conv2d`-style pair: `3` when both entries agree, `3×2` otherwise.
-fn pair_str((a, b): (usize, usize)) -> String {
-    if a == b { a.to_string() } else { format!("{a}×{b}") }
-}
-
-/// `MaxPool2d 2×2, stride 1, padding 1`, as the pooling modules describe themselves.
-fn window_desc(kind: &str, kernel: (usize, usize), stride: (usize, usize), padding: (usize, usize)) -> String {
-    let mut s = format!("{kind} {}×{}", kernel.0, kernel.1);
-    if stride != kernel {
-        s.push_str(&format!(", stride {}", pair_str(stride)));
-    }
-    if padding != (0, 0) {
-        s.push_str(&format!(", padding {}", pair_str(padding)));
-    }
-    s
-}
-
-/// `BatchNorm2d 32`, as the batch-norm modules describe themselves.
-fn batch_norm_desc(kind: &str, b: &BatchNormSpec) -> String {
-    let mut s = match b.num_features {
-        Some(c) => format!("{kind} {c}"),
-        None => format!("{kind} ?"),
-    };
-    if b.eps != 1e-5 {
-        s.push_str(&format!(", eps {}", b.eps));
-    }
-    match b.momentum {
-        None => s.push_str(", cumulative average"),
-        Some(m) if m != 0.1 => s.push_str(&format!(", momentum {m}")),
-        Some(_) => {}
-    }
-    if !b.affine {
-        s.push_str(", not affine");
-    }
-    if !b.track_running_stats {
-        s.push_str(", no running stats");
-    }
-    s
 }
 
 /// A whole model: a name, an optional per-sample input shape and element type, and the chain
@@ -637,19 +431,6 @@ impl ModelSpec {
             conv_algorithm: ConvAlgorithm::Default,
             layers: Vec::new(),
         }
-    }
-
-    /// The spec of an instantiated module (a container's layers become the chain), or `None`
-    /// when it or one of its parts has no spec (a custom module). A module does not know its
-    /// input: set it with [`ModelSpec::input`] (and [`ModelSpec::input_dtype`] for token ids).
-    pub fn from_module(name: impl Into<String>, module: &dyn Module) -> Option<ModelSpec> {
-        let layers = match module.spec()? {
-            LayerSpec::Sequential(layers) => layers,
-            other => vec![NamedLayer { name: "0".into(), spec: other, origin: None }],
-        };
-        let dtype = module.parameters().first().map_or(DType::F32, |p| p.dtype());
-        let conv_algorithm = ConvAlgorithm::Default;
-        Some(ModelSpec { name: name.into(), input: None, input_dtype: DType::F32, dtype, conv_algorithm, layers })
     }
 
     /// Sets the shape of one input sample (no batch dimension).
@@ -765,157 +546,4 @@ impl ModelSpec {
     pub fn block(self, name: &str, block: ModelSpec) -> Self {
         self.layer(name, LayerSpec::Sequential(block.layers))
     }
-
-    /// Checks the whole chain for `input` (or the spec's own input shape when `None`), reporting
-    /// every mismatch; see [`crate::check`].
-    pub fn check(&self, input: Option<&SymShape>) -> std::result::Result<CheckReport, Box<CheckReport>> {
-        let report = check_spec(self, input, None);
-        if report.errors.is_empty() { Ok(report) } else { Err(Box::new(report)) }
-    }
-
-    /// The spec with every inferred size filled in (checked first).
-    pub fn resolve(&self, input: Option<&SymShape>) -> std::result::Result<ModelSpec, Box<CheckReport>> {
-        self.check(input).map(|r| r.resolved)
-    }
-
-    /// Instantiates the model: a [`Sequential`] (nested for blocks) with fresh parameters drawn
-    /// from the default generator. Inferred sizes are resolved first, so the spec must check.
-    pub fn build(&self) -> Result<Sequential> {
-        let needs_inference = has_inferred(&self.layers);
-        let resolved = if needs_inference {
-            self.resolve(None).map_err(|r| Error::ShapeCheck(r.render_errors()))?
-        } else {
-            self.clone()
-        };
-        if !self.dtype.is_float() {
-            return Err(Error::InvalidConfig {
-                what: "model",
-                message: format!("dtype must be f32 or f64, got {}", crate::check::dtype_name(self.dtype)),
-            });
-        }
-        build_chain(&resolved.layers, &BuildOptions { dtype: self.dtype, conv_algorithm: self.conv_algorithm })
-    }
-}
-
-fn has_inferred(layers: &[NamedLayer]) -> bool {
-    layers.iter().any(|l| match &l.spec {
-        LayerSpec::Linear { in_features, .. } => in_features.is_none(),
-        LayerSpec::Conv2d(c) => c.in_channels.is_none(),
-        LayerSpec::BatchNorm1d(b) | LayerSpec::BatchNorm2d(b) => b.num_features.is_none(),
-        LayerSpec::Recurrent(r) => r.input_size.is_none(),
-        LayerSpec::Sequential(inner) => has_inferred(inner),
-        LayerSpec::Residual { body, shortcut } => has_inferred(body) || shortcut.as_deref().is_some_and(has_inferred),
-        LayerSpec::Branches { branches, .. } => branches.iter().any(|b| has_inferred(b)),
-        _ => false,
-    })
-}
-
-/// What a whole model's layers share when they are built.
-struct BuildOptions {
-    dtype: DType,
-    conv_algorithm: ConvAlgorithm,
-}
-
-fn build_chain(layers: &[NamedLayer], opts: &BuildOptions) -> Result<Sequential> {
-    let dtype = opts.dtype;
-    let mut seq = Sequential::new();
-    for l in layers {
-        let unknown = |what: &str| Error::InvalidConfig {
-            what: "model",
-            message: format!("layer `{}`: {what} is not known; check the model with an input shape first", l.name),
-        };
-        let module: Box<dyn Module> = match &l.spec {
-            LayerSpec::Linear { in_features, out_features, bias } => {
-                let i = in_features.ok_or_else(|| unknown("in_features"))?;
-                Box::new(with_default_generator(|g| Linear::with_options(i, *out_features, *bias, dtype, g))?)
-            }
-            LayerSpec::ReLU => Box::new(ReLU),
-            LayerSpec::Flatten { start_dim, end_dim } => Box::new(Flatten::with_dims(*start_dim, *end_dim)),
-            LayerSpec::Conv2d(c) => {
-                let i = c.in_channels.ok_or_else(|| unknown("in_channels"))?;
-                let config = Conv2dConfig::new(i, c.out_channels, c.kernel_size)
-                    .stride(c.stride)
-                    .padding(c.padding)
-                    .dilation(c.dilation)
-                    .groups(c.groups)
-                    .bias(c.bias)
-                    .dtype(dtype)
-                    .algorithm(opts.conv_algorithm);
-                Box::new(Conv2d::from_config(&config)?)
-            }
-            LayerSpec::MaxPool2d { kernel_size, stride, padding, dilation } => {
-                Box::new(MaxPool2d::new(*kernel_size).stride(*stride).padding(*padding).dilation(*dilation))
-            }
-            LayerSpec::AvgPool2d { kernel_size, stride, padding, count_include_pad } => Box::new(
-                AvgPool2d::new(*kernel_size).stride(*stride).padding(*padding).count_include_pad(*count_include_pad),
-            ),
-            LayerSpec::AdaptiveAvgPool2d { output_size } => Box::new(AdaptiveAvgPool2d::new(*output_size)),
-            LayerSpec::BatchNorm1d(b) | LayerSpec::BatchNorm2d(b) => {
-                let c = b.num_features.ok_or_else(|| unknown("num_features"))?;
-                let config = BatchNormConfig::new(c)
-                    .eps(b.eps)
-                    .momentum(b.momentum)
-                    .affine(b.affine)
-                    .track_running_stats(b.track_running_stats)
-                    .dtype(dtype);
-                if matches!(l.spec, LayerSpec::BatchNorm1d(_)) {
-                    Box::new(config.init_1d()?)
-                } else {
-                    Box::new(config.init_2d()?)
-                }
-            }
-            LayerSpec::Sigmoid => Box::new(Sigmoid),
-            LayerSpec::Tanh => Box::new(Tanh),
-            LayerSpec::GELU => Box::new(GELU),
-            LayerSpec::LeakyReLU { negative_slope } => Box::new(LeakyReLU::with_slope(*negative_slope)),
-            LayerSpec::ELU { alpha } => Box::new(ELU::with_alpha(*alpha)),
-            LayerSpec::Softmax { dim } => Box::new(Softmax::new(*dim)),
-            LayerSpec::LogSoftmax { dim } => Box::new(LogSoftmax::new(*dim)),
-            LayerSpec::Recurrent(r) => {
-                let i = r.input_size.ok_or_else(|| unknown("input_size"))?;
-                let opts = RecurrentOptions::new()
-                    .num_layers(r.num_layers)
-                    .bias(r.bias)
-                    .batch_first(r.batch_first)
-                    .bidirectional(r.bidirectional)
-                    .dtype(dtype);
-                let h = r.hidden_size;
-                with_default_generator(|g| -> Result<Box<dyn Module>> {
-                    Ok(match r.kind {
-                        RecurrentKind::RnnTanh => Box::new(RNN::with_options(i, h, Nonlinearity::Tanh, opts, g)?),
-                        RecurrentKind::RnnRelu => Box::new(RNN::with_options(i, h, Nonlinearity::Relu, opts, g)?),
-                        RecurrentKind::Lstm => Box::new(LSTM::with_options(i, h, opts, g)?),
-                        RecurrentKind::Gru => Box::new(GRU::with_options(i, h, opts, g)?),
-                    })
-                })?
-            }
-            LayerSpec::LastStep { batch_first } => Box::new(LastStep::with_batch_first(*batch_first)),
-            LayerSpec::Dropout { p } => Box::new(crate::Dropout::new(*p)?),
-            LayerSpec::Sequential(inner) => Box::new(build_chain(inner, opts)?),
-            LayerSpec::Residual { body, shortcut } => Box::new(match shortcut {
-                Some(s) => Residual::with_shortcut(build_chain(body, opts)?, build_chain(s, opts)?),
-                None => Residual::new(build_chain(body, opts)?),
-            }),
-            LayerSpec::Branches { branches, merge } => {
-                let chains = branches.iter().map(|b| build_chain(b, opts)).collect::<Result<Vec<_>>>()?;
-                Box::new(Branches::new(chains, *merge)?)
-            }
-            LayerSpec::LayerNorm { normalized_shape, eps, elementwise_affine } => Box::new(
-                LayerNormConfig::new(normalized_shape)
-                    .eps(*eps)
-                    .elementwise_affine(*elementwise_affine)
-                    .dtype(dtype)
-                    .init()?,
-            ),
-            LayerSpec::Embedding { num_embeddings, embedding_dim, padding_idx } => {
-                let e = with_default_generator(|g| Embedding::with_options(*num_embeddings, *embedding_dim, dtype, g))?;
-                Box::new(match padding_idx {
-                    Some(p) => e.padding_idx(*p as i64)?,
-                    None => e,
-                })
-            }
-        };
-        seq.push_boxed(l.name.clone(), module);
-    }
-    Ok(seq)
 }

@@ -5,7 +5,6 @@
 //! Writes are atomic: a temporary file in the same directory is written, flushed to disk and
 //! renamed over the target, so a crash leaves either the old file or the new one, never a torn one.
 
-use crate::module::Module;
 use crate::{Error, Result};
 use safetensors::tensor::{Dtype as StDtype, SafeTensors, TensorView};
 use std::collections::HashMap;
@@ -13,7 +12,7 @@ use std::io::Write;
 use std::path::Path;
 use strata_core::{DType, Tensor};
 
-/// Named tensors in insertion order, as returned by [`Module::state_dict`].
+/// Named tensors in insertion order, as returned by [`crate::module::Module::state_dict`].
 #[derive(Clone, Debug, Default)]
 pub struct StateDict {
     entries: Vec<(String, Tensor)>,
@@ -176,46 +175,6 @@ impl StateDict {
     }
 }
 
-/// Loads `path` into `module` (see [`Module::load_state_dict`]); errors name the file.
-pub fn load_file(module: &(impl Module + ?Sized), path: impl AsRef<Path>, strict: bool) -> Result<()> {
-    let path = path.as_ref();
-    let sd = StateDict::load(path)?;
-    load_into(module, &sd, strict, &path.display().to_string())
-}
-
-/// Checks `sd` against the module's parameters and buffers, reporting every problem at once,
-/// and copies the values only when all checks pass.
-pub(crate) fn load_into(module: &(impl Module + ?Sized), sd: &StateDict, strict: bool, source: &str) -> Result<()> {
-    let targets: Vec<(String, Tensor)> = module.named_parameters().into_iter().chain(module.named_buffers()).collect();
-    let mut missing = vec![];
-    let mut shape_mismatches = vec![];
-    for (k, t) in &targets {
-        match sd.get(k) {
-            None => missing.push(k.clone()),
-            Some(src) if src.shape() != t.shape() => {
-                shape_mismatches.push((k.clone(), t.shape().to_string(), src.shape().to_string()))
-            }
-            Some(_) => {}
-        }
-    }
-    let unexpected: Vec<String> =
-        sd.keys().filter(|k| !targets.iter().any(|(n, _)| n == k)).map(String::from).collect();
-    if !shape_mismatches.is_empty() || (strict && (!missing.is_empty() || !unexpected.is_empty())) {
-        return Err(Error::StateDictMismatch {
-            source_name: source.to_string(),
-            missing,
-            unexpected,
-            shape_mismatches,
-        });
-    }
-    for (k, t) in &targets {
-        if let Some(src) = sd.get(k) {
-            t.copy_(&src.to_dtype(t.dtype())?)?;
-        }
-    }
-    Ok(())
-}
-
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename
 /// over the target, fsync of the directory. On any error the target is untouched.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -252,6 +211,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::module::{Module, load_file};
     use crate::{Linear, Sequential};
     use strata_core::Generator;
 

@@ -7,8 +7,9 @@
 //! merges of branches count as 0. A block's row (Sequential, Residual, Add, Concat, and each
 //! branch) shows the totals of the layers inside it.
 
-use crate::check::{CheckReport, SymShape, dtype_note, human_bytes_u128, saturating_product, table};
-use crate::spec::LayerSpec;
+use crate::check::memory::{group_digits_u128, human_bytes_u128};
+use crate::check::report::{CheckReport, dtype_note, table};
+use crate::check::shape::{SymShape, saturating_product};
 use strata_core::DType;
 
 /// One row of a summary.
@@ -71,40 +72,7 @@ impl Summary {
                     .iter()
                     .map(|(_, s)| saturating_product(s))
                     .fold(0, usize::saturating_add);
-                let macs = match r.spec {
-                    // One multiply-add per weight for every position the layer is applied at.
-                    LayerSpec::Linear { in_features: Some(i), out_features, .. } => saturating_product(&[
-                        i,
-                        out_features,
-                        r.output.sample().map_or(1, |s| saturating_product(&s[..s.len().saturating_sub(1)])),
-                    ]),
-                    // One multiply-add per weight at every output position.
-                    LayerSpec::Conv2d(ref c) => {
-                        let (kh, kw) = c.kernel_size;
-                        let positions: usize =
-                            r.output.sample().map_or(0, |s| saturating_product(&s[1.min(s.len())..]));
-                        c.in_channels.map_or(0, |i| {
-                            saturating_product(&[c.out_channels, i / c.groups.max(1), kh, kw, positions])
-                        })
-                    }
-                    // Input and hidden projections at every step: T·Σ_k D·G·H·(in_k + H).
-                    LayerSpec::Recurrent(ref rs) => {
-                        let steps: usize =
-                            r.output.sample().map_or(1, |s| saturating_product(&s[..s.len().saturating_sub(1)]));
-                        let per_step: usize = (0..rs.num_layers)
-                            .map(|k| {
-                                saturating_product(&[
-                                    rs.directions(),
-                                    rs.kind.gates(),
-                                    rs.hidden_size,
-                                    rs.layer_input(k).unwrap_or(0).saturating_add(rs.hidden_size),
-                                ])
-                            })
-                            .fold(0, usize::saturating_add);
-                        steps.saturating_mul(per_step)
-                    }
-                    _ => 0,
-                };
+                let macs = r.spec.macs(&r.output);
                 // Running statistics count as non-trainable (as Keras does); the
                 // `num_batches_tracked` counter is not a parameter.
                 let non_trainable = r
@@ -220,15 +188,7 @@ pub fn group_digits(n: usize) -> String {
     if n == usize::MAX {
         return "more than 2^64".into();
     }
-    let s = n.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    group_digits_u128(n as u128)
 }
 
 /// Bytes as `512 B`, `32.0 KiB`, `1.5 MiB` (and GiB, TiB… past 1 GiB); an overflowed count

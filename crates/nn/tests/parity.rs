@@ -218,7 +218,7 @@ fn relu_gradient_at_zero() {
 fn loads_a_pytorch_state_dict() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/");
     let model = SimpleNN::new().unwrap();
-    strata_nn::state_dict::load_file(&model, format!("{dir}torch_simple_nn_state_dict.safetensors"), true).unwrap();
+    strata_nn::module::load_file(&model, format!("{dir}torch_simple_nn_state_dict.safetensors"), true).unwrap();
     let expected =
         StateDict::load(format!("{dir}torch_simple_nn_state_dict.safetensors.expected.safetensors")).unwrap();
     let logits = model.forward(&get(&expected, "input")).unwrap();

@@ -2,7 +2,12 @@
 //! inside a `Sequential` (PyTorch code writes `out[:, -1, :]` in `forward`).
 
 use crate::Result;
+use crate::check::context::CheckContext;
+use crate::check::error::ShapeErrorKind;
+use crate::check::shape::SymShape;
+use crate::layer::{BuildContext, Layer, LayerKind};
 use crate::module::Module;
+use crate::spec::LayerSpec;
 use strata_core::Tensor;
 
 /// Selects the last time step of a sequence: `x[:, -1, :]` for batch-first `[N, T, F]` input
@@ -72,6 +77,59 @@ impl Module for LastStep {
 
     fn spec(&self) -> Option<crate::spec::LayerSpec> {
         Some(crate::spec::LayerSpec::LastStep { batch_first: self.batch_first })
+    }
+}
+
+/// The config of a `LastStep(batch_first=True)` in a model spec.
+///
+/// # Shapes
+/// - input: `[N, T, F]` (batch first) or `[T, N, F]`
+/// - output: `[N, F]`
+#[derive(Clone, Debug, PartialEq)]
+pub struct LastStepSpec {
+    /// `[N, T, F]` (true) or `[T, N, F]` (false) input.
+    pub batch_first: bool,
+}
+
+/// `type = "LastStep"`, `batch_first` (default true).
+pub static LAST_STEP_KIND: LayerKind = LayerKind {
+    type_name: "LastStep",
+    keys: &["name", "type", "batch_first"],
+    layer_of: None,
+    parse: Some(|f| Some(LayerSpec::LastStep { batch_first: f.boolean("batch_first", true) })),
+};
+
+impl Layer for LastStepSpec {
+    fn type_name(&self) -> &'static str {
+        "LastStep"
+    }
+
+    fn describe(&self) -> String {
+        if self.batch_first { "LastStep".into() } else { "LastStep(batch_first=False)".into() }
+    }
+
+    fn check(&mut self, cx: &mut CheckContext<'_>, x: &SymShape) -> SymShape {
+        if x.rank() != 3 {
+            let layout = if self.batch_first { "[N, T, F]" } else { "[T, N, F]" };
+            cx.fail(ShapeErrorKind::TooFewDims { needs: format!("{layout}: a batch of sequences") }, vec![]);
+            if x.rank() >= 2 { SymShape(vec![x.0[0], x.0[x.rank() - 1]]) } else { x.clone() }
+        } else if self.batch_first {
+            SymShape(vec![x.0[0], x.0[2]])
+        } else {
+            SymShape(vec![x.0[1], x.0[2]])
+        }
+    }
+
+    fn build(&self, _cx: &BuildContext<'_>) -> Result<Box<dyn Module>> {
+        Ok(Box::new(LastStep::with_batch_first(self.batch_first)))
+    }
+
+    fn write_toml(&self, fields: &mut Vec<String>) {
+        fields.push(format!("batch_first = {}", self.batch_first));
+    }
+
+    fn to_spec(&self) -> LayerSpec {
+        LayerSpec::LastStep { batch_first: self.batch_first }
     }
 }
 

@@ -1,0 +1,69 @@
+//! Instantiating a spec: every layer kind builds its module ([`crate::layer::Layer::build`]),
+//! the containers are built here from their chains. Sizes left to inference are resolved by a
+//! check first, so building a checked spec never fails for shape reasons.
+
+use crate::branches::Branches;
+use crate::layer::BuildContext;
+use crate::module::Module;
+use crate::residual::Residual;
+use crate::spec::{LayerSpec, ModelSpec, NamedLayer};
+use crate::{Error, Result, Sequential};
+use strata_core::{ConvAlgorithm, DType};
+
+impl ModelSpec {
+    /// The spec of an instantiated module (a container's layers become the chain), or `None`
+    /// when it or one of its parts has no spec (a custom module). A module does not know its
+    /// input: set it with [`ModelSpec::input`] (and [`ModelSpec::input_dtype`] for token ids).
+    pub fn from_module(name: impl Into<String>, module: &dyn Module) -> Option<ModelSpec> {
+        let layers = match module.spec()? {
+            LayerSpec::Sequential(layers) => layers,
+            other => vec![NamedLayer { name: "0".into(), spec: other, origin: None }],
+        };
+        let dtype = module.parameters().first().map_or(DType::F32, |p| p.dtype());
+        let conv_algorithm = ConvAlgorithm::Default;
+        Some(ModelSpec { name: name.into(), input: None, input_dtype: DType::F32, dtype, conv_algorithm, layers })
+    }
+
+    /// Instantiates the model: a [`Sequential`] (nested for blocks) with fresh parameters drawn
+    /// from the default generator. Inferred sizes are resolved first, so the spec must check.
+    pub fn build(&self) -> Result<Sequential> {
+        let needs_inference = self.layers.iter().any(|l| l.spec.has_inferred());
+        let resolved = if needs_inference {
+            self.resolve(None).map_err(|r| Error::ShapeCheck(r.render_errors()))?
+        } else {
+            self.clone()
+        };
+        if !self.dtype.is_float() {
+            return Err(Error::InvalidConfig {
+                what: "model",
+                message: format!("dtype must be f32 or f64, got {}", crate::check::shape::dtype_name(self.dtype)),
+            });
+        }
+        build_chain(&resolved.layers, self.dtype, self.conv_algorithm)
+    }
+}
+
+fn build_chain(layers: &[NamedLayer], dtype: DType, conv_algorithm: ConvAlgorithm) -> Result<Sequential> {
+    let mut seq = Sequential::new();
+    let chain = |layers: &[NamedLayer]| build_chain(layers, dtype, conv_algorithm);
+    for l in layers {
+        let module: Box<dyn Module> = match &l.spec {
+            LayerSpec::Sequential(inner) => Box::new(chain(inner)?),
+            LayerSpec::Residual { body, shortcut } => Box::new(match shortcut {
+                Some(s) => Residual::with_shortcut(chain(body)?, chain(s)?),
+                None => Residual::new(chain(body)?),
+            }),
+            LayerSpec::Branches { branches, merge } => {
+                let chains = branches.iter().map(|b| chain(b)).collect::<Result<Vec<_>>>()?;
+                Box::new(Branches::new(chains, *merge)?)
+            }
+            // Every other spec has a layer kind.
+            leaf => match leaf.layer() {
+                Some(layer) => layer.build(&BuildContext { name: &l.name, dtype, conv_algorithm })?,
+                None => Box::new(Sequential::new()),
+            },
+        };
+        seq.push_boxed(l.name.clone(), module);
+    }
+    Ok(seq)
+}

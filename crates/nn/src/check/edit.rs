@@ -1,0 +1,170 @@
+//! Applying fixes: each [`Edit`] changes a spec in place (tests apply every suggested fix and
+//! check again). Edits of one layer kind's keys go to that kind ([`crate::layer::Layer::apply_edit`]);
+//! the structural ones (insert, remove, replace, shortcuts, branches) are done here.
+
+use super::fix::Edit;
+use crate::spec::{LayerSpec, Merge, ModelSpec, NamedLayer};
+
+impl ModelSpec {
+    /// Applies the edits of a fix (used to prove that suggested fixes work).
+    pub fn apply(&mut self, edits: &[Edit]) -> bool {
+        edits.iter().all(|e| apply_edit(self, e))
+    }
+}
+
+/// The chain at `path`: the model's (`""`), a block's, a residual block's `body` or `shortcut`
+/// (`block1.body`), or a branch (`mix.branches.1`).
+fn find_chain<'a>(layers: &'a mut Vec<NamedLayer>, path: &str) -> Option<&'a mut Vec<NamedLayer>> {
+    if path.is_empty() {
+        return Some(layers);
+    }
+    let split = |p: &'_ str| -> (String, String) {
+        let (h, r) = p.split_once('.').unwrap_or((p, ""));
+        (h.to_string(), r.to_string())
+    };
+    let (head, rest) = split(path);
+    let i = layers.iter().position(|l| l.name == head)?;
+    let (part, after) = split(&rest);
+    match &mut layers[i].spec {
+        LayerSpec::Sequential(inner) => find_chain(inner, &rest),
+        LayerSpec::Residual { body, .. } if part == "body" => find_chain(body, &after),
+        LayerSpec::Residual { shortcut, .. } if part == "shortcut" => find_chain(shortcut.as_mut()?, &after),
+        LayerSpec::Branches { branches, .. } if part == "branches" => {
+            let (index, after) = split(&after);
+            find_chain(branches.get_mut(index.parse::<usize>().ok()?)?, &after)
+        }
+        _ => None,
+    }
+}
+
+/// The chain holding the layer at `path`, and its index there.
+fn find<'a>(layers: &'a mut Vec<NamedLayer>, path: &str) -> Option<(&'a mut Vec<NamedLayer>, usize)> {
+    let (parent, name) = path.rsplit_once('.').unwrap_or(("", path));
+    let chain = find_chain(layers, parent)?;
+    let i = chain.iter().position(|l| l.name == name)?;
+    Some((chain, i))
+}
+
+/// `name`, or `name_`, `name__`, … until no layer of `chain` has it.
+fn unique_name(chain: &[NamedLayer], name: &str) -> String {
+    let mut name = name.to_string();
+    while chain.iter().any(|l| l.name == name) {
+        name.push('_');
+    }
+    name
+}
+
+fn apply_edit(spec: &mut ModelSpec, e: &Edit) -> bool {
+    match e {
+        Edit::SetInput { sample } => {
+            spec.input = Some(sample.clone());
+            true
+        }
+        Edit::AppendLinear { in_features, out_features } => {
+            let name = spec.layers.len().to_string();
+            spec.layers.push(NamedLayer {
+                name,
+                spec: LayerSpec::Linear { in_features: Some(*in_features), out_features: *out_features, bias: true },
+                origin: None,
+            });
+            true
+        }
+        Edit::SetShortcut { path, in_features, out_features } => match find(&mut spec.layers, path) {
+            Some((chain, i)) => match &mut chain[i].spec {
+                LayerSpec::Residual { shortcut, .. } => {
+                    let proj =
+                        LayerSpec::Linear { in_features: Some(*in_features), out_features: *out_features, bias: true };
+                    *shortcut = Some(vec![NamedLayer { name: "proj".into(), spec: proj, origin: None }]);
+                    true
+                }
+                _ => false,
+            },
+            None => false,
+        },
+        Edit::InsertFlattenBefore { path } => match find(&mut spec.layers, path) {
+            Some((chain, i)) => {
+                let name = unique_name(chain, "flatten");
+                chain.insert(
+                    i,
+                    NamedLayer { name, spec: LayerSpec::Flatten { start_dim: 1, end_dim: -1 }, origin: None },
+                );
+                true
+            }
+            None => false,
+        },
+        Edit::SetShortcutLayers { path, layers } => match find(&mut spec.layers, path) {
+            Some((chain, i)) => match &mut chain[i].spec {
+                LayerSpec::Residual { shortcut, .. } => {
+                    *shortcut = Some(layers.clone());
+                    true
+                }
+                _ => false,
+            },
+            None => false,
+        },
+        Edit::InsertBefore { path, name, spec: layer } => match find(&mut spec.layers, path) {
+            Some((chain, i)) => {
+                let name = unique_name(chain, name);
+                chain.insert(i, NamedLayer { name, spec: layer.clone(), origin: None });
+                true
+            }
+            None => false,
+        },
+        Edit::Append { chain, name, spec: layer } => match find_chain(&mut spec.layers, chain) {
+            Some(chain) => {
+                let name = unique_name(chain, name);
+                chain.push(NamedLayer { name, spec: layer.clone(), origin: None });
+                true
+            }
+            None => false,
+        },
+        Edit::Replace { path, spec: layer } => match find(&mut spec.layers, path) {
+            Some((chain, i)) => {
+                chain[i].spec = layer.clone();
+                true
+            }
+            None => false,
+        },
+        Edit::SetInputDType { dtype } => {
+            spec.input_dtype = *dtype;
+            true
+        }
+        Edit::SetConcatDim { path, dim: d } => {
+            let Some((chain, i)) = find(&mut spec.layers, path) else { return false };
+            match &mut chain[i].spec {
+                LayerSpec::Branches { merge: Merge::Concat { dim }, .. } => *dim = *d,
+                _ => return false,
+            }
+            true
+        }
+        Edit::Remove { path } => match find(&mut spec.layers, path) {
+            Some((chain, i)) => {
+                chain.remove(i);
+                true
+            }
+            None => false,
+        },
+        // A key of one layer: the layer's kind applies it.
+        Edit::SetInFeatures { path, .. }
+        | Edit::SetOutFeatures { path, .. }
+        | Edit::SetFlattenRange { path, .. }
+        | Edit::SetInChannels { path, .. }
+        | Edit::SetOutChannels { path, .. }
+        | Edit::SetNumFeatures { path, .. }
+        | Edit::SetInputSize { path, .. }
+        | Edit::SetHiddenSize { path, .. }
+        | Edit::SetWindow { path, .. }
+        | Edit::SetDim { path, .. }
+        | Edit::SetNormalizedShape { path, .. }
+        | Edit::SetEmbeddingDim { path, .. }
+        | Edit::SetGroups { path, .. } => {
+            let Some((chain, i)) = find(&mut spec.layers, path) else { return false };
+            let Some(mut layer) = chain[i].spec.layer() else { return false };
+            if !layer.apply_edit(e) {
+                return false;
+            }
+            chain[i].spec = layer.to_spec();
+            true
+        }
+    }
+}

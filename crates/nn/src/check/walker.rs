@@ -1,0 +1,356 @@
+//! The walker: propagates a symbolic shape through a chain, one layer at a time — every layer
+//! kind through its [`crate::layer::Layer::check`], the containers (blocks, residual blocks,
+//! branches) by their rules here, since a container's rule is the walk of its chains — and
+//! keeps the trace and every error.
+
+use super::context::{CheckContext, Failure};
+use super::error::{BranchOutput, LayerRef, Producer, ShapeError, ShapeErrorKind};
+use super::fix::{Edit, Fix};
+use super::memory::check_memory;
+use super::merge::{BranchEnd, conv_shortcut_fix, merge_add, merge_concat};
+use super::report::{CheckReport, TraceRow};
+use super::shape::SymShape;
+use crate::spec::{LayerSpec, Merge, ModelSpec, NamedLayer};
+use strata_core::DType;
+
+/// The walk's state: the trace and errors so far, and what flows at this point of the chain.
+struct Walker {
+    trace: Vec<TraceRow>,
+    errors: Vec<ShapeError>,
+    /// Who decided the current last dimension (or channels).
+    producer: Producer,
+    /// The element type flowing at this point of the chain.
+    dtype: DType,
+    /// The last layer that computed float values (`None`: they are the input's, untouched).
+    float_from: Option<LayerRef>,
+}
+
+/// Checks `spec` for `input` (or the spec's own input) and, with `classes`, that the output is
+/// one logit per class for a cross-entropy loss; then that the model can fit in this machine's
+/// memory ([`check_memory`]).
+pub fn check_spec(spec: &ModelSpec, input: Option<&SymShape>, classes: Option<usize>) -> CheckReport {
+    let mut report = check_shapes(spec, input, classes);
+    if let Some(memory) = strata_core::Device::Cpu.total_memory()
+        && report.errors.is_empty()
+    {
+        check_memory(&mut report, spec.dtype, memory);
+    }
+    report
+}
+
+/// [`check_spec`] without the memory check: shapes, element types and classes only.
+pub fn check_shapes(spec: &ModelSpec, input: Option<&SymShape>, classes: Option<usize>) -> CheckReport {
+    let input = input.cloned().or_else(|| spec.input.as_deref().map(SymShape::batched));
+    let mut report = CheckReport {
+        name: spec.name.clone(),
+        input: input.clone(),
+        input_dtype: spec.input_dtype,
+        trace: vec![],
+        errors: vec![],
+        output: None,
+        resolved: spec.clone(),
+    };
+    let Some(input) = input else {
+        report.errors.push(ShapeError {
+            layer: None,
+            input: None,
+            kind: ShapeErrorKind::NoInput,
+            fixes: vec![Fix {
+                text:
+                    "set `input = [784]` (the shape of one sample) in the model file, or pass --input 784 (or 1x28x28)"
+                        .into(),
+                edits: vec![],
+            }],
+        });
+        return report;
+    };
+    let mut w =
+        Walker { trace: vec![], errors: vec![], producer: Producer::Input, dtype: spec.input_dtype, float_from: None };
+    let (out, resolved) = w.chain(&spec.layers, "", "", 0, input);
+    if let Some(classes) = classes {
+        w.check_classes(&out, classes);
+    }
+    report.trace = w.trace;
+    report.errors = w.errors;
+    report.output = Some(out);
+    report.resolved.layers = resolved;
+    report
+}
+
+impl Walker {
+    fn chain(
+        &mut self,
+        layers: &[NamedLayer],
+        prefix: &str,
+        pos_prefix: &str,
+        depth: usize,
+        mut x: SymShape,
+    ) -> (SymShape, Vec<NamedLayer>) {
+        let mut resolved = Vec::with_capacity(layers.len());
+        for (i, l) in layers.iter().enumerate() {
+            let path = format!("{prefix}{}", l.name);
+            let position_label = format!("{pos_prefix}{}", i + 1);
+            let (y, spec) = self.layer(l, &path, i + 1, &position_label, depth, x);
+            resolved.push(NamedLayer { name: l.name.clone(), spec, origin: l.origin.clone() });
+            x = y;
+        }
+        (x, resolved)
+    }
+
+    fn layer(
+        &mut self,
+        l: &NamedLayer,
+        path: &str,
+        position: usize,
+        label: &str,
+        depth: usize,
+        x: SymShape,
+    ) -> (SymShape, LayerSpec) {
+        let mut spec = l.spec.clone();
+        let row = self.trace.len();
+        let mut lref = LayerRef { path: path.to_string(), desc: spec.to_string(), position };
+        self.trace.push(TraceRow {
+            layer: lref.clone(),
+            depth,
+            position_label: label.to_string(),
+            input: x.clone(),
+            output: x.clone(),
+            spec: spec.clone(),
+            error: None,
+        });
+        let mut error: Option<Failure> = None;
+        let mut merge_parts = None;
+        let mut dtype_error = None;
+        let (y, leaf) = match spec.layer() {
+            Some(mut layer) => {
+                let mut cx = CheckContext {
+                    path,
+                    layer: &lref,
+                    producer: &mut self.producer,
+                    dtype: self.dtype,
+                    float_from: self.float_from.as_ref(),
+                    error: None,
+                };
+                // The element type first (only an Embedding takes token ids; Flatten passes
+                // them on), on the layer as written.
+                dtype_error = layer.dtype_error(&cx, &x);
+                let y = layer.check(&mut cx, &x);
+                error = cx.error;
+                spec = layer.to_spec();
+                (y, Some(layer))
+            }
+            None => {
+                let y = self.container(&mut spec, path, label, depth, &x, &lref, &mut error, &mut merge_parts);
+                (y, None)
+            }
+        };
+        lref.desc = spec.to_string();
+        self.finish_row(row, &spec, y.clone());
+        if dtype_error.is_some() {
+            // The wrong element type comes first: the shapes may be what the fix would make right.
+            error = dtype_error;
+        }
+        if let Some((kind, fixes)) = error {
+            self.trace[row].error = Some(self.errors.len());
+            self.errors.push(ShapeError { layer: Some(lref.clone()), input: Some(x), kind, fixes });
+        }
+        match &leaf {
+            Some(layer) => {
+                if let Some(p) = layer.produces(&lref) {
+                    self.producer = p;
+                }
+            }
+            None if matches!(spec, LayerSpec::Branches { .. }) => {
+                self.producer = Producer::Merge(lref.clone(), merge_parts)
+            }
+            None => {}
+        }
+        // Every layer but Flatten and the blocks computes floats from here on (also after an
+        // element-type error: as if it had been fixed).
+        if leaf.is_some_and(|l| !l.keeps_element_type()) {
+            self.dtype = DType::F32;
+            self.float_from = Some(lref);
+        }
+        (y, spec)
+    }
+
+    /// The rules of the containers: a block is its chain; a residual block adds its body and
+    /// shortcut; branches are merged by `Add` or `Concat`.
+    #[allow(clippy::too_many_arguments)]
+    fn container(
+        &mut self,
+        spec: &mut LayerSpec,
+        path: &str,
+        label: &str,
+        depth: usize,
+        x: &SymShape,
+        lref: &LayerRef,
+        error: &mut Option<Failure>,
+        merge_parts: &mut Option<String>,
+    ) -> SymShape {
+        let x = x.clone();
+        match spec {
+            LayerSpec::Sequential(inner) => {
+                let (y, resolved) = self.chain(inner, &format!("{path}."), &format!("{label}."), depth + 1, x.clone());
+                *inner = resolved;
+                y
+            }
+            LayerSpec::Branches { branches, merge } => {
+                let before = (self.producer.clone(), self.dtype, self.float_from.clone());
+                let mut ends = Vec::with_capacity(branches.len());
+                for (i, b) in branches.iter_mut().enumerate() {
+                    (self.producer, self.dtype, self.float_from) = before.clone();
+                    let bpath = format!("{path}.branches.{i}");
+                    let blabel = format!("{label}.{}", branch_label(i));
+                    let (y, resolved) = self.branch(b, &bpath, i + 1, &blabel, depth + 1, x.clone());
+                    let out = BranchOutput { path: bpath, shape: y, identity: resolved.is_empty() };
+                    ends.push(BranchEnd { out, producer: self.producer.clone(), dtype: self.dtype });
+                    *b = resolved;
+                }
+                let (y, merge_error, parts) = match *merge {
+                    Merge::Add => merge_add(&ends),
+                    Merge::Concat { dim } => merge_concat(path, dim, &ends),
+                };
+                *error = merge_error;
+                if error.is_none() && ends.iter().any(|e| e.dtype != ends[0].dtype) {
+                    let (ids, floats): (Vec<&BranchEnd>, Vec<&BranchEnd>) =
+                        ends.iter().partition(|e| e.dtype == DType::I64);
+                    *error = Some((
+                        ShapeErrorKind::BadLayer {
+                            reason: format!(
+                                "`{}` passes on i64 token ids but `{}` produces float values; merged branches must hold one element type",
+                                ids[0].out.path, floats[0].out.path
+                            ),
+                        },
+                        vec![],
+                    ));
+                }
+                self.dtype = if ends.iter().all(|e| e.dtype == DType::I64) { DType::I64 } else { DType::F32 };
+                self.float_from = if ends.iter().all(|e| e.out.identity) { before.2 } else { Some(lref.clone()) };
+                *merge_parts = parts;
+                y
+            }
+            LayerSpec::Residual { body, shortcut } => {
+                let before = self.producer.clone();
+                let (yb, rb) = self.chain(body, &format!("{path}.body."), &format!("{label}."), depth + 1, x.clone());
+                *body = rb;
+                let after_body = self.producer.clone();
+                let identity = shortcut.is_none();
+                let ys = match shortcut {
+                    Some(sc) => {
+                        self.producer = before;
+                        let (ys, rs) =
+                            self.chain(sc, &format!("{path}.shortcut."), &format!("{label}.s"), depth + 1, x.clone());
+                        *sc = rs;
+                        ys
+                    }
+                    None => x.clone(),
+                };
+                let after_shortcut = std::mem::replace(&mut self.producer, after_body.clone());
+                if yb != ys {
+                    let mut fixes = vec![];
+                    if identity && ys.rank() == 4 && yb.rank() == 4 {
+                        fixes.extend(conv_shortcut_fix(path, &ys, &yb));
+                    }
+                    if let (Some(i), Some(o), 2, 2) = (ys.last(), yb.last(), ys.rank(), yb.rank()) {
+                        if identity {
+                            fixes.push(Fix {
+                                text: format!("add a projection shortcut Linear({i}, {o}) to {path}"),
+                                edits: vec![Edit::SetShortcut { path: path.into(), in_features: i, out_features: o }],
+                            });
+                        } else if let Producer::Linear(p) = &after_shortcut {
+                            fixes.push(Fix {
+                                text: format!("make {} produce {o} features", p.path),
+                                edits: vec![Edit::SetOutFeatures { path: p.path.clone(), value: o }],
+                            });
+                        }
+                        if let Producer::Linear(p) = &after_body {
+                            fixes.push(Fix {
+                                text: format!("make {} produce {i} features", p.path),
+                                edits: vec![Edit::SetOutFeatures { path: p.path.clone(), value: i }],
+                            });
+                        }
+                    }
+                    *error =
+                        Some((ShapeErrorKind::ResidualMismatch { body: yb.clone(), shortcut: ys, identity }, fixes));
+                }
+                yb
+            }
+            _ => x,
+        }
+    }
+
+    /// One branch of an `Add` or `Concat`: a row of its own (so an identity branch shows too),
+    /// then its layers.
+    fn branch(
+        &mut self,
+        layers: &[NamedLayer],
+        path: &str,
+        position: usize,
+        label: &str,
+        depth: usize,
+        x: SymShape,
+    ) -> (SymShape, Vec<NamedLayer>) {
+        let row = self.trace.len();
+        let spec = LayerSpec::Sequential(layers.to_vec());
+        self.trace.push(TraceRow {
+            layer: LayerRef { path: path.to_string(), desc: spec.to_string(), position },
+            depth,
+            position_label: label.to_string(),
+            input: x.clone(),
+            output: x.clone(),
+            spec,
+            error: None,
+        });
+        let (y, resolved) = self.chain(layers, &format!("{path}."), label, depth + 1, x);
+        self.finish_row(row, &LayerSpec::Sequential(resolved.clone()), y.clone());
+        (y, resolved)
+    }
+
+    fn finish_row(&mut self, row: usize, spec: &LayerSpec, y: SymShape) {
+        let r = &mut self.trace[row];
+        r.output = y;
+        r.spec = spec.clone();
+        r.layer.desc = spec.to_string();
+    }
+
+    fn check_classes(&mut self, out: &SymShape, classes: usize) {
+        if out.rank() == 2 && out.last() == Some(classes) {
+            return;
+        }
+        let fixes = match (&self.producer, out.last()) {
+            (Producer::Linear(p), Some(_)) if out.rank() == 2 => {
+                let in_f = self.trace.iter().find(|r| r.layer.path == p.path).and_then(|r| r.input.last()).unwrap_or(0);
+                vec![Fix {
+                    text: format!("make {} Linear({in_f}, {classes})", p.path),
+                    edits: vec![Edit::SetOutFeatures { path: p.path.clone(), value: classes }],
+                }]
+            }
+            (_, Some(last)) if out.rank() == 2 => {
+                vec![Fix {
+                    text: format!("end the model with Linear({last}, {classes})"),
+                    edits: vec![Edit::AppendLinear { in_features: last, out_features: classes }],
+                }]
+            }
+            _ => vec![Fix {
+                text: format!("end the model with Flatten and Linear({}, {classes})", out.sample_numel()),
+                edits: vec![],
+            }],
+        };
+        self.errors.push(ShapeError {
+            layer: None,
+            input: None,
+            kind: ShapeErrorKind::ClassCount { classes, logits: out.clone(), producer: self.producer.clone() },
+            fixes,
+        });
+    }
+}
+
+/// Trace labels of branches: `a`, `b`, … (`2.a1` is the first layer of the first branch of the
+/// second layer).
+fn branch_label(i: usize) -> String {
+    match u8::try_from(i) {
+        Ok(i) if i < 26 => char::from(b'a' + i).to_string(),
+        _ => format!("[{i}]"),
+    }
+}

@@ -1,0 +1,60 @@
+//! Writing a spec back as a model file: the model's keys here, each layer's keys by its kind
+//! ([`crate::layer::Layer::write_toml`]), the containers' chains here.
+
+use crate::check::shape::dtype_name;
+use crate::spec::{LayerSpec, Merge, ModelSpec, NamedLayer};
+use strata_core::{ConvAlgorithm, DType};
+
+/// The model file text for a spec: what `parse_model` reads back to an equal spec (without
+/// origins). Checkpoints store it so `strata eval` can rebuild the model.
+pub fn to_toml(spec: &ModelSpec) -> String {
+    let mut s = format!("name = {:?}\n", spec.name);
+    if let Some(input) = &spec.input {
+        s.push_str(&format!("input = {input:?}\n"));
+    }
+    if spec.input_dtype != DType::F32 {
+        s.push_str(&format!("input_dtype = {:?}\n", dtype_name(spec.input_dtype)));
+    }
+    if spec.conv_algorithm != ConvAlgorithm::Default {
+        s.push_str(&format!("conv_algorithm = {:?}\n", spec.conv_algorithm.name()));
+    }
+    if spec.dtype != DType::F32 {
+        s.push_str(&format!("dtype = {:?}\n", dtype_name(spec.dtype)));
+    }
+    s.push_str("layers = [\n");
+    for l in &spec.layers {
+        s.push_str(&format!("  {},\n", layer_toml(l)));
+    }
+    s.push_str("]\n");
+    s
+}
+
+fn chain_toml(layers: &[NamedLayer]) -> String {
+    layers.iter().map(layer_toml).collect::<Vec<_>>().join(", ")
+}
+
+fn layer_toml(l: &NamedLayer) -> String {
+    let mut fields = vec![format!("name = {:?}", l.name), format!("type = {:?}", l.spec.type_name())];
+    match &l.spec {
+        LayerSpec::Branches { branches, merge } => {
+            if let Merge::Concat { dim } = merge {
+                fields.push(format!("dim = {dim}"));
+            }
+            let chains: Vec<String> = branches.iter().map(|b| format!("[{}]", chain_toml(b))).collect();
+            fields.push(format!("branches = [{}]", chains.join(", ")));
+        }
+        LayerSpec::Sequential(inner) => fields.push(format!("layers = [{}]", chain_toml(inner))),
+        LayerSpec::Residual { body, shortcut } => {
+            fields.push(format!("layers = [{}]", chain_toml(body)));
+            if let Some(s) = shortcut {
+                fields.push(format!("shortcut = [{}]", chain_toml(s)));
+            }
+        }
+        leaf => {
+            if let Some(layer) = leaf.layer() {
+                layer.write_toml(&mut fields);
+            }
+        }
+    }
+    format!("{{ {} }}", fields.join(", "))
+}
