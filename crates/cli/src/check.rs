@@ -12,7 +12,7 @@ use strata_nn::{ModelSpec, StateDict, Summary};
 /// Options of `strata check`.
 #[derive(Args, Debug)]
 pub struct CheckArgs {
-    /// The model file (TOML), e.g. examples/simple_nn.toml.
+    /// The model file (TOML), e.g. examples/simple_nn.toml, or a run file (its model is checked).
     model: PathBuf,
     /// The shape of one input sample, e.g. 784 or 1x28x28 (default: the file's `input`).
     #[arg(long, value_name = "SHAPE")]
@@ -28,7 +28,7 @@ pub struct CheckArgs {
 /// Options of `strata summary`.
 #[derive(Args, Debug)]
 pub struct SummaryArgs {
-    /// The model file (TOML).
+    /// The model file (TOML), or a run file (its model is checked).
     model: PathBuf,
     /// The shape of one input sample (default: the file's `input`).
     #[arg(long, value_name = "SHAPE")]
@@ -60,6 +60,39 @@ pub fn load_or_report(path: &Path) -> Option<ModelSpec> {
     }
 }
 
+/// Loads the model of a model file or of a run file (its `model = "path"`, relative to the run
+/// file, or its inline `[model]` table), printing errors on failure: `check` and `summary`
+/// take either.
+pub fn load_model_or_run_file(path: &Path) -> Option<ModelSpec> {
+    let Ok(text) = std::fs::read_to_string(path) else { return load_or_report(path) };
+    let Ok(doc) = text.parse::<toml::Table>() else { return load_or_report(path) };
+    if doc.contains_key("layers") {
+        return load_or_report(path);
+    }
+    match doc.get("model") {
+        Some(toml::Value::String(model)) => load_or_report(&path.parent().unwrap_or(Path::new("")).join(model)),
+        Some(toml::Value::Table(_)) => {
+            let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            match strata_nn::model_file::parse_model_at(&text, &path.display().to_string(), &name, Some("model")) {
+                Ok(spec) => spec,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    eprintln!("\n{} in {}", plural(errors.0.len(), "error"), path.display());
+                    None
+                }
+            }
+        }
+        // A run file without a model trains SimpleNN.
+        None if ["data", "optimizer", "schedule", "training"].iter().any(|k| doc.contains_key(*k)) => {
+            strata_nn::SimpleNN::new()
+                .ok()
+                .and_then(|m| ModelSpec::from_module("SimpleNN", &m))
+                .map(|s| s.input(&[784]))
+        }
+        _ => load_or_report(path),
+    }
+}
+
 /// Parses `--input`.
 pub fn parse_input(input: &Option<String>) -> Result<Option<SymShape>> {
     input.as_deref().map(SymShape::parse_sample).transpose().map_err(|e| anyhow::anyhow!("--input: {e}"))
@@ -77,7 +110,7 @@ fn plural(n: usize, word: &str) -> String {
 
 /// Runs `strata check`.
 pub fn check(args: &CheckArgs) -> Result<Verdict> {
-    let Some(spec) = load_or_report(&args.model) else { return Ok(Verdict::Failed) };
+    let Some(spec) = load_model_or_run_file(&args.model) else { return Ok(Verdict::Failed) };
     let input = parse_input(&args.input)?;
     let mut report = check_spec(&spec, input.as_ref(), args.classes);
     if let Some(w) = &args.weights {
@@ -110,7 +143,7 @@ pub fn check(args: &CheckArgs) -> Result<Verdict> {
 
 /// Runs `strata summary`.
 pub fn summary(args: &SummaryArgs) -> Result<Verdict> {
-    let Some(spec) = load_or_report(&args.model) else { return Ok(Verdict::Failed) };
+    let Some(spec) = load_model_or_run_file(&args.model) else { return Ok(Verdict::Failed) };
     let input = parse_input(&args.input)?;
     let report = check_spec(&spec, input.as_ref(), None);
     if !report.errors.is_empty() {

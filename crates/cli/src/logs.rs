@@ -50,12 +50,12 @@ pub fn run(args: &LogsArgs) -> Result<Verdict> {
 // ---------------------------------------------------------------------------------------------
 // Reading metrics.jsonl
 
-/// One line of `metrics.jsonl`; every figure may be absent or null. Unknown fields, unknown
-/// kinds and lines without a kind (`strata train --json`'s start and done events) are ignored,
-/// so that newer writers stay readable.
+/// One line of `metrics.jsonl`; every figure may be absent or null. Unknown fields and unknown
+/// events (`start`, `done`) are ignored, so that newer writers stay readable. The event's name
+/// is `event` (runs written before 2026-12 called it `kind`; both are read).
 #[derive(Deserialize, Debug, Default, Clone)]
 struct Record {
-    #[serde(default)]
+    #[serde(default, alias = "event")]
     kind: Option<String>,
     epoch: Option<u64>,
     step: Option<u64>,

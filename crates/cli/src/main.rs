@@ -28,18 +28,45 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train a model (default: PyTorch's SimpleNN) on the embedded MNIST subset.
+    #[command(after_help = "Examples:
+  strata train                                          SimpleNN on the embedded MNIST subset
+  strata train examples/simple_nn_mnist.toml --data ../shared/data/mnist
+  strata train --model examples/resnet_mnist_model.toml --epochs 2 --out runs/resnet
+  strata train run.toml --set optimizer.name=adam --set training.clip_grad_norm=1.0
+  strata train --resume runs/resnet --epochs 4          continue a run, extended to 4 epochs
+  strata train --dtype f64 --save model.safetensors     double precision, a PyTorch state_dict")]
     Train(train::TrainArgs),
     /// Check a model file's shapes end to end; print the trace, or every error (exit 1).
+    #[command(after_help = "Examples:
+  strata check examples/simple_nn.toml --classes 10
+  strata check examples/broken_simple_nn.toml           every mismatch, with fixes (exit 1)
+  strata check examples/simple_nn.toml --input 1x28x28  another input shape
+  strata check examples/simple_nn.toml --weights runs/x/checkpoints/best.safetensors")]
     Check(check::CheckArgs),
     /// Print a model file's summary: output shapes, parameters, MACs, activation memory.
+    #[command(after_help = "Examples:
+  strata summary examples/resnet_mnist_model.toml
+  strata summary examples/simple_nn.toml --batch-size 256")]
     Summary(check::SummaryArgs),
     /// Evaluate a checkpoint: accuracy, per-class precision and recall, confusion matrix.
+    #[command(after_help = "Examples:
+  strata eval runs/simple_nn_mnist                     the run's best checkpoint on its test data
+  strata eval runs/x/checkpoints/step-000000250.safetensors --data ../shared/data/mnist")]
     Eval(eval::EvalArgs),
     /// Class probabilities for image files or IDX records, from a checkpoint.
+    #[command(after_help = "Examples:
+  strata predict runs/simple_nn_mnist digit.png
+  strata predict runs/simple_nn_mnist --idx ../shared/data/mnist/t10k-images-idx3-ubyte.gz --index 0,1,2")]
     Predict(eval::PredictArgs),
     /// The learning-rate range test: loss against an exponentially growing rate, and a suggestion.
+    #[command(after_help = "Examples:
+  strata lr-find                                       SimpleNN on the embedded data
+  strata lr-find examples/simple_nn_mnist.toml --data ../shared/data/mnist")]
     LrFind(lr_find::LrFindArgs),
     /// Summarise run directories' metrics.jsonl and plot their loss and accuracy curves.
+    #[command(after_help = "Examples:
+  strata logs runs/simple_nn_mnist
+  strata logs runs/a runs/b --out plots                both runs overlaid: loss and accuracy as PNG and SVG")]
     Logs(logs::LogsArgs),
 }
 

@@ -165,6 +165,21 @@ fn overrides(args: &TrainArgs) -> Result<Vec<(String, String)>> {
     Ok(o)
 }
 
+/// The config as a run directory's `config.toml` stores it, so that `strata train
+/// RUN_DIR/config.toml` runs it again as is: the model is the `model.toml` beside it, data paths
+/// are absolute, and the output goes to a new directory (`runs/config` unless `--out` says).
+fn rerunnable(config: &RunConfig) -> RunConfig {
+    let mut c = config.clone();
+    c.model = Some(toml::Value::String("model.toml".into()));
+    c.training.out = None;
+    for p in [&mut c.data.path, &mut c.data.test_path].into_iter().flatten() {
+        if let Ok(abs) = std::path::absolute(&*p) {
+            *p = abs;
+        }
+    }
+    c
+}
+
 /// A float as TOML writes it (`nan`, `inf` included), so a non-finite flag reaches the config's
 /// range checks and their message rather than failing to parse as a number.
 fn toml_float(v: f64) -> String {
@@ -601,7 +616,8 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
     let total_steps = steps_per_epoch * t.epochs;
     let mut logger = Logger::open(out.as_deref(), output, resume.is_some(), step)?;
     if let Some(dir) = &out {
-        std::fs::write(dir.join("config.toml"), toml::to_string(&config)?).context("writing config.toml")?;
+        std::fs::write(dir.join("config.toml"), toml::to_string(&rerunnable(&config))?)
+            .context("writing config.toml")?;
         std::fs::write(dir.join("model.toml"), to_toml(&resolved)).context("writing model.toml")?;
     }
     let meta_base = Meta {
@@ -1126,7 +1142,8 @@ impl Logger {
         let bar = ProgressBar::new(len).with_position(pos);
         bar.set_style(
             ProgressStyle::with_template(&format!(
-                "epoch {:>2}/{epochs} [{{bar:25}}] {{pos}}/{{len}} {{msg}} ETA {{eta}}",
+                // `wide_bar` takes what the terminal's width leaves, so the line never wraps.
+                "epoch {:>2}/{epochs} [{{wide_bar}}] {{pos}}/{{len}} {{msg}} ETA {{eta}}",
                 epoch + 1
             ))
             .expect("valid template")
@@ -1146,7 +1163,7 @@ impl Logger {
         rate: f64,
         time: f64,
     ) -> Result<()> {
-        let v = json!({"kind": "step", "epoch": epoch, "step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "samples_per_s": rate, "time_s": time});
+        let v = json!({"event": "step", "epoch": epoch, "step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "samples_per_s": rate, "time_s": time});
         self.emit(
             v,
             &[
@@ -1171,7 +1188,7 @@ impl Logger {
         rate: f64,
         time: f64,
     ) -> Result<()> {
-        let v = json!({"kind": "epoch", "epoch": epoch, "step": step, "train_loss": train.map(|t| t.0), "train_acc": train.map(|t| t.1),
+        let v = json!({"event": "epoch", "epoch": epoch, "step": step, "train_loss": train.map(|t| t.0), "train_acc": train.map(|t| t.1),
             "val_loss": val.map(|v| v.0), "val_acc": val.map(|v| v.1), "lr": lr, "samples_per_s": rate, "time_s": time});
         let scalars = [
             ("epoch/train_loss", train.map(|t| t.0)),
@@ -1215,7 +1232,7 @@ impl Logger {
     ) -> Result<()> {
         if let Some((l, a)) = test {
             self.emit(
-                json!({"kind": "test", "epoch": epochs, "step": step, "test_loss": l, "test_acc": a, "time_s": time}),
+                json!({"event": "test", "epoch": epochs, "step": step, "test_loss": l, "test_acc": a, "time_s": time}),
                 &[("test/loss", Some(l)), ("test/acc", Some(a))],
                 step,
             )?;

@@ -83,7 +83,7 @@ fn sigkill_then_resume(extra: &[&str]) {
     assert_eq!(params(&straight), params(&killed));
     // The log reads as one run: one line per epoch.
     let log = std::fs::read_to_string(killed.join("metrics.jsonl")).unwrap();
-    assert_eq!(log.lines().filter(|l| l.contains("\"kind\":\"epoch\"")).count(), 8);
+    assert_eq!(log.lines().filter(|l| l.contains("\"event\":\"epoch\"")).count(), 8);
 }
 
 #[test]
@@ -185,7 +185,7 @@ fn sigkill_during_resume_then_resume_again_is_bit_identical() {
     assert!(out.status.success(), "killed {delay} ns into a resume: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(params(&straight), params(&killed), "killed {delay} ns into a resume");
     let log = std::fs::read_to_string(killed.join("metrics.jsonl")).unwrap();
-    assert_eq!(log.lines().filter(|l| l.contains("\"kind\":\"epoch\"")).count(), 8, "killed {delay} ns into a resume");
+    assert_eq!(log.lines().filter(|l| l.contains("\"event\":\"epoch\"")).count(), 8, "killed {delay} ns into a resume");
 }
 
 fn checkpoint_steps(run: &Path) -> Vec<usize> {
@@ -278,7 +278,7 @@ fn overrides_on_resume_are_applied_and_said_or_refused() {
     insta::assert_snapshot!("resume_applies_overrides", stderr);
     // The third epoch's steps ran at the new rate.
     let log = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
-    let last_step = log.lines().rfind(|l| l.contains("\"kind\":\"step\"")).unwrap();
+    let last_step = log.lines().rfind(|l| l.contains("\"event\":\"step\"")).unwrap();
     assert!(last_step.contains("\"lr\":0.001"), "{last_step}");
 }
 
@@ -339,7 +339,7 @@ fn a_run_killed_before_its_first_checkpoint_starts_over_in_place() {
     let r = run.to_str().unwrap();
     std::fs::create_dir_all(run.join("checkpoints")).unwrap();
     let leftovers = [
-        ("metrics.jsonl", "{\"kind\":\"step\",\"epoch\":1,\"step\":10,\"loss\":2.0}\n"),
+        ("metrics.jsonl", "{\"event\":\"step\",\"epoch\":1,\"step\":10,\"loss\":2.0}\n"),
         ("config.toml", "[training]\nepochs = 1\n"),
         ("model.toml", "name = \"SimpleNN\"\n"),
         ("events.out.tfevents.1700000000.host.strata", "x"),
@@ -358,7 +358,7 @@ fn a_run_killed_before_its_first_checkpoint_starts_over_in_place() {
     insta::assert_snapshot!("restart_in_place", stderr);
     let log = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     assert!(!log.contains("\"loss\":2.0}"), "the old log is gone: {log}");
-    assert_eq!(log.lines().filter(|l| l.contains("\"kind\":\"epoch\"")).count(), 1);
+    assert_eq!(log.lines().filter(|l| l.contains("\"event\":\"epoch\"")).count(), 1);
     assert!(!run.join("events.out.tfevents.1700000000.host.strata").exists());
     assert!(run.join("model.safetensors").exists());
 }

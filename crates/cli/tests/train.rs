@@ -144,3 +144,44 @@ fn a_diverging_run_stops_naming_the_step_and_layer_and_saves_nothing_non_finite(
         assert!(!o.status.success() && err.contains(says), "{set}: {err}");
     }
 }
+
+/// The CLI's rough edges (issue 16): every subcommand's `--help` has examples; `--json` names
+/// every event with one key, `event`; a run directory's `config.toml` runs again as is; `check`
+/// and `summary` take a run file and check its model.
+#[test]
+fn help_examples_json_events_rerunnable_config_and_run_files_in_check() {
+    for sub in ["train", "check", "summary", "eval", "predict", "lr-find", "logs"] {
+        let o = strata(&[sub, "--help"]);
+        let help = String::from_utf8_lossy(&o.stdout);
+        assert!(help.contains("Examples:\n  strata "), "{sub} --help has no examples:\n{help}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let o = strata(&["train", "--epochs", "1", "--json", "--out", run.to_str().unwrap()]);
+    assert!(o.status.success());
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    for line in stdout.lines() {
+        assert!(line.starts_with('{') && line.contains("\"event\":") && !line.contains("\"kind\":"), "{line}");
+    }
+    let log = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert!(log.lines().all(|l| l.contains("\"event\":")), "{log}");
+    let again = dir.path().join("again");
+    let config = run.join("config.toml");
+    let o = strata(&["train", config.to_str().unwrap(), "--quiet", "--out", again.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(again.join("model.safetensors").exists());
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/");
+    for (cmd, file, says) in [
+        ("check", "resnet_mnist.toml", "ok: [N, 1, 28, 28] → [N, 10]"),
+        ("summary", "lstm_mnist.toml", "parameters ("),
+        ("check", "simple_nn_mnist.toml", "ok: [N, 784] → [N, 10]"),
+    ] {
+        let o = strata(&[cmd, &format!("{root}{file}")]);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success() && out.contains(says),
+            "{cmd} {file}: {out}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
