@@ -7,11 +7,11 @@ use crate::check::Verdict;
 use crate::checkpoint;
 use crate::config::RunConfig;
 use crate::data_setup::prepare;
-use crate::train::to_model_input;
+use crate::train::InputLayout;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use std::path::{Path, PathBuf};
-use strata_core::{DType, Tensor, no_grad};
+use strata_core::{Tensor, no_grad};
 use strata_data::{DataLoader, ImageFolderOptions, load_image, read_idx};
 use strata_nn::model_file::parse_model;
 use strata_nn::{Module, Sequential};
@@ -48,8 +48,8 @@ pub struct PredictArgs {
 struct Loaded {
     model: Sequential,
     sample: Vec<usize>,
-    /// The model's element type (f64 for a model trained with `dtype = "f64"`).
-    dtype: DType,
+    /// How a batch becomes the model's input (its element type, a time-major batch).
+    layout: InputLayout,
     /// The checkpoint file, for messages.
     file: PathBuf,
     meta: checkpoint::Meta,
@@ -109,7 +109,8 @@ fn load(path: &Path) -> Result<Loaded> {
             })?
         }
     };
-    Ok(Loaded { model, sample, dtype: spec.dtype, file, meta, config })
+    let layout = InputLayout::of(&spec, &sample);
+    Ok(Loaded { model, sample, layout, file, meta, config })
 }
 
 /// Runs `strata eval`.
@@ -142,7 +143,7 @@ pub fn eval(args: &EvalArgs) -> Result<Verdict> {
     let mut confusion = vec![vec![0usize; k]; k];
     no_grad(|| -> Result<()> {
         for batch in DataLoader::new(set, 1000).epoch(0) {
-            let logits = l.model.forward(&to_model_input(&batch.x, &sample, l.dtype)?)?;
+            let logits = l.model.forward(&l.layout.apply(&batch.x)?)?;
             let outputs = logits.dims().get(1).copied().unwrap_or(0);
             if logits.ndim() != 2 || outputs > k {
                 bail!(
@@ -240,9 +241,8 @@ pub fn predict(args: &PredictArgs) -> Result<Verdict> {
             bail!("{name}: {} values, but the model takes {numel} ({:?})", x.len(), l.sample);
         }
         normalize(&mut x, &l.meta.mean, &l.meta.std);
-        let mut dims = vec![1];
-        dims.extend(&l.sample);
-        let logits = no_grad(|| l.model.forward(&Tensor::from_vec(x, &dims)?.to_dtype(l.dtype)?))?.to_vec_f64();
+        let input = l.layout.apply(&Tensor::from_vec(x, &[1, numel])?)?;
+        let logits = no_grad(|| l.model.forward(&input))?.to_vec_f64();
         let probs = softmax(&logits);
         let mut order: Vec<usize> = (0..probs.len()).collect();
         order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));

@@ -5,7 +5,7 @@
 
 use crate::check::Verdict;
 use crate::logs::{FONT, HEIGHT, WIDTH, register_plot_font};
-use crate::train::{TrainArgs, build, to_model_input};
+use crate::train::{InputLayout, TrainArgs, build};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use plotters::prelude::*;
@@ -47,6 +47,7 @@ pub fn run(args: &LrFindArgs) -> Result<Verdict> {
     let batch = b.config.training.batch_size.resolve(b.data.train.len());
     let loader = DataLoader::new(&b.data.train, batch).shuffle(b.config.training.seed);
     let criterion = CrossEntropyLoss::new();
+    let layout = InputLayout::of(&b.resolved, &b.sample);
     let ratio = (args.end_lr / args.start_lr).powf(1.0 / (args.steps - 1) as f64);
     let (mut avg, mut best) = (0.0, f64::INFINITY);
     let mut points: Vec<(f64, f64)> = Vec::with_capacity(args.steps);
@@ -59,8 +60,7 @@ pub fn run(args: &LrFindArgs) -> Result<Verdict> {
             let lr = args.start_lr * ratio.powi(i as i32);
             b.optimizer.set_lr(lr);
             b.optimizer.zero_grad()?;
-            let loss = criterion
-                .forward(&b.model.forward(&to_model_input(&batch.x, &b.sample, b.resolved.dtype)?)?, &batch.y)?;
+            let loss = criterion.forward(&b.model.forward(&layout.apply(&batch.x)?)?, &batch.y)?;
             loss.backward()?;
             b.optimizer.step()?;
             let l = loss.item()?;

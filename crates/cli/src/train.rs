@@ -611,6 +611,7 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
     }
 
     let batch_size = t.batch_size.resolve(data.train.len());
+    let layout = InputLayout::of(&resolved, &sample);
     let loader = DataLoader::new(&data.train, batch_size).shuffle(t.seed);
     let steps_per_epoch = loader.num_batches();
     let total_steps = steps_per_epoch * t.epochs;
@@ -661,7 +662,7 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
                 let lr = lr_at(&config.schedule, config.optimizer.lr, step, steps_per_epoch, total_steps);
                 optimizer.set_lr(lr);
                 optimizer.zero_grad()?;
-                let input = to_model_input(&batch.x, &sample, resolved.dtype)?;
+                let input = layout.apply(&batch.x)?;
                 let logits = model.forward(&input)?;
                 let loss = criterion.forward(&logits, &batch.y)?;
                 loss.backward()?;
@@ -769,7 +770,7 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
             return Ok(Verdict::Interrupted);
         }
         let train_secs = t0.elapsed().as_secs_f64();
-        let val = if data.val.is_empty() { None } else { Some(evaluate(&model, &data.val, &sample, resolved.dtype)?) };
+        let val = if data.val.is_empty() { None } else { Some(evaluate(&model, &data.val, &layout)?) };
         if let Some((_, acc)) = val
             && best.is_none_or(|b| acc > b)
         {
@@ -813,7 +814,7 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
         ));
     }
     // The test set is evaluated once, at the very end: its accuracy is the last figure printed.
-    let test = data.test.as_ref().map(|d| evaluate(&model, d, &sample, resolved.dtype)).transpose()?;
+    let test = data.test.as_ref().map(|d| evaluate(&model, d, &layout)).transpose()?;
     logger.finish(t.epochs, step, last_val, test, best, started.elapsed().as_secs_f64())?;
     Ok(Verdict::Ok)
 }
@@ -844,12 +845,34 @@ pub fn make_optimizer(config: &RunConfig, params: Vec<Tensor>) -> Result<Box<dyn
     })
 }
 
-/// A batch `[B, *data sample]` viewed as `[B, *model sample]` (same element count per sample),
-/// in the model's element type (the data sets hold f32).
-pub fn to_model_input(x: &Tensor, sample_shape: &[usize], dtype: DType) -> Result<Tensor> {
-    let mut dims = vec![x.dims()[0]];
-    dims.extend_from_slice(sample_shape);
-    Ok(x.reshape(&dims)?.to_dtype(dtype)?)
+/// How a batch from the data sets (`[B, *data sample]`, f32) becomes the model's input.
+#[derive(Clone, Debug)]
+pub struct InputLayout {
+    /// The model's sample shape (same element count as the data's).
+    pub sample: Vec<usize>,
+    /// Where the batch goes: 0, or 1 for a model that reads time-major sequences `[T, N, F]`
+    /// (`strata_nn::check::input_batch_dim`).
+    pub batch_dim: usize,
+    /// The model's element type.
+    pub dtype: DType,
+}
+
+impl InputLayout {
+    /// The layout `spec` takes for samples of shape `sample`.
+    pub fn of(spec: &ModelSpec, sample: &[usize]) -> InputLayout {
+        let batch_dim = strata_nn::check::input_batch_dim(spec, sample.len());
+        InputLayout { sample: sample.to_vec(), batch_dim, dtype: spec.dtype }
+    }
+
+    /// A batch `[B, *data sample]` as the model's input: viewed as `[B, *model sample]`, the batch
+    /// moved to `batch_dim` (`[T, B, F]` for a time-major model), in the model's element type.
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        let mut dims = vec![x.dims()[0]];
+        dims.extend_from_slice(&self.sample);
+        let x = x.reshape(&dims)?;
+        let x = if self.batch_dim == 1 { x.transpose(0, 1)? } else { x };
+        Ok(x.to_dtype(self.dtype)?)
+    }
 }
 
 /// Where a diverged step first went non-finite, in words: the input, a parameter, the first
@@ -966,13 +989,13 @@ fn grad_norm(model: &dyn Module) -> Result<f64> {
 }
 
 /// Mean loss and accuracy over a data set, in evaluation mode and without recording the graph.
-pub fn evaluate(model: &dyn Module, data: &Dataset, sample: &[usize], dtype: DType) -> Result<(f64, f64)> {
+pub fn evaluate(model: &dyn Module, data: &Dataset, layout: &InputLayout) -> Result<(f64, f64)> {
     model.eval();
     let criterion = CrossEntropyLoss::with_reduction(strata_core::Reduction::Sum);
     let result = no_grad(|| -> Result<(f64, usize)> {
         let (mut loss, mut correct) = (0.0, 0);
         for batch in DataLoader::new(data, 1000).epoch(0) {
-            let logits = model.forward(&to_model_input(&batch.x, sample, dtype)?)?;
+            let logits = model.forward(&layout.apply(&batch.x)?)?;
             loss += criterion.forward(&logits, &batch.y)?.item()?;
             correct += count_correct(&logits, &batch.y)?;
         }

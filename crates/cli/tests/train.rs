@@ -185,3 +185,40 @@ fn help_examples_json_events_rerunnable_config_and_run_files_in_check() {
         );
     }
 }
+
+/// A model that reads time-major sequences (`batch_first = false`, `input = [T, F]`) trains,
+/// evaluates and predicts from the CLI: the batch is laid out `[T, N, F]` for it (issue 11).
+#[test]
+fn a_time_major_recurrent_model_trains_evaluates_and_predicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tm.toml");
+    std::fs::write(
+        &model,
+        r#"input = [28, 28]
+layers = [
+  { name = "rnn", type = "GRU", input_size = 28, hidden_size = 16, batch_first = false },
+  { type = "LastStep", batch_first = false },
+  { name = "fc", type = "Linear", in_features = 16, out_features = 10 },
+]
+"#,
+    )
+    .unwrap();
+    let run = dir.path().join("run");
+    let o = strata(&[
+        "train",
+        "--model",
+        model.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--quiet",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = strata(&["eval", run.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let idx = concat!(env!("CARGO_MANIFEST_DIR"), "/../data/assets/t10k-images-idx3-ubyte.gz");
+    let o = strata(&["predict", run.to_str().unwrap(), "--idx", idx, "--index", "0,1"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 2);
+}

@@ -1,5 +1,5 @@
 //! Activation layers — the modules, and the layer kinds (config, shape rule, model-file keys)
-//! behind [`Layer`]: `ReLU`, `Sigmoid`, `Tanh`, `GELU`, `LeakyReLU`, `ELU` (element-wise, any
+//! behind [`Layer`]: `ReLU`, `Sigmoid`, `Tanh`, `GELU` (exact or tanh), `LeakyReLU`, `ELU` (element-wise, any
 //! shape) and `Softmax`, `LogSoftmax` (normalised along `dim`).
 
 use crate::Result;
@@ -10,7 +10,7 @@ use crate::check::shape::SymShape;
 use crate::layer::{BuildContext, Layer, LayerKind};
 use crate::model_file::keys::LayerFields;
 use crate::module::Module;
-use crate::spec::LayerSpec;
+use crate::spec::{GeluApproximate, LayerSpec};
 use strata_core::Tensor;
 
 /// Rectified linear unit, `max(x, 0)`, PyTorch's `nn.ReLU` (gradient 0 at 0, as PyTorch).
@@ -90,13 +90,52 @@ pointwise_layer!(
     |x| x.tanh()
 );
 
-pointwise_layer!(
-    /// GELU in its exact form `x·Φ(x) = ½·x·(1 + erf(x/√2))`, PyTorch's `nn.GELU()`
-    /// (`approximate='none'`).
-    GELU,
-    "GELU",
-    |x| x.gelu()
-);
+/// GELU, PyTorch's `nn.GELU(approximate)`: the exact form `x·Φ(x) = ½·x·(1 + erf(x/√2))`
+/// (`approximate='none'`, the default), or the tanh approximation
+/// `½·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))` (`approximate='tanh'`).
+///
+/// # Shapes
+/// - input: any shape
+/// - output: the same shape
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GELU {
+    /// Which formula.
+    pub approximate: GeluApproximate,
+}
+
+impl GELU {
+    /// `nn.GELU()`: the exact form.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// `nn.GELU(approximate='tanh')`.
+    pub fn tanh() -> Self {
+        GELU { approximate: GeluApproximate::Tanh }
+    }
+}
+
+impl Module for GELU {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self.approximate {
+            GeluApproximate::None => x.gelu()?,
+            GeluApproximate::Tanh => x.gelu_tanh()?,
+        })
+    }
+    fn describe(&self) -> String {
+        gelu_describe(self.approximate)
+    }
+    fn spec(&self) -> Option<crate::spec::LayerSpec> {
+        Some(crate::spec::LayerSpec::GELU { approximate: self.approximate })
+    }
+}
+
+/// `GELU` for the exact form (as before the option existed), PyTorch's repr for the other.
+fn gelu_describe(approximate: GeluApproximate) -> String {
+    match approximate {
+        GeluApproximate::None => "GELU".into(),
+        GeluApproximate::Tanh => "GELU(approximate='tanh')".into(),
+    }
+}
 
 /// `x` where `x > 0`, else `negative_slope·x`, PyTorch's `nn.LeakyReLU` (default slope 0.01).
 ///
@@ -258,8 +297,11 @@ pub enum ActivationSpec {
     Sigmoid,
     /// `nn.Tanh()`.
     Tanh,
-    /// `nn.GELU()` (exact).
-    GELU,
+    /// `nn.GELU(approximate='none' or 'tanh')`.
+    GELU {
+        /// The exact form or the tanh approximation.
+        approximate: GeluApproximate,
+    },
     /// `nn.LeakyReLU(negative_slope=0.01)`.
     LeakyReLU {
         /// Slope for negative inputs.
@@ -285,9 +327,29 @@ pub static SIGMOID_KIND: LayerKind = LayerKind {
 /// `type = "Tanh"`.
 pub static TANH_KIND: LayerKind =
     LayerKind { type_name: "Tanh", keys: &["name", "type"], layer_of: None, parse: Some(|_| Some(LayerSpec::Tanh)) };
-/// `type = "GELU"`.
-pub static GELU_KIND: LayerKind =
-    LayerKind { type_name: "GELU", keys: &["name", "type"], layer_of: None, parse: Some(|_| Some(LayerSpec::GELU)) };
+/// `type = "GELU"`, `approximate` (`"none"`, the default, or `"tanh"`).
+pub static GELU_KIND: LayerKind = LayerKind {
+    type_name: "GELU",
+    keys: &["name", "type", "approximate"],
+    layer_of: None,
+    parse: Some(|f| {
+        use toml::de::DeValue;
+        let approximate = match f.get("approximate").map(|v| (v.get_ref(), v.span())) {
+            None => GeluApproximate::None,
+            Some((DeValue::String(a), _)) if a.as_ref() == "none" => GeluApproximate::None,
+            Some((DeValue::String(a), _)) if a.as_ref() == "tanh" => GeluApproximate::Tanh,
+            Some((_, span)) => {
+                f.error(
+                    span,
+                    "`approximate` must be \"none\" or \"tanh\"".into(),
+                    Some("\"none\" is the exact erf form, \"tanh\" PyTorch's tanh approximation".into()),
+                );
+                return None;
+            }
+        };
+        Some(LayerSpec::GELU { approximate })
+    }),
+};
 /// `type = "LeakyReLU"`, `negative_slope` (default 0.01).
 pub static LEAKY_RELU_KIND: LayerKind = LayerKind {
     type_name: "LeakyReLU",
@@ -309,7 +371,7 @@ impl Layer for ActivationSpec {
             ActivationSpec::ReLU => "ReLU",
             ActivationSpec::Sigmoid => "Sigmoid",
             ActivationSpec::Tanh => "Tanh",
-            ActivationSpec::GELU => "GELU",
+            ActivationSpec::GELU { .. } => "GELU",
             ActivationSpec::LeakyReLU { .. } => "LeakyReLU",
             ActivationSpec::ELU { .. } => "ELU",
         }
@@ -319,6 +381,7 @@ impl Layer for ActivationSpec {
         match self {
             ActivationSpec::LeakyReLU { negative_slope } => format!("LeakyReLU(negative_slope={negative_slope})"),
             ActivationSpec::ELU { alpha } => format!("ELU(alpha={alpha})"),
+            ActivationSpec::GELU { approximate } => gelu_describe(*approximate),
             other => other.type_name().into(),
         }
     }
@@ -332,7 +395,7 @@ impl Layer for ActivationSpec {
             ActivationSpec::ReLU => Box::new(ReLU),
             ActivationSpec::Sigmoid => Box::new(Sigmoid),
             ActivationSpec::Tanh => Box::new(Tanh),
-            ActivationSpec::GELU => Box::new(GELU),
+            ActivationSpec::GELU { approximate } => Box::new(GELU { approximate: *approximate }),
             ActivationSpec::LeakyReLU { negative_slope } => Box::new(LeakyReLU::with_slope(*negative_slope)),
             ActivationSpec::ELU { alpha } => Box::new(ELU::with_alpha(*alpha)),
         })
@@ -342,6 +405,8 @@ impl Layer for ActivationSpec {
         match self {
             ActivationSpec::LeakyReLU { negative_slope } => fields.push(format!("negative_slope = {negative_slope:?}")),
             ActivationSpec::ELU { alpha } => fields.push(format!("alpha = {alpha:?}")),
+            // Only the non-default form is written, so files without the key read back the same.
+            ActivationSpec::GELU { approximate: GeluApproximate::Tanh } => fields.push("approximate = \"tanh\"".into()),
             _ => {}
         }
     }
@@ -351,7 +416,7 @@ impl Layer for ActivationSpec {
             ActivationSpec::ReLU => LayerSpec::ReLU,
             ActivationSpec::Sigmoid => LayerSpec::Sigmoid,
             ActivationSpec::Tanh => LayerSpec::Tanh,
-            ActivationSpec::GELU => LayerSpec::GELU,
+            ActivationSpec::GELU { approximate } => LayerSpec::GELU { approximate: *approximate },
             ActivationSpec::LeakyReLU { negative_slope } => LayerSpec::LeakyReLU { negative_slope: *negative_slope },
             ActivationSpec::ELU { alpha } => LayerSpec::ELU { alpha: *alpha },
         }

@@ -197,12 +197,28 @@ pub trait Module: Send + Sync {
         Ok(())
     }
 
-    /// Parameters and buffers by name, as PyTorch's `state_dict()`. The tensors share the
+    /// Parameters and buffers by name, as PyTorch's `state_dict()`, in PyTorch's order: per
+    /// module, depth first in registration order, its own parameters then its own buffers
+    /// (`bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.num_batches_tracked`, then the
+    /// next module's), so key lists compare equal with PyTorch's. The tensors share the
     /// module's data (no copy).
     fn state_dict(&self) -> StateDict {
+        // Not named_parameters() then named_buffers(): that lists every buffer after every
+        // parameter, which PyTorch's `_save_to_state_dict` recursion does not.
+        fn collect(m: &dyn Module, prefix: &str, sd: &mut StateDict) {
+            for (k, t) in m.own_parameters().into_iter().chain(m.own_buffers()) {
+                sd.insert(format!("{prefix}{k}"), t.detach());
+            }
+            for (name, child) in m.children() {
+                collect(child, &format!("{prefix}{name}."), sd);
+            }
+        }
         let mut sd = StateDict::new();
-        for (k, t) in self.named_parameters().into_iter().chain(self.named_buffers()) {
+        for (k, t) in self.own_parameters().into_iter().chain(self.own_buffers()) {
             sd.insert(k, t.detach());
+        }
+        for (name, child) in self.children() {
+            collect(child, &format!("{name}."), &mut sd);
         }
         sd
     }

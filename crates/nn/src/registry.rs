@@ -79,7 +79,7 @@ impl LayerSpec {
             LayerSpec::ReLU => Box::new(A::ReLU),
             LayerSpec::Sigmoid => Box::new(A::Sigmoid),
             LayerSpec::Tanh => Box::new(A::Tanh),
-            LayerSpec::GELU => Box::new(A::GELU),
+            LayerSpec::GELU { approximate } => Box::new(A::GELU { approximate: *approximate }),
             LayerSpec::LeakyReLU { negative_slope } => Box::new(A::LeakyReLU { negative_slope: *negative_slope }),
             LayerSpec::ELU { alpha } => Box::new(A::ELU { alpha: *alpha }),
             LayerSpec::Softmax { dim } => Box::new(SoftmaxSpec { dim: *dim, log: false }),
@@ -88,18 +88,25 @@ impl LayerSpec {
                 Box::new(flatten::FlattenSpec { start_dim: *start_dim, end_dim: *end_dim })
             }
             LayerSpec::Conv2d(c) => Box::new(c.clone()),
-            LayerSpec::MaxPool2d { kernel_size, stride, padding, dilation } => Box::new(pool::MaxPool2dSpec {
-                kernel_size: *kernel_size,
-                stride: *stride,
-                padding: *padding,
-                dilation: *dilation,
-            }),
-            LayerSpec::AvgPool2d { kernel_size, stride, padding, count_include_pad } => Box::new(pool::AvgPool2dSpec {
-                kernel_size: *kernel_size,
-                stride: *stride,
-                padding: *padding,
-                count_include_pad: *count_include_pad,
-            }),
+            LayerSpec::MaxPool2d { kernel_size, stride, padding, dilation, ceil_mode } => {
+                Box::new(pool::MaxPool2dSpec {
+                    kernel_size: *kernel_size,
+                    stride: *stride,
+                    padding: *padding,
+                    dilation: *dilation,
+                    ceil_mode: *ceil_mode,
+                })
+            }
+            LayerSpec::AvgPool2d { kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override } => {
+                Box::new(pool::AvgPool2dSpec {
+                    kernel_size: *kernel_size,
+                    stride: *stride,
+                    padding: *padding,
+                    ceil_mode: *ceil_mode,
+                    count_include_pad: *count_include_pad,
+                    divisor_override: *divisor_override,
+                })
+            }
             LayerSpec::AdaptiveAvgPool2d { output_size } => {
                 Box::new(pool::AdaptiveAvgPool2dSpec { output_size: *output_size })
             }

@@ -62,7 +62,7 @@ pub enum LayerSpec {
     },
     /// `Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)`.
     Conv2d(ConvSpec),
-    /// `MaxPool2d(kernel_size, stride, padding, dilation)`.
+    /// `MaxPool2d(kernel_size, stride, padding, dilation, ceil_mode)`.
     MaxPool2d {
         /// `(kH, kW)`.
         kernel_size: (usize, usize),
@@ -72,8 +72,10 @@ pub enum LayerSpec {
         padding: (usize, usize),
         /// Spacing between window taps.
         dilation: (usize, usize),
+        /// Round the output size up, keeping a last window that runs off the input's end.
+        ceil_mode: bool,
     },
-    /// `AvgPool2d(kernel_size, stride, padding, count_include_pad)`.
+    /// `AvgPool2d(kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)`.
     AvgPool2d {
         /// `(kH, kW)`.
         kernel_size: (usize, usize),
@@ -81,8 +83,12 @@ pub enum LayerSpec {
         stride: (usize, usize),
         /// Padding on each side.
         padding: (usize, usize),
+        /// Round the output size up, keeping a last window that runs off the input's end.
+        ceil_mode: bool,
         /// Whether padded zeros count in the divisor.
         count_include_pad: bool,
+        /// A divisor (at least 1) that replaces every window's own.
+        divisor_override: Option<usize>,
     },
     /// `AdaptiveAvgPool2d(output_size)`.
     AdaptiveAvgPool2d {
@@ -97,8 +103,11 @@ pub enum LayerSpec {
     Sigmoid,
     /// `Tanh`.
     Tanh,
-    /// `GELU` (exact).
-    GELU,
+    /// `GELU(approximate)`: the exact erf form (PyTorch's default) or the tanh approximation.
+    GELU {
+        /// `approximate='none'` (exact) or `'tanh'`.
+        approximate: GeluApproximate,
+    },
     /// `LeakyReLU(negative_slope)`.
     LeakyReLU {
         /// Slope for negative inputs.
@@ -195,6 +204,26 @@ impl Merge {
     }
 }
 
+/// GELU's `approximate` argument: which formula `nn.GELU` computes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GeluApproximate {
+    /// `approximate='none'`: `x·Φ(x) = ½·x·(1 + erf(x/√2))`, exact (the default).
+    #[default]
+    None,
+    /// `approximate='tanh'`: `½·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
+    Tanh,
+}
+
+impl GeluApproximate {
+    /// PyTorch's spelling: `"none"` or `"tanh"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GeluApproximate::None => "none",
+            GeluApproximate::Tanh => "tanh",
+        }
+    }
+}
+
 /// A layer kind's config as data, for kinds without a [`LayerSpec`] variant of their own:
 /// cloned, compared and named through this trait. What the kind *does* is its
 /// [`crate::layer::Layer`] impl, which the registry finds by [`SpecData::type_name`] (the spec
@@ -232,6 +261,7 @@ impl PartialEq for DynLayer {
 /// # Shapes
 /// - input: `[N, in_channels, H, W]`
 /// - output: `[N, out_channels, OH, OW]`, `OH = ⌊(H + 2·padding − dilation·(kH − 1) − 1) / stride⌋ + 1`
+///   (`OH = H`, `OW = W` with `padding_same`)
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConvSpec {
     /// Input channels, or `None` to infer them from the incoming tensor (PyTorch's `LazyConv2d`).
@@ -242,8 +272,15 @@ pub struct ConvSpec {
     pub kernel_size: (usize, usize),
     /// Step of the window.
     pub stride: (usize, usize),
-    /// Zero padding on each side.
+    /// Padding on each side (an int or pair in model files; `"valid"` is 0); ignored when
+    /// `padding_same`.
     pub padding: (usize, usize),
+    /// `padding = "same"`: pad so the output has the input's size (stride 1 only); for an even
+    /// dilated kernel span the extra element goes on the right and bottom, as in PyTorch.
+    pub padding_same: bool,
+    /// How the padding is filled: `padding_mode` (`"zeros"`, `"reflect"`, `"replicate"`,
+    /// `"circular"`).
+    pub padding_mode: strata_core::PaddingMode,
     /// Spacing between kernel taps.
     pub dilation: (usize, usize),
     /// Channel groups.
@@ -261,6 +298,8 @@ impl ConvSpec {
             kernel_size,
             stride: (1, 1),
             padding: (0, 0),
+            padding_same: false,
+            padding_mode: strata_core::PaddingMode::Zeros,
             dilation: (1, 1),
             groups: 1,
             bias: true,
@@ -348,6 +387,9 @@ pub struct RecurrentSpec {
     pub bias: bool,
     /// `[N, T, F]` (true) or `[T, N, F]` input.
     pub batch_first: bool,
+    /// The probability, in `[0, 1)`, of zeroing each value of every layer's output but the last
+    /// in training mode (no effect with one layer).
+    pub dropout: f64,
     /// Two directions.
     pub bidirectional: bool,
 }
@@ -362,6 +404,7 @@ impl RecurrentSpec {
             num_layers: 1,
             bias: true,
             batch_first: false,
+            dropout: 0.0,
             bidirectional: false,
         }
     }

@@ -243,7 +243,7 @@ fn activations_values_and_gradients() {
     let run = |m: &dyn Module, x: &Tensor| m.forward(x).unwrap();
     check_activation("sigmoid", "x", |x| run(&Sigmoid, x)); // torch.sigmoid
     check_activation("tanh", "x", |x| run(&Tanh, x)); // torch.tanh
-    check_activation("gelu", "x", |x| run(&GELU, x)); // nn.GELU()
+    check_activation("gelu", "x", |x| run(&GELU::new(), x)); // nn.GELU()
     check_activation("leaky_relu", "x", |x| run(&LeakyReLU::new(), x)); // nn.LeakyReLU()
     check_activation("leaky_relu_02", "x", |x| run(&LeakyReLU::with_slope(0.2), x)); // nn.LeakyReLU(0.2)
     check_activation("elu", "x", |x| run(&ELU::new(), x)); // nn.ELU()

@@ -393,13 +393,29 @@ fn every_new_layer_round_trips_through_toml_and_modules() {
         .input(&[4, 9, 8])
         .layer("conv", LayerSpec::Conv2d(conv))
         .layer("bn", LayerSpec::BatchNorm2d(bn))
-        .layer("mp", LayerSpec::MaxPool2d { kernel_size: (2, 2), stride: (1, 1), padding: (1, 0), dilation: (1, 1) })
+        .layer(
+            "mp",
+            LayerSpec::MaxPool2d {
+                kernel_size: (2, 2),
+                stride: (1, 1),
+                padding: (1, 0),
+                dilation: (1, 1),
+                ceil_mode: false,
+            },
+        )
         .layer(
             "ap",
-            LayerSpec::AvgPool2d { kernel_size: (2, 1), stride: (2, 1), padding: (0, 0), count_include_pad: false },
+            LayerSpec::AvgPool2d {
+                kernel_size: (2, 1),
+                stride: (2, 1),
+                padding: (0, 0),
+                ceil_mode: false,
+                count_include_pad: false,
+                divisor_override: None,
+            },
         )
         .layer("gap", LayerSpec::AdaptiveAvgPool2d { output_size: (3, 2) })
-        .layer("", LayerSpec::GELU)
+        .layer("", LayerSpec::GELU { approximate: Default::default() })
         .layer("", LayerSpec::LeakyReLU { negative_slope: 0.2 })
         .layer("", LayerSpec::ELU { alpha: 0.5 })
         .layer("", LayerSpec::Sigmoid)
@@ -474,9 +490,22 @@ fn build_image(steps: &[ImageStep], sample: &[usize]) -> ModelSpec {
                         spec.layer(
                             &name,
                             if matches!(st, ImageStep::MaxPool { .. }) {
-                                LayerSpec::MaxPool2d { kernel_size, stride, padding, dilation: (1, 1) }
+                                LayerSpec::MaxPool2d {
+                                    kernel_size,
+                                    stride,
+                                    padding,
+                                    dilation: (1, 1),
+                                    ceil_mode: false,
+                                }
                             } else {
-                                LayerSpec::AvgPool2d { kernel_size, stride, padding, count_include_pad: true }
+                                LayerSpec::AvgPool2d {
+                                    kernel_size,
+                                    stride,
+                                    padding,
+                                    ceil_mode: false,
+                                    count_include_pad: true,
+                                    divisor_override: None,
+                                }
                             },
                         )
                     }
@@ -495,7 +524,7 @@ fn build_image(steps: &[ImageStep], sample: &[usize]) -> ModelSpec {
                 &name,
                 match a {
                     0 => LayerSpec::ReLU,
-                    1 => LayerSpec::GELU,
+                    1 => LayerSpec::GELU { approximate: Default::default() },
                     2 => LayerSpec::LeakyReLU { negative_slope: 0.1 },
                     _ => LayerSpec::Tanh,
                 },
@@ -559,7 +588,13 @@ fn new_layer_errors_name_the_producer_and_their_fixes_work() {
             .input(&[2, 8, 8])
             .layer(
                 "pool",
-                LayerSpec::MaxPool2d { kernel_size: (2, 2), stride: (2, 2), padding: (2, 2), dilation: (1, 1) },
+                LayerSpec::MaxPool2d {
+                    kernel_size: (2, 2),
+                    stride: (2, 2),
+                    padding: (2, 2),
+                    dilation: (1, 1),
+                    ceil_mode: false,
+                },
             )
             .flatten()
             .lazy_linear("fc", 10)
@@ -632,7 +667,12 @@ fn branches_layer_norm_and_embedding_round_trip_through_toml_and_modules() {
         .layer_norm("norm", &[14])
         .add_branches(
             "res",
-            vec![ModelSpec::new("body").lazy_linear("fc1", 14).layer("", LayerSpec::GELU), ModelSpec::new("id")],
+            vec![
+                ModelSpec::new("body")
+                    .lazy_linear("fc1", 14)
+                    .layer("", LayerSpec::GELU { approximate: Default::default() }),
+                ModelSpec::new("id"),
+            ],
         )
         .layer("last", LayerSpec::LastStep { batch_first: true })
         .lazy_linear("head", 10);

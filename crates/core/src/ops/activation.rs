@@ -1,4 +1,5 @@
-//! Activation functions: sigmoid, tanh, GELU (exact, erf form), leaky ReLU and ELU as pointwise
+//! Activation functions: sigmoid, tanh, GELU (exact erf form, and PyTorch's tanh approximation),
+//! leaky ReLU and ELU as pointwise
 //! maps with their derivatives beside them, and softmax / log-softmax along a dimension
 //! (numerically stable: the maximum is subtracted first). The `erf` used by GELU is FreeBSD's
 //! `s_erf.c` (via musl and the `libm` crate), accurate to below one ulp in f64.
@@ -51,6 +52,7 @@ enum Act {
     Sigmoid,
     Tanh,
     Gelu,
+    GeluTanh,
     LeakyRelu(f64),
     Elu(f64),
 }
@@ -58,12 +60,17 @@ enum Act {
 /// 1/√(2π), the standard normal density at 0.
 const INV_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
 
+/// √(2/π), PyTorch's `kBeta = M_SQRT2 * M_2_SQRTPI * 0.5` in the tanh form of GELU.
+const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
+/// The cubic coefficient of the tanh form of GELU (PyTorch's `kKappa`).
+const GELU_KAPPA: f64 = 0.044_715;
+
 impl Act {
     fn name(self) -> &'static str {
         match self {
             Act::Sigmoid => "sigmoid",
             Act::Tanh => "tanh",
-            Act::Gelu => "gelu",
+            Act::Gelu | Act::GeluTanh => "gelu",
             Act::LeakyRelu(_) => "leaky_relu",
             Act::Elu(_) => "elu",
         }
@@ -79,6 +86,13 @@ impl Act {
             Act::Gelu => {
                 let x = x.to_f64();
                 T::from_f64(x * 0.5 * (1.0 + erf(x * FRAC_1_SQRT_2)))
+            }
+            // ½·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), PyTorch's formula term for term, in f64
+            // and rounded once.
+            Act::GeluTanh => {
+                let x = x.to_f64();
+                let inner = SQRT_2_OVER_PI * (x + GELU_KAPPA * x * x * x);
+                T::from_f64(0.5 * x * (1.0 + inner.tanh()))
             }
             Act::LeakyRelu(slope) => {
                 if x > T::ZERO {
@@ -111,6 +125,14 @@ impl Act {
                 let cdf = 0.5 * (1.0 + erf(x * FRAC_1_SQRT_2));
                 let pdf = (-0.5 * x * x).exp() * INV_SQRT_2PI;
                 g * T::from_f64(cdf + x * pdf)
+            }
+            // With u = √(2/π)·(x + κx³) and t = tanh u, y = ½x(1 + t):
+            // dy/dx = ½(1 + t) + ½x·(1 − t²)·√(2/π)·(1 + 3κx²), as PyTorch's gelu_backward.
+            Act::GeluTanh => {
+                let x = x.to_f64();
+                let t = (SQRT_2_OVER_PI * (x + GELU_KAPPA * x * x * x)).tanh();
+                let d_inner = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_KAPPA * x * x);
+                g * T::from_f64(0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * d_inner)
             }
             // slope where x ≤ 0 (at 0 too, as PyTorch's leaky_relu_backward)
             Act::LeakyRelu(slope) => {
@@ -207,6 +229,15 @@ impl Tensor {
     /// - input: any shape; output: the same shape
     pub fn gelu(&self) -> Result<Tensor> {
         pointwise(self, Act::Gelu)
+    }
+
+    /// GELU in PyTorch's tanh approximation `½·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`
+    /// (`F.gelu(x, approximate='tanh')`), gradient by the same formula's derivative.
+    ///
+    /// # Shapes
+    /// - input: any shape; output: the same shape
+    pub fn gelu_tanh(&self) -> Result<Tensor> {
+        pointwise(self, Act::GeluTanh)
     }
 
     /// `x` where `x > 0`, else `negative_slope·x`, as `F.leaky_relu` (PyTorch's default slope is
@@ -573,6 +604,10 @@ mod tests {
             1e-15,
             1e-16,
         );
+        // The tanh form: 0.5·2·(1 + tanh(√(2/π)·(2 + 0.044715·8))) = 1.954597694087775 (mpmath),
+        // gelu(−x) = gelu(x) − x (as for the exact form), and 0 at 0.
+        let g = x.gelu_tanh().unwrap().to_vec_f64();
+        assert_close(&[g[4], g[0], g[2]], &[1.954597694087775, 1.954597694087775 - 2.0, 0.0], 1e-15, 1e-16);
         // Softmax of [0, ln 3] is [1/4, 3/4].
         let s = Tensor::from_vec(vec![0.0f64, 3f64.ln()], &[2]).unwrap();
         assert_close(&s.softmax(0).unwrap().to_vec_f64(), &[0.25, 0.75], 1e-15, 0.0);
@@ -608,10 +643,12 @@ mod tests {
         gradcheck(std::slice::from_ref(&x), |t| t[0].sigmoid());
         gradcheck(std::slice::from_ref(&x), |t| t[0].tanh());
         gradcheck(std::slice::from_ref(&x), |t| t[0].gelu());
+        gradcheck(std::slice::from_ref(&x), |t| t[0].gelu_tanh());
         gradcheck(std::slice::from_ref(&x), |t| t[0].leaky_relu(0.03));
         gradcheck(std::slice::from_ref(&x), |t| t[0].elu(1.3));
         // A strided (transposed) input.
         gradcheck(std::slice::from_ref(&x), |t| t[0].t()?.gelu());
+        gradcheck(std::slice::from_ref(&x), |t| t[0].t()?.gelu_tanh());
         gradcheck(std::slice::from_ref(&x), |t| t[0].t()?.sigmoid());
     }
 

@@ -13,6 +13,7 @@ pub mod layer_norm;
 pub mod linear;
 pub mod lstm;
 pub mod matmul;
+pub mod pad;
 pub mod pool;
 pub mod reduce;
 pub mod views;

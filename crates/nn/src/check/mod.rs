@@ -28,7 +28,7 @@ pub use fix::{Edit, Fix};
 pub use memory::{TRAINING_COPIES, check_memory};
 pub use report::{CheckReport, TraceRow};
 pub use shape::{Dim, SymShape, dtype_name, saturating_product};
-pub use walker::{check_shapes, check_spec};
+pub use walker::{check_shapes, check_spec, input_batch_dim};
 
 use crate::spec::ModelSpec;
 

@@ -1,5 +1,6 @@
 //! Symbolic shapes: `[N, 784]` with the batch dimension `N` unknown until run time, and the
 //! small helpers every shape rule shares (a dimension as a number, PyTorch's argument spelling).
+//! `N` is first but for time-major sequences, `[T, N, F]`: the shape says where it is.
 
 use std::fmt;
 use strata_core::DType;
@@ -22,7 +23,9 @@ impl fmt::Display for Dim {
     }
 }
 
-/// A shape whose first dimension is the symbolic batch: `[N, 784]`, `[N, 1, 28, 28]`.
+/// A shape with the symbolic batch dimension: first (`[N, 784]`, `[N, 1, 28, 28]`), or second
+/// in time-major sequences (`[T, N, F]`, what a recurrent layer with `batch_first = false`
+/// reads).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SymShape(pub Vec<Dim>);
 
@@ -30,6 +33,19 @@ impl SymShape {
     /// `[N, *sample]`.
     pub fn batched(sample: &[usize]) -> SymShape {
         SymShape(std::iter::once(Dim::Batch).chain(sample.iter().map(|&d| Dim::Fixed(d))).collect())
+    }
+
+    /// `sample` with the batch inserted at `batch_dim` (0 or 1: `[T, N, F]` for a time-major
+    /// `[T, F]` sample).
+    pub fn batched_at(sample: &[usize], batch_dim: usize) -> SymShape {
+        let mut dims: Vec<Dim> = sample.iter().map(|&d| Dim::Fixed(d)).collect();
+        dims.insert(batch_dim.min(dims.len()), Dim::Batch);
+        SymShape(dims)
+    }
+
+    /// Where the batch dimension is (`None` when the shape has none).
+    pub fn batch_dim(&self) -> Option<usize> {
+        self.0.iter().position(|d| *d == Dim::Batch)
     }
 
     /// Parses a per-sample shape as the CLI takes it: `784`, `1x28x28` (also `1,28,28`).
@@ -54,9 +70,13 @@ impl SymShape {
         self.0.len()
     }
 
-    /// The sizes after the batch dimension (`None` if a later dimension is symbolic).
+    /// The sizes of one sample: every dimension but the batch (`[T, F]` of a time-major
+    /// `[T, N, F]`); the first is taken as the batch in a shape without one. `None` if another
+    /// dimension is symbolic.
     pub fn sample(&self) -> Option<Vec<usize>> {
-        self.0.iter().skip(1).map(|d| if let Dim::Fixed(v) = d { Some(*v) } else { None }).collect()
+        let b = self.batch_dim().unwrap_or(0);
+        let others = self.0.iter().enumerate().filter(|&(i, _)| i != b);
+        others.map(|(_, d)| if let Dim::Fixed(v) = d { Some(*v) } else { None }).collect()
     }
 
     /// Elements per sample (`usize::MAX` when the count overflows).

@@ -38,9 +38,48 @@ pub fn check_spec(spec: &ModelSpec, input: Option<&SymShape>, classes: Option<us
     report
 }
 
+/// Where the batch dimension of the model's input is, for samples of `sample_rank` dimensions:
+/// 1 when the model reads time-major sequences — its first layer (after any `Dropout` or
+/// element-wise activation, inside any leading block) is an RNN/LSTM/GRU or `LastStep` with
+/// `batch_first = false` and a sample is `[T, F]` — so the input is `[T, N, F]`; else 0. A
+/// model file's `input = [T, F]` is one sample either way, and whoever feeds the model (the
+/// CLI) lays a batch out this way.
+pub fn input_batch_dim(spec: &ModelSpec, sample_rank: usize) -> usize {
+    fn first(layers: &[NamedLayer]) -> Option<&LayerSpec> {
+        for l in layers {
+            match &l.spec {
+                LayerSpec::Sequential(inner) => return first(inner),
+                LayerSpec::Dropout { .. }
+                | LayerSpec::ReLU
+                | LayerSpec::Sigmoid
+                | LayerSpec::Tanh
+                | LayerSpec::GELU { .. }
+                | LayerSpec::LeakyReLU { .. }
+                | LayerSpec::ELU { .. } => continue,
+                other => return Some(other),
+            }
+        }
+        None
+    }
+    let time_major = match first(&spec.layers) {
+        Some(LayerSpec::Recurrent(r)) => !r.batch_first,
+        Some(LayerSpec::LastStep { batch_first }) => !batch_first,
+        _ => false,
+    };
+    if time_major && sample_rank == 2 { 1 } else { 0 }
+}
+
 /// [`check_spec`] without the memory check: shapes, element types and classes only.
+///
+/// `input` (else the spec's own) is one sample's shape with the batch: `[N, …]`, moved to
+/// `[T, N, F]` for a model that reads time-major sequences (see [`input_batch_dim`]).
 pub fn check_shapes(spec: &ModelSpec, input: Option<&SymShape>, classes: Option<usize>) -> CheckReport {
-    let input = input.cloned().or_else(|| spec.input.as_deref().map(SymShape::batched));
+    let input = input.cloned().or_else(|| spec.input.as_deref().map(SymShape::batched)).map(|x| {
+        match (x.batch_dim(), x.sample()) {
+            (Some(0), Some(sample)) if input_batch_dim(spec, sample.len()) == 1 => SymShape::batched_at(&sample, 1),
+            _ => x,
+        }
+    });
     let mut report = CheckReport {
         name: spec.name.clone(),
         input: input.clone(),

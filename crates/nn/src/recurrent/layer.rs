@@ -15,7 +15,8 @@ use crate::spec::{LayerSpec, RecurrentKind, RecurrentSpec};
 use strata_core::with_default_generator;
 
 /// `type = "RNN"`: `input_size` (inferred when left out), `hidden_size`, `num_layers`,
-/// `nonlinearity` (`"tanh"` or `"relu"`), `bias`, `batch_first`, `bidirectional`.
+/// `nonlinearity` (`"tanh"` or `"relu"`), `bias`, `batch_first`, `dropout` (in `[0, 1)`, between
+/// stacked layers), `bidirectional`.
 pub static RNN_KIND: LayerKind = LayerKind {
     type_name: "RNN",
     keys: &[
@@ -27,6 +28,7 @@ pub static RNN_KIND: LayerKind = LayerKind {
         "nonlinearity",
         "bias",
         "batch_first",
+        "dropout",
         "bidirectional",
     ],
     layer_of: None,
@@ -35,14 +37,34 @@ pub static RNN_KIND: LayerKind = LayerKind {
 /// `type = "LSTM"`: as `RNN` without `nonlinearity`.
 pub static LSTM_KIND: LayerKind = LayerKind {
     type_name: "LSTM",
-    keys: &["name", "type", "input_size", "hidden_size", "num_layers", "bias", "batch_first", "bidirectional"],
+    keys: &[
+        "name",
+        "type",
+        "input_size",
+        "hidden_size",
+        "num_layers",
+        "bias",
+        "batch_first",
+        "dropout",
+        "bidirectional",
+    ],
     layer_of: None,
     parse: Some(parse_recurrent),
 };
 /// `type = "GRU"`: as `RNN` without `nonlinearity`.
 pub static GRU_KIND: LayerKind = LayerKind {
     type_name: "GRU",
-    keys: &["name", "type", "input_size", "hidden_size", "num_layers", "bias", "batch_first", "bidirectional"],
+    keys: &[
+        "name",
+        "type",
+        "input_size",
+        "hidden_size",
+        "num_layers",
+        "bias",
+        "batch_first",
+        "dropout",
+        "bidirectional",
+    ],
     layer_of: None,
     parse: Some(parse_recurrent),
 };
@@ -72,6 +94,16 @@ fn parse_recurrent(f: &mut LayerFields<'_, '_>) -> Option<LayerSpec> {
     r.bias = f.boolean("bias", true);
     r.batch_first = f.boolean("batch_first", false);
     r.bidirectional = f.boolean("bidirectional", false);
+    r.dropout = f.float("dropout", 0.0);
+    if !(0.0..1.0).contains(&r.dropout) {
+        let span = f.span_of("dropout");
+        f.error(
+            span,
+            format!("`dropout` must be in [0, 1), got {}", r.dropout),
+            Some("dropout is the probability of zeroing a value between stacked layers".into()),
+        );
+        return None;
+    }
     Some(LayerSpec::Recurrent(r))
 }
 
@@ -105,6 +137,7 @@ impl Layer for RecurrentSpec {
         if self.batch_first {
             s.push_str(", batch_first=True");
         }
+        s.push_str(&super::dropout_repr(self.dropout, self.num_layers));
         if self.bidirectional {
             s.push_str(", bidirectional=True");
         }
@@ -215,6 +248,7 @@ impl Layer for RecurrentSpec {
             .num_layers(self.num_layers)
             .bias(self.bias)
             .batch_first(self.batch_first)
+            .dropout(self.dropout)
             .bidirectional(self.bidirectional)
             .dtype(cx.dtype);
         let h = self.hidden_size;
@@ -236,6 +270,10 @@ impl Layer for RecurrentSpec {
         fields.push(format!("num_layers = {}", self.num_layers));
         fields.push(format!("bias = {}", self.bias));
         fields.push(format!("batch_first = {}", self.batch_first));
+        // Written only when set, so files from before the option read and write back unchanged.
+        if self.dropout != 0.0 {
+            fields.push(format!("dropout = {:?}", self.dropout));
+        }
         fields.push(format!("bidirectional = {}", self.bidirectional));
         if self.kind == RecurrentKind::RnnRelu {
             fields.push("nonlinearity = \"relu\"".into());

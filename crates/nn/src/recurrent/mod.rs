@@ -8,6 +8,10 @@
 //! GEMM over the whole sequence, only `h·W_hhᵀ + b_hh` runs per step, and backpropagation
 //! through time is the autograd graph of these ops (`linear`, `unbind`, `chunk`, elementwise,
 //! `stack`/`cat`).
+//!
+//! `dropout` (PyTorch's argument) zeroes each layer's output but the last in training mode,
+//! with strata's seeded dropout: the layer keeps a seed and counts its training-mode calls, as
+//! [`crate::Dropout`] does, and saves both as extra state so a resumed run draws the same masks.
 
 /// What RNN, LSTM and GRU share beyond the engine: the accessors and the `Module` impl, which
 /// all delegate to the `inner: Recurrent` field; only the spec's kind differs (`$kind`, computed
@@ -23,13 +27,22 @@ macro_rules! recurrent_layer {
             pub fn hidden_size(&self) -> usize {
                 self.inner.hidden_size()
             }
-            /// Layers, directions, batch_first, bias and dtype.
+            /// Layers, directions, batch_first, bias, dropout and dtype.
             pub fn options(&self) -> $crate::recurrent::RecurrentOptions {
                 self.inner.options()
             }
             /// The parameters of `layer` in the forward (`reverse = false`) or backward direction.
             pub fn weights(&self, layer: usize, reverse: bool) -> Option<&$crate::recurrent::CellWeights> {
                 self.inner.weights(layer, reverse)
+            }
+            /// Whether the layer is in training mode (where `dropout` applies).
+            pub fn is_training(&self) -> bool {
+                self.inner.is_training()
+            }
+            /// Where the dropout mask stream stands: `(seed, training-mode calls so far)`; the
+            /// next call's masks come from `Generator::new(seed).fork(step)`.
+            pub fn dropout_stream(&self) -> (u64, u64) {
+                self.inner.dropout_stream()
             }
         }
 
@@ -40,6 +53,15 @@ macro_rules! recurrent_layer {
             }
             fn own_parameters(&self) -> Vec<(String, strata_core::Tensor)> {
                 self.inner.own_parameters()
+            }
+            fn set_own_training(&self, training: bool) {
+                self.inner.set_training(training)
+            }
+            fn own_extra_state(&self) -> Option<String> {
+                self.inner.extra_state()
+            }
+            fn set_own_extra_state(&self, state: &str) -> $crate::Result<()> {
+                self.inner.set_extra_state(state)
             }
             fn describe(&self) -> String {
                 self.inner.describe()
@@ -64,17 +86,18 @@ pub use lstm::LSTM;
 pub use rnn::{Nonlinearity, RNN};
 
 use crate::{Error, Result, init};
-use strata_core::{DType, Generator, LstmOptions, Shape, Tensor, cat, linear, lstm_layer, stack};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use strata_core::{DType, Generator, LstmOptions, Shape, Tensor, cat, dropout, linear, lstm_layer, stack};
 
 /// Options shared by [`RNN`], [`LSTM`] and [`GRU`], with PyTorch's defaults: one layer, with
-/// biases, time-major input (`batch_first = false`), one direction, f32.
+/// biases, time-major input (`batch_first = false`), no dropout, one direction, f32.
 ///
 /// ```
 /// use strata_nn::RecurrentOptions;
-/// let opts = RecurrentOptions::new().num_layers(2).batch_first(true).bidirectional(true);
+/// let opts = RecurrentOptions::new().num_layers(2).batch_first(true).dropout(0.3).bidirectional(true);
 /// assert_eq!(opts.num_layers, 2);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RecurrentOptions {
     /// Stacked layers; layer k > 0 reads layer k − 1's output sequence.
     pub num_layers: usize,
@@ -82,6 +105,9 @@ pub struct RecurrentOptions {
     pub bias: bool,
     /// Input and output as `[N, T, F]` instead of `[T, N, F]` (states stay `[L·D, N, H]`).
     pub batch_first: bool,
+    /// The probability, in `[0, 1)`, of zeroing each value of every layer's output but the last,
+    /// in training mode only (PyTorch's `dropout`); no effect with one layer.
+    pub dropout: f64,
     /// A second direction per layer reading the sequence backwards; outputs are concatenated.
     pub bidirectional: bool,
     /// Parameter element type.
@@ -90,7 +116,14 @@ pub struct RecurrentOptions {
 
 impl Default for RecurrentOptions {
     fn default() -> Self {
-        RecurrentOptions { num_layers: 1, bias: true, batch_first: false, bidirectional: false, dtype: DType::F32 }
+        RecurrentOptions {
+            num_layers: 1,
+            bias: true,
+            batch_first: false,
+            dropout: 0.0,
+            bidirectional: false,
+            dtype: DType::F32,
+        }
     }
 }
 
@@ -112,6 +145,11 @@ impl RecurrentOptions {
     /// Sets `batch_first`.
     pub fn batch_first(mut self, batch_first: bool) -> Self {
         self.batch_first = batch_first;
+        self
+    }
+    /// Sets `dropout`: the probability of zeroing each value between stacked layers.
+    pub fn dropout(mut self, p: f64) -> Self {
+        self.dropout = p;
         self
     }
     /// Sets `bidirectional`.
@@ -179,6 +217,28 @@ pub(crate) struct Recurrent {
     options: RecurrentOptions,
     /// Index `layer · D + direction`, as PyTorch orders `h_n`.
     weights: Vec<CellWeights>,
+    /// The dropout masks' stream and the training flag.
+    stream: MaskStream,
+}
+
+/// Where the dropout masks between layers come from, as in [`crate::Dropout`]: training-mode call
+/// k draws its masks, layer after layer, from `Generator::new(seed).fork(k)` (a counter-based
+/// stream, so they are the same whatever the number of threads).
+#[derive(Debug)]
+struct MaskStream {
+    seed: AtomicU64,
+    step: AtomicU64,
+    training: AtomicBool,
+}
+
+impl Clone for MaskStream {
+    fn clone(&self) -> Self {
+        MaskStream {
+            seed: AtomicU64::new(self.seed.load(Ordering::Relaxed)),
+            step: AtomicU64::new(self.step.load(Ordering::Relaxed)),
+            training: AtomicBool::new(self.training.load(Ordering::Relaxed)),
+        }
+    }
 }
 
 /// What a forward pass returns: the output sequence, `h_n`, and `c_n` for an LSTM.
@@ -195,6 +255,7 @@ impl Recurrent {
             num_layers: o.num_layers,
             bias: o.bias,
             batch_first: o.batch_first,
+            dropout: o.dropout,
             bidirectional: o.bidirectional,
         })
     }
@@ -223,6 +284,15 @@ impl Recurrent {
                 message: format!("parameters must be float, not {:?}", options.dtype),
             });
         }
+        if !(0.0..1.0).contains(&options.dropout) {
+            return Err(Error::InvalidConfig {
+                what,
+                message: format!(
+                    "dropout must be in [0, 1) (the probability of zeroing a value between stacked layers), got {}",
+                    options.dropout
+                ),
+            });
+        }
         // PyTorch: every parameter U(−1/√H, 1/√H), drawn in `parameters()` order.
         let bound = 1.0 / (hidden_size as f64).sqrt();
         let gh = cell.gates() * hidden_size;
@@ -241,7 +311,51 @@ impl Recurrent {
                 weights.push(CellWeights { weight_ih, weight_hh, bias_ih, bias_hh });
             }
         }
-        Ok(Recurrent { cell, input_size, hidden_size, options, weights })
+        // The mask seed is drawn after the parameters, and only when there are masks to draw, so
+        // the parameters are PyTorch's for the same seed and models without dropout draw as before.
+        let seed = if Self::has_dropout(&options) { rng.next_u64() } else { 0 };
+        let stream =
+            MaskStream { seed: AtomicU64::new(seed), step: AtomicU64::new(0), training: AtomicBool::new(true) };
+        Ok(Recurrent { cell, input_size, hidden_size, options, weights, stream })
+    }
+
+    /// Whether `options` put dropout between layers (p > 0 and more than one layer).
+    fn has_dropout(options: &RecurrentOptions) -> bool {
+        options.dropout > 0.0 && options.num_layers > 1
+    }
+
+    pub(crate) fn set_training(&self, training: bool) {
+        self.stream.training.store(training, Ordering::Relaxed);
+    }
+    pub(crate) fn is_training(&self) -> bool {
+        self.stream.training.load(Ordering::Relaxed)
+    }
+    pub(crate) fn dropout_stream(&self) -> (u64, u64) {
+        (self.stream.seed.load(Ordering::Relaxed), self.stream.step.load(Ordering::Relaxed))
+    }
+
+    /// `seed=<u64>,step=<u64>` (as `Dropout`'s), for layers with dropout between layers only:
+    /// the others draw nothing, and their checkpoints stay as they were.
+    pub(crate) fn extra_state(&self) -> Option<String> {
+        Self::has_dropout(&self.options).then(|| {
+            let (seed, step) = self.dropout_stream();
+            format!("seed={seed},step={step}")
+        })
+    }
+
+    pub(crate) fn set_extra_state(&self, state: &str) -> Result<()> {
+        let parsed = state
+            .split_once(',')
+            .and_then(|(a, b)| Some((a.strip_prefix("seed=")?.parse().ok()?, b.strip_prefix("step=")?.parse().ok()?)));
+        let Some((seed, step)) = parsed else {
+            return Err(Error::InvalidConfig {
+                what: self.cell.op(),
+                message: format!("bad saved dropout state `{state}`: expected `seed=<integer>,step=<integer>`"),
+            });
+        };
+        self.stream.seed.store(seed, Ordering::Relaxed);
+        self.stream.step.store(step, Ordering::Relaxed);
+        Ok(())
     }
 
     pub(crate) fn cell(&self) -> Cell {
@@ -298,6 +412,7 @@ impl Recurrent {
         if o.batch_first {
             s += ", batch_first=True";
         }
+        s += &dropout_repr(o.dropout, o.num_layers);
         if o.bidirectional {
             s += ", bidirectional=True";
         }
@@ -422,8 +537,20 @@ impl Recurrent {
         };
         let d = opts.num_directions();
         let (mut h_n, mut c_n) = (Vec::with_capacity(hs0.len()), Vec::with_capacity(hs0.len()));
+        // One generator per training-mode call; its masks are drawn layer after layer.
+        let mut masks = (Self::has_dropout(&opts) && self.is_training()).then(|| {
+            let step = self.stream.step.fetch_add(1, Ordering::Relaxed);
+            Generator::new(self.stream.seed.load(Ordering::Relaxed)).fork(step)
+        });
         let mut layer_in = xt;
         for layer in 0..opts.num_layers {
+            if layer > 0
+                && let Some(g) = masks.as_mut()
+            {
+                // PyTorch: dropout on each layer's output but the last, before the next layer
+                // reads it (h_n keeps the values before dropout).
+                layer_in = dropout(&layer_in, opts.dropout, g)?;
+            }
             let top = layer + 1 == opts.num_layers;
             // The output's time dimension: 1 for the last layer of a batch_first module.
             let time_dim = if top && batched && opts.batch_first { 1 } else { 0 };
@@ -505,6 +632,18 @@ impl Recurrent {
                 (n.add(&z.mul(&h.sub(&n)?)?)?, None)
             }
         })
+    }
+}
+
+/// `, dropout=0.3` as PyTorch's repr writes it (nothing for 0), with a note where it has no
+/// effect: PyTorch warns that dropout needs `num_layers` greater than 1.
+pub(crate) fn dropout_repr(p: f64, num_layers: usize) -> String {
+    if p == 0.0 {
+        String::new()
+    } else if num_layers == 1 {
+        format!(", dropout={p} (no effect: one layer)")
+    } else {
+        format!(", dropout={p}")
     }
 }
 
