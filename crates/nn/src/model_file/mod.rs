@@ -18,12 +18,16 @@
 //! types and impossible values are errors with file, line and column, all reported at once.
 //!
 //! Types and keys are PyTorch's class names and constructor arguments: `Conv2d` (`in_channels`,
-//! `out_channels`, `kernel_size`, `stride`, `padding`, `dilation`, `groups`, `bias`; sizes as an
-//! int or an `[h, w]` pair), `MaxPool2d`, `AvgPool2d`, `AdaptiveAvgPool2d`, `BatchNorm1d`,
-//! `BatchNorm2d` (`momentum = "None"` for a cumulative average), `LayerNorm`
-//! (`normalized_shape` as an int or a list), `Embedding`, the activations, `RNN`, `LSTM`, `GRU`
-//! and `LastStep`. `in_features`, `in_channels`, `num_features` and `input_size` may be left out
-//! and are then inferred by the shape check.
+//! `out_channels`, `kernel_size`, `stride`, `padding` — also `"same"` or `"valid"` —,
+//! `padding_mode` (`"zeros"`, `"reflect"`, `"replicate"`, `"circular"`), `dilation`, `groups`,
+//! `bias`; sizes as an int or an `[h, w]` pair), `MaxPool2d` and `AvgPool2d` (with `ceil_mode`;
+//! AvgPool2d with `count_include_pad` and `divisor_override`), `AdaptiveAvgPool2d`,
+//! `BatchNorm1d`, `BatchNorm2d` (`momentum = "None"` for a cumulative average), `LayerNorm`
+//! (`normalized_shape` as an int or a list), `Embedding`, the activations (`GELU` with
+//! `approximate = "tanh"`), `RNN`, `LSTM`, `GRU` (with `num_layers`, `bidirectional`,
+//! `batch_first` — time-major models keep a symbolic batch — and `dropout` between layers) and
+//! `LastStep`. `in_features`, `in_channels`, `num_features` and `input_size` may be left out and
+//! are then inferred by the shape check.
 //!
 //! Branches applied to the same input and merged are `type = "Add"` (summed) or
 //! `type = "Concat"` (joined along `dim`, default 1), with `branches = [[layers…], [layers…]]`;
