@@ -288,27 +288,33 @@ mod tests {
         assert!((p[0] - 0.5).abs() < 1e-12);
     }
 
-    /// A model with more outputs than the evaluation data has classes is refused with both
-    /// counts (it used to index past the confusion matrix and panic).
-    #[test]
-    fn more_outputs_than_classes_is_an_error() {
-        let spec = strata_nn::ModelSpec::new("m").input(&[784]).linear("fc", 784, 12);
-        let model = spec.build().unwrap();
+    /// Writes `model` (of `spec`) as a checkpoint of a default run on the embedded data, one
+    /// epoch in, with MNIST's normalisation.
+    fn save_checkpoint(path: &Path, spec: &strata_nn::ModelSpec, model: &Sequential) {
         let meta = checkpoint::Meta {
             epoch: 1,
             batch: 0,
             step: 125,
             best_val_acc: None,
             config: toml::to_string(&RunConfig::default()).unwrap(),
-            model: strata_nn::model_file::to_toml(&spec),
+            model: strata_nn::model_file::to_toml(spec),
             mean: vec![0.1307],
             std: vec![0.3081],
             classes: vec![],
             extra_state: Default::default(),
         };
+        checkpoint::save(path, model, &strata_nn::StateDict::new(), &meta).unwrap();
+    }
+
+    /// A model with more outputs than the evaluation data has classes is refused with both
+    /// counts (it used to index past the confusion matrix and panic).
+    #[test]
+    fn more_outputs_than_classes_is_an_error() {
+        let spec = strata_nn::ModelSpec::new("m").input(&[784]).linear("fc", 784, 12);
+        let model = spec.build().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("twelve.safetensors");
-        checkpoint::save(&path, &model, &strata_nn::StateDict::new(), &meta).unwrap();
+        save_checkpoint(&path, &spec, &model);
         let e = eval(&EvalArgs { checkpoint: path, data: None }).err().expect("refused").to_string();
         assert!(
             e.contains("twelve.safetensors") && e.contains("12 scores per sample") && e.contains("10 classes"),
@@ -323,26 +329,14 @@ mod tests {
     fn non_finite_weights_are_refused() {
         let spec = strata_nn::ModelSpec::new("m").input(&[784]).linear("fc", 784, 10);
         let model = spec.build().unwrap();
-        let meta = checkpoint::Meta {
-            epoch: 1,
-            batch: 0,
-            step: 125,
-            best_val_acc: None,
-            config: toml::to_string(&RunConfig::default()).unwrap(),
-            model: strata_nn::model_file::to_toml(&spec),
-            mean: vec![0.1307],
-            std: vec![0.3081],
-            classes: vec![],
-            extra_state: Default::default(),
-        };
         let dir = tempfile::tempdir().unwrap();
         let good = dir.path().join("good.safetensors");
-        checkpoint::save(&good, &model, &strata_nn::StateDict::new(), &meta).unwrap();
+        save_checkpoint(&good, &spec, &model);
         assert!(load(&good).is_ok());
         let w = &model.named_parameters()[0].1;
         w.update_::<f32, _>(|v| v[3] = f32::NAN).unwrap();
         let bad = dir.path().join("bad.safetensors");
-        checkpoint::save(&bad, &model, &strata_nn::StateDict::new(), &meta).unwrap();
+        save_checkpoint(&bad, &spec, &model);
         let e = load(&bad).err().expect("refused").to_string();
         assert!(e.contains("bad.safetensors") && e.contains("fc.weight") && e.contains("non-finite"), "{e}");
     }

@@ -1,6 +1,10 @@
 //! The shape contract through the Rust API: summaries, inferred sizes, TOML and Rust forms of
 //! the same model, checkpoint mismatches, runtime errors with layer paths, and property tests
 //! that the checked shapes are the shapes a real forward produces.
+//!
+//! Over 700 lines on purpose: it is one test binary (each file under `tests/` links its own,
+//! and CI links them all on two cores), and its parts share the random-chain generators that
+//! the property tests draw from.
 
 use proptest::prelude::*;
 use std::path::Path;

@@ -34,40 +34,16 @@ pub static RNN_KIND: LayerKind = LayerKind {
     layer_of: None,
     parse: Some(parse_recurrent),
 };
+/// The keys of `LSTM` and `GRU` (`RNN` adds `nonlinearity`).
+const RECURRENT_KEYS: [&str; 9] =
+    ["name", "type", "input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional"];
+
 /// `type = "LSTM"`: as `RNN` without `nonlinearity`.
-pub static LSTM_KIND: LayerKind = LayerKind {
-    type_name: "LSTM",
-    keys: &[
-        "name",
-        "type",
-        "input_size",
-        "hidden_size",
-        "num_layers",
-        "bias",
-        "batch_first",
-        "dropout",
-        "bidirectional",
-    ],
-    layer_of: None,
-    parse: Some(parse_recurrent),
-};
+pub static LSTM_KIND: LayerKind =
+    LayerKind { type_name: "LSTM", keys: &RECURRENT_KEYS, layer_of: None, parse: Some(parse_recurrent) };
 /// `type = "GRU"`: as `RNN` without `nonlinearity`.
-pub static GRU_KIND: LayerKind = LayerKind {
-    type_name: "GRU",
-    keys: &[
-        "name",
-        "type",
-        "input_size",
-        "hidden_size",
-        "num_layers",
-        "bias",
-        "batch_first",
-        "dropout",
-        "bidirectional",
-    ],
-    layer_of: None,
-    parse: Some(parse_recurrent),
-};
+pub static GRU_KIND: LayerKind =
+    LayerKind { type_name: "GRU", keys: &RECURRENT_KEYS, layer_of: None, parse: Some(parse_recurrent) };
 
 fn parse_recurrent(f: &mut LayerFields<'_, '_>) -> Option<LayerSpec> {
     use toml::de::DeValue;

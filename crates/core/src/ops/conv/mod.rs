@@ -67,8 +67,48 @@ pub fn window_output_size(size: usize, kernel: usize, stride: usize, padding: us
     (padded >= span && stride > 0).then(|| (padded - span) / stride + 1)
 }
 
-/// Checks the spatial dimensions of a sliding-window op and returns `(OH, OW)`; the error names
-/// the dimension that is too small and by how much.
+/// The output length of a pooling window along one axis, PyTorch's `pooling_output_shape`:
+/// `⌊(size + 2·padding − dilation·(kernel − 1) − 1 + (ceil_mode ? stride − 1 : 0)) / stride⌋ + 1`
+/// (rounded towards −∞), and in `ceil_mode` one less when the last window would start at or
+/// beyond `size + padding` — in the right padding or past it — so every window starts inside the
+/// input or its left padding. `None` when that is less than 1 (the input is too small) or when
+/// `kernel`, `stride` or `dilation` is 0.
+///
+/// ```
+/// use strata_core::pool_output_size;
+/// // 5 wide, kernel 2, stride 2: floor mode drops the last column, ceil mode keeps it alone.
+/// assert_eq!(pool_output_size(5, 2, 2, 0, 1, false), Some(2));
+/// assert_eq!(pool_output_size(5, 2, 2, 0, 1, true), Some(3));
+/// // 4 wide, kernel 2, stride 2, padding 1: a third window would start in the right padding.
+/// assert_eq!(pool_output_size(4, 2, 2, 1, 1, true), Some(3));
+/// // ceil mode lets a kernel wider than the input run off its end.
+/// assert_eq!(pool_output_size(2, 3, 2, 0, 1, true), Some(1));
+/// assert_eq!(pool_output_size(2, 3, 2, 0, 1, false), None);
+/// ```
+pub fn pool_output_size(
+    size: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+    ceil_mode: bool,
+) -> Option<usize> {
+    if kernel == 0 || stride == 0 || dilation == 0 {
+        return None;
+    }
+    // Signed, as PyTorch's, so an input smaller than the window rounds towards −∞ (div_euclid).
+    let (size, k, s, p, d) = (size as i128, kernel as i128, stride as i128, padding as i128, dilation as i128);
+    let extra = if ceil_mode { s - 1 } else { 0 };
+    let mut out = (size + 2 * p - d * (k - 1) - 1 + extra).div_euclid(s) + 1;
+    if ceil_mode && (out - 1) * s >= size + p {
+        out -= 1;
+    }
+    (out >= 1).then_some(out as usize)
+}
+
+/// Checks the spatial dimensions of a sliding-window op (convolution, or pooling with its
+/// `ceil_mode`) and returns `(OH, OW)` by [`pool_output_size`]; the error names the dimension
+/// that is too small and the smallest size that works.
 pub(crate) fn window_output(
     op: &'static str,
     x: &Tensor,
@@ -76,6 +116,7 @@ pub(crate) fn window_output(
     stride: (usize, usize),
     padding: (usize, usize),
     dilation: (usize, usize),
+    ceil_mode: bool,
 ) -> Result<(usize, usize)> {
     let nd = x.ndim();
     let axes = [
@@ -85,17 +126,22 @@ pub(crate) fn window_output(
     let mut out = [0; 2];
     for (i, (name, dim, k, s, p, d)) in axes.into_iter().enumerate() {
         let size = x.dims()[dim];
-        out[i] = window_output_size(size, k, s, p, d).ok_or_else(|| {
+        out[i] = pool_output_size(size, k, s, p, d, ceil_mode).ok_or_else(|| {
             let span = d * (k - 1) + 1;
+            // In ceil mode the one window may run up to stride − 1 past the padded input.
+            let (least, slack) = if ceil_mode {
+                (span.saturating_sub(2 * p + s - 1).max(1), format!(" (with ceil_mode, plus stride − 1 = {})", s - 1))
+            } else {
+                (span.saturating_sub(2 * p).max(1), String::new())
+            };
             Error::ShapeMismatch {
                 op,
                 what: "input",
                 got: x.shape().clone(),
                 expected: format!(
-                    "a {name} (dimension {dim}) of at least {}: the kernel spans {span} (size {k}, dilation {d}) \
-                     but the {name} padded by {p} on each side is only {}; use a smaller kernel or dilation, \
+                    "a {name} (dimension {dim}) of at least {least}: the kernel spans {span} (size {k}, dilation {d}) \
+                     but the {name} padded by {p} on each side is only {}{slack}; use a smaller kernel or dilation, \
                      more padding, or a larger input",
-                    span.saturating_sub(2 * p).max(1),
                     size + 2 * p
                 ),
             }
@@ -279,7 +325,7 @@ pub fn conv2d_with(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, opts: &Co
             expected: format!("[{o}] (one value per output channel)"),
         });
     }
-    let (oh, ow) = window_output(OP, x, (kh, kw), stride, padding, dilation)?;
+    let (oh, ow) = window_output(OP, x, (kh, kw), stride, padding, dilation, false)?;
     let fast = algorithm == ConvAlgorithm::Fast;
     let geom = ConvGeom { n, c, h, w, o, kh, kw, stride, padding, dilation, groups, oh, ow, fast };
 
