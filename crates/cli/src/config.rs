@@ -175,6 +175,10 @@ pub struct TrainingConfig {
     /// says otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dtype: Option<String>,
+    /// `"cpu"` (the default), `"gpu"` or `"gpu:N"`: where the model trains (`strata devices`
+    /// lists the GPUs). Checkpoints do not depend on it: a run resumes on another device.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
     /// `"default"` or `"fast"`: which algorithms the model's convolutions may use
     /// (`strata_core::ConvAlgorithm`). Absent: the model file's `conv_algorithm`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -201,6 +205,7 @@ impl Default for TrainingConfig {
             log_every: 10,
             threads: None,
             dtype: None,
+            device: None,
             conv_algorithm: None,
             clip_grad_norm: None,
             on_divergence: "stop".into(),
@@ -353,6 +358,11 @@ impl RunConfig {
             && !["f32", "f64"].contains(&d.as_str())
         {
             bail!("training.dtype (--dtype) must be f32 or f64, got `{d}`");
+        }
+        if let Some(d) = &self.training.device
+            && let Err(e) = d.parse::<strata_core::Device>()
+        {
+            bail!("training.device (--device): {e}");
         }
         if let Some(a) = &self.training.conv_algorithm
             && strata_core::ConvAlgorithm::from_name(a).is_none()

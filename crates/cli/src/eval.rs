@@ -24,6 +24,9 @@ pub struct EvalArgs {
     /// Evaluate on the MNIST folder's t10k test set instead of the run's own test/validation data.
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
+    /// Where to run the model: `cpu` (the default), `gpu` or `gpu:N`.
+    #[arg(long, value_name = "cpu|gpu|gpu:N")]
+    device: Option<String>,
 }
 
 /// Options of `strata predict`.
@@ -42,6 +45,9 @@ pub struct PredictArgs {
     /// How many classes to show per input.
     #[arg(long, default_value_t = 3)]
     top: usize,
+    /// Where to run the model: `cpu` (the default), `gpu` or `gpu:N`.
+    #[arg(long, value_name = "cpu|gpu|gpu:N")]
+    device: Option<String>,
 }
 
 /// A model rebuilt from a checkpoint, with what it needs to prepare inputs.
@@ -54,6 +60,16 @@ struct Loaded {
     file: PathBuf,
     meta: checkpoint::Meta,
     config: RunConfig,
+}
+
+/// [`load`], with the model moved to the device asked for (checkpoints do not depend on the
+/// device they were trained on).
+fn load_on(path: &Path, device: Option<&str>) -> Result<Loaded> {
+    let mut l = load(path)?;
+    let device = crate::devices::resolve(device, l.layout.dtype)?;
+    l.model.to_device(device)?;
+    l.layout = l.layout.on(device);
+    Ok(l)
 }
 
 fn load(path: &Path) -> Result<Loaded> {
@@ -115,7 +131,7 @@ fn load(path: &Path) -> Result<Loaded> {
 
 /// Runs `strata eval`.
 pub fn eval(args: &EvalArgs) -> Result<Verdict> {
-    let l = load(&args.checkpoint)?;
+    let l = load_on(&args.checkpoint, args.device.as_deref())?;
     let mut data_cfg = l.config.data.clone();
     if let Some(d) = &args.data {
         data_cfg.source = "mnist".into();
@@ -202,7 +218,7 @@ fn render_eval(confusion: &[Vec<usize>], classes: &[String], what: &str) -> Stri
 
 /// Runs `strata predict`.
 pub fn predict(args: &PredictArgs) -> Result<Verdict> {
-    let l = load(&args.checkpoint)?;
+    let l = load_on(&args.checkpoint, args.device.as_deref())?;
     let numel: usize = l.sample.iter().product();
     let mut inputs: Vec<(String, Vec<f32>)> = vec![];
     for path in &args.images {
@@ -315,7 +331,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("twelve.safetensors");
         save_checkpoint(&path, &spec, &model);
-        let e = eval(&EvalArgs { checkpoint: path, data: None }).err().expect("refused").to_string();
+        let e = eval(&EvalArgs { checkpoint: path, data: None, device: None }).err().expect("refused").to_string();
         assert!(
             e.contains("twelve.safetensors") && e.contains("12 scores per sample") && e.contains("10 classes"),
             "{e}"

@@ -6,6 +6,7 @@ mod check;
 mod checkpoint;
 mod config;
 mod data_setup;
+mod devices;
 mod eval;
 mod logs;
 mod lr_find;
@@ -27,6 +28,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// List the devices a run can use: the CPU and every GPU adapter (`--device gpu:N`).
+    #[command(after_help = "Examples:
+  strata devices
+  strata train --device gpu                             train on the first GPU listed")]
+    Devices,
     /// Train a model (default: PyTorch's SimpleNN) on the embedded MNIST subset.
     #[command(after_help = "Examples:
   strata train                                          SimpleNN on the embedded MNIST subset
@@ -80,6 +86,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Devices => devices::list().map(|()| check::Verdict::Ok),
         Command::Train(args) => train::run(&args),
         Command::Check(args) => check::check(&args),
         Command::Summary(args) => check::summary(&args),

@@ -1,6 +1,6 @@
 //! Devices and element types. Every tensor carries both; ops check them and name both operands
-//! when they differ. Only the CPU backend exists now; `Device::Cuda` is here so the API does not
-//! change when a CUDA backend implements the same primitives.
+//! when they differ. The CPU backend is always there; GPUs (any that wgpu drives: Vulkan, Metal,
+//! DX12, and Mesa's software Vulkan) come with the `gpu` feature.
 
 use std::fmt;
 
@@ -10,15 +10,29 @@ pub enum Device {
     /// Host memory, computed by the CPU backend (the default).
     #[default]
     Cpu,
-    /// An NVIDIA GPU by ordinal. Not yet backed: moving a tensor there is an error that says so.
-    Cuda(usize),
+    /// A GPU by its index in `strata devices`' list (`gpu:0` is the best adapter).
+    Gpu(usize),
 }
 
 impl fmt::Display for Device {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Device::Cpu => write!(f, "cpu"),
-            Device::Cuda(i) => write!(f, "cuda:{i}"),
+            Device::Gpu(i) => write!(f, "gpu:{i}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Device {
+    type Err = String;
+    /// `cpu`, `gpu` (= `gpu:0`) or `gpu:N`.
+    fn from_str(s: &str) -> std::result::Result<Device, String> {
+        let bad =
+            || format!("unknown device `{s}`: expected `cpu`, `gpu` or `gpu:N` (`strata devices` lists the GPUs)");
+        match s.trim() {
+            "cpu" => Ok(Device::Cpu),
+            "gpu" => Ok(Device::Gpu(0)),
+            other => other.strip_prefix("gpu:").and_then(|n| n.parse().ok()).map(Device::Gpu).ok_or_else(bad),
         }
     }
 }
@@ -50,6 +64,11 @@ impl DType {
 }
 
 impl Device {
+    /// Whether this is a GPU.
+    pub fn is_gpu(self) -> bool {
+        matches!(self, Device::Gpu(_))
+    }
+
     /// The memory this device has in all, in bytes, when it can be read: for the CPU, the
     /// machine's total memory (`MemTotal` of `/proc/meminfo` on Linux; `None` elsewhere). The
     /// shape check refuses models that could never fit in it before anything is allocated.
@@ -61,7 +80,7 @@ impl Device {
                 let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
                 kib.checked_mul(1024)
             }
-            Device::Cuda(_) => None,
+            Device::Gpu(_) => None,
         }
     }
 }
@@ -69,6 +88,15 @@ impl Device {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn devices_parse_and_print_alike() {
+        for text in ["cpu", "gpu:0", "gpu:3"] {
+            assert_eq!(text.parse::<Device>().unwrap().to_string(), text);
+        }
+        assert_eq!("gpu".parse::<Device>(), Ok(Device::Gpu(0)));
+        assert!("cuda".parse::<Device>().unwrap_err().contains("expected `cpu`, `gpu` or `gpu:N`"));
+    }
 
     #[test]
     fn the_cpu_reports_its_memory_on_linux() {

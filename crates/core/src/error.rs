@@ -50,6 +50,24 @@ pub enum Error {
     #[error("{op}: operands are on different devices ({lhs} and {rhs}); move one with `.to_device(..)`")]
     DeviceMismatch { op: &'static str, lhs: Device, rhs: Device },
 
+    /// An op with no kernel on the device of its operands.
+    #[error(
+        "{op}: has no kernel on {device} yet; move its inputs with `.to_device(Device::Cpu)` (or run the \
+         model on the CPU: `--device cpu`)"
+    )]
+    NoKernel { op: &'static str, device: Device },
+
+    /// A device that failed while running work (lost, out of resources, or a driver error).
+    #[error("{op}: {device} failed: {message}")]
+    DeviceFailure { op: &'static str, device: Device, message: String },
+
+    /// A device allocation that does not fit.
+    #[error(
+        "{op}: out of memory on {device}: {requested} bytes were asked for, and {available}; use a smaller \
+         batch or model, or the CPU"
+    )]
+    DeviceOutOfMemory { op: &'static str, device: Device, requested: u64, available: String },
+
     /// A device this build or machine cannot use.
     #[error("device {device} is not available: {reason}")]
     DeviceUnavailable { device: Device, reason: String },

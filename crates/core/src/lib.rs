@@ -16,6 +16,8 @@
 pub mod autograd;
 pub mod device;
 pub mod error;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod ops;
 pub mod rng;
 pub mod shape;
@@ -44,6 +46,15 @@ pub use ops::pool::{AvgPool2dOptions, MaxPool2dOptions, avg_pool2d_with, max_poo
 pub use ops::pool::{adaptive_avg_pool2d, avg_pool2d, max_pool2d};
 pub use rng::{Generator, manual_seed, with_default_generator};
 pub use shape::{Layout, Shape};
-pub use storage::{CpuStorage, Element, Float};
+pub use storage::{CpuStorage, Element, Float, Storage};
 pub use tensor::Tensor;
 pub use threads::{get_num_threads, set_num_threads};
+
+/// The error for a GPU device in a build without the `gpu` feature.
+#[cfg(not(feature = "gpu"))]
+pub(crate) fn gpu_unavailable(device: Device) -> Error {
+    Error::DeviceUnavailable {
+        device,
+        reason: "this build of strata has no GPU backend; build it with `--features gpu`".into(),
+    }
+}

@@ -14,9 +14,70 @@
 //! kernels take their outputs from it ([`Element::take_buffer`]), so step k reuses step k−1's
 //! buffers and steady-state training allocates no data buffers at all.
 
-use crate::device::DType;
+use crate::device::{DType, Device};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+/// A tensor's buffer on its device: what a `Tensor` holds. Views share it (the `Arc`).
+#[derive(Clone, Debug)]
+pub enum Storage {
+    /// Host memory.
+    Cpu(Arc<CpuStorage>),
+    /// A GPU's memory (the `gpu` feature).
+    #[cfg(feature = "gpu")]
+    Gpu(Arc<crate::gpu::GpuBuffer>),
+}
+
+impl Storage {
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        match self {
+            Storage::Cpu(s) => s.dtype(),
+            #[cfg(feature = "gpu")]
+            Storage::Gpu(b) => b.dtype(),
+        }
+    }
+    /// Number of elements in the buffer.
+    pub fn len(&self) -> usize {
+        match self {
+            Storage::Cpu(s) => s.len(),
+            #[cfg(feature = "gpu")]
+            Storage::Gpu(b) => b.len(),
+        }
+    }
+    /// Whether the buffer is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The device holding it.
+    pub fn device(&self) -> Device {
+        match self {
+            Storage::Cpu(_) => Device::Cpu,
+            #[cfg(feature = "gpu")]
+            Storage::Gpu(b) => b.device(),
+        }
+    }
+    /// How many handles (tensors, views, saved values) share the buffer.
+    pub(crate) fn handles(&self) -> usize {
+        match self {
+            Storage::Cpu(s) => Arc::strong_count(s),
+            #[cfg(feature = "gpu")]
+            Storage::Gpu(b) => Arc::strong_count(b),
+        }
+    }
+}
+
+impl From<Arc<CpuStorage>> for Storage {
+    fn from(s: Arc<CpuStorage>) -> Storage {
+        Storage::Cpu(s)
+    }
+}
+
+impl From<CpuStorage> for Storage {
+    fn from(s: CpuStorage) -> Storage {
+        Storage::Cpu(Arc::new(s))
+    }
+}
 
 /// The CPU buffer of one tensor, by element type. Dropping it returns the vector to the
 /// buffer pool (see the module docs).

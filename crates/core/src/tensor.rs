@@ -10,19 +10,29 @@ use crate::device::{DType, Device};
 use crate::error::{Error, Result};
 use crate::rng::Generator;
 use crate::shape::{Layout, Shape};
-use crate::storage::{CpuStorage, Element};
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::storage::{CpuStorage, Element, Storage};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 static NEXT_TENSOR: AtomicU64 = AtomicU64::new(1);
+
+/// A device as the number `TensorImpl::device` holds.
+fn encode(device: Device) -> usize {
+    match device {
+        Device::Cpu => 0,
+        Device::Gpu(i) => i + 1,
+    }
+}
 
 struct TensorImpl {
     id: u64,
     // The buffer is replaced, not mutated, when someone else holds it (copy-on-write); the lock
     // is held only to clone the `Arc` or to perform an in-place update.
-    storage: RwLock<Arc<CpuStorage>>,
+    storage: RwLock<Storage>,
     layout: Layout,
-    device: Device,
+    // The device, encoded (0: CPU, i + 1: gpu:i) so that reading it takes no lock; it changes
+    // only when a leaf moves in place (`to_device_`).
+    device: AtomicUsize,
     // The element type, fixed for the tensor's life (a replaced buffer keeps it): kept here so
     // that reading it takes no lock, as every op does to check its operands.
     dtype: DType,
@@ -48,13 +58,14 @@ pub struct Tensor(Arc<TensorImpl>);
 impl Tensor {
     // ---------------------------------------------------------------- construction
 
-    pub(crate) fn from_parts(storage: Arc<CpuStorage>, layout: Layout, grad_fn: Option<Arc<Node>>) -> Tensor {
+    pub(crate) fn from_parts(storage: impl Into<Storage>, layout: Layout, grad_fn: Option<Arc<Node>>) -> Tensor {
+        let storage = storage.into();
         Tensor(Arc::new(TensorImpl {
             id: NEXT_TENSOR.fetch_add(1, Ordering::Relaxed),
             dtype: storage.dtype(),
+            device: AtomicUsize::new(encode(storage.device())),
             storage: RwLock::new(storage),
             layout,
-            device: Device::Cpu,
             requires_grad: false,
             grad_fn,
             grad: Mutex::new(GradSlot::default()),
@@ -64,23 +75,24 @@ impl Tensor {
     /// The result of an op: a fresh contiguous buffer of `shape`, with a graph node when an
     /// input requires grad (the `backward` closure maps the output's gradient to the inputs').
     pub(crate) fn from_op(
-        storage: CpuStorage,
+        storage: impl Into<Storage>,
         shape: Shape,
         name: &'static str,
         inputs: &[&Tensor],
         backward: impl FnOnce(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + 'static,
     ) -> Tensor {
-        Tensor::from_op_shared(Arc::new(storage), shape, name, inputs, backward)
+        Tensor::from_op_shared(storage, shape, name, inputs, backward)
     }
 
     /// [`Tensor::from_op`] for a buffer the backward closure also holds (to read the output).
     pub(crate) fn from_op_shared(
-        storage: Arc<CpuStorage>,
+        storage: impl Into<Storage>,
         shape: Shape,
         name: &'static str,
         inputs: &[&Tensor],
         backward: impl FnOnce(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + 'static,
     ) -> Tensor {
+        let storage = storage.into();
         debug_assert_eq!(storage.len(), shape.numel());
         let node = autograd::make_node(name, inputs, Box::new(backward));
         Tensor::from_parts(storage, Layout::contiguous(shape), node)
@@ -94,12 +106,12 @@ impl Tensor {
         backward: impl FnOnce(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + 'static,
     ) -> Tensor {
         let node = autograd::make_node(name, &[self], Box::new(backward));
-        Tensor::from_parts(self.storage(), layout, node)
+        Tensor::from_parts(self.buffer(), layout, node)
     }
 
     /// A constant tensor (no gradient) owning `storage` laid out as `shape`.
-    pub(crate) fn from_storage(storage: CpuStorage, shape: Shape) -> Tensor {
-        Tensor::from_parts(Arc::new(storage), Layout::contiguous(shape), None)
+    pub(crate) fn from_storage(storage: impl Into<Storage>, shape: Shape) -> Tensor {
+        Tensor::from_parts(storage, Layout::contiguous(shape), None)
     }
 
     /// A tensor holding `data` in row-major order with the given shape.
@@ -145,6 +157,17 @@ impl Tensor {
         Tensor::from_storage(storage, Shape::from(shape))
     }
 
+    /// A tensor of `shape` filled with `value` (converted to `dtype`) on `device`.
+    pub fn full_on(shape: &[usize], value: f64, dtype: DType, device: Device) -> Result<Tensor> {
+        match device {
+            Device::Cpu => Ok(Tensor::full(shape, value, dtype)),
+            #[cfg(feature = "gpu")]
+            Device::Gpu(_) => crate::ops::views::gpu::full(shape, value, dtype, device),
+            #[cfg(not(feature = "gpu"))]
+            Device::Gpu(_) => Err(crate::gpu_unavailable(device)),
+        }
+    }
+
     /// Zeros.
     pub fn zeros(shape: &[usize], dtype: DType) -> Tensor {
         Tensor::full(shape, 0.0, dtype)
@@ -155,14 +178,14 @@ impl Tensor {
         Tensor::full(shape, 1.0, dtype)
     }
 
-    /// Zeros with this tensor's shape and type.
-    pub fn zeros_like(&self) -> Tensor {
-        Tensor::zeros(self.dims(), self.dtype())
+    /// Zeros with this tensor's shape, type and device.
+    pub fn zeros_like(&self) -> Result<Tensor> {
+        Tensor::full_on(self.dims(), 0.0, self.dtype(), self.device())
     }
 
-    /// Ones with this tensor's shape and type.
-    pub fn ones_like(&self) -> Tensor {
-        Tensor::ones(self.dims(), self.dtype())
+    /// Ones with this tensor's shape, type and device.
+    pub fn ones_like(&self) -> Result<Tensor> {
+        Tensor::full_on(self.dims(), 1.0, self.dtype(), self.device())
     }
 
     /// Uniform values in `[low, high)` drawn from `rng` (reproducible for a seed, whatever the
@@ -229,7 +252,10 @@ impl Tensor {
     }
     /// The device holding the data.
     pub fn device(&self) -> Device {
-        self.0.device
+        match self.0.device.load(Ordering::Relaxed) {
+            0 => Device::Cpu,
+            i => Device::Gpu(i - 1),
+        }
     }
     /// A process-unique identity (clones share it; views and results get their own).
     pub fn id(&self) -> u64 {
@@ -240,14 +266,71 @@ impl Tensor {
         Arc::ptr_eq(&self.0, &other.0)
     }
 
-    /// The buffer (shared; cheap).
-    pub(crate) fn storage(&self) -> Arc<CpuStorage> {
+    /// The buffer, on whichever device (shared; cheap).
+    pub(crate) fn buffer(&self) -> Storage {
         self.0.storage.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// The host buffer, for a CPU kernel of `op`; a tensor on another device is an error naming
+    /// `op` (its kernels for that device do not exist yet) and the fix.
+    #[cfg_attr(not(feature = "gpu"), allow(unused_variables))]
+    pub(crate) fn cpu_storage(&self, op: &'static str) -> Result<Arc<CpuStorage>> {
+        match self.buffer() {
+            Storage::Cpu(s) => Ok(s),
+            #[cfg(feature = "gpu")]
+            Storage::Gpu(_) => Err(Error::NoKernel { op, device: self.device() }),
+        }
+    }
+
+    /// The GPU buffer, for a GPU kernel of `op`.
+    #[cfg(feature = "gpu")]
+    pub(crate) fn gpu_buffer(&self, op: &'static str) -> Result<Arc<crate::gpu::GpuBuffer>> {
+        match self.buffer() {
+            Storage::Gpu(b) => Ok(b),
+            Storage::Cpu(_) => Err(Error::DeviceMismatch { op, lhs: Device::Cpu, rhs: Device::Gpu(0) }),
+        }
+    }
+
+    /// The GPU buffer for a kernel of `op` to write in place: the tensor must own its whole
+    /// buffer; a buffer shared with a view or a saved value is copied first (copy-on-write).
+    #[cfg(feature = "gpu")]
+    pub(crate) fn gpu_buffer_unique(&self, op: &'static str) -> Result<Arc<crate::gpu::GpuBuffer>> {
+        if !self.owns_whole_buffer() {
+            return Err(Error::NotInPlaceable { op, shape: self.shape().clone() });
+        }
+        let shared = self.0.storage.read().unwrap_or_else(|e| e.into_inner()).handles() > 1;
+        if shared {
+            self.replace_buffer(crate::ops::views::gpu::copy(self)?.buffer());
+        }
+        self.gpu_buffer(op)
+    }
+
+    /// This tensor with a host buffer: itself on the CPU; on a GPU, its whole buffer read back
+    /// (a synchronisation) under the same layout.
+    #[cfg_attr(not(feature = "gpu"), allow(unused_variables))]
+    fn on_host(&self, op: &'static str) -> Result<Tensor> {
+        match self.buffer() {
+            Storage::Cpu(_) => Ok(self.clone()),
+            #[cfg(feature = "gpu")]
+            Storage::Gpu(b) => Ok(Tensor::from_parts(b.download(op)?, self.0.layout.clone(), None)),
+        }
+    }
+
+    /// Replaces this tensor's buffer (same element count and type): the in-place ops of devices
+    /// whose kernels write a fresh buffer. Views and saved values keep the old one.
+    #[cfg(feature = "gpu")]
+    pub(crate) fn replace_buffer(&self, storage: Storage) {
+        debug_assert_eq!(storage.dtype(), self.dtype());
+        *self.0.storage.write().unwrap_or_else(|e| e.into_inner()) = storage;
+    }
+
     /// The elements in row-major order of the shape, as `T` (which must be the tensor's type).
+    /// On a GPU this reads the values back: a synchronisation, where a device error surfaces.
     pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
-        let storage = self.storage();
+        if self.device() != Device::Cpu {
+            return self.on_host("to_vec")?.to_vec();
+        }
+        let storage = self.cpu_storage("to_vec")?;
         let data = T::slice(&storage).ok_or(Error::DTypeMismatch { op: "to_vec", lhs: self.dtype(), rhs: T::DTYPE })?;
         let layout = self.layout();
         if layout.is_contiguous() {
@@ -265,9 +348,13 @@ impl Tensor {
         Ok(out)
     }
 
-    /// The elements converted to `f64`, whatever the element type.
+    /// The elements converted to `f64`, whatever the element type. On a GPU this reads the
+    /// values back; should the device fail, the values are NaN (`to_vec` returns the error).
     pub fn to_vec_f64(&self) -> Vec<f64> {
-        let storage = self.storage();
+        let Ok(host) = self.on_host("to_vec_f64") else {
+            return vec![f64::NAN; self.numel()];
+        };
+        let Ok(storage) = host.cpu_storage("to_vec_f64") else { unreachable!("on_host gives a host buffer") };
         let mut out = Vec::with_capacity(self.numel());
         match &*storage {
             CpuStorage::F32(v) => self.layout().for_each_index(|i| out.push(v[i] as f64)),
@@ -282,13 +369,16 @@ impl Tensor {
         if self.numel() != 1 {
             return Err(Error::NotScalar { op: "item", shape: self.shape().clone() });
         }
-        Ok(self.to_vec_f64()[0])
+        Ok(self.on_host("item")?.to_vec_f64()[0])
     }
 
     /// Runs `f` on the contiguous elements of this tensor as a slice of `T`, without copying
     /// when the tensor is already contiguous.
     pub fn with_slice<T: Element, R>(&self, f: impl FnOnce(&[T]) -> R) -> Result<R> {
-        let storage = self.storage();
+        if self.device() != Device::Cpu {
+            return self.on_host("with_slice")?.with_slice(f);
+        }
+        let storage = self.cpu_storage("with_slice")?;
         let data =
             T::slice(&storage).ok_or(Error::DTypeMismatch { op: "with_slice", lhs: self.dtype(), rhs: T::DTYPE })?;
         if self.is_contiguous() {
@@ -316,9 +406,9 @@ impl Tensor {
         let owned = self.owned_detached()?;
         Ok(Tensor(Arc::new(TensorImpl {
             id: NEXT_TENSOR.fetch_add(1, Ordering::Relaxed),
-            storage: RwLock::new(owned.storage()),
+            storage: RwLock::new(owned.buffer()),
             layout: owned.0.layout.clone(),
-            device: self.0.device,
+            device: AtomicUsize::new(encode(self.device())),
             dtype: self.0.dtype,
             requires_grad: true,
             grad_fn: None,
@@ -351,7 +441,7 @@ impl Tensor {
 
     /// The same data, cut from the graph: no gradient flows through the result.
     pub fn detach(&self) -> Tensor {
-        Tensor::from_parts(self.storage(), self.0.layout.clone(), None)
+        Tensor::from_parts(self.buffer(), self.0.layout.clone(), None)
     }
 
     /// The accumulated gradient of a leaf, after `backward()`.
@@ -432,12 +522,23 @@ impl Tensor {
         if self.owns_whole_buffer() {
             return Ok(self.detach());
         }
+        #[cfg(feature = "gpu")]
+        if self.device() != Device::Cpu {
+            return crate::ops::views::gpu::copy(self).map(|c| c.detach());
+        }
         let storage = match self.dtype() {
             DType::F32 => CpuStorage::F32(self.to_vec::<f32>()?),
             DType::F64 => CpuStorage::F64(self.to_vec::<f64>()?),
             DType::I64 => CpuStorage::I64(self.to_vec::<i64>()?),
         };
         Ok(Tensor::from_storage(storage, self.shape().clone()))
+    }
+
+    /// The same values, detached, in a tensor that owns its whole contiguous buffer: shared
+    /// (copy-on-write) when this one already does, else copied. What in-place updates need
+    /// (optimizer states restored from a checkpoint, say).
+    pub fn detach_owned(&self) -> Result<Tensor> {
+        self.owned_detached()
     }
 
     /// Lets a backward kernel write this leaf's gradient contribution straight into its
@@ -469,8 +570,8 @@ impl Tensor {
             return Err(Error::BackwardNonScalar { shape: self.shape().clone() });
         }
         match self.grad_fn() {
-            Some(node) => autograd::run_backward(node, self.ones_like()),
-            None if self.0.requires_grad => self.accumulate_grad(&self.ones_like()),
+            Some(node) => autograd::run_backward(node, self.ones_like()?),
+            None if self.0.requires_grad => self.accumulate_grad(&self.ones_like()?),
             None => Err(Error::NoGradRequired),
         }
     }
@@ -480,13 +581,31 @@ impl Tensor {
     /// Runs `f` on this tensor's elements in place. The tensor must be contiguous and own its
     /// whole buffer; the buffer is copied first if a view or a saved value shares it, so those
     /// keep the old values. Not recorded by autograd: meant for optimizer steps and initialisation.
+    ///
+    /// On a GPU the values are read back, changed on the host and written to a fresh buffer:
+    /// correct, but a synchronisation; kernels that update on the device are ops of their own.
     pub fn update_<T: Element, R>(&self, f: impl FnOnce(&mut [T]) -> R) -> Result<R> {
-        let mut slot = self.0.storage.write().unwrap_or_else(|e| e.into_inner());
-        if !self.0.layout.is_contiguous() || self.0.layout.offset != 0 || slot.len() != self.numel() {
+        if !self.owns_whole_buffer() {
             return Err(Error::NotInPlaceable { op: "update_", shape: self.shape().clone() });
         }
+        #[cfg(feature = "gpu")]
+        if self.device() != Device::Cpu {
+            let host = self.on_host("update_")?;
+            let out = host.update_(f)?;
+            let Storage::Cpu(s) = host.buffer() else { unreachable!("on_host gives a host buffer") };
+            let buf = crate::gpu::GpuBuffer::upload(self.device(), "update_", &s)?;
+            self.replace_buffer(Storage::Gpu(Arc::new(buf)));
+            return Ok(out);
+        }
+        let mut guard = self.0.storage.write().unwrap_or_else(|e| e.into_inner());
+        #[cfg_attr(not(feature = "gpu"), allow(clippy::infallible_destructuring_match))]
+        let slot = match &mut *guard {
+            Storage::Cpu(slot) => slot,
+            #[cfg(feature = "gpu")]
+            Storage::Gpu(_) => return Err(Error::NoKernel { op: "update_", device: self.device() }),
+        };
         let dtype = slot.dtype();
-        let data = T::slice_mut(Arc::make_mut(&mut slot)).ok_or(Error::DTypeMismatch {
+        let data = T::slice_mut(Arc::make_mut(slot)).ok_or(Error::DTypeMismatch {
             op: "update_",
             lhs: dtype,
             rhs: T::DTYPE,
@@ -496,6 +615,14 @@ impl Tensor {
 
     /// Fills the tensor with `value` in place.
     pub fn fill_(&self, value: f64) -> Result<()> {
+        #[cfg(feature = "gpu")]
+        if self.device() != Device::Cpu {
+            if !self.owns_whole_buffer() {
+                return Err(Error::NotInPlaceable { op: "fill_", shape: self.shape().clone() });
+            }
+            self.replace_buffer(Tensor::full_on(self.dims(), value, self.dtype(), self.device())?.buffer());
+            return Ok(());
+        }
         match self.dtype() {
             DType::F32 => self.update_::<f32, _>(|d| d.fill(value as f32)),
             DType::F64 => self.update_::<f64, _>(|d| d.fill(value)),
@@ -512,6 +639,18 @@ impl Tensor {
                 got: src.shape().clone(),
                 expected: self.shape().to_string(),
             });
+        }
+        #[cfg(feature = "gpu")]
+        if self.device() != Device::Cpu {
+            if src.dtype() != self.dtype() {
+                return Err(Error::DTypeMismatch { op: "copy_", lhs: self.dtype(), rhs: src.dtype() });
+            }
+            if !self.owns_whole_buffer() {
+                return Err(Error::NotInPlaceable { op: "copy_", shape: self.shape().clone() });
+            }
+            let src = src.detach().to_device(self.device())?;
+            self.replace_buffer(crate::ops::views::gpu::copy(&src)?.buffer());
+            return Ok(());
         }
         match (self.dtype(), src.dtype()) {
             (DType::F32, DType::F32) => {
@@ -540,6 +679,12 @@ impl Tensor {
                 expected: self.shape().to_string(),
             });
         }
+        #[cfg(feature = "gpu")]
+        if self.device() != Device::Cpu {
+            self.check_same("assign_", other)?;
+            self.replace_buffer(other.owned_detached()?.buffer());
+            return Ok(());
+        }
         match (self.dtype(), other.dtype()) {
             (DType::F32, DType::F32) => {
                 other.with_slice::<f32, _>(|o| self.update_::<f32, _>(|d| d.copy_from_slice(o)))??
@@ -557,11 +702,12 @@ impl Tensor {
     /// from a backward function), else into a new tensor. In place saves a buffer and its
     /// write-allocate traffic per sum (a residual block's input gradient is one).
     pub(crate) fn accumulate(self, other: &Tensor) -> Result<Tensor> {
-        let own = Arc::strong_count(&self.0) == 1
+        let own = self.device() == Device::Cpu
+            && Arc::strong_count(&self.0) == 1
             && self.shape() == other.shape()
             && self.dtype() == other.dtype()
             && self.owns_whole_buffer()
-            && Arc::strong_count(&self.0.storage.read().unwrap_or_else(|e| e.into_inner())) == 1;
+            && self.0.storage.read().unwrap_or_else(|e| e.into_inner()).handles() == 1;
         if !own {
             return self.add(other);
         }
@@ -585,6 +731,11 @@ impl Tensor {
                 expected: self.shape().to_string(),
             });
         }
+        #[cfg(feature = "gpu")]
+        if self.device() != Device::Cpu {
+            self.replace_buffer(self.detach().add(other)?.buffer());
+            return Ok(());
+        }
         match (self.dtype(), other.dtype()) {
             (DType::F32, DType::F32) => other.with_slice::<f32, _>(|o| {
                 self.update_::<f32, _>(|d| d.iter_mut().zip(o).for_each(|(a, b)| *a += b))
@@ -599,15 +750,54 @@ impl Tensor {
 
     // ---------------------------------------------------------------- devices and types
 
-    /// This tensor on `device`. Only the CPU exists in this build; asking for CUDA is an error
-    /// that says so (the call site will not change when the backend arrives).
+    /// This tensor on `device` (PyTorch's `.to(device)`): itself when it is there already, else
+    /// a copy, recorded by autograd (the gradient goes back to this tensor's device). A GPU needs
+    /// the `gpu` feature and an adapter; `strata devices` lists them.
     pub fn to_device(&self, device: Device) -> Result<Tensor> {
-        match device {
-            Device::Cpu => Ok(self.clone()),
-            Device::Cuda(_) => {
-                Err(Error::DeviceUnavailable { device, reason: "this build of strata has only the CPU backend".into() })
-            }
+        if device == self.device() {
+            return Ok(self.clone());
         }
+        let from = self.device();
+        let moved: Storage = match device {
+            // Contiguous on its own device first, so only the elements are read back.
+            Device::Cpu => self.contiguous()?.on_host("to_device")?.owned_detached()?.buffer(),
+            #[cfg(feature = "gpu")]
+            Device::Gpu(_) => {
+                let host = self.to_device(Device::Cpu)?.owned_detached()?;
+                let s = host.cpu_storage("to_device")?;
+                Storage::Gpu(Arc::new(crate::gpu::GpuBuffer::upload(device, "to_device", &s)?))
+            }
+            #[cfg(not(feature = "gpu"))]
+            Device::Gpu(_) => return Err(crate::gpu_unavailable(device)),
+        };
+        Ok(Tensor::from_op(moved, self.shape().clone(), "to_device", &[self], move |g| {
+            Ok(vec![Some(g.to_device(from)?)])
+        }))
+    }
+
+    /// Moves this tensor to `device` in place, keeping its identity (PyTorch's `param.data =
+    /// param.data.to(device)`): how a model's parameters and buffers move, so that the layers
+    /// and optimizers holding them see the move. Leaves only (a recorded result would detach
+    /// from its graph); the gradient, if any, is dropped.
+    pub fn to_device_(&self, device: Device) -> Result<()> {
+        if device == self.device() {
+            return Ok(());
+        }
+        if !self.is_leaf() {
+            return Err(Error::InvalidArgument {
+                op: "to_device_",
+                message: "only leaves (parameters, buffers, constants) move in place; use `to_device`".into(),
+            });
+        }
+        let moved = self.detach().to_device(device)?.owned_detached()?;
+        let mut slot = self.0.storage.write().unwrap_or_else(|e| e.into_inner());
+        if self.0.layout != *moved.layout() {
+            return Err(Error::NotInPlaceable { op: "to_device_", shape: self.shape().clone() });
+        }
+        *slot = moved.buffer();
+        self.0.device.store(encode(device), Ordering::Relaxed);
+        *self.grad_slot() = GradSlot::default();
+        Ok(())
     }
 
     /// Checks that two operands share device and element type.

@@ -5,7 +5,7 @@ use crate::state_dict::StateDict;
 use crate::{Error, Result};
 use std::collections::BTreeMap;
 use std::path::Path;
-use strata_core::Tensor;
+use strata_core::{Device, Tensor};
 
 /// A layer or a model: something with a forward pass and (possibly) parameters and children.
 ///
@@ -187,6 +187,16 @@ pub trait Module: Send + Sync {
     /// Evaluation mode: `train(false)`.
     fn eval(&self) {
         self.train(false);
+    }
+
+    /// Moves every parameter and buffer to `device` in place (PyTorch's `model.to(device)`):
+    /// optimizers made afterwards, and the layers themselves, see the moved tensors. Gradients
+    /// are dropped. Run inputs through the model on the same device (`x.to_device(device)`).
+    fn to_device(&self, device: Device) -> Result<()> {
+        for (_, t) in self.named_parameters().into_iter().chain(self.named_buffers()) {
+            t.to_device_(device)?;
+        }
+        Ok(())
     }
 
     /// Zeroes every parameter's gradient (in place; the buffers are kept for the next step).

@@ -45,6 +45,9 @@ pub struct TrainArgs {
     /// training.dtype: build, train, checkpoint and evaluate the model in f32 or f64.
     #[arg(long, value_name = "f32|f64")]
     pub(super) dtype: Option<String>,
+    /// training.device: where to train, `cpu`, `gpu` or `gpu:N` (`strata devices` lists them).
+    #[arg(long, value_name = "cpu|gpu|gpu:N")]
+    pub(super) device: Option<String>,
     /// training.conv_algorithm: `default` (as accurate as PyTorch) or `fast` (Winograd F(4×4) on
     /// large planes, ~10× PyTorch's f32 error).
     #[arg(long, value_name = "default|fast")]
@@ -121,6 +124,9 @@ pub(super) fn overrides(args: &TrainArgs) -> Result<Vec<(String, String)>> {
     }
     if let Some(d) = &args.dtype {
         push("training.dtype", toml::Value::String(d.clone()).to_string());
+    }
+    if let Some(d) = &args.device {
+        push("training.device", toml::Value::String(d.clone()).to_string());
     }
     if let Some(a) = &args.conv_algorithm {
         push("training.conv_algorithm", toml::Value::String(a.clone()).to_string());

@@ -45,8 +45,19 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
     if args.compute_stats {
         return compute_stats(args);
     }
-    let Some(Built { config, model_source, out, resume, data, sample, resolved, model, params_count, mut optimizer }) =
-        build(args)?
+    let Some(Built {
+        config,
+        model_source,
+        out,
+        resume,
+        data,
+        sample,
+        resolved,
+        model,
+        params_count,
+        mut optimizer,
+        device,
+    }) = build(args)?
     else {
         return Ok(Verdict::Failed);
     };
@@ -67,7 +78,7 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
     }
 
     let batch_size = t.batch_size.resolve(data.train.len());
-    let layout = InputLayout::of(&resolved, &sample);
+    let layout = InputLayout::of(&resolved, &sample).on(device);
     let loader = DataLoader::new(&data.train, batch_size).shuffle(t.seed);
     let steps_per_epoch = loader.num_batches();
     let total_steps = steps_per_epoch * t.epochs;
@@ -119,8 +130,9 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
                 optimizer.set_lr(lr);
                 optimizer.zero_grad()?;
                 let input = layout.apply(&batch.x)?;
+                let y = layout.labels(&batch.y)?;
                 let logits = model.forward(&input)?;
-                let loss = criterion.forward(&logits, &batch.y)?;
+                let loss = criterion.forward(&logits, &y)?;
                 loss.backward()?;
                 let l = loss.item()?;
                 let log_now = t.log_every > 0 && (step + 1) % t.log_every == 0;
@@ -151,18 +163,18 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
                         });
                         continue;
                     }
-                    let report = diagnose(&model, &input, &batch.y, l);
+                    let report = diagnose(&model, &input, &y, l);
                     bail!("{}", divergence_message(epoch + 1, step + 1, i + 1, steps_per_epoch, &report, &config));
                 }
                 optimizer.step()?;
                 if !params.iter().all(Tensor::all_finite) {
-                    let report = diagnose(&model, &input, &batch.y, l);
+                    let report = diagnose(&model, &input, &y, l);
                     bail!("{}", divergence_message(epoch + 1, step + 1, i + 1, steps_per_epoch, &report, &config));
                 }
                 step += 1;
                 let n = batch.y.numel();
                 loss_sum += l * n as f64;
-                correct += count_correct(&logits, &batch.y)?;
+                correct += count_correct(&logits, &y)?;
                 seen += n;
                 let rate = seen as f64 / t0.elapsed().as_secs_f64();
                 if let Some(bar) = &bar {

@@ -99,6 +99,8 @@ pub(super) fn fixed_on_resume(key: &str, base: &RunConfig) -> Option<String> {
         // What a diverging run is resumed with: clipping, or skipping the bad steps.
         "training.clip_grad_norm",
         "training.on_divergence",
+        // Checkpoints hold host data: a run resumes on any device (f32 results agree to rounding).
+        "training.device",
         "optimizer.lr",
         "optimizer.momentum",
         "optimizer.dampening",
@@ -144,6 +146,7 @@ pub(super) fn flag_of(key: &str) -> String {
         "training.checkpoint_every" => "--checkpoint-every",
         "training.dtype" => "--dtype",
         "training.conv_algorithm" => "--conv-algorithm",
+        "training.device" => "--device",
         "data.source" | "data.path" => "--data",
         _ => return format!("--set {key}=…"),
     };
@@ -325,6 +328,8 @@ pub(crate) struct Built {
     pub model: strata_nn::Sequential,
     pub(super) params_count: usize,
     pub optimizer: Box<dyn Optimizer>,
+    /// Where the model lives and the batches go.
+    pub device: strata_core::Device,
 }
 
 /// Resolves the config, loads the data, checks the model against it (input and classes) and
@@ -362,12 +367,30 @@ pub(crate) fn build(args: &TrainArgs) -> Result<Option<Built>> {
     // Checkpoints and run directories store the model with the input shape it was trained on,
     // so `eval` and `predict` can rebuild it when the model file left `input` out.
     resolved.input = Some(sample.clone());
-    fits_in_memory(&report, resolved.dtype, t.batch_size.resolve(data.train.len()))?;
+    let device = crate::devices::resolve(t.device.as_deref(), resolved.dtype)?;
+    if device == strata_core::Device::Cpu {
+        fits_in_memory(&report, resolved.dtype, t.batch_size.resolve(data.train.len()))?;
+    }
     manual_seed(t.seed);
+    // Built (and initialised, from the seed) on the CPU, then moved: the same initial weights
+    // on every device.
     let model = resolved.build()?;
+    model.to_device(device)?;
     let params_count = Summary::from_report(&report, 1).total_params;
     let optimizer = make_optimizer(&config, model.parameters())?;
-    Ok(Some(Built { config, model_source, out, resume, data, sample, resolved, model, params_count, optimizer }))
+    Ok(Some(Built {
+        config,
+        model_source,
+        out,
+        resume,
+        data,
+        sample,
+        resolved,
+        model,
+        params_count,
+        optimizer,
+        device,
+    }))
 }
 
 /// Refuses, before anything is allocated, a run whose parameters (with gradients and optimizer

@@ -3,7 +3,7 @@
 
 use crate::config::RunConfig;
 use anyhow::Result;
-use strata_core::{DType, Tensor, no_grad};
+use strata_core::{DType, Device, Tensor, no_grad};
 use strata_data::{DataLoader, Dataset};
 use strata_nn::{CrossEntropyLoss, ModelSpec, Module};
 
@@ -17,23 +17,36 @@ pub struct InputLayout {
     pub batch_dim: usize,
     /// The model's element type.
     pub dtype: DType,
+    /// The model's device: batches go there.
+    pub device: Device,
 }
 
 impl InputLayout {
     /// The layout `spec` takes for samples of shape `sample`.
     pub fn of(spec: &ModelSpec, sample: &[usize]) -> InputLayout {
         let batch_dim = strata_nn::check::input_batch_dim(spec, sample.len());
-        InputLayout { sample: sample.to_vec(), batch_dim, dtype: spec.dtype }
+        InputLayout { sample: sample.to_vec(), batch_dim, dtype: spec.dtype, device: Device::Cpu }
+    }
+
+    /// This layout with batches sent to `device`.
+    pub fn on(self, device: Device) -> InputLayout {
+        InputLayout { device, ..self }
     }
 
     /// A batch `[B, *data sample]` as the model's input: viewed as `[B, *model sample]`, the batch
-    /// moved to `batch_dim` (`[T, B, F]` for a time-major model), in the model's element type.
+    /// moved to `batch_dim` (`[T, B, F]` for a time-major model), in the model's element type,
+    /// on the model's device.
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
         let mut dims = vec![x.dims()[0]];
         dims.extend_from_slice(&self.sample);
         let x = x.reshape(&dims)?;
         let x = if self.batch_dim == 1 { x.transpose(0, 1)? } else { x };
-        Ok(x.to_dtype(self.dtype)?)
+        Ok(x.to_dtype(self.dtype)?.to_device(self.device)?)
+    }
+
+    /// A batch's labels on the model's device.
+    pub fn labels(&self, y: &Tensor) -> Result<Tensor> {
+        Ok(y.to_device(self.device)?)
     }
 }
 
@@ -158,8 +171,9 @@ pub fn evaluate(model: &dyn Module, data: &Dataset, layout: &InputLayout) -> Res
         let (mut loss, mut correct) = (0.0, 0);
         for batch in DataLoader::new(data, 1000).epoch(0) {
             let logits = model.forward(&layout.apply(&batch.x)?)?;
-            loss += criterion.forward(&logits, &batch.y)?.item()?;
-            correct += count_correct(&logits, &batch.y)?;
+            let y = layout.labels(&batch.y)?;
+            loss += criterion.forward(&logits, &y)?.item()?;
+            correct += count_correct(&logits, &y)?;
         }
         Ok((loss, correct))
     });

@@ -85,7 +85,7 @@ fn the_concat_repro_accumulates_across_backwards_and_after_zero_grad() {
         step();
         assert_close(&x.grad().unwrap().to_vec_f64(), &expected, 1e-6, 0.0);
         // The stored gradient owns a buffer of its own size (not the [1, 8] it was sliced from).
-        assert_eq!(x.grad().unwrap().storage().len(), 4);
+        assert_eq!(x.grad().unwrap().buffer().len(), 4);
     }
 }
 

@@ -188,9 +188,44 @@ fn op_with_saved_output(
     Tensor::from_parts(out, Layout::contiguous(shape), node)
 }
 
+/// An activation on a GPU: the forward and the gradient factor by unary.wgsl's kernel (op
+/// codes), the backward's products composed from ops.
+#[cfg(feature = "gpu")]
+fn gpu_pointwise(x: &Tensor, act: Act) -> Result<Tensor> {
+    use super::elementwise::gpu::unary_code;
+    let name = act.name();
+    let (code, s): (u32, f64) = match act {
+        Act::Sigmoid => (6, 0.0),
+        Act::Tanh => (7, 0.0),
+        Act::LeakyRelu(s) => (9, s),
+        Act::Elu(a) => (11, a),
+        Act::Gelu => (13, 0.0),
+        Act::GeluTanh => (15, 0.0),
+    };
+    let out = unary_code(name, x, code, s as f32)?;
+    let y = Tensor::from_storage(out.clone(), x.shape().clone());
+    let x_saved = x.clone();
+    Ok(Tensor::from_op(out, x.shape().clone(), name, &[x], move |g| {
+        let dx = match act {
+            // σ' = σ(1 − σ); tanh' = 1 − tanh²
+            Act::Sigmoid => g.mul(&y)?.mul(&y.neg()?.add_scalar(1.0)?)?,
+            Act::Tanh => g.mul(&y.mul(&y)?.neg()?.add_scalar(1.0)?)?,
+            // The factor f′(x) from the kernel (code + 1), times g.
+            _ => {
+                g.mul(&Tensor::from_storage(unary_code(name, &x_saved, code + 1, s as f32)?, x_saved.shape().clone()))?
+            }
+        };
+        Ok(vec![Some(dx)])
+    }))
+}
+
 fn pointwise(x: &Tensor, act: Act) -> Result<Tensor> {
     let name = act.name();
-    let s = x.storage();
+    #[cfg(feature = "gpu")]
+    if x.device().is_gpu() {
+        return gpu_pointwise(x, act);
+    }
+    let s = x.cpu_storage(name)?;
     let out = with_float!(s, name, |v: T| Ok(T::wrap(unary_kernel::<T, T>(v, x.layout(), |a| act.forward(a)))))?;
     let x_saved = x.clone();
     Ok(op_with_saved_output(out, x.shape().clone(), name, x, move |g, y| {
@@ -347,8 +382,18 @@ fn softmax_impl(x: &Tensor, dim: isize, log: bool) -> Result<Tensor> {
         return softmax_impl(&x.reshape(&[1])?, 0, log)?.reshape(&[]);
     }
     let d = x.shape().resolve_dim(name, dim)?;
+    #[cfg(feature = "gpu")]
+    if x.device().is_gpu() {
+        // Composed from ops: the maximum is a constant shift (softmax does not change with it),
+        // so it is detached and its backward never runs.
+        let dim = d as isize;
+        let shifted = x.sub(&x.gpu_max_keepdim(d)?)?;
+        let e = shifted.exp()?;
+        let total = e.sum(&[dim], true)?;
+        return if log { shifted.sub(&total.log()?) } else { e.div(&total) };
+    }
     let geo = around(x.shape(), d);
-    let s = x.storage();
+    let s = x.cpu_storage("softmax")?;
     let out = with_float!(s, name, |_v: T| Ok(T::wrap(x.with_slice::<T, _>(|xv| softmax_kernel(xv, geo, log))?)))?;
     let shape = x.shape().clone();
     Ok(op_with_saved_output(out, shape.clone(), name, x, move |g, y| {

@@ -12,7 +12,7 @@ use crate::autograd::is_grad_enabled;
 use crate::device::DType;
 use crate::error::{Error, Result};
 use crate::shape::{Layout, Shape};
-use crate::storage::{CpuStorage, Element, Float};
+use crate::storage::{CpuStorage, Element, Float, Storage};
 use crate::tensor::Tensor;
 use std::sync::{Arc, Mutex};
 
@@ -33,13 +33,21 @@ fn interleave<T: Element>(parts: &[&[T]], run_len: &[usize], outer: usize) -> Ve
 
 /// The shared forward of `cat` and `stack`: `parts` are viewed as `[outer, size_i·inner]` and
 /// joined along their second dimension into `out_shape`.
-fn join(
-    op: &'static str,
-    parts: &[&Tensor],
-    run_len: Vec<usize>,
-    outer: usize,
-    out_shape: Shape,
-) -> Result<CpuStorage> {
+fn join(op: &'static str, parts: &[&Tensor], run_len: Vec<usize>, outer: usize, out_shape: Shape) -> Result<Storage> {
+    #[cfg(feature = "gpu")]
+    if parts[0].device().is_gpu() {
+        // Each part written into its runs of a fresh buffer: as [outer, run] at column `start`
+        // of the output seen as [outer, total].
+        let out = Tensor::full_on(out_shape.dims(), 0.0, parts[0].dtype(), parts[0].device())?;
+        let total: usize = run_len.iter().sum();
+        let mut start = 0;
+        for (t, &run) in parts.iter().zip(&run_len) {
+            let region = Layout { shape: Shape(vec![outer, run]), strides: vec![total, 1], offset: start };
+            crate::ops::views::gpu::scatter(&out, &region, &t.detach().reshape(&[outer, run])?)?;
+            start += run;
+        }
+        return Ok(out.buffer());
+    }
     fn go<T: Element>(parts: &[&Tensor], run_len: &[usize], outer: usize) -> Result<CpuStorage> {
         let data: Vec<Vec<T>> = parts.iter().map(|t| t.to_vec::<T>()).collect::<Result<_>>()?;
         let slices: Vec<&[T]> = data.iter().map(Vec::as_slice).collect();
@@ -51,7 +59,7 @@ fn join(
         DType::I64 => go::<i64>(parts, &run_len, outer)?,
     };
     debug_assert_eq!(storage.len(), out_shape.numel(), "{op}");
-    Ok(storage)
+    Ok(storage.into())
 }
 
 /// Checks that every part shares the first one's device and type.
@@ -179,6 +187,21 @@ fn add_region<T: Float>(buf: &mut CpuStorage, region: &Layout, g: &Tensor) -> Re
 /// Splits `x` along dimension `d` into pieces of the given sizes (all views); with `squeeze`
 /// the pieces (all of size 1) lose dimension `d`, as `unbind`.
 fn split_views(x: &Tensor, op: &'static str, d: usize, sizes: &[usize], squeeze: bool) -> Result<Vec<Tensor>> {
+    #[cfg(feature = "gpu")]
+    if x.device().is_gpu() {
+        // Narrow views, each with its own backward (into zeros of the input's shape; autograd sums
+        // them): the shared host buffer below is the CPU's saving.
+        let _ = op;
+        let mut start = 0;
+        return sizes
+            .iter()
+            .map(|&len| {
+                let piece = x.narrow(d as isize, start, len)?;
+                start += len;
+                if squeeze { piece.squeeze(d as isize) } else { Ok(piece) }
+            })
+            .collect();
+    }
     let in_shape = x.shape().clone();
     let piece_layout = |base: &Layout, start: usize, len: usize| {
         let mut l = base.clone();
@@ -196,7 +219,7 @@ fn split_views(x: &Tensor, op: &'static str, d: usize, sizes: &[usize], squeeze:
         return Ok(starts
             .iter()
             .zip(sizes)
-            .map(|(&s, &len)| Tensor::from_parts(x.storage(), piece_layout(x.layout(), s, len), None))
+            .map(|(&s, &len)| Tensor::from_parts(x.buffer(), piece_layout(x.layout(), s, len), None))
             .collect());
     }
     let shared = Arc::new(Mutex::new(SharedGrad { buf: None, announced: false }));

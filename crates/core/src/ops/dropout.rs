@@ -19,6 +19,10 @@ use crate::tensor::Tensor;
 /// - `x`: any shape (float)
 /// - output: the shape of `x`
 pub fn dropout(x: &Tensor, p: f64, generator: &mut Generator) -> Result<Tensor> {
+    // No GPU kernel yet: an error, never a silent round trip through the host.
+    if x.device().is_gpu() {
+        return Err(crate::Error::NoKernel { op: "dropout", device: x.device() });
+    }
     const OP: &str = "dropout";
     if !(0.0..1.0).contains(&p) {
         crate::bail_arg!(
@@ -38,7 +42,7 @@ pub fn dropout(x: &Tensor, p: f64, generator: &mut Generator) -> Result<Tensor> 
     generator.fill_uniform(&mut u, 0.0, 1.0);
     let scale = 1.0 / (1.0 - p);
     let xc = x.contiguous()?;
-    let s = xc.storage();
+    let s = xc.cpu_storage("dropout")?;
     let o = xc.layout().offset;
     // The mask holds 0 or 1/(1 − p) in the input's type: y = x·m and dx = g·m.
     let (out, mask) = with_float!(s, OP, |v: T| {

@@ -35,6 +35,10 @@ pub fn embedding(indices: &Tensor, weight: &Tensor) -> Result<Tensor> {
 /// # Shapes
 /// - as [`embedding`]; `padding_idx` is a row of `weight`, `0..num_embeddings`
 pub fn embedding_padded(indices: &Tensor, weight: &Tensor, padding_idx: Option<usize>) -> Result<Tensor> {
+    // No GPU kernel yet: an error, never a silent round trip through the host.
+    if weight.device().is_gpu() {
+        return Err(crate::Error::NoKernel { op: "embedding", device: weight.device() });
+    }
     if indices.dtype() != DType::I64 {
         return Err(Error::UnsupportedDType {
             op: "embedding",

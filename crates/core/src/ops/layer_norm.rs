@@ -86,12 +86,27 @@ pub fn layer_norm(
     if eps.is_nan() || eps < 0.0 {
         crate::bail_arg!(OP, "eps must be a non-negative number, got {eps}");
     }
+    #[cfg(feature = "gpu")]
+    if x.device().is_gpu() {
+        // Composed from ops (reductions over the last k dimensions), autograd through them.
+        let axes: Vec<isize> = (x.ndim() - k..x.ndim()).map(|a| a as isize).collect();
+        let centred = x.sub(&x.mean(&axes, true)?)?;
+        let var = centred.mul(&centred)?.mean(&axes, true)?;
+        let mut y = centred.div(&var.add_scalar(eps)?.sqrt()?)?;
+        if let Some(w) = weight {
+            y = y.mul(w)?;
+        }
+        if let Some(b) = bias {
+            y = y.add(b)?;
+        }
+        return Ok(y);
+    }
     let d = ns.numel();
     let numel = x.numel();
     let gamma = weight.map(Tensor::to_vec_f64);
     let beta = bias.map(Tensor::to_vec_f64);
     let xc = x.contiguous()?.detach();
-    let sx = xc.storage();
+    let sx = xc.cpu_storage("layer_norm")?;
     let xo = xc.layout().offset;
     let rows = numel.checked_div(d).unwrap_or(0);
     let (out, stats) = with_float!(sx, OP, |v: T| {
@@ -118,7 +133,7 @@ pub fn layer_norm(
     let shape = x.shape().clone();
     Ok(Tensor::from_op(out, shape.clone(), OP, &inputs, move |g| {
         let gc = g.contiguous()?;
-        let sg = gc.storage();
+        let sg = gc.cpu_storage("layer_norm")?;
         let go = gc.layout().offset;
         let (dx, dgamma, dbeta) = with_float!(sg, "layer_norm backward", |gv: T| {
             let xv = &T::slice(&sx).expect("saved input has the gradient's dtype")[xo..xo + numel];

@@ -1,5 +1,6 @@
-//! The ops. Each file holds one op family: its forward, its backward right below it, the CPU
-//! kernel beside them and its tests at the bottom. See `README.md` for the list of primitives.
+//! The ops. Each file or folder holds one op family: its API, shapes and autograd, its CPU kernel
+//! and its tests; a folder adds `gpu.rs` and its `.wgsl` beside them (the `gpu` feature). Ops
+//! dispatch on their inputs' device. See `README.md` for the primitives every backend implements.
 
 pub mod activation;
 pub mod batch_norm;
@@ -13,6 +14,7 @@ pub mod layer_norm;
 pub mod linear;
 pub mod lstm;
 pub mod matmul;
+pub mod optim;
 pub mod pad;
 pub mod pool;
 pub mod reduce;

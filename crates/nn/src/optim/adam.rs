@@ -1,8 +1,9 @@
 //! Adam and AdamW, as `torch.optim.Adam` / `torch.optim.AdamW` (including `amsgrad`).
 
-use super::{Optimizer, buffer_from, buffer_tensor, c, check_range, non_float, state_mut, zeros_like};
+use super::{Optimizer, check_range, snapshot, state_from, zeros_like};
 use crate::{Error, Result, StateDict};
-use strata_core::{CpuStorage, DType, Float, Tensor};
+use strata_core::Tensor;
+use strata_core::ops::optim::AdamStep;
 
 /// Adam's hyper-parameters, with PyTorch's defaults.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -29,9 +30,9 @@ impl Default for AdamConfig {
 #[derive(Debug)]
 struct AdamState {
     step: u64,
-    exp_avg: CpuStorage,
-    exp_avg_sq: CpuStorage,
-    max_exp_avg_sq: Option<CpuStorage>,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    max_exp_avg_sq: Option<Tensor>,
 }
 
 /// `torch.optim.Adam`. Per parameter at step t, with g its gradient:
@@ -82,132 +83,16 @@ impl Adam {
     }
 }
 
-fn update<T: Float>(p: &Tensor, g: &Tensor, s: &mut AdamState, cfg: &AdamConfig, decoupled: bool) -> Result<()> {
-    let t = s.step as i32;
-    let (b1, b2) = cfg.betas;
-    // Scalars computed in f64 as Python floats, then used in the tensor's type, as PyTorch does.
-    let step_size = c::<T>(cfg.lr / (1.0 - b1.powi(t)));
-    let bc2_sqrt = c::<T>((1.0 - b2.powi(t)).sqrt());
-    let (one_minus_b1, b2t, one_minus_b2, eps) = (c::<T>(1.0 - b1), c::<T>(b2), c::<T>(1.0 - b2), c::<T>(cfg.eps));
-    let (wd, decay) = (c::<T>(cfg.weight_decay), c::<T>(1.0 - cfg.lr * cfg.weight_decay));
-    let m = state_mut::<T>(&mut s.exp_avg);
-    let v = state_mut::<T>(&mut s.exp_avg_sq);
-    let vmax = s.max_exp_avg_sq.as_mut().map(state_mut::<T>);
-    let k = AdamScalars { one_minus_b1, b2t, one_minus_b2, eps, bc2_sqrt, step_size, wd, decay };
-    g.with_slice::<T, _>(|g| {
-        p.update_::<T, _>(|pv| {
-            let decay = match (cfg.weight_decay != 0.0, decoupled) {
-                (false, _) => Decay::None,
-                (true, false) => Decay::L2,
-                (true, true) => Decay::Decoupled,
-            };
-            match vmax {
-                // AMSGrad: the rare case, left to the plain loop.
-                Some(vm) => {
-                    for i in 0..pv.len() {
-                        let gi = k.decayed(decay, &mut pv[i], g[i]);
-                        m[i] = m[i] + k.one_minus_b1 * (gi - m[i]);
-                        v[i] = v[i] * k.b2t + k.one_minus_b2 * gi * gi;
-                        vm[i] = vm[i].max_nan(v[i]);
-                        let denom = vm[i].sqrt() / k.bc2_sqrt + k.eps;
-                        pv[i] -= k.step_size * (m[i] / denom);
-                    }
-                }
-                None => adam_loop(pv, g, m, v, &k, decay),
-            }
-        })
-    })??;
-    Ok(())
-}
-
-/// The per-step constants of the update, in the parameter's type.
-#[derive(Clone, Copy)]
-struct AdamScalars<T> {
-    one_minus_b1: T,
-    b2t: T,
-    one_minus_b2: T,
-    eps: T,
-    bc2_sqrt: T,
-    step_size: T,
-    wd: T,
-    decay: T,
-}
-
-/// Which weight decay the update applies.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Decay {
-    None,
-    /// Adam: `wd·p` added to the gradient.
-    L2,
-    /// AdamW: `p` scaled by `1 − lr·wd` first.
-    Decoupled,
-}
-
-impl<T: Float> AdamScalars<T> {
-    /// The gradient after weight decay (and the decoupled decay applied to `p`).
-    #[inline(always)]
-    fn decayed(&self, decay: Decay, p: &mut T, g: T) -> T {
-        match decay {
-            Decay::None => g,
-            Decay::L2 => g + self.wd * *p,
-            Decay::Decoupled => {
-                *p *= self.decay;
-                g
-            }
-        }
-    }
-}
-
-/// The update without AMSGrad, with the widest vectors the CPU offers (detected at run time).
-/// Operation for operation the same arithmetic as `torch.optim.Adam` (and as the AMSGrad loop),
-/// never fused into FMAs, so every CPU computes the same bits.
-fn adam_loop<T: Float>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], k: &AdamScalars<T>, decay: Decay) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU supports AVX-512F, checked just above.
-        return unsafe { adam_loop_avx512(p, g, m, v, k, decay) };
-    }
-    adam_loop_inner(p, g, m, v, k, decay)
-}
-
-/// [`adam_loop_inner`] compiled for AVX-512 (sqrt and division included: 16 f32 per instruction).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn adam_loop_avx512<T: Float>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], k: &AdamScalars<T>, decay: Decay) {
-    adam_loop_inner(p, g, m, v, k, decay)
-}
-
-#[inline(always)]
-fn adam_loop_inner<T: Float>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], k: &AdamScalars<T>, decay: Decay) {
-    // One loop per decay kind, so the branch is outside the loop the vectoriser sees.
-    macro_rules! run {
-        ($decay:expr) => {
-            for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-                let gi = k.decayed($decay, p, g);
-                *m = *m + k.one_minus_b1 * (gi - *m);
-                *v = *v * k.b2t + k.one_minus_b2 * gi * gi;
-                let denom = v.sqrt() / k.bc2_sqrt + k.eps;
-                *p -= k.step_size * (*m / denom);
-            }
-        };
-    }
-    match decay {
-        Decay::None => run!(Decay::None),
-        Decay::L2 => run!(Decay::L2),
-        Decay::Decoupled => run!(Decay::Decoupled),
-    }
-}
-
 impl Optimizer for Adam {
     fn state_dict(&self) -> StateDict {
         let mut sd = StateDict::new();
-        for (i, (p, s)) in self.params.iter().zip(&self.state).enumerate() {
+        for (i, s) in self.state.iter().enumerate() {
             let Some(s) = s else { continue };
             sd.insert(format!("step.{i}"), Tensor::scalar(s.step as i64));
-            sd.insert(format!("exp_avg.{i}"), buffer_tensor(&s.exp_avg, p));
-            sd.insert(format!("exp_avg_sq.{i}"), buffer_tensor(&s.exp_avg_sq, p));
+            sd.insert(format!("exp_avg.{i}"), snapshot(&s.exp_avg));
+            sd.insert(format!("exp_avg_sq.{i}"), snapshot(&s.exp_avg_sq));
             if let Some(m) = &s.max_exp_avg_sq {
-                sd.insert(format!("max_exp_avg_sq.{i}"), buffer_tensor(m, p));
+                sd.insert(format!("max_exp_avg_sq.{i}"), snapshot(m));
             }
         }
         sd
@@ -220,17 +105,20 @@ impl Optimizer for Adam {
                 return Err(Error::InvalidConfig { what: "Adam state", message: format!("unexpected entry `{key}`") });
             };
             let p = &self.params[i];
-            let s = restored[i].get_or_insert_with(|| AdamState {
-                step: 0,
-                exp_avg: zeros_like(p),
-                exp_avg_sq: zeros_like(p),
-                max_exp_avg_sq: None,
-            });
+            if restored[i].is_none() {
+                restored[i] = Some(AdamState {
+                    step: 0,
+                    exp_avg: zeros_like(p)?,
+                    exp_avg_sq: zeros_like(p)?,
+                    max_exp_avg_sq: None,
+                });
+            }
+            let Some(s) = restored[i].as_mut() else { unreachable!("set just above") };
             match kind {
                 "step" => s.step = t.item()? as u64,
-                "exp_avg" => s.exp_avg = buffer_from(t, p, key)?,
-                "exp_avg_sq" => s.exp_avg_sq = buffer_from(t, p, key)?,
-                "max_exp_avg_sq" => s.max_exp_avg_sq = Some(buffer_from(t, p, key)?),
+                "exp_avg" => s.exp_avg = state_from(t, p, key)?,
+                "exp_avg_sq" => s.exp_avg_sq = state_from(t, p, key)?,
+                "max_exp_avg_sq" => s.max_exp_avg_sq = Some(state_from(t, p, key)?),
                 _ => {
                     return Err(Error::InvalidConfig {
                         what: "Adam state",
@@ -241,8 +129,10 @@ impl Optimizer for Adam {
         }
         if self.config.amsgrad {
             for (s, p) in restored.iter_mut().zip(&self.params) {
-                if let Some(s) = s {
-                    s.max_exp_avg_sq.get_or_insert_with(|| zeros_like(p));
+                if let Some(s) = s
+                    && s.max_exp_avg_sq.is_none()
+                {
+                    s.max_exp_avg_sq = Some(zeros_like(p)?);
                 }
             }
         }
@@ -254,18 +144,25 @@ impl Optimizer for Adam {
         let (cfg, decoupled) = (self.config, self.decoupled_weight_decay);
         for (p, slot) in self.params.iter().zip(self.state.iter_mut()) {
             let Some(g) = p.grad() else { continue };
-            let s = slot.get_or_insert_with(|| AdamState {
-                step: 0,
-                exp_avg: zeros_like(p),
-                exp_avg_sq: zeros_like(p),
-                max_exp_avg_sq: cfg.amsgrad.then(|| zeros_like(p)),
-            });
-            s.step += 1;
-            match p.dtype() {
-                DType::F32 => update::<f32>(p, &g, s, &cfg, decoupled)?,
-                DType::F64 => update::<f64>(p, &g, s, &cfg, decoupled)?,
-                DType::I64 => return Err(non_float(p)),
+            if slot.is_none() {
+                *slot = Some(AdamState {
+                    step: 0,
+                    exp_avg: zeros_like(p)?,
+                    exp_avg_sq: zeros_like(p)?,
+                    max_exp_avg_sq: if cfg.amsgrad { Some(zeros_like(p)?) } else { None },
+                });
             }
+            let Some(s) = slot.as_mut() else { unreachable!("set just above") };
+            s.step += 1;
+            let step = AdamStep {
+                lr: cfg.lr,
+                betas: cfg.betas,
+                eps: cfg.eps,
+                weight_decay: cfg.weight_decay,
+                decoupled,
+                step: s.step,
+            };
+            p.adam_step_(&g, &s.exp_avg, &s.exp_avg_sq, s.max_exp_avg_sq.as_ref(), &step)?;
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! Gradient clipping by total norm, as `torch.nn.utils.clip_grad_norm_`.
 
 use crate::Result;
-use strata_core::{DType, Tensor};
+use strata_core::{Device, Tensor};
 
 /// Scales the gradients of `params` together so that their total L2 norm is at most `max_norm`,
 /// as `torch.nn.utils.clip_grad_norm_(params, max_norm)`: with `total` the norm of all gradients
@@ -12,24 +12,34 @@ use strata_core::{DType, Tensor};
 /// returned for the caller to act on (PyTorch's `error_if_nonfinite=False` would scale them by
 /// NaN).
 pub fn clip_grad_norm_(params: &[Tensor], max_norm: f64) -> Result<f64> {
-    let grads: Vec<Tensor> = params.iter().filter_map(Tensor::grad).collect();
+    let grads: Vec<Tensor> = params.iter().filter_map(Tensor::grad).filter(|g| g.dtype().is_float()).collect();
+    // Each gradient's sum of squares, computed where it lives; then read back together (one
+    // synchronisation per device, not one per parameter).
     let mut sum = 0.0f64;
+    let mut pending: Option<Tensor> = None;
     for g in &grads {
-        sum += match g.dtype() {
-            DType::F32 => g.with_slice::<f32, _>(|v| v.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>())?,
-            DType::F64 => g.with_slice::<f64, _>(|v| v.iter().map(|&x| x * x).sum::<f64>())?,
-            DType::I64 => 0.0,
-        };
+        let sq = g.mul(g)?.sum_all()?;
+        if g.device() == Device::Cpu {
+            sum += sq.item()?;
+        } else {
+            pending = Some(match pending {
+                Some(acc) if acc.device() == sq.device() => acc.add(&sq)?,
+                Some(acc) => {
+                    sum += acc.item()?;
+                    sq
+                }
+                None => sq,
+            });
+        }
+    }
+    if let Some(acc) = pending {
+        sum += acc.item()?;
     }
     let total = sum.sqrt();
     let coef = max_norm / (total + 1e-6);
     if total.is_finite() && coef < 1.0 {
         for g in &grads {
-            match g.dtype() {
-                DType::F32 => g.update_::<f32, _>(|v| v.iter_mut().for_each(|x| *x *= coef as f32))?,
-                DType::F64 => g.update_::<f64, _>(|v| v.iter_mut().for_each(|x| *x *= coef))?,
-                DType::I64 => {}
-            }
+            g.copy_(&g.mul_scalar(coef)?)?;
         }
     }
     Ok(total)

@@ -11,7 +11,7 @@ pub use clip::clip_grad_norm_;
 pub use sgd::{SGD, SgdConfig};
 
 use crate::{Error, Result, StateDict};
-use strata_core::{CpuStorage, DType, Float, Tensor};
+use strata_core::Tensor;
 
 /// What every optimizer offers a training loop.
 pub trait Optimizer {
@@ -52,56 +52,25 @@ pub(crate) fn check_range(what: &'static str, name: &str, value: f64, ok: bool) 
     Ok(())
 }
 
-/// A zero state buffer with `p`'s element count and type. Optimizer state lives in plain
-/// buffers, not tensors: it is never part of a graph, and the update loops borrow it mutably
-/// beside the parameter.
-pub(crate) fn zeros_like(p: &Tensor) -> CpuStorage {
-    match p.dtype() {
-        DType::F64 => CpuStorage::F64(vec![0.0; p.numel()]),
-        DType::I64 => CpuStorage::I64(vec![0; p.numel()]),
-        DType::F32 => CpuStorage::F32(vec![0.0; p.numel()]),
-    }
+/// A zero state tensor shaped like `p`, on its device and of its type. Optimizer state is
+/// never part of a graph; the update ops write it in place.
+pub(crate) fn zeros_like(p: &Tensor) -> Result<Tensor> {
+    Ok(p.zeros_like()?)
 }
 
-/// The typed mutable view of a state buffer (same type as its parameter by construction).
-pub(crate) fn state_mut<T: Float>(s: &mut CpuStorage) -> &mut [T] {
-    T::slice_mut(s).expect("optimizer state has its parameter's type")
+/// A state tensor as a state_dict entry: a snapshot (the next step writes a copy, not it).
+pub(crate) fn snapshot(state: &Tensor) -> Tensor {
+    state.detach()
 }
 
-/// The error for an integer parameter (parameters must be float to have gradients).
-pub(crate) fn non_float(p: &Tensor) -> Error {
-    strata_core::Error::UnsupportedDType { op: "optimizer step", dtype: p.dtype(), hint: " (parameters must be float)" }
-        .into()
-}
-
-/// `T::from_f64` shorthand for hyper-parameters.
-#[inline]
-pub(crate) fn c<T: Float>(v: f64) -> T {
-    T::from_f64(v)
-}
-
-/// A state buffer as a tensor shaped like its parameter.
-pub(crate) fn buffer_tensor(buf: &CpuStorage, like: &Tensor) -> Tensor {
-    let t = match buf {
-        CpuStorage::F32(v) => Tensor::from_vec(v.clone(), like.dims()),
-        CpuStorage::F64(v) => Tensor::from_vec(v.clone(), like.dims()),
-        CpuStorage::I64(v) => Tensor::from_vec(v.clone(), like.dims()),
-    };
-    t.expect("optimizer state has its parameter's element count")
-}
-
-/// A state buffer from a saved tensor, checked against its parameter's shape and type.
-pub(crate) fn buffer_from(t: &Tensor, like: &Tensor, key: &str) -> Result<CpuStorage> {
+/// A state tensor from a saved one, checked against its parameter's shape, and converted to its
+/// type and device.
+pub(crate) fn state_from(t: &Tensor, like: &Tensor, key: &str) -> Result<Tensor> {
     if t.dims() != like.dims() {
         return Err(Error::InvalidConfig {
             what: "optimizer state",
             message: format!("`{key}` has shape {}, but its parameter has {}", t.shape(), like.shape()),
         });
     }
-    let t = t.to_dtype(like.dtype())?;
-    Ok(match like.dtype() {
-        DType::F32 => CpuStorage::F32(t.to_vec()?),
-        DType::F64 => CpuStorage::F64(t.to_vec()?),
-        DType::I64 => CpuStorage::I64(t.to_vec()?),
-    })
+    Ok(t.detach().to_dtype(like.dtype())?.to_device(like.device())?.detach_owned()?)
 }

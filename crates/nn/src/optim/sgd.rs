@@ -1,9 +1,10 @@
 //! Stochastic gradient descent with momentum, dampening, Nesterov and weight decay,
 //! as `torch.optim.SGD`.
 
-use super::{Optimizer, buffer_from, buffer_tensor, c, check_range, non_float, state_mut, zeros_like};
+use super::{Optimizer, check_range, snapshot, state_from, zeros_like};
 use crate::{Error, Result, StateDict};
-use strata_core::{CpuStorage, DType, Float, Tensor};
+use strata_core::Tensor;
+use strata_core::ops::optim::SgdStep;
 
 /// SGD's hyper-parameters, with PyTorch's defaults (all zero / off).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -37,7 +38,7 @@ impl Default for SgdConfig {
 pub struct SGD {
     params: Vec<Tensor>,
     config: SgdConfig,
-    momentum_buffers: Vec<Option<CpuStorage>>,
+    momentum_buffers: Vec<Option<Tensor>>,
 }
 
 impl SGD {
@@ -68,112 +69,8 @@ impl SGD {
     }
 
     /// The momentum buffer of parameter `i` (none before its first step or without momentum).
-    pub fn momentum_buffer(&self, i: usize) -> Option<&CpuStorage> {
+    pub fn momentum_buffer(&self, i: usize) -> Option<&Tensor> {
         self.momentum_buffers.get(i).and_then(Option::as_ref)
-    }
-}
-
-/// One fused pass over a parameter: weight decay, momentum and the step in a single loop per
-/// element, with the options hoisted out of the loop so that it vectorises.
-fn update<T: Float>(p: &Tensor, g: &Tensor, buf: Option<(&mut CpuStorage, bool)>, cfg: &SgdConfig) -> Result<()> {
-    let (lr, wd, mom, damp) =
-        (c::<T>(cfg.lr), c::<T>(cfg.weight_decay), c::<T>(cfg.momentum), c::<T>(1.0 - cfg.dampening));
-    let (decay, nesterov) = (cfg.weight_decay != 0.0, cfg.nesterov);
-    // The same arithmetic, in the same order, as torch.optim.SGD's single-tensor loop.
-    let plain = move |x: &mut [T], g: &[T]| {
-        for (x, &gi) in x.iter_mut().zip(g) {
-            let gi = if decay { gi + wd * *x } else { gi };
-            *x -= lr * gi;
-        }
-    };
-    let first_step = move |x: &mut [T], g: &[T], b: &mut [T]| {
-        for ((x, &gi), bi) in x.iter_mut().zip(g).zip(b) {
-            let gi = if decay { gi + wd * *x } else { gi };
-            *bi = gi;
-            *x -= lr * if nesterov { gi + mom * *bi } else { *bi };
-        }
-    };
-    let momentum = move |x: &mut [T], g: &[T], b: &mut [T]| match (decay, nesterov) {
-        // The common case on its own: a branch-free loop, in AVX-512 where the CPU has it.
-        (false, false) => momentum_step(x, g, b, mom, damp, lr),
-        _ => {
-            for ((x, &gi), bi) in x.iter_mut().zip(g).zip(b) {
-                let gi = if decay { gi + wd * *x } else { gi };
-                *bi = *bi * mom + damp * gi;
-                *x -= lr * if nesterov { gi + mom * *bi } else { *bi };
-            }
-        }
-    };
-    g.with_slice::<T, _>(|g| {
-        p.update_::<T, _>(|pv| match buf {
-            None => plain(pv, g),
-            Some((b, true)) => first_step(pv, g, state_mut::<T>(b)),
-            Some((b, false)) => momentum(pv, g, state_mut::<T>(b)),
-        })
-    })??;
-    Ok(())
-}
-
-/// `b ← momentum·b + (1 − dampening)·g; x ← x − lr·b`, elementwise.
-#[inline(always)]
-fn momentum_loop<T: Float>(x: &mut [T], g: &[T], b: &mut [T], mom: T, damp: T, lr: T) {
-    for ((x, &gi), bi) in x.iter_mut().zip(g).zip(b) {
-        *bi = *bi * mom + damp * gi;
-        *x -= lr * *bi;
-    }
-}
-
-/// [`momentum_loop`] compiled for AVX-512 (16 f32 per instruction instead of SSE's 4). Rust never
-/// fuses `a·b + c` into an FMA on its own, so both versions round identically: the result does
-/// not depend on the CPU. Measured: SimpleNN's update goes from ~14% of a batch-64 step to ~5%.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn momentum_loop_avx512<T: Float>(x: &mut [T], g: &[T], b: &mut [T], mom: T, damp: T, lr: T) {
-    momentum_loop(x, g, b, mom, damp, lr)
-}
-
-/// Elements from which the momentum update is split across threads. The update streams three
-/// arrays in and two out, so it is bound by memory bandwidth, which a second core adds to; below
-/// this a parameter fits in cache and the hand-off costs more than it saves. Measured on W4
-/// (5.8 M parameters, 2 threads): the step took 4.5 ms on one thread. Every element's arithmetic
-/// is the same whichever thread runs it, so the result does not depend on the thread count.
-const PAR_MIN_ELEMENTS: usize = 1 << 20;
-
-/// Elements from which the update is cut in two halves run on two cores through
-/// `strata_core::threads::join_spin` (below [`PAR_MIN_ELEMENTS`]): SimpleNN's 784×128 weight
-/// takes ~60–100 µs to update at the end of a batch-512 step, and a rayon split of it cost more
-/// than it saved (the worker is asleep by then).
-const HALVES_MIN_ELEMENTS: usize = 1 << 16;
-
-/// Elements per parallel task (fixed: independent of the thread count).
-const PAR_CHUNK: usize = 1 << 16;
-
-/// Runs the momentum update with the widest vectors the CPU offers (detected at run time), split
-/// across threads for large parameters.
-fn momentum_step<T: Float>(x: &mut [T], g: &[T], b: &mut [T], mom: T, damp: T, lr: T) {
-    let run = |x: &mut [T], g: &[T], b: &mut [T]| {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F, checked just above.
-            return unsafe { momentum_loop_avx512(x, g, b, mom, damp, lr) };
-        }
-        momentum_loop(x, g, b, mom, damp, lr)
-    };
-    if x.len() >= PAR_MIN_ELEMENTS && rayon::current_num_threads() > 1 {
-        use rayon::prelude::*;
-        x.par_chunks_mut(PAR_CHUNK)
-            .zip(g.par_chunks(PAR_CHUNK))
-            .zip(b.par_chunks_mut(PAR_CHUNK))
-            .for_each(|((x, g), b)| run(x, g, b));
-    } else if x.len() >= HALVES_MIN_ELEMENTS && rayon::current_num_threads() > 1 {
-        // Two halves, the second on the spin helper (which the step's last GEMM has just woken).
-        let mid = (x.len() / 2).next_multiple_of(16);
-        let (x0, x1) = x.split_at_mut(mid);
-        let (g0, g1) = g.split_at(mid);
-        let (b0, b1) = b.split_at_mut(mid);
-        strata_core::threads::join_spin(|| run(x1, g1, b1), || run(x0, g0, b0));
-    } else {
-        run(x, g, b)
     }
 }
 
@@ -182,7 +79,8 @@ impl Optimizer for SGD {
         let mut sd = StateDict::new();
         for (i, (p, b)) in self.params.iter().zip(&self.momentum_buffers).enumerate() {
             if let Some(b) = b {
-                sd.insert(format!("momentum_buffer.{i}"), buffer_tensor(b, p));
+                debug_assert_eq!(b.dims(), p.dims());
+                sd.insert(format!("momentum_buffer.{i}"), snapshot(b));
             }
         }
         sd
@@ -197,7 +95,7 @@ impl Optimizer for SGD {
             let Some(i) = i else {
                 return Err(Error::InvalidConfig { what: "SGD state", message: format!("unexpected entry `{key}`") });
             };
-            buffers[i] = Some(buffer_from(t, &self.params[i], key)?);
+            buffers[i] = Some(state_from(t, &self.params[i], key)?);
         }
         self.momentum_buffers = buffers;
         Ok(())
@@ -205,16 +103,21 @@ impl Optimizer for SGD {
 
     fn step(&mut self) -> Result<()> {
         let cfg = self.config;
+        let step = SgdStep {
+            lr: cfg.lr,
+            momentum: cfg.momentum,
+            dampening: cfg.dampening,
+            nesterov: cfg.nesterov,
+            weight_decay: cfg.weight_decay,
+        };
         for (p, buf) in self.params.iter().zip(self.momentum_buffers.iter_mut()) {
             let Some(g) = p.grad() else { continue };
             let first = buf.is_none();
-            let state =
-                if cfg.momentum != 0.0 { Some((buf.get_or_insert_with(|| zeros_like(p)), first)) } else { None };
-            match p.dtype() {
-                DType::F32 => update::<f32>(p, &g, state, &cfg)?,
-                DType::F64 => update::<f64>(p, &g, state, &cfg)?,
-                DType::I64 => return Err(non_float(p)),
+            if cfg.momentum != 0.0 && first {
+                *buf = Some(zeros_like(p)?);
             }
+            let b = if cfg.momentum != 0.0 { buf.as_ref() } else { None };
+            p.sgd_step_(&g, b, first, &step)?;
         }
         Ok(())
     }

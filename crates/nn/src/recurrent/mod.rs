@@ -87,7 +87,7 @@ pub use rnn::{Nonlinearity, RNN};
 
 use crate::{Error, Result, init};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use strata_core::{DType, Generator, LstmOptions, Shape, Tensor, cat, dropout, linear, lstm_layer, stack};
+use strata_core::{DType, Device, Generator, LstmOptions, Shape, Tensor, cat, dropout, linear, lstm_layer, stack};
 
 /// Options shared by [`RNN`], [`LSTM`] and [`GRU`], with PyTorch's defaults: one layer, with
 /// biases, time-major input (`batch_first = false`), no dropout, one direction, f32.
@@ -444,12 +444,13 @@ impl Recurrent {
         state: Option<&Tensor>,
         n: usize,
         batched: bool,
-        dtype: DType,
+        (dtype, device): (DType, Device),
     ) -> Result<Vec<Tensor>> {
         let (op, h) = (self.cell.op(), self.hidden_size);
         let ld = self.options.num_layers * self.options.num_directions();
         let Some(s) = state else {
-            return Ok(vec![Tensor::zeros(&[n, h], dtype); ld]);
+            // On the input's device, as the states it meets.
+            return Ok(vec![Tensor::full_on(&[n, h], 0.0, dtype, device)?; ld]);
         };
         let expected_dims: Vec<usize> = if batched { vec![ld, n, h] } else { vec![ld, h] };
         if s.dims() != expected_dims.as_slice() {
@@ -530,9 +531,9 @@ impl Recurrent {
         if t_len == 0 {
             return Err(bad_input("the sequence is empty (0 time steps)".into()));
         }
-        let hs0 = self.initial_states("h0", h0, n, batched, dtype)?;
+        let hs0 = self.initial_states("h0", h0, n, batched, (dtype, x.device()))?;
         let cs0 = match self.cell {
-            Cell::Lstm => Some(self.initial_states("c0", c0, n, batched, dtype)?),
+            Cell::Lstm => Some(self.initial_states("c0", c0, n, batched, (dtype, x.device()))?),
             _ => None,
         };
         let d = opts.num_directions();

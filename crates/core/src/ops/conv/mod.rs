@@ -21,6 +21,8 @@ mod simd_x86;
 mod tests;
 mod winograd;
 
+#[cfg(feature = "gpu")]
+mod gpu;
 use super::with_float2;
 use crate::error::{Error, Result};
 use crate::shape::Shape;
@@ -328,11 +330,15 @@ pub fn conv2d_with(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, opts: &Co
     let (oh, ow) = window_output(OP, x, (kh, kw), stride, padding, dilation, false)?;
     let fast = algorithm == ConvAlgorithm::Fast;
     let geom = ConvGeom { n, c, h, w, o, kh, kw, stride, padding, dilation, groups, oh, ow, fast };
+    #[cfg(feature = "gpu")]
+    if x.device().is_gpu() {
+        return gpu::conv2d(x, weight, bias, geom);
+    }
 
     let (xc, wc) = (x.contiguous()?.detach(), weight.contiguous()?.detach());
     let bc = bias.map(|b| b.contiguous().map(|t| t.detach())).transpose()?;
-    let (sx, sw) = (xc.storage(), wc.storage());
-    let sb = bc.as_ref().map(Tensor::storage);
+    let (sx, sw) = (xc.cpu_storage("conv2d")?, wc.cpu_storage("conv2d")?);
+    let sb = bc.as_ref().map(|b| b.cpu_storage("conv2d")).transpose()?;
     let (xo, wo) = (xc.layout().offset, wc.layout().offset);
     let bo = bc.as_ref().map_or(0, |b| b.layout().offset);
     let storage = with_float2!(sx, sw, OP, |vx, vw: T| {
@@ -352,7 +358,7 @@ pub fn conv2d_with(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, opts: &Co
     let (x_shape, w_shape) = (x.shape().clone(), weight.shape().clone());
     Ok(Tensor::from_op(storage, Shape(vec![n, o, oh, ow]), OP, &inputs, move |g| {
         let gc = g.contiguous()?;
-        let (sg, sx, sw) = (gc.storage(), xc.storage(), wc.storage());
+        let (sg, sx, sw) = (gc.cpu_storage("conv2d")?, xc.cpu_storage("conv2d")?, wc.cpu_storage("conv2d")?);
         let go = gc.layout().offset;
         let (xo, wo) = (xc.layout().offset, wc.layout().offset);
         let (nx, nw, ng) = (xc.numel(), wc.numel(), gc.numel());

@@ -106,9 +106,9 @@ pub(super) fn backward<T: Gate>(
         Some(hs) => &hs[..],
         None => &T::slice(out).expect("output has the op's type")[..tl * n * h],
     };
-    let (bx, bwih, bwhh) = (buffer(&saved.xc), buffer(&saved.wih), buffer(&saved.whh));
-    let bh0 = saved.h0.as_ref().map(buffer);
-    let bc0 = saved.c0.as_ref().map(buffer);
+    let (bx, bwih, bwhh) = (buffer(&saved.xc)?, buffer(&saved.wih)?, buffer(&saved.whh)?);
+    let bh0 = saved.h0.as_ref().map(buffer).transpose()?;
+    let bc0 = saved.c0.as_ref().map(buffer).transpose()?;
     let (xv, wihv, whhv) = (slice::<T>(&bx), slice::<T>(&bwih), slice::<T>(&bwhh));
     let h0v = bh0.as_ref().map(slice::<T>);
     let c0v = bc0.as_ref().map(slice::<T>);

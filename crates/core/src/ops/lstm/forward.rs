@@ -90,8 +90,8 @@ impl Dims {
 }
 
 /// The elements of a contiguous tensor (kept alive by the returned `Arc`).
-pub(super) fn buffer(t: &Tensor) -> (Arc<CpuStorage>, usize, usize) {
-    (t.storage(), t.layout().offset, t.numel())
+pub(super) fn buffer(t: &Tensor) -> Result<(Arc<CpuStorage>, usize, usize)> {
+    Ok((t.cpu_storage("lstm_layer")?, t.layout().offset, t.numel()))
 }
 
 pub(super) fn slice<T: Element>((s, off, len): &(Arc<CpuStorage>, usize, usize)) -> &[T] {
@@ -170,9 +170,9 @@ pub(super) fn lstm_typed<T: Gate>(
     let c0c = c0.map(|s| s.contiguous().map(|s| s.detach())).transpose()?;
     let bc = bias.map(|(bi, bh)| Ok::<_, Error>((bi.contiguous()?, bh.contiguous()?))).transpose()?;
 
-    let (bx, bwih, bwhh) = (buffer(&xc), buffer(&wih), buffer(&whh));
-    let bh0 = h0c.as_ref().map(buffer);
-    let bc0 = c0c.as_ref().map(buffer);
+    let (bx, bwih, bwhh) = (buffer(&xc)?, buffer(&wih)?, buffer(&whh)?);
+    let bh0 = h0c.as_ref().map(buffer).transpose()?;
+    let bc0 = c0c.as_ref().map(buffer).transpose()?;
     let (xv, wihv, whhv) = (slice::<T>(&bx), slice::<T>(&bwih), slice::<T>(&bwhh));
     let h0v = bh0.as_ref().map(slice::<T>);
     let c0v = bc0.as_ref().map(slice::<T>);
@@ -181,7 +181,7 @@ pub(super) fn lstm_typed<T: Gate>(
     let mut gates = T::take_buffer(tl * n * g4);
     let bias_sum: Vec<T> = match &bc {
         Some((bi, bh)) => {
-            let (bi, bh) = (buffer(bi), buffer(bh));
+            let (bi, bh) = (buffer(bi)?, buffer(bh)?);
             slice::<T>(&bi).iter().zip(slice::<T>(&bh)).map(|(&a, &b)| a + b).collect()
         }
         None => vec![T::ZERO; g4],
@@ -266,7 +266,7 @@ pub(super) fn lstm_typed<T: Gate>(
         &inputs,
         Box::new(move |g: &Tensor| {
             let gc = g.contiguous()?;
-            let grads = backward::<T>(&d, &buffer(&gc), &saved_out, gates, &saved, needs, &leaves)?;
+            let grads = backward::<T>(&d, &buffer(&gc)?, &saved_out, gates, &saved, needs, &leaves)?;
             let Grads { x, h0, c0, w_ih, w_hh, b_ih, b_hh } = grads;
             let t =
                 |v: Option<Vec<T>>, dims: &[usize]| v.map(|v| Tensor::from_storage(T::wrap(v), Shape(dims.to_vec())));

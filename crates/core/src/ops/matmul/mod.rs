@@ -4,6 +4,8 @@
 //! directly (no copies), then summed over broadcast batch dimensions.
 
 pub(crate) mod cpu;
+#[cfg(feature = "gpu")]
+pub(crate) mod gpu;
 
 use super::with_float2;
 use crate::error::{Error, Result};
@@ -55,6 +57,28 @@ fn matmul_nd(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let a_batch = Shape(ad[..ad.len() - 2].to_vec());
     let b_batch = Shape(bd[..bd.len() - 2].to_vec());
     let batch = Shape::broadcast("matmul", &a_batch, &b_batch)?;
+    let (al, bl) = (a.layout(), b.layout());
+    let (ars, acs) = (al.strides[ad.len() - 2], al.strides[ad.len() - 1]);
+    let (brs, bcs) = (bl.strides[bd.len() - 2], bl.strides[bd.len() - 1]);
+    let mut out_dims = batch.0.clone();
+    out_dims.extend([m, n]);
+    #[cfg(feature = "gpu")]
+    if a.device().is_gpu() {
+        let batch_layout = |t: &Tensor, own: &Shape| Layout {
+            shape: own.clone(),
+            strides: t.layout().strides[..own.ndim()].to_vec(),
+            offset: t.layout().offset,
+        };
+        let storage = gpu::gemm(
+            "matmul",
+            gpu::Operand { t: a, batch: batch_layout(a, &a_batch), rs: ars, cs: acs },
+            gpu::Operand { t: b, batch: batch_layout(b, &b_batch), rs: brs, cs: bcs },
+            (batch.numel(), m, k, n),
+            None,
+            false,
+        )?;
+        return Ok(matmul_node(storage, Shape(out_dims), a, b));
+    }
     // Offsets of each batch's matrix in each operand (stride 0 along broadcast dimensions).
     let offsets = |t: &Tensor, own: &Shape| {
         let l = t.layout();
@@ -66,10 +90,7 @@ fn matmul_nd(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         v
     };
     let (a_off, b_off) = (offsets(a, &a_batch), offsets(b, &b_batch));
-    let (al, bl) = (a.layout(), b.layout());
-    let (ars, acs) = (al.strides[ad.len() - 2], al.strides[ad.len() - 1]);
-    let (brs, bcs) = (bl.strides[bd.len() - 2], bl.strides[bd.len() - 1]);
-    let (sa, sb) = (a.storage(), b.storage());
+    let (sa, sb) = (a.cpu_storage("matmul")?, b.cpu_storage("matmul")?);
     let storage = with_float2!(sa, sb, "matmul", |va, vb: T| {
         let mut out = T::take_buffer(batch.numel() * m * n);
         for (i, (&ao, &bo)) in a_off.iter().zip(&b_off).enumerate() {
@@ -79,16 +100,19 @@ fn matmul_nd(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         }
         Ok(T::wrap(out))
     })?;
-    let mut out_dims = batch.0.clone();
-    out_dims.extend([m, n]);
+    Ok(matmul_node(storage.into(), Shape(out_dims), a, b))
+}
+
+/// The product's tensor with its autograd node.
+fn matmul_node(storage: crate::storage::Storage, shape: Shape, a: &Tensor, b: &Tensor) -> Tensor {
     let (a_saved, b_saved) = (a.clone(), b.clone());
     let (need_a, need_b) = (a.requires_grad(), b.requires_grad());
-    Ok(Tensor::from_op(storage, Shape(out_dims), "matmul", &[a, b], move |g| {
+    Tensor::from_op(storage, shape, "matmul", &[a, b], move |g| {
         let (a, b) = (a_saved, b_saved);
         let da = if need_a { Some(g.matmul(&b.transpose(-2, -1)?)?.sum_to_shape(a.shape())?) } else { None };
         let db = if need_b { Some(a.transpose(-2, -1)?.matmul(g)?.sum_to_shape(b.shape())?) } else { None };
         Ok(vec![da, db])
-    }))
+    })
 }
 
 /// `out[m×n] = x[m×k] · wᵀ (+ bias rows)`, with `w` stored `[n, k]` as PyTorch's Linear weight:

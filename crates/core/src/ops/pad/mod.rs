@@ -120,6 +120,10 @@ impl std::fmt::Display for PaddingMode {
 /// # Ok::<(), strata_core::Error>(())
 /// ```
 pub fn pad2d(x: &Tensor, pad: [usize; 4], mode: PaddingMode) -> Result<Tensor> {
+    // No GPU kernel yet: an error, never a silent round trip through the host.
+    if x.device().is_gpu() {
+        return Err(crate::Error::NoKernel { op: "pad2d", device: x.device() });
+    }
     const OP: &str = "pad2d";
     if x.ndim() < 2 {
         return Err(Error::ShapeMismatch {
@@ -154,7 +158,7 @@ pub fn pad2d(x: &Tensor, pad: [usize; 4], mode: PaddingMode) -> Result<Tensor> {
     let parallel = super::conv::cpu::parallel_for(out_shape.numel());
 
     let xc = x.contiguous()?.detach();
-    let s = xc.storage();
+    let s = xc.cpu_storage("pad2d")?;
     let xo = xc.layout().offset;
     let storage = with_float!(s, OP, |v: T| {
         Ok(T::wrap(cpu::pad2d_forward::<T>(&v[xo..xo + x.numel()], planes, (h, w), &rows, &cols, parallel)))
@@ -163,7 +167,7 @@ pub fn pad2d(x: &Tensor, pad: [usize; 4], mode: PaddingMode) -> Result<Tensor> {
     Ok(Tensor::from_op(storage, out_shape, OP, &[x], move |g| {
         // d_x[src(oy), src(ox)] += d_y[oy, ox]: the adjoint of the gather.
         let gc = g.contiguous()?;
-        let s = gc.storage();
+        let s = gc.cpu_storage("pad2d")?;
         let go = gc.layout().offset;
         let dx = with_float!(s, "pad2d backward", |v: T| {
             let dy = &v[go..go + gc.numel()];

@@ -7,6 +7,8 @@
 //! threshold); each plane is computed by one task in a fixed order, so results are identical
 //! whatever the thread count.
 
+#[cfg(feature = "gpu")]
+mod gpu;
 use super::conv::cpu::{for_each_chunk, map_tasks, parallel_for};
 pub use super::conv::pool_output_size;
 use super::conv::{check_positive, window_output};
@@ -147,8 +149,28 @@ pub fn max_pool2d_with(x: &Tensor, opts: &MaxPool2dOptions) -> Result<Tensor> {
     check_padding(OP, kernel_size, padding, dilation)?;
     let (oh, ow) = window_output(OP, x, kernel_size, stride, padding, dilation, ceil_mode)?;
     let win = Window { h, w, oh, ow, kernel: kernel_size, stride, padding, dilation };
+    #[cfg(feature = "gpu")]
+    if x.device().is_gpu() {
+        let mut taps = Vec::with_capacity(oh * ow);
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut t = vec![];
+                for ky in 0..kernel_size.0 {
+                    let iy = (oy * stride.0 + ky * dilation.0) as isize - padding.0 as isize;
+                    for kx in 0..kernel_size.1 {
+                        let ix = (ox * stride.1 + kx * dilation.1) as isize - padding.1 as isize;
+                        if (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix) {
+                            t.push((iy as usize * w + ix as usize) as u32);
+                        }
+                    }
+                }
+                taps.push(t);
+            }
+        }
+        return gpu::pool(OP, x, (planes, h * w, oh * ow), &taps, None, pooled_shape(x, oh, ow));
+    }
     let xc = contiguous_detached(x)?;
-    let s = xc.storage();
+    let s = xc.cpu_storage("pool")?;
     let xo = xc.layout().offset;
     let parallel = parallel_for(planes * oh * ow * kernel_size.0 * kernel_size.1);
     let (storage, index) = with_float!(s, OP, |v: T| {
@@ -159,7 +181,7 @@ pub fn max_pool2d_with(x: &Tensor, opts: &MaxPool2dOptions) -> Result<Tensor> {
     Ok(Tensor::from_op(storage, pooled_shape(x, oh, ow), OP, &[x], move |g| {
         // d_x[argmax of window i] += d_y[i].
         let gc = g.contiguous()?;
-        let s = gc.storage();
+        let s = gc.cpu_storage("pool")?;
         let go = gc.layout().offset;
         let dx = with_float!(s, "max_pool2d backward", |v: T| {
             let gv = &v[go..go + gc.numel()];
@@ -411,8 +433,17 @@ fn pool_by_windows(
     (oh, ow): (usize, usize),
     windows: Vec<AvgWindow>,
 ) -> Result<Tensor> {
+    #[cfg(feature = "gpu")]
+    if x.device().is_gpu() {
+        let taps: Vec<Vec<u32>> = windows
+            .iter()
+            .map(|wi| (wi.y0..wi.y1).flat_map(|iy| (wi.x0..wi.x1).map(move |ix| (iy * w + ix) as u32)).collect())
+            .collect();
+        let divisors = windows.iter().map(|wi| wi.divisor as f32).collect();
+        return gpu::pool(op, x, (planes, h * w, oh * ow), &taps, Some(divisors), pooled_shape(x, oh, ow));
+    }
     let xc = contiguous_detached(x)?;
-    let s = xc.storage();
+    let s = xc.cpu_storage("pool")?;
     let xo = xc.layout().offset;
     let (hw, ohw) = (h * w, oh * ow);
     let taps: usize = windows.iter().map(|wi| (wi.y1 - wi.y0) * (wi.x1 - wi.x0)).sum();
@@ -437,7 +468,7 @@ fn pool_by_windows(
     let x_shape = x.shape().clone();
     Ok(Tensor::from_op(storage, pooled_shape(x, oh, ow), op, &[x], move |g| {
         let gc = g.contiguous()?;
-        let s = gc.storage();
+        let s = gc.cpu_storage("pool")?;
         let go = gc.layout().offset;
         let dx = with_float!(s, op, |v: T| {
             let gv = &v[go..go + gc.numel()];

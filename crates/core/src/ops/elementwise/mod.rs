@@ -4,9 +4,12 @@
 use super::{PAR_CHUNK, parallel_pays, wide, with_float, with_float2};
 use crate::error::Result;
 use crate::shape::{Layout, Shape};
-use crate::storage::{Element, Float};
+use crate::storage::{Element, Float, Storage};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
+
+#[cfg(feature = "gpu")]
+pub(crate) mod gpu;
 
 // ------------------------------------------------------------------ kernels
 
@@ -147,15 +150,22 @@ fn binary(a: &Tensor, b: &Tensor, op: Binary) -> Result<Tensor> {
     let name = op.name();
     a.check_same(name, b)?;
     let shape = Shape::broadcast(name, a.shape(), b.shape())?;
-    let (sa, sb) = (a.storage(), b.storage());
-    let storage = with_float2!(sa, sb, name, |va, vb: T| Ok(T::wrap(binary_kernel::<T>(
-        va,
-        a.layout(),
-        vb,
-        b.layout(),
-        &shape,
-        |x, y| op.apply(x, y)
-    ))))?;
+    let storage: Storage = match () {
+        #[cfg(feature = "gpu")]
+        _ if a.device().is_gpu() => gpu::binary(name, op.gpu_code(), a, b, &shape)?,
+        _ => {
+            let (sa, sb) = (a.cpu_storage(name)?, b.cpu_storage(name)?);
+            with_float2!(sa, sb, name, |va, vb: T| Ok(T::wrap(binary_kernel::<T>(
+                va,
+                a.layout(),
+                vb,
+                b.layout(),
+                &shape,
+                |x, y| op.apply(x, y)
+            ))))?
+            .into()
+        }
+    };
     let (a_saved, b_saved) = (a.clone(), b.clone());
     Ok(Tensor::from_op(storage, shape, name, &[a, b], move |g| {
         let (a, b) = (a_saved, b_saved);
@@ -203,12 +213,13 @@ impl Tensor {
 /// - output: the shape of `a + b`
 pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     const OP: &str = "add_relu";
-    if a.shape() != b.shape() {
+    // Broadcasting, and devices without the fused kernel, take the two ops.
+    if a.shape() != b.shape() || a.device().is_gpu() {
         return a.add(b)?.relu();
     }
     a.check_same(OP, b)?;
     let shape = a.shape().clone();
-    let (sa, sb) = (a.storage(), b.storage());
+    let (sa, sb) = (a.cpu_storage("add_relu")?, b.cpu_storage("add_relu")?);
     let storage = with_float2!(sa, sb, OP, |va, vb: T| Ok(T::wrap(binary_kernel::<T>(
         va,
         a.layout(),
@@ -235,6 +246,7 @@ enum Unary {
     Exp,
     Log,
     Relu,
+    Sqrt,
     AddScalar(f64),
     MulScalar(f64),
 }
@@ -246,6 +258,7 @@ impl Unary {
             Unary::Exp => "exp",
             Unary::Log => "log",
             Unary::Relu => "relu",
+            Unary::Sqrt => "sqrt",
             Unary::AddScalar(_) => "add_scalar",
             Unary::MulScalar(_) => "mul_scalar",
         }
@@ -263,6 +276,7 @@ impl Unary {
                     T::ZERO
                 }
             }
+            Unary::Sqrt => x.sqrt(),
             Unary::AddScalar(s) => x + T::from_f64(s),
             Unary::MulScalar(s) => x * T::from_f64(s),
         }
@@ -271,7 +285,12 @@ impl Unary {
 
 fn unary(x: &Tensor, op: Unary) -> Result<Tensor> {
     let name = op.name();
-    let s = x.storage();
+    #[cfg(feature = "gpu")]
+    if x.device().is_gpu() {
+        let storage = gpu::unary(name, x, op)?;
+        return Ok(unary_node(storage, x, op));
+    }
+    let s = x.cpu_storage(name)?;
     let l = x.layout();
     // One kernel per op, so each loop is a tight (vectorisable) map, not a match per element.
     let storage = with_float!(s, name, |v: T| Ok(T::wrap(match op {
@@ -279,6 +298,7 @@ fn unary(x: &Tensor, op: Unary) -> Result<Tensor> {
         Unary::Exp => unary_kernel::<T, T>(v, l, |a| Unary::Exp.apply(a)),
         Unary::Log => unary_kernel::<T, T>(v, l, |a| Unary::Log.apply(a)),
         Unary::Relu => unary_kernel::<T, T>(v, l, |a| Unary::Relu.apply(a)),
+        Unary::Sqrt => unary_kernel::<T, T>(v, l, |a| a.sqrt()),
         Unary::AddScalar(c) => {
             let c = T::from_f64(c);
             unary_kernel::<T, T>(v, l, |a| a + c)
@@ -288,8 +308,13 @@ fn unary(x: &Tensor, op: Unary) -> Result<Tensor> {
             unary_kernel::<T, T>(v, l, |a| a * c)
         }
     })))?;
+    Ok(unary_node(storage.into(), x, op))
+}
+
+/// The result of unary `op` on `x` with its autograd node.
+fn unary_node(storage: Storage, x: &Tensor, op: Unary) -> Tensor {
     let x_saved = x.clone();
-    let out = Tensor::from_op(storage, x.shape().clone(), name, &[x], move |g| {
+    Tensor::from_op(storage, x.shape().clone(), op.name(), &[x], move |g| {
         let x = x_saved;
         let dx = match op {
             Unary::Neg => g.neg()?,
@@ -297,12 +322,13 @@ fn unary(x: &Tensor, op: Unary) -> Result<Tensor> {
             Unary::Log => g.div(&x)?,
             // The gradient at exactly 0 is 0, as in PyTorch (`threshold_backward`).
             Unary::Relu => relu_backward(g, &x)?,
+            // d√x = 1 / (2√x)
+            Unary::Sqrt => g.div(&x.sqrt()?.mul_scalar(2.0)?)?,
             Unary::AddScalar(_) => g.clone(),
             Unary::MulScalar(s) => g.mul_scalar(s)?,
         };
         Ok(vec![Some(dx)])
-    });
-    Ok(out)
+    })
 }
 
 impl Tensor {
@@ -322,6 +348,10 @@ impl Tensor {
     pub fn relu(&self) -> Result<Tensor> {
         unary(self, Unary::Relu)
     }
+    /// `√self` elementwise (NaN below 0, as `torch.sqrt`).
+    pub fn sqrt(&self) -> Result<Tensor> {
+        unary(self, Unary::Sqrt)
+    }
     /// `self + s`.
     pub fn add_scalar(&self, s: f64) -> Result<Tensor> {
         unary(self, Unary::AddScalar(s))
@@ -334,7 +364,13 @@ impl Tensor {
 
 /// `g` where `x > 0`, else 0: ReLU's backward in one pass (PyTorch's `threshold_backward`).
 pub(crate) fn relu_backward(g: &Tensor, x: &Tensor) -> Result<Tensor> {
-    let (sg, sx) = (g.storage(), x.storage());
+    #[cfg(feature = "gpu")]
+    if x.device().is_gpu() {
+        g.check_same("relu backward", x)?;
+        let storage = gpu::binary("relu backward", gpu::RELU_BACKWARD, g, x, x.shape())?;
+        return Ok(Tensor::from_storage(storage, x.shape().clone()));
+    }
+    let (sg, sx) = (g.cpu_storage("relu")?, x.cpu_storage("relu")?);
     let storage = with_float2!(sg, sx, "relu backward", |vg, vx: T| {
         let keep = |gi: T, xi: T| if xi > T::ZERO { gi } else { T::ZERO };
         Ok(T::wrap(binary_kernel::<T>(vg, g.layout(), vx, x.layout(), x.shape(), keep)))

@@ -7,6 +7,8 @@
 //! label smoothing), [`nll_loss`] on log-probabilities, and the stable
 //! [`binary_cross_entropy_with_logits`] (optional `pos_weight`).
 
+#[cfg(feature = "gpu")]
+mod gpu;
 use super::with_float;
 use crate::device::DType;
 use crate::error::{Error, Result};
@@ -50,6 +52,9 @@ pub fn cross_entropy(logits: &Tensor, target: &Tensor, reduction: Reduction) -> 
             hint: " as target: class indices must be i64",
         });
     }
+    if target.device() != logits.device() {
+        return Err(Error::DeviceMismatch { op: OP, lhs: logits.device(), rhs: target.device() });
+    }
     if target.dims() != [n] {
         return Err(Error::ShapeMismatch {
             op: OP,
@@ -61,6 +66,16 @@ pub fn cross_entropy(logits: &Tensor, target: &Tensor, reduction: Reduction) -> 
     if c == 0 {
         crate::bail_arg!(OP, "the logits have 0 classes");
     }
+    #[cfg(feature = "gpu")]
+    if logits.device().is_gpu() {
+        // Per-row losses, then the reduction as ops (their backward scales the rows).
+        let rows = gpu::rows(logits, target)?;
+        return match reduction {
+            Reduction::None => Ok(rows),
+            Reduction::Sum => rows.sum_all(),
+            Reduction::Mean => rows.mean_all(),
+        };
+    }
     // Targets are read in place (no copy); the tensor is kept for the backward.
     let target = target.contiguous()?;
     let bad = target.with_slice::<i64, _>(|t| {
@@ -70,7 +85,7 @@ pub fn cross_entropy(logits: &Tensor, target: &Tensor, reduction: Reduction) -> 
         return Err(Error::TargetOutOfRange { op: OP, index, value, classes: c });
     }
     let x = logits.contiguous()?;
-    let s = x.storage();
+    let s = x.cpu_storage("cross_entropy")?;
     let o = x.layout().offset;
     let (value, probs) = with_float!(s, OP, |v: T| {
         let mut probs = T::take_buffer(n * c);
@@ -105,7 +120,7 @@ pub fn cross_entropy(logits: &Tensor, target: &Tensor, reduction: Reduction) -> 
             Reduction::Sum => g[0],
             Reduction::None => g[i],
         };
-        let ps = probs.storage();
+        let ps = probs.cpu_storage("cross_entropy")?;
         let d = with_float!(ps, OP, |p: T| {
             let mut d = T::take_buffer(n * c);
             d.copy_from_slice(&p[..n * c]);
@@ -273,6 +288,12 @@ fn weighted_nll(
     options: &CrossEntropyOptions,
     softmax: bool,
 ) -> Result<Tensor> {
+    if x.device().is_gpu() {
+        return Err(Error::NoKernel {
+            op: "cross_entropy with class weights, ignore_index or label smoothing",
+            device: x.device(),
+        });
+    }
     let (n, c, t, weight) = check_class_args(op, x, target, options)?;
     let xv = x.to_vec_f64();
     let (eps, reduction, ignore) = (options.label_smoothing, options.reduction, options.ignore_index);
@@ -370,6 +391,9 @@ pub fn binary_cross_entropy_with_logits(
     pos_weight: Option<&Tensor>,
     reduction: Reduction,
 ) -> Result<Tensor> {
+    if input.device().is_gpu() {
+        return Err(Error::NoKernel { op: "binary_cross_entropy_with_logits", device: input.device() });
+    }
     const OP: &str = "binary_cross_entropy_with_logits";
     input.check_same(OP, target)?;
     if !input.dtype().is_float() {

@@ -9,14 +9,17 @@ use crate::shape::{Layout, Shape};
 use crate::storage::{CpuStorage, Element};
 use crate::tensor::Tensor;
 
+#[cfg(feature = "gpu")]
+pub(crate) mod gpu;
+
 /// Copies any layout of any element type into a fresh row-major buffer.
-fn copy_contiguous(t: &Tensor) -> CpuStorage {
-    let s = t.storage();
-    match &*s {
+fn copy_contiguous(t: &Tensor) -> Result<CpuStorage> {
+    let s = t.cpu_storage("contiguous")?;
+    Ok(match &*s {
         CpuStorage::F32(v) => CpuStorage::F32(unary_kernel(v, t.layout(), |x| x)),
         CpuStorage::F64(v) => CpuStorage::F64(unary_kernel(v, t.layout(), |x| x)),
         CpuStorage::I64(v) => CpuStorage::I64(unary_kernel(v, t.layout(), |x| x)),
-    }
+    })
 }
 
 impl Tensor {
@@ -25,7 +28,14 @@ impl Tensor {
         if self.is_contiguous() {
             return Ok(self.clone());
         }
-        Ok(Tensor::from_op(copy_contiguous(self), self.shape().clone(), "contiguous", &[self], |g| {
+        #[cfg(feature = "gpu")]
+        if self.device().is_gpu() {
+            let copied = gpu::copy(self)?.buffer();
+            return Ok(Tensor::from_op(copied, self.shape().clone(), "contiguous", &[self], |g| {
+                Ok(vec![Some(g.clone())])
+            }));
+        }
+        Ok(Tensor::from_op(copy_contiguous(self)?, self.shape().clone(), "contiguous", &[self], |g| {
             Ok(vec![Some(g.clone())])
         }))
     }
@@ -153,6 +163,15 @@ impl Tensor {
         layout.shape.0[d] = len;
         let in_shape = self.shape().clone();
         Ok(self.view_op(layout, "narrow", move |g| {
+            #[cfg(feature = "gpu")]
+            if g.device().is_gpu() {
+                let out = Tensor::full_on(in_shape.dims(), 0.0, g.dtype(), g.device())?;
+                let mut region = out.layout().clone();
+                region.offset += start * region.strides[d];
+                region.shape.0[d] = len;
+                gpu::scatter(&out, &region, g)?;
+                return Ok(vec![Some(out)]);
+            }
             // g into zeros of the input's shape at the narrowed range: per index of the
             // dimensions before `d`, one contiguous run of `len` slices.
             let out = Tensor::zeros(in_shape.dims(), g.dtype());
@@ -209,7 +228,13 @@ impl Tensor {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
-        let s = self.storage();
+        let from = self.dtype();
+        #[cfg(feature = "gpu")]
+        if self.device().is_gpu() {
+            // f32 ↔ i64 only (the GPU holds no f64), so never differentiable.
+            return Ok(Tensor::from_storage(gpu::convert(self, dtype)?, self.shape().clone()));
+        }
+        let s = self.cpu_storage("to_dtype")?;
         let l = self.layout();
         let storage = match (&*s, dtype) {
             (CpuStorage::F32(v), DType::F64) => CpuStorage::F64(unary_kernel(v, l, |x| x as f64)),
@@ -220,7 +245,6 @@ impl Tensor {
             (CpuStorage::I64(v), DType::F64) => CpuStorage::F64(unary_kernel(v, l, |x| x as f64)),
             _ => unreachable!("same dtype handled above"),
         };
-        let from = self.dtype();
         if !(from.is_float() && dtype.is_float()) {
             return Ok(Tensor::from_storage(storage, self.shape().clone()));
         }

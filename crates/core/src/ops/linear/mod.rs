@@ -73,9 +73,13 @@ fn linear_act(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, relu: bool) ->
     let x2 = if x.ndim() == 2 { x.clone() } else { x.contiguous()? };
     let m = x.numel() / k.max(1);
     let (xrs, xcs) = if x.ndim() == 2 { (x2.strides()[0], x2.strides()[1]) } else { (k, 1) };
+    #[cfg(feature = "gpu")]
+    if x.device().is_gpu() {
+        return gpu_linear(x, &x2, weight, bias, relu, (m, k, n), (xrs, xcs));
+    }
     let (w, b) = (weight.contiguous()?, bias.map(Tensor::contiguous).transpose()?);
-    let (sx, sw) = (x2.storage(), w.storage());
-    let sb = b.as_ref().map(Tensor::storage);
+    let (sx, sw) = (x2.cpu_storage("linear")?, w.cpu_storage("linear")?);
+    let sb = b.as_ref().map(|b| b.cpu_storage("linear")).transpose()?;
     let (xo, wo) = (x2.layout().offset, w.layout().offset);
     let bo = b.as_ref().map_or(0, |b| b.layout().offset);
     let storage = with_float2!(sx, sw, "linear", |vx, vw: T| {
@@ -124,7 +128,7 @@ fn linear_act(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, relu: bool) ->
             Some(y) => relu_backward(g, y)?,
             None => g.contiguous()?,
         };
-        let (sg, sx, sw) = (g2.storage(), saved_x.storage(), saved_w.storage());
+        let (sg, sx, sw) = (g2.cpu_storage("linear")?, saved_x.cpu_storage("linear")?, saved_w.cpu_storage("linear")?);
         let go = g2.layout().offset;
         let (xo, wo) = (saved_x.layout().offset, saved_w.layout().offset);
         let grads = with_float2!(sg, sx, "linear backward", |vg, vx: T| {
@@ -229,6 +233,59 @@ fn linear_backward<T: Float>(
     let (dx, dw_db) = if parallel { rayon::join(run_dx, run_dw_db) } else { (run_dx(), run_dw_db()) };
     let (dw, db) = dw_db?;
     Ok((dx, dw, db))
+}
+
+/// `linear` on a GPU: one GEMM with the bias and ReLU in its epilogue; the backward is three
+/// GEMMs and a column sum, composed from ops that run on the device.
+#[cfg(feature = "gpu")]
+fn gpu_linear(
+    x: &Tensor,
+    x2: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    relu: bool,
+    (m, k, n): (usize, usize, usize),
+    (xrs, xcs): (usize, usize),
+) -> Result<Tensor> {
+    use crate::ops::matmul::gpu::{Operand, gemm};
+    let name = if relu { "linear_relu" } else { "linear" };
+    let one = |t: &Tensor| Layout { shape: Shape(vec![]), strides: vec![], offset: t.layout().offset };
+    // x: [m, k] · wᵀ: element (kk, c) of wᵀ is w[c, kk].
+    let (ws0, ws1) = (weight.strides()[0], weight.strides()[1]);
+    let storage = gemm(
+        name,
+        Operand { t: x2, batch: one(x2), rs: xrs, cs: xcs },
+        Operand { t: weight, batch: one(weight), rs: ws1, cs: ws0 },
+        (1, m, k, n),
+        bias,
+        relu,
+    )?;
+    let mut out_dims = x.dims().to_vec();
+    *out_dims.last_mut().expect("x has at least one dimension") = n;
+    let shape = Shape(out_dims);
+    let inputs: Vec<&Tensor> = match bias {
+        Some(b) => vec![x, weight, b],
+        None => vec![x, weight],
+    };
+    let needs = (x.requires_grad(), weight.requires_grad(), bias.is_some_and(Tensor::requires_grad));
+    let saved_y = relu.then(|| Tensor::from_parts(storage.clone(), Layout::contiguous(shape.clone()), None));
+    let (x_shape, saved_x, saved_w, has_bias) =
+        (x.shape().clone(), x2.reshape(&[m, k])?.detach(), weight.detach(), bias.is_some());
+    Ok(Tensor::from_op(storage, shape, name, &inputs, move |g| {
+        // g: [*, n] → [m, n], masked by the ReLU's output.
+        let g2 = g.reshape(&[m, n])?;
+        let g2 = match &saved_y {
+            Some(y) => relu_backward(&g2, &y.reshape(&[m, n])?)?,
+            None => g2,
+        };
+        let dx = if needs.0 { Some(g2.matmul(&saved_w)?.reshape(x_shape.dims())?) } else { None };
+        let dw = if needs.1 { Some(g2.t()?.matmul(&saved_x)?) } else { None };
+        let mut out = vec![dx, dw];
+        if has_bias {
+            out.push(if needs.2 { Some(g2.sum(&[0], false)?) } else { None });
+        }
+        Ok(out)
+    }))
 }
 
 #[cfg(test)]

@@ -7,12 +7,15 @@ use super::with_float;
 use crate::device::DType;
 use crate::error::Result;
 use crate::shape::{Layout, Shape};
-use crate::storage::{CpuStorage, Element, Float};
+use crate::storage::{CpuStorage, Element, Float, Storage};
 use crate::tensor::Tensor;
 
 /// The layout that visits `t`'s elements with the kept dimensions outermost and the reduced ones
 /// innermost, so each run of `reduced` consecutive visits makes one output element; plus the
 /// output shape with and without kept size-1 dimensions.
+#[cfg(feature = "gpu")]
+mod gpu;
+
 fn reduction_plan(t: &Tensor, axes: &[usize]) -> (Layout, usize, Vec<usize>, Vec<usize>) {
     let l = t.layout();
     let (mut shape, mut strides) = (vec![], vec![]);
@@ -76,9 +79,15 @@ impl Tensor {
     pub fn sum(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
         let axes = resolve_axes(self, "sum", axes)?;
         let (plan, reduced, keep_dims, out_dims) = reduction_plan(self, &axes);
-        let s = self.storage();
-        let storage = with_float!(s, "sum", |v: T| Ok(T::wrap(sum_kernel::<T>(v, &plan, reduced))))?;
         let shape = Shape(if keepdim { keep_dims.clone() } else { out_dims });
+        let storage: Storage = match () {
+            #[cfg(feature = "gpu")]
+            _ if self.device().is_gpu() => gpu::sum(self, &plan, reduced, shape.numel())?,
+            _ => {
+                let s = self.cpu_storage("sum")?;
+                with_float!(s, "sum", |v: T| Ok(T::wrap(sum_kernel::<T>(v, &plan, reduced))))?.into()
+            }
+        };
         let in_shape = self.shape().clone();
         Ok(Tensor::from_op(storage, shape, "sum", &[self], move |g| {
             // Every input element received the gradient of the sum it went into.
@@ -169,7 +178,8 @@ impl Tensor {
                         out.update_::<f64, _>(|o| positions.iter().zip(gv).for_each(|(&p, v)| o[p] += v))?
                     }
                 }
-                Ok(vec![Some(out)])
+                // The scatter ran on the host; the gradient goes back to the input's device.
+                Ok(vec![Some(out.to_device(g.device())?)])
             },
         );
         Ok(values)
@@ -178,25 +188,57 @@ impl Tensor {
     /// Index of the maximum along `dim` as an `i64` tensor (the first one on ties).
     pub fn argmax(&self, dim: isize, keepdim: bool) -> Result<Tensor> {
         let d = self.shape().resolve_dim("argmax", dim)?;
-        let (_, index) = self.max_with_index(dim, keepdim)?;
-        let shape = if keepdim {
+        let shape: Vec<usize> = if keepdim {
             self.dims().iter().enumerate().map(|(i, &s)| if i == d { 1 } else { s }).collect()
         } else {
             without(self.shape(), d)
         };
+        #[cfg(feature = "gpu")]
+        if self.device().is_gpu() {
+            // The indices stay on the device (accuracy counts them there).
+            let (_, index) = self.gpu_max(d)?;
+            return Ok(Tensor::from_storage(index, Shape(shape)));
+        }
+        let (_, index) = self.max_with_index(dim, keepdim)?;
         Ok(Tensor::from_storage(CpuStorage::I64(index), Shape(shape)))
     }
 
-    fn max_with_index(&self, dim: isize, _keepdim: bool) -> Result<(CpuStorage, Vec<i64>)> {
+    /// The maxima along `d` (kept as size 1), detached, computed on the GPU without reading
+    /// anything back.
+    #[cfg(feature = "gpu")]
+    pub(crate) fn gpu_max_keepdim(&self, d: usize) -> Result<Tensor> {
+        let (values, _) = self.gpu_max(d)?;
+        let dims: Vec<usize> = self.dims().iter().enumerate().map(|(i, &s)| if i == d { 1 } else { s }).collect();
+        Ok(Tensor::from_storage(values, Shape(dims)))
+    }
+
+    #[cfg(feature = "gpu")]
+    fn gpu_max(&self, d: usize) -> Result<(Storage, Storage)> {
+        if self.dims()[d] == 0 {
+            crate::bail_arg!("max", "dimension {d} of {} is empty: there is no maximum", self.shape());
+        }
+        let (plan, reduced, _, out_dims) = reduction_plan(self, &[d]);
+        gpu::max(self, &plan, reduced, out_dims.iter().product())
+    }
+
+    fn max_with_index(&self, dim: isize, _keepdim: bool) -> Result<(Storage, Vec<i64>)> {
         let d = self.shape().resolve_dim("max", dim)?;
+        #[cfg(feature = "gpu")]
+        if self.device().is_gpu() {
+            // The backward scatters on the host, so the indices are read back (a synchronisation).
+            let (values, index) = self.gpu_max(d)?;
+            let Storage::Gpu(index) = index else { unreachable!("gpu_max gives GPU buffers") };
+            let CpuStorage::I64(index) = &mut index.download("max")? else { unreachable!("indices are i64") };
+            return Ok((values, std::mem::take(index)));
+        }
         if self.dims()[d] == 0 {
             crate::bail_arg!("max", "dimension {d} of {} is empty: there is no maximum", self.shape());
         }
         let (plan, reduced, _, _) = reduction_plan(self, &[d]);
-        let s = self.storage();
+        let s = self.cpu_storage("max")?;
         with_float!(s, "max", |v: T| {
             let (vals, idx) = max_kernel::<T>(v, &plan, reduced);
-            Ok((T::wrap(vals), idx))
+            Ok((T::wrap(vals).into(), idx))
         })
     }
 }

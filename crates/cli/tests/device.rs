@@ -1,0 +1,118 @@
+//! `--device` end to end: `strata devices`, training on a GPU with the CPU's losses, checkpoints
+//! that do not depend on the device, and the errors for a device that is not there. Without a
+//! GPU adapter the GPU tests print `SKIPPED` and pass, unless `STRATA_REQUIRE_GPU=1`.
+
+use std::path::Path;
+use std::process::Command;
+
+const STRATA: &str = env!("CARGO_BIN_EXE_strata");
+
+fn strata(args: &[&str]) -> (i32, String, String) {
+    let o = Command::new(STRATA).args(args).output().unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into(),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
+}
+
+/// Whether `strata devices` lists a GPU; otherwise a `SKIPPED` line (or a failure under
+/// `STRATA_REQUIRE_GPU=1`).
+fn has_gpu(test: &str) -> bool {
+    let (code, out, _) = strata(&["devices"]);
+    assert_eq!(code, 0, "{out}");
+    if out.contains("gpu:0") {
+        return true;
+    }
+    let why = out.lines().find(|l| l.starts_with("no GPU")).unwrap_or("no GPU listed").to_string();
+    assert!(std::env::var("STRATA_REQUIRE_GPU").as_deref() != Ok("1"), "STRATA_REQUIRE_GPU=1 but {why}");
+    eprintln!("SKIPPED: {test}: {why}");
+    false
+}
+
+/// The step losses a run logged to its metrics.jsonl.
+fn losses(dir: &Path) -> Vec<f64> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "step")
+        .map(|v| v["loss"].as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn devices_lists_the_cpu_and_says_what_gpus_there_are() {
+    let (code, out, _) = strata(&["devices"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("cpu "), "{out}");
+    assert!(out.contains("gpu:0") || out.contains("no GPU"), "{out}");
+}
+
+#[test]
+fn a_device_that_is_not_there_is_a_clear_error() {
+    let (code, _, err) = strata(&["train", "--device", "tpu", "--epochs", "1", "--quiet"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("training.device (--device): unknown device `tpu`"), "{err}");
+    let (code, _, err) = strata(&["train", "--device", "gpu:99", "--epochs", "1", "--quiet"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("gpu:99"), "{err}");
+}
+
+#[test]
+fn simple_nn_trains_on_the_gpu_with_the_cpus_losses() {
+    if !has_gpu("simple_nn_trains_on_the_gpu_with_the_cpus_losses") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (cpu, gpu) = (tmp.path().join("cpu"), tmp.path().join("gpu"));
+    for (dir, device) in [(&cpu, "cpu"), (&gpu, "gpu")] {
+        let (code, _, err) =
+            strata(&["train", "--epochs", "1", "--device", device, "--out", dir.to_str().unwrap(), "--quiet"]);
+        assert_eq!(code, 0, "{device}: {err}");
+    }
+    let (lc, lg) = (losses(&cpu), losses(&gpu));
+    assert_eq!(lc.len(), lg.len());
+    for (i, (c, g)) in lc.iter().zip(&lg).enumerate() {
+        assert!((c - g).abs() < 1e-4, "logged step {}: cpu loss {c}, gpu loss {g}", 10 * (i + 1));
+    }
+    // The GPU-trained checkpoint evaluates on the CPU, to the GPU run's held-out accuracy...
+    let (code, out_cpu, err) = strata(&["eval", gpu.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out_gpu, err) = strata(&["eval", gpu.to_str().unwrap(), "--device", "gpu"]);
+    assert_eq!(code, 0, "{err}");
+    let acc = |s: &str| s.lines().find(|l| l.contains("accuracy")).unwrap_or_default().to_string();
+    assert_eq!(acc(&out_cpu), acc(&out_gpu));
+    // ...and the run resumes on the other device.
+    let (code, _, err) =
+        strata(&["train", "--resume", gpu.to_str().unwrap(), "--epochs", "2", "--device", "cpu", "--quiet"]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn an_op_without_a_gpu_kernel_names_itself_and_the_fix() {
+    if !has_gpu("an_op_without_a_gpu_kernel_names_itself_and_the_fix") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("dropout_mlp.toml");
+    std::fs::write(
+        &model,
+        r#"name = "DropoutMLP"
+input = [784]
+layers = [
+  { name = "fc1", type = "Linear", in_features = 784, out_features = 32 },
+  { name = "drop", type = "Dropout", p = 0.3 },
+  { name = "fc2", type = "Linear", in_features = 32, out_features = 10 },
+]
+"#,
+    )
+    .unwrap();
+    let (code, _, err) =
+        strata(&["train", "--model", model.to_str().unwrap(), "--epochs", "1", "--device", "gpu", "--quiet"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("dropout") && err.contains("no kernel on gpu:0") && err.contains("--device cpu"), "{err}");
+    let (code, _, err) = strata(&["train", "--dtype", "f64", "--device", "gpu", "--epochs", "1", "--quiet"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("GPUs hold f32 only"), "{err}");
+}

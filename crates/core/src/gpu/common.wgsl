@@ -1,0 +1,29 @@
+// Shared by every strata kernel (prepended to each kernel's source).
+// Binding 0 is the kernel's parameters as 32-bit words; f32 parameters are bit casts.
+@group(0) @binding(0) var<storage, read> p: array<u32>;
+
+const WG: u32 = 256u;
+
+// The item index of a one-dimensional dispatch spread over x and y (see groups_1d).
+fn flat_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * WG;
+}
+
+fn pf(i: u32) -> f32 {
+    return bitcast<f32>(p[i]);
+}
+
+// The buffer offset of row-major element `i` of a strided layout stored in p from `base`:
+// [ndim, offset, shape[0..ndim], strides[0..ndim]].
+fn strided(i: u32, base: u32) -> u32 {
+    let ndim = p[base];
+    var rest = i;
+    var at = p[base + 1u];
+    for (var d = i32(ndim) - 1; d >= 0; d = d - 1) {
+        let size = p[base + 2u + u32(d)];
+        let stride = p[base + 2u + ndim + u32(d)];
+        at = at + (rest % size) * stride;
+        rest = rest / size;
+    }
+    return at;
+}

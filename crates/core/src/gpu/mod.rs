@@ -1,0 +1,525 @@
+//! The GPU backend's runtime on `wgpu` (Vulkan, Metal, DX12; Mesa's software "llvmpipe" Vulkan
+//! on machines without a GPU): adapters, one context per adapter, device buffers with a pool,
+//! compute pipelines compiled once from WGSL, and one pending command encoder that every op
+//! records into.
+//!
+//! Why one pending encoder: a training step is hundreds of small dispatches, and a queue
+//! submission per dispatch costs more than most of them take. Ops record compute passes into a
+//! shared encoder, which is submitted when a value is read back (`to_vec`, `item`: the only
+//! synchronisation) or when it holds [`MAX_PENDING`] passes. Ordering needs no fences: passes run
+//! in recording order, wgpu places the barriers between them, and no buffer is ever written from
+//! the host once a pass may use it (uploads make fresh buffers, mapped at creation).
+//!
+//! The kernels themselves live with their ops (`ops/<op>/gpu.rs` and its `.wgsl`); this module
+//! only runs them. Tensors on the GPU hold `f32` (and `i64` class indices, stored as `i32`:
+//! WGSL has no 64-bit integers, nor `f64`).
+
+mod buffer;
+
+pub use buffer::GpuBuffer;
+
+use crate::device::{DType, Device};
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Passes recorded before the pending encoder is submitted without a read forcing it: large
+/// enough to batch a step's small dispatches, small enough that the GPU starts early.
+const MAX_PENDING: usize = 256;
+
+/// Threads per workgroup of the one-dimensional kernels (elementwise, fills, updates).
+pub(crate) const WORKGROUP: u32 = 256;
+
+/// One adapter as `strata devices` lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdapterDescription {
+    /// Index in the list: `gpu:N`.
+    pub index: usize,
+    /// The adapter's name ("NVIDIA H200", "llvmpipe (LLVM 15.0.6, 256 bits)").
+    pub name: String,
+    /// Discrete, integrated, virtual, CPU (software) or other.
+    pub kind: String,
+    /// The graphics API wgpu drives it through (Vulkan, Metal, DX12).
+    pub backend: String,
+    /// The driver and its version, as the driver reports them.
+    pub driver: String,
+    /// The largest buffer the adapter allows, in bytes.
+    pub max_buffer_bytes: u64,
+    /// The largest buffer one kernel may bind, in bytes (the largest tensor on this device).
+    pub max_binding_bytes: u64,
+}
+
+fn instance() -> &'static wgpu::Instance {
+    static INSTANCE: OnceLock<wgpu::Instance> = OnceLock::new();
+    INSTANCE.get_or_init(|| {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        // Compute-capable native APIs only: OpenGL has no storage buffers in every context,
+        // and the browser's WebGPU is not native.
+        desc.backends &= wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12;
+        wgpu::Instance::new(desc)
+    })
+}
+
+fn raw_adapters() -> &'static [wgpu::Adapter] {
+    static ADAPTERS: OnceLock<Vec<wgpu::Adapter>> = OnceLock::new();
+    ADAPTERS.get_or_init(|| {
+        let mut all = pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()));
+        // Real GPUs first, so `gpu` (= `gpu:0`) is the best one; the software adapter last.
+        all.sort_by_key(|a| match a.get_info().device_type {
+            wgpu::DeviceType::DiscreteGpu => 0,
+            wgpu::DeviceType::IntegratedGpu => 1,
+            wgpu::DeviceType::VirtualGpu => 2,
+            wgpu::DeviceType::Other => 3,
+            wgpu::DeviceType::Cpu => 4,
+        });
+        all
+    })
+}
+
+/// The adapters this machine offers, best first (an empty list when there is no Vulkan, Metal
+/// or DX12 driver; [`no_adapter_reason`] says why).
+pub fn adapters() -> Vec<AdapterDescription> {
+    raw_adapters()
+        .iter()
+        .enumerate()
+        .map(|(index, a)| {
+            let info = a.get_info();
+            let limits = a.limits();
+            AdapterDescription {
+                index,
+                name: info.name,
+                kind: match info.device_type {
+                    wgpu::DeviceType::DiscreteGpu => "discrete GPU",
+                    wgpu::DeviceType::IntegratedGpu => "integrated GPU",
+                    wgpu::DeviceType::VirtualGpu => "virtual GPU",
+                    wgpu::DeviceType::Cpu => "software (CPU)",
+                    wgpu::DeviceType::Other => "other",
+                }
+                .into(),
+                backend: format!("{:?}", info.backend),
+                driver: [info.driver, info.driver_info]
+                    .iter()
+                    .filter(|s| !s.is_empty())
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                max_buffer_bytes: limits.max_buffer_size,
+                max_binding_bytes: limits.max_storage_buffer_binding_size,
+            }
+        })
+        .collect()
+}
+
+/// Why there is no adapter, with the fix, for messages and `strata devices`.
+pub fn no_adapter_reason() -> String {
+    "no Vulkan, Metal or DX12 adapter was found. On Linux without a GPU, Mesa's software Vulkan \
+     works: `apt-get install mesa-vulkan-drivers` (Debian/Ubuntu); with a GPU, install its \
+     vendor's Vulkan driver"
+        .into()
+}
+
+/// A device error reported by wgpu outside any call that could return it (a failed dispatch, a
+/// lost device); the next synchronisation reports it.
+type ErrorSlot = Arc<Mutex<Option<String>>>;
+
+/// One adapter opened for compute: its device and queue, compiled pipelines, the buffer pool
+/// and the pending encoder.
+pub(crate) struct Context {
+    pub(crate) index: usize,
+    pub(crate) device: wgpu::Device,
+    queue: wgpu::Queue,
+    limits: wgpu::Limits,
+    pipelines: Mutex<HashMap<&'static str, wgpu::ComputePipeline>>,
+    pending: Mutex<Pending>,
+    pool: Mutex<Pool>,
+    error: ErrorSlot,
+}
+
+/// Spare buffers by size, and the bytes they hold (one lock for both).
+#[derive(Default)]
+struct Pool {
+    by_size: HashMap<u64, Vec<wgpu::Buffer>>,
+    bytes: u64,
+}
+
+#[derive(Default)]
+struct Pending {
+    encoder: Option<wgpu::CommandEncoder>,
+    passes: usize,
+}
+
+/// Most bytes the pool of one device keeps.
+const POOL_MAX_BYTES: u64 = 1 << 30;
+
+impl Context {
+    /// The device of this context.
+    pub(crate) fn strata_device(&self) -> Device {
+        Device::Gpu(self.index)
+    }
+
+    /// Records one compute pass of `kernel` over `workgroups`, with `params` (32-bit words) at
+    /// binding 0 and `buffers` at bindings 1, 2, … in order.
+    pub(crate) fn dispatch(
+        &self,
+        kernel: &Kernel,
+        params: &[u32],
+        buffers: &[&wgpu::Buffer],
+        workgroups: (u32, u32, u32),
+    ) -> Result<()> {
+        if workgroups.0 == 0 || workgroups.1 == 0 || workgroups.2 == 0 {
+            return Ok(());
+        }
+        let pipeline = self.pipeline(kernel)?;
+        // At least one word: a binding may not be empty.
+        let words: Vec<u32> = if params.is_empty() { vec![0] } else { params.to_vec() };
+        let params = wgpu::util::DeviceExt::create_buffer_init(
+            &self.device,
+            &wgpu::util::BufferInitDescriptor {
+                label: Some(kernel.name),
+                contents: words_as_bytes(&words),
+                usage: wgpu::BufferUsages::STORAGE,
+            },
+        );
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: params.as_entire_binding() }];
+        entries.extend(
+            buffers
+                .iter()
+                .enumerate()
+                .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() }),
+        );
+        let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(kernel.name),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let encoder = pending.encoder.get_or_insert_with(|| self.device.create_command_encoder(&Default::default()));
+        {
+            let mut pass = encoder
+                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(kernel.name), timestamp_writes: None });
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &group, &[]);
+            pass.dispatch_workgroups(workgroups.0, workgroups.1, workgroups.2);
+        }
+        pending.passes += 1;
+        if pending.passes >= MAX_PENDING {
+            self.submit(&mut pending);
+        }
+        Ok(())
+    }
+
+    /// Records a buffer-to-buffer copy (bytes) into the pending encoder.
+    pub(crate) fn copy(&self, src: &wgpu::Buffer, dst: &wgpu::Buffer, bytes: u64) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let encoder = pending.encoder.get_or_insert_with(|| self.device.create_command_encoder(&Default::default()));
+        encoder.copy_buffer_to_buffer(src, 0, dst, 0, bytes);
+        pending.passes += 1;
+    }
+
+    fn submit(&self, pending: &mut Pending) {
+        if let Some(encoder) = pending.encoder.take() {
+            self.queue.submit([encoder.finish()]);
+        }
+        pending.passes = 0;
+    }
+
+    /// Submits the pending work and waits for the device to finish it; reports a device error
+    /// that happened since the last synchronisation, naming `op`.
+    pub(crate) fn synchronize(&self, op: &'static str) -> Result<()> {
+        {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            self.submit(&mut pending);
+        }
+        if let Err(e) = self.device.poll(wgpu::PollType::wait_indefinitely()) {
+            return Err(self.device_error(op, e.to_string()));
+        }
+        self.take_error(op)
+    }
+
+    fn take_error(&self, op: &'static str) -> Result<()> {
+        match self.error.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            Some(message) => Err(self.device_error(op, message)),
+            None => Ok(()),
+        }
+    }
+
+    fn device_error(&self, op: &'static str, message: String) -> Error {
+        Error::DeviceFailure { op, device: self.strata_device(), message }
+    }
+
+    fn pipeline(&self, kernel: &Kernel) -> Result<wgpu::ComputePipeline> {
+        let mut cache = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = cache.get(kernel.name) {
+            return Ok(p.clone());
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(kernel.name),
+            source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+        });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(kernel.name),
+            layout: None,
+            module: &module,
+            entry_point: Some(kernel.entry),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(self.device_error(kernel.name, format!("the kernel does not compile: {e}")));
+        }
+        cache.insert(kernel.name, pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// Refuses a buffer larger than the adapter allows in one binding.
+    fn check_size(&self, op: &'static str, size: u64) -> Result<()> {
+        let max = self.limits.max_buffer_size.min(self.limits.max_storage_buffer_binding_size);
+        if size > max {
+            return Err(Error::DeviceOutOfMemory {
+                op,
+                device: self.strata_device(),
+                requested: size,
+                available: format!("{max} bytes at most in one buffer on this adapter"),
+            });
+        }
+        Ok(())
+    }
+
+    /// The error for an allocation the device could not make.
+    fn out_of_memory(&self, op: &'static str, size: u64) -> Error {
+        Error::DeviceOutOfMemory {
+            op,
+            device: self.strata_device(),
+            requested: size,
+            available: "the device had no block of that size left".into(),
+        }
+    }
+
+    /// A storage buffer of at least `bytes` (rounded up to 4), from the pool when one of that size
+    /// is there. Its contents are unspecified. Refuses sizes beyond the adapter's limits, and
+    /// reports running out of device memory, naming `op`.
+    pub(crate) fn take_buffer(&self, op: &'static str, bytes: u64) -> Result<wgpu::Buffer> {
+        let size = bytes.max(4).next_multiple_of(4);
+        {
+            let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(b) = pool.by_size.get_mut(&size).and_then(Vec::pop) {
+                pool.bytes -= size;
+                return Ok(b);
+            }
+        }
+        self.check_size(op, size)?;
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(op),
+            size,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        if pollster::block_on(scope.pop()).is_some() {
+            // Free what the pool holds and try once more before giving up.
+            *self.pool.lock().unwrap_or_else(|e| e.into_inner()) = Pool::default();
+            return Err(self.out_of_memory(op, size));
+        }
+        Ok(buffer)
+    }
+
+    /// Gives a buffer back to the pool (or frees it when the pool is full).
+    pub(crate) fn give_buffer(&self, buffer: wgpu::Buffer) {
+        let size = buffer.size();
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.bytes + size > POOL_MAX_BYTES {
+            return;
+        }
+        pool.bytes += size;
+        pool.by_size.entry(size).or_default().push(buffer);
+    }
+
+    /// A fresh buffer holding `bytes`, written before any pass can use it.
+    pub(crate) fn upload(&self, op: &'static str, bytes: &[u8]) -> Result<wgpu::Buffer> {
+        let size = (bytes.len() as u64).max(4).next_multiple_of(4);
+        self.check_size(op, size)?;
+        let mut padded;
+        let contents = if bytes.len() as u64 == size {
+            bytes
+        } else {
+            padded = bytes.to_vec();
+            padded.resize(size as usize, 0);
+            &padded[..]
+        };
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let buffer = wgpu::util::DeviceExt::create_buffer_init(
+            &self.device,
+            &wgpu::util::BufferInitDescriptor {
+                label: Some(op),
+                contents,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            },
+        );
+        if pollster::block_on(scope.pop()).is_some() {
+            return Err(self.out_of_memory(op, size));
+        }
+        Ok(buffer)
+    }
+
+    /// The first `bytes` of `buffer`, after every pending pass has run.
+    pub(crate) fn download(&self, op: &'static str, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+        let size = bytes.max(4).next_multiple_of(4);
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("download"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.copy(buffer, &staging, size);
+        self.synchronize(op)?;
+        let slice = staging.slice(..);
+        let result: Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>> = Arc::default();
+        let sink = result.clone();
+        slice.map_async(wgpu::MapMode::Read, move |r| *sink.lock().unwrap_or_else(|e| e.into_inner()) = Some(r));
+        // Another thread's poll may be the one that runs this callback, a moment after ours
+        // returns: wait for the callback itself.
+        let started = std::time::Instant::now();
+        loop {
+            if let Err(e) = self.device.poll(wgpu::PollType::wait_indefinitely()) {
+                return Err(self.device_error(op, e.to_string()));
+            }
+            match result.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                Some(Ok(())) => break,
+                Some(Err(e)) => return Err(self.device_error(op, format!("reading the result back failed: {e}"))),
+                None if started.elapsed() > std::time::Duration::from_secs(600) => {
+                    return Err(self.device_error(op, "reading the result back did not complete in 10 minutes".into()));
+                }
+                None => std::thread::yield_now(),
+            }
+        }
+        let view = slice.get_mapped_range().map_err(|e| self.device_error(op, e.to_string()))?;
+        let out = view[..bytes as usize].to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(out)
+    }
+}
+
+/// Opens adapter `index` (once per process) and returns its context.
+pub(crate) fn context(device: Device) -> Result<Arc<Context>> {
+    let Device::Gpu(index) = device else {
+        return Err(Error::DeviceUnavailable { device, reason: "not a GPU device".into() });
+    };
+    static CONTEXTS: OnceLock<Mutex<HashMap<usize, Arc<Context>>>> = OnceLock::new();
+    let mut contexts = CONTEXTS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(c) = contexts.get(&index) {
+        return Ok(c.clone());
+    }
+    let adapters = raw_adapters();
+    let adapter = adapters.get(index).ok_or_else(|| Error::DeviceUnavailable {
+        device,
+        reason: if adapters.is_empty() {
+            no_adapter_reason()
+        } else {
+            format!(
+                "this machine has {} adapter(s), gpu:0 to gpu:{}; `strata devices` lists them",
+                adapters.len(),
+                adapters.len() - 1
+            )
+        },
+    })?;
+    let limits = adapter.limits();
+    let (dev, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some("strata"),
+        required_limits: limits.clone(),
+        ..Default::default()
+    }))
+    .map_err(|e| Error::DeviceUnavailable { device, reason: format!("the adapter refused to open: {e}") })?;
+    let error: ErrorSlot = Arc::default();
+    let sink = error.clone();
+    dev.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+        sink.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(|| e.to_string());
+    }));
+    let ctx = Arc::new(Context {
+        index,
+        device: dev,
+        queue,
+        limits,
+        pipelines: Mutex::default(),
+        pending: Mutex::default(),
+        pool: Mutex::default(),
+        error,
+    });
+    contexts.insert(index, ctx.clone());
+    Ok(ctx)
+}
+
+/// A compute kernel: WGSL source (prefixed with the shared helpers of `common.wgsl`) and the
+/// entry point to run. `name` keys the pipeline cache, so it is unique per (source, entry).
+pub(crate) struct Kernel {
+    /// Unique name (also the label in GPU debuggers and errors).
+    pub name: &'static str,
+    /// The kernel's own WGSL.
+    pub wgsl: &'static str,
+    /// Its entry point.
+    pub entry: &'static str,
+}
+
+impl Kernel {
+    fn source(&self) -> String {
+        format!("{}\n{}", include_str!("common.wgsl"), self.wgsl)
+    }
+}
+
+/// Workgroups for a one-dimensional kernel over `n` items, [`WORKGROUP`] per group: spread over
+/// x and y, since one dimension holds at most 65,535 groups. Kernels recover the item index with
+/// `flat_index` (common.wgsl).
+pub(crate) fn groups_1d(n: usize) -> (u32, u32, u32) {
+    let groups = n.div_ceil(WORKGROUP as usize) as u32;
+    if groups <= 65_535 { (groups, 1, 1) } else { (65_535, groups.div_ceil(65_535), 1) }
+}
+
+/// The bytes of 32-bit words.
+pub(crate) fn words_as_bytes(words: &[u32]) -> &[u8] {
+    // SAFETY: u32 has no padding and any byte is a valid u8; the length is the words' size.
+    unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), size_of_val(words)) }
+}
+
+/// The bytes of f32 values.
+pub(crate) fn f32_as_bytes(v: &[f32]) -> &[u8] {
+    // SAFETY: as for `words_as_bytes`.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), size_of_val(v)) }
+}
+
+/// f32 values from bytes (a multiple of 4 long).
+pub(crate) fn f32_from_bytes(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+/// Whether a GPU dtype is stored: f32, and i64 class indices as i32.
+pub(crate) fn check_dtype(op: &'static str, dtype: DType) -> Result<()> {
+    match dtype {
+        DType::F32 | DType::I64 => Ok(()),
+        DType::F64 => Err(Error::UnsupportedDType {
+            op,
+            dtype,
+            hint: " on a GPU (WGSL has no f64; use f32 there, or keep f64 models on the CPU)",
+        }),
+    }
+}
+
+/// A strided layout as kernel parameters (`strided` in common.wgsl): `[ndim, offset, shape…,
+/// strides…]`, broadcast to `out` (aligned from the right; a broadcast dimension gets stride 0).
+pub(crate) fn layout_words(layout: &crate::shape::Layout, out: &[usize]) -> Vec<u32> {
+    let dims = &layout.shape.0;
+    let lead = out.len() - dims.len();
+    let mut words = vec![out.len() as u32, layout.offset as u32];
+    words.extend(out.iter().map(|&d| d as u32));
+    words.extend(
+        (0..out.len()).map(|i| {
+            if i < lead || (dims[i - lead] == 1 && out[i] != 1) { 0 } else { layout.strides[i - lead] as u32 }
+        }),
+    );
+    words
+}
+
+/// A fresh output buffer of `n` elements on `ctx` wrapped as storage.
+pub(crate) fn output(ctx: &Arc<Context>, op: &'static str, n: usize, dtype: DType) -> Result<Arc<GpuBuffer>> {
+    Ok(Arc::new(GpuBuffer::uninit(ctx, op, n, dtype)?))
+}

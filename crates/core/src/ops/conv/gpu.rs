@@ -1,0 +1,131 @@
+//! conv2d on a GPU: the input unfolded into columns (`im2col.wgsl`), one batched GEMM per
+//! direction (the matmul kernel), and the input gradient folded back by a gather (`col2im`).
+//! Groups of 1; a grouped convolution on a GPU is `Error::NoKernel`.
+
+use super::cpu::ConvGeom;
+use crate::device::DType;
+use crate::error::Result;
+use crate::gpu::{Kernel, groups_1d, output};
+use crate::shape::{Layout, Shape};
+use crate::storage::Storage;
+use crate::tensor::Tensor;
+
+const IM2COL: Kernel = Kernel { name: "im2col", wgsl: include_str!("im2col.wgsl"), entry: "im2col_main" };
+const COL2IM: Kernel = Kernel { name: "col2im", wgsl: include_str!("im2col.wgsl"), entry: "col2im_main" };
+
+fn words(g: &ConvGeom) -> Vec<u32> {
+    [
+        g.n,
+        g.c,
+        g.h,
+        g.w,
+        g.kh,
+        g.kw,
+        g.oh,
+        g.ow,
+        g.stride.0,
+        g.stride.1,
+        g.padding.0,
+        g.padding.1,
+        g.dilation.0,
+        g.dilation.1,
+    ]
+    .iter()
+    .map(|&v| v as u32)
+    .collect()
+}
+
+/// The columns of contiguous `x` `[N, C, H, W]`: `[N, C·KH·KW, OH·OW]`.
+fn im2col(x: &Tensor, g: &ConvGeom) -> Result<Tensor> {
+    let b = x.gpu_buffer("conv2d")?;
+    let (k, l) = (g.c * g.kh * g.kw, g.oh * g.ow);
+    let n = g.n * k * l;
+    let out = output(&b.ctx, "conv2d", n, DType::F32)?;
+    b.ctx.dispatch(&IM2COL, &words(g), &[b.raw(), out.raw()], groups_1d(n))?;
+    Ok(Tensor::from_storage(Storage::Gpu(out), Shape(vec![g.n, k, l])))
+}
+
+/// The input gradient `[N, C, H, W]` from the columns' gradient `[N, C·KH·KW, OH·OW]`.
+fn col2im(dcols: &Tensor, g: &ConvGeom) -> Result<Tensor> {
+    let dcols = dcols.detach_owned()?;
+    let b = dcols.gpu_buffer("conv2d")?;
+    let n = g.n * g.c * g.h * g.w;
+    let out = output(&b.ctx, "conv2d", n, DType::F32)?;
+    b.ctx.dispatch(&COL2IM, &words(g), &[b.raw(), out.raw()], groups_1d(n))?;
+    Ok(Tensor::from_storage(Storage::Gpu(out), Shape(vec![g.n, g.c, g.h, g.w])))
+}
+
+/// The convolution of `x` by `weight` (+ `bias`) on the GPU, with its backward.
+pub(super) fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, g: ConvGeom) -> Result<Tensor> {
+    use crate::ops::matmul::gpu::{Operand, gemm};
+    if g.groups != 1 {
+        return Err(crate::Error::NoKernel { op: "conv2d with groups > 1", device: x.device() });
+    }
+    let xc = x.detach().contiguous()?;
+    let cols = im2col(&xc, &g)?;
+    let (k, l) = (g.c * g.kh * g.kw, g.oh * g.ow);
+    let w2 = weight.detach().reshape(&[g.o, k])?.detach_owned()?;
+    // y[n] = W [O, K] · cols[n] [K, L]: the weight broadcast over the batch (stride 0).
+    let per = move |t: &Tensor, batch_stride: usize| Layout {
+        shape: Shape(vec![g.n]),
+        strides: vec![batch_stride],
+        offset: t.layout().offset,
+    };
+    let y = gemm(
+        "conv2d",
+        Operand { t: &w2, batch: per(&w2, 0), rs: k, cs: 1 },
+        Operand { t: &cols, batch: per(&cols, k * l), rs: l, cs: 1 },
+        (g.n, g.o, k, l),
+        None,
+        false,
+    )?;
+    let mut y = Tensor::from_storage(y, Shape(vec![g.n, g.o, g.oh, g.ow]));
+    if let Some(b) = bias {
+        y = y.add(&b.detach().reshape(&[1, g.o, 1, 1])?)?;
+    }
+    let inputs: Vec<&Tensor> = match bias {
+        Some(b) => vec![x, weight, b],
+        None => vec![x, weight],
+    };
+    let needs = (x.requires_grad(), weight.requires_grad(), bias.is_some_and(Tensor::requires_grad));
+    let has_bias = bias.is_some();
+    let w_shape = weight.shape().clone();
+    Ok(Tensor::from_op(y.buffer(), y.shape().clone(), "conv2d", &inputs, move |dy| {
+        // dy: [N, O, OH, OW] as [N, O, L].
+        let dy = dy.detach_owned()?.reshape(&[g.n, g.o, l])?;
+        let dx = if needs.0 {
+            // dcols[n] = Wᵀ [K, O] · dy[n] [O, L]
+            let dcols = gemm(
+                "conv2d",
+                Operand { t: &w2, batch: per(&w2, 0), rs: 1, cs: k },
+                Operand { t: &dy, batch: per(&dy, g.o * l), rs: l, cs: 1 },
+                (g.n, k, g.o, l),
+                None,
+                false,
+            )?;
+            Some(col2im(&Tensor::from_storage(dcols, Shape(vec![g.n, k, l])), &g)?)
+        } else {
+            None
+        };
+        let dw = if needs.1 {
+            // dW = Σ_n dy[n] [O, L] · cols[n]ᵀ [L, K]
+            let per_sample = gemm(
+                "conv2d",
+                Operand { t: &dy, batch: per(&dy, g.o * l), rs: l, cs: 1 },
+                Operand { t: &cols, batch: per(&cols, k * l), rs: 1, cs: l },
+                (g.n, g.o, l, k),
+                None,
+                false,
+            )?;
+            let per_sample = Tensor::from_storage(per_sample, Shape(vec![g.n, g.o, k]));
+            Some(per_sample.sum(&[0], false)?.reshape(w_shape.dims())?)
+        } else {
+            None
+        };
+        let mut out = vec![dx, dw];
+        if has_bias {
+            out.push(if needs.2 { Some(dy.sum(&[0, 2], false)?) } else { None });
+        }
+        Ok(out)
+    }))
+}

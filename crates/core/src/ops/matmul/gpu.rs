@@ -1,0 +1,54 @@
+//! The GPU kernel of matmul and linear (`matmul.wgsl`): a tiled, batched GEMM with strided
+//! operands and an optional bias + ReLU epilogue.
+
+use crate::device::DType;
+use crate::error::Result;
+use crate::gpu::{GpuBuffer, Kernel, layout_words, output};
+use crate::shape::Layout;
+use crate::storage::Storage;
+use crate::tensor::Tensor;
+use std::sync::Arc;
+
+const MATMUL: Kernel = Kernel { name: "matmul", wgsl: include_str!("matmul.wgsl"), entry: "matmul_main" };
+
+/// One operand: the tensor, its batch layout (broadcast to the result's batch shape) and the
+/// strides of its rows and columns.
+pub(crate) struct Operand<'a> {
+    /// The tensor holding the matrices.
+    pub t: &'a Tensor,
+    /// Where each batch's matrix starts: a layout over the batch shape.
+    pub batch: Layout,
+    /// Stride between rows.
+    pub rs: usize,
+    /// Stride between columns.
+    pub cs: usize,
+}
+
+/// `out[z] = a[z] · b[z]` for every batch `z` (`batch` of them), `[m, k] × [k, n]`, plus `bias`
+/// (`[n]`, contiguous) and a ReLU when asked; a fresh contiguous `[batch, m, n]` buffer.
+pub(crate) fn gemm(
+    op: &'static str,
+    a: Operand<'_>,
+    b: Operand<'_>,
+    (batch, m, k, n): (usize, usize, usize, usize),
+    bias: Option<&Tensor>,
+    relu: bool,
+) -> Result<Storage> {
+    let (ba, bb) = (a.t.gpu_buffer(op)?, b.t.gpu_buffer(op)?);
+    let ctx = &ba.ctx;
+    let out = output(ctx, op, batch * m * n, DType::F32)?;
+    let bias_buf: Arc<GpuBuffer> = match bias {
+        // A buffer of its own, so the kernel reads it from element 0.
+        Some(t) => t.owned_detached()?.gpu_buffer(op)?,
+        // Bound but unread: the binding must exist.
+        None => output(ctx, op, 1, DType::F32)?,
+    };
+    let flags = u32::from(bias.is_some()) | (u32::from(relu) << 1);
+    let mut p = vec![m as u32, n as u32, k as u32, a.rs as u32, a.cs as u32, b.rs as u32, b.cs as u32, flags];
+    let dims = a.batch.shape.0.clone();
+    p.extend(layout_words(&a.batch, &dims));
+    p.extend(layout_words(&b.batch, &dims));
+    let groups = (n.div_ceil(64) as u32, m.div_ceil(64) as u32, batch as u32);
+    ctx.dispatch(&MATMUL, &p, &[ba.raw(), bb.raw(), bias_buf.raw(), out.raw()], groups)?;
+    Ok(Storage::Gpu(out))
+}

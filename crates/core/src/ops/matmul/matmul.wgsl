@@ -1,0 +1,79 @@
+// Batched matrix product out[z] = A[z] · B[z] (+ bias over columns, then ReLU, by flags), tiled:
+// a workgroup computes a 64×64 block of the output from 16-deep slices of A and B staged in
+// workgroup memory, each of its 16×16 threads a 4×4 register block. A and B are read through
+// their strides, so transposed operands cost nothing.
+// p = [M, N, K, a_rs, a_cs, b_rs, b_cs, flags (1: bias, 2: ReLU), batch layout of A (at 8),
+//      batch layout of B (at 8 + 2 + 2·nbatchdims)]; out is contiguous [batch, M, N].
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+
+const TM: u32 = 64u;
+const TK: u32 = 16u;
+var<workgroup> As: array<f32, 1024>; // [TK][TM]
+var<workgroup> Bs: array<f32, 1024>; // [TK][TM]
+
+@compute @workgroup_size(16, 16)
+fn matmul_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let M = p[0];
+    let N = p[1];
+    let K = p[2];
+    let z = wid.z;
+    let a0 = strided(z, 8u);
+    let b0 = strided(z, 8u + 2u + 2u * p[8]);
+    let row0 = wid.y * TM;
+    let col0 = wid.x * TM;
+    let t = lid.y * 16u + lid.x;
+    var acc: array<f32, 16>;
+    for (var k0 = 0u; k0 < K; k0 = k0 + TK) {
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            let e = t + 256u * j;
+            // A's slice: 64 rows × 16 k, k fastest in the read order.
+            let r = e / TK;
+            let ka = e % TK;
+            var va = 0.0;
+            if (row0 + r < M && k0 + ka < K) {
+                va = a[a0 + (row0 + r) * p[3] + (k0 + ka) * p[4]];
+            }
+            As[ka * TM + r] = va;
+            // B's slice: 16 k × 64 columns, columns fastest.
+            let kb = e / TM;
+            let c = e % TM;
+            var vb = 0.0;
+            if (k0 + kb < K && col0 + c < N) {
+                vb = b[b0 + (k0 + kb) * p[5] + (col0 + c) * p[6]];
+            }
+            Bs[kb * TM + c] = vb;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk = kk + 1u) {
+            let ar = As[kk * TM + lid.y * 4u];
+            let ar1 = As[kk * TM + lid.y * 4u + 1u];
+            let ar2 = As[kk * TM + lid.y * 4u + 2u];
+            let ar3 = As[kk * TM + lid.y * 4u + 3u];
+            let av = array<f32, 4>(ar, ar1, ar2, ar3);
+            for (var jj = 0u; jj < 4u; jj = jj + 1u) {
+                let bv = Bs[kk * TM + lid.x * 4u + jj];
+                acc[jj] = acc[jj] + av[0] * bv;
+                acc[4u + jj] = acc[4u + jj] + av[1] * bv;
+                acc[8u + jj] = acc[8u + jj] + av[2] * bv;
+                acc[12u + jj] = acc[12u + jj] + av[3] * bv;
+            }
+        }
+        workgroupBarrier();
+    }
+    let flags = p[7];
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        let r = row0 + lid.y * 4u + i;
+        for (var jj = 0u; jj < 4u; jj = jj + 1u) {
+            let c = col0 + lid.x * 4u + jj;
+            if (r < M && c < N) {
+                var v = acc[i * 4u + jj];
+                if ((flags & 1u) != 0u) { v = v + bias[c]; }
+                if ((flags & 2u) != 0u) { v = select(0.0, v, v > 0.0 || v != v); }
+                out[z * M * N + r * N + c] = v;
+            }
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! The GPU kernels behind `contiguous`, copies, `to_dtype` and tensors made on a GPU
+//! (`copy.wgsl`, `fill.wgsl`).
+
+use crate::device::{DType, Device};
+use crate::error::{Error, Result};
+use crate::gpu::{Kernel, context, groups_1d, layout_words, output};
+use crate::shape::{Layout, Shape};
+use crate::storage::Storage;
+use crate::tensor::Tensor;
+
+const COPY: Kernel = Kernel { name: "copy", wgsl: include_str!("copy.wgsl"), entry: "copy_main" };
+const CONVERT: Kernel = Kernel { name: "convert", wgsl: include_str!("copy.wgsl"), entry: "convert_main" };
+const SCATTER: Kernel = Kernel { name: "scatter", wgsl: include_str!("copy.wgsl"), entry: "scatter_main" };
+const FILL: Kernel = Kernel { name: "fill", wgsl: include_str!("fill.wgsl"), entry: "fill_main" };
+
+/// `t`'s elements in a fresh contiguous buffer (always a copy), not recorded by autograd.
+pub(crate) fn copy(t: &Tensor) -> Result<Tensor> {
+    let b = t.gpu_buffer("contiguous")?;
+    let n = t.numel();
+    let out = output(&b.ctx, "contiguous", n, t.dtype())?;
+    let mut p = vec![n as u32];
+    p.extend(layout_words(t.layout(), t.dims()));
+    b.ctx.dispatch(&COPY, &p, &[b.raw(), out.raw()], groups_1d(n))?;
+    Ok(Tensor::from_storage(Storage::Gpu(out), t.shape().clone()))
+}
+
+/// `src` written into the region `region` (a layout over `dst`'s buffer, of `src`'s shape) of
+/// `dst`, which must own its buffer unshared (a fresh tensor).
+pub(crate) fn scatter(dst: &Tensor, region: &Layout, src: &Tensor) -> Result<()> {
+    let src = src.owned_detached()?;
+    let (bd, bs) = (dst.gpu_buffer("scatter")?, src.gpu_buffer("scatter")?);
+    let n = src.numel();
+    let mut p = vec![n as u32];
+    p.extend(layout_words(region, src.dims()));
+    bd.ctx.dispatch(&SCATTER, &p, &[bs.raw(), bd.raw()], groups_1d(n))
+}
+
+/// `t` converted between f32 and i64 (held as i32), into a fresh buffer.
+pub(crate) fn convert(t: &Tensor, dtype: DType) -> Result<Storage> {
+    let op = "to_dtype";
+    let to_int = match (t.dtype(), dtype) {
+        (DType::F32, DType::I64) => 1,
+        (DType::I64, DType::F32) => 0,
+        (_, other) => crate::gpu::check_dtype(op, other).and(crate::gpu::check_dtype(op, t.dtype())).map(|_| 0)?,
+    };
+    let b = t.gpu_buffer(op)?;
+    let n = t.numel();
+    let out = output(&b.ctx, op, n, dtype)?;
+    let mut p = vec![n as u32, to_int];
+    p.extend(layout_words(t.layout(), t.dims()));
+    b.ctx.dispatch(&CONVERT, &p, &[b.raw(), out.raw()], groups_1d(n))?;
+    Ok(Storage::Gpu(out))
+}
+
+/// A tensor of `shape` filled with `value` on GPU `device`.
+pub(crate) fn full(shape: &[usize], value: f64, dtype: DType, device: Device) -> Result<Tensor> {
+    let ctx = context(device)?;
+    let n: usize = shape.iter().product();
+    let word = match dtype {
+        DType::F32 => (value as f32).to_bits(),
+        DType::I64 => {
+            let v = value as i64;
+            i32::try_from(v).map_err(|_| Error::InvalidArgument {
+                op: "full",
+                message: format!("{v} does not fit the GPU's 32-bit integers"),
+            })? as u32
+        }
+        DType::F64 => return crate::gpu::check_dtype("full", dtype).map(|_| unreachable!("f64 is refused")),
+    };
+    let out = output(&ctx, "full", n, dtype)?;
+    ctx.dispatch(&FILL, &[n as u32, word], &[out.raw()], groups_1d(n))?;
+    Ok(Tensor::from_storage(Storage::Gpu(out), Shape::from(shape)))
+}

@@ -1,0 +1,445 @@
+//! The per-device op suite: every op the GPU backend implements, run on the CPU and on the GPU
+//! from the same inputs; forward values, input gradients and parameter gradients must agree
+//! within f32 rounding (1e-5 relative). Without an adapter the tests skip with one line saying
+//! why, unless `STRATA_REQUIRE_GPU=1` (as `.ci/run` sets), where they fail.
+#![cfg(feature = "gpu")]
+// Inputs are listed as arrays of clones, one style for one input or several.
+#![allow(clippy::cloned_ref_to_slice_refs)]
+
+use strata_core::ops::optim::{AdamStep, SgdStep};
+use strata_core::{DType, Device, Error, Generator, Reduction, Tensor};
+
+/// The GPU to test on, or `None` (and a line saying why) when there is none.
+fn gpu() -> Option<Device> {
+    if strata_core::gpu::adapters().is_empty() {
+        let reason = strata_core::gpu::no_adapter_reason();
+        if std::env::var("STRATA_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+            panic!("STRATA_REQUIRE_GPU=1 but {reason}");
+        }
+        eprintln!("SKIPPED: GPU test: {reason}");
+        return None;
+    }
+    Some(Device::Gpu(0))
+}
+
+fn rand(shape: &[usize], seed: u64) -> Tensor {
+    Tensor::randn(shape, 0.0, 1.0, DType::F32, &mut Generator::new(seed)).unwrap()
+}
+
+/// `|a − b| ≤ tol·(1 + |a|)` elementwise.
+fn assert_close(what: &str, cpu: &Tensor, gpu: &Tensor, tol: f64) {
+    assert_eq!(cpu.dims(), gpu.dims(), "{what}: shapes");
+    assert_eq!(gpu.device(), Device::Gpu(0), "{what}: the GPU result is on the GPU");
+    let a = cpu.to_vec_f64();
+    let b: Vec<f64> =
+        gpu.to_vec::<f32>().unwrap_or_else(|e| panic!("{what}: {e}")).into_iter().map(f64::from).collect();
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        let ok = (x - y).abs() <= tol * (1.0 + x.abs()) || (x.is_nan() && y.is_nan());
+        assert!(ok, "{what}: element {i}: cpu {x} vs gpu {y}");
+    }
+}
+
+/// Runs `f` on leaves made from `inputs` on the CPU and on the GPU, backpropagates the sum of
+/// the output times a fixed random weight, and compares the outputs and every input's gradient.
+fn check(what: &str, dev: Device, inputs: &[Tensor], f: impl Fn(&[Tensor]) -> strata_core::Result<Tensor>) {
+    check_tol(what, dev, inputs, 1e-5, f)
+}
+
+fn check_tol(
+    what: &str,
+    dev: Device,
+    inputs: &[Tensor],
+    tol: f64,
+    f: impl Fn(&[Tensor]) -> strata_core::Result<Tensor>,
+) {
+    let run = |device: Device| {
+        let leaves: Vec<Tensor> =
+            inputs.iter().map(|t| t.to_device(device).unwrap().detach().requires_grad_().unwrap()).collect();
+        let y = f(&leaves).unwrap_or_else(|e| panic!("{what} on {device}: {e}"));
+        let w = rand(y.dims(), 99).to_device(device).unwrap();
+        y.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+        (y, leaves)
+    };
+    let (yc, lc) = run(Device::Cpu);
+    let (yg, lg) = run(dev);
+    assert_close(&format!("{what}: forward"), &yc, &yg, tol);
+    for (i, (c, g)) in lc.iter().zip(&lg).enumerate() {
+        match (c.grad(), g.grad()) {
+            (Some(c), Some(g)) => assert_close(&format!("{what}: gradient of input {i}"), &c, &g, tol),
+            (None, None) => {}
+            (c, g) => panic!("{what}: input {i} has a gradient on one device only ({c:?} / {g:?})"),
+        }
+    }
+}
+
+#[test]
+fn transfers_round_trip_and_report_their_device() {
+    let Some(dev) = gpu() else { return };
+    let x = rand(&[3, 5], 1);
+    let g = x.to_device(dev).unwrap();
+    assert_eq!(g.device(), dev);
+    assert_eq!(g.to_vec::<f32>().unwrap(), x.to_vec::<f32>().unwrap());
+    assert_eq!(g.to_device(Device::Cpu).unwrap().to_vec::<f32>().unwrap(), x.to_vec::<f32>().unwrap());
+    // A view's own elements only.
+    let v = x.t().unwrap().narrow(0, 1, 3).unwrap();
+    assert_eq!(v.to_device(dev).unwrap().to_vec::<f32>().unwrap(), v.to_vec::<f32>().unwrap());
+    let labels = Tensor::from_vec(vec![3i64, 0, 9], &[3]).unwrap();
+    assert_eq!(labels.to_device(dev).unwrap().to_vec::<i64>().unwrap(), vec![3, 0, 9]);
+    assert_eq!(Tensor::full_on(&[2, 2], 1.5, DType::F32, dev).unwrap().to_vec::<f32>().unwrap(), vec![1.5; 4]);
+    // The gradient goes back through the move.
+    let leaf = x.clone().requires_grad_().unwrap();
+    leaf.to_device(dev).unwrap().mul_scalar(2.0).unwrap().sum_all().unwrap().backward().unwrap();
+    let grad = leaf.grad().unwrap();
+    assert_eq!(grad.device(), Device::Cpu);
+    assert_eq!(grad.to_vec::<f32>().unwrap(), vec![2.0; 15]);
+}
+
+#[test]
+fn mixing_devices_is_an_error_that_names_both() {
+    let Some(dev) = gpu() else { return };
+    let (a, b) = (rand(&[2, 2], 1), rand(&[2, 2], 2).to_device(dev).unwrap());
+    let e = a.add(&b).unwrap_err().to_string();
+    assert!(e.contains("add") && e.contains("cpu") && e.contains("gpu:0") && e.contains(".to_device"), "{e}");
+    let e = a.matmul(&b).unwrap_err();
+    assert!(matches!(e, Error::DeviceMismatch { .. }), "{e}");
+    let f64s = Tensor::zeros(&[2], DType::F64).to_device(dev).unwrap_err().to_string();
+    assert!(f64s.contains("f64") || f64s.contains("F64"), "{f64s}");
+    let missing = Device::Gpu(4096);
+    let e = a.to_device(missing).unwrap_err().to_string();
+    assert!(e.contains("gpu:4096") && e.contains("strata devices"), "{e}");
+}
+
+#[test]
+fn ops_without_a_gpu_kernel_say_so() {
+    let Some(dev) = gpu() else { return };
+    let x = rand(&[1, 4, 4, 4], 1).to_device(dev).unwrap();
+    let w = rand(&[2, 2, 3, 3], 2).to_device(dev).unwrap();
+    let e = strata_core::conv2d(&x, &w, None, (1, 1), (0, 0), (1, 1), 2).unwrap_err().to_string();
+    assert!(
+        e.contains("conv2d with groups > 1") && e.contains("no kernel on gpu:0") && e.contains("--device cpu"),
+        "{e}"
+    );
+}
+
+#[test]
+fn convolution() {
+    let Some(dev) = gpu() else { return };
+    let (x, w, b) = (rand(&[2, 3, 9, 8], 1), rand(&[4, 3, 3, 3], 2), rand(&[4], 3));
+    check("conv2d", dev, &[x.clone(), w.clone(), b.clone()], |t| {
+        strata_core::conv2d(&t[0], &t[1], Some(&t[2]), (1, 1), (1, 1), (1, 1), 1)
+    });
+    check("conv2d strided, dilated, no bias", dev, &[x.clone(), rand(&[5, 3, 2, 3], 4)], |t| {
+        strata_core::conv2d(&t[0], &t[1], None, (2, 1), (0, 2), (2, 1), 1)
+    });
+    check("conv2d 1×1 of a view", dev, &[x.clone(), rand(&[2, 3, 1, 1], 5)], |t| {
+        strata_core::conv2d(&t[0].transpose(2, 3)?, &t[1], None, (1, 1), (0, 0), (1, 1), 1)
+    });
+}
+
+#[test]
+fn concatenation_and_lstm() {
+    let Some(dev) = gpu() else { return };
+    let (a, b) = (rand(&[2, 3, 4], 1), rand(&[2, 5, 4], 2));
+    check("cat", dev, &[a.clone(), b.clone()], |t| strata_core::cat(&[&t[0], &t[1]], 1));
+    check("stack", dev, &[a.clone(), a.mul_scalar(2.0).unwrap()], |t| strata_core::stack(&[&t[0], &t[1]], 2));
+    check("chunk", dev, &[b.clone()], |t| {
+        let c = t[0].chunk(5, 1)?;
+        c[1].mul(&c[3])?.add(&c[4])
+    });
+    let (x, wih, whh, bih, bhh) =
+        (rand(&[5, 3, 4], 1), rand(&[24, 4], 2), rand(&[24, 6], 3), rand(&[24], 4), rand(&[24], 5));
+    for opts in [
+        strata_core::LstmOptions::default(),
+        strata_core::LstmOptions { reverse: true, batch_first: true, cell_state: true },
+    ] {
+        check(
+            &format!("lstm {opts:?}"),
+            dev,
+            &[x.clone(), wih.clone(), whh.clone(), bih.clone(), bhh.clone()],
+            move |t| {
+                let (out, h_n, c_n) =
+                    strata_core::lstm_layer(&t[0], None, None, &t[1], &t[2], Some((&t[3], &t[4])), opts)?;
+                let tail = match c_n {
+                    Some(c) => h_n.mul(&c)?,
+                    None => h_n,
+                };
+                out.sum(&[0, 1], false)?.add(&tail.sum(&[0], false)?)
+            },
+        );
+    }
+}
+
+#[test]
+fn pooling() {
+    let Some(dev) = gpu() else { return };
+    use strata_core::{AvgPool2dOptions, MaxPool2dOptions};
+    let x = rand(&[2, 3, 7, 6], 1);
+    check("max_pool2d", dev, &[x.clone()], |t| strata_core::max_pool2d_with(&t[0], &MaxPool2dOptions::new((2, 2))));
+    let opts = MaxPool2dOptions {
+        stride: (2, 1),
+        padding: (1, 1),
+        dilation: (1, 2),
+        ceil_mode: true,
+        ..MaxPool2dOptions::new((3, 2))
+    };
+    check("max_pool2d with options", dev, &[x.clone()], move |t| strata_core::max_pool2d_with(&t[0], &opts));
+    check("avg_pool2d", dev, &[x.clone()], |t| strata_core::avg_pool2d_with(&t[0], &AvgPool2dOptions::new((2, 3))));
+    let opts = AvgPool2dOptions {
+        stride: (2, 2),
+        padding: (1, 1),
+        ceil_mode: true,
+        count_include_pad: false,
+        ..AvgPool2dOptions::new((3, 3))
+    };
+    check("avg_pool2d with options", dev, &[x.clone()], move |t| strata_core::avg_pool2d_with(&t[0], &opts));
+    check("adaptive_avg_pool2d", dev, &[x.clone()], |t| strata_core::adaptive_avg_pool2d(&t[0], (3, 4)));
+}
+
+#[test]
+fn batch_and_layer_norm() {
+    let Some(dev) = gpu() else { return };
+    let (x, w, b) = (rand(&[4, 3, 5, 5], 1), rand(&[3], 2), rand(&[3], 3));
+    for relu in [false, true] {
+        let (rm, rv) = (Tensor::zeros(&[3], DType::F32), Tensor::ones(&[3], DType::F32));
+        let (rmg, rvg) = (rm.to_device(dev).unwrap(), rv.to_device(dev).unwrap());
+        let f = move |t: &[Tensor]| {
+            let (rm, rv) = if t[0].device() == Device::Cpu { (&rm, &rv) } else { (&rmg, &rvg) };
+            let bn = if relu { strata_core::batch_norm_relu } else { strata_core::batch_norm };
+            bn(&t[0], Some(rm), Some(rv), Some(&t[1]), Some(&t[2]), true, 0.1, 1e-5)
+        };
+        check(&format!("batch_norm training relu={relu}"), dev, &[x.clone(), w.clone(), b.clone()], f);
+    }
+    let (x2, w2, b2) = (rand(&[3, 4, 6], 4), rand(&[4, 6], 5), rand(&[4, 6], 6));
+    check("layer_norm", dev, &[x2.clone(), w2, b2], |t| {
+        strata_core::layer_norm(&t[0], &[4, 6], Some(&t[1]), Some(&t[2]), 1e-5)
+    });
+    check("layer_norm without affine", dev, &[x2], |t| strata_core::layer_norm(&t[0], &[6], None, None, 1e-5));
+    // The running statistics move alike, and evaluation uses them.
+    let run = |device: Device| {
+        let (rm, rv) = (
+            Tensor::zeros(&[3], DType::F32).to_device(device).unwrap(),
+            Tensor::ones(&[3], DType::F32).to_device(device).unwrap(),
+        );
+        let xd = x.to_device(device).unwrap();
+        strata_core::batch_norm(&xd, Some(&rm), Some(&rv), None, None, true, 0.1, 1e-5).unwrap();
+        let y = strata_core::batch_norm(&xd, Some(&rm), Some(&rv), None, None, false, 0.1, 1e-5).unwrap();
+        (rm, rv, y)
+    };
+    let ((a, b_, c), (d, e, f)) = (run(Device::Cpu), run(dev));
+    assert_close("running mean", &a, &d, 1e-5);
+    assert_close("running var", &b_, &e, 1e-5);
+    assert_close("eval output", &c, &f, 1e-5);
+}
+
+#[test]
+fn elementwise_ops_with_broadcasting() {
+    let Some(dev) = gpu() else { return };
+    let (a, b, row) = (rand(&[4, 5], 1), rand(&[4, 5], 2), rand(&[5], 3));
+    check("add", dev, &[a.clone(), b.clone()], |t| t[0].add(&t[1]));
+    check("sub broadcast", dev, &[a.clone(), row.clone()], |t| t[0].sub(&t[1]));
+    check("mul", dev, &[a.clone(), b.clone()], |t| t[0].mul(&t[1]));
+    let pos = b.mul(&b).unwrap().add_scalar(0.5).unwrap();
+    check("div", dev, &[a.clone(), pos.clone()], |t| t[0].div(&t[1]));
+    check("column broadcast", dev, &[a.clone(), rand(&[4, 1], 4)], |t| t[0].mul(&t[1]));
+    check("neg", dev, &[a.clone()], |t| t[0].neg());
+    check("exp", dev, &[a.clone()], |t| t[0].exp());
+    check("log", dev, &[pos.clone()], |t| t[0].log());
+    check("relu", dev, &[a.clone()], |t| t[0].relu());
+    check("scalars", dev, &[a.clone()], |t| t[0].mul_scalar(-1.5)?.add_scalar(0.25));
+    check("sqrt", dev, &[pos.clone()], |t| t[0].sqrt());
+    check("add_relu", dev, &[a.clone(), b.clone()], |t| strata_core::add_relu(&t[0], &t[1]));
+    check("transposed operand", dev, &[a.clone(), rand(&[5, 4], 5)], |t| t[0].add(&t[1].t()?));
+    // A leaf used twice: its gradients add up on the device.
+    check("used twice", dev, &[a.clone()], |t| t[0].mul(&t[0])?.add(&t[0]));
+}
+
+#[test]
+fn activations_and_softmax() {
+    let Some(dev) = gpu() else { return };
+    let x = rand(&[5, 7], 1).mul_scalar(3.0).unwrap();
+    check("sigmoid", dev, &[x.clone()], |t| t[0].sigmoid());
+    check("tanh", dev, &[x.clone()], |t| t[0].tanh());
+    check("leaky_relu", dev, &[x.clone()], |t| t[0].leaky_relu(0.1));
+    check("elu", dev, &[x.clone()], |t| t[0].elu(0.7));
+    check("gelu", dev, &[x.clone()], |t| t[0].gelu());
+    check("gelu_tanh", dev, &[x.clone()], |t| t[0].gelu_tanh());
+    check("softmax", dev, &[x.clone()], |t| t[0].softmax(-1));
+    check("softmax dim 0", dev, &[x.clone()], |t| t[0].softmax(0));
+    check("log_softmax", dev, &[x.mul_scalar(100.0).unwrap()], |t| t[0].log_softmax(1));
+    let big = Tensor::from_vec(vec![-100.0f32, 100.0], &[2]).unwrap().to_device(dev).unwrap();
+    assert_eq!(big.tanh().unwrap().to_vec::<f32>().unwrap(), vec![-1.0, 1.0], "finite for large inputs");
+    assert_eq!(big.sigmoid().unwrap().to_vec::<f32>().unwrap(), vec![0.0, 1.0]);
+}
+
+#[test]
+fn views_copies_and_conversions() {
+    let Some(dev) = gpu() else { return };
+    let x = rand(&[3, 4, 5], 1);
+    check("transpose + contiguous", dev, &[x.clone()], |t| t[0].transpose(0, 2)?.contiguous());
+    check("narrow", dev, &[x.clone()], |t| t[0].narrow(1, 1, 2)?.contiguous());
+    check("expand", dev, &[rand(&[3, 1], 2)], |t| t[0].expand(&[3, 6])?.mul_scalar(2.0));
+    check("reshape of a view", dev, &[x.clone()], |t| t[0].transpose(0, 1)?.reshape(&[4, 15]));
+    let labels = Tensor::from_vec(vec![2.7f32, -1.2, 0.0], &[3]).unwrap();
+    let on = labels.to_device(dev).unwrap().to_dtype(DType::I64).unwrap();
+    assert_eq!(on.to_vec::<i64>().unwrap(), labels.to_dtype(DType::I64).unwrap().to_vec::<i64>().unwrap());
+    assert_eq!(on.to_dtype(DType::F32).unwrap().to_vec::<f32>().unwrap(), vec![2.0, -1.0, 0.0]);
+}
+
+#[test]
+fn reductions() {
+    let Some(dev) = gpu() else { return };
+    let x = rand(&[6, 7, 3], 1);
+    check("sum all", dev, &[x.clone()], |t| t[0].sum_all());
+    check("sum dim 0", dev, &[x.clone()], |t| t[0].sum(&[0], false));
+    check("sum dims 0, 2 keepdim", dev, &[x.clone()], |t| t[0].sum(&[0, 2], true));
+    check("mean", dev, &[x.clone()], |t| t[0].mean(&[1], false));
+    check("long sum", dev, &[rand(&[3, 5000], 2)], |t| t[0].sum(&[1], false));
+    check("max with gradient", dev, &[x.clone()], |t| t[0].max(1, false));
+    let a = x.argmax(-1, false).unwrap();
+    let g = x.to_device(dev).unwrap().argmax(-1, false).unwrap();
+    assert_eq!(g.device(), dev);
+    assert_eq!(g.to_vec::<i64>().unwrap(), a.to_vec::<i64>().unwrap());
+    assert!(x.to_device(dev).unwrap().all_finite());
+}
+
+#[test]
+fn matmul_and_linear() {
+    let Some(dev) = gpu() else { return };
+    check("matmul", dev, &[rand(&[70, 33], 1), rand(&[33, 65], 2)], |t| t[0].matmul(&t[1]));
+    check("matmul transposed", dev, &[rand(&[33, 70], 1), rand(&[65, 33], 2)], |t| t[0].t()?.matmul(&t[1].t()?));
+    check("batched broadcast", dev, &[rand(&[2, 3, 9, 4], 1), rand(&[3, 4, 5], 2)], |t| t[0].matmul(&t[1]));
+    check("vector", dev, &[rand(&[4], 1), rand(&[4, 3], 2)], |t| t[0].matmul(&t[1]));
+    let (x, w, b) = (rand(&[64, 784], 1), rand(&[128, 784], 2).mul_scalar(0.05).unwrap(), rand(&[128], 3));
+    check_tol("linear", dev, &[x.clone(), w.clone(), b.clone()], 2e-5, |t| {
+        strata_core::linear(&t[0], &t[1], Some(&t[2]))
+    });
+    check_tol("linear_relu", dev, &[x.clone(), w.clone(), b.clone()], 2e-5, |t| {
+        strata_core::linear_relu(&t[0], &t[1], Some(&t[2]))
+    });
+    check("linear without bias, 3-D input", dev, &[rand(&[2, 3, 8], 1), rand(&[5, 8], 2)], |t| {
+        strata_core::linear(&t[0], &t[1], None)
+    });
+}
+
+#[test]
+fn cross_entropy_every_reduction() {
+    let Some(dev) = gpu() else { return };
+    let logits = rand(&[16, 10], 1).mul_scalar(3.0).unwrap();
+    let target = Tensor::from_vec((0..16).map(|i| (i * 7 % 10) as i64).collect::<Vec<_>>(), &[16]).unwrap();
+    for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
+        let tc = target.clone();
+        let tg = target.to_device(dev).unwrap();
+        check(&format!("cross_entropy {reduction:?}"), dev, &[logits.clone()], move |t| {
+            let target = if t[0].device() == Device::Cpu { &tc } else { &tg };
+            strata_core::cross_entropy(&t[0], target, reduction)
+        });
+    }
+    let e = strata_core::cross_entropy(&logits.to_device(dev).unwrap(), &target, Reduction::Mean).unwrap_err();
+    assert!(matches!(e, Error::DeviceMismatch { .. }), "{e}");
+}
+
+/// Runs three optimizer steps of `step` on the CPU and on the GPU and compares parameters and states.
+fn check_steps(what: &str, dev: Device, states: usize, step: impl Fn(&Tensor, &Tensor, &[Tensor], u64)) {
+    let run = |device: Device| {
+        let p = rand(&[300], 1).to_device(device).unwrap();
+        let s: Vec<Tensor> = (0..states).map(|_| p.zeros_like().unwrap()).collect();
+        for t in 1..=3 {
+            let g = rand(&[300], 10 + t).to_device(device).unwrap();
+            step(&p, &g, &s, t);
+        }
+        (p, s)
+    };
+    let ((pc, sc), (pg, sg)) = (run(Device::Cpu), run(dev));
+    assert_close(&format!("{what}: parameter"), &pc, &pg, 1e-5);
+    for (c, g) in sc.iter().zip(&sg) {
+        assert_close(&format!("{what}: state"), c, g, 1e-5);
+    }
+}
+
+#[test]
+fn optimizer_updates() {
+    let Some(dev) = gpu() else { return };
+    let sgd = |cfg: SgdStep| {
+        move |p: &Tensor, g: &Tensor, s: &[Tensor], t: u64| p.sgd_step_(g, s.first(), t == 1, &cfg).unwrap()
+    };
+    check_steps("sgd", dev, 0, sgd(SgdStep { lr: 0.1, ..Default::default() }));
+    check_steps("sgd momentum", dev, 1, sgd(SgdStep { lr: 0.1, momentum: 0.9, dampening: 0.1, ..Default::default() }));
+    check_steps(
+        "sgd nesterov + decay",
+        dev,
+        1,
+        sgd(SgdStep { lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 0.01, ..Default::default() }),
+    );
+    for (decoupled, weight_decay, amsgrad) in [(false, 0.0, false), (false, 0.1, true), (true, 0.01, false)] {
+        let states = if amsgrad { 3 } else { 2 };
+        check_steps(&format!("adam decoupled={decoupled} amsgrad={amsgrad}"), dev, states, move |p, g, s, t| {
+            let cfg = AdamStep { lr: 0.01, betas: (0.9, 0.999), eps: 1e-8, weight_decay, decoupled, step: t };
+            p.adam_step_(g, &s[0], &s[1], s.get(2), &cfg).unwrap()
+        });
+    }
+}
+
+#[test]
+fn in_place_updates_keep_views_and_saved_values() {
+    let Some(dev) = gpu() else { return };
+    let p = rand(&[4], 1).to_device(dev).unwrap();
+    let before = p.detach();
+    p.fill_(2.0).unwrap();
+    assert_eq!(p.to_vec::<f32>().unwrap(), vec![2.0; 4]);
+    assert_eq!(before.to_vec::<f32>().unwrap(), rand(&[4], 1).to_vec::<f32>().unwrap(), "copy-on-write");
+    p.update_::<f32, _>(|v| v[1] = 5.0).unwrap();
+    assert_eq!(p.to_vec::<f32>().unwrap(), vec![2.0, 5.0, 2.0, 2.0]);
+    p.copy_(&Tensor::ones(&[4], DType::F32)).unwrap();
+    assert_eq!(p.to_vec::<f32>().unwrap(), vec![1.0; 4]);
+    let snapshot = p.detach();
+    p.sgd_step_(
+        &Tensor::ones(&[4], DType::F32).to_device(dev).unwrap(),
+        None,
+        true,
+        &SgdStep { lr: 0.5, ..Default::default() },
+    )
+    .unwrap();
+    assert_eq!(p.to_vec::<f32>().unwrap(), vec![0.5; 4]);
+    assert_eq!(snapshot.to_vec::<f32>().unwrap(), vec![1.0; 4], "a snapshot keeps its values");
+}
+
+#[test]
+fn a_small_mlp_trains_alike_on_both_devices() {
+    let Some(dev) = gpu() else { return };
+    // 20 → 16 → 3 with ReLU, cross-entropy, SGD with momentum: 20 steps.
+    let run = |device: Device| {
+        let mut rng = Generator::new(5);
+        let mk = |shape: &[usize], rng: &mut Generator| {
+            Tensor::randn(shape, 0.0, 0.3, DType::F32, rng)
+                .unwrap()
+                .to_device(device)
+                .unwrap()
+                .requires_grad_()
+                .unwrap()
+        };
+        let params = [mk(&[16, 20], &mut rng), mk(&[16], &mut rng), mk(&[3, 16], &mut rng), mk(&[3], &mut rng)];
+        let bufs: Vec<Tensor> = params.iter().map(|p| p.zeros_like().unwrap()).collect();
+        let x = Tensor::randn(&[32, 20], 0.0, 1.0, DType::F32, &mut rng).unwrap().to_device(device).unwrap();
+        let y: Vec<i64> = (0..32).map(|i| i % 3).collect();
+        let y = Tensor::from_vec(y, &[32]).unwrap().to_device(device).unwrap();
+        let mut losses = vec![];
+        for step in 0..20 {
+            params.iter().for_each(|p| p.zero_grad().unwrap());
+            let h = strata_core::linear_relu(&x, &params[0], Some(&params[1])).unwrap();
+            let logits = strata_core::linear(&h, &params[2], Some(&params[3])).unwrap();
+            let loss = strata_core::cross_entropy(&logits, &y, Reduction::Mean).unwrap();
+            loss.backward().unwrap();
+            for (p, b) in params.iter().zip(&bufs) {
+                let cfg = SgdStep { lr: 0.1, momentum: 0.9, ..Default::default() };
+                p.sgd_step_(&p.grad().unwrap(), Some(b), step == 0, &cfg).unwrap();
+            }
+            losses.push(loss.item().unwrap());
+        }
+        losses
+    };
+    let (cpu, gpu) = (run(Device::Cpu), run(dev));
+    for (i, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
+        assert!((c - g).abs() < 1e-4, "step {i}: cpu loss {c}, gpu loss {g}");
+    }
+    assert!(cpu[19] < cpu[0] * 0.8, "it learns: {cpu:?}");
+}

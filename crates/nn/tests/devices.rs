@@ -1,0 +1,108 @@
+//! The example models trained on a GPU with the CPU's losses: each model file in `examples/` is
+//! built twice from the same seed, one copy moved to the GPU, and both train the same steps of
+//! SGD with momentum on the same small batches; every step's loss agrees within 1e-4. Without
+//! an adapter the test prints `SKIPPED` (and fails under `STRATA_REQUIRE_GPU=1`).
+#![cfg(feature = "gpu")]
+
+use strata_core::{DType, Device, Generator, Tensor, manual_seed};
+use strata_nn::optim::{Optimizer, SGD, SgdConfig};
+use strata_nn::{CrossEntropyLoss, Module};
+
+fn gpu() -> Option<Device> {
+    if strata_core::gpu::adapters().is_empty() {
+        let reason = strata_core::gpu::no_adapter_reason();
+        assert!(std::env::var("STRATA_REQUIRE_GPU").as_deref() != Ok("1"), "STRATA_REQUIRE_GPU=1 but {reason}");
+        eprintln!("SKIPPED: GPU model test: {reason}");
+        return None;
+    }
+    Some(Device::Gpu(0))
+}
+
+/// Losses of `steps` SGD steps of the model in `file` on `device`, batch `batch`, cycling
+/// through four fixed random batches, from the initial parameters `init`.
+fn losses(file: &str, init: &strata_nn::StateDict, device: Device, steps: usize, batch: usize) -> Vec<f64> {
+    let spec = spec(file);
+    let sample = spec.input.clone().expect("the example models name their input");
+    let model = spec.build().unwrap();
+    model.load_state_dict(init, true).unwrap();
+    model.to_device(device).unwrap();
+    let mut opt =
+        SGD::with_config(model.parameters(), SgdConfig { lr: 0.02, momentum: 0.9, ..Default::default() }).unwrap();
+    let criterion = CrossEntropyLoss::new();
+    let mut rng = Generator::new(3);
+    let batches: Vec<(Tensor, Tensor)> = (0..4)
+        .map(|_| {
+            let mut dims = vec![batch];
+            dims.extend(&sample);
+            let x = Tensor::randn(&dims, 0.0, 1.0, DType::F32, &mut rng).unwrap();
+            let y: Vec<i64> = (0..batch).map(|_| (rng.next_u64() % 10) as i64).collect();
+            (x.to_device(device).unwrap(), Tensor::from_vec(y, &[batch]).unwrap().to_device(device).unwrap())
+        })
+        .collect();
+    let mut out = vec![];
+    for step in 0..steps {
+        let (x, y) = &batches[step % 4];
+        opt.zero_grad().unwrap();
+        let loss = criterion.forward(&model.forward(x).unwrap(), y).unwrap();
+        loss.backward().unwrap();
+        opt.step().unwrap();
+        out.push(loss.item().unwrap());
+    }
+    out
+}
+
+fn spec(file: &str) -> strata_nn::ModelSpec {
+    if file == "gru_rnn" {
+        // No example file has them: a GRU feeding a two-layer bidirectional tanh RNN.
+        let text = r#"name = "GruRnn"
+input = [6, 5]
+layers = [
+  { name = "gru", type = "GRU", input_size = 5, hidden_size = 8, batch_first = true },
+  { name = "rnn", type = "RNN", input_size = 8, hidden_size = 4, num_layers = 2, bidirectional = true, batch_first = true },
+  { name = "last", type = "LastStep" },
+  { name = "fc", type = "Linear", in_features = 8, out_features = 10 },
+]
+"#;
+        return strata_nn::model_file::parse_model(text, "gru_rnn.toml", "GruRnn").unwrap();
+    }
+    let path = format!("{}/../../examples/{file}", env!("CARGO_MANIFEST_DIR"));
+    strata_nn::model_file::load_model(std::path::Path::new(&path)).unwrap()
+}
+
+fn same_losses(file: &str, steps: usize, batch: usize) {
+    let Some(dev) = gpu() else { return };
+    // One initialisation for both (the default generator is shared by tests running at once).
+    manual_seed(7);
+    let init = spec(file).build().unwrap().state_dict();
+    let cpu = losses(file, &init, Device::Cpu, steps, batch);
+    let gpu = losses(file, &init, dev, steps, batch);
+    for (i, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
+        assert!((c - g).abs() < 1e-4, "{file}: step {i}: cpu loss {c}, gpu loss {g}");
+    }
+    assert!(cpu[steps - 1] < cpu[0], "{file} learns: {} → {}", cpu[0], cpu[steps - 1]);
+}
+
+#[test]
+fn simple_nn_on_the_gpu() {
+    same_losses("simple_nn.toml", 200, 16);
+}
+
+#[test]
+fn residual_mlp_on_the_gpu() {
+    same_losses("residual_mlp.toml", 200, 16);
+}
+
+#[test]
+fn resnet_on_the_gpu() {
+    same_losses("resnet_mnist_model.toml", 200, 2);
+}
+
+#[test]
+fn lstm_on_the_gpu() {
+    same_losses("lstm_mnist_model.toml", 200, 2);
+}
+
+#[test]
+fn gru_and_rnn_on_the_gpu() {
+    same_losses("gru_rnn", 50, 4);
+}
