@@ -95,15 +95,16 @@ fn an_op_without_a_gpu_kernel_names_itself_and_the_fix() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let model = tmp.path().join("dropout_mlp.toml");
+    let model = tmp.path().join("grouped.toml");
     std::fs::write(
         &model,
-        r#"name = "DropoutMLP"
-input = [784]
+        r#"name = "GroupedConv"
+input = [1, 28, 28]
 layers = [
-  { name = "fc1", type = "Linear", in_features = 784, out_features = 32 },
-  { name = "drop", type = "Dropout", p = 0.3 },
-  { name = "fc2", type = "Linear", in_features = 32, out_features = 10 },
+  { name = "conv1", type = "Conv2d", in_channels = 1, out_channels = 4, kernel_size = 3, stride = 2 },
+  { name = "conv2", type = "Conv2d", in_channels = 4, out_channels = 4, kernel_size = 3, stride = 2, groups = 2 },
+  { type = "Flatten" },
+  { name = "fc", type = "Linear", in_features = 144, out_features = 10 },
 ]
 "#,
     )
@@ -111,7 +112,10 @@ layers = [
     let (code, _, err) =
         strata(&["train", "--model", model.to_str().unwrap(), "--epochs", "1", "--device", "gpu", "--quiet"]);
     assert_ne!(code, 0);
-    assert!(err.contains("dropout") && err.contains("no kernel on gpu:0") && err.contains("--device cpu"), "{err}");
+    assert!(
+        err.contains("conv2d with groups > 1") && err.contains("no kernel on gpu:0") && err.contains("--device cpu"),
+        "{err}"
+    );
     let (code, _, err) = strata(&["train", "--dtype", "f64", "--device", "gpu", "--epochs", "1", "--quiet"]);
     assert_ne!(code, 0);
     assert!(err.contains("GPUs hold f32 only"), "{err}");

@@ -272,6 +272,24 @@ fn activations_and_softmax() {
 }
 
 #[test]
+fn dropout_draws_the_cpus_mask() {
+    let Some(dev) = gpu() else { return };
+    let x = rand(&[3, 1000], 1);
+    for (p, seed) in [(0.5, 1), (0.1, 2), (0.9, 3), (1.0 / 3.0, 4)] {
+        // An offset that is not a multiple of four words, and a stream of its own.
+        let start = Generator::new(seed).fork(7);
+        let (mut gc, mut gg) = (start.clone(), start.clone());
+        gc.next_u32();
+        gg.next_u32();
+        let yc = strata_core::dropout(&x, p, &mut gc).unwrap();
+        let yg = strata_core::dropout(&x.to_device(dev).unwrap(), p, &mut gg).unwrap();
+        assert_eq!(yc.to_vec::<f32>().unwrap(), yg.to_vec::<f32>().unwrap(), "p = {p}: the same mask, bit for bit");
+        assert_eq!(gc, gg, "both generators advance alike");
+    }
+    check("dropout gradient", dev, &[x.clone()], |t| strata_core::dropout(&t[0], 0.3, &mut Generator::new(5)));
+}
+
+#[test]
 fn views_copies_and_conversions() {
     let Some(dev) = gpu() else { return };
     let x = rand(&[3, 4, 5], 1);

@@ -20,11 +20,13 @@ fn gpu() -> Option<Device> {
 
 /// Losses of `steps` SGD steps of the model in `file` on `device`, batch `batch`, cycling
 /// through four fixed random batches, from the initial parameters `init`.
-fn losses(file: &str, init: &strata_nn::StateDict, device: Device, steps: usize, batch: usize) -> Vec<f64> {
+fn losses(file: &str, init: &Init, device: Device, steps: usize, batch: usize) -> Vec<f64> {
     let spec = spec(file);
     let sample = spec.input.clone().expect("the example models name their input");
     let model = spec.build().unwrap();
-    model.load_state_dict(init, true).unwrap();
+    model.load_state_dict(&init.0, true).unwrap();
+    // Dropout's generator position too, so both draw the same masks.
+    model.load_extra_state(&init.1).unwrap();
     model.to_device(device).unwrap();
     let mut opt =
         SGD::with_config(model.parameters(), SgdConfig { lr: 0.02, momentum: 0.9, ..Default::default() }).unwrap();
@@ -51,7 +53,22 @@ fn losses(file: &str, init: &strata_nn::StateDict, device: Device, steps: usize,
     out
 }
 
+/// A model's initial parameters and layer state (Dropout's generator).
+type Init = (strata_nn::StateDict, std::collections::BTreeMap<String, String>);
+
 fn spec(file: &str) -> strata_nn::ModelSpec {
+    if file == "dropout_mlp" {
+        let text = r#"name = "DropoutMLP"
+input = [784]
+layers = [
+  { name = "fc1", type = "Linear", in_features = 784, out_features = 64 },
+  { type = "ReLU" },
+  { name = "drop", type = "Dropout", p = 0.3 },
+  { name = "fc2", type = "Linear", in_features = 64, out_features = 10 },
+]
+"#;
+        return strata_nn::model_file::parse_model(text, "dropout_mlp.toml", "DropoutMLP").unwrap();
+    }
     if file == "gru_rnn" {
         // No example file has them: a GRU feeding a two-layer bidirectional tanh RNN.
         let text = r#"name = "GruRnn"
@@ -73,7 +90,8 @@ fn same_losses(file: &str, steps: usize, batch: usize) {
     let Some(dev) = gpu() else { return };
     // One initialisation for both (the default generator is shared by tests running at once).
     manual_seed(7);
-    let init = spec(file).build().unwrap().state_dict();
+    let model = spec(file).build().unwrap();
+    let init = (model.state_dict(), model.extra_state());
     let cpu = losses(file, &init, Device::Cpu, steps, batch);
     let gpu = losses(file, &init, dev, steps, batch);
     for (i, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
@@ -105,4 +123,9 @@ fn lstm_on_the_gpu() {
 #[test]
 fn gru_and_rnn_on_the_gpu() {
     same_losses("gru_rnn", 50, 4);
+}
+
+#[test]
+fn dropout_on_the_gpu_draws_the_cpus_masks() {
+    same_losses("dropout_mlp", 100, 16);
 }

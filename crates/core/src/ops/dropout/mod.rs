@@ -6,6 +6,9 @@
 //! draw of the generator's stream is ≥ p. The draws are addressed by position, so the mask is
 //! the same for a seed whatever the number of threads.
 
+#[cfg(feature = "gpu")]
+mod gpu;
+
 use super::with_float;
 use crate::error::Result;
 use crate::rng::Generator;
@@ -19,10 +22,6 @@ use crate::tensor::Tensor;
 /// - `x`: any shape (float)
 /// - output: the shape of `x`
 pub fn dropout(x: &Tensor, p: f64, generator: &mut Generator) -> Result<Tensor> {
-    // No GPU kernel yet: an error, never a silent round trip through the host.
-    if x.device().is_gpu() {
-        return Err(crate::Error::NoKernel { op: "dropout", device: x.device() });
-    }
     const OP: &str = "dropout";
     if !(0.0..1.0).contains(&p) {
         crate::bail_arg!(
@@ -36,6 +35,12 @@ pub fn dropout(x: &Tensor, p: f64, generator: &mut Generator) -> Result<Tensor> 
     }
     if p == 0.0 {
         return Ok(x.clone());
+    }
+    #[cfg(feature = "gpu")]
+    if x.device().is_gpu() {
+        // The mask is a constant of the op: y = x·m, dx = g·m, through `mul`.
+        let m = gpu::mask(x, p, generator)?;
+        return x.mul(&m);
     }
     let numel = x.numel();
     let mut u = vec![0.0; numel];
