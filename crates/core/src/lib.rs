@@ -1,6 +1,8 @@
 //! strata-core: the engine — n-dimensional tensors (`f32`, `f64`, `i64`) with shapes, strides
 //! and views; seeded counter-based random numbers; reverse-mode autograd; and the ops, with the
-//! `gemm` crate's kernels under matmul and the fused `linear` and `cross_entropy`.
+//! `gemm` crate's kernels under matmul and the fused `linear` and `cross_entropy`. Every tensor
+//! lives on a [`Device`]: the CPU, or (with the `gpu` feature) a GPU through wgpu, where each op
+//! runs its WGSL kernels (the `gpu` module, `ops/README.md`); `to_device` moves tensors between them.
 //!
 //! ```
 //! use strata_core::{Tensor, DType, Generator};
