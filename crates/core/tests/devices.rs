@@ -290,6 +290,23 @@ fn dropout_draws_the_cpus_mask() {
 }
 
 #[test]
+fn embedding_lookups() {
+    let Some(dev) = gpu() else { return };
+    let idx = Tensor::from_vec(vec![3i64, 0, 3, 5, 1, 3], &[2, 3]).unwrap();
+    let idx_gpu = idx.to_device(dev).unwrap();
+    for pad in [None, Some(3)] {
+        let (ic, ig) = (idx.clone(), idx_gpu.clone());
+        check(&format!("embedding padding {pad:?}"), dev, &[rand(&[7, 4], 1)], move |t| {
+            let i = if t[0].device() == Device::Cpu { &ic } else { &ig };
+            strata_core::embedding_padded(i, &t[0], pad)
+        });
+    }
+    let bad = Tensor::from_vec(vec![9i64], &[1]).unwrap().to_device(dev).unwrap();
+    let e = strata_core::embedding(&bad, &rand(&[7, 4], 1).to_device(dev).unwrap()).unwrap_err().to_string();
+    assert!(e.contains("out of range"), "{e}");
+}
+
+#[test]
 fn views_copies_and_conversions() {
     let Some(dev) = gpu() else { return };
     let x = rand(&[3, 4, 5], 1);

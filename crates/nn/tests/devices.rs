@@ -36,7 +36,13 @@ fn losses(file: &str, init: &Init, device: Device, steps: usize, batch: usize) -
         .map(|_| {
             let mut dims = vec![batch];
             dims.extend(&sample);
-            let x = Tensor::randn(&dims, 0.0, 1.0, DType::F32, &mut rng).unwrap();
+            let x = if spec.input_dtype.is_float() {
+                Tensor::randn(&dims, 0.0, 1.0, DType::F32, &mut rng).unwrap()
+            } else {
+                // Token ids, padding (0) included.
+                let n = dims.iter().product();
+                Tensor::from_vec((0..n).map(|_| (rng.next_u64() % 50) as i64).collect(), &dims).unwrap()
+            };
             let y: Vec<i64> = (0..batch).map(|_| (rng.next_u64() % 10) as i64).collect();
             (x.to_device(device).unwrap(), Tensor::from_vec(y, &[batch]).unwrap().to_device(device).unwrap())
         })
@@ -128,4 +134,9 @@ fn gru_and_rnn_on_the_gpu() {
 #[test]
 fn dropout_on_the_gpu_draws_the_cpus_masks() {
     same_losses("dropout_mlp", 100, 16);
+}
+
+#[test]
+fn embedding_lstm_on_the_gpu() {
+    same_losses("embedding_lstm.toml", 50, 4);
 }

@@ -2,6 +2,8 @@
 //! each output row's gradient into the row it came from, in index order, so repeated indices
 //! accumulate and the result is the same on every run; a `padding_idx` row gets no gradient.
 
+#[cfg(feature = "gpu")]
+mod gpu;
 use crate::device::DType;
 use crate::error::{Error, Result};
 use crate::shape::Shape;
@@ -35,10 +37,6 @@ pub fn embedding(indices: &Tensor, weight: &Tensor) -> Result<Tensor> {
 /// # Shapes
 /// - as [`embedding`]; `padding_idx` is a row of `weight`, `0..num_embeddings`
 pub fn embedding_padded(indices: &Tensor, weight: &Tensor, padding_idx: Option<usize>) -> Result<Tensor> {
-    // No GPU kernel yet: an error, never a silent round trip through the host.
-    if weight.device().is_gpu() {
-        return Err(crate::Error::NoKernel { op: "embedding", device: weight.device() });
-    }
     if indices.dtype() != DType::I64 {
         return Err(Error::UnsupportedDType {
             op: "embedding",
@@ -76,6 +74,11 @@ pub fn embedding_padded(indices: &Tensor, weight: &Tensor, padding_idx: Option<u
     }
     let mut out_dims = indices.dims().to_vec();
     out_dims.push(dim);
+    #[cfg(feature = "gpu")]
+    if weight.device().is_gpu() {
+        // The indices were read back for the range check above (a synchronisation).
+        return gpu::embedding(indices, weight, idx, padding_idx, out_dims);
+    }
     let storage = match weight.dtype() {
         DType::F32 => f32::wrap(gather::<f32>(&weight.to_vec::<f32>()?, &idx, dim)),
         DType::F64 => f64::wrap(gather::<f64>(&weight.to_vec::<f64>()?, &idx, dim)),
