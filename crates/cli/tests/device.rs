@@ -26,7 +26,8 @@ fn has_gpu(test: &str) -> bool {
     }
     let why = out.lines().find(|l| l.starts_with("no GPU")).unwrap_or("no GPU listed").to_string();
     assert!(std::env::var("STRATA_REQUIRE_GPU").as_deref() != Ok("1"), "STRATA_REQUIRE_GPU=1 but {why}");
-    eprintln!("SKIPPED: {test}: {why}");
+    // Straight to stderr (libtest captures eprintln!), so the skip shows.
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("{test}: SKIPPED, {why}\n").as_bytes());
     false
 }
 

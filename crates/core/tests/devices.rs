@@ -16,7 +16,12 @@ fn gpu() -> Option<Device> {
         if std::env::var("STRATA_REQUIRE_GPU").is_ok_and(|v| v == "1") {
             panic!("STRATA_REQUIRE_GPU=1 but {reason}");
         }
-        eprintln!("SKIPPED: GPU test: {reason}");
+        // Once per test binary, straight to stderr (libtest captures eprintln!): one visible line.
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            let line = format!("SKIPPED: the GPU tests in {}: {reason}\n", file!());
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+        });
         return None;
     }
     Some(Device::Gpu(0))
