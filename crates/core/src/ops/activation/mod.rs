@@ -4,6 +4,8 @@
 //! (numerically stable: the maximum is subtracted first). The `erf` used by GELU is FreeBSD's
 //! `s_erf.c` (via musl and the `libm` crate), accurate to below one ulp in f64.
 
+#[cfg(feature = "gpu")]
+mod gpu;
 use super::elementwise::unary_kernel;
 use super::{parallel_pays, with_float};
 use crate::autograd::make_node;
@@ -188,42 +190,11 @@ fn op_with_saved_output(
     Tensor::from_parts(out, Layout::contiguous(shape), node)
 }
 
-/// An activation on a GPU: the forward and the gradient factor by unary.wgsl's kernel (op
-/// codes), the backward's products composed from ops.
-#[cfg(feature = "gpu")]
-fn gpu_pointwise(x: &Tensor, act: Act) -> Result<Tensor> {
-    use super::elementwise::gpu::unary_code;
-    let name = act.name();
-    let (code, s): (u32, f64) = match act {
-        Act::Sigmoid => (6, 0.0),
-        Act::Tanh => (7, 0.0),
-        Act::LeakyRelu(s) => (9, s),
-        Act::Elu(a) => (11, a),
-        Act::Gelu => (13, 0.0),
-        Act::GeluTanh => (15, 0.0),
-    };
-    let out = unary_code(name, x, code, s as f32)?;
-    let y = Tensor::from_storage(out.clone(), x.shape().clone());
-    let x_saved = x.clone();
-    Ok(Tensor::from_op(out, x.shape().clone(), name, &[x], move |g| {
-        let dx = match act {
-            // σ' = σ(1 − σ); tanh' = 1 − tanh²
-            Act::Sigmoid => g.mul(&y)?.mul(&y.neg()?.add_scalar(1.0)?)?,
-            Act::Tanh => g.mul(&y.mul(&y)?.neg()?.add_scalar(1.0)?)?,
-            // The factor f′(x) from the kernel (code + 1), times g.
-            _ => {
-                g.mul(&Tensor::from_storage(unary_code(name, &x_saved, code + 1, s as f32)?, x_saved.shape().clone()))?
-            }
-        };
-        Ok(vec![Some(dx)])
-    }))
-}
-
 fn pointwise(x: &Tensor, act: Act) -> Result<Tensor> {
     let name = act.name();
     #[cfg(feature = "gpu")]
     if x.device().is_gpu() {
-        return gpu_pointwise(x, act);
+        return gpu::pointwise(x, act);
     }
     let s = x.cpu_storage(name)?;
     let out = with_float!(s, name, |v: T| Ok(T::wrap(unary_kernel::<T, T>(v, x.layout(), |a| act.forward(a)))))?;
