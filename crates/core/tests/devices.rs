@@ -115,18 +115,6 @@ fn mixing_devices_is_an_error_that_names_both() {
 }
 
 #[test]
-fn ops_without_a_gpu_kernel_say_so() {
-    let Some(dev) = gpu() else { return };
-    let x = rand(&[1, 4, 4, 4], 1).to_device(dev).unwrap();
-    let w = rand(&[2, 2, 3, 3], 2).to_device(dev).unwrap();
-    let e = strata_core::conv2d(&x, &w, None, (1, 1), (0, 0), (1, 1), 2).unwrap_err().to_string();
-    assert!(
-        e.contains("conv2d with groups > 1") && e.contains("no kernel on gpu:0") && e.contains("--device cpu"),
-        "{e}"
-    );
-}
-
-#[test]
 fn convolution() {
     let Some(dev) = gpu() else { return };
     let (x, w, b) = (rand(&[2, 3, 9, 8], 1), rand(&[4, 3, 3, 3], 2), rand(&[4], 3));
@@ -139,6 +127,29 @@ fn convolution() {
     check("conv2d 1×1 of a view", dev, &[x.clone(), rand(&[2, 3, 1, 1], 5)], |t| {
         strata_core::conv2d(&t[0].transpose(2, 3)?, &t[1], None, (1, 1), (0, 0), (1, 1), 1)
     });
+    // Groups: the GEMMs batched over (sample, group).
+    let x6 = rand(&[2, 6, 7, 8], 6);
+    check("conv2d groups = 2", dev, &[x6.clone(), rand(&[4, 3, 3, 3], 7), rand(&[4], 8)], |t| {
+        strata_core::conv2d(&t[0], &t[1], Some(&t[2]), (1, 2), (1, 0), (1, 1), 2)
+    });
+    check("conv2d depthwise (groups = C), 2 outputs per channel", dev, &[x6.clone(), rand(&[12, 1, 3, 3], 9)], |t| {
+        strata_core::conv2d(&t[0], &t[1], None, (2, 2), (1, 1), (1, 2), 6)
+    });
+}
+
+#[test]
+fn padding_every_mode() {
+    let Some(dev) = gpu() else { return };
+    let x = rand(&[2, 3, 5, 6], 1);
+    for mode in strata_core::PaddingMode::ALL {
+        // Asymmetric, at reflect's limit on the left.
+        check(&format!("pad2d {mode}"), dev, &[x.clone()], move |t| strata_core::pad2d(&t[0], [5, 1, 2, 3], mode));
+        check(&format!("pad2d {mode} of a view"), dev, &[x.clone()], move |t| {
+            strata_core::pad2d(&t[0].transpose(2, 3)?, [0, 2, 1, 0], mode)
+        });
+    }
+    let e = strata_core::pad2d(&x.to_device(dev).unwrap(), [6, 0, 0, 0], strata_core::PaddingMode::Reflect);
+    assert!(e.unwrap_err().to_string().contains("use at most 5"));
 }
 
 #[test]
@@ -376,6 +387,67 @@ fn cross_entropy_every_reduction() {
     }
     let e = strata_core::cross_entropy(&logits.to_device(dev).unwrap(), &target, Reduction::Mean).unwrap_err();
     assert!(matches!(e, Error::DeviceMismatch { .. }), "{e}");
+}
+
+#[test]
+fn weighted_smoothed_and_ignoring_cross_entropy_and_nll() {
+    use strata_core::CrossEntropyOptions;
+    let Some(dev) = gpu() else { return };
+    let logits = rand(&[12, 5], 1).mul_scalar(3.0).unwrap();
+    // Rows 3 and 8 carry the ignored class −100.
+    let t: Vec<i64> = (0..12).map(|i| if i % 5 == 3 { -100 } else { (i * 3 % 5) as i64 }).collect();
+    let target = Tensor::from_vec(t.clone(), &[12]).unwrap();
+    let in_range = Tensor::from_vec(t.iter().map(|&v| v.max(1)).collect::<Vec<_>>(), &[12]).unwrap();
+    let weight = rand(&[5], 2).exp().unwrap();
+    for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
+        for (w, ignore, eps) in
+            [(true, None, 0.0), (false, Some(-100), 0.0), (true, Some(-100), 0.1), (false, None, 0.25)]
+        {
+            // Without ignore_index, the ignored rows' targets become class 1.
+            let tgt = if ignore.is_some() { target.clone() } else { in_range.clone() };
+            let what = format!("cross_entropy {reduction:?} weight {w} ignore {ignore:?} ε {eps}");
+            let (tc, tg) = (tgt.clone(), tgt.to_device(dev).unwrap());
+            let (wc, wg) = (weight.clone(), weight.to_device(dev).unwrap());
+            check(&what, dev, &[logits.clone()], move |x| {
+                let gpu = x[0].device() != Device::Cpu;
+                let options = CrossEntropyOptions {
+                    reduction,
+                    weight: w.then(|| if gpu { wg.clone() } else { wc.clone() }),
+                    ignore_index: ignore,
+                    label_smoothing: eps,
+                };
+                strata_core::cross_entropy_with(&x[0], if gpu { &tg } else { &tc }, &options)
+            });
+            if eps == 0.0 {
+                let (tc, tg) = (tgt.clone(), tgt.to_device(dev).unwrap());
+                let (wc, wg) = (weight.clone(), weight.to_device(dev).unwrap());
+                check(&format!("nll_loss of log_softmax, {what}"), dev, &[logits.clone()], move |x| {
+                    let gpu = x[0].device() != Device::Cpu;
+                    let w = w.then(|| if gpu { &wg } else { &wc });
+                    strata_core::nll_loss(&x[0].log_softmax(1)?, if gpu { &tg } else { &tc }, w, ignore, reduction)
+                });
+            }
+        }
+    }
+}
+
+#[test]
+fn binary_cross_entropy_with_logits() {
+    let Some(dev) = gpu() else { return };
+    // Logits up to ±30: the stable forms must not overflow.
+    let x = rand(&[6, 4], 1).mul_scalar(10.0).unwrap();
+    let y = rand(&[6, 4], 2).sigmoid().unwrap();
+    let pw = rand(&[4], 3).exp().unwrap();
+    for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
+        check(&format!("bce {reduction:?}"), dev, &[x.clone(), y.clone()], move |t| {
+            strata_core::binary_cross_entropy_with_logits(&t[0], &t[1], None, reduction)
+        });
+        let (pc, pg) = (pw.clone(), pw.to_device(dev).unwrap());
+        check(&format!("bce {reduction:?} with pos_weight"), dev, &[x.clone(), y.clone()], move |t| {
+            let pw = if t[0].device() == Device::Cpu { &pc } else { &pg };
+            strata_core::binary_cross_entropy_with_logits(&t[0], &t[1], Some(pw), reduction)
+        });
+    }
 }
 
 /// Runs three optimizer steps of `step` on the CPU and on the GPU and compares parameters and states.

@@ -164,6 +164,11 @@ impl BatchNorm {
         let mut momentum = self.config.momentum.unwrap_or(0.0);
         let mut batches = None;
         if training && let Some(nbt) = &self.num_batches_tracked {
+            // The counter is host metadata (as an optimizer's step count): on the CPU, reading
+            // and bumping it each step syncs no device. Moved back once after `to_device`.
+            if nbt.device() != strata_core::Device::Cpu {
+                nbt.to_device_(strata_core::Device::Cpu)?;
+            }
             let next = nbt.item()? as i64 + 1;
             if self.config.momentum.is_none() {
                 momentum = 1.0 / next as f64;

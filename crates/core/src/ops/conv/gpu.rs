@@ -1,6 +1,6 @@
 //! conv2d on a GPU: the input unfolded into columns (`im2col.wgsl`), one batched GEMM per
 //! direction (the matmul kernel), and the input gradient folded back by a gather (`col2im`).
-//! Groups of 1; a grouped convolution on a GPU is `Error::NoKernel`.
+//! Grouped and depthwise convolutions batch the GEMMs over the groups.
 
 use super::cpu::ConvGeom;
 use crate::device::DType;
@@ -56,26 +56,31 @@ fn col2im(dcols: &Tensor, g: &ConvGeom) -> Result<Tensor> {
 }
 
 /// The convolution of `x` by `weight` (+ `bias`) on the GPU, with its backward.
+///
+/// The columns `[N, C·KH·KW, L]` are `[N, G, K', L]` by group (`K' = C/G·KH·KW`) and the
+/// weight `[O, C/G, KH, KW]` is `[G, O/G, K']`, so every GEMM is batched over `(n, group)`:
+/// a grouped (or depthwise) convolution is the same three GEMMs with one more batch dimension.
 pub(super) fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, g: ConvGeom) -> Result<Tensor> {
     use crate::ops::matmul::gpu::{Operand, gemm};
-    if g.groups != 1 {
-        return Err(crate::Error::NoKernel { op: "conv2d with groups > 1", device: x.device() });
-    }
     let xc = x.detach().contiguous()?;
     let cols = im2col(&xc, &g)?;
-    let (k, l) = (g.c * g.kh * g.kw, g.oh * g.ow);
-    let w2 = weight.detach().reshape(&[g.o, k])?.detach_owned()?;
-    // y[n] = W [O, K] · cols[n] [K, L]: the weight broadcast over the batch (stride 0).
-    let per = move |t: &Tensor, batch_stride: usize| Layout {
-        shape: Shape(vec![g.n]),
-        strides: vec![batch_stride],
+    let groups = g.groups;
+    let (og, kg, l) = (g.o / groups, g.c / groups * g.kh * g.kw, g.oh * g.ow);
+    let k = g.c * g.kh * g.kw;
+    let w2 = weight.detach().reshape(&[g.o, kg])?.detach_owned()?;
+    // Where matrix (n, group) of `t` starts: `per_n` apart by sample, `per_g` by group.
+    let per = move |t: &Tensor, per_n: usize, per_g: usize| Layout {
+        shape: Shape(vec![g.n, groups]),
+        strides: vec![per_n, per_g],
         offset: t.layout().offset,
     };
+    let batches = g.n * groups;
+    // y[n, group] = W[group] [O/G, K'] · cols[n, group] [K', L]: the weight broadcast over the batch.
     let y = gemm(
         "conv2d",
-        Operand { t: &w2, batch: per(&w2, 0), rs: k, cs: 1 },
-        Operand { t: &cols, batch: per(&cols, k * l), rs: l, cs: 1 },
-        (g.n, g.o, k, l),
+        Operand { t: &w2, batch: per(&w2, 0, og * kg), rs: kg, cs: 1 },
+        Operand { t: &cols, batch: per(&cols, k * l, kg * l), rs: l, cs: 1 },
+        (batches, og, kg, l),
         None,
         false,
     )?;
@@ -91,15 +96,15 @@ pub(super) fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, g: Conv
     let has_bias = bias.is_some();
     let w_shape = weight.shape().clone();
     Ok(Tensor::from_op(y.buffer(), y.shape().clone(), "conv2d", &inputs, move |dy| {
-        // dy: [N, O, OH, OW] as [N, O, L].
+        // dy: [N, O, OH, OW] as [N, O, L] = [N, G, O/G, L].
         let dy = dy.detach_owned()?.reshape(&[g.n, g.o, l])?;
         let dx = if needs.0 {
-            // dcols[n] = Wᵀ [K, O] · dy[n] [O, L]
+            // dcols[n, group] = W[group]ᵀ [K', O/G] · dy[n, group] [O/G, L]
             let dcols = gemm(
                 "conv2d",
-                Operand { t: &w2, batch: per(&w2, 0), rs: 1, cs: k },
-                Operand { t: &dy, batch: per(&dy, g.o * l), rs: l, cs: 1 },
-                (g.n, k, g.o, l),
+                Operand { t: &w2, batch: per(&w2, 0, og * kg), rs: 1, cs: kg },
+                Operand { t: &dy, batch: per(&dy, g.o * l, og * l), rs: l, cs: 1 },
+                (batches, kg, og, l),
                 None,
                 false,
             )?;
@@ -108,16 +113,16 @@ pub(super) fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, g: Conv
             None
         };
         let dw = if needs.1 {
-            // dW = Σ_n dy[n] [O, L] · cols[n]ᵀ [L, K]
+            // dW[group] = Σ_n dy[n, group] [O/G, L] · cols[n, group]ᵀ [L, K']
             let per_sample = gemm(
                 "conv2d",
-                Operand { t: &dy, batch: per(&dy, g.o * l), rs: l, cs: 1 },
-                Operand { t: &cols, batch: per(&cols, k * l), rs: 1, cs: l },
-                (g.n, g.o, l, k),
+                Operand { t: &dy, batch: per(&dy, g.o * l, og * l), rs: l, cs: 1 },
+                Operand { t: &cols, batch: per(&cols, k * l, kg * l), rs: 1, cs: l },
+                (batches, og, l, kg),
                 None,
                 false,
             )?;
-            let per_sample = Tensor::from_storage(per_sample, Shape(vec![g.n, g.o, k]));
+            let per_sample = Tensor::from_storage(per_sample, Shape(vec![g.n, g.o, kg]));
             Some(per_sample.sum(&[0], false)?.reshape(w_shape.dims())?)
         } else {
             None

@@ -222,9 +222,14 @@ pub fn nll_loss(
 /// `(N, C, targets, class weights)`.
 type ClassArgs = (usize, usize, Vec<i64>, Option<Vec<f64>>);
 
-/// Checks `x` `[N, C]`, `target` `[N]` (i64, in range or ignored) and the options; returns
-/// `(N, C, targets, class weights)`.
-fn check_class_args(op: &'static str, x: &Tensor, target: &Tensor, options: &CrossEntropyOptions) -> Result<ClassArgs> {
+/// Checks the shapes, dtypes and devices of `x` `[N, C]`, `target` `[N]` (i64) and the
+/// options, reading no values; returns `(N, C)`.
+fn check_class_shapes(
+    op: &'static str,
+    x: &Tensor,
+    target: &Tensor,
+    options: &CrossEntropyOptions,
+) -> Result<(usize, usize)> {
     if x.ndim() != 2 {
         return Err(Error::ShapeMismatch {
             op,
@@ -241,6 +246,9 @@ fn check_class_args(op: &'static str, x: &Tensor, target: &Tensor, options: &Cro
             hint: " as target: class indices must be i64",
         });
     }
+    if target.device() != x.device() {
+        return Err(Error::DeviceMismatch { op, lhs: x.device(), rhs: target.device() });
+    }
     if target.dims() != [n] {
         return Err(Error::ShapeMismatch {
             op,
@@ -252,25 +260,29 @@ fn check_class_args(op: &'static str, x: &Tensor, target: &Tensor, options: &Cro
     if c == 0 {
         crate::bail_arg!(op, "the input {} has 0 classes", x.shape());
     }
-    let weight = match &options.weight {
-        None => None,
-        Some(w) => {
-            x.check_same(op, w)?;
-            if w.dims() != [c] {
-                return Err(Error::ShapeMismatch {
-                    op,
-                    what: "weight",
-                    got: w.shape().clone(),
-                    expected: format!("[{c}] (one weight per class of the input {})", x.shape()),
-                });
-            }
-            Some(w.to_vec_f64())
+    if let Some(w) = &options.weight {
+        x.check_same(op, w)?;
+        if w.dims() != [c] {
+            return Err(Error::ShapeMismatch {
+                op,
+                what: "weight",
+                got: w.shape().clone(),
+                expected: format!("[{c}] (one weight per class of the input {})", x.shape()),
+            });
         }
-    };
+    }
     let eps = options.label_smoothing;
     if !(0.0..=1.0).contains(&eps) {
         crate::bail_arg!(op, "label_smoothing must be in [0, 1], got {eps}");
     }
+    Ok((n, c))
+}
+
+/// Checks `x` `[N, C]`, `target` `[N]` (i64, in range or ignored) and the options; returns
+/// `(N, C, targets, class weights)`, read to the host.
+fn check_class_args(op: &'static str, x: &Tensor, target: &Tensor, options: &CrossEntropyOptions) -> Result<ClassArgs> {
+    let (n, c) = check_class_shapes(op, x, target, options)?;
+    let weight = options.weight.as_ref().map(Tensor::to_vec_f64);
     let t = target.to_vec::<i64>()?;
     let bad = t.iter().enumerate().find(|&(_, &v)| Some(v) != options.ignore_index && (v < 0 || v as usize >= c));
     if let Some((index, &value)) = bad {
@@ -288,11 +300,17 @@ fn weighted_nll(
     options: &CrossEntropyOptions,
     softmax: bool,
 ) -> Result<Tensor> {
+    #[cfg(feature = "gpu")]
     if x.device().is_gpu() {
-        return Err(Error::NoKernel {
-            op: "cross_entropy with class weights, ignore_index or label smoothing",
-            device: x.device(),
-        });
+        // Targets stay on the device (one outside 0..C gives a NaN loss, as in `cross_entropy`).
+        check_class_shapes(op, x, target, options)?;
+        let (ignore, eps) = (options.ignore_index, options.label_smoothing);
+        let (rows, row_weights) = gpu::weighted_rows(op, x, target, options.weight.as_ref(), ignore, eps, softmax)?;
+        return match options.reduction {
+            Reduction::None => Ok(rows),
+            Reduction::Sum => rows.sum_all(),
+            Reduction::Mean => rows.sum_all()?.div(&row_weights.sum_all()?),
+        };
     }
     let (n, c, t, weight) = check_class_args(op, x, target, options)?;
     let xv = x.to_vec_f64();
@@ -391,9 +409,6 @@ pub fn binary_cross_entropy_with_logits(
     pos_weight: Option<&Tensor>,
     reduction: Reduction,
 ) -> Result<Tensor> {
-    if input.device().is_gpu() {
-        return Err(Error::NoKernel { op: "binary_cross_entropy_with_logits", device: input.device() });
-    }
     const OP: &str = "binary_cross_entropy_with_logits";
     input.check_same(OP, target)?;
     if !input.dtype().is_float() {
@@ -419,9 +434,19 @@ pub fn binary_cross_entropy_with_logits(
                     expected: format!("a shape that broadcasts to the input's {}", input.shape()),
                 });
             }
-            Some(pw.expand(input.dims())?.to_vec_f64())
+            Some(pw.expand(input.dims())?)
         }
     };
+    #[cfg(feature = "gpu")]
+    if input.device().is_gpu() {
+        let losses = gpu::bce_elements(input, target, pw.as_ref())?;
+        return match reduction {
+            Reduction::None => Ok(losses),
+            Reduction::Sum => losses.sum_all(),
+            Reduction::Mean => losses.mean_all(),
+        };
+    }
+    let pw = pw.map(|pw| pw.to_vec_f64());
     let (x, y) = (input.to_vec_f64(), target.to_vec_f64());
     let numel = x.len();
     let softplus = |z: f64| z.max(0.0) + (-z.abs()).exp().ln_1p();

@@ -5,7 +5,8 @@
 //!
 //! Every output element copies one input element (or is a zero), so the op is a gather through
 //! two index tables, one per axis (`cpu.rs`), and its backward is the adjoint scatter-add
-//! through the same tables: `d_x[src(oy), src(ox)] += d_y[oy, ox]`.
+//! through the same tables: `d_x[src(oy), src(ox)] += d_y[oy, ox]`. On a GPU the pooling
+//! kernels run it (one tap per output cell, divisors of 1).
 
 mod cpu;
 
@@ -120,10 +121,6 @@ impl std::fmt::Display for PaddingMode {
 /// # Ok::<(), strata_core::Error>(())
 /// ```
 pub fn pad2d(x: &Tensor, pad: [usize; 4], mode: PaddingMode) -> Result<Tensor> {
-    // No GPU kernel yet: an error, never a silent round trip through the host.
-    if x.device().is_gpu() {
-        return Err(crate::Error::NoKernel { op: "pad2d", device: x.device() });
-    }
     const OP: &str = "pad2d";
     if x.ndim() < 2 {
         return Err(Error::ShapeMismatch {
@@ -155,6 +152,25 @@ pub fn pad2d(x: &Tensor, pad: [usize; 4], mode: PaddingMode) -> Result<Tensor> {
     let mut out_dims = x.dims().to_vec();
     (out_dims[nd - 2], out_dims[nd - 1]) = (rows.len(), cols.len());
     let out_shape = Shape(out_dims);
+    #[cfg(feature = "gpu")]
+    if x.device().is_gpu() {
+        if x.dtype() != crate::DType::F32 {
+            return Err(Error::UnsupportedDType {
+                op: OP,
+                dtype: x.dtype(),
+                hint: " on a GPU (padding takes f32 there)",
+            });
+        }
+        // The pooling kernels with one tap (or none, a zero) per output cell and divisors of 1:
+        // the forward gathers, the backward sums each input element's copies in a fixed order.
+        let taps: Vec<Vec<u32>> = rows
+            .iter()
+            .flat_map(|&iy| cols.iter().map(move |&ix| iy.zip(ix).map(|(iy, ix)| (iy * w + ix) as u32)))
+            .map(|tap| tap.into_iter().collect())
+            .collect();
+        let divisors = vec![1.0; taps.len()];
+        return super::pool::gpu::pool(OP, x, (planes, h * w, taps.len()), &taps, Some(divisors), out_shape);
+    }
     let parallel = super::conv::cpu::parallel_for(out_shape.numel());
 
     let xc = x.contiguous()?.detach();

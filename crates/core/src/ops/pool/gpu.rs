@@ -62,7 +62,8 @@ fn tables(hw: usize, taps: &[Vec<u32>], divisors: &[f32]) -> Tables {
 }
 
 /// Average (or, with `divisors` empty, max) pooling of contiguous planes of `x`, with its backward.
-pub(super) fn pool(
+/// Also padding (`pad2d`): one tap or none per cell, every divisor 1.
+pub(crate) fn pool(
     op: &'static str,
     x: &Tensor,
     (planes, hw, ohw): (usize, usize, usize),

@@ -8,7 +8,7 @@
 //! whatever the thread count.
 
 #[cfg(feature = "gpu")]
-mod gpu;
+pub(crate) mod gpu;
 use super::conv::cpu::{for_each_chunk, map_tasks, parallel_for};
 pub use super::conv::pool_output_size;
 use super::conv::{check_positive, window_output};
