@@ -115,6 +115,24 @@ fn mixing_devices_is_an_error_that_names_both() {
 }
 
 #[test]
+fn a_tensor_too_big_for_the_device_is_an_error_naming_the_op_and_the_bytes() {
+    let Some(dev) = gpu() else { return };
+    // One element more than the adapter binds in one buffer: refused before asking the driver.
+    let max = strata_core::gpu::adapters()[0].max_binding_bytes;
+    let n = (max / 4 + 1) as usize;
+    let e = Tensor::full_on(&[n], 0.0, DType::F32, dev).unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, Error::DeviceOutOfMemory { .. }), "{text}");
+    assert!(
+        text.contains("out of memory on gpu:0") && text.contains(&format!("{} bytes were asked for", 4 * n)),
+        "{text}"
+    );
+    assert!(text.contains("bytes at most in one buffer on this adapter"), "{text}");
+    // The device still works afterwards.
+    assert_eq!(Tensor::full_on(&[2], 1.0, DType::F32, dev).unwrap().to_vec::<f32>().unwrap(), [1.0, 1.0]);
+}
+
+#[test]
 fn convolution() {
     let Some(dev) = gpu() else { return };
     let (x, w, b) = (rand(&[2, 3, 9, 8], 1), rand(&[4, 3, 3, 3], 2), rand(&[4], 3));
@@ -423,7 +441,7 @@ fn weighted_smoothed_and_ignoring_cross_entropy_and_nll() {
                 let (wc, wg) = (weight.clone(), weight.to_device(dev).unwrap());
                 check(&format!("nll_loss of log_softmax, {what}"), dev, &[logits.clone()], move |x| {
                     let gpu = x[0].device() != Device::Cpu;
-                    let w = w.then(|| if gpu { &wg } else { &wc });
+                    let w = w.then_some(if gpu { &wg } else { &wc });
                     strata_core::nll_loss(&x[0].log_softmax(1)?, if gpu { &tg } else { &tc }, w, ignore, reduction)
                 });
             }

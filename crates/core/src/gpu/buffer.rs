@@ -6,6 +6,7 @@ use crate::device::{DType, Device};
 use crate::error::{Error, Result};
 use crate::storage::CpuStorage;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 /// The device buffer of one tensor (f32, or i64 stored as i32).
 pub struct GpuBuffer {
@@ -22,11 +23,17 @@ impl std::fmt::Debug for GpuBuffer {
 }
 
 impl GpuBuffer {
+    /// Wraps a device buffer, counting its bytes as held by tensors until it drops.
+    fn hold(ctx: Arc<Context>, buffer: wgpu::Buffer, len: usize, dtype: DType) -> GpuBuffer {
+        ctx.held.fetch_add(buffer.size(), Ordering::Relaxed);
+        GpuBuffer { ctx, buffer: Some(buffer), len, dtype }
+    }
+
     /// A buffer of `len` elements with unspecified contents (every kernel writes all of its output).
     pub(crate) fn uninit(ctx: &Arc<Context>, op: &'static str, len: usize, dtype: DType) -> Result<GpuBuffer> {
         check_dtype(op, dtype)?;
         let buffer = ctx.take_buffer(op, 4 * len as u64)?;
-        Ok(GpuBuffer { ctx: ctx.clone(), buffer: Some(buffer), len, dtype })
+        Ok(GpuBuffer::hold(ctx.clone(), buffer, len, dtype))
     }
 
     /// The CPU buffer copied to `device`.
@@ -48,7 +55,7 @@ impl GpuBuffer {
             }
             CpuStorage::F64(_) => unreachable!("check_dtype refused f64"),
         };
-        Ok(GpuBuffer { ctx, buffer: Some(buffer), len: cpu.len(), dtype: cpu.dtype() })
+        Ok(GpuBuffer::hold(ctx, buffer, cpu.len(), cpu.dtype()))
     }
 
     /// The buffer's contents on the host, after every pending op has run (a synchronisation).
@@ -91,6 +98,7 @@ impl GpuBuffer {
 impl Drop for GpuBuffer {
     fn drop(&mut self) {
         if let Some(b) = self.buffer.take() {
+            self.ctx.held.fetch_sub(b.size(), Ordering::Relaxed);
             self.ctx.give_buffer(b);
         }
     }

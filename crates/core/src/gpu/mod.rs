@@ -132,6 +132,9 @@ pub(crate) struct Context {
     pipelines: Mutex<HashMap<&'static str, wgpu::ComputePipeline>>,
     pending: Mutex<Pending>,
     pool: Mutex<Pool>,
+    /// Bytes of the buffers tensors hold on the device now (not counting the pool): what an
+    /// out-of-memory error reports.
+    pub(crate) held: std::sync::atomic::AtomicU64,
     error: ErrorSlot,
 }
 
@@ -139,6 +142,7 @@ pub(crate) struct Context {
 #[derive(Default)]
 struct Pool {
     by_size: HashMap<u64, Vec<wgpu::Buffer>>,
+    /// Bytes in `by_size`.
     bytes: u64,
 }
 
@@ -288,11 +292,16 @@ impl Context {
 
     /// The error for an allocation the device could not make.
     fn out_of_memory(&self, op: &'static str, size: u64) -> Error {
+        let live = self.held.load(std::sync::atomic::Ordering::Relaxed);
         Error::DeviceOutOfMemory {
             op,
             device: self.strata_device(),
             requested: size,
-            available: "the device had no block of that size left".into(),
+            available: format!(
+                "the device had no block of that size left, with {:.1} MiB held by strata's tensors there \
+                 (free some, or use smaller batches)",
+                live as f64 / (1 << 20) as f64
+            ),
         }
     }
 
@@ -309,19 +318,22 @@ impl Context {
             }
         }
         self.check_size(op, size)?;
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(op),
-            size,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        if pollster::block_on(scope.pop()).is_some() {
-            // Free what the pool holds and try once more before giving up.
-            *self.pool.lock().unwrap_or_else(|e| e.into_inner()) = Pool::default();
-            return Err(self.out_of_memory(op, size));
+        let create = || {
+            let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+            let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(op),
+                size,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            pollster::block_on(scope.pop()).is_none().then_some(buffer)
+        };
+        if let Some(buffer) = create() {
+            return Ok(buffer);
         }
-        Ok(buffer)
+        // Free what the pool holds (buffers of other sizes) and try once more before giving up.
+        *self.pool.lock().unwrap_or_else(|e| e.into_inner()) = Pool::default();
+        create().ok_or_else(|| self.out_of_memory(op, size))
     }
 
     /// Gives a buffer back to the pool (or frees it when the pool is full).
@@ -444,6 +456,7 @@ pub(crate) fn context(device: Device) -> Result<Arc<Context>> {
         pipelines: Mutex::default(),
         pending: Mutex::default(),
         pool: Mutex::default(),
+        held: Default::default(),
         error,
     });
     contexts.insert(index, ctx.clone());
