@@ -307,7 +307,7 @@ pub struct RunFile {
 impl RunFile {
     /// Reads `examples/<name>` and the model file it refers to.
     pub fn load(name: &str) -> Result<RunFile> {
-        let bad = |message: String| Error::InvalidConfig { what: "run file", message };
+        let bad = |message: String| Error::InvalidState { owner: "run file", key: name.to_string(), reason: message };
         let path = examples_dir().join(name);
         let text = std::fs::read_to_string(&path).map_err(|e| bad(format!("{}: {e}", path.display())))?;
         let doc: toml::Table = text.parse().map_err(|e| bad(format!("{}: {e}", path.display())))?;

@@ -76,18 +76,17 @@ impl BatchNormConfig {
     /// bias 0, running mean 0, running variance 1, `num_batches_tracked` 0 (an `i64` scalar),
     /// as PyTorch initialises them; training mode.
     fn build(&self, kind: &'static str) -> Result<BatchNorm> {
-        let bad = |message: String| Err(Error::InvalidConfig { what: kind, message });
         if self.num_features == 0 {
-            return bad("num_features must be at least 1, got 0".into());
+            return Err(Error::option(kind, "num_features", 0, "at least 1"));
         }
         if !self.dtype.is_float() {
-            return bad(format!("parameters must be f32 or f64, got {:?}", self.dtype));
+            return Err(Error::option(kind, "dtype", format!("{:?}", self.dtype), "f32 or f64"));
         }
-        if self.eps.is_nan() || self.eps < 0.0 || self.momentum.is_some_and(|m| !m.is_finite()) {
-            return bad(format!(
-                "eps must be ≥ 0 and momentum finite, got eps {} and momentum {:?}",
-                self.eps, self.momentum
-            ));
+        if self.eps.is_nan() || self.eps < 0.0 {
+            return Err(Error::option(kind, "eps", self.eps, "≥ 0"));
+        }
+        if let Some(m) = self.momentum.filter(|m| !m.is_finite()) {
+            return Err(Error::option(kind, "momentum", m, "finite (or None for a cumulative average)"));
         }
         let c = [self.num_features];
         let param = |v: f64| Tensor::full(&c, v, self.dtype).requires_grad_();

@@ -42,10 +42,8 @@ impl Branches {
     /// Branches merged by `merge`; at least two are needed.
     pub fn new(branches: Vec<Sequential>, merge: Merge) -> Result<Branches> {
         if branches.len() < 2 {
-            return Err(Error::InvalidConfig {
-                what: merge.type_name(),
-                message: format!("needs at least 2 branches, got {} (a single chain is a Sequential)", branches.len()),
-            });
+            let expected = "at least 2 (a single chain is a Sequential)";
+            return Err(Error::option(merge.type_name(), "branches", branches.len(), expected));
         }
         Ok(Branches { branches, merge })
     }
@@ -72,12 +70,8 @@ impl Branches {
 }
 
 /// `[2, 64] (branch 0) and [2, 32] (branch 1)`, for run-time errors.
-fn shapes_phrase(ys: &[Tensor]) -> String {
-    let parts: Vec<String> = ys.iter().enumerate().map(|(i, y)| format!("{} (branch {i})", y.shape())).collect();
-    match parts.split_last() {
-        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
-        _ => parts.join(""),
-    }
+fn outputs(ys: &[Tensor]) -> Vec<(String, strata_core::Shape)> {
+    ys.iter().enumerate().map(|(i, y)| (format!("branch {i}"), y.shape().clone())).collect()
 }
 
 impl Module for Branches {
@@ -92,10 +86,11 @@ impl Module for Branches {
             Merge::Add => {
                 // Equal shapes, not merely broadcastable: a [N, 1] branch must not silently spread.
                 if ys.iter().any(|y| y.shape() != ys[0].shape()) {
-                    return Err(Error::ShapeCheck(format!(
-                        "add: the branches produce {}; they must have the same shape to be added",
-                        shapes_phrase(&ys)
-                    )));
+                    return Err(Error::BranchShapes {
+                        merge: "add",
+                        outputs: outputs(&ys),
+                        need: "they must have the same shape to be added".into(),
+                    });
                 }
                 let mut sum = ys[0].add(&ys[1])?;
                 for y in &ys[2..] {
@@ -111,10 +106,13 @@ impl Module for Branches {
                         && y.dims().iter().zip(ys[0].dims()).enumerate().all(|(k, (a, b))| k as isize == d || a == b)
                 };
                 if d < 0 || d >= rank || !ys.iter().all(fits) {
-                    return Err(Error::ShapeCheck(format!(
-                        "concat: the branches produce {}; to be concatenated along dim {dim} they must have the same rank and agree in every other dimension",
-                        shapes_phrase(&ys)
-                    )));
+                    return Err(Error::BranchShapes {
+                        merge: "concat",
+                        outputs: outputs(&ys),
+                        need: format!(
+                            "to be concatenated along dim {dim} they must have the same rank and agree in every other dimension"
+                        ),
+                    });
                 }
                 let refs: Vec<&Tensor> = ys.iter().collect();
                 Ok(strata_core::cat(&refs, dim)?)
@@ -279,7 +277,7 @@ mod tests {
         let cat = Branches::concat(vec![Sequential::new(), Sequential::new()], 2).unwrap();
         assert!(cat.forward(&x).unwrap_err().to_string().contains("to be concatenated along dim 2"));
         let e = Branches::add(vec![Sequential::new()]).err().unwrap().to_string();
-        assert_eq!(e, "Add: needs at least 2 branches, got 1 (a single chain is a Sequential)");
+        assert_eq!(e, "Add: branches must be at least 2 (a single chain is a Sequential), got 1");
         // Errors inside a branch name it by path.
         let inner =
             Branches::add(vec![Sequential::new().add_module("fc", lin(5, 4, &mut rng)), Sequential::new()]).unwrap();

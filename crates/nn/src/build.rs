@@ -28,15 +28,14 @@ impl ModelSpec {
     /// from the default generator. Inferred sizes are resolved first, so the spec must check.
     pub fn build(&self) -> Result<Sequential> {
         let needs_inference = self.layers.iter().any(|l| l.spec.has_inferred());
-        let resolved = if needs_inference {
-            self.resolve(None).map_err(|r| Error::ShapeCheck(r.render_errors()))?
-        } else {
-            self.clone()
-        };
+        let resolved =
+            if needs_inference { self.resolve(None).map_err(|r| Error::ShapeCheck(r.errors))? } else { self.clone() };
         if !self.dtype.is_float() {
-            return Err(Error::InvalidConfig {
-                what: "model",
-                message: format!("dtype must be f32 or f64, got {}", crate::check::shape::dtype_name(self.dtype)),
+            return Err(Error::InvalidOption {
+                owner: "model",
+                key: "dtype",
+                value: crate::check::shape::dtype_name(self.dtype).to_string(),
+                expected: "f32 or f64".into(),
             });
         }
         build_chain(&resolved.layers, self.dtype, self.conv_algorithm)

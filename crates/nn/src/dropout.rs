@@ -51,10 +51,7 @@ impl Dropout {
     /// Dropout with probability `p` in `[0, 1)` and masks drawn from `seed`.
     pub fn with_seed(p: f64, seed: u64) -> Result<Dropout> {
         if !(0.0..1.0).contains(&p) {
-            return Err(Error::InvalidConfig {
-                what: "Dropout",
-                message: format!("p must be in [0, 1) (the probability of zeroing an element), got {p}"),
-            });
+            return Err(Error::option("Dropout", "p", p, "in [0, 1) (the probability of zeroing an element)"));
         }
         Ok(Dropout { p, seed: AtomicU64::new(seed), step: AtomicU64::new(0), training: AtomicBool::new(true) })
     }
@@ -104,9 +101,10 @@ impl Module for Dropout {
             .split_once(',')
             .and_then(|(a, b)| Some((a.strip_prefix("seed=")?.parse().ok()?, b.strip_prefix("step=")?.parse().ok()?)));
         let Some((seed, step)) = parsed else {
-            return Err(Error::InvalidConfig {
-                what: "Dropout",
-                message: format!("bad saved state `{state}`: expected `seed=<integer>,step=<integer>`"),
+            return Err(Error::InvalidState {
+                owner: "Dropout",
+                key: state.to_string(),
+                reason: "not a generator position: expected `seed=<integer>,step=<integer>`".into(),
             });
         };
         self.seed.store(seed, Ordering::Relaxed);
@@ -219,12 +217,12 @@ mod tests {
         wrong.insert("head".into(), "seed=1,step=0".into());
         assert_eq!(
             b.load_extra_state(&wrong).unwrap_err().to_string(),
-            "load_extra_state: the saved state names the module `head`, which this model does not have"
+            "load_extra_state: saved state `head`: names a module this model does not have"
         );
         let bad = [("drop".to_string(), "step=3".to_string())].into_iter().collect();
         assert_eq!(
             b.load_extra_state(&bad).unwrap_err().to_string(),
-            "Dropout: bad saved state `step=3`: expected `seed=<integer>,step=<integer>`"
+            "Dropout: saved state `step=3`: not a generator position: expected `seed=<integer>,step=<integer>`"
         );
     }
 }

@@ -40,13 +40,10 @@ impl Embedding {
         dtype: DType,
         rng: &mut Generator,
     ) -> Result<Embedding> {
-        if num_embeddings == 0 || embedding_dim == 0 {
-            return Err(Error::InvalidConfig {
-                what: "Embedding",
-                message: format!(
-                    "num_embeddings and embedding_dim must be at least 1, got Embedding({num_embeddings}, {embedding_dim})"
-                ),
-            });
+        for (key, v) in [("num_embeddings", num_embeddings), ("embedding_dim", embedding_dim)] {
+            if v == 0 {
+                return Err(Error::option("Embedding", key, 0, "at least 1"));
+            }
         }
         let weight = Tensor::randn(&[num_embeddings, embedding_dim], 0.0, 1.0, dtype, rng)?.requires_grad_()?;
         Ok(Embedding { weight, padding_idx: None })
@@ -56,13 +53,11 @@ impl Embedding {
     /// `from_pretrained(weight, freeze=False)`); it becomes a parameter.
     pub fn from_tensor(weight: Tensor) -> Result<Embedding> {
         if weight.ndim() != 2 || !weight.dtype().is_float() {
-            return Err(Error::InvalidConfig {
-                what: "Embedding",
-                message: format!(
-                    "weight must be a float [num_embeddings, embedding_dim] tensor, got {} {:?}",
-                    weight.shape(),
-                    weight.dtype()
-                ),
+            return Err(Error::InvalidTensor {
+                owner: "Embedding",
+                name: "weight",
+                got: format!("{} {:?}", weight.shape(), weight.dtype()),
+                expected: "a float [num_embeddings, embedding_dim] tensor".into(),
             });
         }
         Ok(Embedding { weight: weight.detach().contiguous()?.detach().requires_grad_()?, padding_idx: None })
@@ -73,10 +68,8 @@ impl Embedding {
     pub fn padding_idx(mut self, padding_idx: i64) -> Result<Embedding> {
         let rows = self.num_embeddings() as i64;
         if padding_idx >= rows || padding_idx < -rows {
-            return Err(Error::InvalidConfig {
-                what: "Embedding",
-                message: format!("padding_idx must be within num_embeddings ({rows}), got {padding_idx}"),
-            });
+            let expected = format!("within num_embeddings ({rows}): in {}..{rows}", -rows);
+            return Err(Error::option("Embedding", "padding_idx", padding_idx, expected));
         }
         let p = if padding_idx < 0 { padding_idx + rows } else { padding_idx } as usize;
         let dim = self.embedding_dim();
@@ -302,6 +295,11 @@ mod tests {
         let g = e.weight.grad().unwrap().to_vec_f64();
         assert_eq!(g, [0., 0., 0., 1., 1., 1., 0., 0., 0., 0., 0., 0.]);
         assert_eq!(e.describe(), "Embedding(4, 3, padding_idx=3)");
-        assert!(e.padding_idx(4).unwrap_err().to_string().contains("within num_embeddings (4), got 4"));
+        assert!(
+            e.padding_idx(4)
+                .unwrap_err()
+                .to_string()
+                .contains("padding_idx must be within num_embeddings (4): in -4..4, got 4")
+        );
     }
 }

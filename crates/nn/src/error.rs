@@ -1,7 +1,9 @@
 //! The nn layer's error type: engine errors pass through unchanged; files and state_dicts add
 //! their own, each naming the file or key and what to do.
 
+use crate::check::error::ShapeError;
 use std::path::PathBuf;
+use strata_core::Shape;
 
 /// Everything a module, optimizer or state_dict operation can report.
 #[derive(Debug, thiserror::Error)]
@@ -52,13 +54,91 @@ pub enum Error {
         error: Box<Error>,
     },
 
-    /// A model that does not pass the shape check (every error, rendered).
-    #[error("{0}")]
-    ShapeCheck(String),
+    /// A model that does not pass the shape check: every error, each with its layer, the shape it
+    /// receives, what went wrong and the suggested fixes.
+    #[error("{}", render_shape_errors(.0))]
+    ShapeCheck(Vec<ShapeError>),
 
-    /// An invalid hyper-parameter or argument.
-    #[error("{what}: {message}")]
-    InvalidConfig { what: &'static str, message: String },
+    /// The branches of an `Add`, a `Concat` or a residual block (body and shortcut) produced
+    /// tensors that cannot be merged (found while running, in a model built without a spec).
+    #[error("{}", render_branches(.merge, .outputs, .need))]
+    BranchShapes {
+        /// `add`, `concat` or `residual`.
+        merge: &'static str,
+        /// Each branch's name and output shape, in order (`branch 0`, …; a residual block's
+        /// `body`, then its `shortcut` or `identity shortcut`).
+        outputs: Vec<(String, Shape)>,
+        /// What the merge needs of them.
+        need: String,
+    },
+
+    /// A layer or optimizer option with a value it cannot take.
+    #[error("{owner}: {key} must be {expected}, got {value}")]
+    InvalidOption {
+        /// The layer kind or optimizer (`Linear`, `SGD`, `model`).
+        owner: &'static str,
+        /// The option, by its PyTorch name (`in_features`, `p`, `momentum`).
+        key: &'static str,
+        /// The value given.
+        value: String,
+        /// What it must be.
+        expected: String,
+    },
+
+    /// A tensor handed to a layer (its weight or bias) with the wrong shape or element type.
+    #[error("{owner}: {name} must be {expected}, got {got}")]
+    InvalidTensor {
+        /// The layer kind.
+        owner: &'static str,
+        /// The tensor's name (`weight`, `bias`).
+        name: &'static str,
+        /// Its shape and element type.
+        got: String,
+        /// What the layer needs.
+        expected: String,
+    },
+
+    /// Saved state (an optimizer's, a Dropout's generator position, a module's extra state)
+    /// that does not fit what loads it.
+    #[error("{owner}: saved state `{key}`: {reason}")]
+    InvalidState {
+        /// What loads it (`SGD state`, `Adam state`, `Dropout`, `load_extra_state`).
+        owner: &'static str,
+        /// The entry (a state key or module name).
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A layer whose size is still to be inferred, used before the model was checked.
+    #[error("layer `{layer}`: {what} is not known; check the model with an input shape first")]
+    Unresolved {
+        /// The layer's name.
+        layer: String,
+        /// What is missing (`in_features`).
+        what: String,
+    },
+}
+
+/// The shape errors, separated by blank lines (as `strata check` prints them).
+fn render_shape_errors(errors: &[ShapeError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n\n")
+}
+
+/// `add: the branches produce [2, 3] (branch 0) and [2, 4] (branch 1); …`, or for a residual
+/// block `residual: the body produces [2, 3] but the shortcut passes [2, 4]; …`.
+fn render_branches(merge: &str, outputs: &[(String, Shape)], need: &str) -> String {
+    if let [(_, body), (shortcut, passed)] = outputs
+        && merge == "residual"
+    {
+        return format!("residual: the body produces {body} but the {shortcut} passes {passed}; {need}");
+    }
+    let parts: Vec<String> = outputs.iter().map(|(name, shape)| format!("{shape} ({name})")).collect();
+    let phrase = match parts.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => parts.join(""),
+    };
+    format!("{merge}: the branches produce {phrase}; {need}")
 }
 
 fn format_mismatch(
@@ -82,6 +162,16 @@ fn format_mismatch(
 }
 
 impl Error {
+    /// [`Error::InvalidOption`]: `owner`'s option `key` has `value`, and must be `expected`.
+    pub fn option(
+        owner: &'static str,
+        key: &'static str,
+        value: impl std::fmt::Display,
+        expected: impl Into<String>,
+    ) -> Error {
+        Error::InvalidOption { owner, key, value: value.to_string(), expected: expected.into() }
+    }
+
     /// This error as raised inside the child `name` of a container: paths compose
     /// (`encoder` + `fc1` → `encoder.fc1`), so the message names the innermost layer by its
     /// full path.

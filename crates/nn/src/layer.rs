@@ -37,10 +37,7 @@ impl BuildContext<'_> {
     /// The error for a size left to inference that was never inferred (the spec was built
     /// without being checked with an input shape).
     pub fn unknown(&self, what: &str) -> crate::Error {
-        crate::Error::InvalidConfig {
-            what: "model",
-            message: format!("layer `{}`: {what} is not known; check the model with an input shape first", self.name),
-        }
+        crate::Error::Unresolved { layer: self.name.to_string(), what: what.to_string() }
     }
 }
 

@@ -54,15 +54,16 @@ impl LayerNormConfig {
 
     /// Builds the layer: weight 1 and bias 0, as PyTorch initialises them.
     pub fn init(&self) -> Result<LayerNorm> {
-        let bad = |message: String| Err(Error::InvalidConfig { what: "LayerNorm", message });
+        const OWNER: &str = "LayerNorm";
         if self.normalized_shape.is_empty() || self.normalized_shape.contains(&0) {
-            return bad(format!("normalized_shape must be non-empty with sizes ≥ 1, got {:?}", self.normalized_shape));
+            let value = format!("{:?}", self.normalized_shape);
+            return Err(Error::option(OWNER, "normalized_shape", value, "non-empty with sizes ≥ 1"));
         }
         if !self.dtype.is_float() {
-            return bad(format!("parameters must be f32 or f64, got {:?}", self.dtype));
+            return Err(Error::option(OWNER, "dtype", format!("{:?}", self.dtype), "f32 or f64"));
         }
         if self.eps.is_nan() || self.eps < 0.0 {
-            return bad(format!("eps must be ≥ 0, got {}", self.eps));
+            return Err(Error::option(OWNER, "eps", self.eps, "≥ 0"));
         }
         let ns = &self.normalized_shape;
         let (weight, bias) = if self.elementwise_affine {

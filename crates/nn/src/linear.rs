@@ -45,13 +45,10 @@ impl Linear {
         dtype: DType,
         rng: &mut Generator,
     ) -> Result<Linear> {
-        if in_features == 0 || out_features == 0 {
-            return Err(Error::InvalidConfig {
-                what: "Linear",
-                message: format!(
-                    "in_features and out_features must be at least 1, got Linear({in_features}, {out_features})"
-                ),
-            });
+        for (key, v) in [("in_features", in_features), ("out_features", out_features)] {
+            if v == 0 {
+                return Err(Error::option("Linear", key, 0, "at least 1"));
+            }
         }
         let bound = 1.0 / (in_features as f64).sqrt();
         let weight = init::uniform(&[out_features, in_features], bound, dtype, rng)?.requires_grad_()?;
@@ -63,18 +60,22 @@ impl Linear {
     /// become parameters (leaves that require grad).
     pub fn from_tensors(weight: Tensor, bias: Option<Tensor>) -> Result<Linear> {
         if weight.ndim() != 2 {
-            return Err(Error::InvalidConfig {
-                what: "Linear",
-                message: format!("weight must be [out_features, in_features], got {}", weight.shape()),
+            return Err(Error::InvalidTensor {
+                owner: "Linear",
+                name: "weight",
+                got: weight.shape().to_string(),
+                expected: "[out_features, in_features]".into(),
             });
         }
         let (out_features, in_features) = (weight.dims()[0], weight.dims()[1]);
         if let Some(b) = &bias
             && b.dims() != [out_features]
         {
-            return Err(Error::InvalidConfig {
-                what: "Linear",
-                message: format!("bias must be [{out_features}], got {}", b.shape()),
+            return Err(Error::InvalidTensor {
+                owner: "Linear",
+                name: "bias",
+                got: b.shape().to_string(),
+                expected: format!("[{out_features}] (out_features)"),
             });
         }
         let weight = weight.detach().contiguous()?.detach().requires_grad_()?;

@@ -112,9 +112,10 @@ pub trait Module: Send + Sync {
             known.push(name);
         }
         if let Some(unknown) = state.keys().find(|k| !known.contains(k)) {
-            return Err(crate::Error::InvalidConfig {
-                what: "load_extra_state",
-                message: format!("the saved state names the module `{unknown}`, which this model does not have"),
+            return Err(crate::Error::InvalidState {
+                owner: "load_extra_state",
+                key: unknown.clone(),
+                reason: "names a module this model does not have".into(),
             });
         }
         if let Some(s) = state.get("") {

@@ -41,12 +41,12 @@ impl Residual {
         };
         // Equal shapes, not merely broadcastable: a [N, 1] body output must not silently spread.
         if y.shape() != s.shape() {
-            return Err(Error::ShapeCheck(format!(
-                "residual: the body produces {} but the {} passes {}; they must be equal to be added",
-                y.shape(),
-                if self.shortcut.is_some() { "shortcut" } else { "identity shortcut" },
-                s.shape()
-            )));
+            let shortcut = if self.shortcut.is_some() { "shortcut" } else { "identity shortcut" };
+            return Err(Error::BranchShapes {
+                merge: "residual",
+                outputs: vec![("body".into(), y.shape().clone()), (shortcut.into(), s.shape().clone())],
+                need: "they must be equal to be added".into(),
+            });
         }
         Ok((y, s))
     }

@@ -368,7 +368,7 @@ fn extra_state_resumes_the_mask_stream() {
     let bad = [("gru".to_string(), "step=3".to_string())].into_iter().collect();
     assert_eq!(
         b.load_extra_state(&bad).unwrap_err().to_string(),
-        "GRU: bad saved dropout state `step=3`: expected `seed=<integer>,step=<integer>`"
+        "GRU: saved state `step=3`: not a dropout generator position: expected `seed=<integer>,step=<integer>`"
     );
 }
 

@@ -239,36 +239,36 @@ impl Conv2dConfig {
 
     /// Checks the hyper-parameters, naming the one that is wrong.
     pub fn validate(&self) -> Result<()> {
-        let bad = |message: String| Err(Error::InvalidConfig { what: "Conv2d", message });
+        const OWNER: &str = "Conv2d";
         let c = self;
-        if c.in_channels == 0 || c.out_channels == 0 {
-            return bad(format!(
-                "in_channels and out_channels must be at least 1, got Conv2d({}, {})",
-                c.in_channels, c.out_channels
-            ));
+        for (key, v) in [("in_channels", c.in_channels), ("out_channels", c.out_channels)] {
+            if v == 0 {
+                return Err(Error::option(OWNER, key, 0, "at least 1"));
+            }
         }
-        for (name, (a, b)) in [("kernel_size", c.kernel_size), ("stride", c.stride), ("dilation", c.dilation)] {
+        for (key, (a, b)) in [("kernel_size", c.kernel_size), ("stride", c.stride), ("dilation", c.dilation)] {
             if a == 0 || b == 0 {
-                return bad(format!("{name} must be at least 1 in each dimension, got ({a}, {b})"));
+                return Err(Error::option(OWNER, key, format!("({a}, {b})"), "at least 1 in each dimension"));
             }
         }
         if c.groups == 0 {
-            return bad("groups must be at least 1, got 0".into());
+            return Err(Error::option(OWNER, "groups", 0, "at least 1"));
         }
         if c.padding_same && c.stride != (1, 1) {
-            return bad(format!(
-                "padding=\"same\" is not supported for strided convolutions (stride ({}, {})), as in PyTorch; \
-                 use stride 1, or an explicit padding",
-                c.stride.0, c.stride.1
+            return Err(Error::option(
+                OWNER,
+                "padding",
+                format!("\"same\" with stride ({}, {})", c.stride.0, c.stride.1),
+                "explicit for a strided convolution (\"same\" needs stride 1, as in PyTorch)",
             ));
         }
-        for (name, v) in [("in_channels", c.in_channels), ("out_channels", c.out_channels)] {
+        for (key, v) in [("in_channels", c.in_channels), ("out_channels", c.out_channels)] {
             if !v.is_multiple_of(c.groups) {
-                return bad(format!("{name} ({v}) must be divisible by groups ({})", c.groups));
+                return Err(Error::option(OWNER, key, v, format!("divisible by groups ({})", c.groups)));
             }
         }
         if !c.dtype.is_float() {
-            return bad(format!("parameters must be f32 or f64, got {:?}", c.dtype));
+            return Err(Error::option(OWNER, "dtype", format!("{:?}", c.dtype), "f32 or f64"));
         }
         Ok(())
     }

@@ -28,12 +28,12 @@ fn pytorch_default_init_names_and_description() {
 #[test]
 fn invalid_configs_are_errors() {
     let msg = |c: Conv2dConfig| c.init(&mut Generator::new(0)).unwrap_err().to_string();
-    assert_eq!(msg(Conv2dConfig::new(3, 4, 3).groups(2)), "Conv2d: in_channels (3) must be divisible by groups (2)");
-    assert_eq!(msg(Conv2dConfig::new(4, 6, 3).groups(4)), "Conv2d: out_channels (6) must be divisible by groups (4)");
+    assert_eq!(msg(Conv2dConfig::new(3, 4, 3).groups(2)), "Conv2d: in_channels must be divisible by groups (2), got 3");
     assert_eq!(
-        msg(Conv2dConfig::new(0, 6, 3)),
-        "Conv2d: in_channels and out_channels must be at least 1, got Conv2d(0, 6)"
+        msg(Conv2dConfig::new(4, 6, 3).groups(4)),
+        "Conv2d: out_channels must be divisible by groups (4), got 6"
     );
+    assert_eq!(msg(Conv2dConfig::new(0, 6, 3)), "Conv2d: in_channels must be at least 1, got 0");
     assert_eq!(
         msg(Conv2dConfig::new(1, 6, (3, 0))),
         "Conv2d: kernel_size must be at least 1 in each dimension, got (3, 0)"
@@ -78,7 +78,11 @@ fn same_and_padding_modes_forward() {
     assert_eq!(conv.forward(&Tensor::zeros(&[4, 5, 5], DType::F32)).unwrap().dims(), &[2, 7, 5]);
     assert_eq!(conv.describe(), "Conv2d 4 → 2, 3×3, padding 2×1 circular");
     let e = Conv2dConfig::new(1, 1, 3).padding("same").stride(2).init(&mut rng).unwrap_err().to_string();
-    assert!(e.contains("padding=\"same\" is not supported for strided convolutions (stride (2, 2))"), "{e}");
+    assert_eq!(
+        e,
+        "Conv2d: padding must be explicit for a strided convolution (\"same\" needs stride 1, as in PyTorch), \
+         got \"same\" with stride (2, 2)"
+    );
     let e = conv.forward(&Tensor::zeros(&[1, 4, 1, 5], DType::F32)).unwrap_err().to_string();
     assert!(e.contains("circular padding may wrap around at most once"), "{e}");
 }

@@ -63,11 +63,11 @@ impl Adam {
 
     fn build(params: Vec<Tensor>, config: AdamConfig, decoupled_weight_decay: bool) -> Result<Adam> {
         let what = if decoupled_weight_decay { "AdamW" } else { "Adam" };
-        check_range(what, "learning rate", config.lr, config.lr >= 0.0)?;
-        check_range(what, "epsilon value", config.eps, config.eps >= 0.0)?;
-        check_range(what, "beta parameter at index 0", config.betas.0, (0.0..1.0).contains(&config.betas.0))?;
-        check_range(what, "beta parameter at index 1", config.betas.1, (0.0..1.0).contains(&config.betas.1))?;
-        check_range(what, "weight_decay value", config.weight_decay, config.weight_decay >= 0.0)?;
+        check_range(what, "lr", config.lr, config.lr >= 0.0, "finite and ≥ 0")?;
+        check_range(what, "eps", config.eps, config.eps >= 0.0, "finite and ≥ 0")?;
+        check_range(what, "betas[0]", config.betas.0, (0.0..1.0).contains(&config.betas.0), "in [0, 1)")?;
+        check_range(what, "betas[1]", config.betas.1, (0.0..1.0).contains(&config.betas.1), "in [0, 1)")?;
+        check_range(what, "weight_decay", config.weight_decay, config.weight_decay >= 0.0, "finite and ≥ 0")?;
         let n = params.len();
         Ok(Adam { params, config, decoupled_weight_decay, state: (0..n).map(|_| None).collect() })
     }
@@ -102,7 +102,11 @@ impl Optimizer for Adam {
         for (key, t) in state.iter() {
             let parsed = key.rsplit_once('.').and_then(|(k, i)| Some((k, i.parse::<usize>().ok()?)));
             let Some((kind, i)) = parsed.filter(|&(_, i)| i < self.params.len()) else {
-                return Err(Error::InvalidConfig { what: "Adam state", message: format!("unexpected entry `{key}`") });
+                return Err(Error::InvalidState {
+                    owner: "Adam",
+                    key: key.to_string(),
+                    reason: "not an Adam state entry".into(),
+                });
             };
             let p = &self.params[i];
             if restored[i].is_none() {
@@ -120,9 +124,10 @@ impl Optimizer for Adam {
                 "exp_avg_sq" => s.exp_avg_sq = state_from(t, p, key)?,
                 "max_exp_avg_sq" => s.max_exp_avg_sq = Some(state_from(t, p, key)?),
                 _ => {
-                    return Err(Error::InvalidConfig {
-                        what: "Adam state",
-                        message: format!("unexpected entry `{key}`"),
+                    return Err(Error::InvalidState {
+                        owner: "Adam",
+                        key: key.to_string(),
+                        reason: "not an Adam state entry".into(),
                     });
                 }
             }

@@ -44,10 +44,11 @@ pub trait Optimizer {
     }
 }
 
-/// Checks that a hyper-parameter is finite and within `range`, as torch.optim's constructors do.
-pub(crate) fn check_range(what: &'static str, name: &str, value: f64, ok: bool) -> Result<()> {
+/// Checks that a hyper-parameter is finite and `ok`, as torch.optim's constructors do;
+/// `expected` says what it must be.
+pub(crate) fn check_range(owner: &'static str, key: &'static str, value: f64, ok: bool, expected: &str) -> Result<()> {
     if !value.is_finite() || !ok {
-        return Err(Error::InvalidConfig { what, message: format!("invalid {name}: {value}") });
+        return Err(Error::InvalidOption { owner, key, value: value.to_string(), expected: expected.into() });
     }
     Ok(())
 }
@@ -67,9 +68,10 @@ pub(crate) fn snapshot(state: &Tensor) -> Tensor {
 /// type and device.
 pub(crate) fn state_from(t: &Tensor, like: &Tensor, key: &str) -> Result<Tensor> {
     if t.dims() != like.dims() {
-        return Err(Error::InvalidConfig {
-            what: "optimizer state",
-            message: format!("`{key}` has shape {}, but its parameter has {}", t.shape(), like.shape()),
+        return Err(Error::InvalidState {
+            owner: "optimizer",
+            key: key.into(),
+            reason: format!("has shape {}, but its parameter has {}", t.shape(), like.shape()),
         });
     }
     Ok(t.detach().to_dtype(like.dtype())?.to_device(like.device())?.detach_owned()?)

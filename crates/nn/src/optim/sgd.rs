@@ -49,14 +49,16 @@ impl SGD {
 
     /// SGD with every option.
     pub fn with_config(params: Vec<Tensor>, config: SgdConfig) -> Result<SGD> {
-        check_range("SGD", "learning rate", config.lr, config.lr >= 0.0)?;
-        check_range("SGD", "momentum", config.momentum, config.momentum >= 0.0)?;
-        check_range("SGD", "dampening", config.dampening, true)?;
-        check_range("SGD", "weight_decay", config.weight_decay, config.weight_decay >= 0.0)?;
+        check_range("SGD", "lr", config.lr, config.lr >= 0.0, "finite and ≥ 0")?;
+        check_range("SGD", "momentum", config.momentum, config.momentum >= 0.0, "finite and ≥ 0")?;
+        check_range("SGD", "dampening", config.dampening, true, "finite")?;
+        check_range("SGD", "weight_decay", config.weight_decay, config.weight_decay >= 0.0, "finite and ≥ 0")?;
         if config.nesterov && (config.momentum <= 0.0 || config.dampening != 0.0) {
-            return Err(Error::InvalidConfig {
-                what: "SGD",
-                message: "Nesterov momentum requires a momentum > 0 and zero dampening".into(),
+            return Err(Error::InvalidOption {
+                owner: "SGD",
+                key: "nesterov",
+                value: format!("true with momentum {} and dampening {}", config.momentum, config.dampening),
+                expected: "false unless momentum > 0 and dampening = 0 (Nesterov momentum needs both)".into(),
             });
         }
         let n = params.len();
@@ -93,7 +95,11 @@ impl Optimizer for SGD {
                 .and_then(|i| i.parse::<usize>().ok())
                 .filter(|&i| i < self.params.len());
             let Some(i) = i else {
-                return Err(Error::InvalidConfig { what: "SGD state", message: format!("unexpected entry `{key}`") });
+                return Err(Error::InvalidState {
+                    owner: "SGD",
+                    key: key.to_string(),
+                    reason: "not an SGD state entry".into(),
+                });
             };
             buffers[i] = Some(state_from(t, &self.params[i], key)?);
         }
@@ -150,6 +156,6 @@ mod tests {
         }
         assert!((p.item().unwrap() - 0.72).abs() < 1e-12);
         assert!(SGD::with_config(vec![], SgdConfig { nesterov: true, ..Default::default() }).is_err());
-        assert!(SGD::new(vec![], -1.0).unwrap_err().to_string().contains("invalid learning rate: -1"));
+        assert!(SGD::new(vec![], -1.0).unwrap_err().to_string().contains("SGD: lr must be finite and ≥ 0, got -1"));
     }
 }

@@ -268,30 +268,17 @@ impl Recurrent {
         rng: &mut Generator,
     ) -> Result<Recurrent> {
         let what = cell.op();
-        if input_size == 0 || hidden_size == 0 || options.num_layers == 0 {
-            return Err(Error::InvalidConfig {
-                what,
-                message: format!(
-                    "input_size, hidden_size and num_layers must be at least 1, got input_size {input_size}, \
-                     hidden_size {hidden_size}, num_layers {}",
-                    options.num_layers
-                ),
-            });
+        for (key, v) in [("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", options.num_layers)] {
+            if v == 0 {
+                return Err(Error::option(what, key, 0, "at least 1"));
+            }
         }
         if !options.dtype.is_float() {
-            return Err(Error::InvalidConfig {
-                what,
-                message: format!("parameters must be float, not {:?}", options.dtype),
-            });
+            return Err(Error::option(what, "dtype", format!("{:?}", options.dtype), "f32 or f64"));
         }
         if !(0.0..1.0).contains(&options.dropout) {
-            return Err(Error::InvalidConfig {
-                what,
-                message: format!(
-                    "dropout must be in [0, 1) (the probability of zeroing a value between stacked layers), got {}",
-                    options.dropout
-                ),
-            });
+            let expected = "in [0, 1) (the probability of zeroing a value between stacked layers)";
+            return Err(Error::option(what, "dropout", options.dropout, expected));
         }
         // PyTorch: every parameter U(−1/√H, 1/√H), drawn in `parameters()` order.
         let bound = 1.0 / (hidden_size as f64).sqrt();
@@ -348,9 +335,10 @@ impl Recurrent {
             .split_once(',')
             .and_then(|(a, b)| Some((a.strip_prefix("seed=")?.parse().ok()?, b.strip_prefix("step=")?.parse().ok()?)));
         let Some((seed, step)) = parsed else {
-            return Err(Error::InvalidConfig {
-                what: self.cell.op(),
-                message: format!("bad saved dropout state `{state}`: expected `seed=<integer>,step=<integer>`"),
+            return Err(Error::InvalidState {
+                owner: self.cell.op(),
+                key: state.to_string(),
+                reason: "not a dropout generator position: expected `seed=<integer>,step=<integer>`".into(),
             });
         };
         self.stream.seed.store(seed, Ordering::Relaxed);

@@ -99,7 +99,7 @@ fn errors_name_op_shapes_and_dimension() {
     let (out, h_n) = gru.forward_with_state(&Tensor::zeros(&[4, 3], DType::F32), Some(&h0)).unwrap();
     assert_eq!((out.dims(), h_n.dims()), (&[4, 2][..], &[1, 2][..]));
     let e = RNN::with_options(3, 0, Nonlinearity::Tanh, RecurrentOptions::new(), &mut rng).unwrap_err();
-    assert!(e.to_string().starts_with("RNN: input_size, hidden_size and num_layers must be at least 1"));
+    assert!(e.to_string().starts_with("RNN: hidden_size must be at least 1, got 0"));
 }
 
 #[test]
