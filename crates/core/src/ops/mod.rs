@@ -1,6 +1,7 @@
-//! The ops. Each file or folder holds one op family: its API, shapes and autograd, its CPU kernel
-//! and its tests; a folder adds `gpu.rs` and its `.wgsl` beside them (the `gpu` feature). Ops
-//! dispatch on their inputs' device. See `README.md` for the primitives every backend implements.
+//! The ops. Each op family is one folder: `mod.rs` holds its API, `# Shapes` docs, autograd and
+//! the dispatch on the inputs' device (and its tests, or `tests.rs`), `cpu.rs` its CPU kernels,
+//! and `gpu.rs` with its `.wgsl` the GPU path (the `gpu` feature). `vmath.rs` holds vectorisable
+//! math for the CPU kernels. See `README.md` for the primitives every backend implements.
 
 pub mod activation;
 pub mod batch_norm;

@@ -5,6 +5,7 @@
 use super::{Storage, Tensor};
 use crate::device::{DType, Device};
 use crate::error::{Error, Result};
+use crate::ops::elementwise::cpu::add_in_place;
 use crate::storage::Element;
 use std::sync::Arc;
 
@@ -143,10 +144,8 @@ impl Tensor {
             return self.add(other);
         }
         match self.dtype() {
-            DType::F32 => other
-                .with_slice::<f32, _>(|o| self.update_::<f32, _>(|d| crate::ops::elementwise::add_in_place(d, o)))??,
-            DType::F64 => other
-                .with_slice::<f64, _>(|o| self.update_::<f64, _>(|d| crate::ops::elementwise::add_in_place(d, o)))??,
+            DType::F32 => other.with_slice::<f32, _>(|o| self.update_::<f32, _>(|d| add_in_place(d, o)))??,
+            DType::F64 => other.with_slice::<f64, _>(|o| self.update_::<f64, _>(|d| add_in_place(d, o)))??,
             DType::I64 => return self.add(other),
         }
         Ok(self)

@@ -1,5 +1,5 @@
 //! The activations on a GPU: forward and gradient factor by unary.wgsl's kernel (op codes),
-//! the backward's products composed from ops. Softmax is composed in `mod.rs`.
+//! the backward's products composed from ops. Softmax is composed from ops.
 
 use super::Act;
 use crate::error::Result;
@@ -33,4 +33,14 @@ pub(super) fn pointwise(x: &Tensor, act: Act) -> Result<Tensor> {
         };
         Ok(vec![Some(dx)])
     }))
+}
+
+/// (Log-)softmax along dimension `d` on a GPU, composed from ops: the maximum is a constant
+/// shift (softmax does not change with it), so it is detached and its backward never runs.
+pub(super) fn softmax(x: &Tensor, d: usize, log: bool) -> Result<Tensor> {
+    let dim = d as isize;
+    let shifted = x.sub(&x.gpu_max_keepdim(d)?)?;
+    let e = shifted.exp()?;
+    let total = e.sum(&[dim], true)?;
+    if log { shifted.sub(&total.log()?) } else { e.div(&total) }
 }

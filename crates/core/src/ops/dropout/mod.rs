@@ -5,14 +5,16 @@
 //! The mask comes from a counter-based [`Generator`]: element i is kept when the i-th uniform
 //! draw of the generator's stream is ≥ p. The draws are addressed by position, so the mask is
 //! the same for a seed whatever the number of threads.
+//!
+//! This file holds the API, shapes and autograd; `cpu.rs` the CPU kernel, `gpu.rs` and its
+//! `.wgsl` the GPU one (the `gpu` feature).
 
+mod cpu;
 #[cfg(feature = "gpu")]
 mod gpu;
 
-use super::with_float;
 use crate::error::Result;
 use crate::rng::Generator;
-use crate::storage::{Element, Float};
 use crate::tensor::Tensor;
 
 /// Zeroes each element of `x` with probability `p` (drawn from `generator`, which advances)
@@ -42,19 +44,7 @@ pub fn dropout(x: &Tensor, p: f64, generator: &mut Generator) -> Result<Tensor> 
         let m = gpu::mask(x, p, generator)?;
         return x.mul(&m);
     }
-    let numel = x.numel();
-    let mut u = vec![0.0; numel];
-    generator.fill_uniform(&mut u, 0.0, 1.0);
-    let scale = 1.0 / (1.0 - p);
-    let xc = x.contiguous()?;
-    let s = xc.cpu_storage("dropout")?;
-    let o = xc.layout().offset;
-    // The mask holds 0 or 1/(1 − p) in the input's type: y = x·m and dx = g·m.
-    let (out, mask) = with_float!(s, OP, |v: T| {
-        let m: Vec<T> = u.iter().map(|&u| if u >= p { T::from_f64(scale) } else { T::ZERO }).collect();
-        let y: Vec<T> = v[o..o + numel].iter().zip(&m).map(|(&x, &m)| x * m).collect();
-        Ok((T::wrap(y), T::wrap(m)))
-    })?;
+    let (out, mask) = cpu::dropout(x, p, generator)?;
     let mask = Tensor::from_storage(mask, x.shape().clone());
     Ok(Tensor::from_op(out, x.shape().clone(), OP, &[x], move |g| Ok(vec![Some(g.mul(&mask)?)])))
 }

@@ -1,13 +1,17 @@
 //! `embedding`: row lookup in a weight table by integer index (`F.embedding`). Backward adds
 //! each output row's gradient into the row it came from, in index order, so repeated indices
 //! accumulate and the result is the same on every run; a `padding_idx` row gets no gradient.
+//!
+//! This file holds the API, shapes and autograd; `cpu.rs` the CPU kernels, `gpu.rs` and its
+//! `.wgsl` the GPU ones (the `gpu` feature).
 
+mod cpu;
 #[cfg(feature = "gpu")]
 mod gpu;
+
 use crate::device::DType;
 use crate::error::{Error, Result};
 use crate::shape::Shape;
-use crate::storage::{Element, Float};
 use crate::tensor::Tensor;
 
 /// Gathers rows of `weight` by `indices`, as `torch.nn.functional.embedding(indices, weight)`.
@@ -79,46 +83,14 @@ pub fn embedding_padded(indices: &Tensor, weight: &Tensor, padding_idx: Option<u
         // The indices were read back for the range check above (a synchronisation).
         return gpu::embedding(indices, weight, idx, padding_idx, out_dims);
     }
-    let storage = match weight.dtype() {
-        DType::F32 => f32::wrap(gather::<f32>(&weight.to_vec::<f32>()?, &idx, dim)),
-        DType::F64 => f64::wrap(gather::<f64>(&weight.to_vec::<f64>()?, &idx, dim)),
-        DType::I64 => {
-            return Err(Error::UnsupportedDType {
-                op: "embedding",
-                dtype: DType::I64,
-                hint: " as weight (it must be float)",
-            });
-        }
-    };
+    let storage = cpu::embedding(weight, &idx, dim)?;
     let weight_shape = weight.shape().clone();
     Ok(Tensor::from_op(storage, Shape(out_dims), "embedding", &[weight], move |g| {
         // d_weight[idx[p]] += g[p], in order of p, except at padding positions.
         let pad = padding_idx.map(|p| p as i64);
-        let d_weight = match g.dtype() {
-            DType::F64 => f64::wrap(g.with_slice::<f64, _>(|gv| scatter_add(gv, &idx, pad, rows, dim))?),
-            _ => f32::wrap(g.with_slice::<f32, _>(|gv| scatter_add(gv, &idx, pad, rows, dim))?),
-        };
+        let d_weight = cpu::embedding_backward(g, &idx, pad, rows, dim)?;
         Ok(vec![Some(Tensor::from_storage(d_weight, weight_shape))])
     }))
-}
-
-/// `out[p] = w[idx[p]]`, rows of `dim` elements.
-fn gather<T: Float>(w: &[T], idx: &[i64], dim: usize) -> Vec<T> {
-    let mut out = Vec::with_capacity(idx.len() * dim);
-    for &i in idx {
-        out.extend_from_slice(&w[i as usize * dim..(i as usize + 1) * dim]);
-    }
-    out
-}
-
-/// `d_w[idx[p]] += g[p]` for p in order, skipping positions that hold `pad`.
-fn scatter_add<T: Float>(g: &[T], idx: &[i64], pad: Option<i64>, rows: usize, dim: usize) -> Vec<T> {
-    let mut dw = vec![T::ZERO; rows * dim];
-    for (p, &i) in idx.iter().enumerate().filter(|&(_, &i)| Some(i) != pad) {
-        let row = &mut dw[i as usize * dim..(i as usize + 1) * dim];
-        row.iter_mut().zip(&g[p * dim..(p + 1) * dim]).for_each(|(d, &v)| *d += v);
-    }
-    dw
 }
 
 /// The multi-index of flat position `pos` in `dims`.

@@ -2,15 +2,19 @@
 //! and the GEMM accumulates onto it), and its backward in one pass: dX = dY·W, dW = dYᵀ·X and
 //! db = Σ_rows dY, computing only the gradients that are needed. `linear_relu` adds the ReLU in
 //! the same pass over the output, and masks the incoming gradient before the same backward.
+//!
+//! This file holds the API, shapes and autograd; `cpu.rs` the CPU kernels, `gpu.rs` the GPU
+//! path (the `gpu` feature).
+
+mod cpu;
+#[cfg(feature = "gpu")]
+mod gpu;
 
 use super::elementwise::relu_backward;
-use super::matmul::cpu::{MatRef, gemm};
-use super::matmul::linear_forward;
-use super::with_float2;
 use crate::error::{Error, Result};
 use crate::shape::{Layout, Shape};
-use crate::storage::{CpuStorage, Element, Float};
 use crate::tensor::Tensor;
+use cpu::LeafGrads;
 
 /// `x·Wᵀ + b`, as `torch.nn.functional.linear`.
 ///
@@ -75,28 +79,10 @@ fn linear_act(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, relu: bool) ->
     let (xrs, xcs) = if x.ndim() == 2 { (x2.strides()[0], x2.strides()[1]) } else { (k, 1) };
     #[cfg(feature = "gpu")]
     if x.device().is_gpu() {
-        return gpu_linear(x, &x2, weight, bias, relu, (m, k, n), (xrs, xcs));
+        return gpu::linear(x, &x2, weight, bias, relu, (m, k, n), (xrs, xcs));
     }
     let (w, b) = (weight.contiguous()?, bias.map(Tensor::contiguous).transpose()?);
-    let (sx, sw) = (x2.cpu_storage("linear")?, w.cpu_storage("linear")?);
-    let sb = b.as_ref().map(|b| b.cpu_storage("linear")).transpose()?;
-    let (xo, wo) = (x2.layout().offset, w.layout().offset);
-    let bo = b.as_ref().map_or(0, |b| b.layout().offset);
-    let storage = with_float2!(sx, sw, "linear", |vx, vw: T| {
-        let bias_slice = match sb.as_deref() {
-            Some(s) => Some(
-                &T::slice(s).ok_or(Error::DTypeMismatch { op: "linear", lhs: T::DTYPE, rhs: s.dtype() })?[bo..bo + n],
-            ),
-            None => None,
-        };
-        let xr = MatRef { data: vx, offset: xo, rs: xrs, cs: xcs };
-        let mut y = linear_forward::<T>(xr, &vw[wo..wo + n * k], bias_slice, m, k, n);
-        if relu {
-            // NaN stays NaN, as in torch.relu. A select, not a branch, so it vectorises.
-            super::wide(|| y.iter_mut().for_each(|v| *v = if *v > T::ZERO || v.is_nan() { *v } else { T::ZERO }));
-        }
-        Ok(T::wrap(y))
-    })?;
+    let storage = cpu::forward(&x2, &w, b.as_ref(), (m, k, n), (xrs, xcs), relu)?;
     let mut out_dims = x.dims().to_vec();
     *out_dims.last_mut().expect("x has at least one dimension") = n;
     let needs = (x.requires_grad(), weight.requires_grad(), bias.is_some_and(Tensor::requires_grad));
@@ -128,21 +114,8 @@ fn linear_act(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, relu: bool) ->
             Some(y) => relu_backward(g, y)?,
             None => g.contiguous()?,
         };
-        let (sg, sx, sw) = (g2.cpu_storage("linear")?, saved_x.cpu_storage("linear")?, saved_w.cpu_storage("linear")?);
-        let go = g2.layout().offset;
-        let (xo, wo) = (saved_x.layout().offset, saved_w.layout().offset);
-        let grads = with_float2!(sg, sx, "linear backward", |vg, vx: T| {
-            let vw = T::slice(&sw).expect("weight has the input's dtype");
-            let leaves = LeafGrads { weight: w_leaf.then_some(&saved_w), bias: b_leaf.as_ref() };
-            linear_backward::<T>(
-                &vg[go..go + m * n],
-                MatRef { data: vx, offset: xo, rs: xrs, cs: xcs },
-                &vw[wo..wo + n * k],
-                (m, k, n),
-                needs,
-                leaves,
-            )
-        })?;
+        let leaves = LeafGrads { weight: w_leaf.then_some(&saved_w), bias: b_leaf.as_ref() };
+        let grads = cpu::backward(&g2, &saved_x, &saved_w, (m, k, n), (xrs, xcs), needs, leaves)?;
         let (dx, dw, db) = grads;
         let mut out = vec![
             dx.map(|s| Tensor::from_storage(s, x_shape.clone())),
@@ -150,139 +123,6 @@ fn linear_act(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, relu: bool) ->
         ];
         if has_bias {
             out.push(db.map(|s| Tensor::from_storage(s, Shape(vec![n]))));
-        }
-        Ok(out)
-    }))
-}
-
-type LinearGrads = (Option<CpuStorage>, Option<CpuStorage>, Option<CpuStorage>);
-
-/// The parameters whose gradient buffers the backward writes into directly.
-struct LeafGrads<'a> {
-    weight: Option<&'a Tensor>,
-    bias: Option<&'a Tensor>,
-}
-
-/// Multiply-adds per GEMM above which the input gradient and the weight gradient run on two
-/// threads at once (`rayon::join`): they are independent, so each core takes one. Below it (all
-/// of SimpleNN's at batch 64: ~0.5 M, ~6 µs each) waking the second thread costs about what it
-/// saves, and on a busy machine much more (see `SPLIT_MIN_MACS` in `matmul/cpu.rs`).
-const JOIN_MIN_MACS: usize = 1 << 22;
-
-/// Linear's backward: g `[m, n]`, x `[m, k]`, w `[n, k]` →
-/// dx = g·w `[m, k]`, dw = gᵀ·x `[n, k]`, db = Σ_rows g `[n]`, each only when needed.
-/// dw and db go straight into the parameters' gradient buffers when `leaves` names them (the
-/// GEMM accumulates into the buffer: no temporary, no second pass), and are returned otherwise.
-/// dx and dw run on two threads when both are needed and large enough; each is one fixed
-/// computation either way, so the result does not depend on the thread count.
-fn linear_backward<T: Float>(
-    g: &[T],
-    x: MatRef<T>,
-    w: &[T],
-    (m, k, n): (usize, usize, usize),
-    needs: (bool, bool, bool),
-    leaves: LeafGrads,
-) -> Result<LinearGrads> {
-    let gm = MatRef { data: g, offset: 0, rs: n, cs: 1 };
-    // gᵀ is g read with swapped strides.
-    let gt = MatRef { data: g, offset: 0, rs: 1, cs: n };
-    let run_dx = || {
-        needs.0.then(|| {
-            let mut dx = T::take_buffer(m * k);
-            gemm(m, k, n, &mut dx, gm, MatRef { data: w, offset: 0, rs: k, cs: 1 }, false);
-            T::wrap(dx)
-        })
-    };
-    let run_dw_db = || -> Result<(Option<CpuStorage>, Option<CpuStorage>)> {
-        let dw = match (needs.1, leaves.weight) {
-            (false, _) => None,
-            (true, Some(leaf)) => {
-                leaf.accumulate_grad_with::<T>(|d, overwrite| gemm(n, k, m, d, gt, x, !overwrite))?;
-                None
-            }
-            (true, None) => {
-                let mut dw = T::take_buffer(n * k);
-                gemm(n, k, m, &mut dw, gt, x, false);
-                Some(T::wrap(dw))
-            }
-        };
-        // Column sums in row order: a fixed order, so results do not depend on threads.
-        let bias_grad = |d: &mut [T], overwrite: bool| {
-            if overwrite {
-                d.fill(T::ZERO);
-            }
-            for row in g.chunks_exact(n.max(1)).take(m) {
-                d.iter_mut().zip(row).for_each(|(d, &v)| *d += v);
-            }
-        };
-        let db = match (needs.2, leaves.bias) {
-            (false, _) => None,
-            (true, Some(leaf)) => {
-                leaf.accumulate_grad_with::<T>(bias_grad)?;
-                None
-            }
-            (true, None) => {
-                let mut db = T::take_buffer(n);
-                bias_grad(&mut db, true);
-                Some(T::wrap(db))
-            }
-        };
-        Ok((dw, db))
-    };
-    let parallel = needs.0 && needs.1 && m * n * k >= JOIN_MIN_MACS && rayon::current_num_threads() > 1;
-    let (dx, dw_db) = if parallel { rayon::join(run_dx, run_dw_db) } else { (run_dx(), run_dw_db()) };
-    let (dw, db) = dw_db?;
-    Ok((dx, dw, db))
-}
-
-/// `linear` on a GPU: one GEMM with the bias and ReLU in its epilogue; the backward is three
-/// GEMMs and a column sum, composed from ops that run on the device.
-#[cfg(feature = "gpu")]
-fn gpu_linear(
-    x: &Tensor,
-    x2: &Tensor,
-    weight: &Tensor,
-    bias: Option<&Tensor>,
-    relu: bool,
-    (m, k, n): (usize, usize, usize),
-    (xrs, xcs): (usize, usize),
-) -> Result<Tensor> {
-    use crate::ops::matmul::gpu::{Operand, gemm};
-    let name = if relu { "linear_relu" } else { "linear" };
-    let one = |t: &Tensor| Layout { shape: Shape(vec![]), strides: vec![], offset: t.layout().offset };
-    // x: [m, k] · wᵀ: element (kk, c) of wᵀ is w[c, kk].
-    let (ws0, ws1) = (weight.strides()[0], weight.strides()[1]);
-    let storage = gemm(
-        name,
-        Operand { t: x2, batch: one(x2), rs: xrs, cs: xcs },
-        Operand { t: weight, batch: one(weight), rs: ws1, cs: ws0 },
-        (1, m, k, n),
-        bias,
-        relu,
-    )?;
-    let mut out_dims = x.dims().to_vec();
-    *out_dims.last_mut().expect("x has at least one dimension") = n;
-    let shape = Shape(out_dims);
-    let inputs: Vec<&Tensor> = match bias {
-        Some(b) => vec![x, weight, b],
-        None => vec![x, weight],
-    };
-    let needs = (x.requires_grad(), weight.requires_grad(), bias.is_some_and(Tensor::requires_grad));
-    let saved_y = relu.then(|| Tensor::from_parts(storage.clone(), Layout::contiguous(shape.clone()), None));
-    let (x_shape, saved_x, saved_w, has_bias) =
-        (x.shape().clone(), x2.reshape(&[m, k])?.detach(), weight.detach(), bias.is_some());
-    Ok(Tensor::from_op(storage, shape, name, &inputs, move |g| {
-        // g: [*, n] → [m, n], masked by the ReLU's output.
-        let g2 = g.reshape(&[m, n])?;
-        let g2 = match &saved_y {
-            Some(y) => relu_backward(&g2, &y.reshape(&[m, n])?)?,
-            None => g2,
-        };
-        let dx = if needs.0 { Some(g2.matmul(&saved_w)?.reshape(x_shape.dims())?) } else { None };
-        let dw = if needs.1 { Some(g2.t()?.matmul(&saved_x)?) } else { None };
-        let mut out = vec![dx, dw];
-        if has_bias {
-            out.push(if needs.2 { Some(g2.sum(&[0], false)?) } else { None });
         }
         Ok(out)
     }))

@@ -24,20 +24,19 @@
 //! state; [`lstm_layer`] hands out views of it (output sequence, `h_n`, `c_n`), so gradients
 //! reaching any of them flow into this one node.
 //!
-//! The parts: this file (the API, shapes and the autograd node), `forward.rs` (the gate
-//! nonlinearities, row blocks and the forward recurrence), `backward.rs` (backpropagation through
-//! time and the parameter GEMMs), `tests.rs`.
+//! The parts: this file (the API and shapes), `cpu/` (the fused CPU op: `cpu/forward.rs` the
+//! gate nonlinearities, row blocks, the forward recurrence and the autograd node,
+//! `cpu/backward.rs` backpropagation through time and the parameter GEMMs), `gpu.rs` (the GPU
+//! path, composed from ops; the `gpu` feature), `tests.rs`.
 
-mod backward;
-mod forward;
+mod cpu;
+#[cfg(feature = "gpu")]
+mod gpu;
 #[cfg(test)]
 mod tests;
 
-use crate::device::DType;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
-use backward::*;
-use forward::*;
 
 /// How [`lstm_layer`] runs and lays out its results; the default is PyTorch's forward direction,
 /// time-major output, no `c_n`.
@@ -124,20 +123,9 @@ pub fn lstm_layer(
     }
     #[cfg(feature = "gpu")]
     if x.device().is_gpu() {
-        return gpu_lstm(x, h0, c0, (w_ih, w_hh), bias, opts, (t, n, f, h));
+        return gpu::lstm(x, h0, c0, (w_ih, w_hh), bias, opts, (t, n, f, h));
     }
-    let d = Dims { t, n, f, h, reverse: opts.reverse, batch_first: opts.batch_first };
-    let node_out = match x.dtype() {
-        DType::F32 => lstm_typed::<f32>(x, h0, c0, w_ih, w_hh, bias, d, opts.cell_state)?,
-        DType::F64 => lstm_typed::<f64>(x, h0, c0, w_ih, w_hh, bias, d, opts.cell_state)?,
-        DType::I64 => {
-            return Err(Error::UnsupportedDType {
-                op: OP,
-                dtype: DType::I64,
-                hint: " (convert with `.to_dtype(DType::F32)`)",
-            });
-        }
-    };
+    let node_out = cpu::lstm(x, h0, c0, (w_ih, w_hh), bias, opts, (t, n, f, h))?;
     let (out_dims, time_dim) = if opts.batch_first { ([n, t, h], 1) } else { ([t, n, h], 0) };
     let (out, c_n) = if opts.cell_state {
         // One flat output: the sequence, then c_n.
@@ -149,37 +137,4 @@ pub fn lstm_layer(
     let last = if opts.reverse { 0 } else { t - 1 };
     let h_n = out.narrow(time_dim, last, 1)?.reshape(&[n, h])?;
     Ok((out, h_n, c_n))
-}
-
-/// The LSTM layer on a GPU, composed step by step from ops (the input projection of every step
-/// as one GEMM first), with autograd through them: the same arithmetic as the fused CPU op, in
-/// the gate order i, f, g, o.
-#[cfg(feature = "gpu")]
-fn gpu_lstm(
-    x: &Tensor,
-    h0: Option<&Tensor>,
-    c0: Option<&Tensor>,
-    (w_ih, w_hh): (&Tensor, &Tensor),
-    bias: Option<(&Tensor, &Tensor)>,
-    opts: LstmOptions,
-    (t, n, f, h): (usize, usize, usize, usize),
-) -> Result<(Tensor, Tensor, Option<Tensor>)> {
-    let zeros = || Tensor::full_on(&[n, h], 0.0, x.dtype(), x.device());
-    // Every step's input projection at once: [T·N, F] · W_ihᵀ + b_ih → [T, N, 4H].
-    let xw = crate::linear(&x.reshape(&[t * n, f])?, w_ih, bias.map(|b| b.0))?.reshape(&[t, n, 4 * h])?;
-    let (mut hs, mut cs) = (h0.cloned().map_or_else(zeros, Ok)?, c0.cloned().map_or_else(zeros, Ok)?);
-    let mut outputs: Vec<Option<Tensor>> = vec![None; t];
-    let order: Vec<usize> = if opts.reverse { (0..t).rev().collect() } else { (0..t).collect() };
-    for &step in &order {
-        let gates = xw.narrow(0, step, 1)?.reshape(&[n, 4 * h])?.add(&crate::linear(&hs, w_hh, bias.map(|b| b.1))?)?;
-        let g = gates.chunk(4, 1)?;
-        let (i, fg, cell, o) = (g[0].sigmoid()?, g[1].sigmoid()?, g[2].tanh()?, g[3].sigmoid()?);
-        cs = fg.mul(&cs)?.add(&i.mul(&cell)?)?;
-        hs = o.mul(&cs.tanh()?)?;
-        outputs[step] = Some(hs.clone());
-    }
-    let outputs: Vec<Tensor> = outputs.into_iter().map(|o| o.expect("every step ran")).collect();
-    let refs: Vec<&Tensor> = outputs.iter().collect();
-    let out = crate::stack(&refs, if opts.batch_first { 1 } else { 0 })?;
-    Ok((out, hs, opts.cell_state.then_some(cs)))
 }

@@ -2,6 +2,7 @@
 //! transposed, the cells covering each pixel; the kernels read those tables, so average, adaptive
 //! and max pooling share them, and the backward is a gather (no atomics).
 
+use super::{AvgWindow, Window};
 use crate::device::DType;
 use crate::error::Result;
 use crate::gpu::{Kernel, groups_1d, output, words_as_bytes};
@@ -92,4 +93,35 @@ pub(crate) fn pool(
         ctx.dispatch(kernel, &p, &[bg.raw(), &tab, dx.raw(), index.raw()], groups_1d(planes * hw))?;
         Ok(vec![Some(Tensor::from_storage(Storage::Gpu(dx), x_shape))])
     }))
+}
+
+/// Each output cell's taps under a max-pooling window: the in-plane indices of the input
+/// pixels it covers (padding and positions past the edge hold none).
+pub(super) fn window_taps(win: &Window) -> Vec<Vec<u32>> {
+    let Window { h, w, oh, ow, kernel: kernel_size, stride, padding, dilation } = *win;
+    let mut taps = Vec::with_capacity(oh * ow);
+    for oy in 0..oh {
+        for ox in 0..ow {
+            let mut t = vec![];
+            for ky in 0..kernel_size.0 {
+                let iy = (oy * stride.0 + ky * dilation.0) as isize - padding.0 as isize;
+                for kx in 0..kernel_size.1 {
+                    let ix = (ox * stride.1 + kx * dilation.1) as isize - padding.1 as isize;
+                    if (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix) {
+                        t.push((iy as usize * w + ix as usize) as u32);
+                    }
+                }
+            }
+            taps.push(t);
+        }
+    }
+    taps
+}
+
+/// Each averaging window's taps: the in-plane indices of its input pixels (planes `w` wide).
+pub(super) fn avg_taps(windows: &[AvgWindow], w: usize) -> Vec<Vec<u32>> {
+    windows
+        .iter()
+        .map(|wi| (wi.y0..wi.y1).flat_map(|iy| (wi.x0..wi.x1).map(move |ix| (iy * w + ix) as u32)).collect())
+        .collect()
 }

@@ -1,21 +1,22 @@
 //! 2-D pooling, as `torch.nn.functional`: `max_pool2d`, `avg_pool2d` (with `ceil_mode`,
 //! `count_include_pad` and `divisor_override` through [`max_pool2d_with`] / [`avg_pool2d_with`])
-//! and `adaptive_avg_pool2d`, each forward with its backward right below it and the per-plane
-//! CPU kernel beside them; [`pool_output_size`] is PyTorch's output-size rule.
+//! and `adaptive_avg_pool2d`, each forward with its backward right below it; [`pool_output_size`]
+//! is PyTorch's output-size rule. The per-plane CPU kernels are in `cpu.rs`, the GPU path in
+//! `gpu.rs` and `pool.wgsl` (the `gpu` feature).
 //!
 //! Every `(n, c)` plane is independent, so planes are spread over rayon threads (above a size
 //! threshold); each plane is computed by one task in a fixed order, so results are identical
 //! whatever the thread count.
 
+mod cpu;
 #[cfg(feature = "gpu")]
 pub(crate) mod gpu;
-use super::conv::cpu::{for_each_chunk, map_tasks, parallel_for};
+
+use super::conv::cpu::parallel_for;
 pub use super::conv::pool_output_size;
 use super::conv::{check_positive, window_output};
-use super::with_float;
 use crate::error::{Error, Result};
 use crate::shape::Shape;
-use crate::storage::{Element, Float};
 use crate::tensor::Tensor;
 
 /// The planes of a pooling input: `[N, C, H, W]` or `[C, H, W]`; returns `(planes, H, W)`.
@@ -65,11 +66,6 @@ fn check_padding(
         );
     }
     Ok(())
-}
-
-/// The contiguous, detached data of `x` and its offset.
-fn contiguous_detached(x: &Tensor) -> Result<Tensor> {
-    Ok(x.contiguous()?.detach())
 }
 
 // ---------------------------------------------------------------- max pooling
@@ -151,51 +147,14 @@ pub fn max_pool2d_with(x: &Tensor, opts: &MaxPool2dOptions) -> Result<Tensor> {
     let win = Window { h, w, oh, ow, kernel: kernel_size, stride, padding, dilation };
     #[cfg(feature = "gpu")]
     if x.device().is_gpu() {
-        let mut taps = Vec::with_capacity(oh * ow);
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let mut t = vec![];
-                for ky in 0..kernel_size.0 {
-                    let iy = (oy * stride.0 + ky * dilation.0) as isize - padding.0 as isize;
-                    for kx in 0..kernel_size.1 {
-                        let ix = (ox * stride.1 + kx * dilation.1) as isize - padding.1 as isize;
-                        if (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix) {
-                            t.push((iy as usize * w + ix as usize) as u32);
-                        }
-                    }
-                }
-                taps.push(t);
-            }
-        }
-        return gpu::pool(OP, x, (planes, h * w, oh * ow), &taps, None, pooled_shape(x, oh, ow));
+        return gpu::pool(OP, x, (planes, h * w, oh * ow), &gpu::window_taps(&win), None, pooled_shape(x, oh, ow));
     }
-    let xc = contiguous_detached(x)?;
-    let s = xc.cpu_storage("pool")?;
-    let xo = xc.layout().offset;
     let parallel = parallel_for(planes * oh * ow * kernel_size.0 * kernel_size.1);
-    let (storage, index) = with_float!(s, OP, |v: T| {
-        let (vals, idx) = max_pool_forward::<T>(&v[xo..xo + x.numel()], planes, &win, parallel);
-        Ok((T::wrap(vals), idx))
-    })?;
+    let (storage, index) = cpu::max_pool(x, planes, &win, parallel)?;
     let x_shape = x.shape().clone();
     Ok(Tensor::from_op(storage, pooled_shape(x, oh, ow), OP, &[x], move |g| {
         // d_x[argmax of window i] += d_y[i].
-        let gc = g.contiguous()?;
-        let s = gc.cpu_storage("pool")?;
-        let go = gc.layout().offset;
-        let dx = with_float!(s, "max_pool2d backward", |v: T| {
-            let gv = &v[go..go + gc.numel()];
-            let (hw, ohw) = (h * w, oh * ow);
-            let mut dx = vec![T::ZERO; planes * hw];
-            for_each_chunk(&mut dx, hw, parallel, |p, dx_p| {
-                for (&i, &gi) in index[p * ohw..(p + 1) * ohw].iter().zip(&gv[p * ohw..(p + 1) * ohw]) {
-                    if i != usize::MAX {
-                        dx_p[i] += gi;
-                    }
-                }
-            });
-            Ok(T::wrap(dx))
-        })?;
+        let dx = cpu::max_pool_backward(g, &index, planes, (h, w), (oh, ow), parallel)?;
         Ok(vec![Some(Tensor::from_storage(dx, x_shape))])
     }))
 }
@@ -210,43 +169,6 @@ struct Window {
     stride: (usize, usize),
     padding: (usize, usize),
     dilation: (usize, usize),
-}
-
-impl Window {
-    /// In-bounds input rows (or columns) of the window at output position `o` along one axis.
-    fn taps(o: usize, k: usize, s: usize, p: usize, d: usize, size: usize) -> impl Iterator<Item = usize> {
-        (0..k).filter_map(move |i| (o * s + i * d).checked_sub(p).filter(|&v| v < size))
-    }
-}
-
-/// Per plane: each output is the maximum of its window; also returns the in-plane index of the
-/// chosen element (`usize::MAX` when the window holds no input element).
-fn max_pool_forward<T: Float>(x: &[T], planes: usize, win: &Window, parallel: bool) -> (Vec<T>, Vec<usize>) {
-    let (hw, ohw) = (win.h * win.w, win.oh * win.ow);
-    let mut vals = vec![T::ZERO; planes * ohw];
-    let mut idx = vec![0usize; planes * ohw];
-    let items: Vec<(&mut [T], &mut [usize])> = vals.chunks_mut(ohw).zip(idx.chunks_mut(ohw)).collect();
-    map_tasks(items, parallel, |p, (vals, idx)| {
-        let plane = &x[p * hw..(p + 1) * hw];
-        for oy in 0..win.oh {
-            for ox in 0..win.ow {
-                let (mut best, mut best_i) = (T::NEG_INFINITY, usize::MAX);
-                for iy in Window::taps(oy, win.kernel.0, win.stride.0, win.padding.0, win.dilation.0, win.h) {
-                    for ix in Window::taps(ox, win.kernel.1, win.stride.1, win.padding.1, win.dilation.1, win.w) {
-                        let v = plane[iy * win.w + ix];
-                        // PyTorch's rule: strictly greater wins (the first maximum), NaN always wins.
-                        if v > best || v.is_nan() || best_i == usize::MAX {
-                            best = v;
-                            best_i = iy * win.w + ix;
-                        }
-                    }
-                }
-                vals[oy * win.ow + ox] = best;
-                idx[oy * win.ow + ox] = best_i;
-            }
-        }
-    });
-    (vals, idx)
 }
 
 // ---------------------------------------------------------------- average pooling
@@ -435,57 +357,16 @@ fn pool_by_windows(
 ) -> Result<Tensor> {
     #[cfg(feature = "gpu")]
     if x.device().is_gpu() {
-        let taps: Vec<Vec<u32>> = windows
-            .iter()
-            .map(|wi| (wi.y0..wi.y1).flat_map(|iy| (wi.x0..wi.x1).map(move |ix| (iy * w + ix) as u32)).collect())
-            .collect();
+        let taps = gpu::avg_taps(&windows, w);
         let divisors = windows.iter().map(|wi| wi.divisor as f32).collect();
         return gpu::pool(op, x, (planes, h * w, oh * ow), &taps, Some(divisors), pooled_shape(x, oh, ow));
     }
-    let xc = contiguous_detached(x)?;
-    let s = xc.cpu_storage("pool")?;
-    let xo = xc.layout().offset;
-    let (hw, ohw) = (h * w, oh * ow);
     let taps: usize = windows.iter().map(|wi| (wi.y1 - wi.y0) * (wi.x1 - wi.x0)).sum();
     let parallel = parallel_for(planes * taps);
-    let storage = with_float!(s, op, |v: T| {
-        let xv = &v[xo..xo + x.numel()];
-        let mut out = vec![T::ZERO; planes * ohw];
-        for_each_chunk(&mut out, ohw, parallel, |p, out_p| {
-            let plane = &xv[p * hw..(p + 1) * hw];
-            for (o, wi) in out_p.iter_mut().zip(&windows) {
-                let mut sum = T::ZERO;
-                for iy in wi.y0..wi.y1 {
-                    for &xval in &plane[iy * w + wi.x0..iy * w + wi.x1] {
-                        sum += xval;
-                    }
-                }
-                *o = if wi.divisor > 0.0 { sum / T::from_f64(wi.divisor) } else { T::ZERO };
-            }
-        });
-        Ok(T::wrap(out))
-    })?;
+    let storage = cpu::avg_pool(op, x, planes, (h, w), (oh, ow), &windows, parallel)?;
     let x_shape = x.shape().clone();
     Ok(Tensor::from_op(storage, pooled_shape(x, oh, ow), op, &[x], move |g| {
-        let gc = g.contiguous()?;
-        let s = gc.cpu_storage("pool")?;
-        let go = gc.layout().offset;
-        let dx = with_float!(s, op, |v: T| {
-            let gv = &v[go..go + gc.numel()];
-            let mut dx = vec![T::ZERO; planes * hw];
-            for_each_chunk(&mut dx, hw, parallel, |p, dx_p| {
-                for (&gi, wi) in gv[p * ohw..(p + 1) * ohw].iter().zip(&windows) {
-                    if wi.divisor == 0.0 {
-                        continue;
-                    }
-                    let delta = gi / T::from_f64(wi.divisor);
-                    for iy in wi.y0..wi.y1 {
-                        dx_p[iy * w + wi.x0..iy * w + wi.x1].iter_mut().for_each(|d| *d += delta);
-                    }
-                }
-            });
-            Ok(T::wrap(dx))
-        })?;
+        let dx = cpu::avg_pool_backward(op, g, planes, (h, w), (oh, ow), &windows, parallel)?;
         Ok(vec![Some(Tensor::from_storage(dx, x_shape))])
     }))
 }

@@ -2,20 +2,22 @@
 //!
 //! Sums run in a fixed order (sequentially along the reduced elements, accumulated in f64), so
 //! their results are identical whatever the thread count.
+//!
+//! This file holds the API, shapes and autograd; `cpu.rs` the CPU kernels, `gpu.rs` and its
+//! `.wgsl` the GPU ones (the `gpu` feature).
 
-use super::with_float;
-use crate::device::DType;
 use crate::error::Result;
 use crate::shape::{Layout, Shape};
-use crate::storage::{CpuStorage, Element, Float, Storage};
+use crate::storage::{CpuStorage, Storage};
 use crate::tensor::Tensor;
+
+mod cpu;
+#[cfg(feature = "gpu")]
+mod gpu;
 
 /// The layout that visits `t`'s elements with the kept dimensions outermost and the reduced ones
 /// innermost, so each run of `reduced` consecutive visits makes one output element; plus the
 /// output shape with and without kept size-1 dimensions.
-#[cfg(feature = "gpu")]
-mod gpu;
-
 fn reduction_plan(t: &Tensor, axes: &[usize]) -> (Layout, usize, Vec<usize>, Vec<usize>) {
     let l = t.layout();
     let (mut shape, mut strides) = (vec![], vec![]);
@@ -52,28 +54,6 @@ fn resolve_axes(t: &Tensor, op: &'static str, axes: &[isize]) -> Result<Vec<usiz
     Ok(out)
 }
 
-fn sum_kernel<T: Float>(v: &[T], plan: &Layout, reduced: usize) -> Vec<T> {
-    let n_out = if reduced == 0 { plan.shape.numel() } else { plan.shape.numel() / reduced.max(1) };
-    let mut out = Vec::with_capacity(n_out);
-    if reduced == 0 {
-        // Summing over an empty dimension gives zeros.
-        let kept: usize = plan.shape.0[..plan.shape.ndim()].iter().filter(|&&d| d != 0).product();
-        out.resize(kept, T::ZERO);
-        return out;
-    }
-    let (mut acc, mut count) = (0.0f64, 0);
-    plan.for_each_index(|i| {
-        acc += v[i].to_f64();
-        count += 1;
-        if count == reduced {
-            out.push(T::from_f64(acc));
-            acc = 0.0;
-            count = 0;
-        }
-    });
-    out
-}
-
 impl Tensor {
     /// Sum over `axes` (negative counts from the end); `keepdim` keeps them as size 1.
     pub fn sum(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
@@ -83,10 +63,7 @@ impl Tensor {
         let storage: Storage = match () {
             #[cfg(feature = "gpu")]
             _ if self.device().is_gpu() => gpu::sum(self, &plan, reduced, shape.numel())?,
-            _ => {
-                let s = self.cpu_storage("sum")?;
-                with_float!(s, "sum", |v: T| Ok(T::wrap(sum_kernel::<T>(v, &plan, reduced))))?.into()
-            }
+            _ => cpu::sum(self, &plan, reduced)?,
         };
         let in_shape = self.shape().clone();
         Ok(Tensor::from_op(storage, shape, "sum", &[self], move |g| {
@@ -99,23 +76,7 @@ impl Tensor {
     /// tensors always are. Not recorded by autograd: training loops call it on losses,
     /// gradients and parameters to catch divergence.
     pub fn all_finite(&self) -> bool {
-        fn finite<T: Float>(v: &[T]) -> bool {
-            // x·0 is 0 for a finite x and NaN otherwise; sixteen lanes so the scan vectorises.
-            let mut acc = [T::ZERO; 16];
-            let chunks = v.chunks_exact(16);
-            let rest = chunks.remainder();
-            for c in chunks {
-                for (a, &x) in acc.iter_mut().zip(c) {
-                    *a += x * T::ZERO;
-                }
-            }
-            acc.iter().chain(rest).all(|a| a.to_f64().is_finite())
-        }
-        match self.dtype() {
-            DType::F32 => self.with_slice::<f32, _>(finite).unwrap_or(false),
-            DType::F64 => self.with_slice::<f64, _>(finite).unwrap_or(false),
-            DType::I64 => true,
-        }
+        cpu::all_finite(self)
     }
 
     /// Sum of all elements, shape `[]`.
@@ -149,36 +110,8 @@ impl Tensor {
             "max",
             &[self],
             move |g| {
-                // Scatter each output gradient to the position of its maximum.
-                let strides = in_shape.contiguous_strides();
-                let out = Tensor::zeros(in_shape.dims(), g.dtype());
-                let gk = g.reshape(&keep)?;
-                let klayout = Layout::contiguous(Shape(keep.clone()));
-                let mut positions = Vec::with_capacity(index.len());
-                let mut k = 0;
-                klayout.for_each_index(|flat| {
-                    // `flat` is the row-major index in the kept shape; turn it into the input index.
-                    let mut rem = flat;
-                    let mut pos = 0;
-                    for (axis, (&ks, &st)) in klayout.strides.iter().zip(&strides).enumerate() {
-                        let c = rem / ks;
-                        rem %= ks;
-                        pos += if axis == d { index[k] as usize * st } else { c * st };
-                    }
-                    positions.push(pos);
-                    k += 1;
-                });
-                match g.dtype() {
-                    DType::F32 => {
-                        let gv = gk.to_vec::<f32>()?;
-                        out.update_::<f32, _>(|o| positions.iter().zip(gv).for_each(|(&p, v)| o[p] += v))?
-                    }
-                    _ => {
-                        let gv = gk.to_vec::<f64>()?;
-                        out.update_::<f64, _>(|o| positions.iter().zip(gv).for_each(|(&p, v)| o[p] += v))?
-                    }
-                }
-                // The scatter ran on the host; the gradient goes back to the input's device.
+                // The scatter runs on the host; the gradient goes back to the input's device.
+                let out = cpu::max_backward(g, &in_shape, &keep, d, &index)?;
                 Ok(vec![Some(out.to_device(g.device())?)])
             },
         );
@@ -235,35 +168,8 @@ impl Tensor {
             crate::bail_arg!("max", "dimension {d} of {} is empty: there is no maximum", self.shape());
         }
         let (plan, reduced, _, _) = reduction_plan(self, &[d]);
-        let s = self.cpu_storage("max")?;
-        with_float!(s, "max", |v: T| {
-            let (vals, idx) = max_kernel::<T>(v, &plan, reduced);
-            Ok((T::wrap(vals).into(), idx))
-        })
+        cpu::max(self, &plan, reduced)
     }
-}
-
-fn max_kernel<T: Float>(v: &[T], plan: &Layout, reduced: usize) -> (Vec<T>, Vec<i64>) {
-    let n = plan.shape.numel() / reduced;
-    let (mut vals, mut idx) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut best, mut best_i, mut k) = (T::NEG_INFINITY, 0i64, 0usize);
-    let mut first = true;
-    plan.for_each_index(|i| {
-        let x = v[i];
-        if first || (!best.is_nan() && (x > best || x.is_nan())) {
-            best = x;
-            best_i = k as i64;
-            first = false;
-        }
-        k += 1;
-        if k == reduced {
-            vals.push(best);
-            idx.push(best_i);
-            k = 0;
-            first = true;
-        }
-    });
-    (vals, idx)
 }
 
 fn without(shape: &Shape, d: usize) -> Vec<usize> {

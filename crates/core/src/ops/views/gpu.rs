@@ -71,3 +71,14 @@ pub(crate) fn full(shape: &[usize], value: f64, dtype: DType, device: Device) ->
     ctx.dispatch(&FILL, &[n as u32, word], &[out.raw()], groups_1d(n))?;
     Ok(Tensor::from_storage(Storage::Gpu(out), Shape::from(shape)))
 }
+
+/// `narrow`'s backward on a GPU: `g` (the gradient of the `len` slices from `start` along
+/// dimension `d`) scattered into zeros of `in_shape`.
+pub(super) fn narrow_backward(g: &Tensor, in_shape: &Shape, d: usize, start: usize, len: usize) -> Result<Tensor> {
+    let out = Tensor::full_on(in_shape.dims(), 0.0, g.dtype(), g.device())?;
+    let mut region = out.layout().clone();
+    region.offset += start * region.strides[d];
+    region.shape.0[d] = len;
+    scatter(&out, &region, g)?;
+    Ok(out)
+}

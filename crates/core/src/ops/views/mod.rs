@@ -1,26 +1,18 @@
 //! Shape ops: reshape, flatten, (un)squeeze, transpose, narrow, expand — views that share the
 //! buffer where the layout allows — plus `contiguous`, `to_dtype` and the broadcast reduction
 //! `sum_to_shape` that backward passes use.
+//!
+//! This file holds the API, shapes and autograd; `cpu.rs` the CPU kernels, `gpu.rs` and its
+//! `.wgsl` the GPU ones (the `gpu` feature).
 
-use super::elementwise::unary_kernel;
 use crate::device::DType;
 use crate::error::{Error, Result};
 use crate::shape::{Layout, Shape};
-use crate::storage::{CpuStorage, Element};
 use crate::tensor::Tensor;
 
+mod cpu;
 #[cfg(feature = "gpu")]
 pub(crate) mod gpu;
-
-/// Copies any layout of any element type into a fresh row-major buffer.
-fn copy_contiguous(t: &Tensor) -> Result<CpuStorage> {
-    let s = t.cpu_storage("contiguous")?;
-    Ok(match &*s {
-        CpuStorage::F32(v) => CpuStorage::F32(unary_kernel(v, t.layout(), |x| x)),
-        CpuStorage::F64(v) => CpuStorage::F64(unary_kernel(v, t.layout(), |x| x)),
-        CpuStorage::I64(v) => CpuStorage::I64(unary_kernel(v, t.layout(), |x| x)),
-    })
-}
 
 impl Tensor {
     /// This tensor with row-major contiguous layout: itself if it already is, else a copy.
@@ -35,7 +27,7 @@ impl Tensor {
                 Ok(vec![Some(g.clone())])
             }));
         }
-        Ok(Tensor::from_op(copy_contiguous(self)?, self.shape().clone(), "contiguous", &[self], |g| {
+        Ok(Tensor::from_op(cpu::copy_contiguous(self)?, self.shape().clone(), "contiguous", &[self], |g| {
             Ok(vec![Some(g.clone())])
         }))
     }
@@ -165,25 +157,9 @@ impl Tensor {
         Ok(self.view_op(layout, "narrow", move |g| {
             #[cfg(feature = "gpu")]
             if g.device().is_gpu() {
-                let out = Tensor::full_on(in_shape.dims(), 0.0, g.dtype(), g.device())?;
-                let mut region = out.layout().clone();
-                region.offset += start * region.strides[d];
-                region.shape.0[d] = len;
-                gpu::scatter(&out, &region, g)?;
-                return Ok(vec![Some(out)]);
+                return Ok(vec![Some(gpu::narrow_backward(g, &in_shape, d, start, len)?)]);
             }
-            // g into zeros of the input's shape at the narrowed range: per index of the
-            // dimensions before `d`, one contiguous run of `len` slices.
-            let out = Tensor::zeros(in_shape.dims(), g.dtype());
-            let inner: usize = in_shape.dims()[d + 1..].iter().product();
-            let (outer, size) = (in_shape.dims()[..d].iter().product::<usize>(), in_shape.dims()[d]);
-            let runs = (outer, size * inner, start * inner, len * inner);
-            match g.dtype() {
-                DType::F32 => copy_runs::<f32>(&out, g, runs)?,
-                DType::F64 => copy_runs::<f64>(&out, g, runs)?,
-                DType::I64 => copy_runs::<i64>(&out, g, runs)?,
-            }
-            Ok(vec![Some(out)])
+            Ok(vec![Some(cpu::narrow_backward(g, &in_shape, d, start, len)?)])
         }))
     }
 
@@ -234,17 +210,7 @@ impl Tensor {
             // f32 ↔ i64 only (the GPU holds no f64), so never differentiable.
             return Ok(Tensor::from_storage(gpu::convert(self, dtype)?, self.shape().clone()));
         }
-        let s = self.cpu_storage("to_dtype")?;
-        let l = self.layout();
-        let storage = match (&*s, dtype) {
-            (CpuStorage::F32(v), DType::F64) => CpuStorage::F64(unary_kernel(v, l, |x| x as f64)),
-            (CpuStorage::F32(v), DType::I64) => CpuStorage::I64(unary_kernel(v, l, |x| x as i64)),
-            (CpuStorage::F64(v), DType::F32) => CpuStorage::F32(unary_kernel(v, l, |x| x as f32)),
-            (CpuStorage::F64(v), DType::I64) => CpuStorage::I64(unary_kernel(v, l, |x| x as i64)),
-            (CpuStorage::I64(v), DType::F32) => CpuStorage::F32(unary_kernel(v, l, |x| x as f32)),
-            (CpuStorage::I64(v), DType::F64) => CpuStorage::F64(unary_kernel(v, l, |x| x as f64)),
-            _ => unreachable!("same dtype handled above"),
-        };
+        let storage = cpu::convert(self, dtype)?;
         if !(from.is_float() && dtype.is_float()) {
             return Ok(Tensor::from_storage(storage, self.shape().clone()));
         }
@@ -252,25 +218,6 @@ impl Tensor {
             Ok(vec![Some(g.to_dtype(from)?)])
         }))
     }
-}
-
-/// Copies `g` (any layout, `outer` runs of `run` elements) into `out`'s buffer: run `o` goes to
-/// `o·stride + at`.
-fn copy_runs<T: Element>(
-    out: &Tensor,
-    g: &Tensor,
-    (outer, stride, at, run): (usize, usize, usize, usize),
-) -> Result<()> {
-    g.with_slice::<T, _>(|gv| {
-        out.update_::<T, _>(|o| {
-            if run == 0 {
-                return;
-            }
-            for (i, src) in gv.chunks_exact(run).take(outer).enumerate() {
-                o[i * stride + at..i * stride + at + run].copy_from_slice(src);
-            }
-        })
-    })?
 }
 
 #[cfg(test)]

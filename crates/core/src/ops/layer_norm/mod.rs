@@ -9,38 +9,18 @@
 //! `dx = r·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂))` (means over the row). Statistics are computed in f64,
 //! rows in parallel (each row by one task), and `dγ`, `dβ` summed over rows in a fixed order,
 //! so results do not depend on the thread count.
+//!
+//! This file holds the API, shapes and autograd; `cpu.rs` the CPU kernels, `gpu.rs` the GPU
+//! path (the `gpu` feature).
 
-use super::with_float;
+mod cpu;
+#[cfg(feature = "gpu")]
+mod gpu;
+
 use crate::error::{Error, Result};
 use crate::shape::Shape;
-use crate::storage::{Element, Float};
 use crate::tensor::Tensor;
-use rayon::prelude::*;
 
-/// Rows per parallel task: fixed, so the split never depends on the thread count.
-const ROWS_PER_TASK: usize = 64;
-
-/// `f(row index, output row)` over the rows of `out` (rows of `d` values), in parallel chunks.
-fn for_each_row<T: Send>(out: &mut [T], d: usize, f: impl Fn(usize, &mut [T]) + Sync) {
-    let d = d.max(1);
-    if super::parallel_pays(out.len()) {
-        out.par_chunks_mut(d * ROWS_PER_TASK)
-            .enumerate()
-            .for_each(|(c, chunk)| chunk.chunks_mut(d).enumerate().for_each(|(j, row)| f(c * ROWS_PER_TASK + j, row)));
-    } else {
-        out.chunks_mut(d).enumerate().for_each(|(i, row)| f(i, row));
-    }
-}
-
-/// `(μ, 1/√(σ² + eps))` of one row, in f64 (two passes).
-fn row_stats<T: Float>(x: &[T], eps: f64) -> (f64, f64) {
-    let d = x.len() as f64;
-    let mean = x.iter().map(|v| v.to_f64()).sum::<f64>() / d;
-    let var = x.iter().map(|v| (v.to_f64() - mean) * (v.to_f64() - mean)).sum::<f64>() / d;
-    (mean, 1.0 / (var + eps).sqrt())
-}
-
-/// Layer normalisation over the trailing dimensions `normalized_shape`, as
 /// `torch.nn.functional.layer_norm(x, normalized_shape, weight, bias, eps)`. `weight` (γ) and
 /// `bias` (β) are optional; gradients flow to `x`, `weight` and `bias`.
 ///
@@ -88,42 +68,12 @@ pub fn layer_norm(
     }
     #[cfg(feature = "gpu")]
     if x.device().is_gpu() {
-        // Composed from ops (reductions over the last k dimensions), autograd through them.
-        let axes: Vec<isize> = (x.ndim() - k..x.ndim()).map(|a| a as isize).collect();
-        let centred = x.sub(&x.mean(&axes, true)?)?;
-        let var = centred.mul(&centred)?.mean(&axes, true)?;
-        let mut y = centred.div(&var.add_scalar(eps)?.sqrt()?)?;
-        if let Some(w) = weight {
-            y = y.mul(w)?;
-        }
-        if let Some(b) = bias {
-            y = y.add(b)?;
-        }
-        return Ok(y);
+        return gpu::layer_norm(x, k, weight, bias, eps);
     }
     let d = ns.numel();
-    let numel = x.numel();
     let gamma = weight.map(Tensor::to_vec_f64);
     let beta = bias.map(Tensor::to_vec_f64);
-    let xc = x.contiguous()?.detach();
-    let sx = xc.cpu_storage("layer_norm")?;
-    let xo = xc.layout().offset;
-    let rows = numel.checked_div(d).unwrap_or(0);
-    let (out, stats) = with_float!(sx, OP, |v: T| {
-        let xv = &v[xo..xo + numel];
-        let stats: Vec<(f64, f64)> = xv.chunks(d.max(1)).map(|row| row_stats(row, eps)).collect();
-        let mut out = vec![T::ZERO; numel];
-        for_each_row(&mut out, d, |i, o| {
-            let (mean, r) = stats[i];
-            for (j, (o, &xv)) in o.iter_mut().zip(&xv[i * d..(i + 1) * d]).enumerate() {
-                let xhat = (xv.to_f64() - mean) * r;
-                let y = xhat * gamma.as_ref().map_or(1.0, |g| g[j]) + beta.as_ref().map_or(0.0, |b| b[j]);
-                *o = T::from_f64(y);
-            }
-        });
-        Ok((T::wrap(out), stats))
-    })?;
-    debug_assert_eq!(stats.len(), rows);
+    let (out, saved) = cpu::forward(x, d, gamma, beta, eps)?;
 
     let mut inputs = vec![x];
     inputs.extend(weight);
@@ -132,45 +82,7 @@ pub fn layer_norm(
     let (has_weight, has_bias) = (weight.is_some(), bias.is_some());
     let shape = x.shape().clone();
     Ok(Tensor::from_op(out, shape.clone(), OP, &inputs, move |g| {
-        let gc = g.contiguous()?;
-        let sg = gc.cpu_storage("layer_norm")?;
-        let go = gc.layout().offset;
-        let (dx, dgamma, dbeta) = with_float!(sg, "layer_norm backward", |gv: T| {
-            let xv = &T::slice(&sx).expect("saved input has the gradient's dtype")[xo..xo + numel];
-            let gv = &gv[go..go + numel];
-            let xhat = |i: usize, j: usize| (xv[i * d + j].to_f64() - stats[i].0) * stats[i].1;
-            let dx = needs.0.then(|| {
-                let mut dx = vec![T::ZERO; numel];
-                for_each_row(&mut dx, d, |i, out| {
-                    let g = &gv[i * d..(i + 1) * d];
-                    // ĝ = g·γ; dx = r·(ĝ − mean ĝ − x̂·mean(ĝ·x̂))
-                    let gh = |j: usize| g[j].to_f64() * gamma.as_ref().map_or(1.0, |w| w[j]);
-                    let (mut s, mut sgx) = (0.0, 0.0);
-                    for j in 0..d {
-                        s += gh(j);
-                        sgx += gh(j) * xhat(i, j);
-                    }
-                    let (m, mx, r) = (s / d as f64, sgx / d as f64, stats[i].1);
-                    for (j, o) in out.iter_mut().enumerate() {
-                        *o = T::from_f64(r * (gh(j) - m - xhat(i, j) * mx));
-                    }
-                });
-                T::wrap(dx)
-            });
-            // dγ = Σ_rows g·x̂, dβ = Σ_rows g, in row order.
-            let (mut dg, mut db) = (vec![0.0; d], vec![0.0; d]);
-            if needs.1 || needs.2 {
-                for i in 0..rows {
-                    for j in 0..d {
-                        let g = gv[i * d + j].to_f64();
-                        dg[j] += g * xhat(i, j);
-                        db[j] += g;
-                    }
-                }
-            }
-            let wrap = |v: Vec<f64>| T::wrap(v.into_iter().map(T::from_f64).collect());
-            Ok((dx, needs.1.then(|| wrap(dg)), needs.2.then(|| wrap(db))))
-        })?;
+        let (dx, dgamma, dbeta) = cpu::backward(g, &saved, needs)?;
         let mut out = vec![dx.map(|s| Tensor::from_storage(s, shape.clone()))];
         if has_weight {
             out.push(dgamma.map(|s| Tensor::from_storage(s, ns.clone())));

@@ -1,5 +1,5 @@
 //! The fused LSTM's forward: the gate nonlinearities, the batch's row blocks and the recurrence
-//! (see `mod.rs` for the algorithm).
+//! (see `lstm/mod.rs` for the algorithm).
 
 use super::*;
 use crate::autograd::make_node;
@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 /// The cell's nonlinearities: vectorisable approximations for f32 (within 2 ulp), the standard
 /// library's for f64 (where the gradient checks run).
-pub(crate) trait Gate: Float {
+pub(super) trait Gate: Float {
     /// 1 / (1 + e^−x).
     fn sigmoid(self) -> Self;
     /// tanh x.

@@ -1,5 +1,5 @@
 //! The fused LSTM's backward: backpropagation through time per row block, then one GEMM per
-//! parameter gradient over all steps (see `mod.rs`).
+//! parameter gradient over all steps (see `lstm/mod.rs`).
 
 use super::forward::*;
 use crate::device::DType;

@@ -7,57 +7,31 @@
 //! a recurrent network's per-step slices of a `[T, N, 4H]` projection is quadratic in T. Here the
 //! pieces add their gradients into one buffer held by a "hub" node between the input and the
 //! pieces; the hub runs after every piece (the graph orders it so) and passes the buffer on.
+//!
+//! This file holds the API, shapes and autograd; `cpu.rs` the CPU kernels, `gpu.rs` the GPU
+//! path (the `gpu` feature).
+
+mod cpu;
+#[cfg(feature = "gpu")]
+mod gpu;
 
 use crate::autograd::is_grad_enabled;
-use crate::device::DType;
 use crate::error::{Error, Result};
 use crate::shape::{Layout, Shape};
-use crate::storage::{CpuStorage, Element, Float, Storage};
+use crate::storage::{CpuStorage, Storage};
 use crate::tensor::Tensor;
 use std::sync::{Arc, Mutex};
 
 // ------------------------------------------------------------------ cat and stack
-
-/// Copies each part (`rows` runs of `run_len[i]` elements, row-major) into `out` interleaved:
-/// for every outer index, part 0's run, then part 1's, …
-fn interleave<T: Element>(parts: &[&[T]], run_len: &[usize], outer: usize) -> Vec<T> {
-    let total: usize = run_len.iter().sum::<usize>() * outer;
-    let mut out = Vec::with_capacity(total);
-    for o in 0..outer {
-        for (p, &len) in parts.iter().zip(run_len) {
-            out.extend_from_slice(&p[o * len..(o + 1) * len]);
-        }
-    }
-    out
-}
 
 /// The shared forward of `cat` and `stack`: `parts` are viewed as `[outer, size_i·inner]` and
 /// joined along their second dimension into `out_shape`.
 fn join(op: &'static str, parts: &[&Tensor], run_len: Vec<usize>, outer: usize, out_shape: Shape) -> Result<Storage> {
     #[cfg(feature = "gpu")]
     if parts[0].device().is_gpu() {
-        // Each part written into its runs of a fresh buffer: as [outer, run] at column `start`
-        // of the output seen as [outer, total].
-        let out = Tensor::full_on(out_shape.dims(), 0.0, parts[0].dtype(), parts[0].device())?;
-        let total: usize = run_len.iter().sum();
-        let mut start = 0;
-        for (t, &run) in parts.iter().zip(&run_len) {
-            let region = Layout { shape: Shape(vec![outer, run]), strides: vec![total, 1], offset: start };
-            crate::ops::views::gpu::scatter(&out, &region, &t.detach().reshape(&[outer, run])?)?;
-            start += run;
-        }
-        return Ok(out.buffer());
+        return gpu::join(parts, &run_len, outer, &out_shape);
     }
-    fn go<T: Element>(parts: &[&Tensor], run_len: &[usize], outer: usize) -> Result<CpuStorage> {
-        let data: Vec<Vec<T>> = parts.iter().map(|t| t.to_vec::<T>()).collect::<Result<_>>()?;
-        let slices: Vec<&[T]> = data.iter().map(Vec::as_slice).collect();
-        Ok(T::wrap(interleave(&slices, run_len, outer)))
-    }
-    let storage = match parts[0].dtype() {
-        DType::F32 => go::<f32>(parts, &run_len, outer)?,
-        DType::F64 => go::<f64>(parts, &run_len, outer)?,
-        DType::I64 => go::<i64>(parts, &run_len, outer)?,
-    };
+    let storage = cpu::join(parts, &run_len, outer)?;
     debug_assert_eq!(storage.len(), out_shape.numel(), "{op}");
     Ok(storage.into())
 }
@@ -173,34 +147,12 @@ struct SharedGrad {
     announced: bool,
 }
 
-fn add_region<T: Float>(buf: &mut CpuStorage, region: &Layout, g: &Tensor) -> Result<()> {
-    let gv = g.to_vec::<T>()?;
-    let b = T::slice_mut(buf).expect("buffer has the gradient's type");
-    let mut k = 0;
-    region.for_each_index(|i| {
-        b[i] += gv[k];
-        k += 1;
-    });
-    Ok(())
-}
-
 /// Splits `x` along dimension `d` into pieces of the given sizes (all views); with `squeeze`
 /// the pieces (all of size 1) lose dimension `d`, as `unbind`.
 fn split_views(x: &Tensor, op: &'static str, d: usize, sizes: &[usize], squeeze: bool) -> Result<Vec<Tensor>> {
     #[cfg(feature = "gpu")]
     if x.device().is_gpu() {
-        // Narrow views, each with its own backward (into zeros of the input's shape; autograd sums
-        // them): the shared host buffer below is the CPU's saving.
-        let _ = op;
-        let mut start = 0;
-        return sizes
-            .iter()
-            .map(|&len| {
-                let piece = x.narrow(d as isize, start, len)?;
-                start += len;
-                if squeeze { piece.squeeze(d as isize) } else { Ok(piece) }
-            })
-            .collect();
+        return gpu::split_views(x, d, sizes, squeeze);
     }
     let in_shape = x.shape().clone();
     let piece_layout = |base: &Layout, start: usize, len: usize| {
@@ -245,15 +197,8 @@ fn split_views(x: &Tensor, op: &'static str, d: usize, sizes: &[usize], squeeze:
         region.shape.0[d] = len;
         let piece = hub.view_op(piece_layout(hub.layout(), start, len), op, move |g| {
             let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
+            cpu::add_piece_grad(&mut s.buf, shape.numel(), &region, g)?;
             let dtype = g.dtype();
-            let buf = s.buf.get_or_insert_with(|| match dtype {
-                DType::F64 => CpuStorage::F64(vec![0.0; shape.numel()]),
-                _ => CpuStorage::F32(vec![0.0; shape.numel()]),
-            });
-            match dtype {
-                DType::F64 => add_region::<f64>(buf, &region, g)?,
-                _ => add_region::<f32>(buf, &region, g)?,
-            }
             // Only the first piece passes anything to the hub: a zero view (no allocation), so
             // the hub runs once and takes the buffer then.
             let announce = !std::mem::replace(&mut s.announced, true);
