@@ -364,11 +364,38 @@ fn reductions() {
     check("mean", dev, &[x.clone()], |t| t[0].mean(&[1], false));
     check("long sum", dev, &[rand(&[3, 5000], 2)], |t| t[0].sum(&[1], false));
     check("max with gradient", dev, &[x.clone()], |t| t[0].max(1, false));
+    check("max over the last dim, keepdim", dev, &[x.clone()], |t| t[0].max(-1, true));
+    check("max over the first dim of a view", dev, &[x.clone()], |t| t[0].transpose(0, 2)?.max(0, false));
     let a = x.argmax(-1, false).unwrap();
     let g = x.to_device(dev).unwrap().argmax(-1, false).unwrap();
     assert_eq!(g.device(), dev);
     assert_eq!(g.to_vec::<i64>().unwrap(), a.to_vec::<i64>().unwrap());
+}
+
+#[test]
+fn finiteness_is_checked_on_the_device() {
+    let Some(dev) = gpu() else { return };
+    let x = rand(&[6, 7, 3], 1);
     assert!(x.to_device(dev).unwrap().all_finite());
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        for at in [0, 61, 125] {
+            let mut v = x.to_vec::<f32>().unwrap();
+            v[at] = bad;
+            let t = Tensor::from_vec(v, &[6, 7, 3]).unwrap().to_device(dev).unwrap();
+            assert!(!t.all_finite(), "{bad} at {at}");
+            // A view sees only its own elements.
+            let first = t.narrow(0, 0, 1).unwrap();
+            assert_eq!(first.all_finite(), at >= 21, "{bad} at {at}, first row only");
+            // Many tensors, one read; the bad one last.
+            let many = [x.to_device(dev).unwrap(), first.clone(), t.transpose(0, 2).unwrap()];
+            assert!(!strata_core::all_finite(&many));
+            assert!(strata_core::all_finite(&many[..1]));
+        }
+    }
+    // Mixed devices are checked per device; integers are always finite.
+    let labels = Tensor::from_vec(vec![1i64, 2], &[2]).unwrap().to_device(dev).unwrap();
+    assert!(strata_core::all_finite(&[x.clone(), labels, x.to_device(dev).unwrap()]));
+    assert!(strata_core::all_finite(&[]));
 }
 
 #[test]

@@ -146,7 +146,8 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
                 };
                 let grads_finite = match grad_norm {
                     Some(norm) => norm.is_finite(),
-                    None => params.iter().all(|p| p.grad().is_none_or(|g| g.all_finite())),
+                    // One check for all the gradients (on a GPU, one read back).
+                    None => strata_core::all_finite(&params.iter().filter_map(Tensor::grad).collect::<Vec<_>>()),
                 };
                 if !l.is_finite() || !grads_finite {
                     if t.on_divergence == "skip" {
@@ -167,7 +168,7 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
                     bail!("{}", divergence_message(epoch + 1, step + 1, i + 1, steps_per_epoch, &report, &config));
                 }
                 optimizer.step()?;
-                if !params.iter().all(Tensor::all_finite) {
+                if !strata_core::all_finite(&params) {
                     let report = diagnose(&model, &input, &y, l);
                     bail!("{}", divergence_message(epoch + 1, step + 1, i + 1, steps_per_epoch, &report, &config));
                 }

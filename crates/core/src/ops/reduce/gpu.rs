@@ -1,16 +1,21 @@
-//! The GPU kernels of the reductions (`reduce.wgsl`, `max.wgsl`). Sums accumulate in f32 (the CPU
+//! The GPU kernels of the reductions (`reduce.wgsl`, `max.wgsl` and its backward, `finite.wgsl`). Sums accumulate in f32 (the CPU
 //! accumulates in f64), so they agree to f32 rounding, not bit for bit.
 
 use crate::device::DType;
 use crate::error::Result;
+use crate::gpu::GpuBuffer;
 use crate::gpu::{Kernel, groups_1d, layout_words, output};
-use crate::shape::Layout;
-use crate::storage::Storage;
+use crate::shape::{Layout, Shape};
+use crate::storage::{CpuStorage, Storage};
 use crate::tensor::Tensor;
+use std::sync::Arc;
 
 const SUM_THREAD: Kernel = Kernel { name: "sum_thread", wgsl: include_str!("reduce.wgsl"), entry: "sum_thread" };
 const SUM_GROUP: Kernel = Kernel { name: "sum_group", wgsl: include_str!("reduce.wgsl"), entry: "sum_group" };
 const MAX: Kernel = Kernel { name: "max", wgsl: include_str!("max.wgsl"), entry: "max_main" };
+const MAX_BACKWARD: Kernel =
+    Kernel { name: "max_backward", wgsl: include_str!("max_backward.wgsl"), entry: "max_backward_main" };
+const FINITE: Kernel = Kernel { name: "all_finite", wgsl: include_str!("finite.wgsl"), entry: "finite_main" };
 
 /// Reductions at least this long get a workgroup each; shorter ones a thread each.
 const GROUP_MIN: usize = 64;
@@ -43,4 +48,35 @@ pub(super) fn max(t: &Tensor, plan: &Layout, reduced: usize, n_out: usize) -> Re
     let p = plan_words(n_out, reduced, plan);
     b.ctx.dispatch(&MAX, &p, &[b.raw(), values.raw(), index.raw()], groups_1d(n_out))?;
     Ok((Storage::Gpu(values), Storage::Gpu(index)))
+}
+
+/// `max`'s input gradient `[in_shape]` from the output gradient `g` (the kept shape, dimension
+/// `d` as 1) and the forward's `index` (i32 on the device): a gather, on the device.
+pub(super) fn max_backward(g: &Tensor, index: &Storage, in_shape: &Shape, d: usize) -> Result<Tensor> {
+    let g = g.owned_detached()?;
+    let bg = g.gpu_buffer("max backward")?;
+    let Storage::Gpu(index) = index else { unreachable!("the GPU max keeps its indices on the device") };
+    let numel = in_shape.numel();
+    let inner: usize = in_shape.dims()[d + 1..].iter().product();
+    let dx = output(&bg.ctx, "max backward", numel, DType::F32)?;
+    let p = [numel as u32, in_shape.dims()[d] as u32, inner as u32];
+    bg.ctx.dispatch(&MAX_BACKWARD, &p, &[bg.raw(), index.raw(), dx.raw()], groups_1d(numel))?;
+    Ok(Tensor::from_storage(Storage::Gpu(dx), in_shape.clone()))
+}
+
+/// Whether every element of every f32 tensor in `tensors` (all on the GPU of the first) is
+/// finite: one flag on the device that each tensor's check may set, read back once.
+pub(super) fn all_finite(tensors: &[&Tensor]) -> Result<bool> {
+    let Some(first) = tensors.first() else { return Ok(true) };
+    let ctx = first.gpu_buffer("all_finite")?.ctx.clone();
+    let flag = Arc::new(GpuBuffer::upload(first.device(), "all_finite", &CpuStorage::F32(vec![0.0]))?);
+    for t in tensors.iter().filter(|t| t.dtype() == DType::F32 && t.numel() > 0) {
+        let b = t.gpu_buffer("all_finite")?;
+        let mut p = vec![t.numel() as u32];
+        p.extend(layout_words(t.layout(), t.dims()));
+        ctx.dispatch(&FINITE, &p, &[b.raw(), flag.raw()], groups_1d(t.numel()))?;
+    }
+    let CpuStorage::F32(v) = &flag.download("all_finite")? else { unreachable!("an f32 buffer") };
+    // The flag's bits are 0 (all finite) or the integer 1.
+    Ok(v[0].to_bits() == 0)
 }

@@ -54,6 +54,30 @@ fn resolve_axes(t: &Tensor, op: &'static str, axes: &[isize]) -> Result<Vec<usiz
     Ok(out)
 }
 
+/// Whether every element of every tensor in `tensors` is finite (see [`Tensor::all_finite`]):
+/// on a GPU, one device-side check per tensor and a single read, instead of one per tensor (a
+/// training loop checks all its gradients at once). Tensors on several devices are checked
+/// per device.
+pub fn all_finite(tensors: &[Tensor]) -> bool {
+    #[cfg(feature = "gpu")]
+    {
+        let mut devices: Vec<crate::Device> = vec![];
+        for d in tensors.iter().map(Tensor::device).filter(|d| d.is_gpu()) {
+            if !devices.contains(&d) {
+                devices.push(d);
+            }
+        }
+        for device in devices {
+            let on: Vec<&Tensor> = tensors.iter().filter(|t| t.device() == device).collect();
+            // A device that fails to answer counts as non-finite: the caller stops or skips.
+            if !gpu::all_finite(&on).unwrap_or(false) {
+                return false;
+            }
+        }
+    }
+    tensors.iter().filter(|t| !t.device().is_gpu()).all(cpu::all_finite)
+}
+
 impl Tensor {
     /// Sum over `axes` (negative counts from the end); `keepdim` keeps them as size 1.
     pub fn sum(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
@@ -76,7 +100,7 @@ impl Tensor {
     /// tensors always are. Not recorded by autograd: training loops call it on losses,
     /// gradients and parameters to catch divergence.
     pub fn all_finite(&self) -> bool {
-        cpu::all_finite(self)
+        all_finite(std::slice::from_ref(self))
     }
 
     /// Sum of all elements, shape `[]`.
@@ -100,22 +124,22 @@ impl Tensor {
     /// Maximum along `dim` (the first one on ties; NaN wins, as in PyTorch). The gradient flows
     /// to the element that was chosen.
     pub fn max(&self, dim: isize, keepdim: bool) -> Result<Tensor> {
-        let (values, index) = self.max_with_index(dim, keepdim)?;
         let d = self.shape().resolve_dim("max", dim)?;
         let in_shape = self.shape().clone();
         let keep: Vec<usize> = in_shape.dims().iter().enumerate().map(|(i, &s)| if i == d { 1 } else { s }).collect();
-        let values = Tensor::from_op(
-            values,
-            Shape(if keepdim { keep.clone() } else { without(&in_shape, d) }),
-            "max",
-            &[self],
-            move |g| {
-                // The scatter runs on the host; the gradient goes back to the input's device.
-                let out = cpu::max_backward(g, &in_shape, &keep, d, &index)?;
-                Ok(vec![Some(out.to_device(g.device())?)])
-            },
-        );
-        Ok(values)
+        let out_shape = Shape(if keepdim { keep.clone() } else { without(&in_shape, d) });
+        #[cfg(feature = "gpu")]
+        if self.device().is_gpu() {
+            // The indices stay on the device; the backward gathers there.
+            let (values, index) = self.gpu_max(d)?;
+            return Ok(Tensor::from_op(values, out_shape, "max", &[self], move |g| {
+                Ok(vec![Some(gpu::max_backward(g, &index, &in_shape, d)?)])
+            }));
+        }
+        let (values, index) = self.max_with_index(d)?;
+        Ok(Tensor::from_op(values, out_shape, "max", &[self], move |g| {
+            Ok(vec![Some(cpu::max_backward(g, &in_shape, &keep, d, &index)?)])
+        }))
     }
 
     /// Index of the maximum along `dim` as an `i64` tensor (the first one on ties).
@@ -132,7 +156,7 @@ impl Tensor {
             let (_, index) = self.gpu_max(d)?;
             return Ok(Tensor::from_storage(index, Shape(shape)));
         }
-        let (_, index) = self.max_with_index(dim, keepdim)?;
+        let (_, index) = self.max_with_index(d)?;
         Ok(Tensor::from_storage(CpuStorage::I64(index), Shape(shape)))
     }
 
@@ -154,16 +178,8 @@ impl Tensor {
         gpu::max(self, &plan, reduced, out_dims.iter().product())
     }
 
-    fn max_with_index(&self, dim: isize, _keepdim: bool) -> Result<(Storage, Vec<i64>)> {
-        let d = self.shape().resolve_dim("max", dim)?;
-        #[cfg(feature = "gpu")]
-        if self.device().is_gpu() {
-            // The backward scatters on the host, so the indices are read back (a synchronisation).
-            let (values, index) = self.gpu_max(d)?;
-            let Storage::Gpu(index) = index else { unreachable!("gpu_max gives GPU buffers") };
-            let CpuStorage::I64(index) = &mut index.download("max")? else { unreachable!("indices are i64") };
-            return Ok((values, std::mem::take(index)));
-        }
+    /// The maxima along `d` and their indices, on the CPU.
+    fn max_with_index(&self, d: usize) -> Result<(Storage, Vec<i64>)> {
         if self.dims()[d] == 0 {
             crate::bail_arg!("max", "dimension {d} of {} is empty: there is no maximum", self.shape());
         }
