@@ -2,16 +2,25 @@
 # strata against PyTorch on the same machine, in the same run: W1–W6 at 1 thread and at all
 # cores, several repetitions alternating the two systems, medians.
 #
-#   bench/compare.sh [--json] [--reps N] [--threads "1 2"] [--workloads "W1 W2 W3 W4 W5 W6"] [--quick]
+#   bench/compare.sh [--device cpu|gpu|gpu:N] [--json] [--reps N] [--threads "1 2"]
+#                    [--workloads "W1 W2 W3 W4 W5 W6"] [--quick]
 #
 # Every (workload, thread count, repetition) runs in a fresh process of each system, so the peak
 # memory (max RSS) printed is that workload's alone. PyTorch is found through $PYTHON (default
 # python3); without it, or without torch, strata's own figures still print. The table needs a
 # Python 3 for the arithmetic (any, torch or not); with none, the raw JSON lines are printed.
+#
+# --device gpu (= gpu:0) or gpu:N: strata runs with --device gpu:N (the adapters of
+# `strata devices`), PyTorch with --device cuda:N when torch.cuda.is_available() (else strata's
+# figures alone, with a note); one thread setting, all cores, unless --threads is given (threads
+# only feed the GPU). On a software adapter (llvmpipe) the table says its figures show
+# correctness, not speed. The CPU targets of the ratio table do not apply on a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 JSON=0
+DEVICE=cpu
+THREADS_GIVEN=0
 REPS=5
 CORES=$(nproc 2>/dev/null || echo 1)
 THREADS="1 $CORES"
@@ -22,10 +31,11 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --json) JSON=1 ;;
         --reps) REPS="$2"; shift ;;
-        --threads) THREADS="$2"; shift ;;
+        --threads) THREADS="$2"; THREADS_GIVEN=1; shift ;;
+        --device) DEVICE="${2:-}"; shift ;;
         --workloads) WORKLOADS="$2"; shift ;;
         --quick) QUICK="--quick" ;;
-        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         *) echo "compare.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -34,14 +44,32 @@ done
 PYTHON="${PYTHON:-python3}"
 say() { echo "compare.sh: $*" >&2; }
 
+# strata's device and PyTorch's counterpart (gpu:N -> cuda:N; each system numbers its own GPUs,
+# which agree on a machine with one).
+case "$DEVICE" in
+    cpu) TORCH_DEVICE=cpu ;;
+    gpu) DEVICE=gpu:0; TORCH_DEVICE=cuda:0 ;;
+    gpu:[0-9]|gpu:[0-9][0-9]) TORCH_DEVICE="cuda:${DEVICE#gpu:}" ;;
+    *) echo "compare.sh: unknown device '$DEVICE': expected cpu, gpu or gpu:N (see --help)" >&2; exit 2 ;;
+esac
+if [ "$DEVICE" != cpu ] && [ "$THREADS_GIVEN" = 0 ]; then
+    THREADS="$CORES"
+fi
+
 say "building strata-bench (release)"
 cargo build --release --quiet -p strata-bench
 BIN="${CARGO_TARGET_DIR:-target}/release/strata-bench"
 
 HAVE_TORCH=0
+TORCH_NOTE=""
 if command -v "$PYTHON" >/dev/null 2>&1 && "$PYTHON" -c "import torch" >/dev/null 2>&1; then
     HAVE_TORCH=1
     TORCH_VERSION=$("$PYTHON" -c "import torch; print(torch.__version__)")
+    if [ "$DEVICE" != cpu ] && ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+        HAVE_TORCH=0
+        TORCH_NOTE="not run: CUDA is not available to PyTorch $TORCH_VERSION here"
+        say "PyTorch $TORCH_VERSION has no CUDA device here: printing strata's $DEVICE figures only"
+    fi
 else
     TORCH_VERSION=""
     say "PyTorch not found through \$PYTHON=$PYTHON: printing strata's figures only"
@@ -57,10 +85,22 @@ done
 LINES=$(mktemp)
 trap 'rm -f "$LINES"' EXIT
 
-run_strata() { "$BIN" --workload "$1" --threads "$2" $QUICK >>"$LINES"; }
+# On the CPU the command lines are the ones used before --device existed.
+STRATA_DEVICE_ARGS=""
+TORCH_DEVICE_ARGS=""
+if [ "$DEVICE" != cpu ]; then
+    STRATA_DEVICE_ARGS="--device $DEVICE"
+    TORCH_DEVICE_ARGS="--device $TORCH_DEVICE"
+fi
+run_strata() {
+    "$BIN" --workload "$1" --threads "$2" $STRATA_DEVICE_ARGS $QUICK >>"$LINES" || {
+        say "strata-bench failed on $1 at $2 threads${STRATA_DEVICE_ARGS:+ ($STRATA_DEVICE_ARGS)}: its message is above"
+        exit 1
+    }
+}
 run_torch() {
     [ "$HAVE_TORCH" = 1 ] || return 0
-    OMP_NUM_THREADS="$2" MKL_NUM_THREADS="$2" "$PYTHON" bench/torch_bench.py --workload "$1" --threads "$2" $QUICK >>"$LINES"
+    OMP_NUM_THREADS="$2" MKL_NUM_THREADS="$2" "$PYTHON" bench/torch_bench.py --workload "$1" --threads "$2" $TORCH_DEVICE_ARGS $QUICK >>"$LINES"
 }
 
 for rep in $(seq 1 "$REPS"); do
@@ -81,6 +121,8 @@ export CMP_CPU="$CPU ($CORES cores, $SIMD)"
 export CMP_RUSTC=$(rustc --version 2>/dev/null || echo unknown)
 export CMP_STRATA="strata $(cargo pkgid -p strata-core 2>/dev/null | sed 's/.*[#@]//') ($(git rev-parse --short HEAD 2>/dev/null || echo no git)$(git diff --quiet 2>/dev/null || echo ', modified'))"
 export CMP_TORCH="$TORCH_VERSION"
+export CMP_TORCH_NOTE="$TORCH_NOTE"
+export CMP_DEVICE="$DEVICE"
 export CMP_PYTHON=$([ -n "$REPORT_PY" ] && "$REPORT_PY" -c "import platform; print(platform.python_version())" || echo "")
 export CMP_DATE=$(date -u +%Y-%m-%d)
 export CMP_REPS="$REPS"

@@ -4,6 +4,10 @@ CMP_JSON=1, into JSON lines: one object per workload, system and thread count wi
 and one per workload with the ratio of each system's best thread count). Standard library only.
 
     python3 bench/report.py RESULTS.jsonl      (environment: CMP_CPU, CMP_RUSTC, CMP_STRATA, ...)
+
+Each line may name its "device" (absent: cpu), its GPU "adapter" and whether that adapter is a
+software one ("software_adapter", strata's lines); the header prints them, a software adapter
+labels the tables as showing correctness, not speed, and the CPU targets are left out on a GPU.
 """
 
 import json
@@ -33,20 +37,49 @@ METRICS = ("samples_per_s", "latency_us", "gflop_s", "peak_rss_mb")
 
 
 def load(path):
+    """(runs by (workload, system, threads), status by (workload, system), device by system)."""
     runs = {}
     status = {}
+    devices = {}
     with open(path) as f:
         for line in f:
             line = line.strip()
             if not line.startswith("{"):
                 continue
             r = json.loads(line)
+            devices.setdefault(r["system"], {k: r[k] for k in ("device", "adapter", "software_adapter") if k in r})
             key = (r["workload"], r["system"], r["threads"])
             if "status" in r:
                 status[(r["workload"], r["system"])] = r["status"]
                 continue
             runs.setdefault(key, []).append(r)
-    return runs, status
+    return runs, status, devices
+
+
+def on_gpu(devices):
+    """Whether any system ran on something other than the CPU."""
+    return any(d.get("device", "cpu") != "cpu" for d in devices.values())
+
+
+def software_label(devices):
+    """The warning for a software adapter ("software Vulkan (llvmpipe): ..."), or None."""
+    for d in devices.values():
+        if d.get("software_adapter"):
+            short = d.get("adapter", "software adapter").split(" (")[0]
+            return f"software Vulkan ({short}): these figures show correctness, not speed"
+    return None
+
+
+def describe(devices, system, label):
+    d = devices.get(system)
+    if d is None:
+        return None
+    text = f"{label} on {d.get('device', 'cpu')}"
+    if "adapter" in d:
+        text += f", {d['adapter']}"
+        if d.get("software_adapter"):
+            text += " (software adapter)"
+    return text
 
 
 def medians(runs):
@@ -71,7 +104,7 @@ def best(med, workload, system):
     return max(cands, key=lambda c: c[1].get("samples_per_s", 0.0))
 
 
-def summary(med, workload):
+def summary(med, workload, gpu=False):
     s = best(med, workload, "strata")
     t = best(med, workload, "torch")
     kind, target = TARGETS[workload]
@@ -89,7 +122,9 @@ def summary(med, workload):
             out["strata_samples_per_s"] = s[1]["samples_per_s"]
             out["torch_samples_per_s"] = t[1]["samples_per_s"]
             out["ratio"] = s[1]["samples_per_s"] / t[1]["samples_per_s"]
-    if kind == "latency":
+    if gpu:
+        out["target"] = "CPU targets only"
+    elif kind == "latency":
         out["target"] = f"<= {target} us"
         if s:
             out["met"] = s[1]["latency_us"] <= target
@@ -111,25 +146,40 @@ def fmt(v, unit=""):
 
 
 def main():
-    runs, status = load(sys.argv[1])
+    runs, status, devices = load(sys.argv[1])
     med = medians(runs)
     workloads = sorted({k[0] for k in med} | {k[0] for k in status})
     env = os.environ.get
+    gpu = on_gpu(devices)
+    label = software_label(devices)
     if env("CMP_JSON") == "1":
         for (w, system, threads), m in sorted(med.items()):
-            print(json.dumps({"workload": w, "system": system, "threads": threads, **m}))
+            info = {"device": "cpu", **devices.get(system, {})}
+            print(json.dumps({"workload": w, "system": system, **info, "threads": threads, **m}))
         for (w, system), st in sorted(status.items()):
             print(json.dumps({"workload": w, "system": system, "status": st}))
         for w in workloads:
             if w not in {k[0] for k in status}:
-                print(json.dumps(summary(med, w)))
+                s = summary(med, w, gpu)
+                if label:
+                    s["note"] = label
+                print(json.dumps(s))
         return
     print(f"CPU:      {env('CMP_CPU', '?')}")
     print(f"strata:   {env('CMP_STRATA', '?')}, {env('CMP_RUSTC', '?')}")
     torch = env("CMP_TORCH")
-    print(f"PyTorch:  {torch + ' (eager), Python ' + env('CMP_PYTHON', '?') if torch else 'not found'}")
+    note = env("CMP_TORCH_NOTE")
+    if note:
+        print(f"PyTorch:  {note}")
+    else:
+        print(f"PyTorch:  {torch + ' (eager), Python ' + env('CMP_PYTHON', '?') if torch else 'not found'}")
+    where = [d for d in (describe(devices, "strata", "strata"), describe(devices, "torch", "PyTorch")) if d]
+    print(f"device:   {'; '.join(where) if where else env('CMP_DEVICE', 'cpu')}")
     print(f"date:     {env('CMP_DATE', '?')}; medians of {env('CMP_REPS', '?')} repetitions, systems alternating")
     print()
+    if label:
+        print(f"** {label} **")
+        print()
     head = f"| {'workload':<40} | {'system':<6} | {'threads':>7} | {'samples/s':>10} | {'latency':>9} | {'GFLOP/s':>7} | {'max RSS':>8} |"
     print(head)
     print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
@@ -149,6 +199,8 @@ def main():
                 )
     print()
     print("Each system at its best thread count (ratio > 1: strata faster; W3's ratio is PyTorch's latency over strata's):")
+    if label:
+        print(f"** {label} **")
     print()
     print(f"| {'workload':<4} | {'strata (threads)':>20} | {'PyTorch (threads)':>20} | {'ratio':>6} | {'target':<16} | met |")
     print(f"|{'-' * 6}|{'-' * 22}|{'-' * 22}|{'-' * 8}|{'-' * 18}|-----|")
@@ -157,7 +209,7 @@ def main():
             target = f">= {TARGETS[w][1]}x PyTorch"
             print(f"| {w:<4} | {'-':>20} | {'-':>20} | {'-':>6} | {target:<16} | not yet implemented |")
             continue
-        s = summary(med, w)
+        s = summary(med, w, gpu)
         sb, tb = best(med, w, "strata"), best(med, w, "torch")
         key, unit = ("latency_us", " µs") if w == "W3" else ("samples_per_s", "/s")
         sv = f"{fmt(sb[1].get(key), unit)} ({sb[0]})" if sb else "-"

@@ -2,7 +2,8 @@
 """PyTorch side of strata's benchmark: the same workloads as `strata-bench`, printed as the same
 JSON lines (with "system": "torch").
 
-    python3 bench/torch_bench.py [--workload W1,W2,W3,W4,W5,W6|all] [--threads N] [--samples N] [--quick]
+    python3 bench/torch_bench.py [--workload W1,W2,W3,W4,W5,W6|all] [--device cpu|cuda|cuda:N] [--threads N]
+                                 [--samples N] [--quick]
 
 W1  SimpleNN (784->128->64->10, ReLU) + CrossEntropyLoss + SGD(lr 0.01, momentum 0.9), batch 64,
     training samples/s over an epoch of 60,000 synthetic samples (zero_grad + forward + loss +
@@ -21,6 +22,12 @@ W5/W6 time a fixed number of batches after a few warm-up batches.
 
 Everything is PyTorch's defaults (eager mode, optimizer.zero_grad() setting grads to None),
 as a user would write it.
+
+--device cuda (or cuda:N): the model is moved to the GPU before its optimizer is made and the
+data once, before the warm-up, as PyTorch CUDA benchmarks do; torch.cuda.synchronize() runs
+before every timer stops, so queued kernels are counted. Each line then also carries "device"
+and "adapter" (the GPU's name). Without CUDA the script says so on stderr and exits with 1.
+The default (cpu) runs and prints exactly what it did before --device existed.
 """
 
 import argparse
@@ -39,6 +46,15 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from simple_nn import SimpleNN  # noqa: E402
 
 EPOCH_SAMPLES = 60_000
+
+# Where the workloads run (set by main from --device): torch.device("cpu") or a CUDA device.
+DEVICE = torch.device("cpu")
+
+
+def sync():
+    """Waits for the queued CUDA kernels (nothing to wait for on the CPU)."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
 
 
 class Mlp(nn.Module):
@@ -131,6 +147,9 @@ def peak_rss_mb():
 
 def record(workload, threads, **fields):
     out = {"workload": workload, "system": "torch", "threads": threads}
+    if DEVICE.type == "cuda":
+        out["device"] = str(DEVICE)
+        out["adapter"] = torch.cuda.get_device_name(DEVICE)
     out.update({k: v for k, v in fields.items() if v is not None})
     if "status" not in out:
         out["peak_rss_mb"] = round(peak_rss_mb(), 1)
@@ -140,12 +159,15 @@ def record(workload, threads, **fields):
 def run_simple_nn_training(workload, batch, samples, threads):
     torch.manual_seed(0)
     x, y = synthetic_data(samples)
-    model, criterion = SimpleNN(), nn.CrossEntropyLoss()
+    x, y = x.to(DEVICE), y.to(DEVICE)
+    model, criterion = SimpleNN().to(DEVICE), nn.CrossEntropyLoss()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     warm = min(20 * batch, samples)
     train_epoch(model, opt, criterion, x[:warm], y[:warm], batch)
+    sync()
     t = time.perf_counter()
     loss = train_epoch(model, opt, criterion, x, y, batch)
+    sync()
     seconds = time.perf_counter() - t
     flops = train_flops_per_sample([784, 128, 64, 10]) * samples
     return record(workload, threads, batch=batch, samples=samples, seconds=seconds,
@@ -154,17 +176,20 @@ def run_simple_nn_training(workload, batch, samples, threads):
 
 def run_inference(calls, threads):
     torch.manual_seed(0)
-    model = SimpleNN()
+    model = SimpleNN().to(DEVICE)
     x, _ = synthetic_data(1, seed=3)
+    x = x.to(DEVICE)
     block = max(calls // 20, 1)
     per_call = []
     with torch.inference_mode():
         for _ in range(block):
             model(x)
+        sync()
         for _ in range(20):
             t = time.perf_counter()
             for _ in range(block):
                 model(x)
+            sync()
             per_call.append((time.perf_counter() - t) / block)
     per_call.sort()
     median = per_call[len(per_call) // 2]
@@ -175,12 +200,15 @@ def run_inference(calls, threads):
 def run_big_mlp(steps, threads):
     sizes, batch = [784, 2048, 2048, 10], 256
     torch.manual_seed(0)
-    model, criterion = Mlp(sizes), nn.CrossEntropyLoss()
+    model, criterion = Mlp(sizes).to(DEVICE), nn.CrossEntropyLoss()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x, y = synthetic_data(batch * steps, seed=2)
+    x, y = x.to(DEVICE), y.to(DEVICE)
     train_epoch(model, opt, criterion, x[:2 * batch], y[:2 * batch], batch)
+    sync()
     t = time.perf_counter()
     loss = train_epoch(model, opt, criterion, x, y, batch)
+    sync()
     seconds = time.perf_counter() - t
     samples = batch * steps
     return record("W4", threads, batch=batch, samples=samples, seconds=seconds, samples_per_s=samples / seconds,
@@ -192,11 +220,14 @@ def run_from_model(workload, model, opt, sample, batch, warmup, batches, threads
     n = batch * (warmup + batches)
     x, y = synthetic_data(n, features=math.prod(sample), seed=4)
     x = x.reshape(n, *sample)
+    x, y = x.to(DEVICE), y.to(DEVICE)
     warm = batch * warmup
     if warm:
         train_epoch(model, opt, criterion, x[:warm], y[:warm], batch)
+    sync()
     t = time.perf_counter()
     loss = train_epoch(model, opt, criterion, x[warm:], y[warm:], batch)
+    sync()
     seconds = time.perf_counter() - t
     samples = n - warm
     params = sum(p.numel() for p in model.parameters())
@@ -206,14 +237,14 @@ def run_from_model(workload, model, opt, sample, batch, warmup, batches, threads
 
 def run_resnet(warmup, batches, threads):
     torch.manual_seed(0)
-    model = ResNetMNIST()
+    model = ResNetMNIST().to(DEVICE)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     return run_from_model("W5", model, opt, (1, 28, 28), 128, warmup, batches, threads)
 
 
 def run_lstm(warmup, batches, threads):
     torch.manual_seed(0)
-    model = LSTMMNIST()
+    model = LSTMMNIST().to(DEVICE)
     opt = torch.optim.Adam(model.parameters(), lr=0.002)
     return run_from_model("W6", model, opt, (28, 28), 64, warmup, batches, threads)
 
@@ -221,10 +252,31 @@ def run_lstm(warmup, batches, threads):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--workload", "-w", default="all")
+    p.add_argument("--device", "-d", default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--threads", "-t", type=int, default=None)
     p.add_argument("--samples", type=int, default=EPOCH_SAMPLES)
     p.add_argument("--quick", action="store_true")
     a = p.parse_args()
+    global DEVICE
+    try:
+        DEVICE = torch.device(a.device)
+    except RuntimeError:
+        p.error(f"--device {a.device!r}: expected cpu, cuda or cuda:N")
+    if DEVICE.type not in ("cpu", "cuda"):
+        p.error(f"--device {a.device!r}: expected cpu, cuda or cuda:N")
+    if DEVICE.type == "cuda":
+        if not torch.cuda.is_available():
+            print(f"torch_bench.py: --device {a.device}: CUDA is not available to this PyTorch "
+                  f"({torch.__version__}, built for CUDA {torch.version.cuda or 'none: a CPU-only build'}): "
+                  "no NVIDIA GPU or driver is visible here. Run on a machine with one, or use --device cpu.",
+                  file=sys.stderr)
+            sys.exit(1)
+        index = DEVICE.index if DEVICE.index is not None else 0
+        if index >= torch.cuda.device_count():
+            print(f"torch_bench.py: --device {a.device}: this machine has {torch.cuda.device_count()} CUDA "
+                  f"device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}.", file=sys.stderr)
+            sys.exit(1)
+        DEVICE = torch.device("cuda", index)
     if a.threads:
         torch.set_num_threads(a.threads)
     threads = torch.get_num_threads()

@@ -16,10 +16,15 @@
 //! `CrossEntropyLoss`, the optimizers; W5/W6 build their models from the model files with
 //! `ModelSpec::build`), not through engine internals, so the numbers are what a user gets. Each
 //! training step is zero_grad + forward + loss + backward + step, as in PyTorch.
+//!
+//! Every workload runs on a [`Device`]: the model is moved there with `Module::to_device` before
+//! its optimizer is made, and the data is moved there once, before the warm-up, as PyTorch CUDA
+//! benchmarks do. On a GPU the timed part ends with a read of a value (the last loss, or W3's last
+//! output), the only synchronisation, so the work still queued on the device is counted.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use strata_core::{DType, Generator, Tensor};
+use strata_core::{DType, Device, Generator, Tensor};
 use strata_nn::{
     Adam, AdamConfig, AdamW, CrossEntropyLoss, Error, Linear, ModelSpec, Module, Optimizer, Result, SGD, Sequential,
     SgdConfig, SimpleNN,
@@ -109,13 +114,83 @@ pub fn train_step(model: &dyn Module, opt: &mut dyn Optimizer, x: &Tensor, y: &T
 }
 
 /// One pass over `x`/`y` in batches of `batch` (the last one shorter, as PyTorch's DataLoader
-/// without `drop_last`); batches are views of the data, not copies. Returns the final loss.
+/// without `drop_last`); batches are views of the data, not copies. Returns the final loss, read
+/// back: on a GPU that read waits for the queued work, so a timer stopped after it counts it.
 pub fn train_epoch(model: &dyn Module, opt: &mut dyn Optimizer, x: &Tensor, y: &Tensor, batch: usize) -> Result<f64> {
     let n = x.dims()[0];
     let mut loss = None;
     for start in (0..n).step_by(batch) {
         let len = batch.min(n - start);
         loss = Some(train_step(model, opt, &x.narrow(0, start, len)?, &y.narrow(0, start, len)?)?);
+    }
+    Ok(loss.map_or(Ok(f64::NAN), |l| l.item())?)
+}
+
+/// The largest tensor `device` holds in one buffer, in bytes (`None`: no limit, the CPU).
+pub fn max_tensor_bytes(device: Device) -> Option<u64> {
+    match device {
+        Device::Cpu => None,
+        #[cfg(feature = "gpu")]
+        Device::Gpu(i) => strata_core::gpu::adapters()
+            .into_iter()
+            .find(|a| a.index == i)
+            .map(|a| a.max_buffer_bytes.min(a.max_binding_bytes)),
+        #[cfg(not(feature = "gpu"))]
+        Device::Gpu(_) => None,
+    }
+}
+
+/// A data set `x`/`y` (samples along dimension 0) moved to `device` once, as pieces of whole
+/// batches of `batch`, each as large as the device's largest buffer allows: one piece, the
+/// tensors themselves, on the CPU and wherever the data fits in one buffer (a CUDA-class GPU);
+/// several on adapters with small buffers (llvmpipe binds 128 MiB at most, less than W1's
+/// 188 MB). The batches and their order are the same either way.
+pub fn data_on_device(x: &Tensor, y: &Tensor, batch: usize, device: Device) -> Result<Vec<(Tensor, Tensor)>> {
+    let n = x.dims()[0];
+    let row_bytes = (x.numel() / n.max(1) * x.dtype().size_in_bytes()).max(1) as u64;
+    let rows = match max_tensor_bytes(device) {
+        Some(max) if max / row_bytes < n as u64 => {
+            let rows = (max / row_bytes) as usize / batch * batch;
+            if rows == 0 {
+                return Err(Error::InvalidConfig {
+                    what: "benchmark data",
+                    message: format!(
+                        "one batch of {batch} samples takes {} bytes, more than the {max} bytes {device} holds in one buffer; run on the CPU (--device cpu)",
+                        row_bytes * batch as u64
+                    ),
+                });
+            }
+            rows
+        }
+        _ => return Ok(vec![(x.to_device(device)?, y.to_device(device)?)]),
+    };
+    (0..n)
+        .step_by(rows)
+        .map(|start| {
+            let len = rows.min(n - start);
+            Ok((x.narrow(0, start, len)?.to_device(device)?, y.narrow(0, start, len)?.to_device(device)?))
+        })
+        .collect()
+}
+
+/// [`train_epoch`] over a data set in pieces ([`data_on_device`]): one pass over every piece in
+/// order, the final loss read back once at the end. One piece is exactly `train_epoch`.
+pub fn train_pieces(
+    model: &dyn Module,
+    opt: &mut dyn Optimizer,
+    pieces: &[(Tensor, Tensor)],
+    batch: usize,
+) -> Result<f64> {
+    if let [(x, y)] = pieces {
+        return train_epoch(model, opt, x, y, batch);
+    }
+    let mut loss = None;
+    for (x, y) in pieces {
+        let n = x.dims()[0];
+        for start in (0..n).step_by(batch) {
+            let len = batch.min(n - start);
+            loss = Some(train_step(model, opt, &x.narrow(0, start, len)?, &y.narrow(0, start, len)?)?);
+        }
     }
     Ok(loss.map_or(Ok(f64::NAN), |l| l.item())?)
 }
@@ -139,6 +214,12 @@ pub fn train_flops_per_sample(sizes: &[usize]) -> f64 {
 pub struct Record {
     /// `W1` … `W6`.
     pub workload: &'static str,
+    /// Where the model and data lived.
+    pub device: Device,
+    /// The GPU adapter's name (`None` on the CPU).
+    pub adapter: Option<String>,
+    /// Whether that adapter is a software one (llvmpipe and the like: correctness, not speed).
+    pub software_adapter: Option<bool>,
     /// Threads in the pool.
     pub threads: usize,
     /// Batch size.
@@ -162,9 +243,17 @@ pub struct Record {
 }
 
 impl Record {
-    /// The JSON line (hand-written: six numbers do not need a serialiser).
+    /// The JSON line (hand-written: a few numbers and names do not need a serialiser).
     pub fn to_json(&self) -> String {
-        let mut s = format!("{{\"workload\":\"{}\",\"system\":\"strata\",\"threads\":{}", self.workload, self.threads);
+        let mut s =
+            format!("{{\"workload\":\"{}\",\"system\":\"strata\",\"device\":\"{}\"", self.workload, self.device);
+        if let Some(name) = &self.adapter {
+            s += &format!(",\"adapter\":\"{}\"", json_escape(name));
+        }
+        if let Some(software) = self.software_adapter {
+            s += &format!(",\"software_adapter\":{software}");
+        }
+        s += &format!(",\"threads\":{}", self.threads);
         if let Some(status) = self.status {
             s += &format!(",\"status\":\"{status}\"}}");
             return s;
@@ -185,6 +274,60 @@ impl Record {
     }
 }
 
+/// `text` as the inside of a JSON string: quotes, backslashes and control characters escaped.
+pub fn json_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '"' => out += "\\\"",
+            '\\' => out += "\\\\",
+            c if (c as u32) < 0x20 => out += &format!("\\u{:04x}", c as u32),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The device's adapter for a [`Record`]: its name and whether it is a software one (`None` on
+/// the CPU, and for an index no adapter has).
+pub fn adapter_info(device: Device) -> Option<(String, bool)> {
+    match device {
+        Device::Cpu => None,
+        #[cfg(feature = "gpu")]
+        Device::Gpu(i) => strata_core::gpu::adapters().into_iter().find(|a| a.index == i).map(|a| {
+            let software = a.is_software();
+            (a.name, software)
+        }),
+        #[cfg(not(feature = "gpu"))]
+        Device::Gpu(_) => None,
+    }
+}
+
+/// Checks that `device` can run the workloads, before any is built: a GPU needs the `gpu`
+/// feature and an adapter at that index; a one-element tensor goes there and back. The error
+/// says what is missing and how to get it.
+pub fn check_device(device: Device) -> Result<()> {
+    if device.is_gpu() {
+        Tensor::from_vec(vec![1.0f32], &[1])?.to_device(device)?.to_vec::<f32>()?;
+    }
+    Ok(())
+}
+
+/// Fills in the device fields of a record made on `device`.
+fn on_device(record: Record, device: Device) -> Record {
+    let (adapter, software_adapter) = adapter_info(device).unzip();
+    Record { device, adapter, software_adapter, ..record }
+}
+
+/// Waits until `device` has run everything queued so far, by reading `t` back (the only
+/// synchronisation of the GPU backend); nothing on the CPU, whose ops are done when they return.
+pub fn synchronize(t: &Tensor, device: Device) -> Result<()> {
+    if device.is_gpu() {
+        std::hint::black_box(t.to_vec::<f32>()?);
+    }
+    Ok(())
+}
+
 /// The process's peak resident set size in KiB (`VmHWM`), on Linux.
 pub fn peak_rss_kb() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -192,23 +335,33 @@ pub fn peak_rss_kb() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// W1/W2: one warm-up pass over a few batches, then `epochs` timed epochs of `samples` at
-/// `batch` (more than one only to profile the steady state).
-pub fn run_simple_nn_training(workload: &'static str, batch: usize, samples: usize, epochs: usize) -> Result<Record> {
+/// W1/W2 on `device`: one warm-up pass over a few batches, then `epochs` timed epochs of
+/// `samples` at `batch` (more than one only to profile the steady state).
+pub fn run_simple_nn_training(
+    workload: &'static str,
+    batch: usize,
+    samples: usize,
+    epochs: usize,
+    device: Device,
+) -> Result<Record> {
     let (x, y) = synthetic_data(samples, IN_FEATURES, CLASSES, 1)?;
+    let data = data_on_device(&x, &y, batch, device)?;
+    drop((x, y));
     let model = simple_nn(0)?;
+    model.to_device(device)?;
     let mut opt = sgd(&model)?;
-    let warm = (20 * batch).min(samples);
-    train_epoch(&model, &mut opt, &x.narrow(0, 0, warm)?, &y.narrow(0, 0, warm)?, batch)?;
+    let (x0, y0) = &data[0];
+    let warm = (20 * batch).min(x0.dims()[0]);
+    train_epoch(&model, &mut opt, &x0.narrow(0, 0, warm)?, &y0.narrow(0, 0, warm)?, batch)?;
     let t = Instant::now();
     let mut loss = f64::NAN;
     for _ in 0..epochs {
-        loss = train_epoch(&model, &mut opt, &x, &y, batch)?;
+        loss = train_pieces(&model, &mut opt, &data, batch)?;
     }
     let seconds = t.elapsed().as_secs_f64();
     let samples = samples * epochs;
     let flops = train_flops_per_sample(&[784, 128, 64, 10]) * samples as f64;
-    Ok(Record {
+    let record = Record {
         workload,
         threads: rayon::current_num_threads(),
         batch,
@@ -218,30 +371,40 @@ pub fn run_simple_nn_training(workload: &'static str, batch: usize, samples: usi
         gflop_s: Some(flops / seconds / 1e9),
         loss: Some(loss),
         ..Default::default()
-    })
+    };
+    Ok(on_device(record, device))
 }
 
-/// W3: SimpleNN forward at batch 1 under `no_grad`; the median over blocks of `calls / 20`
-/// forwards of the mean time per forward.
-pub fn run_inference(calls: usize) -> Result<Record> {
+/// W3 on `device`: SimpleNN forward at batch 1 under `no_grad`; the median over blocks of
+/// `calls / 20` forwards of the mean time per forward (on a GPU each block ends by reading its
+/// last output back, so the block's queued work is counted).
+pub fn run_inference(calls: usize, device: Device) -> Result<Record> {
     let model = simple_nn(0)?;
+    model.to_device(device)?;
     let (x, _) = synthetic_data(1, IN_FEATURES, CLASSES, 3)?;
+    let x = x.to_device(device)?;
     let _guard = strata_core::NoGradGuard::new();
     let block = (calls / 20).max(1);
-    for _ in 0..block {
-        std::hint::black_box(model.forward(&x)?);
-    }
+    // Each output is dropped before the next forward (its buffer reused), as in PyTorch's loop.
+    let run_block = || -> Result<()> {
+        for i in 0..block {
+            let out = std::hint::black_box(model.forward(&x)?);
+            if i + 1 == block {
+                synchronize(&out, device)?;
+            }
+        }
+        Ok(())
+    };
+    run_block()?;
     let mut per_call = Vec::with_capacity(20);
     for _ in 0..20 {
         let t = Instant::now();
-        for _ in 0..block {
-            std::hint::black_box(model.forward(&x)?);
-        }
+        run_block()?;
         per_call.push(t.elapsed().as_secs_f64() / block as f64);
     }
     per_call.sort_by(f64::total_cmp);
     let median = per_call[per_call.len() / 2];
-    Ok(Record {
+    let record = Record {
         workload: "W3",
         threads: rayon::current_num_threads(),
         batch: 1,
@@ -250,23 +413,27 @@ pub fn run_inference(calls: usize) -> Result<Record> {
         latency_us: Some(median * 1e6),
         gflop_s: Some(2.0 * forward_macs(&[784, 128, 64, 10]) as f64 / median / 1e9),
         ..Default::default()
-    })
+    };
+    Ok(on_device(record, device))
 }
 
-/// W4: the 784→2048→2048→10 MLP at batch 256; two warm-up steps, then `steps` timed steps.
-pub fn run_big_mlp(steps: usize) -> Result<Record> {
+/// W4 on `device`: the 784→2048→2048→10 MLP at batch 256; two warm-up steps, then `steps`
+/// timed steps.
+pub fn run_big_mlp(steps: usize, device: Device) -> Result<Record> {
     const SIZES: [usize; 4] = [784, 2048, 2048, 10];
     let batch = 256;
     let mut rng = Generator::new(0);
     let model = Mlp::new(&SIZES, &mut rng)?;
+    model.to_device(device)?;
     let mut opt = sgd(&model)?;
     let (x, y) = synthetic_data(batch * steps, IN_FEATURES, CLASSES, 2)?;
+    let (x, y) = (x.to_device(device)?, y.to_device(device)?);
     train_epoch(&model, &mut opt, &x.narrow(0, 0, 2 * batch)?, &y.narrow(0, 0, 2 * batch)?, batch)?;
     let t = Instant::now();
     let loss = train_epoch(&model, &mut opt, &x, &y, batch)?;
     let seconds = t.elapsed().as_secs_f64();
     let samples = batch * steps;
-    Ok(Record {
+    let record = Record {
         workload: "W4",
         threads: rayon::current_num_threads(),
         batch,
@@ -276,7 +443,8 @@ pub fn run_big_mlp(steps: usize) -> Result<Record> {
         gflop_s: Some(train_flops_per_sample(&SIZES) * samples as f64 / seconds / 1e9),
         loss: Some(loss),
         ..Default::default()
-    })
+    };
+    Ok(on_device(record, device))
 }
 
 /// The repository's `examples/` folder (model and run files), found from this crate's source
@@ -354,24 +522,27 @@ impl RunFile {
     }
 }
 
-/// W5/W6: the model and optimizer of run file `run`, synthetic data of `sample` shape (MNIST's
-/// `[1, 28, 28]` or `[28, 28]`), `warmup` untimed batches, then `batches` timed ones.
+/// W5/W6 on `device`: the model and optimizer of run file `run`, synthetic data of `sample`
+/// shape (MNIST's `[1, 28, 28]` or `[28, 28]`), `warmup` untimed batches, then `batches` timed
+/// ones.
 pub fn run_from_file(
     workload: &'static str,
     run: &str,
     sample: &[usize],
     warmup: usize,
     batches: usize,
+    device: Device,
 ) -> Result<Record> {
     let rf = RunFile::load(run)?;
     let model = rf.build()?;
+    model.to_device(device)?;
     let mut opt = rf.optimizer(model.parameters())?;
     let batch = rf.batch_size;
     let n = batch * (warmup + batches);
     let (x, y) = synthetic_data(n, sample.iter().product(), CLASSES, 4)?;
     let mut dims = vec![n];
     dims.extend_from_slice(sample);
-    let x = x.reshape(&dims)?;
+    let (x, y) = (x.reshape(&dims)?.to_device(device)?, y.to_device(device)?);
     let warm = batch * warmup;
     if warm > 0 {
         train_epoch(&model, opt.as_mut(), &x.narrow(0, 0, warm)?, &y.narrow(0, 0, warm)?, batch)?;
@@ -381,7 +552,7 @@ pub fn run_from_file(
     let loss = train_epoch(&model, opt.as_mut(), &xt, &yt, batch)?;
     let seconds = t.elapsed().as_secs_f64();
     let samples = n - warm;
-    Ok(Record {
+    let record = Record {
         workload,
         threads: rayon::current_num_threads(),
         batch,
@@ -391,17 +562,18 @@ pub fn run_from_file(
         loss: Some(loss),
         params: Some(model.num_parameters()),
         ..Default::default()
-    })
+    };
+    Ok(on_device(record, device))
 }
 
-/// W5: the ResNet of `examples/resnet_mnist.toml`, batch 128, on `[N, 1, 28, 28]`.
-pub fn run_resnet(warmup: usize, batches: usize) -> Result<Record> {
-    run_from_file("W5", "resnet_mnist.toml", &[1, 28, 28], warmup, batches)
+/// W5 on `device`: the ResNet of `examples/resnet_mnist.toml`, batch 128, on `[N, 1, 28, 28]`.
+pub fn run_resnet(warmup: usize, batches: usize, device: Device) -> Result<Record> {
+    run_from_file("W5", "resnet_mnist.toml", &[1, 28, 28], warmup, batches, device)
 }
 
-/// W6: the LSTM of `examples/lstm_mnist.toml`, batch 64, on `[N, 28, 28]`.
-pub fn run_lstm(warmup: usize, batches: usize) -> Result<Record> {
-    run_from_file("W6", "lstm_mnist.toml", &[28, 28], warmup, batches)
+/// W6 on `device`: the LSTM of `examples/lstm_mnist.toml`, batch 64, on `[N, 28, 28]`.
+pub fn run_lstm(warmup: usize, batches: usize, device: Device) -> Result<Record> {
+    run_from_file("W6", "lstm_mnist.toml", &[28, 28], warmup, batches, device)
 }
 
 #[cfg(test)]

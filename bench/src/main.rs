@@ -1,19 +1,25 @@
 //! `strata-bench`: runs the benchmark workloads W1–W6 and prints one JSON line per workload.
 //!
 //! ```text
-//! strata-bench [--workload W1|W2|W3|W4|W5|W6|all] [--threads N] [--samples N] [--epochs N] [--quick]
+//! strata-bench [--workload W1|W2|W3|W4|W5|W6|all] [--device cpu|gpu|gpu:N] [--threads N]
+//!              [--samples N] [--epochs N] [--quick]
 //! ```
-//! `--threads` sizes rayon's global pool (default: all cores); `--samples` shortens the W1/W2
-//! epoch and `--epochs` repeats it (to profile the steady state); `--quick` shrinks every workload for a smoke test. `bench/compare.sh` runs this binary
-//! and `bench/torch_bench.py` side by side.
+//! `--device` is where the models and data live (default `cpu`; `gpu` is `gpu:0`, the first
+//! adapter `strata devices` lists); a device that cannot be used is an error before anything
+//! runs. `--threads` sizes rayon's global pool (default: all cores), on any device; `--samples`
+//! shortens the W1/W2 epoch and `--epochs` repeats it (to profile the steady state); `--quick`
+//! shrinks every workload for a smoke test. `bench/compare.sh` runs this binary and
+//! `bench/torch_bench.py` side by side.
 
 use std::process::ExitCode;
 use strata_bench::{EPOCH_SAMPLES, Record, run_big_mlp, run_inference, run_lstm, run_resnet, run_simple_nn_training};
+use strata_core::Device;
+
+const USAGE: &str = "usage: strata-bench [--workload W1|W2|W3|W4|W5|W6|all] [--device cpu|gpu|gpu:N] [--threads N] \
+                     [--samples N] [--epochs N] [--quick]";
 
 fn usage() -> ExitCode {
-    eprintln!(
-        "usage: strata-bench [--workload W1|W2|W3|W4|W5|W6|all] [--threads N] [--samples N] [--epochs N] [--quick]"
-    );
+    eprintln!("{USAGE}");
     ExitCode::from(2)
 }
 
@@ -23,11 +29,20 @@ fn main() -> ExitCode {
     let mut samples = EPOCH_SAMPLES;
     let mut quick = false;
     let mut epochs = 1;
+    let mut device = Device::Cpu;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--workload" | "-w" => match args.next() {
                 Some(w) => workloads.extend(w.split(',').map(|s| s.trim().to_uppercase())),
+                None => return usage(),
+            },
+            "--device" | "-d" => match args.next().map(|d| d.parse::<Device>()) {
+                Some(Ok(d)) => device = d,
+                Some(Err(e)) => {
+                    eprintln!("strata-bench: --device: {e}\n{USAGE}");
+                    return ExitCode::from(2);
+                }
                 None => return usage(),
             },
             "--threads" | "-t" => match args.next().and_then(|t| t.parse::<usize>().ok()) {
@@ -44,7 +59,7 @@ fn main() -> ExitCode {
             },
             "--quick" => quick = true,
             "--help" | "-h" => {
-                usage();
+                println!("{USAGE}");
                 return ExitCode::SUCCESS;
             }
             _ => return usage(),
@@ -59,27 +74,31 @@ fn main() -> ExitCode {
         eprintln!("strata-bench: cannot set up {t} threads: {e}");
         return ExitCode::FAILURE;
     }
+    if let Err(e) = strata_bench::check_device(device) {
+        eprintln!("strata-bench: cannot run on {device}: {e}");
+        return ExitCode::FAILURE;
+    }
     if quick {
         samples = samples.min(2_048);
     }
     for w in &workloads {
         let record: strata_nn::Result<Record> = match w.as_str() {
-            "W1" => run_simple_nn_training("W1", 64, samples, epochs),
-            "W2" => run_simple_nn_training("W2", 512, samples, epochs),
-            "W3" => run_inference(if quick { 2_000 } else { 100_000 }),
-            "W4" => run_big_mlp(if quick { 2 } else { 24 }),
+            "W1" => run_simple_nn_training("W1", 64, samples, epochs, device),
+            "W2" => run_simple_nn_training("W2", 512, samples, epochs, device),
+            "W3" => run_inference(if quick { 2_000 } else { 100_000 }, device),
+            "W4" => run_big_mlp(if quick { 2 } else { 24 }, device),
             "W5" => {
                 if quick {
-                    run_resnet(1, 2)
+                    run_resnet(1, 2, device)
                 } else {
-                    run_resnet(3, 20)
+                    run_resnet(3, 20, device)
                 }
             }
             "W6" => {
                 if quick {
-                    run_lstm(1, 4)
+                    run_lstm(1, 4, device)
                 } else {
-                    run_lstm(5, 60)
+                    run_lstm(5, 60, device)
                 }
             }
             other => {
@@ -90,7 +109,7 @@ fn main() -> ExitCode {
         match record {
             Ok(r) => println!("{}", r.to_json()),
             Err(e) => {
-                eprintln!("strata-bench: {w} failed: {e}");
+                eprintln!("strata-bench: {w} failed on {device}: {e}");
                 return ExitCode::FAILURE;
             }
         }

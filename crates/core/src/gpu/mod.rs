@@ -49,6 +49,19 @@ pub struct AdapterDescription {
     pub max_binding_bytes: u64,
 }
 
+/// [`AdapterDescription::kind`] of an adapter that computes on the CPU (wgpu's `DeviceType::Cpu`).
+const SOFTWARE_KIND: &str = "software (CPU)";
+
+impl AdapterDescription {
+    /// Whether this adapter is a software rasteriser running on the CPU (Mesa's llvmpipe /
+    /// lavapipe, SwiftShader, or any adapter wgpu reports as a CPU device): its timings show
+    /// that the GPU code paths run correctly, not how fast a GPU would run them.
+    pub fn is_software(&self) -> bool {
+        let name = self.name.to_lowercase();
+        self.kind == SOFTWARE_KIND || ["llvmpipe", "lavapipe", "swiftshader"].iter().any(|s| name.contains(s))
+    }
+}
+
 fn instance() -> &'static wgpu::Instance {
     static INSTANCE: OnceLock<wgpu::Instance> = OnceLock::new();
     INSTANCE.get_or_init(|| {
@@ -92,7 +105,7 @@ pub fn adapters() -> Vec<AdapterDescription> {
                     wgpu::DeviceType::DiscreteGpu => "discrete GPU",
                     wgpu::DeviceType::IntegratedGpu => "integrated GPU",
                     wgpu::DeviceType::VirtualGpu => "virtual GPU",
-                    wgpu::DeviceType::Cpu => "software (CPU)",
+                    wgpu::DeviceType::Cpu => SOFTWARE_KIND,
                     wgpu::DeviceType::Other => "other",
                 }
                 .into(),
@@ -535,4 +548,29 @@ pub(crate) fn layout_words(layout: &crate::shape::Layout, out: &[usize]) -> Vec<
 /// A fresh output buffer of `n` elements on `ctx` wrapped as storage.
 pub(crate) fn output(ctx: &Arc<Context>, op: &'static str, n: usize, dtype: DType) -> Result<Arc<GpuBuffer>> {
     Ok(Arc::new(GpuBuffer::uninit(ctx, op, n, dtype)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn adapter(name: &str, kind: &str) -> AdapterDescription {
+        AdapterDescription {
+            index: 0,
+            name: name.into(),
+            kind: kind.into(),
+            backend: "Vulkan".into(),
+            driver: String::new(),
+            max_buffer_bytes: 1 << 30,
+            max_binding_bytes: 1 << 30,
+        }
+    }
+
+    #[test]
+    fn software_adapters_are_told_apart() {
+        assert!(adapter("llvmpipe (LLVM 15.0.6, 256 bits)", "other").is_software());
+        assert!(adapter("SwiftShader Device (Subzero)", "other").is_software());
+        assert!(adapter("some rasteriser", SOFTWARE_KIND).is_software());
+        assert!(!adapter("NVIDIA H200", "discrete GPU").is_software());
+    }
 }
