@@ -152,13 +152,16 @@ pub fn data_on_device(x: &Tensor, y: &Tensor, batch: usize, device: Device) -> R
         Some(max) if max / row_bytes < n as u64 => {
             let rows = (max / row_bytes) as usize / batch * batch;
             if rows == 0 {
-                return Err(Error::InvalidConfig {
-                    what: "benchmark data",
-                    message: format!(
-                        "one batch of {batch} samples takes {} bytes, more than the {max} bytes {device} holds in one buffer; run on the CPU (--device cpu)",
+                return Err(Error::option(
+                    "benchmark data",
+                    "batch",
+                    batch,
+                    format!(
+                        "small enough for one batch ({} bytes) to fit the {max} bytes {device} holds in one buffer; \
+                         or run on the CPU (--device cpu)",
                         row_bytes * batch as u64
                     ),
-                });
+                ));
             }
             rows
         }
