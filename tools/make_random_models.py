@@ -4,7 +4,7 @@
 Draws random *valid* models from every layer kind and option that strata's model files support
 (Linear, the activations, Flatten, Conv2d with stride/padding/dilation/groups/bias, MaxPool2d,
 AvgPool2d with count_include_pad, AdaptiveAvgPool2d, BatchNorm1d/2d with every option,
-LayerNorm, Dropout(p=0), Embedding with padding_idx, RNN/LSTM/GRU with every option and
+LayerNorm, GroupNorm with every option, Dropout(p=0), Embedding with padding_idx, RNN/LSTM/GRU with every option and
 LastStep, nested Sequential blocks, Residual with and without a shortcut, Add/Concat branches
 including identity branches ``[]``), a loss (CrossEntropyLoss, NLLLoss, BCEWithLogitsLoss,
 MSELoss with their options) and an optimizer (SGD, Adam, AdamW with their options,
@@ -37,7 +37,9 @@ A drawn case is redrawn when it is ill-conditioned: a parameter whose float64 gr
 noise, which Adam would turn into steps of lr), or a run whose loss grows tenfold. Five special
 groups reach strata's fast paths: stride-1 3x3 convolutions on 28x28 and 14x14 planes with 8-16
 channels (Winograd), LSTM/GRU at batches of 33-64 (the blocked, fused LSTM), a 512x96x96 Linear
-(threaded GEMM), and batches of one through Concat of identity branches (issue 11's fault).
+(threaded GEMM), and batches of one through Concat of identity branches (issue 11's fault). A
+sixth, cases 240-247 (added after the first 240, which it leaves unchanged), has GroupNorm after
+convolutions: one group, several, one per channel, affine or not, eps 1e-5 or 1e-3.
 
 The Rust side is ``crates/nn/tests/differential.rs``. Regenerate with::
 
@@ -62,7 +64,7 @@ import torch.nn as nn
 from safetensors.torch import save_file
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "crates", "nn", "tests", "fixtures", "differential")
-NUM_CASES = 240
+NUM_CASES = 248
 
 COVER = Counter()  # what the generated set covers, printed at the end
 
@@ -233,6 +235,8 @@ def layer_torch(l):
         m = l["momentum"]
         return getattr(nn, t)(l["num_features"], eps=l["eps"], momentum=None if m == "None" else m,
                                affine=l["affine"], track_running_stats=l["track_running_stats"])
+    if t == "GroupNorm":
+        return nn.GroupNorm(l["num_groups"], l["num_channels"], eps=l["eps"], affine=l["affine"])
     if t == "LayerNorm":
         return nn.LayerNorm(l["normalized_shape"], eps=l["eps"], elementwise_affine=l["elementwise_affine"])
     if t == "Embedding":
@@ -619,6 +623,29 @@ def draw_case(i, attempt):
             chain.append({"type": "Flatten"})
             fo = c2 * h2 * w2
         return family, (n, c, h, w), "f32", head(g, chain, fo, k, loss_kind), [c, h, w], k, loss_kind
+    if family == "group_norm":
+        g = Gen(r, n)
+        c, h, w = r.randint(1, 4), r.randint(3, 8), r.randint(3, 8)
+        c0, h0, w0 = c, h, w
+        chain = []
+        for _ in range(r.randint(1, 2)):
+            co = r.choice([2, 4, 6, 8])
+            groups = r.choice([d for d in (1, 2, 3, 4, co) if co % d == 0])
+            # One channel per group removes a convolution's bias exactly (its gradient vanishes).
+            conv, c, h, w = g.conv(c, h, w, cout=co, k=3, stride=1, padding=1, dilation=1,
+                                   bias=False if groups == co else None)
+            chain.append(conv)
+            chain.append({"type": "GroupNorm", "name": g.name("gn"), "num_groups": groups, "num_channels": co,
+                          "eps": r.choice([1e-5, 1e-3]), "affine": r.random() < 0.75})
+            COVER[f"GroupNorm {'one group' if groups == 1 else 'one channel per group' if groups == co else 'groups'}"] += 1
+            chain.append(g.activation(allow_softmax=False))
+        if c * h * w > 300:
+            chain += [{"type": "AdaptiveAvgPool2d", "output_size": (2, 2)}, {"type": "Flatten"}]
+            fo = c * 4
+        else:
+            chain.append({"type": "Flatten"})
+            fo = c * h * w
+        return family, (n, c0, h0, w0), "f32", head(g, chain, fo, k, loss_kind), [c0, h0, w0], k, loss_kind
     if family in ("seq", "lstm_big"):
         if family == "lstm_big":
             n = r.choice([33, 40, 64])
@@ -668,7 +695,8 @@ def draw_case(i, attempt):
 
 
 # Cases that reach strata's fast paths: big convolution planes (Winograd), batches > 32 through
-# LSTM/GRU (the fused, blocked LSTM), threaded GEMMs, and batch-1 Concat of identities.
+# LSTM/GRU (the fused, blocked LSTM), threaded GEMMs, and batch-1 Concat of identities; and
+# GroupNorm after convolutions (cases 240-247, appended so the first 240 stay as they were).
 SPECIALS = {}
 for j in range(6):
     SPECIALS[200 + j] = "conv28"
@@ -682,6 +710,8 @@ for j in range(8):
     SPECIALS[222 + j] = "batch1"
 for j in range(6):
     SPECIALS[230 + j] = "batch1_mlp"
+for j in range(8):
+    SPECIALS[240 + j] = "group_norm"
 
 
 def draw_loss(r, kind, k, n):

@@ -12,6 +12,7 @@ pub mod dropout;
 pub mod embedding;
 pub mod error;
 pub mod flatten;
+pub mod group_norm;
 #[cfg(test)]
 mod import_cycles;
 pub mod init;

@@ -24,6 +24,7 @@ pub static KINDS: &[&LayerKind] = &[
     &pool::ADAPTIVE_AVG_POOL2D_KIND,
     &batch_norm::BATCH_NORM1D_KIND,
     &batch_norm::BATCH_NORM2D_KIND,
+    &crate::group_norm::GROUP_NORM_KIND,
     &activation::SIGMOID_KIND,
     &activation::TANH_KIND,
     &activation::GELU_KIND,

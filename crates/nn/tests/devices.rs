@@ -93,6 +93,20 @@ layers = [
 "#;
         return strata_nn::model_file::parse_model(text, "gru_rnn.toml", "GruRnn").unwrap();
     }
+    if file == "conv_group_norm" {
+        // GroupNorm (composed of reshapes, layer_norm, mul and add) after a convolution.
+        let text = r#"name = "ConvGroupNorm"
+input = [3, 8, 8]
+layers = [
+  { name = "conv", type = "Conv2d", in_channels = 3, out_channels = 8, kernel_size = 3, padding = 1 },
+  { name = "gn", type = "GroupNorm", num_groups = 4, num_channels = 8 },
+  { type = "ReLU" },
+  { type = "Flatten" },
+  { name = "fc", type = "Linear", in_features = 512, out_features = 10 },
+]
+"#;
+        return strata_nn::model_file::parse_model(text, "conv_group_norm.toml", "ConvGroupNorm").unwrap();
+    }
     let path = format!("{}/../../examples/{file}", env!("CARGO_MANIFEST_DIR"));
     strata_nn::model_file::load_model(std::path::Path::new(&path)).unwrap()
 }
@@ -144,4 +158,9 @@ fn dropout_on_the_gpu_draws_the_cpus_masks() {
 #[test]
 fn embedding_lstm_on_the_gpu() {
     same_losses("embedding_lstm.toml", 50, 4);
+}
+
+#[test]
+fn group_norm_on_the_gpu() {
+    same_losses("conv_group_norm", 20, 4);
 }
