@@ -73,19 +73,21 @@ impl GroupNormSpec {
     /// PyTorch initialises them. An error when `num_groups` does not divide `num_channels`
     /// (PyTorch's `ValueError`), a size is 0 or `eps` is negative.
     pub fn init(&self, dtype: DType) -> Result<GroupNorm> {
-        let bad = |message: String| Err(Error::InvalidConfig { what: "GroupNorm", message });
+        const OWNER: &str = "GroupNorm";
         let (g, c) = (self.num_groups, self.num_channels);
-        if g == 0 || c == 0 {
-            return bad(format!("num_groups and num_channels must be at least 1, got {g} and {c}"));
+        for (key, v) in [("num_groups", g), ("num_channels", c)] {
+            if v == 0 {
+                return Err(Error::option(OWNER, key, 0, "at least 1"));
+            }
         }
         if !c.is_multiple_of(g) {
-            return bad(format!("num_groups ({g}) must divide num_channels ({c})"));
+            return Err(Error::option(OWNER, "num_groups", g, format!("a divisor of num_channels ({c})")));
         }
         if !dtype.is_float() {
-            return bad(format!("parameters must be f32 or f64, got {dtype:?}"));
+            return Err(Error::option(OWNER, "dtype", format!("{dtype:?}"), "f32 or f64"));
         }
         if self.eps.is_nan() || self.eps < 0.0 {
-            return bad(format!("eps must be ≥ 0, got {}", self.eps));
+            return Err(Error::option(OWNER, "eps", self.eps, "≥ 0"));
         }
         let (weight, bias) = if self.affine {
             (Some(Tensor::ones(&[c], dtype).requires_grad_()?), Some(Tensor::zeros(&[c], dtype).requires_grad_()?))
@@ -363,7 +365,7 @@ mod tests {
         assert_eq!(plain.num_parameters(), 0);
         assert_eq!(plain.describe(), "GroupNorm 3 groups, 3 channels, eps 0.001, not affine");
         let err = |s: GroupNormSpec| s.init(DType::F32).unwrap_err().to_string();
-        assert_eq!(err(GroupNormSpec::new(4, 6)), "GroupNorm: num_groups (4) must divide num_channels (6)");
+        assert_eq!(err(GroupNormSpec::new(4, 6)), "GroupNorm: num_groups must be a divisor of num_channels (6), got 4");
         assert!(err(GroupNormSpec::new(0, 6)).contains("at least 1"));
         assert!(err(GroupNormSpec::new(2, 6).eps(-1.0)).contains("eps must be ≥ 0"));
         assert!(GroupNormSpec::new(2, 6).init(DType::I64).unwrap_err().to_string().contains("f32 or f64"));
