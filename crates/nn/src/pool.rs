@@ -64,50 +64,41 @@ fn window_desc(
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MaxPool2d {
-    /// `(kH, kW)`.
-    pub kernel_size: (usize, usize),
-    /// Step of the window (defaults to the kernel size).
-    pub stride: (usize, usize),
-    /// Implicit −∞ padding on each side.
-    pub padding: (usize, usize),
-    /// Spacing between window taps.
-    pub dilation: (usize, usize),
-    /// Round the output size up (PyTorch's `ceil_mode`).
-    pub ceil_mode: bool,
+    /// The window: kernel size, stride, padding, dilation, `ceil_mode` (core's options, which
+    /// the model spec holds too).
+    pub options: MaxPool2dOptions,
 }
 
 impl MaxPool2d {
     /// `nn.MaxPool2d(kernel_size)`: stride = kernel size, no padding, no dilation, floor mode.
     pub fn new(kernel_size: impl IntoPair) -> Self {
-        let k = kernel_size.into_pair();
-        MaxPool2d { kernel_size: k, stride: k, padding: (0, 0), dilation: (1, 1), ceil_mode: false }
+        MaxPool2d { options: MaxPool2dOptions::new(kernel_size.into_pair()) }
     }
     /// Sets the stride.
     pub fn stride(mut self, stride: impl IntoPair) -> Self {
-        self.stride = stride.into_pair();
+        self.options.stride = stride.into_pair();
         self
     }
     /// Sets the padding.
     pub fn padding(mut self, padding: impl IntoPair) -> Self {
-        self.padding = padding.into_pair();
+        self.options.padding = padding.into_pair();
         self
     }
     /// Sets the dilation.
     pub fn dilation(mut self, dilation: impl IntoPair) -> Self {
-        self.dilation = dilation.into_pair();
+        self.options.dilation = dilation.into_pair();
         self
     }
     /// Whether the output size is rounded up (`ceil_mode`).
     pub fn ceil_mode(mut self, ceil_mode: bool) -> Self {
-        self.ceil_mode = ceil_mode;
+        self.options.ceil_mode = ceil_mode;
         self
     }
 }
 
 impl Module for MaxPool2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let MaxPool2d { kernel_size, stride, padding, dilation, ceil_mode } = *self;
-        Ok(max_pool2d_with(x, &MaxPool2dOptions { kernel_size, stride, padding, dilation, ceil_mode })?)
+        Ok(max_pool2d_with(x, &self.options)?)
     }
     fn describe(&self) -> String {
         // One description per kind: the layer kind's (what traces and summaries show).
@@ -115,13 +106,7 @@ impl Module for MaxPool2d {
     }
 
     fn spec(&self) -> Option<crate::spec::LayerSpec> {
-        Some(crate::spec::LayerSpec::MaxPool2d {
-            kernel_size: self.kernel_size,
-            stride: self.stride,
-            padding: self.padding,
-            dilation: self.dilation,
-            ceil_mode: self.ceil_mode,
-        })
+        Some(crate::spec::LayerSpec::MaxPool2d(self.options))
     }
 }
 
@@ -147,66 +132,47 @@ impl Module for MaxPool2d {
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AvgPool2d {
-    /// `(kH, kW)`.
-    pub kernel_size: (usize, usize),
-    /// Step of the window (defaults to the kernel size).
-    pub stride: (usize, usize),
-    /// Implicit zero padding on each side.
-    pub padding: (usize, usize),
-    /// Round the output size up (PyTorch's `ceil_mode`).
-    pub ceil_mode: bool,
-    /// Whether padded zeros count in each window's divisor (PyTorch's default: yes).
-    pub count_include_pad: bool,
-    /// A divisor (at least 1) that replaces every window's own.
-    pub divisor_override: Option<usize>,
+    /// The window: kernel size, stride, padding, `ceil_mode`, `count_include_pad`,
+    /// `divisor_override` (core's options, which the model spec holds too).
+    pub options: AvgPool2dOptions,
 }
 
 impl AvgPool2d {
     /// `nn.AvgPool2d(kernel_size)`: stride = kernel size, no padding, floor mode,
     /// `count_include_pad=True`, no `divisor_override`.
     pub fn new(kernel_size: impl IntoPair) -> Self {
-        let k = kernel_size.into_pair();
-        AvgPool2d {
-            kernel_size: k,
-            stride: k,
-            padding: (0, 0),
-            ceil_mode: false,
-            count_include_pad: true,
-            divisor_override: None,
-        }
+        AvgPool2d { options: AvgPool2dOptions::new(kernel_size.into_pair()) }
     }
     /// Sets the stride.
     pub fn stride(mut self, stride: impl IntoPair) -> Self {
-        self.stride = stride.into_pair();
+        self.options.stride = stride.into_pair();
         self
     }
     /// Sets the padding.
     pub fn padding(mut self, padding: impl IntoPair) -> Self {
-        self.padding = padding.into_pair();
+        self.options.padding = padding.into_pair();
         self
     }
     /// Whether padded zeros count in the divisor.
     pub fn count_include_pad(mut self, count_include_pad: bool) -> Self {
-        self.count_include_pad = count_include_pad;
+        self.options.count_include_pad = count_include_pad;
         self
     }
     /// Whether the output size is rounded up (`ceil_mode`).
     pub fn ceil_mode(mut self, ceil_mode: bool) -> Self {
-        self.ceil_mode = ceil_mode;
+        self.options.ceil_mode = ceil_mode;
         self
     }
     /// Divides every window by `divisor` (`4`, or `None` for the window's own divisor).
     pub fn divisor_override(mut self, divisor: impl Into<Option<usize>>) -> Self {
-        self.divisor_override = divisor.into();
+        self.options.divisor_override = divisor.into();
         self
     }
 }
 
 impl Module for AvgPool2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let AvgPool2d { kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override } = *self;
-        let opts = AvgPool2dOptions { kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override };
-        Ok(avg_pool2d_with(x, &opts)?)
+        Ok(avg_pool2d_with(x, &self.options)?)
     }
     fn describe(&self) -> String {
         // One description per kind: the layer kind's (what traces and summaries show).
@@ -214,14 +180,7 @@ impl Module for AvgPool2d {
     }
 
     fn spec(&self) -> Option<crate::spec::LayerSpec> {
-        Some(crate::spec::LayerSpec::AvgPool2d {
-            kernel_size: self.kernel_size,
-            stride: self.stride,
-            padding: self.padding,
-            ceil_mode: self.ceil_mode,
-            count_include_pad: self.count_include_pad,
-            divisor_override: self.divisor_override,
-        })
+        Some(crate::spec::LayerSpec::AvgPool2d(self.options))
     }
 }
 
@@ -257,48 +216,6 @@ impl Module for AdaptiveAvgPool2d {
     fn spec(&self) -> Option<crate::spec::LayerSpec> {
         Some(crate::spec::LayerSpec::AdaptiveAvgPool2d { output_size: self.output_size })
     }
-}
-
-/// The config of `nn.MaxPool2d(kernel_size, stride=kernel_size, padding=0, dilation=1,
-/// ceil_mode=False)` in a model spec.
-///
-/// # Shapes
-/// - input: `[N, C, H, W]`
-/// - output: `[N, C, OH, OW]` (see [`MaxPool2d`])
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct MaxPool2dSpec {
-    /// `(kH, kW)`.
-    pub kernel_size: (usize, usize),
-    /// Step of the window.
-    pub stride: (usize, usize),
-    /// Padding on each side.
-    pub padding: (usize, usize),
-    /// Spacing between window taps.
-    pub dilation: (usize, usize),
-    /// Round the output size up.
-    pub ceil_mode: bool,
-}
-
-/// The config of `nn.AvgPool2d(kernel_size, stride=kernel_size, padding=0, ceil_mode=False,
-/// count_include_pad=True, divisor_override=None)` in a model spec.
-///
-/// # Shapes
-/// - input: `[N, C, H, W]`
-/// - output: `[N, C, OH, OW]` (see [`AvgPool2d`])
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AvgPool2dSpec {
-    /// `(kH, kW)`.
-    pub kernel_size: (usize, usize),
-    /// Step of the window.
-    pub stride: (usize, usize),
-    /// Padding on each side.
-    pub padding: (usize, usize),
-    /// Round the output size up.
-    pub ceil_mode: bool,
-    /// Whether padded zeros count in the divisor.
-    pub count_include_pad: bool,
-    /// A divisor (at least 1) that replaces every window's own.
-    pub divisor_override: Option<usize>,
 }
 
 /// The config of `nn.AdaptiveAvgPool2d(output_size)` in a model spec.
@@ -355,12 +272,20 @@ fn parse_window_pool(f: &mut LayerFields<'_, '_>) -> Option<LayerSpec> {
     let padding = f.pair("padding", (0, 0), 0);
     let ceil_mode = f.boolean("ceil_mode", false);
     Some(if f.ty == "MaxPool2d" {
-        LayerSpec::MaxPool2d { kernel_size, stride, padding, dilation: f.pair("dilation", (1, 1), 1), ceil_mode }
+        let dilation = f.pair("dilation", (1, 1), 1);
+        LayerSpec::MaxPool2d(MaxPool2dOptions { kernel_size, stride, padding, dilation, ceil_mode })
     } else {
         let count_include_pad = f.boolean("count_include_pad", true);
         // A bad value (0, negative, not an integer) is reported here, located in the file.
         let divisor_override = f.optional_size("divisor_override")?;
-        LayerSpec::AvgPool2d { kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override }
+        LayerSpec::AvgPool2d(AvgPool2dOptions {
+            kernel_size,
+            stride,
+            padding,
+            ceil_mode,
+            count_include_pad,
+            divisor_override,
+        })
     })
 }
 
@@ -408,7 +333,8 @@ fn set_window(edit: &Edit, kernel_size: &mut (usize, usize), padding: &mut (usiz
     true
 }
 
-impl Layer for MaxPool2dSpec {
+/// The model-spec side of `nn.MaxPool2d`: core's options are the config.
+impl Layer for MaxPool2dOptions {
     fn type_name(&self) -> &'static str {
         "MaxPool2d"
     }
@@ -424,8 +350,7 @@ impl Layer for MaxPool2dSpec {
     }
 
     fn build(&self, _cx: &BuildContext<'_>) -> Result<Box<dyn Module>> {
-        let MaxPool2dSpec { kernel_size, stride, padding, dilation, ceil_mode } = *self;
-        Ok(Box::new(MaxPool2d { kernel_size, stride, padding, dilation, ceil_mode }))
+        Ok(Box::new(MaxPool2d { options: *self }))
     }
 
     fn write_toml(&self, fields: &mut Vec<String>) {
@@ -444,17 +369,12 @@ impl Layer for MaxPool2dSpec {
     }
 
     fn to_spec(&self) -> LayerSpec {
-        LayerSpec::MaxPool2d {
-            kernel_size: self.kernel_size,
-            stride: self.stride,
-            padding: self.padding,
-            dilation: self.dilation,
-            ceil_mode: self.ceil_mode,
-        }
+        LayerSpec::MaxPool2d(*self)
     }
 }
 
-impl Layer for AvgPool2dSpec {
+/// The model-spec side of `nn.AvgPool2d`: core's options are the config.
+impl Layer for AvgPool2dOptions {
     fn type_name(&self) -> &'static str {
         "AvgPool2d"
     }
@@ -481,8 +401,7 @@ impl Layer for AvgPool2dSpec {
     }
 
     fn build(&self, _cx: &BuildContext<'_>) -> Result<Box<dyn Module>> {
-        let AvgPool2dSpec { kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override } = *self;
-        Ok(Box::new(AvgPool2d { kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override }))
+        Ok(Box::new(AvgPool2d { options: *self }))
     }
 
     fn write_toml(&self, fields: &mut Vec<String>) {
@@ -505,14 +424,7 @@ impl Layer for AvgPool2dSpec {
     }
 
     fn to_spec(&self) -> LayerSpec {
-        LayerSpec::AvgPool2d {
-            kernel_size: self.kernel_size,
-            stride: self.stride,
-            padding: self.padding,
-            ceil_mode: self.ceil_mode,
-            count_include_pad: self.count_include_pad,
-            divisor_override: self.divisor_override,
-        }
+        LayerSpec::AvgPool2d(*self)
     }
 }
 
@@ -588,7 +500,7 @@ mod tests {
         );
         let a = AvgPool2d::new(2).ceil_mode(true).count_include_pad(false).divisor_override(4);
         assert_eq!(a.describe(), "AvgPool2d 2×2, ceil_mode true, count_include_pad false, divisor_override 4");
-        assert_eq!(AvgPool2d::new(2).divisor_override(4).divisor_override(None).divisor_override, None);
+        assert_eq!(AvgPool2d::new(2).divisor_override(4).divisor_override(None).options.divisor_override, None);
         let e = AvgPool2d::new(2).divisor_override(0).forward(&x).unwrap_err().to_string();
         assert!(e.starts_with("avg_pool2d: divisor_override must be at least 1, got 0"), "{e}");
     }
@@ -603,21 +515,21 @@ mod tests {
             { name = \"ap\", type = \"AvgPool2d\", kernel_size = [2, 3], ceil_mode = true, divisor_override = 4 },\n\
             { name = \"ap2\", type = \"AvgPool2d\", kernel_size = 2 },\n]\n";
         let spec = parse_model(text, "t.toml", "m").unwrap();
-        let want_mp = LayerSpec::MaxPool2d {
+        let want_mp = LayerSpec::MaxPool2d(MaxPool2dOptions {
             kernel_size: (3, 3),
             stride: (2, 2),
             padding: (1, 1),
             dilation: (1, 1),
             ceil_mode: true,
-        };
-        let want_ap = LayerSpec::AvgPool2d {
+        });
+        let want_ap = LayerSpec::AvgPool2d(AvgPool2dOptions {
             kernel_size: (2, 3),
             stride: (2, 3),
             padding: (0, 0),
             ceil_mode: true,
             count_include_pad: true,
             divisor_override: Some(4),
-        };
+        });
         assert_eq!((&spec.layers[0].spec, &spec.layers[1].spec), (&want_mp, &want_ap));
         let written = to_toml(&spec);
         assert!(written.contains("ceil_mode = true") && written.contains("divisor_override = 4"), "{written}");
@@ -646,29 +558,20 @@ mod tests {
         assert!(e.contains("unknown key `divisor_override` in a MaxPool2d layer"), "{e}");
 
         // A spec built in code with divisor_override 0 fails the check, as forward would.
-        let LayerSpec::AvgPool2d { kernel_size, stride, padding, ceil_mode, count_include_pad, .. } = want_ap else {
-            unreachable!()
-        };
-        let ap0 = LayerSpec::AvgPool2d {
-            kernel_size,
-            stride,
-            padding,
-            ceil_mode,
-            count_include_pad,
-            divisor_override: Some(0),
-        };
+        let LayerSpec::AvgPool2d(options) = want_ap else { unreachable!() };
+        let ap0 = LayerSpec::AvgPool2d(AvgPool2dOptions { divisor_override: Some(0), ..options });
         let zero = crate::spec::ModelSpec::new("z").input(&[3, 8, 8]).layer("ap", ap0);
         let e = zero.check(None).unwrap_err().render_errors();
         assert!(e.contains("divisor_override must be at least 1, got 0"), "{e}");
         // Ceil mode keeps a window wider than the input; floor mode refuses it.
         let wide = |ceil_mode| {
-            let mp = LayerSpec::MaxPool2d {
+            let mp = LayerSpec::MaxPool2d(MaxPool2dOptions {
                 kernel_size: (3, 3),
                 stride: (2, 2),
                 padding: (0, 0),
                 dilation: (1, 1),
                 ceil_mode,
-            };
+            });
             crate::spec::ModelSpec::new("w").input(&[1, 2, 2]).layer("mp", mp).check(None)
         };
         assert_eq!(wide(true).unwrap().output.unwrap().to_string(), "[N, 1, 1, 1]");

@@ -89,25 +89,8 @@ impl LayerSpec {
                 Box::new(flatten::FlattenSpec { start_dim: *start_dim, end_dim: *end_dim })
             }
             LayerSpec::Conv2d(c) => Box::new(c.clone()),
-            LayerSpec::MaxPool2d { kernel_size, stride, padding, dilation, ceil_mode } => {
-                Box::new(pool::MaxPool2dSpec {
-                    kernel_size: *kernel_size,
-                    stride: *stride,
-                    padding: *padding,
-                    dilation: *dilation,
-                    ceil_mode: *ceil_mode,
-                })
-            }
-            LayerSpec::AvgPool2d { kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override } => {
-                Box::new(pool::AvgPool2dSpec {
-                    kernel_size: *kernel_size,
-                    stride: *stride,
-                    padding: *padding,
-                    ceil_mode: *ceil_mode,
-                    count_include_pad: *count_include_pad,
-                    divisor_override: *divisor_override,
-                })
-            }
+            LayerSpec::MaxPool2d(options) => Box::new(*options),
+            LayerSpec::AvgPool2d(options) => Box::new(*options),
             LayerSpec::AdaptiveAvgPool2d { output_size } => {
                 Box::new(pool::AdaptiveAvgPool2dSpec { output_size: *output_size })
             }

@@ -62,34 +62,11 @@ pub enum LayerSpec {
     },
     /// `Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)`.
     Conv2d(ConvSpec),
-    /// `MaxPool2d(kernel_size, stride, padding, dilation, ceil_mode)`.
-    MaxPool2d {
-        /// `(kH, kW)`.
-        kernel_size: (usize, usize),
-        /// Step of the window.
-        stride: (usize, usize),
-        /// Padding on each side.
-        padding: (usize, usize),
-        /// Spacing between window taps.
-        dilation: (usize, usize),
-        /// Round the output size up, keeping a last window that runs off the input's end.
-        ceil_mode: bool,
-    },
+    /// `MaxPool2d(kernel_size, stride, padding, dilation, ceil_mode)`: core's options are the
+    /// config (one definition of the fields, for the op, the module and the spec).
+    MaxPool2d(strata_core::MaxPool2dOptions),
     /// `AvgPool2d(kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)`.
-    AvgPool2d {
-        /// `(kH, kW)`.
-        kernel_size: (usize, usize),
-        /// Step of the window.
-        stride: (usize, usize),
-        /// Padding on each side.
-        padding: (usize, usize),
-        /// Round the output size up, keeping a last window that runs off the input's end.
-        ceil_mode: bool,
-        /// Whether padded zeros count in the divisor.
-        count_include_pad: bool,
-        /// A divisor (at least 1) that replaces every window's own.
-        divisor_override: Option<usize>,
-    },
+    AvgPool2d(strata_core::AvgPool2dOptions),
     /// `AdaptiveAvgPool2d(output_size)`.
     AdaptiveAvgPool2d {
         /// `(OH, OW)`.

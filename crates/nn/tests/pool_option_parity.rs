@@ -122,16 +122,22 @@ fn output_size_rule_matches_pytorch() {
         assert_eq!(pool_output_size(size, k, s, p, d, ceil_mode), want, "{what}");
 
         let layer = if kind == 0 {
-            LayerSpec::MaxPool2d { kernel_size: (k, k), stride: (s, s), padding: (p, p), dilation: (d, d), ceil_mode }
+            LayerSpec::MaxPool2d(strata_core::MaxPool2dOptions {
+                kernel_size: (k, k),
+                stride: (s, s),
+                padding: (p, p),
+                dilation: (d, d),
+                ceil_mode,
+            })
         } else {
-            LayerSpec::AvgPool2d {
+            LayerSpec::AvgPool2d(strata_core::AvgPool2dOptions {
                 kernel_size: (k, k),
                 stride: (s, s),
                 padding: (p, p),
                 ceil_mode,
                 count_include_pad: true,
                 divisor_override: None,
-            }
+            })
         };
         let module: Box<dyn Module> = if kind == 0 {
             Box::new(MaxPool2d::new(k).stride(s).padding(p).dilation(d).ceil_mode(ceil_mode))

@@ -399,24 +399,24 @@ fn every_new_layer_round_trips_through_toml_and_modules() {
         .layer("bn", LayerSpec::BatchNorm2d(bn))
         .layer(
             "mp",
-            LayerSpec::MaxPool2d {
+            LayerSpec::MaxPool2d(strata_core::MaxPool2dOptions {
                 kernel_size: (2, 2),
                 stride: (1, 1),
                 padding: (1, 0),
                 dilation: (1, 1),
                 ceil_mode: false,
-            },
+            }),
         )
         .layer(
             "ap",
-            LayerSpec::AvgPool2d {
+            LayerSpec::AvgPool2d(strata_core::AvgPool2dOptions {
                 kernel_size: (2, 1),
                 stride: (2, 1),
                 padding: (0, 0),
                 ceil_mode: false,
                 count_include_pad: false,
                 divisor_override: None,
-            },
+            }),
         )
         .layer("gap", LayerSpec::AdaptiveAvgPool2d { output_size: (3, 2) })
         .layer("", LayerSpec::GELU { approximate: Default::default() })
@@ -494,22 +494,22 @@ fn build_image(steps: &[ImageStep], sample: &[usize]) -> ModelSpec {
                         spec.layer(
                             &name,
                             if matches!(st, ImageStep::MaxPool { .. }) {
-                                LayerSpec::MaxPool2d {
+                                LayerSpec::MaxPool2d(strata_core::MaxPool2dOptions {
                                     kernel_size,
                                     stride,
                                     padding,
                                     dilation: (1, 1),
                                     ceil_mode: false,
-                                }
+                                })
                             } else {
-                                LayerSpec::AvgPool2d {
+                                LayerSpec::AvgPool2d(strata_core::AvgPool2dOptions {
                                     kernel_size,
                                     stride,
                                     padding,
                                     ceil_mode: false,
                                     count_include_pad: true,
                                     divisor_override: None,
-                                }
+                                })
                             },
                         )
                     }
@@ -592,13 +592,13 @@ fn new_layer_errors_name_the_producer_and_their_fixes_work() {
             .input(&[2, 8, 8])
             .layer(
                 "pool",
-                LayerSpec::MaxPool2d {
+                LayerSpec::MaxPool2d(strata_core::MaxPool2dOptions {
                     kernel_size: (2, 2),
                     stride: (2, 2),
                     padding: (2, 2),
                     dilation: (1, 1),
                     ceil_mode: false,
-                },
+                }),
             )
             .flatten()
             .lazy_linear("fc", 10)

@@ -211,13 +211,7 @@ pub(crate) fn merge_concat(path: &str, dim: isize, ends: &[BranchEnd]) -> Merged
                 }
                 let (text, spec) = if h.is_multiple_of(th) && w.is_multiple_of(tw) && h / th == w / tw {
                     let k = h / th;
-                    let pool = LayerSpec::MaxPool2d {
-                        kernel_size: (k, k),
-                        stride: (k, k),
-                        padding: (0, 0),
-                        dilation: (1, 1),
-                        ceil_mode: false,
-                    };
+                    let pool = LayerSpec::MaxPool2d(strata_core::MaxPool2dOptions::new((k, k)));
                     (format!("MaxPool2d({k})"), pool)
                 } else {
                     let pool = LayerSpec::AdaptiveAvgPool2d { output_size: (th, tw) };
