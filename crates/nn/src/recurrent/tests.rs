@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::Module;
+use strata_core::cat;
 use strata_core::testing::{gradcheck, randn64};
 
 fn opts(layers: usize, batch_first: bool, bidirectional: bool) -> RecurrentOptions {
