@@ -335,9 +335,20 @@ fn embedding_lookups() {
             strata_core::embedding_padded(i, &t[0], pad)
         });
     }
-    let bad = Tensor::from_vec(vec![9i64], &[1]).unwrap().to_device(dev).unwrap();
-    let e = strata_core::embedding(&bad, &rand(&[7, 4], 1).to_device(dev).unwrap()).unwrap_err().to_string();
+    // A longer sequence with repeats: the device-built table keeps every position, in order.
+    let long: Vec<i64> = (0..300).map(|i| (i * i % 11) as i64).collect();
+    let (lc, lg) = (Tensor::from_vec(long.clone(), &[300]).unwrap(), Tensor::from_vec(long, &[300]).unwrap());
+    let lg = lg.to_device(dev).unwrap();
+    check("embedding, 300 positions over 11 rows, padding 0", dev, &[rand(&[11, 5], 2)], move |t| {
+        strata_core::embedding_padded(if t[0].device() == Device::Cpu { &lc } else { &lg }, &t[0], Some(0))
+    });
+    // Out of range: the CPU refuses it; the GPU (no read-back) gives that row NaN.
+    let bad = Tensor::from_vec(vec![1i64, 9, -2], &[3]).unwrap();
+    let e = strata_core::embedding(&bad, &rand(&[7, 4], 1)).unwrap_err().to_string();
     assert!(e.contains("out of range"), "{e}");
+    let y = strata_core::embedding(&bad.to_device(dev).unwrap(), &rand(&[7, 4], 1).to_device(dev).unwrap()).unwrap();
+    let y = y.to_vec::<f32>().unwrap();
+    assert!(y[..4].iter().all(|v| v.is_finite()) && y[4..].iter().all(|v| v.is_nan()), "{y:?}");
 }
 
 #[test]

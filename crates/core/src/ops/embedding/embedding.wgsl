@@ -1,6 +1,7 @@
-// Embedding lookups. gather: p = [n, dim]; out[p, d] = w[idx[p], d] (idx: i32, checked on the host).
-// backward: p = [rows, dim, positions offset, row offsets offset]; a host-built table lists, per
-// weight row, the positions that read it (in order, padding positions left out):
+// Embedding lookups. gather: p = [n, dim, rows]; out[p, d] = w[idx[p], d] (idx: i32), NaN for an
+// index outside 0..rows (the GPU does not read the indices back to check them).
+// backward: p = [rows, dim, positions offset, row offsets offset]; a table built on the device
+// (table_*.wgsl) lists, per weight row, the positions that read it (in order, padding left out):
 // dw[r, d] = Σ g[pos, d] over the row's positions, one thread per (r, d), no atomics.
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read> idx: array<u32>;
@@ -11,7 +12,12 @@ fn gather_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     let i = flat_index(gid, nwg);
     let dim = p[1];
     if (i >= p[0] * dim) { return; }
-    out[i] = src[idx[i / dim] * dim + i % dim];
+    let r = idx[i / dim];
+    if (r >= p[2]) {
+        out[i] = bitcast<f32>(0x7fc00000u);
+        return;
+    }
+    out[i] = src[r * dim + i % dim];
 }
 
 @compute @workgroup_size(256)

@@ -16,7 +16,9 @@ use crate::tensor::Tensor;
 
 /// Gathers rows of `weight` by `indices`, as `torch.nn.functional.embedding(indices, weight)`.
 ///
-/// Indices out of range are an error that names the index, where it is and the valid range.
+/// Indices out of range are an error that names the index, where it is and the valid range; on a
+/// GPU, where the indices are not read back to check them, such an index gives a row of NaN (as a
+/// bad class index gives a NaN loss there), which a training loop's finiteness check reports.
 ///
 /// # Shapes
 /// - `indices`: any shape `[*]`, `i64`
@@ -60,6 +62,16 @@ pub fn embedding_padded(indices: &Tensor, weight: &Tensor, padding_idx: Option<u
         });
     }
     let (rows, dim) = (weight.dims()[0], weight.dims()[1]);
+    if let Some(p) = padding_idx.filter(|&p| p >= rows) {
+        crate::bail_arg!("embedding", "padding_idx {p} is not a row of a weight of shape {}", weight.shape());
+    }
+    let mut out_dims = indices.dims().to_vec();
+    out_dims.push(dim);
+    #[cfg(feature = "gpu")]
+    if weight.device().is_gpu() {
+        // The indices stay on the device: no range check there (a bad index gives a NaN row).
+        return gpu::embedding(indices, weight, padding_idx, out_dims);
+    }
     let idx = indices.to_vec::<i64>()?;
     if let Some(pos) = idx.iter().position(|&i| i < 0 || i as u64 >= rows as u64) {
         crate::bail_arg!(
@@ -72,16 +84,6 @@ pub fn embedding_padded(indices: &Tensor, weight: &Tensor, padding_idx: Option<u
             weight.shape(),
             rows as i64 - 1
         );
-    }
-    if let Some(p) = padding_idx.filter(|&p| p >= rows) {
-        crate::bail_arg!("embedding", "padding_idx {p} is not a row of a weight of shape {}", weight.shape());
-    }
-    let mut out_dims = indices.dims().to_vec();
-    out_dims.push(dim);
-    #[cfg(feature = "gpu")]
-    if weight.device().is_gpu() {
-        // The indices were read back for the range check above (a synchronisation).
-        return gpu::embedding(indices, weight, idx, padding_idx, out_dims);
     }
     let storage = cpu::embedding(weight, &idx, dim)?;
     let weight_shape = weight.shape().clone();
