@@ -8,7 +8,7 @@ use crate::module::Module;
 use crate::residual::Residual;
 use crate::spec::{LayerSpec, ModelSpec, NamedLayer};
 use crate::{Error, Result, Sequential};
-use strata_core::{ConvAlgorithm, DType};
+use strata_core::{ConvAlgorithm, DType, Device};
 
 impl ModelSpec {
     /// The spec of an instantiated module (a container's layers become the chain), or `None`
@@ -17,11 +17,12 @@ impl ModelSpec {
     pub fn from_module(name: impl Into<String>, module: &dyn Module) -> Option<ModelSpec> {
         let layers = match module.spec()? {
             LayerSpec::Sequential(layers) => layers,
-            other => vec![NamedLayer { name: "0".into(), spec: other, origin: None }],
+            other => vec![NamedLayer { name: "0".into(), spec: other, origin: None, device: None }],
         };
         let dtype = module.parameters().first().map_or(DType::F32, |p| p.dtype());
         let conv_algorithm = ConvAlgorithm::Default;
-        Some(ModelSpec { name: name.into(), input: None, input_dtype: DType::F32, dtype, conv_algorithm, layers })
+        let (input, input_dtype, device) = (None, DType::F32, None);
+        Some(ModelSpec { name: name.into(), input, input_dtype, dtype, conv_algorithm, layers, device })
     }
 
     /// Instantiates the model: a [`Sequential`] (nested for blocks) with fresh parameters drawn
@@ -38,14 +39,22 @@ impl ModelSpec {
                 expected: "f32 or f64".into(),
             });
         }
-        build_chain(&resolved.layers, self.dtype, self.conv_algorithm)
+        build_chain(&resolved.layers, self.dtype, self.conv_algorithm, self.device)
     }
 }
 
-fn build_chain(layers: &[NamedLayer], dtype: DType, conv_algorithm: ConvAlgorithm) -> Result<Sequential> {
+/// The chain of `layers`, each placed on its own device or else `inherited` (the enclosing
+/// block's or the model's; `None`: left where it is built, on the CPU).
+fn build_chain(
+    layers: &[NamedLayer],
+    dtype: DType,
+    conv_algorithm: ConvAlgorithm,
+    inherited: Option<Device>,
+) -> Result<Sequential> {
     let mut seq = Sequential::new();
-    let chain = |layers: &[NamedLayer]| build_chain(layers, dtype, conv_algorithm);
     for l in layers {
+        let device = l.device.or(inherited);
+        let chain = |layers: &[NamedLayer]| build_chain(layers, dtype, conv_algorithm, device);
         let module: Box<dyn Module> = match &l.spec {
             LayerSpec::Sequential(inner) => Box::new(chain(inner)?),
             LayerSpec::Residual { body, shortcut } => Box::new(match shortcut {
@@ -62,7 +71,7 @@ fn build_chain(layers: &[NamedLayer], dtype: DType, conv_algorithm: ConvAlgorith
                 None => Box::new(Sequential::new()),
             },
         };
-        seq.push_boxed(l.name.clone(), module);
+        seq.push_placed(l.name.clone(), module, device)?;
     }
     Ok(seq)
 }

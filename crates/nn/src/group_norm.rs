@@ -526,7 +526,7 @@ layers = [
               |
             2 |   { type = "GroupNorm", num_group = 2, num_channels = 8 },
               |                         ^^^^^^^^^
-              = help: did you mean `num_groups`? a GroupNorm layer takes: name, type, num_groups, num_channels, eps, affine
+              = help: did you mean `num_groups`? a GroupNorm layer takes: name, type, num_groups, num_channels, eps, affine, device
 
             error: this GroupNorm layer has no `num_channels`
              --> bad.toml:3:3

@@ -193,9 +193,14 @@ pub trait Module: Send + Sync {
     /// Moves every parameter and buffer to `device` in place (PyTorch's `model.to(device)`):
     /// optimizers made afterwards, and the layers themselves, see the moved tensors. Gradients
     /// are dropped. Run inputs through the model on the same device (`x.to_device(device)`).
+    /// A container's placements (layers placed on other devices) become `device` too.
     fn to_device(&self, device: Device) -> Result<()> {
-        for (_, t) in self.named_parameters().into_iter().chain(self.named_buffers()) {
+        for (_, t) in self.own_parameters().into_iter().chain(self.own_buffers()) {
             t.to_device_(device)?;
+        }
+        // Child by child, so a container can drop its placements (`Sequential` does).
+        for (_, child) in self.children() {
+            child.to_device(device)?;
         }
         Ok(())
     }

@@ -2,7 +2,7 @@
 
 use crate::Result;
 use crate::module::Module;
-use strata_core::Tensor;
+use strata_core::{Device, Tensor};
 
 /// Modules applied in order, PyTorch's `nn.Sequential`. Children are named `0`, `1`, … unless
 /// added with a name, so parameters are `0.weight`, or `fc1.weight` for named layers.
@@ -10,9 +10,16 @@ use strata_core::Tensor;
 /// # Shapes
 /// - input: what the first layer takes
 /// - output: what the last layer produces (the input itself when empty)
+///
+/// A layer may be *placed* on a device ([`Sequential::push_placed`], a spec's `device`): its
+/// parameters live there and its input is moved there (a differentiable move: the gradient goes
+/// back to where the input came from), so consecutive layers on different devices need no code.
 #[derive(Default)]
 pub struct Sequential {
     layers: Vec<(String, Box<dyn Module>)>,
+    /// Each layer's placement, when it has one (as long as `layers` once any is placed); a
+    /// lock because moving the whole model (`to_device(&self)`) replaces them.
+    devices: std::sync::RwLock<Vec<Option<Device>>>,
 }
 
 impl std::fmt::Debug for Sequential {
@@ -45,6 +52,29 @@ impl Sequential {
         self.layers.push((name.into(), layer));
     }
 
+    /// Appends a layer placed on `device` (when `Some`): its parameters and buffers are moved
+    /// there now, and its input is moved there at every forward.
+    pub fn push_placed(
+        &mut self,
+        name: impl Into<String>,
+        layer: Box<dyn Module>,
+        device: Option<Device>,
+    ) -> Result<()> {
+        if let Some(d) = device {
+            layer.to_device(d)?;
+            let devices = self.devices.get_mut().unwrap_or_else(|e| e.into_inner());
+            devices.resize(self.layers.len(), None);
+            devices.push(Some(d));
+        }
+        self.layers.push((name.into(), layer));
+        Ok(())
+    }
+
+    /// Where the `i`-th layer is placed, if it is.
+    pub fn device_of(&self, i: usize) -> Option<Device> {
+        self.devices.read().unwrap_or_else(|e| e.into_inner()).get(i).copied().flatten()
+    }
+
     /// Number of layers.
     pub fn len(&self) -> usize {
         self.layers.len()
@@ -64,11 +94,17 @@ impl Sequential {
 impl Module for Sequential {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut h = x.clone();
-        let mut layers = self.layers.iter().peekable();
-        while let Some((name, layer)) = layers.next() {
+        let mut layers = self.layers.iter().enumerate().peekable();
+        while let Some((i, (name, layer))) = layers.next() {
+            // A placed layer gets its input on its own device.
+            if let Some(d) = self.device_of(i)
+                && h.device() != d
+            {
+                h = h.to_device(d).map_err(|e| crate::Error::from(e).in_layer(name, || layer.describe()))?;
+            }
             // A layer followed by a ReLU runs both as one fused op where it has one.
             let fused = match layers.peek() {
-                Some((_, next)) if next.is_relu() => layer.forward_fused_relu(&h),
+                Some((_, (_, next))) if next.is_relu() => layer.forward_fused_relu(&h),
                 _ => None,
             };
             h = match fused {
@@ -88,11 +124,23 @@ impl Module for Sequential {
     fn describe(&self) -> String {
         "Sequential".into()
     }
+    /// Moves the whole chain to `device`, its placements included (they become `device`).
+    fn to_device(&self, device: Device) -> Result<()> {
+        self.devices.write().unwrap_or_else(|e| e.into_inner()).clear();
+        for (_, layer) in &self.layers {
+            layer.to_device(device)?;
+        }
+        Ok(())
+    }
     fn spec(&self) -> Option<crate::spec::LayerSpec> {
         let layers = self
             .layers
             .iter()
-            .map(|(name, m)| Some(crate::spec::NamedLayer { name: name.clone(), spec: m.spec()?, origin: None }))
+            .enumerate()
+            .map(|(i, (name, m))| {
+                let device = self.device_of(i);
+                Some(crate::spec::NamedLayer { name: name.clone(), spec: m.spec()?, origin: None, device })
+            })
             .collect::<Option<Vec<_>>>()?;
         Some(crate::spec::LayerSpec::Sequential(layers))
     }

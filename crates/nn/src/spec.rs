@@ -26,7 +26,7 @@
 //! The variants of the kinds that predate the trait are kept as they were, since code builds
 //! and matches them; a new kind needs no variant: it lives in [`LayerSpec::Other`].
 
-use strata_core::{ConvAlgorithm, DType};
+use strata_core::{ConvAlgorithm, DType, Device};
 
 /// Where a layer was declared in a model file, for messages.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -411,6 +411,10 @@ pub struct NamedLayer {
     pub spec: LayerSpec,
     /// Where it was declared, when it came from a file.
     pub origin: Option<Origin>,
+    /// Where it runs (`device = "gpu:0"` in a model file): its parameters live there and its
+    /// input is moved there. `None` inherits the enclosing block's device, then the model's
+    /// ([`ModelSpec::device`]), then wherever the built model is moved.
+    pub device: Option<Device>,
 }
 
 /// `a` or `an` before a layer type's name as it is read aloud: an LSTM, an ELU, a ReLU.
@@ -438,6 +442,9 @@ pub struct ModelSpec {
     pub conv_algorithm: ConvAlgorithm,
     /// The layers, applied in order.
     pub layers: Vec<NamedLayer>,
+    /// Where the layers without a device of their own run (`device = "gpu:0"` at the top of a
+    /// model file); `None`: wherever the built model is moved (`--device`).
+    pub device: Option<Device>,
 }
 
 impl ModelSpec {
@@ -450,7 +457,14 @@ impl ModelSpec {
             dtype: DType::F32,
             conv_algorithm: ConvAlgorithm::Default,
             layers: Vec::new(),
+            device: None,
         }
+    }
+
+    /// Sets where the layers without a device of their own run (see [`ModelSpec::place`]).
+    pub fn device(mut self, device: Device) -> Self {
+        self.device = Some(device);
+        self
     }
 
     /// Sets the shape of one input sample (no batch dimension).
@@ -481,7 +495,7 @@ impl ModelSpec {
     /// Appends a layer under `name` (empty: named by its position).
     pub fn layer(mut self, name: &str, spec: LayerSpec) -> Self {
         let name = if name.is_empty() { self.layers.len().to_string() } else { name.to_string() };
-        self.layers.push(NamedLayer { name, spec, origin: None });
+        self.layers.push(NamedLayer { name, spec, origin: None, device: None });
         self
     }
 

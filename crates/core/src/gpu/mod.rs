@@ -74,7 +74,17 @@ fn instance() -> &'static wgpu::Instance {
 }
 
 fn raw_adapters() -> &'static [wgpu::Adapter] {
-    static ADAPTERS: OnceLock<Vec<wgpu::Adapter>> = OnceLock::new();
+    &adapter_list().0
+}
+
+/// The number of distinct adapters (without the replicas of [`REPLICAS_VAR`]).
+fn real_adapter_count() -> usize {
+    adapter_list().1.max(1)
+}
+
+/// The adapters, best first, then their replicas; and how many are real.
+fn adapter_list() -> &'static (Vec<wgpu::Adapter>, usize) {
+    static ADAPTERS: OnceLock<(Vec<wgpu::Adapter>, usize)> = OnceLock::new();
     ADAPTERS.get_or_init(|| {
         let mut all = pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()));
         // Real GPUs first, so `gpu` (= `gpu:0`) is the best one; the software adapter last.
@@ -85,9 +95,22 @@ fn raw_adapters() -> &'static [wgpu::Adapter] {
             wgpu::DeviceType::Other => 3,
             wgpu::DeviceType::Cpu => 4,
         });
-        all
+        // Testing placement across devices on a machine with one adapter: each adapter offered
+        // `STRATA_GPU_REPLICAS` times, every copy its own logical device (own queue, buffers and
+        // pool); moves between them go through the host, as between two real GPUs.
+        let replicas = std::env::var(REPLICAS_VAR).ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(1);
+        let real = all.len();
+        for _ in 1..replicas.clamp(1, 8) {
+            all.extend_from_within(..real);
+        }
+        (all, real)
     })
 }
+
+/// The environment variable that offers every adapter several times (`STRATA_GPU_REPLICAS=2`:
+/// `gpu:0` and `gpu:1` on a machine with one adapter), each a separate logical device: how the
+/// tests place layers on three devices (the CPU and two GPUs) with one software adapter.
+pub const REPLICAS_VAR: &str = "STRATA_GPU_REPLICAS";
 
 /// The adapters this machine offers, best first (an empty list when there is no Vulkan, Metal
 /// or DX12 driver; [`no_adapter_reason`] says why).
@@ -98,9 +121,14 @@ pub fn adapters() -> Vec<AdapterDescription> {
         .map(|(index, a)| {
             let info = a.get_info();
             let limits = a.limits();
+            let replica = index / real_adapter_count();
             AdapterDescription {
                 index,
-                name: info.name,
+                name: if replica == 0 {
+                    info.name
+                } else {
+                    format!("{} (replica {replica}, {REPLICAS_VAR})", info.name)
+                },
                 kind: match info.device_type {
                     wgpu::DeviceType::DiscreteGpu => "discrete GPU",
                     wgpu::DeviceType::IntegratedGpu => "integrated GPU",

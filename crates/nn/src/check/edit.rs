@@ -4,6 +4,7 @@
 
 use super::fix::Edit;
 use crate::spec::{LayerSpec, Merge, ModelSpec, NamedLayer};
+use strata_core::Device;
 
 impl ModelSpec {
     /// Applies the edits of a fix (used to prove that suggested fixes work).
@@ -45,6 +46,27 @@ fn find<'a>(layers: &'a mut Vec<NamedLayer>, path: &str) -> Option<(&'a mut Vec<
     Some((chain, i))
 }
 
+impl ModelSpec {
+    /// Places the layer or block at `path` (`encoder.block2`, `head.fc`) on `device`, PyTorch's
+    /// `module.to(device)` declared in the spec: its parameters live there and its input is moved
+    /// there when the model runs; layers inside a placed block inherit it. An error when no layer
+    /// has that path.
+    pub fn place(mut self, path: &str, device: Device) -> crate::Result<Self> {
+        match find(&mut self.layers, path) {
+            Some((chain, i)) => {
+                chain[i].device = Some(device);
+                Ok(self)
+            }
+            None => Err(crate::Error::option(
+                "place",
+                "path",
+                path,
+                format!("the dotted path of a layer of `{}` (e.g. a top-level name, or block.layer)", self.name),
+            )),
+        }
+    }
+}
+
 /// `name`, or `name_`, `name__`, … until no layer of `chain` has it.
 fn unique_name(chain: &[NamedLayer], name: &str) -> String {
     let mut name = name.to_string();
@@ -66,6 +88,7 @@ fn apply_edit(spec: &mut ModelSpec, e: &Edit) -> bool {
                 name,
                 spec: LayerSpec::Linear { in_features: Some(*in_features), out_features: *out_features, bias: true },
                 origin: None,
+                device: None,
             });
             true
         }
@@ -74,7 +97,7 @@ fn apply_edit(spec: &mut ModelSpec, e: &Edit) -> bool {
                 LayerSpec::Residual { shortcut, .. } => {
                     let proj =
                         LayerSpec::Linear { in_features: Some(*in_features), out_features: *out_features, bias: true };
-                    *shortcut = Some(vec![NamedLayer { name: "proj".into(), spec: proj, origin: None }]);
+                    *shortcut = Some(vec![NamedLayer { name: "proj".into(), spec: proj, origin: None, device: None }]);
                     true
                 }
                 _ => false,
@@ -86,7 +109,12 @@ fn apply_edit(spec: &mut ModelSpec, e: &Edit) -> bool {
                 let name = unique_name(chain, "flatten");
                 chain.insert(
                     i,
-                    NamedLayer { name, spec: LayerSpec::Flatten { start_dim: 1, end_dim: -1 }, origin: None },
+                    NamedLayer {
+                        name,
+                        spec: LayerSpec::Flatten { start_dim: 1, end_dim: -1 },
+                        origin: None,
+                        device: None,
+                    },
                 );
                 true
             }
@@ -105,7 +133,7 @@ fn apply_edit(spec: &mut ModelSpec, e: &Edit) -> bool {
         Edit::InsertBefore { path, name, spec: layer } => match find(&mut spec.layers, path) {
             Some((chain, i)) => {
                 let name = unique_name(chain, name);
-                chain.insert(i, NamedLayer { name, spec: layer.clone(), origin: None });
+                chain.insert(i, NamedLayer { name, spec: layer.clone(), origin: None, device: None });
                 true
             }
             None => false,
@@ -113,7 +141,7 @@ fn apply_edit(spec: &mut ModelSpec, e: &Edit) -> bool {
         Edit::Append { chain, name, spec: layer } => match find_chain(&mut spec.layers, chain) {
             Some(chain) => {
                 let name = unique_name(chain, name);
-                chain.push(NamedLayer { name, spec: layer.clone(), origin: None });
+                chain.push(NamedLayer { name, spec: layer.clone(), origin: None, device: None });
                 true
             }
             None => false,

@@ -27,8 +27,13 @@ pub(crate) fn conv_shortcut_fix(path: &str, x: &SymShape, y: &SymShape) -> Optio
     let mut conv = ConvSpec::new(Some(c), o, (1, 1));
     (conv.stride, conv.bias) = (s, false);
     let layers = vec![
-        NamedLayer { name: "conv".into(), spec: LayerSpec::Conv2d(conv), origin: None },
-        NamedLayer { name: "bn".into(), spec: LayerSpec::BatchNorm2d(BatchNormSpec::new(Some(o))), origin: None },
+        NamedLayer { name: "conv".into(), spec: LayerSpec::Conv2d(conv), origin: None, device: None },
+        NamedLayer {
+            name: "bn".into(),
+            spec: LayerSpec::BatchNorm2d(BatchNormSpec::new(Some(o))),
+            origin: None,
+            device: None,
+        },
     ];
     Some(Fix {
         text: format!(

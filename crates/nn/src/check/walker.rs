@@ -130,7 +130,7 @@ impl Walker {
             let path = format!("{prefix}{}", l.name);
             let position_label = format!("{pos_prefix}{}", i + 1);
             let (y, spec) = self.layer(l, &path, i + 1, &position_label, depth, x);
-            resolved.push(NamedLayer { name: l.name.clone(), spec, origin: l.origin.clone() });
+            resolved.push(NamedLayer { name: l.name.clone(), spec, origin: l.origin.clone(), device: l.device });
             x = y;
         }
         (x, resolved)

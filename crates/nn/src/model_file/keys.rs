@@ -80,6 +80,20 @@ impl Parser<'_> {
         }
         meant
     }
+    /// The `device` key of a layer, a block or the model (`"cpu"`, `"gpu"`, `"gpu:N"`), if set
+    /// and well formed; whether that device exists is the shape check's question.
+    pub(crate) fn device(&mut self, t: &DeTable) -> Option<strata_core::Device> {
+        let text = self.string(t, "device")?;
+        match text.parse() {
+            Ok(d) => Some(d),
+            Err(message) => {
+                let span = t.get("device").map(|v| v.span()).unwrap_or_default();
+                self.error(span, message, Some("`strata devices` lists this machine's devices".into()));
+                None
+            }
+        }
+    }
+
     pub(crate) fn string(&mut self, t: &DeTable, key: &str) -> Option<String> {
         let v = t.get(key)?;
         match v.get_ref() {

@@ -71,7 +71,7 @@ pub fn parse_model_at(
     if p.errors.is_empty() { Ok(Some(spec)) } else { Err(ModelFileErrors(p.errors)) }
 }
 
-const TOP_KEYS: [&str; 6] = ["name", "input", "input_dtype", "dtype", "conv_algorithm", "layers"];
+const TOP_KEYS: [&str; 7] = ["name", "input", "input_dtype", "dtype", "conv_algorithm", "device", "layers"];
 
 impl Parser<'_> {
     fn model(&mut self, root: &DeTable, span: Span, default_name: &str) -> ModelSpec {
@@ -138,7 +138,8 @@ impl Parser<'_> {
                 ConvAlgorithm::Default
             }
         };
-        ModelSpec { name, input, input_dtype, dtype, conv_algorithm, layers }
+        let device = self.device(root);
+        ModelSpec { name, input, input_dtype, dtype, conv_algorithm, layers, device }
     }
 
     fn branches(&mut self, v: &Spanned<DeValue>, ty: &str) -> Option<Vec<Vec<NamedLayer>>> {
@@ -236,7 +237,9 @@ impl Parser<'_> {
             },
         };
         let kind = registry::kind(&ty)?;
-        let meant = self.unknown_keys(t, kind.keys, &format!("{} {ty} layer", article(&ty)));
+        // Every layer and block may say where it runs.
+        let allowed: Vec<&str> = kind.keys.iter().copied().chain(["device"]).collect();
+        let meant = self.unknown_keys(t, &allowed, &format!("{} {ty} layer", article(&ty)));
         let name = match self.string(t, "name") {
             Some(n) => {
                 if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
@@ -254,7 +257,8 @@ impl Parser<'_> {
             }
             None => self.container(t, &span, &ty, &meant)?,
         };
-        Some(NamedLayer { name, spec, origin: Some(self.origin(&span)) })
+        let device = self.device(t);
+        Some(NamedLayer { name, spec, origin: Some(self.origin(&span)), device })
     }
 
     /// A container's keys: `branches` (and `dim`) of an `Add` or `Concat`, `layers` (and

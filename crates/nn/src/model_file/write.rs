@@ -21,6 +21,9 @@ pub fn to_toml(spec: &ModelSpec) -> String {
     if spec.dtype != DType::F32 {
         s.push_str(&format!("dtype = {:?}\n", dtype_name(spec.dtype)));
     }
+    if let Some(d) = spec.device {
+        s.push_str(&format!("device = \"{d}\"\n"));
+    }
     s.push_str("layers = [\n");
     for l in &spec.layers {
         s.push_str(&format!("  {},\n", layer_toml(l)));
@@ -35,6 +38,9 @@ fn chain_toml(layers: &[NamedLayer]) -> String {
 
 fn layer_toml(l: &NamedLayer) -> String {
     let mut fields = vec![format!("name = {:?}", l.name), format!("type = {:?}", l.spec.type_name())];
+    if let Some(d) = l.device {
+        fields.push(format!("device = \"{d}\""));
+    }
     match &l.spec {
         LayerSpec::Branches { branches, merge } => {
             if let Merge::Concat { dim } = merge {
