@@ -23,6 +23,9 @@ pub struct CheckArgs {
     /// Also check that this checkpoint (a safetensors state_dict) fits the model.
     #[arg(long, value_name = "FILE")]
     weights: Option<PathBuf>,
+    /// Layers placed on devices over the file's `device` keys: `encoder=gpu:0,head=cpu`.
+    #[arg(long, value_name = "LAYER=DEVICE,…")]
+    device_map: Option<String>,
 }
 
 /// Options of `strata summary`.
@@ -36,6 +39,16 @@ pub struct SummaryArgs {
     /// Batch size for the activation-memory column.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
+    /// Layers placed on devices over the file's `device` keys: `encoder=gpu:0,head=cpu`.
+    #[arg(long, value_name = "LAYER=DEVICE,…")]
+    device_map: Option<String>,
+}
+
+/// `spec` with `--device-map` applied.
+fn placed(spec: ModelSpec, map: &Option<String>) -> Result<ModelSpec> {
+    let Some(map) = map else { return Ok(spec) };
+    let map = strata_nn::check::edit::parse_device_map(map).map_err(|e| anyhow::anyhow!("--device-map: {e}"))?;
+    spec.with_device_map(&map).context("--device-map")
 }
 
 /// Outcome of a command that can fail the check without failing to run.
@@ -111,6 +124,7 @@ fn plural(n: usize, word: &str) -> String {
 /// Runs `strata check`.
 pub fn check(args: &CheckArgs) -> Result<Verdict> {
     let Some(spec) = load_model_or_run_file(&args.model) else { return Ok(Verdict::Failed) };
+    let spec = placed(spec, &args.device_map)?;
     let input = parse_input(&args.input)?;
     let mut report = check_spec(&spec, input.as_ref(), args.classes);
     if let Some(w) = &args.weights {
@@ -144,6 +158,7 @@ pub fn check(args: &CheckArgs) -> Result<Verdict> {
 /// Runs `strata summary`.
 pub fn summary(args: &SummaryArgs) -> Result<Verdict> {
     let Some(spec) = load_model_or_run_file(&args.model) else { return Ok(Verdict::Failed) };
+    let spec = placed(spec, &args.device_map)?;
     let input = parse_input(&args.input)?;
     let report = check_spec(&spec, input.as_ref(), None);
     if !report.errors.is_empty() {

@@ -179,6 +179,10 @@ pub struct TrainingConfig {
     /// lists the GPUs). Checkpoints do not depend on it: a run resumes on another device.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
+    /// Layers placed on devices over the model file's `device` keys: `"encoder=gpu:0,head=cpu"`
+    /// (dotted layer paths; the layers placed nowhere run on `device`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_map: Option<String>,
     /// `"default"` or `"fast"`: which algorithms the model's convolutions may use
     /// (`strata_core::ConvAlgorithm`). Absent: the model file's `conv_algorithm`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -206,6 +210,7 @@ impl Default for TrainingConfig {
             threads: None,
             dtype: None,
             device: None,
+            device_map: None,
             conv_algorithm: None,
             clip_grad_norm: None,
             on_divergence: "stop".into(),
@@ -363,6 +368,11 @@ impl RunConfig {
             && let Err(e) = d.parse::<strata_core::Device>()
         {
             bail!("training.device (--device): {e}");
+        }
+        if let Some(m) = &self.training.device_map
+            && let Err(e) = strata_nn::check::edit::parse_device_map(m)
+        {
+            bail!("training.device_map (--device-map): {e}");
         }
         if let Some(a) = &self.training.conv_algorithm
             && strata_core::ConvAlgorithm::from_name(a).is_none()

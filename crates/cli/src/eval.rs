@@ -84,7 +84,9 @@ fn load(path: &Path) -> Result<Loaded> {
     };
     let (params, _, meta) = checkpoint::load(&file)?;
     let spec = parse_model(&meta.model, &format!("{} (its model)", file.display()), "model")?;
-    let model = spec.build()?;
+    // Evaluation runs the whole model on one device (`--device`): a placement the run was
+    // trained with is left out, so a checkpoint from several GPUs evaluates on a CPU-only machine.
+    let model = spec.clone().without_placement().build()?;
     model.load_state_dict(&params, true).with_context(|| format!("loading {}", file.display()))?;
     let bad: Vec<String> =
         model.named_parameters().into_iter().filter(|(_, p)| !p.all_finite()).map(|(n, _)| n).collect();

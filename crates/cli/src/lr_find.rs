@@ -47,7 +47,7 @@ pub fn run(args: &LrFindArgs) -> Result<Verdict> {
     let batch = b.config.training.batch_size.resolve(b.data.train.len());
     let loader = DataLoader::new(&b.data.train, batch).shuffle(b.config.training.seed);
     let criterion = CrossEntropyLoss::new();
-    let layout = InputLayout::of(&b.resolved, &b.sample).on(b.device);
+    let layout = InputLayout::of(&b.resolved, &b.sample).on(b.device).labels_on(b.resolved.output_device(b.device));
     let ratio = (args.end_lr / args.start_lr).powf(1.0 / (args.steps - 1) as f64);
     let (mut avg, mut best) = (0.0, f64::INFINITY);
     let mut points: Vec<(f64, f64)> = Vec::with_capacity(args.steps);

@@ -29,7 +29,7 @@ pub mod testing;
 pub mod threads;
 
 pub use autograd::{NoGradGuard, is_grad_enabled, no_grad};
-pub use device::{DType, Device};
+pub use device::{DType, Device, devices};
 pub use error::{Error, Result};
 pub use ops::activation::erf;
 pub use ops::batch_norm::{batch_norm, batch_norm_relu};

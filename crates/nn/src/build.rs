@@ -71,7 +71,12 @@ fn build_chain(
                 None => Box::new(Sequential::new()),
             },
         };
-        seq.push_placed(l.name.clone(), module, device)?;
+        if l.spec.is_block() {
+            // Its layers were placed as they were built (each on its own device or this one).
+            seq.push_at(l.name.clone(), module, device);
+        } else {
+            seq.push_placed(l.name.clone(), module, device)?;
+        }
     }
     Ok(seq)
 }

@@ -281,6 +281,9 @@ impl<M: Module + ?Sized> Module for Box<M> {
     fn spec(&self) -> Option<crate::spec::LayerSpec> {
         (**self).spec()
     }
+    fn to_device(&self, device: Device) -> Result<()> {
+        (**self).to_device(device)
+    }
 }
 
 /// Loads `path` into `module` (see [`Module::load_state_dict`]); errors name the file.

@@ -62,12 +62,20 @@ impl Sequential {
     ) -> Result<()> {
         if let Some(d) = device {
             layer.to_device(d)?;
+        }
+        self.push_at(name, layer, device);
+        Ok(())
+    }
+
+    /// Appends a layer whose input goes to `device` (when `Some`), leaving its parameters where
+    /// they are: a block built with its own layers already placed.
+    pub(crate) fn push_at(&mut self, name: impl Into<String>, layer: Box<dyn Module>, device: Option<Device>) {
+        if let Some(d) = device {
             let devices = self.devices.get_mut().unwrap_or_else(|e| e.into_inner());
             devices.resize(self.layers.len(), None);
             devices.push(Some(d));
         }
         self.layers.push((name.into(), layer));
-        Ok(())
     }
 
     /// Where the `i`-th layer is placed, if it is.

@@ -10,7 +10,7 @@
 use crate::check::memory::{group_digits_u128, human_bytes_u128};
 use crate::check::report::{CheckReport, dtype_note, table};
 use crate::check::shape::{SymShape, saturating_product};
-use strata_core::DType;
+use strata_core::{DType, Device};
 
 /// One row of a summary.
 #[derive(Clone, Debug, PartialEq)]
@@ -33,6 +33,21 @@ pub struct SummaryRow {
     pub activation_bytes: usize,
     /// Whether the row is a block whose layers follow.
     pub is_block: bool,
+    /// Where it runs when the model is placed (`None`: wherever the model is moved).
+    pub device: Option<Device>,
+}
+
+/// An activation crossing devices in a placed model: into `layer`, from `from` to `to`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transfer {
+    /// The layer whose input moves.
+    pub layer: String,
+    /// Where the activation was (`None`: the model's device).
+    pub from: Option<Device>,
+    /// Where the layer runs.
+    pub to: Option<Device>,
+    /// Bytes per sample (f32), forward; the gradient moves the same bytes back.
+    pub bytes_per_sample: usize,
 }
 
 /// A summary table with totals.
@@ -56,6 +71,8 @@ pub struct Summary {
     pub total_macs: usize,
     /// Total activation bytes at the batch size.
     pub total_activation_bytes: usize,
+    /// The device boundaries of a placed model, in forward order (empty when not placed).
+    pub transfers: Vec<Transfer>,
 }
 
 impl Summary {
@@ -98,9 +115,20 @@ impl Summary {
                         saturating_product(&[r.output.sample_numel(), batch_size, 4])
                     },
                     is_block,
+                    device: r.device,
                 }
             })
             .collect();
+        // A leaf layer on another device than the one before it moves its input there.
+        let mut transfers = vec![];
+        let mut at = report.resolved.device;
+        for r in report.trace.iter().filter(|r| !r.spec.is_block()) {
+            if r.device.is_some() && r.device != at {
+                let bytes_per_sample = saturating_product(&[r.input.sample_numel(), 4]);
+                transfers.push(Transfer { layer: r.layer.path.clone(), from: at, to: r.device, bytes_per_sample });
+                at = r.device;
+            }
+        }
         // A block's figures are its layers' totals (rows after it at a greater depth).
         for i in (0..rows.len()).rev() {
             if rows[i].is_block {
@@ -126,12 +154,16 @@ impl Summary {
             total_non_trainable: total.1,
             total_macs: total.2,
             total_activation_bytes: total.3,
+            transfers,
         }
     }
 
     /// The table as text.
     pub fn render(&self) -> String {
-        let mut rows = vec![vec![
+        // A device column only for a placed model (the others read as before).
+        let placed = self.rows.iter().any(|r| r.device.is_some());
+        let device_name = |d: Option<Device>| d.map_or("(model's)".to_string(), |d| d.to_string());
+        let mut header = vec![
             "layer".to_string(),
             "type".into(),
             "output".into(),
@@ -139,9 +171,13 @@ impl Summary {
             "non-trainable".into(),
             "MACs/sample".into(),
             format!("activations (N={})", self.batch_size),
-        ]];
+        ];
+        if placed {
+            header.push("device".into());
+        }
+        let mut rows = vec![header];
         for r in &self.rows {
-            rows.push(vec![
+            let mut row = vec![
                 format!("{}{}", "  ".repeat(r.depth), r.path),
                 r.layer_type.clone(),
                 r.output.to_string(),
@@ -149,9 +185,13 @@ impl Summary {
                 group_digits(r.non_trainable),
                 group_digits(r.macs),
                 human_bytes(r.activation_bytes),
-            ]);
+            ];
+            if placed {
+                row.push(device_name(r.device));
+            }
+            rows.push(row);
         }
-        rows.push(vec![
+        let mut total = vec![
             "total".into(),
             String::new(),
             String::new(),
@@ -159,9 +199,13 @@ impl Summary {
             group_digits(self.total_non_trainable),
             group_digits(self.total_macs),
             human_bytes(self.total_activation_bytes),
-        ]);
+        ];
+        if placed {
+            total.push(String::new());
+        }
+        rows.push(total);
         let mut s = format!("{}: input {}{}\n", self.name, self.input, dtype_note(self.input_dtype));
-        s.push_str(&table(&rows, &[false, false, false, true, true, true, true]));
+        s.push_str(&table(&rows, &[false, false, false, true, true, true, true, false][..rows[0].len()]));
         s.push_str(&format!(
             "{} parameters ({} trainable, {} non-trainable): {} in f32\n",
             group_digits(self.total_params.saturating_add(self.total_non_trainable)),
@@ -169,6 +213,36 @@ impl Summary {
             group_digits(self.total_non_trainable),
             human_bytes(self.total_params.saturating_add(self.total_non_trainable).saturating_mul(4))
         ));
+        if placed {
+            // Per device: parameter and activation memory; then each boundary's traffic.
+            let mut devices: Vec<Option<Device>> = vec![];
+            for r in self.rows.iter().filter(|r| !r.is_block) {
+                if !devices.contains(&r.device) {
+                    devices.push(r.device);
+                }
+            }
+            for d in devices {
+                let on = self.rows.iter().filter(|r| !r.is_block && r.device == d);
+                let (p, n, _, a) = on.fold((0, 0, 0, 0), add_row);
+                s.push_str(&format!(
+                    "on {}: {} parameters ({} in f32), activations {} at N={}\n",
+                    device_name(d),
+                    group_digits(p.saturating_add(n)),
+                    human_bytes(p.saturating_add(n).saturating_mul(4)),
+                    human_bytes(a),
+                    self.batch_size
+                ));
+            }
+            for t in &self.transfers {
+                s.push_str(&format!(
+                    "into {}: {} → {}, {} per sample forward (and its gradient back)\n",
+                    t.layer,
+                    device_name(t.from),
+                    device_name(t.to),
+                    human_bytes(t.bytes_per_sample)
+                ));
+            }
+        }
         s
     }
 }

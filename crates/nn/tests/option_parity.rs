@@ -540,12 +540,13 @@ fn state_dict_keys_are_in_pytorchs_order_for_every_example() {
         let spec = load_model(file).unwrap();
         // Sizes left to inference are resolved first; the broken example builds as written.
         let spec = spec.resolve(None).unwrap_or(spec);
-        let model = spec.build().unwrap();
+        // Placement (split_devices.toml) does not change the keys; this machine may lack the GPUs.
+        let model = spec.without_placement().build().unwrap();
         let keys: Vec<&str> = want.split(',').collect();
         assert_eq!(model.state_dict().keys().collect::<Vec<_>>(), keys, "{name}");
         seen += 1;
     }
-    assert_eq!(seen, 8, "every example model file is compared");
+    assert_eq!(seen, 9, "every example model file is compared");
 }
 
 #[test]

@@ -48,6 +48,10 @@ pub struct TrainArgs {
     /// training.device: where to train, `cpu`, `gpu` or `gpu:N` (`strata devices` lists them).
     #[arg(long, value_name = "cpu|gpu|gpu:N")]
     pub(super) device: Option<String>,
+    /// training.device_map: layers placed on devices, over the model file's `device` keys:
+    /// `encoder=gpu:0,head=cpu` (dotted layer paths; unplaced layers run on --device).
+    #[arg(long, value_name = "LAYER=DEVICE,…")]
+    pub(super) device_map: Option<String>,
     /// training.conv_algorithm: `default` (as accurate as PyTorch) or `fast` (Winograd F(4×4) on
     /// large planes, ~10× PyTorch's f32 error).
     #[arg(long, value_name = "default|fast")]
@@ -127,6 +131,9 @@ pub(super) fn overrides(args: &TrainArgs) -> Result<Vec<(String, String)>> {
     }
     if let Some(d) = &args.device {
         push("training.device", toml::Value::String(d.clone()).to_string());
+    }
+    if let Some(m) = &args.device_map {
+        push("training.device_map", toml::Value::String(m.clone()).to_string());
     }
     if let Some(a) = &args.conv_algorithm {
         push("training.conv_algorithm", toml::Value::String(a.clone()).to_string());

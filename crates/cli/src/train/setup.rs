@@ -101,6 +101,8 @@ pub(super) fn fixed_on_resume(key: &str, base: &RunConfig) -> Option<String> {
         "training.on_divergence",
         // Checkpoints hold host data: a run resumes on any device (f32 results agree to rounding).
         "training.device",
+        // A device map places the same parameters elsewhere.
+        "training.device_map",
         "optimizer.lr",
         "optimizer.momentum",
         "optimizer.dampening",
@@ -133,6 +135,14 @@ pub(super) fn fixed_on_resume(key: &str, base: &RunConfig) -> Option<String> {
     })
 }
 
+/// `spec` with `training.device_map` (`--device-map 'encoder=gpu:0,head=cpu'`) over the model
+/// file's placement.
+fn with_device_map(spec: ModelSpec, config: &RunConfig) -> Result<ModelSpec> {
+    let Some(map) = &config.training.device_map else { return Ok(spec) };
+    let map = strata_nn::check::edit::parse_device_map(map).map_err(|e| anyhow::anyhow!("--device-map: {e}"))?;
+    spec.with_device_map(&map).context("--device-map")
+}
+
 /// The flag that sets a run-config key, for messages.
 pub(super) fn flag_of(key: &str) -> String {
     let flag = match key {
@@ -147,6 +157,7 @@ pub(super) fn flag_of(key: &str) -> String {
         "training.dtype" => "--dtype",
         "training.conv_algorithm" => "--conv-algorithm",
         "training.device" => "--device",
+        "training.device_map" => "--device-map",
         "data.source" | "data.path" => "--data",
         _ => return format!("--set {key}=…"),
     };
@@ -282,6 +293,7 @@ pub(super) fn setup(args: &TrainArgs) -> Result<Option<Setup>> {
         init_threads(config.training.threads)?;
         let spec =
             strata_nn::model_file::parse_model(&meta.model, &format!("{} (its model)", path.display()), "model")?;
+        let spec = with_device_map(spec, &config)?;
         return Ok(Some(Setup { config, spec, model_source: None, out, resume: Some((path, params, optim, meta)) }));
     }
     let base = match &args.run {
@@ -299,6 +311,7 @@ pub(super) fn setup(args: &TrainArgs) -> Result<Option<Setup>> {
     if let Some(a) = &config.training.conv_algorithm {
         spec.conv_algorithm = ConvAlgorithm::from_name(a).expect("validated");
     }
+    let spec = with_device_map(spec, &config)?;
     let model_source = match (&args.model, &config.model, &args.run) {
         (Some(p), _, _) => Some(p.display().to_string()),
         (None, Some(toml::Value::String(p)), run) => {
@@ -373,9 +386,15 @@ pub(crate) fn build(args: &TrainArgs) -> Result<Option<Built>> {
     }
     manual_seed(t.seed);
     // Built (and initialised, from the seed) on the CPU, then moved: the same initial weights
-    // on every device.
-    let model = resolved.build()?;
-    model.to_device(device)?;
+    // on every device. A placed model moves each layer to its own device (`device` as the
+    // default for the layers placed nowhere).
+    let model = if resolved.is_placed() {
+        ModelSpec { device: resolved.device.or(Some(device)), ..resolved.clone() }.build()?
+    } else {
+        let model = resolved.build()?;
+        model.to_device(device)?;
+        model
+    };
     let params_count = Summary::from_report(&report, 1).total_params;
     let optimizer = make_optimizer(&config, model.parameters())?;
     Ok(Some(Built {

@@ -19,18 +19,32 @@ pub struct InputLayout {
     pub dtype: DType,
     /// The model's device: batches go there.
     pub device: Device,
+    /// Where the model's output is (its last layer's device when layers are placed): labels go
+    /// there, to meet the logits in the loss.
+    pub labels_device: Device,
 }
 
 impl InputLayout {
     /// The layout `spec` takes for samples of shape `sample`.
     pub fn of(spec: &ModelSpec, sample: &[usize]) -> InputLayout {
         let batch_dim = strata_nn::check::input_batch_dim(spec, sample.len());
-        InputLayout { sample: sample.to_vec(), batch_dim, dtype: spec.dtype, device: Device::Cpu }
+        InputLayout {
+            sample: sample.to_vec(),
+            batch_dim,
+            dtype: spec.dtype,
+            device: Device::Cpu,
+            labels_device: Device::Cpu,
+        }
     }
 
     /// This layout with batches sent to `device`.
     pub fn on(self, device: Device) -> InputLayout {
-        InputLayout { device, ..self }
+        InputLayout { device, labels_device: device, ..self }
+    }
+
+    /// This layout with labels sent to `device` (a placed model's output device).
+    pub fn labels_on(self, labels_device: Device) -> InputLayout {
+        InputLayout { labels_device, ..self }
     }
 
     /// A batch `[B, *data sample]` as the model's input: viewed as `[B, *model sample]`, the batch
@@ -46,7 +60,7 @@ impl InputLayout {
 
     /// A batch's labels on the model's device.
     pub fn labels(&self, y: &Tensor) -> Result<Tensor> {
-        Ok(y.to_device(self.device)?)
+        Ok(y.to_device(self.labels_device)?)
     }
 }
 

@@ -65,6 +65,83 @@ impl ModelSpec {
             )),
         }
     }
+
+    /// Places every `(path, device)` of `map` (the command line's `--device-map
+    /// 'encoder=gpu:0,head=cpu'`), over what the model file said.
+    pub fn with_device_map(self, map: &[(String, Device)]) -> crate::Result<Self> {
+        map.iter().try_fold(self, |spec, (path, device)| spec.place(path, *device))
+    }
+
+    /// This spec with no layer (and not the model) placed anywhere: built, it runs wherever it
+    /// is moved.
+    pub fn without_placement(mut self) -> Self {
+        fn clear(layers: &mut [NamedLayer]) {
+            for l in layers {
+                l.device = None;
+                match &mut l.spec {
+                    LayerSpec::Sequential(inner) => clear(inner),
+                    LayerSpec::Residual { body, shortcut } => {
+                        clear(body);
+                        shortcut.iter_mut().for_each(|s| clear(s));
+                    }
+                    LayerSpec::Branches { branches, .. } => branches.iter_mut().for_each(|b| clear(b)),
+                    _ => {}
+                }
+            }
+        }
+        clear(&mut self.layers);
+        self.device = None;
+        self
+    }
+
+    /// Whether any layer or the model says where it runs.
+    pub fn is_placed(&self) -> bool {
+        fn any(layers: &[NamedLayer]) -> bool {
+            layers.iter().any(|l| l.device.is_some() || children(&l.spec).iter().any(|c| any(c)))
+        }
+        self.device.is_some() || any(&self.layers)
+    }
+
+    /// Where the model's output ends up when it runs with unplaced layers on `default`: the
+    /// device of the last layer that places its input (a block's output is its last layer's).
+    pub fn output_device(&self, default: Device) -> Device {
+        fn last(layers: &[NamedLayer], inherited: Device) -> Device {
+            let Some(l) = layers.last() else { return inherited };
+            let d = l.device.unwrap_or(inherited);
+            match &l.spec {
+                LayerSpec::Sequential(inner) => last(inner, d),
+                LayerSpec::Residual { body, .. } => last(body, d),
+                LayerSpec::Branches { branches, .. } => branches.first().map_or(d, |b| last(b, d)),
+                _ => d,
+            }
+        }
+        last(&self.layers, self.device.unwrap_or(default))
+    }
+}
+
+/// The chains inside a container spec (none for a leaf).
+fn children(spec: &LayerSpec) -> Vec<&Vec<NamedLayer>> {
+    match spec {
+        LayerSpec::Sequential(inner) => vec![inner],
+        LayerSpec::Residual { body, shortcut } => std::iter::once(body).chain(shortcut.as_ref()).collect(),
+        LayerSpec::Branches { branches, .. } => branches.iter().collect(),
+        _ => vec![],
+    }
+}
+
+/// Parses a device map, `encoder=gpu:0,head=cpu` (spaces allowed): layer paths and devices.
+pub fn parse_device_map(text: &str) -> std::result::Result<Vec<(String, Device)>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|item| {
+            let (path, device) = item
+                .split_once('=')
+                .ok_or_else(|| format!("`{item}` is not `layer=device` (e.g. `encoder=gpu:0,head=cpu`)"))?;
+            let device = device.trim().parse::<Device>()?;
+            Ok((path.trim().to_string(), device))
+        })
+        .collect()
 }
 
 /// `name`, or `name_`, `name__`, … until no layer of `chain` has it.
@@ -78,6 +155,29 @@ fn unique_name(chain: &[NamedLayer], name: &str) -> String {
 
 fn apply_edit(spec: &mut ModelSpec, e: &Edit) -> bool {
     match e {
+        Edit::SetDevice { path, device } => match find(&mut spec.layers, path) {
+            Some((chain, i)) => {
+                // The whole layer or block: the layers inside inherit it.
+                fn clear(layers: &mut [NamedLayer]) {
+                    for l in layers {
+                        l.device = None;
+                        match &mut l.spec {
+                            LayerSpec::Sequential(inner) => clear(inner),
+                            LayerSpec::Residual { body, shortcut } => {
+                                clear(body);
+                                shortcut.iter_mut().for_each(|s| clear(s));
+                            }
+                            LayerSpec::Branches { branches, .. } => branches.iter_mut().for_each(|b| clear(b)),
+                            _ => {}
+                        }
+                    }
+                }
+                clear(std::slice::from_mut(&mut chain[i]));
+                chain[i].device = Some(*device);
+                true
+            }
+            None => false,
+        },
         Edit::SetInput { sample } => {
             spec.input = Some(sample.clone());
             true

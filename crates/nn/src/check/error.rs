@@ -6,7 +6,7 @@ use super::fix::Fix;
 use super::shape::{SymShape, dtype_name};
 use crate::spec::{Merge, article};
 use std::fmt;
-use strata_core::DType;
+use strata_core::{DType, Device};
 
 /// A layer as messages name it: dotted path, description and 1-based position in its chain.
 #[derive(Clone, Debug, PartialEq)]
@@ -92,6 +92,19 @@ pub enum ShapeErrorKind {
     BadLayer {
         /// Why.
         reason: String,
+    },
+    /// A layer (or the model) placed on a device this machine does not have.
+    NoSuchDevice {
+        /// The device asked for.
+        device: Device,
+        /// The devices there are.
+        present: Vec<Device>,
+    },
+    /// The branches of an `Add`/`Concat`, or a residual block's body and shortcut, end on
+    /// different devices, so their outputs cannot be merged.
+    DevicesDiffer {
+        /// Each branch's path and the device its output ends on (`None`: the model's device).
+        ends: Vec<(String, Option<Device>)>,
     },
     /// A multi-dimensional (image-shaped) tensor reaches a Linear whose size fits only the
     /// flattened sample.
@@ -248,6 +261,15 @@ impl fmt::Display for ShapeError {
                 write!(f, "; the output would be empty")?;
             }
             ShapeErrorKind::BadLayer { reason } => write!(f, "\n  {reason}")?,
+            ShapeErrorKind::NoSuchDevice { device, present } => {
+                let list: Vec<String> = present.iter().map(ToString::to_string).collect();
+                write!(f, "\n  placed on {device}, which this machine does not have (it has {})", list.join(", "))?
+            }
+            ShapeErrorKind::DevicesDiffer { ends } => {
+                let name = |d: &Option<Device>| d.map_or("the model's device".to_string(), |d| d.to_string());
+                let list: Vec<String> = ends.iter().map(|(p, d)| format!("`{p}` ends on {}", name(d))).collect();
+                write!(f, "\n  {}; merged outputs must be on one device", list.join(", "))?
+            }
             ShapeErrorKind::BadFlattenRange { reason } => write!(f, "\n  {reason}")?,
             ShapeErrorKind::ClassCount { classes, logits, producer } => {
                 write!(f, " the loss receives logits {logits}")?;

@@ -7,6 +7,13 @@ use strata_core::DType;
 /// One change to a spec that a fix consists of; tests apply fixes to prove they work.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Edit {
+    /// Place a layer (or a whole block: the devices inside it are cleared) on a device.
+    SetDevice {
+        /// The layer's path.
+        path: String,
+        /// Where it runs.
+        device: strata_core::Device,
+    },
     /// Set a Linear's `in_features`.
     SetInFeatures {
         /// The layer's path.

@@ -4,7 +4,7 @@
 use super::error::{LayerRef, ShapeError};
 use super::shape::{SymShape, dtype_name};
 use crate::spec::{LayerSpec, ModelSpec};
-use strata_core::DType;
+use strata_core::{DType, Device};
 
 /// One row of the shape trace: a layer, what it receives and what it produces.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,6 +23,9 @@ pub struct TraceRow {
     pub spec: LayerSpec,
     /// Index into the report's errors when this layer has one.
     pub error: Option<usize>,
+    /// Where it runs when the model is placed (its own `device`, its block's or the model's);
+    /// `None`: wherever the model is moved.
+    pub device: Option<Device>,
 }
 
 /// The result of a check: the trace, every error, and the resolved spec.
@@ -52,24 +55,34 @@ impl CheckReport {
 
     /// The shape trace as a table, errors marked by number.
     pub fn render_trace(&self) -> String {
-        let mut rows: Vec<Vec<String>> = vec![vec!["#".into(), "layer".into(), "type".into(), "output".into()]];
+        // A device column only for a placed model (the others read as before).
+        let placed = self.trace.iter().any(|r| r.device.is_some());
+        let mut header: Vec<String> = vec!["#".into(), "layer".into(), "type".into(), "output".into()];
+        if placed {
+            header.push("device".into());
+        }
+        let mut rows: Vec<Vec<String>> = vec![header];
         for r in &self.trace {
             let mut out = r.output.to_string();
             if let Some(e) = r.error {
                 out.push_str(&format!("   ✗ error {}", e + 1));
             }
-            rows.push(vec![
+            let mut row = vec![
                 r.position_label.clone(),
                 format!("{}{}", "  ".repeat(r.depth), short_name(&r.layer.path)),
                 r.spec.to_string(),
                 out,
-            ]);
+            ];
+            if placed {
+                row.push(r.device.map_or("(model's)".into(), |d| d.to_string()));
+            }
+            rows.push(row);
         }
         let mut s = match &self.input {
             Some(i) => format!("{}: input {i}{}\n", self.name, dtype_note(self.input_dtype)),
             None => format!("{}: no input shape\n", self.name),
         };
-        s.push_str(&table(&rows, &[false, false, false, false]));
+        s.push_str(&table(&rows, &[false; 5][..rows[0].len()]));
         s
     }
 }

@@ -11,7 +11,7 @@ use super::merge::{BranchEnd, conv_shortcut_fix, merge_add, merge_concat};
 use super::report::{CheckReport, TraceRow};
 use super::shape::SymShape;
 use crate::spec::{LayerSpec, Merge, ModelSpec, NamedLayer};
-use strata_core::DType;
+use strata_core::{DType, Device};
 
 /// The walk's state: the trace and errors so far, and what flows at this point of the chain.
 struct Walker {
@@ -23,6 +23,12 @@ struct Walker {
     dtype: DType,
     /// The last layer that computed float values (`None`: they are the input's, untouched).
     float_from: Option<LayerRef>,
+    /// The placement the current chain's layers inherit (`None`: the model's device).
+    scope: Option<Device>,
+    /// Where the activation is at this point (`None`: the model's device).
+    at: Option<Device>,
+    /// The devices this machine has (placements are checked against them).
+    present: Vec<Device>,
 }
 
 /// Checks `spec` for `input` (or the spec's own input) and, with `classes`, that the output is
@@ -103,8 +109,28 @@ pub fn check_shapes(spec: &ModelSpec, input: Option<&SymShape>, classes: Option<
         });
         return report;
     };
-    let mut w =
-        Walker { trace: vec![], errors: vec![], producer: Producer::Input, dtype: spec.input_dtype, float_from: None };
+    let mut w = Walker {
+        trace: vec![],
+        errors: vec![],
+        producer: Producer::Input,
+        dtype: spec.input_dtype,
+        float_from: None,
+        scope: spec.device,
+        at: spec.device,
+        // Asked only of a placed model: listing GPU adapters starts their drivers.
+        present: if spec.is_placed() { strata_core::devices() } else { vec![Device::Cpu] },
+    };
+    if let Some(d) = spec.device.filter(|d| !w.present.contains(d)) {
+        w.errors.push(ShapeError {
+            layer: None,
+            input: None,
+            kind: ShapeErrorKind::NoSuchDevice { device: d, present: w.present.clone() },
+            fixes: vec![Fix {
+                text: "set `device = \"cpu\"` in the model file, or run with --device-map (e.g. 'layer=cpu')".into(),
+                edits: vec![],
+            }],
+        });
+    }
     let (out, resolved) = w.chain(&spec.layers, "", "", 0, input);
     if let Some(classes) = classes {
         w.check_classes(&out, classes);
@@ -114,6 +140,17 @@ pub fn check_shapes(spec: &ModelSpec, input: Option<&SymShape>, classes: Option<
     report.output = Some(out);
     report.resolved.layers = resolved;
     report
+}
+
+/// The error for merged outputs on different devices, with the fix: place the whole block on
+/// the first branch's device (or, when that is the model's device, on the CPU).
+fn devices_differ(path: &str, ends: &[(String, Option<Device>)]) -> Failure {
+    let to = ends.iter().find_map(|(_, d)| *d).unwrap_or(Device::Cpu);
+    let fix = Fix {
+        text: format!("place the whole block on one device: --device-map '{path}={to}', and no device inside it"),
+        edits: vec![Edit::SetDevice { path: path.into(), device: to }],
+    };
+    (ShapeErrorKind::DevicesDiffer { ends: ends.to_vec() }, vec![fix])
 }
 
 impl Walker {
@@ -156,10 +193,37 @@ impl Walker {
             output: x.clone(),
             spec: spec.clone(),
             error: None,
+            device: l.device.or(self.scope),
         });
         let mut error: Option<Failure> = None;
         let mut merge_parts = None;
         let mut dtype_error = None;
+        // Placement: this layer runs where it says, or where its block (or the model) does; its
+        // input is moved there. A device the machine lacks is an error with the override.
+        let device = l.device.or(self.scope);
+        if let Some(d) = l.device.filter(|d| !self.present.contains(d)) {
+            // The CPU is on every machine (and the fix reads the same on each).
+            let fix_to = Device::Cpu;
+            self.errors.push(ShapeError {
+                layer: Some(lref.clone()),
+                input: Some(x.clone()),
+                kind: ShapeErrorKind::NoSuchDevice { device: d, present: self.present.clone() },
+                fixes: vec![Fix {
+                    text: format!(
+                        "run {path} on {fix_to}: --device-map '{path}={fix_to}' (or device = \"{fix_to}\" in the \
+                         file; `strata devices` lists the others)"
+                    ),
+                    edits: vec![Edit::SetDevice { path: path.into(), device: fix_to }],
+                }],
+            });
+            self.trace[row].error = Some(self.errors.len() - 1);
+        }
+        if device.is_some() {
+            self.at = device;
+        }
+        // The trace shows where the layer runs: its placement, or where its input already is.
+        self.trace[row].device = self.at;
+        let outer_scope = std::mem::replace(&mut self.scope, device);
         let (y, leaf) = match spec.layer() {
             Some(mut layer) => {
                 let mut cx = CheckContext {
@@ -183,6 +247,7 @@ impl Walker {
                 (y, None)
             }
         };
+        self.scope = outer_scope;
         lref.desc = spec.to_string();
         self.finish_row(row, &spec, y.clone());
         if dtype_error.is_some() {
@@ -236,12 +301,16 @@ impl Walker {
             }
             LayerSpec::Branches { branches, merge } => {
                 let before = (self.producer.clone(), self.dtype, self.float_from.clone());
+                let entry = self.at;
                 let mut ends = Vec::with_capacity(branches.len());
+                let mut end_devices = Vec::with_capacity(branches.len());
                 for (i, b) in branches.iter_mut().enumerate() {
                     (self.producer, self.dtype, self.float_from) = before.clone();
+                    self.at = entry;
                     let bpath = format!("{path}.branches.{i}");
                     let blabel = format!("{label}.{}", branch_label(i));
                     let (y, resolved) = self.branch(b, &bpath, i + 1, &blabel, depth + 1, x.clone());
+                    end_devices.push((bpath.clone(), self.at));
                     let out = BranchOutput { path: bpath, shape: y, identity: resolved.is_empty() };
                     ends.push(BranchEnd { out, producer: self.producer.clone(), dtype: self.dtype });
                     *b = resolved;
@@ -251,6 +320,9 @@ impl Walker {
                     Merge::Concat { dim } => merge_concat(path, dim, &ends),
                 };
                 *error = merge_error;
+                if error.is_none() && end_devices.iter().any(|(_, d)| *d != end_devices[0].1) {
+                    *error = Some(devices_differ(path, &end_devices));
+                }
                 if error.is_none() && ends.iter().any(|e| e.dtype != ends[0].dtype) {
                     let (ids, floats): (Vec<&BranchEnd>, Vec<&BranchEnd>) =
                         ends.iter().partition(|e| e.dtype == DType::I64);
@@ -271,8 +343,10 @@ impl Walker {
             }
             LayerSpec::Residual { body, shortcut } => {
                 let before = self.producer.clone();
+                let entry = self.at;
                 let (yb, rb) = self.chain(body, &format!("{path}.body."), &format!("{label}."), depth + 1, x.clone());
                 *body = rb;
+                let body_at = std::mem::replace(&mut self.at, entry);
                 let after_body = self.producer.clone();
                 let identity = shortcut.is_none();
                 let ys = match shortcut {
@@ -286,6 +360,13 @@ impl Walker {
                     None => x.clone(),
                 };
                 let after_shortcut = std::mem::replace(&mut self.producer, after_body.clone());
+                let shortcut_at = std::mem::replace(&mut self.at, body_at);
+                if body_at != shortcut_at {
+                    // (A shape mismatch below replaces it: that one shows first.)
+                    let name = if identity { "shortcut (identity)" } else { "shortcut" };
+                    let ends = [(format!("{path}.body"), body_at), (format!("{path}.{name}"), shortcut_at)];
+                    *error = Some(devices_differ(path, &ends));
+                }
                 if yb != ys {
                     let mut fixes = vec![];
                     if identity && ys.rank() == 4 && yb.rank() == 4 {
@@ -340,6 +421,7 @@ impl Walker {
             output: x.clone(),
             spec,
             error: None,
+            device: self.scope,
         });
         let (y, resolved) = self.chain(layers, &format!("{path}."), label, depth + 1, x);
         self.finish_row(row, &LayerSpec::Sequential(resolved.clone()), y.clone());
