@@ -23,6 +23,7 @@ pub mod gpu;
 pub mod ops;
 pub mod rng;
 pub mod shape;
+mod shape_checks;
 pub mod storage;
 pub mod tensor;
 pub mod testing;

@@ -12,8 +12,6 @@ pub mod dropout;
 pub mod embedding;
 pub mod error;
 pub mod flatten;
-#[cfg(test)]
-mod import_cycles;
 pub mod init;
 pub mod layer;
 pub mod layer_norm;
