@@ -85,15 +85,6 @@ impl Device {
     }
 }
 
-/// The devices this machine offers: the CPU, then every GPU adapter (`gpu:0`, `gpu:1`, …; only
-/// with the `gpu` feature). What a model's placement is checked against.
-pub fn devices() -> Vec<Device> {
-    #[allow(unused_mut)]
-    let mut all = vec![Device::Cpu];
-    #[cfg(feature = "gpu")]
-    all.extend((0..crate::gpu::adapters().len()).map(Device::Gpu));
-    all
-}
 
 #[cfg(test)]
 mod tests {

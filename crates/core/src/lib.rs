@@ -23,13 +23,14 @@ pub mod gpu;
 pub mod ops;
 pub mod rng;
 pub mod shape;
+mod shape_checks;
 pub mod storage;
 pub mod tensor;
 pub mod testing;
 pub mod threads;
 
 pub use autograd::{NoGradGuard, is_grad_enabled, no_grad};
-pub use device::{DType, Device, devices};
+pub use device::{DType, Device};
 pub use error::{Error, Result};
 pub use ops::activation::erf;
 pub use ops::batch_norm::{batch_norm, batch_norm_relu};
@@ -52,6 +53,16 @@ pub use shape::{Layout, Shape};
 pub use storage::{CpuStorage, Element, Float, Storage};
 pub use tensor::Tensor;
 pub use threads::{get_num_threads, set_num_threads};
+
+/// The devices this machine offers: the CPU, then every GPU adapter (`gpu:0`, `gpu:1`, …; only
+/// with the `gpu` feature). What a model's placement is checked against.
+pub fn devices() -> Vec<Device> {
+    #[allow(unused_mut)]
+    let mut all = vec![Device::Cpu];
+    #[cfg(feature = "gpu")]
+    all.extend((0..crate::gpu::adapters().len()).map(Device::Gpu));
+    all
+}
 
 /// The error for a GPU device in a build without the `gpu` feature.
 #[cfg(not(feature = "gpu"))]

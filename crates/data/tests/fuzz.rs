@@ -2,7 +2,7 @@
 //! gzip), CSV files and PNG/JPEG images go through the readers. None may panic, every error
 //! names its file, and no input makes a reader allocate more than 64 MiB at once — an image or
 //! IDX header that claims billions of elements must be refused before anything is allocated.
-//! (`idx.rs` and `tests/csv.rs` also throw purely random bytes at the parsers.)
+//! (`idx/mod.rs` and `tests/csv.rs` also throw purely random bytes at the parsers.)
 
 use proptest::prelude::*;
 use std::io::Write;

@@ -13,8 +13,6 @@ pub mod embedding;
 pub mod error;
 pub mod flatten;
 pub mod group_norm;
-#[cfg(test)]
-mod import_cycles;
 pub mod init;
 pub mod layer;
 pub mod layer_norm;

@@ -11,46 +11,21 @@
 //! frees its graph at once, where a tape would keep growing until someone clears it. Recording
 //! costs one small allocation per op, negligible beside the op's own output buffer. `backward`
 //! consumes the closures (and the values they saved), as PyTorch frees its graph.
+//!
+//! The graph's data ([`Node`]) is defined beside `Tensor` (`tensor/graph.rs`), since each holds
+//! the other; this module records it (grad mode, `Tensor::from_op`) and runs it.
 
 use crate::error::{Error, Result};
+use crate::shape::{Layout, Shape};
+use crate::storage::Storage;
 use crate::tensor::Tensor;
+use crate::tensor::graph::{BackwardFn, Edge};
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// An op's backward: given d(loss)/d(output), returns d(loss)/d(input) for each input
-/// (`None` where the input needs no gradient).
-pub(crate) type BackwardFn = Box<dyn FnOnce(&Tensor) -> Result<Vec<Option<Tensor>>> + Send>;
-
-/// Where an input's gradient goes.
-pub(crate) enum Edge {
-    /// A leaf tensor (parameter): accumulate into its `.grad`.
-    Leaf(Tensor),
-    /// An intermediate result: pass on to its node.
-    Node(Arc<Node>),
-}
-
-/// One recorded op in the graph.
-pub struct Node {
-    id: u64,
-    name: &'static str,
-    backward: Mutex<Option<BackwardFn>>,
-    inputs: Vec<Option<Edge>>,
-}
-
-impl std::fmt::Debug for Node {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Node({} #{})", self.name, self.id)
-    }
-}
-
-impl Node {
-    /// The op that made this node (for debugging and error messages).
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-}
+pub use crate::tensor::graph::Node;
 
 static NEXT_NODE: AtomicU64 = AtomicU64::new(1);
 
@@ -119,6 +94,60 @@ pub(crate) fn make_node(name: &'static str, inputs: &[&Tensor], backward: Backwa
         backward: Mutex::new(Some(backward)),
         inputs: edges,
     }))
+}
+
+/// Recording and running the graph, as `Tensor` methods: every op makes its result through
+/// these, and `backward` runs them.
+impl Tensor {
+    /// The result of an op: a fresh contiguous buffer of `shape`, with a graph node when an
+    /// input requires grad (the `backward` closure maps the output's gradient to the inputs').
+    pub(crate) fn from_op(
+        storage: impl Into<Storage>,
+        shape: Shape,
+        name: &'static str,
+        inputs: &[&Tensor],
+        backward: impl FnOnce(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + 'static,
+    ) -> Tensor {
+        Tensor::from_op_shared(storage, shape, name, inputs, backward)
+    }
+
+    /// [`Tensor::from_op`] for a buffer the backward closure also holds (to read the output).
+    pub(crate) fn from_op_shared(
+        storage: impl Into<Storage>,
+        shape: Shape,
+        name: &'static str,
+        inputs: &[&Tensor],
+        backward: impl FnOnce(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + 'static,
+    ) -> Tensor {
+        let storage = storage.into();
+        debug_assert_eq!(storage.len(), shape.numel());
+        let node = make_node(name, inputs, Box::new(backward));
+        Tensor::from_parts(storage, Layout::contiguous(shape), node)
+    }
+
+    /// A view of this tensor's buffer with another layout, recorded like an op.
+    pub(crate) fn view_op(
+        &self,
+        layout: Layout,
+        name: &'static str,
+        backward: impl FnOnce(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + 'static,
+    ) -> Tensor {
+        let node = make_node(name, &[self], Box::new(backward));
+        Tensor::from_parts(self.buffer(), layout, node)
+    }
+
+    /// Computes the gradient of this one-element tensor with respect to every leaf that requires
+    /// grad, adding it into their `.grad()`. The graph's saved values are freed afterwards.
+    pub fn backward(&self) -> Result<()> {
+        if self.numel() != 1 {
+            return Err(Error::BackwardNonScalar { shape: self.shape().clone() });
+        }
+        match self.grad_fn() {
+            Some(node) => run_backward(node, self.ones_like()?),
+            None if self.is_leaf_requiring_grad() => self.accumulate_grad(&self.ones_like()?),
+            None => Err(Error::NoGradRequired),
+        }
+    }
 }
 
 /// Runs backpropagation from `root` (a one-element tensor) with upstream gradient `seed`.

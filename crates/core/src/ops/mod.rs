@@ -1,7 +1,7 @@
 //! The ops. Each op family is one folder: `mod.rs` holds its API, `# Shapes` docs, autograd and
 //! the dispatch on the inputs' device (and its tests, or `tests.rs`), `cpu.rs` its CPU kernels,
 //! and `gpu.rs` with its `.wgsl` the GPU path (the `gpu` feature). `vmath.rs` holds vectorisable
-//! math for the CPU kernels. See `README.md` for the primitives every backend implements.
+//! math for the CPU kernels, `tasks.rs` their helpers for splitting work over threads. See `README.md` for the primitives every backend implements.
 
 pub mod activation;
 pub mod batch_norm;
@@ -19,6 +19,7 @@ pub mod optim;
 pub mod pad;
 pub mod pool;
 pub mod reduce;
+pub(crate) mod tasks;
 pub mod views;
 pub(crate) mod vmath;
 

@@ -81,7 +81,7 @@ impl Tensor {
                 return Err(Error::NotInPlaceable { op: "copy_", shape: self.shape().clone() });
             }
             let src = src.detach().to_device(self.device())?;
-            self.replace_buffer(crate::ops::views::gpu::copy(&src)?.buffer());
+            self.replace_buffer(src.gpu_copy()?);
             return Ok(());
         }
         match (self.dtype(), src.dtype()) {

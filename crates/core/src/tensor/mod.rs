@@ -4,8 +4,11 @@
 //! Cloning a `Tensor` is cheap (a reference count) and the clone is the *same* tensor: it shares
 //! gradient and identity, as a Python reference would. Views (reshape, transpose, narrow,
 //! expand) share the buffer without copying.
+//!
+//! This file holds the handle, construction, accessors and device moves; `grad.rs` a leaf's
+//! gradient, `in_place.rs` the in-place updates, `graph.rs` the autograd graph's nodes (which
+//! tensors point at); recording ops and `backward` are in `autograd`.
 
-use crate::autograd::{self, Node};
 use crate::device::{DType, Device};
 use crate::error::{Error, Result};
 use crate::rng::Generator;
@@ -14,7 +17,11 @@ use crate::storage::{CpuStorage, Element, Storage};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+mod grad;
+pub(crate) mod graph;
 mod in_place;
+
+use graph::Node;
 
 static NEXT_TENSOR: AtomicU64 = AtomicU64::new(1);
 
@@ -74,43 +81,6 @@ impl Tensor {
         }))
     }
 
-    /// The result of an op: a fresh contiguous buffer of `shape`, with a graph node when an
-    /// input requires grad (the `backward` closure maps the output's gradient to the inputs').
-    pub(crate) fn from_op(
-        storage: impl Into<Storage>,
-        shape: Shape,
-        name: &'static str,
-        inputs: &[&Tensor],
-        backward: impl FnOnce(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + 'static,
-    ) -> Tensor {
-        Tensor::from_op_shared(storage, shape, name, inputs, backward)
-    }
-
-    /// [`Tensor::from_op`] for a buffer the backward closure also holds (to read the output).
-    pub(crate) fn from_op_shared(
-        storage: impl Into<Storage>,
-        shape: Shape,
-        name: &'static str,
-        inputs: &[&Tensor],
-        backward: impl FnOnce(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + 'static,
-    ) -> Tensor {
-        let storage = storage.into();
-        debug_assert_eq!(storage.len(), shape.numel());
-        let node = autograd::make_node(name, inputs, Box::new(backward));
-        Tensor::from_parts(storage, Layout::contiguous(shape), node)
-    }
-
-    /// A view of this tensor's buffer with another layout, recorded like an op.
-    pub(crate) fn view_op(
-        &self,
-        layout: Layout,
-        name: &'static str,
-        backward: impl FnOnce(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + 'static,
-    ) -> Tensor {
-        let node = autograd::make_node(name, &[self], Box::new(backward));
-        Tensor::from_parts(self.buffer(), layout, node)
-    }
-
     /// A constant tensor (no gradient) owning `storage` laid out as `shape`.
     pub(crate) fn from_storage(storage: impl Into<Storage>, shape: Shape) -> Tensor {
         Tensor::from_parts(storage, Layout::contiguous(shape), None)
@@ -164,7 +134,10 @@ impl Tensor {
         match device {
             Device::Cpu => Ok(Tensor::full(shape, value, dtype)),
             #[cfg(feature = "gpu")]
-            Device::Gpu(_) => crate::ops::views::gpu::full(shape, value, dtype, device),
+            Device::Gpu(_) => {
+                let b = crate::ops::views::gpu_buffer::full(shape.iter().product(), value, dtype, device)?;
+                Ok(Tensor::from_storage(Storage::Gpu(b), Shape::from(shape)))
+            }
             #[cfg(not(feature = "gpu"))]
             Device::Gpu(_) => Err(crate::gpu_unavailable(device)),
         }
@@ -302,7 +275,7 @@ impl Tensor {
         }
         let shared = self.0.storage.read().unwrap_or_else(|e| e.into_inner()).handles() > 1;
         if shared {
-            self.replace_buffer(crate::ops::views::gpu::copy(self)?.buffer());
+            self.replace_buffer(self.gpu_copy()?);
         }
         self.gpu_buffer(op)
     }
@@ -324,6 +297,22 @@ impl Tensor {
     pub(crate) fn replace_buffer(&self, storage: Storage) {
         debug_assert_eq!(storage.dtype(), self.dtype());
         *self.0.storage.write().unwrap_or_else(|e| e.into_inner()) = storage;
+    }
+
+    /// Whether this handle's layout covers its whole buffer, contiguously from the start: the
+    /// condition for an in-place update ([`Tensor::update_`]).
+    fn owns_whole_buffer(&self) -> bool {
+        self.0.layout.is_contiguous()
+            && self.0.layout.offset == 0
+            && self.0.storage.read().unwrap_or_else(|e| e.into_inner()).len() == self.numel()
+    }
+
+    /// This tensor's elements in a fresh contiguous buffer on its GPU (always a copy; not
+    /// recorded by autograd).
+    #[cfg(feature = "gpu")]
+    pub(crate) fn gpu_copy(&self) -> Result<Storage> {
+        let b = self.gpu_buffer("contiguous")?;
+        Ok(Storage::Gpu(crate::ops::views::gpu_buffer::copy(&b, self.layout())?))
     }
 
     /// The elements in row-major order of the shape, as `T` (which must be the tensor's type).
@@ -389,193 +378,6 @@ impl Tensor {
         }
         let v = self.to_vec::<T>()?;
         Ok(f(&v))
-    }
-
-    // ---------------------------------------------------------------- autograd
-
-    /// A leaf tensor sharing this one's data that records gradients (PyTorch's
-    /// `requires_grad_()`): parameters are made this way. Float types only.
-    pub fn requires_grad_(self) -> Result<Tensor> {
-        if !self.dtype().is_float() {
-            return Err(Error::UnsupportedDType {
-                op: "requires_grad_",
-                dtype: self.dtype(),
-                hint: " (only float tensors have gradients)",
-            });
-        }
-        // A view of part of a buffer is copied into one of its own: a parameter is updated in
-        // place by optimizers, and `update_` needs the whole buffer.
-        let owned = self.owned_detached()?;
-        Ok(Tensor(Arc::new(TensorImpl {
-            id: NEXT_TENSOR.fetch_add(1, Ordering::Relaxed),
-            storage: RwLock::new(owned.buffer()),
-            layout: owned.0.layout.clone(),
-            device: AtomicUsize::new(encode(self.device())),
-            dtype: self.0.dtype,
-            requires_grad: true,
-            grad_fn: None,
-            grad: Mutex::new(GradSlot::default()),
-        })))
-    }
-
-    /// Whether gradients flow to or through this tensor.
-    pub fn requires_grad(&self) -> bool {
-        self.0.requires_grad || self.0.grad_fn.is_some()
-    }
-
-    /// Whether this is a leaf (not the result of a recorded op).
-    pub fn is_leaf(&self) -> bool {
-        self.0.grad_fn.is_none()
-    }
-
-    pub(crate) fn is_leaf_requiring_grad(&self) -> bool {
-        self.0.requires_grad && self.0.grad_fn.is_none()
-    }
-
-    pub(crate) fn grad_fn(&self) -> Option<&Arc<Node>> {
-        self.0.grad_fn.as_ref()
-    }
-
-    /// The name of the op that produced this tensor, if it was recorded.
-    pub fn grad_fn_name(&self) -> Option<&'static str> {
-        self.0.grad_fn.as_ref().map(|n| n.name())
-    }
-
-    /// The same data, cut from the graph: no gradient flows through the result.
-    pub fn detach(&self) -> Tensor {
-        Tensor::from_parts(self.buffer(), self.0.layout.clone(), None)
-    }
-
-    /// The accumulated gradient of a leaf, after `backward()`.
-    pub fn grad(&self) -> Option<Tensor> {
-        let mut slot = self.grad_slot();
-        if slot.zeroed
-            && let Some(g) = &slot.grad
-        {
-            // Materialise the zeros `zero_grad` deferred. An error here means someone replaced
-            // the gradient with a view; `set_grad` clears `zeroed`, so it cannot happen.
-            let _ = g.fill_(0.0);
-        }
-        slot.zeroed = false;
-        slot.grad.clone()
-    }
-
-    fn grad_slot(&self) -> std::sync::MutexGuard<'_, GradSlot> {
-        self.0.grad.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Replaces (or clears) the accumulated gradient. A view is copied into a buffer of its own
-    /// (later backwards add into the gradient in place; the viewed tensor is never touched).
-    pub fn set_grad(&self, grad: Option<Tensor>) -> Result<()> {
-        if let Some(g) = &grad
-            && g.shape() != self.shape()
-        {
-            return Err(Error::ShapeMismatch {
-                op: "set_grad",
-                what: "gradient",
-                got: g.shape().clone(),
-                expected: self.shape().to_string(),
-            });
-        }
-        let grad = grad.map(|g| g.owned_detached()).transpose()?;
-        *self.grad_slot() = GradSlot { grad, zeroed: false };
-        Ok(())
-    }
-
-    /// Sets the gradient to zero, keeping its buffer for the next backward (so a training loop
-    /// does not reallocate gradients every step). The zeros are written lazily: the next
-    /// backward overwrites the buffer rather than adding to it, and [`Tensor::grad`] fills it
-    /// with zeros if it is read first. A gradient tensor obtained before `zero_grad` and kept
-    /// keeps its old values until then (as with PyTorch's default `set_to_none`).
-    pub fn zero_grad(&self) -> Result<()> {
-        let mut slot = self.grad_slot();
-        if slot.grad.is_some() {
-            slot.zeroed = true;
-        }
-        Ok(())
-    }
-
-    /// Adds `g` into this leaf's gradient, in place when the buffer is not shared.
-    pub(crate) fn accumulate_grad(&self, g: &Tensor) -> Result<()> {
-        let mut slot = self.grad_slot();
-        match slot.grad.as_ref() {
-            Some(existing) if slot.zeroed => existing.assign_(g)?,
-            Some(existing) => existing.add_assign_(g)?,
-            None => slot.grad = Some(g.owned_detached()?),
-        }
-        slot.zeroed = false;
-        Ok(())
-    }
-
-    /// Whether this handle's layout covers its whole buffer, contiguously from the start: the
-    /// condition for an in-place update ([`Tensor::update_`]).
-    fn owns_whole_buffer(&self) -> bool {
-        self.0.layout.is_contiguous()
-            && self.0.layout.offset == 0
-            && self.0.storage.read().unwrap_or_else(|e| e.into_inner()).len() == self.numel()
-    }
-
-    /// The same values, detached, in a tensor that owns its whole buffer: shared (copy-on-write)
-    /// when this one already does, else copied. Every stored gradient is made this way, because
-    /// backward functions hand out views — `cat`'s backward gives each input a `narrow` of the
-    /// output's gradient, contiguous on a batch of one yet a slice of a larger buffer — and a
-    /// stored gradient is later summed into in place.
-    pub(crate) fn owned_detached(&self) -> Result<Tensor> {
-        if self.owns_whole_buffer() {
-            return Ok(self.detach());
-        }
-        #[cfg(feature = "gpu")]
-        if self.device() != Device::Cpu {
-            return crate::ops::views::gpu::copy(self).map(|c| c.detach());
-        }
-        let storage = match self.dtype() {
-            DType::F32 => CpuStorage::F32(self.to_vec::<f32>()?),
-            DType::F64 => CpuStorage::F64(self.to_vec::<f64>()?),
-            DType::I64 => CpuStorage::I64(self.to_vec::<i64>()?),
-        };
-        Ok(Tensor::from_storage(storage, self.shape().clone()))
-    }
-
-    /// The same values, detached, in a tensor that owns its whole contiguous buffer: shared
-    /// (copy-on-write) when this one already does, else copied. What in-place updates need
-    /// (optimizer states restored from a checkpoint, say).
-    pub fn detach_owned(&self) -> Result<Tensor> {
-        self.owned_detached()
-    }
-
-    /// Lets a backward kernel write this leaf's gradient contribution straight into its
-    /// gradient buffer: `write(buffer, overwrite)` must store the contribution when `overwrite`
-    /// (the buffer is fresh or zeroed, its contents meaningless) and add it otherwise. Saves
-    /// allocating the contribution and a second pass adding it (e.g. the GEMM behind a Linear
-    /// weight gradient accumulates into the buffer itself).
-    pub(crate) fn accumulate_grad_with<T: Element>(&self, write: impl FnOnce(&mut [T], bool)) -> Result<()> {
-        let mut slot = self.grad_slot();
-        match slot.grad.as_ref() {
-            Some(existing) => {
-                let overwrite = slot.zeroed;
-                existing.update_::<T, _>(|d| write(d, overwrite))?;
-            }
-            None => {
-                let mut buf = T::take_buffer(self.numel());
-                write(&mut buf, true);
-                slot.grad = Some(Tensor::from_storage(T::wrap(buf), self.shape().clone()));
-            }
-        }
-        slot.zeroed = false;
-        Ok(())
-    }
-
-    /// Computes the gradient of this one-element tensor with respect to every leaf that requires
-    /// grad, adding it into their `.grad()`. The graph's saved values are freed afterwards.
-    pub fn backward(&self) -> Result<()> {
-        if self.numel() != 1 {
-            return Err(Error::BackwardNonScalar { shape: self.shape().clone() });
-        }
-        match self.grad_fn() {
-            Some(node) => autograd::run_backward(node, self.ones_like()?),
-            None if self.0.requires_grad => self.accumulate_grad(&self.ones_like()?),
-            None => Err(Error::NoGradRequired),
-        }
     }
 
     // ---------------------------------------------------------------- devices and types

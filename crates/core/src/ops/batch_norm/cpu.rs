@@ -5,7 +5,7 @@
 //! are still in cache). SIMD through `wide_fn!` (AVX-512 where the CPU has it).
 
 use crate::error::Result;
-use crate::ops::conv::cpu::{LaneSum, for_each_chunk, map_tasks, parallel_for};
+use crate::ops::tasks::{LaneSum, for_each_chunk, map_tasks, parallel_for};
 use crate::ops::{prefetch, wide_fn, with_float};
 use crate::storage::{CpuStorage, Element, Float};
 use crate::tensor::Tensor;

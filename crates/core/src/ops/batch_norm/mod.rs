@@ -329,7 +329,7 @@ mod tests {
             pool.install(|| {
                 let mut rng = Generator::new(82);
                 // 4·37·16·32·32 = 2.4M: above the threading threshold.
-                const { assert!(4 * 37 * 16 * 32 * 32 >= crate::ops::conv::cpu::PAR_WORK) };
+                const { assert!(4 * 37 * 16 * 32 * 32 >= crate::ops::tasks::PAR_WORK) };
                 let x =
                     Tensor::randn(&[37, 16, 32, 32], 1.0, 2.0, DType::F32, &mut rng).unwrap().requires_grad_().unwrap();
                 let w = Tensor::randn(&[16], 1.0, 0.5, DType::F32, &mut rng).unwrap().requires_grad_().unwrap();

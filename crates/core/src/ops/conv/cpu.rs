@@ -1,5 +1,6 @@
 //! CPU kernels behind `conv2d`: im2col / col2im and the per-sample GEMMs (the `gemm` crate via
-//! [`gemm`]), plus the small task helpers that pooling and batch norm share.
+//! [`gemm`]). The geometry is in `geom.rs`; the task helpers, shared with pooling and batch norm,
+//! in `ops/tasks.rs`.
 //!
 //! Layouts (all row-major): x `(N,C,H,W)`, weight `(O,C/g,kH,kW)`, out `(N,O,OH,OW)`. For one
 //! sample the column matrix is `col (C·kH·kW, OH·OW)`; group `gi` owns the rows
@@ -10,155 +11,17 @@
 //! the thread count); every output element and every per-chunk partial of d_weight is computed
 //! by one task in a fixed order, and the partials are summed in chunk order.
 
+use super::geom::{ConvGeom, shift_plan, valid_range};
 #[cfg(target_arch = "x86_64")]
 use super::{avx512, f32s, f32s_mut};
 use crate::ops::matmul::cpu::{MatRef, gemm};
 use crate::ops::prefetch;
+use crate::ops::tasks::{LaneSum, for_each_chunk, map_tasks, parallel_for};
 use crate::storage::Float;
-use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
 #[path = "cpu_x86.rs"]
 mod x86;
-
-/// Multiply-adds above which a conv, pooling or batch-norm kernel spreads its samples, planes or
-/// channels over rayon threads. Measured on a 2-core machine (Conv2d 1→32 3×3 forward + weight
-/// gradient): 1.6M MACs (batch 8) run as fast on one thread as on two, 3.1M (batch 16) gain
-/// 7%, 12.5M (batch 64) gain 35%.
-pub(crate) const PAR_WORK: usize = 1 << 21;
-
-/// Upper bound (elements) on the memory that per-chunk d_weight partials may take together.
-const PARTIALS_BUDGET: usize = 1 << 23;
-
-/// Whether work of `work` multiply-adds should run on several threads.
-pub(crate) fn parallel_for(work: usize) -> bool {
-    work >= PAR_WORK && rayon::current_num_threads() > 1
-}
-
-/// Runs `f(i, item)` for every item, on rayon threads when `parallel`, and returns the results in
-/// item order. Each item is handled by exactly one call, so results do not depend on threads.
-pub(crate) fn map_tasks<I: Send, R: Send>(items: Vec<I>, parallel: bool, f: impl Fn(usize, I) -> R + Sync) -> Vec<R> {
-    if parallel {
-        items.into_par_iter().enumerate().map(|(i, x)| f(i, x)).collect()
-    } else {
-        items.into_iter().enumerate().map(|(i, x)| f(i, x)).collect()
-    }
-}
-
-/// Runs `f(i, chunk)` on consecutive `len`-element chunks of `data`, on rayon threads when
-/// `parallel`.
-pub(crate) fn for_each_chunk<T: Send>(data: &mut [T], len: usize, parallel: bool, f: impl Fn(usize, &mut [T]) + Sync) {
-    let len = len.max(1);
-    if parallel {
-        data.par_chunks_mut(len).enumerate().for_each(|(i, c)| f(i, c));
-    } else {
-        data.chunks_mut(len).enumerate().for_each(|(i, c)| f(i, c));
-    }
-}
-
-/// The geometry of one validated convolution.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct ConvGeom {
-    pub n: usize,
-    pub c: usize,
-    pub h: usize,
-    pub w: usize,
-    pub o: usize,
-    pub kh: usize,
-    pub kw: usize,
-    pub stride: (usize, usize),
-    pub padding: (usize, usize),
-    pub dilation: (usize, usize),
-    pub groups: usize,
-    pub oh: usize,
-    pub ow: usize,
-    /// Whether the caller allows the fast, less accurate algorithm ([`super::ConvAlgorithm::Fast`]).
-    pub fast: bool,
-}
-
-impl ConvGeom {
-    /// Input channels per group.
-    fn cg(&self) -> usize {
-        self.c / self.groups
-    }
-    /// Output channels per group.
-    fn og(&self) -> usize {
-        self.o / self.groups
-    }
-    /// Rows of one group's column matrix: `C/g·kH·kW`.
-    fn k(&self) -> usize {
-        self.cg() * self.kh * self.kw
-    }
-    /// Output positions per channel: `OH·OW`.
-    fn l(&self) -> usize {
-        self.oh * self.ow
-    }
-    /// Elements of one input sample.
-    fn chw(&self) -> usize {
-        self.c * self.h * self.w
-    }
-    /// A 1×1 kernel with stride 1 and no padding: the input *is* the column matrix.
-    fn is_pointwise(&self) -> bool {
-        self.kh == 1 && self.kw == 1 && self.stride == (1, 1) && self.padding == (0, 0)
-    }
-    /// Multiply-adds of one pass (forward, or one of the two backward GEMMs).
-    pub fn macs(&self) -> usize {
-        self.n * self.o * self.l() * self.k()
-    }
-    /// For stride 1 with padding no larger than the dilated kernel's reach, the input gradient
-    /// is itself a convolution: of dY, padded by `dilation·(k − 1) − padding`, with the kernel
-    /// flipped and its channel axes swapped. Returns that convolution's geometry (its input
-    /// `dY`: O channels of OH×OW; its output: C channels of H×W).
-    fn transposed(&self) -> Option<ConvGeom> {
-        let reach = (self.dilation.0 * (self.kh - 1), self.dilation.1 * (self.kw - 1));
-        (self.stride == (1, 1) && self.padding.0 <= reach.0 && self.padding.1 <= reach.1 && !self.is_pointwise()).then(
-            || ConvGeom {
-                c: self.o,
-                h: self.oh,
-                w: self.ow,
-                o: self.c,
-                padding: (reach.0 - self.padding.0, reach.1 - self.padding.1),
-                oh: self.h,
-                ow: self.w,
-                ..*self
-            },
-        )
-    }
-    /// Samples per task: depends on the geometry only, so the d_weight reduction order is the
-    /// same for every thread count. At most 16 chunks, fewer when the weight is large.
-    fn chunk(&self) -> usize {
-        let wsize = (self.o * self.k()).max(1);
-        let chunks = self.n.clamp(1, 16).min((PARTIALS_BUDGET / wsize).max(1));
-        self.n.div_ceil(chunks).max(1)
-    }
-}
-
-/// Output positions `lo..hi` along one axis whose input index `o·s + off − p` lies in `0..size`.
-fn valid_range(out: usize, s: usize, off: usize, p: usize, size: usize) -> (usize, usize) {
-    let lo = if off >= p { 0 } else { (p - off).div_ceil(s) };
-    let hi = if size + p <= off { 0 } else { (size + p - off).div_ceil(s).min(out) };
-    (lo.min(hi), hi)
-}
-
-impl ConvGeom {
-    /// Stride 1 and an output as wide as the input ("same" padding): then a column-matrix row
-    /// is the input plane shifted by a constant offset, apart from the padded edges, and
-    /// [`im2col`] / [`col2im`] move whole planes instead of rows of `OW` elements.
-    fn is_shift(&self) -> bool {
-        self.stride == (1, 1) && self.ow == self.w
-    }
-}
-
-/// For column-matrix row `(ki, kj)` of a shift geometry ([`ConvGeom::is_shift`]): the valid
-/// output rows `oy_lo..oy_hi` and columns `lo..hi`, and the offset from an output index
-/// `oy·OW + ox` to the input index it reads.
-fn shift_plan(g: &ConvGeom, ki: usize, kj: usize) -> ((usize, usize), (usize, usize), isize) {
-    let rows = valid_range(g.oh, 1, ki * g.dilation.0, g.padding.0, g.h);
-    let cols = valid_range(g.ow, 1, kj * g.dilation.1, g.padding.1, g.w);
-    let dy = (ki * g.dilation.0) as isize - g.padding.0 as isize;
-    let dx = (kj * g.dilation.1) as isize - g.padding.1 as isize;
-    (rows, cols, dy * g.w as isize + dx)
-}
 
 /// Zeros a run of padding columns: usually one or two elements, stored directly rather than
 /// through a `memset` call each.
@@ -550,83 +413,4 @@ pub(crate) fn conv2d_bias_backward<T: Float>(dy: &[T], g: &ConvGeom) -> Vec<T> {
             T::from_f64(acc.total())
         })
         .collect()
-}
-
-/// Lanes of a [`LaneSum`]: four AVX-512 registers of f64, so that four additions are in flight
-/// at once instead of waiting on one register's latency.
-const LANES: usize = 32;
-
-/// An f64 sum over 32 interleaved lanes, so the additions can run in parallel in the CPU's
-/// vector units; the lanes are combined in a fixed order, so the result depends only on the
-/// sequence of values added (and of slice boundaries), never on threads.
-#[derive(Clone, Copy)]
-pub(crate) struct LaneSum([f64; LANES]);
-
-impl Default for LaneSum {
-    fn default() -> Self {
-        LaneSum([0.0; LANES])
-    }
-}
-
-impl LaneSum {
-    /// Adds every value of `v`.
-    #[inline(always)]
-    pub fn add_slice<T: Float>(&mut self, v: &[T]) {
-        self.add_map(v, |x| x);
-    }
-    /// Adds `f(v_i)` for every value of `v`.
-    #[inline(always)]
-    pub fn add_map<T: Float>(&mut self, v: &[T], f: impl Fn(f64) -> f64) {
-        let mut chunks = v.chunks_exact(LANES);
-        for c in &mut chunks {
-            for (a, &x) in self.0.iter_mut().zip(c) {
-                *a += f(x.to_f64());
-            }
-        }
-        for (a, &x) in self.0.iter_mut().zip(chunks.remainder()) {
-            *a += f(x.to_f64());
-        }
-    }
-    /// Adds `f(a_i, b_i)` for every pair of `a` and `b`.
-    #[inline(always)]
-    pub fn add_zip<T: Float>(&mut self, a: &[T], b: &[T], f: impl Fn(f64, f64) -> f64) {
-        let (mut ca, mut cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-        for (x, y) in (&mut ca).zip(&mut cb) {
-            for ((s, &x), &y) in self.0.iter_mut().zip(x).zip(y) {
-                *s += f(x.to_f64(), y.to_f64());
-            }
-        }
-        for ((s, &x), &y) in self.0.iter_mut().zip(ca.remainder()).zip(cb.remainder()) {
-            *s += f(x.to_f64(), y.to_f64());
-        }
-    }
-    /// The sum: lanes combined pairwise in a fixed tree.
-    pub fn total(&self) -> f64 {
-        let mut l = self.0;
-        let mut n = LANES;
-        while n > 1 {
-            n /= 2;
-            for i in 0..n {
-                l[i] = l[2 * i] + l[2 * i + 1];
-            }
-        }
-        l[0]
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::valid_range;
-
-    #[test]
-    fn valid_ranges_clip_padding() {
-        // W = 5, stride 1, pad 1, kernel offset 0: output 0 reads index −1 (padding).
-        assert_eq!(valid_range(5, 1, 0, 1, 5), (1, 5));
-        // Offset 2 with pad 1: output 4 reads index 5 (padding).
-        assert_eq!(valid_range(5, 1, 2, 1, 5), (0, 4));
-        // Stride 2: outputs 0..3 read −1, 1, 3 → only 1 and 2 are valid.
-        assert_eq!(valid_range(3, 2, 0, 1, 5), (1, 3));
-        // A kernel offset past the padded input: nothing is valid.
-        assert_eq!(valid_range(2, 1, 9, 0, 5), (0, 0));
-    }
 }

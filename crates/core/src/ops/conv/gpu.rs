@@ -2,7 +2,7 @@
 //! direction (the matmul kernel), and the input gradient folded back by a gather (`col2im`).
 //! Grouped and depthwise convolutions batch the GEMMs over the groups.
 
-use super::cpu::ConvGeom;
+use super::geom::ConvGeom;
 use crate::device::DType;
 use crate::error::Result;
 use crate::gpu::{Kernel, groups_1d, output};

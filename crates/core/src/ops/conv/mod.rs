@@ -14,7 +14,8 @@
 //! instead (`winograd.rs`): 2.25× fewer multiply-adds, as accurate as PyTorch. F(4×4, 3×3) runs
 //! only when the caller asks for [`ConvAlgorithm::Fast`].
 
-pub(crate) mod cpu;
+mod cpu;
+mod geom;
 #[cfg(target_arch = "x86_64")]
 mod simd_x86;
 #[cfg(test)]
@@ -28,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::shape::Shape;
 use crate::storage::Element;
 use crate::tensor::Tensor;
-use cpu::ConvGeom;
+use geom::ConvGeom;
 
 /// `s` as f32s, when `T` is f32.
 #[cfg(target_arch = "x86_64")]

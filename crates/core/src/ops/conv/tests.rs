@@ -221,7 +221,7 @@ fn one_and_four_threads_give_identical_bits() {
         pool.install(|| {
             let mut rng = Generator::new(65);
             // 37·16·20·20·(4·3·3) = 8.5M multiply-adds per pass: above the threading threshold.
-            const { assert!(37 * 16 * 400 * 36 >= super::cpu::PAR_WORK) };
+            const { assert!(37 * 16 * 400 * 36 >= crate::ops::tasks::PAR_WORK) };
             let x = Tensor::randn(&[37, 8, 20, 20], 0.0, 1.0, DType::F32, &mut rng).unwrap().requires_grad_().unwrap();
             let w = Tensor::randn(&[16, 4, 3, 3], 0.0, 1.0, DType::F32, &mut rng).unwrap().requires_grad_().unwrap();
             let b = Tensor::randn(&[16], 0.0, 1.0, DType::F32, &mut rng).unwrap().requires_grad_().unwrap();

@@ -38,10 +38,11 @@
 //! every thread count. The rounding differs from im2col's (the transforms add and subtract
 //! inputs before the products), by a few ulps of the inputs' magnitude.
 
-use super::cpu::{ConvGeom, for_each_chunk, map_tasks, parallel_for};
+use super::geom::ConvGeom;
 #[cfg(target_arch = "x86_64")]
 use super::{avx512, f32s, f32s_mut, f32s4};
 use crate::ops::matmul::cpu::{MatRef, gemm};
+use crate::ops::tasks::{for_each_chunk, map_tasks, parallel_for};
 use crate::ops::wide_fn;
 use crate::storage::Float;
 

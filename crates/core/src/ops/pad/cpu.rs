@@ -1,7 +1,7 @@
 //! The CPU kernels of 2-D padding: a gather through per-axis index tables (forward) and its
 //! adjoint, a scatter-add through the same tables (backward).
 
-use super::super::conv::cpu::for_each_chunk;
+use super::super::tasks::for_each_chunk;
 use crate::storage::Float;
 
 /// Where each output row (or column) of a padded plane reads from: an input index, or `None`

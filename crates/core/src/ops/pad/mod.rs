@@ -171,7 +171,7 @@ pub fn pad2d(x: &Tensor, pad: [usize; 4], mode: PaddingMode) -> Result<Tensor> {
         let divisors = vec![1.0; taps.len()];
         return super::pool::gpu::pool(OP, x, (planes, h * w, taps.len()), &taps, Some(divisors), out_shape);
     }
-    let parallel = super::conv::cpu::parallel_for(out_shape.numel());
+    let parallel = super::tasks::parallel_for(out_shape.numel());
 
     let xc = x.contiguous()?.detach();
     let s = xc.cpu_storage("pad2d")?;

@@ -5,7 +5,7 @@
 
 use super::{AvgWindow, Window};
 use crate::error::Result;
-use crate::ops::conv::cpu::{for_each_chunk, map_tasks};
+use crate::ops::tasks::{for_each_chunk, map_tasks};
 use crate::ops::with_float;
 use crate::storage::{CpuStorage, Element, Float};
 use crate::tensor::Tensor;

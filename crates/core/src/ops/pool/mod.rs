@@ -12,9 +12,9 @@ mod cpu;
 #[cfg(feature = "gpu")]
 pub(crate) mod gpu;
 
-use super::conv::cpu::parallel_for;
 pub use super::conv::pool_output_size;
 use super::conv::{check_positive, window_output};
+use super::tasks::parallel_for;
 use crate::error::{Error, Result};
 use crate::shape::Shape;
 use crate::tensor::Tensor;

@@ -279,7 +279,7 @@ fn one_and_four_threads_give_identical_bits() {
         pool.install(|| {
             let mut rng = Generator::new(73);
             // 33·32 planes, 20×20 outputs of 9 taps each: 3.8M, above the threading threshold.
-            const { assert!(33 * 32 * 400 * 9 >= crate::ops::conv::cpu::PAR_WORK) };
+            const { assert!(33 * 32 * 400 * 9 >= crate::ops::tasks::PAR_WORK) };
             let x = Tensor::randn(&[33, 32, 40, 40], 0.0, 1.0, DType::F32, &mut rng).unwrap().requires_grad_().unwrap();
             let a = max_pool2d(&x, (3, 3), (2, 2), (1, 1), (1, 1)).unwrap();
             let b = avg_pool2d(&x, (3, 3), (2, 2), (1, 1), false).unwrap();

@@ -1,28 +1,16 @@
-//! The GPU kernels behind `contiguous`, copies, `to_dtype` and tensors made on a GPU
-//! (`copy.wgsl`, `fill.wgsl`).
+//! The GPU kernels of views on tensors: `to_dtype`'s conversion, scatters (`copy.wgsl`), and
+//! `narrow`'s backward. The copy and fill kernels on bare buffers, which `contiguous`, copies and
+//! tensors made on a GPU use, are in `gpu_buffer.rs`.
 
-use crate::device::{DType, Device};
-use crate::error::{Error, Result};
-use crate::gpu::{Kernel, context, groups_1d, layout_words, output};
+use crate::device::DType;
+use crate::error::Result;
+use crate::gpu::{Kernel, groups_1d, layout_words, output};
 use crate::shape::{Layout, Shape};
 use crate::storage::Storage;
 use crate::tensor::Tensor;
 
-const COPY: Kernel = Kernel { name: "copy", wgsl: include_str!("copy.wgsl"), entry: "copy_main" };
 const CONVERT: Kernel = Kernel { name: "convert", wgsl: include_str!("copy.wgsl"), entry: "convert_main" };
 const SCATTER: Kernel = Kernel { name: "scatter", wgsl: include_str!("copy.wgsl"), entry: "scatter_main" };
-const FILL: Kernel = Kernel { name: "fill", wgsl: include_str!("fill.wgsl"), entry: "fill_main" };
-
-/// `t`'s elements in a fresh contiguous buffer (always a copy), not recorded by autograd.
-pub(crate) fn copy(t: &Tensor) -> Result<Tensor> {
-    let b = t.gpu_buffer("contiguous")?;
-    let n = t.numel();
-    let out = output(&b.ctx, "contiguous", n, t.dtype())?;
-    let mut p = vec![n as u32];
-    p.extend(layout_words(t.layout(), t.dims()));
-    b.ctx.dispatch(&COPY, &p, &[b.raw(), out.raw()], groups_1d(n))?;
-    Ok(Tensor::from_storage(Storage::Gpu(out), t.shape().clone()))
-}
 
 /// `src` written into the region `region` (a layout over `dst`'s buffer, of `src`'s shape) of
 /// `dst`, which must own its buffer unshared (a fresh tensor).
@@ -50,26 +38,6 @@ pub(crate) fn convert(t: &Tensor, dtype: DType) -> Result<Storage> {
     p.extend(layout_words(t.layout(), t.dims()));
     b.ctx.dispatch(&CONVERT, &p, &[b.raw(), out.raw()], groups_1d(n))?;
     Ok(Storage::Gpu(out))
-}
-
-/// A tensor of `shape` filled with `value` on GPU `device`.
-pub(crate) fn full(shape: &[usize], value: f64, dtype: DType, device: Device) -> Result<Tensor> {
-    let ctx = context(device)?;
-    let n: usize = shape.iter().product();
-    let word = match dtype {
-        DType::F32 => (value as f32).to_bits(),
-        DType::I64 => {
-            let v = value as i64;
-            i32::try_from(v).map_err(|_| Error::InvalidArgument {
-                op: "full",
-                message: format!("{v} does not fit the GPU's 32-bit integers"),
-            })? as u32
-        }
-        DType::F64 => return crate::gpu::check_dtype("full", dtype).map(|_| unreachable!("f64 is refused")),
-    };
-    let out = output(&ctx, "full", n, dtype)?;
-    ctx.dispatch(&FILL, &[n as u32, word], &[out.raw()], groups_1d(n))?;
-    Ok(Tensor::from_storage(Storage::Gpu(out), Shape::from(shape)))
 }
 
 /// `narrow`'s backward on a GPU: `g` (the gradient of the `len` slices from `start` along

@@ -3,7 +3,8 @@
 //! `sum_to_shape` that backward passes use.
 //!
 //! This file holds the API, shapes and autograd; `cpu.rs` the CPU kernels, `gpu.rs` and its
-//! `.wgsl` the GPU ones (the `gpu` feature).
+//! `.wgsl` the GPU ones (the `gpu` feature), `gpu_buffer.rs` those on bare buffers that the
+//! tensor itself uses.
 
 use crate::device::DType;
 use crate::error::{Error, Result};
@@ -13,6 +14,8 @@ use crate::tensor::Tensor;
 mod cpu;
 #[cfg(feature = "gpu")]
 pub(crate) mod gpu;
+#[cfg(feature = "gpu")]
+pub(crate) mod gpu_buffer;
 
 impl Tensor {
     /// This tensor with row-major contiguous layout: itself if it already is, else a copy.
@@ -22,7 +25,7 @@ impl Tensor {
         }
         #[cfg(feature = "gpu")]
         if self.device().is_gpu() {
-            let copied = gpu::copy(self)?.buffer();
+            let copied = self.gpu_copy()?;
             return Ok(Tensor::from_op(copied, self.shape().clone(), "contiguous", &[self], |g| {
                 Ok(vec![Some(g.clone())])
             }));

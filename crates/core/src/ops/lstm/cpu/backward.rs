@@ -4,8 +4,8 @@
 use super::forward::*;
 use crate::device::DType;
 use crate::error::Result;
-use crate::ops::conv::cpu::map_tasks;
 use crate::ops::matmul::cpu::{MatRef, gemm};
+use crate::ops::tasks::map_tasks;
 use crate::storage::{CpuStorage, Float};
 use crate::tensor::Tensor;
 use std::sync::Arc;

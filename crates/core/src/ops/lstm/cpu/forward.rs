@@ -5,8 +5,8 @@ use super::*;
 use crate::autograd::make_node;
 use crate::device::DType;
 use crate::error::{Error, Result};
-use crate::ops::conv::cpu::map_tasks;
 use crate::ops::matmul::cpu::{MatRef, gemm};
+use crate::ops::tasks::map_tasks;
 use crate::ops::vmath;
 use crate::shape::{Layout, Shape};
 use crate::storage::{CpuStorage, Element, Float};
@@ -134,7 +134,7 @@ pub(super) fn read_write<'a, T>(v: &'a mut [&mut [T]], read: usize, write: usize
 /// Whether the blocks should run on several threads: more than one block, more than one
 /// thread, and enough work (the per-step GEMMs' multiply-adds) to pay for it.
 pub(super) fn parallel(d: &Dims, blocks: usize) -> bool {
-    blocks > 1 && rayon::current_num_threads() > 1 && d.t * d.n * d.g() * d.h >= crate::ops::conv::cpu::PAR_WORK
+    blocks > 1 && rayon::current_num_threads() > 1 && d.t * d.n * d.g() * d.h >= crate::ops::tasks::PAR_WORK
 }
 
 /// One block's share of the forward pass: its rows of every step's buffers.
