@@ -85,7 +85,6 @@ impl Device {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
