@@ -133,3 +133,54 @@ fn f64_on_a_gpu_is_refused_with_the_fix() {
     assert_ne!(code, 0);
     assert!(err.contains("GPUs hold f32 only"), "{err}");
 }
+
+#[test]
+fn a_split_model_checks_summarises_trains_and_resumes_under_another_map() {
+    if !has_gpu("a_split_model_checks_summarises_trains_and_resumes_under_another_map") {
+        return;
+    }
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/split_devices.toml");
+    let one_gpu = ["--device-map", "mid=gpu:0"];
+    let (code, out, err) = strata(&[&["check", model][..], &one_gpu].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("device") && out.contains("gpu:0") && out.contains("ok: "), "{out}");
+    let (code, out, err) = strata(&[&["summary", model][..], &one_gpu].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("on gpu:0: 108,736 parameters") && out.contains("into head: gpu:0 → cpu, 256 B per sample"),
+        "{out}"
+    );
+    // Trained split, and all on the CPU from the same seed: the same losses.
+    let tmp = tempfile::tempdir().unwrap();
+    let (split, cpu) = (tmp.path().join("split"), tmp.path().join("cpu"));
+    let all_cpu = ["--device-map", "encoder=cpu,mid=cpu,head=cpu"];
+    for (dir, map) in [(&split, &one_gpu), (&cpu, &all_cpu)] {
+        let args = ["train", "--model", model, "--epochs", "1", "--out", dir.to_str().unwrap(), "--quiet"];
+        let (code, _, err) = strata(&[&args[..], &map[..]].concat());
+        assert_eq!(code, 0, "{err}");
+    }
+    let (ls, lc) = (losses(&split), losses(&cpu));
+    assert!(!ls.is_empty() && ls.len() == lc.len());
+    for (i, (s, c)) in ls.iter().zip(&lc).enumerate() {
+        assert!((s - c).abs() < 1e-4, "logged step {}: split loss {s}, cpu loss {c}", 10 * (i + 1));
+    }
+    // The split run's checkpoint evaluates on the CPU alone, and resumes under another map.
+    let (code, out, err) = strata(&["eval", split.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("accuracy"), "{out}");
+    let (code, _, err) = strata(&[
+        "train",
+        "--resume",
+        split.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--device-map",
+        "encoder=cpu,mid=gpu:0",
+        "--quiet",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    // A device the machine lacks is refused before training, naming the layer and the fix.
+    let (code, _, err) = strata(&["train", "--model", model, "--device-map", "mid=gpu:99", "--epochs", "1", "--quiet"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("`mid`") && err.contains("gpu:99") && err.contains("--device-map 'mid=cpu'"), "{err}");
+}

@@ -205,6 +205,11 @@ pub trait Module: Send + Sync {
         Ok(())
     }
 
+    /// PyTorch's name for [`Module::to_device`] (`model.to(device)`).
+    fn to(&self, device: Device) -> Result<()> {
+        self.to_device(device)
+    }
+
     /// Zeroes every parameter's gradient (in place; the buffers are kept for the next step).
     fn zero_grad(&self) -> Result<()> {
         for p in self.parameters() {

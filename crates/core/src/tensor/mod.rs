@@ -382,6 +382,11 @@ impl Tensor {
 
     // ---------------------------------------------------------------- devices and types
 
+    /// PyTorch's name for [`Tensor::to_device`]: this tensor on `device` (differentiable).
+    pub fn to(&self, device: Device) -> Result<Tensor> {
+        self.to_device(device)
+    }
+
     /// This tensor on `device` (PyTorch's `.to(device)`): itself when it is there already, else
     /// a copy, recorded by autograd (the gradient goes back to this tensor's device). A GPU needs
     /// the `gpu` feature and an adapter; `strata devices` lists them.
