@@ -64,6 +64,18 @@ pub fn devices() -> Vec<Device> {
     all
 }
 
+/// The largest tensor, in bytes, `device` holds in one buffer (a GPU adapter's binding limit),
+/// or `None` where only memory limits it (the CPU) or the device is not there.
+pub fn max_tensor_bytes(device: Device) -> Option<u64> {
+    match device {
+        Device::Cpu => None,
+        #[cfg(feature = "gpu")]
+        Device::Gpu(i) => gpu::adapters().get(i).map(|a| a.max_binding_bytes.min(a.max_buffer_bytes)),
+        #[cfg(not(feature = "gpu"))]
+        Device::Gpu(_) => None,
+    }
+}
+
 /// The error for a GPU device in a build without the `gpu` feature.
 #[cfg(not(feature = "gpu"))]
 pub(crate) fn gpu_unavailable(device: Device) -> Error {

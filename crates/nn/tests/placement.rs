@@ -132,3 +132,25 @@ fn a_device_map_overrides_the_file_and_round_trips() {
     let all = ModelSpec::new("m").input(&[4]).linear("fc", 4, 2).device(Device::Cpu);
     assert!(all.is_placed() && strata_nn::model_file::to_toml(&all).contains("device = \"cpu\"\n"));
 }
+
+#[test]
+fn a_parameter_too_large_for_a_gpu_buffer_is_refused_by_the_check() {
+    let Some(max) = strata_core::max_tensor_bytes(Device::Gpu(0)) else {
+        let line =
+            format!("SKIPPED: a_parameter_too_large_for_a_gpu_buffer_is_refused_by_the_check in {}: no GPU\n", file!());
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+        return;
+    };
+    // One weight a little over the largest buffer: found from the shapes alone, nothing allocated.
+    let rows = (max / 4 / 1000 + 1) as usize;
+    let spec = ModelSpec::new("big").input(&[rows]).linear("fc", rows, 1000).place("fc", Device::Gpu(0)).unwrap();
+    let report = strata_nn::check::check_spec(&spec, None, None);
+    let text = report.render_errors();
+    assert!(
+        text.contains("`fc`") && text.contains("holds in one buffer") && text.contains("--device-map 'fc=cpu'"),
+        "{text}"
+    );
+    let mut fixed = spec.clone();
+    assert!(fixed.apply(&report.errors[0].fixes[0].edits));
+    assert!(strata_nn::check::check_spec(&fixed, None, None).errors.is_empty());
+}

@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use strata_core::{ConvAlgorithm, DType, Tensor, manual_seed};
 use strata_data::{BatchSize, DataLoader, Dataset};
+use strata_nn::check::error::ShapeErrorKind;
 use strata_nn::check::{SymShape, check_spec};
 use strata_nn::model_file::parse_model_at;
 use strata_nn::summary::group_digits;
@@ -357,6 +358,18 @@ pub(crate) fn build(args: &TrainArgs) -> Result<Option<Built>> {
             spec.name,
             strata_nn::check::dtype_name(spec.input_dtype)
         );
+    }
+    // The placement needs no data: a device the machine lacks, or merged outputs on two
+    // devices, stop the run before the data loads (when the model file gives its input).
+    if spec.is_placed() && spec.input.is_some() {
+        let report = check_spec(&spec, None, None);
+        let placement = |e: &strata_nn::check::error::ShapeError| {
+            matches!(e.kind, ShapeErrorKind::NoSuchDevice { .. } | ShapeErrorKind::DevicesDiffer { .. })
+        };
+        if report.errors.iter().any(placement) {
+            report_errors(&report, &spec.name);
+            return Ok(None);
+        }
     }
     let data = prepare(&config.data, t.seed)?;
 

@@ -248,6 +248,30 @@ impl Walker {
             }
         };
         self.scope = outer_scope;
+        // A parameter larger than the device holds in one buffer cannot be placed there.
+        if let (Some(layer), Some(d)) = (&leaf, device.filter(|d| d.is_gpu() && self.present.contains(d)))
+            && let Some(max) = strata_core::max_tensor_bytes(d)
+            && let Some((name, shape)) = layer
+                .parameter_shapes()
+                .unwrap_or_default()
+                .into_iter()
+                .find(|(_, s)| s.iter().product::<usize>() as u64 * 4 > max)
+        {
+            let bytes = shape.iter().product::<usize>() as u64 * 4;
+            let reason = format!(
+                "its {name} {shape:?} takes {bytes} bytes in f32, more than the {max} bytes {d} holds in one buffer"
+            );
+            self.errors.push(ShapeError {
+                layer: Some(lref.clone()),
+                input: Some(x.clone()),
+                kind: ShapeErrorKind::BadLayer { reason },
+                fixes: vec![Fix {
+                    text: format!("run {path} on cpu: --device-map '{path}=cpu'"),
+                    edits: vec![Edit::SetDevice { path: path.into(), device: Device::Cpu }],
+                }],
+            });
+            self.trace[row].error.get_or_insert(self.errors.len() - 1);
+        }
         lref.desc = spec.to_string();
         self.finish_row(row, &spec, y.clone());
         if dtype_error.is_some() {
