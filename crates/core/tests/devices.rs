@@ -2,6 +2,9 @@
 //! from the same inputs; forward values, input gradients and parameter gradients must agree
 //! within f32 rounding (1e-5 relative). Without an adapter the tests skip with one line saying
 //! why, unless `STRATA_REQUIRE_GPU=1` (as `.ci/run` sets), where they fail.
+//!
+//! Over 600 lines on purpose: one test binary for the whole suite (each file under `tests/`
+//! links its own, and CI links them on two cores), sharing the run-on-both-devices helpers.
 #![cfg(feature = "gpu")]
 // Inputs are listed as arrays of clones, one style for one input or several.
 #![allow(clippy::cloned_ref_to_slice_refs)]
