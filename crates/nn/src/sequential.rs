@@ -20,6 +20,9 @@ pub struct Sequential {
     /// Each layer's placement, when it has one (as long as `layers` once any is placed); a
     /// lock because moving the whole model (`to_device(&self)`) replaces them.
     devices: std::sync::RwLock<Vec<Option<Device>>>,
+    /// Whether any layer is placed: an unplaced chain's forward takes no lock (W3's
+    /// batch-1 inference is a few microseconds).
+    placed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Sequential {
@@ -74,12 +77,16 @@ impl Sequential {
             let devices = self.devices.get_mut().unwrap_or_else(|e| e.into_inner());
             devices.resize(self.layers.len(), None);
             devices.push(Some(d));
+            *self.placed.get_mut() = true;
         }
         self.layers.push((name.into(), layer));
     }
 
     /// Where the `i`-th layer is placed, if it is.
     pub fn device_of(&self, i: usize) -> Option<Device> {
+        if !self.placed.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
         self.devices.read().unwrap_or_else(|e| e.into_inner()).get(i).copied().flatten()
     }
 
@@ -135,6 +142,7 @@ impl Module for Sequential {
     /// Moves the whole chain to `device`, its placements included (they become `device`).
     fn to_device(&self, device: Device) -> Result<()> {
         self.devices.write().unwrap_or_else(|e| e.into_inner()).clear();
+        self.placed.store(false, std::sync::atomic::Ordering::Relaxed);
         for (_, layer) in &self.layers {
             layer.to_device(device)?;
         }
