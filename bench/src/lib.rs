@@ -22,6 +22,9 @@
 //! benchmarks do. On a GPU the timed part ends with a read of a value (the last loss, or W3's last
 //! output), the only synchronisation, so the work still queued on the device is counted.
 
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use strata_core::{DType, Device, Generator, Tensor};

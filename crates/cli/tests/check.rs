@@ -63,6 +63,45 @@ fn check_reports_a_checkpoint_that_does_not_fit() {
     assert!(stdout.contains("fits"), "{stdout}");
 }
 
+/// A model file whose Flatten output overflows a `usize` (2^31 × 2^31 pooled positions on 6
+/// channels) is refused with the layer and the memory it would need (exit 1), not a panic
+/// (exit 101), by `check`, `summary` and `train` alike.
+#[test]
+fn a_flatten_past_usize_max_is_refused_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("huge.toml");
+    std::fs::write(
+        &model,
+        r#"input = [1, 28, 28]
+layers = [
+  { name = "conv", type = "Conv2d", in_channels = 1, out_channels = 6, kernel_size = 3 },
+  { name = "pool", type = "AdaptiveAvgPool2d", output_size = 2147483648 },
+  { name = "flat", type = "Flatten" },
+  { name = "head", type = "Linear", out_features = 10 },
+]
+"#,
+    )
+    .unwrap();
+    let model = model.to_str().unwrap();
+    let out = dir.path().join("run");
+    for args in [
+        vec!["check", model],
+        vec!["summary", model],
+        vec!["train", "--model", model, "--epochs", "1", "--quiet", "--out", out.to_str().unwrap()],
+    ] {
+        let (code, _, stderr) = strata(&args);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        // The memory check that refuses it needs the machine's memory (/proc/meminfo).
+        if std::path::Path::new("/proc/meminfo").exists() {
+            assert_eq!(code, 1, "{args:?}: {stderr}");
+            assert!(
+                stderr.contains("layer `flat` (Flatten") && stderr.contains("more than this machine's"),
+                "{stderr}"
+            );
+        }
+    }
+}
+
 #[test]
 fn summary_of_simple_nn() {
     let (code, stdout, stderr) = strata(&["summary", "examples/simple_nn.toml"]);

@@ -15,6 +15,9 @@
 //! # Ok::<(), strata_core::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 pub mod autograd;
 pub mod device;
 pub mod error;

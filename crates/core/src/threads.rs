@@ -144,6 +144,9 @@ fn helper_loop(h: &Helper) {
         // SAFETY: `call` is the trampoline `run_job::<A>` for the `Job<A>` at `job`, which the
         // poster keeps alive until it sees `done == next`.
         let call: unsafe fn(usize) = unsafe { std::mem::transmute::<usize, unsafe fn(usize)>(call) };
+        // SAFETY: this thread claimed job `next` (the compare-exchange above), so its poster
+        // neither runs it nor returns (which would free the `Job<A>`) until `done == next`,
+        // stored below; nothing else touches the job meanwhile.
         let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe { call(job) })).is_ok();
         h.panicked.store(!ok, Ordering::Relaxed);
         h.done.store(next, Ordering::Release);

@@ -19,6 +19,7 @@
 //! [`MNIST_STD`]) is the caller's choice.
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod csv;
 pub mod dataset;

@@ -29,6 +29,9 @@
 //!   on its part; the parts import from it (`use super::ConvGeom`) one way. `lib.rs` (or
 //!   `main.rs`) likewise imports from nothing.
 
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
 mod lex;
 mod scan;
 

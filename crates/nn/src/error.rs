@@ -16,15 +16,34 @@ pub enum Error {
     // The cause is part of the message and deliberately not a `source()`, so error chains
     // (anyhow's `{:#}`) do not print it twice.
     #[error("{path}: {action} failed: {error}")]
-    Io { path: PathBuf, action: &'static str, error: std::io::Error },
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What was being done (`reading the state_dict`, `writing`, …).
+        action: &'static str,
+        /// The operating system's error.
+        error: std::io::Error,
+    },
 
     /// A file that is not a valid safetensors file.
     #[error("{path}: not a valid safetensors file: {message}")]
-    SafeTensors { path: PathBuf, message: String },
+    SafeTensors {
+        /// The file.
+        path: PathBuf,
+        /// What the safetensors reader found wrong.
+        message: String,
+    },
 
     /// A tensor in a file with an element type strata does not read.
     #[error("{path}: tensor `{key}` has element type {dtype}, which strata cannot load (supported: F32, F64, I64)")]
-    UnsupportedFileDType { path: PathBuf, key: String, dtype: String },
+    UnsupportedFileDType {
+        /// The file.
+        path: PathBuf,
+        /// The tensor's name in the file.
+        key: String,
+        /// Its element type, as the file names it (`F16`, `BF16`, …).
+        dtype: String,
+    },
 
     /// A state_dict that does not fit the model: every problem found, not only the first.
     #[error("{}", format_mismatch(.source_name, .missing, .unexpected, .shape_mismatches))]

@@ -4,7 +4,7 @@ use crate::Result;
 use crate::check::context::{CheckContext, Failure};
 use crate::check::error::{Producer, ShapeErrorKind};
 use crate::check::fix::{Edit, Fix};
-use crate::check::shape::{Dim, SymShape};
+use crate::check::shape::{Dim, SymShape, saturating_product};
 use crate::layer::{BuildContext, Layer, LayerKind};
 use crate::module::Module;
 use crate::spec::LayerSpec;
@@ -117,7 +117,9 @@ impl Layer for FlattenSpec {
             let dims = x.sample().unwrap_or_default();
             let merged: Vec<usize> = dims[s - 1..e].to_vec();
             let mut out = x.0[..s].to_vec();
-            out.push(Dim::Fixed(merged.iter().product()));
+            // Saturating, as `sample_numel`: sizes that overflow are refused by the memory check
+            // (a model file can ask for any size), not a panic here.
+            out.push(Dim::Fixed(saturating_product(&merged)));
             out.extend_from_slice(&x.0[e + 1..]);
             if e + 1 == x.rank() {
                 let from = merged.iter().map(ToString::to_string).collect::<Vec<_>>().join("×");

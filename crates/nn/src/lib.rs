@@ -2,6 +2,9 @@
 //! (`CrossEntropyLoss`), optimizers (`SGD`, `Adam`, `AdamW` with `torch.optim`'s exact rules),
 //! initialisation and state_dicts in safetensors with PyTorch's names and layouts.
 
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
 pub mod activation;
 pub mod batch_norm;
 pub mod branches;

@@ -40,8 +40,10 @@ fn ops() -> impl Strategy<Value = Vec<(u8, usize, u8)>> {
     prop::collection::vec((any::<u8>(), any::<usize>(), any::<u8>()), 1..6)
 }
 
-/// Sizes a user may write in place of a number: zero, one, huge, overflowing, negative.
-const VALUES: [&str; 10] = ["0", "1", "3", "1000", "65536", "4294967296", "99999999999999999999", "-2", "0.5", "1e9"];
+/// Sizes a user may write in place of a number: zero, one, huge, the largest a model file
+/// allows (2^31: two of them make a plane of 2^62 values), overflowing, negative.
+const VALUES: [&str; 11] =
+    ["0", "1", "3", "1000", "65536", "2147483648", "4294967296", "99999999999999999999", "-2", "0.5", "1e9"];
 
 /// Replaces the `k`-th number of `text` (counting from its first, wrapping) with `VALUES[v]`:
 /// a mutation that keeps the file well-formed, so it reaches the shape check and the build.
@@ -139,6 +141,31 @@ fn mutated_model_files_never_panic_and_name_the_file() {
         )
         .unwrap();
     assert!(parsed.get() >= 300, "only {} of 3000 mutated files parsed", parsed.get());
+}
+
+/// A model file whose Flatten would give more values per sample than a `usize` holds (a pool
+/// to 2^31 × 2^31, the largest size a model file may write, on 6 channels): the check
+/// saturates the count, as everywhere else, and the memory check refuses the model. It used to
+/// panic on the multiplication's overflow (`strata check` and `strata train` alike).
+#[test]
+fn a_flatten_past_usize_max_is_an_error_not_a_panic() {
+    let text = r#"input = [1, 28, 28]
+layers = [
+  { name = "conv", type = "Conv2d", in_channels = 1, out_channels = 6, kernel_size = 3 },
+  { name = "pool", type = "AdaptiveAvgPool2d", output_size = 2147483648 },
+  { name = "flat", type = "Flatten" },
+  { name = "head", type = "Linear", out_features = 10 },
+]
+"#;
+    let spec = parse_model(text, "huge.toml", "huge").unwrap();
+    let report = check_spec(&spec, None, None);
+    let flat = report.trace.iter().find(|r| r.layer.path == "flat").expect("a row for the Flatten");
+    assert_eq!(flat.output.to_string(), format!("[N, {}]", usize::MAX));
+    // Where the machine's memory is known (Linux), the model is refused, the Flatten named.
+    if strata_core::Device::Cpu.total_memory().is_some() {
+        let errors = report.render_errors();
+        assert!(errors.contains("layer `flat` (Flatten") && errors.contains("more than this machine's"), "{errors}");
+    }
 }
 
 /// A small model's state_dict as safetensors bytes: the seed of the checkpoint fuzz test.

@@ -330,7 +330,7 @@ fn output_transform(m: &[f32], stride: usize, off: usize, out: &mut [f32], g: &C
     // The next output plane, with intent to write (its lines are in no cache yet).
     prefetch_next::<_MM_HINT_ET0>(out);
     assert!(t == 0 || m.len() >= 35 * stride + off + t);
-    assert!(sc.y.iter().all(|y| y.len() >= t + 16));
+    assert!(sc.y.len() == 16 && sc.y.iter().all(|y| y.len() >= t + 16));
     let mut ys = [std::ptr::null_mut::<f32>(); 16];
     for (p, y) in ys.iter_mut().zip(&mut sc.y) {
         *p = y.as_mut_ptr();
@@ -338,7 +338,8 @@ fn output_transform(m: &[f32], stride: usize, off: usize, out: &mut [f32], g: &C
     let mp = m.as_ptr();
     for (q, mask) in vectors(mp.wrapping_add(off), t) {
         // SAFETY: masked loads read lanes below t at ξ·stride + off + q, inside m; stores write
-        // q..q + 16 ≤ t + 16 ≤ the y lengths (both asserted above).
+        // q..q + 16 ≤ t + 16 ≤ the y lengths through `ys`, whose 16 pointers all come from the
+        // 16 y buffers (all asserted above).
         unsafe {
             let ld = |xi: usize| _mm512_maskz_loadu_ps(mask, mp.add(xi * stride + off + q));
             let b = _mm512_set1_ps(bias);

@@ -319,8 +319,8 @@ mod tests {
 
                 let mut va = values(16 * stride + 9, 1);
                 let mut vb = va.clone();
-                // SAFETY: AVX-512F is present (checked at the top).
                 let grid = super::super::f32s4(&mut sa.grid).unwrap();
+                // SAFETY: AVX-512F is present (checked at the top).
                 unsafe { super::input_transform(&plane, &g, &mut va, stride, off, grid) };
                 input_transform_wide(&plane, &g, &mut vb, stride, off, &mut sb);
                 assert_eq!(

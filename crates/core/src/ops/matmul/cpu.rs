@@ -67,9 +67,11 @@ fn blocks(m: usize, n: usize, k: usize) -> usize {
 /// The raw destination pointer shared by the blocks, which write disjoint parts of it.
 #[derive(Clone, Copy)]
 struct DstPtr<T>(*mut T);
-// SAFETY: the blocks that share a `DstPtr` write disjoint elements (see `gemm`).
-unsafe impl<T> Send for DstPtr<T> {}
-unsafe impl<T> Sync for DstPtr<T> {}
+// SAFETY: the blocks that share a `DstPtr` write disjoint elements (see `gemm`), each `T` from
+// one thread, and `T: Send` lets those values be written from another thread.
+unsafe impl<T: Send> Send for DstPtr<T> {}
+// SAFETY: as for `Send`: shared between the blocks, whose writes are disjoint.
+unsafe impl<T: Send> Sync for DstPtr<T> {}
 
 impl<T> DstPtr<T> {
     /// The pointer (a method, so closures capture the whole `Send` wrapper, not its field).
