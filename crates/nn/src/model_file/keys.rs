@@ -108,8 +108,9 @@ impl Parser<'_> {
     pub(crate) fn int(&mut self, v: &Spanned<DeValue>, key: &str) -> Option<i64> {
         match v.get_ref() {
             DeValue::Integer(i) => {
+                // For TOML's other radixes the text is the digits without `0x`/`0o`/`0b` (and
+                // without a sign): nothing to strip (`0xb1` is 177; stripping leading `b`s read 1).
                 let digits = i.as_str().replace('_', "");
-                let digits = digits.trim_start_matches(['0', 'x', 'o', 'b']).to_string();
                 let (neg, body) = match i.as_str().strip_prefix('-') {
                     Some(b) => (true, b.replace('_', "")),
                     None => (false, i.as_str().trim_start_matches('+').replace('_', "")),

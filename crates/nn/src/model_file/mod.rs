@@ -58,6 +58,17 @@ mod tests {
     use strata_core::{ConvAlgorithm, DType};
 
     #[test]
+    fn sizes_in_every_toml_radix() {
+        // 0xb1 is 177 (stripping every leading `b`/`0` once read it as 1), 0o17 is 15, 0b101 5.
+        for (text, want) in [("0xb1", 177), ("0xb_0", 176), ("0o17", 15), ("0b101", 5), ("1_024", 1024)] {
+            let model = format!("layers = [{{ type = \"Linear\", in_features = 4, out_features = {text} }}]");
+            let spec = parse_model(&model, "t.toml", "m").unwrap_or_else(|e| panic!("{text}: {e}"));
+            let LayerSpec::Linear { out_features, .. } = &spec.layers[0].spec else { panic!("{text}") };
+            assert_eq!(*out_features, want, "{text}");
+        }
+    }
+
+    #[test]
     fn to_toml_round_trips() {
         let text = "name = \"m\"\ninput = [1, 4, 4]\n[[layers]]\ntype = \"Flatten\"\n[[layers]]\nname = \"b\"\ntype = \"Sequential\"\nlayers = [{ name = \"fc\", type = \"Linear\", in_features = 16, out_features = 3, bias = false }, { type = \"ReLU\" }]\n";
         let spec = parse_model(text, "t.toml", "m").unwrap();
