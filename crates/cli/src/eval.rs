@@ -258,6 +258,10 @@ pub fn predict(args: &PredictArgs) -> Result<Verdict> {
         if x.len() != numel {
             bail!("{name}: {} values, but the model takes {numel} ({:?})", x.len(), l.sample);
         }
+        // A NaN or infinite input makes every class NaN%: refused, naming where it is.
+        if let Some(at) = x.iter().position(|v| !v.is_finite()) {
+            bail!("{name}: value {at} is {} (the input must be finite numbers)", x[at]);
+        }
         normalize(&mut x, &l.meta.mean, &l.meta.std);
         let input = l.layout.apply(&Tensor::from_vec(x, &[1, numel])?)?;
         let logits = no_grad(|| l.model.forward(&input))?.to_vec_f64();

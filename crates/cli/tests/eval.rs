@@ -41,6 +41,14 @@ fn eval_and_predict_from_a_run() {
     assert!(ok, "{err}");
     assert!(out.contains("seven.png: 7 "), "{out}");
 
+    // A float record holding NaN is refused, not predicted as NaN%.
+    let mut values = vec![0.5f32; 2 * 784];
+    values[784 + 3] = f32::NAN;
+    let nan = tmp.path().join("nan.idx");
+    let arr = strata_data::IdxArray { dims: vec![2, 28, 28], data: strata_data::IdxData::F32(values) };
+    std::fs::write(&nan, arr.to_bytes()).unwrap();
+    let (ok, out, err) = run(&["predict", d, "--idx", nan.to_str().unwrap(), "--index", "0", "--index", "1"]);
+    assert!(!ok && err.contains("[1]: value 3 is NaN (the input must be finite numbers)"), "{out}{err}");
     let (ok, _, err) = run(&["predict", d, "--idx", IMAGES, "--index", "10000"]);
     assert!(!ok && err.contains("--index 10000 is out of range"), "{err}");
     let (ok, _, err) = run(&["eval", tmp.path().join("nope").to_str().unwrap()]);
