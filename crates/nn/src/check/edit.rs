@@ -75,21 +75,7 @@ impl ModelSpec {
     /// This spec with no layer (and not the model) placed anywhere: built, it runs wherever it
     /// is moved.
     pub fn without_placement(mut self) -> Self {
-        fn clear(layers: &mut [NamedLayer]) {
-            for l in layers {
-                l.device = None;
-                match &mut l.spec {
-                    LayerSpec::Sequential(inner) => clear(inner),
-                    LayerSpec::Residual { body, shortcut } => {
-                        clear(body);
-                        shortcut.iter_mut().for_each(|s| clear(s));
-                    }
-                    LayerSpec::Branches { branches, .. } => branches.iter_mut().for_each(|b| clear(b)),
-                    _ => {}
-                }
-            }
-        }
-        clear(&mut self.layers);
+        clear_devices(&mut self.layers);
         self.device = None;
         self
     }
@@ -116,6 +102,22 @@ impl ModelSpec {
             }
         }
         last(&self.layers, self.device.unwrap_or(default))
+    }
+}
+
+/// `layers` and every layer inside them placed nowhere (they inherit their block's device).
+fn clear_devices(layers: &mut [NamedLayer]) {
+    for l in layers {
+        l.device = None;
+        match &mut l.spec {
+            LayerSpec::Sequential(inner) => clear_devices(inner),
+            LayerSpec::Residual { body, shortcut } => {
+                clear_devices(body);
+                shortcut.iter_mut().for_each(|s| clear_devices(s));
+            }
+            LayerSpec::Branches { branches, .. } => branches.iter_mut().for_each(|b| clear_devices(b)),
+            _ => {}
+        }
     }
 }
 
@@ -158,21 +160,7 @@ fn apply_edit(spec: &mut ModelSpec, e: &Edit) -> bool {
         Edit::SetDevice { path, device } => match find(&mut spec.layers, path) {
             Some((chain, i)) => {
                 // The whole layer or block: the layers inside inherit it.
-                fn clear(layers: &mut [NamedLayer]) {
-                    for l in layers {
-                        l.device = None;
-                        match &mut l.spec {
-                            LayerSpec::Sequential(inner) => clear(inner),
-                            LayerSpec::Residual { body, shortcut } => {
-                                clear(body);
-                                shortcut.iter_mut().for_each(|s| clear(s));
-                            }
-                            LayerSpec::Branches { branches, .. } => branches.iter_mut().for_each(|b| clear(b)),
-                            _ => {}
-                        }
-                    }
-                }
-                clear(std::slice::from_mut(&mut chain[i]));
+                clear_devices(std::slice::from_mut(&mut chain[i]));
                 chain[i].device = Some(*device);
                 true
             }
