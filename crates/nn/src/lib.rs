@@ -46,7 +46,7 @@ pub use flatten::Flatten;
 pub use layer::{Layer, LayerKind};
 pub use layer_norm::{LayerNorm, LayerNormConfig};
 pub use linear::Linear;
-pub use loss::{BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss};
+pub use loss::{BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss, NLLLoss};
 pub use models::SimpleNN;
 pub use module::Module;
 pub use optim::{Adam, AdamConfig, AdamW, Optimizer, SGD, SgdConfig};

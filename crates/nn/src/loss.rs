@@ -7,6 +7,35 @@ use strata_core::{
     CrossEntropyOptions, Error, Reduction, Tensor, binary_cross_entropy_with_logits, cross_entropy_with, nll_loss,
 };
 
+/// What a training loop needs of a loss: the loss of a batch's `output` against its `target`,
+/// differentiable in `output`. Every loss here implements it, so a `Trainer` (or your own loop)
+/// holds any of them as a `Box<dyn Loss>`.
+///
+/// # Shapes
+/// Each implementation's own: `output` is the model's output for the batch, `target` the batch's
+/// labels as the loss takes them; the result is a scalar `[]` under the default reduction.
+pub trait Loss: Send + Sync + std::fmt::Debug {
+    /// The loss of `output` against `target`.
+    fn loss(&self, output: &Tensor, target: &Tensor) -> Result<Tensor>;
+
+    /// PyTorch's class name, for logs and run headers (`CrossEntropyLoss`).
+    fn name(&self) -> String;
+}
+
+macro_rules! impl_loss {
+    ($($t:ident),*) => {$(
+        impl Loss for $t {
+            fn loss(&self, output: &Tensor, target: &Tensor) -> Result<Tensor> {
+                self.forward(output, target)
+            }
+            fn name(&self) -> String {
+                stringify!($t).to_string()
+            }
+        }
+    )*};
+}
+impl_loss!(CrossEntropyLoss, NLLLoss, BCEWithLogitsLoss, MSELoss);
+
 /// Cross-entropy of logits against class indices, PyTorch's `nn.CrossEntropyLoss`: the
 /// negative log-probability of the right class under softmax, averaged over the batch
 /// (`Reduction::Mean`, the default). Fused and numerically stable (logits of ±1e4 are fine).
