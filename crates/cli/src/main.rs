@@ -16,8 +16,6 @@ mod eval;
 mod logs;
 mod lr_find;
 mod run_lock;
-mod schedule;
-mod tensorboard;
 mod train;
 
 use clap::{Parser, Subcommand};

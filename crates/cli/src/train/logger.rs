@@ -1,18 +1,17 @@
-//! The run's console output, metrics.jsonl, TensorBoard events and checkpoints.
+//! The run's console output (human lines or `--json` events), as a strata-train callback; the
+//! run directory's checks and its metrics log (metrics.jsonl, TensorBoard: strata-train's
+//! `MetricsLog`).
 
 use super::args::*;
-use crate::checkpoint::{self, Meta};
+use crate::checkpoint;
 use crate::config::RunConfig;
 use crate::data_setup::Prepared;
-use crate::tensorboard::EventWriter;
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use strata_core::DType;
 use strata_nn::summary::group_digits;
-use strata_nn::{Module, Optimizer};
+use strata_train::{Callback, Control, EpochLog, MetricsLog, Progress, StepLog};
 
 /// Clears a run directory whose run stopped before its first checkpoint — nothing to resume —
 /// so that the same command starts the run over in place: its logs (metrics.jsonl, TensorBoard
@@ -35,18 +34,16 @@ pub(super) fn restart_in_place(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Console, metrics.jsonl, TensorBoard and checkpoint output of a run.
+/// Console output of a run, and its metrics log when it has a run directory.
 pub(super) struct Logger {
     pub(super) output: Output,
     pub(super) dir: Option<PathBuf>,
-    pub(super) metrics: Option<std::fs::File>,
-    pub(super) events: Option<EventWriter>,
-    pub(super) tty: bool,
+    pub(super) metrics: Option<MetricsLog>,
 }
 
 impl Logger {
     pub(super) fn open(dir: Option<&Path>, output: Output, resuming: bool, resume_step: usize) -> Result<Logger> {
-        let (mut metrics, mut events) = (None, None);
+        let mut metrics = None;
         if let Some(d) = dir {
             let metrics_path = d.join("metrics.jsonl");
             std::fs::create_dir_all(checkpoint::dir(d))
@@ -64,48 +61,20 @@ impl Logger {
                 }
                 restart_in_place(d)?;
             }
-            if resuming {
-                // Lines written after the checkpoint by the interrupted run are dropped, so
-                // the log reads as one run.
-                let old = std::fs::read_to_string(&metrics_path).unwrap_or_default();
-                let kept: String = old
-                    .lines()
-                    .filter(|l| {
-                        serde_json::from_str::<serde_json::Value>(l)
-                            .ok()
-                            .and_then(|v| v["step"].as_u64())
-                            .is_some_and(|s| s as usize <= resume_step)
-                    })
-                    .map(|l| format!("{l}\n"))
-                    .collect();
-                // Atomically: a run killed while resuming must not lose the log of the run so far.
-                strata_nn::state_dict::atomic_write(&metrics_path, kept.as_bytes())
-                    .with_context(|| format!("rewriting {}", metrics_path.display()))?;
-            }
-            metrics = Some(std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path)?);
-            events = Some(
-                EventWriter::create(d).with_context(|| format!("creating TensorBoard events in {}", d.display()))?,
-            );
+            metrics = Some(MetricsLog::open(d, resuming.then_some(resume_step))?);
         }
-        Ok(Logger { output, dir: dir.map(Path::to_path_buf), metrics, events, tty: std::io::stdout().is_terminal() })
+        Ok(Logger { output, dir: dir.map(Path::to_path_buf), metrics })
     }
 
+    /// One event: to the metrics log, and to stdout under `--json`.
     pub(super) fn emit(
         &mut self,
         value: serde_json::Value,
         scalars: &[(&str, Option<f64>)],
         step: usize,
     ) -> Result<()> {
-        if let Some(f) = &mut self.metrics {
-            writeln!(f, "{value}")?;
-        }
-        if let Some(ev) = &mut self.events {
-            for (tag, v) in scalars {
-                if let Some(v) = v {
-                    ev.add_scalar(tag, *v as f32, step as i64)?;
-                }
-            }
-            ev.flush()?;
+        if let Some(m) = &mut self.metrics {
+            m.emit(value.clone(), scalars, step)?;
         }
         if self.output == Output::Json {
             println!("{value}");
@@ -151,10 +120,10 @@ impl Logger {
                 if let Some(d) = &self.dir {
                     println!("  run directory: {} (metrics.jsonl, checkpoints/)", d.display());
                 }
-                if let Some(ev) = &self.events {
+                if let Some(m) = &self.metrics {
                     println!(
                         "  TensorBoard events: {} (tensorboard --logdir {})",
-                        ev.path().display(),
+                        m.events_path().display(),
                         self.dir.as_deref().unwrap_or(Path::new(".")).display()
                     );
                 }
@@ -168,92 +137,6 @@ impl Logger {
             ),
             Output::Quiet => {}
         }
-    }
-
-    pub(super) fn epoch_bar(&self, epoch: usize, epochs: usize, len: u64, pos: u64) -> Option<ProgressBar> {
-        if self.output != Output::Human || !self.tty {
-            return None;
-        }
-        let bar = ProgressBar::new(len).with_position(pos);
-        bar.set_style(
-            ProgressStyle::with_template(&format!(
-                // `wide_bar` takes what the terminal's width leaves, so the line never wraps.
-                "epoch {:>2}/{epochs} [{{wide_bar}}] {{pos}}/{{len}} {{msg}} ETA {{eta}}",
-                epoch + 1
-            ))
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        Some(bar)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn step(
-        &mut self,
-        epoch: usize,
-        step: usize,
-        loss: f64,
-        lr: f64,
-        grad_norm: Option<f64>,
-        rate: f64,
-        time: f64,
-    ) -> Result<()> {
-        let v = json!({"event": "step", "epoch": epoch, "step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "samples_per_s": rate, "time_s": time});
-        self.emit(
-            v,
-            &[
-                ("train/loss", Some(loss)),
-                ("train/lr", Some(lr)),
-                ("train/grad_norm", grad_norm),
-                ("train/samples_per_s", Some(rate)),
-            ],
-            step,
-        )
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn epoch(
-        &mut self,
-        epoch: usize,
-        epochs: usize,
-        step: usize,
-        train: Option<(f64, f64)>,
-        val: Option<(f64, f64)>,
-        lr: f64,
-        rate: f64,
-        time: f64,
-    ) -> Result<()> {
-        let v = json!({"event": "epoch", "epoch": epoch, "step": step, "train_loss": train.map(|t| t.0), "train_acc": train.map(|t| t.1),
-            "val_loss": val.map(|v| v.0), "val_acc": val.map(|v| v.1), "lr": lr, "samples_per_s": rate, "time_s": time});
-        let scalars = [
-            ("epoch/train_loss", train.map(|t| t.0)),
-            ("epoch/train_acc", train.map(|t| t.1)),
-            ("epoch/val_loss", val.map(|v| v.0)),
-            ("epoch/val_acc", val.map(|v| v.1)),
-            ("epoch/lr", Some(lr)),
-        ];
-        self.emit(v, &scalars, step)?;
-        if self.output == Output::Human {
-            let train_part =
-                train.map_or(String::new(), |(l, a)| format!("loss {l:.4}  train acc {:5.2}%  ", 100.0 * a));
-            let val_part = val.map_or(String::new(), |(_, a)| format!("held-out acc {:5.2}%  ", 100.0 * a));
-            println!("epoch {epoch:>2}/{epochs}  {train_part}{val_part}{:>7} samples/s", group_digits(rate as usize));
-        }
-        Ok(())
-    }
-
-    pub(super) fn checkpoint(
-        &mut self,
-        model: &dyn Module,
-        optimizer: &dyn Optimizer,
-        meta: &Meta,
-        keep: usize,
-    ) -> Result<Option<PathBuf>> {
-        let Some(dir) = &self.dir else { return Ok(None) };
-        let path = checkpoint::step_file(dir, meta.step);
-        checkpoint::save(&path, model, &optimizer.state_dict(), meta)?;
-        checkpoint::prune(dir, keep)?;
-        Ok(Some(path))
     }
 
     pub(super) fn finish(
@@ -295,5 +178,61 @@ impl Logger {
         if self.output == Output::Human {
             println!("{text}");
         }
+    }
+}
+
+/// The console side of a run's events: under `--json`, each logged step and each epoch as a
+/// JSON line (the metrics log writes the files itself); for people, a line per epoch and a note
+/// per skipped step.
+impl Callback for Logger {
+    fn on_step_end(&mut self, p: &Progress, s: &StepLog) -> strata_train::Result<Control> {
+        if let Some(m) = &mut self.metrics {
+            m.on_step_end(p, s)?;
+        }
+        if s.log && self.output == Output::Json {
+            println!("{}", MetricsLog::step_json(s));
+        }
+        Ok(Control::Continue)
+    }
+
+    fn on_step_skipped(&mut self, p: &Progress, skipped: usize, loss_finite: bool) -> strata_train::Result<()> {
+        // The first few and then every hundredth, not a line per step.
+        if skipped <= 3 || skipped.is_multiple_of(100) {
+            self.note(&format!(
+                "epoch {} step {}: {} non-finite, step skipped ({skipped} so far)",
+                p.state.epoch + 1,
+                p.state.step,
+                if loss_finite { "a gradient is" } else { "the loss is" }
+            ));
+        }
+        Ok(())
+    }
+
+    fn on_epoch_end(&mut self, p: &Progress, e: &EpochLog) -> strata_train::Result<Control> {
+        if let Some(m) = &mut self.metrics {
+            m.on_epoch_end(p, e)?;
+        }
+        match self.output {
+            Output::Json => println!("{}", MetricsLog::epoch_json(e)),
+            Output::Human => {
+                let train_part = match (e.train_loss, e.train_acc) {
+                    (Some(l), Some(a)) => format!("loss {l:.4}  train acc {:5.2}%  ", 100.0 * a),
+                    (Some(l), None) => format!("loss {l:.4}  "),
+                    _ => String::new(),
+                };
+                let val_part = e
+                    .val
+                    .and_then(|v| v.accuracy)
+                    .map_or(String::new(), |a| format!("held-out acc {:5.2}%  ", 100.0 * a));
+                println!(
+                    "epoch {:>2}/{}  {train_part}{val_part}{:>7} samples/s",
+                    e.epoch,
+                    e.epochs,
+                    group_digits(e.samples_per_s as usize)
+                );
+            }
+            Output::Quiet => {}
+        }
+        Ok(Control::Continue)
     }
 }

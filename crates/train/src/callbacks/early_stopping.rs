@@ -1,0 +1,158 @@
+//! Early stopping: stop when a monitored figure has not improved for `patience` epochs, and
+//! optionally put back the weights of the best epoch (Keras' `EarlyStopping`).
+
+use crate::callback::{Callback, Control, EpochLog, Outcome, Progress};
+use crate::error::{Error, Result};
+use strata_nn::StateDict;
+
+/// Whether a smaller or a larger value of the monitored figure is better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Smaller is better (losses).
+    Min,
+    /// Larger is better (accuracies).
+    Max,
+}
+
+/// Stops training when `monitor` (`val_loss`, `val_acc`, `train_loss`, `train_acc`) has not
+/// improved by more than `min_delta` for `patience` epochs in a row; with `restore_best`, the
+/// model ends with the weights of its best epoch. Keras' `EarlyStopping(monitor, min_delta,
+/// patience, mode="auto", restore_best_weights)`: the mode follows the name (`acc` → larger is
+/// better), and an epoch without the figure (no validation data) is an error, not a silent pass.
+#[derive(Debug, Clone)]
+pub struct EarlyStopping {
+    monitor: String,
+    patience: usize,
+    min_delta: f64,
+    mode: Mode,
+    restore_best: bool,
+    best: Option<f64>,
+    best_epoch: usize,
+    wait: usize,
+    best_weights: Option<StateDict>,
+    stopped_at: Option<usize>,
+}
+
+/// The figures early stopping can watch.
+pub const MONITORS: [&str; 4] = ["val_loss", "val_acc", "train_loss", "train_acc"];
+
+impl EarlyStopping {
+    /// Watching `monitor`, patience 5, `min_delta` 0, without restoring.
+    pub fn new(monitor: &str) -> EarlyStopping {
+        let mode = if monitor.contains("acc") { Mode::Max } else { Mode::Min };
+        EarlyStopping {
+            monitor: monitor.to_string(),
+            patience: 5,
+            min_delta: 0.0,
+            mode,
+            restore_best: false,
+            best: None,
+            best_epoch: 0,
+            wait: 0,
+            best_weights: None,
+            stopped_at: None,
+        }
+    }
+
+    /// Epochs without improvement before stopping.
+    pub fn patience(mut self, epochs: usize) -> Self {
+        self.patience = epochs;
+        self
+    }
+
+    /// The least change that counts as an improvement.
+    pub fn min_delta(mut self, delta: f64) -> Self {
+        self.min_delta = delta.abs();
+        self
+    }
+
+    /// Ends with the best epoch's weights (kept in memory as they are reached).
+    pub fn restore_best(mut self, restore: bool) -> Self {
+        self.restore_best = restore;
+        self
+    }
+
+    /// Overrides the mode the name implies.
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Checks the monitored name.
+    pub fn validate(&self) -> Result<()> {
+        if !MONITORS.contains(&self.monitor.as_str()) {
+            return Err(Error::InvalidOption(format!(
+                "early stopping monitors `{}`: not a figure training reports; use one of {}",
+                self.monitor,
+                MONITORS.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// The best value seen and its epoch (1-based).
+    pub fn best(&self) -> Option<(f64, usize)> {
+        self.best.map(|b| (b, self.best_epoch))
+    }
+
+    /// The epoch (1-based) after which it stopped the run, if it did.
+    pub fn stopped_at(&self) -> Option<usize> {
+        self.stopped_at
+    }
+
+    fn improves(&self, value: f64) -> bool {
+        match (self.best, self.mode) {
+            (None, _) => value.is_finite(),
+            (Some(b), Mode::Min) => value < b - self.min_delta,
+            (Some(b), Mode::Max) => value > b + self.min_delta,
+        }
+    }
+}
+
+impl Callback for EarlyStopping {
+    fn on_fit_start(&mut self, _progress: &Progress) -> Result<()> {
+        self.validate()
+    }
+
+    fn on_epoch_end(&mut self, progress: &Progress, epoch: &EpochLog) -> Result<Control> {
+        let Some(value) = epoch.get(&self.monitor) else {
+            return Err(Error::InvalidOption(format!(
+                "early stopping monitors `{}`, which epoch {} did not report{}",
+                self.monitor,
+                epoch.epoch,
+                if self.monitor.starts_with("val") {
+                    ": there is no validation data; give some, or monitor train_loss"
+                } else {
+                    ""
+                }
+            )));
+        };
+        if self.improves(value) {
+            self.best = Some(value);
+            self.best_epoch = epoch.epoch;
+            self.wait = 0;
+            if self.restore_best {
+                // Copy-on-write snapshots: the next steps write copies, not these.
+                let mut kept = StateDict::new();
+                for (k, t) in progress.model.state_dict().iter() {
+                    kept.insert(k, t.detach());
+                }
+                self.best_weights = Some(kept);
+            }
+            return Ok(Control::Continue);
+        }
+        self.wait += 1;
+        if self.wait >= self.patience.max(1) {
+            self.stopped_at = Some(epoch.epoch);
+            return Ok(Control::Stop);
+        }
+        Ok(Control::Continue)
+    }
+
+    fn on_fit_end(&mut self, progress: &Progress, _outcome: &Outcome) -> Result<()> {
+        if let Some(w) = self.best_weights.take().filter(|_| self.restore_best) {
+            progress.model.load_state_dict(&w, true)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,238 @@
+//! The Trainer against the loop it replaces: the same numbers as a hand-written PyTorch-style
+//! loop, early stopping, stops and interrupts, checkpoints that resume bit for bit, and clear
+//! errors for data that does not fit.
+
+use strata_train::prelude::*;
+use strata_train::{Callback, Progress, StepLog, TrainState, checkpoint};
+
+/// The first `n` training and `m` held-out images of the embedded MNIST subset, normalised.
+fn data(n: usize, m: usize) -> (Dataset, Dataset) {
+    let (mut train, mut val) = embedded_mnist().unwrap();
+    train.normalize(MNIST_MEAN, MNIST_STD).unwrap();
+    val.normalize(MNIST_MEAN, MNIST_STD).unwrap();
+    (train.subset(&(0..n).collect::<Vec<_>>()), val.subset(&(0..m).collect::<Vec<_>>()))
+}
+
+fn simple_nn(seed: u64) -> Sequential {
+    manual_seed(seed);
+    ModelSpec::new("SimpleNN").input(&[784]).linear("fc1", 784, 32).relu().linear("fc2", 32, 10).build().unwrap()
+}
+
+fn sgd(model: &Sequential) -> Box<dyn Optimizer> {
+    Box::new(SGD::with_config(model.parameters(), SgdConfig { lr: 0.05, momentum: 0.9, ..Default::default() }).unwrap())
+}
+
+fn params(model: &dyn Module) -> Vec<Vec<f64>> {
+    model.parameters().iter().map(|p| p.to_vec_f64()).collect()
+}
+
+/// `fit` is exactly the loop a PyTorch user writes by hand: the same batches in the same order,
+/// the same updates, bit for bit.
+#[test]
+fn fit_equals_the_hand_written_loop() {
+    let (train, val) = data(640, 200);
+    let model = simple_nn(1);
+    let history = Trainer::new(&model, sgd(&model))
+        .input_shape(&[784])
+        .epochs(2)
+        .batch_size(64)
+        .seed(7)
+        .fit(&train, Some(&val))
+        .unwrap();
+    assert_eq!(history.epochs.len(), 2);
+    assert_eq!(history.outcome, Outcome::Completed);
+    assert_eq!(history.state.step, 20);
+
+    let manual = simple_nn(1);
+    let mut opt = sgd(&manual);
+    let loss = CrossEntropyLoss::new();
+    let loader = DataLoader::new(&train, 64).shuffle(7);
+    for epoch in 0..2 {
+        for batch in loader.epoch(epoch) {
+            opt.zero_grad().unwrap();
+            let out = manual.forward(&batch.x.reshape(&[batch.x.dims()[0], 784]).unwrap()).unwrap();
+            loss.forward(&out, &batch.y).unwrap().backward().unwrap();
+            opt.step().unwrap();
+        }
+    }
+    assert_eq!(params(&model), params(&manual));
+    let e = history.epochs[1];
+    assert!(e.train_loss.unwrap() < history.epochs[0].train_loss.unwrap(), "{history:?}");
+    assert!(e.val.unwrap().accuracy.unwrap() > 0.6, "{history:?}");
+}
+
+/// Early stopping ends a run that stopped improving (lr 0: nothing changes after the first
+/// epoch), after `patience` epochs, and names itself as the reason.
+#[test]
+fn early_stopping_stops_after_patience_epochs() {
+    let (train, val) = data(128, 64);
+    let model = simple_nn(2);
+    let opt = Box::new(SGD::new(model.parameters(), 0.0).unwrap());
+    let history = Trainer::new(&model, opt)
+        .input_shape(&[784])
+        .epochs(10)
+        .batch_size(64)
+        .callback(EarlyStopping::new("val_loss").patience(2))
+        .fit(&train, Some(&val))
+        .unwrap();
+    assert_eq!(history.epochs.len(), 3, "best at epoch 1, no better at 2 and 3");
+    assert_eq!(history.outcome, Outcome::Stopped { by: "EarlyStopping".into() });
+    // Monitoring validation figures without validation data is an error, not a silent pass.
+    let e = Trainer::new(&model, Box::new(SGD::new(model.parameters(), 0.0).unwrap()))
+        .input_shape(&[784])
+        .epochs(2)
+        .callback(EarlyStopping::new("val_acc"))
+        .fit(&train, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no validation data"), "{e}");
+    let e = Trainer::new(&model, Box::new(SGD::new(model.parameters(), 0.0).unwrap()))
+        .input_shape(&[784])
+        .callback(EarlyStopping::new("val_los"))
+        .fit(&train, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("val_loss, val_acc, train_loss, train_acc"), "{e}");
+}
+
+/// With `restore_best`, the model ends with the weights of the epoch whose figure was best,
+/// not the last epoch's.
+#[test]
+fn early_stopping_restores_the_best_weights() {
+    let model = simple_nn(3);
+    let opt = SGD::new(model.parameters(), 0.0).unwrap();
+    let mut es = EarlyStopping::new("val_loss").patience(2).restore_best(true);
+    let mut kept = vec![];
+    for (epoch, loss) in [1.0, 0.5, 0.7, 0.8].into_iter().enumerate() {
+        // The weights change every epoch (as training would change them).
+        for p in model.parameters() {
+            no_grad(|| p.fill_(epoch as f64)).unwrap();
+        }
+        kept.push(params(&model));
+        let log = EpochLog {
+            epoch: epoch + 1,
+            epochs: 4,
+            step: epoch + 1,
+            train_loss: Some(loss),
+            train_acc: None,
+            val: Some(Evaluation { loss, accuracy: None, samples: 1 }),
+            improved: false,
+            lr: 0.0,
+            samples_per_s: 0.0,
+            time_s: 0.0,
+        };
+        let p = Progress { model: &model, optimizer: &opt, state: TrainState::default() };
+        let control = es.on_epoch_end(&p, &log).unwrap();
+        assert_eq!(control == Control::Stop, epoch == 3, "epoch {epoch}");
+    }
+    assert_eq!(es.best(), Some((0.5, 2)));
+    let p = Progress { model: &model, optimizer: &opt, state: TrainState::default() };
+    es.on_fit_end(&p, &Outcome::Stopped { by: "EarlyStopping".into() }).unwrap();
+    assert_eq!(params(&model), kept[1], "the weights of epoch 2, the best");
+}
+
+/// Stops the run after a given step (as Ctrl-C or a callback would, mid-epoch).
+struct StopAt(usize);
+
+impl Callback for StopAt {
+    fn on_step_end(&mut self, p: &Progress, _s: &StepLog) -> strata_train::Result<Control> {
+        Ok(if p.state.step == self.0 { Control::Stop } else { Control::Continue })
+    }
+}
+
+/// A run stopped mid-epoch and resumed from its checkpoint ends with the same weights, bit for
+/// bit, as the run that never stopped; the interrupt flag stops a run after the current step.
+#[test]
+fn a_stopped_run_resumes_from_its_checkpoint_bit_for_bit() {
+    let (train, val) = data(640, 100);
+    let whole = simple_nn(4);
+    Trainer::new(&whole, sgd(&whole))
+        .input_shape(&[784])
+        .epochs(2)
+        .batch_size(64)
+        .schedule(Schedule::cosine(0.001).warmup(0.5))
+        .fit(&train, Some(&val))
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let first = simple_nn(4);
+    let mut ckpt = Checkpointing::new(dir.path());
+    let h = Trainer::new(&first, sgd(&first))
+        .input_shape(&[784])
+        .epochs(2)
+        .batch_size(64)
+        .schedule(Schedule::cosine(0.001).warmup(0.5))
+        .callback(StopAt(13))
+        .fit_with(&train, Some(&val), &mut [&mut ckpt])
+        .unwrap();
+    assert_eq!(h.outcome, Outcome::Stopped { by: "StopAt".into() });
+    assert_eq!((h.state.epoch, h.state.batch, h.state.step), (1, 3, 13));
+    let path = ckpt.last_written().unwrap().to_path_buf();
+    assert_eq!(path, checkpoint::step_file(dir.path(), 13));
+
+    let resumed = simple_nn(99); // other initial weights: all of them come from the checkpoint
+    let mut opt = sgd(&resumed);
+    let meta = checkpoint::restore(&path, &resumed, opt.as_mut()).unwrap();
+    let h = Trainer::new(&resumed, opt)
+        .base_lr(0.05)
+        .input_shape(&[784])
+        .epochs(2)
+        .batch_size(64)
+        .schedule(Schedule::cosine(0.001).warmup(0.5))
+        .resume(&meta)
+        .fit(&train, Some(&val))
+        .unwrap();
+    assert_eq!((h.outcome, h.state.step), (Outcome::Completed, 20));
+    assert_eq!(params(&resumed), params(&whole));
+
+    // The interrupt flag, raised mid-run, stops after that step.
+    let model = simple_nn(5);
+    let trainer = Trainer::new(&model, sgd(&model)).input_shape(&[784]).epochs(3).batch_size(64);
+    struct Raise(std::sync::Arc<std::sync::atomic::AtomicBool>);
+    impl Callback for Raise {
+        fn on_step_end(&mut self, p: &Progress, _s: &StepLog) -> strata_train::Result<Control> {
+            if p.state.step == 4 {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            Ok(Control::Continue)
+        }
+    }
+    let flag = trainer.interrupt_flag();
+    let h = trainer.callback(Raise(flag)).fit(&train, None).unwrap();
+    assert_eq!((h.outcome, h.state.step, h.state.batch), (Outcome::Interrupted, 4, 4));
+}
+
+/// Data the model cannot take, and an empty training set, are clear errors before any step.
+#[test]
+fn data_that_does_not_fit_is_a_clear_error() {
+    let (train, _) = data(64, 1);
+    let model = simple_nn(6);
+    let e = Trainer::new(&model, sgd(&model)).input_shape(&[28, 27]).fit(&train, None).unwrap_err().to_string();
+    assert!(e.contains("[28, 27]") && e.contains("input_shape") && e.contains("784 values"), "{e}");
+    let empty = train.subset(&[]);
+    let e = Trainer::new(&model, sgd(&model)).input_shape(&[784]).fit(&empty, None).unwrap_err().to_string();
+    assert!(e.contains("empty"), "{e}");
+}
+
+/// A hand-written module (PyTorch's SimpleNN as a struct) trains as well as a built one.
+#[test]
+fn a_hand_written_module_trains() {
+    struct Mlp {
+        fc1: Linear,
+        fc2: Linear,
+    }
+    impl Module for Mlp {
+        fn forward(&self, x: &Tensor) -> strata_nn::Result<Tensor> {
+            self.fc2.forward(&self.fc1.forward(x)?.relu()?)
+        }
+        fn children(&self) -> Vec<(String, &dyn Module)> {
+            vec![("fc1".into(), &self.fc1), ("fc2".into(), &self.fc2)]
+        }
+    }
+    manual_seed(8);
+    let model = Mlp { fc1: Linear::new(784, 32).unwrap(), fc2: Linear::new(32, 10).unwrap() };
+    let (train, val) = data(1280, 300);
+    let opt = Box::new(Adam::new(model.parameters(), 1e-3).unwrap());
+    let h = Trainer::new(&model, opt).input_shape(&[784]).epochs(2).fit(&train, Some(&val)).unwrap();
+    assert!(h.last_val().unwrap().accuracy.unwrap() > 0.7, "{h:?}");
+}
