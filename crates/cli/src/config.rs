@@ -28,6 +28,31 @@ pub struct RunConfig {
     /// Epochs, batches, seed, output.
     #[serde(default)]
     pub training: TrainingConfig,
+    /// Early stopping (Keras' `EarlyStopping`); absent: every epoch runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stopping: Option<EarlyStoppingConfig>,
+}
+
+/// `[early_stopping]`: stop when `monitor` has not improved by more than `min_delta` for
+/// `patience` epochs; with `restore_best`, the run's final weights (`model.safetensors`,
+/// `--save`) are the best epoch's.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EarlyStoppingConfig {
+    /// `val_loss` (default), `val_acc`, `train_loss` or `train_acc`.
+    pub monitor: String,
+    /// Epochs without improvement before stopping.
+    pub patience: usize,
+    /// The least change that counts as an improvement.
+    pub min_delta: f64,
+    /// End with the best epoch's weights.
+    pub restore_best: bool,
+}
+
+impl Default for EarlyStoppingConfig {
+    fn default() -> Self {
+        EarlyStoppingConfig { monitor: "val_loss".into(), patience: 5, min_delta: 0.0, restore_best: false }
+    }
 }
 
 /// The data set.
@@ -380,6 +405,19 @@ impl RunConfig {
             bail!(
                 "training.conv_algorithm (--conv-algorithm) must be default (as accurate as PyTorch) or fast (Winograd F(4×4) on large planes, ~10× PyTorch's f32 error), got `{a}`"
             );
+        }
+        if let Some(es) = &self.early_stopping {
+            if !strata_train::callbacks::MONITORS.contains(&es.monitor.as_str()) {
+                bail!(
+                    "early_stopping.monitor must be one of {}, got `{}`",
+                    strata_train::callbacks::MONITORS.join(", "),
+                    es.monitor
+                );
+            }
+            if es.patience == 0 {
+                bail!("early_stopping.patience must be at least 1 (epochs without improvement before stopping), got 0");
+            }
+            in_range("early_stopping.min_delta", es.min_delta, es.min_delta >= 0.0, "a number >= 0")?;
         }
         if let Some(c) = self.training.clip_grad_norm
             && !(c.is_finite() && c > 0.0)

@@ -27,7 +27,7 @@ use std::sync::atomic::Ordering;
 use strata_nn::model_file::to_toml;
 use strata_nn::summary::group_digits;
 use strata_nn::{CrossEntropyLoss, Module};
-use strata_train::{Checkpointing, Decay, OnDivergence, Outcome, ProgressBar, Schedule, Trainer};
+use strata_train::{Checkpointing, Decay, EarlyStopping, OnDivergence, Outcome, ProgressBar, Schedule, Trainer};
 
 /// The run file's schedule as strata-train's.
 pub(crate) fn schedule_of(c: &crate::config::ScheduleConfig) -> Schedule {
@@ -130,10 +130,23 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
     let mut checkpoints = out
         .as_ref()
         .map(|dir| Checkpointing::new(dir).every_steps(t.checkpoint_every).keep_last(t.keep_last).meta(meta_base));
+    let mut early = config.early_stopping.as_ref().map(|e| {
+        EarlyStopping::new(&e.monitor).patience(e.patience).min_delta(e.min_delta).restore_best(e.restore_best)
+    });
+    if early.as_ref().is_some_and(|e| e.monitors_validation()) && data.val.is_empty() {
+        bail!(
+            "early_stopping.monitor = \"{}\" needs held-out data, and this run has none (data.validation = 0?); monitor train_loss, or hold some samples out (data.validation = N)",
+            config.early_stopping.as_ref().map_or("", |e| e.monitor.as_str())
+        );
+    }
     let mut bar = ProgressBar::new();
     let started = std::time::Instant::now();
     let history = {
         let mut callbacks: Vec<&mut dyn strata_train::Callback> = vec![&mut logger];
+        // Before the checkpoints: the weights it restores are the ones the run ends with.
+        if let Some(e) = &mut early {
+            callbacks.push(e);
+        }
         if output == Output::Human {
             callbacks.push(&mut bar);
         }
@@ -174,6 +187,17 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
         return Ok(Verdict::Interrupted);
     }
 
+    if let Some(e) = &early
+        && let Some(at) = e.stopped_at()
+    {
+        let (best, best_epoch) = e.best().unwrap_or((f64::NAN, 0));
+        logger.note(&format!(
+            "stopped early after epoch {at}: {} did not improve for {} epochs (best {best:.4} at epoch {best_epoch}{})",
+            e.monitor(),
+            e.patience_epochs(),
+            if e.restores_best() { ", whose weights the run ends with" } else { "" }
+        ));
+    }
     if let Some(dir) = &out {
         model.state_dict().save(dir.join("model.safetensors"))?;
     }

@@ -90,6 +90,26 @@ impl EarlyStopping {
         Ok(())
     }
 
+    /// The monitored figure's name.
+    pub fn monitor(&self) -> &str {
+        &self.monitor
+    }
+
+    /// Whether the monitored figure is a validation figure (it needs held-out data).
+    pub fn monitors_validation(&self) -> bool {
+        self.monitor.starts_with("val")
+    }
+
+    /// Epochs without improvement before stopping.
+    pub fn patience_epochs(&self) -> usize {
+        self.patience.max(1)
+    }
+
+    /// Whether the best epoch's weights are put back at the end.
+    pub fn restores_best(&self) -> bool {
+        self.restore_best
+    }
+
     /// The best value seen and its epoch (1-based).
     pub fn best(&self) -> Option<(f64, usize)> {
         self.best.map(|b| (b, self.best_epoch))
