@@ -83,6 +83,11 @@ pub struct DataConfig {
     /// Per-channel normalisation standard deviation (see `mean`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub std: Option<Vec<f32>>,
+    /// The classes' names, label 0 first (`["zero", "one", …]`), for any source: one per class
+    /// of the data, each different. Stored in checkpoints and shown by `eval` and `predict`.
+    /// Absent: the sub-folder names for images, the label numbers otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<String>>,
 }
 
 impl Default for DataConfig {
@@ -96,6 +101,7 @@ impl Default for DataConfig {
             validation: 5000,
             mean: None,
             std: None,
+            classes: None,
         }
     }
 }
@@ -375,6 +381,9 @@ impl RunConfig {
                 sd.len()
             );
         }
+        if let Some(names) = &self.data.classes {
+            validate_class_names(names)?;
+        }
         if !["constant", "step", "cosine", "one_cycle"].contains(&self.schedule.name.as_str()) {
             bail!("schedule.name must be constant, step, cosine or one_cycle, got `{}`", self.schedule.name);
         }
@@ -437,6 +446,25 @@ impl RunConfig {
     }
 }
 
+/// `data.classes`: at least one name, none blank, none twice (the count is checked against the
+/// data when it loads).
+fn validate_class_names(names: &[String]) -> Result<()> {
+    if names.is_empty() {
+        bail!(
+            "data.classes is empty: name every class, label 0 first (`classes = [\"cat\", \"dog\"]`), or leave the key out"
+        );
+    }
+    if let Some(i) = names.iter().position(|n| n.trim().is_empty()) {
+        bail!("data.classes[{i}] is blank: every class needs a name");
+    }
+    for (j, name) in names.iter().enumerate() {
+        if let Some(i) = names[..j].iter().position(|n| n == name) {
+            bail!("data.classes names `{name}` twice (classes {i} and {j}): each class needs its own name");
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -458,6 +486,33 @@ mod tests {
         assert!(e.contains("line 2"), "{e}");
         let e = toml::from_str::<RunConfig>("[trainig]\nepochs = 1\n").unwrap_err().to_string();
         assert!(e.contains("unknown field `trainig`"), "{e}");
+    }
+
+    /// `data.classes` is read for any source, stored when given, and refused when empty, blank
+    /// or with a name twice.
+    #[test]
+    fn class_names() {
+        let c: RunConfig = toml::from_str("[data]\nclasses = [\"zero\", \"one\"]\n").unwrap();
+        assert_eq!(c.data.classes.as_deref(), Some(&["zero".to_string(), "one".to_string()][..]));
+        assert!(c.validate().is_ok());
+        assert!(toml::to_string(&c).unwrap().contains("classes = [\"zero\", \"one\"]"));
+        assert!(!toml::to_string(&RunConfig::default()).unwrap().contains("classes"));
+        let err = |text: &str| toml::from_str::<RunConfig>(text).unwrap().validate().unwrap_err().to_string();
+        insta::assert_snapshot!(
+            [
+                err("[data]\nclasses = []\n"),
+                err("[data]\nclasses = [\"a\", \" \"]\n"),
+                err("[data]\nclasses = [\"a\", \"b\", \"a\"]\n"),
+            ]
+            .join("\n"),
+            @r#"
+        data.classes is empty: name every class, label 0 first (`classes = ["cat", "dog"]`), or leave the key out
+        data.classes[1] is blank: every class needs a name
+        data.classes names `a` twice (classes 0 and 2): each class needs its own name
+        "#
+        );
+        let c = RunConfig::default().with_overrides(&[("data.classes".into(), "[\"x\", \"y\"]".into())]).unwrap();
+        assert_eq!(c.data.classes.map(|v| v.len()), Some(2));
     }
 
     /// Run files fuzzed (issue 14): thousands of mutations of the example run files are parsed,

@@ -1,7 +1,7 @@
 //! Turns a run's `[data]` section into normalised train / validation / test sets.
 
 use crate::config::DataConfig;
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use strata_data::{
     CsvOptions, Dataset, ImageFolder, ImageFolderOptions, MNIST_MEAN, MNIST_STD, compute_stats, embedded_mnist,
     load_mnist_dir, read_csv,
@@ -20,7 +20,7 @@ pub struct Prepared {
     pub mean: Vec<f32>,
     /// Per-channel std inputs were divided by.
     pub std: Vec<f32>,
-    /// Class names, when known.
+    /// Class names: `data.classes`, else the image folders' names, else the label numbers.
     pub classes: Vec<String>,
     /// One line for the console.
     pub description: String,
@@ -95,6 +95,23 @@ pub fn prepare(cfg: &DataConfig, seed: u64) -> Result<Prepared> {
                 val.len()
             );
             (train, val, test, classes, d, false)
+        }
+    };
+    let classes = match &cfg.classes {
+        None => classes,
+        Some(names) if names.len() == train.num_classes => names.clone(),
+        Some(names) => {
+            let found = if cfg.source == "images" {
+                let more = if classes.len() > 12 { ", …" } else { "" };
+                format!("sub-folders {}{more}", classes[..classes.len().min(12)].join(", "))
+            } else {
+                format!("labels 0 to {}", train.num_classes.saturating_sub(1))
+            };
+            bail!(
+                "data.classes names {} classes, but the data has {} ({found}): give one name per class, label 0 first",
+                names.len(),
+                train.num_classes
+            );
         }
     };
     let (mean, std, source) = match (&cfg.mean, &cfg.std) {

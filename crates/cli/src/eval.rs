@@ -1,5 +1,6 @@
-//! `strata eval` (accuracy, per-class precision and recall, confusion matrix) and `strata
-//! predict` (class probabilities for an image file or an IDX record), both from a checkpoint:
+//! `strata eval` (accuracy, top-k accuracy, macro and weighted F1, the confusion matrix and, with
+//! `--report`, sklearn's per-class classification report) and `strata predict` (class
+//! probabilities for an image file or an IDX record), both from a checkpoint:
 //! the checkpoint carries the model file, the normalisation and the data config it was trained
 //! with, so nothing else needs to be given.
 
@@ -13,6 +14,7 @@ use clap::Args;
 use std::path::{Path, PathBuf};
 use strata_core::{Tensor, no_grad};
 use strata_data::{DataLoader, ImageFolderOptions, load_image, read_idx};
+use strata_nn::metrics::{ConfusionMatrix, TopK};
 use strata_nn::model_file::parse_model;
 use strata_nn::{Module, Sequential};
 
@@ -27,6 +29,14 @@ pub struct EvalArgs {
     /// Where to run the model: `cpu` (the default), `gpu` or `gpu:N`.
     #[arg(long, value_name = "cpu|gpu|gpu:N")]
     device: Option<String>,
+    /// Also give top-K accuracy (the true class among the K highest scores; equal scores rank
+    /// the lower class first). Default: 5 when the data has more than 5 classes; 0 turns it off.
+    #[arg(long, value_name = "K")]
+    top_k: Option<usize>,
+    /// Print the per-class report (precision, recall, f1-score, support, with the class names),
+    /// as sklearn's classification_report.
+    #[arg(long)]
+    report: bool,
 }
 
 /// Options of `strata predict`.
@@ -158,12 +168,20 @@ pub fn eval(args: &EvalArgs) -> Result<Verdict> {
             set.sample_shape
         );
     }
-    let mut confusion = vec![vec![0usize; k]; k];
+    let top_k = match args.top_k {
+        None if k > 5 => Some(5),
+        None | Some(0) => None,
+        Some(t) if t > k => bail!("--top-k {t}: the {name} has {k} classes; give at most {k}, or 0 for none"),
+        Some(t) => Some(t),
+    };
+    let mut confusion = ConfusionMatrix::new(k);
+    let mut top = top_k.map(TopK::new).transpose()?;
     no_grad(|| -> Result<()> {
         for batch in DataLoader::new(set, 1000).epoch(0) {
+            // logits: [N, C]
             let logits = l.model.forward(&l.layout.apply(&batch.x)?)?;
             let outputs = logits.dims().get(1).copied().unwrap_or(0);
-            if logits.ndim() != 2 || outputs > k {
+            if logits.ndim() != 2 || outputs != k {
                 bail!(
                     "{}: the model gives {} scores per sample (logits {}), but the {name} has {k} classes: evaluate it on data with its {outputs} classes (--data DIR)",
                     l.file.display(),
@@ -171,47 +189,53 @@ pub fn eval(args: &EvalArgs) -> Result<Verdict> {
                     logits.shape()
                 );
             }
-            let pred = logits.argmax(1, false)?.to_vec::<i64>()?;
-            for (p, y) in pred.iter().zip(batch.y.to_vec::<i64>()?) {
-                confusion[y as usize][*p as usize] += 1;
+            confusion.update(&logits, &batch.y)?;
+            if let Some(top) = &mut top {
+                top.update(&logits, &batch.y)?;
             }
         }
         Ok(())
     })?;
-    print!("{}", render_eval(&confusion, &data.classes, &format!("{} ({} samples)", name, set.len())));
+    // The names the model was trained with, else the data's own.
+    let names = if l.meta.classes.len() == k { &l.meta.classes } else { &data.classes };
+    let what = format!("{} ({} samples)", name, set.len());
+    print!("{}", render_eval(&confusion, top.as_ref(), names, &what, args.report));
     Ok(Verdict::Ok)
 }
 
-/// Accuracy, per-class precision/recall and the confusion matrix (rows: true, columns: predicted).
-fn render_eval(confusion: &[Vec<usize>], classes: &[String], what: &str) -> String {
-    let k = confusion.len();
-    let total: usize = confusion.iter().flatten().sum();
-    let right: usize = (0..k).map(|i| confusion[i][i]).sum();
+/// Accuracy, top-k accuracy, macro and weighted F1, the classification report when asked, and
+/// the confusion matrix (rows: true, columns: predicted).
+fn render_eval(cm: &ConfusionMatrix, top: Option<&TopK>, classes: &[String], what: &str, report: bool) -> String {
+    let k = cm.num_classes();
     let name = |i: usize| classes.get(i).cloned().unwrap_or_else(|| i.to_string());
-    let mut s = format!("{what}: accuracy {:.2}% ({right}/{total})\n\n", 100.0 * right as f64 / total.max(1) as f64);
-    s.push_str("class  precision  recall  support\n");
-    for (c, row) in confusion.iter().enumerate() {
-        let predicted: usize = confusion.iter().map(|r| r[c]).sum();
-        let support: usize = row.iter().sum();
-        let pct =
-            |a: usize, b: usize| if b == 0 { "-".to_string() } else { format!("{:.2}%", 100.0 * a as f64 / b as f64) };
+    let pct = |a: u64, b: u64| 100.0 * a as f64 / b.max(1) as f64;
+    let (right, total) = (cm.correct(), cm.total());
+    let mut s = format!("{what}: accuracy {:.2}% ({right}/{total})\n", pct(right, total));
+    if let Some(t) = top {
         s.push_str(&format!(
-            "{:>5}  {:>9}  {:>6}  {:>7}\n",
-            name(c),
-            pct(row[c], predicted),
-            pct(row[c], support),
-            support
+            "top-{} accuracy {:.2}% ({}/{})\n",
+            t.k(),
+            pct(t.correct(), t.total()),
+            t.correct(),
+            t.total()
         ));
     }
-    s.push_str("\nconfusion matrix (rows: true class, columns: predicted)\n      ");
+    s.push_str(&format!("F1: macro {:.4}, weighted {:.4}\n\n", cm.f1_macro(), cm.f1_weighted()));
+    if report {
+        s.push_str(&cm.report_with_digits(Some(classes), 4));
+        s.push('\n');
+    }
+    // Columns wide enough for the longest name.
+    let w = (0..k).map(|c| name(c).chars().count() + 1).max().unwrap_or(0).max(6);
+    s.push_str(&format!("confusion matrix (rows: true class, columns: predicted)\n{:w$}", ""));
     for c in 0..k {
-        s.push_str(&format!("{:>6}", name(c)));
+        s.push_str(&format!("{:>w$}", name(c)));
     }
     s.push('\n');
-    for (r, row) in confusion.iter().enumerate() {
-        s.push_str(&format!("{:>6}", name(r)));
-        for v in row {
-            s.push_str(&format!("{v:>6}"));
+    for r in 0..k {
+        s.push_str(&format!("{:>w$}", name(r)));
+        for v in cm.row(r).unwrap_or_default() {
+            s.push_str(&format!("{v:>w$}"));
         }
         s.push('\n');
     }
@@ -271,13 +295,20 @@ pub fn predict(args: &PredictArgs) -> Result<Verdict> {
         let shown: Vec<String> = order
             .iter()
             .take(args.top.max(1))
-            .map(|&c| {
-                format!("{} {:.2}%", l.meta.classes.get(c).cloned().unwrap_or_else(|| c.to_string()), 100.0 * probs[c])
-            })
+            .map(|&c| format!("{} {:.2}%", class_label(c, &l.meta.classes), 100.0 * probs[c]))
             .collect();
         println!("{name}: {}", shown.join(", "));
     }
     Ok(Verdict::Ok)
+}
+
+/// A class as `predict` shows it: its index, with its name beside it when it has one that is
+/// not the index itself (`7 (seven)`; the digits of MNIST stay `7`).
+fn class_label(c: usize, names: &[String]) -> String {
+    match names.get(c) {
+        Some(n) if *n != c.to_string() => format!("{c} ({n})"),
+        _ => c.to_string(),
+    }
 }
 
 fn normalize(x: &mut [f32], mean: &[f32], std: &[f32]) {
@@ -299,15 +330,23 @@ fn softmax(logits: &[f64]) -> Vec<f64> {
 mod tests {
     use super::*;
 
+    /// The summary, the report and the confusion matrix, with and without names (a name longer
+    /// than the default columns widens them); `7` stays `7` in predict, `7 (seven)` when named.
     #[test]
-    fn eval_table_by_hand() {
-        let c = vec![vec![3, 1], vec![0, 4]];
-        let s = render_eval(&c, &[], "x");
-        assert!(s.starts_with("x: accuracy 87.50% (7/8)"));
-        assert!(s.contains("    0    100.00%  75.00%        4"), "{s}");
-        assert!(s.contains("    1     80.00%  100.00%        4") || s.contains("    1     80.00%  100.00%"), "{s}");
+    fn eval_output() {
+        let mut cm = ConfusionMatrix::new(3);
+        cm.update_indices(&[0, 0, 1, 1, 1, 2, 2, 0], &[0, 0, 1, 1, 2, 2, 2, 1]).unwrap();
+        let mut top = TopK::new(2).unwrap();
+        top.update_scores(&[0.9, 0.1, 0.0, 0.2, 0.5, 0.3, 0.1, 0.2, 0.7], 3, &[0, 2, 1]).unwrap();
+        insta::assert_snapshot!("eval_plain", render_eval(&cm, None, &[], "test set (8 samples)", false));
+        let names: Vec<String> = ["cat", "dog", "hedgehog"].iter().map(|s| s.to_string()).collect();
+        insta::assert_snapshot!("eval_report_names", render_eval(&cm, Some(&top), &names, "x", true));
         let p = softmax(&[0.0, 0.0]);
         assert!((p[0] - 0.5).abs() < 1e-12);
+        let digits: Vec<String> = (0..10).map(|d| d.to_string()).collect();
+        assert_eq!(class_label(7, &digits), "7");
+        assert_eq!(class_label(1, &names), "1 (dog)");
+        assert_eq!(class_label(4, &names), "4");
     }
 
     /// Writes `model` (of `spec`) as a checkpoint of a default run on the embedded data, one
@@ -329,19 +368,23 @@ mod tests {
     }
 
     /// A model with more outputs than the evaluation data has classes is refused with both
-    /// counts (it used to index past the confusion matrix and panic).
+    /// counts (it used to index past the confusion matrix and panic), and so is one with fewer
+    /// (its scores cannot rank the data's classes).
     #[test]
-    fn more_outputs_than_classes_is_an_error() {
-        let spec = strata_nn::ModelSpec::new("m").input(&[784]).linear("fc", 784, 12);
-        let model = spec.build().unwrap();
+    fn outputs_other_than_the_classes_are_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("twelve.safetensors");
-        save_checkpoint(&path, &spec, &model);
-        let e = eval(&EvalArgs { checkpoint: path, data: None, device: None }).err().expect("refused").to_string();
-        assert!(
-            e.contains("twelve.safetensors") && e.contains("12 scores per sample") && e.contains("10 classes"),
-            "{e}"
-        );
+        for (outputs, file) in [(12, "twelve.safetensors"), (3, "three.safetensors")] {
+            let spec = strata_nn::ModelSpec::new("m").input(&[784]).linear("fc", 784, outputs);
+            let model = spec.build().unwrap();
+            let path = dir.path().join(file);
+            save_checkpoint(&path, &spec, &model);
+            let args = EvalArgs { checkpoint: path, data: None, device: None, top_k: None, report: false };
+            let e = eval(&args).err().expect("refused").to_string();
+            assert!(
+                e.contains(file) && e.contains(&format!("{outputs} scores per sample")) && e.contains("10 classes"),
+                "{e}"
+            );
+        }
     }
 
     /// A checkpoint whose weights went non-finite is refused by `eval` and `predict` (both

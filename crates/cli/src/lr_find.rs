@@ -7,17 +7,48 @@ use crate::check::Verdict;
 use crate::logs::{FONT, HEIGHT, WIDTH, register_plot_font};
 use crate::train::{InputLayout, TrainArgs, build};
 use anyhow::{Context, Result, anyhow, bail};
-use clap::Args;
+use clap::{Args, FromArgMatches};
 use plotters::prelude::*;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use strata_data::DataLoader;
 use strata_nn::{CrossEntropyLoss, Module};
 
-/// Options of `strata lr-find`: those of `strata train`, plus the range.
+/// Options of `strata lr-find`: the run (as `strata train` reads it, through the flags that
+/// change what the test measures), where the plots go, and the range.
 #[derive(Args, Debug)]
 pub struct LrFindArgs {
-    #[command(flatten)]
-    train: TrainArgs,
+    /// A run file (TOML): model, data, optimizer, training options, as for `strata train`.
+    run: Option<PathBuf>,
+    /// A model file (overrides the run file's `model`).
+    #[arg(long, value_name = "MODEL.toml")]
+    model: Option<PathBuf>,
+    /// A folder with the four MNIST IDX files (data.source = "mnist", data.path = DIR).
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// training.batch_size: a number, or `full` for the whole training set per step.
+    #[arg(long, value_name = "N|full")]
+    batch_size: Option<String>,
+    /// training.seed: the initial weights and the order of the batches.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// training.threads.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// training.dtype: run the test in f32 or f64.
+    #[arg(long, value_name = "f32|f64")]
+    dtype: Option<String>,
+    /// training.device: `cpu`, `gpu` or `gpu:N`.
+    #[arg(long, value_name = "cpu|gpu|gpu:N")]
+    device: Option<String>,
+    /// Any other key of the run file: `--set optimizer.name=adam --set optimizer.momentum=0.8`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Where to write lr_find.png and lr_find.svg. Absent: the run's directory, as `strata
+    /// train` would use it (training.out, else runs/<run file name>); with no run file and no
+    /// training.out, no plot is written (the suggestion is printed either way).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
     /// The first learning rate.
     #[arg(long, default_value_t = 1e-7)]
     start_lr: f64,
@@ -32,32 +63,73 @@ pub struct LrFindArgs {
 /// The smoothing of the loss curve (an exponential moving average, bias-corrected).
 const BETA: f64 = 0.98;
 
+/// `strata train`'s options for the same run: lr-find's flags handed to train's own parser, so
+/// each means exactly what it means to `train` (overrides, validation, messages).
+fn train_args(args: &LrFindArgs) -> Result<TrainArgs> {
+    // `--flag=value` keeps a value that starts with `-` a value.
+    let flag = |name: &str, value: &std::ffi::OsStr| {
+        let mut f = OsString::from(format!("--{name}="));
+        f.push(value);
+        f
+    };
+    let mut argv = vec![OsString::from("lr-find")];
+    let paths = [("model", &args.model), ("data", &args.data)];
+    argv.extend(paths.iter().filter_map(|(n, v)| v.as_ref().map(|p| flag(n, p.as_os_str()))));
+    let values = [
+        ("batch-size", args.batch_size.clone()),
+        ("seed", args.seed.map(|s| s.to_string())),
+        ("threads", args.threads.map(|t| t.to_string())),
+        ("dtype", args.dtype.clone()),
+        ("device", args.device.clone()),
+    ];
+    argv.extend(values.iter().filter_map(|(n, v)| v.as_ref().map(|v| flag(n, v.as_ref()))));
+    argv.extend(args.set.iter().map(|kv| flag("set", kv.as_ref())));
+    if let Some(run) = &args.run {
+        argv.extend([OsString::from("--"), run.clone().into_os_string()]);
+    }
+    let command = TrainArgs::augment_args(clap::Command::new("lr-find"));
+    let matches = command.try_get_matches_from(argv).map_err(|e| anyhow!("{e}"))?;
+    Ok(TrainArgs::from_arg_matches(&matches)?)
+}
+
 /// Runs `strata lr-find`.
 pub fn run(args: &LrFindArgs) -> Result<Verdict> {
     if !(args.start_lr > 0.0 && args.end_lr > args.start_lr && args.end_lr.is_finite()) {
         bail!("--start-lr and --end-lr must satisfy 0 < start < end, got {} and {}", args.start_lr, args.end_lr);
     }
+    if !(args.end_lr / args.start_lr).is_finite() {
+        bail!(
+            "--end-lr / --start-lr is too large a range ({:e} / {:e}): the rates must stay finite numbers; raise --start-lr",
+            args.end_lr,
+            args.start_lr
+        );
+    }
     if args.steps < 10 {
         bail!("--steps must be at least 10, got {}", args.steps);
     }
-    if args.train.resume.is_some() {
-        bail!("lr-find starts from fresh weights; --resume does not apply");
+    let train = train_args(args)?;
+    let Some(mut b) = build(&train)? else { return Ok(Verdict::Failed) };
+    if b.data.train.is_empty() {
+        bail!(
+            "the training set is empty ({}): lr-find needs training samples; check data.path and data.validation",
+            b.data.description
+        );
     }
-    let Some(mut b) = build(&args.train)? else { return Ok(Verdict::Failed) };
-    let batch = b.config.training.batch_size.resolve(b.data.train.len());
+    // More than the training set asks for one batch of all of it (what the loader gives).
+    let batch = b.config.training.batch_size.resolve(b.data.train.len()).min(b.data.train.len());
     let loader = DataLoader::new(&b.data.train, batch).shuffle(b.config.training.seed);
     let criterion = CrossEntropyLoss::new();
     let layout = InputLayout::of(&b.resolved, &b.sample).on(b.device).labels_on(b.resolved.output_device(b.device));
     let ratio = (args.end_lr / args.start_lr).powf(1.0 / (args.steps - 1) as f64);
     let (mut avg, mut best) = (0.0, f64::INFINITY);
-    let mut points: Vec<(f64, f64)> = Vec::with_capacity(args.steps);
+    let mut points: Vec<(f64, f64)> = vec![];
     'outer: for epoch in 0.. {
         for batch in loader.epoch(epoch) {
             let i = points.len();
             if i == args.steps {
                 break 'outer;
             }
-            let lr = args.start_lr * ratio.powi(i as i32);
+            let lr = args.start_lr * ratio.powf(i as f64);
             b.optimizer.set_lr(lr);
             b.optimizer.zero_grad()?;
             let loss = criterion.forward(&b.model.forward(&layout.apply(&batch.x)?)?, &layout.labels(&batch.y)?)?;
@@ -74,9 +146,18 @@ pub fn run(args: &LrFindArgs) -> Result<Verdict> {
         }
     }
     let (steepest, min_loss) = suggest(&points).context("the loss diverged at once: lower --start-lr")?;
-    let out = b.config.training.out.clone().or(args.train.out.clone()).unwrap_or_else(|| PathBuf::from("."));
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let files = plot(&points, steepest, &out)?;
+    // Where `train` would write this run, unless --out says.
+    let run_dir = || {
+        let stem = |r: &PathBuf| PathBuf::from("runs").join(r.file_stem().unwrap_or_default());
+        b.config.training.out.clone().or_else(|| args.run.as_ref().map(stem))
+    };
+    let files = match args.out.clone().or_else(run_dir) {
+        Some(out) => {
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            plot(&points, steepest, &out)?
+        }
+        None => vec![],
+    };
     println!(
         "lr-find: {} steps from lr {:.2e} to {:.2e} (batch {batch})",
         points.len(),
@@ -86,7 +167,11 @@ pub fn run(args: &LrFindArgs) -> Result<Verdict> {
     println!("  lowest smoothed loss {:.4} at lr {:.2e}", min_loss.1, min_loss.0);
     println!("  steepest descent at lr {:.2e}", steepest.0);
     println!("suggested learning rate: {:.2e}", steepest.0);
-    println!("plots: {}", files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "));
+    if files.is_empty() {
+        println!("plots: none written (--out DIR writes lr_find.png and lr_find.svg there)");
+    } else {
+        println!("plots: {}", files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "));
+    }
     Ok(Verdict::Ok)
 }
 
@@ -130,6 +215,8 @@ fn draw<DB: DrawingBackend>(
     let (x0, x1) = (points.first().map_or(1e-7, |p| p.0), points.last().map_or(1.0, |p| p.0).max(points[0].0 * 10.0));
     let y_max = points.iter().map(|p| p.1).fold(0.0, f64::max) * 1.05;
     let y_min = points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min) * 0.95;
+    // A flat curve at 0 (a loss that cannot fall) still needs an axis.
+    let y_max = if y_max > y_min { y_max } else { y_min + 1.0 };
     let mut ctx = ChartBuilder::on(root)
         .caption("Learning-rate range test", (FONT, 26))
         .margin(16)

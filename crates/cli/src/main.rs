@@ -57,9 +57,11 @@ enum Command {
   strata summary examples/resnet_mnist_model.toml
   strata summary examples/simple_nn.toml --batch-size 256")]
     Summary(check::SummaryArgs),
-    /// Evaluate a checkpoint: accuracy, per-class precision and recall, confusion matrix.
+    /// Evaluate a checkpoint: accuracy, top-k accuracy, macro and weighted F1, confusion matrix.
     #[command(after_help = "Examples:
   strata eval runs/simple_nn_mnist                     the run's best checkpoint on its test data
+  strata eval runs/simple_nn_mnist --report            with per-class precision, recall, F1, support
+  strata eval runs/simple_nn_mnist --top-k 3           top-3 accuracy too (--top-k 0: none)
   strata eval runs/x/checkpoints/step-000000250.safetensors --data ../shared/data/mnist")]
     Eval(eval::EvalArgs),
     /// Class probabilities for image files or IDX records, from a checkpoint.
@@ -69,8 +71,10 @@ enum Command {
     Predict(eval::PredictArgs),
     /// The learning-rate range test: loss against an exponentially growing rate, and a suggestion.
     #[command(after_help = "Examples:
-  strata lr-find                                       SimpleNN on the embedded data
-  strata lr-find examples/simple_nn_mnist.toml --data ../shared/data/mnist")]
+  strata lr-find                                       SimpleNN on the embedded data; prints the rate
+  strata lr-find --out plots                           also writes plots/lr_find.png and .svg
+  strata lr-find examples/simple_nn_mnist.toml --data ../shared/data/mnist   plots in the run's directory
+  strata lr-find run.toml --set optimizer.name=adam --batch-size 128 --start-lr 1e-6 --end-lr 1")]
     LrFind(lr_find::LrFindArgs),
     /// Summarise run directories' metrics.jsonl and plot their loss and accuracy curves.
     #[command(after_help = "Examples:

@@ -1,4 +1,5 @@
-//! `strata eval` and `strata predict` from a trained run's checkpoint.
+//! `strata eval` and `strata predict` from a trained run's checkpoint: the summary, top-k, the
+//! per-class report, and class names from the run file's `data.classes` or image folders.
 
 use std::process::Command;
 
@@ -19,27 +20,61 @@ fn eval_and_predict_from_a_run() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("run");
     let d = dir.to_str().unwrap();
-    let (ok, _, err) = run(&["train", "--epochs", "3", "--quiet", "--out", d]);
+    // The embedded digits, named in the run file.
+    let names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"];
+    let run_file = tmp.path().join("named.toml");
+    let list = names.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ");
+    std::fs::write(&run_file, format!("[data]\nclasses = [{list}]\n")).unwrap();
+    let (ok, _, err) = run(&["train", run_file.to_str().unwrap(), "--epochs", "3", "--quiet", "--out", d]);
     assert!(ok, "{err}");
 
     let (ok, out, err) = run(&["eval", d]);
     assert!(ok, "{err}");
     assert!(out.starts_with("held-out set (2000 samples): accuracy "), "{out}");
-    assert!(out.contains("class  precision  recall  support") && out.contains("confusion matrix"), "{out}");
     let acc: f64 = out.split("accuracy ").nth(1).unwrap().split('%').next().unwrap().parse().unwrap();
     assert!(acc > 85.0, "{out}");
+    // Ten classes: top-5 by default, at least the top-1 accuracy.
+    let line = out.lines().nth(1).unwrap();
+    let top5: f64 = line.strip_prefix("top-5 accuracy ").unwrap().split('%').next().unwrap().parse().unwrap();
+    assert!(top5 >= acc && top5 > 95.0, "{out}");
+    let f1: Vec<f64> = out
+        .lines()
+        .nth(2)
+        .unwrap()
+        .strip_prefix("F1: macro ")
+        .unwrap()
+        .split(", weighted ")
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert!(f1.iter().all(|f| (0.8..=1.0).contains(f)), "{out}");
+    assert!(
+        out.contains("confusion matrix") && out.contains(" seven eight  nine\n") && !out.contains("f1-score"),
+        "{out}"
+    );
+
+    let (ok, out, err) = run(&["eval", d, "--report", "--top-k", "2"]);
+    assert!(ok, "{err}");
+    assert!(out.lines().nth(1).unwrap().starts_with("top-2 accuracy "), "{out}");
+    assert!(out.contains("   precision    recall  f1-score   support\n\n        zero "), "{out}");
+    for row in ["       seven ", "    accuracy ", "   macro avg ", "weighted avg "] {
+        assert!(out.contains(row), "{row}: {out}");
+    }
+    let (ok, out, err) = run(&["eval", d, "--top-k", "0"]);
+    assert!(ok && !out.contains("top-"), "{err}{out}");
+    let (ok, _, err) = run(&["eval", d, "--top-k", "11"]);
+    assert!(!ok && err.contains("--top-k 11: the held-out set has 10 classes; give at most 10"), "{err}");
 
     // The first test image of MNIST is a 7; as an IDX record and as a PNG file.
     let (ok, out, err) = run(&["predict", d, "--idx", IMAGES, "--index", "0", "--top", "1"]);
     assert!(ok, "{err}");
-    assert!(out.trim_end().ends_with('%') && out.contains(": 7 "), "{out}");
+    assert!(out.trim_end().ends_with('%') && out.contains(": 7 (seven) "), "{out}");
     let arr = strata_data::read_idx(std::path::Path::new(IMAGES)).unwrap();
     let strata_data::IdxData::U8(pixels) = arr.data else { panic!("u8 images") };
     let png = tmp.path().join("seven.png");
     image::GrayImage::from_raw(28, 28, pixels[..784].to_vec()).unwrap().save(&png).unwrap();
     let (ok, out, err) = run(&["predict", d, png.to_str().unwrap(), "--top", "1"]);
     assert!(ok, "{err}");
-    assert!(out.contains("seven.png: 7 "), "{out}");
+    assert!(out.contains("seven.png: 7 (seven) "), "{out}");
 
     // A float record holding NaN is refused, not predicted as NaN%.
     let mut values = vec![0.5f32; 2 * 784];
@@ -53,4 +88,73 @@ fn eval_and_predict_from_a_run() {
     assert!(!ok && err.contains("--index 10000 is out of range"), "{err}");
     let (ok, _, err) = run(&["eval", tmp.path().join("nope").to_str().unwrap()]);
     assert!(!ok && err.contains("no such checkpoint file or run directory"), "{err}");
+}
+
+/// `data.classes` must name each class of the data once: the count is checked when the data
+/// loads, naming what the data has.
+#[test]
+fn class_names_must_fit_the_data() {
+    let (ok, _, err) = run(&["train", "--epochs", "1", "--set", "data.classes=[\"a\", \"b\"]"]);
+    assert!(!ok && err.contains("data.classes names 2 classes, but the data has 10 (labels 0 to 9)"), "{err}");
+    let (ok, _, err) = run(&["train", "--epochs", "1", "--set", "data.classes=[\"a\", \"a\"]"]);
+    assert!(!ok && err.contains("data.classes names `a` twice (classes 0 and 1)"), "{err}");
+}
+
+/// An image folder's classes are its sub-folders' names, which `data.classes` may rename; eval's
+/// report and predict show the names.
+#[test]
+fn image_folder_class_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("shapes");
+    // Two classes told apart by brightness: dark and light 28×28 images, eight of each.
+    for (class, base) in [("dark", 20u8), ("light", 220u8)] {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+        for i in 0..8u8 {
+            let img =
+                image::GrayImage::from_fn(28, 28, |x, y| image::Luma([base.wrapping_add(((x + y) as u8 + i) % 16)]));
+            img.save(root.join(class).join(format!("{i}.png"))).unwrap();
+        }
+    }
+    let model = "name = \"tiny\"\nlayers = [{ type = \"Flatten\" }, { type = \"Linear\", out_features = 2 }]\n";
+    std::fs::write(tmp.path().join("tiny.toml"), model).unwrap();
+    let run_text = |classes: &str| {
+        format!(
+            "model = \"tiny.toml\"\n[data]\nsource = \"images\"\npath = {:?}\n{classes}[training]\nepochs = 2\nbatch_size = 4\n",
+            root.display().to_string()
+        )
+    };
+    let file = tmp.path().join("images.toml");
+    let dir = tmp.path().join("run");
+    let d = dir.to_str().unwrap();
+
+    std::fs::write(&file, run_text("classes = [\"a\", \"b\", \"c\"]\n")).unwrap();
+    let (ok, _, err) = run(&["train", file.to_str().unwrap(), "--quiet", "--out", d]);
+    assert!(!ok && err.contains("data.classes names 3 classes, but the data has 2 (sub-folders dark, light)"), "{err}");
+
+    // The folders' own names.
+    std::fs::write(&file, run_text("")).unwrap();
+    let (ok, _, err) = run(&["train", file.to_str().unwrap(), "--quiet", "--out", d]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = run(&["eval", d, "--report"]);
+    assert!(ok, "{err}");
+    assert!(!out.contains("top-"), "two classes: no top-k by default\n{out}");
+    assert!(out.contains("        dark ") || out.contains("       light "), "{out}");
+
+    // Renamed.
+    std::fs::write(&file, run_text("classes = [\"night\", \"day\"]\n")).unwrap();
+    let dir2 = tmp.path().join("run2");
+    let (ok, _, err) = run(&["train", file.to_str().unwrap(), "--quiet", "--out", dir2.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = run(&["eval", dir2.to_str().unwrap(), "--report"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("confusion matrix")
+            && out.contains("\n       night   day\n")
+            && out.contains("\n       night     "),
+        "{out}"
+    );
+    let png = root.join("light/3.png");
+    let (ok, out, err) = run(&["predict", dir2.to_str().unwrap(), png.to_str().unwrap(), "--top", "2"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("0 (night) ") && out.contains("1 (day) "), "{out}");
 }

@@ -1,6 +1,7 @@
 //! strata-nn: modules (`Linear`, `ReLU`, `Flatten`, `Sequential`), losses
 //! (`CrossEntropyLoss`), optimizers (`SGD`, `Adam`, `AdamW` with `torch.optim`'s exact rules),
-//! initialisation and state_dicts in safetensors with PyTorch's names and layouts.
+//! initialisation and state_dicts in safetensors with PyTorch's names and layouts, and
+//! classification metrics (`metrics`: confusion matrix, F1, top-k accuracy).
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -21,6 +22,7 @@ pub mod layer;
 pub mod layer_norm;
 pub mod linear;
 pub mod loss;
+pub mod metrics;
 pub mod model_file;
 pub mod models;
 pub mod module;
