@@ -1,10 +1,11 @@
-//! Evaluation: a model's mean loss and accuracy over a data set, in evaluation mode and
-//! without recording the graph.
+//! Evaluation: a model's mean loss, accuracy, top-k accuracy and F1 scores over a data set, in
+//! evaluation mode and without recording the graph.
 
 use crate::error::Result;
 use crate::layout::InputLayout;
 use strata_core::{DType, Tensor, no_grad};
 use strata_data::{DataLoader, Dataset};
+use strata_nn::metrics::{ConfusionMatrix, TopK};
 use strata_nn::{Loss, Module};
 
 /// A model's figures on a data set.
@@ -17,6 +18,13 @@ pub struct Evaluation {
     pub accuracy: Option<f64>,
     /// Samples evaluated.
     pub samples: usize,
+    /// Classification only: macro-averaged F1 over the classes present (scikit-learn's
+    /// `f1_score(average="macro")`).
+    pub f1_macro: Option<f64>,
+    /// Classification only: F1 averaged with each class's support as its weight.
+    pub f1_weighted: Option<f64>,
+    /// Classification with more than 5 classes: `(5, top-5 accuracy)`.
+    pub top_k: Option<(usize, f64)>,
 }
 
 /// Correct predictions in a batch: argmax of the outputs `[N, C]` equals the label `[N]`;
@@ -42,21 +50,37 @@ pub fn evaluate(
     batch: usize,
 ) -> Result<Evaluation> {
     model.eval();
-    let result = no_grad(|| -> Result<(f64, Option<usize>)> {
-        let (mut total, mut correct) = (0.0, Some(0));
+    // Classification figures for `[N, C]` outputs against class labels; `None` otherwise.
+    let mut confusion: Option<ConfusionMatrix> = None;
+    let mut top: Option<TopK> = None;
+    let mut classification = true;
+    let result = no_grad(|| -> Result<f64> {
+        let mut total = 0.0;
         for b in DataLoader::new(data, batch.max(1)).epoch(0) {
             let out = model.forward(&layout.apply(&b.x)?)?;
             let y = layout.labels(&b.y)?;
             total += loss.loss(&out, &y)?.item()? * b.y.numel() as f64;
-            correct = match (correct, count_correct(&out, &y)?) {
-                (Some(c), Some(n)) => Some(c + n),
-                _ => None,
-            };
+            classification &= count_correct(&out, &y)?.is_some();
+            if classification {
+                let classes = out.dims()[1];
+                confusion.get_or_insert_with(|| ConfusionMatrix::new(classes)).update(&out, &y)?;
+                if classes > 5 {
+                    top.get_or_insert(TopK::new(5)?).update(&out, &y)?;
+                }
+            }
         }
-        Ok((total, correct))
+        Ok(total)
     });
     model.train(true);
-    let (total, correct) = result?;
+    let total = result?;
     let n = data.len().max(1) as f64;
-    Ok(Evaluation { loss: total / n, accuracy: correct.map(|c| c as f64 / n), samples: data.len() })
+    let confusion = confusion.filter(|_| classification);
+    Ok(Evaluation {
+        loss: total / n,
+        accuracy: confusion.as_ref().map(|c| c.accuracy()),
+        samples: data.len(),
+        f1_macro: confusion.as_ref().map(|c| c.f1_macro()),
+        f1_weighted: confusion.as_ref().map(|c| c.f1_weighted()),
+        top_k: top.filter(|_| classification).map(|t| (t.k(), t.accuracy())),
+    })
 }

@@ -58,7 +58,12 @@ fn fit_equals_the_hand_written_loop() {
     assert_eq!(params(&model), params(&manual));
     let e = history.epochs[1];
     assert!(e.train_loss.unwrap() < history.epochs[0].train_loss.unwrap(), "{history:?}");
-    assert!(e.val.unwrap().accuracy.unwrap() > 0.6, "{history:?}");
+    let v = e.val.unwrap();
+    assert!(v.accuracy.unwrap() > 0.6, "{history:?}");
+    // Ten classes: top-5 accuracy is reported, and bounds top-1 from above; F1 is in (0, 1].
+    let (k, top5) = v.top_k.unwrap();
+    assert!(k == 5 && top5 >= v.accuracy.unwrap() && top5 <= 1.0, "{v:?}");
+    assert!(v.f1_macro.unwrap() > 0.0 && v.f1_macro.unwrap() <= 1.0 && v.f1_weighted.unwrap() > 0.0, "{v:?}");
 }
 
 /// Early stopping ends a run that stopped improving (lr 0: nothing changes after the first
@@ -115,7 +120,7 @@ fn early_stopping_restores_the_best_weights() {
             step: epoch + 1,
             train_loss: Some(loss),
             train_acc: None,
-            val: Some(Evaluation { loss, accuracy: None, samples: 1 }),
+            val: Some(Evaluation { loss, accuracy: None, samples: 1, f1_macro: None, f1_weighted: None, top_k: None }),
             improved: false,
             lr: 0.0,
             samples_per_s: 0.0,

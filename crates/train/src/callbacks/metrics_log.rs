@@ -57,8 +57,16 @@ impl MetricsLog {
     /// An epoch's line of metrics.jsonl.
     pub fn epoch_json(e: &EpochLog) -> serde_json::Value {
         let (val_loss, val_acc) = (e.val.map(|v| v.loss), e.val.and_then(|v| v.accuracy));
-        json!({"event": "epoch", "epoch": e.epoch, "step": e.step, "train_loss": e.train_loss, "train_acc": e.train_acc,
-            "val_loss": val_loss, "val_acc": val_acc, "lr": e.lr, "samples_per_s": e.samples_per_s, "time_s": e.time_s})
+        let mut v = json!({"event": "epoch", "epoch": e.epoch, "step": e.step, "train_loss": e.train_loss, "train_acc": e.train_acc,
+            "val_loss": val_loss, "val_acc": val_acc, "lr": e.lr, "samples_per_s": e.samples_per_s, "time_s": e.time_s});
+        if let Some(val) = e.val {
+            v["val_f1_macro"] = json!(val.f1_macro);
+            v["val_f1_weighted"] = json!(val.f1_weighted);
+            if let Some((k, acc)) = val.top_k {
+                v[format!("val_top{k}_acc")] = json!(acc);
+            }
+        }
+        v
     }
 
     /// The TensorBoard event file.
@@ -111,6 +119,8 @@ impl Callback for MetricsLog {
             ("epoch/train_acc", e.train_acc),
             ("epoch/val_loss", val_loss),
             ("epoch/val_acc", val_acc),
+            ("epoch/val_f1_macro", e.val.and_then(|v| v.f1_macro)),
+            ("epoch/val_top5_acc", e.val.and_then(|v| v.top_k).map(|t| t.1)),
             ("epoch/lr", Some(e.lr)),
         ];
         self.emit(Self::epoch_json(e), &scalars, e.step)?;
