@@ -16,6 +16,7 @@
 //! Products cut in four still go to rayon.
 
 use crate::storage::Float;
+use std::any::TypeId;
 
 /// A strided matrix inside a buffer: element (i, j) is `data[offset + i*rs + j*cs]`.
 #[derive(Clone, Copy)]
@@ -167,28 +168,62 @@ unsafe fn kernel<T: Float>(
     rhs: MatRef<T>,
     accumulate: bool,
 ) {
-    // SAFETY: forwarded from the caller.
+    // The `gemm` family's f32 and f64 crates, called as the `gemm` facade calls them; depending
+    // on them directly leaves out its complex-number kernels (gemm-c32, gemm-c64), which strata
+    // never uses and which were a sizeable part of the first build.
+    let (lhs_ptr, rhs_ptr) = (lhs.data.as_ptr(), rhs.data.as_ptr());
+    // SAFETY: forwarded from the caller; `T` is exactly f32 or f64 in each branch (TypeId), so
+    // the pointer casts and the reads of `T::ONE` as that type are the identity.
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            dst_rs as isize,
-            accumulate,
-            lhs.data.as_ptr().add(lhs.offset),
-            lhs.cs as isize,
-            lhs.rs as isize,
-            rhs.data.as_ptr().add(rhs.offset),
-            rhs.cs as isize,
-            rhs.rs as isize,
-            T::ONE,
-            T::ONE,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
+        let (lhs_ptr, rhs_ptr) = (lhs_ptr.add(lhs.offset), rhs_ptr.add(rhs.offset));
+        let (lcs, lrs, rcs, rrs) = (lhs.cs as isize, lhs.rs as isize, rhs.cs as isize, rhs.rs as isize);
+        let none = gemm_common::Parallelism::None;
+        if TypeId::of::<T>() == TypeId::of::<f32>() {
+            gemm_f32::gemm::f32::get_gemm_fn()(
+                m,
+                n,
+                k,
+                dst as *mut f32,
+                1,
+                dst_rs as isize,
+                accumulate,
+                lhs_ptr as *const f32,
+                lcs,
+                lrs,
+                rhs_ptr as *const f32,
+                rcs,
+                rrs,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                none,
+            );
+        } else if TypeId::of::<T>() == TypeId::of::<f64>() {
+            gemm_f64::gemm::f64::get_gemm_fn()(
+                m,
+                n,
+                k,
+                dst as *mut f64,
+                1,
+                dst_rs as isize,
+                accumulate,
+                lhs_ptr as *const f64,
+                lcs,
+                lrs,
+                rhs_ptr as *const f64,
+                rcs,
+                rrs,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                none,
+            );
+        } else {
+            unreachable!("Float is implemented for f32 and f64 only");
+        }
     }
 }
