@@ -1,6 +1,7 @@
 //! strata-nn: modules (`Linear`, `ReLU`, `Flatten`, `Sequential`), losses
-//! (`CrossEntropyLoss`), optimizers (`SGD`, `Adam`, `AdamW` with `torch.optim`'s exact rules),
-//! initialisation and state_dicts in safetensors with PyTorch's names and layouts.
+//! (`CrossEntropyLoss`, …, chosen by name with `LossConfig`), optimizers (`SGD`, `Adam`, `AdamW`,
+//! `RMSprop`, `Adagrad` with `torch.optim`'s exact rules), initialisation and state_dicts in
+//! safetensors with PyTorch's names and layouts.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -49,7 +50,7 @@ pub use linear::Linear;
 pub use loss::{BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss, NLLLoss};
 pub use models::SimpleNN;
 pub use module::Module;
-pub use optim::{Adam, AdamConfig, AdamW, Optimizer, SGD, SgdConfig};
+pub use optim::{Adagrad, AdagradConfig, Adam, AdamConfig, AdamW, Optimizer, RMSprop, RMSpropConfig, SGD, SgdConfig};
 pub use pool::{AdaptiveAvgPool2d, AvgPool2d, MaxPool2d};
 pub use recurrent::{CellWeights, GRU, LSTM, LastStep, Nonlinearity, RNN, RecurrentOptions};
 pub use residual::Residual;
