@@ -11,7 +11,7 @@ use clap::Args;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
 use strata_data::DataLoader;
-use strata_nn::{CrossEntropyLoss, Module};
+use strata_nn::Module;
 
 /// Options of `strata lr-find`: those of `strata train`, plus the range.
 #[derive(Args, Debug)]
@@ -46,7 +46,6 @@ pub fn run(args: &LrFindArgs) -> Result<Verdict> {
     let Some(mut b) = build(&args.train)? else { return Ok(Verdict::Failed) };
     let batch = b.config.training.batch_size.resolve(b.data.train.len());
     let loader = DataLoader::new(&b.data.train, batch).shuffle(b.config.training.seed);
-    let criterion = CrossEntropyLoss::new();
     let layout = InputLayout::of(&b.resolved, &b.sample).on(b.device).labels_on(b.resolved.output_device(b.device));
     let ratio = (args.end_lr / args.start_lr).powf(1.0 / (args.steps - 1) as f64);
     let (mut avg, mut best) = (0.0, f64::INFINITY);
@@ -60,7 +59,7 @@ pub fn run(args: &LrFindArgs) -> Result<Verdict> {
             let lr = args.start_lr * ratio.powi(i as i32);
             b.optimizer.set_lr(lr);
             b.optimizer.zero_grad()?;
-            let loss = criterion.forward(&b.model.forward(&layout.apply(&batch.x)?)?, &layout.labels(&batch.y)?)?;
+            let loss = b.loss.loss(&b.model.forward(&layout.apply(&batch.x)?)?, &layout.labels(&batch.y)?)?;
             loss.backward()?;
             b.optimizer.step()?;
             let l = loss.item()?;

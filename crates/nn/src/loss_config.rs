@@ -247,7 +247,8 @@ impl<L: Loss> OneHotTargets<L> {
         // On a GPU the labels are not read back to check them: a bad one gives a NaN row, which
         // makes the loss NaN (as `embedding` documents).
         if target.device() == Device::Cpu
-            && let Some((i, c)) = target.to_vec::<i64>()?.into_iter().enumerate().find(|&(_, c)| !(0..classes as i64).contains(&c))
+            && let Some((i, c)) =
+                target.to_vec::<i64>()?.into_iter().enumerate().find(|&(_, c)| !(0..classes as i64).contains(&c))
         {
             return Err(Error::InvalidTensor {
                 owner: "one-hot targets",

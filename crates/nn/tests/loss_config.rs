@@ -94,22 +94,23 @@ fn one_hot_losses_equal_the_explicit_computation() {
         let x = Tensor::randn(&[n, c], 0.0, 2.0, dtype, &mut rng).unwrap();
         let t = Tensor::from_vec(one_hot.clone(), &[n, c]).unwrap().to_dtype(dtype).unwrap();
         let pw = Tensor::from_vec(vec![0.5f64, 1.0, 2.0, 4.0], &[c]).unwrap().to_dtype(dtype).unwrap();
-        let explicit: [(&str, Box<dyn Fn(&Tensor) -> Tensor>); 3] = [
-            ("name = \"mse\"", Box::new(|x: &Tensor| MSELoss::new().forward(x, &t).unwrap())),
+        // The same losses given the one-hot tensor `t` `[n, c]` explicitly.
+        let explicit: [(&str, Box<dyn Loss>); 3] = [
+            ("name = \"mse\"", Box::new(MSELoss::new())),
             (
                 "name = \"bce_with_logits\"\nreduction = \"sum\"",
-                Box::new(|x: &Tensor| BCEWithLogitsLoss::with_reduction(Reduction::Sum).forward(x, &t).unwrap()),
+                Box::new(BCEWithLogitsLoss::with_reduction(Reduction::Sum)),
             ),
             (
                 "name = \"bce_with_logits\"\npos_weight = [0.5, 1.0, 2.0, 4.0]",
-                Box::new(|x: &Tensor| BCEWithLogitsLoss::new().pos_weight(pw.clone()).forward(x, &t).unwrap()),
+                Box::new(BCEWithLogitsLoss::new().pos_weight(pw.clone())),
             ),
         ];
         for (text, reference) in explicit {
             let loss = config(text).build(c, dtype, Device::Cpu).unwrap();
             let (a, b) = (x.detach().requires_grad_().unwrap(), x.detach().requires_grad_().unwrap());
             let ours = loss.loss(&a, &labels(&y)).unwrap();
-            let theirs = reference(&b);
+            let theirs = reference.loss(&b, &t).unwrap();
             assert_eq!(ours.dtype(), dtype);
             assert_eq!(ours.to_vec_f64(), theirs.to_vec_f64(), "{text} {dtype:?}");
             ours.backward().unwrap();
@@ -130,7 +131,10 @@ fn describe_names_the_class_and_options() {
         ),
         ("name = \"nll\"", "NLLLoss on log-probabilities"),
         ("name = \"mse\"", "MSELoss on one-hot targets"),
-        ("name = \"bce_with_logits\"\npos_weight = [2.0, 2.0]", "BCEWithLogitsLoss(pos_weight=[2, 2]) on one-hot targets"),
+        (
+            "name = \"bce_with_logits\"\npos_weight = [2.0, 2.0]",
+            "BCEWithLogitsLoss(pos_weight=[2, 2]) on one-hot targets",
+        ),
     ];
     for (text, expected) in cases {
         assert_eq!(config(text).describe(), expected);
@@ -166,11 +170,9 @@ fn bad_options_are_errors_naming_the_key() {
     // Labels that do not fit the output.
     let mse = build("name = \"mse\"", 3);
     let x = Tensor::zeros(&[2, 3], DType::F64);
-    for (output, target) in [
-        (x.clone(), labels(&[0, 3])),
-        (x.clone(), labels(&[0])),
-        (Tensor::zeros(&[2, 4], DType::F64), labels(&[0, 1])),
-    ] {
+    for (output, target) in
+        [(x.clone(), labels(&[0, 3])), (x.clone(), labels(&[0])), (Tensor::zeros(&[2, 4], DType::F64), labels(&[0, 1]))]
+    {
         report.push_str(&format!("mse: {}\n", mse.loss(&output, &target).unwrap_err()));
     }
     insta::assert_snapshot!(report);

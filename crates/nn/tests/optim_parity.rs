@@ -32,12 +32,15 @@ fn get(sd: &StateDict, key: &str) -> Tensor {
     sd.get(key).unwrap_or_else(|| panic!("fixture lacks {key}")).clone()
 }
 
+/// Makes an optimizer over the given parameters.
+type Make = Box<dyn Fn(Vec<Tensor>) -> Box<dyn Optimizer>>;
+
 /// Each case's optimizer, built with the options the fixture's case used.
-fn cases() -> Vec<(&'static str, Box<dyn Fn(Vec<Tensor>) -> Box<dyn Optimizer>>)> {
-    fn rms(c: RMSpropConfig) -> Box<dyn Fn(Vec<Tensor>) -> Box<dyn Optimizer>> {
+fn cases() -> Vec<(&'static str, Make)> {
+    fn rms(c: RMSpropConfig) -> Make {
         Box::new(move |p| Box::new(RMSprop::with_config(p, c).unwrap()))
     }
-    fn ada(c: AdagradConfig) -> Box<dyn Fn(Vec<Tensor>) -> Box<dyn Optimizer>> {
+    fn ada(c: AdagradConfig) -> Make {
         Box::new(move |p| Box::new(Adagrad::with_config(p, c).unwrap()))
     }
     let r = RMSpropConfig::default();
@@ -58,7 +61,13 @@ fn cases() -> Vec<(&'static str, Box<dyn Fn(Vec<Tensor>) -> Box<dyn Optimizer>>)
         ("adagrad_wd", ada(AdagradConfig { weight_decay: 0.1, ..a })),
         (
             "adagrad_all",
-            ada(AdagradConfig { lr: 0.2, lr_decay: 0.05, weight_decay: 0.02, initial_accumulator_value: 0.1, eps: 1e-6 }),
+            ada(AdagradConfig {
+                lr: 0.2,
+                lr_decay: 0.05,
+                weight_decay: 0.02,
+                initial_accumulator_value: 0.1,
+                eps: 1e-6,
+            }),
         ),
     ]
 }
@@ -70,7 +79,11 @@ fn error(actual: &Tensor, expected: &Tensor, what: &str) -> f64 {
     let (a, e) = (actual.to_vec_f64(), expected.to_vec_f64());
     let scale = e.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(f64::MIN_POSITIVE);
     // A NaN anywhere is an infinite error (`f64::max` would drop it).
-    a.iter().zip(&e).map(|(a, e)| (a - e).abs() / scale).map(|x| if x.is_nan() { f64::INFINITY } else { x }).fold(0.0, f64::max)
+    a.iter()
+        .zip(&e)
+        .map(|(a, e)| (a - e).abs() / scale)
+        .map(|x| if x.is_nan() { f64::INFINITY } else { x })
+        .fold(0.0, f64::max)
 }
 
 /// Runs every case in `dtype` on `device`, checking each step's parameters and the final state;
@@ -109,7 +122,8 @@ fn run_cases(dtype: DType, device: Device) -> f64 {
         theirs.sort();
         assert_eq!(ours, theirs, "{case} {d}: state entries");
         for key in expected {
-            let (t, r) = (&state.get(&key).unwrap().to_device(Device::Cpu).unwrap(), &get(&sd, &format!("{prefix}{key}")));
+            let (t, r) =
+                (&state.get(&key).unwrap().to_device(Device::Cpu).unwrap(), &get(&sd, &format!("{prefix}{key}")));
             if key.starts_with("step.") {
                 assert_eq!(t.item().unwrap(), r.item().unwrap(), "{case} {d}: {key}");
             } else {

@@ -91,7 +91,10 @@ fn bad_rmsprop_and_adagrad_state_are_errors() {
     let mut opt = Adagrad::new(m.parameters(), 0.01).unwrap();
     let mut sd = StateDict::new();
     sd.insert("sum.9", Tensor::zeros(&[5, 6], DType::F32));
-    assert_eq!(opt.load_state_dict(&sd).unwrap_err().to_string(), "Adagrad: saved state `sum.9`: not an Adagrad state entry");
+    assert_eq!(
+        opt.load_state_dict(&sd).unwrap_err().to_string(),
+        "Adagrad: saved state `sum.9`: not an Adagrad state entry"
+    );
     let mut sd = StateDict::new();
     sd.insert("sum.1", Tensor::zeros(&[6], DType::F32));
     assert!(opt.load_state_dict(&sd).unwrap_err().to_string().contains("has shape [6], but its parameter has [5]"));

@@ -29,9 +29,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use strata_core::Tensor;
 use strata_data::DataLoader;
+use strata_nn::Module;
 use strata_nn::model_file::to_toml;
 use strata_nn::summary::group_digits;
-use strata_nn::{CrossEntropyLoss, Module};
 
 /// Runs the training job.
 pub fn run(args: &TrainArgs) -> Result<Verdict> {
@@ -56,6 +56,7 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
         model,
         params_count,
         mut optimizer,
+        loss: criterion,
         device,
     }) = build(args)?
     else {
@@ -113,7 +114,6 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
         let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
     }
 
-    let criterion = CrossEntropyLoss::new();
     let started = Instant::now();
     let mut last_val = None;
     // Steps skipped for a non-finite loss or gradient (`training.on_divergence = "skip"`).
@@ -132,7 +132,7 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
                 let input = layout.apply(&batch.x)?;
                 let y = layout.labels(&batch.y)?;
                 let logits = model.forward(&input)?;
-                let loss = criterion.forward(&logits, &y)?;
+                let loss = criterion.loss(&logits, &y)?;
                 loss.backward()?;
                 let l = loss.item()?;
                 let log_now = t.log_every > 0 && (step + 1) % t.log_every == 0;

@@ -99,11 +99,7 @@ fn lerp(start: &Tensor, end: &Tensor, weight: f64) -> Result<Tensor> {
     // The weight in the tensor's type, as PyTorch casts the Python float; so is `1 − weight`.
     let weight = in_dtype(weight, start.dtype());
     let d = end.sub(start)?;
-    Ok(if weight.abs() < 0.5 {
-        start.add(&d.mul_scalar(weight)?)?
-    } else {
-        end.sub(&d.mul_scalar(1.0 - weight)?)?
-    })
+    Ok(if weight.abs() < 0.5 { start.add(&d.mul_scalar(weight)?)? } else { end.sub(&d.mul_scalar(1.0 - weight)?)? })
 }
 
 impl Optimizer for RMSprop {
