@@ -1,5 +1,5 @@
 //! Run files: one TOML file holds the model (a path or an inline `[model]` table), the data,
-//! the optimizer, the learning-rate schedule and the training options. Every key has a default,
+//! the optimizer, the loss, the learning-rate schedule and the training options. Every key has a default,
 //! unknown keys are errors (with line and column), and any key can be overridden from the
 //! command line (`--epochs 5`, `--lr 0.1`, `--set optimizer.name=adam`).
 
@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use strata_data::BatchSize;
+use strata_nn::LossConfig;
 
 /// A whole run.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
@@ -22,6 +23,9 @@ pub struct RunConfig {
     /// The optimizer.
     #[serde(default)]
     pub optimizer: OptimizerConfig,
+    /// The loss (absent: cross_entropy, PyTorch's `nn.CrossEntropyLoss()`).
+    #[serde(default)]
+    pub loss: LossConfig,
     /// The learning-rate schedule.
     #[serde(default)]
     pub schedule: ScheduleConfig,
@@ -106,28 +110,44 @@ impl Default for DataConfig {
     }
 }
 
-/// The optimizer and its hyper-parameters (`torch.optim` names and meanings).
+/// The optimizers `optimizer.name` takes.
+pub const OPTIMIZER_NAMES: [&str; 5] = ["sgd", "adam", "adamw", "rmsprop", "adagrad"];
+
+/// The optimizer and its hyper-parameters (`torch.optim` names and meanings). A key an
+/// optimizer does not have is ignored by it; `momentum` and `eps` default per optimizer.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct OptimizerConfig {
-    /// `sgd`, `adam` or `adamw`.
+    /// `sgd`, `adam`, `adamw`, `rmsprop` or `adagrad`.
     pub name: String,
     /// Learning rate (the peak rate for schedules).
     pub lr: f64,
-    /// SGD momentum.
-    pub momentum: f64,
+    /// SGD and RMSprop momentum. Absent: 0.9 for sgd (strata's default run), 0 for rmsprop
+    /// (PyTorch's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub momentum: Option<f64>,
     /// SGD dampening.
     pub dampening: f64,
     /// SGD Nesterov momentum.
     pub nesterov: bool,
-    /// Weight decay (L2 for sgd/adam, decoupled for adamw).
+    /// Weight decay (L2 for sgd/adam/rmsprop/adagrad, decoupled for adamw).
     pub weight_decay: f64,
     /// Adam's betas.
     pub betas: [f64; 2],
-    /// Adam's eps.
-    pub eps: f64,
+    /// Added to the denominator (adam, adamw, rmsprop, adagrad). Absent: PyTorch's default for
+    /// the optimizer, 1e-8 (1e-10 for adagrad).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eps: Option<f64>,
     /// Adam's AMSGrad variant.
     pub amsgrad: bool,
+    /// RMSprop's smoothing constant.
+    pub alpha: f64,
+    /// Centered RMSprop (normalised by the gradient's estimated variance).
+    pub centered: bool,
+    /// Adagrad's learning-rate decay (step t uses lr / (1 + (t − 1)·lr_decay)).
+    pub lr_decay: f64,
+    /// Where Adagrad's sums of squared gradients start.
+    pub initial_accumulator_value: f64,
 }
 
 impl Default for OptimizerConfig {
@@ -135,14 +155,59 @@ impl Default for OptimizerConfig {
         OptimizerConfig {
             name: "sgd".into(),
             lr: 0.01,
-            momentum: 0.9,
+            momentum: None,
             dampening: 0.0,
             nesterov: false,
             weight_decay: 0.0,
             betas: [0.9, 0.999],
-            eps: 1e-8,
+            eps: None,
             amsgrad: false,
+            alpha: 0.99,
+            centered: false,
+            lr_decay: 0.0,
+            initial_accumulator_value: 0.0,
         }
+    }
+}
+
+impl OptimizerConfig {
+    /// The momentum the optimizer uses: the key's, else 0.9 for sgd and 0 for the others.
+    pub fn resolved_momentum(&self) -> f64 {
+        self.momentum.unwrap_or(if self.name == "sgd" { 0.9 } else { 0.0 })
+    }
+
+    /// The eps the optimizer uses: the key's, else PyTorch's default for it.
+    pub fn resolved_eps(&self) -> f64 {
+        self.eps.unwrap_or(if self.name == "adagrad" { 1e-10 } else { 1e-8 })
+    }
+
+    /// The optimizer in words, for the run header: its PyTorch name, the rate and the options
+    /// that shape its steps (`SGD lr 0.01 momentum 0.9`, `RMSprop lr 0.01 alpha 0.99 centered`).
+    pub fn describe(&self) -> String {
+        let mut s = match self.name.as_str() {
+            "sgd" => return format!("SGD lr {} momentum {}", self.lr, self.resolved_momentum()),
+            "adam" => return format!("Adam lr {}", self.lr),
+            "adamw" => return format!("AdamW lr {}", self.lr),
+            "rmsprop" => format!("RMSprop lr {} alpha {}", self.lr, self.alpha),
+            "adagrad" => format!("Adagrad lr {}", self.lr),
+            other => return format!("{other} lr {}", self.lr),
+        };
+        let mut option = |key: &str, value: f64, shown: bool| {
+            if shown {
+                s.push_str(&format!(" {key} {value}"));
+            }
+        };
+        let momentum = self.resolved_momentum();
+        option("momentum", momentum, self.name == "rmsprop" && momentum > 0.0);
+        option("lr_decay", self.lr_decay, self.name == "adagrad" && self.lr_decay > 0.0);
+        let init = self.initial_accumulator_value;
+        option("initial_accumulator_value", init, self.name == "adagrad" && init > 0.0);
+        option("weight_decay", self.weight_decay, self.weight_decay > 0.0);
+        option("eps", self.resolved_eps(), self.eps.is_some());
+        if self.name == "rmsprop" && self.centered {
+            s.push_str(" centered");
+        }
+        s
     }
 }
 
@@ -316,8 +381,8 @@ impl RunConfig {
     /// Checks values that the types alone do not rule out.
     pub fn validate(&self) -> Result<()> {
         let o = &self.optimizer;
-        if !["sgd", "adam", "adamw"].contains(&o.name.as_str()) {
-            bail!("optimizer.name must be sgd, adam or adamw, got `{}`", o.name);
+        if !OPTIMIZER_NAMES.contains(&o.name.as_str()) {
+            bail!("optimizer.name must be one of {}, got `{}`", OPTIMIZER_NAMES.join(", "), o.name);
         }
         if !(o.lr.is_finite() && o.lr > 0.0) {
             bail!("optimizer.lr (--lr) must be a positive number, got {}", o.lr);
@@ -329,20 +394,26 @@ impl RunConfig {
             }
             Ok(())
         };
-        in_range("optimizer.momentum (--momentum)", o.momentum, o.momentum >= 0.0, "a number ≥ 0 (0.9 is usual)")?;
+        let (momentum, eps) = (o.resolved_momentum(), o.resolved_eps());
+        in_range("optimizer.momentum (--momentum)", momentum, momentum >= 0.0, "a number ≥ 0 (0.9 is usual)")?;
         in_range("optimizer.dampening", o.dampening, (0.0..=1.0).contains(&o.dampening), "between 0 and 1")?;
         in_range("optimizer.weight_decay", o.weight_decay, o.weight_decay >= 0.0, "a number ≥ 0")?;
-        in_range("optimizer.eps", o.eps, o.eps >= 0.0, "a number ≥ 0 (1e-8 is usual)")?;
+        in_range("optimizer.eps", eps, eps >= 0.0, "a number ≥ 0 (1e-8 is usual, 1e-10 for adagrad)")?;
         for (i, b) in o.betas.iter().enumerate() {
             in_range(&format!("optimizer.betas[{i}]"), *b, (0.0..1.0).contains(b), "in [0, 1) (0.9, 0.999 are usual)")?;
         }
-        if o.nesterov && (o.momentum <= 0.0 || o.dampening != 0.0) {
+        in_range("optimizer.alpha", o.alpha, (0.0..1.0).contains(&o.alpha), "in [0, 1) (0.99 is usual)")?;
+        in_range("optimizer.lr_decay", o.lr_decay, o.lr_decay >= 0.0, "a number ≥ 0")?;
+        let init = o.initial_accumulator_value;
+        in_range("optimizer.initial_accumulator_value", init, init >= 0.0, "a number ≥ 0")?;
+        if o.name == "sgd" && o.nesterov && (momentum <= 0.0 || o.dampening != 0.0) {
             bail!(
                 "optimizer.nesterov needs momentum > 0 and dampening = 0 (as torch.optim.SGD), got momentum {} and dampening {}",
-                o.momentum,
+                momentum,
                 o.dampening
             );
         }
+        self.loss.validate(None).map_err(loss_error)?;
         let sc = &self.schedule;
         in_range("schedule.warmup_epochs", sc.warmup_epochs, sc.warmup_epochs >= 0.0, "a number of epochs ≥ 0")?;
         in_range("schedule.gamma", sc.gamma, sc.gamma > 0.0, "a positive factor (0.1 is usual)")?;
@@ -465,6 +536,16 @@ fn validate_class_names(names: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// A loss error as the run file's key names it (`loss.weight must be …`); others unchanged.
+pub fn loss_error(e: strata_nn::Error) -> anyhow::Error {
+    match e {
+        strata_nn::Error::InvalidOption { owner: "loss", key, value, expected } => {
+            anyhow::anyhow!("loss.{key} must be {expected}, got {value}")
+        }
+        e => anyhow::Error::new(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -513,6 +594,40 @@ mod tests {
         );
         let c = RunConfig::default().with_overrides(&[("data.classes".into(), "[\"x\", \"y\"]".into())]).unwrap();
         assert_eq!(c.data.classes.map(|v| v.len()), Some(2));
+    }
+
+    #[test]
+    fn per_optimizer_defaults_and_the_loss_section() {
+        let c = RunConfig::default();
+        assert_eq!((c.optimizer.resolved_momentum(), c.optimizer.resolved_eps()), (0.9, 1e-8));
+        assert_eq!(c.optimizer.describe(), "SGD lr 0.01 momentum 0.9");
+        assert!(c.loss.is_default());
+        // The default loss is written out, so a resumed run compares like with like.
+        assert!(toml::to_string(&c).unwrap().contains("[loss]\nname = \"cross_entropy\"\nreduction = \"mean\"\n"));
+        let c: RunConfig = toml::from_str("[optimizer]\nname = \"adagrad\"\n[loss]\nname = \"mse\"\n").unwrap();
+        c.validate().unwrap();
+        assert_eq!((c.optimizer.resolved_momentum(), c.optimizer.resolved_eps()), (0.0, 1e-10));
+        assert_eq!(c.loss.describe(), "MSELoss on one-hot targets");
+        let o = |text: &str| toml::from_str::<RunConfig>(&format!("[optimizer]\n{text}\n")).unwrap().optimizer;
+        let r = o("name = \"rmsprop\"\nmomentum = 0.5\neps = 1e-6\ncentered = true\nweight_decay = 0.01");
+        assert_eq!((r.resolved_momentum(), r.resolved_eps()), (0.5, 1e-6));
+        assert_eq!(r.describe(), "RMSprop lr 0.01 alpha 0.99 momentum 0.5 weight_decay 0.01 eps 0.000001 centered");
+        assert_eq!(o("name = \"rmsprop\"").describe(), "RMSprop lr 0.01 alpha 0.99");
+        let a = o("name = \"adagrad\"\ninitial_accumulator_value = 0.1\nlr_decay = 0.01");
+        assert_eq!(a.describe(), "Adagrad lr 0.01 lr_decay 0.01 initial_accumulator_value 0.1");
+        let error = |text: &str| toml::from_str::<RunConfig>(text).unwrap().validate().unwrap_err().to_string();
+        assert_eq!(
+            error("[loss]\nlabel_smoothing = 2.0\n"),
+            "loss.label_smoothing must be in [0, 1] (0.1 is usual), got 2"
+        );
+        assert_eq!(
+            error("[optimizer]\nname = \"adagrad\"\nlr_decay = -1.0\n"),
+            "optimizer.lr_decay must be a number ≥ 0, got -1"
+        );
+        assert_eq!(
+            error("[optimizer]\nname = \"rmsprop\"\nalpha = 1.0\n"),
+            "optimizer.alpha must be in [0, 1) (0.99 is usual), got 1"
+        );
     }
 
     /// Run files fuzzed (issue 14): thousands of mutations of the example run files are parsed,

@@ -12,7 +12,7 @@ use plotters::prelude::*;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use strata_data::DataLoader;
-use strata_nn::{CrossEntropyLoss, Module};
+use strata_nn::Module;
 
 /// Options of `strata lr-find`: the run (as `strata train` reads it, through the flags that
 /// change what the test measures), where the plots go, and the range.
@@ -118,7 +118,6 @@ pub fn run(args: &LrFindArgs) -> Result<Verdict> {
     // More than the training set asks for one batch of all of it (what the loader gives).
     let batch = b.config.training.batch_size.resolve(b.data.train.len()).min(b.data.train.len());
     let loader = DataLoader::new(&b.data.train, batch).shuffle(b.config.training.seed);
-    let criterion = CrossEntropyLoss::new();
     let layout = InputLayout::of(&b.resolved, &b.sample).on(b.device).labels_on(b.resolved.output_device(b.device));
     let ratio = (args.end_lr / args.start_lr).powf(1.0 / (args.steps - 1) as f64);
     let (mut avg, mut best) = (0.0, f64::INFINITY);
@@ -132,7 +131,7 @@ pub fn run(args: &LrFindArgs) -> Result<Verdict> {
             let lr = args.start_lr * ratio.powf(i as f64);
             b.optimizer.set_lr(lr);
             b.optimizer.zero_grad()?;
-            let loss = criterion.forward(&b.model.forward(&layout.apply(&batch.x)?)?, &layout.labels(&batch.y)?)?;
+            let loss = b.loss.loss(&b.model.forward(&layout.apply(&batch.x)?)?, &layout.labels(&batch.y)?)?;
             loss.backward()?;
             b.optimizer.step()?;
             let l = loss.item()?;

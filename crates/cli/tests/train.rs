@@ -35,7 +35,10 @@ fn bad_options_are_errors() {
         (&["train", "--lr=-1"], "optimizer.lr (--lr) must be a positive number, got -1"),
         (&["train", "--batch-size", "0"], "--batch-size: batch size: `0` is not a batch size"),
         (&["train", "--set", "training.epoch=3"], "unknown field `epoch`"),
-        (&["train", "--set", "optimizer.name=rmsprop"], "optimizer.name must be sgd, adam or adamw"),
+        (
+            &["train", "--set", "optimizer.name=lion"],
+            "optimizer.name must be one of sgd, adam, adamw, rmsprop, adagrad",
+        ),
     ] {
         let out = strata(args);
         assert!(!out.status.success(), "{args:?} should fail");

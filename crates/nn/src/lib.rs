@@ -1,7 +1,8 @@
 //! strata-nn: modules (`Linear`, `ReLU`, `Flatten`, `Sequential`), losses
-//! (`CrossEntropyLoss`), optimizers (`SGD`, `Adam`, `AdamW` with `torch.optim`'s exact rules),
-//! initialisation and state_dicts in safetensors with PyTorch's names and layouts, and
-//! classification metrics (`metrics`: confusion matrix, F1, top-k accuracy).
+//! (`CrossEntropyLoss`, …, chosen by name with `LossConfig`), optimizers (`SGD`, `Adam`, `AdamW`,
+//! `RMSprop`, `Adagrad` with `torch.optim`'s exact rules), initialisation and state_dicts in
+//! safetensors with PyTorch's names and layouts, and classification metrics (`metrics`:
+//! confusion matrix, F1, top-k accuracy).
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -22,6 +23,7 @@ pub mod layer;
 pub mod layer_norm;
 pub mod linear;
 pub mod loss;
+pub mod loss_config;
 pub mod metrics;
 pub mod model_file;
 pub mod models;
@@ -49,9 +51,10 @@ pub use layer::{Layer, LayerKind};
 pub use layer_norm::{LayerNorm, LayerNormConfig};
 pub use linear::Linear;
 pub use loss::{BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss, NLLLoss};
+pub use loss_config::{LossConfig, OneHotTargets};
 pub use models::SimpleNN;
 pub use module::Module;
-pub use optim::{Adam, AdamConfig, AdamW, Optimizer, SGD, SgdConfig};
+pub use optim::{Adagrad, AdagradConfig, Adam, AdamConfig, AdamW, Optimizer, RMSprop, RMSpropConfig, SGD, SgdConfig};
 pub use pool::{AdaptiveAvgPool2d, AvgPool2d, MaxPool2d};
 pub use recurrent::{CellWeights, GRU, LSTM, LastStep, Nonlinearity, RNN, RecurrentOptions};
 pub use residual::Residual;

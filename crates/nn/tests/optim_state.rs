@@ -1,8 +1,11 @@
 //! Optimizer state survives a save/restore exactly: 2 steps, state_dict, a fresh optimizer that
-//! loads it, 2 more steps → bit-identical to 4 uninterrupted steps.
+//! loads it, 2 more steps → bit-identical to 4 uninterrupted steps (SGD, Adam, RMSprop, Adagrad).
 
 use strata_core::{DType, Generator, Tensor};
-use strata_nn::{Adam, AdamConfig, CrossEntropyLoss, Linear, Module, Optimizer, SGD, Sequential, SgdConfig, StateDict};
+use strata_nn::{
+    Adagrad, AdagradConfig, Adam, AdamConfig, CrossEntropyLoss, Linear, Module, Optimizer, RMSprop, RMSpropConfig, SGD,
+    Sequential, SgdConfig, StateDict,
+};
 
 fn model() -> Sequential {
     let mut rng = Generator::new(9);
@@ -52,6 +55,19 @@ fn adam_with_amsgrad_resumes_exactly() {
 }
 
 #[test]
+fn rmsprop_centered_with_momentum_resumes_exactly() {
+    let c = RMSpropConfig { lr: 0.01, momentum: 0.9, centered: true, weight_decay: 1e-3, ..Default::default() };
+    check(|p| Box::new(RMSprop::with_config(p, c).unwrap()));
+}
+
+#[test]
+fn adagrad_with_lr_decay_resumes_exactly() {
+    // The step count drives the decay: a resumed run that lost it would take other steps.
+    let c = AdagradConfig { lr: 0.1, lr_decay: 0.5, initial_accumulator_value: 0.1, ..Default::default() };
+    check(|p| Box::new(Adagrad::with_config(p, c).unwrap()));
+}
+
+#[test]
 fn bad_state_is_an_error() {
     let m = model();
     let mut opt = SGD::with_config(m.parameters(), SgdConfig { lr: 0.1, momentum: 0.9, ..Default::default() }).unwrap();
@@ -60,4 +76,26 @@ fn bad_state_is_an_error() {
     assert!(
         opt.load_state_dict(&sd).unwrap_err().to_string().contains("has shape [2, 2], but its parameter has [5, 6]")
     );
+}
+
+#[test]
+fn bad_rmsprop_and_adagrad_state_are_errors() {
+    let m = model();
+    let mut opt = RMSprop::new(m.parameters(), 0.01).unwrap();
+    let mut sd = StateDict::new();
+    sd.insert("exp_avg.0", Tensor::zeros(&[5, 6], DType::F32));
+    assert_eq!(
+        opt.load_state_dict(&sd).unwrap_err().to_string(),
+        "RMSprop: saved state `exp_avg.0`: not an RMSprop state entry"
+    );
+    let mut opt = Adagrad::new(m.parameters(), 0.01).unwrap();
+    let mut sd = StateDict::new();
+    sd.insert("sum.9", Tensor::zeros(&[5, 6], DType::F32));
+    assert_eq!(
+        opt.load_state_dict(&sd).unwrap_err().to_string(),
+        "Adagrad: saved state `sum.9`: not an Adagrad state entry"
+    );
+    let mut sd = StateDict::new();
+    sd.insert("sum.1", Tensor::zeros(&[6], DType::F32));
+    assert!(opt.load_state_dict(&sd).unwrap_err().to_string().contains("has shape [6], but its parameter has [5]"));
 }

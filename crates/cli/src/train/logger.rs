@@ -93,12 +93,10 @@ impl Logger {
     ) {
         let o = &config.optimizer;
         let t = &config.training;
-        let opt = match o.name.as_str() {
-            "sgd" => format!("SGD lr {} momentum {}", o.lr, o.momentum),
-            name => format!("{} lr {}", if name == "adam" { "Adam" } else { "AdamW" }, o.lr),
-        };
+        let opt = o.describe();
         let mut line = format!(
-            "CrossEntropyLoss, {opt}{}, batch {batch}, {} epochs, seed {}, {} threads",
+            "{}, {opt}{}, batch {batch}, {} epochs, seed {}, {} threads",
+            config.loss.describe(),
             if config.schedule.name == "constant" {
                 String::new()
             } else {

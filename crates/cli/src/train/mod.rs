@@ -24,9 +24,9 @@ use crate::check::Verdict;
 use crate::checkpoint::Meta;
 use anyhow::{Context, Result, bail};
 use std::sync::atomic::Ordering;
+use strata_nn::Module;
 use strata_nn::model_file::to_toml;
 use strata_nn::summary::group_digits;
-use strata_nn::{CrossEntropyLoss, Module};
 use strata_train::{Checkpointing, Decay, EarlyStopping, OnDivergence, Outcome, ProgressBar, Schedule, Trainer};
 
 /// The run file's schedule as strata-train's.
@@ -63,6 +63,7 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
         model,
         params_count,
         mut optimizer,
+        loss: criterion,
         device,
     }) = build(args)?
     else {
@@ -108,7 +109,7 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
     logger.header(&title, resolved.dtype, &data, &config, batch_size, resume.as_ref().map(|r| r.0.as_path()));
 
     let mut trainer = Trainer::new(&model, optimizer)
-        .loss(CrossEntropyLoss::new())
+        .boxed_loss(criterion)
         .schedule(schedule_of(&config.schedule))
         .epochs(t.epochs)
         .batch_size(t.batch_size)

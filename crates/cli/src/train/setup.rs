@@ -4,7 +4,7 @@
 use super::args::*;
 use crate::check::{Verdict, load_or_report, report_errors};
 use crate::checkpoint::{self, Meta};
-use crate::config::RunConfig;
+use crate::config::{OPTIMIZER_NAMES, RunConfig, loss_error};
 use crate::data_setup::{Prepared, prepare};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -14,7 +14,10 @@ use strata_nn::check::error::ShapeErrorKind;
 use strata_nn::check::{SymShape, check_spec};
 use strata_nn::model_file::parse_model_at;
 use strata_nn::summary::group_digits;
-use strata_nn::{Adam, AdamConfig, AdamW, ModelSpec, Module, Optimizer, SGD, SgdConfig, SimpleNN, Summary};
+use strata_nn::{
+    Adagrad, AdagradConfig, Adam, AdamConfig, AdamW, Loss, ModelSpec, Module, Optimizer, RMSprop, RMSpropConfig, SGD,
+    SgdConfig, SimpleNN, Summary,
+};
 
 /// The run's resolved configuration and where it came from.
 pub(super) struct Setup {
@@ -111,6 +114,8 @@ pub(super) fn fixed_on_resume(key: &str, base: &RunConfig) -> Option<String> {
         "optimizer.weight_decay",
         "optimizer.betas",
         "optimizer.eps",
+        "optimizer.alpha",
+        "optimizer.lr_decay",
         "data.path",
         "data.test_path",
     ];
@@ -118,11 +123,21 @@ pub(super) fn fixed_on_resume(key: &str, base: &RunConfig) -> Option<String> {
         return None;
     }
     Some(match key {
-        "optimizer.name" | "optimizer.amsgrad" => format!(
+        "optimizer.name" | "optimizer.amsgrad" | "optimizer.centered" => format!(
             "the optimizer state in the checkpoint is {}'s{}",
             base.optimizer.name,
-            if base.optimizer.amsgrad { " with AMSGrad" } else { "" }
+            match base.optimizer.name.as_str() {
+                "adam" | "adamw" if base.optimizer.amsgrad => " with AMSGrad",
+                "rmsprop" if base.optimizer.centered => " (centered)",
+                _ => "",
+            }
         ),
+        "optimizer.initial_accumulator_value" => {
+            "it sets where the accumulators start, and the checkpoint's hold the sums so far".into()
+        }
+        k if k.starts_with("loss.") => {
+            format!("the run so far minimised {}, and its model was trained against it", base.loss.describe())
+        }
         "training.batch_size" => "every remaining batch would hold other samples than an uninterrupted run's".into(),
         "training.seed" => {
             "the seed fixed the initial weights, the validation split and the order of every epoch's batches".into()
@@ -342,6 +357,8 @@ pub(crate) struct Built {
     pub model: strata_nn::Sequential,
     pub(super) params_count: usize,
     pub optimizer: Box<dyn Optimizer>,
+    /// The configured loss (`[loss]`), for the model's output classes, on its output's device.
+    pub loss: Box<dyn Loss>,
     /// Where the model lives and the batches go.
     pub device: strata_core::Device,
 }
@@ -410,6 +427,10 @@ pub(crate) fn build(args: &TrainArgs) -> Result<Option<Built>> {
     };
     let params_count = Summary::from_report(&report, 1).total_params;
     let optimizer = make_optimizer(&config, model.parameters())?;
+    let loss = config
+        .loss
+        .build(data.train.num_classes, resolved.dtype, resolved.output_device(device))
+        .map_err(loss_error)?;
     Ok(Some(Built {
         config,
         model_source,
@@ -421,6 +442,7 @@ pub(crate) fn build(args: &TrainArgs) -> Result<Option<Built>> {
         model,
         params_count,
         optimizer,
+        loss,
         device,
     }))
 }
@@ -488,28 +510,80 @@ pub(super) fn compute_stats(args: &TrainArgs) -> Result<Verdict> {
     Ok(Verdict::Ok)
 }
 
-/// The optimizer named in the config.
+/// The optimizer named in the config (validated: an unknown name is an error here too, never a
+/// silent SGD).
 pub fn make_optimizer(config: &RunConfig, params: Vec<Tensor>) -> Result<Box<dyn Optimizer>> {
     let o = &config.optimizer;
     let adam = AdamConfig {
         lr: o.lr,
         betas: (o.betas[0], o.betas[1]),
-        eps: o.eps,
+        eps: o.resolved_eps(),
         weight_decay: o.weight_decay,
         amsgrad: o.amsgrad,
     };
     Ok(match o.name.as_str() {
-        "adam" => Box::new(Adam::with_config(params, adam)?),
-        "adamw" => Box::new(AdamW::with_config(params, adam)?),
-        _ => Box::new(SGD::with_config(
+        "sgd" => Box::new(SGD::with_config(
             params,
             SgdConfig {
                 lr: o.lr,
-                momentum: o.momentum,
+                momentum: o.resolved_momentum(),
                 dampening: o.dampening,
                 nesterov: o.nesterov,
                 weight_decay: o.weight_decay,
             },
         )?),
+        "adam" => Box::new(Adam::with_config(params, adam)?),
+        "adamw" => Box::new(AdamW::with_config(params, adam)?),
+        "rmsprop" => Box::new(RMSprop::with_config(
+            params,
+            RMSpropConfig {
+                lr: o.lr,
+                alpha: o.alpha,
+                eps: o.resolved_eps(),
+                weight_decay: o.weight_decay,
+                momentum: o.resolved_momentum(),
+                centered: o.centered,
+            },
+        )?),
+        "adagrad" => Box::new(Adagrad::with_config(
+            params,
+            AdagradConfig {
+                lr: o.lr,
+                lr_decay: o.lr_decay,
+                weight_decay: o.weight_decay,
+                initial_accumulator_value: o.initial_accumulator_value,
+                eps: o.resolved_eps(),
+            },
+        )?),
+        other => bail!("optimizer.name must be one of {}, got `{other}`", OPTIMIZER_NAMES.join(", ")),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each name builds its own optimizer (its state after a step says which), never a fallback.
+    #[test]
+    fn each_optimizer_name_builds_that_optimizer() {
+        for (name, state) in [
+            ("sgd", "momentum_buffer.0"),
+            ("adam", "exp_avg.0"),
+            ("adamw", "exp_avg.0"),
+            ("rmsprop", "square_avg.0"),
+            ("adagrad", "sum.0"),
+        ] {
+            let mut config = RunConfig::default();
+            config.optimizer.name = name.into();
+            let p = Tensor::from_vec(vec![1.0f32, 2.0], &[2]).unwrap().requires_grad_().unwrap();
+            let mut opt = make_optimizer(&config, vec![p.clone()]).unwrap();
+            p.mul(&p).unwrap().sum_all().unwrap().backward().unwrap();
+            opt.step().unwrap();
+            assert!(opt.state_dict().get(state).is_some(), "{name}: {:?}", opt.state_dict().keys().collect::<Vec<_>>());
+        }
+        let mut config = RunConfig::default();
+        config.optimizer.name = "lion".into();
+        let e = make_optimizer(&config, vec![]).err().unwrap().to_string();
+        assert_eq!(e, "optimizer.name must be one of sgd, adam, adamw, rmsprop, adagrad, got `lion`");
+    }
 }

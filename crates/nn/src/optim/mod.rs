@@ -1,17 +1,23 @@
 //! Optimizers with exactly `torch.optim`'s update rules (the single-tensor, `foreach=False`
 //! reference implementation), so a run can be reproduced in either framework.
 //! Updates write straight into the parameters' buffers; they are not recorded by autograd.
+//! SGD and Adam/AdamW run as fused engine ops (`sgd_step_`, `adam_step_`); RMSprop and Adagrad
+//! are composed from elementwise tensor ops, in PyTorch's order, on the parameters' device.
 
+mod adagrad;
 mod adam;
 mod clip;
+mod rmsprop;
 mod sgd;
 
+pub use adagrad::{Adagrad, AdagradConfig};
 pub use adam::{Adam, AdamConfig, AdamW};
 pub use clip::clip_grad_norm_;
+pub use rmsprop::{RMSprop, RMSpropConfig};
 pub use sgd::{SGD, SgdConfig};
 
 use crate::{Error, Result, StateDict};
-use strata_core::Tensor;
+use strata_core::{DType, Tensor};
 
 /// What every optimizer offers a training loop.
 pub trait Optimizer {
@@ -75,4 +81,25 @@ pub(crate) fn state_from(t: &Tensor, like: &Tensor, key: &str) -> Result<Tensor>
         });
     }
     Ok(t.detach().to_dtype(like.dtype())?.to_device(like.device())?.detach_owned()?)
+}
+
+/// `value` as the tensor type `dtype` holds it: a hyper-parameter PyTorch casts to the tensor's
+/// type before computing with it (rounded to f32 for f32 tensors).
+pub(crate) fn in_dtype(value: f64, dtype: DType) -> f64 {
+    match dtype {
+        DType::F32 => f64::from(value as f32),
+        _ => value,
+    }
+}
+
+/// A state entry's key `{kind}.{parameter index}` split, with the index below `params`.
+pub(crate) fn parse_key(key: &str, params: usize) -> Option<(&str, usize)> {
+    let (kind, i) = key.rsplit_once('.')?;
+    let i = i.parse::<usize>().ok().filter(|&i| i < params)?;
+    Some((kind, i))
+}
+
+/// The error for a state entry `owner` does not have.
+pub(crate) fn unknown_entry(owner: &'static str, key: &str) -> Error {
+    Error::InvalidState { owner, key: key.to_string(), reason: format!("not an {owner} state entry") }
 }
