@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use strata_data::BatchSize;
 
+pub use crate::augment_config::AugmentConfig;
+
 /// A whole run.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +30,9 @@ pub struct RunConfig {
     /// Epochs, batches, seed, output.
     #[serde(default)]
     pub training: TrainingConfig,
+    /// Augmentation of the training images (`[augment]`; off by default, and then not saved).
+    #[serde(default, skip_serializing_if = "AugmentConfig::is_default")]
+    pub augment: AugmentConfig,
 }
 
 /// The data set.
@@ -392,6 +397,7 @@ impl RunConfig {
                 self.training.on_divergence
             );
         }
+        self.augment.validate(&self.data.source)?;
         if self.data.source != "embedded" && self.data.path.is_none() {
             bail!("data.source = \"{}\" needs data.path (or --data PATH)", self.data.source);
         }

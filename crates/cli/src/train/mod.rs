@@ -51,6 +51,7 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
         out,
         resume,
         data,
+        augment,
         sample,
         resolved,
         model,
@@ -79,7 +80,7 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
 
     let batch_size = t.batch_size.resolve(data.train.len());
     let layout = InputLayout::of(&resolved, &sample).on(device).labels_on(resolved.output_device(device));
-    let loader = DataLoader::new(&data.train, batch_size).shuffle(t.seed);
+    let loader = DataLoader::new(&data.train, batch_size).shuffle(t.seed).augment(augment, t.seed)?;
     let steps_per_epoch = loader.num_batches();
     let total_steps = steps_per_epoch * t.epochs;
     let mut logger = Logger::open(out.as_deref(), output, resume.is_some(), step)?;
