@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use strata_data::BatchSize;
 use strata_nn::LossConfig;
 
+pub use crate::augment_config::AugmentConfig;
+
 /// A whole run.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +37,9 @@ pub struct RunConfig {
     /// Early stopping (Keras' `EarlyStopping`); absent: every epoch runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub early_stopping: Option<EarlyStoppingConfig>,
+    /// Augmentation of the training images (`[augment]`; off by default, and then not saved).
+    #[serde(default, skip_serializing_if = "AugmentConfig::is_default")]
+    pub augment: AugmentConfig,
 }
 
 /// `[early_stopping]`: stop when `monitor` has not improved by more than `min_delta` for
@@ -510,6 +515,7 @@ impl RunConfig {
                 self.training.on_divergence
             );
         }
+        self.augment.validate(&self.data.source)?;
         if self.data.source != "embedded" && self.data.path.is_none() {
             bail!("data.source = \"{}\" needs data.path (or --data PATH)", self.data.source);
         }

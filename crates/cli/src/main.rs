@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod augment_config;
 mod check;
 mod checkpoint;
 mod config;

@@ -12,8 +12,12 @@
 //!   by name or index; errors give the line and column.
 //! - [`ImageFolder`]: PNG/JPEG images in one sub-folder per class, torchvision's layout.
 //! - [`transforms`]: per-channel [`compute_stats`] and normalisation, scaling, flattening.
+//! - [`augment`]: per-sample image augmentation, torchvision's [`RandomCrop`],
+//!   [`RandomHorizontalFlip`], [`RandomAffine`] and [`Normalize`] chained by an [`Augment`]
+//!   pipeline, seeded per (seed, epoch, sample) so results never depend on the thread count.
 //! - [`DataLoader`]: seeded shuffling, a [`BatchSize`] or the full set per step, drop_last, and
-//!   background prefetching ([`DataLoader::epoch_prefetched`]).
+//!   background prefetching ([`DataLoader::epoch_prefetched`]), and augmentation
+//!   ([`DataLoader::augment`]) as batches are gathered.
 //!
 //! Pixels are always returned scaled to `[0, 1]`; normalising (e.g. with [`MNIST_MEAN`] and
 //! [`MNIST_STD`]) is the caller's choice.
@@ -21,6 +25,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod augment;
 pub mod csv;
 pub mod dataset;
 pub mod embedded;
@@ -31,6 +36,7 @@ pub mod loader;
 pub mod mnist;
 pub mod transforms;
 
+pub use augment::{Augment, Normalize, PadMode, RandomAffine, RandomCrop, RandomHorizontalFlip};
 pub use csv::{CsvOptions, LabelColumn, MAX_CLASSES, parse_csv, read_csv};
 pub use dataset::Dataset;
 pub use embedded::{EMBEDDED_HOLDOUT, EMBEDDED_SPLIT_SEED, embedded_mnist, embedded_mnist_unsplit};

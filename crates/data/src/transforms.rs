@@ -48,39 +48,59 @@ impl Dataset {
     /// positive are errors.
     pub fn normalize_channels(&mut self, mean: &[f32], std: &[f32]) -> Result<()> {
         let c = self.channels();
-        let err = |message: String| Err(DataError::InvalidArgument { what: "normalize", message });
-        for (name, v) in [("mean", mean), ("std", std)] {
-            if v.len() != c && v.len() != 1 {
-                return err(format!(
-                    "{name} has {} values but the samples (shape {:?}) have {c} channel(s); give {c} or 1",
-                    v.len(),
-                    self.sample_shape
-                ));
-            }
-        }
-        if let Some((i, m)) = mean.iter().enumerate().find(|(_, m)| !m.is_finite()) {
-            return err(format!("mean[{i}] is {m}; every mean must be finite"));
-        }
-        if let Some((i, s)) = std.iter().enumerate().find(|(_, s)| !(s.is_finite() && **s > 0.0)) {
-            return err(format!(
-                "std[{i}] is {s}; every std must be positive and finite (a channel with std 0 is constant: \
-                 drop it or normalise with std 1)"
-            ));
-        }
-        let plane = self.sample_len() / c.max(1);
-        if plane == 0 {
+        check_mean_std(mean, std, c, &self.sample_shape)?;
+        let len = self.sample_len();
+        if len == 0 {
             return Ok(());
         }
-        for sample in self.features.chunks_exact_mut(c * plane) {
-            for (ch, values) in sample.chunks_exact_mut(plane).enumerate() {
-                let m = if mean.len() == 1 { mean[0] } else { mean[ch] };
-                let inv = 1.0 / if std.len() == 1 { std[0] } else { std[ch] };
-                for x in values {
-                    *x = (*x - m) * inv;
-                }
-            }
+        for sample in self.features.chunks_exact_mut(len) {
+            normalize_sample(sample, c, mean, std);
         }
         Ok(())
+    }
+}
+
+/// Checks `mean` and `std` for samples of `c` channels (shape `shape`, for messages): one value
+/// per channel or one for all, finite means, positive finite stds. Shared by
+/// [`Dataset::normalize_channels`] and the per-sample [`crate::augment::Normalize`].
+pub(crate) fn check_mean_std(mean: &[f32], std: &[f32], c: usize, shape: &[usize]) -> Result<()> {
+    let err = |message: String| Err(DataError::InvalidArgument { what: "normalize", message });
+    for (name, v) in [("mean", mean), ("std", std)] {
+        if v.len() != c && v.len() != 1 {
+            return err(format!(
+                "{name} has {} values but the samples (shape {shape:?}) have {c} channel(s); give {c} or 1",
+                v.len()
+            ));
+        }
+    }
+    if let Some((i, m)) = mean.iter().enumerate().find(|(_, m)| !m.is_finite()) {
+        return err(format!("mean[{i}] is {m}; every mean must be finite"));
+    }
+    if let Some((i, s)) = std.iter().enumerate().find(|(_, s)| !(s.is_finite() && **s > 0.0)) {
+        return err(format!(
+            "std[{i}] is {s}; every std must be positive and finite (a channel with std 0 is constant: \
+             drop it or normalise with std 1)"
+        ));
+    }
+    Ok(())
+}
+
+/// Standardises one sample of `c` equal channel planes in place: `x = (x - mean[c]) / std[c]`
+/// (`mean`/`std` of length `c` or 1, already checked by [`check_mean_std`]).
+///
+/// # Shapes
+/// - `sample`: `[c, plane]` flattened (`plane` = the values per channel)
+pub(crate) fn normalize_sample(sample: &mut [f32], c: usize, mean: &[f32], std: &[f32]) {
+    let plane = sample.len() / c.max(1);
+    if plane == 0 {
+        return;
+    }
+    for (ch, values) in sample.chunks_exact_mut(plane).enumerate() {
+        let m = if mean.len() == 1 { mean[0] } else { mean[ch] };
+        let inv = 1.0 / if std.len() == 1 { std[0] } else { std[ch] };
+        for x in values {
+            *x = (*x - m) * inv;
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use strata_core::Tensor;
-use strata_data::{BatchSize, DataLoader, Dataset};
+use strata_data::{Augment, BatchSize, DataLoader, Dataset};
 use strata_nn::{CrossEntropyLoss, Loss, Module, Optimizer};
 
 /// What a step with a non-finite loss or gradient does.
@@ -79,6 +79,7 @@ pub struct Trainer<'m> {
     batch_size: BatchSize,
     seed: u64,
     input_shape: Option<Vec<usize>>,
+    augment: Option<Augment>,
     layout: Option<InputLayout>,
     clip_grad_norm: Option<f64>,
     on_divergence: OnDivergence,
@@ -106,6 +107,7 @@ impl<'m> Trainer<'m> {
             batch_size: BatchSize::Samples(64),
             seed: 0,
             input_shape: None,
+            augment: None,
             layout: None,
             clip_grad_norm: None,
             on_divergence: OnDivergence::Stop,
@@ -165,6 +167,14 @@ impl<'m> Trainer<'m> {
     /// `[1, 28, 28]` images); by default, the data's sample shape.
     pub fn input_shape(mut self, shape: &[usize]) -> Self {
         self.input_shape = Some(shape.to_vec());
+        self
+    }
+
+    /// Augments the training images (crops, flips, affine warps: [`Augment`]) on the loader's
+    /// background thread, seeded by the trainer's seed, the epoch and each sample's index;
+    /// validation data is never augmented.
+    pub fn augment(mut self, augment: impl Into<Option<Augment>>) -> Self {
+        self.augment = augment.into();
         self
     }
 
@@ -298,7 +308,7 @@ impl<'m> Trainer<'m> {
         }
         let layout = self.layout_for(train);
         let batch_size = self.batch_size.resolve(train.len());
-        let loader = DataLoader::new(train, batch_size).shuffle(self.seed);
+        let loader = DataLoader::new(train, batch_size).shuffle(self.seed).augment(self.augment.clone(), self.seed)?;
         let steps_per_epoch = loader.num_batches();
         let total_steps = steps_per_epoch * self.epochs;
         let mut state = TrainState { epochs: self.epochs, steps_per_epoch, ..self.start };

@@ -109,12 +109,18 @@ impl Logger {
         if dtype != DType::F32 {
             line.push_str(&format!(", {}", strata_nn::check::dtype_name(dtype)));
         }
+        let augmentation = config.augment.pipeline().map(|a| {
+            format!("{a} per training sample, seed {} (on normalised pixels: fills are normalised black)", t.seed)
+        });
         match self.output {
             Output::Human => {
                 println!("strata train: {model}");
                 println!("  data: {}", data.description);
                 println!("  normalisation: {}", data.normalization);
                 println!("  {line}");
+                if let Some(a) = &augmentation {
+                    println!("  augmentation: {a}");
+                }
                 if let Some(d) = &self.dir {
                     println!("  run directory: {} (metrics.jsonl, checkpoints/)", d.display());
                 }
@@ -129,10 +135,13 @@ impl Logger {
                     println!("  resumed from {}", p.display());
                 }
             }
-            Output::Json => println!(
-                "{}",
-                json!({"event": "start", "model": model, "data": data.description, "normalization": data.normalization, "setup": line, "run_dir": self.dir, "resumed_from": resumed})
-            ),
+            Output::Json => {
+                let mut start = json!({"event": "start", "model": model, "data": data.description, "normalization": data.normalization, "setup": line, "run_dir": self.dir, "resumed_from": resumed});
+                if let Some(a) = augmentation {
+                    start["augmentation"] = json!(a);
+                }
+                println!("{start}");
+            }
             Output::Quiet => {}
         }
     }

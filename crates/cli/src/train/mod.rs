@@ -64,6 +64,7 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
         params_count,
         mut optimizer,
         loss: criterion,
+        augment,
         device,
     }) = build(args)?
     else {
@@ -110,6 +111,7 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
 
     let mut trainer = Trainer::new(&model, optimizer)
         .boxed_loss(criterion)
+        .augment(augment)
         .schedule(schedule_of(&config.schedule))
         .epochs(t.epochs)
         .batch_size(t.batch_size)

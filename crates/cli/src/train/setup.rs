@@ -146,6 +146,7 @@ pub(super) fn fixed_on_resume(key: &str, base: &RunConfig) -> Option<String> {
         "training.out" => "--resume continues a run in its own directory".into(),
         "model" => "the model is the checkpoint's".into(),
         k if k.starts_with("data.") => "the training data would differ from the run's so far".into(),
+        k if k.starts_with("augment.") => "the augmentation fixed what every remaining batch holds".into(),
         // A key added later and not sorted into either kind yet: refused, to be safe.
         _ => "strata does not carry a change of it into a run under way".into(),
     })
@@ -351,6 +352,8 @@ pub(crate) struct Built {
     pub(super) out: Option<PathBuf>,
     pub(super) resume: Option<(PathBuf, strata_nn::StateDict, strata_nn::StateDict, Meta)>,
     pub data: Prepared,
+    /// The training samples' augmentation (`[augment]`), for data normalised already; `None`: off.
+    pub augment: Option<strata_data::Augment>,
     /// The shape one sample takes on its way into the model.
     pub sample: Vec<usize>,
     pub resolved: ModelSpec,
@@ -389,6 +392,7 @@ pub(crate) fn build(args: &TrainArgs) -> Result<Option<Built>> {
         }
     }
     let data = prepare(&config.data, t.seed)?;
+    let augment = config.augment.for_data(&data.train.sample_shape, &data.mean, &data.std)?;
 
     // The model must fit the data before anything is allocated: its input and its classes.
     let sample = spec.input.clone().unwrap_or_else(|| data.train.sample_shape.clone());
@@ -437,6 +441,7 @@ pub(crate) fn build(args: &TrainArgs) -> Result<Option<Built>> {
         out,
         resume,
         data,
+        augment,
         sample,
         resolved,
         model,
