@@ -6,6 +6,7 @@ use crate::check::context::CheckContext;
 use crate::check::error::ShapeErrorKind;
 use crate::check::fix::{Edit, Fix};
 use crate::check::shape::{SymShape, fixed};
+use crate::init::InitTargets;
 use crate::layer::{BuildContext, Layer, LayerKind, TensorShapes};
 use crate::model_file::keys::LayerFields;
 use crate::module::Module;
@@ -348,7 +349,8 @@ pub struct BatchNormLayer {
     pub two_d: bool,
 }
 
-const BATCH_NORM_KEYS: &[&str] = &["name", "type", "num_features", "eps", "momentum", "affine", "track_running_stats"];
+const BATCH_NORM_KEYS: &[&str] =
+    &["name", "type", "num_features", "eps", "momentum", "affine", "track_running_stats", "init", "bias_init"];
 
 /// `type = "BatchNorm1d"` (`momentum = "None"` for a cumulative average).
 pub static BATCH_NORM1D_KIND: LayerKind =
@@ -444,6 +446,11 @@ impl Layer for BatchNormLayer {
             }
         }
         x.clone()
+    }
+
+    fn init_targets(&self) -> Option<InitTargets> {
+        // Scale and shift `[C]`: only their own `init` and `bias_init`.
+        self.config.affine.then_some(InitTargets { weight_dims: 1, bias: true, inherits: false })
     }
 
     fn parameter_shapes(&self) -> Option<TensorShapes> {

@@ -3,12 +3,13 @@
 //! check first, so building a checked spec never fails for shape reasons.
 
 use crate::branches::Branches;
-use crate::layer::BuildContext;
+use crate::init::LayerInit;
+use crate::layer::{BuildContext, Layer};
 use crate::module::Module;
 use crate::residual::Residual;
 use crate::spec::{LayerSpec, ModelSpec, NamedLayer};
 use crate::{Error, Result, Sequential};
-use strata_core::{ConvAlgorithm, DType, Device};
+use strata_core::{ConvAlgorithm, DType, Device, with_default_generator};
 
 impl ModelSpec {
     /// The spec of an instantiated module (a container's layers become the chain), or `None`
@@ -17,12 +18,15 @@ impl ModelSpec {
     pub fn from_module(name: impl Into<String>, module: &dyn Module) -> Option<ModelSpec> {
         let layers = match module.spec()? {
             LayerSpec::Sequential(layers) => layers,
-            other => vec![NamedLayer { name: "0".into(), spec: other, origin: None, device: None }],
+            other => {
+                vec![NamedLayer { name: "0".into(), spec: other, origin: None, device: None, init: Default::default() }]
+            }
         };
         let dtype = module.parameters().first().map_or(DType::F32, |p| p.dtype());
         let conv_algorithm = ConvAlgorithm::Default;
         let (input, input_dtype, device) = (None, DType::F32, None);
-        Some(ModelSpec { name: name.into(), input, input_dtype, dtype, conv_algorithm, layers, device })
+        let init = LayerInit::default();
+        Some(ModelSpec { name: name.into(), input, input_dtype, dtype, conv_algorithm, layers, device, init })
     }
 
     /// Instantiates the model: a [`Sequential`] (nested for blocks) with fresh parameters drawn
@@ -39,22 +43,29 @@ impl ModelSpec {
                 expected: "f32 or f64".into(),
             });
         }
-        build_chain(&resolved.layers, self.dtype, self.conv_algorithm, self.device)
+        let cx = ChainContext { dtype: self.dtype, conv_algorithm: self.conv_algorithm, init: self.init };
+        build_chain(&resolved.layers, cx, self.device)
     }
+}
+
+/// What every layer of a chain is built with: the model's element type and convolution
+/// algorithm, and the initialisation the enclosing blocks and the model chose.
+#[derive(Clone, Copy)]
+struct ChainContext {
+    dtype: DType,
+    conv_algorithm: ConvAlgorithm,
+    init: LayerInit,
 }
 
 /// The chain of `layers`, each placed on its own device or else `inherited` (the enclosing
 /// block's or the model's; `None`: left where it is built, on the CPU).
-fn build_chain(
-    layers: &[NamedLayer],
-    dtype: DType,
-    conv_algorithm: ConvAlgorithm,
-    inherited: Option<Device>,
-) -> Result<Sequential> {
+fn build_chain(layers: &[NamedLayer], cx: ChainContext, inherited: Option<Device>) -> Result<Sequential> {
+    let ChainContext { dtype, conv_algorithm, init } = cx;
     let mut seq = Sequential::new();
     for l in layers {
         let device = l.device.or(inherited);
-        let chain = |layers: &[NamedLayer]| build_chain(layers, dtype, conv_algorithm, device);
+        let inner = ChainContext { init: l.init.over(init), ..cx };
+        let chain = |layers: &[NamedLayer]| build_chain(layers, inner, device);
         let module: Box<dyn Module> = match &l.spec {
             LayerSpec::Sequential(inner) => Box::new(chain(inner)?),
             LayerSpec::Residual { body, shortcut } => Box::new(match shortcut {
@@ -67,7 +78,11 @@ fn build_chain(
             }
             // Every other spec has a layer kind.
             leaf => match leaf.layer() {
-                Some(layer) => layer.build(&BuildContext { name: &l.name, dtype, conv_algorithm })?,
+                Some(layer) => {
+                    let module = layer.build(&BuildContext { name: &l.name, dtype, conv_algorithm })?;
+                    reinit(&l.name, layer.as_ref(), module.as_ref(), l.init, init)?;
+                    module
+                }
                 None => Box::new(Sequential::new()),
             },
         };
@@ -79,4 +94,22 @@ fn build_chain(
         }
     }
     Ok(seq)
+}
+
+/// Re-initialises a built layer when it or an enclosing block or the model chose a scheme
+/// (nothing is drawn otherwise, so a model without `init` keys draws exactly PyTorch's
+/// defaults, in the same order). A choice of its own that does not fit the layer is an error
+/// naming it.
+fn reinit(name: &str, layer: &dyn Layer, module: &dyn Module, own: LayerInit, outer: LayerInit) -> Result<()> {
+    let targets = layer.init_targets();
+    if !own.is_empty() {
+        crate::init::fit(&own, targets, true).map_err(|m| crate::init::misfit(name, &layer.describe(), &own, m))?;
+    }
+    let init = own.inherit(outer, targets);
+    if init.is_empty() {
+        return Ok(());
+    }
+    let in_layer =
+        |error: Error| Error::InLayer { path: name.to_string(), desc: layer.describe(), error: Box::new(error) };
+    with_default_generator(|g| layer.reinit(module, &init, g)).map_err(in_layer)
 }

@@ -4,6 +4,7 @@ use crate::check::context::{CheckContext, Failure};
 use crate::check::error::{LayerRef, Producer, ShapeErrorKind};
 use crate::check::fix::{Edit, Fix};
 use crate::check::shape::{Dim, SymShape};
+use crate::init::{InitTargets, LayerInit};
 use crate::layer::{BuildContext, Layer, LayerKind, TensorShapes};
 use crate::model_file::keys::LayerFields;
 use crate::module::Module;
@@ -137,7 +138,7 @@ pub struct EmbeddingSpec {
 /// the end, as in PyTorch).
 pub static EMBEDDING_KIND: LayerKind = LayerKind {
     type_name: "Embedding",
-    keys: &["name", "type", "num_embeddings", "embedding_dim", "padding_idx"],
+    keys: &["name", "type", "num_embeddings", "embedding_dim", "padding_idx", "init"],
     layer_of: None,
     parse: Some(parse_embedding),
 };
@@ -223,6 +224,10 @@ impl Layer for EmbeddingSpec {
         Some((kind, fixes))
     }
 
+    fn init_targets(&self) -> Option<InitTargets> {
+        Some(InitTargets { weight_dims: 2, bias: false, inherits: true })
+    }
+
     fn parameter_shapes(&self) -> Option<TensorShapes> {
         Some(vec![("weight".into(), vec![self.num_embeddings, self.embedding_dim])])
     }
@@ -234,6 +239,22 @@ impl Layer for EmbeddingSpec {
             Some(p) => e.padding_idx(p as i64)?,
             None => e,
         }))
+    }
+
+    /// The scheme, then the padding row back to zero: it starts at zero whatever the scheme,
+    /// as `nn.Embedding` initialises it.
+    fn reinit(&self, module: &dyn Module, init: &LayerInit, rng: &mut Generator) -> Result<()> {
+        crate::init::apply_own(module, init, rng)?;
+        let (Some(p), Some((_, weight))) = (self.padding_idx, module.own_parameters().into_iter().next()) else {
+            return Ok(());
+        };
+        // weight: [num_embeddings, embedding_dim]; row p is the padding row.
+        let row = p * self.embedding_dim..(p + 1) * self.embedding_dim;
+        match weight.dtype() {
+            DType::F32 => weight.update_::<f32, _>(|d| d[row].fill(0.0))?,
+            _ => weight.update_::<f64, _>(|d| d[row].fill(0.0))?,
+        }
+        Ok(())
     }
 
     fn write_toml(&self, fields: &mut Vec<String>) {

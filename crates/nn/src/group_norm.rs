@@ -10,6 +10,7 @@ use crate::check::context::CheckContext;
 use crate::check::error::ShapeErrorKind;
 use crate::check::fix::{Edit, Fix};
 use crate::check::shape::{Dim, SymShape, fixed};
+use crate::init::InitTargets;
 use crate::layer::{BuildContext, Layer, LayerKind, TensorShapes, layer_of};
 use crate::model_file::keys::LayerFields;
 use crate::module::Module;
@@ -195,7 +196,7 @@ impl Module for GroupNorm {
 /// `type = "GroupNorm"`, `num_groups` and `num_channels` (required), `eps`, `affine`.
 pub static GROUP_NORM_KIND: LayerKind = LayerKind {
     type_name: "GroupNorm",
-    keys: &["name", "type", "num_groups", "num_channels", "eps", "affine"],
+    keys: &["name", "type", "num_groups", "num_channels", "eps", "affine", "init", "bias_init"],
     parse: Some(parse_group_norm),
     layer_of: Some(layer_of::<GroupNormSpec>),
 };
@@ -278,6 +279,11 @@ impl Layer for GroupNormSpec {
             cx.fail(ShapeErrorKind::BadLayer { reason }, vec![fix]);
         }
         x.clone()
+    }
+
+    fn init_targets(&self) -> Option<InitTargets> {
+        // Scale and shift `[C]`: only their own `init` and `bias_init`.
+        self.affine.then_some(InitTargets { weight_dims: 1, bias: true, inherits: false })
     }
 
     fn parameter_shapes(&self) -> Option<TensorShapes> {
@@ -526,7 +532,7 @@ layers = [
               |
             2 |   { type = "GroupNorm", num_group = 2, num_channels = 8 },
               |                         ^^^^^^^^^
-              = help: did you mean `num_groups`? a GroupNorm layer takes: name, type, num_groups, num_channels, eps, affine, device
+              = help: did you mean `num_groups`? a GroupNorm layer takes: name, type, num_groups, num_channels, eps, affine, init, bias_init, device
 
             error: this GroupNorm layer has no `num_channels`
              --> bad.toml:3:3

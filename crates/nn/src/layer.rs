@@ -12,12 +12,13 @@ use crate::check::context::{CheckContext, Failure};
 use crate::check::error::{LayerRef, Producer};
 use crate::check::fix::Edit;
 use crate::check::shape::SymShape;
+use crate::init::{InitTargets, LayerInit};
 use crate::model_file::keys::LayerFields;
 use crate::module::Module;
 use crate::spec::{LayerSpec, SpecData};
 use std::any::Any;
 use std::fmt;
-use strata_core::{ConvAlgorithm, DType};
+use strata_core::{ConvAlgorithm, DType, Generator};
 
 /// `(name, shape)` of a parameter or buffer, e.g. `("weight", [128, 784])`.
 pub type TensorShapes = Vec<(String, Vec<usize>)>;
@@ -101,6 +102,20 @@ pub trait Layer: fmt::Debug + Send + Sync {
 
     /// The module, with fresh parameters from the default generator.
     fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Module>>;
+
+    /// What `init` and `bias_init` set in this layer: the rank of its weights, whether it has
+    /// biases, whether it takes the enclosing block's and the model's choice; `None` (the
+    /// default) for a layer without parameters.
+    fn init_targets(&self) -> Option<InitTargets> {
+        None
+    }
+
+    /// Re-initialises the built `module`'s parameters as `init` says (after [`Layer::build`]
+    /// drew PyTorch's defaults), from `rng`. A kind with more to keep overrides it (an
+    /// `Embedding`'s padding row stays zero).
+    fn reinit(&self, module: &dyn Module, init: &LayerInit, rng: &mut Generator) -> Result<()> {
+        crate::init::apply_own(module, init, rng)
+    }
 
     /// The layer's model-file keys after `name` and `type`, as `key = value` strings.
     fn write_toml(&self, _fields: &mut Vec<String>) {}

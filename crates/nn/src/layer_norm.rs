@@ -5,6 +5,7 @@ use crate::check::context::CheckContext;
 use crate::check::error::ShapeErrorKind;
 use crate::check::fix::{Edit, Fix};
 use crate::check::shape::{Dim, SymShape, shape_arg};
+use crate::init::InitTargets;
 use crate::layer::{BuildContext, Layer, LayerKind, TensorShapes};
 use crate::model_file::keys::LayerFields;
 use crate::module::Module;
@@ -164,7 +165,7 @@ pub struct LayerNormSpec {
 /// `type = "LayerNorm"`, `normalized_shape` (an int or a list), `eps`, `elementwise_affine`.
 pub static LAYER_NORM_KIND: LayerKind = LayerKind {
     type_name: "LayerNorm",
-    keys: &["name", "type", "normalized_shape", "eps", "elementwise_affine"],
+    keys: &["name", "type", "normalized_shape", "eps", "elementwise_affine", "init", "bias_init"],
     layer_of: None,
     parse: Some(parse_layer_norm),
 };
@@ -235,6 +236,12 @@ impl Layer for LayerNormSpec {
             [one] => Some(*one),
             _ => None,
         }
+    }
+
+    fn init_targets(&self) -> Option<InitTargets> {
+        // Scale and shift of `normalized_shape`: only their own `init` and `bias_init`.
+        let weight_dims = self.normalized_shape.len();
+        self.elementwise_affine.then_some(InitTargets { weight_dims, bias: true, inherits: false })
     }
 
     fn parameter_shapes(&self) -> Option<TensorShapes> {

@@ -5,6 +5,7 @@ use crate::check::context::{CheckContext, embedding_dim_fix, hidden_fix};
 use crate::check::error::{LayerRef, Producer, ShapeErrorKind};
 use crate::check::fix::{Edit, Fix};
 use crate::check::shape::{Dim, SymShape, saturating_product};
+use crate::init::InitTargets;
 use crate::layer::{BuildContext, Layer, LayerKind, TensorShapes};
 use crate::model_file::keys::LayerFields;
 use crate::module::Module;
@@ -152,7 +153,7 @@ pub struct LinearSpec {
 /// `type = "Linear"` in model files.
 pub static LINEAR_KIND: LayerKind = LayerKind {
     type_name: "Linear",
-    keys: &["name", "type", "in_features", "out_features", "bias"],
+    keys: &["name", "type", "in_features", "out_features", "bias", "init", "bias_init"],
     layer_of: None,
     parse: Some(parse_linear),
 };
@@ -279,6 +280,10 @@ impl Layer for LinearSpec {
 
     fn has_inferred(&self) -> bool {
         self.in_features.is_none()
+    }
+
+    fn init_targets(&self) -> Option<InitTargets> {
+        Some(InitTargets { weight_dims: 2, bias: self.bias, inherits: true })
     }
 
     fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Module>> {

@@ -45,7 +45,13 @@ impl Module for SimpleNN {
     /// `nn.Sequential`, so the summary equals that of `examples/simple_nn.toml`.
     fn spec(&self) -> Option<crate::spec::LayerSpec> {
         use crate::spec::{LayerSpec, NamedLayer};
-        let named = |name: &str, spec: LayerSpec| NamedLayer { name: name.into(), spec, origin: None, device: None };
+        let named = |name: &str, spec: LayerSpec| NamedLayer {
+            name: name.into(),
+            spec,
+            origin: None,
+            device: None,
+            init: Default::default(),
+        };
         Some(LayerSpec::Sequential(vec![
             named("fc1", self.fc1.spec()?),
             named("1", LayerSpec::ReLU),

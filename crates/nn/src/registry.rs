@@ -40,17 +40,33 @@ pub static KINDS: &[&LayerKind] = &[
 ];
 
 /// `Sequential`: a nested chain (`layers`).
-static SEQUENTIAL_KIND: LayerKind =
-    LayerKind { type_name: "Sequential", keys: &["name", "type", "layers"], layer_of: None, parse: None };
+static SEQUENTIAL_KIND: LayerKind = LayerKind {
+    type_name: "Sequential",
+    keys: &["name", "type", "layers", "init", "bias_init"],
+    layer_of: None,
+    parse: None,
+};
 /// `Residual`: `layers` plus an optional `shortcut` chain.
-static RESIDUAL_KIND: LayerKind =
-    LayerKind { type_name: "Residual", keys: &["name", "type", "layers", "shortcut"], layer_of: None, parse: None };
+static RESIDUAL_KIND: LayerKind = LayerKind {
+    type_name: "Residual",
+    keys: &["name", "type", "layers", "shortcut", "init", "bias_init"],
+    layer_of: None,
+    parse: None,
+};
 /// `Add`: branches summed.
-static ADD_KIND: LayerKind =
-    LayerKind { type_name: "Add", keys: &["name", "type", "branches"], layer_of: None, parse: None };
+static ADD_KIND: LayerKind = LayerKind {
+    type_name: "Add",
+    keys: &["name", "type", "branches", "init", "bias_init"],
+    layer_of: None,
+    parse: None,
+};
 /// `Concat`: branches joined along `dim`.
-static CONCAT_KIND: LayerKind =
-    LayerKind { type_name: "Concat", keys: &["name", "type", "branches", "dim"], layer_of: None, parse: None };
+static CONCAT_KIND: LayerKind = LayerKind {
+    type_name: "Concat",
+    keys: &["name", "type", "branches", "dim", "init", "bias_init"],
+    layer_of: None,
+    parse: None,
+};
 
 /// Kinds the unit tests add (a kind defined in a test, registered as a new kind would be).
 #[cfg(test)]

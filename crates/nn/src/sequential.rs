@@ -155,7 +155,13 @@ impl Module for Sequential {
             .enumerate()
             .map(|(i, (name, m))| {
                 let device = self.device_of(i);
-                Some(crate::spec::NamedLayer { name: name.clone(), spec: m.spec()?, origin: None, device })
+                Some(crate::spec::NamedLayer {
+                    name: name.clone(),
+                    spec: m.spec()?,
+                    origin: None,
+                    device,
+                    init: Default::default(),
+                })
             })
             .collect::<Option<Vec<_>>>()?;
         Some(crate::spec::LayerSpec::Sequential(layers))

@@ -26,6 +26,7 @@
 //! The variants of the kinds that predate the trait are kept as they were, since code builds
 //! and matches them; a new kind needs no variant: it lives in [`LayerSpec::Other`].
 
+use crate::init::LayerInit;
 use strata_core::{ConvAlgorithm, DType, Device};
 
 /// Where a layer was declared in a model file, for messages.
@@ -415,6 +416,10 @@ pub struct NamedLayer {
     /// input is moved there. `None` inherits the enclosing block's device, then the model's
     /// ([`ModelSpec::device`]), then wherever the built model is moved.
     pub device: Option<Device>,
+    /// What its parameters start from (`init = "kaiming_normal"`, `bias_init = "zeros"` in a
+    /// model file); a block's is its layers' default. Empty: the enclosing block's, then the
+    /// model's (`ModelSpec::init`), then PyTorch's default for the layer.
+    pub init: LayerInit,
 }
 
 /// `a` or `an` before a layer type's name as it is read aloud: an LSTM, an ELU, a ReLU.
@@ -445,6 +450,10 @@ pub struct ModelSpec {
     /// Where the layers without a device of their own run (`device = "gpu:0"` at the top of a
     /// model file); `None`: wherever the built model is moved (`--device`).
     pub device: Option<Device>,
+    /// What the parameters of the layers that do not say start from (`init` and `bias_init`
+    /// at the top of a model file); empty: PyTorch's default for each layer. It applies to
+    /// weight matrices and kernels, not to normalisation layers (see [`LayerInit::inherit`]).
+    pub init: LayerInit,
 }
 
 impl ModelSpec {
@@ -458,6 +467,7 @@ impl ModelSpec {
             conv_algorithm: ConvAlgorithm::Default,
             layers: Vec::new(),
             device: None,
+            init: LayerInit::default(),
         }
     }
 
@@ -495,7 +505,7 @@ impl ModelSpec {
     /// Appends a layer under `name` (empty: named by its position).
     pub fn layer(mut self, name: &str, spec: LayerSpec) -> Self {
         let name = if name.is_empty() { self.layers.len().to_string() } else { name.to_string() };
-        self.layers.push(NamedLayer { name, spec, origin: None, device: None });
+        self.layers.push(NamedLayer { name, spec, origin: None, device: None, init: LayerInit::default() });
         self
     }
 

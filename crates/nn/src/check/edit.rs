@@ -3,6 +3,7 @@
 //! the structural ones (insert, remove, replace, shortcuts, branches) are done here.
 
 use super::fix::Edit;
+use crate::init::{LayerInit, misfit};
 use crate::spec::{LayerSpec, Merge, ModelSpec, NamedLayer};
 use strata_core::Device;
 
@@ -64,6 +65,44 @@ impl ModelSpec {
                 format!("the dotted path of a layer of `{}` (e.g. a top-level name, or block.layer)", self.name),
             )),
         }
+    }
+
+    /// Sets what the parameters of the layer or block at `path` start from (`""`: the model's
+    /// default), PyTorch's `torch.nn.init` declared in the spec: a layer's own choice, a block's
+    /// and the model's the default of the layers inside that take it (weight matrices and
+    /// kernels; normalisation layers keep ones and zeros unless they have their own). An error
+    /// when no layer has that path or the scheme does not fit the layer (a fan-based scheme on
+    /// a 1-D weight or a bias, a bias scheme on a layer without bias).
+    ///
+    /// ```
+    /// use strata_nn::init::{FanMode, Init, LayerInit, Nonlinearity};
+    /// use strata_nn::spec::ModelSpec;
+    /// let relu = Init::KaimingNormal { a: 0.0, mode: FanMode::FanOut, nonlinearity: Nonlinearity::Relu };
+    /// let spec = ModelSpec::new("m").input(&[4]).linear("fc1", 4, 8).relu().linear("fc2", 8, 2)
+    ///     .init("", LayerInit::weight(Init::XavierUniform { gain: 1.0 }).with_bias(Init::Zeros))?
+    ///     .init("fc1", LayerInit::weight(relu))?;
+    /// let model = spec.build()?;
+    /// # Ok::<(), strata_nn::Error>(())
+    /// ```
+    pub fn init(mut self, path: &str, init: LayerInit) -> crate::Result<Self> {
+        if path.is_empty() {
+            crate::init::fit(&init, None, false).map_err(|m| misfit("the model", "model", &init, m))?;
+            self.init = init;
+            return Ok(self);
+        }
+        let Some((chain, i)) = find(&mut self.layers, path) else {
+            let expected = format!(
+                "the dotted path of a layer of `{}` (e.g. a top-level name, or block.layer), or \"\" for the model",
+                self.name
+            );
+            return Err(crate::Error::option("init", "path", path, expected));
+        };
+        let l = &mut chain[i];
+        let targets = l.spec.layer().and_then(|k| k.init_targets());
+        crate::init::fit(&init, targets, !l.spec.is_block())
+            .map_err(|m| misfit(path, &l.spec.to_string(), &init, m))?;
+        l.init = init;
+        Ok(self)
     }
 
     /// Places every `(path, device)` of `map` (the command line's `--device-map
@@ -177,6 +216,7 @@ fn apply_edit(spec: &mut ModelSpec, e: &Edit) -> bool {
                 spec: LayerSpec::Linear { in_features: Some(*in_features), out_features: *out_features, bias: true },
                 origin: None,
                 device: None,
+                init: Default::default(),
             });
             true
         }
@@ -185,7 +225,13 @@ fn apply_edit(spec: &mut ModelSpec, e: &Edit) -> bool {
                 LayerSpec::Residual { shortcut, .. } => {
                     let proj =
                         LayerSpec::Linear { in_features: Some(*in_features), out_features: *out_features, bias: true };
-                    *shortcut = Some(vec![NamedLayer { name: "proj".into(), spec: proj, origin: None, device: None }]);
+                    *shortcut = Some(vec![NamedLayer {
+                        name: "proj".into(),
+                        spec: proj,
+                        origin: None,
+                        device: None,
+                        init: Default::default(),
+                    }]);
                     true
                 }
                 _ => false,
@@ -202,6 +248,7 @@ fn apply_edit(spec: &mut ModelSpec, e: &Edit) -> bool {
                         spec: LayerSpec::Flatten { start_dim: 1, end_dim: -1 },
                         origin: None,
                         device: None,
+                        init: Default::default(),
                     },
                 );
                 true
@@ -221,7 +268,10 @@ fn apply_edit(spec: &mut ModelSpec, e: &Edit) -> bool {
         Edit::InsertBefore { path, name, spec: layer } => match find(&mut spec.layers, path) {
             Some((chain, i)) => {
                 let name = unique_name(chain, name);
-                chain.insert(i, NamedLayer { name, spec: layer.clone(), origin: None, device: None });
+                chain.insert(
+                    i,
+                    NamedLayer { name, spec: layer.clone(), origin: None, device: None, init: Default::default() },
+                );
                 true
             }
             None => false,
@@ -229,7 +279,13 @@ fn apply_edit(spec: &mut ModelSpec, e: &Edit) -> bool {
         Edit::Append { chain, name, spec: layer } => match find_chain(&mut spec.layers, chain) {
             Some(chain) => {
                 let name = unique_name(chain, name);
-                chain.push(NamedLayer { name, spec: layer.clone(), origin: None, device: None });
+                chain.push(NamedLayer {
+                    name,
+                    spec: layer.clone(),
+                    origin: None,
+                    device: None,
+                    init: Default::default(),
+                });
                 true
             }
             None => false,

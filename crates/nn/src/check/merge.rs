@@ -27,12 +27,19 @@ pub(crate) fn conv_shortcut_fix(path: &str, x: &SymShape, y: &SymShape) -> Optio
     let mut conv = ConvSpec::new(Some(c), o, (1, 1));
     (conv.stride, conv.bias) = (s, false);
     let layers = vec![
-        NamedLayer { name: "conv".into(), spec: LayerSpec::Conv2d(conv), origin: None, device: None },
+        NamedLayer {
+            name: "conv".into(),
+            spec: LayerSpec::Conv2d(conv),
+            origin: None,
+            device: None,
+            init: Default::default(),
+        },
         NamedLayer {
             name: "bn".into(),
             spec: LayerSpec::BatchNorm2d(BatchNormSpec::new(Some(o))),
             origin: None,
             device: None,
+            init: Default::default(),
         },
     ];
     Some(Fix {

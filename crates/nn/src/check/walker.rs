@@ -167,7 +167,13 @@ impl Walker {
             let path = format!("{prefix}{}", l.name);
             let position_label = format!("{pos_prefix}{}", i + 1);
             let (y, spec) = self.layer(l, &path, i + 1, &position_label, depth, x);
-            resolved.push(NamedLayer { name: l.name.clone(), spec, origin: l.origin.clone(), device: l.device });
+            resolved.push(NamedLayer {
+                name: l.name.clone(),
+                spec,
+                origin: l.origin.clone(),
+                device: l.device,
+                init: l.init,
+            });
             x = y;
         }
         (x, resolved)

@@ -7,6 +7,7 @@ use crate::check::context::{CheckContext, Window, window};
 use crate::check::error::{LayerRef, Producer, ShapeErrorKind};
 use crate::check::fix::{Edit, Fix};
 use crate::check::shape::{Dim, SymShape, fixed, pair_arg, saturating_product};
+use crate::init::InitTargets;
 use crate::layer::{BuildContext, Layer, LayerKind, TensorShapes};
 use crate::model_file::keys::{LayerFields, pair_toml};
 use crate::module::Module;
@@ -33,6 +34,8 @@ pub static CONV2D_KIND: LayerKind = LayerKind {
         "dilation",
         "groups",
         "bias",
+        "init",
+        "bias_init",
     ],
     layer_of: None,
     parse: Some(parse_conv2d),
@@ -314,6 +317,10 @@ impl Layer for ConvSpec {
 
     fn produces(&self, layer: &LayerRef) -> Option<Producer> {
         Some(Producer::Conv2d(layer.clone()))
+    }
+
+    fn init_targets(&self) -> Option<InitTargets> {
+        Some(InitTargets { weight_dims: 4, bias: self.bias, inherits: true })
     }
 
     fn parameter_shapes(&self) -> Option<TensorShapes> {

@@ -36,12 +36,19 @@
 //! `conv_algorithm = "fast"` lets every `Conv2d` use its fastest, less accurate algorithm
 //! (`strata_core::ConvAlgorithm`).
 //!
+//! `init` and `bias_init` choose how a layer's weights and biases start, with
+//! `torch.nn.init`'s schemes: a name (`init = "kaiming_normal"`) or an inline table with
+//! PyTorch's parameter names (`init = { scheme = "kaiming_normal", mode = "fan_out",
+//! nonlinearity = "relu" }`); given to a block or at the top of the file, they are the default
+//! of the weight matrices and kernels inside (`init.rs`, [`crate::init`]).
+//!
 //! The parts: `parse.rs` reads a file (the model's keys and the containers; each layer kind
 //! reads its own keys through [`keys::LayerFields`]), `write.rs` writes one back, `keys.rs` holds
-//! the typed key readers, `suggest.rs` the "did you mean" matching and `error.rs` the located
+//! the typed key readers, `init.rs` the `init` and `bias_init` keys, `suggest.rs` the "did you mean" matching and `error.rs` the located
 //! errors.
 
 pub mod error;
+pub mod init;
 pub mod keys;
 pub mod parse;
 pub mod suggest;

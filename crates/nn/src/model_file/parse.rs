@@ -3,8 +3,10 @@
 //! registry).
 
 use super::error::{ModelFileError, ModelFileErrors};
+use super::init::INIT_KEYS;
 use super::keys::{LayerFields, Parser, Span};
 use super::suggest::closest;
+use crate::init::LayerInit;
 use crate::registry;
 use crate::spec::{LayerSpec, Merge, ModelSpec, NamedLayer, article};
 use std::path::Path;
@@ -71,7 +73,8 @@ pub fn parse_model_at(
     if p.errors.is_empty() { Ok(Some(spec)) } else { Err(ModelFileErrors(p.errors)) }
 }
 
-const TOP_KEYS: [&str; 7] = ["name", "input", "input_dtype", "dtype", "conv_algorithm", "device", "layers"];
+const TOP_KEYS: [&str; 9] =
+    ["name", "input", "input_dtype", "dtype", "conv_algorithm", "device", "init", "bias_init", "layers"];
 
 impl Parser<'_> {
     fn model(&mut self, root: &DeTable, span: Span, default_name: &str) -> ModelSpec {
@@ -139,7 +142,8 @@ impl Parser<'_> {
             }
         };
         let device = self.device(root);
-        ModelSpec { name, input, input_dtype, dtype, conv_algorithm, layers, device }
+        let init = self.layer_init(root, "the model", None, false);
+        ModelSpec { name, input, input_dtype, dtype, conv_algorithm, layers, device, init }
     }
 
     fn branches(&mut self, v: &Spanned<DeValue>, ty: &str) -> Option<Vec<Vec<NamedLayer>>> {
@@ -258,7 +262,15 @@ impl Parser<'_> {
             None => self.container(t, &span, &ty, &meant)?,
         };
         let device = self.device(t);
-        Some(NamedLayer { name, spec, origin: Some(self.origin(&span)), device })
+        // A block's choice is its layers' default; a layer's own must fit it.
+        let init = if kind.keys.iter().any(|k| INIT_KEYS.contains(k)) {
+            let whom = format!("{} `{name}`", if spec.is_block() { "block" } else { "layer" });
+            let targets = spec.layer().and_then(|l| l.init_targets());
+            self.layer_init(t, &whom, targets, !spec.is_block())
+        } else {
+            LayerInit::default()
+        };
+        Some(NamedLayer { name, spec, origin: Some(self.origin(&span)), device, init })
     }
 
     /// A container's keys: `branches` (and `dim`) of an `Add` or `Concat`, `layers` (and

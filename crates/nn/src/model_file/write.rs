@@ -2,6 +2,7 @@
 //! ([`crate::layer::Layer::write_toml`]), the containers' chains here.
 
 use crate::check::shape::dtype_name;
+use crate::init::LayerInit;
 use crate::spec::{LayerSpec, Merge, ModelSpec, NamedLayer};
 use strata_core::{ConvAlgorithm, DType};
 
@@ -24,6 +25,9 @@ pub fn to_toml(spec: &ModelSpec) -> String {
     if let Some(d) = spec.device {
         s.push_str(&format!("device = \"{d}\"\n"));
     }
+    for (key, scheme) in init_fields(&spec.init) {
+        s.push_str(&format!("{key} = {scheme}\n"));
+    }
     s.push_str("layers = [\n");
     for l in &spec.layers {
         s.push_str(&format!("  {},\n", layer_toml(l)));
@@ -41,6 +45,7 @@ fn layer_toml(l: &NamedLayer) -> String {
     if let Some(d) = l.device {
         fields.push(format!("device = \"{d}\""));
     }
+    fields.extend(init_fields(&l.init).map(|(key, scheme)| format!("{key} = {scheme}")));
     match &l.spec {
         LayerSpec::Branches { branches, merge } => {
             if let Merge::Concat { dim } = merge {
@@ -63,4 +68,9 @@ fn layer_toml(l: &NamedLayer) -> String {
         }
     }
     format!("{{ {} }}", fields.join(", "))
+}
+
+/// `init` and `bias_init` with their schemes as model-file values, those that are set.
+fn init_fields(init: &LayerInit) -> impl Iterator<Item = (&'static str, String)> {
+    [("init", init.weight), ("bias_init", init.bias)].into_iter().filter_map(|(k, s)| Some((k, s?.to_toml())))
 }

@@ -8,6 +8,7 @@ use crate::check::context::CheckContext;
 use crate::check::error::{LayerRef, Producer, ShapeErrorKind};
 use crate::check::fix::{Edit, Fix};
 use crate::check::shape::{Dim, SymShape, fixed, saturating_product};
+use crate::init::InitTargets;
 use crate::layer::{BuildContext, Layer, LayerKind, TensorShapes};
 use crate::model_file::keys::LayerFields;
 use crate::module::Module;
@@ -30,13 +31,26 @@ pub static RNN_KIND: LayerKind = LayerKind {
         "batch_first",
         "dropout",
         "bidirectional",
+        "init",
+        "bias_init",
     ],
     layer_of: None,
     parse: Some(parse_recurrent),
 };
 /// The keys of `LSTM` and `GRU` (`RNN` adds `nonlinearity`).
-const RECURRENT_KEYS: [&str; 9] =
-    ["name", "type", "input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional"];
+const RECURRENT_KEYS: [&str; 11] = [
+    "name",
+    "type",
+    "input_size",
+    "hidden_size",
+    "num_layers",
+    "bias",
+    "batch_first",
+    "dropout",
+    "bidirectional",
+    "init",
+    "bias_init",
+];
 
 /// `type = "LSTM"`: as `RNN` without `nonlinearity`.
 pub static LSTM_KIND: LayerKind =
@@ -178,6 +192,10 @@ impl Layer for RecurrentSpec {
 
     fn expected_features(&self) -> Option<usize> {
         self.input_size
+    }
+
+    fn init_targets(&self) -> Option<InitTargets> {
+        Some(InitTargets { weight_dims: 2, bias: self.bias, inherits: true })
     }
 
     fn parameter_shapes(&self) -> Option<TensorShapes> {
