@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Linear(784, 128) → ReLU → Linear(128, 64) → ReLU → Linear(64, 10), PyTorch's init.
     manual_seed(0);
     let model = ModelSpec::new("SimpleNN")
+        .input(&[784]) // each [1, 28, 28] image as 784 values
         .linear("fc1", 784, 128)
         .relu()
         .linear("fc2", 128, 64)
@@ -23,7 +24,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let history = Trainer::new(&model, Box::new(sgd))
         .loss(CrossEntropyLoss::new())
-        .input_shape(&[784]) // each [1, 28, 28] image as 784 values
         .epochs(10)
         .batch_size(64)
         .callback(EarlyStopping::new("val_loss").patience(3).restore_best(true))

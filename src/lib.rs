@@ -34,7 +34,6 @@
 //!
 //!     let history = Trainer::new(&model, Box::new(sgd))
 //!         .loss(CrossEntropyLoss::new())
-//!         .input_shape(&[784])
 //!         .epochs(1)
 //!         .batch_size(64)
 //!         .callback(EarlyStopping::new("val_loss").patience(2).restore_best(true))

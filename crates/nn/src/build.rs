@@ -44,7 +44,11 @@ impl ModelSpec {
             });
         }
         let cx = ChainContext { dtype: self.dtype, conv_algorithm: self.conv_algorithm, init: self.init };
-        build_chain(&resolved.layers, cx, self.device)
+        let model = build_chain(&resolved.layers, cx, self.device)?;
+        Ok(match &self.input {
+            Some(shape) => model.with_input_shape(shape),
+            None => model,
+        })
     }
 }
 

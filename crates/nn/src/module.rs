@@ -142,6 +142,12 @@ pub trait Module: Send + Sync {
         full.rsplit("::").next().unwrap_or(full).to_string()
     }
 
+    /// The shape of one sample the module takes, when it knows it (a model built from a spec
+    /// whose `input` is set): a training loop reshapes each sample of its data to it.
+    fn input_shape(&self) -> Option<Vec<usize>> {
+        None
+    }
+
     /// The layer's spec, when it has one: what shape checking and summaries work on. Built-in
     /// layers and containers return theirs; a custom module returns `None` unless it describes
     /// itself (see `SimpleNN`).
@@ -282,6 +288,9 @@ impl<M: Module + ?Sized> Module for Box<M> {
     }
     fn set_own_extra_state(&self, state: &str) -> Result<()> {
         (**self).set_own_extra_state(state)
+    }
+    fn input_shape(&self) -> Option<Vec<usize>> {
+        (**self).input_shape()
     }
     fn spec(&self) -> Option<crate::spec::LayerSpec> {
         (**self).spec()

@@ -23,6 +23,8 @@ pub struct Sequential {
     /// Whether any layer is placed: an unplaced chain's forward takes no lock (W3's
     /// batch-1 inference is a few microseconds).
     placed: std::sync::atomic::AtomicBool,
+    /// The shape of one sample it takes, when known (a model built from a spec with `input`).
+    input: Option<Vec<usize>>,
 }
 
 impl std::fmt::Debug for Sequential {
@@ -35,6 +37,12 @@ impl Sequential {
     /// An empty chain.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// This chain, taking samples of `shape` (what a training loop reshapes its data to).
+    pub fn with_input_shape(mut self, shape: &[usize]) -> Self {
+        self.input = Some(shape.to_vec());
+        self
     }
 
     /// Appends a layer named by its position (PyTorch's `append`).
@@ -107,6 +115,10 @@ impl Sequential {
 }
 
 impl Module for Sequential {
+    fn input_shape(&self) -> Option<Vec<usize>> {
+        self.input.clone()
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut h = x.clone();
         let mut layers = self.layers.iter().enumerate().peekable();

@@ -61,7 +61,6 @@ impl History {
 ///     .linear("fc2", 128, 64).relu().linear("fc3", 64, 10).build()?;
 /// let optimizer = SGD::with_config(model.parameters(), SgdConfig { lr: 0.01, momentum: 0.9, ..Default::default() })?;
 /// let history = Trainer::new(&model, Box::new(optimizer))
-///     .input_shape(&[784])
 ///     .epochs(1)
 ///     .batch_size(64)
 ///     .callback(EarlyStopping::new("val_loss").patience(3))
@@ -164,7 +163,8 @@ impl<'m> Trainer<'m> {
     }
 
     /// The shape one sample takes into the model (`&[784]` for a Linear first layer on MNIST's
-    /// `[1, 28, 28]` images); by default, the data's sample shape.
+    /// `[1, 28, 28]` images); by default, the model's own ([`Module::input_shape`]: a model
+    /// built from a spec with `input`), else the data's sample shape.
     pub fn input_shape(mut self, shape: &[usize]) -> Self {
         self.input_shape = Some(shape.to_vec());
         self
@@ -252,7 +252,8 @@ impl<'m> Trainer<'m> {
         if let Some(l) = &self.layout {
             return l.clone();
         }
-        let sample = self.input_shape.clone().unwrap_or_else(|| data.sample_shape.clone());
+        let sample =
+            self.input_shape.clone().or_else(|| self.model.input_shape()).unwrap_or_else(|| data.sample_shape.clone());
         InputLayout::for_module(self.model, &sample)
     }
 
