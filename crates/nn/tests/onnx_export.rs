@@ -56,18 +56,11 @@ fn run_tract(bytes: &[u8], x: &Tensor) -> Vec<f32> {
 /// Exports `spec` with random weights and compares tract's outputs with strata's at batch 3
 /// and batch 1: `|tract − strata| ≤ 1e-5 · max(|strata|, 1)` element-wise.
 fn check_against_tract(spec: &ModelSpec, seed: u64) {
-    let (model, sd) = random_model(spec, seed);
-    let bytes = onnx::to_bytes(spec, &sd, &[]).unwrap_or_else(|e| panic!("{}: {e}", spec.name));
-    let sample = spec.input.clone().expect("input shape");
-    let mut g = Generator::new(seed + 1000);
-    for batch in [3, 1] {
-        let shape: Vec<usize> = std::iter::once(batch).chain(sample.iter().copied()).collect();
-        let x = Tensor::randn(&shape, 0.0, 1.0, DType::F32, &mut g).unwrap();
-        let want = model.forward(&x).unwrap();
-        let want_v = want.to_vec::<f32>().unwrap();
+    for (batch, bytes, x, want) in export_and_run(spec, seed) {
+        let want = want.to_vec::<f32>().unwrap();
         let got = run_tract(&bytes, &x);
-        assert_eq!(got.len(), want_v.len(), "{} batch {batch}: output sizes differ", spec.name);
-        for (i, (a, b)) in got.iter().zip(&want_v).enumerate() {
+        assert_eq!(got.len(), want.len(), "{} batch {batch}: output sizes differ", spec.name);
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
             assert!(
                 (a - b).abs() <= 1e-5 * b.abs().max(1.0),
                 "{} batch {batch}: element {i}: tract {a}, strata {b}",
@@ -75,6 +68,35 @@ fn check_against_tract(spec: &ModelSpec, seed: u64) {
             );
         }
     }
+}
+
+/// Exports `spec` with random weights and runs strata on a random input at batch 3 and 1:
+/// `(batch, onnx bytes, input, strata's output)`. With `STRATA_ONNX_DUMP=DIR` it also writes
+/// DIR/NAME.onnx and DIR/NAME.io.safetensors (`input`, strata's `output`, batch 3) for
+/// `tools/check_onnx.py` (the ONNX checker and ONNX Runtime).
+fn export_and_run(spec: &ModelSpec, seed: u64) -> Vec<(usize, Vec<u8>, Tensor, Tensor)> {
+    let (model, sd) = random_model(spec, seed);
+    let bytes = onnx::to_bytes(spec, &sd, &[]).unwrap_or_else(|e| panic!("{}: {e}", spec.name));
+    let sample = spec.input.clone().expect("input shape");
+    let mut g = Generator::new(seed + 1000);
+    let runs: Vec<_> = [3, 1]
+        .into_iter()
+        .map(|batch| {
+            let shape: Vec<usize> = std::iter::once(batch).chain(sample.iter().copied()).collect();
+            let x = Tensor::randn(&shape, 0.0, 1.0, DType::F32, &mut g).unwrap();
+            let want = model.forward(&x).unwrap();
+            (batch, bytes.clone(), x, want)
+        })
+        .collect();
+    if let Some(dir) = std::env::var_os("STRATA_ONNX_DUMP").map(PathBuf::from) {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{}.onnx", spec.name)), &bytes).unwrap();
+        let mut io = StateDict::new();
+        io.insert("input", runs[0].2.clone());
+        io.insert("output", runs[0].3.clone());
+        io.save(dir.join(format!("{}.io.safetensors", spec.name))).unwrap();
+    }
+    runs
 }
 
 /// The example model files the exporter supports, and those it refuses (with the layer kind).
@@ -155,6 +177,20 @@ fn conv_pool_and_norm_options_match_tract() {
         .lazy_linear("fc", 5)
         .layer("", LayerSpec::LogSoftmax { dim: 1 });
     check_against_tract(&spec, 1);
+}
+
+#[test]
+fn max_pool_dilation_is_written() {
+    // tract 0.22 ignores MaxPool's `dilations`, so this export is checked for its attributes
+    // here and by tools/check_onnx.py (ONNX Runtime), not against tract.
+    let mut mp = strata_core::MaxPool2dOptions::new((2, 2));
+    (mp.dilation, mp.stride) = ((1, 2), (1, 1));
+    let spec = ModelSpec::new("dilated_max_pool").input(&[2, 5, 6]).layer("mp", LayerSpec::MaxPool2d(mp));
+    let bytes = export_and_run(&spec, 6).swap_remove(0).1;
+    let m = onnx::decode(&bytes).unwrap();
+    let node = &m.graph.unwrap().node[0];
+    let dilations = node.attribute.iter().find(|a| a.name == "dilations").unwrap();
+    assert_eq!((node.op_type.as_str(), dilations.ints.as_slice()), ("MaxPool", &[1, 2][..]));
 }
 
 #[test]

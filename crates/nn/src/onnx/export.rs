@@ -86,6 +86,12 @@ pub fn to_bytes(spec: &ModelSpec, weights: &StateDict, metadata: &[(String, Stri
     Ok(export(spec, weights, metadata)?.encode_to_vec())
 }
 
+/// Reads an encoded ONNX model back (to inspect what [`to_bytes`] wrote: only the fields of
+/// [`super::proto`] are kept).
+pub fn decode(bytes: &[u8]) -> Result<ModelProto> {
+    ModelProto::decode(bytes).map_err(|e| Error::OnnxModel(format!("not a valid ONNX model: {e}")))
+}
+
 /// A tensor's type and shape, the batch dimension symbolic.
 fn value_info(name: &str, elem: i32, shape: &SymShape) -> ValueInfoProto {
     let dim = shape
@@ -336,7 +342,8 @@ impl Graph<'_> {
             | LayerSpec::Recurrent(_)
             | LayerSpec::LastStep { .. }
             | LayerSpec::Other(_) => {
-                return Err(unsupported(path, spec, "the ONNX exporter does not support this layer kind yet"));
+                let reason = "the ONNX exporter does not support this layer kind yet; see README.md, \"Export to ONNX\", for the layers it does";
+                return Err(unsupported(path, spec, reason));
             }
         })
     }

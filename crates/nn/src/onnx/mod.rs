@@ -21,4 +21,4 @@
 mod export;
 pub mod proto;
 
-pub use export::{IR_VERSION, OPSET, export, to_bytes};
+pub use export::{IR_VERSION, OPSET, decode, export, to_bytes};
