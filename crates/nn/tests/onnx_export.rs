@@ -180,6 +180,20 @@ fn conv_pool_and_norm_options_match_tract() {
 }
 
 #[test]
+fn reflect_and_replicate_padding_match_tract() {
+    // A Pad node before the Conv: asymmetric padding, and "same" with an even kernel.
+    let mut reflect = ConvSpec::new(Some(2), 3, (3, 3));
+    (reflect.padding_mode, reflect.padding, reflect.stride) = (PaddingMode::Reflect, (1, 2), (2, 1));
+    let mut replicate = ConvSpec::new(Some(3), 2, (2, 4));
+    (replicate.padding_mode, replicate.padding_same) = (PaddingMode::Replicate, true);
+    let spec = ModelSpec::new("padding_modes")
+        .input(&[2, 7, 6])
+        .layer("reflect", LayerSpec::Conv2d(reflect))
+        .layer("replicate", LayerSpec::Conv2d(replicate));
+    check_against_tract(&spec, 8);
+}
+
+#[test]
 fn max_pool_dilation_is_written() {
     // tract 0.22 ignores MaxPool's `dilations`, so this export is checked for its attributes
     // here and by tools/check_onnx.py (ONNX Runtime), not against tract.
@@ -263,12 +277,12 @@ fn the_graph_keeps_names_metadata_and_a_symbolic_batch() {
 
 #[test]
 fn layers_that_cannot_be_exported_are_errors_naming_them() {
-    let mut reflect = ConvSpec::new(Some(1), 2, (3, 3));
-    reflect.padding_mode = PaddingMode::Reflect;
+    let mut circular = ConvSpec::new(Some(1), 2, (3, 3));
+    (circular.padding_mode, circular.padding) = (PaddingMode::Circular, (1, 1));
     let cases = [
         ModelSpec::new("m")
             .input(&[1, 6, 6])
-            .block("features", ModelSpec::new("f").layer("conv", LayerSpec::Conv2d(reflect))),
+            .block("features", ModelSpec::new("f").layer("conv", LayerSpec::Conv2d(circular))),
         ModelSpec::new("m").input(&[2, 5, 5]).layer("pool", LayerSpec::AdaptiveAvgPool2d { output_size: (2, 2) }),
         ModelSpec::new("m").input(&[2, 3, 4]).layer("fl", LayerSpec::Flatten { start_dim: 2, end_dim: 3 }),
         ModelSpec::new("m").input(&[2]).layer(

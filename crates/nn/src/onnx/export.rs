@@ -193,6 +193,15 @@ impl Graph<'_> {
         name
     }
 
+    /// A 1-d int64 initializer named `name` (made unique): Pad's `pads`.
+    fn int64_constant(&mut self, name: &str, values: &[i64]) -> String {
+        let name = self.fresh(name);
+        let raw_data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let dims = vec![values.len() as i64];
+        self.inits.push(TensorProto { dims, data_type: super::proto::INT64, name: name.clone(), raw_data });
+        name
+    }
+
     fn push_init(&mut self, name: &str, dims: &[usize], values: &[f64]) {
         let raw_data: Vec<u8> = match self.dtype {
             DType::F64 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
@@ -378,19 +387,41 @@ impl Graph<'_> {
 
     /// `Conv` with PyTorch's padding (`"same"`: the odd element on the right and bottom).
     fn conv(&mut self, path: &str, spec: &LayerSpec, c: &ConvSpec, x: String) -> Result<String> {
-        if c.padding_mode != PaddingMode::Zeros {
-            return Err(unsupported(
-                path,
-                spec,
-                format!("padding_mode = \"{}\" cannot be exported yet (only \"zeros\")", c.padding_mode.name()),
-            ));
-        }
+        let mode = match c.padding_mode {
+            PaddingMode::Zeros => None,
+            PaddingMode::Reflect => Some("reflect"),
+            PaddingMode::Replicate => Some("edge"),
+            // ONNX's Pad wraps around ("wrap") only from opset 19.
+            PaddingMode::Circular => {
+                return Err(unsupported(
+                    path,
+                    spec,
+                    "padding_mode = \"circular\" needs ONNX opset 19 (Pad mode \"wrap\"); strata exports opset 17",
+                ));
+            }
+        };
         let (top, left, bottom, right) = if c.padding_same {
             let total_h = c.dilation.0 * (c.kernel_size.0 - 1);
             let total_w = c.dilation.1 * (c.kernel_size.1 - 1);
             (total_h / 2, total_w / 2, total_h - total_h / 2, total_w - total_w / 2)
         } else {
             (c.padding.0, c.padding.1, c.padding.0, c.padding.1)
+        };
+        // Other padding modes: a Pad node first (x: [N, C, H, W]; pads are all begins, then all
+        // ends), then an unpadded Conv.
+        let (x, (top, left, bottom, right)) = match mode {
+            None => (x, (top, left, bottom, right)),
+            Some(mode) => {
+                let pads = [0, 0, top, left, 0, 0, bottom, right].map(|p| p as i64);
+                let pads = self.int64_constant(&format!("{path}/pads"), &pads);
+                let attr = AttributeProto {
+                    name: "mode".into(),
+                    r#type: attribute_type::STRING,
+                    s: mode.as_bytes().to_vec(),
+                    ..Default::default()
+                };
+                (self.node("Pad", &format!("{path}/Pad"), vec![x, pads], vec![attr]), (0, 0, 0, 0))
+            }
         };
         let w = self.weight(path, spec, &format!("{path}.weight"))?;
         let mut inputs = vec![x, w];

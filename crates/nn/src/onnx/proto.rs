@@ -16,6 +16,8 @@ pub mod attribute_type {
     pub const FLOAT: i32 = 1;
     /// A single int64 (`i`).
     pub const INT: i32 = 2;
+    /// A byte string (`s`).
+    pub const STRING: i32 = 3;
     /// A list of int64 (`ints`).
     pub const INTS: i32 = 7;
 }
@@ -141,6 +143,9 @@ pub struct AttributeProto {
     /// An integer value.
     #[prost(int64, tag = "3")]
     pub i: i64,
+    /// A string value (UTF-8 bytes).
+    #[prost(bytes = "vec", tag = "4")]
+    pub s: Vec<u8>,
     /// A list of integers.
     #[prost(int64, repeated, tag = "8")]
     pub ints: Vec<i64>,
