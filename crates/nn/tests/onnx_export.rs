@@ -159,7 +159,8 @@ fn conv_pool_and_norm_options_match_tract() {
     let mut mp = strata_core::MaxPool2dOptions::new((3, 3));
     (mp.stride, mp.padding, mp.ceil_mode) = ((2, 2), (1, 1), true);
     let mut ap = strata_core::AvgPool2dOptions::new((3, 3));
-    (ap.stride, ap.padding, ap.count_include_pad) = ((2, 2), (1, 1), false);
+    // ceil_mode with count_include_pad = false: the overhanging window averages what it covers.
+    (ap.stride, ap.padding, ap.count_include_pad, ap.ceil_mode) = ((2, 2), (1, 1), false, true);
     let mut ap_incl = strata_core::AvgPool2dOptions::new((2, 2));
     ap_incl.padding = (1, 1);
     let spec = ModelSpec::new("convs")
@@ -193,18 +194,30 @@ fn reflect_and_replicate_padding_match_tract() {
     check_against_tract(&spec, 8);
 }
 
+/// The pool node of a one-layer export and its attribute `name`'s value(s).
+fn attribute(spec: &ModelSpec, name: &str) -> (String, Vec<i64>) {
+    let bytes = export_and_run(spec, 6).swap_remove(0).1;
+    let node = onnx::decode(&bytes).unwrap().graph.unwrap().node.swap_remove(0);
+    let a = node.attribute.iter().find(|a| a.name == name).unwrap();
+    (node.op_type, if a.ints.is_empty() { vec![a.i] } else { a.ints.clone() })
+}
+
 #[test]
-fn max_pool_dilation_is_written() {
-    // tract 0.22 ignores MaxPool's `dilations`, so this export is checked for its attributes
-    // here and by tools/check_onnx.py (ONNX Runtime), not against tract.
+fn options_tract_runs_differently_are_written() {
+    // tract 0.22 ignores MaxPool's `dilations`, and divides an AveragePool window that
+    // ceil_mode lets hang over the input by the whole kernel with count_include_pad; ONNX
+    // Runtime agrees with strata (and PyTorch) on both, so these exports are checked for their
+    // attributes here and numerically by tools/check_onnx.py, not against tract.
     let mut mp = strata_core::MaxPool2dOptions::new((2, 2));
     (mp.dilation, mp.stride) = ((1, 2), (1, 1));
     let spec = ModelSpec::new("dilated_max_pool").input(&[2, 5, 6]).layer("mp", LayerSpec::MaxPool2d(mp));
-    let bytes = export_and_run(&spec, 6).swap_remove(0).1;
-    let m = onnx::decode(&bytes).unwrap();
-    let node = &m.graph.unwrap().node[0];
-    let dilations = node.attribute.iter().find(|a| a.name == "dilations").unwrap();
-    assert_eq!((node.op_type.as_str(), dilations.ints.as_slice()), ("MaxPool", &[1, 2][..]));
+    assert_eq!(attribute(&spec, "dilations"), ("MaxPool".into(), vec![1, 2]));
+    for (pad, name) in [(1, "avg_ceil_padded"), (0, "avg_ceil_unpadded")] {
+        let mut ap = strata_core::AvgPool2dOptions::new((3, 3));
+        (ap.stride, ap.padding, ap.ceil_mode) = ((2, 2), (pad, pad), true);
+        let spec = ModelSpec::new(name).input(&[2, 8, 7]).layer("ap", LayerSpec::AvgPool2d(ap));
+        assert_eq!(attribute(&spec, "ceil_mode"), ("AveragePool".into(), vec![1]));
+    }
 }
 
 #[test]

@@ -310,11 +310,9 @@ impl Graph<'_> {
                 if o.divisor_override.is_some() {
                     return Err(unsupported(path, spec, "divisor_override has no ONNX AveragePool equivalent"));
                 }
-                if o.ceil_mode {
-                    // Runtimes disagree with PyTorch on the divisor of a window that starts in
-                    // the padding ceil_mode adds; refused rather than risk a different result.
-                    return Err(unsupported(path, spec, "ceil_mode = true cannot be exported yet"));
-                }
+                // ceil_mode as PyTorch exports it: ONNX Runtime agrees with PyTorch on windows
+                // hanging over the input (tract 0.22 does not with count_include_pad; see
+                // tests/onnx_export.rs).
                 unary(
                     self,
                     "AveragePool",
@@ -323,6 +321,7 @@ impl Graph<'_> {
                         ints("strides", &[o.stride.0, o.stride.1]),
                         ints("pads", &[o.padding.0, o.padding.1, o.padding.0, o.padding.1]),
                         int("count_include_pad", o.count_include_pad as i64),
+                        int("ceil_mode", o.ceil_mode as i64),
                     ],
                 )
             }
