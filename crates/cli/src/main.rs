@@ -14,6 +14,7 @@ mod config;
 mod data_setup;
 mod devices;
 mod eval;
+mod export;
 mod logs;
 mod lr_find;
 mod run_lock;
@@ -70,6 +71,13 @@ enum Command {
   strata predict runs/simple_nn_mnist digit.png
   strata predict runs/simple_nn_mnist --idx ../shared/data/mnist/t10k-images-idx3-ubyte.gz --index 0,1,2")]
     Predict(eval::PredictArgs),
+    /// Export a model to ONNX: a checkpoint's or run's trained model, or a model file's.
+    #[command(after_help = "Examples:
+  strata export runs/simple_nn_mnist -o simple_nn.onnx     the run's best checkpoint, with its normalisation
+  strata export runs/x/checkpoints/step-000000250.safetensors -o model.onnx
+  strata export examples/resnet_mnist_model.toml -o resnet.onnx      freshly initialised weights
+  strata export examples/simple_nn.toml --weights model.safetensors -o simple_nn.onnx")]
+    Export(export::ExportArgs),
     /// The learning-rate range test: loss against an exponentially growing rate, and a suggestion.
     #[command(after_help = "Examples:
   strata lr-find                                       SimpleNN on the embedded data; prints the rate
@@ -110,6 +118,7 @@ fn main() -> ExitCode {
         Command::Summary(args) => check::summary(&args),
         Command::Eval(args) => eval::eval(&args),
         Command::Predict(args) => eval::predict(&args),
+        Command::Export(args) => export::run(&args),
         Command::LrFind(args) => lr_find::run(&args),
         Command::Logs(args) => logs::run(&args),
     };

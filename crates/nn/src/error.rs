@@ -129,6 +129,21 @@ pub enum Error {
         reason: String,
     },
 
+    /// A layer the ONNX exporter cannot express (see [`crate::onnx`]).
+    #[error("cannot export layer `{path}` ({kind}) to ONNX: {reason}")]
+    OnnxExport {
+        /// The layer's dotted path (`block1.gn`).
+        path: String,
+        /// Its type (`GroupNorm`).
+        kind: String,
+        /// Why, and what would work.
+        reason: String,
+    },
+
+    /// A model the ONNX exporter cannot take as a whole (no input shape, token-id input).
+    #[error("cannot export the model to ONNX: {0}")]
+    OnnxModel(String),
+
     /// A layer whose size is still to be inferred, used before the model was checked.
     #[error("layer `{layer}`: {what} is not known; check the model with an input shape first")]
     Unresolved {

@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod model_file;
 pub mod models;
 pub mod module;
+pub mod onnx;
 pub mod optim;
 pub mod pool;
 pub mod recurrent;

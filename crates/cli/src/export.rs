@@ -1,0 +1,119 @@
+//! `strata export`: a model as an ONNX file (see `strata_nn::onnx`). From a checkpoint or a
+//! run directory, the stored model with its trained weights and the normalisation the run used
+//! (in the ONNX model's metadata: `strata.mean`, `strata.std`, `strata.classes`); from a model
+//! or run file, freshly initialised weights, or those of `--weights`.
+
+use crate::check::{Verdict, load_model_or_run_file};
+use crate::checkpoint;
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use std::path::{Path, PathBuf};
+use strata_nn::model_file::parse_model;
+use strata_nn::state_dict::atomic_write;
+use strata_nn::{ModelSpec, Module, StateDict, onnx};
+
+/// Options of `strata export`.
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// A checkpoint file, a run directory (its best checkpoint, else its newest), or a model or
+    /// run file (TOML).
+    model: PathBuf,
+    /// The weights (a safetensors state_dict or checkpoint) for a model or run file; without
+    /// them a model file exports freshly initialised weights.
+    #[arg(long, value_name = "FILE")]
+    weights: Option<PathBuf>,
+    /// The ONNX file to write.
+    #[arg(short, long, value_name = "FILE")]
+    output: PathBuf,
+}
+
+/// What is exported: the spec, its weights and the model's metadata.
+struct Source {
+    spec: ModelSpec,
+    weights: StateDict,
+    metadata: Vec<(String, String)>,
+    /// Where the weights came from, for the closing line.
+    from: String,
+}
+
+/// Runs `strata export`.
+pub fn run(args: &ExportArgs) -> Result<Verdict> {
+    let path = &args.model;
+    if !path.exists() {
+        bail!("{}: no such checkpoint, run directory or model file", path.display());
+    }
+    let is_toml = path.extension().is_some_and(|e| e == "toml");
+    let source = if is_toml {
+        let Some(spec) = load_model_or_run_file(path) else { return Ok(Verdict::Failed) };
+        from_model_file(spec.without_placement(), args.weights.as_deref())?
+    } else {
+        if args.weights.is_some() {
+            bail!(
+                "--weights is for a model or run file; {} is a checkpoint or run directory, which holds its own weights",
+                path.display()
+            );
+        }
+        from_checkpoint(path)?
+    };
+    let bytes = onnx::to_bytes(&source.spec, &source.weights, &source.metadata)
+        .with_context(|| format!("exporting {}", path.display()))?;
+    atomic_write(&args.output, &bytes)?;
+    let params: usize = source.weights.iter().filter(|(_, t)| t.dtype().is_float()).map(|(_, t)| t.numel()).sum();
+    let sample = source.spec.input.as_deref().unwrap_or_default();
+    let dims: Vec<String> = std::iter::once("batch".to_string()).chain(sample.iter().map(usize::to_string)).collect();
+    println!(
+        "wrote {} (ONNX opset {}, input [{}]; {} parameter and buffer values from {})",
+        args.output.display(),
+        onnx::OPSET,
+        dims.join(", "),
+        strata_nn::summary::group_digits(params),
+        source.from
+    );
+    Ok(Verdict::Ok)
+}
+
+/// A model or run file's model, with `weights` loaded (checked against it) or fresh ones.
+fn from_model_file(spec: ModelSpec, weights: Option<&Path>) -> Result<Source> {
+    let model = spec.build()?;
+    let from = match weights {
+        Some(w) => {
+            let mut sd = StateDict::load(w).with_context(|| format!("reading the weights {}", w.display()))?;
+            // A training checkpoint also holds the optimizer's state: not the model's.
+            drop(sd.split_prefix(checkpoint::OPTIM_PREFIX));
+            model.load_state_dict(&sd, true).with_context(|| format!("loading {}", w.display()))?;
+            w.display().to_string()
+        }
+        None => "fresh initialisation (no --weights)".to_string(),
+    };
+    model.eval();
+    Ok(Source { spec, weights: model.state_dict(), metadata: vec![], from })
+}
+
+/// A checkpoint's (or run directory's) model, weights and normalisation.
+fn from_checkpoint(path: &Path) -> Result<Source> {
+    let file = if path.is_dir() {
+        let best = checkpoint::dir(path).join("best.safetensors");
+        if best.exists() { best } else { checkpoint::latest(path)? }
+    } else {
+        path.to_path_buf()
+    };
+    let (params, _, meta) = checkpoint::load(&file)?;
+    let spec = parse_model(&meta.model, &format!("{} (its model)", file.display()), "model")?.without_placement();
+    if spec.input.is_none() {
+        bail!(
+            "{}: its model has no input shape, which an ONNX graph needs; add `input = [...]` to the model file and export it with --weights {}",
+            file.display(),
+            file.display()
+        );
+    }
+    let model = spec.build()?;
+    model.load_state_dict(&params, true).with_context(|| format!("loading {}", file.display()))?;
+    let mut metadata = vec![
+        ("strata.mean".to_string(), serde_json::to_string(&meta.mean)?),
+        ("strata.std".to_string(), serde_json::to_string(&meta.std)?),
+    ];
+    if !meta.classes.is_empty() {
+        metadata.push(("strata.classes".to_string(), serde_json::to_string(&meta.classes)?));
+    }
+    Ok(Source { spec, weights: model.state_dict(), metadata, from: file.display().to_string() })
+}
