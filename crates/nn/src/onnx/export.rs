@@ -6,7 +6,7 @@ use super::proto::{
     AttributeProto, Dimension, DimensionValue, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
     StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto, TypeProtoTensor, ValueInfoProto, attribute_type,
 };
-use crate::check::{Dim, SymShape};
+use crate::check::shape::{Dim, SymShape};
 use crate::spec::{BatchNormSpec, ConvSpec, GeluApproximate, LayerSpec, Merge, ModelSpec, NamedLayer};
 use crate::{Error, Result, StateDict};
 use prost::Message;
