@@ -39,8 +39,8 @@ fn random_model(spec: &ModelSpec, seed: u64) -> (strata_nn::Sequential, StateDic
     (model, sd)
 }
 
-/// Runs the exported bytes with tract on `x` ([batch, *sample], f32).
-fn run_tract(bytes: &[u8], x: &Tensor) -> Vec<f32> {
+/// Runs the exported bytes with tract on `x` ([batch, *sample], f32 or f64); the output as f64.
+fn run_tract(bytes: &[u8], x: &Tensor) -> Vec<f64> {
     let plan = tract_onnx::onnx()
         .model_for_read(&mut &bytes[..])
         .expect("tract reads the model")
@@ -48,16 +48,21 @@ fn run_tract(bytes: &[u8], x: &Tensor) -> Vec<f32> {
         .expect("tract optimises the model")
         .into_runnable()
         .expect("tract plans the model");
-    let input = tract_ndarray::ArrayD::from_shape_vec(x.dims().to_vec(), x.to_vec::<f32>().unwrap()).unwrap();
-    let out = plan.run(tvec!(tract_onnx::prelude::Tensor::from(input).into())).expect("tract runs the model");
-    out[0].to_array_view::<f32>().expect("f32 output").iter().copied().collect()
+    let shape = x.dims().to_vec();
+    let input: tract_onnx::prelude::Tensor = match x.dtype() {
+        DType::F64 => tract_ndarray::ArrayD::from_shape_vec(shape, x.to_vec::<f64>().unwrap()).unwrap().into(),
+        _ => tract_ndarray::ArrayD::from_shape_vec(shape, x.to_vec::<f32>().unwrap()).unwrap().into(),
+    };
+    let out = plan.run(tvec!(input.into())).expect("tract runs the model");
+    let out = out[0].cast_to::<f64>().expect("a float output");
+    out.to_array_view::<f64>().unwrap().iter().copied().collect()
 }
 
 /// Exports `spec` with random weights and compares tract's outputs with strata's at batch 3
 /// and batch 1: `|tract − strata| ≤ 1e-5 · max(|strata|, 1)` element-wise.
 fn check_against_tract(spec: &ModelSpec, seed: u64) {
     for (batch, bytes, x, want) in export_and_run(spec, seed) {
-        let want = want.to_vec::<f32>().unwrap();
+        let want = want.to_vec_f64();
         let got = run_tract(&bytes, &x);
         assert_eq!(got.len(), want.len(), "{} batch {batch}: output sizes differ", spec.name);
         for (i, (a, b)) in got.iter().zip(&want).enumerate() {
@@ -83,7 +88,7 @@ fn export_and_run(spec: &ModelSpec, seed: u64) -> Vec<(usize, Vec<u8>, Tensor, T
         .into_iter()
         .map(|batch| {
             let shape: Vec<usize> = std::iter::once(batch).chain(sample.iter().copied()).collect();
-            let x = Tensor::randn(&shape, 0.0, 1.0, DType::F32, &mut g).unwrap();
+            let x = Tensor::randn(&shape, 0.0, 1.0, spec.dtype, &mut g).unwrap();
             let want = model.forward(&x).unwrap();
             (batch, bytes.clone(), x, want)
         })
@@ -256,6 +261,24 @@ fn a_linear_on_a_sequence_and_a_partial_flatten() {
         .flatten()
         .linear("out", 15, 2);
     check_against_tract(&spec, 3);
+}
+
+#[test]
+fn a_double_precision_model_exports_as_double() {
+    // tract 0.22 cannot run an f64 Gemm (its expansion multiplies by an f32 `beta`), so the
+    // values are checked by tools/check_onnx.py (ONNX Runtime) and the types here.
+    let spec = ModelSpec::new("f64")
+        .input(&[6])
+        .dtype(DType::F64)
+        .linear("fc1", 6, 5)
+        .relu()
+        .layer_norm("ln", &[5])
+        .linear("fc2", 5, 3);
+    let bytes = export_and_run(&spec, 10).swap_remove(0).1;
+    let graph = onnx::decode(&bytes).unwrap().graph.unwrap();
+    let elem = |v: &onnx::proto::ValueInfoProto| v.r#type.as_ref().unwrap().tensor_type.as_ref().unwrap().elem_type;
+    assert_eq!((elem(&graph.input[0]), elem(&graph.output[0])), (onnx::proto::DOUBLE, onnx::proto::DOUBLE));
+    assert!(graph.initializer.iter().all(|t| t.data_type == onnx::proto::DOUBLE && t.raw_data.len() % 8 == 0));
 }
 
 #[test]

@@ -6,7 +6,7 @@ use super::proto::{
     AttributeProto, Dimension, DimensionValue, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
     StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto, TypeProtoTensor, ValueInfoProto, attribute_type,
 };
-use crate::check::{Dim, SymShape};
+use crate::check::shape::{Dim, SymShape};
 use crate::spec::{BatchNormSpec, ConvSpec, GeluApproximate, LayerSpec, Merge, ModelSpec, NamedLayer};
 use crate::{Error, Result, StateDict};
 use prost::Message;
@@ -35,7 +35,7 @@ pub fn export(spec: &ModelSpec, weights: &StateDict, metadata: &[(String, String
         DType::F64 => super::proto::DOUBLE,
         other => return Err(Error::OnnxModel(format!("parameters of element type {other:?} cannot be exported"))),
     };
-    if spec.input_dtype != spec.dtype {
+    if !spec.input_dtype.is_float() {
         return Err(Error::OnnxModel(
             "models taking token ids (input_dtype = \"i64\") cannot be exported yet: Embedding is not supported".into(),
         ));
