@@ -354,23 +354,14 @@ fn the_graph_keeps_names_metadata_and_a_symbolic_batch() {
 }
 
 #[test]
-fn layers_that_cannot_be_exported_are_errors_naming_them() {
-    // AvgPool2d's divisor_override (no ONNX AveragePool equivalent), a model without an input.
-    let mut divisor = strata_core::AvgPool2dOptions::new((2, 2));
-    divisor.divisor_override = Some(3);
-    let cases = [
-        ModelSpec::new("m")
-            .input(&[1, 6, 6])
-            .block("features", ModelSpec::new("f").layer("pool", LayerSpec::AvgPool2d(divisor))),
-        ModelSpec::new("m"),
-    ];
-    let messages: Vec<String> = cases
-        .iter()
-        .map(|spec| {
-            let sd = spec.build().unwrap().state_dict();
-            onnx::export(spec, &sd, &[]).unwrap_err().to_string()
-        })
-        .collect();
+fn what_cannot_be_exported_is_an_error_naming_it() {
+    // Every layer kind exports; a model without an input shape has no graph input, and a weight
+    // missing from the state_dict is named with its layer.
+    let spec = ModelSpec::new("m").input(&[4]).linear("fc1", 4, 3).relu().linear("fc2", 3, 2);
+    let mut partial = spec.build().unwrap().state_dict();
+    drop(partial.split_prefix("fc2.bias"));
+    let with = |s: &ModelSpec, sd: &StateDict| onnx::export(s, sd, &[]).unwrap_err().to_string();
+    let messages = [with(&ModelSpec::new("m"), &StateDict::new()), with(&spec, &partial)];
     insta::assert_snapshot!(messages.join("\n"));
 }
 
@@ -568,6 +559,21 @@ fn embeddings_take_int64_token_ids() {
         .lazy_linear("fc", 2)
         .flatten();
     check_against_tract(&spec, 16);
+}
+
+#[test]
+fn avg_pool_with_a_divisor_override_matches_tract() {
+    // Window sums (a depthwise Conv of ones) over the divisor: with padding, and with ceil_mode
+    // windows hanging over the bottom and right edges.
+    let mut plain = strata_core::AvgPool2dOptions::new((3, 2));
+    (plain.divisor_override, plain.padding) = (Some(5), (1, 1));
+    let mut ceil = strata_core::AvgPool2dOptions::new((3, 3));
+    (ceil.divisor_override, ceil.stride, ceil.ceil_mode) = (Some(4), (2, 2), true);
+    let spec = ModelSpec::new("divisor_override")
+        .input(&[2, 8, 7])
+        .layer("pool", LayerSpec::AvgPool2d(plain))
+        .layer("ceil", LayerSpec::AvgPool2d(ceil));
+    check_against_tract(&spec, 22);
 }
 
 #[test]

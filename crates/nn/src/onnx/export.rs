@@ -303,6 +303,42 @@ impl Graph<'_> {
         Ok(x)
     }
 
+    /// `AvgPool2d` with `divisor_override` (ONNX's AveragePool divides by the window's size):
+    /// each window's sum, a depthwise `Conv` with a kernel of ones (`[C, 1, kH, kW]`, `group =
+    /// C`) over the zero-padded input, times `1/divisor`. With `ceil_mode` the last windows
+    /// may hang over the bottom and right: extra zeros there, which add nothing to a sum.
+    fn sum_pool(
+        &mut self,
+        path: &str,
+        spec: &LayerSpec,
+        o: &strata_core::AvgPool2dOptions,
+        divisor: usize,
+        x: String,
+    ) -> Result<String> {
+        let (input, output) = self.shapes_of(path, spec)?;
+        let fixed = |s: &SymShape, axis: usize| match s.0.get(axis) {
+            Some(Dim::Fixed(n)) => Ok(*n),
+            _ => Err(unsupported(path, spec, format!("{s} has no fixed size in dimension {axis}"))),
+        };
+        let (c, h, w, oh, ow) =
+            (fixed(&input, 1)?, fixed(&input, 2)?, fixed(&input, 3)?, fixed(&output, 2)?, fixed(&output, 3)?);
+        let (kh, kw) = o.kernel_size;
+        let extra = |out: usize, stride: usize, k: usize, size: usize, pad: usize| {
+            ((out.max(1) - 1) * stride + k).saturating_sub(size + 2 * pad)
+        };
+        let (eh, ew) = (extra(oh, o.stride.0, kh, h, o.padding.0), extra(ow, o.stride.1, kw, w, o.padding.1));
+        let ones = self.constant(&format!("{path}/ones"), &[c, 1, kh, kw], &vec![1.0; c * kh * kw]);
+        let attrs = vec![
+            ints("kernel_shape", &[kh, kw]),
+            ints("strides", &[o.stride.0, o.stride.1]),
+            ints("pads", &[o.padding.0, o.padding.1, o.padding.0 + eh, o.padding.1 + ew]),
+            int("group", c as i64),
+        ];
+        let sum = self.node("Conv", &format!("{path}/Conv"), vec![x, ones], attrs);
+        let scale = self.constant(&format!("{path}/inverse_divisor"), &[], &[1.0 / divisor as f64]);
+        Ok(self.node("Mul", path, vec![sum, scale], vec![]))
+    }
+
     /// `GroupNorm` (opset 17 has no GroupNormalization), as strata computes it: `x: [N, C, *]`
     /// reshaped to `[N, G, S]` (`S = C/G·∏*`), `LayerNormalization` over the last dimension
     /// (scale 1, bias 0, `eps`), reshaped back to `x`'s shape, then `· weight + bias` per
@@ -448,8 +484,8 @@ impl Graph<'_> {
                 ],
             ),
             LayerSpec::AvgPool2d(o) => {
-                if o.divisor_override.is_some() {
-                    return Err(unsupported(path, spec, "divisor_override has no ONNX AveragePool equivalent"));
+                if let Some(divisor) = o.divisor_override {
+                    return Ok(same(self.sum_pool(path, spec, o, divisor, x.name)?));
                 }
                 // ceil_mode as PyTorch exports it: ONNX Runtime agrees with PyTorch on windows
                 // hanging over the input (tract 0.22 does not with count_include_pad; see
