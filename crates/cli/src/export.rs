@@ -60,9 +60,12 @@ pub fn run(args: &ExportArgs) -> Result<Verdict> {
     atomic_write(&args.output, &bytes)?;
     let params: usize = source.weights.iter().filter(|(_, t)| t.dtype().is_float()).map(|(_, t)| t.numel()).sum();
     let sample = source.spec.input.as_deref().unwrap_or_default();
-    let dims: Vec<String> = std::iter::once("batch".to_string()).chain(sample.iter().map(usize::to_string)).collect();
+    let mut dims: Vec<String> = sample.iter().map(usize::to_string).collect();
+    // `[T, batch, F]` for a model that reads time-major sequences.
+    dims.insert(strata_nn::check::input_batch_dim(&source.spec, sample.len()), "batch".to_string());
+    let ids = if source.spec.input_dtype == strata_core::DType::I64 { " of int64 token ids" } else { "" };
     println!(
-        "wrote {} (ONNX opset {}, input [{}]; {} parameter and buffer values from {})",
+        "wrote {} (ONNX opset {}, input [{}]{ids}; {} parameter and buffer values from {})",
         args.output.display(),
         onnx::OPSET,
         dims.join(", "),

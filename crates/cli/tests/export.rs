@@ -84,12 +84,41 @@ fn a_model_file_alone_exports_fresh_weights() {
 }
 
 #[test]
+fn sequence_models_export_with_their_input_types() {
+    // Token ids into an Embedding and an LSTM: an int64 input; pixels read row by row.
+    let tmp = tempfile::tempdir().unwrap();
+    for (file, input, ops) in [
+        ("embedding_lstm", "input [batch, 28] of int64 token ids", ["Gather", "Transpose", "Shape"]),
+        ("lstm_mnist_model", "input [batch, 28, 28]", ["Transpose", "Shape", "Slice"]),
+    ] {
+        let out = tmp.path().join(format!("{file}.onnx"));
+        let (ok, stdout, err) = run(&["export", &format!("examples/{file}.toml"), "-o", out.to_str().unwrap()]);
+        assert!(ok, "{err}");
+        assert!(stdout.contains(&format!("(ONNX opset 17, {input}; ")), "{stdout}");
+        let m = read(&out);
+        let graph = m.graph.as_ref().unwrap();
+        let elem = graph.input[0].r#type.as_ref().unwrap().tensor_type.as_ref().unwrap().elem_type;
+        assert_eq!(elem, if file == "embedding_lstm" { onnx::proto::INT64 } else { onnx::proto::FLOAT });
+        let first: Vec<&str> = graph.node.iter().take(3).map(|n| n.op_type.as_str()).collect();
+        assert_eq!(first, ops);
+        assert!(graph.node.iter().any(|n| n.name == "lstm" && n.op_type == "LSTM"));
+    }
+}
+
+#[test]
 fn what_cannot_be_exported_is_an_error() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("x.onnx");
     let o = out.to_str().unwrap();
+    // Every layer kind exports; a model without an input shape cannot (no graph input).
+    let no_input = tmp.path().join("no_input.toml");
+    std::fs::write(
+        &no_input,
+        "name = \"m\"\nlayers = [{ name = \"fc\", type = \"Linear\", in_features = 4, out_features = 2 }]\n",
+    )
+    .unwrap();
     let cases: [&[&str]; 3] = [
-        &["export", "examples/lstm_mnist_model.toml", "-o", o],
+        &["export", no_input.to_str().unwrap(), "-o", o],
         &["export", "examples", "--weights", "w.safetensors", "-o", o],
         &["export", "runs/no_such_run", "-o", o],
     ];
@@ -97,7 +126,7 @@ fn what_cannot_be_exported_is_an_error() {
     for args in cases {
         let (ok, _, err) = run(args);
         assert!(!ok);
-        errors.push(err);
+        errors.push(err.replace(tmp.path().to_str().unwrap(), "[TMP]"));
     }
     assert!(!out.exists());
     insta::assert_snapshot!(errors.join(""));

@@ -1,16 +1,22 @@
 //! The walk from a model spec to an ONNX graph: each layer kind's nodes, the containers'
-//! merges, the weights as initializers. Ranks are tracked along the chain (a Linear on a rank-3
-//! input is a MatMul, not a Gemm; Flatten's axes are made absolute).
+//! merges, the weights as initializers. Ranks and element types are tracked along the chain (a
+//! Linear on a rank-3 input is a MatMul, not a Gemm; Flatten's axes are made absolute; token ids
+//! are int64 until an Embedding), and the shape check's trace gives each layer's input and output
+//! shapes where the nodes need sizes (GroupNorm, partial Flatten, adaptive pooling, LastStep).
+//! The recurrent layers' nodes are in `export/recurrent.rs`.
+
+mod recurrent;
 
 use super::proto::{
     AttributeProto, Dimension, DimensionValue, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
     StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto, TypeProtoTensor, ValueInfoProto, attribute_type,
 };
 use crate::check::shape::{Dim, SymShape};
+use crate::group_norm::GroupNormSpec;
 use crate::spec::{BatchNormSpec, ConvSpec, GeluApproximate, LayerSpec, Merge, ModelSpec, NamedLayer};
 use crate::{Error, Result, StateDict};
 use prost::Message;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use strata_core::{DType, PaddingMode};
 
 /// The ONNX operator set the graphs use (17: `LayerNormalization`'s first).
@@ -35,11 +41,13 @@ pub fn export(spec: &ModelSpec, weights: &StateDict, metadata: &[(String, String
         DType::F64 => super::proto::DOUBLE,
         other => return Err(Error::OnnxModel(format!("parameters of element type {other:?} cannot be exported"))),
     };
-    if !spec.input_dtype.is_float() {
-        return Err(Error::OnnxModel(
-            "models taking token ids (input_dtype = \"i64\") cannot be exported yet: Embedding is not supported".into(),
-        ));
-    }
+    // Token ids (`input_dtype = "i64"`) are an int64 input, which an Embedding's Gather takes.
+    let input_elem = match spec.input_dtype {
+        DType::I64 => super::proto::INT64,
+        _ => elem,
+    };
+    // Each layer's input and output shapes, by path, from the check's trace.
+    let shapes = report.trace.iter().map(|r| (r.layer.path.clone(), (r.input.clone(), r.output.clone()))).collect();
     let mut g = Graph {
         weights,
         elem,
@@ -47,25 +55,29 @@ pub fn export(spec: &ModelSpec, weights: &StateDict, metadata: &[(String, String
         nodes: vec![],
         inits: vec![],
         names: HashSet::from(["input".to_string(), "output".to_string()]),
+        shapes,
     };
-    let x = Value { name: "input".into(), rank: sample.len() + 1 };
+    let x = Value { name: "input".into(), rank: sample.len() + 1, elem: input_elem };
     let y = g.chain(&report.resolved.layers, "", x)?;
+    let y_name = y.name.clone();
     // The last value is the graph's `output` (an Identity when the chain is empty or ends in
     // layers that produce no node).
-    let last_is_node_output = g.nodes.last().is_some_and(|n| n.output.first() == Some(&y.name));
+    let last_is_node_output = g.nodes.last().is_some_and(|n| n.output.first() == Some(&y_name));
     if last_is_node_output {
         g.nodes.last_mut().expect("checked").output[0] = "output".into();
     } else {
-        g.node("Identity", "output", vec![y.name], vec![]);
+        g.node("Identity", "output", vec![y_name], vec![]);
         g.nodes.last_mut().expect("just pushed").output[0] = "output".into();
     }
+    // `[batch, *input]`, or `[T, batch, F]` for a model that reads time-major sequences.
+    let in_shape = report.input.clone().unwrap_or_else(|| SymShape::batched(&sample));
     let out_shape = report.output.unwrap_or_else(|| SymShape(vec![Dim::Batch; y.rank]));
     let graph = GraphProto {
         node: g.nodes,
         name: spec.name.clone(),
         initializer: g.inits,
-        input: vec![value_info("input", elem, &SymShape::batched(&sample))],
-        output: vec![value_info("output", elem, &out_shape)],
+        input: vec![value_info("input", input_elem, &in_shape)],
+        output: vec![value_info("output", y.elem, &out_shape)],
         ..Default::default()
     };
     let metadata_props =
@@ -108,11 +120,13 @@ fn value_info(name: &str, elem: i32, shape: &SymShape) -> ValueInfoProto {
     ValueInfoProto { name: name.into(), r#type: Some(TypeProto { tensor_type: Some(tensor_type) }) }
 }
 
-/// A value in the graph and its rank (batch dimension included).
+/// A value in the graph, its rank (batch dimension included) and ONNX element type (the
+/// model's float type, or `INT64` for token ids).
 #[derive(Clone, Debug)]
 struct Value {
     name: String,
     rank: usize,
+    elem: i32,
 }
 
 /// The graph under construction.
@@ -124,6 +138,8 @@ struct Graph<'a> {
     inits: Vec<TensorProto>,
     /// Node and value names taken.
     names: HashSet<String>,
+    /// Each layer's `(input, output)` shapes by dotted path, from the shape check's trace.
+    shapes: HashMap<String, (SymShape, SymShape)>,
 }
 
 fn ints(name: &str, values: &[usize]) -> AttributeProto {
@@ -193,13 +209,174 @@ impl Graph<'_> {
         name
     }
 
-    /// A 1-d int64 initializer named `name` (made unique): Pad's `pads`.
+    /// A 1-d int64 initializer named `name` (made unique): Pad's `pads`, Reshape's `shape`,
+    /// Slice's `starts`, ….
     fn int64_constant(&mut self, name: &str, values: &[i64]) -> String {
+        self.int64_tensor(name, &[values.len() as i64], values)
+    }
+
+    /// An int64 initializer of shape `dims` (`[]`: a scalar) named `name` (made unique).
+    fn int64_tensor(&mut self, name: &str, dims: &[i64], values: &[i64]) -> String {
         let name = self.fresh(name);
         let raw_data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let dims = vec![values.len() as i64];
+        let dims = dims.to_vec();
         self.inits.push(TensorProto { dims, data_type: super::proto::INT64, name: name.clone(), raw_data });
         name
+    }
+
+    /// The input and output shapes the check found for the layer at `path`.
+    fn shapes_of(&self, path: &str, spec: &LayerSpec) -> Result<(SymShape, SymShape)> {
+        self.shapes
+            .get(path)
+            .cloned()
+            .ok_or_else(|| unsupported(path, spec, "the shape check did not trace this layer (a bug in the exporter)"))
+    }
+
+    /// `x[start:end]` along `axis` (`Slice`; negative `start` counts from the end, `i64::MAX`
+    /// for `end` runs to it).
+    fn slice(&mut self, name: &str, x: String, axis: usize, start: i64, end: i64) -> String {
+        let starts = self.int64_constant(&format!("{name}/starts"), &[start]);
+        let ends = self.int64_constant(&format!("{name}/ends"), &[end]);
+        let axes = self.int64_constant(&format!("{name}/axes"), &[axis as i64]);
+        self.node("Slice", name, vec![x, starts, ends, axes], vec![])
+    }
+
+    /// Circular padding of `x` along `axis` (PyTorch's `padding_mode = "circular"`, ONNX
+    /// opset 19's Pad `"wrap"`): `[x[-before:], x, x[:after]]` joined along `axis` (the check
+    /// keeps each padding within the size, as PyTorch does).
+    fn wrap_pad(&mut self, name: &str, x: String, axis: usize, before: usize, after: usize) -> String {
+        if before == 0 && after == 0 {
+            return x;
+        }
+        let mut parts = vec![];
+        if before > 0 {
+            parts.push(self.slice(&format!("{name}/Slice"), x.clone(), axis, -(before as i64), i64::MAX));
+        }
+        parts.push(x.clone());
+        if after > 0 {
+            parts.push(self.slice(&format!("{name}/Slice"), x, axis, 0, after as i64));
+        }
+        self.node("Concat", &format!("{name}/Concat"), parts, vec![int("axis", axis as i64)])
+    }
+
+    /// `AdaptiveAvgPool2d(output_size)` on `x: [N, C, H, W]`, one spatial axis after the other
+    /// (a window's mean is the mean over its rows of the means over its columns): an axis whose
+    /// size the output divides is an `AveragePool` with kernel = stride = size / output (as
+    /// PyTorch exports it); otherwise each output position is the `ReduceMean` of its window
+    /// `[⌊i·S/O⌋, ⌈(i+1)·S/O⌉)` (PyTorch's adaptive windows), the positions concatenated.
+    fn adaptive_avg_pool(&mut self, path: &str, spec: &LayerSpec, out: (usize, usize), x: String) -> Result<String> {
+        let (input, _) = self.shapes_of(path, spec)?;
+        let size = |axis: usize| match input.0.get(axis) {
+            Some(Dim::Fixed(n)) => Ok(*n),
+            _ => Err(unsupported(path, spec, format!("input {input} has no fixed size in dimension {axis}"))),
+        };
+        let (h, w) = (size(2)?, size(3)?);
+        let first_node = self.nodes.len();
+        let mut x = x;
+        for (axis, s, o) in [(2, h, out.0), (3, w, out.1)] {
+            if s == o {
+                continue;
+            }
+            if s.is_multiple_of(o) {
+                let mut k = [1, 1];
+                k[axis - 2] = s / o;
+                let attrs = vec![ints("kernel_shape", &k), ints("strides", &k)];
+                x = self.node("AveragePool", &format!("{path}/AveragePool"), vec![x], attrs);
+                continue;
+            }
+            let mut parts = vec![];
+            for i in 0..o {
+                let (start, end) = (i * s / o, ((i + 1) * s).div_ceil(o));
+                let window = self.slice(&format!("{path}/Slice"), x.clone(), axis, start as i64, end as i64);
+                let attrs = vec![ints("axes", &[axis]), int("keepdims", 1)];
+                parts.push(self.node("ReduceMean", &format!("{path}/ReduceMean"), vec![window], attrs));
+            }
+            x = self.node("Concat", &format!("{path}/Concat"), parts, vec![int("axis", axis as i64)]);
+        }
+        // The layer's path names its last node (none when the output size is the input's).
+        if self.nodes.len() > first_node {
+            let name = self.fresh(path);
+            let last = self.nodes.last_mut().expect("checked");
+            let old = std::mem::replace(&mut last.name, name);
+            self.names.remove(&old);
+        }
+        Ok(x)
+    }
+
+    /// `AvgPool2d` with `divisor_override` (ONNX's AveragePool divides by the window's size):
+    /// each window's sum, a depthwise `Conv` with a kernel of ones (`[C, 1, kH, kW]`, `group =
+    /// C`) over the zero-padded input, times `1/divisor`. With `ceil_mode` the last windows
+    /// may hang over the bottom and right: extra zeros there, which add nothing to a sum.
+    fn sum_pool(
+        &mut self,
+        path: &str,
+        spec: &LayerSpec,
+        o: &strata_core::AvgPool2dOptions,
+        divisor: usize,
+        x: String,
+    ) -> Result<String> {
+        let (input, output) = self.shapes_of(path, spec)?;
+        let fixed = |s: &SymShape, axis: usize| match s.0.get(axis) {
+            Some(Dim::Fixed(n)) => Ok(*n),
+            _ => Err(unsupported(path, spec, format!("{s} has no fixed size in dimension {axis}"))),
+        };
+        let (c, h, w, oh, ow) =
+            (fixed(&input, 1)?, fixed(&input, 2)?, fixed(&input, 3)?, fixed(&output, 2)?, fixed(&output, 3)?);
+        let (kh, kw) = o.kernel_size;
+        let extra = |out: usize, stride: usize, k: usize, size: usize, pad: usize| {
+            ((out.max(1) - 1) * stride + k).saturating_sub(size + 2 * pad)
+        };
+        let (eh, ew) = (extra(oh, o.stride.0, kh, h, o.padding.0), extra(ow, o.stride.1, kw, w, o.padding.1));
+        let ones = self.constant(&format!("{path}/ones"), &[c, 1, kh, kw], &vec![1.0; c * kh * kw]);
+        let attrs = vec![
+            ints("kernel_shape", &[kh, kw]),
+            ints("strides", &[o.stride.0, o.stride.1]),
+            ints("pads", &[o.padding.0, o.padding.1, o.padding.0 + eh, o.padding.1 + ew]),
+            int("group", c as i64),
+        ];
+        let sum = self.node("Conv", &format!("{path}/Conv"), vec![x, ones], attrs);
+        let scale = self.constant(&format!("{path}/inverse_divisor"), &[], &[1.0 / divisor as f64]);
+        Ok(self.node("Mul", path, vec![sum, scale], vec![]))
+    }
+
+    /// `GroupNorm` (opset 17 has no GroupNormalization), as strata computes it: `x: [N, C, *]`
+    /// reshaped to `[N, G, S]` (`S = C/G·∏*`), `LayerNormalization` over the last dimension
+    /// (scale 1, bias 0, `eps`), reshaped back to `x`'s shape, then `· weight + bias` per
+    /// channel. (torch.onnx uses InstanceNormalization on `[N, G, S]`, which tract 0.22
+    /// computes over the batch as well, so it would give other numbers there.)
+    fn group_norm(&mut self, path: &str, spec: &LayerSpec, gn: &GroupNormSpec, x: Value) -> Result<String> {
+        let g = gn.num_groups;
+        let (input, _) = self.shapes_of(path, spec)?;
+        let per_sample: usize = input.0[1..].iter().map(|d| if let Dim::Fixed(n) = d { *n } else { 0 }).product();
+        let s = per_sample / g.max(1);
+        let grouped = self.int64_constant(&format!("{path}/grouped_shape"), &[0, g as i64, s as i64]);
+        let shape = self.node("Shape", &format!("{path}/Shape"), vec![x.name.clone()], vec![]);
+        let r = self.node("Reshape", &format!("{path}/Reshape"), vec![x.name, grouped], vec![]);
+        let ones = self.constant(&format!("{path}/ones"), &[s], &vec![1.0; s]);
+        let zeros = self.constant(&format!("{path}/zeros"), &[s], &vec![0.0; s]);
+        let attrs = vec![int("axis", -1), float("epsilon", gn.eps)];
+        let n = self.node("LayerNormalization", path, vec![r, ones, zeros], attrs);
+        let y = self.node("Reshape", &format!("{path}/Reshape"), vec![n, shape], vec![]);
+        if gn.affine { self.channel_affine(path, spec, y, x.rank) } else { Ok(y) }
+    }
+
+    /// `y · weight + bias` with the layer's per-channel `weight` and `bias` (`[C]` in the
+    /// state_dict, unsqueezed to `[C, 1, …]` for `y: [N, C, *]` of rank > 2).
+    fn channel_affine(&mut self, path: &str, spec: &LayerSpec, y: String, rank: usize) -> Result<String> {
+        let mut per_channel = |key: &str| -> Result<String> {
+            let t = self.weight(path, spec, &format!("{path}.{key}"))?;
+            Ok(if rank > 2 {
+                let spatial: Vec<i64> = (1..rank as i64 - 1).collect();
+                let axes = self.int64_constant(&format!("{path}/axes"), &spatial);
+                self.node("Unsqueeze", &format!("{path}/Unsqueeze"), vec![t, axes], vec![])
+            } else {
+                t
+            })
+        };
+        let w = per_channel("weight")?;
+        let b = per_channel("bias")?;
+        let y = self.node("Mul", &format!("{path}/Mul"), vec![y, w], vec![]);
+        Ok(self.node("Add", &format!("{path}/Add"), vec![y, b], vec![]))
     }
 
     fn push_init(&mut self, name: &str, dims: &[usize], values: &[f64]) {
@@ -222,8 +399,8 @@ impl Graph<'_> {
 
     /// One layer's nodes.
     fn layer(&mut self, path: &str, spec: &LayerSpec, x: Value) -> Result<Value> {
-        let rank = x.rank;
-        let same = |name: String| Value { name, rank };
+        let (rank, elem) = (x.rank, x.elem);
+        let same = |name: String| Value { name, rank, elem };
         let unary =
             |g: &mut Self, op: &str, attrs: Vec<AttributeProto>| same(g.node(op, path, vec![x.name.clone()], attrs));
         Ok(match spec {
@@ -234,19 +411,19 @@ impl Graph<'_> {
                     Some(s) => self.chain(s, &format!("{path}.shortcut."), x)?,
                     None => x,
                 };
-                Value { name: self.node("Add", path, vec![b.name, s.name], vec![]), rank: b.rank }
+                Value { name: self.node("Add", path, vec![b.name, s.name], vec![]), rank: b.rank, elem: b.elem }
             }
             LayerSpec::Branches { branches, merge } => {
                 let mut outs = Vec::new();
                 for (i, b) in branches.iter().enumerate() {
                     outs.push(self.chain(b, &format!("{path}.branches.{i}."), x.clone())?);
                 }
-                let rank = outs[0].rank;
+                let (rank, elem) = (outs[0].rank, outs[0].elem);
                 let names = outs.into_iter().map(|v| v.name).collect();
                 match merge {
-                    Merge::Add => Value { name: self.node("Sum", path, names, vec![]), rank },
+                    Merge::Add => Value { name: self.node("Sum", path, names, vec![]), rank, elem },
                     Merge::Concat { dim } => {
-                        Value { name: self.node("Concat", path, names, vec![int("axis", *dim as i64)]), rank }
+                        Value { name: self.node("Concat", path, names, vec![int("axis", *dim as i64)]), rank, elem }
                     }
                 }
             }
@@ -283,15 +460,15 @@ impl Graph<'_> {
                 if s == e {
                     x
                 } else if s == 1 && e == rank as isize - 1 {
-                    Value { name: self.node("Flatten", path, vec![x.name], vec![int("axis", 1)]), rank: 2 }
+                    Value { name: self.node("Flatten", path, vec![x.name], vec![int("axis", 1)]), rank: 2, elem }
                 } else {
-                    return Err(unsupported(
-                        path,
-                        spec,
-                        format!(
-                            "only Flatten(start_dim=1, end_dim=-1) exports yet (this one flattens dimensions {s} to {e} of a rank-{rank} input)"
-                        ),
-                    ));
+                    // Any other range: a Reshape to the checked output shape, the batch
+                    // dimension (alone, or merged with others) as −1.
+                    let (_, out) = self.shapes_of(path, spec)?;
+                    let dims: Vec<i64> =
+                        out.0.iter().map(|d| if let Dim::Fixed(n) = d { *n as i64 } else { -1 }).collect();
+                    let shape = self.int64_constant(&format!("{path}/shape"), &dims);
+                    Value { name: self.node("Reshape", path, vec![x.name, shape], vec![]), rank: dims.len(), elem }
                 }
             }
             LayerSpec::Conv2d(c) => same(self.conv(path, spec, c, x.name)?),
@@ -307,8 +484,8 @@ impl Graph<'_> {
                 ],
             ),
             LayerSpec::AvgPool2d(o) => {
-                if o.divisor_override.is_some() {
-                    return Err(unsupported(path, spec, "divisor_override has no ONNX AveragePool equivalent"));
+                if let Some(divisor) = o.divisor_override {
+                    return Ok(same(self.sum_pool(path, spec, o, divisor, x.name)?));
                 }
                 // ceil_mode as PyTorch exports it: ONNX Runtime agrees with PyTorch on windows
                 // hanging over the input (tract 0.22 does not with count_include_pad; see
@@ -326,10 +503,10 @@ impl Graph<'_> {
                 )
             }
             LayerSpec::AdaptiveAvgPool2d { output_size: (1, 1) } => unary(self, "GlobalAveragePool", vec![]),
-            LayerSpec::AdaptiveAvgPool2d { .. } => {
-                return Err(unsupported(path, spec, "only output_size = 1 (global average pooling) exports yet"));
+            LayerSpec::AdaptiveAvgPool2d { output_size } => {
+                same(self.adaptive_avg_pool(path, spec, *output_size, x.name)?)
             }
-            LayerSpec::BatchNorm1d(b) | LayerSpec::BatchNorm2d(b) => same(self.batch_norm(path, spec, b, x.name)?),
+            LayerSpec::BatchNorm1d(b) | LayerSpec::BatchNorm2d(b) => same(self.batch_norm(path, spec, b, x)?),
             LayerSpec::LayerNorm { normalized_shape, eps, elementwise_affine } => {
                 let n: usize = normalized_shape.iter().product();
                 let (scale, bias) = if *elementwise_affine {
@@ -346,10 +523,20 @@ impl Graph<'_> {
                 let attrs = vec![int("axis", -(normalized_shape.len() as i64)), float("epsilon", *eps)];
                 same(self.node("LayerNormalization", path, vec![x.name, scale, bias], attrs))
             }
-            LayerSpec::Embedding { .. }
-            | LayerSpec::Recurrent(_)
-            | LayerSpec::LastStep { .. }
-            | LayerSpec::Other(_) => {
+            // x: [N, *] int64 ids → [N, *, embedding_dim], rows of the table. padding_idx only
+            // shapes training (its row starts at zero, gets no gradient): the lookup is the same.
+            LayerSpec::Embedding { .. } => {
+                let w = self.weight(path, spec, &format!("{path}.weight"))?;
+                let y = self.node("Gather", path, vec![w, x.name], vec![int("axis", 0)]);
+                Value { name: y, rank: rank + 1, elem: self.elem }
+            }
+            LayerSpec::Recurrent(r) => self.recurrent(path, spec, r, x)?,
+            LayerSpec::LastStep { batch_first } => self.last_step(path, spec, *batch_first, x)?,
+            LayerSpec::Other(d) if d.0.as_any().downcast_ref::<GroupNormSpec>().is_some() => {
+                let gn = d.0.as_any().downcast_ref::<GroupNormSpec>().expect("matched");
+                same(self.group_norm(path, spec, gn, x)?)
+            }
+            LayerSpec::Other(_) => {
                 let reason = "the ONNX exporter does not support this layer kind yet; see README.md, \"Export to ONNX\", for the layers it does";
                 return Err(unsupported(path, spec, reason));
             }
@@ -390,14 +577,8 @@ impl Graph<'_> {
             PaddingMode::Zeros => None,
             PaddingMode::Reflect => Some("reflect"),
             PaddingMode::Replicate => Some("edge"),
-            // ONNX's Pad wraps around ("wrap") only from opset 19.
-            PaddingMode::Circular => {
-                return Err(unsupported(
-                    path,
-                    spec,
-                    "padding_mode = \"circular\" needs ONNX opset 19 (Pad mode \"wrap\"); strata exports opset 17",
-                ));
-            }
+            // ONNX's Pad wraps around ("wrap") only from opset 19: Slice + Concat below.
+            PaddingMode::Circular => Some("wrap"),
         };
         let (top, left, bottom, right) = if c.padding_same {
             let total_h = c.dilation.0 * (c.kernel_size.0 - 1);
@@ -410,6 +591,10 @@ impl Graph<'_> {
         // ends), then an unpadded Conv.
         let (x, (top, left, bottom, right)) = match mode {
             None => (x, (top, left, bottom, right)),
+            Some("wrap") => {
+                let x = self.wrap_pad(&format!("{path}/Pad"), x, 2, top, bottom);
+                (self.wrap_pad(&format!("{path}/Pad"), x, 3, left, right), (0, 0, 0, 0))
+            }
             Some(mode) => {
                 let pads = [0, 0, top, left, 0, 0, bottom, right].map(|p| p as i64);
                 let pads = self.int64_constant(&format!("{path}/pads"), &pads);
@@ -438,14 +623,28 @@ impl Graph<'_> {
     }
 
     /// `BatchNormalization` in inference mode, from the running statistics.
-    fn batch_norm(&mut self, path: &str, spec: &LayerSpec, b: &BatchNormSpec, x: String) -> Result<String> {
+    fn batch_norm(&mut self, path: &str, spec: &LayerSpec, b: &BatchNormSpec, x: Value) -> Result<String> {
         if !b.track_running_stats {
-            return Err(unsupported(
-                path,
-                spec,
-                "track_running_stats = false normalises with each batch's statistics even in evaluation, which ONNX's inference BatchNormalization cannot express",
-            ));
+            // Without running statistics PyTorch normalises with the batch's own, in evaluation
+            // too, which ONNX's BatchNormalization cannot: the mean and biased variance over
+            // every dimension but the channels (1) from elementary ops, `x: [N, C, *]`.
+            let axes: Vec<usize> = (0..x.rank).filter(|&a| a != 1).collect();
+            let c = |g: &mut Self, name: &str, v: f64| g.constant(&format!("{path}/{name}"), &[], &[v]);
+            let reduce = |g: &mut Self, v: String| {
+                let attrs = vec![ints("axes", &axes), int("keepdims", 1)];
+                g.node("ReduceMean", &format!("{path}/ReduceMean"), vec![v], attrs)
+            };
+            let mean = reduce(self, x.name.clone());
+            let d = self.node("Sub", &format!("{path}/Sub"), vec![x.name, mean], vec![]);
+            let sq = self.node("Mul", &format!("{path}/Mul"), vec![d.clone(), d.clone()], vec![]);
+            let var = reduce(self, sq);
+            let eps = c(self, "eps", b.eps);
+            let var = self.node("Add", &format!("{path}/Add"), vec![var, eps], vec![]);
+            let sd = self.node("Sqrt", &format!("{path}/Sqrt"), vec![var], vec![]);
+            let y = self.node("Div", path, vec![d, sd], vec![]);
+            return if b.affine { self.channel_affine(path, spec, y, x.rank) } else { Ok(y) };
         }
+        let x = x.name;
         let mean = self.weight(path, spec, &format!("{path}.running_mean"))?;
         let var = self.weight(path, spec, &format!("{path}.running_var"))?;
         let (scale, bias) = if b.affine {

@@ -20,6 +20,8 @@ pub mod attribute_type {
     pub const STRING: i32 = 3;
     /// A list of int64 (`ints`).
     pub const INTS: i32 = 7;
+    /// A list of byte strings (`strings`): an RNN's `activations`.
+    pub const STRINGS: i32 = 8;
 }
 
 /// `ModelProto`: the file's top-level message.
@@ -149,6 +151,9 @@ pub struct AttributeProto {
     /// A list of integers.
     #[prost(int64, repeated, tag = "8")]
     pub ints: Vec<i64>,
+    /// A list of byte strings.
+    #[prost(bytes = "vec", repeated, tag = "9")]
+    pub strings: Vec<Vec<u8>>,
 }
 
 /// `TensorProto`: a constant tensor, its elements little-endian in `raw_data`.
