@@ -36,7 +36,7 @@ fn torch_exports_import_then_check_and_summarise() {
         let (ok, out, err) = run(&["check", m, "--weights", w]);
         assert!(ok, "{name}: strata check: {out}{err}");
         let (ok, out, err) = run(&["summary", m]);
-        assert!(ok && out.contains("Total"), "{name}: strata summary: {out}{err}");
+        assert!(ok && out.contains("total") && out.contains(" parameters ("), "{name}: strata summary: {out}{err}");
     }
 }
 
