@@ -816,13 +816,13 @@ impl Eval {
                 SymInt::Known(n) => return Err(format!("target dimension {n} is not read")),
             });
         }
-        let has_batch = out.iter().any(|d| *d == Some(Dim::Batch));
+        let has_batch = out.contains(&Some(Dim::Batch));
         let known: usize =
             out.iter().filter_map(|d| if let Some(Dim::Fixed(n)) = d { Some(*n) } else { None }).product();
         let holes = out.iter().filter(|d| d.is_none()).count();
         let fill = match (holes, has_batch) {
             (0, _) => None,
-            (1, true) if known > 0 && fixed_total % known == 0 => Some(Dim::Fixed(fixed_total / known)),
+            (1, true) if known > 0 && fixed_total.is_multiple_of(known) => Some(Dim::Fixed(fixed_total / known)),
             // `[-1, 784]`: the -1 takes the batch when the rest is one sample's size.
             (1, false) if known == fixed_total => Some(Dim::Batch),
             _ => return Err(format!("its target {target:?} does not fit the input {}", show(&shape))),

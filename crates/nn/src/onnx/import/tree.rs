@@ -411,7 +411,7 @@ fn relative(path: &str, prefix: &str) -> Option<Vec<String>> {
 
 /// A chain entry: one item, or consecutive items under one module (a nested block).
 enum Entry {
-    One(Item, Option<String>),
+    One(Box<Item>, Option<String>),
     Group(String, Vec<Item>),
 }
 
@@ -454,11 +454,11 @@ fn name_chain(
                 if group.iter().any(Item::has_params) {
                     entries.push(Entry::Group(s, group));
                 } else {
-                    entries.extend(group.into_iter().map(|i| Entry::One(i, None)));
+                    entries.extend(group.into_iter().map(|i| Entry::One(Box::new(i), None)));
                 }
             }
-            Some(segs) => entries.push(Entry::One(item, Some(segs[0].clone()))),
-            None => entries.push(Entry::One(item, None)),
+            Some(segs) => entries.push(Entry::One(Box::new(item), Some(segs[0].clone()))),
+            None => entries.push(Entry::One(Box::new(item), None)),
         }
     }
     // Names: layers with tensors and blocks first, so a position never takes their name.
@@ -496,33 +496,35 @@ fn name_chain(
             Entry::Group(s, group) => {
                 LayerSpec::Sequential(name_chain(group, &format!("{onnx_prefix}{s}."), &keys, params))
             }
-            Entry::One(Item::Node(n), _) => match n.op {
-                Op::Layer { spec, params: ps } => {
-                    params.extend(ps.into_iter().map(|(suffix, a)| (format!("{keys}{suffix}"), a)));
-                    spec
+            Entry::One(item, _) => match *item {
+                Item::Node(n) => match n.op {
+                    Op::Layer { spec, params: ps } => {
+                        params.extend(ps.into_iter().map(|(suffix, a)| (format!("{keys}{suffix}"), a)));
+                        spec
+                    }
+                    _ => unreachable!("pseudo-ops are matched or reported by fuse"),
+                },
+                Item::Residual { node, body, shortcut } => {
+                    let bp = inner_prefix(&node.path, "body", &body);
+                    let body = name_chain(body, &bp, &format!("{keys}body."), params);
+                    let shortcut = shortcut.map(|s| {
+                        let sp = inner_prefix(&node.path, "shortcut", &s);
+                        name_chain(s, &sp, &format!("{keys}shortcut."), params)
+                    });
+                    LayerSpec::Residual { body, shortcut }
                 }
-                _ => unreachable!("pseudo-ops are matched or reported by fuse"),
+                Item::Branches { node, branches, merge } => {
+                    let branches = branches
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, b)| {
+                            let bp = inner_prefix(&node.path, &format!("branches.{i}"), &b);
+                            name_chain(b, &bp, &format!("{keys}branches.{i}."), params)
+                        })
+                        .collect();
+                    LayerSpec::Branches { branches, merge }
+                }
             },
-            Entry::One(Item::Residual { node, body, shortcut }, _) => {
-                let bp = inner_prefix(&node.path, "body", &body);
-                let body = name_chain(body, &bp, &format!("{keys}body."), params);
-                let shortcut = shortcut.map(|s| {
-                    let sp = inner_prefix(&node.path, "shortcut", &s);
-                    name_chain(s, &sp, &format!("{keys}shortcut."), params)
-                });
-                LayerSpec::Residual { body, shortcut }
-            }
-            Entry::One(Item::Branches { node, branches, merge }, _) => {
-                let branches = branches
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, b)| {
-                        let bp = inner_prefix(&node.path, &format!("branches.{i}"), &b);
-                        name_chain(b, &bp, &format!("{keys}branches.{i}."), params)
-                    })
-                    .collect();
-                LayerSpec::Branches { branches, merge }
-            }
         };
         layers.push(NamedLayer { name, spec, origin: None, device: None, init: LayerInit::default() });
     }
