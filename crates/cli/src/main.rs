@@ -15,6 +15,7 @@ mod data_setup;
 mod devices;
 mod eval;
 mod export;
+mod import;
 mod logs;
 mod lr_find;
 mod run_lock;
@@ -90,6 +91,12 @@ enum Command {
   strata logs runs/simple_nn_mnist
   strata logs runs/a runs/b --out plots                both runs overlaid: loss and accuracy as PNG and SVG")]
     Logs(logs::LogsArgs),
+    /// Import an ONNX model (torch.onnx.export's or strata export's) as a model file and weights.
+    #[command(after_help = "Examples:
+  strata import model.onnx -o imported                 writes imported/model.toml and imported/weights.safetensors
+  strata import resnet.onnx -o imported --force        replaces the files if imported/ has them
+  strata check imported/model.toml --weights imported/weights.safetensors")]
+    Import(import::ImportArgs),
 }
 
 /// Die quietly on a closed pipe (`strata logs … | head`) as command-line tools do, instead of
@@ -121,6 +128,7 @@ fn main() -> ExitCode {
         Command::Export(args) => export::run(&args),
         Command::LrFind(args) => lr_find::run(&args),
         Command::Logs(args) => logs::run(&args),
+        Command::Import(args) => import::run(&args),
     };
     match result {
         Ok(check::Verdict::Ok) => ExitCode::SUCCESS,

@@ -152,6 +152,41 @@ pub enum Error {
         /// What is missing (`in_features`).
         what: String,
     },
+
+    /// An ONNX graph with nodes the importer cannot express as strata layers: every one of
+    /// them, not only the first (see `strata_nn::onnx::import`).
+    #[error("{}", render_unsupported_nodes(.0))]
+    OnnxImport(Vec<UnsupportedNode>),
+
+    /// An ONNX model the importer cannot take as a whole (not decodable, no graph, several
+    /// inputs or outputs, a symbolic sample dimension).
+    #[error("cannot import the ONNX model: {0}")]
+    OnnxImportModel(String),
+}
+
+/// One ONNX node the importer cannot express, for [`Error::OnnxImport`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnsupportedNode {
+    /// The node's name (`/fc1/Gemm`), or `(unnamed node k)` when it has none.
+    pub name: String,
+    /// Its operator (`Gemm`).
+    pub op_type: String,
+    /// Why, and what would work.
+    pub reason: String,
+}
+
+/// `cannot import the ONNX graph: 2 nodes are not supported` and one line per node.
+fn render_unsupported_nodes(nodes: &[UnsupportedNode]) -> String {
+    let count = match nodes.len() {
+        1 => "1 node is".to_string(),
+        n => format!("{n} nodes are"),
+    };
+    let mut s = format!("cannot import the ONNX graph: {count} not supported");
+    for n in nodes {
+        s.push_str(&format!("\n  `{}` ({}): {}", n.name, n.op_type, n.reason));
+    }
+    s.push_str("\n  help: README.md, \"Import from ONNX\", lists the ops and patterns strata imports");
+    s
 }
 
 /// The shape errors, separated by blank lines (as `strata check` prints them).

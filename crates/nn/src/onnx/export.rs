@@ -220,7 +220,13 @@ impl Graph<'_> {
         let name = self.fresh(name);
         let raw_data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         let dims = dims.to_vec();
-        self.inits.push(TensorProto { dims, data_type: super::proto::INT64, name: name.clone(), raw_data });
+        self.inits.push(TensorProto {
+            dims,
+            data_type: super::proto::INT64,
+            name: name.clone(),
+            raw_data,
+            ..Default::default()
+        });
         name
     }
 
@@ -385,7 +391,7 @@ impl Graph<'_> {
             _ => values.iter().flat_map(|&v| (v as f32).to_le_bytes()).collect(),
         };
         let dims = dims.iter().map(|&d| d as i64).collect();
-        self.inits.push(TensorProto { dims, data_type: self.elem, name: name.into(), raw_data });
+        self.inits.push(TensorProto { dims, data_type: self.elem, name: name.into(), raw_data, ..Default::default() });
     }
 
     /// The nodes of a chain applied to `x`; layer paths are `prefix` + name.

@@ -23,6 +23,7 @@
 //! ```
 
 mod export;
+pub mod import;
 pub mod proto;
 
 pub use export::{IR_VERSION, OPSET, decode, export, to_bytes};

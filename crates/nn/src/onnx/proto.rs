@@ -9,6 +9,8 @@ pub const FLOAT: i32 = 1;
 pub const INT64: i32 = 7;
 /// `TensorProto.DataType.DOUBLE`.
 pub const DOUBLE: i32 = 11;
+/// `TensorProto.DataType.INT32`.
+pub const INT32: i32 = 6;
 
 /// `AttributeProto.AttributeType` values.
 pub mod attribute_type {
@@ -151,7 +153,13 @@ pub struct AttributeProto {
     /// A list of integers.
     #[prost(int64, repeated, tag = "8")]
     pub ints: Vec<i64>,
-    /// A list of byte strings.
+    /// A tensor value (`Constant`'s `value`, `ConstantOfShape`'s fill; read by import).
+    #[prost(message, optional, tag = "5")]
+    pub t: Option<TensorProto>,
+    /// A list of floats (read by import).
+    #[prost(float, repeated, tag = "7")]
+    pub floats: Vec<f32>,
+    /// A list of byte strings (a recurrent node's `activations`; read by import).
     #[prost(bytes = "vec", repeated, tag = "9")]
     pub strings: Vec<Vec<u8>>,
 }
@@ -171,6 +179,22 @@ pub struct TensorProto {
     /// The elements, row-major, little-endian.
     #[prost(bytes = "vec", tag = "9")]
     pub raw_data: Vec<u8>,
+    /// FLOAT elements when not in `raw_data` (ONNX's `make_tensor` writes them here; read by
+    /// import).
+    #[prost(float, repeated, tag = "4")]
+    pub float_data: Vec<f32>,
+    /// INT32 (and smaller integer) elements when not in `raw_data` (read by import).
+    #[prost(int32, repeated, tag = "5")]
+    pub int32_data: Vec<i32>,
+    /// INT64 elements when not in `raw_data` (read by import).
+    #[prost(int64, repeated, tag = "7")]
+    pub int64_data: Vec<i64>,
+    /// DOUBLE elements when not in `raw_data` (read by import).
+    #[prost(double, repeated, tag = "10")]
+    pub double_data: Vec<f64>,
+    /// `1` (EXTERNAL) when the elements are in another file, which import refuses.
+    #[prost(int32, tag = "14")]
+    pub data_location: i32,
 }
 
 /// `ValueInfoProto`: a value's name and type.
