@@ -113,10 +113,10 @@ fn n_processes_equal_one_process_accumulating_n_bit_for_bit() {
             params(&single.join("model.safetensors")),
             "mpirun -np {n} and --accumulate {n} differ"
         );
-        // The checkpoint is the same file's contents too (no trace of N in it).
+        // The checkpoint holds the same tensors (parameters and optimizer state).
         assert_eq!(
-            params(&multi.join("checkpoints/epoch_001.safetensors")),
-            params(&single.join("checkpoints/epoch_001.safetensors"))
+            params(&multi.join("checkpoints/step-000000010.safetensors")),
+            params(&single.join("checkpoints/step-000000010.safetensors"))
         );
     }
 }
