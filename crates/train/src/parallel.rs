@@ -204,8 +204,8 @@ impl Accumulator {
     pub fn finish(self, divisor: f64) -> Option<GradBuffer> {
         let mut s = self.sum?;
         let (d32, d64) = (divisor as f32, divisor);
-        s.f32.iter_mut().for_each(|v| *v = *v / d32);
-        s.f64.iter_mut().for_each(|v| *v = *v / d64);
+        s.f32.iter_mut().for_each(|v| *v /= d32);
+        s.f64.iter_mut().for_each(|v| *v /= d64);
         Some(s)
     }
 }
