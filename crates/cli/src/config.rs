@@ -296,6 +296,17 @@ pub struct TrainingConfig {
     /// with an error naming the step and the first layer that went non-finite) or `"skip"` (the
     /// step is not applied, as PyTorch's GradScaler skips it, and the run goes on).
     pub on_divergence: String,
+    /// Gradient accumulation (PyTorch Lightning's `accumulate_grad_batches`, also accepted as
+    /// that name): each batch of `batch_size` is cut into this many micro-batches whose
+    /// gradients are combined before one optimizer step (`strata_train::parallel` defines how,
+    /// the same as this many MPI processes). 1 (the default): none.
+    #[serde(alias = "accumulate_grad_batches", skip_serializing_if = "is_one")]
+    pub accumulate: usize,
+}
+
+/// Whether `n` is 1 (the default of `training.accumulate`, left out of written configs).
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 impl Default for TrainingConfig {
@@ -315,6 +326,7 @@ impl Default for TrainingConfig {
             conv_algorithm: None,
             clip_grad_norm: None,
             on_divergence: "stop".into(),
+            accumulate: 1,
         }
     }
 }
@@ -503,6 +515,11 @@ impl RunConfig {
                 bail!("early_stopping.patience must be at least 1 (epochs without improvement before stopping), got 0");
             }
             in_range("early_stopping.min_delta", es.min_delta, es.min_delta >= 0.0, "a number >= 0")?;
+        }
+        if self.training.accumulate == 0 {
+            bail!(
+                "training.accumulate (--accumulate) must be at least 1 (the micro-batches a batch is cut into; 1: no accumulation), got 0"
+            );
         }
         if let Some(c) = self.training.clip_grad_norm
             && !(c.is_finite() && c > 0.0)

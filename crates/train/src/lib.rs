@@ -8,6 +8,10 @@
 //!   [`checkpoint`]), [`MetricsLog`] (metrics.jsonl and TensorBoard), [`ProgressBar`], or your
 //!   own.
 //! - [`evaluate`]: a model's loss and accuracy on a data set.
+//! - `distributed` (the `mpi` feature): MPI data-parallel training, bit-identical to
+//!   accumulation.
+//! - [`parallel`]: micro-batches and their combined gradient, shared by gradient accumulation
+//!   ([`Trainer::accumulate`]) and data-parallel runs ([`Trainer::distributed`]).
 //!
 //! The `strata` command line is a thin layer over this crate: `strata train` builds a
 //! `Trainer` from a run file.
@@ -18,10 +22,13 @@
 mod callback;
 pub mod callbacks;
 pub mod checkpoint;
+#[cfg(feature = "mpi")]
+pub mod distributed;
 mod divergence;
 mod error;
 mod evaluate;
 mod layout;
+pub mod parallel;
 mod schedule;
 pub mod tensorboard;
 mod trainer;

@@ -8,6 +8,7 @@ use crate::divergence::diagnose;
 use crate::error::{Error, Result};
 use crate::evaluate::{Evaluation, count_correct, evaluate};
 use crate::layout::InputLayout;
+use crate::parallel::{Accumulator, GradBuffer, GradientReducer, coefficients, micro_batch_ranges};
 use crate::schedule::Schedule;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +39,9 @@ pub struct History {
     pub state: TrainState,
     /// Steps skipped for a non-finite loss or gradient.
     pub skipped: usize,
+    /// In a data-parallel run, the bytes this process sent and received to combine one step's
+    /// gradients (0 on one process).
+    pub reduced_bytes: usize,
 }
 
 impl History {
@@ -88,6 +92,8 @@ pub struct Trainer<'m> {
     interrupt: Arc<AtomicBool>,
     start: TrainState,
     callbacks: Vec<Box<dyn Callback + 'm>>,
+    accumulate: usize,
+    reducer: Option<Box<dyn GradientReducer + 'm>>,
 }
 
 impl<'m> Trainer<'m> {
@@ -116,6 +122,8 @@ impl<'m> Trainer<'m> {
             interrupt: Arc::new(AtomicBool::new(false)),
             start: TrainState::default(),
             callbacks: vec![],
+            accumulate: 1,
+            reducer: None,
         }
     }
 
@@ -208,6 +216,28 @@ impl<'m> Trainer<'m> {
     /// Samples per batch in validation (1000 by default).
     pub fn eval_batch_size(mut self, n: usize) -> Self {
         self.eval_batch_size = n.max(1);
+        self
+    }
+
+    /// Gradient accumulation (PyTorch Lightning's `accumulate_grad_batches`): each batch of
+    /// `batch_size` samples is cut into `n` micro-batches, in order, that go through the model
+    /// one after another, and their gradients are combined before the one optimizer step
+    /// (`n` = 1, the default: no accumulation). The split and the combination are
+    /// [`crate::parallel`]'s: the same numbers as `n` processes of a data-parallel run. The
+    /// optimizer state, the schedule and checkpoints do not change with `n`; BatchNorm sees
+    /// the micro-batches.
+    pub fn accumulate(mut self, n: usize) -> Self {
+        self.accumulate = n;
+        self
+    }
+
+    /// Trains data-parallel: this process is one rank of `reducer`'s world, computes only its
+    /// micro-batch of each batch ([`crate::parallel`]'s split into `world_size` parts), and the
+    /// gradients are combined by `reducer` before every step; every rank takes the same step.
+    /// Every rank must call `fit` with the same data and options. The result is bit for bit that
+    /// of one process with [`Trainer::accumulate`]`(world_size)`.
+    pub fn distributed(mut self, reducer: Box<dyn GradientReducer + 'm>) -> Self {
+        self.reducer = Some(reducer);
         self
     }
 
@@ -309,6 +339,28 @@ impl<'m> Trainer<'m> {
         }
         let layout = self.layout_for(train);
         let batch_size = self.batch_size.resolve(train.len());
+        let world = self.reducer.as_ref().map_or(1, |r| r.world_size());
+        let rank = self.reducer.as_ref().map_or(0, |r| r.rank());
+        if self.accumulate == 0 {
+            return Err(Error::InvalidOption(
+                "accumulate = 0: a batch is cut into at least 1 micro-batch; give 1 (no accumulation) or more".into(),
+            ));
+        }
+        if world > 1 && self.accumulate > 1 {
+            return Err(Error::InvalidOption(format!(
+                "accumulate = {} with {world} processes: a data-parallel run's micro-batches are its processes'; drop accumulate, or run {} processes",
+                self.accumulate,
+                world * self.accumulate
+            )));
+        }
+        // Micro-batches per batch, and which of them this process computes.
+        let parts = world.max(self.accumulate);
+        let mine = if world > 1 { rank..rank + 1 } else { 0..parts };
+        if parts > batch_size {
+            return Err(Error::InvalidOption(format!(
+                "{parts} micro-batches (accumulate or processes) of a batch of {batch_size} samples: each needs at least one sample; use a batch_size of at least {parts}"
+            )));
+        }
         let loader = DataLoader::new(train, batch_size).shuffle(self.seed).augment(self.augment.clone(), self.seed)?;
         let steps_per_epoch = loader.num_batches();
         let total_steps = steps_per_epoch * self.epochs;
@@ -321,7 +373,7 @@ impl<'m> Trainer<'m> {
             )));
         }
 
-        let Trainer { model, optimizer, loss: loss_fn, base_lr, schedule, callbacks, .. } = self;
+        let Trainer { model, optimizer, loss: loss_fn, base_lr, schedule, callbacks, reducer, .. } = self;
         let model: &dyn Module = *model;
         // One list, the trainer's own first; each borrowed for this call only.
         fn shorten<'a>(c: &'a mut (dyn Callback + '_)) -> &'a mut (dyn Callback + 'a) {
@@ -339,7 +391,7 @@ impl<'m> Trainer<'m> {
         }
 
         let started = Instant::now();
-        let mut history = History { epochs: vec![], outcome: Outcome::Completed, state, skipped: 0 };
+        let mut history = History { epochs: vec![], outcome: Outcome::Completed, state, skipped: 0, reduced_bytes: 0 };
         for epoch in epoch0..self.epochs {
             let t0 = Instant::now();
             let skip = if epoch == epoch0 { batch0 } else { 0 };
@@ -350,90 +402,181 @@ impl<'m> Trainer<'m> {
             }
             let (mut loss_sum, mut correct, mut seen) = (0.0, Some(0usize), 0usize);
             let mut stop: Option<Outcome> = None;
-            loader.epoch_prefetched(epoch as u64, self.prefetch, |batches| -> Result<()> {
-                for (i, batch) in batches.enumerate().skip(skip) {
-                    let lr = schedule.lr_at(*base_lr, state.step, steps_per_epoch, total_steps);
-                    optimizer.set_lr(lr);
-                    optimizer.zero_grad()?;
-                    let input = layout.apply(&batch.x)?;
-                    let y = layout.labels(&batch.y)?;
-                    let output = model.forward(&input)?;
-                    let loss = loss_fn.loss(&output, &y)?;
-                    loss.backward()?;
-                    let l = loss.item()?;
-                    let log = self.log_every > 0 && (state.step + 1).is_multiple_of(self.log_every);
-                    // The gradients' norm, clipped when asked; a non-finite loss or gradient is
-                    // a divergence: the step is skipped or the run stops, naming where.
-                    let params = model.parameters();
-                    let grad_norm = match self.clip_grad_norm {
-                        Some(max) => Some(strata_nn::optim::clip_grad_norm_(&params, max)?),
-                        None if log => Some(grad_norm(&params)?),
-                        None => None,
-                    };
-                    let grads_finite = match grad_norm {
-                        Some(norm) => norm.is_finite(),
-                        // One check for all the gradients (on a GPU, one read back).
-                        None => strata_core::all_finite(&params.iter().filter_map(Tensor::grad).collect::<Vec<_>>()),
-                    };
-                    let diverged = |report: String| Error::Diverged {
-                        epoch: epoch + 1,
-                        step: state.step + 1,
-                        batch: i + 1,
-                        batches: steps_per_epoch,
-                        report,
-                    };
-                    if !l.is_finite() || !grads_finite {
-                        if self.on_divergence == OnDivergence::Skip {
-                            history.skipped += 1;
-                            state.step += 1;
-                            state.batch = i + 1;
-                            for cb in cbs.iter_mut() {
-                                cb.on_step_skipped(&progress!(), history.skipped, l.is_finite())?;
+            let interrupt = self.interrupt.clone();
+            step_batches_prefetched(
+                &loader,
+                epoch as u64,
+                self.prefetch,
+                skip,
+                parts,
+                mine.clone(),
+                |steps| -> Result<()> {
+                    for StepBatches { index: i, size: batch_len, micro } in steps {
+                        let lr = schedule.lr_at(*base_lr, state.step, steps_per_epoch, total_steps);
+                        optimizer.set_lr(lr);
+                        optimizer.zero_grad()?;
+                        let params = model.parameters();
+                        // The step's loss, correct predictions and samples, with the gradients in
+                        // the parameters; and the last input seen, for a divergence report.
+                        let (l, correct_step, n, seen_input) = if parts == 1 {
+                            let Some((_, _, Some(batch))) = micro.into_iter().next() else {
+                                return Err(Error::InvalidOption("an empty batch".into()));
+                            };
+                            let input = layout.apply(&batch.x)?;
+                            let y = layout.labels(&batch.y)?;
+                            let output = model.forward(&input)?;
+                            let loss = loss_fn.loss(&output, &y)?;
+                            loss.backward()?;
+                            let l = loss.item()?;
+                            (l, count_correct(&output, &y)?, batch.y.numel(), Some((input, y)))
+                        } else {
+                            // Micro-batches one after another (accumulation), or this rank's one;
+                            // each gradient is read out and combined as crate::parallel defines.
+                            let sizes: Vec<usize> =
+                                micro_batch_ranges(batch_len, parts).iter().map(|r| r.len()).collect();
+                            let (coeffs, divisor) = coefficients(&sizes);
+                            let mut acc = Accumulator::default();
+                            let mut local = None;
+                            // Per micro-batch: mean loss, correct count (-1: not a classifier).
+                            let mut stats = vec![(f64::NAN, -1.0); parts];
+                            let mut last = None;
+                            // Dropout's mask streams: micro-batch k draws call `base + k`, wherever
+                            // it runs, and the step moves them on by `parts` (see `streams_at`).
+                            let streams = model.extra_state();
+                            let shifting = streams_at(&streams, 0).is_some();
+                            for (k, _, batch) in micro {
+                                let Some(batch) = batch else { continue };
+                                if let Some(at) = streams_at(&streams, k as u64) {
+                                    model.load_extra_state(&at)?;
+                                }
+                                optimizer.zero_grad()?;
+                                let input = layout.apply(&batch.x)?;
+                                let y = layout.labels(&batch.y)?;
+                                let output = model.forward(&input)?;
+                                let loss = loss_fn.loss(&output, &y)?;
+                                loss.backward()?;
+                                stats[k] = (loss.item()?, count_correct(&output, &y)?.map_or(-1.0, |c| c as f64));
+                                let g = GradBuffer::read(&params)?;
+                                if reducer.is_some() {
+                                    local = Some(g);
+                                } else {
+                                    acc.add(&g, coeffs[k]);
+                                }
+                                last = Some((input, y));
                             }
-                            continue;
+                            let combined = match reducer.as_mut() {
+                                Some(r) => {
+                                    let mut g = local.unwrap_or_else(|| GradBuffer::zeros(&params));
+                                    history.reduced_bytes = r.reduce(&mut g, &sizes)?;
+                                    // Every rank's loss and count.
+                                    let (ml, mc) = stats[rank];
+                                    let all = r.all_gather(&[ml, mc])?;
+                                    for (k, s) in all.chunks(2).enumerate() {
+                                        stats[k] = (s[0], s[1]);
+                                    }
+                                    g
+                                }
+                                None => acc.finish(divisor).unwrap_or_else(|| GradBuffer::zeros(&params)),
+                            };
+                            combined.write(&params)?;
+                            if shifting && let Some(at) = streams_at(&streams, parts as u64) {
+                                model.load_extra_state(&at)?;
+                            }
+                            // The batch's mean loss from the micro-batches' (in f64, in order).
+                            let mut l = 0.0;
+                            let mut correct = Some(0usize);
+                            for (k, &(lk, ck)) in stats.iter().enumerate().filter(|(k, _)| sizes[*k] > 0) {
+                                l += lk * sizes[k] as f64;
+                                correct = correct.filter(|_| ck >= 0.0).map(|c| c + ck as usize);
+                            }
+                            (l / batch_len as f64, correct, batch_len, last)
+                        };
+                        let log = self.log_every > 0 && (state.step + 1).is_multiple_of(self.log_every);
+                        // The gradients' norm, clipped when asked; a non-finite loss or gradient is
+                        // a divergence: the step is skipped or the run stops, naming where.
+                        let grad_norm = match self.clip_grad_norm {
+                            Some(max) => Some(strata_nn::optim::clip_grad_norm_(&params, max)?),
+                            None if log => Some(grad_norm(&params)?),
+                            None => None,
+                        };
+                        let grads_finite = match grad_norm {
+                            Some(norm) => norm.is_finite(),
+                            // One check for all the gradients (on a GPU, one read back).
+                            None => {
+                                strata_core::all_finite(&params.iter().filter_map(Tensor::grad).collect::<Vec<_>>())
+                            }
+                        };
+                        let diverged = |report: String| Error::Diverged {
+                            epoch: epoch + 1,
+                            step: state.step + 1,
+                            batch: i + 1,
+                            batches: steps_per_epoch,
+                            report,
+                        };
+                        let report = |seen: &Option<(Tensor, Tensor)>| match seen {
+                            Some((input, y)) => diagnose(model, input, y, l),
+                            None => format!("another process's micro-batch (this one, rank {rank}, had no samples)"),
+                        };
+                        if !l.is_finite() || !grads_finite {
+                            if self.on_divergence == OnDivergence::Skip {
+                                history.skipped += 1;
+                                state.step += 1;
+                                state.batch = i + 1;
+                                for cb in cbs.iter_mut() {
+                                    cb.on_step_skipped(&progress!(), history.skipped, l.is_finite())?;
+                                }
+                                continue;
+                            }
+                            return Err(diverged(report(&seen_input)));
                         }
-                        return Err(diverged(diagnose(model, &input, &y, l)));
-                    }
-                    optimizer.step()?;
-                    if !strata_core::all_finite(&params) {
-                        return Err(diverged(diagnose(model, &input, &y, l)));
-                    }
-                    state.step += 1;
-                    state.batch = i + 1;
-                    let n = batch.y.numel();
-                    loss_sum += l * n as f64;
-                    correct = match (correct, count_correct(&output, &y)?) {
-                        (Some(c), Some(k)) => Some(c + k),
-                        _ => None,
-                    };
-                    seen += n;
-                    let step_log = StepLog {
-                        epoch: epoch + 1,
-                        step: state.step,
-                        batch: i + 1,
-                        loss: l,
-                        lr,
-                        grad_norm,
-                        running_loss: loss_sum / seen as f64,
-                        running_acc: correct.map(|c| c as f64 / seen as f64),
-                        samples_per_s: seen as f64 / t0.elapsed().as_secs_f64(),
-                        time_s: started.elapsed().as_secs_f64(),
-                        log,
-                    };
-                    for cb in cbs.iter_mut() {
-                        if cb.on_step_end(&progress!(), &step_log)? == Control::Stop && stop.is_none() {
-                            stop = Some(Outcome::Stopped { by: cb.name() });
+                        optimizer.step()?;
+                        if !strata_core::all_finite(&params) {
+                            return Err(diverged(report(&seen_input)));
+                        }
+                        state.step += 1;
+                        state.batch = i + 1;
+                        loss_sum += l * n as f64;
+                        correct = match (correct, correct_step) {
+                            (Some(c), Some(k)) => Some(c + k),
+                            _ => None,
+                        };
+                        seen += n;
+                        let step_log = StepLog {
+                            epoch: epoch + 1,
+                            step: state.step,
+                            batch: i + 1,
+                            loss: l,
+                            lr,
+                            grad_norm,
+                            running_loss: loss_sum / seen as f64,
+                            running_acc: correct.map(|c| c as f64 / seen as f64),
+                            samples_per_s: seen as f64 / t0.elapsed().as_secs_f64(),
+                            time_s: started.elapsed().as_secs_f64(),
+                            log,
+                        };
+                        for cb in cbs.iter_mut() {
+                            if cb.on_step_end(&progress!(), &step_log)? == Control::Stop && stop.is_none() {
+                                stop = Some(Outcome::Stopped { by: cb.name() });
+                            }
+                        }
+                        if stop.is_none() && interrupt.load(Ordering::SeqCst) {
+                            stop = Some(Outcome::Interrupted);
+                        }
+                        // Every rank stops after the same step (only rank 0 may have the callbacks
+                        // that stop).
+                        if let Some(r) = reducer.as_mut() {
+                            let any = r.all_gather(&[f64::from(u8::from(stop.is_some()))])?.iter().any(|&v| v != 0.0);
+                            if any && stop.is_none() {
+                                stop = Some(Outcome::Interrupted);
+                            }
+                        }
+                        if stop.is_some() {
+                            break;
                         }
                     }
-                    if stop.is_none() && self.interrupt.load(Ordering::SeqCst) {
-                        stop = Some(Outcome::Interrupted);
-                    }
-                    if stop.is_some() {
-                        break;
-                    }
-                }
-                Ok(())
-            })?;
+                    Ok(())
+                },
+            )?;
             if seen == 0 && stop.is_none() && history.skipped > 0 && state.batch > skip {
                 return Err(Error::AllStepsSkipped { epoch: epoch + 1, skipped: history.skipped });
             }
@@ -474,6 +617,12 @@ impl<'m> Trainer<'m> {
                     stop_by = Some(cb.name());
                 }
             }
+            if let Some(r) = reducer.as_mut() {
+                let any = r.all_gather(&[f64::from(u8::from(stop_by.is_some()))])?.iter().any(|&v| v != 0.0);
+                if any && stop_by.is_none() {
+                    stop_by = Some("another process".to_string());
+                }
+            }
             if let Some(by) = stop_by {
                 history.outcome = Outcome::Stopped { by };
                 break;
@@ -497,4 +646,79 @@ fn grad_norm(params: &[Tensor]) -> Result<f64> {
         }
     }
     Ok(sum.sqrt())
+}
+
+/// One step's share of this process: the batch's position in the epoch, its sample count, and
+/// this process's micro-batches `(k, n_k, batch)` (`None` for an empty one).
+struct StepBatches {
+    index: usize,
+    size: usize,
+    micro: Vec<(usize, usize, Option<strata_data::Batch>)>,
+}
+
+/// The steps of epoch `epoch` from batch `skip` on, each batch cut into `parts` micro-batches
+/// ([`crate::parallel::micro_batch_ranges`]) of which only those in `mine` are assembled (a
+/// rank reads only its shard), on a background thread up to `depth` steps ahead, as
+/// [`DataLoader::epoch_prefetched`] does. With one part, the batches are the loader's own.
+fn step_batches_prefetched<R>(
+    loader: &DataLoader,
+    epoch: u64,
+    depth: usize,
+    skip: usize,
+    parts: usize,
+    mine: std::ops::Range<usize>,
+    f: impl FnOnce(&mut dyn Iterator<Item = StepBatches>) -> R,
+) -> R {
+    let order = loader.order(epoch);
+    let (bs, nb) = (loader.batch_size(), loader.num_batches());
+    let (tx, rx) = std::sync::mpsc::sync_channel(depth.max(1));
+    std::thread::scope(|scope| {
+        let order = &order;
+        scope.spawn(move || {
+            for b in skip..nb {
+                let idx = &order[b * bs..((b + 1) * bs).min(order.len())];
+                let micro = micro_batch_ranges(idx.len(), parts)
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(k, _)| mine.contains(k))
+                    .map(|(k, r)| (k, r.len(), (!r.is_empty()).then(|| loader.batch(epoch, &idx[r]))))
+                    .collect();
+                // A send fails only when the consumer is gone: stop assembling.
+                if tx.send(StepBatches { index: b, size: idx.len(), micro }).is_err() {
+                    break;
+                }
+            }
+        });
+        // `f` owns the receiver's iterator, dropped when it returns, unblocking the thread.
+        f(&mut rx.into_iter())
+    })
+}
+
+/// The layers' extra state with every random stream's position (Dropout's `seed=S,step=T`: the
+/// next mask is call `T` of the stream) moved on by `by` calls; `None` when the model has no
+/// such stream. Micro-batch `k` of a step then draws the same mask on one process accumulating
+/// as on rank `k` of a data-parallel run, and every rank's stream stands at the same place after
+/// the step, so checkpoints do not depend on the number of processes.
+fn streams_at(
+    state: &std::collections::BTreeMap<String, String>,
+    by: u64,
+) -> Option<std::collections::BTreeMap<String, String>> {
+    let mut found = false;
+    let moved = state
+        .iter()
+        .map(|(path, v)| {
+            let parsed = v.split_once(',').and_then(|(a, b)| {
+                Some((a.strip_prefix("seed=")?.parse::<u64>().ok()?, b.strip_prefix("step=")?.parse::<u64>().ok()?))
+            });
+            let v = match parsed {
+                Some((seed, step)) => {
+                    found = true;
+                    format!("seed={seed},step={}", step + by)
+                }
+                None => v.clone(),
+            };
+            (path.clone(), v)
+        })
+        .collect();
+    found.then_some(moved)
 }

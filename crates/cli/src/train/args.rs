@@ -56,6 +56,10 @@ pub struct TrainArgs {
     /// large planes, ~10× PyTorch's f32 error).
     #[arg(long, value_name = "default|fast")]
     pub(super) conv_algorithm: Option<String>,
+    /// training.accumulate: cut each batch into N micro-batches, one gradient step per batch
+    /// (gradient accumulation, the same numbers as N MPI processes).
+    #[arg(long, value_name = "N")]
+    pub(super) accumulate: Option<usize>,
     /// Any other key: `--set optimizer.name=adam --set schedule.name=cosine`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub(super) set: Vec<String>,
@@ -137,6 +141,9 @@ pub(super) fn overrides(args: &TrainArgs) -> Result<Vec<(String, String)>> {
     }
     if let Some(a) = &args.conv_algorithm {
         push("training.conv_algorithm", toml::Value::String(a.clone()).to_string());
+    }
+    if let Some(n) = args.accumulate {
+        push("training.accumulate", n.to_string());
     }
     for kv in &args.set {
         let (k, v) = kv

@@ -8,6 +8,7 @@
 //! loop is here.
 
 mod args;
+pub(crate) mod dist;
 mod logger;
 mod setup;
 mod step;
@@ -40,9 +41,23 @@ pub(crate) fn schedule_of(c: &crate::config::ScheduleConfig) -> Schedule {
     s.warmup(c.warmup_epochs)
 }
 
-/// Runs the training job.
+/// Runs the training job: alone, or as one rank of a data-parallel run when `mpirun` started
+/// the process (the `mpi` feature).
 pub fn run(args: &TrainArgs) -> Result<Verdict> {
-    let output = if args.json {
+    let world = dist::join()?;
+    match world.as_ref() {
+        None => run_in(args, None),
+        // An error on one rank ends all of them, naming it, rather than leaving them waiting.
+        Some(w) => run_in(args, Some(w)).or_else(|e| dist::fail(w, &e)),
+    }
+}
+
+/// The training job, in `world` when there is one.
+fn run_in(args: &TrainArgs, world: Option<&dist::World>) -> Result<Verdict> {
+    let lead = dist::is_lead();
+    let output = if !lead {
+        Output::Quiet
+    } else if args.json {
         Output::Json
     } else if args.quiet {
         Output::Quiet
@@ -71,6 +86,12 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
         return Ok(Verdict::Failed);
     };
     let t = &config.training;
+    // Only rank 0 writes the run directory; the others train the same model beside it.
+    let out = out.filter(|_| lead);
+    if let Some(w) = world {
+        let sets: Vec<&strata_data::Dataset> = [&data.train, &data.val].into_iter().chain(data.test.as_ref()).collect();
+        dist::check_same(w, dist::run_hash(&toml::to_string(&config)?, &sets))?;
+    }
 
     // Where the run starts: from scratch, or from a checkpoint.
     let mut start = Meta::default();
@@ -118,10 +139,21 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
         .seed(t.seed)
         .layout(layout)
         .log_every(t.log_every)
+        .accumulate(t.accumulate)
         .on_divergence(if t.on_divergence == "skip" { OnDivergence::Skip } else { OnDivergence::Stop })
         .resume(&start);
     if let Some(max) = t.clip_grad_norm {
         trainer = trainer.clip_grad_norm(max);
+    }
+    if let Some(w) = world {
+        let (_, n) = dist::place(w);
+        let sizes = strata_train::parallel::micro_batch_sizes(batch_size, n);
+        logger.note(&format!(
+            "data-parallel over {n} MPI processes: each computes {}–{} samples of every batch of {batch_size}",
+            sizes.iter().min().unwrap_or(&0),
+            sizes.iter().max().unwrap_or(&0)
+        ));
+        trainer = trainer.distributed(dist::reducer(w));
     }
     // The base rate is the run file's (a resumed optimizer's state holds the last step's rate).
     trainer = trainer.base_lr(config.optimizer.lr);
@@ -150,7 +182,7 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
         if let Some(e) = &mut early {
             callbacks.push(e);
         }
-        if output == Output::Human {
+        if output == Output::Human && lead {
             callbacks.push(&mut bar);
         }
         if let Some(c) = &mut checkpoints {
@@ -171,8 +203,20 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
         Err(e) => return Err(e.into()),
     };
     let state = history.state;
+    if let Some(w) = world {
+        let params: usize = model.parameters().iter().map(|p| p.numel() * p.dtype().size_in_bytes()).sum();
+        logger.note(&format!(
+            "reduced {} bytes of gradients per step over {} processes: each sent and received {} bytes per step",
+            group_digits(params),
+            dist::place(w).1,
+            group_digits(history.reduced_bytes)
+        ));
+    }
     // The epoch the interruption came in (1-based): after an epoch's last batch, that epoch.
     let shown = if state.batch == 0 { state.epoch } else { state.epoch + 1 };
+    if history.outcome == Outcome::Interrupted && !lead {
+        return Ok(Verdict::Interrupted);
+    }
     if history.outcome == Outcome::Interrupted {
         match checkpoints.as_ref().and_then(|c| c.last_written()) {
             Some(p) => eprintln!(
@@ -204,7 +248,7 @@ pub fn run(args: &TrainArgs) -> Result<Verdict> {
     if let Some(dir) = &out {
         model.state_dict().save(dir.join("model.safetensors"))?;
     }
-    if let Some(path) = &args.save {
+    if let Some(path) = args.save.as_ref().filter(|_| lead) {
         model
             .state_dict()
             .save(path)

@@ -103,6 +103,9 @@ pub(super) fn fixed_on_resume(key: &str, base: &RunConfig) -> Option<String> {
         // What a diverging run is resumed with: clipping, or skipping the bad steps.
         "training.clip_grad_norm",
         "training.on_divergence",
+        // The micro-batches change nothing in the optimizer state or the batches (nor does the
+        // number of MPI processes).
+        "training.accumulate",
         // Checkpoints hold host data: a run resumes on any device (f32 results agree to rounding).
         "training.device",
         // A device map places the same parameters elsewhere.
@@ -175,6 +178,7 @@ pub(super) fn flag_of(key: &str) -> String {
         "training.conv_algorithm" => "--conv-algorithm",
         "training.device" => "--device",
         "training.device_map" => "--device-map",
+        "training.accumulate" => "--accumulate",
         "data.source" | "data.path" => "--data",
         _ => return format!("--set {key}=…"),
     };
@@ -300,7 +304,7 @@ pub(super) fn setup(args: &TrainArgs) -> Result<Option<Setup>> {
         }
         let out = if r.is_dir() { Some(r.clone()) } else { r.parent().and_then(Path::parent).map(Path::to_path_buf) };
         // Locked before any checkpoint is read: no other process may be writing or pruning them.
-        if let Some(dir) = out.as_deref().filter(|d| d.is_dir()) {
+        if let Some(dir) = out.as_deref().filter(|d| d.is_dir() && super::dist::is_lead()) {
             crate::run_lock::acquire(dir)?;
         }
         let (path, params, optim, meta) = checkpoint::load_for_resume(r)?;

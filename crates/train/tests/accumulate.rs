@@ -1,0 +1,232 @@
+//! Gradient accumulation and the data-parallel step: accumulation over N micro-batches is the
+//! hand-written loop of `strata_train::parallel`'s definition bit for bit, N in-process "ranks"
+//! (threads with a shared-memory reducer) end bit-identical to it, and both stay close to a
+//! plain run with the same global batch.
+
+use std::sync::{Arc, Barrier, Mutex};
+use strata_train::parallel::{GradBuffer, GradientReducer, coefficients, combine_in_order};
+use strata_train::prelude::*;
+
+/// The first `n` training images of the embedded MNIST subset, normalised.
+fn data(n: usize) -> Dataset {
+    let (mut train, _) = embedded_mnist().unwrap();
+    train.normalize(MNIST_MEAN, MNIST_STD).unwrap();
+    train.subset(&(0..n).collect::<Vec<_>>())
+}
+
+fn simple_nn(seed: u64) -> Sequential {
+    manual_seed(seed);
+    ModelSpec::new("SimpleNN").input(&[784]).linear("fc1", 784, 32).relu().linear("fc2", 32, 10).build().unwrap()
+}
+
+/// SimpleNN with Dropout after the hidden layer: its masks must follow the micro-batches.
+fn dropout_nn(seed: u64) -> Sequential {
+    manual_seed(seed);
+    ModelSpec::new("DropoutNN")
+        .input(&[784])
+        .linear("fc1", 784, 32)
+        .relu()
+        .layer("drop", strata_nn::LayerSpec::Dropout { p: 0.3 })
+        .linear("fc2", 32, 10)
+        .build()
+        .unwrap()
+}
+
+fn sgd(model: &Sequential) -> Box<dyn Optimizer> {
+    Box::new(SGD::with_config(model.parameters(), SgdConfig { lr: 0.05, momentum: 0.9, ..Default::default() }).unwrap())
+}
+
+fn params(model: &dyn Module) -> Vec<Vec<f32>> {
+    model.parameters().iter().map(|p| p.to_vec::<f32>().unwrap()).collect()
+}
+
+fn fit(model: &Sequential, train: &Dataset, accumulate: usize) -> History {
+    Trainer::new(model, sgd(model)).epochs(1).batch_size(64).seed(3).accumulate(accumulate).fit(train, None).unwrap()
+}
+
+#[test]
+fn accumulate_1_is_the_plain_run_bit_for_bit() {
+    let train = data(300);
+    let (a, b) = (simple_nn(1), simple_nn(1));
+    Trainer::new(&a, sgd(&a)).epochs(1).batch_size(64).seed(3).fit(&train, None).unwrap();
+    fit(&b, &train, 1);
+    assert_eq!(params(&a), params(&b));
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// The definition, written out: each micro-batch's mean-loss gradient, times n_k / gcd, summed
+/// left to right, divided by B / gcd, in f32.
+fn hand_written(train: &Dataset, parts: usize) -> Sequential {
+    let model = simple_nn(1);
+    let mut opt = sgd(&model);
+    let loss = CrossEntropyLoss::new();
+    let loader = DataLoader::new(train, 64).shuffle(3);
+    let ps = model.parameters();
+    for batch in loader.epoch(0) {
+        let b = batch.y.numel();
+        let sizes: Vec<usize> = (0..parts).map(|k| b / parts + usize::from(k < b % parts)).collect();
+        let m = sizes.iter().fold(0, |a, &n| gcd(a, n));
+        let mut sum: Option<Vec<Vec<f32>>> = None;
+        let mut start = 0;
+        for &n in &sizes {
+            if n == 0 {
+                continue;
+            }
+            let x = batch.x.narrow(0, start, n).unwrap().reshape(&[n, 784]).unwrap();
+            let y = batch.y.narrow(0, start, n).unwrap();
+            start += n;
+            opt.zero_grad().unwrap();
+            loss.forward(&model.forward(&x).unwrap(), &y).unwrap().backward().unwrap();
+            let c = (n / m) as f32;
+            let g: Vec<Vec<f32>> = ps.iter().map(|p| p.grad().unwrap().to_vec::<f32>().unwrap()).collect();
+            sum = Some(match sum {
+                None => g.iter().map(|v| v.iter().map(|&e| c * e).collect()).collect(),
+                Some(s) => s.iter().zip(&g).map(|(s, v)| s.iter().zip(v).map(|(&a, &e)| a + c * e).collect()).collect(),
+            });
+        }
+        let d = (b / m) as f32;
+        for (p, s) in ps.iter().zip(sum.unwrap()) {
+            let g: Vec<f32> = s.iter().map(|&v| v / d).collect();
+            p.set_grad(Some(Tensor::from_vec(g, p.dims()).unwrap())).unwrap();
+        }
+        opt.step().unwrap();
+    }
+    model
+}
+
+#[test]
+fn accumulation_is_the_definition_bit_for_bit() {
+    // 650 samples: ten batches of 64 (split 32/32, 22/21/21) and one of 10 (5/5, 4/3/3); 641
+    // leaves a last batch of one sample, so two of three micro-batches are empty.
+    for (n, parts) in [(650, 2), (650, 3), (641, 3)] {
+        let train = data(n);
+        let model = simple_nn(1);
+        fit(&model, &train, parts);
+        assert_eq!(params(&model), params(&hand_written(&train, parts)), "{n} samples, accumulate {parts}");
+    }
+}
+
+#[test]
+fn accumulation_stays_close_to_the_plain_run() {
+    let train = data(2000);
+    let plain = simple_nn(1);
+    fit(&plain, &train, 1);
+    for parts in [2, 3, 4] {
+        let acc = simple_nn(1);
+        let h = fit(&acc, &train, parts);
+        assert_eq!(h.state.step, 32);
+        let mut worst = 0.0f64;
+        for (a, b) in params(&plain).iter().zip(params(&acc)) {
+            let scale = a.iter().fold(0.0f32, |m, v| m.max(v.abs())) as f64;
+            for (x, y) in a.iter().zip(&b) {
+                worst = worst.max((*x as f64 - *y as f64).abs() / scale);
+            }
+        }
+        // Rounding only: the same mathematical gradient summed in another order.
+        println!("accumulate {parts}: max |Δparam| / max |param| per tensor after one epoch = {worst:.3e}");
+        assert!(worst > 0.0 && worst < 1e-4, "accumulate {parts}: {worst}");
+    }
+}
+
+#[test]
+fn accumulation_options_out_of_range_are_clear_errors() {
+    let train = data(100);
+    let model = simple_nn(1);
+    let e = Trainer::new(&model, sgd(&model)).accumulate(0).fit(&train, None).unwrap_err().to_string();
+    assert!(e.contains("accumulate = 0"), "{e}");
+    let e = Trainer::new(&model, sgd(&model)).batch_size(4).accumulate(5).fit(&train, None).unwrap_err().to_string();
+    assert!(e.contains("5 micro-batches") && e.contains("batch_size of at least 5"), "{e}");
+}
+
+/// What the processes of a data-parallel run share, here between threads.
+struct Shared {
+    barrier: Barrier,
+    grads: Mutex<Vec<GradBuffer>>,
+    values: Mutex<Vec<Vec<f64>>>,
+}
+
+/// A reducer between threads: every rank combines all ranks' buffers with the library's
+/// `combine_in_order`, as the MPI reducer does per chunk.
+struct ThreadReducer {
+    rank: usize,
+    shared: Arc<Shared>,
+}
+
+impl GradientReducer for ThreadReducer {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn world_size(&self) -> usize {
+        self.shared.grads.lock().unwrap().len()
+    }
+    fn reduce(&mut self, local: &mut GradBuffer, sizes: &[usize]) -> strata_train::Result<usize> {
+        self.shared.grads.lock().unwrap()[self.rank] = local.clone();
+        self.shared.barrier.wait();
+        {
+            let all = self.shared.grads.lock().unwrap();
+            let (c, d) = coefficients(sizes);
+            let p32: Vec<Option<&[f32]>> = all.iter().zip(sizes).map(|(g, &n)| (n > 0).then_some(&g.f32[..])).collect();
+            combine_in_order(&p32, &c, d, &mut local.f32);
+            let p64: Vec<Option<&[f64]>> = all.iter().zip(sizes).map(|(g, &n)| (n > 0).then_some(&g.f64[..])).collect();
+            combine_in_order(&p64, &c, d, &mut local.f64);
+        }
+        self.shared.barrier.wait();
+        Ok(local.bytes() * 2)
+    }
+    fn all_gather(&mut self, values: &[f64]) -> strata_train::Result<Vec<f64>> {
+        self.shared.values.lock().unwrap()[self.rank] = values.to_vec();
+        self.shared.barrier.wait();
+        let out = self.shared.values.lock().unwrap().concat();
+        self.shared.barrier.wait();
+        Ok(out)
+    }
+}
+
+#[test]
+fn ranks_in_threads_end_bit_identical_to_accumulation() {
+    let train = data(650);
+    for (world, build) in [(2, simple_nn as fn(u64) -> Sequential), (3, simple_nn), (3, dropout_nn)] {
+        let single = build(1);
+        fit(&single, &train, world);
+        let models: Vec<Sequential> = (0..world).map(|_| build(1)).collect();
+        let shared = Arc::new(Shared {
+            barrier: Barrier::new(world),
+            grads: Mutex::new(vec![GradBuffer::default(); world]),
+            values: Mutex::new(vec![vec![]; world]),
+        });
+        let train = &train;
+        let histories: Vec<History> = std::thread::scope(|s| {
+            let handles: Vec<_> = models
+                .iter()
+                .enumerate()
+                .map(|(rank, m)| {
+                    let reducer = ThreadReducer { rank, shared: shared.clone() };
+                    s.spawn(move || {
+                        Trainer::new(m, sgd(m))
+                            .epochs(1)
+                            .batch_size(64)
+                            .seed(3)
+                            .distributed(Box::new(reducer))
+                            .fit(train, None)
+                            .unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (rank, m) in models.iter().enumerate() {
+            assert_eq!(params(m), params(&single), "{world} ranks: rank {rank}");
+            // Dropout's stream stands where one process's does: checkpoints do not depend on N.
+            assert_eq!(m.extra_state(), single.extra_state(), "{world} ranks: rank {rank}");
+        }
+        let h = &histories[0];
+        assert_eq!(h.state.step, 11);
+        assert_eq!(h.reduced_bytes, (784 * 32 + 32 + 32 * 10 + 10) * 4 * 2);
+        assert!(h.epochs[0].train_loss.unwrap().is_finite());
+        // Every rank reports the whole batch's loss.
+        assert_eq!(histories[1].epochs[0].train_loss, h.epochs[0].train_loss);
+    }
+}
