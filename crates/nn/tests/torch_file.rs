@@ -20,7 +20,7 @@ fn fixture(name: &str) -> PathBuf {
 fn assert_equals_reference(sd: &TorchStateDict, reference: &Path) {
     let bytes = std::fs::read(reference).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
-    let mut want: Vec<String> = st.names().into_iter().cloned().collect();
+    let mut want: Vec<String> = st.names().into_iter().map(String::from).collect();
     want.sort();
     let mut got: Vec<String> = sd.tensors.iter().map(|(k, _)| k.clone()).collect();
     got.sort();
@@ -54,7 +54,8 @@ fn views_shared_storages_and_element_types_equal_pytorchs() {
     for name in ["views.pt", "views_p4_deflate.pt"] {
         let sd = torch_file::load(fixture(name)).unwrap();
         assert_equals_reference(&sd, &fixture("views.safetensors"));
-        assert_eq!(sd.shared_storages, 1, "{name}: shared.a, shared.b and shared.c view one storage");
+        // shared.a, shared.b and shared.c view one storage; sliced and stepped another.
+        assert_eq!(sd.shared_storages, 2, "{name}");
         let get = |k: &str| &sd.tensors.iter().find(|(n, _)| n == k).unwrap().1;
         assert_eq!(get("transposed").shape, [3, 4]);
         assert_eq!(get("scalar").shape, Vec::<usize>::new());
@@ -81,7 +82,8 @@ fn safetensors_output_reads_back_equal() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("views.safetensors");
     std::fs::write(&out, bytes).unwrap();
-    let back = SafeTensors::deserialize(&std::fs::read(&out).unwrap()).unwrap().tensors();
+    let written = std::fs::read(&out).unwrap();
+    let back = SafeTensors::deserialize(&written).unwrap().tensors();
     let again = TorchStateDict {
         tensors: sd
             .tensors
@@ -192,7 +194,7 @@ fn records(name: &str) -> Vec<(String, Vec<u8>)> {
         let mut f = z.by_index(i).unwrap();
         let mut b = vec![];
         f.read_to_end(&mut b).unwrap();
-        out.push((f.name().to_string(), b));
+        out.push((f.name().unwrap().to_string(), b));
     }
     out.sort_by_key(|(n, _)| !n.ends_with("data.pkl"));
     out
