@@ -15,12 +15,17 @@ const PT: &str = "crates/nn/tests/fixtures/torch_pt/simple_nn.pt";
 
 fn run(args: &[&str]) -> (bool, String, String) {
     let o = Command::new(STRATA).current_dir(ROOT).args(args).output().unwrap();
-    (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 /// The loss of the first step of a one-step (full-batch) run, from its JSON events.
 fn first_loss(extra: &[&str]) -> f64 {
-    let args = [&["train", "--epochs", "1", "--batch-size", "full", "--set", "training.log_every=1", "--json"], extra].concat();
+    let args = [&["train", "--epochs", "1", "--batch-size", "full", "--set", "training.log_every=1", "--json"], extra]
+        .concat();
     let (ok, out, err) = run(&args);
     assert!(ok, "{err}");
     let step = out.lines().find(|l| l.contains(r#""event":"step""#)).unwrap_or_else(|| panic!("no step event: {out}"));
@@ -48,7 +53,10 @@ fn a_run_starts_from_converted_pytorch_weights() {
     let st = st.to_str().unwrap();
     let (ok, out, err) = run(&["convert", PT, "-o", st]);
     assert!(ok, "{err}");
-    assert!(out.starts_with("name        dtype    shape\nfc1.weight  float32  [128, 784]\nfc1.bias    float32  [128]\n"), "{out}");
+    assert!(
+        out.starts_with("name        dtype    shape\nfc1.weight  float32  [128, 784]\nfc1.bias    float32  [128]\n"),
+        "{out}"
+    );
     assert!(out.ends_with(&format!("wrote {st}: 6 tensors, 109,386 values, from {PT}\n")), "{out}");
     // Without --force an existing file is kept.
     let (ok, _, err) = run(&["convert", PT, "-o", st]);

@@ -90,7 +90,10 @@ fn safetensors_output_reads_back_equal() {
             .iter()
             .map(|(k, t)| {
                 let v = &back.iter().find(|(n, _)| n == k).unwrap().1;
-                (k.clone(), torch_file::TorchTensor { dtype: t.dtype, shape: v.shape().to_vec(), data: v.data().to_vec() })
+                (
+                    k.clone(),
+                    torch_file::TorchTensor { dtype: t.dtype, shape: v.shape().to_vec(), data: v.data().to_vec() },
+                )
             })
             .collect(),
         ..Default::default()
@@ -143,7 +146,10 @@ fn malicious_pickles_are_refused_by_name_and_nothing_runs() {
         assert!(bytes.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()), "{name} lacks its payload");
         let _ = std::fs::remove_file(MARKER);
         let e = torch_file::load(&path).unwrap_err().to_string();
-        assert!(e.starts_with(&format!("{}: refused: the pickle asks for the Python global {global}", path.display())), "{e}");
+        assert!(
+            e.starts_with(&format!("{}: refused: the pickle asks for the Python global {global}", path.display())),
+            "{e}"
+        );
         assert!(!Path::new(MARKER).exists(), "{name}: the command ran");
     }
     let e = torch_file::from_bytes(&std::fs::read(fixture("malicious.pt")).unwrap(), Path::new("malicious.pt"))

@@ -128,7 +128,9 @@ fn read_other(bytes: &[u8]) -> R<TorchStateDict> {
         return Err(TorchFileError::BarePickle { what: heap.describe(&value) });
     }
     let start: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    Err(TorchFileError::NotTorch { start: if start.is_empty() { "nothing: it is empty".into() } else { start.join(" ") } })
+    Err(TorchFileError::NotTorch {
+        start: if start.is_empty() { "nothing: it is empty".into() } else { start.join(" ") },
+    })
 }
 
 /// The most a data.pkl may unpack to: a state_dict's pickle holds names and small numbers.
@@ -141,7 +143,12 @@ fn zip_err(e: zip::result::ZipError) -> TorchFileError {
 /// Reads the record `name`, whose declared size must be `expect` when given; the size is
 /// checked against what the record's compressed bytes can hold before anything is allocated,
 /// and the bytes read must match it (and the record's CRC).
-fn read_record<Z: Read + Seek>(zip: &mut zip::ZipArchive<Z>, name: &str, expect: Option<u64>, file_len: u64) -> R<Vec<u8>> {
+fn read_record<Z: Read + Seek>(
+    zip: &mut zip::ZipArchive<Z>,
+    name: &str,
+    expect: Option<u64>,
+    file_len: u64,
+) -> R<Vec<u8>> {
     let f = zip.by_name(name).map_err(|e| match e {
         zip::result::ZipError::FileNotFound => TorchFileError::Archive(format!("the record `{name}` is missing")),
         e => zip_err(e),
@@ -166,7 +173,10 @@ fn read_record<Z: Read + Seek>(zip: &mut zip::ZipArchive<Z>, name: &str, expect:
     // One byte more than declared: the reader reaches its end, where the CRC is checked.
     f.take(size as u64 + 1).read_to_end(&mut buf).map_err(|e| TorchFileError::Zip(format!("reading `{name}`: {e}")))?;
     if buf.len() != size {
-        return Err(TorchFileError::Zip(format!("the record `{name}` holds {} bytes, its header says {size}", buf.len())));
+        return Err(TorchFileError::Zip(format!(
+            "the record `{name}` holds {} bytes, its header says {size}",
+            buf.len()
+        )));
     }
     Ok(buf)
 }
@@ -295,7 +305,10 @@ fn as_dict<'h>(v: &Value, heap: &'h Heap) -> Option<&'h pickle::Dict> {
 
 /// The entries of `d` when every one is a tensor under a string key (a state_dict), else the
 /// entries that are not, described.
-fn tensors_of<'h>(d: &'h pickle::Dict, heap: &'h Heap) -> std::result::Result<Vec<(String, &'h TensorRef)>, Vec<String>> {
+fn tensors_of<'h>(
+    d: &'h pickle::Dict,
+    heap: &'h Heap,
+) -> std::result::Result<Vec<(String, &'h TensorRef)>, Vec<String>> {
     let mut ok = vec![];
     let mut not = vec![];
     for (k, v) in &d.entries {
@@ -431,7 +444,9 @@ impl TorchStateDict {
                 TorchDType::BF16 => {
                     Tensor::from_vec(f32s(|c| f32::from_bits(u32::from(u16::from_le_bytes(c)) << 16)), &t.shape)
                 }
-                TorchDType::I64 => Tensor::from_vec(i64s(8, |c| i64::from_le_bytes(c.try_into().expect("8"))), &t.shape),
+                TorchDType::I64 => {
+                    Tensor::from_vec(i64s(8, |c| i64::from_le_bytes(c.try_into().expect("8"))), &t.shape)
+                }
                 TorchDType::I32 => {
                     Tensor::from_vec(i64s(4, |c| i32::from_le_bytes(c.try_into().expect("4")).into()), &t.shape)
                 }

@@ -327,7 +327,9 @@ impl<'a> Vm<'a> {
 
     fn spend(&mut self, units: usize) -> R<()> {
         if units > self.budget {
-            return Err(self.bad("the pickle asks for far more work than its length warrants (a decompression-bomb-like structure)"));
+            return Err(self.bad(
+                "the pickle asks for far more work than its length warrants (a decompression-bomb-like structure)",
+            ));
         }
         self.budget -= units;
         Ok(())
@@ -525,7 +527,9 @@ impl<'a> Vm<'a> {
         let name = g.describe();
         match g {
             Global::OrderedDict if args.is_empty() => Ok(self.alloc(Object::Dict(Dict::default()))),
-            Global::OrderedDict => Err(self.bad(format!("{name} with arguments ({}), which torch.save never writes", args.len()))),
+            Global::OrderedDict => {
+                Err(self.bad(format!("{name} with arguments ({}), which torch.save never writes", args.len())))
+            }
             Global::RebuildTensorV2 | Global::RebuildTensorV3 => {
                 let v3 = g == Global::RebuildTensorV3;
                 let (min, max) = if v3 { (7, 8) } else { (6, 7) };
@@ -545,17 +549,15 @@ impl<'a> Vm<'a> {
                 } else {
                     match s.dtype {
                         Some(d) => d,
-                        None => return Err(self.bad(format!("{name} over an untyped storage, which needs a dtype (v3)"))),
+                        None => {
+                            return Err(self.bad(format!("{name} over an untyped storage, which needs a dtype (v3)")));
+                        }
                     }
                 };
                 if let Some(sd) = s.dtype
                     && sd != dtype
                 {
-                    return Err(self.bad(format!(
-                        "{name}: a {} tensor over a {} storage",
-                        dtype.name(),
-                        sd.name()
-                    )));
+                    return Err(self.bad(format!("{name}: a {} tensor over a {} storage", dtype.name(), sd.name())));
                 }
                 let offset = self.int(&args[1], "the storage offset")?;
                 let size = self.ints(&args[2], "the size")?;
@@ -877,7 +879,9 @@ mod tests {
     #[test]
     fn numbers_strings_and_containers() {
         // {'a': [1, -2, 3.5, True, None], 'b': (300, 70000, -1)} as protocol 2 writes it.
-        let mut p = b"\x80\x02}q\x00(X\x01\x00\x00\x00a]q\x01(K\x01J\xfe\xff\xff\xffG@\x0c\x00\x00\x00\x00\x00\x00\x88Ne".to_vec();
+        let mut p =
+            b"\x80\x02}q\x00(X\x01\x00\x00\x00a]q\x01(K\x01J\xfe\xff\xff\xffG@\x0c\x00\x00\x00\x00\x00\x00\x88Ne"
+                .to_vec();
         p.extend_from_slice(b"X\x01\x00\x00\x00bM,\x01J\x70\x11\x01\x00\x8a\x01\xff\x87u.");
         let (v, heap) = unpickle(&p).unwrap();
         let Value::Obj(i) = v else { panic!() };
