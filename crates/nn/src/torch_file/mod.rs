@@ -240,9 +240,8 @@ fn read_zip<Z: Read + Seek>(reader: Z, file_len: u64) -> R<TorchStateDict> {
             None => Some(s.numel),
         }
         .ok_or_else(|| TorchFileError::Content(format!("`{key}`: its storage's size overflows")))?;
-        if !storages.contains_key(&t.storage) {
-            let bytes = read_record(&mut zip, &format!("{prefix}data/{}", s.key), Some(nbytes), file_len)?;
-            storages.insert(t.storage, bytes);
+        if let std::collections::hash_map::Entry::Vacant(e) = storages.entry(t.storage) {
+            e.insert(read_record(&mut zip, &format!("{prefix}data/{}", s.key), Some(nbytes), file_len)?);
         }
         let numel = t.size.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
         let out_bytes = numel.and_then(|n| n.checked_mul(t.dtype.size() as u64));
@@ -266,7 +265,7 @@ pub const STATE_DICT_KEYS: [&str; 3] = ["state_dict", "model_state_dict", "model
 
 /// The state_dict in the unpickled object: the object itself when it is a dict of tensors, else
 /// its first entry of [`STATE_DICT_KEYS`] that is.
-fn pick_state_dict<'h>(top: &Value, heap: &'h Heap) -> R<(Vec<(String, &'h TensorRef)>, Option<String>)> {
+fn pick_state_dict<'h>(top: &Value, heap: &'h Heap) -> R<(Entries<'h>, Option<String>)> {
     let Some(d) = as_dict(top, heap) else {
         return Err(TorchFileError::Content(format!(
             "the file holds {}, not a dict of tensors (a state_dict); save `model.state_dict()`",
@@ -291,6 +290,9 @@ fn pick_state_dict<'h>(top: &Value, heap: &'h Heap) -> R<(Vec<(String, &'h Tenso
         shown.join(", ")
     )))
 }
+
+/// A state_dict's entries: each key with its tensor.
+type Entries<'h> = Vec<(String, &'h TensorRef)>;
 
 /// The dict `v` refers to, if it is one.
 fn as_dict<'h>(v: &Value, heap: &'h Heap) -> Option<&'h pickle::Dict> {

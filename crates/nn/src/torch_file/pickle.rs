@@ -446,7 +446,7 @@ impl<'a> Vm<'a> {
     }
 
     fn set_items(&mut self, target: &Value, items: Vec<Value>, what: &str) -> R<()> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.bad(format!("{what} with an odd number of items ({})", items.len())));
         }
         let mut cost = 0usize;
