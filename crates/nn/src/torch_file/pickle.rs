@@ -919,7 +919,8 @@ mod tests {
         assert!(err(b"\x80\x02.").contains("STOP: the stack is empty"));
         assert!(err(b"\x80\x02h\x05.").contains("memo entry 5 fetched but never stored"));
         assert!(err(b"\x80\x02X\xff\xff\xff\xff").contains("BINUNICODE needs 4294967295 bytes"));
-        assert!(err(b"\x80\x02K\x01K\x02s.").contains("SETITEM on the int"));
+        assert!(err(b"\x80\x02K\x00K\x01K\x02s.").contains("SETITEM on the int 0, not a dict"));
+        assert!(err(b"\x80\x02K\x01K\x02s.").contains("SETITEM: the stack is empty"));
         assert!(err(b"\x80\x02ccollections\nOrderedDict\nK\x01R.").contains("REDUCE's arguments must be a tuple"));
         // A MARK hides what is below it.
         assert!(err(b"\x80\x02K\x01(\x85.").contains("TUPLE1: fewer than 1 items"));
