@@ -262,6 +262,11 @@ pub struct TrainingConfig {
     /// or no directory at all for `strata train` without a run file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub out: Option<PathBuf>,
+    /// Initial weights (`--init`): a PyTorch `torch.save` state_dict (`.pt`, read without running
+    /// any code from it) or a safetensors state_dict or checkpoint, checked against the model and
+    /// loaded after it is built. Relative to the working directory, like `data.path`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<PathBuf>,
     /// Also write a checkpoint every this many steps (0: only at the end of each epoch).
     pub checkpoint_every: usize,
     /// How many recent checkpoints to keep (the best is kept as well).
@@ -316,6 +321,7 @@ impl Default for TrainingConfig {
             batch_size: BatchSize::Samples(64),
             seed: 0,
             out: None,
+            init: None,
             checkpoint_every: 0,
             keep_last: 3,
             log_every: 10,

@@ -11,6 +11,7 @@ mod augment_config;
 mod check;
 mod checkpoint;
 mod config;
+mod convert;
 mod data_setup;
 mod devices;
 mod eval;
@@ -97,6 +98,16 @@ enum Command {
   strata import resnet.onnx -o imported --force        replaces the files if imported/ has them
   strata check imported/model.toml --weights imported/weights.safetensors")]
     Import(import::ImportArgs),
+    /// Convert a PyTorch checkpoint (torch.save, zip format) to safetensors, running no code from it.
+    #[command(after_help = "Examples:
+  strata convert weights.pt -o weights.safetensors
+  strata convert checkpoint.pth -o model.safetensors --force    a dict with a `state_dict` entry; replaces the output
+  strata convert weights.pt -o weights.safetensors --model examples/simple_nn.toml   keys and shapes checked
+  strata train --init weights.pt                                 or start a run from them directly
+
+Only the globals that rebuild tensors are allowed; a file that names any other (os.system,
+builtins.eval, …) is refused by that name, and nothing in it runs.")]
+    Convert(convert::ConvertArgs),
 }
 
 /// Die quietly on a closed pipe (`strata logs … | head`) as command-line tools do, instead of
@@ -129,6 +140,7 @@ fn main() -> ExitCode {
         Command::LrFind(args) => lr_find::run(&args),
         Command::Logs(args) => logs::run(&args),
         Command::Import(args) => import::run(&args),
+        Command::Convert(args) => convert::run(&args),
     };
     match result {
         Ok(check::Verdict::Ok) => ExitCode::SUCCESS,

@@ -144,6 +144,16 @@ pub enum Error {
     #[error("cannot export the model to ONNX: {0}")]
     OnnxModel(String),
 
+    /// A PyTorch (`torch.save`) file that was refused or could not be read
+    /// ([`crate::torch_file`]).
+    #[error("{path}: {error}")]
+    TorchFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        error: crate::torch_file::TorchFileError,
+    },
+
     /// A layer whose size is still to be inferred, used before the model was checked.
     #[error("layer `{layer}`: {what} is not known; check the model with an input shape first")]
     Unresolved {

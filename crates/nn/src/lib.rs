@@ -38,6 +38,7 @@ pub mod sequential;
 pub mod spec;
 pub mod state_dict;
 pub mod summary;
+pub mod torch_file;
 
 pub use activation::{ELU, GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh};
 pub use batch_norm::{BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormConfig};

@@ -66,6 +66,10 @@ pub struct TrainArgs {
     /// Continue a run from its newest checkpoint (a run directory or a checkpoint file).
     #[arg(long, value_name = "RUN_DIR")]
     pub(crate) resume: Option<PathBuf>,
+    /// training.init: start from these weights, a PyTorch `.pt` (torch.save state_dict) or a
+    /// safetensors file, checked against the model first.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) init: Option<PathBuf>,
     /// Also write the final parameters here as a plain state_dict (PyTorch's key names).
     #[arg(long, value_name = "FILE")]
     pub(super) save: Option<PathBuf>,
@@ -123,6 +127,9 @@ pub(super) fn overrides(args: &TrainArgs) -> Result<Vec<(String, String)>> {
     }
     if let Some(d) = &args.out {
         push("training.out", toml::Value::String(d.display().to_string()).to_string());
+    }
+    if let Some(p) = &args.init {
+        push("training.init", toml::Value::String(p.display().to_string()).to_string());
     }
     if let Some(t) = args.threads {
         push("training.threads", t.to_string());

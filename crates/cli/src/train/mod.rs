@@ -129,6 +129,9 @@ fn run_in(args: &TrainArgs, world: Option<&dist::World>) -> Result<Verdict> {
         None => format!("{} ({} parameters)", resolved.name, group_digits(params_count)),
     };
     logger.header(&title, resolved.dtype, &data, &config, batch_size, resume.as_ref().map(|r| r.0.as_path()));
+    if let (Some(init), None) = (&t.init, &resume) {
+        logger.note(&format!("  initial weights: {} (checked against the model)", init.display()));
+    }
 
     let mut trainer = Trainer::new(&model, optimizer)
         .boxed_loss(criterion)

@@ -36,7 +36,7 @@ pub(super) fn rerunnable(config: &RunConfig) -> RunConfig {
     let mut c = config.clone();
     c.model = Some(toml::Value::String("model.toml".into()));
     c.training.out = None;
-    for p in [&mut c.data.path, &mut c.data.test_path].into_iter().flatten() {
+    for p in [&mut c.data.path, &mut c.data.test_path, &mut c.training.init].into_iter().flatten() {
         if let Ok(abs) = std::path::absolute(&*p) {
             *p = abs;
         }
@@ -172,6 +172,7 @@ pub(super) fn flag_of(key: &str) -> String {
         "optimizer.momentum" => "--momentum",
         "training.seed" => "--seed",
         "training.out" => "--out",
+        "training.init" => "--init",
         "training.threads" => "--threads",
         "training.checkpoint_every" => "--checkpoint-every",
         "training.dtype" => "--dtype",
@@ -295,6 +296,14 @@ pub(super) fn check_resume_position(path: &Path, meta: &Meta, train: &Dataset, b
 }
 
 pub(super) fn setup(args: &TrainArgs) -> Result<Option<Setup>> {
+    if let (Some(r), Some(i)) = (&args.resume, &args.init) {
+        bail!(
+            "--init {} cannot be given with --resume {}: a resumed run continues from its checkpoint's weights\nfix: drop --init to continue the run, or drop --resume to start a new run from {}",
+            i.display(),
+            r.display(),
+            i.display()
+        );
+    }
     if let Some(r) = &args.resume {
         if !r.exists() {
             bail!(
@@ -433,6 +442,11 @@ pub(crate) fn build(args: &TrainArgs) -> Result<Option<Built>> {
         model.to_device(device)?;
         model
     };
+    // `--init`: given weights over the fresh ones, checked against the model first. A resumed
+    // run has its checkpoint's weights instead.
+    if let (Some(path), None) = (&t.init, &resume) {
+        crate::convert::init_model(&model, path)?;
+    }
     let params_count = Summary::from_report(&report, 1).total_params;
     let optimizer = make_optimizer(&config, model.parameters())?;
     let loss = config
