@@ -123,8 +123,10 @@ fn simple_nn_training_steps_allocate_no_data_buffers() {
     );
     assert!(steps.iter().all(|s| s.4 == 0), "strata allocated data buffers in steady state: {steps:?}");
     assert!(steps.iter().all(|&s| s == steps[0]), "allocations change from step to step: {steps:?}");
-    // One scratch buffer at most per GEMM call (8 per step); the bookkeeping bound leaves room
-    // for small API changes but not for a per-element or per-row allocation creeping back.
-    assert!(scratch <= 8, "{scratch} gemm scratch buffers per step");
+    // A bounded number of scratch buffers per GEMM call (8 calls per step): one each on
+    // AVX-512 machines, 10 in all on an AVX2-only AMD EPYC (gemm packs more there). The
+    // bookkeeping bound leaves room for small API changes but not for a per-element or per-row
+    // allocation creeping back.
+    assert!(scratch <= 16, "{scratch} gemm scratch buffers per step");
     assert!(small <= 150 && small_bytes <= 16 * 1024, "{small} bookkeeping blocks / {small_bytes} bytes per step");
 }
