@@ -2,6 +2,9 @@
 //! with any loss, optimizer and schedule, shuffled mini-batches, validation after each epoch,
 //! divergence checks, gradient clipping, resume from a position, and [`Callback`]s for
 //! everything around it (early stopping, checkpoints, logs, progress).
+//!
+//! Why one file over 700 lines: the builder and `fit_with`'s loop share private state; the
+//! gradient arithmetic already lives in `parallel.rs`, the next split is the builder.
 
 use crate::callback::{Callback, Control, EpochLog, Outcome, Progress, StepLog, TrainState};
 use crate::divergence::diagnose;

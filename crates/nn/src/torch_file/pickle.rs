@@ -12,6 +12,9 @@
 //! container's items are moved, never copied (values are small: numbers, shared strings, or
 //! indices into the object heap), the memo is a map (a huge index costs nothing), and hashing
 //! dict keys draws on a work budget proportional to the input, so no input hangs the reader.
+//!
+//! Why one file over 700 lines: the opcode loop, the allow-list and their unit tests are the
+//! security boundary, kept together so it is reviewed in one piece.
 
 use super::error::TorchFileError;
 use std::collections::HashMap;
