@@ -90,8 +90,14 @@ fn value() -> impl Strategy<Value = i64> {
     prop_oneof![-3i64..40, Just(0), Just(-1), Just(i64::MAX), Just(i64::MIN), Just(1 << 40), Just(1 << 31)]
 }
 
+/// 96 cases per property in CI; `PROPTEST_CASES=20000` runs a deeper search by hand.
+fn config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(96);
+    ProptestConfig { cases, ..ProptestConfig::default() }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(config())]
 
     /// Byte edits and truncations of a fixture: an error or a model, never a panic.
     #[test]

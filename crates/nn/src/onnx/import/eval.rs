@@ -102,6 +102,9 @@ pub fn evaluate(graph: &GraphProto) -> Result<Evaluated> {
             }
         }
     }
+    if let Err(e) = count(&sample) {
+        return Err(model(format!("the input `{}`: {e}", input.name)));
+    }
     let batched: Vec<Dim> = std::iter::once(Dim::Batch).chain(sample.iter().map(|&d| Dim::Fixed(d))).collect();
     let mut e = Eval {
         dag: Dag { acts: vec![Act { shape: batched }], ..Default::default() },
@@ -169,6 +172,19 @@ pub fn evaluate(graph: &GraphProto) -> Result<Evaluated> {
     Ok(Evaluated { dag: e.dag, sample, input_dtype, dtype, errors })
 }
 
+/// The most elements a constant the importer itself computes may hold (a size list or a fill
+/// from `ConstantOfShape`, never a weight read from the file): far above any real graph's and
+/// far below an allocation that would abort the process.
+const MAX_COMPUTED: usize = 1 << 24;
+
+/// The element count of `dims`, or an error naming the shape when it overflows `usize`
+/// (a damaged or hostile file can declare any dimension).
+fn count(dims: &[usize]) -> std::result::Result<usize, String> {
+    dims.iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| format!("the shape {dims:?} has more elements than memory can address"))
+}
+
 /// An initializer or constant's values.
 fn tensor_arr(t: &TensorProto) -> std::result::Result<Arr, String> {
     use super::super::proto::{DOUBLE, FLOAT, INT32, INT64};
@@ -182,7 +198,7 @@ fn tensor_arr(t: &TensorProto) -> std::result::Result<Arr, String> {
         }
         dims.push(d as usize);
     }
-    let n: usize = dims.iter().product();
+    let n = count(&dims)?;
     let raw = &t.raw_data;
     let (data, int): (Vec<f64>, bool) = match t.data_type {
         FLOAT if !raw.is_empty() => {
@@ -633,7 +649,7 @@ impl Eval {
                 let normalized_shape =
                     (first..rank).map(|k| fixed(&shape, k)).collect::<std::result::Result<Vec<_>, _>>()?;
                 let scale = need_const(1, "scale")?;
-                let n: usize = normalized_shape.iter().product();
+                let n = count(&normalized_shape)?;
                 let bias = match cnst(2) {
                     Some(b) => b,
                     None => Arr::new(normalized_shape.clone(), vec![0.0; n]),
@@ -808,8 +824,9 @@ impl Eval {
         if Attrs(&node.attribute).int("allowzero", 0) != 0 {
             return Err("allowzero = 1 is not read".into());
         }
-        let fixed_total: usize =
-            shape.iter().filter_map(|d| if let Dim::Fixed(n) = d { Some(*n) } else { None }).product();
+        let fixed: Vec<usize> =
+            shape.iter().filter_map(|d| if let Dim::Fixed(n) = d { Some(*n) } else { None }).collect();
+        let fixed_total = count(&fixed)?;
         let mut out: Vec<Option<Dim>> = Vec::new();
         for (k, t) in target.iter().enumerate() {
             out.push(match t {
@@ -821,8 +838,9 @@ impl Eval {
             });
         }
         let has_batch = out.contains(&Some(Dim::Batch));
-        let known: usize =
-            out.iter().filter_map(|d| if let Some(Dim::Fixed(n)) = d { Some(*n) } else { None }).product();
+        let known: Vec<usize> =
+            out.iter().filter_map(|d| if let Some(Dim::Fixed(n)) = d { Some(*n) } else { None }).collect();
+        let known = count(&known)?;
         let holes = out.iter().filter(|d| d.is_none()).count();
         let fill = match (holes, has_batch) {
             (0, _) => None,
@@ -969,7 +987,8 @@ impl Eval {
         let h = a.int("hidden_size", 0).max(0) as usize;
         let g = kind.gates();
         let input_size = fixed(shape, 2)?;
-        if h == 0 || w.dims != [d, g * h, input_size] || r.dims != [d, g * h, h] {
+        // h is bounded by W's size before any product with it (a damaged file can say anything).
+        if h == 0 || h > w.data.len() || w.dims != [d, g * h, input_size] || r.dims != [d, g * h, h] {
             return Err(format!(
                 "W {:?} and R {:?} do not fit hidden_size {h}, {d} direction(s) and {input_size} input features",
                 w.dims, r.dims
@@ -1132,7 +1151,12 @@ impl Eval {
                     Some((dims, _)) if dims.iter().all(|d| matches!(d, SymInt::Known(n) if *n >= 0)) => {
                         let dims: Vec<usize> =
                             dims.iter().map(|d| if let SymInt::Known(n) = d { *n as usize } else { 0 }).collect();
-                        let n = dims.iter().product();
+                        let n = count(&dims)?;
+                        if n > MAX_COMPUTED {
+                            return Err(format!(
+                                "ConstantOfShape of {dims:?} makes {n} values, more than the {MAX_COMPUTED} strata computes for a size list"
+                            ));
+                        }
                         one(Val::Const(Arr { dims, data: vec![fill; n], int: value.int, name: String::new() }))
                     }
                     Some(_) if fill == 0.0 => one(Val::Zeros),
@@ -1171,13 +1195,13 @@ impl Eval {
                     }
                 }
                 if let Some(h) = hole {
-                    let rest: usize = dims.iter().product();
+                    let rest = count(&dims)?;
                     if rest == 0 || c.data.len() % rest != 0 {
                         return Err(format!("Reshape of a {:?} constant to {t:?}", c.dims));
                     }
                     dims[h] = c.data.len() / rest;
                 }
-                if dims.iter().product::<usize>() != c.data.len() {
+                if count(&dims)? != c.data.len() {
                     return Err(format!("Reshape of a {:?} constant to {t:?}", c.dims));
                 }
                 one(Val::Const(c.reshaped(dims)))
