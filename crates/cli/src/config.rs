@@ -307,11 +307,22 @@ pub struct TrainingConfig {
     /// the same as this many MPI processes). 1 (the default): none.
     #[serde(alias = "accumulate_grad_batches", skip_serializing_if = "is_one")]
     pub accumulate: usize,
+    /// Synchronised BatchNorm under `mpirun` (PyTorch's `SyncBatchNorm`): in training mode the
+    /// BatchNorms normalise with the whole global batch's statistics, summed over the
+    /// processes, instead of each process's micro-batch's. Off (the default) as in PyTorch; it
+    /// changes nothing in a single-process run.
+    #[serde(skip_serializing_if = "is_false")]
+    pub sync_bn: bool,
 }
 
 /// Whether `n` is 1 (the default of `training.accumulate`, left out of written configs).
 fn is_one(n: &usize) -> bool {
     *n == 1
+}
+
+/// Whether `b` is false (the default of `training.sync_bn`, left out of written configs).
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Default for TrainingConfig {
@@ -333,6 +344,7 @@ impl Default for TrainingConfig {
             clip_grad_norm: None,
             on_divergence: "stop".into(),
             accumulate: 1,
+            sync_bn: false,
         }
     }
 }

@@ -121,6 +121,51 @@ fn n_processes_equal_one_process_accumulating_n_bit_for_bit() {
     }
 }
 
+/// The largest difference between two state_dicts' float tensors.
+fn max_diff(a: &Path, b: &Path) -> f64 {
+    let (a, b) = (strata_nn::StateDict::load(a).unwrap(), strata_nn::StateDict::load(b).unwrap());
+    let mut d: f64 = 0.0;
+    for ((ka, ta), (kb, tb)) in a.iter().zip(b.iter()) {
+        assert_eq!(ka, kb);
+        for (x, y) in ta.to_vec_f64().iter().zip(tb.to_vec_f64()) {
+            d = d.max((x - y).abs());
+        }
+    }
+    d
+}
+
+#[test]
+fn sync_bn_processes_follow_one_process_with_the_whole_batch() {
+    if !have_mpirun() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let run = run_file(tmp.path());
+    // The MLP with a BatchNorm1d on its hidden layer.
+    let mlp = std::fs::read_to_string(tmp.path().join("mlp.toml")).unwrap();
+    let bn = mlp.replace(
+        "  { type = \"ReLU\" },",
+        "  { name = \"bn\", type = \"BatchNorm1d\", num_features = 32 },\n  { type = \"ReLU\" },",
+    );
+    assert_ne!(bn, mlp);
+    std::fs::write(tmp.path().join("bn.toml"), bn).unwrap();
+    let run_bn = tmp.path().join("run_bn.toml");
+    std::fs::write(&run_bn, std::fs::read_to_string(&run).unwrap().replace("mlp.toml", "bn.toml")).unwrap();
+    let r = run_bn.to_str().unwrap();
+    let plain = tmp.path().join("plain");
+    check(&Command::new(STRATA).args(["train", r, "--quiet", "--out"]).arg(&plain).output().unwrap(), "one process");
+    let synced = tmp.path().join("synced");
+    check(&mpirun(2).args([STRATA, "train", r, "--sync-bn", "--out"]).arg(&synced).output().unwrap(), "--sync-bn");
+    let own = tmp.path().join("own");
+    check(&mpirun(2).args([STRATA, "train", r, "--out"]).arg(&own).output().unwrap(), "without --sync-bn");
+    let file = "model.safetensors";
+    let (with, without) =
+        (max_diff(&synced.join(file), &plain.join(file)), max_diff(&own.join(file), &plain.join(file)));
+    eprintln!("2 processes, largest difference from one process: {with:.2e} with --sync-bn, {without:.2e} without");
+    assert!(with < 1e-5, "{with}");
+    assert!(without > 100.0 * with, "{without} without sync_bn, {with} with");
+}
+
 #[test]
 fn a_run_resumes_with_another_number_of_processes() {
     if !have_mpirun() {

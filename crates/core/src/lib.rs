@@ -36,7 +36,10 @@ pub use autograd::{NoGradGuard, is_grad_enabled, no_grad};
 pub use device::{DType, Device};
 pub use error::{Error, Result};
 pub use ops::activation::erf;
-pub use ops::batch_norm::{batch_norm, batch_norm_relu};
+pub use ops::batch_norm::{batch_norm, batch_norm_relu, sync_batch_norm};
+pub use ops::collective::{
+    Collective, CollectiveGuard, all_reduce_sum, collective_sum, install_collective, installed_collective,
+};
 pub use ops::concat::{cat, stack};
 pub use ops::conv::{ConvAlgorithm, ConvOptions, conv2d, conv2d_with};
 pub use ops::cross_entropy::{CrossEntropyOptions, binary_cross_entropy_with_logits, cross_entropy_with, nll_loss};

@@ -268,6 +268,32 @@ fn batch_and_layer_norm() {
     assert_close("eval output", &c, &f, 1e-5);
 }
 
+/// A one-member collective: the synchronised ops on their own, on either device.
+struct Alone;
+
+impl strata_core::Collective for Alone {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn size(&self) -> usize {
+        1
+    }
+    fn sum(&self, _values: &mut [f64]) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+#[test]
+fn sync_batch_norm_and_all_reduce() {
+    let Some(dev) = gpu() else { return };
+    let _alone = strata_core::install_collective(std::rc::Rc::new(Alone));
+    let (x, w, b) = (rand(&[4, 3, 5, 5], 1), rand(&[3], 2), rand(&[3], 3));
+    check("sync_batch_norm", dev, &[x.clone(), w, b], |t| {
+        strata_core::sync_batch_norm(&t[0], None, None, Some(&t[1]), Some(&t[2]), 0.1, 1e-5)
+    });
+    check("all_reduce_sum", dev, &[x], |t| strata_core::all_reduce_sum(&t[0], 0.5));
+}
+
 #[test]
 fn elementwise_ops_with_broadcasting() {
     let Some(dev) = gpu() else { return };

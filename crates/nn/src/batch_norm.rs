@@ -13,7 +13,7 @@ use crate::module::Module;
 use crate::spec::{BatchNormSpec, LayerSpec};
 use crate::{Error, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
-use strata_core::{DType, Tensor, batch_norm};
+use strata_core::{DType, Tensor, batch_norm, installed_collective, sync_batch_norm};
 
 /// The hyper-parameters of a batch-norm layer, with PyTorch's defaults: `eps = 1e-5`,
 /// `momentum = Some(0.1)`, `affine = true`, `track_running_stats = true`, f32.
@@ -178,16 +178,31 @@ impl BatchNorm {
         // Running statistics are read in eval mode and updated in training mode.
         let use_batch_stats = training || !track;
         let op = if relu { strata_core::batch_norm_relu } else { batch_norm };
-        let y = op(
-            x,
-            self.running_mean.as_ref(),
-            self.running_var.as_ref(),
-            self.weight.as_ref(),
-            self.bias.as_ref(),
-            use_batch_stats,
-            momentum,
-            self.config.eps,
-        )?;
+        // sync_bn: in training mode, with a data-parallel run's collective installed on this
+        // thread, the global batch's statistics, summed over the processes.
+        let y = if training && installed_collective().is_some() {
+            let y = sync_batch_norm(
+                x,
+                self.running_mean.as_ref(),
+                self.running_var.as_ref(),
+                self.weight.as_ref(),
+                self.bias.as_ref(),
+                momentum,
+                self.config.eps,
+            )?;
+            if relu { y.relu()? } else { y }
+        } else {
+            op(
+                x,
+                self.running_mean.as_ref(),
+                self.running_var.as_ref(),
+                self.weight.as_ref(),
+                self.bias.as_ref(),
+                use_batch_stats,
+                momentum,
+                self.config.eps,
+            )?
+        };
         if let Some((nbt, next)) = batches {
             nbt.update_::<i64, _>(|v| v[0] = next)?;
         }

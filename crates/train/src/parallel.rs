@@ -21,7 +21,8 @@
 //! every `c_k` is 1 and `D = N`: the plain mean `(g_0 + … + g_{N−1}) / N`.
 
 use crate::error::Result;
-use strata_core::{DType, Tensor};
+use std::rc::Rc;
+use strata_core::{Collective, DType, Tensor};
 
 /// The sizes of the `parts` micro-batches a batch of `batch` samples is cut into, in order: the
 /// first `batch % parts` get one sample more (see the module docs).
@@ -233,6 +234,13 @@ pub trait GradientReducer {
     /// Every rank's `values` (the same length on every rank), concatenated in rank order, on
     /// every rank: the step's losses and counts, stop decisions.
     fn all_gather(&mut self, values: &[f64]) -> Result<Vec<f64>>;
+
+    /// A collective over the same processes for sync_bn ([`crate::Trainer::sync_bn`]): the
+    /// BatchNorms sum their statistics with it inside forward and backward. `None` (the
+    /// default): this reducer cannot, and sync_bn is refused.
+    fn collective(&self) -> Option<Rc<dyn Collective>> {
+        None
+    }
 }
 
 #[cfg(test)]

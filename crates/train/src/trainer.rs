@@ -13,10 +13,11 @@ use crate::evaluate::{Evaluation, count_correct, evaluate};
 use crate::layout::InputLayout;
 use crate::parallel::{Accumulator, GradBuffer, GradientReducer, coefficients, micro_batch_ranges};
 use crate::schedule::Schedule;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
-use strata_core::Tensor;
+use strata_core::{Collective, Tensor};
 use strata_data::{Augment, BatchSize, DataLoader, Dataset};
 use strata_nn::{CrossEntropyLoss, Loss, Module, Optimizer};
 
@@ -97,6 +98,7 @@ pub struct Trainer<'m> {
     callbacks: Vec<Box<dyn Callback + 'm>>,
     accumulate: usize,
     reducer: Option<Box<dyn GradientReducer + 'm>>,
+    sync_bn: bool,
 }
 
 impl<'m> Trainer<'m> {
@@ -127,6 +129,7 @@ impl<'m> Trainer<'m> {
             callbacks: vec![],
             accumulate: 1,
             reducer: None,
+            sync_bn: false,
         }
     }
 
@@ -241,6 +244,19 @@ impl<'m> Trainer<'m> {
     /// of one process with [`Trainer::accumulate`]`(world_size)`.
     pub fn distributed(mut self, reducer: Box<dyn GradientReducer + 'm>) -> Self {
         self.reducer = Some(reducer);
+        self
+    }
+
+    /// Synchronised BatchNorm (PyTorch's `SyncBatchNorm`) in a data-parallel run: in training
+    /// mode every BatchNorm normalises with the statistics of the whole global batch, summed
+    /// over the processes ([`strata_core::sync_batch_norm`]), so the step is that of one
+    /// process with the same batch (up to rounding) and every rank keeps the same running
+    /// statistics. Off by default, as in PyTorch: each rank's own micro-batch statistics. It
+    /// costs two small collectives per BatchNorm in forward and two in backward, and needs
+    /// every process to get samples in every batch. Without [`Trainer::distributed`] (one
+    /// process, accumulating or not) it changes nothing.
+    pub fn sync_bn(mut self, on: bool) -> Self {
+        self.sync_bn = on;
         self
     }
 
@@ -364,6 +380,20 @@ impl<'m> Trainer<'m> {
                 "{parts} micro-batches (accumulate or processes) of a batch of {batch_size} samples: each needs at least one sample; use a batch_size of at least {parts}"
             )));
         }
+        // sync_bn: every rank computes every BatchNorm together, so none may sit a batch out.
+        let sync = match reducer_collective(self.sync_bn && world > 1, self.reducer.as_deref())? {
+            Some(c) => {
+                let last = train.len() % batch_size;
+                if last != 0 && last < world {
+                    return Err(Error::InvalidOption(format!(
+                        "sync_bn with {world} processes: the last batch of an epoch has {last} samples ({} samples, batch_size {batch_size}), fewer than the processes, so some would have none; choose a batch_size that leaves 0 or at least {world} samples over, or drop sync_bn",
+                        train.len()
+                    )));
+                }
+                Some(c)
+            }
+            None => None,
+        };
         let loader = DataLoader::new(train, batch_size).shuffle(self.seed).augment(self.augment.clone(), self.seed)?;
         let steps_per_epoch = loader.num_batches();
         let total_steps = steps_per_epoch * self.epochs;
@@ -378,6 +408,8 @@ impl<'m> Trainer<'m> {
 
         let Trainer { model, optimizer, loss: loss_fn, base_lr, schedule, callbacks, reducer, .. } = self;
         let model: &dyn Module = *model;
+        // The model's BatchNorms sum their statistics over the processes until fit returns.
+        let _sync = sync.map(strata_core::install_collective);
         // One list, the trainer's own first; each borrowed for this call only.
         fn shorten<'a>(c: &'a mut (dyn Callback + '_)) -> &'a mut (dyn Callback + 'a) {
             c
@@ -637,6 +669,22 @@ impl<'m> Trainer<'m> {
         }
         self.start = TrainState { epochs: 0, steps_per_epoch: 0, ..state };
         Ok(history)
+    }
+}
+
+/// The collective sync_bn sums BatchNorm statistics over, when `wanted`.
+fn reducer_collective(
+    wanted: bool,
+    reducer: Option<&(dyn GradientReducer + '_)>,
+) -> Result<Option<Rc<dyn Collective>>> {
+    match (wanted, reducer) {
+        (false, _) | (true, None) => Ok(None),
+        (true, Some(r)) => r.collective().map(Some).ok_or_else(|| {
+            Error::InvalidOption(
+                "sync_bn: this data-parallel reducer cannot sum values during forward and backward (it offers no collective); drop sync_bn"
+                    .into(),
+            )
+        }),
     }
 }
 

@@ -1,9 +1,12 @@
 //! Gradient accumulation and the data-parallel step: accumulation over N micro-batches is the
 //! hand-written loop of `strata_train::parallel`'s definition bit for bit, N in-process "ranks"
 //! (threads with a shared-memory reducer) end bit-identical to it, and both stay close to a
-//! plain run with the same global batch.
+//! plain run with the same global batch; with sync_bn, ranks with BatchNorm stay close to the
+//! plain run where ranks without it drift.
 
+use std::rc::Rc;
 use std::sync::{Arc, Barrier, Mutex};
+use strata_core::Collective;
 use strata_train::parallel::{GradBuffer, GradientReducer, coefficients, combine_in_order};
 use strata_train::prelude::*;
 
@@ -148,6 +151,48 @@ struct Shared {
     values: Mutex<Vec<Vec<f64>>>,
 }
 
+impl Shared {
+    fn new(world: usize) -> Arc<Shared> {
+        Arc::new(Shared {
+            barrier: Barrier::new(world),
+            grads: Mutex::new(vec![GradBuffer::default(); world]),
+            values: Mutex::new(vec![vec![]; world]),
+        })
+    }
+
+    /// Every rank's `values`, concatenated in rank order.
+    fn gather(&self, rank: usize, values: &[f64]) -> Vec<f64> {
+        self.values.lock().unwrap()[rank] = values.to_vec();
+        self.barrier.wait();
+        let out = self.values.lock().unwrap().concat();
+        self.barrier.wait();
+        out
+    }
+}
+
+/// sync_bn's collective between the threads: gathered, then added in rank order.
+struct ThreadCollective {
+    rank: usize,
+    shared: Arc<Shared>,
+}
+
+impl Collective for ThreadCollective {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn size(&self) -> usize {
+        self.shared.grads.lock().unwrap().len()
+    }
+    fn sum(&self, values: &mut [f64]) -> Result<(), String> {
+        let all = self.shared.gather(self.rank, values);
+        values.fill(0.0);
+        for part in all.chunks(values.len().max(1)) {
+            values.iter_mut().zip(part).for_each(|(v, x)| *v += x);
+        }
+        Ok(())
+    }
+}
+
 /// A reducer between threads: every rank combines all ranks' buffers with the library's
 /// `combine_in_order`, as the MPI reducer does per chunk.
 struct ThreadReducer {
@@ -177,11 +222,100 @@ impl GradientReducer for ThreadReducer {
         Ok(local.bytes() * 2)
     }
     fn all_gather(&mut self, values: &[f64]) -> strata_train::Result<Vec<f64>> {
-        self.shared.values.lock().unwrap()[self.rank] = values.to_vec();
-        self.shared.barrier.wait();
-        let out = self.shared.values.lock().unwrap().concat();
-        self.shared.barrier.wait();
-        Ok(out)
+        Ok(self.shared.gather(self.rank, values))
+    }
+    fn collective(&self) -> Option<Rc<dyn Collective>> {
+        Some(Rc::new(ThreadCollective { rank: self.rank, shared: self.shared.clone() }))
+    }
+}
+
+/// `world` ranks in threads, each training its model of `models` on `train` (batch 64, seed 3,
+/// one epoch) with `sync_bn` or without.
+fn fit_ranks(models: &[Sequential], train: &Dataset, sync_bn: bool) -> Vec<strata_train::Result<History>> {
+    let shared = Shared::new(models.len());
+    std::thread::scope(|s| {
+        let handles: Vec<_> = models
+            .iter()
+            .enumerate()
+            .map(|(rank, m)| {
+                let reducer = ThreadReducer { rank, shared: shared.clone() };
+                s.spawn(move || {
+                    Trainer::new(m, sgd(m))
+                        .epochs(1)
+                        .batch_size(64)
+                        .seed(3)
+                        .sync_bn(sync_bn)
+                        .distributed(Box::new(reducer))
+                        .fit(train, None)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// SimpleNN with a BatchNorm1d on the hidden layer.
+fn bn_nn(seed: u64) -> Sequential {
+    manual_seed(seed);
+    ModelSpec::new("BatchNormNN")
+        .input(&[784])
+        .linear("fc1", 784, 32)
+        .layer("bn", strata_nn::LayerSpec::BatchNorm1d(strata_nn::spec::BatchNormSpec::new(Some(32))))
+        .relu()
+        .linear("fc2", 32, 10)
+        .build()
+        .unwrap()
+}
+
+/// The largest difference between two models' parameters and buffers (running statistics).
+fn max_diff(a: &dyn Module, b: &dyn Module) -> f64 {
+    let tensors = |m: &dyn Module| {
+        let mut t = m.parameters();
+        t.extend(m.named_buffers().into_iter().filter(|(n, _)| !n.ends_with("num_batches_tracked")).map(|(_, t)| t));
+        t
+    };
+    tensors(a)
+        .iter()
+        .zip(tensors(b))
+        .flat_map(|(x, y)| {
+            x.to_vec_f64().into_iter().zip(y.to_vec_f64()).map(|(p, q)| (p - q).abs()).collect::<Vec<_>>()
+        })
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn sync_bn_ranks_follow_the_plain_run() {
+    let train = data(650);
+    let plain = bn_nn(1);
+    Trainer::new(&plain, sgd(&plain)).epochs(1).batch_size(64).seed(3).fit(&train, None).unwrap();
+    for world in [2, 3] {
+        let synced: Vec<Sequential> = (0..world).map(|_| bn_nn(1)).collect();
+        for h in fit_ranks(&synced, &train, true) {
+            h.unwrap();
+        }
+        let own: Vec<Sequential> = (0..world).map(|_| bn_nn(1)).collect();
+        for h in fit_ranks(&own, &train, false) {
+            h.unwrap();
+        }
+        // Every rank holds the same parameters and running statistics with sync_bn.
+        for m in &synced[1..] {
+            assert_eq!(max_diff(m, &synced[0]), 0.0, "{world} ranks");
+        }
+        // The global batch's statistics: the plain run up to rounding, where each rank's own
+        // statistics (PyTorch's default) make a different model.
+        let (with, without) = (max_diff(&synced[0], &plain), max_diff(&own[0], &plain));
+        eprintln!(
+            "{world} ranks, largest difference from the plain run: {with:.2e} with sync_bn, {without:.2e} without"
+        );
+        assert!(with < 2e-5, "{world} ranks with sync_bn: {with}");
+        assert!(without > 100.0 * with, "{world} ranks: {without} without sync_bn, {with} with");
+    }
+    // A last batch with fewer samples than ranks is refused before the first step, by each.
+    let short = data(641);
+    let models: Vec<Sequential> = (0..2).map(|_| bn_nn(1)).collect();
+    for h in fit_ranks(&models, &short, true) {
+        let e = h.unwrap_err().to_string();
+        assert!(e.contains("sync_bn with 2 processes: the last batch of an epoch has 1 samples"), "{e}");
     }
 }
 
@@ -192,31 +326,7 @@ fn ranks_in_threads_end_bit_identical_to_accumulation() {
         let single = build(1);
         fit(&single, &train, world);
         let models: Vec<Sequential> = (0..world).map(|_| build(1)).collect();
-        let shared = Arc::new(Shared {
-            barrier: Barrier::new(world),
-            grads: Mutex::new(vec![GradBuffer::default(); world]),
-            values: Mutex::new(vec![vec![]; world]),
-        });
-        let train = &train;
-        let histories: Vec<History> = std::thread::scope(|s| {
-            let handles: Vec<_> = models
-                .iter()
-                .enumerate()
-                .map(|(rank, m)| {
-                    let reducer = ThreadReducer { rank, shared: shared.clone() };
-                    s.spawn(move || {
-                        Trainer::new(m, sgd(m))
-                            .epochs(1)
-                            .batch_size(64)
-                            .seed(3)
-                            .distributed(Box::new(reducer))
-                            .fit(train, None)
-                            .unwrap()
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
+        let histories: Vec<History> = fit_ranks(&models, &train, false).into_iter().map(|h| h.unwrap()).collect();
         for (rank, m) in models.iter().enumerate() {
             assert_eq!(params(m), params(&single), "{world} ranks: rank {rank}");
             // Dropout's stream stands where one process's does: checkpoints do not depend on N.

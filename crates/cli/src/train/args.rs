@@ -60,6 +60,10 @@ pub struct TrainArgs {
     /// (gradient accumulation, the same numbers as N MPI processes).
     #[arg(long, value_name = "N")]
     pub(super) accumulate: Option<usize>,
+    /// training.sync_bn: under mpirun, BatchNorm normalises with the global batch's statistics
+    /// (PyTorch's SyncBatchNorm) rather than each process's own.
+    #[arg(long)]
+    pub(super) sync_bn: bool,
     /// Any other key: `--set optimizer.name=adam --set schedule.name=cosine`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub(super) set: Vec<String>,
@@ -151,6 +155,9 @@ pub(super) fn overrides(args: &TrainArgs) -> Result<Vec<(String, String)>> {
     }
     if let Some(n) = args.accumulate {
         push("training.accumulate", n.to_string());
+    }
+    if args.sync_bn {
+        push("training.sync_bn", "true".into());
     }
     for kv in &args.set {
         let (k, v) = kv

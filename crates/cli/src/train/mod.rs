@@ -143,6 +143,7 @@ fn run_in(args: &TrainArgs, world: Option<&dist::World>) -> Result<Verdict> {
         .layout(layout)
         .log_every(t.log_every)
         .accumulate(t.accumulate)
+        .sync_bn(t.sync_bn)
         .on_divergence(if t.on_divergence == "skip" { OnDivergence::Skip } else { OnDivergence::Stop })
         .resume(&start);
     if let Some(max) = t.clip_grad_norm {

@@ -106,6 +106,8 @@ pub(super) fn fixed_on_resume(key: &str, base: &RunConfig) -> Option<String> {
         // The micro-batches change nothing in the optimizer state or the batches (nor does the
         // number of MPI processes).
         "training.accumulate",
+        // Where BatchNorm's statistics come from changes no state's shape (as the processes).
+        "training.sync_bn",
         // Checkpoints hold host data: a run resumes on any device (f32 results agree to rounding).
         "training.device",
         // A device map places the same parameters elsewhere.
@@ -180,6 +182,7 @@ pub(super) fn flag_of(key: &str) -> String {
         "training.device" => "--device",
         "training.device_map" => "--device-map",
         "training.accumulate" => "--accumulate",
+        "training.sync_bn" => "--sync-bn",
         "data.source" | "data.path" => "--data",
         _ => return format!("--set {key}=…"),
     };

@@ -5,6 +5,7 @@
 
 pub mod activation;
 pub mod batch_norm;
+pub mod collective;
 pub mod concat;
 pub mod conv;
 pub mod cross_entropy;

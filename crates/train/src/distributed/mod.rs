@@ -21,6 +21,8 @@ use crate::parallel::{GradBuffer, GradientReducer, coefficients, combine_in_orde
 use mpi::datatype::{Partition, PartitionMut};
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::{Communicator, CommunicatorCollectives, Equivalence};
+use std::rc::Rc;
+use strata_core::Collective;
 
 /// Environment variables a launcher sets for its processes (Open MPI's, PMIx's, MPICH's Hydra
 /// and Slurm's PMI): without one, the process was not started by `mpirun` and stays alone.
@@ -172,5 +174,37 @@ impl GradientReducer for MpiReducer {
         let mut out = vec![0.0; values.len() * self.world_size()];
         self.world.all_gather_into(values, &mut out[..]);
         Ok(out)
+    }
+
+    fn collective(&self) -> Option<Rc<dyn Collective>> {
+        Some(Rc::new(MpiCollective { world: self.world.duplicate() }))
+    }
+}
+
+/// sync_bn's [`Collective`] over MPI: every rank's values gathered (`MPI_Allgather`) and added
+/// in rank order, so every rank gets the same bits (the values are per-channel statistics, a
+/// few hundred numbers, where a gather costs no more than `MPI_Allreduce`).
+struct MpiCollective {
+    world: SimpleCommunicator,
+}
+
+impl Collective for MpiCollective {
+    fn rank(&self) -> usize {
+        self.world.rank() as usize
+    }
+
+    fn size(&self) -> usize {
+        self.world.size() as usize
+    }
+
+    fn sum(&self, values: &mut [f64]) -> std::result::Result<(), String> {
+        let n = values.len();
+        let mut all = vec![0.0; n * self.size()];
+        self.world.all_gather_into(&values[..], &mut all[..]);
+        values.fill(0.0);
+        for part in all.chunks(n.max(1)) {
+            values.iter_mut().zip(part).for_each(|(v, x)| *v += x);
+        }
+        Ok(())
     }
 }

@@ -28,16 +28,7 @@ pub(super) fn batch_norm(
             let centred = x.sub(&mean)?;
             let var = centred.mul(&centred)?.mean(&axes, true)?;
             if training {
-                let _guard = crate::autograd::NoGradGuard::new();
-                if let Some(rm) = running_mean {
-                    rm.copy_(
-                        &rm.mul_scalar(1.0 - momentum)?.add(&mean.detach().reshape(&[c])?.mul_scalar(momentum)?)?,
-                    )?;
-                }
-                if let Some(rv) = running_var {
-                    let unbiased = var.detach().reshape(&[c])?.mul_scalar(m as f64 / (m as f64 - 1.0))?;
-                    rv.copy_(&rv.mul_scalar(1.0 - momentum)?.add(&unbiased.mul_scalar(momentum)?)?)?;
-                }
+                super::update_running_composed([running_mean, running_var], &mean, &var, m as f64, momentum)?;
             }
             (mean, var)
         }

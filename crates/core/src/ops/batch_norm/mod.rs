@@ -15,11 +15,15 @@
 //! (one task per channel), so results do not depend on the thread count.
 //!
 //! This file holds the API, shapes and autograd; `cpu.rs` the CPU kernels, `gpu.rs` the GPU
-//! path (the `gpu` feature).
+//! path (the `gpu` feature), `sync.rs` the data-parallel variant whose statistics are the
+//! global batch's ([`sync_batch_norm`]).
 
 mod cpu;
 #[cfg(feature = "gpu")]
 mod gpu;
+mod sync;
+
+pub use sync::sync_batch_norm;
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -38,6 +42,28 @@ fn per_channel(x: &Tensor, t: Option<&Tensor>, what: &'static str, c: usize) -> 
         });
     }
     Ok(Some(t.to_vec_f64()))
+}
+
+/// The running statistics' in-place update on a composed path (the GPU's, the synchronised
+/// one): `running = (1 − momentum)·running + momentum·batch`, the variance unbiased with `m`
+/// values per channel; `mean` and `var` (biased) hold one value per channel in any shape.
+fn update_running_composed(
+    [running_mean, running_var]: [Option<&Tensor>; 2],
+    mean: &Tensor,
+    var: &Tensor,
+    m: f64,
+    momentum: f64,
+) -> Result<()> {
+    let _guard = crate::autograd::NoGradGuard::new();
+    let c = [mean.numel()];
+    if let Some(rm) = running_mean {
+        rm.copy_(&rm.mul_scalar(1.0 - momentum)?.add(&mean.detach().reshape(&c)?.mul_scalar(momentum)?)?)?;
+    }
+    if let Some(rv) = running_var {
+        let unbiased = var.detach().reshape(&c)?.mul_scalar(m / (m - 1.0))?;
+        rv.copy_(&rv.mul_scalar(1.0 - momentum)?.add(&unbiased.mul_scalar(momentum)?)?)?;
+    }
+    Ok(())
 }
 
 /// Batch normalisation over dimension 1, as `torch.nn.functional.batch_norm`.
