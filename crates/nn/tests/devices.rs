@@ -135,14 +135,17 @@ fn residual_mlp_on_the_gpu() {
     same_losses("residual_mlp.toml", 200, 16);
 }
 
+// The ResNet and the LSTM take 50 steps, not 200: on Mesa's software Vulkan (CI) each of their
+// steps is ~0.5 s of dispatches, and 200 steps of both were 200 s of a quiet 2-core machine's
+// time (450 s beside other tests); every step's loss is still compared.
 #[test]
 fn resnet_on_the_gpu() {
-    same_losses("resnet_mnist_model.toml", 200, 2);
+    same_losses("resnet_mnist_model.toml", 50, 2);
 }
 
 #[test]
 fn lstm_on_the_gpu() {
-    same_losses("lstm_mnist_model.toml", 200, 2);
+    same_losses("lstm_mnist_model.toml", 50, 2);
 }
 
 #[test]
