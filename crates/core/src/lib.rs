@@ -39,6 +39,7 @@ pub use ops::activation::erf;
 pub use ops::batch_norm::{batch_norm, batch_norm_relu, sync_batch_norm};
 pub use ops::collective::{
     Collective, CollectiveGuard, all_reduce_sum, collective_sum, install_collective, installed_collective,
+    suspend_collective,
 };
 pub use ops::concat::{cat, stack};
 pub use ops::conv::{ConvAlgorithm, ConvOptions, conv2d, conv2d_with};

@@ -549,7 +549,11 @@ impl<'m> Trainer<'m> {
                             report,
                         };
                         let report = |seen: &Option<(Tensor, Tensor)>| match seen {
-                            Some((input, y)) => diagnose(model, input, y, l),
+                            Some((input, y)) => {
+                                // This rank's micro-batch alone: the other ranks may not re-run.
+                                let _alone = strata_core::suspend_collective();
+                                diagnose(model, input, y, l)
+                            }
                             None => format!("another process's micro-batch (this one, rank {rank}, had no samples)"),
                         };
                         if !l.is_finite() || !grads_finite {

@@ -41,21 +41,30 @@ pub trait Collective {
 }
 
 thread_local! {
-    /// The collective installed on this thread, innermost last.
-    static INSTALLED: RefCell<Vec<Rc<dyn Collective>>> = const { RefCell::new(Vec::new()) };
+    /// The collectives installed on this thread, innermost last (`None`: suspended).
+    static INSTALLED: RefCell<Vec<Option<Rc<dyn Collective>>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Installs `collective` on this thread until the returned guard drops: the synchronised ops
 /// ([`all_reduce_sum`], [`crate::sync_batch_norm`]) called on this thread sum over it.
 #[must_use = "the collective is uninstalled when the guard drops"]
 pub fn install_collective(collective: Rc<dyn Collective>) -> CollectiveGuard {
-    INSTALLED.with(|c| c.borrow_mut().push(collective));
+    INSTALLED.with(|c| c.borrow_mut().push(Some(collective)));
     CollectiveGuard { _not_send: std::marker::PhantomData }
 }
 
-/// The collective installed on this thread, if any.
+/// Suspends the installed collective on this thread until the returned guard drops: what runs
+/// meanwhile is this process's alone (a divergence report re-running one rank's micro-batch),
+/// and synchronised BatchNorm uses this process's own statistics.
+#[must_use = "the collective is back when the guard drops"]
+pub fn suspend_collective() -> CollectiveGuard {
+    INSTALLED.with(|c| c.borrow_mut().push(None));
+    CollectiveGuard { _not_send: std::marker::PhantomData }
+}
+
+/// The collective installed on this thread, if any (and not suspended).
 pub fn installed_collective() -> Option<Rc<dyn Collective>> {
-    INSTALLED.with(|c| c.borrow().last().cloned())
+    INSTALLED.with(|c| c.borrow().last().cloned().flatten())
 }
 
 /// Uninstalls its collective when dropped (see [`install_collective`]).
@@ -222,6 +231,11 @@ pub(crate) mod tests {
         assert!(all_reduce_sum(&t, 1.0).unwrap_err().to_string().contains("no collective is installed"));
         let _alone = Threads::group(1).pop().unwrap().install();
         assert!(all_reduce_sum(&t, 0.0).unwrap_err().to_string().contains("weight must be positive"));
+        assert_eq!(all_reduce_sum(&t, 1.0).unwrap().to_vec_f64(), [1.0]);
+        {
+            let _suspended = super::suspend_collective();
+            assert!(all_reduce_sum(&t, 1.0).unwrap_err().to_string().contains("no collective is installed"));
+        }
         assert_eq!(all_reduce_sum(&t, 1.0).unwrap().to_vec_f64(), [1.0]);
     }
 }
