@@ -17,13 +17,23 @@ fn data(n: usize) -> Dataset {
     train.subset(&(0..n).collect::<Vec<_>>())
 }
 
+/// Held while a model is seeded and built: the default generator is one for the whole test
+/// binary, and tests run at once on threads would otherwise draw from it in turn, each model
+/// getting other initial weights than its twin.
+fn seeding() -> std::sync::MutexGuard<'static, ()> {
+    static SEEDING: Mutex<()> = Mutex::new(());
+    SEEDING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn simple_nn(seed: u64) -> Sequential {
+    let _seeding = seeding();
     manual_seed(seed);
     ModelSpec::new("SimpleNN").input(&[784]).linear("fc1", 784, 32).relu().linear("fc2", 32, 10).build().unwrap()
 }
 
 /// SimpleNN with Dropout after the hidden layer: its masks must follow the micro-batches.
 fn dropout_nn(seed: u64) -> Sequential {
+    let _seeding = seeding();
     manual_seed(seed);
     ModelSpec::new("DropoutNN")
         .input(&[784])
@@ -256,6 +266,7 @@ fn fit_ranks(models: &[Sequential], train: &Dataset, sync_bn: bool) -> Vec<strat
 
 /// SimpleNN with a BatchNorm1d on the hidden layer.
 fn bn_nn(seed: u64) -> Sequential {
+    let _seeding = seeding();
     manual_seed(seed);
     ModelSpec::new("BatchNormNN")
         .input(&[784])
