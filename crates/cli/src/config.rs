@@ -2,6 +2,9 @@
 //! the optimizer, the loss, the learning-rate schedule and the training options. Every key has a default,
 //! unknown keys are errors (with line and column), and any key can be overridden from the
 //! command line (`--epochs 5`, `--lr 0.1`, `--set optimizer.name=adam`).
+//!
+//! Over 700 lines on purpose: it is the run file's schema, one struct per table with every key
+//! documented where it is declared, and the checks that name a key beside it.
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};

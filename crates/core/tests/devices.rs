@@ -278,8 +278,8 @@ impl strata_core::Collective for Alone {
     fn size(&self) -> usize {
         1
     }
-    fn sum(&self, _values: &mut [f64]) -> Result<(), String> {
-        Ok(())
+    fn all_gather(&self, values: &[f64]) -> Result<Vec<f64>, String> {
+        Ok(values.to_vec())
     }
 }
 

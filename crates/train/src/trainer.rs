@@ -381,19 +381,14 @@ impl<'m> Trainer<'m> {
             )));
         }
         // sync_bn: every rank computes every BatchNorm together, so none may sit a batch out.
-        let sync = match reducer_collective(self.sync_bn && world > 1, self.reducer.as_deref())? {
-            Some(c) => {
-                let last = train.len() % batch_size;
-                if last != 0 && last < world {
-                    return Err(Error::InvalidOption(format!(
-                        "sync_bn with {world} processes: the last batch of an epoch has {last} samples ({} samples, batch_size {batch_size}), fewer than the processes, so some would have none; choose a batch_size that leaves 0 or at least {world} samples over, or drop sync_bn",
-                        train.len()
-                    )));
-                }
-                Some(c)
-            }
-            None => None,
-        };
+        let sync = reducer_collective(self.sync_bn && world > 1, self.reducer.as_deref())?;
+        let last = train.len() % batch_size;
+        if sync.is_some() && last != 0 && last < world {
+            return Err(Error::InvalidOption(format!(
+                "sync_bn with {world} processes: the last batch of an epoch has {last} samples ({} samples, batch_size {batch_size}), fewer than the processes, so some would have none; choose a batch_size that leaves 0 or at least {world} samples over, or drop sync_bn",
+                train.len()
+            )));
+        }
         let loader = DataLoader::new(train, batch_size).shuffle(self.seed).augment(self.augment.clone(), self.seed)?;
         let steps_per_epoch = loader.num_batches();
         let total_steps = steps_per_epoch * self.epochs;

@@ -180,7 +180,7 @@ impl Shared {
     }
 }
 
-/// sync_bn's collective between the threads: gathered, then added in rank order.
+/// sync_bn's collective between the threads (the trait adds the gathered values in rank order).
 struct ThreadCollective {
     rank: usize,
     shared: Arc<Shared>,
@@ -193,13 +193,8 @@ impl Collective for ThreadCollective {
     fn size(&self) -> usize {
         self.shared.grads.lock().unwrap().len()
     }
-    fn sum(&self, values: &mut [f64]) -> Result<(), String> {
-        let all = self.shared.gather(self.rank, values);
-        values.fill(0.0);
-        for part in all.chunks(values.len().max(1)) {
-            values.iter_mut().zip(part).for_each(|(v, x)| *v += x);
-        }
-        Ok(())
+    fn all_gather(&self, values: &[f64]) -> Result<Vec<f64>, String> {
+        Ok(self.shared.gather(self.rank, values))
     }
 }
 

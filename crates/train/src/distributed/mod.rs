@@ -181,9 +181,9 @@ impl GradientReducer for MpiReducer {
     }
 }
 
-/// sync_bn's [`Collective`] over MPI: every rank's values gathered (`MPI_Allgather`) and added
-/// in rank order, so every rank gets the same bits (the values are per-channel statistics, a
-/// few hundred numbers, where a gather costs no more than `MPI_Allreduce`).
+/// sync_bn's [`Collective`] over MPI: every rank's values gathered (`MPI_Allgather`), which the
+/// trait's `sum` adds in rank order (the values are per-channel statistics, a few hundred
+/// numbers, where a gather costs no more than `MPI_Allreduce`).
 struct MpiCollective {
     world: SimpleCommunicator,
 }
@@ -197,14 +197,9 @@ impl Collective for MpiCollective {
         self.world.size() as usize
     }
 
-    fn sum(&self, values: &mut [f64]) -> std::result::Result<(), String> {
-        let n = values.len();
-        let mut all = vec![0.0; n * self.size()];
-        self.world.all_gather_into(&values[..], &mut all[..]);
-        values.fill(0.0);
-        for part in all.chunks(n.max(1)) {
-            values.iter_mut().zip(part).for_each(|(v, x)| *v += x);
-        }
-        Ok(())
+    fn all_gather(&self, values: &[f64]) -> std::result::Result<Vec<f64>, String> {
+        let mut all = vec![0.0; values.len() * self.size()];
+        self.world.all_gather_into(values, &mut all[..]);
+        Ok(all)
     }
 }

@@ -32,12 +32,35 @@ pub trait Collective {
     fn rank(&self) -> usize;
     /// The number of members.
     fn size(&self) -> usize;
-    /// Replaces `values` with their element-wise sum over the members. The sum must be taken
-    /// in one fixed order (rank 0 first) so that every member gets the same bits.
+    /// Every member's `values` (the same length on every member), concatenated in rank order,
+    /// on every member: the one thing a transport implements.
     ///
     /// # Errors
     /// The transport failed; the message names what and where.
-    fn sum(&self, values: &mut [f64]) -> std::result::Result<(), String>;
+    fn all_gather(&self, values: &[f64]) -> std::result::Result<Vec<f64>, String>;
+
+    /// Replaces `values` with their element-wise sum over the members, added in rank order
+    /// (rank 0 first) from [`Collective::all_gather`], so every member gets the same bits
+    /// (`MPI_Allreduce` adds in an order of its choosing).
+    ///
+    /// # Errors
+    /// The transport failed, or the members' lengths differ.
+    fn sum(&self, values: &mut [f64]) -> std::result::Result<(), String> {
+        let all = self.all_gather(values)?;
+        if all.len() != values.len() * self.size() {
+            return Err(format!(
+                "{} values gathered from {} members for {} each: the members' lengths differ",
+                all.len(),
+                self.size(),
+                values.len()
+            ));
+        }
+        values.fill(0.0);
+        for part in all.chunks(values.len().max(1)) {
+            values.iter_mut().zip(part).for_each(|(v, x)| *v += x);
+        }
+        Ok(())
+    }
 }
 
 thread_local! {
@@ -189,23 +212,14 @@ pub(crate) mod tests {
         fn size(&self) -> usize {
             self.size
         }
-        fn sum(&self, values: &mut [f64]) -> Result<(), String> {
+        fn all_gather(&self, values: &[f64]) -> Result<Vec<f64>, String> {
             let (barrier, slots) = &*self.shared;
             slots.lock().unwrap()[self.rank] = values.to_vec();
             barrier.wait();
-            {
-                let slots = slots.lock().unwrap();
-                values.fill(0.0);
-                for s in slots.iter() {
-                    if s.len() != values.len() {
-                        return Err(format!("rank {} sent {} values, this one {}", self.rank, s.len(), values.len()));
-                    }
-                    values.iter_mut().zip(s).for_each(|(v, x)| *v += x);
-                }
-            }
+            let all = slots.lock().unwrap().concat();
             // Nobody deposits the next call's values before everyone has read these.
             barrier.wait();
-            Ok(())
+            Ok(all)
         }
     }
 
