@@ -3,7 +3,7 @@
 # cores, several repetitions alternating the two systems, medians.
 #
 #   bench/compare.sh [--device cpu|gpu|gpu:N] [--json] [--reps N] [--threads "1 2"]
-#                    [--workloads "W1 W2 W3 W4 W5 W6"] [--quick]
+#                    [--workloads "W1 W2 W3 W4 W5 W6"] [--quick] [--precision f32|bf16]
 #
 # Every (workload, thread count, repetition) runs in a fresh process of each system, so the peak
 # memory (max RSS) printed is that workload's alone. PyTorch is found through $PYTHON (default
@@ -15,6 +15,11 @@
 # figures alone, with a note); one thread setting, all cores, unless --threads is given (threads
 # only feed the GPU). On a software adapter (llvmpipe) the table says its figures show
 # correctness, not speed. The CPU targets of the ratio table do not apply on a GPU.
+#
+# --precision bf16 (CPU only): every (workload, thread count, repetition) runs each system in f32
+# AND in bf16 (strata-bench --precision bf16 beside PyTorch's torch.autocast(dtype=bfloat16)),
+# alternating, so one run prints the f32 tables and a "bf16 (autocast)" table with each system's
+# bf16 ÷ f32 speed. The default, --precision f32, runs f32 alone, as before.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +32,7 @@ THREADS="1 $CORES"
 [ "$CORES" = 1 ] && THREADS="1"
 WORKLOADS="W1 W2 W3 W4 W5 W6"
 QUICK=""
+PRECISION=f32
 while [ $# -gt 0 ]; do
     case "$1" in
         --json) JSON=1 ;;
@@ -35,7 +41,8 @@ while [ $# -gt 0 ]; do
         --device) DEVICE="${2:-}"; shift ;;
         --workloads) WORKLOADS="$2"; shift ;;
         --quick) QUICK="--quick" ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        --precision) PRECISION="${2:-}"; [ $# -gt 1 ] && shift ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) echo "compare.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -55,6 +62,17 @@ esac
 if [ "$DEVICE" != cpu ] && [ "$THREADS_GIVEN" = 0 ]; then
     THREADS="$CORES"
 fi
+# The precisions each (workload, threads, repetition) runs in: f32 alone, or f32 and bf16.
+case "$PRECISION" in
+    f32) PRECISIONS="f32" ;;
+    bf16)
+        if [ "$DEVICE" != cpu ]; then
+            echo "compare.sh: --precision bf16 runs on the CPU only (strata's bf16 autocast is CPU-only): drop --device $DEVICE or --precision bf16" >&2
+            exit 2
+        fi
+        PRECISIONS="f32 bf16" ;;
+    *) echo "compare.sh: unknown precision '$PRECISION': expected f32 or bf16 (see --help)" >&2; exit 2 ;;
+esac
 
 say "building strata-bench (release)"
 cargo build --release --quiet -p strata-bench
@@ -92,24 +110,34 @@ if [ "$DEVICE" != cpu ]; then
     STRATA_DEVICE_ARGS="--device $DEVICE"
     TORCH_DEVICE_ARGS="--device $TORCH_DEVICE"
 fi
+# $3 is the precision; f32 passes no flag, so the f32 command lines are the ones used before
+# --precision existed.
+precision_args() { [ "$1" = f32 ] || echo "--precision $1"; }
 run_strata() {
-    "$BIN" --workload "$1" --threads "$2" $STRATA_DEVICE_ARGS $QUICK >>"$LINES" || {
-        say "strata-bench failed on $1 at $2 threads${STRATA_DEVICE_ARGS:+ ($STRATA_DEVICE_ARGS)}: its message is above"
+    local prec_args
+    prec_args=$(precision_args "$3")
+    "$BIN" --workload "$1" --threads "$2" $STRATA_DEVICE_ARGS $prec_args $QUICK >>"$LINES" || {
+        say "strata-bench failed on $1 at $2 threads${STRATA_DEVICE_ARGS:+ ($STRATA_DEVICE_ARGS)}${prec_args:+ ($prec_args)}: its message is above"
         exit 1
     }
 }
 run_torch() {
     [ "$HAVE_TORCH" = 1 ] || return 0
-    OMP_NUM_THREADS="$2" MKL_NUM_THREADS="$2" "$PYTHON" bench/torch_bench.py --workload "$1" --threads "$2" $TORCH_DEVICE_ARGS $QUICK >>"$LINES"
+    OMP_NUM_THREADS="$2" MKL_NUM_THREADS="$2" "$PYTHON" bench/torch_bench.py --workload "$1" --threads "$2" $TORCH_DEVICE_ARGS $(precision_args "$3") $QUICK >>"$LINES"
 }
 
 for rep in $(seq 1 "$REPS"); do
     say "repetition $rep/$REPS"
     for w in $WORKLOADS; do
         for t in $THREADS; do
-            # Alternate which system goes first, so slow drifts of the machine hit both alike.
-            if [ $((rep % 2)) = 1 ]; then run_strata "$w" "$t"; run_torch "$w" "$t"
-            else run_torch "$w" "$t"; run_strata "$w" "$t"; fi
+            # Alternate which system (and, with bf16, which precision) goes first, so slow drifts
+            # of the machine hit all alike.
+            precs="$PRECISIONS"
+            if [ $((rep % 2)) = 0 ] && [ "$PRECISIONS" = "f32 bf16" ]; then precs="bf16 f32"; fi
+            for p in $precs; do
+                if [ $((rep % 2)) = 1 ]; then run_strata "$w" "$t" "$p"; run_torch "$w" "$t" "$p"
+                else run_torch "$w" "$t" "$p"; run_strata "$w" "$t" "$p"; fi
+            done
         done
     done
 done

@@ -8,6 +8,11 @@ and one per workload with the ratio of each system's best thread count). Standar
 Each line may name its "device" (absent: cpu), its GPU "adapter" and whether that adapter is a
 software one ("software_adapter", strata's lines); the header prints them, a software adapter
 labels the tables as showing correctness, not speed, and the CPU targets are left out on a GPU.
+
+Each line may also name its "precision" (absent, as in older results: f32). The f32 lines make
+the tables as before; bf16 lines (compare.sh --precision bf16: strata's bf16 autocast, PyTorch's
+torch.autocast) add a "bf16 (autocast)" section: the same two tables for bf16, the per-thread
+table with each system's bf16 ÷ f32 speed beside it.
 """
 
 import json
@@ -34,10 +39,12 @@ DESCRIPTIONS = {
     "W6": "LSTM train, batch 64",
 }
 METRICS = ("samples_per_s", "latency_us", "gflop_s", "peak_rss_mb")
+PRECISIONS = ("f32", "bf16")
 
 
 def load(path):
-    """(runs by (workload, system, threads), status by (workload, system), device by system)."""
+    """(runs by precision, then (workload, system, threads); status by precision, then
+    (workload, system); device by system)."""
     runs = {}
     status = {}
     devices = {}
@@ -49,10 +56,11 @@ def load(path):
             r = json.loads(line)
             devices.setdefault(r["system"], {k: r[k] for k in ("device", "adapter", "software_adapter") if k in r})
             key = (r["workload"], r["system"], r["threads"])
+            precision = r.get("precision", "f32")
             if "status" in r:
-                status[(r["workload"], r["system"])] = r["status"]
+                status.setdefault(precision, {})[(r["workload"], r["system"])] = r["status"]
                 continue
-            runs.setdefault(key, []).append(r)
+            runs.setdefault(precision, {}).setdefault(key, []).append(r)
     return runs, status, devices
 
 
@@ -135,6 +143,24 @@ def summary(med, workload, gpu=False):
     return out
 
 
+def speed(m, workload):
+    """The speed of a median: samples/s, or for W3 calls/s (1 / latency); None when missing."""
+    if workload == "W3":
+        lat = m.get("latency_us")
+        return 1e6 / lat if lat else None
+    return m.get("samples_per_s")
+
+
+def bf16_over_f32(meds, workload, system, threads):
+    """The system's bf16 speed over its f32 speed at that thread count (medians), or None."""
+    f = meds.get("f32", {}).get((workload, system, threads))
+    b = meds.get("bf16", {}).get((workload, system, threads))
+    if not f or not b:
+        return None
+    sf, sb = speed(f, workload), speed(b, workload)
+    return sb / sf if sf and sb else None
+
+
 def fmt(v, unit=""):
     if v is None:
         return "-"
@@ -145,25 +171,98 @@ def fmt(v, unit=""):
     return f"{v:.2f}{unit}"
 
 
+def print_runs(med, status, workloads, meds=None):
+    """The table of every (workload, system, threads) median; with meds (the medians by
+    precision), a last column with the bf16 ÷ f32 speed of that system at that thread count."""
+    extra = f" {'bf16÷f32':>8} |" if meds is not None else ""
+    head = f"| {'workload':<40} | {'system':<6} | {'threads':>7} | {'samples/s':>10} | {'latency':>9} | {'GFLOP/s':>7} | {'max RSS':>8} |" + extra
+    print(head)
+    print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
+    for w in workloads:
+        for system in ("strata", "torch"):
+            if (w, system) in status:
+                print(f"| {w + ' ' + DESCRIPTIONS.get(w, ''):<40} | {system:<6} | {'':>7} | {status[(w, system)]}")
+                continue
+            for (ww, ss, threads), m in sorted(med.items()):
+                if ww != w or ss != system:
+                    continue
+                lat = fmt(m.get("latency_us"), " µs") if "latency_us" in m else "-"
+                line = (
+                    f"| {w + ' ' + DESCRIPTIONS.get(w, ''):<40} | {system:<6} | {threads:>7} "
+                    f"| {fmt(m.get('samples_per_s')):>10} | {lat:>9} | {fmt(m.get('gflop_s')):>7} "
+                    f"| {fmt(m.get('peak_rss_mb'), ' MB'):>8} |"
+                )
+                if meds is not None:
+                    r = bf16_over_f32(meds, w, system, threads)
+                    line += f" {(f'{r:.2f}x' if r is not None else '-'):>8} |"
+                print(line)
+
+
+def print_best(med, status, workloads, gpu, label, targets=True):
+    """The table of each system at its best thread count, with the ratio (and the targets)."""
+    if targets:
+        print(f"| {'workload':<4} | {'strata (threads)':>20} | {'PyTorch (threads)':>20} | {'ratio':>6} | {'target':<16} | met |")
+        print(f"|{'-' * 6}|{'-' * 22}|{'-' * 22}|{'-' * 8}|{'-' * 18}|-----|")
+    else:
+        print(f"| {'workload':<4} | {'strata (threads)':>20} | {'PyTorch (threads)':>20} | {'ratio':>6} |")
+        print(f"|{'-' * 6}|{'-' * 22}|{'-' * 22}|{'-' * 8}|")
+    for w in workloads:
+        if any(k[0] == w for k in status):
+            if targets:
+                target = f">= {TARGETS[w][1]}x PyTorch"
+                print(f"| {w:<4} | {'-':>20} | {'-':>20} | {'-':>6} | {target:<16} | not yet implemented |")
+            else:
+                print(f"| {w:<4} | {'-':>20} | {'-':>20} | {'-':>6} | not yet implemented |")
+            continue
+        s = summary(med, w, gpu)
+        sb, tb = best(med, w, "strata"), best(med, w, "torch")
+        key, unit = ("latency_us", " µs") if w == "W3" else ("samples_per_s", "/s")
+        sv = f"{fmt(sb[1].get(key), unit)} ({sb[0]})" if sb else "-"
+        tv = f"{fmt(tb[1].get(key), unit)} ({tb[0]})" if tb else "-"
+        ratio = f"{s['ratio']:.2f}x" if "ratio" in s else "-"
+        if targets:
+            met = {True: "yes", False: "NO"}.get(s.get("met"), "-")
+            print(f"| {w:<4} | {sv:>20} | {tv:>20} | {ratio:>6} | {s['target']:<16} | {met:<3} |")
+        else:
+            print(f"| {w:<4} | {sv:>20} | {tv:>20} | {ratio:>6} |")
+
+
 def main():
     runs, status, devices = load(sys.argv[1])
-    med = medians(runs)
-    workloads = sorted({k[0] for k in med} | {k[0] for k in status})
+    meds = {p: medians(rs) for p, rs in runs.items()}
+    precisions = [p for p in PRECISIONS if p in meds or p in status] + sorted(
+        p for p in set(meds) | set(status) if p not in PRECISIONS)
+    if not precisions:
+        precisions = ["f32"]
     env = os.environ.get
     gpu = on_gpu(devices)
     label = software_label(devices)
+    bf16 = "bf16" in precisions
     if env("CMP_JSON") == "1":
-        for (w, system, threads), m in sorted(med.items()):
-            info = {"device": "cpu", **devices.get(system, {})}
-            print(json.dumps({"workload": w, "system": system, **info, "threads": threads, **m}))
-        for (w, system), st in sorted(status.items()):
-            print(json.dumps({"workload": w, "system": system, "status": st}))
-        for w in workloads:
-            if w not in {k[0] for k in status}:
-                s = summary(med, w, gpu)
-                if label:
-                    s["note"] = label
-                print(json.dumps(s))
+        # Without bf16 lines, the JSON lines are the ones printed before --precision existed.
+        tag = (lambda p: {"precision": p}) if precisions != ["f32"] else (lambda p: {})
+        for p in precisions:
+            med, st = meds.get(p, {}), status.get(p, {})
+            for (w, system, threads), m in sorted(med.items()):
+                info = {"device": "cpu", **devices.get(system, {})}
+                extra = {}
+                if bf16 and p == "bf16":
+                    r = bf16_over_f32(meds, w, system, threads)
+                    if r is not None:
+                        extra["bf16_over_f32"] = r
+                print(json.dumps({"workload": w, "system": system, **info, **tag(p), "threads": threads, **m, **extra}))
+            for (w, system), s in sorted(st.items()):
+                print(json.dumps({"workload": w, "system": system, **tag(p), "status": s}))
+            for w in sorted({k[0] for k in med} | {k[0] for k in st}):
+                if w not in {k[0] for k in st}:
+                    s = summary(med, w, gpu)
+                    if p != "f32":
+                        s.pop("target", None)
+                        s.pop("met", None)
+                    s = {"workload": s.pop("workload"), "system": s.pop("system"), **tag(p), **s}
+                    if label:
+                        s["note"] = label
+                    print(json.dumps(s))
         return
     print(f"CPU:      {env('CMP_CPU', '?')}")
     print(f"strata:   {env('CMP_STRATA', '?')}, {env('CMP_RUSTC', '?')}")
@@ -180,43 +279,35 @@ def main():
     if label:
         print(f"** {label} **")
         print()
-    head = f"| {'workload':<40} | {'system':<6} | {'threads':>7} | {'samples/s':>10} | {'latency':>9} | {'GFLOP/s':>7} | {'max RSS':>8} |"
-    print(head)
-    print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
-    for w in workloads:
-        for system in ("strata", "torch"):
-            if (w, system) in status:
-                print(f"| {w + ' ' + DESCRIPTIONS.get(w, ''):<40} | {system:<6} | {'':>7} | {status[(w, system)]}")
-                continue
-            for (ww, ss, threads), m in sorted(med.items()):
-                if ww != w or ss != system:
-                    continue
-                lat = fmt(m.get("latency_us"), " µs") if "latency_us" in m else "-"
-                print(
-                    f"| {w + ' ' + DESCRIPTIONS.get(w, ''):<40} | {system:<6} | {threads:>7} "
-                    f"| {fmt(m.get('samples_per_s')):>10} | {lat:>9} | {fmt(m.get('gflop_s')):>7} "
-                    f"| {fmt(m.get('peak_rss_mb'), ' MB'):>8} |"
-                )
-    print()
-    print("Each system at its best thread count (ratio > 1: strata faster; W3's ratio is PyTorch's latency over strata's):")
-    if label:
-        print(f"** {label} **")
-    print()
-    print(f"| {'workload':<4} | {'strata (threads)':>20} | {'PyTorch (threads)':>20} | {'ratio':>6} | {'target':<16} | met |")
-    print(f"|{'-' * 6}|{'-' * 22}|{'-' * 22}|{'-' * 8}|{'-' * 18}|-----|")
-    for w in workloads:
-        if any(k[0] == w for k in status):
-            target = f">= {TARGETS[w][1]}x PyTorch"
-            print(f"| {w:<4} | {'-':>20} | {'-':>20} | {'-':>6} | {target:<16} | not yet implemented |")
+    for p in precisions:
+        med, st = meds.get(p, {}), status.get(p, {})
+        workloads = sorted({k[0] for k in med} | {k[0] for k in st})
+        if p == "f32":
+            if bf16:
+                print("f32:")
+                print()
+            print_runs(med, st, workloads)
+            print()
+            print("Each system at its best thread count (ratio > 1: strata faster; W3's ratio is PyTorch's latency over strata's):")
+            if label:
+                print(f"** {label} **")
+            print()
+            print_best(med, st, workloads, gpu, label)
             continue
-        s = summary(med, w, gpu)
-        sb, tb = best(med, w, "strata"), best(med, w, "torch")
-        key, unit = ("latency_us", " µs") if w == "W3" else ("samples_per_s", "/s")
-        sv = f"{fmt(sb[1].get(key), unit)} ({sb[0]})" if sb else "-"
-        tv = f"{fmt(tb[1].get(key), unit)} ({tb[0]})" if tb else "-"
-        ratio = f"{s['ratio']:.2f}x" if "ratio" in s else "-"
-        met = {True: "yes", False: "NO"}.get(s.get("met"), "-")
-        print(f"| {w:<4} | {sv:>20} | {tv:>20} | {ratio:>6} | {s['target']:<16} | {met:<3} |")
+        print()
+        if p == "bf16":
+            print("bf16 (autocast): strata-bench --precision bf16 (bf16 products, f32 master weights) against PyTorch's")
+            print('torch.autocast("cpu", dtype=torch.bfloat16) around forward and loss (backward and step outside).')
+            print("bf16÷f32: that system's bf16 speed over its own f32 speed at that thread count, medians")
+            print("(> 1: bf16 faster; W3 from latencies, f32 latency over bf16 latency).")
+        else:
+            print(f"{p}:")
+        print()
+        print_runs(med, st, workloads, meds if p == "bf16" else None)
+        print()
+        print(f"{p}: each system at its best thread count (ratio > 1: strata faster; W3's ratio is PyTorch's latency over strata's):")
+        print()
+        print_best(med, st, workloads, gpu, label, targets=False)
 
 
 if __name__ == "__main__":

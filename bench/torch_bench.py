@@ -3,7 +3,7 @@
 JSON lines (with "system": "torch").
 
     python3 bench/torch_bench.py [--workload W1,W2,W3,W4,W5,W6|all] [--device cpu|cuda|cuda:N] [--threads N]
-                                 [--samples N] [--quick]
+                                 [--samples N] [--quick] [--precision f32|bf16]
 
 W1  SimpleNN (784->128->64->10, ReLU) + CrossEntropyLoss + SGD(lr 0.01, momentum 0.9), batch 64,
     training samples/s over an epoch of 60,000 synthetic samples (zero_grad + forward + loss +
@@ -27,10 +27,17 @@ as a user would write it.
 data once, before the warm-up, as PyTorch CUDA benchmarks do; torch.cuda.synchronize() runs
 before every timer stops, so queued kernels are counted. Each line then also carries "device"
 and "adapter" (the GPU's name). Without CUDA the script says so on stderr and exits with 1.
-The default (cpu) runs and prints exactly what it did before --device existed.
+The default (cpu) runs exactly what it did before --device existed.
+
+--precision bf16 (default f32): PyTorch's standard mixed-precision recipe, strata-bench's
+--precision bf16 counterpart. The forward pass and the loss of every workload (W3: every forward
+call) run inside torch.autocast(device, dtype=torch.bfloat16); backward and the optimizer step
+run outside it, and the parameters stay f32. Every line carries "precision": "f32" or "bf16",
+as strata-bench's do.
 """
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -49,12 +56,21 @@ EPOCH_SAMPLES = 60_000
 
 # Where the workloads run (set by main from --device): torch.device("cpu") or a CUDA device.
 DEVICE = torch.device("cpu")
+# The product precision (set by main from --precision): "f32", or "bf16" for autocast.
+PRECISION = "f32"
 
 
 def sync():
     """Waits for the queued CUDA kernels (nothing to wait for on the CPU)."""
     if DEVICE.type == "cuda":
         torch.cuda.synchronize(DEVICE)
+
+
+def autocast():
+    """The scope of forward and loss: bf16 autocast under --precision bf16, else nothing."""
+    if PRECISION == "bf16":
+        return torch.autocast(DEVICE.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 class Mlp(nn.Module):
@@ -135,7 +151,8 @@ def train_epoch(model, opt, criterion, x, y, batch):
     for start in range(0, x.shape[0], batch):
         xb, yb = x[start:start + batch], y[start:start + batch]
         opt.zero_grad()
-        loss = criterion(model(xb), yb)
+        with autocast():
+            loss = criterion(model(xb), yb)
         loss.backward()
         opt.step()
     return loss.item()
@@ -146,7 +163,7 @@ def peak_rss_mb():
 
 
 def record(workload, threads, **fields):
-    out = {"workload": workload, "system": "torch", "threads": threads}
+    out = {"workload": workload, "system": "torch", "threads": threads, "precision": PRECISION}
     if DEVICE.type == "cuda":
         out["device"] = str(DEVICE)
         out["adapter"] = torch.cuda.get_device_name(DEVICE)
@@ -181,7 +198,7 @@ def run_inference(calls, threads):
     x = x.to(DEVICE)
     block = max(calls // 20, 1)
     per_call = []
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast():
         for _ in range(block):
             model(x)
         sync()
@@ -256,8 +273,11 @@ def main():
     p.add_argument("--threads", "-t", type=int, default=None)
     p.add_argument("--samples", type=int, default=EPOCH_SAMPLES)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--precision", choices=("f32", "bf16"), default="f32",
+                   help="f32 (default) or bf16: forward and loss under torch.autocast(dtype=torch.bfloat16)")
     a = p.parse_args()
-    global DEVICE
+    global DEVICE, PRECISION
+    PRECISION = a.precision
     try:
         DEVICE = torch.device(a.device)
     except RuntimeError:

@@ -246,6 +246,8 @@ pub struct Record {
     pub params: Option<usize>,
     /// Set for workloads that do not exist yet.
     pub status: Option<&'static str>,
+    /// The product precision the workload ran under (`--precision`; f32 by default).
+    pub precision: strata_core::Precision,
 }
 
 impl Record {
@@ -259,7 +261,7 @@ impl Record {
         if let Some(software) = self.software_adapter {
             s += &format!(",\"software_adapter\":{software}");
         }
-        s += &format!(",\"threads\":{}", self.threads);
+        s += &format!(",\"threads\":{},\"precision\":\"{}\"", self.threads, self.precision);
         if let Some(status) = self.status {
             s += &format!(",\"status\":\"{status}\"}}");
             return s;

@@ -2,21 +2,22 @@
 //!
 //! ```text
 //! strata-bench [--workload W1|W2|W3|W4|W5|W6|all] [--device cpu|gpu|gpu:N] [--threads N]
-//!              [--samples N] [--epochs N] [--quick]
+//!              [--samples N] [--epochs N] [--quick] [--precision f32|bf16]
 //! ```
 //! `--device` is where the models and data live (default `cpu`; `gpu` is `gpu:0`, the first
 //! adapter `strata devices` lists); a device that cannot be used is an error before anything
 //! runs. `--threads` sizes rayon's global pool (default: all cores), on any device; `--samples`
 //! shortens the W1/W2 epoch and `--epochs` repeats it (to profile the steady state); `--quick`
-//! shrinks every workload for a smoke test. `bench/compare.sh` runs this binary and
+//! shrinks every workload for a smoke test; `--precision bf16` runs every workload under
+//! `strata_core::autocast` (bf16 products, f32 master weights; CPU only). `bench/compare.sh` runs this binary and
 //! `bench/torch_bench.py` side by side.
 
 use std::process::ExitCode;
 use strata_bench::{EPOCH_SAMPLES, Record, run_big_mlp, run_inference, run_lstm, run_resnet, run_simple_nn_training};
-use strata_core::Device;
+use strata_core::{AutocastGuard, Device, Precision};
 
 const USAGE: &str = "usage: strata-bench [--workload W1|W2|W3|W4|W5|W6|all] [--device cpu|gpu|gpu:N] [--threads N] \
-                     [--samples N] [--epochs N] [--quick]";
+                     [--samples N] [--epochs N] [--quick] [--precision f32|bf16]";
 
 fn usage() -> ExitCode {
     eprintln!("{USAGE}");
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
     let mut quick = false;
     let mut epochs = 1;
     let mut device = Device::Cpu;
+    let mut precision = Precision::F32;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -58,6 +60,10 @@ fn main() -> ExitCode {
                 _ => return usage(),
             },
             "--quick" => quick = true,
+            "--precision" => match args.next().as_deref().and_then(Precision::parse) {
+                Some(p) => precision = p,
+                None => return usage(),
+            },
             "--help" | "-h" => {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
@@ -81,6 +87,12 @@ fn main() -> ExitCode {
     if quick {
         samples = samples.min(2_048);
     }
+    if precision != Precision::F32 && device != Device::Cpu {
+        eprintln!("strata-bench: --precision {precision} runs on the CPU only");
+        return ExitCode::from(2);
+    }
+    // Every workload runs on this thread, so one scope covers forward and backward alike.
+    let _autocast = AutocastGuard::new(precision);
     for w in &workloads {
         let record: strata_nn::Result<Record> = match w.as_str() {
             "W1" => run_simple_nn_training("W1", 64, samples, epochs, device),
@@ -107,7 +119,10 @@ fn main() -> ExitCode {
             }
         };
         match record {
-            Ok(r) => println!("{}", r.to_json()),
+            Ok(mut r) => {
+                r.precision = precision;
+                println!("{}", r.to_json())
+            }
             Err(e) => {
                 eprintln!("strata-bench: {w} failed on {device}: {e}");
                 return ExitCode::FAILURE;

@@ -316,6 +316,16 @@ pub struct TrainingConfig {
     /// changes nothing in a single-process run.
     #[serde(skip_serializing_if = "is_false")]
     pub sync_bn: bool,
+    /// `"f32"` (the default) or `"bf16"`: mixed precision as `torch.autocast("cpu",
+    /// dtype=torch.bfloat16)`: the matrix products take bf16 operands and accumulate in f32;
+    /// parameters, optimizer state, losses and checkpoints stay f32 (`strata_core::autocast`).
+    #[serde(skip_serializing_if = "is_f32")]
+    pub precision: String,
+}
+
+/// Whether `p` is "f32" (the default of `training.precision`, left out of written configs).
+fn is_f32(p: &str) -> bool {
+    p == "f32"
 }
 
 /// Whether `n` is 1 (the default of `training.accumulate`, left out of written configs).
@@ -348,6 +358,7 @@ impl Default for TrainingConfig {
             on_divergence: "stop".into(),
             accumulate: 1,
             sync_bn: false,
+            precision: "f32".into(),
         }
     }
 }
@@ -522,6 +533,12 @@ impl RunConfig {
         {
             bail!(
                 "training.conv_algorithm (--conv-algorithm) must be default (as accurate as PyTorch) or fast (Winograd F(4×4) on large planes, ~10× PyTorch's f32 error), got `{a}`"
+            );
+        }
+        if strata_core::Precision::parse(&self.training.precision).is_none() {
+            bail!(
+                "training.precision (--precision) must be f32 or bf16 (bf16 matrix products with f32 accumulation, as torch.autocast), got `{}`",
+                self.training.precision
             );
         }
         if let Some(es) = &self.early_stopping {

@@ -47,8 +47,10 @@ enum Command {
   strata train --model examples/resnet_mnist_model.toml --epochs 2 --out runs/resnet
   strata train run.toml --set optimizer.name=adam --set training.clip_grad_norm=1.0
   strata train --resume runs/resnet --epochs 4          continue a run, extended to 4 epochs
-  strata train --dtype f64 --save model.safetensors     double precision, a PyTorch state_dict")]
-    Train(train::TrainArgs),
+  strata train --dtype f64 --save model.safetensors     double precision, a PyTorch state_dict
+  strata train --precision bf16                         mixed precision (bf16 products, f32 weights)")]
+    // Boxed: the flags are most of the enum's size, and the other commands need not carry it.
+    Train(Box<train::TrainArgs>),
     /// Check a model file's shapes end to end; print the trace, or every error (exit 1).
     #[command(after_help = "Examples:
   strata check examples/simple_nn.toml --classes 10

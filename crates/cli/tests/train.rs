@@ -111,6 +111,47 @@ fn f64_runs_train_checkpoint_resume_and_evaluate_in_f64() {
     }
 }
 
+/// `--precision bf16` (`training.precision`): mixed precision as torch.autocast on the CPU.
+/// The run trains to the f32 run's accuracy, its checkpoint is f32 (interchangeable with an f32
+/// run's: resumed in f32 and back), and an f64 model or a bad value is a clear error.
+#[test]
+fn bf16_runs_train_like_f32_and_checkpoint_in_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bf_dir, f_dir) = (dir.path().join("bf16"), dir.path().join("f32"));
+    let run = |args: &[&str]| {
+        let o = strata(args);
+        let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(o.status.success(), "{args:?}: {stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+        stdout
+    };
+    let acc = |stdout: &str| -> f64 {
+        let last = stdout.lines().find(|l| l.starts_with("done in")).expect("a final line");
+        last.rsplit(' ').next().unwrap().trim_end_matches('%').parse().unwrap()
+    };
+    let bf = run(&["train", "--epochs", "3", "--precision", "bf16", "--out", bf_dir.to_str().unwrap()]);
+    assert!(bf.contains("bf16 products (f32 master weights)"), "{bf}");
+    let f = run(&["train", "--epochs", "3", "--out", f_dir.to_str().unwrap()]);
+    assert!((acc(&bf) - acc(&f)).abs() <= 1.0, "bf16 {}% vs f32 {}%\n{bf}\n{f}", acc(&bf), acc(&f));
+    // The losses differ (the products were rounded) but only slightly.
+    assert_ne!(bf.lines().find(|l| l.starts_with("epoch  1/")), f.lines().find(|l| l.starts_with("epoch  1/")));
+    let sd = strata_nn::StateDict::load(bf_dir.join("model.safetensors")).unwrap();
+    assert!(sd.iter().all(|(_, t)| t.dtype() == strata_core::DType::F32), "bf16 runs keep f32 weights");
+    // Resumed in f32, then the f32 run resumed in bf16: checkpoints do not depend on it.
+    let r = run(&["train", "--resume", bf_dir.to_str().unwrap(), "--epochs", "4", "--precision", "f32"]);
+    assert!(r.contains("epoch  4/4") && !r.contains("bf16 products"), "{r}");
+    let r = run(&["train", "--resume", f_dir.to_str().unwrap(), "--epochs", "4", "--precision", "bf16"]);
+    assert!(r.contains("epoch  4/4") && r.contains("bf16 products"), "{r}");
+    for (args, says) in [
+        (&["train", "--precision", "fp16"][..], "training.precision (--precision) must be f32 or bf16"),
+        (&["train", "--precision", "bf16", "--dtype", "f64"], "`SimpleNN` is f64: use --dtype f32"),
+    ] {
+        let o = strata(args);
+        assert!(!o.status.success(), "{args:?} should fail");
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(e.contains(says), "{args:?}: {e}");
+    }
+}
+
 /// A diverging run (issue 14): exit non-zero naming the step and the first layer that went
 /// non-finite, with what to try; no non-finite model is saved. `on_divergence = "skip"` skips
 /// such steps instead, and gives up only when a whole epoch was skipped; clipping keeps the

@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod autocast;
 pub mod autograd;
 pub mod device;
 pub mod error;
@@ -32,6 +33,7 @@ pub mod tensor;
 pub mod testing;
 pub mod threads;
 
+pub use autocast::{AutocastGuard, Precision, autocast};
 pub use autograd::{NoGradGuard, is_grad_enabled, no_grad};
 pub use device::{DType, Device};
 pub use error::{Error, Result};

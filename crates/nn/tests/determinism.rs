@@ -1,8 +1,9 @@
 //! Determinism is not traded for speed: the same seed gives bit-identical parameters after
 //! training with 1, 2 and 4 threads (fixed reduction order in every kernel, GEMM threads split
-//! the output, never the sum, and the cut depends only on the shape).
+//! the output, never the sum, and the cut depends only on the shape). bf16 autocast too: its
+//! kernel adds each output's k-blocks in order, whatever block of the output it runs in.
 
-use strata_core::{DType, Generator, Tensor, manual_seed};
+use strata_core::{DType, Generator, Precision, Tensor, autocast, manual_seed};
 use strata_nn::{
     Adam, AdamConfig, CrossEntropyLoss, Linear, Module, Optimizer, ReLU, SGD, Sequential, SgdConfig, model_file,
 };
@@ -22,21 +23,36 @@ fn fit(model: &dyn Module, opt: &mut dyn Optimizer, x: &Tensor, y: &Tensor, step
 /// Trains an MLP of the given layer widths (ReLU between) for `steps` SGD steps on one fixed
 /// random batch inside a pool of `threads` threads; returns the parameters' bits.
 fn train(threads: usize, widths: &[usize], batch: usize, steps: usize, seed: u64) -> Vec<Vec<u32>> {
+    train_in(Precision::F32, threads, widths, batch, steps, seed)
+}
+
+/// [`train`] with the matrix products in `precision`.
+fn train_in(
+    precision: Precision,
+    threads: usize,
+    widths: &[usize],
+    batch: usize,
+    steps: usize,
+    seed: u64,
+) -> Vec<Vec<u32>> {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     pool.install(|| {
-        let mut rng = Generator::new(seed);
-        let mut model = Sequential::new();
-        for (i, w) in widths.windows(2).enumerate() {
-            if i > 0 {
-                model = model.append(ReLU);
+        autocast(precision, || {
+            let mut rng = Generator::new(seed);
+            let mut model = Sequential::new();
+            for (i, w) in widths.windows(2).enumerate() {
+                if i > 0 {
+                    model = model.append(ReLU);
+                }
+                model = model.append(Linear::with_options(w[0], w[1], true, DType::F32, &mut rng).unwrap());
             }
-            model = model.append(Linear::with_options(w[0], w[1], true, DType::F32, &mut rng).unwrap());
-        }
-        let x = Tensor::randn(&[batch, widths[0]], 0.0, 1.0, DType::F32, &mut rng).unwrap();
-        let y = Tensor::from_vec((0..batch).map(|_| rng.below(10) as i64).collect(), &[batch]).unwrap();
-        let mut opt =
-            SGD::with_config(model.parameters(), SgdConfig { lr: 0.05, momentum: 0.9, ..Default::default() }).unwrap();
-        fit(&model, &mut opt, &x, &y, steps)
+            let x = Tensor::randn(&[batch, widths[0]], 0.0, 1.0, DType::F32, &mut rng).unwrap();
+            let y = Tensor::from_vec((0..batch).map(|_| rng.below(10) as i64).collect(), &[batch]).unwrap();
+            let mut opt =
+                SGD::with_config(model.parameters(), SgdConfig { lr: 0.05, momentum: 0.9, ..Default::default() })
+                    .unwrap();
+            fit(&model, &mut opt, &x, &y, steps)
+        })
     })
 }
 
@@ -65,6 +81,18 @@ fn wide_mlp_is_bit_identical_across_thread_counts() {
 /// Trains the model of `examples/{file}` on one fixed random batch of `[batch, *input]` for
 /// `steps` Adam steps inside a pool of `threads` threads; returns the parameters' bits.
 fn train_example(threads: usize, file: &str, input: &[usize], batch: usize, steps: usize) -> Vec<Vec<u32>> {
+    train_example_in(Precision::F32, threads, file, input, batch, steps)
+}
+
+/// [`train_example`] with the matrix products in `precision`.
+fn train_example_in(
+    precision: Precision,
+    threads: usize,
+    file: &str,
+    input: &[usize],
+    batch: usize,
+    steps: usize,
+) -> Vec<Vec<u32>> {
     // `manual_seed` and `build` use the process-wide default generator, which the tests of this
     // file, running on parallel threads, would otherwise draw from in turns.
     static DEFAULT_GENERATOR_USERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -73,15 +101,17 @@ fn train_example(threads: usize, file: &str, input: &[usize], batch: usize, step
     let spec = model_file::load_model(&path).unwrap();
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     pool.install(|| {
-        manual_seed(3);
-        let model = spec.build().unwrap();
-        let mut rng = Generator::new(5);
-        let mut dims = vec![batch];
-        dims.extend_from_slice(input);
-        let x = Tensor::randn(&dims, 0.0, 1.0, DType::F32, &mut rng).unwrap();
-        let y = Tensor::from_vec((0..batch).map(|_| rng.below(10) as i64).collect(), &[batch]).unwrap();
-        let mut opt = Adam::with_config(model.parameters(), AdamConfig { lr: 0.01, ..Default::default() }).unwrap();
-        fit(&model, &mut opt, &x, &y, steps)
+        autocast(precision, || {
+            manual_seed(3);
+            let model = spec.build().unwrap();
+            let mut rng = Generator::new(5);
+            let mut dims = vec![batch];
+            dims.extend_from_slice(input);
+            let x = Tensor::randn(&dims, 0.0, 1.0, DType::F32, &mut rng).unwrap();
+            let y = Tensor::from_vec((0..batch).map(|_| rng.below(10) as i64).collect(), &[batch]).unwrap();
+            let mut opt = Adam::with_config(model.parameters(), AdamConfig { lr: 0.01, ..Default::default() }).unwrap();
+            fit(&model, &mut opt, &x, &y, steps)
+        })
     })
 }
 
@@ -101,4 +131,18 @@ fn lstm_is_bit_identical_across_thread_counts() {
 fn conv_resnet_is_bit_identical_across_thread_counts() {
     let run = |threads| train_example(threads, "resnet_mnist_model.toml", &[1, 28, 28], 32, 1);
     assert_eq!(run(1), run(2), "1 vs 2 threads");
+}
+
+/// bf16 autocast: the wide MLP (four-block and two-thread GEMMs) and the ResNet (convolutions'
+/// GEMMs on the conv kernels' rayon tasks, which carry the precision along) give the same bits
+/// on any thread count, and differ from f32 (the products really are bf16).
+#[test]
+fn bf16_autocast_is_bit_identical_across_thread_counts() {
+    let run = |threads| train_in(Precision::Bf16, threads, &[784, 1536, 256, 10], 256, 2, 7);
+    let one = run(1);
+    assert_eq!(one, run(2), "bf16 MLP: 1 vs 2 threads");
+    assert_eq!(one, run(4), "bf16 MLP: 1 vs 4 threads");
+    assert_ne!(one, train(1, &[784, 1536, 256, 10], 256, 2, 7), "bf16 differs from f32");
+    let run = |threads| train_example_in(Precision::Bf16, threads, "resnet_mnist_model.toml", &[1, 28, 28], 32, 1);
+    assert_eq!(run(1), run(2), "bf16 ResNet: 1 vs 2 threads");
 }

@@ -17,7 +17,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
-use strata_core::{Collective, Tensor};
+use strata_core::{AutocastGuard, Collective, Precision, Tensor};
 use strata_data::{Augment, BatchSize, DataLoader, Dataset};
 use strata_nn::{CrossEntropyLoss, Loss, Module, Optimizer};
 
@@ -99,6 +99,7 @@ pub struct Trainer<'m> {
     accumulate: usize,
     reducer: Option<Box<dyn GradientReducer + 'm>>,
     sync_bn: bool,
+    precision: Precision,
 }
 
 impl<'m> Trainer<'m> {
@@ -130,6 +131,7 @@ impl<'m> Trainer<'m> {
             accumulate: 1,
             reducer: None,
             sync_bn: false,
+            precision: Precision::F32,
         }
     }
 
@@ -260,6 +262,15 @@ impl<'m> Trainer<'m> {
         self
     }
 
+    /// The precision of the model's matrix products in training and evaluation:
+    /// [`Precision::Bf16`] is mixed precision as `torch.autocast("cpu", dtype=torch.bfloat16)`
+    /// (bf16 operands, f32 accumulation; parameters, optimizer state, losses and checkpoints
+    /// stay f32; see [`strata_core::autocast`]). f32 by default.
+    pub fn precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+
     /// Adds a callback, called in the order added.
     pub fn callback(mut self, callback: impl Callback + 'm) -> Self {
         self.callbacks.push(Box::new(callback));
@@ -309,6 +320,7 @@ impl<'m> Trainer<'m> {
     /// Mean loss and accuracy of the model over `data`.
     pub fn evaluate(&self, data: &Dataset) -> Result<Evaluation> {
         self.check_input(data)?;
+        let _precision = AutocastGuard::new(self.precision);
         evaluate(self.model, self.loss.as_ref(), data, &self.layout_for(data), self.eval_batch_size)
     }
 
@@ -346,6 +358,9 @@ impl<'m> Trainer<'m> {
             ));
         }
         self.check_input(train)?;
+        // Forward, backward and the validation passes all run on this thread (the backward of
+        // every node would keep its forward's precision anyway).
+        let _precision = AutocastGuard::new(self.precision);
         if let Some(v) = val {
             self.check_input(v)?;
         }

@@ -64,6 +64,10 @@ pub struct TrainArgs {
     /// (PyTorch's SyncBatchNorm) rather than each process's own.
     #[arg(long)]
     pub(super) sync_bn: bool,
+    /// training.precision: bf16 for mixed precision (bf16 matrix products, f32 accumulation and
+    /// master weights, as torch.autocast on the CPU), f32 by default.
+    #[arg(long, value_name = "f32|bf16")]
+    pub(super) precision: Option<String>,
     /// Any other key: `--set optimizer.name=adam --set schedule.name=cosine`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub(super) set: Vec<String>,
@@ -158,6 +162,9 @@ pub(super) fn overrides(args: &TrainArgs) -> Result<Vec<(String, String)>> {
     }
     if args.sync_bn {
         push("training.sync_bn", "true".into());
+    }
+    if let Some(p) = &args.precision {
+        push("training.precision", toml::Value::String(p.clone()).to_string());
     }
     for kv in &args.set {
         let (k, v) = kv

@@ -109,6 +109,9 @@ impl Logger {
         if dtype != DType::F32 {
             line.push_str(&format!(", {}", strata_nn::check::dtype_name(dtype)));
         }
+        if t.precision != "f32" {
+            line.push_str(&format!(", {} products (f32 master weights)", t.precision));
+        }
         let augmentation = config.augment.pipeline().map(|a| {
             format!("{a} per training sample, seed {} (on normalised pixels: fills are normalised black)", t.seed)
         });

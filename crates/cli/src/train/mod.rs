@@ -25,6 +25,7 @@ use crate::check::Verdict;
 use crate::checkpoint::Meta;
 use anyhow::{Context, Result, bail};
 use std::sync::atomic::Ordering;
+use strata_core::Precision;
 use strata_nn::Module;
 use strata_nn::model_file::to_toml;
 use strata_nn::summary::group_digits;
@@ -144,6 +145,7 @@ fn run_in(args: &TrainArgs, world: Option<&dist::World>) -> Result<Verdict> {
         .log_every(t.log_every)
         .accumulate(t.accumulate)
         .sync_bn(t.sync_bn)
+        .precision(Precision::parse(&t.precision).expect("validated"))
         .on_divergence(if t.on_divergence == "skip" { OnDivergence::Skip } else { OnDivergence::Stop })
         .resume(&start);
     if let Some(max) = t.clip_grad_norm {

@@ -108,6 +108,8 @@ pub(super) fn fixed_on_resume(key: &str, base: &RunConfig) -> Option<String> {
         "training.accumulate",
         // Where BatchNorm's statistics come from changes no state's shape (as the processes).
         "training.sync_bn",
+        // Checkpoints are f32 whatever the products' precision: a run may switch either way.
+        "training.precision",
         // Checkpoints hold host data: a run resumes on any device (f32 results agree to rounding).
         "training.device",
         // A device map places the same parameters elsewhere.
@@ -183,6 +185,7 @@ pub(super) fn flag_of(key: &str) -> String {
         "training.device_map" => "--device-map",
         "training.accumulate" => "--accumulate",
         "training.sync_bn" => "--sync-bn",
+        "training.precision" => "--precision",
         "data.source" | "data.path" => "--data",
         _ => return format!("--set {key}=…"),
     };
@@ -431,6 +434,22 @@ pub(crate) fn build(args: &TrainArgs) -> Result<Option<Built>> {
     // so `eval` and `predict` can rebuild it when the model file left `input` out.
     resolved.input = Some(sample.clone());
     let device = crate::devices::resolve(t.device.as_deref(), resolved.dtype)?;
+    if t.precision == "bf16" {
+        // bf16 autocast rounds f32 products on the CPU; anything else would silently be f32.
+        if resolved.dtype != strata_core::DType::F32 {
+            bail!(
+                "training.precision = \"bf16\" (--precision) mixes bf16 into an f32 model, but `{}` is {}: use --dtype f32, or drop --precision bf16",
+                resolved.name,
+                strata_nn::check::dtype_name(resolved.dtype)
+            );
+        }
+        if device != strata_core::Device::Cpu || resolved.is_placed() {
+            bail!(
+                "training.precision = \"bf16\" (--precision) runs on the CPU's bf16 instructions, and this run places the model on {}: train on the CPU (--device cpu, no device map), or drop --precision bf16",
+                if resolved.is_placed() { "several devices".to_string() } else { device.to_string() }
+            );
+        }
+    }
     if device == strata_core::Device::Cpu {
         fits_in_memory(&report, resolved.dtype, t.batch_size.resolve(data.train.len()))?;
     }

@@ -93,6 +93,7 @@ pub(crate) fn make_node(name: &'static str, inputs: &[&Tensor], backward: Backwa
         name,
         backward: Mutex::new(Some(backward)),
         inputs: edges,
+        precision: crate::autocast::precision(),
     }))
 }
 
@@ -159,7 +160,8 @@ pub(crate) fn run_backward(root: &Arc<Node>, seed: Tensor) -> Result<()> {
     for node in order.iter().rev() {
         let Some(grad) = pending.remove(&node.id) else { continue };
         let backward = node.backward.lock().map_err(|_| Error::GraphFreed)?.take().ok_or(Error::GraphFreed)?;
-        let input_grads = backward(&grad)?;
+        // Under the precision of its forward (see `autocast`), wherever backward is called.
+        let input_grads = crate::autocast::with_precision(node.precision, || backward(&grad))?;
         drop(grad);
         for (edge, g) in node.inputs.iter().zip(input_grads) {
             let (Some(edge), Some(g)) = (edge, g) else { continue };

@@ -2,6 +2,7 @@
 //! LSTM): when work is worth spreading over rayon's threads, and how it is split so that results
 //! never depend on the thread count; and [`LaneSum`], the deterministic f64 sum.
 
+use crate::autocast::with_precision;
 use crate::storage::Float;
 use rayon::prelude::*;
 
@@ -20,7 +21,9 @@ pub(crate) fn parallel_for(work: usize) -> bool {
 /// item order. Each item is handled by exactly one call, so results do not depend on threads.
 pub(crate) fn map_tasks<I: Send, R: Send>(items: Vec<I>, parallel: bool, f: impl Fn(usize, I) -> R + Sync) -> Vec<R> {
     if parallel {
-        items.into_par_iter().enumerate().map(|(i, x)| f(i, x)).collect()
+        // The tasks run under the caller's product precision (see `autocast`).
+        let p = crate::autocast::precision();
+        items.into_par_iter().enumerate().map(|(i, x)| with_precision(p, || f(i, x))).collect()
     } else {
         items.into_iter().enumerate().map(|(i, x)| f(i, x)).collect()
     }
@@ -31,7 +34,8 @@ pub(crate) fn map_tasks<I: Send, R: Send>(items: Vec<I>, parallel: bool, f: impl
 pub(crate) fn for_each_chunk<T: Send>(data: &mut [T], len: usize, parallel: bool, f: impl Fn(usize, &mut [T]) + Sync) {
     let len = len.max(1);
     if parallel {
-        data.par_chunks_mut(len).enumerate().for_each(|(i, c)| f(i, c));
+        let p = crate::autocast::precision();
+        data.par_chunks_mut(len).enumerate().for_each(|(i, c)| with_precision(p, || f(i, c)));
     } else {
         data.chunks_mut(len).enumerate().for_each(|(i, c)| f(i, c));
     }

@@ -25,6 +25,8 @@ pub struct Node {
     pub(crate) name: &'static str,
     pub(crate) backward: Mutex<Option<BackwardFn>>,
     pub(crate) inputs: Vec<Option<Edge>>,
+    /// The product precision the forward ran under; the backward runs under it too.
+    pub(crate) precision: crate::autocast::Precision,
 }
 
 impl std::fmt::Debug for Node {

@@ -143,7 +143,15 @@ fn linear_backward<T: Float>(
         Ok((dw, db))
     };
     let parallel = needs.0 && needs.1 && m * n * k >= JOIN_MIN_MACS && rayon::current_num_threads() > 1;
-    let (dx, dw_db) = if parallel { rayon::join(run_dx, run_dw_db) } else { (run_dx(), run_dw_db()) };
+    let (dx, dw_db) = if parallel {
+        // Both halves may run on rayon's workers (a join from outside the pool runs in it):
+        // each carries this thread's product precision.
+        let p = crate::autocast::precision();
+        use crate::autocast::with_precision;
+        rayon::join(|| with_precision(p, run_dx), || with_precision(p, run_dw_db))
+    } else {
+        (run_dx(), run_dw_db())
+    };
     let (dw, db) = dw_db?;
     Ok((dx, dw, db))
 }

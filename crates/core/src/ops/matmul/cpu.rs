@@ -15,17 +15,12 @@
 //! median); for a batch-1 matrix-vector product a rayon hand-off costs a fifth of the product.
 //! Products cut in four still go to rayon.
 
+use super::bf16;
+pub(crate) use super::gemm_crate::MatRef;
+use super::gemm_crate::kernel;
+use crate::autocast::Precision;
 use crate::storage::Float;
 use std::any::TypeId;
-
-/// A strided matrix inside a buffer: element (i, j) is `data[offset + i*rs + j*cs]`.
-#[derive(Clone, Copy)]
-pub(crate) struct MatRef<'a, T> {
-    pub data: &'a [T],
-    pub offset: usize,
-    pub rs: usize,
-    pub cs: usize,
-}
 
 /// Multiply-adds below which a product runs as one block. Measured in whole training steps on
 /// the 2-core machine (`strata-bench --workload W1 --threads 2`): when the second block went to
@@ -49,6 +44,13 @@ const GEMV_SPLIT_MACS: usize = 1 << 16;
 /// runs each, alternating): 8/16 4.70–4.86 µs, 9/16 4.31–4.51 µs (10/16 no better). Results do
 /// not depend on the split: every output column is computed whole by one block.
 const GEMV_CALLER_SIXTEENTHS: usize = 9;
+
+/// The fewest output rows and columns for which a product runs in bf16 under autocast. Rounding
+/// the operands costs a pass over each, repaid only when each rounded value is used many times:
+/// a thinner product (batch-1 inference, a 10-class output layer) runs in f32, which is also
+/// the more accurate. W3 (batch 1, `strata-bench -w W3 --precision bf16`) took 25 µs through
+/// the bf16 kernel against 3.9 µs in f32, re-rounding the whole weight per call for one row.
+pub(crate) const BF16_MIN_SIDE: usize = 16;
 
 /// How many blocks a product is cut into: a function of the shape alone (never of the thread
 /// count), so that results do not depend on how many threads run them.
@@ -124,6 +126,10 @@ pub(crate) fn gemm<T: Float>(
         }
         .min(len)
     };
+    // Read on the calling thread: the blocks may run on others (see `autocast`).
+    let bf16 = TypeId::of::<T>() == TypeId::of::<f32>()
+        && crate::autocast::precision() == Precision::Bf16
+        && m.min(n) >= BF16_MIN_SIDE;
     let dst = DstPtr(dst.as_mut_ptr());
     let block = |p: usize| {
         let (start, end) = (bound(p), bound(p + 1));
@@ -133,12 +139,16 @@ pub(crate) fn gemm<T: Float>(
         // SAFETY: block p covers columns (or rows) start..end of dst, disjoint from every other
         // block's; lhs/rhs sub-views stay inside the ranges checked above.
         unsafe {
-            if split_cols {
-                let r = MatRef { offset: rhs.offset + start * rhs.cs, ..rhs };
-                kernel(m, end - start, k, dst.at(start), n, lhs, r, accumulate);
+            let (mb, nb, d, l, r) = if split_cols {
+                (m, end - start, dst.at(start), lhs, MatRef { offset: rhs.offset + start * rhs.cs, ..rhs })
             } else {
-                let l = MatRef { offset: lhs.offset + start * lhs.rs, ..lhs };
-                kernel(end - start, n, k, dst.at(start * n), n, l, rhs, accumulate);
+                (end - start, n, dst.at(start * n), MatRef { offset: lhs.offset + start * lhs.rs, ..lhs }, rhs)
+            };
+            if bf16 {
+                // `T` is f32 here (checked where `bf16` is set).
+                bf16::gemm(mb, nb, k, d as *mut f32, n, f32_view(l), f32_view(r), accumulate);
+            } else {
+                kernel(mb, nb, k, d, n, l, r, accumulate);
             }
         }
     };
@@ -152,78 +162,12 @@ pub(crate) fn gemm<T: Float>(
     }
 }
 
-/// One single-threaded `gemm` crate call: `dst` (row stride `dst_rs`, column stride 1).
+/// `v` as the f32 matrix it is.
 ///
 /// # Safety
-/// `dst` must be valid for writes of an m×n block with row stride `dst_rs`, and the operands'
-/// m×k and k×n views must lie inside their buffers.
-#[allow(clippy::too_many_arguments)]
-unsafe fn kernel<T: Float>(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut T,
-    dst_rs: usize,
-    lhs: MatRef<T>,
-    rhs: MatRef<T>,
-    accumulate: bool,
-) {
-    // The `gemm` family's f32 and f64 crates, called as the `gemm` facade calls them; depending
-    // on them directly leaves out its complex-number kernels (gemm-c32, gemm-c64), which strata
-    // never uses and which were a sizeable part of the first build.
-    let (lhs_ptr, rhs_ptr) = (lhs.data.as_ptr(), rhs.data.as_ptr());
-    // SAFETY: forwarded from the caller; `T` is exactly f32 or f64 in each branch (TypeId), so
-    // the pointer casts and the reads of `T::ONE` as that type are the identity.
-    unsafe {
-        let (lhs_ptr, rhs_ptr) = (lhs_ptr.add(lhs.offset), rhs_ptr.add(rhs.offset));
-        let (lcs, lrs, rcs, rrs) = (lhs.cs as isize, lhs.rs as isize, rhs.cs as isize, rhs.rs as isize);
-        let none = gemm_common::Parallelism::None;
-        if TypeId::of::<T>() == TypeId::of::<f32>() {
-            gemm_f32::gemm::f32::get_gemm_fn()(
-                m,
-                n,
-                k,
-                dst as *mut f32,
-                1,
-                dst_rs as isize,
-                accumulate,
-                lhs_ptr as *const f32,
-                lcs,
-                lrs,
-                rhs_ptr as *const f32,
-                rcs,
-                rrs,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                none,
-            );
-        } else if TypeId::of::<T>() == TypeId::of::<f64>() {
-            gemm_f64::gemm::f64::get_gemm_fn()(
-                m,
-                n,
-                k,
-                dst as *mut f64,
-                1,
-                dst_rs as isize,
-                accumulate,
-                lhs_ptr as *const f64,
-                lcs,
-                lrs,
-                rhs_ptr as *const f64,
-                rcs,
-                rrs,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                none,
-            );
-        } else {
-            unreachable!("Float is implemented for f32 and f64 only");
-        }
-    }
+/// `T` must be `f32`.
+unsafe fn f32_view<T>(v: MatRef<T>) -> MatRef<f32> {
+    // SAFETY: T is f32 (the caller's promise): same pointer, length and lifetime.
+    let data = unsafe { std::slice::from_raw_parts(v.data.as_ptr().cast::<f32>(), v.data.len()) };
+    MatRef { data, offset: v.offset, rs: v.rs, cs: v.cs }
 }

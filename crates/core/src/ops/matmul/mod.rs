@@ -3,7 +3,9 @@
 //! Backward: dA = dC·Bᵀ and dB = Aᵀ·dC, where the transposes are strided views the GEMM reads
 //! directly (no copies), then summed over broadcast batch dimensions.
 
+mod bf16;
 pub(crate) mod cpu;
+mod gemm_crate;
 #[cfg(feature = "gpu")]
 pub(crate) mod gpu;
 
