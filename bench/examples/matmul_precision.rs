@@ -10,7 +10,17 @@ use strata_core::{DType, Generator, Precision, Tensor, autocast};
 fn main() -> strata_core::Result<()> {
     strata_core::set_num_threads(1)?;
     let mut rng = Generator::new(0);
-    for (m, n, k) in [(256, 2048, 2048), (2048, 2048, 256), (256, 2048, 784), (64, 128, 784)] {
+    for (m, n, k) in [
+        (256, 2048, 2048),
+        (2048, 2048, 256),
+        (256, 2048, 784),
+        (512, 128, 784),
+        (128, 784, 512),
+        (64, 128, 784),
+        (1792, 512, 28),
+        (64, 512, 128),
+        (512, 64, 128),
+    ] {
         let x = Tensor::randn(&[m, k], 0.0, 1.0, DType::F32, &mut rng)?;
         let w = Tensor::randn(&[n, k], 0.0, 1.0, DType::F32, &mut rng)?;
         let wt = w.t()?;

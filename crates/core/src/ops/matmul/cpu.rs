@@ -1,5 +1,8 @@
 //! The CPU kernel behind matmul and linear: the `gemm` crate (AVX-512 kernels compiled in via its
-//! `x86-v4` feature and picked at run time by CPU detection, AVX2/FMA or scalar elsewhere).
+//! `x86-v4` feature and picked at run time by CPU detection, AVX2/FMA or scalar elsewhere), and
+//! on AVX-512 CPUs strata's own packed kernels for products with at least 16 output rows and
+//! columns: f32 (`f32_x86.rs`, faster than the `gemm` crate's where measured; see `own_f32`)
+//! and bf16 under autocast (`bf16.rs`).
 //!
 //! Threading: the `gemm` crate always runs single-threaded here. A product large enough to pay
 //! for a second thread is cut into a fixed number of column (or row) blocks that depends only on
@@ -18,6 +21,8 @@
 use super::bf16;
 pub(crate) use super::gemm_crate::MatRef;
 use super::gemm_crate::kernel;
+#[cfg(target_arch = "x86_64")]
+use super::{bf16::x86::Bf16, f32_x86::F32, packed::Rhs, packed::pack_whole, packed::run};
 use crate::autocast::Precision;
 use crate::storage::Float;
 use std::any::TypeId;
@@ -51,6 +56,32 @@ const GEMV_CALLER_SIXTEENTHS: usize = 9;
 /// the more accurate. W3 (batch 1, `strata-bench -w W3 --precision bf16`) took 25 µs through
 /// the bf16 kernel against 3.9 µs in f32, re-rounding the whole weight per call for one row.
 pub(crate) const BF16_MIN_SIDE: usize = 16;
+
+/// Whether an f32 product of this shape runs on strata's own AVX-512 kernel (`f32_x86.rs`)
+/// rather than the `gemm` crate's: on AVX-512 CPUs, for every product with at least 16 output
+/// rows and columns. Measured on a 2-core AMD EPYC with AVX-512 (2026-12-02, one thread,
+/// `cargo run --release -p strata-bench --example matmul_precision`), the `gemm` crate's
+/// kernel against strata's, GFLOP/s: W4's 256×2048×2048 48 → 172, its weight gradient
+/// 2048×2048×256 40 → 132; W2's 512×128×784 171 → 185; W6's LSTM input product
+/// 1792×512×28 8 → 192 and recurrent 64×512×128 31 → 161; SimpleNN's 64×128×784 147 → 144
+/// (level). Whole workloads, f32, 2 threads: W4 2,650 → 6,000 samples/s, W6 5,100 → 9,500,
+/// W1, W2 and W5 level within the machine's noise. Thinner products (batch-1 inference) keep
+/// the `gemm` crate's kernel and its matrix-vector path.
+fn own_f32(m: usize, n: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        super::f32_x86::available() && m.min(n) >= OWN_F32_MIN_SIDE
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (m, n);
+        false
+    }
+}
+
+/// The fewest output rows and columns for [`own_f32`]: its 12×32 tile and packing need some
+/// reuse of each packed value (the same bound as bf16's, [`BF16_MIN_SIDE`]).
+const OWN_F32_MIN_SIDE: usize = 16;
 
 /// How many blocks a product is cut into: a function of the shape alone (never of the thread
 /// count), so that results do not depend on how many threads run them.
@@ -127,9 +158,8 @@ pub(crate) fn gemm<T: Float>(
         .min(len)
     };
     // Read on the calling thread: the blocks may run on others (see `autocast`).
-    let bf16 = TypeId::of::<T>() == TypeId::of::<f32>()
-        && crate::autocast::precision() == Precision::Bf16
-        && m.min(n) >= BF16_MIN_SIDE;
+    let choice = Choice::of::<T>(m, n);
+    let (bf16, own_f32) = (choice == Choice::Bf16, choice == Choice::OwnF32);
     let dst = DstPtr(dst.as_mut_ptr());
     let block = |p: usize| {
         let (start, end) = (bound(p), bound(p + 1));
@@ -147,6 +177,9 @@ pub(crate) fn gemm<T: Float>(
             if bf16 {
                 // `T` is f32 here (checked where `bf16` is set).
                 bf16::gemm(mb, nb, k, d as *mut f32, n, f32_view(l), f32_view(r), accumulate);
+            } else if own_f32 {
+                #[cfg(target_arch = "x86_64")]
+                run::<F32>(mb, nb, k, d as *mut f32, n, f32_view(l), Rhs::View(f32_view(r)), accumulate);
             } else {
                 kernel(mb, nb, k, d, n, l, r, accumulate);
             }
@@ -162,6 +195,100 @@ pub(crate) fn gemm<T: Float>(
     }
 }
 
+/// Which kernel a product runs on.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Choice {
+    /// The `gemm` crate's (f64, thin products, CPUs without AVX-512).
+    GemmCrate,
+    /// strata's own f32 kernel ([`own_f32`]).
+    OwnF32,
+    /// bf16 under autocast (`bf16.rs`).
+    Bf16,
+}
+
+impl Choice {
+    /// The kernel of an m×n product of `T` under this thread's autocast precision.
+    fn of<T: 'static>(m: usize, n: usize) -> Choice {
+        if TypeId::of::<T>() != TypeId::of::<f32>() {
+            Choice::GemmCrate
+        } else if crate::autocast::precision() == Precision::Bf16 && m.min(n) >= BF16_MIN_SIDE {
+            Choice::Bf16
+        } else if own_f32(m, n) {
+            Choice::OwnF32
+        } else {
+            Choice::GemmCrate
+        }
+    }
+}
+
+/// A right operand prepared for many products with it, each of `m` rows (an LSTM's recurrent
+/// weight, multiplied at every time step): packed once where those products run on strata's
+/// own kernels in one block, so that [`gemm_prepared`] skips the packing each product would
+/// repeat. The products give exactly [`gemm`]'s results.
+pub(crate) struct PreparedRhs<'a, T> {
+    rhs: MatRef<'a, T>,
+    n: usize,
+    k: usize,
+    #[cfg(target_arch = "x86_64")]
+    packed: Option<(Choice, super::packed::PackedB)>,
+}
+
+/// `rhs` (k×n) prepared for products of `m` rows (see [`PreparedRhs`]), under this thread's
+/// autocast precision.
+pub(crate) fn prepare_rhs<T: Float>(m: usize, n: usize, k: usize, rhs: MatRef<'_, T>) -> PreparedRhs<'_, T> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let fits = m > 0 && n > 0 && k > 0 && blocks(m, n, k) == 1 && {
+            let last = rhs.offset + (k - 1) * rhs.rs + (n - 1) * rhs.cs;
+            last < rhs.data.len()
+        };
+        let choice = Choice::of::<T>(m, n);
+        // SAFETY: `T` is f32 for these choices; the view was bounds-checked (`fits`); each
+        // kernel's CPU features are checked before it packs.
+        let packed = unsafe {
+            match choice {
+                Choice::OwnF32 if fits => Some((choice, pack_whole::<F32>(f32_view(rhs), n, k))),
+                Choice::Bf16 if fits && bf16::x86::available() => {
+                    Some((choice, pack_whole::<Bf16>(f32_view(rhs), n, k)))
+                }
+                _ => None,
+            }
+        };
+        PreparedRhs { rhs, n, k, packed }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = m;
+        PreparedRhs { rhs, n, k }
+    }
+}
+
+/// [`gemm`] with a prepared right operand: `dst[m×n] (+)= lhs[m×k] · rhs`.
+pub(crate) fn gemm_prepared<T: Float>(m: usize, dst: &mut [T], lhs: MatRef<T>, rhs: &PreparedRhs<T>, accumulate: bool) {
+    let (n, k) = (rhs.n, rhs.k);
+    #[cfg(target_arch = "x86_64")]
+    if let Some((choice, packed)) = &rhs.packed
+        && m > 0
+        && blocks(m, n, k) == 1
+        && Choice::of::<T>(m, n) == *choice
+    {
+        assert!(dst.len() >= m * n, "gemm: destination too small");
+        assert!(lhs.offset + (m - 1) * lhs.rs + (k - 1) * lhs.cs < lhs.data.len(), "gemm: lhs view out of bounds");
+        // SAFETY: `T` is f32 (the choice says so); dst holds m×n; lhs was bounds-checked; the
+        // packing was made for this n, k and kernel (checked again by `run`), whose CPU
+        // features were checked when it packed.
+        unsafe {
+            let (d, l, r) = (dst.as_mut_ptr() as *mut f32, f32_view(lhs), Rhs::Packed(packed));
+            match choice {
+                Choice::OwnF32 => run::<F32>(m, n, k, d, n, l, r, accumulate),
+                _ => run::<Bf16>(m, n, k, d, n, l, r, accumulate),
+            }
+        }
+        return;
+    }
+    gemm(m, n, k, dst, lhs, rhs.rhs, accumulate);
+}
+
 /// `v` as the f32 matrix it is.
 ///
 /// # Safety
@@ -170,4 +297,35 @@ unsafe fn f32_view<T>(v: MatRef<T>) -> MatRef<f32> {
     // SAFETY: T is f32 (the caller's promise): same pointer, length and lifetime.
     let data = unsafe { std::slice::from_raw_parts(v.data.as_ptr().cast::<f32>(), v.data.len()) };
     MatRef { data, offset: v.offset, rs: v.rs, cs: v.cs }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::autocast::autocast;
+
+    #[test]
+    fn prepared_products_equal_plain_ones_bit_for_bit() {
+        let values = super::super::gemm_crate::test_values;
+        // Packed (one block, at least 16 rows and columns), thin (not packed), and k odd.
+        for precision in [Precision::F32, Precision::Bf16] {
+            for &(m, n, k) in &[(32, 512, 128), (20, 40, 301), (8, 64, 64), (40, 1100, 24)] {
+                let (a, b) = (values(m * k, 1), values(k * n, 2));
+                let lhs = MatRef { data: &a[..], offset: 0, rs: k, cs: 1 };
+                for rhs in
+                    [MatRef { data: &b[..], offset: 0, rs: n, cs: 1 }, MatRef { data: &b[..], offset: 0, rs: 1, cs: k }]
+                {
+                    autocast(precision, || {
+                        let prepared = prepare_rhs(m, n, k, rhs);
+                        for accumulate in [false, true] {
+                            let (mut want, mut got) = (vec![0.25f32; m * n], vec![0.25f32; m * n]);
+                            gemm(m, n, k, &mut want, lhs, rhs, accumulate);
+                            gemm_prepared(m, &mut got, lhs, &prepared, accumulate);
+                            assert_eq!(got, want, "{precision} {m}×{n}×{k} accumulate {accumulate}");
+                        }
+                    });
+                }
+            }
+        }
+    }
 }

@@ -89,3 +89,10 @@ pub(super) unsafe fn kernel<T: Float>(
         }
     }
 }
+
+/// Test operands: `len` values in [-1, 1] with 2001 levels, spread by a multiplicative hash of the
+/// index and `seed` (the kernels' tests in this folder share them).
+#[cfg(test)]
+pub(super) fn test_values(len: usize, seed: u32) -> Vec<f32> {
+    (0..len).map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 2001) as f32 / 1000.0 - 1.0).collect()
+}

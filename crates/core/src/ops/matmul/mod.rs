@@ -5,9 +5,13 @@
 
 mod bf16;
 pub(crate) mod cpu;
+#[cfg(target_arch = "x86_64")]
+mod f32_x86;
 mod gemm_crate;
 #[cfg(feature = "gpu")]
 pub(crate) mod gpu;
+#[cfg(target_arch = "x86_64")]
+mod packed;
 
 use super::with_float2;
 use crate::error::{Error, Result};

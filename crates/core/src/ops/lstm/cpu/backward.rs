@@ -4,7 +4,7 @@
 use super::forward::*;
 use crate::device::DType;
 use crate::error::Result;
-use crate::ops::matmul::cpu::{MatRef, gemm};
+use crate::ops::matmul::cpu::{MatRef, gemm, gemm_prepared, prepare_rhs};
 use crate::ops::tasks::map_tasks;
 use crate::storage::{CpuStorage, Float};
 use crate::tensor::Tensor;
@@ -218,7 +218,8 @@ pub(super) fn backward_block<T: Gate>(
     let mut dc = g_cn.map_or_else(|| vec![T::ZERO; rows * h], |g| g[r0 * h..r1 * h].to_vec());
     let mut dh_rec = vec![T::ZERO; rows * h];
     let mut bias_sum = need_b.then(|| vec![T::ZERO; g4]);
-    let whm = MatRef { data: whh, offset: 0, rs: h, cs: 1 };
+    // W_hh is the right operand of every step's product: packed once for all of them.
+    let whm = prepare_rhs(rows, h, g4, MatRef { data: whh, offset: 0, rs: h, cs: 1 });
     for s in (0..d.t).rev() {
         let t = d.time(s);
         let c_prev = if s > 0 { &cs[at(d.time(s - 1))] } else { c0 };
@@ -231,7 +232,7 @@ pub(super) fn backward_block<T: Gate>(
             }
         }
         if s > 0 || b.dh0.is_some() {
-            gemm(rows, h, g4, &mut dh_rec, MatRef { data: gt, offset: 0, rs: g4, cs: 1 }, whm, false);
+            gemm_prepared(rows, &mut dh_rec, MatRef { data: gt, offset: 0, rs: g4, cs: 1 }, &whm, false);
         }
     }
     if let Some(dh0) = b.dh0 {

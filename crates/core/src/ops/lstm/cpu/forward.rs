@@ -5,7 +5,7 @@ use super::*;
 use crate::autograd::make_node;
 use crate::device::DType;
 use crate::error::{Error, Result};
-use crate::ops::matmul::cpu::{MatRef, gemm};
+use crate::ops::matmul::cpu::{MatRef, gemm, gemm_prepared, prepare_rhs};
 use crate::ops::tasks::map_tasks;
 use crate::ops::vmath;
 use crate::shape::{Layout, Shape};
@@ -308,7 +308,8 @@ pub(super) fn forward_block<T: Gate>(
     let zeros = vec![T::ZERO; if c0.is_some() { 0 } else { rows * h }];
     let h0 = h0.map(|v| &v[b.r0 * h..b.r1 * h]);
     let c0 = c0.map_or(&zeros[..], |v| &v[b.r0 * h..b.r1 * h]);
-    let rhs = MatRef { data: whh_t, offset: 0, rs: g4, cs: 1 };
+    // W_hhᵀ is the right operand of every step's product: packed once for all of them.
+    let rhs = prepare_rhs(rows, g4, h, MatRef { data: whh_t, offset: 0, rs: g4, cs: 1 });
     for s in 0..d.t {
         let t = d.time(s);
         let prev = (s > 0).then(|| d.time(s - 1));
@@ -317,7 +318,7 @@ pub(super) fn forward_block<T: Gate>(
             None => h0,
         };
         if let Some(hp) = h_prev {
-            gemm(rows, g4, h, &mut *b.gates[t], MatRef { data: hp, offset: 0, rs: h, cs: 1 }, rhs, true);
+            gemm_prepared(rows, &mut *b.gates[t], MatRef { data: hp, offset: 0, rs: h, cs: 1 }, &rhs, true);
         }
         let (c_prev, c) = match prev {
             Some(p) => read_write(&mut b.cs, p, t),

@@ -1,0 +1,184 @@
+//! strata's own f32 product on AVX-512 CPUs: `packed.rs`'s blocking with a 12×32 FMA tile.
+//! Where it runs instead of the `gemm` crate, and the measurements that chose it, are in
+//! `cpu.rs` (`own_f32`).
+
+use super::gemm_crate::MatRef;
+use super::packed::{Kernel, MR, NR, Tile, transpose16};
+use std::arch::x86_64::*;
+use std::sync::OnceLock;
+
+/// Whether this CPU has AVX512-F.
+pub(super) fn available() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| is_x86_feature_detected!("avx512f"))
+}
+
+/// The f32 kernel for `packed::run`: a step is one k; values are packed as their bits.
+pub(super) struct F32;
+
+impl Kernel for F32 {
+    fn steps(k: usize) -> usize {
+        k
+    }
+
+    /// A row of A that is contiguous in memory is copied as a run; rows adjacent in memory go
+    /// 16 rows × 16 steps at a time through a register transpose.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn pack_a(
+        v: MatRef<f32>,
+        (row0, rows, rows_all): (usize, usize, usize),
+        (p0, kc, k): (usize, usize, usize),
+        out: &mut Vec<u32>,
+    ) {
+        out.clear();
+        out.resize(rows.div_ceil(MR) * MR * kc, 0);
+        let live_k = k.saturating_sub(p0).min(kc);
+        let live_rows = rows.min(rows_all - row0);
+        // Steps in whole groups of 16 that the transposed path (rows adjacent, as gᵀ in a weight
+        // gradient) copies; the rest, and every step of other layouts, one by one.
+        let grouped = if v.rs == 1 && v.cs != 1 { live_k / 16 * 16 } else { 0 };
+        for g in (0..live_rows).step_by(16).filter(|_| grouped > 0) {
+            let lanes = (live_rows - g).min(16);
+            let mask = ((1u32 << lanes) - 1) as __mmask16;
+            for pb in (0..grouped).step_by(16) {
+                // SAFETY: rows row0+g.. (`lanes` of them, the masked lanes unread) at steps
+                // p0+pb.. < live_k, inside A's view; the stores fill steps pb..pb+16 (≤ kc).
+                unsafe {
+                    let mut r = [_mm512_setzero_si512(); 16];
+                    for (c, r) in r.iter_mut().enumerate() {
+                        let src = v.data.as_ptr().add(v.offset + row0 + g + (p0 + pb + c) * v.cs);
+                        *r = _mm512_maskz_loadu_epi32(mask, src.cast());
+                    }
+                    for (i, t) in transpose16(r).iter().enumerate().take(lanes) {
+                        _mm512_storeu_si512(out.as_mut_ptr().add((g + i) * kc + pb).cast(), *t);
+                    }
+                }
+            }
+        }
+        for i in 0..live_rows {
+            let dst = &mut out[i * kc..i * kc + live_k];
+            let base = v.offset + (row0 + i) * v.rs + p0 * v.cs;
+            if v.cs == 1 {
+                dst.iter_mut().zip(&v.data[base..base + live_k]).for_each(|(d, x)| *d = x.to_bits());
+            } else {
+                dst.iter_mut().enumerate().skip(grouped).for_each(|(p, d)| *d = v.data[base + p * v.cs].to_bits());
+            }
+        }
+    }
+
+    /// Columns adjacent in memory are copied 32 at a time; k adjacent in memory (B read as Bᵀ,
+    /// as linear's forward reads its weight) goes through a 16×16 register transpose.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn pack_b(
+        v: MatRef<f32>,
+        (col0, cols, cols_all): (usize, usize, usize),
+        (p0, kc, k): (usize, usize, usize),
+        out: &mut Vec<u32>,
+    ) {
+        let panels = cols.div_ceil(NR);
+        out.clear();
+        out.resize(panels * kc * NR, 0);
+        let live_k = k.saturating_sub(p0).min(kc);
+        let live_cols = cols.min(cols_all - col0);
+        let at = |j: usize, p: usize| v.data[v.offset + (col0 + j) * v.rs + (p0 + p) * v.cs].to_bits();
+        for (pi, panel) in out.chunks_exact_mut(kc * NR).enumerate() {
+            let j0 = pi * NR;
+            let live = NR.min(live_cols.saturating_sub(j0));
+            let mut done = 0;
+            if v.rs == 1 && live == NR {
+                for p in 0..live_k {
+                    let b0 = v.offset + col0 + j0 + (p0 + p) * v.cs;
+                    panel[p * NR..(p + 1) * NR]
+                        .iter_mut()
+                        .zip(&v.data[b0..b0 + NR])
+                        .for_each(|(d, x)| *d = x.to_bits());
+                }
+                done = live_k;
+            } else if v.cs == 1 && live == NR {
+                done = live_k / 16 * 16;
+                for h in 0..2 {
+                    for pb in (0..done).step_by(16) {
+                        // SAFETY: 16 columns × 16 values inside Bᵀ's view (live == NR, pb + 16 ≤
+                        // live_k); the stores fill steps pb..pb+16 of 16 columns of the panel.
+                        unsafe {
+                            let mut r = [_mm512_setzero_si512(); 16];
+                            for (c, r) in r.iter_mut().enumerate() {
+                                let src = v.data.as_ptr().add(v.offset + (col0 + j0 + 16 * h + c) * v.rs + p0 + pb);
+                                *r = _mm512_loadu_si512(src.cast());
+                            }
+                            for (p, t) in transpose16(r).iter().enumerate() {
+                                _mm512_storeu_si512(panel.as_mut_ptr().add((pb + p) * NR + 16 * h).cast(), *t);
+                            }
+                        }
+                    }
+                }
+            }
+            for p in done..live_k {
+                for j in 0..live {
+                    panel[p * NR + j] = at(j0 + j, p);
+                }
+            }
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile(kc: usize, a: &[u32], b: &[u32]) -> Tile {
+        debug_assert!(a.len() >= kc * MR && b.len() >= kc * NR);
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        let (ap, bp) = (a.as_ptr().cast::<f32>(), b.as_ptr().cast::<f32>());
+        for p in 0..kc {
+            // SAFETY: p < kc and r < MR, so p·NR + 32 ≤ b's length and r·kc + p < a's.
+            unsafe {
+                let b0 = _mm512_loadu_ps(bp.add(p * NR));
+                let b1 = _mm512_loadu_ps(bp.add(p * NR + 16));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let ar = _mm512_set1_ps(*ap.add(r * kc + p));
+                    acc[0] = _mm512_fmadd_ps(ar, b0, acc[0]);
+                    acc[1] = _mm512_fmadd_ps(ar, b1, acc[1]);
+                }
+            }
+        }
+        acc
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::packed::{Rhs, run};
+    use super::*;
+
+    #[test]
+    fn matches_the_f64_product_in_both_layouts_and_at_every_edge() {
+        let values = super::super::gemm_crate::test_values;
+        if !available() {
+            eprintln!("f32_x86: SKIPPED: this CPU has no AVX512-F");
+            return;
+        }
+        // Straddling the tile (12×32), the depth block (128), the row block (120), the column
+        // block (1024).
+        for &(m, n, k) in &[(1, 1, 1), (13, 33, 7), (12, 32, 128), (25, 70, 259), (130, 40, 300), (3, 1094, 40)] {
+            let (a, b) = (values(m * k, 1), values(k * n, 2));
+            let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+            let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+            let want: Vec<f64> =
+                (0..m * n).map(|e| (0..k).map(|p| a[(e / n) * k + p] as f64 * b[p * n + e % n] as f64).sum()).collect();
+            let layouts = [
+                (MatRef { data: &a[..], offset: 0, rs: k, cs: 1 }, MatRef { data: &b[..], offset: 0, rs: n, cs: 1 }),
+                (MatRef { data: &at[..], offset: 0, rs: 1, cs: m }, MatRef { data: &bt[..], offset: 0, rs: 1, cs: k }),
+            ];
+            for (lhs, rhs) in layouts {
+                for accumulate in [false, true] {
+                    let mut dst = vec![0.5f32; m * n];
+                    // SAFETY: dst is m×n contiguous; the views cover their buffers exactly.
+                    unsafe { run::<F32>(m, n, k, dst.as_mut_ptr(), n, lhs, Rhs::View(rhs), accumulate) };
+                    let base = if accumulate { 0.5 } else { 0.0 };
+                    for (got, want) in dst.iter().zip(&want) {
+                        let tol = 1e-5 * (k as f64).sqrt() * (1.0 + want.abs());
+                        assert!((*got as f64 - base - want).abs() <= tol, "{m}×{n}×{k}: {got} vs {}", want + base);
+                    }
+                }
+            }
+        }
+    }
+}

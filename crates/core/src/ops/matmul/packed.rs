@@ -1,0 +1,234 @@
+//! The packed AVX-512 matrix product that strata's own kernels share (`bf16.rs`: `vdpbf16ps`
+//! on bf16 pairs; `f32_x86.rs`: FMA on f32): GotoBLAS's blocking, a 12×32 register tile.
+//!
+//! Loops, outermost first: columns of B in blocks of `NC`; depth in blocks of `KC` steps (a step
+//! is one k for f32, a pair of k for bf16), whose B block is packed once; rows of A in blocks
+//! of `MC`, packed once per B block; then every 32-column B micro-panel (in L1) against every
+//! 12-row A micro-panel (in L2). Packed layouts: A `[panel][MR rows][kc steps]` (a row's steps
+//! contiguous, so contiguous rows pack as runs), B `[panel][kc steps][NR columns]` (one vector
+//! load per 16 columns of a step).
+//!
+//! Determinism: an output element's sum is split at fixed depth blocks, added in order; how the
+//! caller cuts the output into blocks (`cpu.rs`) never changes it.
+
+use super::gemm_crate::MatRef;
+use std::any::TypeId;
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+/// Rows of the micro-kernel's output tile.
+pub(super) const MR: usize = 12;
+/// Columns of the micro-kernel's output tile: two AVX-512 vectors of f32.
+pub(super) const NR: usize = 32;
+/// Depth steps per packed block: a B micro-panel (`KC·NR` 32-bit values, 16 KiB) stays in L1
+/// while every A micro-panel of the row block passes it.
+pub(super) const KC: usize = 128;
+/// Rows per packed A block (60 KiB with `KC`, in L2).
+const MC: usize = 120;
+/// Columns per packed B block (512 KiB with `KC`).
+const NC: usize = 1024;
+
+/// The 24 accumulators of one tile: row r, columns `16v..16v + 16`.
+pub(super) type Tile = [[__m512; 2]; MR];
+
+/// What differs between the kernels: the element packed (a bf16 pair or an f32, both 32 bits),
+/// how many depth steps k makes, and the tile's inner loop.
+pub(super) trait Kernel {
+    /// Depth steps for an inner dimension of `k`.
+    fn steps(k: usize) -> usize;
+    /// Packs rows `row0..row0 + rows` of A (`rows_all` in all), steps `p0..p0 + kc`, as
+    /// `[rows/MR panels][MR][kc]`, zero beyond A's rows and k (`k` values in all).
+    ///
+    /// # Safety
+    /// The CPU must have the kernel's features.
+    unsafe fn pack_a(v: MatRef<f32>, rows: (usize, usize, usize), depth: (usize, usize, usize), out: &mut Vec<u32>);
+    /// Packs columns `col0..col0 + cols` of B (`cols_all` in all; `v` is Bᵀ, so a column is a
+    /// row of `v`), steps `p0..p0 + kc`, as `[cols/NR panels][kc][NR]`, zero beyond.
+    ///
+    /// # Safety
+    /// As `pack_a`.
+    unsafe fn pack_b(v: MatRef<f32>, cols: (usize, usize, usize), depth: (usize, usize, usize), out: &mut Vec<u32>);
+    /// The tile's sums over `kc` steps of a packed A micro-panel (`MR·kc`) and B micro-panel
+    /// (`kc·NR`).
+    ///
+    /// # Safety
+    /// As `pack_a`; `a` and `b` hold at least those lengths.
+    unsafe fn tile(kc: usize, a: &[u32], b: &[u32]) -> Tile;
+}
+
+thread_local! {
+    /// Packing buffers (A block, B block), reused across calls on this thread.
+    static PACKED: RefCell<(Vec<u32>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// A right operand packed whole (every column and depth block) by kernel `K`: what a caller
+/// multiplying many left operands by the same right one reuses (an LSTM's recurrent weight, at
+/// every time step), instead of packing it again for each product.
+pub(super) struct PackedB {
+    /// The kernel that packed it (a bf16 packing read as f32 would be garbage).
+    kernel: TypeId,
+    n: usize,
+    k: usize,
+    /// Column block by column block, depth block by depth block, as `run` visits them.
+    blocks: Vec<Vec<u32>>,
+}
+
+/// The right operand of [`run`]: a view, packed block by block on the way, or packed already.
+#[derive(Clone, Copy)]
+pub(super) enum Rhs<'a> {
+    /// B as it lies in memory.
+    View(MatRef<'a, f32>),
+    /// B packed by [`pack_whole`] for the same kernel, n and k.
+    Packed(&'a PackedB),
+}
+
+/// `rhs` (k×n) packed whole by kernel `K`.
+///
+/// # Safety
+/// The CPU must have AVX512-F and `K`'s features; the view lies inside its buffer.
+pub(super) unsafe fn pack_whole<K: Kernel + 'static>(rhs: MatRef<f32>, n: usize, k: usize) -> PackedB {
+    let steps = K::steps(k);
+    let rhs_t = MatRef { rs: rhs.cs, cs: rhs.rs, ..rhs };
+    let mut blocks = Vec::new();
+    for jc in (0..n).step_by(NC) {
+        for pc in (0..steps).step_by(KC) {
+            let mut buf = Vec::new();
+            // SAFETY: the caller's promise.
+            unsafe { K::pack_b(rhs_t, (jc, NC.min(n - jc), n), (pc, KC.min(steps - pc), k), &mut buf) };
+            blocks.push(buf);
+        }
+    }
+    PackedB { kernel: TypeId::of::<K>(), n, k, blocks }
+}
+
+/// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]` through kernel `K`, `dst` with row stride `dst_rs`.
+///
+/// # Safety
+/// The CPU must have AVX512-F and `K`'s features; `dst` valid for writes of an m×n block with
+/// row stride `dst_rs`; the operands' views inside their buffers.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn run<K: Kernel + 'static>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    lhs: MatRef<f32>,
+    rhs: Rhs,
+    accumulate: bool,
+) {
+    let steps = K::steps(k);
+    if let Rhs::Packed(p) = rhs {
+        assert!(p.kernel == TypeId::of::<K>() && (p.n, p.k) == (n, k), "a packed operand used with another product");
+    }
+    PACKED.with_borrow_mut(|(a_buf, b_buf)| {
+        let mut block = 0;
+        for jc in (0..n).step_by(NC) {
+            let nc = NC.min(n - jc);
+            for pc in (0..steps).step_by(KC) {
+                let kc = KC.min(steps - pc);
+                let b_block: &[u32] = match rhs {
+                    Rhs::View(v) => {
+                        // B read as its transpose: row i of Bᵀ is column i of B.
+                        let v_t = MatRef { rs: v.cs, cs: v.rs, ..v };
+                        // SAFETY: the CPU features are the caller's promise.
+                        unsafe { K::pack_b(v_t, (jc, nc, n), (pc, kc, k), b_buf) };
+                        b_buf
+                    }
+                    Rhs::Packed(p) => &p.blocks[block],
+                };
+                block += 1;
+                // The first depth block writes (or adds to what dst held, with `accumulate`);
+                // later ones add: each element's sum runs over the blocks in order.
+                let add = accumulate || pc > 0;
+                for ic in (0..m).step_by(MC) {
+                    let mc = MC.min(m - ic);
+                    // SAFETY: as for `pack_b`.
+                    unsafe { K::pack_a(lhs, (ic, mc, m), (pc, kc, k), a_buf) };
+                    for (jp, bp) in b_block.chunks_exact(kc * NR).enumerate() {
+                        let cols = NR.min(nc - jp * NR);
+                        for (ip, ap) in a_buf.chunks_exact(kc * MR).enumerate() {
+                            let rows = MR.min(mc - ip * MR);
+                            let (i0, j0) = (ic + ip * MR, jc + jp * NR);
+                            // SAFETY: the panels hold kc steps; the tile (i0.., j0..) of
+                            // rows × cols lies inside the caller's m×n destination.
+                            unsafe {
+                                let acc = K::tile(kc, ap, bp);
+                                store(&acc, dst.add(i0 * dst_rs + j0), dst_rs, rows, cols, add);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Writes the first `rows` × `cols` of a tile to `dst` (added to it when `add`).
+///
+/// # Safety
+/// `dst` valid for a rows × cols tile with row stride `dst_rs`; the CPU has AVX512-F.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn store(acc: &Tile, dst: *mut f32, dst_rs: usize, rows: usize, cols: usize, add: bool) {
+    let mask = |v: usize| -> __mmask16 {
+        let live = cols.saturating_sub(16 * v).min(16);
+        ((1u32 << live) - 1) as __mmask16
+    };
+    let masks = [mask(0), mask(1)];
+    for (r, acc) in acc.iter().enumerate().take(rows) {
+        for (v, &mk) in masks.iter().enumerate() {
+            if mk == 0 {
+                continue;
+            }
+            // SAFETY: row r < rows and the masked lanes are columns < cols of the tile.
+            unsafe {
+                let p = dst.add(r * dst_rs + 16 * v);
+                let out = if add { _mm512_add_ps(_mm512_maskz_loadu_ps(mk, p), acc[v]) } else { acc[v] };
+                _mm512_mask_storeu_ps(p, mk, out);
+            }
+        }
+    }
+}
+
+/// The transpose of a 16×16 block of 32-bit values (`r[i]` is row i): two rounds of in-lane
+/// interleaves, then two of 128-bit lane shuffles.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(super) fn transpose16(r: [__m512i; 16]) -> [__m512i; 16] {
+    // t: rows 2i and 2i+1 interleaved by 32 bits within each 128-bit lane.
+    let mut t = [_mm512_setzero_si512(); 16];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    // u[4g + s]: lane L holds column 4L + s of rows 4g..4g+4.
+    let mut u = [_mm512_setzero_si512(); 16];
+    for g in 0..4 {
+        let b = 4 * g;
+        u[b] = _mm512_unpacklo_epi64(t[b], t[b + 2]);
+        u[b + 1] = _mm512_unpackhi_epi64(t[b], t[b + 2]);
+        u[b + 2] = _mm512_unpacklo_epi64(t[b + 1], t[b + 3]);
+        u[b + 3] = _mm512_unpackhi_epi64(t[b + 1], t[b + 3]);
+    }
+    // w[8h + 4q + s] (q = 0: lanes 0 and 2 of u; q = 1: lanes 1 and 3), rows 8h..8h+8.
+    let mut w = [_mm512_setzero_si512(); 16];
+    for h in 0..2 {
+        for s in 0..4 {
+            let (a, b) = (u[8 * h + s], u[8 * h + 4 + s]);
+            w[8 * h + s] = _mm512_shuffle_i32x4::<0x88>(a, b);
+            w[8 * h + 4 + s] = _mm512_shuffle_i32x4::<0xdd>(a, b);
+        }
+    }
+    // out[c]: column c, its rows 0..8 from w[..8] and 8..16 from w[8..].
+    let mut out = [_mm512_setzero_si512(); 16];
+    for q in 0..2 {
+        for s in 0..4 {
+            let (a, b) = (w[4 * q + s], w[8 + 4 * q + s]);
+            out[4 * q + s] = _mm512_shuffle_i32x4::<0x88>(a, b);
+            out[8 + 4 * q + s] = _mm512_shuffle_i32x4::<0xdd>(a, b);
+        }
+    }
+    out
+}
