@@ -3,10 +3,12 @@
 //!
 //! On CPUs with AVX512-BF16 (`vdpbf16ps`: 32 bf16 multiply-adds into 16 f32 lanes per
 //! instruction, twice the f32 FMA's work) the operands are packed as bf16 pairs, rounded on the
-//! way, and `packed.rs`'s blocked product runs a 12×32 `vdpbf16ps` tile over them. AMX would be the next path on CPUs that have it; the machines
-//! this was written on have AVX512-BF16 and no AMX. Elsewhere the operands are rounded into f32
-//! copies and the `gemm` crate's f32 kernel multiplies them: the products of two bf16 values are
-//! exact in f32, so only the order of the f32 additions differs between the two paths.
+//! way, and `packed.rs`'s blocked product runs a 12×32 `vdpbf16ps` tile over them. AMX would be
+//! the next path on CPUs that have it; the machines this was written on have AVX512-BF16 and no
+//! AMX. Elsewhere the operands are rounded into f32 copies and the f32 kernel an f32 product
+//! would take multiplies them (strata's own on other AVX-512 CPUs, the `gemm` crate's
+//! elsewhere): the products of two bf16 values are exact in f32, so only the order of the f32
+//! additions differs between the paths.
 //!
 //! What was looked for first: the `gemm` crate family has f32, f64, complex and f16 kernels, no
 //! bf16; `half` converts slices but has no product. So the kernel is here.
@@ -69,6 +71,17 @@ unsafe fn portable(
     let (a, b) = (round(lhs, m, k), round(rhs, k, n));
     let a = MatRef { data: &a, offset: 0, rs: k, cs: 1 };
     let b = MatRef { data: &b, offset: 0, rs: n, cs: 1 };
+    // The f32 kernel an f32 product of this shape would take (so bf16 is never the slower):
+    // strata's own on AVX-512 CPUs without AVX512-BF16 (Skylake-X to Ice Lake), else the gemm
+    // crate's.
+    #[cfg(target_arch = "x86_64")]
+    if super::f32_x86::available() {
+        use super::{f32_x86::F32, packed};
+        // SAFETY: the CPU has AVX512-F (checked); the copies are contiguous m×k and k×n; `dst`
+        // is the caller's promise.
+        unsafe { packed::run::<F32>(m, n, k, dst, dst_rs, a, packed::Rhs::View(b), accumulate) };
+        return;
+    }
     // SAFETY: the copies are contiguous m×k and k×n; `dst` is the caller's promise.
     unsafe { kernel(m, n, k, dst, dst_rs, a, b, accumulate) };
 }
