@@ -38,7 +38,9 @@ pub(super) unsafe fn gemm(
     #[cfg(target_arch = "x86_64")]
     if x86::available() {
         // SAFETY: the CPU has the features (checked), the rest is the caller's promise.
-        unsafe { x86::gemm(m, n, k, dst, dst_rs, lhs, rhs, accumulate) };
+        unsafe {
+            super::packed::run::<x86::Bf16>(m, n, k, dst, dst_rs, lhs, super::packed::Rhs::View(rhs), accumulate)
+        };
         return;
     }
     // SAFETY: the caller's promise.
@@ -95,7 +97,7 @@ fn pair(lo: f32, hi: f32) -> u32 {
 
 #[cfg(target_arch = "x86_64")]
 pub(super) mod x86 {
-    use super::super::packed::{Kernel, MR, NR, Rhs, Tile, run, transpose16};
+    use super::super::packed::{Kernel, MR, NR, Tile, transpose16};
     use super::{MatRef, pair};
     use std::arch::x86_64::*;
     use std::sync::OnceLock;
@@ -108,25 +110,6 @@ pub(super) mod x86 {
                 && is_x86_feature_detected!("avx512bw")
                 && is_x86_feature_detected!("avx512bf16")
         })
-    }
-
-    /// See `super::gemm`.
-    ///
-    /// # Safety
-    /// `super::gemm`'s, and the CPU must have AVX512-F, -BW and -BF16.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn gemm(
-        m: usize,
-        n: usize,
-        k: usize,
-        dst: *mut f32,
-        dst_rs: usize,
-        lhs: MatRef<f32>,
-        rhs: MatRef<f32>,
-        accumulate: bool,
-    ) {
-        // SAFETY: the caller's promise.
-        unsafe { run::<Bf16>(m, n, k, dst, dst_rs, lhs, Rhs::View(rhs), accumulate) }
     }
 
     /// The bf16 kernel for `packed::run`: a step is a pair of k, packed as one 32-bit value

@@ -159,7 +159,6 @@ pub(crate) fn gemm<T: Float>(
     };
     // Read on the calling thread: the blocks may run on others (see `autocast`).
     let choice = Choice::of::<T>(m, n);
-    let (bf16, own_f32) = (choice == Choice::Bf16, choice == Choice::OwnF32);
     let dst = DstPtr(dst.as_mut_ptr());
     let block = |p: usize| {
         let (start, end) = (bound(p), bound(p + 1));
@@ -174,14 +173,14 @@ pub(crate) fn gemm<T: Float>(
             } else {
                 (end - start, n, dst.at(start * n), MatRef { offset: lhs.offset + start * lhs.rs, ..lhs }, rhs)
             };
-            if bf16 {
-                // `T` is f32 here (checked where `bf16` is set).
-                bf16::gemm(mb, nb, k, d as *mut f32, n, f32_view(l), f32_view(r), accumulate);
-            } else if own_f32 {
+            // `T` is f32 for strata's own kernels (`Choice::of`).
+            match choice {
+                Choice::Bf16 => bf16::gemm(mb, nb, k, d as *mut f32, n, f32_view(l), f32_view(r), accumulate),
                 #[cfg(target_arch = "x86_64")]
-                run::<F32>(mb, nb, k, d as *mut f32, n, f32_view(l), Rhs::View(f32_view(r)), accumulate);
-            } else {
-                kernel(mb, nb, k, d, n, l, r, accumulate);
+                Choice::OwnF32 => {
+                    run::<F32>(mb, nb, k, d as *mut f32, n, f32_view(l), Rhs::View(f32_view(r)), accumulate)
+                }
+                _ => kernel(mb, nb, k, d, n, l, r, accumulate),
             }
         }
     };
