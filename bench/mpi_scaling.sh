@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One process against two MPI processes on this machine: SimpleNN at batch 512 (W2's shape) and
 # the conv ResNet at batch 128 (W5's), on the embedded data, as 1 process × 1 thread, 1 process ×
-# 2 threads and 2 processes × 1 thread; prints the median samples/s of each (W2: epochs 3–10).
+# 2 threads and 2 processes × 1 thread (gradient buckets exchanged during backward, the default,
+# and one bucket after backward); prints the median samples/s of each (W2: epochs 3–10).
 # Needs the release binary with MPI: cargo build --release -p strata-cli --features mpi
 #   bench/mpi_scaling.sh [REPS]      (default 3 repetitions)
 set -euo pipefail
@@ -48,6 +49,8 @@ for w in w2 w5; do
         echo "$w|1 process, 2 threads|$("$strata" train "$tmp/$w.toml" --threads 2 --out "$tmp/out" 2>&1 | rates)"
         rm -rf "$tmp/out"
         echo "$w|2 processes, 1 thread each|$("${mpirun[@]}" "$strata" train "$tmp/$w.toml" --out "$tmp/out" 2>&1 | rates)"
+        rm -rf "$tmp/out"
+        echo "$w|2 processes, one bucket after backward|$("${mpirun[@]}" "$strata" train "$tmp/$w.toml" --bucket-cap-mb 0 --out "$tmp/out" 2>&1 | rates)"
     done
 done | python3 -c '
 import sys, statistics
@@ -57,5 +60,5 @@ for line in sys.stdin:
     v = [float(x) for x in vals.split()]
     runs.setdefault((w, kind), []).extend(v[2:] if w == "w2" else v)
 for (w, kind), v in runs.items():
-    print(f"{w}  {kind:28} median {statistics.median(v):>10,.0f} samples/s  ({len(v)} epochs, {min(v):,.0f}–{max(v):,.0f})")
+    print(f"{w}  {kind:40} median {statistics.median(v):>10,.0f} samples/s  ({len(v)} epochs, {min(v):,.0f}–{max(v):,.0f})")
 '

@@ -316,6 +316,12 @@ pub struct TrainingConfig {
     /// changes nothing in a single-process run.
     #[serde(skip_serializing_if = "is_false")]
     pub sync_bn: bool,
+    /// The gradient buckets of a data-parallel run, in MiB (PyTorch DDP's `bucket_cap_mb`): each
+    /// bucket is exchanged as soon as backward has finished its parameters, overlapping the rest
+    /// of backward; 0 puts everything in one bucket, exchanged after backward. Absent:
+    /// `strata_train::parallel::DEFAULT_BUCKET_CAP_MB`. Any size gives the same numbers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bucket_cap_mb: Option<f64>,
     /// `"f32"` (the default) or `"bf16"`: mixed precision as `torch.autocast("cpu",
     /// dtype=torch.bfloat16)`: the matrix products take bf16 operands and accumulate in f32;
     /// parameters, optimizer state, losses and checkpoints stay f32 (`strata_core::autocast`).
@@ -358,6 +364,7 @@ impl Default for TrainingConfig {
             on_divergence: "stop".into(),
             accumulate: 1,
             sync_bn: false,
+            bucket_cap_mb: None,
             precision: "f32".into(),
         }
     }
@@ -557,6 +564,13 @@ impl RunConfig {
         if self.training.accumulate == 0 {
             bail!(
                 "training.accumulate (--accumulate) must be at least 1 (the micro-batches a batch is cut into; 1: no accumulation), got 0"
+            );
+        }
+        if let Some(c) = self.training.bucket_cap_mb
+            && !(c.is_finite() && c >= 0.0)
+        {
+            bail!(
+                "training.bucket_cap_mb (--bucket-cap-mb) must be a size in MiB, 0 or more (0: one bucket exchanged after backward), got {c}"
             );
         }
         if let Some(c) = self.training.clip_grad_norm

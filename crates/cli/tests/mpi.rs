@@ -101,23 +101,32 @@ fn n_processes_equal_one_process_accumulating_n_bit_for_bit() {
             .output()
             .unwrap();
         check(&out, &format!("accumulate {n}"));
-        let multi = tmp.path().join(format!("np{n}"));
-        let out = mpirun(n).args([STRATA, "train", run.to_str().unwrap(), "--out"]).arg(&multi).output().unwrap();
-        check(&out, &format!("mpirun -np {n}"));
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        // Rank 0 alone prints: one header, one summary with the bytes reduced.
-        assert_eq!(stdout.matches(&format!("data-parallel over {n} MPI processes")).count(), 1, "{stdout}");
-        assert!(stdout.contains("bytes of gradients per step"), "{stdout}");
-        assert_eq!(
-            params(&multi.join("model.safetensors")),
-            params(&single.join("model.safetensors")),
-            "mpirun -np {n} and --accumulate {n} differ"
-        );
-        // The checkpoint holds the same tensors (parameters and optimizer state).
-        assert_eq!(
-            params(&multi.join("checkpoints/step-000000010.safetensors")),
-            params(&single.join("checkpoints/step-000000010.safetensors"))
-        );
+        // The default buckets (one, for this 3 KB model), and one bucket per parameter: four
+        // exchanges in flight at once, the first started inside backward.
+        for (cap, buckets) in [(None, "in one bucket after backward"), (Some("1e-6"), "in 4 buckets")] {
+            let multi = tmp.path().join(format!("np{n}-{}", cap.unwrap_or("default")));
+            let mut cmd = mpirun(n);
+            cmd.args([STRATA, "train", run.to_str().unwrap(), "--out"]).arg(&multi);
+            if let Some(c) = cap {
+                cmd.args(["--bucket-cap-mb", c]);
+            }
+            let out = cmd.output().unwrap();
+            check(&out, &format!("mpirun -np {n}, buckets {cap:?}"));
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            // Rank 0 alone prints: one header, one summary with the bytes reduced.
+            assert_eq!(stdout.matches(&format!("data-parallel over {n} MPI processes")).count(), 1, "{stdout}");
+            assert!(stdout.contains("bytes of gradients per step") && stdout.contains(buckets), "{stdout}");
+            assert_eq!(
+                params(&multi.join("model.safetensors")),
+                params(&single.join("model.safetensors")),
+                "mpirun -np {n} (buckets {cap:?}) and --accumulate {n} differ"
+            );
+            // The checkpoint holds the same tensors (parameters and optimizer state).
+            assert_eq!(
+                params(&multi.join("checkpoints/step-000000010.safetensors")),
+                params(&single.join("checkpoints/step-000000010.safetensors"))
+            );
+        }
     }
 }
 
@@ -155,7 +164,10 @@ fn sync_bn_processes_follow_one_process_with_the_whole_batch() {
     let plain = tmp.path().join("plain");
     check(&Command::new(STRATA).args(["train", r, "--quiet", "--out"]).arg(&plain).output().unwrap(), "one process");
     let synced = tmp.path().join("synced");
-    check(&mpirun(2).args([STRATA, "train", r, "--sync-bn", "--out"]).arg(&synced).output().unwrap(), "--sync-bn");
+    // One bucket per parameter: the first exchanges run while the BatchNorm's backward exchanges
+    // its statistics.
+    let args = [STRATA, "train", r, "--sync-bn", "--bucket-cap-mb", "1e-6", "--out"];
+    check(&mpirun(2).args(args).arg(&synced).output().unwrap(), "--sync-bn");
     let own = tmp.path().join("own");
     check(&mpirun(2).args([STRATA, "train", r, "--out"]).arg(&own).output().unwrap(), "without --sync-bn");
     let file = "model.safetensors";

@@ -182,6 +182,7 @@ fn a_diverging_run_stops_naming_the_step_and_layer_and_saves_nothing_non_finite(
     for (set, says) in [
         ("training.clip_grad_norm=-1", "training.clip_grad_norm must be a positive number"),
         ("training.on_divergence=ignore", "training.on_divergence must be stop"),
+        ("training.bucket_cap_mb=-0.5", "training.bucket_cap_mb (--bucket-cap-mb) must be a size in MiB, 0 or more"),
     ] {
         let o = strata(&["train", "--set", set]);
         let err = String::from_utf8_lossy(&o.stderr);

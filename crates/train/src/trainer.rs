@@ -11,7 +11,10 @@ use crate::divergence::diagnose;
 use crate::error::{Error, Result};
 use crate::evaluate::{Evaluation, count_correct, evaluate};
 use crate::layout::InputLayout;
-use crate::parallel::{Accumulator, GradBuffer, GradientReducer, coefficients, micro_batch_ranges};
+use crate::parallel::{
+    Accumulator, BucketPlan, BucketedReduction, DEFAULT_BUCKET_CAP_MB, GradBuffer, GradientReducer, coefficients,
+    micro_batch_ranges,
+};
 use crate::schedule::Schedule;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -46,6 +49,15 @@ pub struct History {
     /// In a data-parallel run, the bytes this process sent and received to combine one step's
     /// gradients (0 on one process).
     pub reduced_bytes: usize,
+    /// In a data-parallel run, the buckets the gradient was exchanged in per step, the first ones
+    /// while backward still ran ([`Trainer::bucket_cap_mb`]; 0 on one process).
+    pub reduced_buckets: usize,
+    /// In a data-parallel run, the time this process waited after backward for the exchanges
+    /// to finish, summed over the steps of this call ([`History::reduced_steps`]): the part of
+    /// the communication backward did not hide.
+    pub reduce_wait: std::time::Duration,
+    /// The data-parallel steps [`History::reduce_wait`] is summed over.
+    pub reduced_steps: usize,
 }
 
 impl History {
@@ -98,6 +110,7 @@ pub struct Trainer<'m> {
     callbacks: Vec<Box<dyn Callback + 'm>>,
     accumulate: usize,
     reducer: Option<Box<dyn GradientReducer + 'm>>,
+    bucket_cap_mb: f64,
     sync_bn: bool,
     precision: Precision,
 }
@@ -130,6 +143,7 @@ impl<'m> Trainer<'m> {
             callbacks: vec![],
             accumulate: 1,
             reducer: None,
+            bucket_cap_mb: DEFAULT_BUCKET_CAP_MB,
             sync_bn: false,
             precision: Precision::F32,
         }
@@ -246,6 +260,16 @@ impl<'m> Trainer<'m> {
     /// of one process with [`Trainer::accumulate`]`(world_size)`.
     pub fn distributed(mut self, reducer: Box<dyn GradientReducer + 'm>) -> Self {
         self.reducer = Some(reducer);
+        self
+    }
+
+    /// The size of the gradient buckets of a data-parallel run, in MiB (DDP's `bucket_cap_mb`;
+    /// [`DEFAULT_BUCKET_CAP_MB`] by default): backward hands each bucket to the reducer as soon as
+    /// it has finished the bucket's parameters, so the exchange overlaps the rest of backward
+    /// ([`crate::parallel::BucketedReduction`]). 0: one bucket, exchanged after backward. Any
+    /// size gives the same bits. Without [`Trainer::distributed`] it changes nothing.
+    pub fn bucket_cap_mb(mut self, mb: f64) -> Self {
+        self.bucket_cap_mb = mb;
         self
     }
 
@@ -395,6 +419,13 @@ impl<'m> Trainer<'m> {
                 "{parts} micro-batches (accumulate or processes) of a batch of {batch_size} samples: each needs at least one sample; use a batch_size of at least {parts}"
             )));
         }
+        if !(self.bucket_cap_mb.is_finite() && self.bucket_cap_mb >= 0.0) {
+            return Err(Error::InvalidOption(format!(
+                "bucket_cap_mb = {}: the gradient bucket size must be a size in MiB, 0 or more (0: one bucket after backward; default {DEFAULT_BUCKET_CAP_MB})",
+                self.bucket_cap_mb
+            )));
+        }
+        let bucket_cap_bytes = (self.bucket_cap_mb * 1024.0 * 1024.0).round() as usize;
         // sync_bn: every rank computes every BatchNorm together, so none may sit a batch out.
         let sync = reducer_collective(self.sync_bn && world > 1, self.reducer.as_deref())?;
         let last = train.len() % batch_size;
@@ -436,7 +467,16 @@ impl<'m> Trainer<'m> {
         }
 
         let started = Instant::now();
-        let mut history = History { epochs: vec![], outcome: Outcome::Completed, state, skipped: 0, reduced_bytes: 0 };
+        let mut history = History {
+            epochs: vec![],
+            outcome: Outcome::Completed,
+            state,
+            skipped: 0,
+            reduced_bytes: 0,
+            reduced_buckets: 0,
+            reduce_wait: std::time::Duration::ZERO,
+            reduced_steps: 0,
+        };
         for epoch in epoch0..self.epochs {
             let t0 = Instant::now();
             let skip = if epoch == epoch0 { batch0 } else { 0 };
@@ -481,7 +521,11 @@ impl<'m> Trainer<'m> {
                                 micro_batch_ranges(batch_len, parts).iter().map(|r| r.len()).collect();
                             let (coeffs, divisor) = coefficients(&sizes);
                             let mut acc = Accumulator::default();
-                            let mut local = None;
+                            // Data-parallel: this rank's gradient goes out in buckets while its
+                            // backward still runs (crate::parallel::BucketedReduction).
+                            let plan = BucketPlan::new(&params, bucket_cap_bytes);
+                            let mut buckets =
+                                reducer.as_deref().map(|r| BucketedReduction::new(&plan, &params, r, &sizes));
                             // Per micro-batch: mean loss, correct count (-1: not a classifier).
                             let mut stats = vec![(f64::NAN, -1.0); parts];
                             let mut last = None;
@@ -499,31 +543,38 @@ impl<'m> Trainer<'m> {
                                 let y = layout.labels(&batch.y)?;
                                 let output = model.forward(&input)?;
                                 let loss = loss_fn.loss(&output, &y)?;
-                                loss.backward()?;
-                                stats[k] = (loss.item()?, count_correct(&output, &y)?.map_or(-1.0, |c| c as f64));
-                                let g = GradBuffer::read(&params)?;
-                                if reducer.is_some() {
-                                    local = Some(g);
-                                } else {
-                                    acc.add(&g, coeffs[k]);
+                                match buckets.as_mut() {
+                                    Some(b) => loss.backward_with_hook(|leaf| b.grad_ready(leaf))?,
+                                    None => {
+                                        loss.backward()?;
+                                        acc.add(&GradBuffer::read(&params)?, coeffs[k]);
+                                    }
                                 }
+                                stats[k] = (loss.item()?, count_correct(&output, &y)?.map_or(-1.0, |c| c as f64));
                                 last = Some((input, y));
                             }
-                            let combined = match reducer.as_mut() {
-                                Some(r) => {
-                                    let mut g = local.unwrap_or_else(|| GradBuffer::zeros(&params));
-                                    history.reduced_bytes = r.reduce(&mut g, &sizes)?;
+                            // The rest of the buckets (all of them on a rank whose micro-batch
+                            // is empty: its gradients read as zeros), waited for; the combined
+                            // gradients are then in the parameters.
+                            let waiting = std::time::Instant::now();
+                            let reduced = buckets.map(BucketedReduction::finish).transpose()?;
+                            match (reduced, reducer.as_mut()) {
+                                (Some(bytes), Some(r)) => {
+                                    history.reduced_bytes = bytes;
+                                    history.reduced_buckets = plan.buckets().len();
+                                    history.reduce_wait += waiting.elapsed();
+                                    history.reduced_steps += 1;
                                     // Every rank's loss and count.
                                     let (ml, mc) = stats[rank];
                                     let all = r.all_gather(&[ml, mc])?;
                                     for (k, s) in all.chunks(2).enumerate() {
                                         stats[k] = (s[0], s[1]);
                                     }
-                                    g
                                 }
-                                None => acc.finish(divisor).unwrap_or_else(|| GradBuffer::zeros(&params)),
-                            };
-                            combined.write(&params)?;
+                                _ => {
+                                    acc.finish(divisor).unwrap_or_else(|| GradBuffer::zeros(&params)).write(&params)?
+                                }
+                            }
                             if shifting && let Some(at) = streams_at(&streams, parts as u64) {
                                 model.load_extra_state(&at)?;
                             }

@@ -7,7 +7,7 @@
 use std::rc::Rc;
 use std::sync::{Arc, Barrier, Mutex};
 use strata_core::Collective;
-use strata_train::parallel::{GradBuffer, GradientReducer, coefficients, combine_in_order};
+use strata_train::parallel::{GradBuffer, GradientReducer, PendingReduction, Reduced, coefficients, combine_in_order};
 use strata_train::prelude::*;
 
 /// The first `n` training images of the embedded MNIST subset, normalised.
@@ -152,6 +152,10 @@ fn accumulation_options_out_of_range_are_clear_errors() {
     assert!(e.contains("accumulate = 0"), "{e}");
     let e = Trainer::new(&model, sgd(&model)).batch_size(4).accumulate(5).fit(&train, None).unwrap_err().to_string();
     assert!(e.contains("5 micro-batches") && e.contains("batch_size of at least 5"), "{e}");
+    for bad in [-1.0, f64::NAN, f64::INFINITY] {
+        let e = Trainer::new(&model, sgd(&model)).bucket_cap_mb(bad).fit(&train, None).unwrap_err().to_string();
+        assert!(e.contains("bucket_cap_mb") && e.contains("0 or more"), "{e}");
+    }
 }
 
 /// What the processes of a data-parallel run share, here between threads.
@@ -212,7 +216,11 @@ impl GradientReducer for ThreadReducer {
     fn world_size(&self) -> usize {
         self.shared.grads.lock().unwrap().len()
     }
-    fn reduce(&mut self, local: &mut GradBuffer, sizes: &[usize]) -> strata_train::Result<usize> {
+    fn start_bucket(
+        &self,
+        mut local: GradBuffer,
+        sizes: &[usize],
+    ) -> strata_train::Result<Box<dyn PendingReduction + '_>> {
         self.shared.grads.lock().unwrap()[self.rank] = local.clone();
         self.shared.barrier.wait();
         {
@@ -224,7 +232,8 @@ impl GradientReducer for ThreadReducer {
             combine_in_order(&p64, &c, d, &mut local.f64);
         }
         self.shared.barrier.wait();
-        Ok(local.bytes() * 2)
+        let bytes = local.bytes() * 2;
+        Ok(Box::new(Reduced(local, bytes)))
     }
     fn all_gather(&mut self, values: &[f64]) -> strata_train::Result<Vec<f64>> {
         Ok(self.shared.gather(self.rank, values))
@@ -237,6 +246,16 @@ impl GradientReducer for ThreadReducer {
 /// `world` ranks in threads, each training its model of `models` on `train` (batch 64, seed 3,
 /// one epoch) with `sync_bn` or without.
 fn fit_ranks(models: &[Sequential], train: &Dataset, sync_bn: bool) -> Vec<strata_train::Result<History>> {
+    fit_ranks_bucketed(models, train, sync_bn, strata_train::parallel::DEFAULT_BUCKET_CAP_MB)
+}
+
+/// [`fit_ranks`] with gradient buckets of `bucket_cap_mb`.
+fn fit_ranks_bucketed(
+    models: &[Sequential],
+    train: &Dataset,
+    sync_bn: bool,
+    bucket_cap_mb: f64,
+) -> Vec<strata_train::Result<History>> {
     let shared = Shared::new(models.len());
     std::thread::scope(|s| {
         let handles: Vec<_> = models
@@ -250,6 +269,7 @@ fn fit_ranks(models: &[Sequential], train: &Dataset, sync_bn: bool) -> Vec<strat
                         .batch_size(64)
                         .seed(3)
                         .sync_bn(sync_bn)
+                        .bucket_cap_mb(bucket_cap_mb)
                         .distributed(Box::new(reducer))
                         .fit(train, None)
                 })
@@ -296,7 +316,8 @@ fn sync_bn_ranks_follow_the_plain_run() {
     Trainer::new(&plain, sgd(&plain)).epochs(1).batch_size(64).seed(3).fit(&train, None).unwrap();
     for world in [2, 3] {
         let synced: Vec<Sequential> = (0..world).map(|_| bn_nn(1)).collect();
-        for h in fit_ranks(&synced, &train, true) {
+        // Small buckets: fc2's starts inside backward, between the BatchNorm's own collectives.
+        for h in fit_ranks_bucketed(&synced, &train, true, 0.001) {
             h.unwrap();
         }
         let own: Vec<Sequential> = (0..world).map(|_| bn_nn(1)).collect();
@@ -328,13 +349,23 @@ fn sync_bn_ranks_follow_the_plain_run() {
 #[test]
 fn ranks_in_threads_end_bit_identical_to_accumulation() {
     let train = data(650);
-    for (world, build) in [(2, simple_nn as fn(u64) -> Sequential), (3, simple_nn), (3, dropout_nn)] {
+    // Bucket sizes (MiB): the default (one bucket for this 100 KB model), one bucket per layer
+    // (fc2's 1.3 KB, then fc1's), one per parameter, and one after backward.
+    let cases = [
+        (2, simple_nn as fn(u64) -> Sequential, strata_train::parallel::DEFAULT_BUCKET_CAP_MB),
+        (2, simple_nn, 0.001),
+        (3, simple_nn, 1e-9),
+        (3, simple_nn, 0.0),
+        (3, dropout_nn, 0.001),
+    ];
+    for (world, build, cap) in cases {
         let single = build(1);
         fit(&single, &train, world);
         let models: Vec<Sequential> = (0..world).map(|_| build(1)).collect();
-        let histories: Vec<History> = fit_ranks(&models, &train, false).into_iter().map(|h| h.unwrap()).collect();
+        let histories: Vec<History> =
+            fit_ranks_bucketed(&models, &train, false, cap).into_iter().map(|h| h.unwrap()).collect();
         for (rank, m) in models.iter().enumerate() {
-            assert_eq!(params(m), params(&single), "{world} ranks: rank {rank}");
+            assert_eq!(params(m), params(&single), "{world} ranks, buckets of {cap} MiB: rank {rank}");
             // Dropout's stream stands where one process's does: checkpoints do not depend on N.
             assert_eq!(m.extra_state(), single.extra_state(), "{world} ranks: rank {rank}");
         }

@@ -64,6 +64,10 @@ pub struct TrainArgs {
     /// (PyTorch's SyncBatchNorm) rather than each process's own.
     #[arg(long)]
     pub(super) sync_bn: bool,
+    /// training.bucket_cap_mb: under mpirun, the size of the gradient buckets exchanged while
+    /// backward runs (PyTorch DDP's bucket_cap_mb; 0: one bucket after backward).
+    #[arg(long, value_name = "MIB")]
+    pub(super) bucket_cap_mb: Option<f64>,
     /// training.precision: bf16 for mixed precision (bf16 matrix products, f32 accumulation and
     /// master weights, as torch.autocast on the CPU), f32 by default.
     #[arg(long, value_name = "f32|bf16")]
@@ -162,6 +166,9 @@ pub(super) fn overrides(args: &TrainArgs) -> Result<Vec<(String, String)>> {
     }
     if args.sync_bn {
         push("training.sync_bn", "true".into());
+    }
+    if let Some(c) = args.bucket_cap_mb {
+        push("training.bucket_cap_mb", toml_float(c));
     }
     if let Some(p) = &args.precision {
         push("training.precision", toml::Value::String(p.clone()).to_string());

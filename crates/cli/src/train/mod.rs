@@ -145,6 +145,7 @@ fn run_in(args: &TrainArgs, world: Option<&dist::World>) -> Result<Verdict> {
         .log_every(t.log_every)
         .accumulate(t.accumulate)
         .sync_bn(t.sync_bn)
+        .bucket_cap_mb(t.bucket_cap_mb.unwrap_or(strata_train::parallel::DEFAULT_BUCKET_CAP_MB))
         .precision(Precision::parse(&t.precision).expect("validated"))
         .on_divergence(if t.on_divergence == "skip" { OnDivergence::Skip } else { OnDivergence::Stop })
         .resume(&start);
@@ -212,10 +213,18 @@ fn run_in(args: &TrainArgs, world: Option<&dist::World>) -> Result<Verdict> {
     if let Some(w) = world {
         let params: usize = model.parameters().iter().map(|p| p.numel() * p.dtype().size_in_bytes()).sum();
         logger.note(&format!(
-            "reduced {} bytes of gradients per step over {} processes: each sent and received {} bytes per step",
+            "reduced {} bytes of gradients per step over {} processes, {}: each process sent and received {} bytes per step, and rank 0 waited {:.3} ms per step after its backward (for the exchange and for slower ranks)",
             group_digits(params),
             dist::place(w).1,
-            group_digits(history.reduced_bytes)
+            match history.reduced_buckets {
+                1 => "in one bucket after backward".to_string(),
+                n => format!(
+                    "in {n} buckets of about {} MiB, each sent as soon as backward had finished it",
+                    t.bucket_cap_mb.unwrap_or(strata_train::parallel::DEFAULT_BUCKET_CAP_MB)
+                ),
+            },
+            group_digits(history.reduced_bytes),
+            history.reduce_wait.as_secs_f64() * 1e3 / history.reduced_steps.max(1) as f64
         ));
     }
     // The epoch the interruption came in (1-based): after an epoch's last batch, that epoch.

@@ -108,6 +108,8 @@ pub(super) fn fixed_on_resume(key: &str, base: &RunConfig) -> Option<String> {
         "training.accumulate",
         // Where BatchNorm's statistics come from changes no state's shape (as the processes).
         "training.sync_bn",
+        // Buckets change how the gradient travels, not its value.
+        "training.bucket_cap_mb",
         // Checkpoints are f32 whatever the products' precision: a run may switch either way.
         "training.precision",
         // Checkpoints hold host data: a run resumes on any device (f32 results agree to rounding).
@@ -185,6 +187,7 @@ pub(super) fn flag_of(key: &str) -> String {
         "training.device_map" => "--device-map",
         "training.accumulate" => "--accumulate",
         "training.sync_bn" => "--sync-bn",
+        "training.bucket_cap_mb" => "--bucket-cap-mb",
         "training.precision" => "--precision",
         "data.source" | "data.path" => "--data",
         _ => return format!("--set {key}=…"),

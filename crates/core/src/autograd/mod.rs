@@ -140,41 +140,83 @@ impl Tensor {
     /// Computes the gradient of this one-element tensor with respect to every leaf that requires
     /// grad, adding it into their `.grad()`. The graph's saved values are freed afterwards.
     pub fn backward(&self) -> Result<()> {
+        self.backward_with_hook(|_| {})
+    }
+
+    /// [`Tensor::backward`] that calls `on_grad_ready(leaf)` for each leaf as soon as its
+    /// gradient for this backward is final — after the last op that uses the leaf has added its
+    /// share, while the ops nearer the inputs still run (PyTorch's
+    /// `register_post_accumulate_grad_hook`, for every leaf at once). Data-parallel training
+    /// starts sending a layer's gradient from here, overlapping the exchange with the rest of
+    /// backward.
+    ///
+    /// Each leaf the graph reaches is reported exactly once, in the order backward finishes them
+    /// (the output side's layers first); `leaf` is the parameter itself (the same
+    /// [`Tensor::id`] as the handle the caller holds), its `.grad()` already complete. A leaf
+    /// whose ops all received no gradient is reported too, with whatever gradient it held.
+    pub fn backward_with_hook(&self, mut on_grad_ready: impl FnMut(&Tensor)) -> Result<()> {
         if self.numel() != 1 {
             return Err(Error::BackwardNonScalar { shape: self.shape().clone() });
         }
         match self.grad_fn() {
-            Some(node) => run_backward(node, self.ones_like()?),
-            None if self.is_leaf_requiring_grad() => self.accumulate_grad(&self.ones_like()?),
+            Some(node) => run_backward(node, self.ones_like()?, &mut on_grad_ready),
+            None if self.is_leaf_requiring_grad() => {
+                self.accumulate_grad(&self.ones_like()?)?;
+                on_grad_ready(self);
+                Ok(())
+            }
             None => Err(Error::NoGradRequired),
         }
     }
 }
 
-/// Runs backpropagation from `root` (a one-element tensor) with upstream gradient `seed`.
-pub(crate) fn run_backward(root: &Arc<Node>, seed: Tensor) -> Result<()> {
+/// Runs backpropagation from `root` (a one-element tensor) with upstream gradient `seed`, calling
+/// `on_ready` for each leaf once no op left to run can add to its gradient.
+pub(crate) fn run_backward(root: &Arc<Node>, seed: Tensor, on_ready: &mut dyn FnMut(&Tensor)) -> Result<()> {
     let _guard = NoGradGuard::new();
     let order = topological_order(root);
+    // Per leaf (by id): the edges from nodes not yet run. A node adds to its leaves inside its
+    // closure (kernels that write a weight gradient in place) or right after it, so a leaf is
+    // final when its count reaches zero after a node.
+    let mut uses: HashMap<u64, usize> = HashMap::new();
+    for node in &order {
+        for edge in node.inputs.iter().flatten() {
+            if let Edge::Leaf(t) = edge {
+                *uses.entry(t.id()).or_default() += 1;
+            }
+        }
+    }
     let mut pending: HashMap<u64, Tensor> = HashMap::new();
     pending.insert(root.id, seed);
     for node in order.iter().rev() {
-        let Some(grad) = pending.remove(&node.id) else { continue };
-        let backward = node.backward.lock().map_err(|_| Error::GraphFreed)?.take().ok_or(Error::GraphFreed)?;
-        // Under the precision of its forward (see `autocast`), wherever backward is called.
-        let input_grads = crate::autocast::with_precision(node.precision, || backward(&grad))?;
-        drop(grad);
-        for (edge, g) in node.inputs.iter().zip(input_grads) {
-            let (Some(edge), Some(g)) = (edge, g) else { continue };
-            match edge {
-                Edge::Leaf(t) => t.accumulate_grad(&g)?,
-                Edge::Node(n) => match pending.remove(&n.id) {
-                    Some(acc) => {
-                        pending.insert(n.id, acc.accumulate(&g)?);
-                    }
-                    None => {
-                        pending.insert(n.id, g);
-                    }
-                },
+        if let Some(grad) = pending.remove(&node.id) {
+            let backward = node.backward.lock().map_err(|_| Error::GraphFreed)?.take().ok_or(Error::GraphFreed)?;
+            // Under the precision of its forward (see `autocast`), wherever backward is called.
+            let input_grads = crate::autocast::with_precision(node.precision, || backward(&grad))?;
+            drop(grad);
+            for (edge, g) in node.inputs.iter().zip(input_grads) {
+                let (Some(edge), Some(g)) = (edge, g) else { continue };
+                match edge {
+                    Edge::Leaf(t) => t.accumulate_grad(&g)?,
+                    Edge::Node(n) => match pending.remove(&n.id) {
+                        Some(acc) => {
+                            pending.insert(n.id, acc.accumulate(&g)?);
+                        }
+                        None => {
+                            pending.insert(n.id, g);
+                        }
+                    },
+                }
+            }
+        }
+        for edge in node.inputs.iter().flatten() {
+            if let Edge::Leaf(t) = edge
+                && let Some(left) = uses.get_mut(&t.id())
+            {
+                *left -= 1;
+                if *left == 0 {
+                    on_ready(t);
+                }
             }
         }
     }

@@ -121,3 +121,78 @@ fn a_leaf_made_from_a_view_takes_in_place_updates() {
     assert_eq!(p.to_vec::<f32>().unwrap(), [4.0, 5.0]);
     assert_eq!(big.to_vec::<f32>().unwrap(), [1.0, 2.0, 3.0, 4.0]);
 }
+
+/// The gradients of `leaves` as f64 vectors.
+fn grads(leaves: &[&Tensor]) -> Vec<Vec<f64>> {
+    leaves.iter().map(|t| t.grad().unwrap().to_vec::<f64>().unwrap()).collect()
+}
+
+#[test]
+fn the_hook_reports_each_leaf_once_with_its_final_gradient_output_side_first() {
+    // x: [3, 4] → Linear(w1, b1) → ReLU → Linear(w2, b2) → Linear(w1ᵀ-shaped w3 = w2 reused)…:
+    // w2 is used by two layers, so it is final only after the earlier one; x is a leaf too.
+    let mut rng = Generator::new(7);
+    let x = randn64(&[3, 4], &mut rng).requires_grad_().unwrap();
+    let w1 = randn64(&[5, 4], &mut rng).requires_grad_().unwrap();
+    let b1 = randn64(&[5], &mut rng).requires_grad_().unwrap();
+    let w2 = randn64(&[5, 5], &mut rng).requires_grad_().unwrap();
+    let b2 = randn64(&[5], &mut rng).requires_grad_().unwrap();
+    let unused = randn64(&[2], &mut rng).requires_grad_().unwrap();
+    let h = linear(&x, &w1, Some(&b1)).unwrap().relu().unwrap();
+    let h = linear(&h, &w2, None).unwrap();
+    let out = linear(&h, &w2, Some(&b2)).unwrap().mul(&h).unwrap().sum_all().unwrap();
+    let mut seen: Vec<(u64, Vec<f64>)> = vec![];
+    out.backward_with_hook(|leaf| seen.push((leaf.id(), leaf.grad().unwrap().to_vec::<f64>().unwrap()))).unwrap();
+    let leaves = [&b2, &w2, &b1, &w1, &x];
+    // Every leaf the graph reaches, once; the unused one never.
+    let mut ids: Vec<u64> = seen.iter().map(|(id, _)| *id).collect();
+    ids.sort();
+    let mut want: Vec<u64> = leaves.iter().map(|t| t.id()).collect();
+    want.sort();
+    assert_eq!(ids, want);
+    assert!(!ids.contains(&unused.id()));
+    // At report time the gradient is already the final one.
+    let finals = grads(&leaves);
+    for (leaf, g) in leaves.iter().zip(&finals) {
+        let at_report = &seen.iter().find(|(id, _)| *id == leaf.id()).unwrap().1;
+        assert_eq!(at_report, g);
+    }
+    // The output side first: b2 before w1, b1 and x; w2 (also used by the middle layer) after b2.
+    let pos = |t: &Tensor| seen.iter().position(|(id, _)| *id == t.id()).unwrap();
+    assert!(pos(&b2) < pos(&w2) && pos(&b2) < pos(&w1) && pos(&w2) < pos(&w1), "{:?}", ids);
+    // The same gradients as a plain backward.
+    for t in leaves {
+        t.zero_grad().unwrap();
+    }
+    let h = linear(&x, &w1, Some(&b1)).unwrap().relu().unwrap();
+    let h = linear(&h, &w2, None).unwrap();
+    linear(&h, &w2, Some(&b2)).unwrap().mul(&h).unwrap().sum_all().unwrap().backward().unwrap();
+    assert_eq!(grads(&leaves), finals);
+}
+
+#[test]
+fn the_hook_sees_a_leaf_root_and_f32_linear_weights_written_in_place() {
+    let a = Tensor::from_vec(vec![2.0f64], &[1]).unwrap().requires_grad_().unwrap();
+    let mut n = 0;
+    a.backward_with_hook(|leaf| {
+        assert!(leaf.same(&a));
+        n += 1;
+    })
+    .unwrap();
+    assert_eq!(n, 1);
+    // f32 Linear's backward writes the weight gradient into its buffer inside the closure.
+    let mut rng = Generator::new(3);
+    let x = Tensor::randn(&[8, 16], 0.0, 1.0, DType::F32, &mut rng).unwrap();
+    let w = Tensor::randn(&[4, 16], 0.0, 1.0, DType::F32, &mut rng).unwrap().requires_grad_().unwrap();
+    let b = Tensor::randn(&[4], 0.0, 1.0, DType::F32, &mut rng).unwrap().requires_grad_().unwrap();
+    let mut at_report = vec![];
+    linear(&x, &w, Some(&b))
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward_with_hook(|leaf| at_report.push(leaf.grad().unwrap().to_vec::<f32>().unwrap()))
+        .unwrap();
+    assert_eq!(at_report.len(), 2);
+    assert!(at_report.contains(&w.grad().unwrap().to_vec::<f32>().unwrap()));
+    assert!(at_report.contains(&b.grad().unwrap().to_vec::<f32>().unwrap()));
+}

@@ -4,23 +4,30 @@
 //!
 //! **The reduction, in a fixed order.** `MPI_Allreduce` may add the ranks' values in any order
 //! (and does, by message size and topology), so it cannot promise the same bits as one process.
-//! [`MpiReducer::reduce`] is an all-reduce built from two collectives whose results do not
+//! [`MpiReducer`] all-reduces each gradient bucket with two collectives whose results do not
 //! depend on an order of additions:
 //!
-//! 1. the gradient (E elements) is cut into `N` chunks ([`crate::parallel::micro_batch_ranges`]
-//!    of E), and `MPI_Alltoallv` sends chunk `r` of every rank to rank `r`;
-//! 2. rank `r` combines the `N` copies of its chunk with [`combine_in_order`], rank 0 first;
-//! 3. `MPI_Allgatherv` gives every rank every combined chunk.
+//! 1. the bucket (E elements) is cut into `N` chunks ([`crate::parallel::micro_batch_ranges`]
+//!    of E), and `MPI_Ialltoallv` sends chunk `r` of every rank to rank `r`;
+//! 2. rank `r` combines the `N` copies of its chunk with
+//!    [`combine_in_order`](crate::parallel::combine_in_order), rank 0 first;
+//! 3. `MPI_Iallgatherv` gives every rank every combined chunk.
 //!
 //! Each element is thus summed exactly as gradient accumulation sums it. Each rank sends and
 //! receives `2·E·(N−1)/N` elements per step: a ring all-reduce's volume, though in `N − 1`
-//! messages per collective rather than a ring's pipelined ones.
+//! messages per collective rather than a ring's pipelined ones. The collectives are
+//! non-blocking (`exchange.rs`): a bucket is started from backward's hook, advanced each time
+//! backward finishes another parameter, and waited for after backward
+//! ([`crate::parallel::BucketedReduction`]).
+
+mod exchange;
 
 use crate::error::{Error, Result};
-use crate::parallel::{GradBuffer, GradientReducer, coefficients, combine_in_order, micro_batch_ranges};
-use mpi::datatype::{Partition, PartitionMut};
+use crate::parallel::{GradBuffer, GradientReducer, PendingReduction};
+use exchange::Exchange;
+use mpi::raw::AsRaw;
 use mpi::topology::SimpleCommunicator;
-use mpi::traits::{Communicator, CommunicatorCollectives, Equivalence};
+use mpi::traits::{Communicator, CommunicatorCollectives};
 use std::rc::Rc;
 use strata_core::Collective;
 
@@ -64,7 +71,7 @@ impl Mpi {
 
     /// The reducer for [`crate::Trainer::distributed`].
     pub fn reducer(&self) -> MpiReducer {
-        MpiReducer { world: self.world.duplicate() }
+        MpiReducer { world: self.world.duplicate(), gathers: self.world.duplicate() }
     }
 
     /// Refuses to go on when the ranks disagree on `hash` (of the run's config and data): every
@@ -96,57 +103,33 @@ impl Mpi {
 
 /// The [`GradientReducer`] over an MPI communicator (see the module docs for the algorithm).
 pub struct MpiReducer {
+    /// The buckets' scatters (started in bucket order, from backward's hook), and the step's
+    /// other collectives.
     world: SimpleCommunicator,
+    /// The buckets' gathers, started as each scatter completes: in bucket order too, but
+    /// interleaved with the scatters differently on each rank, hence a communicator of their own.
+    gathers: SimpleCommunicator,
 }
 
-impl MpiReducer {
-    /// The fixed-order all-reduce of one element type's buffer; returns the bytes sent and
-    /// received.
-    fn reduce_typed<T>(&self, local: &mut [T], sizes: &[usize]) -> Result<usize>
-    where
-        T: crate::parallel::Float + Equivalence + Default,
-    {
-        let (n, rank) = (self.world_size(), self.rank());
-        if local.is_empty() || n == 1 {
-            if n == 1 {
-                let (c, d) = coefficients(sizes);
-                let copy = local.to_vec();
-                combine_in_order(&[Some(&copy[..])], &c, d, local);
-            }
-            return Ok(0);
-        }
-        let chunks = micro_batch_ranges(local.len(), n);
-        let count = |v: usize| {
-            i32::try_from(v).map_err(|_| {
-                Error::InvalidOption(format!("a gradient chunk of {v} elements is beyond MPI's 32-bit counts"))
-            })
-        };
-        let counts: Vec<i32> = chunks.iter().map(|r| count(r.len())).collect::<Result<_>>()?;
-        let displs: Vec<i32> = chunks.iter().map(|r| count(r.start)).collect::<Result<_>>()?;
-        let mine = chunks[rank].len();
-        // 1. Chunk r of every rank to rank r: recv holds rank 0's copy of my chunk, rank 1's, …
-        let mut recv = vec![T::default(); mine * n];
-        let recv_counts = vec![count(mine)?; n];
-        let recv_displs: Vec<i32> = (0..n).map(|k| count(k * mine)).collect::<Result<_>>()?;
-        {
-            let send = Partition::new(&local[..], &counts[..], &displs[..]);
-            let mut into = PartitionMut::new(&mut recv[..], &recv_counts[..], &recv_displs[..]);
-            self.world.all_to_all_varcount_into(&send, &mut into);
-        }
-        // 2. My chunk combined, rank 0 first.
-        let (c, d) = coefficients(sizes);
-        let parts: Vec<Option<&[T]>> =
-            (0..n).map(|k| (sizes[k] > 0).then(|| &recv[k * mine..(k + 1) * mine])).collect();
-        let mut combined = vec![T::default(); mine];
-        combine_in_order(&parts, &c, d, &mut combined);
-        // 3. Every combined chunk to every rank.
-        {
-            let mut into = PartitionMut::new(&mut local[..], &counts[..], &displs[..]);
-            self.world.all_gather_varcount_into(&combined[..], &mut into);
-        }
-        let elem = std::mem::size_of::<T>();
-        // Sent and received: all but my chunk out and N − 1 copies of it in, then the reverse.
-        Ok(2 * elem * ((local.len() - mine) + (n - 1) * mine))
+/// A bucket in flight over MPI: its f32 and its f64 gradients, each an [`Exchange`]; borrows the
+/// reducer, whose communicator the requests use.
+struct MpiPending<'a> {
+    f32: Exchange<f32>,
+    f64: Exchange<f64>,
+    _comm: std::marker::PhantomData<&'a MpiReducer>,
+}
+
+impl PendingReduction for MpiPending<'_> {
+    fn test(&mut self) -> Result<bool> {
+        // The f64 part only once the f32 part is done: its gather is then started after the f32
+        // part's on every rank (collectives on a communicator must start in the same order).
+        Ok(self.f32.test() && self.f64.test())
+    }
+
+    fn wait(self: Box<Self>) -> Result<(GradBuffer, usize)> {
+        let MpiPending { f32, f64, .. } = *self;
+        let ((f32, b32), (f64, b64)) = (f32.wait(), f64.wait());
+        Ok((GradBuffer { f32, f64 }, b32 + b64))
     }
 }
 
@@ -159,15 +142,17 @@ impl GradientReducer for MpiReducer {
         self.world.size() as usize
     }
 
-    fn reduce(&mut self, local: &mut GradBuffer, sizes: &[usize]) -> Result<usize> {
-        if sizes.len() != self.world_size() {
-            return Err(Error::InvalidOption(format!(
-                "{} micro-batch sizes for {} processes",
-                sizes.len(),
-                self.world_size()
-            )));
+    fn start_bucket(&self, local: GradBuffer, sizes: &[usize]) -> Result<Box<dyn PendingReduction + '_>> {
+        let (rank, n) = (self.rank(), self.world_size());
+        if sizes.len() != n {
+            return Err(Error::InvalidOption(format!("{} micro-batch sizes for {n} processes", sizes.len())));
         }
-        Ok(self.reduce_typed(&mut local.f32, sizes)? + self.reduce_typed(&mut local.f64, sizes)?)
+        let comms = (self.world.as_raw(), self.gathers.as_raw());
+        Ok(Box::new(MpiPending {
+            f32: Exchange::start(comms, rank, n, local.f32, sizes)?,
+            f64: Exchange::start(comms, rank, n, local.f64, sizes)?,
+            _comm: std::marker::PhantomData,
+        }))
     }
 
     fn all_gather(&mut self, values: &[f64]) -> Result<Vec<f64>> {

@@ -24,6 +24,9 @@ use crate::error::Result;
 use std::rc::Rc;
 use strata_core::{Collective, DType, Tensor};
 
+mod buckets;
+pub use buckets::{BucketPlan, BucketedReduction, DEFAULT_BUCKET_CAP_MB};
+
 /// The sizes of the `parts` micro-batches a batch of `batch` samples is cut into, in order: the
 /// first `batch % parts` get one sample more (see the module docs).
 ///
@@ -211,13 +214,43 @@ impl Accumulator {
     }
 }
 
+/// A reduction under way, from [`GradientReducer::start_bucket`]: a transport that exchanges in
+/// the background returns one still in flight; a blocking one returns [`Reduced`].
+pub trait PendingReduction {
+    /// Lets the exchange advance without waiting for it (a non-blocking transport moves its
+    /// messages only inside its own calls); `true` once it is complete. The trainer tests and
+    /// waits for buckets in the order it started them, never a bucket before an earlier one that
+    /// is still incomplete, so a transport may start a bucket's later phases from here and rely on
+    /// every rank starting them in the same order.
+    fn test(&mut self) -> Result<bool>;
+
+    /// Waits for the exchange: the combined gradient and the bytes this rank sent and received.
+    fn wait(self: Box<Self>) -> Result<(GradBuffer, usize)>;
+}
+
+/// A [`PendingReduction`] that is already complete: the combined gradient and the bytes moved.
+#[derive(Debug)]
+pub struct Reduced(pub GradBuffer, pub usize);
+
+impl PendingReduction for Reduced {
+    fn test(&mut self) -> Result<bool> {
+        Ok(true)
+    }
+
+    fn wait(self: Box<Self>) -> Result<(GradBuffer, usize)> {
+        Ok((self.0, self.1))
+    }
+}
+
 /// How the gradients of a data-parallel run's processes are combined: the trainer's only view of
 /// the transport (MPI in `strata_train::distributed`, behind the `mpi` feature; anything else
 /// that can move bytes between processes).
 ///
 /// Every process calls each method the same number of times in the same order (they are
-/// collective). Implementations must give every process the result of [`combine_in_order`] over
-/// the processes' buffers in rank order; the order of additions is part of the contract.
+/// collective; the trainer starts buckets in the same order on every rank). Implementations must
+/// give every process the result of [`combine_in_order`] over the processes' buffers in rank
+/// order; the order of additions is part of the contract. Since that combination is element by
+/// element, reducing a gradient in buckets gives the same bits as reducing it whole.
 pub trait GradientReducer {
     /// This process's rank, `0..world_size()`.
     fn rank(&self) -> usize;
@@ -225,11 +258,20 @@ pub trait GradientReducer {
     /// The number of processes.
     fn world_size(&self) -> usize;
 
-    /// On entry `local` holds this rank's micro-batch gradient (zeros when its micro-batch is
-    /// empty); on return every rank's `local` holds the combined gradient of all ranks' in rank
-    /// order, with the micro-batch `sizes` (one per rank) weighting them as
-    /// [`coefficients`] says. Returns the bytes this rank sent and received.
-    fn reduce(&mut self, local: &mut GradBuffer, sizes: &[usize]) -> Result<usize>;
+    /// Starts combining one bucket of the gradient: `local` is this rank's part (zeros when its
+    /// micro-batch is empty), the same parameters on every rank; the result, once waited for, is
+    /// the combination of every rank's in rank order, with the micro-batch `sizes` (one per
+    /// rank) weighting them as [`coefficients`] says. Several buckets may be in flight at once;
+    /// the trainer starts them while backward still runs ([`BucketedReduction`]).
+    fn start_bucket(&self, local: GradBuffer, sizes: &[usize]) -> Result<Box<dyn PendingReduction + '_>>;
+
+    /// [`GradientReducer::start_bucket`] for a whole gradient, waited for: on return `local`
+    /// holds the combined gradient. Returns the bytes this rank sent and received.
+    fn reduce(&mut self, local: &mut GradBuffer, sizes: &[usize]) -> Result<usize> {
+        let (combined, bytes) = self.start_bucket(std::mem::take(local), sizes)?.wait()?;
+        *local = combined;
+        Ok(bytes)
+    }
 
     /// Every rank's `values` (the same length on every rank), concatenated in rank order, on
     /// every rank: the step's losses and counts, stop decisions.
