@@ -48,13 +48,26 @@ pub(super) trait Kernel {
     /// # Safety
     /// As `pack_a`.
     unsafe fn pack_b(v: MatRef<f32>, cols: (usize, usize, usize), depth: (usize, usize, usize), out: &mut Vec<u32>);
-    /// The tile's sums over `kc` steps of a packed A micro-panel (`MR·kc`) and B micro-panel
-    /// (`kc·NR`).
+    /// Whether B's f32 values are already what `pack_b` would store (f32 itself, as its
+    /// bits), so that a B whose rows are contiguous can be read in place ([`run`]'s direct path).
+    const B_IN_PLACE: bool;
+    /// The tile's sums over `kc` steps of a packed A micro-panel (`MR·kc`) and a B micro-panel
+    /// at `b`: step p's `NR` values at `b + p·b_rs`, of which only the first `cols` are read
+    /// (the rest count as zeros).
     ///
     /// # Safety
-    /// As `pack_a`; `a` and `b` hold at least those lengths.
-    unsafe fn tile(kc: usize, a: &[u32], b: &[u32]) -> Tile;
+    /// As `pack_a`; `a` holds `MR·kc` values; `b + p·b_rs .. + cols` is readable for p < kc.
+    unsafe fn tile(kc: usize, a: &[u32], b: *const u32, b_rs: usize, cols: usize) -> Tile;
 }
+
+/// The most rows of A for which [`run`] reads a row-major B in place instead of packing it (f32),
+/// when the whole depth is one block (`k ≤ KC`): every B value is then used by at most `MC`
+/// rows, read once from memory into L1 where packing would first copy it. Winograd's products
+/// (`O × tiles × C`, O and C the channels) are such: packing B was ~7% of a W5 step, and
+/// reading it in place took W5 (f32, 2 threads) from ~665 to ~750 samples/s. A deeper B (W4's
+/// 2048-deep weights) is packed still: read in place, each step of a panel is another page,
+/// and W4 lost ~5%.
+const DIRECT_B_MAX_M: usize = MC;
 
 thread_local! {
     /// Packing buffers (A block, B block), reused across calls on this thread.
@@ -128,7 +141,15 @@ pub(super) unsafe fn run<K: Kernel + 'static>(
             let nc = NC.min(n - jc);
             for pc in (0..steps).step_by(KC) {
                 let kc = KC.min(steps - pc);
+                // B in place (no packing): its row pc + p, columns jc.., from `direct`.
+                let direct = match rhs {
+                    Rhs::View(v) if K::B_IN_PLACE && v.cs == 1 && m <= DIRECT_B_MAX_M && steps <= KC => {
+                        Some((v.data.as_ptr().wrapping_add(v.offset + pc * v.rs + jc).cast::<u32>(), v.rs))
+                    }
+                    _ => None,
+                };
                 let b_block: &[u32] = match rhs {
+                    Rhs::View(_) if direct.is_some() => &[],
                     Rhs::View(v) => {
                         // B read as its transpose: row i of Bᵀ is column i of B.
                         let v_t = MatRef { rs: v.cs, cs: v.rs, ..v };
@@ -146,15 +167,23 @@ pub(super) unsafe fn run<K: Kernel + 'static>(
                     let mc = MC.min(m - ic);
                     // SAFETY: as for `pack_b`.
                     unsafe { K::pack_a(lhs, (ic, mc, m), (pc, kc, k), a_buf) };
-                    for (jp, bp) in b_block.chunks_exact(kc * NR).enumerate() {
+                    for jp in 0..nc.div_ceil(NR) {
                         let cols = NR.min(nc - jp * NR);
+                        // A packed panel is NR wide, zero-padded (read whole); B in place is
+                        // read up to its last column.
+                        let (bp, b_rs, b_cols) = match direct {
+                            Some((b, rs)) => (b.wrapping_add(jp * NR), rs, cols),
+                            None => (b_block[jp * kc * NR..].as_ptr(), NR, NR),
+                        };
                         for (ip, ap) in a_buf.chunks_exact(kc * MR).enumerate() {
                             let rows = MR.min(mc - ip * MR);
                             let (i0, j0) = (ic + ip * MR, jc + jp * NR);
-                            // SAFETY: the panels hold kc steps; the tile (i0.., j0..) of
-                            // rows × cols lies inside the caller's m×n destination.
+                            // SAFETY: the A panel holds kc steps; B's kc rows of b_cols values
+                            // lie inside the packed block, or inside B's view (bounds-checked
+                            // by the caller: rows pc.. < k, columns j0.. < n); the tile
+                            // (i0.., j0..) of rows × cols lies inside the m×n destination.
                             unsafe {
-                                let acc = K::tile(kc, ap, bp);
+                                let acc = K::tile(kc, ap, bp, b_rs, b_cols);
                                 store(&acc, dst.add(i0 * dst_rs + j0), dst_rs, rows, cols, add);
                             }
                         }
