@@ -121,8 +121,8 @@ pub(super) mod x86 {
             k.div_ceil(2)
         }
 
-        /// B is always packed: its f32 values become bf16 pairs.
-        const B_IN_PLACE: bool = false;
+        /// Both operands are always packed: their f32 values become bf16 pairs.
+        const IN_PLACE: bool = false;
 
         /// A row of A that is contiguous in memory converts 32 values per instruction; rows
         /// adjacent in memory convert 16 rows × 16 pairs at a time through a register transpose.
@@ -264,20 +264,19 @@ pub(super) mod x86 {
 
         #[inline]
         #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-        unsafe fn tile(kc: usize, a: &[u32], b: *const u32, b_rs: usize, cols: usize) -> Tile {
-            debug_assert!(a.len() >= kc * MR);
+        unsafe fn tile(kc: usize, a: *const u32, a_rs: usize, b: *const u32, b_rs: usize, cols: usize) -> Tile {
             let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-            let ap = a.as_ptr();
+            let ap = a;
             let live = |v: usize| ((1u32 << cols.saturating_sub(16 * v).min(16)) - 1) as __mmask16;
             let (m0, m1) = (live(0), live(1));
             for p in 0..kc {
-                // SAFETY: p < kc and r < MR, so r·kc + p < a's length; the masked loads read
-                // pairs < cols of B's step p (the caller's promise).
+                // SAFETY: p < kc and r < MR: A's row r step p and the masked loads' pairs < cols
+                // of B's step p are readable (the caller's promise).
                 unsafe {
                     let b0: __m512bh = std::mem::transmute(_mm512_maskz_loadu_epi32(m0, b.add(p * b_rs).cast()));
                     let b1: __m512bh = std::mem::transmute(_mm512_maskz_loadu_epi32(m1, b.add(p * b_rs + 16).cast()));
                     for (r, acc) in acc.iter_mut().enumerate() {
-                        let ar: __m512bh = std::mem::transmute(_mm512_set1_epi32(*ap.add(r * kc + p) as i32));
+                        let ar: __m512bh = std::mem::transmute(_mm512_set1_epi32(*ap.add(r * a_rs + p) as i32));
                         acc[0] = _mm512_dpbf16_ps(acc[0], ar, b0);
                         acc[1] = _mm512_dpbf16_ps(acc[1], ar, b1);
                     }

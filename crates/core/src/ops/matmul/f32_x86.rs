@@ -121,24 +121,23 @@ impl Kernel for F32 {
         }
     }
 
-    const B_IN_PLACE: bool = true;
+    const IN_PLACE: bool = true;
 
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn tile(kc: usize, a: &[u32], b: *const u32, b_rs: usize, cols: usize) -> Tile {
-        debug_assert!(a.len() >= kc * MR);
+    unsafe fn tile(kc: usize, a: *const u32, a_rs: usize, b: *const u32, b_rs: usize, cols: usize) -> Tile {
         let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-        let (ap, bp) = (a.as_ptr().cast::<f32>(), b.cast::<f32>());
+        let (ap, bp) = (a.cast::<f32>(), b.cast::<f32>());
         let live = |v: usize| ((1u32 << cols.saturating_sub(16 * v).min(16)) - 1) as __mmask16;
         let (m0, m1) = (live(0), live(1));
         for p in 0..kc {
-            // SAFETY: p < kc and r < MR, so r·kc + p < a's length; the masked loads read
-            // columns < cols of B's step p (the caller's promise).
+            // SAFETY: p < kc and r < MR: A's row r step p and the masked loads' columns < cols
+            // of B's step p are readable (the caller's promise).
             unsafe {
                 let b0 = _mm512_maskz_loadu_ps(m0, bp.add(p * b_rs));
                 let b1 = _mm512_maskz_loadu_ps(m1, bp.add(p * b_rs + 16));
                 for (r, acc) in acc.iter_mut().enumerate() {
-                    let ar = _mm512_set1_ps(*ap.add(r * kc + p));
+                    let ar = _mm512_set1_ps(*ap.add(r * a_rs + p));
                     acc[0] = _mm512_fmadd_ps(ar, b0, acc[0]);
                     acc[1] = _mm512_fmadd_ps(ar, b1, acc[1]);
                 }

@@ -48,17 +48,26 @@ pub(super) trait Kernel {
     /// # Safety
     /// As `pack_a`.
     unsafe fn pack_b(v: MatRef<f32>, cols: (usize, usize, usize), depth: (usize, usize, usize), out: &mut Vec<u32>);
-    /// Whether B's f32 values are already what `pack_b` would store (f32 itself, as its
-    /// bits), so that a B whose rows are contiguous can be read in place ([`run`]'s direct path).
-    const B_IN_PLACE: bool;
-    /// The tile's sums over `kc` steps of a packed A micro-panel (`MR·kc`) and a B micro-panel
-    /// at `b`: step p's `NR` values at `b + p·b_rs`, of which only the first `cols` are read
-    /// (the rest count as zeros).
+    /// Whether the operands' f32 values are already what the packing would store (f32 itself,
+    /// as its bits, a step being one k), so that an operand laid out suitably can be read in
+    /// place ([`run`]'s direct paths).
+    const IN_PLACE: bool;
+    /// The tile's sums over `kc` steps of an A micro-panel at `a` (row r's step p at
+    /// `a + r·a_rs + p`) and a B micro-panel at `b` (step p's `NR` values at `b + p·b_rs`, of
+    /// which only the first `cols` are read, the rest counting as zeros).
     ///
     /// # Safety
-    /// As `pack_a`; `a` holds `MR·kc` values; `b + p·b_rs .. + cols` is readable for p < kc.
-    unsafe fn tile(kc: usize, a: &[u32], b: *const u32, b_rs: usize, cols: usize) -> Tile;
+    /// As `pack_a`; `a + r·a_rs + p` is readable for r < MR and p < kc, and `b + p·b_rs ..
+    /// + cols` for p < kc.
+    unsafe fn tile(kc: usize, a: *const u32, a_rs: usize, b: *const u32, b_rs: usize, cols: usize) -> Tile;
 }
+
+/// The most columns of a product for which [`run`] reads a left operand with contiguous rows in
+/// place (f32) instead of packing it: each A value is then used by at most two B micro-panels,
+/// read from memory once and from L2 at most once more, where packing would first copy it. The
+/// weight gradients of im2col convolutions (`C·kh·kw × O × HW`, per sample) are such: packing
+/// their im2col matrix was ~5% of a W5 step.
+const DIRECT_A_MAX_N: usize = 2 * NR;
 
 /// The most rows of A for which [`run`] reads a row-major B in place instead of packing it (f32),
 /// when the whole depth is one block (`k ≤ KC`): every B value is then used by at most `MC`
@@ -143,7 +152,7 @@ pub(super) unsafe fn run<K: Kernel + 'static>(
                 let kc = KC.min(steps - pc);
                 // B in place (no packing): its row pc + p, columns jc.., from `direct`.
                 let direct = match rhs {
-                    Rhs::View(v) if K::B_IN_PLACE && v.cs == 1 && m <= DIRECT_B_MAX_M && steps <= KC => {
+                    Rhs::View(v) if K::IN_PLACE && v.cs == 1 && m <= DIRECT_B_MAX_M && steps <= KC => {
                         Some((v.data.as_ptr().wrapping_add(v.offset + pc * v.rs + jc).cast::<u32>(), v.rs))
                     }
                     _ => None,
@@ -163,10 +172,17 @@ pub(super) unsafe fn run<K: Kernel + 'static>(
                 // The first depth block writes (or adds to what dst held, with `accumulate`);
                 // later ones add: each element's sum runs over the blocks in order.
                 let add = accumulate || pc > 0;
+                // A in place (rows contiguous in k; f32, so a step is one k) for a narrow product.
+                let a_direct = K::IN_PLACE && lhs.cs == 1 && n <= DIRECT_A_MAX_N;
                 for ic in (0..m).step_by(MC) {
                     let mc = MC.min(m - ic);
-                    // SAFETY: as for `pack_b`.
-                    unsafe { K::pack_a(lhs, (ic, mc, m), (pc, kc, k), a_buf) };
+                    // Whole micro-panels read in place; the last, partial one (reading MR rows in
+                    // place would pass A's end) and every panel of a packed A from `a_buf`.
+                    let whole = if a_direct { mc / MR * MR } else { 0 };
+                    if whole < mc {
+                        // SAFETY: as for `pack_b`.
+                        unsafe { K::pack_a(lhs, (ic + whole, mc - whole, m), (pc, kc, k), a_buf) };
+                    }
                     for jp in 0..nc.div_ceil(NR) {
                         let cols = NR.min(nc - jp * NR);
                         // A packed panel is NR wide, zero-padded (read whole); B in place is
@@ -175,15 +191,21 @@ pub(super) unsafe fn run<K: Kernel + 'static>(
                             Some((b, rs)) => (b.wrapping_add(jp * NR), rs, cols),
                             None => (b_block[jp * kc * NR..].as_ptr(), NR, NR),
                         };
-                        for (ip, ap) in a_buf.chunks_exact(kc * MR).enumerate() {
+                        for ip in 0..mc.div_ceil(MR) {
                             let rows = MR.min(mc - ip * MR);
                             let (i0, j0) = (ic + ip * MR, jc + jp * NR);
-                            // SAFETY: the A panel holds kc steps; B's kc rows of b_cols values
-                            // lie inside the packed block, or inside B's view (bounds-checked
-                            // by the caller: rows pc.. < k, columns j0.. < n); the tile
-                            // (i0.., j0..) of rows × cols lies inside the m×n destination.
+                            let (ap, a_rs) = if ip * MR < whole {
+                                (lhs.data.as_ptr().wrapping_add(lhs.offset + i0 * lhs.rs + pc).cast::<u32>(), lhs.rs)
+                            } else {
+                                (a_buf[(ip - whole / MR) * kc * MR..].as_ptr(), kc)
+                            };
+                            // SAFETY: A's MR rows × kc steps lie inside the packed panel, or
+                            // inside A's view (bounds-checked by the caller: rows i0..i0 + MR ≤
+                            // m, steps pc.. < k); B's kc rows of b_cols values inside the packed
+                            // block, or inside B's view (rows pc.. < k, columns j0.. < n); the
+                            // tile (i0.., j0..) of rows × cols inside the m×n destination.
                             unsafe {
-                                let acc = K::tile(kc, ap, bp, b_rs, b_cols);
+                                let acc = K::tile(kc, ap, a_rs, bp, b_rs, b_cols);
                                 store(&acc, dst.add(i0 * dst_rs + j0), dst_rs, rows, cols, add);
                             }
                         }
