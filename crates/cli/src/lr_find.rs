@@ -45,7 +45,7 @@ pub struct LrFindArgs {
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
     /// Where to write lr_find.png and lr_find.svg. Absent: the run's directory, as `strata
-    /// train` would use it (training.out, else runs/<run file name>); with no run file and no
+    /// train` would use it (training.out, else `runs/<run file name>`); with no run file and no
     /// training.out, no plot is written (the suggestion is printed either way).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,

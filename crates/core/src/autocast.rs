@@ -18,7 +18,7 @@
 //! ran under and its backward runs under the same one, wherever `backward` is called — the
 //! weight and input gradients of a bf16 product are bf16 products too, as under PyTorch's
 //! autocast. The CPU kernels that hand work to rayon's threads carry the scope along
-//! ([`with_precision`]).
+//! (`with_precision`).
 
 use std::cell::Cell;
 

@@ -289,7 +289,7 @@ impl<'m> Trainer<'m> {
     /// The precision of the model's matrix products in training and evaluation:
     /// [`Precision::Bf16`] is mixed precision as `torch.autocast("cpu", dtype=torch.bfloat16)`
     /// (bf16 operands, f32 accumulation; parameters, optimizer state, losses and checkpoints
-    /// stay f32; see [`strata_core::autocast`]). f32 by default.
+    /// stay f32; see [`strata_core::autocast`](mod@strata_core::autocast)). f32 by default.
     pub fn precision(mut self, precision: Precision) -> Self {
         self.precision = precision;
         self

@@ -6,7 +6,7 @@
 //! Why one pending encoder: a training step is hundreds of small dispatches, and a queue
 //! submission per dispatch costs more than most of them take. Ops record compute passes into a
 //! shared encoder, which is submitted when a value is read back (`to_vec`, `item`: the only
-//! synchronisation) or when it holds [`MAX_PENDING`] passes. Ordering needs no fences: passes run
+//! synchronisation) or when it holds `MAX_PENDING` passes. Ordering needs no fences: passes run
 //! in recording order, wgpu places the barriers between them, and no buffer is ever written from
 //! the host once a pass may use it (uploads make fresh buffers, mapped at creation).
 //!

@@ -1,5 +1,6 @@
-//! ONNX export: a [`ModelSpec`] and its weights as an ONNX model (opset [`OPSET`], IR version
-//! [`IR_VERSION`]), for the runtimes models are served from (ONNX Runtime, tract, TensorRT).
+//! ONNX export: a [`ModelSpec`](crate::ModelSpec) and its weights as an ONNX model (opset
+//! [`OPSET`], IR version [`IR_VERSION`]), for the runtimes models are served from (ONNX Runtime,
+//! tract, TensorRT).
 //!
 //! The graph has one input, `input`, of shape `[batch, *spec.input]` with a symbolic batch
 //! dimension (`dim_param = "batch"`; `[T, batch, F]` for a model that reads time-major

@@ -5,7 +5,7 @@
 //! each tensor a call to `torch._utils._rebuild_tensor_v2` over a *persistent id* naming a
 //! storage), `<top>/data/<key>` (each storage's raw bytes), `<top>/byteorder` (`little`) and
 //! `<top>/version`; the top folder's name varies (the file's stem, or `archive`). The pickle is
-//! run by [`pickle`]'s subset of Python's pickle machine, which only *looks up* globals in an
+//! run by `pickle`'s subset of Python's pickle machine, which only *looks up* globals in an
 //! allow-list (`collections.OrderedDict`, the tensor-rebuilding functions, the storage types
 //! and dtypes): any other global — `posix.system`, `builtins.eval`, `subprocess.Popen` — is
 //! refused by name ([`TorchFileError::RefusedGlobal`]) before anything could call it.
