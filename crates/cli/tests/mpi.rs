@@ -115,6 +115,7 @@ fn n_processes_equal_one_process_accumulating_n_bit_for_bit() {
             let stdout = String::from_utf8_lossy(&out.stdout);
             // Rank 0 alone prints: one header, one summary with the bytes reduced.
             assert_eq!(stdout.matches(&format!("data-parallel over {n} MPI processes")).count(), 1, "{stdout}");
+            assert_eq!(stdout.matches("done in ").count(), 1, "{stdout}");
             assert!(stdout.contains("bytes of gradients per step") && stdout.contains(buckets), "{stdout}");
             assert_eq!(
                 params(&multi.join("model.safetensors")),

@@ -276,6 +276,10 @@ fn run_in(args: &TrainArgs, world: Option<&dist::World>) -> Result<Verdict> {
             history.skipped
         ));
     }
+    if !lead {
+        // The other ranks of a data-parallel run hold the same model: rank 0 alone reports.
+        return Ok(Verdict::Ok);
+    }
     // The test set is evaluated once, at the very end: its accuracy is the last figure printed.
     let test = data.test.as_ref().map(|d| trainer.evaluate(d)).transpose()?;
     let last_val = history.last_val().map(|v| (v.loss, v.accuracy.unwrap_or(0.0)));
