@@ -243,6 +243,71 @@ mod tests {
     }
 
     #[test]
+    fn a_bucket_waiting_for_an_unused_parameter_holds_the_later_ones_until_finish() {
+        let mut rng = Generator::new(2);
+        let p = |s: &[usize], rng: &mut Generator| {
+            Tensor::randn(s, 0.0, 1.0, DType::F32, rng).unwrap().requires_grad_().unwrap()
+        };
+        let x = Tensor::randn(&[4, 6], 0.0, 1.0, DType::F32, &mut rng).unwrap();
+        // [w1, b1, unused, w2, b2]: one bucket per parameter, b2 first.
+        let params =
+            vec![p(&[5, 6], &mut rng), p(&[5], &mut rng), p(&[7], &mut rng), p(&[3, 5], &mut rng), p(&[3], &mut rng)];
+        let plan = BucketPlan::new(&params, 1);
+        assert_eq!(plan.buckets().len(), 5);
+        let reducer = Logging { log: RefCell::new(vec![]) };
+        let sizes = [4];
+        let mut red = BucketedReduction::new(&plan, &params, &reducer, &sizes);
+        let mut at_report = vec![];
+        let h = linear(&x, &params[0], Some(&params[1])).unwrap().relu().unwrap();
+        linear(&h, &params[3], Some(&params[4]))
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward_with_hook(|leaf| {
+                red.grad_ready(leaf);
+                at_report.push(red.started());
+            })
+            .unwrap();
+        // Backward finishes w2 first: its bucket waits for b2's (bucket 0), then both start;
+        // b1's and w1's wait behind the unused parameter's bucket.
+        assert_eq!(at_report, [0, 2, 2, 2]);
+        red.finish().unwrap();
+        // Every bucket went out, in order; the unused parameter's gradient is zeros.
+        assert_eq!(*reducer.log.borrow(), [3, 15, 7, 5, 30]);
+        assert_eq!(params[2].grad().unwrap().to_vec::<f32>().unwrap(), vec![0.0; 7]);
+    }
+
+    proptest::proptest! {
+        /// Any sizes and cap: every parameter in exactly one bucket, last to first; every bucket
+        /// but the last holds the cap or more, and without its last-added parameter it held less.
+        #[test]
+        fn every_parameter_lands_once_in_order_and_buckets_close_at_the_cap(
+            sizes in proptest::collection::vec(1usize..300, 0..12),
+            cap in 0usize..2000,
+        ) {
+            let ps = params(&sizes);
+            let plan = BucketPlan::new(&ps, cap);
+            let flat: Vec<usize> = plan.buckets().iter().flatten().copied().collect();
+            proptest::prop_assert_eq!(flat, (0..sizes.len()).rev().collect::<Vec<_>>());
+            let bytes = |b: &[usize]| b.iter().map(|&i| sizes[i] * 4).sum::<usize>();
+            let n = plan.buckets().len();
+            for (bi, b) in plan.buckets().iter().enumerate() {
+                proptest::prop_assert!(!b.is_empty());
+                if bi + 1 < n {
+                    proptest::prop_assert!(cap > 0 && bytes(b) >= cap);
+                    proptest::prop_assert!(bytes(&b[..b.len() - 1]) < cap);
+                }
+                for &i in b {
+                    proptest::prop_assert_eq!(plan.bucket_of[&ps[i].id()], bi);
+                }
+            }
+            if cap == 0 {
+                proptest::prop_assert!(n <= 1);
+            }
+        }
+    }
+
+    #[test]
     fn buckets_fill_from_the_last_parameter_and_close_at_the_cap() {
         // 4-byte elements: 400, 40, 4000, 40, 80 bytes.
         let ps = params(&[100, 10, 1000, 10, 20]);
