@@ -4,7 +4,7 @@
 //! everything around it (early stopping, checkpoints, logs, progress).
 //!
 //! Why one file over 700 lines: the builder and `fit_with`'s loop share private state; the
-//! gradient arithmetic already lives in `parallel.rs`, the next split is the builder.
+//! gradient arithmetic and its buckets already live in `parallel/`, the next split is the builder.
 
 use crate::callback::{Callback, Control, EpochLog, Outcome, Progress, StepLog, TrainState};
 use crate::divergence::diagnose;
@@ -449,6 +449,8 @@ impl<'m> Trainer<'m> {
 
         let Trainer { model, optimizer, loss: loss_fn, base_lr, schedule, callbacks, reducer, .. } = self;
         let model: &dyn Module = *model;
+        // Data-parallel: the gradient buckets, planned once (the parameters stay the same tensors).
+        let plan = reducer.as_ref().map(|_| BucketPlan::new(&model.parameters(), bucket_cap_bytes));
         // The model's BatchNorms sum their statistics over the processes until fit returns.
         let _sync = sync.map(strata_core::install_collective);
         // One list, the trainer's own first; each borrowed for this call only.
@@ -523,9 +525,10 @@ impl<'m> Trainer<'m> {
                             let mut acc = Accumulator::default();
                             // Data-parallel: this rank's gradient goes out in buckets while its
                             // backward still runs (crate::parallel::BucketedReduction).
-                            let plan = BucketPlan::new(&params, bucket_cap_bytes);
-                            let mut buckets =
-                                reducer.as_deref().map(|r| BucketedReduction::new(&plan, &params, r, &sizes));
+                            let mut buckets = plan
+                                .as_ref()
+                                .zip(reducer.as_deref())
+                                .map(|(plan, r)| BucketedReduction::new(plan, &params, r, &sizes));
                             // Per micro-batch: mean loss, correct count (-1: not a classifier).
                             let mut stats = vec![(f64::NAN, -1.0); parts];
                             let mut last = None;
@@ -561,7 +564,7 @@ impl<'m> Trainer<'m> {
                             match (reduced, reducer.as_mut()) {
                                 (Some(bytes), Some(r)) => {
                                     history.reduced_bytes = bytes;
-                                    history.reduced_buckets = plan.buckets().len();
+                                    history.reduced_buckets = plan.as_ref().map_or(0, |p| p.buckets().len());
                                     history.reduce_wait += waiting.elapsed();
                                     history.reduced_steps += 1;
                                     // Every rank's loss and count.

@@ -87,6 +87,7 @@ fn run_in(args: &TrainArgs, world: Option<&dist::World>) -> Result<Verdict> {
         return Ok(Verdict::Failed);
     };
     let t = &config.training;
+    let bucket_cap_mb = t.bucket_cap_mb.unwrap_or(strata_train::parallel::DEFAULT_BUCKET_CAP_MB);
     // Only rank 0 writes the run directory; the others train the same model beside it.
     let out = out.filter(|_| lead);
     if let Some(w) = world {
@@ -145,7 +146,7 @@ fn run_in(args: &TrainArgs, world: Option<&dist::World>) -> Result<Verdict> {
         .log_every(t.log_every)
         .accumulate(t.accumulate)
         .sync_bn(t.sync_bn)
-        .bucket_cap_mb(t.bucket_cap_mb.unwrap_or(strata_train::parallel::DEFAULT_BUCKET_CAP_MB))
+        .bucket_cap_mb(bucket_cap_mb)
         .precision(Precision::parse(&t.precision).expect("validated"))
         .on_divergence(if t.on_divergence == "skip" { OnDivergence::Skip } else { OnDivergence::Stop })
         .resume(&start);
@@ -219,8 +220,7 @@ fn run_in(args: &TrainArgs, world: Option<&dist::World>) -> Result<Verdict> {
             match history.reduced_buckets {
                 1 => "in one bucket after backward".to_string(),
                 n => format!(
-                    "in {n} buckets of about {} MiB, each sent as soon as backward had finished it",
-                    t.bucket_cap_mb.unwrap_or(strata_train::parallel::DEFAULT_BUCKET_CAP_MB)
+                    "in {n} buckets of about {bucket_cap_mb} MiB, each sent as soon as backward had finished it"
                 ),
             },
             group_digits(history.reduced_bytes),

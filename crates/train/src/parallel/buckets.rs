@@ -201,9 +201,6 @@ mod tests {
     fn buckets_start_while_backward_runs_and_leave_the_gradients_in_place() {
         // x: [4, 6] → Linear(w1: [5, 6], b1) → ReLU → Linear(w2: [3, 5], b2) → sum.
         let mut rng = Generator::new(1);
-        let p = |s: &[usize], rng: &mut Generator| {
-            Tensor::randn(s, 0.0, 1.0, DType::F32, rng).unwrap().requires_grad_().unwrap()
-        };
         let x = Tensor::randn(&[4, 6], 0.0, 1.0, DType::F32, &mut rng).unwrap();
         let params = vec![p(&[5, 6], &mut rng), p(&[5], &mut rng), p(&[3, 5], &mut rng), p(&[3], &mut rng)];
         let loss = || {
@@ -238,6 +235,11 @@ mod tests {
         assert_eq!(after, plain);
     }
 
+    /// A random f32 parameter of `shape`.
+    fn p(shape: &[usize], rng: &mut Generator) -> Tensor {
+        Tensor::randn(shape, 0.0, 1.0, DType::F32, rng).unwrap().requires_grad_().unwrap()
+    }
+
     fn params(sizes: &[usize]) -> Vec<Tensor> {
         sizes.iter().map(|&n| Tensor::zeros(&[n], DType::F32)).collect()
     }
@@ -245,9 +247,6 @@ mod tests {
     #[test]
     fn a_bucket_waiting_for_an_unused_parameter_holds_the_later_ones_until_finish() {
         let mut rng = Generator::new(2);
-        let p = |s: &[usize], rng: &mut Generator| {
-            Tensor::randn(s, 0.0, 1.0, DType::F32, rng).unwrap().requires_grad_().unwrap()
-        };
         let x = Tensor::randn(&[4, 6], 0.0, 1.0, DType::F32, &mut rng).unwrap();
         // [w1, b1, unused, w2, b2]: one bucket per parameter, b2 first.
         let params =
