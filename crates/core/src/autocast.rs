@@ -2,8 +2,9 @@
 //!
 //! Inside a bf16 scope every f32 matrix product on the CPU — `matmul`, `linear`, and the GEMMs
 //! inside convolution and the LSTM — rounds its two operands to bfloat16 and accumulates in f32
-//! (`ops/matmul/bf16.rs`: AVX512-BF16 `vdpbf16ps` where the CPU has it, the same numbers through
-//! the f32 kernel elsewhere). Two exceptions, both for speed and both more accurate, not less: a
+//! (`ops/matmul/amx.rs`: AMX tiles where the CPU and OS allow them; `ops/matmul/bf16.rs`:
+//! AVX512-BF16 `vdpbf16ps` where the CPU has it, the same numbers through the f32 kernel
+//! elsewhere). Two exceptions, both for speed and both more accurate, not less: a
 //! product with fewer than 16 output rows or columns (batch-1 inference, a 10-class output
 //! layer; `ops/matmul/cpu.rs`, `BF16_MIN_SIDE`) runs in f32, since rounding its operands costs
 //! more than it saves; and GPU tensors' products stay f32. Everything else stays f32: element-wise ops, reductions, softmax

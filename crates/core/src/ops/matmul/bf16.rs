@@ -3,9 +3,9 @@
 //!
 //! On CPUs with AVX512-BF16 (`vdpbf16ps`: 32 bf16 multiply-adds into 16 f32 lanes per
 //! instruction, twice the f32 FMA's work) the operands are packed as bf16 pairs, rounded on the
-//! way, and `packed.rs`'s blocked product runs a 12×32 `vdpbf16ps` tile over them. AMX would be
-//! the next path on CPUs that have it; the machines this was written on have AVX512-BF16 and no
-//! AMX. Elsewhere the operands are rounded into f32 copies and the f32 kernel an f32 product
+//! way, and `packed.rs`'s blocked product runs a 12×32 `vdpbf16ps` tile over them. CPUs with
+//! AMX take `amx.rs` instead (`cpu.rs` chooses), which reuses this file's packing. Elsewhere the
+//! operands are rounded into f32 copies and the f32 kernel an f32 product
 //! would take multiplies them (strata's own on other AVX-512 CPUs, the `gemm` crate's
 //! elsewhere): the products of two bf16 values are exact in f32, so only the order of the f32
 //! additions differs between the paths.
@@ -97,7 +97,7 @@ fn pair(lo: f32, hi: f32) -> u32 {
 
 #[cfg(target_arch = "x86_64")]
 pub(super) mod x86 {
-    use super::super::packed::{Kernel, MR, NR, Tile, transpose16};
+    use super::super::packed::{Kernel, MR, NR, Packing, Tile, transpose16};
     use super::{MatRef, pair};
     use std::arch::x86_64::*;
     use std::sync::OnceLock;
@@ -131,10 +131,9 @@ pub(super) mod x86 {
             v: MatRef<f32>,
             (row0, rows, rows_all): (usize, usize, usize),
             (p0, kc, k): (usize, usize, usize),
-            out: &mut Vec<u32>,
+            out: &mut Packing,
         ) {
-            out.clear();
-            out.resize(rows.div_ceil(MR) * MR * kc, 0);
+            let out = out.zeroed(rows.div_ceil(MR) * MR * kc);
             let live_k = k.saturating_sub(2 * p0).min(2 * kc);
             let live_rows = rows.min(rows_all - row0);
             // Pairs in whole groups of 16 that the transposed path (rows adjacent, as gᵀ in a
@@ -185,11 +184,10 @@ pub(super) mod x86 {
             v: MatRef<f32>,
             (col0, cols, cols_all): (usize, usize, usize),
             (p0, kc, k): (usize, usize, usize),
-            out: &mut Vec<u32>,
+            out: &mut Packing,
         ) {
             let panels = cols.div_ceil(NR);
-            out.clear();
-            out.resize(panels * kc * NR, 0);
+            let out = out.zeroed(panels * kc * NR);
             let live_k = k.saturating_sub(2 * p0).min(2 * kc);
             let live_cols = cols.min(cols_all - col0);
             let at = |j: usize, kk: usize| -> f32 {
@@ -198,11 +196,13 @@ pub(super) mod x86 {
             for (pi, panel) in out.chunks_exact_mut(kc * NR).enumerate() {
                 let j0 = pi * NR;
                 let live = NR.min(live_cols.saturating_sub(j0));
-                // Whole groups of 16 columns × 16 pairs go through a register transpose.
-                let full_p = if live_k == 2 * kc { kc / 16 * 16 } else { 0 };
-                if v.rs == 1 && live == NR && live_k == 2 * kc {
+                // Pairs converted by the vector paths below, the rest (a partial pair, the
+                // zero padding of a last depth block, a partial panel) one by one.
+                let mut done = 0;
+                if v.rs == 1 && live == NR {
                     // Columns adjacent in memory: each pair is two runs of 32 columns, interleaved.
-                    for p in 0..kc {
+                    done = live_k / 2;
+                    for p in 0..done {
                         let b0 = v.offset + col0 + j0 + 2 * p * v.cs + 2 * p0 * v.cs;
                         let (lo, hi) = (&v.data[b0..b0 + NR], &v.data[b0 + v.cs..b0 + v.cs + NR]);
                         for h in 0..2 {
@@ -222,11 +222,12 @@ pub(super) mod x86 {
                             }
                         }
                     }
-                    continue;
-                }
-                if v.cs == 1 && live == NR {
+                } else if v.cs == 1 && live == NR {
                     // Pairs adjacent in memory (B read as Bᵀ, as linear's forward reads its
-                    // weight): convert 16 pairs of each of 16 columns, then transpose 16×16.
+                    // weight): convert 16 pairs of each of 16 columns, then transpose 16×16,
+                    // for the groups of 16 pairs that lie wholly inside k.
+                    let full_p = live_k / 32 * 16;
+                    done = full_p;
                     for h in 0..2 {
                         for pb in (0..full_p).step_by(16) {
                             // SAFETY: 16 columns × 32 values inside Bᵀ's view (live == NR and the
@@ -247,14 +248,9 @@ pub(super) mod x86 {
                             }
                         }
                     }
-                } else {
-                    for p in 0..full_p {
-                        for j in 0..live {
-                            panel[p * NR + j] = pair(at(j0 + j, 2 * p), at(j0 + j, 2 * p + 1));
-                        }
-                    }
                 }
-                for p in full_p..kc {
+                // Pairs past k stay the zeros the buffer starts as.
+                for p in done..live_k.div_ceil(2) {
                     for j in 0..live {
                         panel[p * NR + j] = pair(at(j0 + j, 2 * p), at(j0 + j, 2 * p + 1));
                     }
@@ -333,24 +329,26 @@ mod tests {
         out
     }
 
-    use super::super::gemm_crate::test_values as values;
+    use super::super::gemm_crate::TestOperands;
 
     #[test]
     fn both_layouts_and_odd_edges_match_the_rounded_product() {
-        // Sizes straddling the tile (12×32), the k-pair (odd k), the depth block (128 pairs: 259)
-        // and the column block (1024: 1094).
-        for &(m, n, k) in &[(1, 1, 1), (13, 33, 7), (12, 32, 256), (25, 70, 259), (130, 40, 300), (3, 1094, 40)] {
-            let a = values(m * k, 1);
-            let b = values(k * n, 2);
+        // Sizes straddling the tiles (12×32, AMX's 32×32), the k-pair (odd k), the depth blocks
+        // (128 pairs: 259; AMX's 256: 515, 16-pair tiles: 45) and the column block (1024: 1094).
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (13, 33, 7),
+            (12, 32, 256),
+            (25, 70, 259),
+            (130, 40, 300),
+            (3, 1094, 40),
+            (33, 48, 515),
+            (40, 64, 45),
+        ] {
             // Row-major operands, and each read transposed from the other layout (the strides
             // linear's forward and backward use).
-            let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
-            let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
-            let layouts = [
-                (MatRef { data: &a[..], offset: 0, rs: k, cs: 1 }, MatRef { data: &b[..], offset: 0, rs: n, cs: 1 }),
-                (MatRef { data: &at[..], offset: 0, rs: 1, cs: m }, MatRef { data: &bt[..], offset: 0, rs: 1, cs: k }),
-            ];
-            for (lhs, rhs) in layouts {
+            let ops = TestOperands::new(m, n, k);
+            for (lhs, rhs) in ops.layouts() {
                 let want = reference(m, n, k, lhs, rhs);
                 for (accumulate, path) in [(false, 0), (true, 0), (false, 1), (true, 1)] {
                     let mut dst = vec![0.5f32; m * n];

@@ -22,7 +22,7 @@ use super::bf16;
 pub(crate) use super::gemm_crate::MatRef;
 use super::gemm_crate::kernel;
 #[cfg(target_arch = "x86_64")]
-use super::{bf16::x86::Bf16, f32_x86::F32, packed::Rhs, packed::pack_whole, packed::run};
+use super::{amx, bf16::x86::Bf16, f32_x86::F32, packed::Rhs, packed::pack_whole, packed::run};
 use crate::autocast::Precision;
 use crate::storage::Float;
 use std::any::TypeId;
@@ -175,7 +175,7 @@ pub(crate) fn gemm<T: Float>(
             };
             // `T` is f32 for strata's own kernels (`Choice::of`).
             match choice {
-                Choice::Bf16 => bf16::gemm(mb, nb, k, d as *mut f32, n, f32_view(l), f32_view(r), accumulate),
+                Choice::Bf16 => bf16_gemm(mb, nb, k, d as *mut f32, n, f32_view(l), f32_view(r), accumulate),
                 #[cfg(target_arch = "x86_64")]
                 Choice::OwnF32 => {
                     run::<F32>(mb, nb, k, d as *mut f32, n, f32_view(l), Rhs::View(f32_view(r)), accumulate)
@@ -192,6 +192,32 @@ pub(crate) fn gemm<T: Float>(
         use rayon::prelude::*;
         (0..parts).into_par_iter().for_each(block);
     }
+}
+
+/// A bf16 product (`dst[m×n] (+)= bf16(lhs) · bf16(rhs)`, row stride `dst_rs`) on the fastest
+/// kernel this CPU has: AMX tiles (`amx.rs`), else `bf16.rs`'s (AVX512-BF16, or portable).
+///
+/// # Safety
+/// As `bf16::gemm`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn bf16_gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    lhs: MatRef<f32>,
+    rhs: MatRef<f32>,
+    accumulate: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if amx::available() {
+        // SAFETY: the CPU has AMX and the OS granted it (checked); the rest is the caller's promise.
+        unsafe { amx::run(m, n, k, dst, dst_rs, lhs, Rhs::View(rhs), accumulate) };
+        return;
+    }
+    // SAFETY: the caller's promise.
+    unsafe { bf16::gemm(m, n, k, dst, dst_rs, lhs, rhs, accumulate) };
 }
 
 /// Which kernel a product runs on.
@@ -247,6 +273,7 @@ pub(crate) fn prepare_rhs<T: Float>(m: usize, n: usize, k: usize, rhs: MatRef<'_
         let packed = unsafe {
             match choice {
                 Choice::OwnF32 if fits => Some((choice, pack_whole::<F32>(f32_view(rhs), n, k))),
+                Choice::Bf16 if fits && amx::available() => Some((choice, amx::pack_whole(f32_view(rhs), n, k))),
                 Choice::Bf16 if fits && bf16::x86::available() => {
                     Some((choice, pack_whole::<Bf16>(f32_view(rhs), n, k)))
                 }
@@ -280,6 +307,7 @@ pub(crate) fn gemm_prepared<T: Float>(m: usize, dst: &mut [T], lhs: MatRef<T>, r
             let (d, l, r) = (dst.as_mut_ptr() as *mut f32, f32_view(lhs), Rhs::Packed(packed));
             match choice {
                 Choice::OwnF32 => run::<F32>(m, n, k, d, n, l, r, accumulate),
+                _ if packed.packed_by(TypeId::of::<amx::Amx>()) => amx::run(m, n, k, d, n, l, r, accumulate),
                 _ => run::<Bf16>(m, n, k, d, n, l, r, accumulate),
             }
         }

@@ -3,7 +3,7 @@
 //! `cpu.rs` (`own_f32`).
 
 use super::gemm_crate::MatRef;
-use super::packed::{Kernel, MR, NR, Tile, transpose16};
+use super::packed::{Kernel, MR, NR, Packing, Tile, transpose16};
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
@@ -28,10 +28,9 @@ impl Kernel for F32 {
         v: MatRef<f32>,
         (row0, rows, rows_all): (usize, usize, usize),
         (p0, kc, k): (usize, usize, usize),
-        out: &mut Vec<u32>,
+        out: &mut Packing,
     ) {
-        out.clear();
-        out.resize(rows.div_ceil(MR) * MR * kc, 0);
+        let out = out.zeroed(rows.div_ceil(MR) * MR * kc);
         let live_k = k.saturating_sub(p0).min(kc);
         let live_rows = rows.min(rows_all - row0);
         // Steps in whole groups of 16 that the transposed path (rows adjacent, as gᵀ in a weight
@@ -73,11 +72,10 @@ impl Kernel for F32 {
         v: MatRef<f32>,
         (col0, cols, cols_all): (usize, usize, usize),
         (p0, kc, k): (usize, usize, usize),
-        out: &mut Vec<u32>,
+        out: &mut Packing,
     ) {
         let panels = cols.div_ceil(NR);
-        out.clear();
-        out.resize(panels * kc * NR, 0);
+        let out = out.zeroed(panels * kc * NR);
         let live_k = k.saturating_sub(p0).min(kc);
         let live_cols = cols.min(cols_all - col0);
         let at = |j: usize, p: usize| v.data[v.offset + (col0 + j) * v.rs + (p0 + p) * v.cs].to_bits();
@@ -149,12 +147,12 @@ impl Kernel for F32 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::gemm_crate::TestOperands;
     use super::super::packed::{Rhs, run};
     use super::*;
 
     #[test]
     fn matches_the_f64_product_in_both_layouts_and_at_every_edge() {
-        let values = super::super::gemm_crate::test_values;
         if !available() {
             eprintln!("f32_x86: SKIPPED: this CPU has no AVX512-F");
             return;
@@ -162,16 +160,11 @@ mod tests {
         // Straddling the tile (12×32), the depth block (128), the row block (120), the column
         // block (1024).
         for &(m, n, k) in &[(1, 1, 1), (13, 33, 7), (12, 32, 128), (25, 70, 259), (130, 40, 300), (3, 1094, 40)] {
-            let (a, b) = (values(m * k, 1), values(k * n, 2));
-            let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
-            let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+            let ops = TestOperands::new(m, n, k);
+            let (a, b) = (&ops.a, &ops.b);
             let want: Vec<f64> =
                 (0..m * n).map(|e| (0..k).map(|p| a[(e / n) * k + p] as f64 * b[p * n + e % n] as f64).sum()).collect();
-            let layouts = [
-                (MatRef { data: &a[..], offset: 0, rs: k, cs: 1 }, MatRef { data: &b[..], offset: 0, rs: n, cs: 1 }),
-                (MatRef { data: &at[..], offset: 0, rs: 1, cs: m }, MatRef { data: &bt[..], offset: 0, rs: 1, cs: k }),
-            ];
-            for (lhs, rhs) in layouts {
+            for (lhs, rhs) in ops.layouts() {
                 for accumulate in [false, true] {
                     let mut dst = vec![0.5f32; m * n];
                     // SAFETY: dst is m×n contiguous; the views cover their buffers exactly.

@@ -96,3 +96,38 @@ pub(super) unsafe fn kernel<T: Float>(
 pub(super) fn test_values(len: usize, seed: u32) -> Vec<f32> {
     (0..len).map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 2001) as f32 / 1000.0 - 1.0).collect()
 }
+
+/// An m×k and a k×n test operand ([`test_values`], seeds 1 and 2), each also stored transposed,
+/// so that a kernel's test reads them in both layouts the products of linear take.
+#[cfg(test)]
+pub(super) struct TestOperands {
+    /// A, row-major m×k.
+    pub a: Vec<f32>,
+    /// B, row-major k×n.
+    pub b: Vec<f32>,
+    at: Vec<f32>,
+    bt: Vec<f32>,
+    m: usize,
+    n: usize,
+    k: usize,
+}
+
+#[cfg(test)]
+impl TestOperands {
+    /// The operands of an m×n×k product.
+    pub(super) fn new(m: usize, n: usize, k: usize) -> TestOperands {
+        let (a, b) = (test_values(m * k, 1), test_values(k * n, 2));
+        let at = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+        let bt = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+        TestOperands { a, b, at, bt, m, n, k }
+    }
+
+    /// (A, B) row-major, then each read through a transposed copy (column-major strides).
+    pub(super) fn layouts(&self) -> [(MatRef<'_, f32>, MatRef<'_, f32>); 2] {
+        let (m, n, k) = (self.m, self.n, self.k);
+        [
+            (MatRef { data: &self.a, offset: 0, rs: k, cs: 1 }, MatRef { data: &self.b, offset: 0, rs: n, cs: 1 }),
+            (MatRef { data: &self.at, offset: 0, rs: 1, cs: m }, MatRef { data: &self.bt, offset: 0, rs: 1, cs: k }),
+        ]
+    }
+}

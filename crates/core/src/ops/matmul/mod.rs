@@ -3,6 +3,8 @@
 //! Backward: dA = dC·Bᵀ and dB = Aᵀ·dC, where the transposes are strided views the GEMM reads
 //! directly (no copies), then summed over broadcast batch dimensions.
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 mod bf16;
 pub(crate) mod cpu;
 #[cfg(target_arch = "x86_64")]

@@ -24,9 +24,9 @@ pub(super) const NR: usize = 32;
 /// while every A micro-panel of the row block passes it.
 pub(super) const KC: usize = 128;
 /// Rows per packed A block (60 KiB with `KC`, in L2).
-const MC: usize = 120;
+pub(super) const MC: usize = 120;
 /// Columns per packed B block (512 KiB with `KC`).
-const NC: usize = 1024;
+pub(super) const NC: usize = 1024;
 
 /// The 24 accumulators of one tile: row r, columns `16v..16v + 16`.
 pub(super) type Tile = [[__m512; 2]; MR];
@@ -41,13 +41,13 @@ pub(super) trait Kernel {
     ///
     /// # Safety
     /// The CPU must have the kernel's features.
-    unsafe fn pack_a(v: MatRef<f32>, rows: (usize, usize, usize), depth: (usize, usize, usize), out: &mut Vec<u32>);
+    unsafe fn pack_a(v: MatRef<f32>, rows: (usize, usize, usize), depth: (usize, usize, usize), out: &mut Packing);
     /// Packs columns `col0..col0 + cols` of B (`cols_all` in all; `v` is Bᵀ, so a column is a
     /// row of `v`), steps `p0..p0 + kc`, as `[cols/NR panels][kc][NR]`, zero beyond.
     ///
     /// # Safety
     /// As `pack_a`.
-    unsafe fn pack_b(v: MatRef<f32>, cols: (usize, usize, usize), depth: (usize, usize, usize), out: &mut Vec<u32>);
+    unsafe fn pack_b(v: MatRef<f32>, cols: (usize, usize, usize), depth: (usize, usize, usize), out: &mut Packing);
     /// Whether the operands' f32 values are already what the packing would store (f32 itself,
     /// as its bits, a step being one k), so that an operand laid out suitably can be read in
     /// place ([`run`]'s direct paths).
@@ -78,9 +78,64 @@ const DIRECT_A_MAX_N: usize = 2 * NR;
 /// and W4 lost ~5%.
 const DIRECT_B_MAX_M: usize = MC;
 
+/// A packed operand's storage: 32-bit values from a 64-byte boundary (a cache line), so that no
+/// load of a packed row straddles two lines. For AMX tiles it matters twice over: a tile whose
+/// rows straddled lines loaded at ~60% of the speed of an aligned one (the 32×32 micro-tile,
+/// operands in L1: ~800 against ~1,350 GFLOP/s, `amx.rs`).
+#[derive(Default)]
+pub(super) struct Packing {
+    lines: Vec<Line>,
+    len: usize,
+}
+
+/// 64 bytes, aligned as such.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u32; 16]);
+
+impl Packing {
+    /// An empty buffer (no allocation).
+    pub(super) const fn new() -> Packing {
+        Packing { lines: Vec::new(), len: 0 }
+    }
+
+    /// `len` zeros, replacing what the buffer held (its allocation is reused).
+    pub(super) fn zeroed(&mut self, len: usize) -> &mut [u32] {
+        self.lines.clear();
+        self.lines.resize(len.div_ceil(16), Line([0; 16]));
+        self.len = len;
+        self
+    }
+
+    /// Grows to `len` values (no-op if shorter), the new ones zero.
+    pub(super) fn grow_zeroed(&mut self, len: usize) {
+        if len > self.len {
+            let old = self.len;
+            self.lines.resize(len.div_ceil(16), Line([0; 16]));
+            self.len = len;
+            self[old..].fill(0);
+        }
+    }
+}
+
+impl std::ops::Deref for Packing {
+    type Target = [u32];
+    fn deref(&self) -> &[u32] {
+        // SAFETY: `lines` holds ⌈len/16⌉ lines of 16 initialised u32 each, contiguous.
+        unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast::<u32>(), self.len) }
+    }
+}
+
+impl std::ops::DerefMut for Packing {
+    fn deref_mut(&mut self) -> &mut [u32] {
+        // SAFETY: as `deref`, borrowed uniquely.
+        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast::<u32>(), self.len) }
+    }
+}
+
 thread_local! {
     /// Packing buffers (A block, B block), reused across calls on this thread.
-    static PACKED: RefCell<(Vec<u32>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    static PACKED: RefCell<(Packing, Packing)> = const { RefCell::new((Packing::new(), Packing::new())) };
 }
 
 /// A right operand packed whole (every column and depth block) by kernel `K`: what a caller
@@ -92,7 +147,7 @@ pub(super) struct PackedB {
     n: usize,
     k: usize,
     /// Column block by column block, depth block by depth block, as `run` visits them.
-    blocks: Vec<Vec<u32>>,
+    blocks: Vec<Packing>,
 }
 
 /// The right operand of [`run`]: a view, packed block by block on the way, or packed already.
@@ -102,6 +157,25 @@ pub(super) enum Rhs<'a> {
     View(MatRef<'a, f32>),
     /// B packed by [`pack_whole`] for the same kernel, n and k.
     Packed(&'a PackedB),
+}
+
+impl PackedB {
+    /// Blocks packed elsewhere (`amx.rs`, which pads each block's depth) under the tag `kernel`.
+    pub(super) fn from_blocks(kernel: TypeId, n: usize, k: usize, blocks: Vec<Packing>) -> PackedB {
+        PackedB { kernel, n, k, blocks }
+    }
+
+    /// The packed block `i`, counting column blocks then depth blocks as [`run`] visits them,
+    /// after checking that it was packed under `kernel` for this n and k.
+    pub(super) fn block(&self, kernel: TypeId, n: usize, k: usize, i: usize) -> &[u32] {
+        assert!(self.kernel == kernel && (self.n, self.k) == (n, k), "a packed operand used with another product");
+        &self.blocks[i]
+    }
+
+    /// Whether kernel `kernel` packed this.
+    pub(super) fn packed_by(&self, kernel: TypeId) -> bool {
+        self.kernel == kernel
+    }
 }
 
 /// `rhs` (k×n) packed whole by kernel `K`.
@@ -114,7 +188,7 @@ pub(super) unsafe fn pack_whole<K: Kernel + 'static>(rhs: MatRef<f32>, n: usize,
     let mut blocks = Vec::new();
     for jc in (0..n).step_by(NC) {
         for pc in (0..steps).step_by(KC) {
-            let mut buf = Vec::new();
+            let mut buf = Packing::new();
             // SAFETY: the caller's promise.
             unsafe { K::pack_b(rhs_t, (jc, NC.min(n - jc), n), (pc, KC.min(steps - pc), k), &mut buf) };
             blocks.push(buf);
