@@ -23,12 +23,18 @@ pub fn resolve(name: Option<&str>, dtype: DType) -> Result<Device> {
     Ok(device)
 }
 
-/// Runs `strata devices`: the CPU, then every GPU adapter with its index, name, kind, API,
+/// Runs `strata devices`: the CPU (threads, memory, the kernels its products run on), then every GPU adapter with its index, name, kind, API,
 /// driver and limits; says why when there is none.
 pub fn list() -> Result<()> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let memory = Device::Cpu.total_memory().map(|b| format!(", {:.1} GiB memory", b as f64 / (1u64 << 30) as f64));
-    println!("cpu      {threads} threads{}", memory.unwrap_or_default());
+    let kernels = strata_core::cpu_kernels();
+    println!(
+        "cpu      {threads} threads{}; products: f32 on {}, bf16 (--precision bf16) on {}",
+        memory.unwrap_or_default(),
+        kernels.f32,
+        kernels.bf16
+    );
     gpus();
     Ok(())
 }

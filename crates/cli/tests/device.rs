@@ -47,6 +47,9 @@ fn devices_lists_the_cpu_and_says_what_gpus_there_are() {
     let (code, out, _) = strata(&["devices"]);
     assert_eq!(code, 0);
     assert!(out.starts_with("cpu "), "{out}");
+    // The kernels the CPU's products run on, chosen at run time.
+    let cpu = out.lines().next().unwrap();
+    assert!(cpu.contains("products: f32 on ") && cpu.contains(", bf16 (--precision bf16) on "), "{cpu}");
     assert!(out.contains("gpu:0") || out.contains("no GPU"), "{out}");
 }
 

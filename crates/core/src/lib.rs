@@ -53,6 +53,7 @@ pub use ops::embedding::{embedding, embedding_padded};
 pub use ops::layer_norm::layer_norm;
 pub use ops::linear::{linear, linear_relu};
 pub use ops::lstm::{LstmOptions, lstm_layer};
+pub use ops::matmul::{CpuKernels, cpu_kernels};
 pub use ops::pad::{PaddingMode, pad2d};
 pub use ops::pool::{AvgPool2dOptions, MaxPool2dOptions, avg_pool2d_with, max_pool2d_with, pool_output_size};
 pub use ops::pool::{adaptive_avg_pool2d, avg_pool2d, max_pool2d};

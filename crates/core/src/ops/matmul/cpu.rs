@@ -246,6 +246,39 @@ impl Choice {
     }
 }
 
+/// The kernels this CPU's matrix products run on, chosen at run time from its features (what
+/// `strata devices` reports).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuKernels {
+    /// f32 products of at least 16 output rows and columns: `"AVX-512"` (strata's own) or
+    /// `"gemm crate"` (AVX2/FMA or scalar).
+    pub f32: &'static str,
+    /// Products under bf16 autocast: `"AMX tiles"`, `"AVX512-BF16"`, or `"f32 kernel"` (the
+    /// operands rounded to bf16, multiplied by the f32 kernel: same numbers, no speed-up).
+    pub bf16: &'static str,
+}
+
+/// The kernels this CPU's products run on (see [`CpuKernels`]); asks the OS for the AMX tile
+/// state on first use, as a bf16 product would.
+pub fn cpu_kernels() -> CpuKernels {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let f32 = if super::f32_x86::available() { "AVX-512" } else { "gemm crate" };
+        let bf16 = if amx::available() {
+            "AMX tiles"
+        } else if bf16::x86::available() {
+            "AVX512-BF16"
+        } else {
+            "f32 kernel"
+        };
+        CpuKernels { f32, bf16 }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        CpuKernels { f32: "gemm crate", bf16: "f32 kernel" }
+    }
+}
+
 /// A right operand prepared for many products with it, each of `m` rows (an LSTM's recurrent
 /// weight, multiplied at every time step): packed once where those products run on strata's
 /// own kernels in one block, so that [`gemm_prepared`] skips the packing each product would
@@ -330,6 +363,13 @@ unsafe fn f32_view<T>(v: MatRef<T>) -> MatRef<f32> {
 mod tests {
     use super::*;
     use crate::autocast::autocast;
+
+    #[test]
+    fn cpu_kernels_names_documented_kernels() {
+        let k = cpu_kernels();
+        assert!(["AVX-512", "gemm crate"].contains(&k.f32), "{k:?}");
+        assert!(["AMX tiles", "AVX512-BF16", "f32 kernel"].contains(&k.bf16), "{k:?}");
+    }
 
     #[test]
     fn prepared_products_equal_plain_ones_bit_for_bit() {

@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::shape::{Layout, Shape};
 use crate::storage::{Element, Float};
 use crate::tensor::Tensor;
+pub use cpu::{CpuKernels, cpu_kernels};
 use cpu::{MatRef, gemm};
 
 impl Tensor {
