@@ -63,8 +63,9 @@ pub(super) fn available() -> bool {
     *HAS.get_or_init(|| super::bf16::x86::available() && cpu_has_amx() && request_tile_state())
 }
 
-/// CPUID leaf 7: AMX-BF16 is EDX bit 22, AMX-TILE bit 24.
-fn cpu_has_amx() -> bool {
+/// Whether the CPU has AMX-TILE and AMX-BF16 (CPUID leaf 7: EDX bits 24 and 22), whatever the
+/// OS allows.
+pub(super) fn cpu_has_amx() -> bool {
     use std::arch::x86_64::{__cpuid, __cpuid_count};
     // Leaf 7 is read only where leaf 0 lists it.
     let max = __cpuid(0).eax;
