@@ -12,8 +12,8 @@
 //! depth.
 //!
 //! Measured on a 2-core Intel Xeon with AMX (KVM, 2026-12-03): the micro-tile with its operands
-//! in L1 runs at ~1,640 GFLOP/s on one core, ~80% of `tdpbf16ps`'s peak at ~2 GHz; W4's products,
-//! B packed ahead, at 800–1,200; against `bf16.rs`'s AVX512-BF16 kernel on the same machine, W4
+//! in L1 runs at ~1,640 GFLOP/s on one core (`tdpbf16ps` peaks at 1,024 flops a cycle: ~2
+//! TFLOP/s at 2 GHz); W4's products, B packed ahead, at 700–1,200; against `bf16.rs`'s AVX512-BF16 kernel on the same machine, W4
 //! in bf16 (`strata-bench -w W4 --precision bf16 --threads 2`) went from ~4,900 to ~21,000
 //! samples/s.
 //!
@@ -43,13 +43,13 @@ pub(super) struct Amx;
 
 /// Rows of the micro-tile: two A tiles of 16.
 const TM: usize = 32;
-/// Pairs per depth block: twice `packed.rs`'s, since storing and reloading the output tiles
-/// after each block is what costs here. A B micro-panel (`KC·NR` values, 32 KiB) stays in L1.
-/// Products from `bf16.rs`'s tests (one thread, B packed ahead), GFLOP/s, against 128 pairs:
-/// 512×2048×256 ~1,180 against ~870, 256×512×784 ~1,060 against ~800.
+/// Pairs per depth block: twice `packed.rs`'s (the output tiles are stored and reloaded after
+/// each block). A B micro-panel (`KC·NR` values) is 32 KiB. Chosen with `MC` among KC 64–1024
+/// and MC 32–256 on W4's products (one thread, B packed ahead and not): 64 was clearly slower
+/// (~25%), and 128 slower on the deeper products; the rest differed by less than the machine's
+/// noise, ±25% between identical runs.
 const KC: usize = 256;
-/// Rows per packed A block: two micro-panels (64 KiB with `KC`). Against 128 rows, 5–10%
-/// faster on the same products; against 32, level or slightly faster.
+/// Rows per packed A block: two micro-panels (64 KiB with `KC`); see `KC`.
 const MC: usize = 64;
 /// Columns per packed B block: 1 MiB with `KC`, in L2.
 const NC: usize = packed::NC;
