@@ -7,7 +7,7 @@
 //! - [`Callback`]s: [`EarlyStopping`], [`Checkpointing`] (exact checkpoints, see
 //!   [`checkpoint`]), [`MetricsLog`] (metrics.jsonl and TensorBoard), [`ProgressBar`], or your
 //!   own.
-//! - [`evaluate`]: a model's loss and accuracy on a data set.
+//! - [`evaluate()`]: a model's loss and accuracy on a data set.
 //! - `distributed` (the `mpi` feature): MPI data-parallel training, bit-identical to
 //!   accumulation.
 //! - [`parallel`]: micro-batches and their combined gradient, shared by gradient accumulation

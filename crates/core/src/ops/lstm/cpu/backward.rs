@@ -245,7 +245,7 @@ pub(super) fn backward_block<T: Gate>(
 }
 
 /// The cell backward for rows of one step: the saved activated gates become the gradients of
-/// the pre-activations, and `dc` (dL/dc[t] from later steps) becomes dL/dc[t − 1]. `dout` is
+/// the pre-activations, and `dc` (`dL/dc[t]` from later steps) becomes `dL/dc[t − 1]`. `dout` is
 /// the output's gradient, its rows `stride` apart.
 pub(super) fn cell_backward<T: Gate>(
     h: usize,
@@ -277,7 +277,7 @@ pub(super) fn cell_backward<T: Gate>(
 }
 
 /// One row of the cell backward, every slice `H` long: the gates (activated in, gradients of
-/// the pre-activations out), c[t − 1], tanh(c[t]), the output's and the recurrent dL/dh, and dc.
+/// the pre-activations out), `c[t − 1]`, `tanh(c[t])`, the output's and the recurrent dL/dh, and dc.
 pub(super) struct RowGrads<'a, T> {
     pub(super) gi: &'a mut [T],
     pub(super) gf: &'a mut [T],
