@@ -50,6 +50,18 @@ fn devices_lists_the_cpu_and_says_what_gpus_there_are() {
     // The kernels the CPU's products run on, chosen at run time.
     let cpu = out.lines().next().unwrap();
     assert!(cpu.contains("products: f32 on ") && cpu.contains(", bf16 (--precision bf16) on "), "{cpu}");
+    // STRATA_NO_AMX keeps bf16 products off the AMX tiles, and says so on a CPU that has them.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("devices")
+        .env("STRATA_NO_AMX", "1")
+        .output()
+        .expect("strata runs");
+    let off = String::from_utf8_lossy(&o.stdout);
+    let cpu_off = off.lines().next().unwrap();
+    assert!(!cpu_off.contains("on AMX tiles"), "{cpu_off}");
+    if cpu.contains("on AMX tiles") {
+        assert!(cpu_off.contains("turned off by STRATA_NO_AMX"), "{cpu_off}");
+    }
     assert!(out.contains("gpu:0") || out.contains("no GPU"), "{out}");
 }
 

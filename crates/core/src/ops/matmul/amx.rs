@@ -24,7 +24,8 @@
 //!
 //! The tile state is off until the process asks Linux for it (`arch_prctl`,
 //! `ARCH_REQ_XCOMP_PERM`); where that is refused (an older kernel, a hypervisor that hides the
-//! state) [`available`] is false and bf16 products take the AVX512-BF16 kernel.
+//! state), or `STRATA_NO_AMX` is set, [`available`] is false and bf16 products take the
+//! AVX512-BF16 kernel.
 //!
 //! What was looked for first: no crate on crates.io gives a bf16 GEMM on AMX (the `gemm`
 //! family has none; the AMX crates found wrap the intrinsics, which are unstable in Rust, and
@@ -57,10 +58,17 @@ const NC: usize = packed::NC;
 const TK: usize = 16;
 
 /// Whether this process can run the AMX kernel: the CPU has AMX-TILE and AMX-BF16 (and the
-/// AVX512-BF16 the packing uses), and the OS granted the tile state.
+/// AVX512-BF16 the packing uses), it is not [`turned_off`], and the OS granted the tile state.
 pub(super) fn available() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| super::bf16::x86::available() && cpu_has_amx() && request_tile_state())
+    *HAS.get_or_init(|| super::bf16::x86::available() && cpu_has_amx() && !turned_off() && request_tile_state())
+}
+
+/// Whether `STRATA_NO_AMX` is set (to anything but `0`): bf16 products then take the
+/// AVX512-BF16 kernel on an AMX CPU, to compare the two or to step around a tile problem (as
+/// oneDNN's `ONEDNN_MAX_CPU_ISA`). Read once, with the first bf16 product.
+pub(super) fn turned_off() -> bool {
+    std::env::var_os("STRATA_NO_AMX").is_some_and(|v| v != "0")
 }
 
 /// Whether the CPU has AMX-TILE and AMX-BF16 (CPUID leaf 7: EDX bits 24 and 22), whatever the

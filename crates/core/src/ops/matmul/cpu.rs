@@ -254,7 +254,7 @@ pub struct CpuKernels {
     /// `"gemm crate"` (AVX2/FMA or scalar).
     pub f32: &'static str,
     /// Products under bf16 autocast: `"AMX tiles"`, `"AVX512-BF16"` (with the reason when the
-    /// CPU has AMX but the OS refused it), or `"f32 kernel"` (the operands rounded to bf16,
+    /// CPU has AMX: `STRATA_NO_AMX`, or the OS refused it), or `"f32 kernel"` (the operands rounded to bf16,
     /// multiplied by the f32 kernel: same numbers, no speed-up).
     pub bf16: &'static str,
 }
@@ -267,6 +267,8 @@ pub fn cpu_kernels() -> CpuKernels {
         let f32 = if super::f32_x86::available() { "AVX-512" } else { "gemm crate" };
         let bf16 = if amx::available() {
             "AMX tiles"
+        } else if amx::cpu_has_amx() && amx::turned_off() && bf16::x86::available() {
+            "AVX512-BF16 (the CPU has AMX, turned off by STRATA_NO_AMX)"
         } else if amx::cpu_has_amx() && bf16::x86::available() {
             "AVX512-BF16 (the CPU has AMX, but the OS refused its tile state: Linux 5.16 or later grants it)"
         } else if bf16::x86::available() {
