@@ -267,14 +267,14 @@ pub fn cpu_kernels() -> CpuKernels {
         let f32 = if super::f32_x86::available() { "AVX-512" } else { "gemm crate" };
         let bf16 = if amx::available() {
             "AMX tiles"
-        } else if amx::cpu_has_amx() && amx::turned_off() && bf16::x86::available() {
-            "AVX512-BF16 (the CPU has AMX, turned off by STRATA_NO_AMX)"
-        } else if amx::cpu_has_amx() && bf16::x86::available() {
-            "AVX512-BF16 (the CPU has AMX, but the OS refused its tile state: Linux 5.16 or later grants it)"
-        } else if bf16::x86::available() {
-            "AVX512-BF16"
-        } else {
+        } else if !bf16::x86::available() {
             "f32 kernel"
+        } else if !amx::cpu_has_amx() {
+            "AVX512-BF16"
+        } else if amx::turned_off() {
+            "AVX512-BF16 (the CPU has AMX, turned off by STRATA_NO_AMX)"
+        } else {
+            "AVX512-BF16 (the CPU has AMX, but the OS refused its tile state: Linux 5.16 or later grants it)"
         };
         CpuKernels { f32, bf16 }
     }

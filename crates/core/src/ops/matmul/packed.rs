@@ -24,7 +24,7 @@ pub(super) const NR: usize = 32;
 /// while every A micro-panel of the row block passes it.
 pub(super) const KC: usize = 128;
 /// Rows per packed A block (60 KiB with `KC`, in L2).
-pub(super) const MC: usize = 120;
+const MC: usize = 120;
 /// Columns per packed B block (512 KiB with `KC`).
 pub(super) const NC: usize = 1024;
 
@@ -215,9 +215,6 @@ pub(super) unsafe fn run<K: Kernel + 'static>(
     accumulate: bool,
 ) {
     let steps = K::steps(k);
-    if let Rhs::Packed(p) = rhs {
-        assert!(p.kernel == TypeId::of::<K>() && (p.n, p.k) == (n, k), "a packed operand used with another product");
-    }
     PACKED.with_borrow_mut(|(a_buf, b_buf)| {
         let mut block = 0;
         for jc in (0..n).step_by(NC) {
@@ -240,7 +237,7 @@ pub(super) unsafe fn run<K: Kernel + 'static>(
                         unsafe { K::pack_b(v_t, (jc, nc, n), (pc, kc, k), b_buf) };
                         b_buf
                     }
-                    Rhs::Packed(p) => &p.blocks[block],
+                    Rhs::Packed(p) => p.block(TypeId::of::<K>(), n, k, block),
                 };
                 block += 1;
                 // The first depth block writes (or adds to what dst held, with `accumulate`);
