@@ -44,15 +44,16 @@ pub(super) struct Amx;
 
 /// Rows of the micro-tile: two A tiles of 16.
 const TM: usize = 32;
-/// Pairs per depth block: twice `packed.rs`'s (the output tiles are stored and reloaded after
-/// each block). A B micro-panel (`KC·NR` values) is 32 KiB. Chosen with `MC` among KC 64–1024
-/// and MC 32–256 on W4's products (one thread, B packed ahead and not): 64 was clearly slower
-/// (~25%), and 128 slower on the deeper products; the rest differed by less than the machine's
-/// noise, ±25% between identical runs.
-const KC: usize = 256;
-/// Rows per packed A block: two micro-panels (64 KiB with `KC`); see `KC`.
+/// Pairs per depth block: four times `packed.rs`'s (the output tiles are stored and reloaded
+/// after each block, and that store waits for the tiles' sums to drain: ~20% of the kernel's
+/// time at 256). A B micro-panel (`KC·NR` values) is 64 KiB, in L2. Chosen with `MC` and `NC`
+/// on W4's three products (`cargo run --release -p strata-bench --example w4_products`, one
+/// thread, medians of 30): 512 against 256 took the forward and input-gradient products from
+/// ~600 to ~660 GFLOP/s; 1024, MC 128 or NC 512/256 were no better (NC 256 clearly worse).
+const KC: usize = 512;
+/// Rows per packed A block: two micro-panels (128 KiB with `KC`); see `KC`.
 const MC: usize = 64;
-/// Columns per packed B block: 1 MiB with `KC`, in L2.
+/// Columns per packed B block: 2 MiB with `KC`, L2's size; see `KC`.
 const NC: usize = packed::NC;
 /// Pairs per tile row (64 bytes): the depth one `tdpbf16ps` covers.
 const TK: usize = 16;
@@ -348,8 +349,8 @@ mod tests {
             return;
         }
         // Edges of the micro-tile (32×32), the tile depth (16 pairs: k 7, 259), the depth block
-        // (256 pairs: k 513), the row block (64: m 130) and the column block (1024: n 1094).
-        for &(m, n, k) in &[(1, 1, 1), (17, 33, 7), (32, 32, 32), (45, 70, 259), (130, 40, 513), (3, 1094, 40)] {
+        // (512 pairs: k 1025), the row block (64: m 130) and the column block (1024: n 1094).
+        for &(m, n, k) in &[(1, 1, 1), (17, 33, 7), (32, 32, 32), (45, 70, 259), (130, 40, 1025), (3, 1094, 40)] {
             let ops = TestOperands::new(m, n, k);
             for (lhs, rhs) in ops.layouts() {
                 // SAFETY: AMX checked; pack_whole's view covers its buffer.

@@ -107,6 +107,14 @@ impl Packing {
         self
     }
 
+    /// `len` values whose content is unspecified (what the buffer last held, zero where it
+    /// grows): for a packing that writes every value, so that it skips `zeroed`'s pass.
+    pub(super) fn resized(&mut self, len: usize) -> &mut [u32] {
+        self.lines.resize(len.div_ceil(16), Line([0; 16]));
+        self.len = len;
+        self
+    }
+
     /// Grows to `len` values (no-op if shorter), the new ones zero.
     pub(super) fn grow_zeroed(&mut self, len: usize) {
         if len > self.len {
