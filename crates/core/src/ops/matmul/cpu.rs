@@ -2,7 +2,8 @@
 //! `x86-v4` feature and picked at run time by CPU detection, AVX2/FMA or scalar elsewhere), and
 //! on AVX-512 CPUs strata's own packed kernels for products with at least 16 output rows and
 //! columns: f32 (`f32_x86.rs`, faster than the `gemm` crate's where measured; see `own_f32`)
-//! and bf16 under autocast (`bf16.rs`).
+//! and bf16 under autocast (`bf16.rs`, `amx.rs`), and its own matrix-vector product for
+//! batch-1 inference (`gemv_x86.rs`; see `own_gemv`).
 //!
 //! Threading: the `gemm` crate always runs single-threaded here. A product large enough to pay
 //! for a second thread is cut into a fixed number of column (or row) blocks that depends only on
@@ -65,8 +66,8 @@ pub(crate) const BF16_MIN_SIDE: usize = 16;
 /// 2048×2048×256 40 → 132; W2's 512×128×784 171 → 185; W6's LSTM input product
 /// 1792×512×28 8 → 192 and recurrent 64×512×128 31 → 161; SimpleNN's 64×128×784 147 → 144
 /// (level). Whole workloads, f32, 2 threads: W4 2,650 → 6,000 samples/s, W6 5,100 → 9,500,
-/// W1, W2 and W5 level within the machine's noise. Thinner products (batch-1 inference) keep
-/// the `gemm` crate's kernel and its matrix-vector path.
+/// W1, W2 and W5 level within the machine's noise. Thinner products keep the `gemm` crate's
+/// kernel, except batch-1 inference's ([`own_gemv`]).
 fn own_f32(m: usize, n: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -75,6 +76,27 @@ fn own_f32(m: usize, n: usize) -> bool {
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = (m, n);
+        false
+    }
+}
+
+/// Whether an f32 product of this shape and layout runs on strata's own matrix-vector kernel
+/// (`gemv_x86.rs`) rather than the `gemm` crate's: one row (batch-1 inference) times a right
+/// operand whose columns are contiguous (linear's `x·Wᵀ`), on AVX-512 CPUs. Measured on a
+/// 2-core Intel Xeon with AMX (2026-12-03, `strata-bench --workload W3`, SimpleNN at batch 1,
+/// three runs each, alternating), the `gemm` crate's `hx1x4` kernel against this one: 5.89 →
+/// 5.65 µs at one thread, 4.38 → 4.10 µs at two (PyTorch: ~25 µs). What bounds it: the kernel
+/// is 82% of the forward and streams SimpleNN's 432 KB of weights at ~94 GB/s, close to L2's
+/// bandwidth; four rows a group were slower, sixteen no better, and prefetching the next
+/// group's rows cost ~25%.
+fn own_gemv(m: usize, lhs_cs: usize, rhs_rs: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        super::f32_x86::available() && m == 1 && lhs_cs == 1 && rhs_rs == 1
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (m, lhs_cs, rhs_rs);
         false
     }
 }
@@ -158,7 +180,7 @@ pub(crate) fn gemm<T: Float>(
         .min(len)
     };
     // Read on the calling thread: the blocks may run on others (see `autocast`).
-    let choice = Choice::of::<T>(m, n);
+    let choice = Choice::of::<T>(m, n, lhs.cs, rhs.rs);
     let dst = DstPtr(dst.as_mut_ptr());
     let block = |p: usize| {
         let (start, end) = (bound(p), bound(p + 1));
@@ -180,6 +202,8 @@ pub(crate) fn gemm<T: Float>(
                 Choice::OwnF32 => {
                     run::<F32>(mb, nb, k, d as *mut f32, n, f32_view(l), Rhs::View(f32_view(r)), accumulate)
                 }
+                #[cfg(target_arch = "x86_64")]
+                Choice::OwnGemv => super::gemv_x86::dots(nb, k, d as *mut f32, f32_view(l), f32_view(r), accumulate),
                 _ => kernel(mb, nb, k, d, n, l, r, accumulate),
             }
         }
@@ -229,17 +253,21 @@ enum Choice {
     OwnF32,
     /// bf16 under autocast (`bf16.rs`).
     Bf16,
+    /// strata's own f32 matrix-vector product ([`own_gemv`]).
+    OwnGemv,
 }
 
 impl Choice {
     /// The kernel of an m×n product of `T` under this thread's autocast precision.
-    fn of<T: 'static>(m: usize, n: usize) -> Choice {
+    fn of<T: 'static>(m: usize, n: usize, lhs_cs: usize, rhs_rs: usize) -> Choice {
         if TypeId::of::<T>() != TypeId::of::<f32>() {
             Choice::GemmCrate
         } else if crate::autocast::precision() == Precision::Bf16 && m.min(n) >= BF16_MIN_SIDE {
             Choice::Bf16
         } else if own_f32(m, n) {
             Choice::OwnF32
+        } else if own_gemv(m, lhs_cs, rhs_rs) {
+            Choice::OwnGemv
         } else {
             Choice::GemmCrate
         }
@@ -305,7 +333,8 @@ pub(crate) fn prepare_rhs<T: Float>(m: usize, n: usize, k: usize, rhs: MatRef<'_
             let last = rhs.offset + (k - 1) * rhs.rs + (n - 1) * rhs.cs;
             last < rhs.data.len()
         };
-        let choice = Choice::of::<T>(m, n);
+        // The left operands' layout is not known yet: contiguous rows, as the LSTM's.
+        let choice = Choice::of::<T>(m, n, 1, rhs.rs);
         // SAFETY: `T` is f32 for these choices; the view was bounds-checked (`fits`); each
         // kernel's CPU features are checked before it packs.
         let packed = unsafe {
@@ -334,7 +363,7 @@ pub(crate) fn gemm_prepared<T: Float>(m: usize, dst: &mut [T], lhs: MatRef<T>, r
     if let Some((choice, packed)) = &rhs.packed
         && m > 0
         && blocks(m, n, k) == 1
-        && Choice::of::<T>(m, n) == *choice
+        && Choice::of::<T>(m, n, lhs.cs, rhs.rhs.rs) == *choice
     {
         assert!(dst.len() >= m * n, "gemm: destination too small");
         assert!(lhs.offset + (m - 1) * lhs.rs + (k - 1) * lhs.cs < lhs.data.len(), "gemm: lhs view out of bounds");

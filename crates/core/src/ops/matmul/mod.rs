@@ -10,6 +10,8 @@ pub(crate) mod cpu;
 #[cfg(target_arch = "x86_64")]
 mod f32_x86;
 mod gemm_crate;
+#[cfg(target_arch = "x86_64")]
+mod gemv_x86;
 #[cfg(feature = "gpu")]
 pub(crate) mod gpu;
 #[cfg(target_arch = "x86_64")]
