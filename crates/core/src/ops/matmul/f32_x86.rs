@@ -66,7 +66,9 @@ impl Kernel for F32 {
     }
 
     /// Columns adjacent in memory are copied 32 at a time; k adjacent in memory (B read as Bᵀ,
-    /// as linear's forward reads its weight) goes through a 16×16 register transpose.
+    /// as linear's forward reads its weight) goes through a 16×16 register transpose. Every
+    /// value of the block is written (the vector paths, then the rest one by one and the zero
+    /// padding), so the buffer is not zeroed first.
     #[target_feature(enable = "avx512f")]
     unsafe fn pack_b(
         v: MatRef<f32>,
@@ -75,33 +77,53 @@ impl Kernel for F32 {
         out: &mut Packing,
     ) {
         let panels = cols.div_ceil(NR);
-        let out = out.zeroed(panels * kc * NR);
+        let out = out.resized(panels * kc * NR);
         let live_k = k.saturating_sub(p0).min(kc);
         let live_cols = cols.min(cols_all - col0);
         let at = |j: usize, p: usize| v.data[v.offset + (col0 + j) * v.rs + (p0 + p) * v.cs].to_bits();
-        for (pi, panel) in out.chunks_exact_mut(kc * NR).enumerate() {
-            let j0 = pi * NR;
-            let live = NR.min(live_cols.saturating_sub(j0));
-            let mut done = 0;
-            if v.rs == 1 && live == NR {
-                for p in 0..live_k {
-                    let b0 = v.offset + col0 + j0 + (p0 + p) * v.cs;
-                    panel[p * NR..(p + 1) * NR]
-                        .iter_mut()
-                        .zip(&v.data[b0..b0 + NR])
-                        .for_each(|(d, x)| *d = x.to_bits());
+        // The vector paths take the panels of NR live columns, over the first `done` steps (in
+        // groups of 16 for the transposing path).
+        let whole = live_cols / NR;
+        let done = if whole == 0 {
+            0
+        } else if v.rs == 1 {
+            live_k
+        } else if v.cs == 1 {
+            live_k / 16 * 16
+        } else {
+            0
+        };
+        if done > 0 {
+            // The last value the vector paths read lies inside the view.
+            let last = v.offset + (col0 + whole * NR - 1) * v.rs + (p0 + done - 1) * v.cs;
+            assert!(last < v.data.len(), "a packed block outside its operand");
+        }
+        if done > 0 && v.rs == 1 {
+            // Columns adjacent in memory: rows outer, panels inner, so that each row of B is
+            // read in one sweep (as `bf16.rs`'s packing: a panel at a time walks a page per row).
+            for p in 0..done {
+                let row = v.data.as_ptr().wrapping_add(v.offset + col0 + (p0 + p) * v.cs);
+                for pi in 0..whole {
+                    // SAFETY: columns < whole·NR of step p < done: inside the view (checked
+                    // above); step p of panel pi, NR values, inside `out`.
+                    unsafe {
+                        let d = out.as_mut_ptr().add((pi * kc + p) * NR);
+                        _mm512_storeu_ps(d.cast(), _mm512_loadu_ps(row.add(pi * NR)));
+                        _mm512_storeu_ps(d.add(16).cast(), _mm512_loadu_ps(row.add(pi * NR + 16)));
+                    }
                 }
-                done = live_k;
-            } else if v.cs == 1 && live == NR {
-                done = live_k / 16 * 16;
+            }
+        } else if done > 0 {
+            for (pi, panel) in out.chunks_exact_mut(kc * NR).take(whole).enumerate() {
                 for h in 0..2 {
                     for pb in (0..done).step_by(16) {
-                        // SAFETY: 16 columns × 16 values inside Bᵀ's view (live == NR, pb + 16 ≤
-                        // live_k); the stores fill steps pb..pb+16 of 16 columns of the panel.
+                        // SAFETY: 16 columns × 16 values inside Bᵀ's view (checked above); the
+                        // stores fill steps pb..pb+16 of 16 columns of the panel.
                         unsafe {
                             let mut r = [_mm512_setzero_si512(); 16];
                             for (c, r) in r.iter_mut().enumerate() {
-                                let src = v.data.as_ptr().add(v.offset + (col0 + j0 + 16 * h + c) * v.rs + p0 + pb);
+                                let col = col0 + pi * NR + 16 * h + c;
+                                let src = v.data.as_ptr().add(v.offset + col * v.rs + p0 + pb);
                                 *r = _mm512_loadu_si512(src.cast());
                             }
                             for (p, t) in transpose16(r).iter().enumerate() {
@@ -111,7 +133,15 @@ impl Kernel for F32 {
                     }
                 }
             }
-            for p in done..live_k {
+        }
+        // The rest one by one (a partial panel, every step of other layouts), and zeros past k
+        // and past the live columns.
+        for (pi, panel) in out.chunks_exact_mut(kc * NR).enumerate() {
+            let j0 = pi * NR;
+            let live = NR.min(live_cols.saturating_sub(j0));
+            let from = if pi < whole { done } else { 0 };
+            panel[from * NR..].fill(0);
+            for p in from..live_k {
                 for j in 0..live {
                     panel[p * NR + j] = at(j0 + j, p);
                 }
