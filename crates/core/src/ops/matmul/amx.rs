@@ -121,6 +121,69 @@ thread_local! {
     static PACKED: RefCell<(Packing, Packing)> = const { RefCell::new((Packing::new(), Packing::new())) };
 }
 
+/// A left operand packed whole for [`run`] (every depth block's row blocks, as `run` visits
+/// them), so that the column blocks of one product (`cpu.rs` cuts W4's products in four) share
+/// one packing of A instead of each packing all of it: A's packing was ~8% of a W4 bf16 step,
+/// three quarters of it repeated. W4 bf16 step (`examples/w4_phases -- bf16 2`, medians of 60
+/// steps, seven alternating runs): 10.5–11.1 ms → 9.8–10.1 ms in six, level in one.
+#[derive(Default)]
+pub(super) struct PackedA {
+    m: usize,
+    k: usize,
+    /// Depth block by depth block, row block by row block; each padded to whole micro-tiles.
+    blocks: Vec<Packing>,
+}
+
+/// The left operand of [`run`]: a view, packed block by block on the way, or packed already.
+#[derive(Clone, Copy)]
+pub(super) enum Lhs<'a> {
+    /// A as it lies in memory.
+    View(MatRef<'a, f32>),
+    /// A packed by [`with_shared_lhs`] for the same m and k.
+    Packed(&'a PackedA),
+}
+
+thread_local! {
+    /// The calling thread's shared packing of A ([`with_shared_lhs`]), reused across calls.
+    static SHARED_A: RefCell<PackedA> = RefCell::new(PackedA::default());
+}
+
+/// Runs `f` with `lhs` (m×k) packed whole for [`run`] in this thread's reusable buffer, or with
+/// `None` where that buffer is in use (a product started inside another's, as rayon may do
+/// while the first waits for its blocks): `f` then lets each block pack its own.
+///
+/// # Safety
+/// [`available`] must be true; the view lies inside its buffer.
+pub(super) unsafe fn with_shared_lhs<R>(
+    lhs: MatRef<f32>,
+    m: usize,
+    k: usize,
+    f: impl FnOnce(Option<&PackedA>) -> R,
+) -> R {
+    SHARED_A.with(|cell| {
+        let Ok(mut packed) = cell.try_borrow_mut() else {
+            return f(None);
+        };
+        let steps = k.div_ceil(2);
+        let count = steps.div_ceil(KC) * m.div_ceil(MC);
+        packed.blocks.resize_with(count, Packing::new);
+        (packed.m, packed.k) = (m, k);
+        let mut blocks = packed.blocks.iter_mut();
+        for pc in (0..steps).step_by(KC) {
+            let kc = padded(KC.min(steps - pc));
+            for ic in (0..m).step_by(MC) {
+                let mc = MC.min(m - ic);
+                let buf = blocks.next().expect("one buffer per block");
+                // SAFETY: the CPU has AVX512-BF16 (`available`); the view is the caller's promise.
+                unsafe { Bf16::pack_a(lhs, (ic, mc, m), (pc, kc, k), buf) };
+                // Rows past the block's end are zero, up to whole micro-tiles.
+                buf.grow_zeroed(mc.next_multiple_of(TM) * kc);
+            }
+        }
+        f(Some(&*packed))
+    })
+}
+
 /// A depth block of `kc` pairs padded to whole tiles.
 fn padded(kc: usize) -> usize {
     kc.next_multiple_of(TK)
@@ -159,11 +222,15 @@ pub(super) unsafe fn run(
     k: usize,
     dst: *mut f32,
     dst_rs: usize,
-    lhs: MatRef<f32>,
+    lhs: Lhs,
     rhs: Rhs,
     accumulate: bool,
 ) {
     let steps = k.div_ceil(2);
+    if let Lhs::Packed(p) = lhs {
+        assert!((p.m, p.k) == (m, k), "a packed operand used with another product");
+    }
+    let row_blocks = m.div_ceil(MC);
     let config = TileConfig::new();
     PACKED.with_borrow_mut(|(a_buf, b_buf)| {
         // SAFETY: the OS granted the tile state (`available`); the configuration is valid for
@@ -194,16 +261,23 @@ pub(super) unsafe fn run(
                 let add = accumulate || pc > 0;
                 for ic in (0..m).step_by(MC) {
                     let mc = MC.min(m - ic);
-                    // SAFETY: as for `pack_b`.
-                    unsafe { Bf16::pack_a(lhs, (ic, mc, m), (pc, kc, k), a_buf) };
-                    // Rows past the block's end are zero, up to whole micro-tiles.
-                    a_buf.grow_zeroed(mc.next_multiple_of(TM) * kc);
+                    let a_block: &[u32] = match lhs {
+                        Lhs::View(v) => {
+                            // SAFETY: as for `pack_b`.
+                            unsafe { Bf16::pack_a(v, (ic, mc, m), (pc, kc, k), a_buf) };
+                            // Rows past the block's end are zero, up to whole micro-tiles.
+                            a_buf.grow_zeroed(mc.next_multiple_of(TM) * kc);
+                            a_buf
+                        }
+                        Lhs::Packed(p) => &p.blocks[pc / KC * row_blocks + ic / MC],
+                    };
+                    assert!(a_block.len() >= mc.next_multiple_of(TM) * kc, "a packed block of another depth");
                     for jp in 0..nc.div_ceil(NR) {
                         let cols = NR.min(nc - jp * NR);
                         let bp = b_block[jp * kc * NR..].as_ptr();
                         for ip in 0..mc.div_ceil(TM) {
                             let rows = TM.min(mc - ip * TM);
-                            let ap = a_buf[ip * TM * kc..].as_ptr();
+                            let ap = a_block[ip * TM * kc..].as_ptr();
                             // SAFETY: the A panel holds TM rows of kc pairs, the B panel kc pairs
                             // of NR columns (both packed above, kc a multiple of TK); the tile
                             // (ic + ip·TM.., jc + jp·NR..) of rows × cols lies inside dst.
@@ -357,15 +431,20 @@ mod tests {
                 let whole = unsafe { pack_whole(rhs, n, k) };
                 for accumulate in [false, true] {
                     let mut want = vec![0.5f32; m * n];
-                    let (mut got, mut got_packed) = (want.clone(), want.clone());
+                    let (mut got, mut got_packed, mut got_shared) = (want.clone(), want.clone(), want.clone());
                     // SAFETY: the CPU has AMX and AVX512-BF16 (checked); dst holds m×n; the views
                     // cover their buffers.
                     unsafe {
                         packed::run::<Bf16>(m, n, k, want.as_mut_ptr(), n, lhs, Rhs::View(rhs), accumulate);
-                        run(m, n, k, got.as_mut_ptr(), n, lhs, Rhs::View(rhs), accumulate);
-                        run(m, n, k, got_packed.as_mut_ptr(), n, lhs, Rhs::Packed(&whole), accumulate);
+                        run(m, n, k, got.as_mut_ptr(), n, Lhs::View(lhs), Rhs::View(rhs), accumulate);
+                        run(m, n, k, got_packed.as_mut_ptr(), n, Lhs::View(lhs), Rhs::Packed(&whole), accumulate);
+                        with_shared_lhs(lhs, m, k, |a| {
+                            let a = Lhs::Packed(a.expect("the buffer is free"));
+                            run(m, n, k, got_shared.as_mut_ptr(), n, a, Rhs::View(rhs), accumulate);
+                        });
                     }
                     assert_eq!(got, got_packed, "{m}×{n}×{k}: a packed operand changed the result");
+                    assert_eq!(got, got_shared, "{m}×{n}×{k}: a shared packing of A changed the result");
                     for (g, w) in got.iter().zip(&want) {
                         let tol = 1e-5 * (k as f32).sqrt() * (1.0 + w.abs());
                         assert!((g - w).abs() <= tol, "{m}×{n}×{k}: {g} vs {w}");
@@ -387,15 +466,33 @@ mod tests {
         let (a, b) = (values(m * k, 3), values(k * n, 4));
         let lhs = MatRef { data: &a[..], offset: 0, rs: k, cs: 1 };
         let mut whole = vec![0.25f32; m * n];
-        let mut cut = whole.clone();
+        let (mut cut, mut shared) = (whole.clone(), whole.clone());
         // SAFETY: AMX checked; each block's destination and views lie inside the buffers.
         unsafe {
-            run(m, n, k, whole.as_mut_ptr(), n, lhs, Rhs::View(MatRef { data: &b[..], offset: 0, rs: n, cs: 1 }), true);
+            run(
+                m,
+                n,
+                k,
+                whole.as_mut_ptr(),
+                n,
+                Lhs::View(lhs),
+                Rhs::View(MatRef { data: &b[..], offset: 0, rs: n, cs: 1 }),
+                true,
+            );
             for (j0, j1) in [(0, 16), (16, 48), (48, 80)] {
                 let rhs = MatRef { data: &b[..], offset: j0, rs: n, cs: 1 };
-                run(m, j1 - j0, k, cut.as_mut_ptr().add(j0), n, lhs, Rhs::View(rhs), true);
+                run(m, j1 - j0, k, cut.as_mut_ptr().add(j0), n, Lhs::View(lhs), Rhs::View(rhs), true);
             }
+            // The same cut sharing one packing of A, as `cpu.rs` runs column blocks.
+            with_shared_lhs(lhs, m, k, |a| {
+                let a = Lhs::Packed(a.expect("the buffer is free"));
+                for (j0, j1) in [(0, 16), (16, 48), (48, 80)] {
+                    let rhs = MatRef { data: &b[..], offset: j0, rs: n, cs: 1 };
+                    run(m, j1 - j0, k, shared.as_mut_ptr().add(j0), n, a, Rhs::View(rhs), true);
+                }
+            });
         }
         assert_eq!(whole, cut);
+        assert_eq!(whole, shared);
     }
 }

@@ -17,7 +17,9 @@
 //! step rayon's workers fall asleep, and waking one (a system call and, in a VM, an
 //! inter-processor interrupt) cost ~10% of a W2 step (SimpleNN, batch 512: 1.27 → 1.08 ms
 //! median); for a batch-1 matrix-vector product a rayon hand-off costs a fifth of the product.
-//! Products cut in four still go to rayon.
+//! Products cut in four still go to rayon. On AMX the column blocks of a bf16 product share one
+//! packing of the left operand, made by the calling thread before the blocks start
+//! (`amx::with_shared_lhs`): the same packed values each block would make, so the same bits.
 
 use super::bf16;
 pub(crate) use super::gemm_crate::MatRef;
@@ -182,41 +184,64 @@ pub(crate) fn gemm<T: Float>(
     // Read on the calling thread: the blocks may run on others (see `autocast`).
     let choice = Choice::of::<T>(m, n, lhs.cs, rhs.rs);
     let dst = DstPtr(dst.as_mut_ptr());
-    let block = |p: usize| {
-        let (start, end) = (bound(p), bound(p + 1));
-        if start >= end {
-            return;
-        }
-        // SAFETY: block p covers columns (or rows) start..end of dst, disjoint from every other
-        // block's; lhs/rhs sub-views stay inside the ranges checked above.
-        unsafe {
-            let (mb, nb, d, l, r) = if split_cols {
-                (m, end - start, dst.at(start), lhs, MatRef { offset: rhs.offset + start * rhs.cs, ..rhs })
-            } else {
-                (end - start, n, dst.at(start * n), MatRef { offset: lhs.offset + start * lhs.rs, ..lhs }, rhs)
-            };
-            // `T` is f32 for strata's own kernels (`Choice::of`).
-            match choice {
-                Choice::Bf16 => bf16_gemm(mb, nb, k, d as *mut f32, n, f32_view(l), f32_view(r), accumulate),
-                #[cfg(target_arch = "x86_64")]
-                Choice::OwnF32 => {
-                    run::<F32>(mb, nb, k, d as *mut f32, n, f32_view(l), Rhs::View(f32_view(r)), accumulate)
-                }
-                #[cfg(target_arch = "x86_64")]
-                Choice::OwnGemv => super::gemv_x86::dots(nb, k, d as *mut f32, f32_view(l), f32_view(r), accumulate),
-                _ => kernel(mb, nb, k, d, n, l, r, accumulate),
+    // `shared_a`: A packed once for every column block (AMX; see `amx::PackedA`).
+    let run_blocks = |shared_a: Option<&SharedLhs>| {
+        let block = |p: usize| {
+            let (start, end) = (bound(p), bound(p + 1));
+            if start >= end {
+                return;
             }
+            // SAFETY: block p covers columns (or rows) start..end of dst, disjoint from every other
+            // block's; lhs/rhs sub-views stay inside the ranges checked above.
+            unsafe {
+                let (mb, nb, d, l, r) = if split_cols {
+                    (m, end - start, dst.at(start), lhs, MatRef { offset: rhs.offset + start * rhs.cs, ..rhs })
+                } else {
+                    (end - start, n, dst.at(start * n), MatRef { offset: lhs.offset + start * lhs.rs, ..lhs }, rhs)
+                };
+                // `T` is f32 for strata's own kernels (`Choice::of`).
+                match choice {
+                    #[cfg(target_arch = "x86_64")]
+                    Choice::Bf16 if let Some(a) = shared_a => {
+                        amx::run(mb, nb, k, d as *mut f32, n, amx::Lhs::Packed(a), Rhs::View(f32_view(r)), accumulate)
+                    }
+                    Choice::Bf16 => bf16_gemm(mb, nb, k, d as *mut f32, n, f32_view(l), f32_view(r), accumulate),
+                    #[cfg(target_arch = "x86_64")]
+                    Choice::OwnF32 => {
+                        run::<F32>(mb, nb, k, d as *mut f32, n, f32_view(l), Rhs::View(f32_view(r)), accumulate)
+                    }
+                    #[cfg(target_arch = "x86_64")]
+                    Choice::OwnGemv => {
+                        super::gemv_x86::dots(nb, k, d as *mut f32, f32_view(l), f32_view(r), accumulate)
+                    }
+                    _ => kernel(mb, nb, k, d, n, l, r, accumulate),
+                }
+            }
+        };
+        if parts == 1 || rayon::current_num_threads() == 1 {
+            (0..parts).for_each(block);
+        } else if parts == 2 {
+            crate::threads::join_spin(|| block(1), || block(0));
+        } else {
+            use rayon::prelude::*;
+            (0..parts).into_par_iter().for_each(block);
         }
     };
-    if parts == 1 || rayon::current_num_threads() == 1 {
-        (0..parts).for_each(block);
-    } else if parts == 2 {
-        crate::threads::join_spin(|| block(1), || block(0));
-    } else {
-        use rayon::prelude::*;
-        (0..parts).into_par_iter().for_each(block);
+    #[cfg(target_arch = "x86_64")]
+    if choice == Choice::Bf16 && split_cols && parts > 1 && amx::available() {
+        // SAFETY: AMX checked; `T` is f32 for `Choice::Bf16`; lhs was bounds-checked above.
+        unsafe { amx::with_shared_lhs(f32_view(lhs), m, k, run_blocks) };
+        return;
     }
+    run_blocks(None);
 }
+
+/// A left operand packed once for the column blocks of a product.
+#[cfg(target_arch = "x86_64")]
+type SharedLhs = amx::PackedA;
+/// (No packed left operands off x86-64.)
+#[cfg(not(target_arch = "x86_64"))]
+type SharedLhs = ();
 
 /// A bf16 product (`dst[m×n] (+)= bf16(lhs) · bf16(rhs)`, row stride `dst_rs`) on the fastest
 /// kernel this CPU has: AMX tiles (`amx.rs`), else `bf16.rs`'s (AVX512-BF16, or portable).
@@ -237,7 +262,7 @@ unsafe fn bf16_gemm(
     #[cfg(target_arch = "x86_64")]
     if amx::available() {
         // SAFETY: the CPU has AMX and the OS granted it (checked); the rest is the caller's promise.
-        unsafe { amx::run(m, n, k, dst, dst_rs, lhs, Rhs::View(rhs), accumulate) };
+        unsafe { amx::run(m, n, k, dst, dst_rs, amx::Lhs::View(lhs), Rhs::View(rhs), accumulate) };
         return;
     }
     // SAFETY: the caller's promise.
@@ -374,7 +399,9 @@ pub(crate) fn gemm_prepared<T: Float>(m: usize, dst: &mut [T], lhs: MatRef<T>, r
             let (d, l, r) = (dst.as_mut_ptr() as *mut f32, f32_view(lhs), Rhs::Packed(packed));
             match choice {
                 Choice::OwnF32 => run::<F32>(m, n, k, d, n, l, r, accumulate),
-                _ if packed.packed_by(TypeId::of::<amx::Amx>()) => amx::run(m, n, k, d, n, l, r, accumulate),
+                _ if packed.packed_by(TypeId::of::<amx::Amx>()) => {
+                    amx::run(m, n, k, d, n, amx::Lhs::View(l), r, accumulate)
+                }
                 _ => run::<Bf16>(m, n, k, d, n, l, r, accumulate),
             }
         }
