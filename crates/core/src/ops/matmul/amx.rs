@@ -33,7 +33,7 @@
 
 use super::bf16::x86::Bf16;
 use super::gemm_crate::MatRef;
-use super::packed::{self, Kernel, NR, PackedB, Packing, Rhs};
+use super::packed::{self, Kernel, NR, Operand, PackedB, Packing, Rhs};
 use std::any::TypeId;
 use std::arch::asm;
 use std::cell::RefCell;
@@ -134,14 +134,9 @@ pub(super) struct PackedA {
     blocks: Vec<Packing>,
 }
 
-/// The left operand of [`run`]: a view, packed block by block on the way, or packed already.
-#[derive(Clone, Copy)]
-pub(super) enum Lhs<'a> {
-    /// A as it lies in memory.
-    View(MatRef<'a, f32>),
-    /// A packed by [`with_shared_lhs`] for the same m and k.
-    Packed(&'a PackedA),
-}
+/// The left operand of [`run`]: A as a view, or packed by [`with_shared_lhs`] for the same m
+/// and k.
+pub(super) type Lhs<'a> = Operand<'a, PackedA>;
 
 thread_local! {
     /// The calling thread's shared packing of A ([`with_shared_lhs`]), reused across calls.

@@ -158,14 +158,25 @@ pub(super) struct PackedB {
     blocks: Vec<Packing>,
 }
 
-/// The right operand of [`run`]: a view, packed block by block on the way, or packed already.
-#[derive(Clone, Copy)]
-pub(super) enum Rhs<'a> {
-    /// B as it lies in memory.
+/// An operand of a product: a view, packed block by block on the way, or packed already (`P`).
+pub(super) enum Operand<'a, P> {
+    /// The matrix as it lies in memory.
     View(MatRef<'a, f32>),
-    /// B packed by [`pack_whole`] for the same kernel, n and k.
-    Packed(&'a PackedB),
+    /// Packed ahead for the same kernel and sizes.
+    Packed(&'a P),
 }
+
+// Copy whatever `P` is (derive would ask `P: Copy`).
+impl<P> Clone for Operand<'_, P> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<P> Copy for Operand<'_, P> {}
+
+/// The right operand of [`run`]: B as a view, or packed by [`pack_whole`] for the same kernel,
+/// n and k.
+pub(super) type Rhs<'a> = Operand<'a, PackedB>;
 
 impl PackedB {
     /// Blocks packed elsewhere (`amx.rs`, which pads each block's depth) under the tag `kernel`.
