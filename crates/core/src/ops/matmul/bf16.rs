@@ -146,9 +146,13 @@ pub(super) mod x86 {
             (p0, kc, k): (usize, usize, usize),
             out: &mut Packing,
         ) {
-            let out = out.zeroed(rows.div_ceil(MR) * MR * kc);
+            // Every live row is written whole below (its pairs past k as zeros); the rows past
+            // them are zeroed here, not the whole buffer first (that pass was a fifth of W5's
+            // bf16 A packing).
+            let out = out.resized(rows.div_ceil(MR) * MR * kc);
             let live_k = k.saturating_sub(2 * p0).min(2 * kc);
             let live_rows = rows.min(rows_all - row0);
+            out[live_rows * kc..].fill(0);
             // Pairs in whole groups of 16 that the transposed path (rows adjacent, as gᵀ in a
             // weight gradient) converts; the rest, and every pair of other layouts, one by one.
             let grouped = if v.rs == 1 && v.cs != 1 { live_k / 32 * 16 } else { 0 };
@@ -209,41 +213,57 @@ pub(super) mod x86 {
             let at = |j: usize, kk: usize| -> f32 {
                 if kk < live_k { v.data[v.offset + (col0 + j) * v.rs + (2 * p0 + kk) * v.cs] } else { 0.0 }
             };
-            // The vector paths take the panels of NR live columns, over the first `done` pairs
-            // (those wholly inside k, in groups of 16 for the transposing path).
-            let whole = live_cols / NR;
-            let done = if whole == 0 {
-                0
-            } else if v.rs == 1 {
-                live_k / 2
-            } else if v.cs == 1 {
+            // Columns adjacent in memory (`v.rs == 1`) take the vector path whole: every panel,
+            // the last one's missing columns and a last pair's missing value read as zeros
+            // through masked loads. The transposing path takes the panels of NR live columns
+            // over the pairs in whole groups of 16. `whole` panels are vector-packed over their
+            // first `done` pairs.
+            let rows_path = v.rs == 1 && live_cols > 0 && live_k > 0;
+            let whole = if rows_path { panels } else { live_cols / NR };
+            let done = if rows_path {
+                live_k.div_ceil(2)
+            } else if whole > 0 && v.cs == 1 {
                 live_k / 32 * 16
             } else {
                 0
             };
-            if done > 0 {
-                // The last value the vector paths read lies inside the view.
+            // The last value the vector paths read lies inside the view.
+            if rows_path {
+                let last = v.offset + col0 + live_cols - 1 + (2 * p0 + live_k - 1) * v.cs;
+                assert!(last < v.data.len(), "a packed block outside its operand");
+            } else if done > 0 {
                 let last = v.offset + (col0 + whole * NR - 1) * v.rs + (2 * (p0 + done) - 1) * v.cs;
                 assert!(last < v.data.len(), "a packed block outside its operand");
             }
-            if done > 0 && v.rs == 1 {
-                // Columns adjacent in memory: pair p is rows 2p and 2p + 1, each converted 32
-                // values at a time and interleaved by one permutation. Rows outer, panels inner,
-                // so that each row is read in one sweep: a panel at a time walked a page per row,
-                // and W4's input-gradient product (`dY·W`, `examples/w4_products`, one thread)
-                // ran at ~490 GFLOP/s against ~600 now.
+            if rows_path {
+                // Pair p is rows 2p and 2p + 1, converted 32 values at a time and interleaved by
+                // one permutation. Rows outer, panels inner, so that each row is read in one
+                // sweep: a panel at a time walked a page per row, and W4's input-gradient
+                // product (`dY·W`, `examples/w4_products`, one thread) ran at ~490 GFLOP/s
+                // against ~600 now. Masked (the last panel, a row past k) rather than one by
+                // one: the scalar rounding of those was half of W5's bf16 packing.
                 // SAFETY: 32 lanes of 16 bits.
                 let interleave = unsafe { _mm512_loadu_si512(INTERLEAVE.as_ptr().cast()) };
                 for p in 0..done {
                     let lo = v.data.as_ptr().wrapping_add(v.offset + col0 + (2 * (p0 + p)) * v.cs);
                     let hi = lo.wrapping_add(v.cs);
-                    for pi in 0..whole {
+                    let has_hi = 2 * p + 1 < live_k;
+                    for pi in 0..panels {
                         for h in 0..2 {
                             let c = pi * NR + 16 * h;
-                            // SAFETY: columns < whole·NR of rows < 2·(p0 + done): inside the
-                            // view (checked above); pair p of panel pi, 16 columns, inside `out`.
+                            let lanes = live_cols.saturating_sub(c).min(16);
+                            let mask = ((1u32 << lanes) - 1) as __mmask16;
+                            // SAFETY: the masked loads read columns < live_cols of rows < 2·p0
+                            // + live_k: inside the view (checked above); pair p of panel pi, 16
+                            // columns, inside `out`.
                             unsafe {
-                                let b = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(hi.add(c)), _mm512_loadu_ps(lo.add(c)));
+                                let l = _mm512_maskz_loadu_ps(mask, lo.wrapping_add(c));
+                                let u = if has_hi {
+                                    _mm512_maskz_loadu_ps(mask, hi.wrapping_add(c))
+                                } else {
+                                    _mm512_setzero_ps()
+                                };
+                                let b = _mm512_cvtne2ps_pbh(u, l);
                                 let r =
                                     _mm512_permutexvar_epi16(interleave, std::mem::transmute::<__m512bh, __m512i>(b));
                                 _mm512_storeu_si512(out.as_mut_ptr().add((pi * kc + p) * NR + 16 * h).cast(), r);
@@ -332,11 +352,24 @@ pub(super) mod x86 {
                 _mm512_storeu_si512(dst.as_mut_ptr().add(16 * c).cast(), std::mem::transmute::<__m512bh, __m512i>(v));
             }
         }
+        // The last partial run through masked loads and a masked store (the missing values
+        // read as zeros), then zero pairs: one by one, these were most of W5's bf16 A packing.
         let rest = &values[32 * whole..];
-        for (p, d) in dst[16 * whole..].iter_mut().enumerate() {
-            let at = |i: usize| rest.get(i).copied().unwrap_or(0.0);
-            *d = pair(at(2 * p), at(2 * p + 1));
+        let pairs = rest.len().div_ceil(2);
+        if pairs > 0 {
+            let lanes = |from: usize| ((1u32 << rest.len().saturating_sub(from).min(16)) - 1) as __mmask16;
+            assert!(dst.len() >= 16 * whole + pairs, "a run longer than its destination");
+            // SAFETY: the masked loads read rest's values only; the masked store writes `pairs`
+            // ≤ 16 values from 16·whole, inside dst (checked).
+            unsafe {
+                let lo = _mm512_maskz_loadu_ps(lanes(0), rest.as_ptr());
+                let hi = _mm512_maskz_loadu_ps(lanes(16), rest.as_ptr().wrapping_add(16));
+                let v = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo));
+                let store = ((1u32 << pairs) - 1) as __mmask16;
+                _mm512_mask_storeu_epi32(dst.as_mut_ptr().add(16 * whole).cast(), store, v);
+            }
         }
+        dst[16 * whole + pairs..].fill(0);
     }
 }
 
