@@ -21,8 +21,12 @@ impl Kernel for F32 {
         k
     }
 
-    /// A row of A that is contiguous in memory is copied as a run; rows adjacent in memory go
-    /// 16 rows × 16 steps at a time through a register transpose.
+    /// Step-major micro-panels (`[rows/MR][kc][MR]`: a step's MR values side by side), which
+    /// the tile reads at fixed offsets from one pointer: read row-major, each of a step's MR
+    /// broadcasts needed its own address arithmetic, which took issue slots from the FMAs.
+    /// Rows contiguous in memory go 16 steps × MR rows at a time through a register transpose
+    /// (the last steps through masked loads);
+    /// rows adjacent in memory (as gᵀ in a weight gradient) are one masked load per step.
     #[target_feature(enable = "avx512f")]
     unsafe fn pack_a(
         v: MatRef<f32>,
@@ -30,38 +34,63 @@ impl Kernel for F32 {
         (p0, kc, k): (usize, usize, usize),
         out: &mut Packing,
     ) {
-        let out = out.zeroed(rows.div_ceil(MR) * MR * kc);
+        let panels = rows.div_ceil(MR);
+        let out = out.resized(panels * MR * kc);
         let live_k = k.saturating_sub(p0).min(kc);
         let live_rows = rows.min(rows_all - row0);
-        // Steps in whole groups of 16 that the transposed path (rows adjacent, as gᵀ in a weight
-        // gradient) copies; the rest, and every step of other layouts, one by one.
-        let grouped = if v.rs == 1 && v.cs != 1 { live_k / 16 * 16 } else { 0 };
-        for g in (0..live_rows).step_by(16).filter(|_| grouped > 0) {
-            let lanes = (live_rows - g).min(16);
-            let mask = ((1u32 << lanes) - 1) as __mmask16;
-            for pb in (0..grouped).step_by(16) {
-                // SAFETY: rows row0+g.. (`lanes` of them, the masked lanes unread) at steps
-                // p0+pb.. < live_k, inside A's view; the stores fill steps pb..pb+16 (≤ kc).
-                unsafe {
-                    let mut r = [_mm512_setzero_si512(); 16];
-                    for (c, r) in r.iter_mut().enumerate() {
-                        let src = v.data.as_ptr().add(v.offset + row0 + g + (p0 + pb + c) * v.cs);
-                        *r = _mm512_maskz_loadu_epi32(mask, src.cast());
-                    }
-                    for (i, t) in transpose16(r).iter().enumerate().take(lanes) {
-                        _mm512_storeu_si512(out.as_mut_ptr().add((g + i) * kc + pb).cast(), *t);
+        let at = |r: usize, p: usize| v.data[v.offset + (row0 + r) * v.rs + (p0 + p) * v.cs].to_bits();
+        // A step's MR values, the live ones first.
+        let step_mask = ((1u32 << MR) - 1) as __mmask16;
+        for (ip, panel) in out.chunks_exact_mut(MR * kc).enumerate() {
+            let r0 = ip * MR;
+            let lr = live_rows.saturating_sub(r0).min(MR);
+            let mut done = 0;
+            if lr > 0 && v.rs == 1 && v.cs != 1 {
+                // A step's rows are adjacent: one masked load of the live rows, one store.
+                let last = v.offset + row0 + r0 + lr - 1 + (p0 + live_k.max(1) - 1) * v.cs;
+                assert!(live_k == 0 || last < v.data.len(), "a packed block outside its operand");
+                let mask = ((1u32 << lr) - 1) as __mmask16;
+                for p in 0..live_k {
+                    // SAFETY: rows r0.. (lr of them) of step p < live_k lie inside the view
+                    // (checked); MR values at step p of the panel.
+                    unsafe {
+                        let src = v.data.as_ptr().add(v.offset + row0 + r0 + (p0 + p) * v.cs);
+                        let x = _mm512_maskz_loadu_epi32(mask, src.cast());
+                        _mm512_mask_storeu_epi32(panel.as_mut_ptr().add(p * MR).cast(), step_mask, x);
                     }
                 }
+                done = live_k;
+            } else if lr > 0 && v.cs == 1 && live_k > 0 {
+                // Rows contiguous: 16 steps of each live row (fewer at the end, masked),
+                // transposed into 16 steps of MR.
+                let last = v.offset + (row0 + r0 + lr - 1) * v.rs + p0 + live_k - 1;
+                assert!(last < v.data.len(), "a packed block outside its operand");
+                for pb in (0..live_k).step_by(16) {
+                    let steps = (live_k - pb).min(16);
+                    let mask = ((1u32 << steps) - 1) as __mmask16;
+                    // SAFETY: rows r0..r0 + lr, steps pb..pb + steps ≤ live_k: inside the view
+                    // (checked); the stores fill those steps of the panel, MR values each.
+                    unsafe {
+                        let mut r = [_mm512_setzero_si512(); 16];
+                        for (i, r) in r.iter_mut().enumerate().take(lr) {
+                            let src = v.data.as_ptr().add(v.offset + (row0 + r0 + i) * v.rs + p0 + pb);
+                            *r = _mm512_maskz_loadu_epi32(mask, src.cast());
+                        }
+                        for (p, t) in transpose16(r).iter().enumerate().take(steps) {
+                            _mm512_mask_storeu_epi32(panel.as_mut_ptr().add((pb + p) * MR).cast(), step_mask, *t);
+                        }
+                    }
+                }
+                done = live_k;
             }
-        }
-        for i in 0..live_rows {
-            let dst = &mut out[i * kc..i * kc + live_k];
-            let base = v.offset + (row0 + i) * v.rs + p0 * v.cs;
-            if v.cs == 1 {
-                dst.iter_mut().zip(&v.data[base..base + live_k]).for_each(|(d, x)| *d = x.to_bits());
-            } else {
-                dst.iter_mut().enumerate().skip(grouped).for_each(|(p, d)| *d = v.data[base + p * v.cs].to_bits());
+            // The rest one by one (the last steps, other layouts), zero past the live rows and
+            // past k.
+            for p in done..live_k {
+                for r in 0..MR {
+                    panel[p * MR + r] = if r < lr { at(r0 + r, p) } else { 0 };
+                }
             }
+            panel[live_k.max(done) * MR..].fill(0);
         }
     }
 
@@ -154,25 +183,52 @@ impl Kernel for F32 {
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn tile(kc: usize, a: *const u32, a_rs: usize, b: *const u32, b_rs: usize, cols: usize) -> Tile {
-        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-        let (ap, bp) = (a.cast::<f32>(), b.cast::<f32>());
-        let live = |v: usize| ((1u32 << cols.saturating_sub(16 * v).min(16)) - 1) as __mmask16;
-        let (m0, m1) = (live(0), live(1));
-        for p in 0..kc {
-            // SAFETY: p < kc and r < MR: A's row r step p and the masked loads' columns < cols
-            // of B's step p are readable (the caller's promise).
-            unsafe {
-                let b0 = _mm512_maskz_loadu_ps(m0, bp.add(p * b_rs));
-                let b1 = _mm512_maskz_loadu_ps(m1, bp.add(p * b_rs + 16));
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let ar = _mm512_set1_ps(*ap.add(r * a_rs + p));
-                    acc[0] = _mm512_fmadd_ps(ar, b0, acc[0]);
-                    acc[1] = _mm512_fmadd_ps(ar, b1, acc[1]);
-                }
+        // SAFETY: the caller's promise: row r's step p at a + r·a_rs + p.
+        unsafe { tile_with::<false>(kc, a, a_rs, b, b_rs, cols) }
+    }
+
+    /// Step p's MR values at `a + p·MR`: the broadcasts are fixed offsets from one pointer.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile_packed(kc: usize, a: *const u32, b: *const u32, b_rs: usize, cols: usize) -> Tile {
+        // SAFETY: the caller's promise: a step-major panel from `pack_a`.
+        unsafe { tile_with::<true>(kc, a, 0, b, b_rs, cols) }
+    }
+}
+
+/// The 12×32 FMA tile over `kc` steps: A's row r step p at `a + p·MR + r` (`STEP_MAJOR`, a
+/// packed panel) or `a + r·a_rs + p` (A read in place).
+///
+/// # Safety
+/// As [`Kernel::tile`] for that layout of A.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_with<const STEP_MAJOR: bool>(
+    kc: usize,
+    a: *const u32,
+    a_rs: usize,
+    b: *const u32,
+    b_rs: usize,
+    cols: usize,
+) -> Tile {
+    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    let (ap, bp) = (a.cast::<f32>(), b.cast::<f32>());
+    let live = |v: usize| ((1u32 << cols.saturating_sub(16 * v).min(16)) - 1) as __mmask16;
+    let (m0, m1) = (live(0), live(1));
+    for p in 0..kc {
+        // SAFETY: p < kc and r < MR: A's row r step p and the masked loads' columns < cols
+        // of B's step p are readable (the caller's promise).
+        unsafe {
+            let b0 = _mm512_maskz_loadu_ps(m0, bp.add(p * b_rs));
+            let b1 = _mm512_maskz_loadu_ps(m1, bp.add(p * b_rs + 16));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let ar = _mm512_set1_ps(*ap.add(if STEP_MAJOR { p * MR + r } else { r * a_rs + p }));
+                acc[0] = _mm512_fmadd_ps(ar, b0, acc[0]);
+                acc[1] = _mm512_fmadd_ps(ar, b1, acc[1]);
             }
         }
-        acc
     }
+    acc
 }
 
 #[cfg(test)]

@@ -37,7 +37,8 @@ pub(super) trait Kernel {
     /// Depth steps for an inner dimension of `k`.
     fn steps(k: usize) -> usize;
     /// Packs rows `row0..row0 + rows` of A (`rows_all` in all), steps `p0..p0 + kc`, as
-    /// `[rows/MR panels][MR][kc]`, zero beyond A's rows and k (`k` values in all).
+    /// `[rows/MR panels][MR][kc]` (or `[rows/MR panels][kc][MR]` where [`Kernel::tile_packed`]
+    /// reads that), zero beyond A's rows and k (`k` values in all).
     ///
     /// # Safety
     /// The CPU must have the kernel's features.
@@ -60,6 +61,16 @@ pub(super) trait Kernel {
     /// As `pack_a`; `a + r·a_rs + p` is readable for r < MR and p < kc, and `b + p·b_rs ..
     /// + cols` for p < kc.
     unsafe fn tile(kc: usize, a: *const u32, a_rs: usize, b: *const u32, b_rs: usize, cols: usize) -> Tile;
+    /// [`Kernel::tile`] over a micro-panel of A as `pack_a` packed it (by default row r's step
+    /// p at `a + r·kc + p`).
+    ///
+    /// # Safety
+    /// As `tile`, for a packed micro-panel of MR rows × kc steps at `a`.
+    #[inline]
+    unsafe fn tile_packed(kc: usize, a: *const u32, b: *const u32, b_rs: usize, cols: usize) -> Tile {
+        // SAFETY: the caller's promise, with the packing's row stride.
+        unsafe { Self::tile(kc, a, kc, b, b_rs, cols) }
+    }
 }
 
 /// The most columns of a product for which [`run`] reads a left operand with contiguous rows in
@@ -99,16 +110,9 @@ impl Packing {
         Packing { lines: Vec::new(), len: 0 }
     }
 
-    /// `len` zeros, replacing what the buffer held (its allocation is reused).
-    pub(super) fn zeroed(&mut self, len: usize) -> &mut [u32] {
-        self.lines.clear();
-        self.lines.resize(len.div_ceil(16), Line([0; 16]));
-        self.len = len;
-        self
-    }
-
     /// `len` values whose content is unspecified (what the buffer last held, zero where it
-    /// grows): for a packing that writes every value, so that it skips `zeroed`'s pass.
+    /// grows; the allocation is reused): every packing writes each value it packs, zeros
+    /// included, rather than zeroing the buffer in a pass of its own first.
     pub(super) fn resized(&mut self, len: usize) -> &mut [u32] {
         self.lines.resize(len.div_ceil(16), Line([0; 16]));
         self.len = len;
@@ -284,18 +288,19 @@ pub(super) unsafe fn run<K: Kernel + 'static>(
                         for ip in 0..mc.div_ceil(MR) {
                             let rows = MR.min(mc - ip * MR);
                             let (i0, j0) = (ic + ip * MR, jc + jp * NR);
-                            let (ap, a_rs) = if ip * MR < whole {
-                                (lhs.data.as_ptr().wrapping_add(lhs.offset + i0 * lhs.rs + pc).cast::<u32>(), lhs.rs)
-                            } else {
-                                (a_buf[(ip - whole / MR) * kc * MR..].as_ptr(), kc)
-                            };
                             // SAFETY: A's MR rows × kc steps lie inside the packed panel, or
                             // inside A's view (bounds-checked by the caller: rows i0..i0 + MR ≤
                             // m, steps pc.. < k); B's kc rows of b_cols values inside the packed
                             // block, or inside B's view (rows pc.. < k, columns j0.. < n); the
                             // tile (i0.., j0..) of rows × cols inside the m×n destination.
                             unsafe {
-                                let acc = K::tile(kc, ap, a_rs, bp, b_rs, b_cols);
+                                let acc = if ip * MR < whole {
+                                    let ap =
+                                        lhs.data.as_ptr().wrapping_add(lhs.offset + i0 * lhs.rs + pc).cast::<u32>();
+                                    K::tile(kc, ap, lhs.rs, bp, b_rs, b_cols)
+                                } else {
+                                    K::tile_packed(kc, a_buf[(ip - whole / MR) * kc * MR..].as_ptr(), bp, b_rs, b_cols)
+                                };
                                 store(&acc, dst.add(i0 * dst_rs + j0), dst_rs, rows, cols, add);
                             }
                         }
