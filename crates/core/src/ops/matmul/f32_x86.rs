@@ -215,12 +215,16 @@ unsafe fn tile_with<const STEP_MAJOR: bool>(
     let (ap, bp) = (a.cast::<f32>(), b.cast::<f32>());
     let live = |v: usize| ((1u32 << cols.saturating_sub(16 * v).min(16)) - 1) as __mmask16;
     let (m0, m1) = (live(0), live(1));
+    let full = cols >= NR;
     for p in 0..kc {
         // SAFETY: p < kc and r < MR: A's row r step p and the masked loads' columns < cols
         // of B's step p are readable (the caller's promise).
         unsafe {
-            let b0 = _mm512_maskz_loadu_ps(m0, bp.add(p * b_rs));
-            let b1 = _mm512_maskz_loadu_ps(m1, bp.add(p * b_rs + 16));
+            let (b0, b1) = if full {
+                (_mm512_loadu_ps(bp.add(p * b_rs)), _mm512_loadu_ps(bp.add(p * b_rs + 16)))
+            } else {
+                (_mm512_maskz_loadu_ps(m0, bp.add(p * b_rs)), _mm512_maskz_loadu_ps(m1, bp.add(p * b_rs + 16)))
+            };
             for (r, acc) in acc.iter_mut().enumerate() {
                 let ar = _mm512_set1_ps(*ap.add(if STEP_MAJOR { p * MR + r } else { r * a_rs + p }));
                 acc[0] = _mm512_fmadd_ps(ar, b0, acc[0]);
