@@ -23,15 +23,6 @@ pub(super) const NR: usize = 32;
 /// Depth steps per packed block: a B micro-panel (`KC·NR` 32-bit values, 16 KiB) stays in L1
 /// while every A micro-panel of the row block passes it.
 pub(super) const KC: usize = 128;
-/// The depth blocks of a product `steps` deep: one block up to `2·KC` steps, so that each
-/// output tile is loaded and stored once (W4's weight gradients, 256 deep), else blocks of
-/// `KC`. Measured on a 2-core Intel Xeon (2026-12-03, 2 threads, alternating): W4 f32 ~6,100–
-/// 6,400 → ~7,350 samples/s (its 256-deep weight-gradient product ~115 → ~140 GFLOP/s on one
-/// thread), W2 level to +10%; a flat `KC` of 256 cost W6 6–11%.
-fn depth_block(steps: usize) -> usize {
-    if steps <= 2 * KC { steps } else { KC }
-}
-
 /// Rows per packed A block (60 KiB with `KC`, in L2).
 const MC: usize = 120;
 /// Columns per packed B block (512 KiB with `KC`).
@@ -219,11 +210,10 @@ pub(super) unsafe fn pack_whole<K: Kernel + 'static>(rhs: MatRef<f32>, n: usize,
     let rhs_t = MatRef { rs: rhs.cs, cs: rhs.rs, ..rhs };
     let mut blocks = Vec::new();
     for jc in (0..n).step_by(NC) {
-        let kc_max = depth_block(steps);
-        for pc in (0..steps).step_by(kc_max) {
+        for pc in (0..steps).step_by(KC) {
             let mut buf = Packing::new();
             // SAFETY: the caller's promise.
-            unsafe { K::pack_b(rhs_t, (jc, NC.min(n - jc), n), (pc, kc_max.min(steps - pc), k), &mut buf) };
+            unsafe { K::pack_b(rhs_t, (jc, NC.min(n - jc), n), (pc, KC.min(steps - pc), k), &mut buf) };
             blocks.push(buf);
         }
     }
@@ -248,13 +238,12 @@ pub(super) unsafe fn run<K: Kernel + 'static>(
     accumulate: bool,
 ) {
     let steps = K::steps(k);
-    let kc_max = depth_block(steps);
     PACKED.with_borrow_mut(|(a_buf, b_buf)| {
         let mut block = 0;
         for jc in (0..n).step_by(NC) {
             let nc = NC.min(n - jc);
-            for pc in (0..steps).step_by(kc_max) {
-                let kc = kc_max.min(steps - pc);
+            for pc in (0..steps).step_by(KC) {
+                let kc = KC.min(steps - pc);
                 // B in place (no packing): its row pc + p, columns jc.., from `direct`.
                 let direct = match rhs {
                     Rhs::View(v) if K::IN_PLACE && v.cs == 1 && m <= DIRECT_B_MAX_M && steps <= KC => {
