@@ -170,13 +170,27 @@ pub(super) unsafe fn with_shared_lhs<R>(
                 let mc = MC.min(m - ic);
                 let buf = blocks.next().expect("one buffer per block");
                 // SAFETY: the CPU has AVX512-BF16 (`available`); the view is the caller's promise.
-                unsafe { Bf16::pack_a(lhs, (ic, mc, m), (pc, kc, k), buf) };
-                // Rows past the block's end are zero, up to whole micro-tiles.
-                buf.grow_zeroed(mc.next_multiple_of(TM) * kc);
+                unsafe { pack_a_block(lhs, (ic, mc, m), (pc, kc, k), buf) };
             }
         }
         f(Some(&*packed))
     })
+}
+
+/// Rows `ic..ic + mc` of A (m in all), depth block `pc..pc + kc` pairs, packed as [`run`]
+/// reads them: `bf16.rs`'s layout, zero rows up to whole micro-tiles.
+///
+/// # Safety
+/// The CPU has AVX512-BF16; the view lies inside its buffer.
+unsafe fn pack_a_block(
+    lhs: MatRef<f32>,
+    (ic, mc, m): (usize, usize, usize),
+    (pc, kc, k): (usize, usize, usize),
+    buf: &mut Packing,
+) {
+    // SAFETY: the caller's promise.
+    unsafe { Bf16::pack_a(lhs, (ic, mc, m), (pc, kc, k), buf) };
+    buf.grow_zeroed(mc.next_multiple_of(TM) * kc);
 }
 
 /// A depth block of `kc` pairs padded to whole tiles.
@@ -259,9 +273,7 @@ pub(super) unsafe fn run(
                     let a_block: &[u32] = match lhs {
                         Lhs::View(v) => {
                             // SAFETY: as for `pack_b`.
-                            unsafe { Bf16::pack_a(v, (ic, mc, m), (pc, kc, k), a_buf) };
-                            // Rows past the block's end are zero, up to whole micro-tiles.
-                            a_buf.grow_zeroed(mc.next_multiple_of(TM) * kc);
+                            unsafe { pack_a_block(v, (ic, mc, m), (pc, kc, k), a_buf) };
                             a_buf
                         }
                         Lhs::Packed(p) => &p.blocks[pc / KC * row_blocks + ic / MC],

@@ -97,7 +97,7 @@ fn pair(lo: f32, hi: f32) -> u32 {
 
 #[cfg(target_arch = "x86_64")]
 pub(super) mod x86 {
-    use super::super::packed::{Kernel, MR, NR, Packing, Tile, transpose16};
+    use super::super::packed::{Kernel, MR, NR, Packing, Tile, lanes, transpose16};
     use super::{MatRef, pair};
     use std::arch::x86_64::*;
     use std::sync::OnceLock;
@@ -157,10 +157,10 @@ pub(super) mod x86 {
             // weight gradient) converts; the rest, and every pair of other layouts, one by one.
             let grouped = if v.rs == 1 && v.cs != 1 { live_k / 32 * 16 } else { 0 };
             for g in (0..live_rows).step_by(16).filter(|_| grouped > 0) {
-                let lanes = (live_rows - g).min(16);
-                let mask = ((1u32 << lanes) - 1) as __mmask16;
+                let live = (live_rows - g).min(16);
+                let mask = lanes(live);
                 for pb in (0..grouped).step_by(16) {
-                    // SAFETY: rows row0+g.. (`lanes` of them, the masked lanes unread) at k
+                    // SAFETY: rows row0+g.. (`live` of them, the masked lanes unread) at k
                     // 2·(p0+pb+c) and the next, all < live_k, inside A's view; the stores fill
                     // pairs pb..pb+16 (≤ kc) of those rows.
                     unsafe {
@@ -173,7 +173,7 @@ pub(super) mod x86 {
                             let hi = _mm512_cvtepu16_epi32(std::mem::transmute::<__m256bh, __m256i>(hi));
                             *r = _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
                         }
-                        for (i, t) in transpose16(r).iter().enumerate().take(lanes) {
+                        for (i, t) in transpose16(r).iter().enumerate().take(live) {
                             _mm512_storeu_si512(out.as_mut_ptr().add((g + i) * kc + pb).cast(), *t);
                         }
                     }
@@ -251,8 +251,7 @@ pub(super) mod x86 {
                     for pi in 0..panels {
                         for h in 0..2 {
                             let c = pi * NR + 16 * h;
-                            let lanes = live_cols.saturating_sub(c).min(16);
-                            let mask = ((1u32 << lanes) - 1) as __mmask16;
+                            let mask = lanes(live_cols.saturating_sub(c).min(16));
                             // SAFETY: the masked loads read columns < live_cols of rows < 2·p0
                             // + live_k: inside the view (checked above); pair p of panel pi, 16
                             // columns, inside `out`.
@@ -317,7 +316,7 @@ pub(super) mod x86 {
         unsafe fn tile(kc: usize, a: *const u32, a_rs: usize, b: *const u32, b_rs: usize, cols: usize) -> Tile {
             let mut acc = [[_mm512_setzero_ps(); 2]; MR];
             let ap = a;
-            let live = |v: usize| ((1u32 << cols.saturating_sub(16 * v).min(16)) - 1) as __mmask16;
+            let live = |v: usize| lanes(cols.saturating_sub(16 * v).min(16));
             let (m0, m1) = (live(0), live(1));
             for p in 0..kc {
                 // SAFETY: p < kc and r < MR: A's row r step p and the masked loads' pairs < cols
@@ -357,16 +356,15 @@ pub(super) mod x86 {
         let rest = &values[32 * whole..];
         let pairs = rest.len().div_ceil(2);
         if pairs > 0 {
-            let lanes = |from: usize| ((1u32 << rest.len().saturating_sub(from).min(16)) - 1) as __mmask16;
+            let from = |first: usize| lanes(rest.len().saturating_sub(first).min(16));
             assert!(dst.len() >= 16 * whole + pairs, "a run longer than its destination");
             // SAFETY: the masked loads read rest's values only; the masked store writes `pairs`
             // ≤ 16 values from 16·whole, inside dst (checked).
             unsafe {
-                let lo = _mm512_maskz_loadu_ps(lanes(0), rest.as_ptr());
-                let hi = _mm512_maskz_loadu_ps(lanes(16), rest.as_ptr().wrapping_add(16));
+                let lo = _mm512_maskz_loadu_ps(from(0), rest.as_ptr());
+                let hi = _mm512_maskz_loadu_ps(from(16), rest.as_ptr().wrapping_add(16));
                 let v = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo));
-                let store = ((1u32 << pairs) - 1) as __mmask16;
-                _mm512_mask_storeu_epi32(dst.as_mut_ptr().add(16 * whole).cast(), store, v);
+                _mm512_mask_storeu_epi32(dst.as_mut_ptr().add(16 * whole).cast(), lanes(pairs), v);
             }
         }
         dst[16 * whole + pairs..].fill(0);

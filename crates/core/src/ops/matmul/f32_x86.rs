@@ -3,7 +3,7 @@
 //! `cpu.rs` (`own_f32`).
 
 use super::gemm_crate::MatRef;
-use super::packed::{Kernel, MR, NR, Packing, Tile, transpose16};
+use super::packed::{Kernel, MR, NR, Packing, Tile, lanes, transpose16};
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
@@ -40,7 +40,7 @@ impl Kernel for F32 {
         let live_rows = rows.min(rows_all - row0);
         let at = |r: usize, p: usize| v.data[v.offset + (row0 + r) * v.rs + (p0 + p) * v.cs].to_bits();
         // A step's MR values, the live ones first.
-        let step_mask = ((1u32 << MR) - 1) as __mmask16;
+        let step_mask = lanes(MR);
         for (ip, panel) in out.chunks_exact_mut(MR * kc).enumerate() {
             let r0 = ip * MR;
             let lr = live_rows.saturating_sub(r0).min(MR);
@@ -49,7 +49,7 @@ impl Kernel for F32 {
                 // A step's rows are adjacent: one masked load of the live rows, one store.
                 let last = v.offset + row0 + r0 + lr - 1 + (p0 + live_k.max(1) - 1) * v.cs;
                 assert!(live_k == 0 || last < v.data.len(), "a packed block outside its operand");
-                let mask = ((1u32 << lr) - 1) as __mmask16;
+                let mask = lanes(lr);
                 for p in 0..live_k {
                     // SAFETY: rows r0.. (lr of them) of step p < live_k lie inside the view
                     // (checked); MR values at step p of the panel.
@@ -67,7 +67,7 @@ impl Kernel for F32 {
                 assert!(last < v.data.len(), "a packed block outside its operand");
                 for pb in (0..live_k).step_by(16) {
                     let steps = (live_k - pb).min(16);
-                    let mask = ((1u32 << steps) - 1) as __mmask16;
+                    let mask = lanes(steps);
                     // SAFETY: rows r0..r0 + lr, steps pb..pb + steps ≤ live_k: inside the view
                     // (checked); the stores fill those steps of the panel, MR values each.
                     unsafe {
@@ -213,7 +213,7 @@ unsafe fn tile_with<const STEP_MAJOR: bool>(
 ) -> Tile {
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
     let (ap, bp) = (a.cast::<f32>(), b.cast::<f32>());
-    let live = |v: usize| ((1u32 << cols.saturating_sub(16 * v).min(16)) - 1) as __mmask16;
+    let live = |v: usize| lanes(cols.saturating_sub(16 * v).min(16));
     let (m0, m1) = (live(0), live(1));
     let full = cols >= NR;
     for p in 0..kc {

@@ -13,6 +13,7 @@
 //! any cut of the columns into blocks (`cpu.rs`) gives the same bits.
 
 use super::gemm_crate::MatRef;
+use super::packed::lanes;
 use std::arch::x86_64::*;
 
 /// Rows of W per group: eight sums in flight, one x load for eight W loads.
@@ -62,7 +63,7 @@ unsafe fn group<const R: usize>(k: usize, x: *const f32, w: *const f32, w_rs: us
         }
         let rest = k % 16;
         if rest > 0 {
-            let mask = ((1u32 << rest) - 1) as __mmask16;
+            let mask = lanes(rest);
             let xv = _mm512_maskz_loadu_ps(mask, x.add(16 * whole));
             for (r, acc) in acc.iter_mut().enumerate() {
                 *acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, w.add(r * w_rs + 16 * whole)), xv, *acc);

@@ -73,6 +73,13 @@ pub(super) trait Kernel {
     }
 }
 
+/// The mask of the first `n` (≤ 16) of a vector's 16 lanes.
+#[inline(always)]
+pub(super) fn lanes(n: usize) -> __mmask16 {
+    debug_assert!(n <= 16);
+    ((1u32 << n) - 1) as __mmask16
+}
+
 /// The most columns of a product for which [`run`] reads a left operand with contiguous rows in
 /// place (f32) instead of packing it: each A value is then used by at most two B micro-panels,
 /// read from memory once and from L2 at most once more, where packing would first copy it. The
@@ -318,10 +325,7 @@ pub(super) unsafe fn run<K: Kernel + 'static>(
 #[inline]
 #[target_feature(enable = "avx512f")]
 unsafe fn store(acc: &Tile, dst: *mut f32, dst_rs: usize, rows: usize, cols: usize, add: bool) {
-    let mask = |v: usize| -> __mmask16 {
-        let live = cols.saturating_sub(16 * v).min(16);
-        ((1u32 << live) - 1) as __mmask16
-    };
+    let mask = |v: usize| lanes(cols.saturating_sub(16 * v).min(16));
     let masks = [mask(0), mask(1)];
     for (r, acc) in acc.iter().enumerate().take(rows) {
         for (v, &mk) in masks.iter().enumerate() {
