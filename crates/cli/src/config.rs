@@ -310,6 +310,13 @@ pub struct TrainingConfig {
     /// the same as this many MPI processes). 1 (the default): none.
     #[serde(alias = "accumulate_grad_batches", skip_serializing_if = "is_one")]
     pub accumulate: usize,
+    /// Pipelined training (GPipe) of a model whose layers sit on several devices: each batch is
+    /// cut into this many micro-batches (as `accumulate` cuts it) and the model's stages — its
+    /// stretches of layers on one device — work on different micro-batches at the same time,
+    /// each on its own thread. The numbers are `accumulate`'s with the same count, bit for bit.
+    /// 1 (the default): none.
+    #[serde(skip_serializing_if = "is_one")]
+    pub pipeline_chunks: usize,
     /// Synchronised BatchNorm under `mpirun` (PyTorch's `SyncBatchNorm`): in training mode the
     /// BatchNorms normalise with the whole global batch's statistics, summed over the
     /// processes, instead of each process's micro-batch's. Off (the default) as in PyTorch; it
@@ -363,6 +370,7 @@ impl Default for TrainingConfig {
             clip_grad_norm: None,
             on_divergence: "stop".into(),
             accumulate: 1,
+            pipeline_chunks: 1,
             sync_bn: false,
             bucket_cap_mb: None,
             precision: "f32".into(),
@@ -564,6 +572,18 @@ impl RunConfig {
         if self.training.accumulate == 0 {
             bail!(
                 "training.accumulate (--accumulate) must be at least 1 (the micro-batches a batch is cut into; 1: no accumulation), got 0"
+            );
+        }
+        if self.training.pipeline_chunks == 0 {
+            bail!(
+                "training.pipeline_chunks (--pipeline-chunks) must be at least 1 (the micro-batches a pipelined batch is cut into; 1: no pipelining), got 0"
+            );
+        }
+        if self.training.pipeline_chunks > 1 && self.training.accumulate > 1 {
+            bail!(
+                "training.pipeline_chunks = {} and training.accumulate = {}: pipelining cuts each batch into micro-batches itself (with accumulation's numbers); keep one of them",
+                self.training.pipeline_chunks,
+                self.training.accumulate
             );
         }
         if let Some(c) = self.training.bucket_cap_mb

@@ -199,3 +199,33 @@ fn a_split_model_checks_summarises_trains_and_resumes_under_another_map() {
     assert_ne!(code, 0);
     assert!(err.contains("`mid`") && err.contains("gpu:99") && err.contains("--device-map 'mid=cpu'"), "{err}");
 }
+
+/// `--pipeline-chunks K` on a model split over the CPU and a GPU: the header names the stages,
+/// and the run's losses and final weights equal `--accumulate K`'s bit for bit (the pipeline
+/// changes when the stages compute, not what). Beside `--accumulate` it is refused.
+#[test]
+fn a_pipelined_split_run_equals_accumulation_bit_for_bit() {
+    if !has_gpu("a_pipelined_split_run_equals_accumulation_bit_for_bit") {
+        return;
+    }
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/split_devices.toml");
+    let tmp = tempfile::tempdir().unwrap();
+    let (piped, accumulated) = (tmp.path().join("piped"), tmp.path().join("accumulated"));
+    let mut header = String::new();
+    for (dir, how) in [(&piped, "--pipeline-chunks"), (&accumulated, "--accumulate")] {
+        let args = ["train", "--model", model, "--device-map", "mid=gpu:0", "--epochs", "1", "--batch-size", "50"];
+        let (code, out, err) = strata(&[&args[..], &[how, "3", "--out", dir.to_str().unwrap()]].concat());
+        assert_eq!(code, 0, "{err}");
+        header.push_str(&out);
+    }
+    assert!(header.contains("pipeline: 2 stages (encoder, mid on gpu:0 | head on cpu), 3 micro-batches"), "{header}");
+    let (lp, la) = (losses(&piped), losses(&accumulated));
+    assert!(!lp.is_empty());
+    assert_eq!(lp, la, "pipelined and accumulated losses");
+    let weights = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
+    assert!(weights(&piped) == weights(&accumulated), "the final weights differ");
+    let (code, _, err) =
+        strata(&["train", "--model", model, "--pipeline-chunks", "2", "--accumulate", "2", "--epochs", "1"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("pipeline_chunks = 2 and training.accumulate = 2") && err.contains("keep one"), "{err}");
+}

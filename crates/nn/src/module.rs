@@ -48,6 +48,12 @@ pub trait Module: Send + Sync {
         false
     }
 
+    /// This module as a [`crate::Sequential`] chain, when it is one (`None` for the others):
+    /// pipelined training cuts a chain into stages by its layers' placements.
+    fn as_sequential(&self) -> Option<&crate::Sequential> {
+        None
+    }
+
     /// Direct sub-modules with their attribute names, in registration order.
     fn children(&self) -> Vec<(String, &dyn Module)> {
         Vec::new()
@@ -267,6 +273,9 @@ impl<M: Module + ?Sized> Module for Box<M> {
     }
     fn is_relu(&self) -> bool {
         (**self).is_relu()
+    }
+    fn as_sequential(&self) -> Option<&crate::Sequential> {
+        (**self).as_sequential()
     }
     fn children(&self) -> Vec<(String, &dyn Module)> {
         (**self).children()

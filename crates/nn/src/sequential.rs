@@ -112,16 +112,39 @@ impl Sequential {
     pub fn layers(&self) -> impl Iterator<Item = (&str, &dyn Module)> {
         self.layers.iter().map(|(n, m)| (n.as_str(), m.as_ref() as &dyn Module))
     }
-}
 
-impl Module for Sequential {
-    fn input_shape(&self) -> Option<Vec<usize>> {
-        self.input.clone()
+    /// The chain cut where its layers' placement changes: consecutive layers on one device form
+    /// a stage (a layer without a placement joins the stage before it, since it runs where its
+    /// input is). Each stage is its range of layer indices and its device (`None`: wherever the
+    /// input is). An unplaced chain is one stage. A block placed as a whole is one layer here,
+    /// whatever its own layers' placements. Pipelined training ([`Sequential::forward_layers`]
+    /// per stage, each on its own thread) runs the stages concurrently on micro-batches.
+    pub fn stages(&self) -> Vec<(std::ops::Range<usize>, Option<Device>)> {
+        let mut stages: Vec<(std::ops::Range<usize>, Option<Device>)> = Vec::new();
+        for i in 0..self.layers.len() {
+            let device = self.device_of(i);
+            match stages.last_mut() {
+                Some((range, d)) if device.is_none() || device == *d => range.end = i + 1,
+                _ => stages.push((i..i + 1, device)),
+            }
+        }
+        stages
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// Runs layers `range` of the chain on `x` (the whole chain's forward is `0..len`): each
+    /// placed layer gets its input on its device, and a layer followed by a ReLU within the
+    /// range runs fused with it. A pipeline stage runs its stretch of the chain with this.
+    pub fn forward_layers(&self, x: &Tensor, range: std::ops::Range<usize>) -> Result<Tensor> {
+        let Some(stretch) = self.layers.get(range.clone()) else {
+            return Err(crate::Error::InvalidOption {
+                owner: "Sequential::forward_layers",
+                key: "range",
+                value: format!("{range:?}"),
+                expected: format!("a range within the chain's {} layers", self.layers.len()),
+            });
+        };
         let mut h = x.clone();
-        let mut layers = self.layers.iter().enumerate().peekable();
+        let mut layers = stretch.iter().enumerate().map(|(i, l)| (i + range.start, l)).peekable();
         while let Some((i, (name, layer))) = layers.next() {
             // A placed layer gets its input on its own device.
             if let Some(d) = self.device_of(i)
@@ -144,6 +167,19 @@ impl Module for Sequential {
             .map_err(|e| e.in_layer(name, || layer.describe()))?;
         }
         Ok(h)
+    }
+}
+
+impl Module for Sequential {
+    fn input_shape(&self) -> Option<Vec<usize>> {
+        self.input.clone()
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_layers(x, 0..self.layers.len())
+    }
+    fn as_sequential(&self) -> Option<&Sequential> {
+        Some(self)
     }
     fn children(&self) -> Vec<(String, &dyn Module)> {
         self.layers.iter().map(|(n, m)| (n.clone(), m.as_ref() as &dyn Module)).collect()
@@ -198,6 +234,36 @@ mod tests {
         assert_eq!(names, ["1.weight", "1.bias", "head.weight"]);
         assert_eq!(m.forward(&Tensor::ones(&[5, 2, 2], DType::F32)).unwrap().dims(), &[5, 2]);
         assert_eq!(m.num_parameters(), 4 * 3 + 3 + 3 * 2);
+    }
+
+    #[test]
+    fn stages_cut_where_the_placement_changes_and_a_range_runs_alone() {
+        let mut rng = Generator::new(3);
+        let lin = |i, o, rng: &mut Generator| Box::new(Linear::with_options(i, o, true, DType::F32, rng).unwrap());
+        let mut m = Sequential::new();
+        assert!(m.stages().is_empty());
+        // Placements recorded without moving anything (push_at), so no GPU is needed here.
+        m.push_at("a", lin(4, 3, &mut rng), None);
+        m.push_at("b", Box::new(ReLU), None);
+        assert_eq!(m.stages(), [(0..2, None)], "an unplaced chain is one stage");
+        m.push_at("c", lin(3, 3, &mut rng), Some(Device::Gpu(0)));
+        m.push_at("d", Box::new(ReLU), None);
+        m.push_at("e", lin(3, 3, &mut rng), Some(Device::Gpu(0)));
+        m.push_at("f", lin(3, 2, &mut rng), Some(Device::Cpu));
+        assert_eq!(m.stages(), [(0..2, None), (2..5, Some(Device::Gpu(0))), (5..6, Some(Device::Cpu))]);
+        // Ranges run one after another give the whole chain's forward.
+        let mut cpu = Sequential::new();
+        for (name, layer) in [("a", lin(4, 3, &mut rng)), ("c", lin(3, 3, &mut rng))] {
+            cpu.push_boxed(name, layer);
+        }
+        cpu.push_boxed("r", Box::new(ReLU));
+        cpu.push_boxed("f", lin(3, 2, &mut rng));
+        let x = Tensor::randn(&[5, 4], 0.0, 1.0, DType::F32, &mut rng).unwrap();
+        let h = cpu.forward_layers(&x, 0..2).unwrap();
+        let y = cpu.forward_layers(&h, 2..4).unwrap();
+        assert_eq!(y.to_vec::<f32>().unwrap(), cpu.forward(&x).unwrap().to_vec::<f32>().unwrap());
+        let err = cpu.forward_layers(&x, 3..9).unwrap_err().to_string();
+        assert!(err.contains("3..9") && err.contains("4 layers"), "{err}");
     }
 
     #[test]

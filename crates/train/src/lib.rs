@@ -31,6 +31,7 @@ mod error;
 mod evaluate;
 mod layout;
 pub mod parallel;
+mod pipeline;
 mod schedule;
 pub mod tensorboard;
 mod trainer;

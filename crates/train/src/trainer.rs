@@ -13,8 +13,9 @@ use crate::evaluate::{Evaluation, count_correct, evaluate};
 use crate::layout::InputLayout;
 use crate::parallel::{
     Accumulator, BucketPlan, BucketedReduction, DEFAULT_BUCKET_CAP_MB, GradBuffer, GradientReducer, coefficients,
-    micro_batch_ranges,
+    micro_batch_ranges, streams_at,
 };
+use crate::pipeline::{self, Chunk, StepPlan};
 use crate::schedule::Schedule;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -109,6 +110,7 @@ pub struct Trainer<'m> {
     start: TrainState,
     callbacks: Vec<Box<dyn Callback + 'm>>,
     accumulate: usize,
+    pipeline_chunks: usize,
     reducer: Option<Box<dyn GradientReducer + 'm>>,
     bucket_cap_mb: f64,
     sync_bn: bool,
@@ -142,6 +144,7 @@ impl<'m> Trainer<'m> {
             start: TrainState::default(),
             callbacks: vec![],
             accumulate: 1,
+            pipeline_chunks: 1,
             reducer: None,
             bucket_cap_mb: DEFAULT_BUCKET_CAP_MB,
             sync_bn: false,
@@ -250,6 +253,19 @@ impl<'m> Trainer<'m> {
     /// the micro-batches.
     pub fn accumulate(mut self, n: usize) -> Self {
         self.accumulate = n;
+        self
+    }
+
+    /// Pipelined training (GPipe) across the stages of a model whose layers sit on several
+    /// devices ([`strata_nn::Sequential::stages`]): each batch is cut into `k` micro-batches, as
+    /// [`Trainer::accumulate`]`(k)` cuts it, and each stage runs on its own thread, working on
+    /// micro-batch `c` while the next stage works on `c − 1`, so the devices compute at the same
+    /// time instead of in turn. The numbers are those of `accumulate(k)`, bit for bit
+    /// (`crate::pipeline`'s docs say why); only the time changes. `k` = 1 (the default): no
+    /// pipelining. The model must be a [`strata_nn::Sequential`] (as every built spec is);
+    /// pipelining replaces accumulation and is refused beside it and in a data-parallel run.
+    pub fn pipeline_chunks(mut self, k: usize) -> Self {
+        self.pipeline_chunks = k;
         self
     }
 
@@ -411,12 +427,42 @@ impl<'m> Trainer<'m> {
                 world * self.accumulate
             )));
         }
+        if self.pipeline_chunks == 0 {
+            return Err(Error::InvalidOption(
+                "pipeline_chunks = 0: a pipelined batch is cut into at least 1 micro-batch; give 1 (no pipelining) or more".into(),
+            ));
+        }
+        if self.pipeline_chunks > 1 && (self.accumulate > 1 || world > 1) {
+            return Err(Error::InvalidOption(format!(
+                "pipeline_chunks = {} with {}: pipelining cuts each batch into micro-batches itself; drop {}",
+                self.pipeline_chunks,
+                if world > 1 { format!("{world} processes") } else { format!("accumulate = {}", self.accumulate) },
+                if world > 1 {
+                    "pipeline_chunks, or run one process"
+                } else {
+                    "accumulate (pipeline_chunks = k gives accumulate = k's numbers)"
+                },
+            )));
+        }
+        // A pipelined run's stages: the model's layer ranges, one per placement.
+        let stages: Option<Vec<std::ops::Range<usize>>> = if self.pipeline_chunks > 1 {
+            let Some(chain) = self.model.as_sequential() else {
+                return Err(Error::InvalidOption(format!(
+                    "pipeline_chunks = {}: pipelining cuts a Sequential model into stages by its layers' devices, and this model ({}) is not one; wrap its layers in a Sequential",
+                    self.pipeline_chunks,
+                    self.model.describe()
+                )));
+            };
+            Some(chain.stages().into_iter().map(|(range, _)| range).collect())
+        } else {
+            None
+        };
         // Micro-batches per batch, and which of them this process computes.
-        let parts = world.max(self.accumulate);
+        let parts = world.max(self.accumulate).max(self.pipeline_chunks);
         let mine = if world > 1 { rank..rank + 1 } else { 0..parts };
         if parts > batch_size {
             return Err(Error::InvalidOption(format!(
-                "{parts} micro-batches (accumulate or processes) of a batch of {batch_size} samples: each needs at least one sample; use a batch_size of at least {parts}"
+                "{parts} micro-batches (accumulate, pipeline_chunks or processes) of a batch of {batch_size} samples: each needs at least one sample; use a batch_size of at least {parts}"
             )));
         }
         if !(self.bucket_cap_mb.is_finite() && self.bucket_cap_mb >= 0.0) {
@@ -449,6 +495,8 @@ impl<'m> Trainer<'m> {
 
         let Trainer { model, optimizer, loss: loss_fn, base_lr, schedule, callbacks, reducer, .. } = self;
         let model: &dyn Module = *model;
+        let pipeline = stages.as_deref().zip(model.as_sequential());
+        let precision = self.precision;
         // Data-parallel: the gradient buckets, planned once (the parameters stay the same tensors).
         let plan = reducer.as_ref().map(|_| BucketPlan::new(&model.parameters(), bucket_cap_bytes));
         // The model's BatchNorms sum their statistics over the processes until fit returns.
@@ -536,7 +584,27 @@ impl<'m> Trainer<'m> {
                             // it runs, and the step moves them on by `parts` (see `streams_at`).
                             let streams = model.extra_state();
                             let shifting = streams_at(&streams, 0).is_some();
-                            for (k, _, batch) in micro {
+                            if let Some((stages, chain)) = pipeline {
+                                // Pipelined: the stages run the micro-batches on their threads
+                                // and leave the combined gradient in the parameters.
+                                let mut chunks = Vec::new();
+                                for (k, _, batch) in micro.iter() {
+                                    let Some(batch) = batch else { continue };
+                                    let labels = layout.labels(&batch.y)?;
+                                    chunks.push(Chunk { k: *k, input: layout.apply(&batch.x)?, labels });
+                                }
+                                let plan = StepPlan {
+                                    coeffs: &coeffs,
+                                    divisor,
+                                    streams: shifting.then_some(&streams),
+                                    precision,
+                                };
+                                for (k, l, c) in pipeline::step(chain, stages, &chunks, loss_fn.as_ref(), &plan)? {
+                                    stats[k] = (l, c.map_or(-1.0, |c| c as f64));
+                                }
+                                last = chunks.pop().map(|c| (c.input, c.labels));
+                            }
+                            for (k, _, batch) in micro.into_iter().filter(|_| pipeline.is_none()) {
                                 let Some(batch) = batch else { continue };
                                 if let Some(at) = streams_at(&streams, k as u64) {
                                     model.load_extra_state(&at)?;
@@ -574,6 +642,7 @@ impl<'m> Trainer<'m> {
                                         stats[k] = (s[0], s[1]);
                                     }
                                 }
+                                _ if pipeline.is_some() => {}
                                 _ => {
                                     acc.finish(divisor).unwrap_or_else(|| GradBuffer::zeros(&params)).write(&params)?
                                 }
@@ -811,33 +880,4 @@ fn step_batches_prefetched<R>(
         // `f` owns the receiver's iterator, dropped when it returns, unblocking the thread.
         f(&mut rx.into_iter())
     })
-}
-
-/// The layers' extra state with every random stream's position (Dropout's `seed=S,step=T`: the
-/// next mask is call `T` of the stream) moved on by `by` calls; `None` when the model has no
-/// such stream. Micro-batch `k` of a step then draws the same mask on one process accumulating
-/// as on rank `k` of a data-parallel run, and every rank's stream stands at the same place after
-/// the step, so checkpoints do not depend on the number of processes.
-fn streams_at(
-    state: &std::collections::BTreeMap<String, String>,
-    by: u64,
-) -> Option<std::collections::BTreeMap<String, String>> {
-    let mut found = false;
-    let moved = state
-        .iter()
-        .map(|(path, v)| {
-            let parsed = v.split_once(',').and_then(|(a, b)| {
-                Some((a.strip_prefix("seed=")?.parse::<u64>().ok()?, b.strip_prefix("step=")?.parse::<u64>().ok()?))
-            });
-            let v = match parsed {
-                Some((seed, step)) => {
-                    found = true;
-                    format!("seed={seed},step={}", step + by)
-                }
-                None => v.clone(),
-            };
-            (path.clone(), v)
-        })
-        .collect();
-    found.then_some(moved)
 }

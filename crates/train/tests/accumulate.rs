@@ -377,3 +377,45 @@ fn ranks_in_threads_end_bit_identical_to_accumulation() {
         assert_eq!(histories[1].epochs[0].train_loss, h.epochs[0].train_loss);
     }
 }
+
+/// Pipelining (GPipe) runs accumulation's micro-batches through the model's stages on their
+/// own threads: the trainer's pipelined step ends bit-identical to accumulation (here on one
+/// stage, the CPU's; `strata_train`'s unit tests cut the model into two and three stages, and
+/// the CLI's device tests run one over the CPU and a GPU), Dropout masks included.
+#[test]
+fn pipelining_ends_bit_identical_to_accumulation() {
+    let train = data(200);
+    for parts in [2, 3] {
+        let (a, b) = (dropout_nn(4), dropout_nn(4));
+        let ha = fit(&a, &train, parts);
+        let hb = Trainer::new(&b, sgd(&b))
+            .epochs(1)
+            .batch_size(64)
+            .seed(3)
+            .pipeline_chunks(parts)
+            .fit(&train, None)
+            .unwrap();
+        assert_eq!(params(&a), params(&b), "{parts} chunks");
+        let loss = |h: &History| h.epochs.iter().map(|e| (e.train_loss, e.train_acc)).collect::<Vec<_>>();
+        assert_eq!(loss(&ha), loss(&hb), "{parts} chunks");
+        assert_eq!(a.extra_state(), b.extra_state(), "Dropout's streams");
+    }
+}
+
+#[test]
+fn pipelining_options_that_cannot_work_are_clear_errors() {
+    let train = data(100);
+    let model = simple_nn(1);
+    let e = Trainer::new(&model, sgd(&model)).pipeline_chunks(0).fit(&train, None).unwrap_err().to_string();
+    assert!(e.contains("pipeline_chunks = 0"), "{e}");
+    let e =
+        Trainer::new(&model, sgd(&model)).pipeline_chunks(2).accumulate(2).fit(&train, None).unwrap_err().to_string();
+    assert!(e.contains("pipeline_chunks = 2 with accumulate = 2") && e.contains("drop accumulate"), "{e}");
+    // A model that is not a chain has no stages to cut.
+    let mut rng = strata_core::Generator::new(1);
+    let linear = strata_nn::Linear::with_options(784, 10, true, strata_core::DType::F32, &mut rng).unwrap();
+    let opt = Box::new(SGD::with_config(linear.parameters(), SgdConfig { lr: 0.05, ..Default::default() }).unwrap());
+    let e =
+        Trainer::new(&linear, opt).input_shape(&[784]).pipeline_chunks(2).fit(&train, None).unwrap_err().to_string();
+    assert!(e.contains("not one") && e.contains("Sequential"), "{e}");
+}

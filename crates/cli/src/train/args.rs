@@ -60,6 +60,11 @@ pub struct TrainArgs {
     /// (gradient accumulation, the same numbers as N MPI processes).
     #[arg(long, value_name = "N")]
     pub(super) accumulate: Option<usize>,
+    /// training.pipeline_chunks: train a model placed over several devices as a pipeline
+    /// (GPipe), each batch cut into K micro-batches that the devices work on at the same time
+    /// (the same numbers as --accumulate K).
+    #[arg(long, value_name = "K")]
+    pub(super) pipeline_chunks: Option<usize>,
     /// training.sync_bn: under mpirun, BatchNorm normalises with the global batch's statistics
     /// (PyTorch's SyncBatchNorm) rather than each process's own.
     #[arg(long)]
@@ -163,6 +168,9 @@ pub(super) fn overrides(args: &TrainArgs) -> Result<Vec<(String, String)>> {
     }
     if let Some(n) = args.accumulate {
         push("training.accumulate", n.to_string());
+    }
+    if let Some(k) = args.pipeline_chunks {
+        push("training.pipeline_chunks", k.to_string());
     }
     if args.sync_bn {
         push("training.sync_bn", "true".into());

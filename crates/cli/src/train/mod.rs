@@ -131,6 +131,9 @@ fn run_in(args: &TrainArgs, world: Option<&dist::World>) -> Result<Verdict> {
         None => format!("{} ({} parameters)", resolved.name, group_digits(params_count)),
     };
     logger.header(&title, resolved.dtype, &data, &config, batch_size, resume.as_ref().map(|r| r.0.as_path()));
+    if t.pipeline_chunks > 1 {
+        logger.note(&pipeline_note(&model, t.pipeline_chunks, device));
+    }
     if let (Some(init), None) = (&t.init, &resume) {
         logger.note(&format!("  initial weights: {} (checked against the model)", init.display()));
     }
@@ -145,6 +148,7 @@ fn run_in(args: &TrainArgs, world: Option<&dist::World>) -> Result<Verdict> {
         .layout(layout)
         .log_every(t.log_every)
         .accumulate(t.accumulate)
+        .pipeline_chunks(t.pipeline_chunks)
         .sync_bn(t.sync_bn)
         .bucket_cap_mb(bucket_cap_mb)
         .precision(Precision::parse(&t.precision).expect("validated"))
@@ -292,4 +296,27 @@ fn run_in(args: &TrainArgs, world: Option<&dist::World>) -> Result<Verdict> {
         started.elapsed().as_secs_f64(),
     )?;
     Ok(Verdict::Ok)
+}
+
+/// The run header's line on pipelining: the stages (their layers and device) and the
+/// micro-batches, or that one stage overlaps nothing.
+fn pipeline_note(model: &strata_nn::Sequential, k: usize, input_device: strata_core::Device) -> String {
+    let stages: Vec<String> = model
+        .stages()
+        .iter()
+        .map(|(range, device)| {
+            let names: Vec<&str> = model.layers().skip(range.start).take(range.len()).map(|(n, _)| n).collect();
+            format!("{} on {}", names.join(", "), device.unwrap_or(input_device))
+        })
+        .collect();
+    match stages.as_slice() {
+        [one] => format!(
+            "  pipeline: one stage ({one}): its {k} micro-batches a batch run one after another, as --accumulate {k}; place layers on several devices (`device =`, --device-map) for them to overlap"
+        ),
+        _ => format!(
+            "  pipeline: {} stages ({}), {k} micro-batches a batch in flight together (GPipe; the numbers of --accumulate {k})",
+            stages.len(),
+            stages.join(" | ")
+        ),
+    }
 }

@@ -106,6 +106,8 @@ pub(super) fn fixed_on_resume(key: &str, base: &RunConfig) -> Option<String> {
         // The micro-batches change nothing in the optimizer state or the batches (nor does the
         // number of MPI processes).
         "training.accumulate",
+        // Pipelining changes when the stages compute, not what (accumulation's numbers).
+        "training.pipeline_chunks",
         // Where BatchNorm's statistics come from changes no state's shape (as the processes).
         "training.sync_bn",
         // Buckets change how the gradient travels, not its value.
@@ -186,6 +188,7 @@ pub(super) fn flag_of(key: &str) -> String {
         "training.device" => "--device",
         "training.device_map" => "--device-map",
         "training.accumulate" => "--accumulate",
+        "training.pipeline_chunks" => "--pipeline-chunks",
         "training.sync_bn" => "--sync-bn",
         "training.bucket_cap_mb" => "--bucket-cap-mb",
         "training.precision" => "--precision",

@@ -170,6 +170,31 @@ impl Tensor {
     }
 }
 
+impl Tensor {
+    /// Backpropagation from this tensor of any shape with `grad` as its gradient (PyTorch's
+    /// `tensor.backward(gradient)`): what a pipeline stage runs when the next stage hands back
+    /// the gradient of the activation it received. `grad` must have this tensor's shape, element
+    /// type and device.
+    pub fn backward_with_grad(&self, grad: &Tensor) -> Result<()> {
+        if grad.shape() != self.shape() || grad.dtype() != self.dtype() {
+            return Err(Error::ShapeMismatch {
+                op: "backward_with_grad",
+                what: "gradient",
+                got: grad.shape().clone(),
+                expected: format!("{} ({:?}), the tensor's own", self.shape(), self.dtype()),
+            });
+        }
+        if grad.device() != self.device() {
+            return Err(Error::DeviceMismatch { op: "backward_with_grad", lhs: self.device(), rhs: grad.device() });
+        }
+        match self.grad_fn() {
+            Some(node) => run_backward(node, grad.detach(), &mut |_| {}),
+            None if self.is_leaf_requiring_grad() => self.accumulate_grad(&grad.detach()),
+            None => Err(Error::NoGradRequired),
+        }
+    }
+}
+
 /// Runs backpropagation from `root` (a one-element tensor) with upstream gradient `seed`, calling
 /// `on_ready` for each leaf once no op left to run can add to its gradient.
 pub(crate) fn run_backward(root: &Arc<Node>, seed: Tensor, on_ready: &mut dyn FnMut(&Tensor)) -> Result<()> {

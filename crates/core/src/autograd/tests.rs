@@ -196,3 +196,38 @@ fn the_hook_sees_a_leaf_root_and_f32_linear_weights_written_in_place() {
     assert!(at_report.contains(&w.grad().unwrap().to_vec::<f32>().unwrap()));
     assert!(at_report.contains(&b.grad().unwrap().to_vec::<f32>().unwrap()));
 }
+
+/// A graph cut in two at a detached activation, each half run backward on its own (the second
+/// seeding the first with its input's gradient, as pipeline stages do), gives the whole graph's
+/// gradients bit for bit; a seed of another shape, type or device is refused.
+#[test]
+fn backward_with_grad_continues_a_cut_graph() {
+    let mut rng = Generator::new(7);
+    let x = Tensor::randn(&[3, 4], 0.0, 1.0, DType::F32, &mut rng).unwrap();
+    let w1 = Tensor::randn(&[5, 4], 0.0, 1.0, DType::F32, &mut rng).unwrap().requires_grad_().unwrap();
+    let w2 = Tensor::randn(&[2, 5], 0.0, 1.0, DType::F32, &mut rng).unwrap().requires_grad_().unwrap();
+    // Whole: loss = sum(tanh(relu(x·w1ᵀ)·w2ᵀ)).
+    let h = linear(&x, &w1, None).unwrap().relu().unwrap();
+    linear(&h, &w2, None).unwrap().tanh().unwrap().sum_all().unwrap().backward().unwrap();
+    let whole = [w1.grad().unwrap().to_vec::<f32>().unwrap(), w2.grad().unwrap().to_vec::<f32>().unwrap()];
+    w1.set_grad(None).unwrap();
+    w2.set_grad(None).unwrap();
+    // Cut at h: the second half from a leaf copy of h, then the first half seeded with its grad.
+    let h = linear(&x, &w1, None).unwrap().relu().unwrap();
+    let h_in = h.detach().requires_grad_().unwrap();
+    linear(&h_in, &w2, None).unwrap().tanh().unwrap().sum_all().unwrap().backward().unwrap();
+    h.backward_with_grad(&h_in.grad().unwrap()).unwrap();
+    let cut = [w1.grad().unwrap().to_vec::<f32>().unwrap(), w2.grad().unwrap().to_vec::<f32>().unwrap()];
+    assert_eq!(whole, cut);
+    // A gradient that does not fit is an error naming the shapes, and changes nothing.
+    let h = linear(&x, &w1, None).unwrap();
+    let err = h.backward_with_grad(&Tensor::ones(&[5, 3], DType::F32)).unwrap_err().to_string();
+    assert!(err.contains("backward_with_grad") && err.contains("[5, 3]"), "{err}");
+    let err = h.backward_with_grad(&Tensor::ones(&[3, 5], DType::F64)).unwrap_err().to_string();
+    assert!(err.contains("backward_with_grad"), "{err}");
+    assert_eq!(w1.grad().unwrap().to_vec::<f32>().unwrap(), cut[0]);
+    // A leaf takes the seed as its gradient.
+    let leaf = Tensor::zeros(&[2], DType::F32).requires_grad_().unwrap();
+    leaf.backward_with_grad(&Tensor::from_vec(vec![1.5f32, -2.0], &[2]).unwrap()).unwrap();
+    assert_eq!(leaf.grad().unwrap().to_vec::<f32>().unwrap(), [1.5, -2.0]);
+}

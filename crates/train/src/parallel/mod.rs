@@ -285,6 +285,35 @@ pub trait GradientReducer {
     }
 }
 
+/// The layers' extra state with every random stream's position (Dropout's `seed=S,step=T`: the
+/// next mask is call `T` of the stream) moved on by `by` calls; `None` when the model has no
+/// such stream. Micro-batch `k` of a step then draws the same mask on one process accumulating
+/// as on rank `k` of a data-parallel run, and every rank's stream stands at the same place after
+/// the step, so checkpoints do not depend on the number of processes.
+pub(crate) fn streams_at(
+    state: &std::collections::BTreeMap<String, String>,
+    by: u64,
+) -> Option<std::collections::BTreeMap<String, String>> {
+    let mut found = false;
+    let moved = state
+        .iter()
+        .map(|(path, v)| {
+            let parsed = v.split_once(',').and_then(|(a, b)| {
+                Some((a.strip_prefix("seed=")?.parse::<u64>().ok()?, b.strip_prefix("step=")?.parse::<u64>().ok()?))
+            });
+            let v = match parsed {
+                Some((seed, step)) => {
+                    found = true;
+                    format!("seed={seed},step={}", step + by)
+                }
+                None => v.clone(),
+            };
+            (path.clone(), v)
+        })
+        .collect();
+    found.then_some(moved)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
