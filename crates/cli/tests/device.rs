@@ -200,7 +200,8 @@ fn a_split_model_checks_summarises_trains_and_resumes_under_another_map() {
     assert!(err.contains("`mid`") && err.contains("gpu:99") && err.contains("--device-map 'mid=cpu'"), "{err}");
 }
 
-/// `--pipeline-chunks K` on a model split over the CPU and a GPU: the header names the stages,
+/// `--pipeline-chunks K` on a model split over the CPU and a GPU, and over two GPUs and the CPU
+/// (one adapter offered twice): the header names the stages,
 /// and the run's losses and final weights equal `--accumulate K`'s bit for bit (the pipeline
 /// changes when the stages compute, not what). Beside `--accumulate` it is refused.
 #[test]
@@ -224,6 +225,24 @@ fn a_pipelined_split_run_equals_accumulation_bit_for_bit() {
     assert_eq!(lp, la, "pipelined and accumulated losses");
     let weights = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
     assert!(weights(&piped) == weights(&accumulated), "the final weights differ");
+    // Three stages over gpu:0, gpu:1 (the adapter offered twice) and the CPU, as the file places
+    // them: the same again.
+    let three = |how: &str, dir: &Path| {
+        let o = std::process::Command::new(STRATA)
+            .env("STRATA_GPU_REPLICAS", "2")
+            .args(["train", "--model", model, "--epochs", "1", "--batch-size", "40", how, "4", "--out"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let (piped3, accumulated3) = (tmp.path().join("piped3"), tmp.path().join("accumulated3"));
+    let out = three("--pipeline-chunks", &piped3);
+    assert!(out.contains("pipeline: 3 stages (encoder on gpu:0 | mid on gpu:1 | head on cpu)"), "{out}");
+    three("--accumulate", &accumulated3);
+    assert_eq!(losses(&piped3), losses(&accumulated3), "three stages: pipelined and accumulated losses");
+    assert!(weights(&piped3) == weights(&accumulated3), "three stages: the final weights differ");
     let (code, _, err) =
         strata(&["train", "--model", model, "--pipeline-chunks", "2", "--accumulate", "2", "--epochs", "1"]);
     assert_ne!(code, 0);

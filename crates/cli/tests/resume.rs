@@ -362,3 +362,24 @@ fn a_run_killed_before_its_first_checkpoint_starts_over_in_place() {
     assert!(!run.join("events.out.tfevents.1700000000.host.strata").exists());
     assert!(run.join("model.safetensors").exists());
 }
+
+/// A run pipelined in K chunks is accumulation's run in K micro-batches: resumed with
+/// `--pipeline-chunks 1 --accumulate K` it ends with the weights of a run accumulating all along;
+/// adding `--accumulate` alone beside the checkpoint's pipelining is refused with the fix.
+#[test]
+fn a_pipelined_run_resumes_as_accumulation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (piped, straight) = (tmp.path().join("piped"), tmp.path().join("straight"));
+    let p = piped.to_str().unwrap();
+    let o = train(&["--epochs", "1", "--pipeline-chunks", "2", "--out", p, "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = train(&["--resume", p, "--epochs", "2", "--accumulate", "2", "--quiet"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("pipeline_chunks = 2 and training.accumulate = 2") && err.contains("keep one"), "{err}");
+    let o = train(&["--resume", p, "--epochs", "2", "--pipeline-chunks", "1", "--accumulate", "2", "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = train(&["--epochs", "2", "--accumulate", "2", "--out", straight.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(params(&piped), params(&straight));
+}

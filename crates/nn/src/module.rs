@@ -48,9 +48,10 @@ pub trait Module: Send + Sync {
         false
     }
 
-    /// This module as a [`crate::Sequential`] chain, when it is one (`None` for the others):
-    /// pipelined training cuts a chain into stages by its layers' placements.
-    fn as_sequential(&self) -> Option<&crate::Sequential> {
+    /// This module as [`std::any::Any`], for code that needs its concrete type: `Sequential`
+    /// gives itself (pipelined training downcasts to it to cut the chain into stages by its
+    /// layers' placements); the others `None`, the default.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
         None
     }
 
@@ -274,8 +275,8 @@ impl<M: Module + ?Sized> Module for Box<M> {
     fn is_relu(&self) -> bool {
         (**self).is_relu()
     }
-    fn as_sequential(&self) -> Option<&crate::Sequential> {
-        (**self).as_sequential()
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        (**self).as_any()
     }
     fn children(&self) -> Vec<(String, &dyn Module)> {
         (**self).children()

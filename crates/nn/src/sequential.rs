@@ -178,7 +178,7 @@ impl Module for Sequential {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.forward_layers(x, 0..self.layers.len())
     }
-    fn as_sequential(&self) -> Option<&Sequential> {
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
         Some(self)
     }
     fn children(&self) -> Vec<(String, &dyn Module)> {

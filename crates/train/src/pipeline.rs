@@ -11,25 +11,25 @@
 //!
 //! **The numbers.** Micro-batch `c`'s gradient is its mean loss's, each stage reads its own
 //! parameters' share of it and combines the micro-batches in order with
-//! [`crate::parallel::Accumulator`]'s arithmetic — element by element what accumulation over `k`
+//! [`crate::parallel::Accumulator`] — element by element what accumulation over `k`
 //! micro-batches computes, so a pipelined run equals `accumulate = k` bit for bit (losses,
 //! weights, BatchNorm statistics, Dropout masks: micro-batch `c` draws call `base + c` of each
 //! stream, as in accumulation). Only the order in which independent work happens changes.
 //!
-//! **Between stages.** Stage `s` hands stage `s + 1` its output detached from the graph; stage
-//! `s + 1` makes it a leaf that requires grad, runs its layers (the first placed one moves it to
-//! its device, a differentiable move), and after its backward hands the leaf's gradient — on
-//! stage `s`'s device, where the move's backward put it — back to stage `s`, which continues
-//! backward from its output with it ([`Tensor::backward_with_grad`]). A stage's error stops the
+//! **Between stages.** Stage `s` moves its output, detached from the graph, to stage `s + 1`'s
+//! device and hands it over; stage `s + 1` makes it a leaf that requires grad, runs its layers,
+//! and after its backward hands the leaf's gradient back; stage `s` moves it to its own device
+//! and continues backward from its output with it ([`Tensor::backward_with_grad`]). Moves are
+//! exact, so this is the whole graph's backward through the same values. A stage's error stops the
 //! step; the others see their neighbour gone and stop too, and the first real error is returned.
 
 use crate::error::{Error, Result};
 use crate::evaluate::count_correct;
-use crate::parallel::{Float, streams_at};
+use crate::parallel::{Accumulator, GradBuffer, streams_at};
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::mpsc::{Receiver, Sender, channel};
-use strata_core::{DType, Element, Precision, Tensor, autocast};
+use strata_core::{Device, Precision, Tensor, autocast};
 use strata_nn::{Loss, Module, Sequential};
 
 /// One non-empty micro-batch of a step: its index `k` in the batch, the model's input (on the
@@ -77,6 +77,11 @@ impl<E: Into<Error>> From<E> for Stop {
     }
 }
 
+/// `model` as the chain pipelining cuts into stages, when it is one.
+pub(crate) fn chain(model: &dyn Module) -> Option<&Sequential> {
+    model.as_any().and_then(|m| m.downcast_ref::<Sequential>())
+}
+
 /// Runs one training step's micro-batches `chunks` (in order) through `model`'s `stages`
 /// (ranges of its layers, in order, covering it) pipelined, each stage on its own thread. On
 /// success every parameter holds the step's combined gradient; returns each micro-batch's stats
@@ -105,10 +110,15 @@ pub(crate) fn step(
             .zip(links)
             .enumerate()
             .map(|(s, (range, links))| {
-                let range = range.clone();
-                let last = s + 1 == n;
+                let stage = Stage {
+                    range: range.clone(),
+                    // Where the next stage's first layer is placed (every stage after the
+                    // first starts with a placed layer).
+                    next_device: stages.get(s + 1).and_then(|r| model.device_of(r.start)),
+                    last: s + 1 == n,
+                };
                 std::thread::Builder::new().name(format!("strata-stage-{s}")).spawn_scoped(scope, move || {
-                    autocast(plan.precision, || run_stage(model, range, last, chunks, loss_fn, plan, links))
+                    autocast(plan.precision, || run_stage(model, stage, chunks, loss_fn, plan, links))
                 })
             })
             .collect();
@@ -146,6 +156,14 @@ pub(crate) fn step(
     Ok(stats)
 }
 
+/// What a stage's thread runs: its layers, where its output goes, and whether it computes the
+/// loss.
+struct Stage {
+    range: Range<usize>,
+    next_device: Option<Device>,
+    last: bool,
+}
+
 /// A stage's channels to its neighbours (`None` at the ends).
 #[derive(Default)]
 struct Links {
@@ -173,13 +191,13 @@ fn send(tx: &Sender<Message>, k: usize, t: Tensor) -> std::result::Result<(), St
 /// order; its parameters end holding their combined gradient.
 fn run_stage(
     model: &Sequential,
-    range: Range<usize>,
-    last: bool,
+    stage: Stage,
     chunks: &[Chunk],
     loss_fn: &dyn Loss,
     plan: &StepPlan<'_>,
     links: Links,
 ) -> std::result::Result<Vec<ChunkStats>, Stop> {
+    let Stage { range, next_device, last } = stage;
     let layers: Vec<(&str, &dyn Module)> = model.layers().skip(range.start).take(range.len()).collect();
     let params: Vec<Tensor> = layers.iter().flat_map(|(_, m)| m.parameters()).collect();
     // This stage's Dropout streams: the model's, restricted to its layers' paths.
@@ -205,19 +223,29 @@ fn run_stage(
             stats.push((k, loss.item()?, count_correct(&output, &chunk.labels)?));
             saved.push((k, input, loss));
         } else {
+            // The activation goes to the next stage's device here, on this thread: a GPU runs
+            // the ops it recorded when they are read back, and a read-back waits for all the
+            // device's work — done by the next stage, it would wait for this stage's next
+            // micro-batch too, and the two would take turns instead of overlapping.
+            let out = output.detach();
+            let out = match next_device {
+                Some(d) if out.device() != d => out.to_device(d)?,
+                _ => out,
+            };
             if let Some(tx) = &links.to_next {
-                send(tx, k, output.detach())?;
+                send(tx, k, out)?;
             }
             saved.push((k, input, output));
         }
     }
-    let mut sums: Vec<Option<Sum>> = params.iter().map(|_| None).collect();
+    let mut acc = Accumulator::default();
     for (k, input, output) in saved {
         for p in &params {
             p.zero_grad()?;
         }
         match &links.from_next {
-            Some(rx) => output.backward_with_grad(&receive(rx, k)?)?,
+            // The gradient arrives on the next stage's device: back to this one's.
+            Some(rx) => output.backward_with_grad(&receive(rx, k)?.to_device(output.device())?)?,
             None => output.backward()?,
         }
         if let (Some(input), Some(tx)) = (input, &links.to_prev) {
@@ -227,79 +255,16 @@ fn run_stage(
             };
             send(tx, k, grad)?;
         }
-        for (p, sum) in params.iter().zip(&mut sums) {
-            match p.dtype() {
-                DType::F64 => fold::<f64>(sum, p, plan.coeffs[k], Sum::F64, Sum::f64)?,
-                _ => fold::<f32>(sum, p, plan.coeffs[k], Sum::F32, Sum::f32)?,
-            }
-        }
+        acc.add_grads(&params, plan.coeffs[k])?;
     }
-    for (p, sum) in params.iter().zip(sums) {
-        let d = plan.divisor;
-        let g = match sum {
-            Some(Sum::F64(mut v)) => {
-                v.iter_mut().for_each(|x| *x /= d);
-                Tensor::from_vec(v, p.dims())?
-            }
-            Some(Sum::F32(mut v)) => {
-                let d = d as f32;
-                v.iter_mut().for_each(|x| *x /= d);
-                Tensor::from_vec(v, p.dims())?
-            }
-            None => Tensor::zeros(p.dims(), p.dtype()),
-        };
-        p.set_grad(Some(g.to_device(p.device())?))?;
-    }
+    acc.finish(plan.divisor).unwrap_or_else(|| GradBuffer::zeros(&params)).write(&params)?;
     Ok(stats)
-}
-
-/// One parameter's running combination of its micro-batch gradients, in its element type:
-/// [`crate::parallel::Accumulator`]'s arithmetic (`c_0·g_0`, then `+ c_k·g_k` in order, then
-/// `/ D`), read straight from the gradient's buffer instead of a copy of all of them.
-enum Sum {
-    F32(Vec<f32>),
-    F64(Vec<f64>),
-}
-
-impl Sum {
-    fn f32(&mut self) -> Option<&mut Vec<f32>> {
-        match self {
-            Sum::F32(v) => Some(v),
-            Sum::F64(_) => None,
-        }
-    }
-    fn f64(&mut self) -> Option<&mut Vec<f64>> {
-        match self {
-            Sum::F64(v) => Some(v),
-            Sum::F32(_) => None,
-        }
-    }
-}
-
-/// Adds parameter `p`'s gradient (zeros without one) times `c` into `sum`.
-fn fold<T: Float + Element>(
-    sum: &mut Option<Sum>,
-    p: &Tensor,
-    c: f64,
-    wrap: fn(Vec<T>) -> Sum,
-    unwrap: fn(&mut Sum) -> Option<&mut Vec<T>>,
-) -> Result<()> {
-    let c = T::of(c);
-    let mut add = |g: &[T]| match sum.as_mut().and_then(unwrap) {
-        Some(s) => s.iter_mut().zip(g).for_each(|(o, &v)| *o = *o + c * v),
-        None => *sum = Some(wrap(g.iter().map(|&v| c * v).collect())),
-    };
-    match p.grad() {
-        Some(g) => g.with_slice::<T, _>(|g| add(g))?,
-        None => add(&vec![T::of(0.0); p.numel()]),
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parallel::{Accumulator, GradBuffer, coefficients, micro_batch_ranges};
+    use crate::parallel::{coefficients, micro_batch_ranges};
     use strata_core::{DType, Generator};
     use strata_nn::{BatchNorm1d, CrossEntropyLoss, Dropout, Linear, ReLU};
 

@@ -446,7 +446,7 @@ impl<'m> Trainer<'m> {
         }
         // A pipelined run's stages: the model's layer ranges, one per placement.
         let stages: Option<Vec<std::ops::Range<usize>>> = if self.pipeline_chunks > 1 {
-            let Some(chain) = self.model.as_sequential() else {
+            let Some(chain) = pipeline::chain(self.model) else {
                 return Err(Error::InvalidOption(format!(
                     "pipeline_chunks = {}: pipelining cuts a Sequential model into stages by its layers' devices, and this model ({}) is not one; wrap its layers in a Sequential",
                     self.pipeline_chunks,
@@ -495,7 +495,7 @@ impl<'m> Trainer<'m> {
 
         let Trainer { model, optimizer, loss: loss_fn, base_lr, schedule, callbacks, reducer, .. } = self;
         let model: &dyn Module = *model;
-        let pipeline = stages.as_deref().zip(model.as_sequential());
+        let pipeline = stages.as_deref().zip(pipeline::chain(model));
         let precision = self.precision;
         // Data-parallel: the gradient buckets, planned once (the parameters stay the same tensors).
         let plan = reducer.as_ref().map(|_| BucketPlan::new(&model.parameters(), bucket_cap_bytes));
@@ -618,7 +618,7 @@ impl<'m> Trainer<'m> {
                                     Some(b) => loss.backward_with_hook(|leaf| b.grad_ready(leaf))?,
                                     None => {
                                         loss.backward()?;
-                                        acc.add(&GradBuffer::read(&params)?, coeffs[k]);
+                                        acc.add_grads(&params, coeffs[k])?;
                                     }
                                 }
                                 stats[k] = (loss.item()?, count_correct(&output, &y)?.map_or(-1.0, |c| c as f64));

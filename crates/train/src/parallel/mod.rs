@@ -22,7 +22,7 @@
 
 use crate::error::Result;
 use std::rc::Rc;
-use strata_core::{Collective, DType, Tensor};
+use strata_core::{Collective, DType, Element, Tensor};
 
 mod buckets;
 pub use buckets::{BucketPlan, BucketedReduction, DEFAULT_BUCKET_CAP_MB};
@@ -204,6 +204,43 @@ impl Accumulator {
         }
     }
 
+    /// Adds the gradients `params` hold now (zeros for one without) with coefficient `c`, the
+    /// next in order: the numbers of `add(&GradBuffer::read(params)?, c)`, read in place from
+    /// each gradient's buffer instead of copied out first (what accumulation and pipelining do
+    /// after every micro-batch).
+    pub fn add_grads(&mut self, params: &[Tensor], c: f64) -> Result<()> {
+        /// `out = c·g` (the first micro-batch) or `out = out + c·g`, in `T`.
+        fn fold<T: Float + Element>(out: &mut [T], p: &Tensor, c: f64, first: bool) -> Result<()> {
+            let (c, n) = (T::of(c), out.len());
+            let mut apply = |g: &[T]| {
+                if first {
+                    out.iter_mut().zip(g).for_each(|(o, &v)| *o = c * v);
+                } else {
+                    out.iter_mut().zip(g).for_each(|(o, &v)| *o = *o + c * v);
+                }
+            };
+            match p.grad() {
+                Some(g) => g.with_slice::<T, _>(apply)?,
+                None => apply(&vec![T::of(0.0); n]),
+            }
+            Ok(())
+        }
+        let first = self.sum.is_none();
+        let sum = self.sum.get_or_insert_with(|| GradBuffer::zeros(params));
+        let (mut at32, mut at64) = (0, 0);
+        for p in params {
+            let n = p.numel();
+            if p.dtype() == DType::F64 {
+                fold(&mut sum.f64[at64..at64 + n], p, c, first)?;
+                at64 += n;
+            } else {
+                fold(&mut sum.f32[at32..at32 + n], p, c, first)?;
+                at32 += n;
+            }
+        }
+        Ok(())
+    }
+
     /// The sum divided by `divisor`; `None` when nothing was added.
     pub fn finish(self, divisor: f64) -> Option<GradBuffer> {
         let mut s = self.sum?;
@@ -317,6 +354,33 @@ pub(crate) fn streams_at(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Folding the gradients in place gives the copied-out path's bits: f32 and f64 parameters,
+    /// one without a gradient (zeros), negative zeros and unequal coefficients.
+    #[test]
+    fn add_grads_is_add_of_the_read_buffer() {
+        let a = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3]).unwrap().requires_grad_().unwrap();
+        let b = Tensor::from_vec(vec![0.5f64, -1.0], &[2]).unwrap().requires_grad_().unwrap();
+        let none = Tensor::zeros(&[2], DType::F32).requires_grad_().unwrap();
+        let params = [a.clone(), b.clone(), none];
+        let (mut copied, mut folded) = (Accumulator::default(), Accumulator::default());
+        for (k, (ga, gb)) in
+            [([-0.0f32, 0.1, 7.0], [-0.0f64, 0.3]), ([0.0, 0.2, -7.0], [1e-17, -0.3])].iter().enumerate()
+        {
+            a.set_grad(Some(Tensor::from_vec(ga.to_vec(), &[3]).unwrap())).unwrap();
+            b.set_grad(Some(Tensor::from_vec(gb.to_vec(), &[2]).unwrap())).unwrap();
+            let c = [3.0, 2.0][k];
+            copied.add(&GradBuffer::read(&params).unwrap(), c);
+            folded.add_grads(&params, c).unwrap();
+        }
+        let bits = |b: GradBuffer| {
+            (
+                b.f32.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                b.f64.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(bits(folded.finish(5.0).unwrap()), bits(copied.finish(5.0).unwrap()));
+    }
 
     #[test]
     fn sizes_cover_the_batch_in_order() {
