@@ -190,9 +190,17 @@ impl Kernel for F32 {
     /// Step p's MR values at `a + p·MR`: the broadcasts are fixed offsets from one pointer.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn tile_packed(kc: usize, a: *const u32, b: *const u32, b_rs: usize, cols: usize) -> Tile {
-        // SAFETY: the caller's promise: a step-major panel from `pack_a`.
-        unsafe { tile_with::<true>(kc, a, 0, b, b_rs, cols) }
+    unsafe fn tile_packed(
+        _panel_kc: usize,
+        p0: usize,
+        kc: usize,
+        a: *const u32,
+        b: *const u32,
+        b_rs: usize,
+        cols: usize,
+    ) -> Tile {
+        // SAFETY: the caller's promise: a step-major panel from `pack_a`, steps p0.. inside it.
+        unsafe { tile_with::<true>(kc, a.add(p0 * MR), 0, b, b_rs, cols) }
     }
 }
 
@@ -264,6 +272,41 @@ mod tests {
                         let tol = 1e-5 * (k as f64).sqrt() * (1.0 + want.abs());
                         assert!((*got as f64 - base - want).abs() <= tol, "{m}×{n}×{k}: {got} vs {}", want + base);
                     }
+                }
+            }
+        }
+    }
+
+    /// A wide product up to 2·KC steps deep is packed as one depth block, but each tile's sums are
+    /// still stored every KC steps: the result is that of the first KC steps, then the rest
+    /// accumulated onto it, bit for bit (the summation order does not depend on the blocking).
+    #[test]
+    fn one_deep_block_sums_as_two_kc_blocks() {
+        if !available() {
+            eprintln!("f32_x86: SKIPPED: this CPU has no AVX512-F");
+            return;
+        }
+        // Wide outputs 193 to 256 deep take one packed block (with A packed, and read in place
+        // for a narrow one); the others are KC blocks already.
+        for &(m, n, k) in &[(13, 300, 256), (130, 260, 200), (12, 1030, 255), (25, 70, 256), (12, 1030, 129)] {
+            let ops = TestOperands::new(m, n, k);
+            for (lhs, rhs) in ops.layouts() {
+                for accumulate in [false, true] {
+                    let mut whole = vec![0.5f32; m * n];
+                    let mut halves = whole.clone();
+                    // SAFETY: dst is m×n contiguous; the views cover their buffers exactly, and
+                    // the second half's views start at column/row 128 of A/B.
+                    unsafe {
+                        run::<F32>(m, n, k, whole.as_mut_ptr(), n, lhs, Rhs::View(rhs), accumulate);
+                        run::<F32>(m, n, 128, halves.as_mut_ptr(), n, lhs, Rhs::View(rhs), accumulate);
+                        let (lhs2, rhs2) = (
+                            MatRef { offset: lhs.offset + 128 * lhs.cs, ..lhs },
+                            MatRef { offset: rhs.offset + 128 * rhs.rs, ..rhs },
+                        );
+                        run::<F32>(m, n, k - 128, halves.as_mut_ptr(), n, lhs2, Rhs::View(rhs2), true);
+                    }
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&whole), bits(&halves), "{m}×{n}×{k}, accumulate {accumulate}");
                 }
             }
         }
