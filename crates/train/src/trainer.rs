@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use strata_core::{AutocastGuard, Collective, Precision, Tensor};
 use strata_data::{Augment, BatchSize, DataLoader, Dataset};
-use strata_nn::{CrossEntropyLoss, Loss, Module, Optimizer};
+use strata_nn::{CrossEntropyLoss, Loss, Module, Optimizer, Sequential};
 
 /// What a step with a non-finite loss or gradient does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -445,7 +445,7 @@ impl<'m> Trainer<'m> {
             )));
         }
         // A pipelined run's stages: the model's layer ranges, one per placement.
-        let stages: Option<Vec<std::ops::Range<usize>>> = if self.pipeline_chunks > 1 {
+        let pipeline: Option<(Vec<std::ops::Range<usize>>, &Sequential)> = if self.pipeline_chunks > 1 {
             let Some(chain) = pipeline::chain(self.model) else {
                 return Err(Error::InvalidOption(format!(
                     "pipeline_chunks = {}: pipelining cuts a Sequential model into stages by its layers' devices, and this model ({}) is not one; wrap its layers in a Sequential",
@@ -453,7 +453,7 @@ impl<'m> Trainer<'m> {
                     self.model.describe()
                 )));
             };
-            Some(chain.stages().into_iter().map(|(range, _)| range).collect())
+            Some((chain.stages().into_iter().map(|(range, _)| range).collect(), chain))
         } else {
             None
         };
@@ -495,7 +495,6 @@ impl<'m> Trainer<'m> {
 
         let Trainer { model, optimizer, loss: loss_fn, base_lr, schedule, callbacks, reducer, .. } = self;
         let model: &dyn Module = *model;
-        let pipeline = stages.as_deref().zip(pipeline::chain(model));
         let precision = self.precision;
         // Data-parallel: the gradient buckets, planned once (the parameters stay the same tensors).
         let plan = reducer.as_ref().map(|_| BucketPlan::new(&model.parameters(), bucket_cap_bytes));
@@ -584,14 +583,14 @@ impl<'m> Trainer<'m> {
                             // it runs, and the step moves them on by `parts` (see `streams_at`).
                             let streams = model.extra_state();
                             let shifting = streams_at(&streams, 0).is_some();
-                            if let Some((stages, chain)) = pipeline {
+                            if let Some((stages, chain)) = &pipeline {
                                 // Pipelined: the stages run the micro-batches on their threads
                                 // and leave the combined gradient in the parameters.
                                 let mut chunks = Vec::new();
-                                for (k, _, batch) in micro.iter() {
+                                for (k, _, batch) in micro {
                                     let Some(batch) = batch else { continue };
                                     let labels = layout.labels(&batch.y)?;
-                                    chunks.push(Chunk { k: *k, input: layout.apply(&batch.x)?, labels });
+                                    chunks.push(Chunk { k, input: layout.apply(&batch.x)?, labels });
                                 }
                                 let plan = StepPlan {
                                     coeffs: &coeffs,
@@ -603,26 +602,27 @@ impl<'m> Trainer<'m> {
                                     stats[k] = (l, c.map_or(-1.0, |c| c as f64));
                                 }
                                 last = chunks.pop().map(|c| (c.input, c.labels));
-                            }
-                            for (k, _, batch) in micro.into_iter().filter(|_| pipeline.is_none()) {
-                                let Some(batch) = batch else { continue };
-                                if let Some(at) = streams_at(&streams, k as u64) {
-                                    model.load_extra_state(&at)?;
-                                }
-                                optimizer.zero_grad()?;
-                                let input = layout.apply(&batch.x)?;
-                                let y = layout.labels(&batch.y)?;
-                                let output = model.forward(&input)?;
-                                let loss = loss_fn.loss(&output, &y)?;
-                                match buckets.as_mut() {
-                                    Some(b) => loss.backward_with_hook(|leaf| b.grad_ready(leaf))?,
-                                    None => {
-                                        loss.backward()?;
-                                        acc.add_grads(&params, coeffs[k])?;
+                            } else {
+                                for (k, _, batch) in micro {
+                                    let Some(batch) = batch else { continue };
+                                    if let Some(at) = streams_at(&streams, k as u64) {
+                                        model.load_extra_state(&at)?;
                                     }
+                                    optimizer.zero_grad()?;
+                                    let input = layout.apply(&batch.x)?;
+                                    let y = layout.labels(&batch.y)?;
+                                    let output = model.forward(&input)?;
+                                    let loss = loss_fn.loss(&output, &y)?;
+                                    match buckets.as_mut() {
+                                        Some(b) => loss.backward_with_hook(|leaf| b.grad_ready(leaf))?,
+                                        None => {
+                                            loss.backward()?;
+                                            acc.add_grads(&params, coeffs[k])?;
+                                        }
+                                    }
+                                    stats[k] = (loss.item()?, count_correct(&output, &y)?.map_or(-1.0, |c| c as f64));
+                                    last = Some((input, y));
                                 }
-                                stats[k] = (loss.item()?, count_correct(&output, &y)?.map_or(-1.0, |c| c as f64));
-                                last = Some((input, y));
                             }
                             // The rest of the buckets (all of them on a rank whose micro-batch
                             // is empty: its gradients read as zeros), waited for; the combined
