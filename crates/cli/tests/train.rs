@@ -53,6 +53,45 @@ fn bad_options_are_errors() {
     );
 }
 
+/// Options that only the trainer can judge against the model and the data (here: more
+/// micro-batches than a batch has samples) are refused before the run directory is made:
+/// nothing is left on disk, and an existing run directory keeps exactly what it held.
+#[test]
+fn options_refused_by_the_trainer_leave_no_run_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("run");
+    let out_arg = out_dir.to_str().unwrap();
+    for (args, message) in [
+        (
+            &["--accumulate", "100"][..],
+            "100 micro-batches (accumulate, pipeline_chunks or processes) of a batch of 64 samples: each needs at least one sample; use a batch_size of at least 100",
+        ),
+        (&["--batch-size", "1", "--pipeline-chunks", "2"], "of a batch of 1 sample: each needs at least one sample"),
+    ] {
+        let out = strata(&[&["train", "--epochs", "1", "--out", out_arg][..], args].concat());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert!(!out_dir.exists(), "{args:?} left {} behind", out_dir.display());
+    }
+    // A finished run's directory, then a refused run into it: every file as it was, and no new one.
+    assert!(strata(&["train", "--epochs", "1", "--out", out_arg]).status.success());
+    let listing = |d: &std::path::Path| {
+        let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_file())
+            .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = listing(&out_dir);
+    let out = strata(&["train", "--epochs", "1", "--accumulate", "100", "--out", out_arg]);
+    assert!(!out.status.success());
+    assert_eq!(listing(&out_dir), before, "a refused run changed the run directory");
+}
+
 /// `--dtype f64` (`training.dtype`, or `dtype = "f64"` in the model file): the model is built,
 /// trained, checkpointed, resumed and evaluated in f64, as `model.double()` in PyTorch; the
 /// losses agree with the f32 run's to f32 precision.

@@ -117,6 +117,28 @@ pub struct Trainer<'m> {
     precision: Precision,
 }
 
+/// What [`Trainer::plan`] derives from the options, the model and the data for one run.
+struct Plan<'m, 'd> {
+    layout: InputLayout,
+    /// This process's rank in a data-parallel run (0 without one).
+    rank: usize,
+    /// A pipelined run's stages (the model's layer ranges, one per placement) and its chain.
+    pipeline: Option<(Vec<std::ops::Range<usize>>, &'m Sequential)>,
+    /// Micro-batches per batch, and which of them this process computes.
+    parts: usize,
+    mine: std::ops::Range<usize>,
+    bucket_cap_bytes: usize,
+    /// The collective that synchronised BatchNorms sum over (sync_bn with several processes).
+    sync: Option<Rc<dyn Collective>>,
+    loader: DataLoader<'d>,
+    steps_per_epoch: usize,
+    total_steps: usize,
+    /// Where the run starts.
+    state: TrainState,
+    epoch0: usize,
+    batch0: usize,
+}
+
 impl<'m> Trainer<'m> {
     /// A trainer of `model` with `optimizer` (its learning rate is the schedule's base rate), and
     /// PyTorch's defaults elsewhere: `CrossEntropyLoss`, a constant rate, batch 64, 10 epochs,
@@ -379,28 +401,22 @@ impl<'m> Trainer<'m> {
         Ok(())
     }
 
-    /// Trains on `train`, evaluating on `val` after each epoch, with the trainer's callbacks.
-    pub fn fit(&mut self, train: &Dataset, val: Option<&Dataset>) -> Result<History> {
-        self.fit_with(train, val, &mut [])
+    /// Every check [`Trainer::fit`] makes of the options against the model and the data before
+    /// it trains, without training: the same errors, and nothing run or written. What a caller
+    /// that prepares things around a run (a run directory, logs) calls first, so that a run
+    /// refused for its options leaves nothing behind (`strata train` does).
+    pub fn check(&self, train: &Dataset, val: Option<&Dataset>) -> Result<()> {
+        self.plan(train, val).map(|_| ())
     }
 
-    /// [`Trainer::fit`] with more callbacks, borrowed (so the caller reads them afterwards),
-    /// called after the trainer's own.
-    pub fn fit_with(
-        &mut self,
-        train: &Dataset,
-        val: Option<&Dataset>,
-        extra: &mut [&mut dyn Callback],
-    ) -> Result<History> {
+    /// What a run of `train` (validated on `val`) takes from the options, checked.
+    fn plan<'d>(&self, train: &'d Dataset, val: Option<&Dataset>) -> Result<Plan<'m, 'd>> {
         if train.is_empty() {
             return Err(Error::InvalidOption(
                 "the training set is empty: there is nothing to train on; give a data set with samples".into(),
             ));
         }
         self.check_input(train)?;
-        // Forward, backward and the validation passes all run on this thread (the backward of
-        // every node would keep its forward's precision anyway).
-        let _precision = AutocastGuard::new(self.precision);
         if let Some(v) = val {
             self.check_input(v)?;
         }
@@ -462,7 +478,8 @@ impl<'m> Trainer<'m> {
         let mine = if world > 1 { rank..rank + 1 } else { 0..parts };
         if parts > batch_size {
             return Err(Error::InvalidOption(format!(
-                "{parts} micro-batches (accumulate, pipeline_chunks or processes) of a batch of {batch_size} samples: each needs at least one sample; use a batch_size of at least {parts}"
+                "{parts} micro-batches (accumulate, pipeline_chunks or processes) of a batch of {batch_size} {}: each needs at least one sample; use a batch_size of at least {parts}",
+                if batch_size == 1 { "sample" } else { "samples" }
             )));
         }
         if !(self.bucket_cap_mb.is_finite() && self.bucket_cap_mb >= 0.0) {
@@ -484,7 +501,7 @@ impl<'m> Trainer<'m> {
         let loader = DataLoader::new(train, batch_size).shuffle(self.seed).augment(self.augment.clone(), self.seed)?;
         let steps_per_epoch = loader.num_batches();
         let total_steps = steps_per_epoch * self.epochs;
-        let mut state = TrainState { epochs: self.epochs, steps_per_epoch, ..self.start };
+        let state = TrainState { epochs: self.epochs, steps_per_epoch, ..self.start };
         let (epoch0, batch0) = (state.epoch, state.batch);
         if epoch0 > self.epochs || (epoch0 == self.epochs && batch0 > 0) || batch0 > steps_per_epoch {
             return Err(Error::InvalidOption(format!(
@@ -492,6 +509,55 @@ impl<'m> Trainer<'m> {
                 self.epochs
             )));
         }
+
+        Ok(Plan {
+            layout,
+            rank,
+            pipeline,
+            parts,
+            mine,
+            bucket_cap_bytes,
+            sync,
+            loader,
+            steps_per_epoch,
+            total_steps,
+            state,
+            epoch0,
+            batch0,
+        })
+    }
+
+    /// Trains on `train`, evaluating on `val` after each epoch, with the trainer's callbacks.
+    pub fn fit(&mut self, train: &Dataset, val: Option<&Dataset>) -> Result<History> {
+        self.fit_with(train, val, &mut [])
+    }
+
+    /// [`Trainer::fit`] with more callbacks, borrowed (so the caller reads them afterwards),
+    /// called after the trainer's own.
+    pub fn fit_with(
+        &mut self,
+        train: &Dataset,
+        val: Option<&Dataset>,
+        extra: &mut [&mut dyn Callback],
+    ) -> Result<History> {
+        // Forward, backward and the validation passes all run on this thread (the backward of
+        // every node would keep its forward's precision anyway).
+        let _precision = AutocastGuard::new(self.precision);
+        let Plan {
+            layout,
+            rank,
+            pipeline,
+            parts,
+            mine,
+            bucket_cap_bytes,
+            sync,
+            loader,
+            steps_per_epoch,
+            total_steps,
+            mut state,
+            epoch0,
+            batch0,
+        } = self.plan(train, val)?;
 
         let Trainer { model, optimizer, loss: loss_fn, base_lr, schedule, callbacks, reducer, .. } = self;
         let model: &dyn Module = *model;

@@ -111,6 +111,45 @@ fn run_in(args: &TrainArgs, world: Option<&dist::World>) -> Result<Verdict> {
 
     let batch_size = t.batch_size.resolve(data.train.len());
     let layout = InputLayout::of(&resolved, &sample).on(device).labels_on(resolved.output_device(device));
+    let mut trainer = Trainer::new(&model, optimizer)
+        .boxed_loss(criterion)
+        .augment(augment)
+        .schedule(schedule_of(&config.schedule))
+        .epochs(t.epochs)
+        .batch_size(t.batch_size)
+        .seed(t.seed)
+        .layout(layout)
+        .log_every(t.log_every)
+        .accumulate(t.accumulate)
+        .pipeline_chunks(t.pipeline_chunks)
+        .sync_bn(t.sync_bn)
+        .bucket_cap_mb(bucket_cap_mb)
+        .precision(Precision::parse(&t.precision).expect("validated"))
+        .on_divergence(if t.on_divergence == "skip" { OnDivergence::Skip } else { OnDivergence::Stop })
+        .resume(&start);
+    if let Some(max) = t.clip_grad_norm {
+        trainer = trainer.clip_grad_norm(max);
+    }
+    if let Some(w) = world {
+        trainer = trainer.distributed(dist::reducer(w));
+    }
+    // The base rate is the run file's (a resumed optimizer's state holds the last step's rate).
+    trainer = trainer.base_lr(config.optimizer.lr);
+    let mut early = config.early_stopping.as_ref().map(|e| {
+        EarlyStopping::new(&e.monitor).patience(e.patience).min_delta(e.min_delta).restore_best(e.restore_best)
+    });
+    if early.as_ref().is_some_and(|e| e.monitors_validation()) && data.val.is_empty() {
+        bail!(
+            "early_stopping.monitor = \"{}\" needs held-out data, and this run has none (data.validation = 0?); monitor train_loss, or hold some samples out (data.validation = N)",
+            config.early_stopping.as_ref().map_or("", |e| e.monitor.as_str())
+        );
+    }
+    let val = Some(&data.val).filter(|v| !v.is_empty());
+    // The trainer's own checks of its options against the model and the data (micro-batches
+    // that a batch cannot fill, pipelining a model that is not a chain, …) before the run
+    // directory is made or written: a run refused for its options leaves nothing on disk.
+    trainer.check(&data.train, val)?;
+
     let mut logger = Logger::open(out.as_deref(), output, resume.is_some(), start.step)?;
     if let Some(dir) = &out {
         std::fs::write(dir.join("config.toml"), toml::to_string(&rerunnable(&config))?)
@@ -137,26 +176,6 @@ fn run_in(args: &TrainArgs, world: Option<&dist::World>) -> Result<Verdict> {
     if let (Some(init), None) = (&t.init, &resume) {
         logger.note(&format!("  initial weights: {} (checked against the model)", init.display()));
     }
-
-    let mut trainer = Trainer::new(&model, optimizer)
-        .boxed_loss(criterion)
-        .augment(augment)
-        .schedule(schedule_of(&config.schedule))
-        .epochs(t.epochs)
-        .batch_size(t.batch_size)
-        .seed(t.seed)
-        .layout(layout)
-        .log_every(t.log_every)
-        .accumulate(t.accumulate)
-        .pipeline_chunks(t.pipeline_chunks)
-        .sync_bn(t.sync_bn)
-        .bucket_cap_mb(bucket_cap_mb)
-        .precision(Precision::parse(&t.precision).expect("validated"))
-        .on_divergence(if t.on_divergence == "skip" { OnDivergence::Skip } else { OnDivergence::Stop })
-        .resume(&start);
-    if let Some(max) = t.clip_grad_norm {
-        trainer = trainer.clip_grad_norm(max);
-    }
     if let Some(w) = world {
         let (_, n) = dist::place(w);
         let sizes = strata_train::parallel::micro_batch_sizes(batch_size, n);
@@ -165,10 +184,7 @@ fn run_in(args: &TrainArgs, world: Option<&dist::World>) -> Result<Verdict> {
             sizes.iter().min().unwrap_or(&0),
             sizes.iter().max().unwrap_or(&0)
         ));
-        trainer = trainer.distributed(dist::reducer(w));
     }
-    // The base rate is the run file's (a resumed optimizer's state holds the last step's rate).
-    trainer = trainer.base_lr(config.optimizer.lr);
     {
         let flag = trainer.interrupt_flag();
         // Only the first handler installation can succeed in a process; tests call run() once.
@@ -177,15 +193,6 @@ fn run_in(args: &TrainArgs, world: Option<&dist::World>) -> Result<Verdict> {
     let mut checkpoints = out
         .as_ref()
         .map(|dir| Checkpointing::new(dir).every_steps(t.checkpoint_every).keep_last(t.keep_last).meta(meta_base));
-    let mut early = config.early_stopping.as_ref().map(|e| {
-        EarlyStopping::new(&e.monitor).patience(e.patience).min_delta(e.min_delta).restore_best(e.restore_best)
-    });
-    if early.as_ref().is_some_and(|e| e.monitors_validation()) && data.val.is_empty() {
-        bail!(
-            "early_stopping.monitor = \"{}\" needs held-out data, and this run has none (data.validation = 0?); monitor train_loss, or hold some samples out (data.validation = N)",
-            config.early_stopping.as_ref().map_or("", |e| e.monitor.as_str())
-        );
-    }
     let mut bar = ProgressBar::new();
     let started = std::time::Instant::now();
     let history = {
@@ -200,7 +207,7 @@ fn run_in(args: &TrainArgs, world: Option<&dist::World>) -> Result<Verdict> {
         if let Some(c) = &mut checkpoints {
             callbacks.push(c);
         }
-        trainer.fit_with(&data.train, Some(&data.val).filter(|v| !v.is_empty()), &mut callbacks)
+        trainer.fit_with(&data.train, val, &mut callbacks)
     };
     let history = match history {
         Ok(h) => h,
