@@ -122,6 +122,58 @@ fn an_existing_run_is_not_overwritten() {
     assert_eq!(std::fs::read(dir.join("metrics.jsonl")).unwrap(), before);
 }
 
+/// Resuming a run that already trained all its epochs trains nothing and writes nothing: it says
+/// so, names the checkpoint it would have continued from, gives the command that trains further,
+/// and exits 0 (a script that resumes after every preemption finds a finished run finished).
+/// With more epochs the same run continues.
+#[test]
+fn resuming_a_finished_run_says_so_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    let d = dir.to_str().unwrap();
+    assert!(train(&["--epochs", "1", "--quiet", "--out", d]).status.success());
+    // Every file but the lock (whose pid the resumed process rewrites as it takes it).
+    let files = || {
+        let mut v: Vec<(std::path::PathBuf, Vec<u8>)> = walk(&dir)
+            .into_iter()
+            .filter(|p| !p.ends_with(".lock"))
+            .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = files();
+    let out = train(&["--resume", d]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = redact(&String::from_utf8_lossy(&out.stderr), tmp.path(), None);
+    assert_eq!(
+        said,
+        "[TMP]/run: the run is already finished: [TMP]/run/checkpoints/step-000000125.safetensors is the end of its epoch 1 of 1 (step 125), so there is nothing to train\n\
+         to train it further, give more epochs: strata train --resume [TMP]/run --epochs 2\n"
+    );
+    let after = files();
+    let names = |v: &[(std::path::PathBuf, Vec<u8>)]| v.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&after), names(&before), "files were added to or removed from a finished run's directory");
+    assert!(after == before, "a finished run's files changed");
+    let more = train(&["--resume", d, "--epochs", "2", "--quiet"]);
+    assert!(more.status.success(), "{}", String::from_utf8_lossy(&more.stderr));
+    assert!(checkpoint_steps(&dir).contains(&250));
+}
+
+/// Every file under `dir`, recursively.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
 /// Output of a finished strata command: exit code and stderr, with the temporary directory and
 /// pids written as `[TMP]` and `[PID]` for snapshots.
 fn refused(args: &[&str], tmp: &Path, pid: Option<u32>) -> String {

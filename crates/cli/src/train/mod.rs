@@ -109,6 +109,27 @@ fn run_in(args: &TrainArgs, world: Option<&dist::World>) -> Result<Verdict> {
         start = meta.clone();
     }
 
+    // A run resumed at its end has nothing to train: say so, and how to train it further,
+    // instead of opening its directory, writing a TensorBoard log and a model file for no step.
+    if let Some((path, ..)) = &resume
+        && start.epoch >= t.epochs
+        && start.batch == 0
+    {
+        if lead {
+            let dir = out.as_deref().unwrap_or(path);
+            eprintln!(
+                "{}: the run is already finished: {} is the end of its epoch {} of {} (step {}), so there is nothing to train\nto train it further, give more epochs: strata train --resume {} --epochs {}",
+                dir.display(),
+                path.display(),
+                start.epoch,
+                t.epochs,
+                start.step,
+                dir.display(),
+                t.epochs + 1
+            );
+        }
+        return Ok(Verdict::Ok);
+    }
     let batch_size = t.batch_size.resolve(data.train.len());
     let layout = InputLayout::of(&resolved, &sample).on(device).labels_on(resolved.output_device(device));
     let mut trainer = Trainer::new(&model, optimizer)
