@@ -187,6 +187,17 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
         action: "writing",
         error: std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path names no file"),
     })?;
+    // A missing directory is the user's path, not the temporary file's: say so about the path.
+    if !dir.is_dir() {
+        return Err(Error::Io {
+            path: path.into(),
+            action: "writing",
+            error: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("its directory {} does not exist; create it first, or choose another path", dir.display()),
+            ),
+        });
+    }
     let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
     fn io<'a>(action: &'static str, p: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
         move |error| Error::Io { path: p.into(), action, error }
@@ -272,8 +283,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keep.bin");
         std::fs::write(&path, b"old").unwrap();
-        // Writing into a directory that does not exist fails before touching the target.
-        assert!(atomic_write(&dir.path().join("nope/keep.bin"), b"new").is_err());
+        // Writing into a directory that does not exist fails before touching the target, and the
+        // message is about the path asked for, not the temporary file beside it.
+        let target = dir.path().join("nope/keep.bin");
+        let e = atomic_write(&target, b"new").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{}: writing failed: its directory {} does not exist; create it first, or choose another path",
+                target.display(),
+                dir.path().join("nope").display()
+            )
+        );
         atomic_write(&path, b"new").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"new");
     }

@@ -68,6 +68,17 @@ fn run_in(args: &TrainArgs, world: Option<&dist::World>) -> Result<Verdict> {
     if args.compute_stats {
         return compute_stats(args);
     }
+    // --save writes after the last epoch: a path it cannot write is refused now, not after the run.
+    if let Some(path) = &args.save {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        if !dir.is_dir() {
+            bail!(
+                "--save {}: its directory {} does not exist; create it first, or choose another path",
+                path.display(),
+                dir.display()
+            );
+        }
+    }
     let Some(Built {
         config,
         model_source,
