@@ -123,7 +123,7 @@ fn run_in(args: &TrainArgs, world: Option<&dist::World>) -> Result<Verdict> {
     // A run resumed at its end has nothing to train: say so, and how to train it further,
     // instead of opening its directory, writing a TensorBoard log and a model file for no step.
     if let Some((path, ..)) = &resume
-        && start.epoch >= t.epochs
+        && start.epoch == t.epochs
         && start.batch == 0
     {
         if lead {
