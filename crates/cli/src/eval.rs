@@ -1,6 +1,6 @@
 //! `strata eval` (accuracy, top-k accuracy, macro and weighted F1, the confusion matrix and, with
 //! `--report`, sklearn's per-class classification report) and `strata predict` (class
-//! probabilities for an image file or an IDX record), both from a checkpoint:
+//! probabilities for an image file, an IDX record or a CSV row), both from a checkpoint:
 //! the checkpoint carries the model file, the normalisation and the data config it was trained
 //! with, so nothing else needs to be given.
 
@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use std::path::{Path, PathBuf};
 use strata_core::{Tensor, no_grad};
-use strata_data::{DataLoader, ImageFolderOptions, load_image, read_idx};
+use strata_data::{CsvOptions, DataLoader, ImageFolderOptions, load_image, read_csv, read_csv_unlabelled, read_idx};
 use strata_nn::metrics::{ConfusionMatrix, TopK};
 use strata_nn::model_file::parse_model;
 use strata_nn::{Module, Sequential};
@@ -52,6 +52,10 @@ pub struct PredictArgs {
     /// Which records of the IDX file.
     #[arg(long, value_delimiter = ',')]
     index: Vec<usize>,
+    /// A CSV file (raw or gzip) whose every row is an input: the training file's feature
+    /// columns in its order, with or without its label column (a header row is detected).
+    #[arg(long, value_name = "FILE")]
+    csv: Option<PathBuf>,
     /// How many classes to show per input.
     #[arg(long, default_value_t = 3)]
     top: usize,
@@ -275,8 +279,11 @@ pub fn predict(args: &PredictArgs) -> Result<Verdict> {
             ));
         }
     }
+    if let Some(path) = &args.csv {
+        inputs.extend(csv_rows(path, numel, &l.config)?);
+    }
     if inputs.is_empty() {
-        bail!("nothing to predict: give image files, or --idx FILE --index N");
+        bail!("nothing to predict: give image files, --idx FILE --index N, or --csv FILE");
     }
     for (name, mut x) in inputs {
         if x.len() != numel {
@@ -300,6 +307,39 @@ pub fn predict(args: &PredictArgs) -> Result<Verdict> {
         println!("{name}: {}", shown.join(", "));
     }
     Ok(Verdict::Ok)
+}
+
+/// The rows of the CSV file at `path` as inputs of `numel` features, named `FILE row N` (data
+/// rows from 1): every column a feature, or every column but the label column of a model trained
+/// on CSV data (`data.label_column`), when the rows carry it.
+fn csv_rows(path: &Path, numel: usize, config: &RunConfig) -> Result<Vec<(String, Vec<f32>)>> {
+    let rows = read_csv_unlabelled(path, &CsvOptions::default())?;
+    let columns = rows.sample_len();
+    let features = if columns == numel {
+        rows
+    } else if columns == numel + 1 && config.data.source == "csv" {
+        let options = CsvOptions { label_column: config.data.label_column.parse()?, ..CsvOptions::default() };
+        read_csv(path, &options)
+            .with_context(|| format!("{}: its rows have one column more than the model's {numel} features, taken for the label column `{}` of the training data", path.display(), config.data.label_column))?
+    } else {
+        bail!(
+            "{}: its rows have {columns} columns, but the model takes {numel} features{}",
+            path.display(),
+            if config.data.source == "csv" {
+                format!(
+                    ": give the training file's {numel} feature columns in its order, with or without its label column"
+                )
+            } else {
+                String::new()
+            }
+        );
+    };
+    Ok(features
+        .features
+        .chunks_exact(numel.max(1))
+        .enumerate()
+        .map(|(i, x)| (format!("{} row {}", path.display(), i + 1), x.to_vec()))
+        .collect())
 }
 
 /// A class as `predict` shows it: its index, with its name beside it when it has one that is

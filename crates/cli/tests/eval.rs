@@ -158,3 +158,70 @@ fn image_folder_class_names() {
     assert!(ok, "{err}");
     assert!(out.contains("0 (night) ") && out.contains("1 (day) "), "{out}");
 }
+
+/// `strata predict --csv` for a model trained on a CSV file: the rows' features go through the
+/// run's normalisation in the training file's column order, with or without the label column
+/// (here first, by name), and a separable problem's far points get their own side's class;
+/// rows of another width are refused naming both widths.
+#[test]
+fn predict_from_csv_rows_of_a_csv_trained_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    // Class 1 exactly where b > a, on a grid of 400 points; the label column first, by name.
+    let mut train = String::from("y,a,b\n");
+    for i in 0..20 {
+        for j in 0..20 {
+            let (a, b) = (i as f32 * 10.0 - 95.0, j as f32 * 10.0 - 95.0);
+            if a != b {
+                train += &format!("{},{a},{b}\n", (b > a) as u8);
+            }
+        }
+    }
+    std::fs::write(path("train.csv"), train).unwrap();
+    std::fs::write(
+        path("model.toml"),
+        "name = \"Lin\"\ninput = [2]\n[[layers]]\nname = \"fc\"\ntype = \"Linear\"\nout_features = 2\n",
+    )
+    .unwrap();
+    let (ok, _, err) = run(&[
+        "train",
+        "--model",
+        &path("model.toml"),
+        "--set",
+        "data.source=csv",
+        "--data",
+        &path("train.csv"),
+        "--set",
+        "data.label_column=y",
+        "--set",
+        "data.validation=40",
+        "--set",
+        "optimizer.name=adam",
+        "--lr",
+        "0.05",
+        "--epochs",
+        "20",
+        "--quiet",
+        "--out",
+        &path("run"),
+    ]);
+    assert!(ok, "{err}");
+    // Features only (a, b), then the same rows with the label column in front, as trained.
+    std::fs::write(path("x.csv"), "-80,90\n85,-70\n").unwrap();
+    std::fs::write(path("xl.csv"), "y,a,b\n1,-80,90\n0,85,-70\n").unwrap();
+    let (ok, plain, err) = run(&["predict", &path("run"), "--csv", &path("x.csv"), "--top", "1"]);
+    assert!(ok, "{err}");
+    let classes: Vec<&str> = plain.lines().map(|l| l.rsplit(": ").next().unwrap().split(' ').next().unwrap()).collect();
+    assert_eq!(classes, ["1", "0"], "{plain}");
+    assert!(plain.starts_with(&format!("{} row 1: 1 ", path("x.csv"))), "{plain}");
+    let (ok, labelled, err) = run(&["predict", &path("run"), "--csv", &path("xl.csv"), "--top", "1"]);
+    assert!(ok, "{err}");
+    assert_eq!(labelled.replace("xl.csv", "x.csv"), plain, "the label column changed the predictions");
+    std::fs::write(path("wide.csv"), "1,2,3,4\n").unwrap();
+    let (ok, _, err) = run(&["predict", &path("run"), "--csv", &path("wide.csv")]);
+    assert!(!ok);
+    assert!(
+        err.contains("its rows have 4 columns, but the model takes 2 features: give the training file's 2 feature columns in its order, with or without its label column"),
+        "{err}"
+    );
+}

@@ -123,6 +123,21 @@ impl Default for CsvOptions {
 /// that is not a finite number, a label that is negative, fractional or not a number, a label
 /// `>= num_classes`, a label column that does not exist.
 pub fn read_csv(path: &Path, options: &CsvOptions) -> Result<Dataset> {
+    read_file(path, options, true)
+}
+
+/// Reads unlabelled rows from the CSV file at `path` (raw or gzip-compressed), as inputs to
+/// predict from: every column is a feature, checked as [`read_csv`] checks features (finite
+/// numbers, every row as long as the first, the header detected or forced by
+/// `options.has_header`, split on `options.delimiter`; `label_column` and `num_classes` are not
+/// used). The result has `sample_shape == [number of columns]`, every label 0 and
+/// `num_classes == 0`.
+pub fn read_csv_unlabelled(path: &Path, options: &CsvOptions) -> Result<Dataset> {
+    read_file(path, options, false)
+}
+
+/// [`read_csv`] (`labelled`) or [`read_csv_unlabelled`]: opens the file, raw or gzip.
+fn read_file(path: &Path, options: &CsvOptions, labelled: bool) -> Result<Dataset> {
     let io_err = |source| DataError::Io { path: path.to_path_buf(), source };
     let file = std::fs::File::open(path).map_err(io_err)?;
     let mut reader = BufReader::new(file);
@@ -130,9 +145,9 @@ pub fn read_csv(path: &Path, options: &CsvOptions) -> Result<Dataset> {
     // unless the file is shorter than that.
     let gzip = reader.fill_buf().map_err(io_err)?.starts_with(&GZIP_MAGIC);
     if gzip {
-        read_from(MultiGzDecoder::new(reader), path, true, options)
+        read_from(MultiGzDecoder::new(reader), path, true, options, labelled)
     } else {
-        read_from(reader, path, false, options)
+        read_from(reader, path, false, options, labelled)
     }
 }
 
@@ -141,14 +156,15 @@ pub fn read_csv(path: &Path, options: &CsvOptions) -> Result<Dataset> {
 pub fn parse_csv(bytes: &[u8], name: impl AsRef<Path>, options: &CsvOptions) -> Result<Dataset> {
     let path = name.as_ref();
     if bytes.starts_with(&GZIP_MAGIC) {
-        read_from(MultiGzDecoder::new(bytes), path, true, options)
+        read_from(MultiGzDecoder::new(bytes), path, true, options, true)
     } else {
-        read_from(bytes, path, false, options)
+        read_from(bytes, path, false, options, true)
     }
 }
 
-/// The reader behind [`read_csv`] and [`parse_csv`]: streams records, validating each.
-fn read_from(input: impl Read, path: &Path, gzip: bool, options: &CsvOptions) -> Result<Dataset> {
+/// The reader behind [`read_csv`], [`read_csv_unlabelled`] and [`parse_csv`]: streams records,
+/// validating each; without `labelled`, every column is a feature.
+fn read_from(input: impl Read, path: &Path, gzip: bool, options: &CsvOptions, labelled: bool) -> Result<Dataset> {
     let mut reader = csv::ReaderBuilder::new()
         // Headers are detected here, not by the csv crate, and ragged rows are reported here with
         // both line numbers, so the crate reads every row as plain fields.
@@ -174,14 +190,19 @@ fn read_from(input: impl Read, path: &Path, gzip: bool, options: &CsvOptions) ->
         // Empty cells do not count: a header's may be blank (pandas' index column), and a data
         // row with a missing value must be reported as such, not silently taken for a header.
         None => {
-            matches!(options.label_column, LabelColumn::Name(_))
+            (labelled && matches!(options.label_column, LabelColumn::Name(_)))
                 || record.iter().any(|c| !c.is_empty() && !is_number(c))
         }
     };
     let names: Option<Vec<String>> =
         has_header.then(|| record.iter().map(|c| String::from_utf8_lossy(c).into_owned()).collect());
-    let label_col = resolve_label_column(&options.label_column, n_fields, names.as_deref(), path)?;
-    if n_fields < 2 {
+    // Unlabelled: no column is the label (an index no column has).
+    let label_col = if labelled {
+        resolve_label_column(&options.label_column, n_fields, names.as_deref(), path)?
+    } else {
+        usize::MAX
+    };
+    if labelled && n_fields < 2 {
         return Err(DataError::CsvLabelColumn {
             path: path.to_path_buf(),
             message: format!(
@@ -260,9 +281,15 @@ fn read_from(input: impl Read, path: &Path, gzip: bool, options: &CsvOptions) ->
                 features.push(value);
             }
         }
+        if !labelled {
+            labels.push(0);
+        }
         have_row = next(&mut reader, &mut record)?;
     }
 
+    if !labelled {
+        return Ok(Dataset { features, labels, sample_shape: vec![n_fields], num_classes: 0 });
+    }
     let num_classes = options.num_classes.unwrap_or_else(|| max_label.map_or(0, |m| m + 1));
     Ok(Dataset { features, labels, sample_shape: vec![n_fields - 1], num_classes })
 }
@@ -467,6 +494,32 @@ mod tests {
     fn huge_label_without_num_classes_is_refused() {
         let e = err("0.5,99999999999\n", &CsvOptions::default());
         assert!(e.contains("line 1") && e.contains("more than 1048576 classes"), "{e}");
+    }
+
+    /// Unlabelled rows (inputs to predict from): every column a feature, with the same checks,
+    /// the header detected, gzip recognised; a one-column file is fine.
+    #[test]
+    fn unlabelled_rows_are_all_features() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let (plain, gz, one, bad) = (dir.join("x.csv"), dir.join("x.csv.gz"), dir.join("one.csv"), dir.join("bad.csv"));
+        std::fs::write(&plain, "a,b,c\n1,2,3\n-4,5e-1,6\n").unwrap();
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut enc, b"1,2,3\n-4,0.5,6\n").unwrap();
+        std::fs::write(&gz, enc.finish().unwrap()).unwrap();
+        std::fs::write(&one, "7\n8\n").unwrap();
+        std::fs::write(&bad, "1,2\n3,nan\n").unwrap();
+        for path in [&plain, &gz] {
+            let d = read_csv_unlabelled(path, &CsvOptions::default()).unwrap();
+            assert_eq!((d.sample_shape.clone(), d.features.clone()), (vec![3], vec![1.0, 2.0, 3.0, -4.0, 0.5, 6.0]));
+            assert_eq!((d.labels.clone(), d.num_classes), (vec![0, 0], 0));
+        }
+        let d = read_csv_unlabelled(&one, &CsvOptions::default()).unwrap();
+        assert_eq!((d.sample_shape, d.features), (vec![1], vec![7.0, 8.0]));
+        let e = read_csv_unlabelled(&bad, &CsvOptions::default()).unwrap_err().to_string();
+        assert!(e.contains("line 2, column 2") && e.contains("`nan` is not a finite number"), "{e}");
+        // The labelled reader still wants its label column.
+        assert!(read_csv(&one, &CsvOptions::default()).is_err());
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub mod mnist;
 pub mod transforms;
 
 pub use augment::{Augment, Normalize, PadMode, RandomAffine, RandomCrop, RandomHorizontalFlip};
-pub use csv::{CsvOptions, LabelColumn, MAX_CLASSES, parse_csv, read_csv};
+pub use csv::{CsvOptions, LabelColumn, MAX_CLASSES, parse_csv, read_csv, read_csv_unlabelled};
 pub use dataset::Dataset;
 pub use embedded::{EMBEDDED_HOLDOUT, EMBEDDED_SPLIT_SEED, embedded_mnist, embedded_mnist_unsplit};
 pub use error::{DataError, Result};
