@@ -126,8 +126,23 @@ impl Run {
             time: Time::default(),
         };
         let mut records = 0;
+        let lines = text.lines().count();
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
+                continue;
+            }
+            // A last line without its newline whose JSON ends before it is complete was cut
+            // short (a run stopped while writing it: a power cut, a full disk): left out, said on
+            // stderr (a resume drops it from the log too). Any other bad line is an error.
+            if i + 1 == lines
+                && !text.ends_with('\n')
+                && serde_json::from_str::<serde_json::Value>(line).is_err_and(|e| e.is_eof())
+            {
+                eprintln!(
+                    "{}:{}: the last line is cut short (the run stopped while writing it); left out",
+                    file.display(),
+                    i + 1
+                );
                 continue;
             }
             let record: Record = serde_json::from_str(line).map_err(|e| {

@@ -149,6 +149,17 @@ fn a_malformed_line_is_named_by_file_and_line() {
     let (code, _, stderr) = strata(&["logs", run.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(stderr.contains(&format!("{}:1:", file.display())) && stderr.contains("invalid type"), "{stderr}");
+
+    // A last line cut short (no newline, its JSON unfinished: the run stopped while writing it)
+    // is left out with a note, and the rest is summarised.
+    std::fs::write(&file, format!("{}\n{}\n{}", lines[0], lines[1], &lines[1][..20])).unwrap();
+    let (code, stdout, stderr) = strata(&["logs", run.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stderr,
+        format!("{}:3: the last line is cut short (the run stopped while writing it); left out\n", file.display())
+    );
+    assert!(stdout.contains("broken"), "{stdout}");
 }
 
 #[test]

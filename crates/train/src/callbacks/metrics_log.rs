@@ -83,7 +83,9 @@ impl MetricsLog {
     /// TensorBoard scalar at `step`.
     pub fn emit(&mut self, value: serde_json::Value, scalars: &[(&str, Option<f64>)], step: usize) -> Result<()> {
         let path = self.dir.join("metrics.jsonl");
-        writeln!(self.metrics, "{value}").map_err(|e| Error::io("writing", &path, e))?;
+        // One write of the whole line: `writeln!` on a file writes each formatted piece with a
+        // system call of its own, so a run killed mid-line left a line cut short.
+        self.metrics.write_all(format!("{value}\n").as_bytes()).map_err(|e| Error::io("writing", &path, e))?;
         let events = self.events.path().to_path_buf();
         for (tag, v) in scalars {
             if let Some(v) = v {
