@@ -281,14 +281,12 @@ fn read_from(input: impl Read, path: &Path, gzip: bool, options: &CsvOptions, la
                 features.push(value);
             }
         }
-        if !labelled {
-            labels.push(0);
-        }
         have_row = next(&mut reader, &mut record)?;
     }
 
     if !labelled {
-        return Ok(Dataset { features, labels, sample_shape: vec![n_fields], num_classes: 0 });
+        let rows = features.len() / n_fields;
+        return Ok(Dataset { features, labels: vec![0; rows], sample_shape: vec![n_fields], num_classes: 0 });
     }
     let num_classes = options.num_classes.unwrap_or_else(|| max_label.map_or(0, |m| m + 1));
     Ok(Dataset { features, labels, sample_shape: vec![n_fields - 1], num_classes })

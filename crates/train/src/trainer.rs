@@ -131,12 +131,8 @@ struct Plan<'m, 'd> {
     /// The collective that synchronised BatchNorms sum over (sync_bn with several processes).
     sync: Option<Rc<dyn Collective>>,
     loader: DataLoader<'d>,
-    steps_per_epoch: usize,
-    total_steps: usize,
-    /// Where the run starts.
+    /// Where the run starts (its `steps_per_epoch` is the loader's batches).
     state: TrainState,
-    epoch0: usize,
-    batch0: usize,
 }
 
 impl<'m> Trainer<'m> {
@@ -500,7 +496,6 @@ impl<'m> Trainer<'m> {
         }
         let loader = DataLoader::new(train, batch_size).shuffle(self.seed).augment(self.augment.clone(), self.seed)?;
         let steps_per_epoch = loader.num_batches();
-        let total_steps = steps_per_epoch * self.epochs;
         let state = TrainState { epochs: self.epochs, steps_per_epoch, ..self.start };
         let (epoch0, batch0) = (state.epoch, state.batch);
         if epoch0 > self.epochs || (epoch0 == self.epochs && batch0 > 0) || batch0 > steps_per_epoch {
@@ -510,21 +505,7 @@ impl<'m> Trainer<'m> {
             )));
         }
 
-        Ok(Plan {
-            layout,
-            rank,
-            pipeline,
-            parts,
-            mine,
-            bucket_cap_bytes,
-            sync,
-            loader,
-            steps_per_epoch,
-            total_steps,
-            state,
-            epoch0,
-            batch0,
-        })
+        Ok(Plan { layout, rank, pipeline, parts, mine, bucket_cap_bytes, sync, loader, state })
     }
 
     /// Trains on `train`, evaluating on `val` after each epoch, with the trainer's callbacks.
@@ -543,21 +524,10 @@ impl<'m> Trainer<'m> {
         // Forward, backward and the validation passes all run on this thread (the backward of
         // every node would keep its forward's precision anyway).
         let _precision = AutocastGuard::new(self.precision);
-        let Plan {
-            layout,
-            rank,
-            pipeline,
-            parts,
-            mine,
-            bucket_cap_bytes,
-            sync,
-            loader,
-            steps_per_epoch,
-            total_steps,
-            mut state,
-            epoch0,
-            batch0,
-        } = self.plan(train, val)?;
+        let Plan { layout, rank, pipeline, parts, mine, bucket_cap_bytes, sync, loader, mut state } =
+            self.plan(train, val)?;
+        let (steps_per_epoch, epoch0, batch0) = (state.steps_per_epoch, state.epoch, state.batch);
+        let total_steps = steps_per_epoch * self.epochs;
 
         let Trainer { model, optimizer, loss: loss_fn, base_lr, schedule, callbacks, reducer, .. } = self;
         let model: &dyn Module = *model;
