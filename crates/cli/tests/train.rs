@@ -177,11 +177,20 @@ fn bf16_runs_train_like_f32_and_checkpoint_in_f32() {
     assert_ne!(bf.lines().find(|l| l.starts_with("epoch  1/")), f.lines().find(|l| l.starts_with("epoch  1/")));
     let sd = strata_nn::StateDict::load(bf_dir.join("model.safetensors")).unwrap();
     assert!(sd.iter().all(|(_, t)| t.dtype() == strata_core::DType::F32), "bf16 runs keep f32 weights");
-    // Resumed in f32, then the f32 run resumed in bf16: checkpoints do not depend on it.
-    let r = run(&["train", "--resume", bf_dir.to_str().unwrap(), "--epochs", "4", "--precision", "f32"]);
-    assert!(r.contains("epoch  4/4") && !r.contains("bf16 products"), "{r}");
-    let r = run(&["train", "--resume", f_dir.to_str().unwrap(), "--epochs", "4", "--precision", "bf16"]);
-    assert!(r.contains("epoch  4/4") && r.contains("bf16 products"), "{r}");
+    // Resumed in f32, then the f32 run resumed in bf16: checkpoints do not depend on it. The
+    // switch is said, with f32 named (a written config leaves the default out).
+    let resume = |dir: &std::path::Path, precision: &str| {
+        let o = strata(&["train", "--resume", dir.to_str().unwrap(), "--epochs", "4", "--precision", precision]);
+        let (out, err) = (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr));
+        assert!(o.status.success() && out.contains("epoch  4/4"), "{out}\n{err}");
+        (out, err.into_owned())
+    };
+    let (r, e) = resume(&bf_dir, "f32");
+    assert!(!r.contains("bf16 products"), "{r}");
+    assert!(e.contains(r#"overriding training.precision "bf16" → "f32" (the default) from the checkpoint"#), "{e}");
+    let (r, e) = resume(&f_dir, "bf16");
+    assert!(r.contains("bf16 products"), "{r}");
+    assert!(e.contains(r#"overriding training.precision "f32" (the default) → "bf16" from the checkpoint"#), "{e}");
     for (args, says) in [
         (&["train", "--precision", "fp16"][..], "training.precision (--precision) must be f32 or bf16"),
         (&["train", "--precision", "bf16", "--dtype", "f64"], "`SimpleNN` is f64: use --dtype f32"),

@@ -216,6 +216,18 @@ pub(super) fn flatten(config: &RunConfig) -> Result<std::collections::BTreeMap<S
     Ok(out)
 }
 
+/// The value of a key that written configs leave out when it holds its default (so that
+/// `--precision f32` on resume reads `"bf16" → "f32" (the default)`, not "(unset)"); `None` for
+/// the keys that are absent because unset (no clipping, no early stopping).
+fn omitted_default(key: &str) -> Option<&'static str> {
+    match key {
+        "training.precision" => Some("\"f32\""),
+        "training.accumulate" | "training.pipeline_chunks" => Some("1"),
+        "training.sync_bn" => Some("false"),
+        _ => None,
+    }
+}
+
 /// The config of a resumed run: the checkpoint's, with the command line's overrides applied
 /// where the rest of the run can honour them (each one said on stderr) and refused where they
 /// would break it ([`fixed_on_resume`]). Never ignored.
@@ -247,7 +259,11 @@ pub(super) fn resume_config(
     let config = base.with_overrides(&overrides(args)?)?;
     config.validate()?;
     let (old, new) = (flatten(base)?, flatten(&config)?);
-    let show = |v: Option<&toml::Value>| v.map_or("(unset)".to_string(), ToString::to_string);
+    let show = |v: Option<&toml::Value>, key: &str| match (v, omitted_default(key)) {
+        (Some(v), _) => v.to_string(),
+        (None, Some(d)) => format!("{d} (the default)"),
+        (None, None) => "(unset)".to_string(),
+    };
     let mut notes = vec![];
     for key in old.keys().chain(new.keys()).collect::<std::collections::BTreeSet<_>>() {
         let (was, now) = (old.get(key), new.get(key));
@@ -259,15 +275,15 @@ pub(super) fn resume_config(
             bail!(
                 "--resume {}: {key} cannot change on resume: {flag} asks for {}, the checkpoint {} has {}; {why}, so the resumed run would not be the one checkpointed\nfix: drop {flag} to continue the run, or start a new run with it (`strata train … --out NEW_DIR`)",
                 run.display(),
-                show(now),
+                show(now, key),
                 checkpoint.display(),
-                show(was)
+                show(was, key)
             );
         }
         notes.push(format!(
             "overriding {key} {} → {} from the checkpoint {}",
-            show(was),
-            show(now),
+            show(was, key),
+            show(now, key),
             checkpoint.display()
         ));
     }
