@@ -11,6 +11,7 @@ use clap::{Args, FromArgMatches};
 use plotters::prelude::*;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use strata_core::{AutocastGuard, Precision};
 use strata_data::DataLoader;
 use strata_nn::Module;
 
@@ -41,6 +42,10 @@ pub struct LrFindArgs {
     /// training.device: `cpu`, `gpu` or `gpu:N`.
     #[arg(long, value_name = "cpu|gpu|gpu:N")]
     device: Option<String>,
+    /// training.precision: bf16 runs the test with bf16 matrix products, as a bf16 run trains
+    /// (the run file's precision otherwise; f32 by default).
+    #[arg(long, value_name = "f32|bf16")]
+    precision: Option<String>,
     /// Any other key of the run file: `--set optimizer.name=adam --set optimizer.momentum=0.8`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -81,6 +86,7 @@ fn train_args(args: &LrFindArgs) -> Result<TrainArgs> {
         ("threads", args.threads.map(|t| t.to_string())),
         ("dtype", args.dtype.clone()),
         ("device", args.device.clone()),
+        ("precision", args.precision.clone()),
     ];
     argv.extend(values.iter().filter_map(|(n, v)| v.as_ref().map(|v| flag(n, v.as_ref()))));
     argv.extend(args.set.iter().map(|kv| flag("set", kv.as_ref())));
@@ -120,6 +126,9 @@ pub fn run(args: &LrFindArgs) -> Result<Verdict> {
     let loader = DataLoader::new(&b.data.train, batch).shuffle(b.config.training.seed);
     let layout = InputLayout::of(&b.resolved, &b.sample).on(b.device).labels_on(b.resolved.output_device(b.device));
     let ratio = (args.end_lr / args.start_lr).powf(1.0 / (args.steps - 1) as f64);
+    // The products in the run's precision, as `strata train` would run them (validated by `build`).
+    let precision = Precision::parse(&b.config.training.precision).expect("validated");
+    let _autocast = AutocastGuard::new(precision);
     let (mut avg, mut best) = (0.0, f64::INFINITY);
     let mut points: Vec<(f64, f64)> = vec![];
     'outer: for epoch in 0.. {
@@ -158,10 +167,11 @@ pub fn run(args: &LrFindArgs) -> Result<Verdict> {
         None => vec![],
     };
     println!(
-        "lr-find: {} steps from lr {:.2e} to {:.2e} (batch {batch})",
+        "lr-find: {} steps from lr {:.2e} to {:.2e} (batch {batch}{})",
         points.len(),
         args.start_lr,
-        points.last().map_or(0.0, |p| p.0)
+        points.last().map_or(0.0, |p| p.0),
+        if precision == Precision::Bf16 { ", bf16 products" } else { "" }
     );
     println!("  lowest smoothed loss {:.4} at lr {:.2e}", min_loss.1, min_loss.0);
     println!("  steepest descent at lr {:.2e}", steepest.0);

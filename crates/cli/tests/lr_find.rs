@@ -160,3 +160,24 @@ fn compute_stats_prints_mean_and_std() {
         stdout.lines().find_map(|l| l.strip_prefix("mean = [")).unwrap().trim_end_matches(']').parse().unwrap();
     assert!((mean - 0.133).abs() < 0.005, "{stdout}");
 }
+
+/// The test runs in the run's precision, as `strata train` would train it: a run file's
+/// `precision = "bf16"` (or `--precision bf16`) runs it with bf16 products and says so;
+/// `--precision f32` overrides the run file; bf16 with an f64 model is refused as train refuses it.
+#[test]
+fn runs_in_the_runs_precision() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("bf16.toml"), "[training]\nprecision = \"bf16\"\n").unwrap();
+    for (args, bf16) in [
+        (&["lr-find", "bf16.toml", "--out", "p"][..], true),
+        (&["lr-find", "--precision", "bf16", "--out", "p"], true),
+        (&["lr-find", "bf16.toml", "--precision", "f32", "--out", "p"], false),
+    ] {
+        let args = [args, &["--steps", "20"]].concat();
+        let (out, stdout, err) = strata_in(tmp.path(), &args, MINUTE);
+        assert!(out.status.success(), "{args:?}: {err}");
+        assert_eq!(stdout.contains("(batch 64, bf16 products)"), bf16, "{args:?}: {stdout}");
+    }
+    let (out, _, err) = strata_in(tmp.path(), &["lr-find", "bf16.toml", "--dtype", "f64"], MINUTE);
+    assert!(!out.status.success() && err.contains("`SimpleNN` is f64: use --dtype f32"), "{err}");
+}
