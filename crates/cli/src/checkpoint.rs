@@ -8,7 +8,7 @@ use std::path::Path;
 use strata_nn::StateDict;
 #[cfg(test)]
 pub use strata_train::checkpoint::save;
-pub use strata_train::checkpoint::{Loaded, Meta, OPTIM_PREFIX, any, dir, latest};
+pub use strata_train::checkpoint::{Loaded, Meta, OPTIM_PREFIX, any, best_or_latest, dir};
 
 /// Reads a checkpoint's run config as a run file: its epochs, or why it cannot be used.
 fn run_config(text: &str) -> std::result::Result<usize, String> {

@@ -90,12 +90,7 @@ fn load(path: &Path) -> Result<Loaded> {
     if !path.exists() {
         bail!("{}: no such checkpoint file or run directory", path.display());
     }
-    let file = if path.is_dir() {
-        let best = checkpoint::dir(path).join("best.safetensors");
-        if best.exists() { best } else { checkpoint::latest(path)? }
-    } else {
-        path.to_path_buf()
-    };
+    let file = checkpoint::best_or_latest(path, "evaluate or predict from")?;
     let (params, _, meta) = checkpoint::load(&file)?;
     let spec = parse_model(&meta.model, &format!("{} (its model)", file.display()), "model")?;
     // Evaluation runs the whole model on one device (`--device`): a placement the run was

@@ -94,12 +94,7 @@ fn from_model_file(spec: ModelSpec, weights: Option<&Path>) -> Result<Source> {
 
 /// A checkpoint's (or run directory's) model, weights and normalisation.
 fn from_checkpoint(path: &Path) -> Result<Source> {
-    let file = if path.is_dir() {
-        let best = checkpoint::dir(path).join("best.safetensors");
-        if best.exists() { best } else { checkpoint::latest(path)? }
-    } else {
-        path.to_path_buf()
-    };
+    let file = checkpoint::best_or_latest(path, "export")?;
     let (params, _, meta) = checkpoint::load(&file)?;
     let spec = parse_model(&meta.model, &format!("{} (its model)", file.display()), "model")?.without_placement();
     if spec.input.is_none() {

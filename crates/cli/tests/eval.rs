@@ -225,3 +225,23 @@ fn predict_from_csv_rows_of_a_csv_trained_model() {
         "{err}"
     );
 }
+
+/// A directory without checkpoints (not a run, or a run stopped before its first checkpoint)
+/// is refused by eval, predict and export naming what they wanted to do, not with resume's
+/// advice to restart the run in place.
+#[test]
+fn a_directory_without_checkpoints_is_refused_by_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().to_str().unwrap();
+    let onnx = tmp.path().join("m.onnx");
+    for (args, says) in [
+        (vec!["eval", d], "no checkpoint to evaluate or predict from"),
+        (vec!["predict", d, IMAGES], "no checkpoint to evaluate or predict from"),
+        (vec!["export", d, "-o", onnx.to_str().unwrap()], "no checkpoint to export"),
+    ] {
+        let (ok, _, err) = run(&args);
+        assert!(!ok && err.contains(says) && err.contains("not a run directory"), "{args:?}: {err}");
+        assert!(!err.contains("resume"), "{args:?}: {err}");
+    }
+    assert!(!onnx.exists());
+}

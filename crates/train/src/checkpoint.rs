@@ -431,12 +431,25 @@ fn none_to_resume(run: &Path) -> Error {
     )
 }
 
-/// The newest checkpoint of a run directory (or the file itself when given a file).
-pub fn latest(run_or_file: &Path) -> Result<PathBuf> {
+/// The checkpoint that evaluating, predicting from or exporting `run_or_file` reads: the file
+/// itself, or a run directory's best checkpoint (`checkpoints/best.safetensors`, written when
+/// the run had held-out data), else its newest step checkpoint. `what` names the use
+/// ("evaluate") for the error of a directory without any.
+pub fn best_or_latest(run_or_file: &Path, what: &str) -> Result<PathBuf> {
     if run_or_file.is_file() {
         return Ok(run_or_file.to_path_buf());
     }
-    list(run_or_file).pop().map(|(_, p)| p).ok_or_else(|| none_to_resume(run_or_file))
+    let best = dir(run_or_file).join("best.safetensors");
+    if best.exists() {
+        return Ok(best);
+    }
+    list(run_or_file).pop().map(|(_, p)| p).ok_or_else(|| {
+        anyhow!(
+            "{}: no checkpoint to {what} (expected {}/best.safetensors or step-*.safetensors): it is not a run directory, or its run stopped before its first checkpoint\nfix: give a run directory that has trained (`strata train --out DIR`), or a checkpoint file",
+            run_or_file.display(),
+            dir(run_or_file).display()
+        )
+    })
 }
 
 /// A checkpoint read back: its path, parameters, optimizer state and metadata.
@@ -670,5 +683,24 @@ mod tests {
         assert!(e.contains("none of its 1 checkpoints verifies"), "{e}");
         let e = format!("{:#}", load_for_resume(run).unwrap_err());
         assert!(e.contains("no checkpoint to resume from") && e.contains("restarted automatically"), "{e}");
+    }
+
+    /// What eval, predict and export read: a file as given; a run's best checkpoint over its
+    /// newest step; a directory without any is an error naming the use, not resume's advice.
+    #[test]
+    fn best_or_latest_prefers_best_and_names_the_use() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = tmp.path();
+        let e = format!("{:#}", best_or_latest(run, "export").unwrap_err());
+        assert!(e.contains("no checkpoint to export") && e.contains("not a run directory"), "{e}");
+        assert!(!e.contains("resume"), "{e}");
+        std::fs::create_dir_all(dir(run)).unwrap();
+        for step in [3, 12] {
+            std::fs::write(step_file(run, step), b"x").unwrap();
+        }
+        assert_eq!(best_or_latest(run, "export").unwrap(), step_file(run, 12));
+        std::fs::write(dir(run).join("best.safetensors"), b"x").unwrap();
+        assert_eq!(best_or_latest(run, "export").unwrap(), dir(run).join("best.safetensors"));
+        assert_eq!(best_or_latest(&step_file(run, 3), "export").unwrap(), step_file(run, 3));
     }
 }
