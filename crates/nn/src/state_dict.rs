@@ -19,6 +19,25 @@ pub struct StateDict {
     index: HashMap<String, usize>,
 }
 
+/// What a file that is not safetensors is instead, when that is recognisable, and how strata
+/// reads it: a weights file given where safetensors is expected (`--weights`, `--init`).
+fn other_format(bytes: &[u8], path: &Path) -> String {
+    let p = path.display();
+    if bytes.starts_with(b"PK\x03\x04") {
+        format!(
+            "; it is a zip archive, as torch.save writes: `strata convert {p} --output weights.safetensors` turns a PyTorch state_dict into safetensors"
+        )
+    } else if bytes.first() == Some(&0x80) {
+        "; it starts as a Python pickle (torch.save's format before PyTorch 1.6): save it again with a newer PyTorch, then `strata convert` it".into()
+    } else if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx")) {
+        format!(
+            "; it is named as an ONNX model: `strata import {p} --output DIR` gives its model file and safetensors weights"
+        )
+    } else {
+        String::new()
+    }
+}
+
 impl StateDict {
     /// An empty state_dict.
     pub fn new() -> Self {
@@ -143,8 +162,10 @@ impl StateDict {
 
     /// Decodes safetensors bytes; `path` names the source in errors.
     pub fn from_safetensors_bytes(bytes: &[u8], path: &Path) -> Result<StateDict> {
-        let st = SafeTensors::deserialize(bytes)
-            .map_err(|e| Error::SafeTensors { path: path.into(), message: e.to_string() })?;
+        let st = SafeTensors::deserialize(bytes).map_err(|e| Error::SafeTensors {
+            path: path.into(),
+            message: format!("{e}{}", other_format(bytes, path)),
+        })?;
         let mut names: Vec<(String, TensorView)> = st.tensors();
         // The file orders tensors by offset; present them by name for stable output.
         names.sort_by(|a, b| a.0.cmp(&b.0));
@@ -274,8 +295,20 @@ mod tests {
         std::fs::write(&path, b"\xff\xff\xff\xff\xff\xff\xff\x7fjunk").unwrap();
         let e = StateDict::load(&path).unwrap_err().to_string();
         assert!(e.contains("junk.safetensors: not a valid safetensors file"), "{e}");
+        assert!(!e.contains("; it "), "plain junk gets no guess: {e}");
         let e = StateDict::load(dir.path().join("absent.safetensors")).unwrap_err().to_string();
         assert!(e.contains("absent.safetensors: reading the state_dict failed"), "{e}");
+        // Weights in another format are named, with the command that reads them.
+        for (name, bytes, says) in [
+            ("model.pt", &b"PK\x03\x04rest of a zip"[..], "a zip archive, as torch.save writes: `strata convert "),
+            ("old.pt", b"\x80\x02}q\x00", "a Python pickle (torch.save's format before PyTorch 1.6)"),
+            ("m.onnx", b"\x08\x08\x12\x06strata", "named as an ONNX model: `strata import "),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            let e = StateDict::load(&path).unwrap_err().to_string();
+            assert!(e.contains(&format!("{name}: not a valid safetensors file")) && e.contains(says), "{e}");
+        }
     }
 
     #[test]
