@@ -378,6 +378,11 @@ fn parse_batch_norm(f: &mut LayerFields<'_, '_>) -> Option<LayerSpec> {
     use toml::de::DeValue;
     let mut b = BatchNormSpec::new(f.optional_size("num_features")?);
     b.eps = f.float("eps", 1e-5);
+    if b.eps < 0.0 {
+        // Checked here, not only when the layer is built, so that `strata check` locates it.
+        let span = f.span_of("eps");
+        f.error(span, format!("`eps` must be at least 0, got {}", b.eps), None);
+    }
     b.momentum = match f.get("momentum").map(|v| (v.get_ref(), v.span())) {
         Some((DeValue::String(m), _)) if m.as_ref() == "None" => None,
         Some((DeValue::String(_), sp)) => {
@@ -386,6 +391,7 @@ fn parse_batch_norm(f: &mut LayerFields<'_, '_>) -> Option<LayerSpec> {
         }
         _ => Some(f.float("momentum", 0.1)),
     };
+
     b.affine = f.boolean("affine", true);
     b.track_running_stats = f.boolean("track_running_stats", true);
     Some(BatchNormLayer { config: b, two_d: f.ty == "BatchNorm2d" }.to_spec())
@@ -595,5 +601,20 @@ mod tests {
         assert!(e.contains("more than 1 value per channel"), "{e}");
         assert_eq!(bn2.num_batches_tracked.as_ref().unwrap().item().unwrap(), 0.0);
         assert!(BatchNorm1d::new(0).unwrap_err().to_string().contains("at least 1"));
+    }
+
+    /// A model file's negative eps is an error located in the file (`strata check` passed it;
+    /// only building the layer refused it, without a location); non-finite values too.
+    #[test]
+    fn model_file_eps_and_momentum_are_checked_where_written() {
+        let bad = r#"layers = [
+  { type = "BatchNorm2d", num_features = 2, eps = -1.0 },
+  { type = "BatchNorm1d", num_features = 2, eps = nan, momentum = inf },
+]
+"#;
+        let e = crate::model_file::parse_model(bad, "bad.toml", "m").unwrap_err().to_string();
+        assert!(e.contains("`eps` must be at least 0, got -1\n --> bad.toml:2:51"), "{e}");
+        assert!(e.contains("`eps` must be a finite number\n --> bad.toml:3:51"), "{e}");
+        assert!(e.contains("`momentum` must be a finite number\n --> bad.toml:3:67"), "{e}");
     }
 }
