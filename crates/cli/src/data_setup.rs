@@ -49,6 +49,12 @@ pub fn prepare(cfg: &DataConfig, seed: u64) -> Result<Prepared> {
         }
         "mnist" => {
             let dir = path();
+            if dir.is_file() {
+                bail!(
+                    "data.path = {} (--data) is a file, and data.source = \"mnist\" reads a folder holding the four MNIST IDX files\nfix: give that folder; a CSV file is read as one when named *.csv or *.csv.gz (or with --set data.source=csv), a folder of images per class with --set data.source=images",
+                    dir.display()
+                );
+            }
             let (all, test) = load_mnist_dir(&dir).with_context(|| format!("loading MNIST from {}", dir.display()))?;
             let (train, val) = split(all)?;
             let d = format!(

@@ -24,8 +24,9 @@ pub struct LrFindArgs {
     /// A model file (overrides the run file's `model`).
     #[arg(long, value_name = "MODEL.toml")]
     model: Option<PathBuf>,
-    /// A folder with the four MNIST IDX files (data.source = "mnist", data.path = DIR).
-    #[arg(long, value_name = "DIR")]
+    /// A folder with the four MNIST IDX files (data.source = "mnist", data.path = DIR), or a CSV
+    /// file (`*.csv`, `*.csv.gz`: data.source = "csv"), as for `strata train`.
+    #[arg(long, value_name = "DIR|FILE.csv")]
     data: Option<PathBuf>,
     /// training.batch_size: a number, or `full` for the whole training set per step.
     #[arg(long, value_name = "N|full")]

@@ -317,3 +317,41 @@ layers = [
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 2);
 }
+
+/// `--data FILE.csv` (or `.csv.gz`) reads a CSV file, as `data.source = "csv"` does; any other
+/// file is refused saying that --data takes a folder of MNIST files, and how to read CSV and
+/// image folders (it was reported as a folder without `train-images-idx3-ubyte`).
+#[test]
+fn data_flag_reads_a_csv_file_and_refuses_other_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    let mut rows = String::from("a,b,label\n");
+    for i in 0..60 {
+        rows += &format!("{},{},{}\n", i % 7, i % 5, i % 2);
+    }
+    std::fs::write(path("rows.CSV"), &rows).unwrap();
+    std::fs::write(path("rows.txt"), &rows).unwrap();
+    std::fs::write(path("m.toml"), "input = [2]\nlayers = [ { type = \"Linear\", out_features = 2 } ]\n").unwrap();
+    let train = |data: &str| {
+        strata(&[
+            "train",
+            "--model",
+            &path("m.toml"),
+            "--data",
+            &path(data),
+            "--epochs",
+            "1",
+            "--set",
+            "data.validation=10",
+        ])
+    };
+    let o = train("rows.CSV");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("data: CSV ") && out.contains("50 training / 10 validation rows, 2 features"), "{out}");
+    let o = train("rows.txt");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("(--data) is a file, and data.source = \"mnist\" reads a folder"), "{err}");
+    assert!(err.contains("named *.csv or *.csv.gz (or with --set data.source=csv)"), "{err}");
+}

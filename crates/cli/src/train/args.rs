@@ -14,9 +14,10 @@ pub struct TrainArgs {
     /// A model file to train (overrides the run file's `model`).
     #[arg(long, value_name = "MODEL.toml")]
     pub(super) model: Option<PathBuf>,
-    /// A folder with the four MNIST IDX files (data.source = "mnist", data.path = DIR); its
-    /// t10k pair is the test set, evaluated at the end.
-    #[arg(long, value_name = "DIR")]
+    /// A folder with the four MNIST IDX files (data.source = "mnist", data.path = DIR; its
+    /// t10k pair is the test set, evaluated at the end), or a CSV file (`*.csv`, `*.csv.gz`:
+    /// data.source = "csv").
+    #[arg(long, value_name = "DIR|FILE.csv")]
     pub(super) data: Option<PathBuf>,
     /// training.epochs.
     #[arg(long)]
@@ -109,11 +110,18 @@ pub(super) enum Output {
     Json,
 }
 
+/// The `data.source` that `--data PATH` means: `csv` for a file named `*.csv` or `*.csv.gz`,
+/// else `mnist` (a folder of IDX files).
+pub(super) fn data_source_of(path: &std::path::Path) -> &'static str {
+    let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+    if name.ends_with(".csv") || name.ends_with(".csv.gz") { "csv" } else { "mnist" }
+}
+
 pub(super) fn overrides(args: &TrainArgs) -> Result<Vec<(String, String)>> {
     let mut o = vec![];
     let mut push = |k: &str, v: String| o.push((k.to_string(), v));
     if let Some(d) = &args.data {
-        push("data.source", "\"mnist\"".into());
+        push("data.source", format!("\"{}\"", data_source_of(d)));
         push("data.path", toml::Value::String(d.display().to_string()).to_string());
     }
     if let Some(e) = args.epochs {
