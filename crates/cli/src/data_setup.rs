@@ -28,6 +28,13 @@ pub struct Prepared {
     pub normalization: String,
 }
 
+/// The `data.source` that `--data PATH` means: `csv` for a file named `*.csv` or `*.csv.gz`,
+/// else `mnist` (a folder of IDX files).
+pub fn data_source_of(path: &std::path::Path) -> &'static str {
+    let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+    if name.ends_with(".csv") || name.ends_with(".csv.gz") { "csv" } else { "mnist" }
+}
+
 /// Loads and normalises the data described by `cfg`; `seed` drives the validation split.
 pub fn prepare(cfg: &DataConfig, seed: u64) -> Result<Prepared> {
     let path = || cfg.path.clone().expect("validated: sources other than embedded have a path");

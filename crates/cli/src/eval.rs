@@ -7,13 +7,16 @@
 use crate::check::Verdict;
 use crate::checkpoint;
 use crate::config::RunConfig;
-use crate::data_setup::prepare;
+use crate::data_setup::{data_source_of, prepare};
 use crate::train::InputLayout;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use std::path::{Path, PathBuf};
 use strata_core::{Tensor, no_grad};
-use strata_data::{CsvOptions, DataLoader, ImageFolderOptions, load_image, read_csv, read_csv_unlabelled, read_idx};
+use strata_data::{
+    CsvOptions, DataLoader, Dataset, ImageFolder, ImageFolderOptions, load_image, read_csv, read_csv_unlabelled,
+    read_idx,
+};
 use strata_nn::metrics::{ConfusionMatrix, TopK};
 use strata_nn::model_file::parse_model;
 use strata_nn::{Module, Sequential};
@@ -23,8 +26,10 @@ use strata_nn::{Module, Sequential};
 pub struct EvalArgs {
     /// A checkpoint file, or a run directory (its best checkpoint, else its newest).
     checkpoint: PathBuf,
-    /// Evaluate on the MNIST folder's t10k test set instead of the run's own test/validation data.
-    #[arg(long, value_name = "DIR")]
+    /// Evaluate on other data than the run's own test/validation data, read as the run's kind:
+    /// an MNIST folder (its t10k test set), a CSV file (every row; also any `*.csv` or
+    /// `*.csv.gz`), or an image folder of the run's classes.
+    #[arg(long, value_name = "DIR|FILE.csv")]
     data: Option<PathBuf>,
     /// Where to run the model: `cpu` (the default), `gpu` or `gpu:N`.
     #[arg(long, value_name = "cpu|gpu|gpu:N")]
@@ -143,18 +148,31 @@ fn load(path: &Path) -> Result<Loaded> {
 /// Runs `strata eval`.
 pub fn eval(args: &EvalArgs) -> Result<Verdict> {
     let l = load_on(&args.checkpoint, args.device.as_deref())?;
-    let mut data_cfg = l.config.data.clone();
-    if let Some(d) = &args.data {
-        data_cfg.source = "mnist".into();
-        data_cfg.path = Some(d.clone());
-    }
-    // The normalisation the model was trained with, whatever the data's own statistics.
-    (data_cfg.mean, data_cfg.std) = (Some(l.meta.mean.clone()), Some(l.meta.std.clone()));
-    let data = prepare(&data_cfg, l.config.training.seed)?;
-    let (set, name) = match &data.test {
-        Some(t) => (t, "test set"),
-        None => (&data.val, "held-out set"),
+    let (set, name, data_classes) = match &args.data {
+        Some(path) if l.config.data.source == "csv" || data_source_of(path) == "csv" => {
+            let set = csv_set(&l, path)?;
+            (set, format!("{}", path.display()), vec![])
+        }
+        Some(path) if l.config.data.source == "images" => {
+            let set = image_set(&l, path)?;
+            (set, format!("{}", path.display()), vec![])
+        }
+        _ => {
+            let mut data_cfg = l.config.data.clone();
+            if let Some(d) = &args.data {
+                data_cfg.source = "mnist".into();
+                data_cfg.path = Some(d.clone());
+            }
+            // The normalisation the model was trained with, whatever the data's own statistics.
+            (data_cfg.mean, data_cfg.std) = (Some(l.meta.mean.clone()), Some(l.meta.std.clone()));
+            let data = prepare(&data_cfg, l.config.training.seed)?;
+            match data.test {
+                Some(t) => (t, "test set".to_string(), data.classes),
+                None => (data.val, "held-out set".to_string(), data.classes),
+            }
+        }
     };
+    let set = &set;
     if set.is_empty() {
         bail!("there is no test or held-out data to evaluate on; pass --data DIR");
     }
@@ -196,10 +214,50 @@ pub fn eval(args: &EvalArgs) -> Result<Verdict> {
         Ok(())
     })?;
     // The names the model was trained with, else the data's own.
-    let names = if l.meta.classes.len() == k { &l.meta.classes } else { &data.classes };
+    let names = if l.meta.classes.len() == k { &l.meta.classes } else { &data_classes };
     let what = format!("{} ({} samples)", name, set.len());
     print!("{}", render_eval(&confusion, top.as_ref(), names, &what, args.report));
     Ok(Verdict::Ok)
+}
+
+/// Every row of the CSV file at `path`, labelled in the run's label column, as the run's
+/// classes (a file that lacks the last classes still counts them), normalised as the run was.
+fn csv_set(l: &Loaded, path: &Path) -> Result<Dataset> {
+    let num_classes = (!l.meta.classes.is_empty()).then_some(l.meta.classes.len());
+    let options = CsvOptions { label_column: l.config.data.label_column.parse()?, num_classes, ..Default::default() };
+    let mut set = read_csv(path, &options)?;
+    set.normalize_channels(&l.meta.mean, &l.meta.std)?;
+    Ok(set)
+}
+
+/// The images of the folder at `path`, a sub-folder per class, labelled with the run's class
+/// numbers and normalised as the run was. Sub-folders named as the run's classes are those
+/// classes (a folder may leave some out); where the run renamed its classes (`data.classes`), a
+/// folder with as many sub-folders as the run has classes is taken in their order, as training
+/// took its own; any other sub-folder is refused.
+fn image_set(l: &Loaded, path: &Path) -> Result<Dataset> {
+    let folder =
+        ImageFolder::load(path, &ImageFolderOptions { channels: l.config.data.channels, ..Default::default() })?;
+    let run = &l.meta.classes;
+    let by_name: Option<Vec<usize>> = folder.classes.iter().map(|c| run.iter().position(|r| r == c)).collect();
+    let to_run = match by_name {
+        Some(v) => v,
+        None if l.config.data.classes.is_some() && folder.classes.len() == run.len() => (0..run.len()).collect(),
+        None => {
+            let unknown: Vec<&str> = folder.classes.iter().filter(|c| !run.contains(c)).map(String::as_str).collect();
+            bail!(
+                "{}: the sub-folders {} are not among the run's classes ({}); evaluate on folders named as the classes it was trained on",
+                path.display(),
+                unknown.join(", "),
+                run.join(", ")
+            );
+        }
+    };
+    let mut set = folder.dataset;
+    set.labels.iter_mut().for_each(|y| *y = to_run[*y]);
+    set.num_classes = run.len();
+    set.normalize_channels(&l.meta.mean, &l.meta.std)?;
+    Ok(set)
 }
 
 /// Accuracy, top-k accuracy, macro and weighted F1, the classification report when asked, and

@@ -139,6 +139,20 @@ fn image_folder_class_names() {
     assert!(ok, "{err}");
     assert!(!out.contains("top-"), "two classes: no top-k by default\n{out}");
     assert!(out.contains("        dark ") || out.contains("       light "), "{out}");
+    // --data: another folder of the run's classes, here one of them only; a folder whose
+    // sub-folder the run does not know is refused naming it and the run's classes.
+    let other = tmp.path().join("other");
+    std::fs::create_dir_all(other.join("light")).unwrap();
+    for i in 0..3 {
+        std::fs::copy(root.join(format!("light/{i}.png")), other.join(format!("light/{i}.png"))).unwrap();
+    }
+    let (ok, out, err) = run(&["eval", d, "--data", other.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("other (3 samples): accuracy 100.00%") && out.contains(" dark light\n"), "{out}");
+    std::fs::create_dir_all(other.join("blue")).unwrap();
+    std::fs::copy(root.join("dark/0.png"), other.join("blue/0.png")).unwrap();
+    let (ok, _, err) = run(&["eval", d, "--data", other.to_str().unwrap()]);
+    assert!(!ok && err.contains("the sub-folders blue are not among the run's classes (dark, light)"), "{err}");
 
     // Renamed.
     std::fs::write(&file, run_text("classes = [\"night\", \"day\"]\n")).unwrap();
@@ -153,6 +167,10 @@ fn image_folder_class_names() {
             && out.contains("\n       night     "),
         "{out}"
     );
+    // A renamed run's classes are the folder's sub-folders in order.
+    let (ok, out, err) = run(&["eval", dir2.to_str().unwrap(), "--data", root.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("shapes (16 samples): accuracy") && out.contains("\n       night   day\n"), "{out}");
     let png = root.join("light/3.png");
     let (ok, out, err) = run(&["predict", dir2.to_str().unwrap(), png.to_str().unwrap(), "--top", "2"]);
     assert!(ok, "{err}");
@@ -224,6 +242,15 @@ fn predict_from_csv_rows_of_a_csv_trained_model() {
         err.contains("its rows have 4 columns, but the model takes 2 features: give the training file's 2 feature columns in its order, with or without its label column"),
         "{err}"
     );
+    // eval --data: every row of another labelled file, read as the training file was (label
+    // column by name); one with class 1 only still scores the model's two classes.
+    let (ok, out, err) = run(&["eval", &path("run"), "--data", &path("xl.csv")]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with(&format!("{} (2 samples): accuracy 100.00% (2/2)", path("xl.csv"))), "{out}");
+    std::fs::write(path("ones.txt"), "y,a,b\n1,-80,90\n1,-60,70\n1,-90,95\n").unwrap();
+    let (ok, out, err) = run(&["eval", &path("run"), "--data", &path("ones.txt")]);
+    assert!(ok, "{err}");
+    assert!(out.contains("(3 samples): accuracy 100.00% (3/3)") && out.contains("\n           0     1\n"), "{out}");
 }
 
 /// A directory without checkpoints (not a run, or a run stopped before its first checkpoint)

@@ -110,18 +110,11 @@ pub(super) enum Output {
     Json,
 }
 
-/// The `data.source` that `--data PATH` means: `csv` for a file named `*.csv` or `*.csv.gz`,
-/// else `mnist` (a folder of IDX files).
-pub(super) fn data_source_of(path: &std::path::Path) -> &'static str {
-    let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
-    if name.ends_with(".csv") || name.ends_with(".csv.gz") { "csv" } else { "mnist" }
-}
-
 pub(super) fn overrides(args: &TrainArgs) -> Result<Vec<(String, String)>> {
     let mut o = vec![];
     let mut push = |k: &str, v: String| o.push((k.to_string(), v));
     if let Some(d) = &args.data {
-        push("data.source", format!("\"{}\"", data_source_of(d)));
+        push("data.source", format!("\"{}\"", crate::data_setup::data_source_of(d)));
         push("data.path", toml::Value::String(d.display().to_string()).to_string());
     }
     if let Some(e) = args.epochs {
