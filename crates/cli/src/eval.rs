@@ -55,14 +55,14 @@ pub struct PredictArgs {
     #[arg(long, value_name = "FILE", requires = "index")]
     idx: Option<PathBuf>,
     /// Which records of the IDX file.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', requires = "idx")]
     index: Vec<usize>,
     /// A CSV file (raw or gzip) whose every row is an input: the training file's feature
     /// columns in its order, with or without its label column (a header row is detected).
     #[arg(long, value_name = "FILE")]
     csv: Option<PathBuf>,
-    /// How many classes to show per input.
-    #[arg(long, default_value_t = 3)]
+    /// How many classes to show per input (at least 1).
+    #[arg(long, default_value_t = 3, value_parser = at_least_one)]
     top: usize,
     /// Where to run the model: `cpu` (the default), `gpu` or `gpu:N`.
     #[arg(long, value_name = "cpu|gpu|gpu:N")]
@@ -299,12 +299,46 @@ fn render_eval(cm: &ConfusionMatrix, top: Option<&TopK>, classes: &[String], wha
     s
 }
 
+/// `--top`'s value: a count of at least 1.
+fn at_least_one(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("give at least 1 (the most likely class)".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a count: {e}")),
+    }
+}
+
+/// An error for an IDX or CSV file given where image files go (`strata predict RUN FILE`),
+/// saying which flag reads it; image decoding would call it corrupt.
+fn not_an_image(path: &Path) -> Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+    let mut head = [0u8; 4];
+    let idx_magic = std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head)).is_ok()
+        && head[..2] == [0, 0];
+    if name.contains("-idx") || name.ends_with(".idx") || idx_magic {
+        bail!(
+            "{}: an IDX file, not an image\nfix: strata predict RUN --idx {} --index 0,1,2 (the records to predict)",
+            path.display(),
+            path.display()
+        );
+    }
+    if data_source_of(path) == "csv" {
+        bail!(
+            "{}: a CSV file, not an image\nfix: strata predict RUN --csv {} (every row an input)",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 /// Runs `strata predict`.
 pub fn predict(args: &PredictArgs) -> Result<Verdict> {
     let l = load_on(&args.checkpoint, args.device.as_deref())?;
     let numel: usize = l.sample.iter().product();
     let mut inputs: Vec<(String, Vec<f32>)> = vec![];
     for path in &args.images {
+        not_an_image(path)?;
         // Resize to the model's own height and width when its input is an image.
         let (h, w) = match l.sample.as_slice() {
             [_, h, w] => (*h as u32, *w as u32),
@@ -354,7 +388,7 @@ pub fn predict(args: &PredictArgs) -> Result<Verdict> {
         order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
         let shown: Vec<String> = order
             .iter()
-            .take(args.top.max(1))
+            .take(args.top)
             .map(|&c| format!("{} {:.2}%", class_label(c, &l.meta.classes), 100.0 * probs[c]))
             .collect();
         println!("{name}: {}", shown.join(", "));

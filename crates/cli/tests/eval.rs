@@ -86,6 +86,21 @@ fn eval_and_predict_from_a_run() {
     assert!(!ok && err.contains("[1]: value 3 is NaN (the input must be finite numbers)"), "{out}{err}");
     let (ok, _, err) = run(&["predict", d, "--idx", IMAGES, "--index", "10000"]);
     assert!(!ok && err.contains("--index 10000 is out of range"), "{err}");
+    // Files given where images go that are IDX or CSV files are named with the flag that reads
+    // them (decoding called them corrupt); --top 0 and --index without --idx are refused.
+    let csv = tmp.path().join("rows.csv");
+    std::fs::write(&csv, "1,2\n").unwrap();
+    for (file, says) in [
+        (IMAGES, "an IDX file, not an image\nfix: strata predict RUN --idx "),
+        (csv.to_str().unwrap(), "a CSV file, not an image\nfix: strata predict RUN --csv "),
+    ] {
+        let (ok, _, err) = run(&["predict", d, file]);
+        assert!(!ok && err.contains(says), "{err}");
+    }
+    let (ok, _, err) = run(&["predict", d, "--idx", IMAGES, "--index", "0", "--top", "0"]);
+    assert!(!ok && err.contains("give at least 1"), "{err}");
+    let (ok, _, err) = run(&["predict", d, "--index", "0"]);
+    assert!(!ok && err.contains("required arguments were not provided:\n  --idx <FILE>"), "{err}");
     let (ok, _, err) = run(&["eval", tmp.path().join("nope").to_str().unwrap()]);
     assert!(!ok && err.contains("no such checkpoint file or run directory"), "{err}");
 }
