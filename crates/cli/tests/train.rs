@@ -355,3 +355,17 @@ fn data_flag_reads_a_csv_file_and_refuses_other_files() {
     assert!(err.contains("(--data) is a file, and data.source = \"mnist\" reads a folder"), "{err}");
     assert!(err.contains("named *.csv or *.csv.gz (or with --set data.source=csv)"), "{err}");
 }
+
+/// A batch size beyond the training set is one batch of all of it (what the loader gives), and
+/// the memory check counts that batch, not the number asked for (which it refused as needing
+/// hundreds of GiB).
+#[test]
+fn a_batch_larger_than_the_data_is_one_batch_of_all_of_it() {
+    let o = strata(&["train", "--batch-size", "100000000", "--epochs", "1"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        out.contains("epoch  1/1") && out.contains(", batch 100000000 (one batch of all 8,000 samples), 1 epoch, "),
+        "{out}"
+    );
+}

@@ -95,14 +95,21 @@ impl Logger {
         let t = &config.training;
         let opt = o.describe();
         let mut line = format!(
-            "{}, {opt}{}, batch {batch}, {} epochs, seed {}, {} threads",
+            "{}, {opt}{}, batch {batch}{}, {} epoch{}, seed {}, {} threads",
             config.loss.describe(),
             if config.schedule.name == "constant" {
                 String::new()
             } else {
                 format!(", {} schedule", config.schedule.name)
             },
+            // A batch beyond the training set is one batch of all of it (the loader's).
+            if batch > data.train.len() && !data.train.is_empty() {
+                format!(" (one batch of all {} samples)", strata_nn::summary::group_digits(data.train.len()))
+            } else {
+                String::new()
+            },
             t.epochs,
+            if t.epochs == 1 { "" } else { "s" },
             t.seed,
             rayon::current_num_threads()
         );

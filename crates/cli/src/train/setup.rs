@@ -473,7 +473,9 @@ pub(crate) fn build(args: &TrainArgs) -> Result<Option<Built>> {
         }
     }
     if device == strata_core::Device::Cpu {
-        fits_in_memory(&report, resolved.dtype, t.batch_size.resolve(data.train.len()))?;
+        // A batch larger than the training set is one batch of all of it (what the loader gives).
+        let n = data.train.len();
+        fits_in_memory(&report, resolved.dtype, t.batch_size.resolve(n).min(n))?;
     }
     manual_seed(t.seed);
     // Built (and initialised, from the seed) on the CPU, then moved: the same initial weights
