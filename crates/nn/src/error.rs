@@ -35,7 +35,9 @@ pub enum Error {
     },
 
     /// A tensor in a file with an element type strata does not read.
-    #[error("{path}: tensor `{key}` has element type {dtype}, which strata cannot load (supported: F32, F64, I64)")]
+    #[error(
+        "{path}: tensor `{key}` has element type {dtype}, which strata cannot load (supported: F32, F64, I64; F16 and BF16 widened to F32; the other integer types and BOOL widened to I64)"
+    )]
     UnsupportedFileDType {
         /// The file.
         path: PathBuf,

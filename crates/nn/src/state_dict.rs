@@ -119,7 +119,9 @@ impl StateDict {
     }
 
     /// Reads a safetensors file. The header is validated against the file's length before
-    /// any tensor is allocated.
+    /// any tensor is allocated. F32, F64 and I64 tensors load as they are; F16 and BF16 (as
+    /// half-precision checkpoints are shared) widen to f32, and the other integer types and
+    /// BOOL to i64, exactly; loading into a model converts to its element type.
     pub fn load(path: impl AsRef<Path>) -> Result<StateDict> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|error| Error::Io {
@@ -186,6 +188,41 @@ impl StateDict {
                     data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect(),
                     &shape,
                 ),
+                // Half precision widened to f32 and narrower integers and bool to int64, exactly,
+                // as a PyTorch file's are (`torch_file`): loading into a model then converts to
+                // its element type, as `load_state_dict` copies.
+                StDtype::F16 => Tensor::from_vec(
+                    data.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect::<Vec<f32>>(),
+                    &shape,
+                ),
+                StDtype::BF16 => Tensor::from_vec(
+                    data.chunks_exact(2)
+                        .map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16))
+                        .collect::<Vec<f32>>(),
+                    &shape,
+                ),
+                StDtype::I32 => Tensor::from_vec(
+                    data.chunks_exact(4)
+                        .map(|c| i64::from(i32::from_le_bytes(c.try_into().expect("4 bytes"))))
+                        .collect(),
+                    &shape,
+                ),
+                StDtype::U32 => Tensor::from_vec(
+                    data.chunks_exact(4)
+                        .map(|c| i64::from(u32::from_le_bytes(c.try_into().expect("4 bytes"))))
+                        .collect(),
+                    &shape,
+                ),
+                StDtype::I16 => Tensor::from_vec(
+                    data.chunks_exact(2).map(|c| i64::from(i16::from_le_bytes([c[0], c[1]]))).collect(),
+                    &shape,
+                ),
+                StDtype::U16 => Tensor::from_vec(
+                    data.chunks_exact(2).map(|c| i64::from(u16::from_le_bytes([c[0], c[1]]))).collect(),
+                    &shape,
+                ),
+                StDtype::I8 => Tensor::from_vec(data.iter().map(|&b| i64::from(b as i8)).collect(), &shape),
+                StDtype::U8 | StDtype::BOOL => Tensor::from_vec(data.iter().map(|&b| i64::from(b)).collect(), &shape),
                 other => {
                     return Err(Error::UnsupportedFileDType { path: path.into(), key, dtype: format!("{other:?}") });
                 }
@@ -194,6 +231,25 @@ impl StateDict {
         }
         Ok(sd)
     }
+}
+
+/// An IEEE half-precision value, widened exactly.
+pub(crate) fn f16_to_f32(h: u16) -> f32 {
+    let sign = u32::from(h >> 15) << 31;
+    let exp = u32::from((h >> 10) & 0x1f);
+    let mant = u32::from(h & 0x3ff);
+    let bits = match (exp, mant) {
+        (0, 0) => sign,
+        (0, m) => {
+            // Subnormal: m × 2^-24, normalised for f32.
+            let shift = m.leading_zeros() - 21; // places to bring the top bit to bit 10
+            let m = (m << shift) & 0x3ff;
+            sign | ((127 - 15 + 1 - shift) << 23) | (m << 13)
+        }
+        (0x1f, m) => sign | 0x7f80_0000 | (m << 13),
+        (e, m) => sign | ((e + 127 - 15) << 23) | (m << 13),
+    };
+    f32::from_bits(bits)
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename
@@ -298,6 +354,23 @@ mod tests {
         assert!(!e.contains("; it "), "plain junk gets no guess: {e}");
         let e = StateDict::load(dir.path().join("absent.safetensors")).unwrap_err().to_string();
         assert!(e.contains("absent.safetensors: reading the state_dict failed"), "{e}");
+        // Half precision and narrow integers widen exactly (as a PyTorch file's do).
+        let path = dir.path().join("half.safetensors");
+        let h: Vec<u8> = [0x3c00u16, 0xc000, 0x0001].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let b: Vec<u8> = [0x3f80u16, 0xc040].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let i: Vec<u8> = [-3i32, 7].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let views = [
+            ("h", safetensors::tensor::TensorView::new(StDtype::F16, vec![3], &h).unwrap()),
+            ("b", safetensors::tensor::TensorView::new(StDtype::BF16, vec![2], &b).unwrap()),
+            ("i", safetensors::tensor::TensorView::new(StDtype::I32, vec![2], &i).unwrap()),
+            ("u", safetensors::tensor::TensorView::new(StDtype::BOOL, vec![2], &[1u8, 0]).unwrap()),
+        ];
+        std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+        let sd = StateDict::load(&path).unwrap();
+        assert_eq!(sd.get("h").unwrap().to_vec::<f32>().unwrap(), [1.0, -2.0, 2f32.powi(-24)]);
+        assert_eq!(sd.get("b").unwrap().to_vec::<f32>().unwrap(), [1.0, -3.0]);
+        assert_eq!(sd.get("i").unwrap().to_vec::<i64>().unwrap(), [-3, 7]);
+        assert_eq!(sd.get("u").unwrap().to_vec::<i64>().unwrap(), [1, 0]);
         // Weights in another format are named, with the command that reads them.
         for (name, bytes, says) in [
             ("model.pt", &b"PK\x03\x04rest of a zip"[..], "a zip archive, as torch.save writes: `strata convert "),

@@ -41,6 +41,7 @@ mod pickle;
 pub use error::TorchFileError;
 pub use pickle::{ALLOWED, TorchDType};
 
+use crate::state_dict::f16_to_f32;
 use crate::{Error, Result, StateDict};
 use pickle::{Heap, Object, TensorRef, Value, unpickle};
 use safetensors::tensor::{Dtype as StDtype, TensorView};
@@ -475,25 +476,6 @@ impl TorchStateDict {
         }
         Ok(sd)
     }
-}
-
-/// An IEEE half-precision value, widened exactly.
-fn f16_to_f32(h: u16) -> f32 {
-    let sign = u32::from(h >> 15) << 31;
-    let exp = u32::from((h >> 10) & 0x1f);
-    let mant = u32::from(h & 0x3ff);
-    let bits = match (exp, mant) {
-        (0, 0) => sign,
-        (0, m) => {
-            // Subnormal: m × 2^-24, normalised for f32.
-            let shift = m.leading_zeros() - 21; // places to bring the top bit to bit 10
-            let m = (m << shift) & 0x3ff;
-            sign | ((127 - 15 + 1 - shift) << 23) | (m << 13)
-        }
-        (0x1f, m) => sign | 0x7f80_0000 | (m << 13),
-        (e, m) => sign | ((e + 127 - 15) << 23) | (m << 13),
-    };
-    f32::from_bits(bits)
 }
 
 #[cfg(test)]
