@@ -117,6 +117,21 @@ class LSTMNet(nn.Module):
         return self.fc(out[:, -1, :])
 
 
+class GeluNet(nn.Module):
+    """Both GELUs: opset 17 spells them out (Erf; Tanh and a cube), opset 20 has a Gelu op."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(20, 16)
+        self.act1 = nn.GELU()
+        self.fc2 = nn.Linear(16, 12)
+        self.act2 = nn.GELU(approximate="tanh")
+        self.fc3 = nn.Linear(12, 10)
+
+    def forward(self, x):
+        return self.fc3(self.act2(self.fc2(self.act1(self.fc1(x)))))
+
+
 def randomise_batch_norms(model):
     """Random statistics and affine parameters (positive variances) in place of 0 and 1."""
     g = torch.Generator().manual_seed(1)
@@ -129,7 +144,7 @@ def randomise_batch_norms(model):
             m.running_var = torch.exp(0.3 * torch.randn(c, generator=g))
 
 
-def export(name, model, x):
+def export(name, model, x, opset=17):
     model.eval()
     path = os.path.join(OUT, f"{name}.onnx")
     torch.onnx.export(
@@ -137,7 +152,7 @@ def export(name, model, x):
         (x,),
         path,
         dynamo=False,
-        opset_version=17,
+        opset_version=opset,
         input_names=["input"],
         output_names=["output"],
         dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
@@ -152,17 +167,19 @@ def export(name, model, x):
 def main():
     torch.set_num_threads(1)
     os.makedirs(OUT, exist_ok=True)
-    for name, make, shape in [
-        ("simple_nn", SimpleNN, (3, 1, 28, 28)),
-        ("resnet", ResNet, (3, 1, 28, 28)),
-        ("lstm", LSTMNet, (3, 28, 28)),
-        ("gru", GRUNet, (3, 28, 28)),
+    for name, make, shape, opset in [
+        ("simple_nn", SimpleNN, (3, 1, 28, 28), 17),
+        ("resnet", ResNet, (3, 1, 28, 28), 17),
+        ("lstm", LSTMNet, (3, 28, 28), 17),
+        ("gru", GRUNet, (3, 28, 28), 17),
+        ("gelu", GeluNet, (3, 20), 17),
+        ("gelu_opset20", GeluNet, (3, 20), 20),
     ]:
         torch.manual_seed(0)
         model = make()
         randomise_batch_norms(model)
         x = torch.randn(*shape)
-        export(name, model, x)
+        export(name, model, x, opset)
     return 0
 
 

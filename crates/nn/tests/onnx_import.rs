@@ -141,6 +141,30 @@ fn torch_stacked_bidirectional_gru_imports_as_one_layer_and_matches() {
     assert!(imported.weights.get("gru.weight_hh_l1_reverse").is_some(), "{:?}", keys(&imported.weights));
 }
 
+/// Both GELUs from torch: spelled out at opset 17 (`Erf`; `Tanh` of a cube), and opset 20's
+/// `Gelu` op; each read as one GELU layer named by its module, matching PyTorch's outputs.
+#[test]
+fn torch_gelu_imports_as_gelu_layers_and_matches() {
+    use strata_nn::spec::GeluApproximate;
+    for name in ["gelu", "gelu_opset20"] {
+        let imported = check_fixture(name);
+        let layers: Vec<(&str, &LayerSpec)> = imported.spec.layers.iter().map(|l| (l.name.as_str(), &l.spec)).collect();
+        assert!(
+            matches!(
+                layers.as_slice(),
+                [
+                    ("fc1", LayerSpec::Linear { .. }),
+                    ("act1", LayerSpec::GELU { approximate: GeluApproximate::None }),
+                    ("fc2", LayerSpec::Linear { .. }),
+                    ("act2", LayerSpec::GELU { approximate: GeluApproximate::Tanh }),
+                    ("fc3", LayerSpec::Linear { .. }),
+                ]
+            ),
+            "{name}: {layers:?}"
+        );
+    }
+}
+
 /// The spec's model with random weights (BatchNorm statistics and scales drawn too, so a
 /// mix-up shows) and its state_dict.
 fn random_model(spec: &ModelSpec, seed: u64) -> (strata_nn::Sequential, StateDict) {
@@ -229,7 +253,9 @@ fn strata_exports_of_more_layer_options_import_back_unchanged() {
         .flatten()
         .layer_norm("ln", &[4])
         .layer("", LayerSpec::Sigmoid)
+        .layer("", LayerSpec::GELU { approximate: strata_nn::spec::GeluApproximate::None })
         .linear("fc", 4, 5)
+        .layer("", LayerSpec::GELU { approximate: strata_nn::spec::GeluApproximate::Tanh })
         .layer("", LayerSpec::Tanh)
         .concat_branches("cat", vec![ModelSpec::new("a").linear("p", 5, 2), ModelSpec::new("b")], 1)
         .layer("", LayerSpec::LogSoftmax { dim: 1 });
@@ -306,6 +332,57 @@ fn unsupported_graph() -> ModelProto {
         opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
         graph: Some(graph),
         ..Default::default()
+    }
+}
+
+/// A GELU chain is read as one only when it is the whole of GELU: the same ops with another
+/// constant (a scaled erf), or with an intermediate value read elsewhere too, stay elementary
+/// ops and are reported as such.
+#[test]
+fn only_whole_gelu_chains_are_read_as_gelu() {
+    let scalar = |name: &str, v: f32| TensorProto {
+        dims: vec![],
+        data_type: 1,
+        name: name.into(),
+        float_data: vec![v],
+        ..Default::default()
+    };
+    let graph = |sqrt2: f32, extra_reader: bool| {
+        let mut node = vec![
+            node("/act/Div", "Div", &["input", "s2"], "d", vec![]),
+            node("/act/Erf", "Erf", &["d"], "e", vec![]),
+            node("/act/Add", "Add", &["e", "one"], "p", vec![]),
+            node("/act/Mul", "Mul", &["input", "p"], "xp", vec![]),
+            node("/act/Mul_1", "Mul", &["xp", "half"], "output", vec![]),
+        ];
+        if extra_reader {
+            node.push(node_relu("/Relu", "d", "unused"));
+        }
+        let graph = GraphProto {
+            node,
+            name: "main_graph".into(),
+            initializer: vec![scalar("s2", sqrt2), scalar("one", 1.0), scalar("half", 0.5)],
+            input: vec![value_info("input", &[None, Some(4)])],
+            output: vec![value_info("output", &[None, Some(4)])],
+            ..Default::default()
+        };
+        ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+            graph: Some(graph),
+            ..Default::default()
+        }
+    };
+    fn node_relu(name: &str, input: &str, output: &str) -> NodeProto {
+        node(name, "Relu", &[input], output, vec![])
+    }
+    let ok = import(&graph(std::f32::consts::SQRT_2, false), "x").unwrap();
+    assert_eq!(ok.spec.layers.len(), 1);
+    assert_eq!((ok.spec.layers[0].name.as_str(), ok.spec.layers[0].spec.type_name()), ("act", "GELU"));
+    for bad in [graph(2.0, false), graph(std::f32::consts::SQRT_2, true)] {
+        let err = import(&bad, "x").unwrap_err();
+        let Error::OnnxImport(nodes) = &err else { panic!("{err:?}") };
+        assert!(nodes.iter().any(|n| n.op_type == "Erf"), "{err}");
     }
 }
 

@@ -12,7 +12,7 @@ use super::graph::{Act, Arr, Dag, LNode, MergeOp, Op, SymInt, Val};
 use crate::check::shape::Dim;
 use crate::error::UnsupportedNode;
 use crate::onnx::proto::{AttributeProto, DimensionValue, GraphProto, NodeProto, TensorProto};
-use crate::spec::{BatchNormSpec, ConvSpec, LayerSpec, ModelSpec, RecurrentKind, RecurrentSpec};
+use crate::spec::{BatchNormSpec, ConvSpec, GeluApproximate, LayerSpec, ModelSpec, RecurrentKind, RecurrentSpec};
 use crate::{Error, Result};
 use std::collections::{HashMap, HashSet};
 use strata_core::{AvgPool2dOptions, DType, MaxPool2dOptions};
@@ -106,14 +106,16 @@ pub fn evaluate(graph: &GraphProto) -> Result<Evaluated> {
         return Err(model(format!("the input `{}`: {e}", input.name)));
     }
     let batched: Vec<Dim> = std::iter::once(Dim::Batch).chain(sample.iter().map(|&d| Dim::Fixed(d))).collect();
+    // GELU written out in elementary ops (before opset 20) read as one node.
+    let nodes = super::fuse::fuse_gelu(graph);
     let mut e = Eval {
         dag: Dag { acts: vec![Act { shape: batched }], ..Default::default() },
         dtype,
-        used: graph.node.iter().flat_map(|n| n.input.iter().cloned()).chain([output.name.clone()]).collect(),
+        used: nodes.iter().flat_map(|n| n.input.iter().cloned()).chain([output.name.clone()]).collect(),
     };
     vals.insert(input.name.clone(), Val::Act(0));
     let mut errors = Vec::new();
-    for (k, node) in graph.node.iter().enumerate() {
+    for (k, node) in nodes.iter().enumerate() {
         let name = if node.name.is_empty() { format!("(unnamed node {k})") } else { node.name.clone() };
         let mut ins = Vec::with_capacity(node.input.len());
         for i in &node.input {
@@ -186,7 +188,7 @@ fn count(dims: &[usize]) -> std::result::Result<usize, String> {
 }
 
 /// An initializer or constant's values.
-fn tensor_arr(t: &TensorProto) -> std::result::Result<Arr, String> {
+pub(super) fn tensor_arr(t: &TensorProto) -> std::result::Result<Arr, String> {
     use super::super::proto::{DOUBLE, FLOAT, INT32, INT64};
     if t.data_location == 1 {
         return Err("its values are in an external file, which strata does not read; save the model with its weights inside (onnx.save(model, path, save_as_external_data=False))".into());
@@ -503,6 +505,17 @@ impl Eval {
                 self.elementwise(LayerSpec::LeakyReLU { negative_slope: a.float("alpha", 0.01) }, node, name, x)
             }
             "Elu" => self.elementwise(LayerSpec::ELU { alpha: a.float("alpha", 1.0) }, node, name, x),
+            // Opset 20's, or one that `fuse.rs` made of the elementary ops before it.
+            "Gelu" => {
+                let approximate = match a.string("approximate").as_deref() {
+                    None | Some("none") => GeluApproximate::None,
+                    Some("tanh") => GeluApproximate::Tanh,
+                    Some(other) => {
+                        return Err(format!("approximate = \"{other}\": strata's GELU is \"none\" or \"tanh\""));
+                    }
+                };
+                self.elementwise(LayerSpec::GELU { approximate }, node, name, x)
+            }
             "Softmax" | "LogSoftmax" => {
                 let d = a.int("axis", -1);
                 axis(d, rank)?;
@@ -1252,6 +1265,7 @@ const READ_OPS: &[&str] = &[
     "Identity",
     "Dropout",
     "Relu",
+    "Gelu",
     "Sigmoid",
     "Tanh",
     "LeakyRelu",

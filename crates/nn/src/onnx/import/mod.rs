@@ -6,7 +6,7 @@
 //! Read: `Gemm`, `MatMul` (+ `Add` of its bias) → `Linear`; `Conv` (2-d) → `Conv2d`;
 //! `BatchNormalization` (inference) → `BatchNorm1d`/`BatchNorm2d`; `MaxPool`, `AveragePool`,
 //! `GlobalAveragePool`; `LayerNormalization`; `Relu`, `Sigmoid`, `Tanh`, `LeakyRelu`, `Elu`,
-//! `Softmax`, `LogSoftmax`; `Flatten` and a `Reshape` to `[N, features]`; `Gather` of a table
+//! `Softmax`, `LogSoftmax`; `Gelu`, also as opset 17 spells it out (`fuse.rs`); `Flatten` and a `Reshape` to `[N, features]`; `Gather` of a table
 //! (Embedding) or of a sequence's last step (`LastStep`, also `Slice` + `Squeeze`); `LSTM`,
 //! `GRU`, `RNN` with the transposes and squeezes torch writes around them (PyTorch's gate order
 //! restored: ONNX's i, o, f, c → PyTorch's i, f, g, o); `Dropout` and `Identity` dropped; a
@@ -33,6 +33,7 @@
 //! ```
 
 mod eval;
+mod fuse;
 mod graph;
 mod tree;
 
