@@ -313,18 +313,24 @@ fn unsupported_graph() -> ModelProto {
     };
     let perm =
         AttributeProto { name: "perm".into(), r#type: attribute_type::INTS, ints: vec![1, 0], ..Default::default() };
+    let nodes = vec![
+        node("/fc/Gemm", "Gemm", &["input", "fc.weight"], "a", vec![]),
+        node("/act/Mish", "Mish", &["a"], "b", vec![]),
+        node("/Cos", "Cos", &["b"], "c", vec![]),
+        node("/Transpose", "Transpose", &["c"], "d", vec![perm]),
+        node("/Relu", "Relu", &["d"], "output", vec![]),
+    ];
+    model_of(nodes, vec![w], (4, 3))
+}
+
+/// An opset-17 model of `nodes` from `input` ([N, features.0]) to `output` ([N, features.1]).
+fn model_of(node: Vec<NodeProto>, initializer: Vec<TensorProto>, features: (i64, i64)) -> ModelProto {
     let graph = GraphProto {
-        node: vec![
-            node("/fc/Gemm", "Gemm", &["input", "fc.weight"], "a", vec![]),
-            node("/act/Mish", "Mish", &["a"], "b", vec![]),
-            node("/Cos", "Cos", &["b"], "c", vec![]),
-            node("/Transpose", "Transpose", &["c"], "d", vec![perm]),
-            node("/Relu", "Relu", &["d"], "output", vec![]),
-        ],
+        node,
         name: "main_graph".into(),
-        initializer: vec![w],
-        input: vec![value_info("input", &[None, Some(4)])],
-        output: vec![value_info("output", &[None, Some(3)])],
+        initializer,
+        input: vec![value_info("input", &[None, Some(features.0)])],
+        output: vec![value_info("output", &[None, Some(features.1)])],
         ..Default::default()
     };
     ModelProto {
@@ -358,20 +364,7 @@ fn only_whole_gelu_chains_are_read_as_gelu() {
         if extra_reader {
             node.push(node_relu("/Relu", "d", "unused"));
         }
-        let graph = GraphProto {
-            node,
-            name: "main_graph".into(),
-            initializer: vec![scalar("s2", sqrt2), scalar("one", 1.0), scalar("half", 0.5)],
-            input: vec![value_info("input", &[None, Some(4)])],
-            output: vec![value_info("output", &[None, Some(4)])],
-            ..Default::default()
-        };
-        ModelProto {
-            ir_version: 8,
-            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
-            graph: Some(graph),
-            ..Default::default()
-        }
+        model_of(node, vec![scalar("s2", sqrt2), scalar("one", 1.0), scalar("half", 0.5)], (4, 4))
     };
     fn node_relu(name: &str, input: &str, output: &str) -> NodeProto {
         node(name, "Relu", &[input], output, vec![])
