@@ -200,6 +200,11 @@ fn the_spec_api_sets_checks_and_builds_inits() {
     // A path that does not exist, a scheme that does not fit.
     let e = spec.clone().init("head", LayerInit::weight(Init::Zeros)).unwrap_err().to_string();
     assert!(e.contains("init: path must be the dotted path of a layer of `m`"), "{e}");
+    // A near miss is named, beside the layers at that level.
+    let e = spec.clone().init("cnv", LayerInit::weight(Init::Zeros)).unwrap_err().to_string();
+    assert!(e.contains("(did you mean `conv`? its layers: conv, bn, 2, fc), or \"\" for the model"), "{e}");
+    let e = spec.clone().place("fc2", strata_core::Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("(did you mean `fc`? its layers: conv, bn, 2, fc), got fc2"), "{e}");
     let e = spec.clone().init("bn", LayerInit::weight(relu)).unwrap_err().to_string();
     assert!(
         e.contains("in layer `bn` (BatchNorm2d 8)")

@@ -39,6 +39,30 @@ fn find_chain<'a>(layers: &'a mut Vec<NamedLayer>, path: &str) -> Option<&'a mut
     }
 }
 
+/// Every named layer's dotted path as `place` and `init` take it (`block1`,
+/// `block1.body.conv1`, `branches_layer.branches.0.fc`), depth first.
+fn layer_paths(layers: &[NamedLayer], prefix: &str, out: &mut Vec<String>) {
+    for l in layers.iter().filter(|l| !l.name.is_empty()) {
+        let here = if prefix.is_empty() { l.name.clone() } else { format!("{prefix}.{}", l.name) };
+        out.push(here.clone());
+        match &l.spec {
+            LayerSpec::Sequential(inner) => layer_paths(inner, &here, out),
+            LayerSpec::Residual { body, shortcut } => {
+                layer_paths(body, &format!("{here}.body"), out);
+                if let Some(s) = shortcut {
+                    layer_paths(s, &format!("{here}.shortcut"), out);
+                }
+            }
+            LayerSpec::Branches { branches, .. } => {
+                for (i, b) in branches.iter().enumerate() {
+                    layer_paths(b, &format!("{here}.branches.{i}"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// The chain holding the layer at `path`, and its index there.
 fn find<'a>(layers: &'a mut Vec<NamedLayer>, path: &str) -> Option<(&'a mut Vec<NamedLayer>, usize)> {
     let (parent, name) = path.rsplit_once('.').unwrap_or(("", path));
@@ -58,12 +82,7 @@ impl ModelSpec {
                 chain[i].device = Some(device);
                 Ok(self)
             }
-            None => Err(crate::Error::option(
-                "place",
-                "path",
-                path,
-                format!("the dotted path of a layer of `{}` (e.g. a top-level name, or block.layer)", self.name),
-            )),
+            None => Err(crate::Error::option("place", "path", path, self.no_layer_at(path, ""))),
         }
     }
 
@@ -91,11 +110,7 @@ impl ModelSpec {
             return Ok(self);
         }
         let Some((chain, i)) = find(&mut self.layers, path) else {
-            let expected = format!(
-                "the dotted path of a layer of `{}` (e.g. a top-level name, or block.layer), or \"\" for the model",
-                self.name
-            );
-            return Err(crate::Error::option("init", "path", path, expected));
+            return Err(crate::Error::option("init", "path", path, self.no_layer_at(path, ", or \"\" for the model")));
         };
         let l = &mut chain[i];
         let targets = l.spec.layer().and_then(|k| k.init_targets());
@@ -103,6 +118,33 @@ impl ModelSpec {
             .map_err(|m| misfit(path, &l.spec.to_string(), &init, m))?;
         l.init = init;
         Ok(self)
+    }
+
+    /// What a `path` that names no layer should have been: the dotted path of one, with the
+    /// nearest that exists ("did you mean") and the names at the path's level, then `or`.
+    fn no_layer_at(&self, path: &str, or: &str) -> String {
+        let mut all = Vec::new();
+        layer_paths(&self.layers, "", &mut all);
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let near =
+            crate::model_file::suggest::closest(path, &refs).map_or(String::new(), |c| format!("did you mean `{c}`? "));
+        // The layers beside the one asked for, where its parent exists; else the top level.
+        let parent = path.rsplit_once('.').map_or("", |(p, _)| p);
+        let level = if parent.is_empty() { None } else { Some(parent) };
+        let beside: Vec<&str> = match level.filter(|p| refs.iter().any(|r| r.starts_with(&format!("{p}.")))) {
+            Some(p) => refs.iter().copied().filter(|r| r.rsplit_once('.').is_some_and(|(q, _)| q == p)).collect(),
+            None => refs.iter().copied().filter(|r| !r.contains('.')).collect(),
+        };
+        let more = if beside.len() > 12 { ", …" } else { "" };
+        format!(
+            "the dotted path of a layer of `{}` ({near}{}: {}{more}){or}",
+            self.name,
+            match level.filter(|_| beside.first().is_some_and(|b| b.contains('.'))) {
+                Some(p) => format!("the layers in `{p}`"),
+                None => "its layers".into(),
+            },
+            beside.iter().take(12).copied().collect::<Vec<_>>().join(", ")
+        )
     }
 
     /// Places every `(path, device)` of `map` (the command line's `--device-map

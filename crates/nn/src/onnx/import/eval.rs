@@ -35,8 +35,9 @@ pub struct Evaluated {
 /// `Result` of one node: its output values, or why it cannot be imported.
 type NodeResult = std::result::Result<Vec<Val>, String>;
 
-/// Reads `graph`: its one input and output, its initializers, then each node in order.
-pub fn evaluate(graph: &GraphProto) -> Result<Evaluated> {
+/// Reads `graph`: its one input and output, its initializers, then each of `nodes` in order (the
+/// graph's nodes, with GELU chains made one node by `fuse.rs`).
+pub fn evaluate(graph: &GraphProto, nodes: &[NodeProto]) -> Result<Evaluated> {
     let model = |m: String| Error::OnnxImportModel(m);
     let mut vals: HashMap<String, Val> = HashMap::new();
     let mut float_type = None;
@@ -106,8 +107,6 @@ pub fn evaluate(graph: &GraphProto) -> Result<Evaluated> {
         return Err(model(format!("the input `{}`: {e}", input.name)));
     }
     let batched: Vec<Dim> = std::iter::once(Dim::Batch).chain(sample.iter().map(|&d| Dim::Fixed(d))).collect();
-    // GELU written out in elementary ops (before opset 20) read as one node.
-    let nodes = super::fuse::fuse_gelu(graph);
     let mut e = Eval {
         dag: Dag { acts: vec![Act { shape: batched }], ..Default::default() },
         dtype,

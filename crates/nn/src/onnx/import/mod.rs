@@ -66,7 +66,9 @@ pub fn import(model: &ModelProto, default_name: &str) -> Result<Imported> {
     let Some(graph) = &model.graph else {
         return Err(Error::OnnxImportModel("the model has no graph".into()));
     };
-    let ev = eval::evaluate(graph)?;
+    // GELU written out in elementary ops (before opset 20) read as one node.
+    let nodes = fuse::fuse_gelu(graph);
+    let ev = eval::evaluate(graph, &nodes)?;
     if !ev.errors.is_empty() {
         return Err(Error::OnnxImport(ev.errors));
     }
