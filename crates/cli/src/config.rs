@@ -85,6 +85,10 @@ pub struct DataConfig {
     pub label_column: String,
     /// For images: 1 (grayscale) or 3 (RGB) channels.
     pub channels: usize,
+    /// For images: `[height, width]` every image is resized to when it is read (bilinear,
+    /// torchvision's `Resize((height, width))`); absent, all images must have one size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<[u32; 2]>,
     /// Samples held out of the training set for validation each epoch (seeded split).
     /// The embedded set always holds out 2,000.
     pub validation: usize,
@@ -110,6 +114,7 @@ impl Default for DataConfig {
             test_path: None,
             label_column: "last".into(),
             channels: 1,
+            size: None,
             validation: 5000,
             mean: None,
             std: None,
@@ -527,6 +532,14 @@ impl RunConfig {
         }
         if !["embedded", "mnist", "csv", "images"].contains(&self.data.source.as_str()) {
             bail!("data.source must be embedded, mnist, csv or images, got `{}`", self.data.source);
+        }
+        if let Some([h, w]) = self.data.size {
+            if self.data.source != "images" {
+                bail!("data.size = [{h}, {w}] resizes images; data.source is `{}`: drop data.size", self.data.source);
+            }
+            if h == 0 || w == 0 || h > 16_384 || w > 16_384 {
+                bail!("data.size = [{h}, {w}]: give a height and width from 1 to 16384 pixels, e.g. [224, 224]");
+            }
         }
         if let Some(d) = &self.training.dtype
             && !["f32", "f64"].contains(&d.as_str())

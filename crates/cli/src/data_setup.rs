@@ -95,7 +95,7 @@ pub fn prepare(cfg: &DataConfig, seed: u64) -> Result<Prepared> {
             (train, val, test, classes, d, false)
         }
         _ => {
-            let options = ImageFolderOptions { channels: cfg.channels, ..Default::default() };
+            let options = ImageFolderOptions { channels: cfg.channels, resize: cfg.size.map(|[h, w]| (h, w)) };
             let folder = ImageFolder::load(&path(), &options)?;
             let test = cfg.test_path.as_ref().map(|p| ImageFolder::load(p, &options).map(|f| f.dataset)).transpose()?;
             let classes = folder.classes.clone();

@@ -236,8 +236,10 @@ fn csv_set(l: &Loaded, path: &Path) -> Result<Dataset> {
 /// folder with as many sub-folders as the run has classes is taken in their order, as training
 /// took its own; any other sub-folder is refused.
 fn image_set(l: &Loaded, path: &Path) -> Result<Dataset> {
+    // Read as the run read its images: its channels, its resize.
+    let d = &l.config.data;
     let folder =
-        ImageFolder::load(path, &ImageFolderOptions { channels: l.config.data.channels, ..Default::default() })?;
+        ImageFolder::load(path, &ImageFolderOptions { channels: d.channels, resize: d.size.map(|[h, w]| (h, w)) })?;
     let run = &l.meta.classes;
     let by_name: Option<Vec<usize>> = folder.classes.iter().map(|c| run.iter().position(|r| r == c)).collect();
     let to_run = match by_name {

@@ -369,3 +369,52 @@ fn a_batch_larger_than_the_data_is_one_batch_of_all_of_it() {
         "{out}"
     );
 }
+
+/// An image folder of mixed sizes trains when the run file asks for a size (`size = [H, W]`
+/// under [data], torchvision's Resize), read with the channels the model takes; without it,
+/// the size error names the key, and a model of other channels or size says which keys read
+/// the images to fit it.
+#[test]
+fn image_folders_are_resized_and_read_as_the_model_takes_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("imgs");
+    for (class, base, (w, h)) in [("dark", 20u8, (8, 8)), ("light", 220u8, (12, 10))] {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+        for i in 0..6u8 {
+            let img = image::GrayImage::from_fn(w, h, |x, y| image::Luma([base.wrapping_add(((x + y) as u8 + i) % 8)]));
+            img.save(root.join(class).join(format!("{i}.png"))).unwrap();
+        }
+    }
+    let model = tmp.path().join("m.toml");
+    std::fs::write(
+        &model,
+        "input = [3, 8, 8]\nlayers = [ { type = \"Flatten\" }, { type = \"Linear\", out_features = 2 } ]\n",
+    )
+    .unwrap();
+    let run = |data: &str| {
+        let file = tmp.path().join("run.toml");
+        let text = format!(
+            "model = {:?}\n[data]\nsource = \"images\"\npath = {:?}\nvalidation = 2\n{data}[training]\nepochs = 1\nbatch_size = 4\n",
+            model.display().to_string(),
+            root.display().to_string()
+        );
+        std::fs::write(&file, text).unwrap();
+        let out = tmp.path().join("out");
+        let _ = std::fs::remove_dir_all(&out);
+        strata(&["train", file.to_str().unwrap(), "--quiet", "--out", out.to_str().unwrap()])
+    };
+    let o = run("channels = 3\nsize = [8, 8]\n");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run("channels = 3\n");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("(`size = [8, 8]` under [data] in a strata run file"), "{err}");
+    let o = run("size = [8, 8]\n");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("or read the images as the model takes them: channels = 3 under [data]"),
+        "{err}"
+    );
+    let o = run("channels = 3\nsize = [4, 4]\n");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("as the model takes them: size = [8, 8] under [data]"), "{err}");
+}

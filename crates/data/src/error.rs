@@ -427,8 +427,9 @@ pub enum DataError {
     /// Two images of one image folder differ in size and no resize was requested.
     #[error(
         "`{}` is {width}x{height} pixels (width x height) but `{}`, the first image, is \
-         {first_width}x{first_height}; every image must have the same size — resize the files or \
-         ask for a resize (e.g. `resize: Some(({first_height}, {first_width}))`)",
+         {first_width}x{first_height}; every image must have the same size — resize the files, or \
+         resize them as they are read (`size = [{first_height}, {first_width}]` under [data] in a \
+         strata run file; `ImageFolderOptions::resize` in the API)",
         .path.display(),
         .first_path.display()
     )]

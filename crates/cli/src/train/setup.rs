@@ -438,8 +438,22 @@ pub(crate) fn build(args: &TrainArgs) -> Result<Option<Built>> {
     // The model must fit the data before anything is allocated: its input and its classes.
     let sample = spec.input.clone().unwrap_or_else(|| data.train.sample_shape.clone());
     if sample.iter().product::<usize>() != data.train.sample_len() {
+        // An image folder can be read to fit the model instead: its channels, its size.
+        let read_as = match (config.data.source.as_str(), sample.as_slice(), data.train.sample_shape.as_slice()) {
+            ("images", &[c, h, w], &[dc, dh, dw]) if (c == 1 || c == 3) && (c, h, w) != (dc, dh, dw) => {
+                let mut keys = vec![];
+                if c != dc {
+                    keys.push(format!("channels = {c}"));
+                }
+                if (h, w) != (dh, dw) {
+                    keys.push(format!("size = [{h}, {w}]"));
+                }
+                format!(", or read the images as the model takes them: {} under [data]", keys.join(" and "))
+            }
+            _ => String::new(),
+        };
         bail!(
-            "the model takes samples of shape {sample:?} ({} values), but the data's samples are {:?} ({} values); set `input` in the model file to {:?}",
+            "the model takes samples of shape {sample:?} ({} values), but the data's samples are {:?} ({} values); set `input` in the model file to {:?}{read_as}",
             sample.iter().product::<usize>(),
             data.train.sample_shape,
             data.train.sample_len(),
