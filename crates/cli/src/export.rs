@@ -25,6 +25,9 @@ pub struct ExportArgs {
     /// The ONNX file to write.
     #[arg(short, long, value_name = "FILE")]
     output: PathBuf,
+    /// Replace the output file if it exists.
+    #[arg(long)]
+    force: bool,
 }
 
 /// What is exported: the spec, its weights and the model's metadata.
@@ -41,6 +44,10 @@ pub fn run(args: &ExportArgs) -> Result<Verdict> {
     let path = &args.model;
     if !path.exists() {
         bail!("{}: no such checkpoint, run directory or model file", path.display());
+    }
+    // As `convert` and `import`: nothing already on disk is replaced unasked.
+    if args.output.exists() && !args.force {
+        bail!("{}: the file exists; pass --force to replace it, or choose another -o", args.output.display());
     }
     let is_toml = path.extension().is_some_and(|e| e == "toml");
     let source = if is_toml {

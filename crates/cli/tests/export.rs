@@ -131,3 +131,19 @@ fn what_cannot_be_exported_is_an_error() {
     assert!(!out.exists());
     insta::assert_snapshot!(errors.join(""));
 }
+
+/// An existing output file is kept unless `--force` (as `convert` and `import`): export
+/// replaced it silently.
+#[test]
+fn an_existing_output_is_kept_unless_forced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("m.onnx");
+    std::fs::write(&out, b"precious").unwrap();
+    let o = out.to_str().unwrap();
+    let (ok, _, err) = run(&["export", "examples/simple_nn.toml", "-o", o]);
+    assert!(!ok && err.contains("the file exists; pass --force to replace it, or choose another -o"), "{err}");
+    assert_eq!(std::fs::read(&out).unwrap(), b"precious");
+    let (ok, _, err) = run(&["export", "examples/simple_nn.toml", "-o", o, "--force"]);
+    assert!(ok, "{err}");
+    assert!(read(&out).graph.is_some());
+}
