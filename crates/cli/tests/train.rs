@@ -53,6 +53,12 @@ fn bad_options_are_errors() {
         "error: --save /nonexistent-dir/x.safetensors: its directory /nonexistent-dir does not exist; create it first, or choose another path\n"
     );
     assert!(String::from_utf8_lossy(&out.stdout).is_empty(), "it trained before refusing");
+    // A directory given as the file: refused before training too.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = strata(&["train", "--save", tmp.path().to_str().unwrap(), "--epochs", "1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains(": a directory, not a file; give a file path (e.g. --save "), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).is_empty(), "it trained before refusing");
 }
 
 /// Options that only the trainer can judge against the model and the data (here: more

@@ -275,6 +275,16 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
             ),
         });
     }
+    if path.is_dir() {
+        return Err(Error::Io {
+            path: path.into(),
+            action: "writing",
+            error: std::io::Error::new(
+                std::io::ErrorKind::IsADirectory,
+                "it is a directory; give the path of a file (inside it, or elsewhere)",
+            ),
+        });
+    }
     let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
     fn io<'a>(action: &'static str, p: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
         move |error| Error::Io { path: p.into(), action, error }
@@ -401,6 +411,13 @@ mod tests {
                 dir.path().join("nope").display()
             )
         );
+        // A directory given as the file: said so, the directory untouched, no temporary left.
+        let e = atomic_write(dir.path(), b"new").unwrap_err().to_string();
+        assert!(
+            e.ends_with("writing failed: it is a directory; give the path of a file (inside it, or elsewhere)"),
+            "{e}"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         atomic_write(&path, b"new").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"new");
     }

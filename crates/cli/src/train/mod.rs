@@ -78,6 +78,13 @@ fn run_in(args: &TrainArgs, world: Option<&dist::World>) -> Result<Verdict> {
                 dir.display()
             );
         }
+        if path.is_dir() {
+            bail!(
+                "--save {}: a directory, not a file; give a file path (e.g. --save {})",
+                path.display(),
+                path.join("model.safetensors").display()
+            );
+        }
     }
     let Some(Built {
         config,
