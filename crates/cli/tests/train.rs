@@ -57,7 +57,10 @@ fn bad_options_are_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let out = strata(&["train", "--save", tmp.path().to_str().unwrap(), "--epochs", "1"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains(": a directory, not a file; give a file path (e.g. --save "), "{err}");
+    assert!(
+        !out.status.success() && err.contains(": a directory, not a file; give a file path (e.g. --save "),
+        "{err}"
+    );
     assert!(String::from_utf8_lossy(&out.stdout).is_empty(), "it trained before refusing");
 }
 
