@@ -11,6 +11,9 @@
 //! The run config stored in a checkpoint is opaque text to this module (the CLI stores its run
 //! file there); a [`ConfigCheck`] reads the run's length from it and may refuse it. The default,
 //! [`default_config_check`], reads `training.epochs` from TOML.
+//!
+//! Just over 700 lines on purpose: the format, its seal, the listing and choice of a run's
+//! checkpoints and their tests read as one contract; half the file is those tests.
 
 /// Builds an [`Error::Checkpoint`] from a format string and returns it.
 macro_rules! bail {
