@@ -173,64 +173,72 @@ impl StateDict {
         names.sort_by(|a, b| a.0.cmp(&b.0));
         let mut sd = StateDict::new();
         for (key, view) in names {
-            let data = view.data();
             let shape = view.shape().to_vec();
-            let tensor = match view.dtype() {
-                StDtype::F32 => Tensor::from_vec(
-                    data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect(),
-                    &shape,
-                ),
-                StDtype::F64 => Tensor::from_vec(
-                    data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect(),
-                    &shape,
-                ),
-                StDtype::I64 => Tensor::from_vec(
-                    data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect(),
-                    &shape,
-                ),
-                // Half precision widened to f32 and narrower integers and bool to int64, exactly,
-                // as a PyTorch file's are (`torch_file`): loading into a model then converts to
-                // its element type, as `load_state_dict` copies.
-                StDtype::F16 => Tensor::from_vec(
-                    data.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect::<Vec<f32>>(),
-                    &shape,
-                ),
-                StDtype::BF16 => Tensor::from_vec(
-                    data.chunks_exact(2)
-                        .map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16))
-                        .collect::<Vec<f32>>(),
-                    &shape,
-                ),
-                StDtype::I32 => Tensor::from_vec(
-                    data.chunks_exact(4)
-                        .map(|c| i64::from(i32::from_le_bytes(c.try_into().expect("4 bytes"))))
-                        .collect(),
-                    &shape,
-                ),
-                StDtype::U32 => Tensor::from_vec(
-                    data.chunks_exact(4)
-                        .map(|c| i64::from(u32::from_le_bytes(c.try_into().expect("4 bytes"))))
-                        .collect(),
-                    &shape,
-                ),
-                StDtype::I16 => Tensor::from_vec(
-                    data.chunks_exact(2).map(|c| i64::from(i16::from_le_bytes([c[0], c[1]]))).collect(),
-                    &shape,
-                ),
-                StDtype::U16 => Tensor::from_vec(
-                    data.chunks_exact(2).map(|c| i64::from(u16::from_le_bytes([c[0], c[1]]))).collect(),
-                    &shape,
-                ),
-                StDtype::I8 => Tensor::from_vec(data.iter().map(|&b| i64::from(b as i8)).collect(), &shape),
-                StDtype::U8 | StDtype::BOOL => Tensor::from_vec(data.iter().map(|&b| i64::from(b)).collect(), &shape),
-                other => {
-                    return Err(Error::UnsupportedFileDType { path: path.into(), key, dtype: format!("{other:?}") });
+            let tensor = match widened(view.dtype(), view.data(), &shape) {
+                Some(t) => t,
+                None => {
+                    return Err(Error::UnsupportedFileDType {
+                        path: path.into(),
+                        key,
+                        dtype: format!("{:?}", view.dtype()),
+                    });
                 }
             }?;
             sd.insert(key, tensor);
         }
         Ok(sd)
     }
+}
+
+/// A tensor from little-endian `data` of element type `dtype`: f32, f64 and i64 as they are;
+/// F16 and BF16 widened to f32 and the narrower integers and BOOL to i64, exactly (loading into
+/// a model then converts to its element type, as `load_state_dict` copies). `None` for a type
+/// strata does not read. Shared by safetensors files and PyTorch's (`torch_file`).
+pub(crate) fn widened(dtype: StDtype, data: &[u8], shape: &[usize]) -> Option<strata_core::Result<Tensor>> {
+    Some(match dtype {
+        StDtype::F32 => Tensor::from_vec(
+            data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect(),
+            shape,
+        ),
+        StDtype::F64 => Tensor::from_vec(
+            data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect(),
+            shape,
+        ),
+        StDtype::I64 => Tensor::from_vec(
+            data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect(),
+            shape,
+        ),
+        // Half precision widened to f32 and narrower integers and bool to int64, exactly,
+        // as a PyTorch file's are (`torch_file`): loading into a model then converts to
+        // its element type, as `load_state_dict` copies.
+        StDtype::F16 => Tensor::from_vec(
+            data.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect::<Vec<f32>>(),
+            shape,
+        ),
+        StDtype::BF16 => Tensor::from_vec(
+            data.chunks_exact(2)
+                .map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16))
+                .collect::<Vec<f32>>(),
+            shape,
+        ),
+        StDtype::I32 => Tensor::from_vec(
+            data.chunks_exact(4).map(|c| i64::from(i32::from_le_bytes(c.try_into().expect("4 bytes")))).collect(),
+            shape,
+        ),
+        StDtype::U32 => Tensor::from_vec(
+            data.chunks_exact(4).map(|c| i64::from(u32::from_le_bytes(c.try_into().expect("4 bytes")))).collect(),
+            shape,
+        ),
+        StDtype::I16 => {
+            Tensor::from_vec(data.chunks_exact(2).map(|c| i64::from(i16::from_le_bytes([c[0], c[1]]))).collect(), shape)
+        }
+        StDtype::U16 => {
+            Tensor::from_vec(data.chunks_exact(2).map(|c| i64::from(u16::from_le_bytes([c[0], c[1]]))).collect(), shape)
+        }
+        StDtype::I8 => Tensor::from_vec(data.iter().map(|&b| i64::from(b as i8)).collect(), shape),
+        StDtype::U8 | StDtype::BOOL => Tensor::from_vec(data.iter().map(|&b| i64::from(b)).collect(), shape),
+        _ => return None,
+    })
 }
 
 /// An IEEE half-precision value, widened exactly.

@@ -41,7 +41,7 @@ mod pickle;
 pub use error::TorchFileError;
 pub use pickle::{ALLOWED, TorchDType};
 
-use crate::state_dict::f16_to_f32;
+use crate::state_dict::widened;
 use crate::{Error, Result, StateDict};
 use pickle::{Heap, Object, TensorRef, Value, unpickle};
 use safetensors::tensor::{Dtype as StDtype, TensorView};
@@ -431,47 +431,21 @@ impl TorchStateDict {
     pub fn to_state_dict(&self) -> Result<StateDict> {
         let mut sd = StateDict::new();
         for (k, t) in &self.tensors {
-            let b = &t.data;
-            let f32s = |f: fn([u8; 2]) -> f32| b.chunks_exact(2).map(|c| f([c[0], c[1]])).collect::<Vec<f32>>();
-            let i64s = |n: usize, f: fn(&[u8]) -> i64| b.chunks_exact(n).map(f).collect::<Vec<i64>>();
-            let tensor = match t.dtype {
-                TorchDType::F32 => Tensor::from_vec(
-                    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<f32>>(),
-                    &t.shape,
-                ),
-                TorchDType::F64 => Tensor::from_vec(
-                    b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect::<Vec<f64>>(),
-                    &t.shape,
-                ),
-                TorchDType::F16 => Tensor::from_vec(f32s(|c| f16_to_f32(u16::from_le_bytes(c))), &t.shape),
-                TorchDType::BF16 => {
-                    Tensor::from_vec(f32s(|c| f32::from_bits(u32::from(u16::from_le_bytes(c)) << 16)), &t.shape)
+            let tensor = if t.dtype == TorchDType::U64 {
+                // Read as int64: refused above its range rather than wrapped.
+                let v: Vec<u64> =
+                    t.data.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8"))).collect();
+                if v.iter().any(|&x| x > i64::MAX as u64) {
+                    return Err(Error::UnsupportedFileDType {
+                        path: "the PyTorch file".into(),
+                        key: k.clone(),
+                        dtype: "uint64 (values above int64's range)".into(),
+                    });
                 }
-                TorchDType::I64 => {
-                    Tensor::from_vec(i64s(8, |c| i64::from_le_bytes(c.try_into().expect("8"))), &t.shape)
-                }
-                TorchDType::I32 => {
-                    Tensor::from_vec(i64s(4, |c| i32::from_le_bytes(c.try_into().expect("4")).into()), &t.shape)
-                }
-                TorchDType::I16 => Tensor::from_vec(i64s(2, |c| i16::from_le_bytes([c[0], c[1]]).into()), &t.shape),
-                TorchDType::I8 => Tensor::from_vec(i64s(1, |c| (c[0] as i8).into()), &t.shape),
-                TorchDType::U8 | TorchDType::Bool => Tensor::from_vec(i64s(1, |c| c[0].into()), &t.shape),
-                TorchDType::U16 => Tensor::from_vec(i64s(2, |c| u16::from_le_bytes([c[0], c[1]]).into()), &t.shape),
-                TorchDType::U32 => {
-                    Tensor::from_vec(i64s(4, |c| u32::from_le_bytes(c.try_into().expect("4")).into()), &t.shape)
-                }
-                TorchDType::U64 => {
-                    let v: Vec<u64> = b.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8"))).collect();
-                    if v.iter().any(|&x| x > i64::MAX as u64) {
-                        return Err(Error::UnsupportedFileDType {
-                            path: "the PyTorch file".into(),
-                            key: k.clone(),
-                            dtype: "uint64 (values above int64's range)".into(),
-                        });
-                    }
-                    Tensor::from_vec(v.into_iter().map(|x| x as i64).collect::<Vec<i64>>(), &t.shape)
-                }
-            }?;
+                Tensor::from_vec(v.into_iter().map(|x| x as i64).collect::<Vec<i64>>(), &t.shape)?
+            } else {
+                widened(t.dtype.safetensors_dtype(), &t.data, &t.shape).expect("every other torch dtype widens")?
+            };
             sd.insert(k.clone(), tensor);
         }
         Ok(sd)
@@ -480,7 +454,7 @@ impl TorchStateDict {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::state_dict::f16_to_f32;
 
     #[test]
     fn half_precision_widens_exactly() {
