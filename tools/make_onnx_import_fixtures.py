@@ -3,9 +3,9 @@
 three PyTorch models exported by `torch.onnx.export(..., dynamo=False, opset_version=17)`
 with a symbolic batch dimension, each with a small input batch and PyTorch's outputs.
 
-    python3 tools/make_onnx_import_fixtures.py
+    python3 tools/make_onnx_import_fixtures.py [NAME ...]   # all, or only the NAMEs given
 
-For each NAME in simple_nn, resnet, lstm, gru it writes, under
+For each NAME in simple_nn, resnet, lstm, gru, gelu, gelu_opset20, silu it writes, under
 crates/nn/tests/fixtures/onnx_import/:
   NAME.onnx               the exported graph (weights inside)
   NAME.io.safetensors     `input` (a batch of 3) and `output` (model(input) in eval mode)
@@ -28,6 +28,9 @@ are drawn at random so that a mix-up of mean, variance, scale and shift shows):
   gru        stacked and bidirectional, PyTorch's other gate order:
                gru = GRU(28, 16, num_layers=2, bidirectional=True, batch_first=True)
                fc = Linear(32, 10); out, _ = gru(x); fc(out[:, -1, :])
+  gelu       Linear(20, 16), GELU(), Linear(16, 12), GELU('tanh'), Linear(12, 10); at opset 20
+             too (gelu_opset20, a Gelu op)
+  silu       Linear(20, 16), nn.SiLU(), Linear(16, 12), F.silu, Linear(12, 10)
 """
 
 import os
@@ -132,6 +135,20 @@ class GeluNet(nn.Module):
         return self.fc3(self.act2(self.fc2(self.act1(self.fc1(x)))))
 
 
+class SiluNet(nn.Module):
+    """SiLU as a module and as a function: both export as Mul(x, Sigmoid(x)) at opset 17."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(20, 16)
+        self.act1 = nn.SiLU()
+        self.fc2 = nn.Linear(16, 12)
+        self.fc3 = nn.Linear(12, 10)
+
+    def forward(self, x):
+        return self.fc3(F.silu(self.fc2(self.act1(self.fc1(x)))))
+
+
 def randomise_batch_norms(model):
     """Random statistics and affine parameters (positive variances) in place of 0 and 1."""
     g = torch.Generator().manual_seed(1)
@@ -174,7 +191,10 @@ def main():
         ("gru", GRUNet, (3, 28, 28), 17),
         ("gelu", GeluNet, (3, 20), 17),
         ("gelu_opset20", GeluNet, (3, 20), 20),
+        ("silu", SiluNet, (3, 20), 17),
     ]:
+        if len(sys.argv) > 1 and name not in sys.argv[1:]:
+            continue
         torch.manual_seed(0)
         model = make()
         randomise_batch_norms(model)

@@ -80,6 +80,7 @@ Activations (group ``act.*``, float32)
     log_softmax_0 nn.LogSoftmax(dim=0)                    x
     softmax3_1    nn.Softmax(dim=1)                       x3
     log_softmax3  nn.LogSoftmax(dim=-1)                   x3
+    silu          nn.SiLU()                               x    (drawn last)
 
 Embedding (group ``emb.*``, float32 weight, int64 indices)
 ----------------------------------------------------------
@@ -201,6 +202,8 @@ def activations(out):
         ("log_softmax_0", nn.LogSoftmax(dim=0), x),
         ("softmax3_1", nn.Softmax(dim=1), x3),
         ("log_softmax3", nn.LogSoftmax(dim=-1), x3),
+        # After the others, so that their random weights w stay as they were.
+        ("silu", nn.SiLU(), x),
     ]
     for name, f, inp in cases:
         xi = inp.clone().requires_grad_()

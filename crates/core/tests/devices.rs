@@ -326,6 +326,7 @@ fn activations_and_softmax() {
     check("elu", dev, &[x.clone()], |t| t[0].elu(0.7));
     check("gelu", dev, &[x.clone()], |t| t[0].gelu());
     check("gelu_tanh", dev, &[x.clone()], |t| t[0].gelu_tanh());
+    check("silu", dev, &[x.clone()], |t| t[0].silu());
     check("softmax", dev, &[x.clone()], |t| t[0].softmax(-1));
     check("softmax dim 0", dev, &[x.clone()], |t| t[0].softmax(0));
     check("log_softmax", dev, &[x.mul_scalar(100.0).unwrap()], |t| t[0].log_softmax(1));

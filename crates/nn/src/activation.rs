@@ -1,5 +1,5 @@
 //! Activation layers — the modules, and the layer kinds (config, shape rule, model-file keys)
-//! behind [`Layer`]: `ReLU`, `Sigmoid`, `Tanh`, `GELU` (exact or tanh), `LeakyReLU`, `ELU` (element-wise, any
+//! behind [`Layer`]: `ReLU`, `Sigmoid`, `Tanh`, `GELU` (exact or tanh), `SiLU`, `LeakyReLU`, `ELU` (element-wise, any
 //! shape) and `Softmax`, `LogSoftmax` (normalised along `dim`).
 
 use crate::Result;
@@ -88,6 +88,13 @@ pointwise_layer!(
     Tanh,
     "Tanh",
     |x| x.tanh()
+);
+
+pointwise_layer!(
+    /// SiLU (swish), `x·σ(x) = x / (1 + e^(−x))`, PyTorch's `nn.SiLU`.
+    SiLU,
+    "SiLU",
+    |x| x.silu()
 );
 
 /// GELU, PyTorch's `nn.GELU(approximate)`: the exact form `x·Φ(x) = ½·x·(1 + erf(x/√2))`
@@ -302,6 +309,8 @@ pub enum ActivationSpec {
         /// The exact form or the tanh approximation.
         approximate: GeluApproximate,
     },
+    /// `nn.SiLU()`.
+    SiLU,
     /// `nn.LeakyReLU(negative_slope=0.01)`.
     LeakyReLU {
         /// Slope for negative inputs.
@@ -350,6 +359,9 @@ pub static GELU_KIND: LayerKind = LayerKind {
         Some(LayerSpec::GELU { approximate })
     }),
 };
+/// `type = "SiLU"`.
+pub static SILU_KIND: LayerKind =
+    LayerKind { type_name: "SiLU", keys: &["name", "type"], layer_of: None, parse: Some(|_| Some(LayerSpec::SiLU)) };
 /// `type = "LeakyReLU"`, `negative_slope` (default 0.01).
 pub static LEAKY_RELU_KIND: LayerKind = LayerKind {
     type_name: "LeakyReLU",
@@ -372,6 +384,7 @@ impl Layer for ActivationSpec {
             ActivationSpec::Sigmoid => "Sigmoid",
             ActivationSpec::Tanh => "Tanh",
             ActivationSpec::GELU { .. } => "GELU",
+            ActivationSpec::SiLU => "SiLU",
             ActivationSpec::LeakyReLU { .. } => "LeakyReLU",
             ActivationSpec::ELU { .. } => "ELU",
         }
@@ -396,6 +409,7 @@ impl Layer for ActivationSpec {
             ActivationSpec::Sigmoid => Box::new(Sigmoid),
             ActivationSpec::Tanh => Box::new(Tanh),
             ActivationSpec::GELU { approximate } => Box::new(GELU { approximate: *approximate }),
+            ActivationSpec::SiLU => Box::new(SiLU),
             ActivationSpec::LeakyReLU { negative_slope } => Box::new(LeakyReLU::with_slope(*negative_slope)),
             ActivationSpec::ELU { alpha } => Box::new(ELU::with_alpha(*alpha)),
         })
@@ -417,6 +431,7 @@ impl Layer for ActivationSpec {
             ActivationSpec::Sigmoid => LayerSpec::Sigmoid,
             ActivationSpec::Tanh => LayerSpec::Tanh,
             ActivationSpec::GELU { approximate } => LayerSpec::GELU { approximate: *approximate },
+            ActivationSpec::SiLU => LayerSpec::SiLU,
             ActivationSpec::LeakyReLU { negative_slope } => LayerSpec::LeakyReLU { negative_slope: *negative_slope },
             ActivationSpec::ELU { alpha } => LayerSpec::ELU { alpha: *alpha },
         }

@@ -86,6 +86,8 @@ pub enum LayerSpec {
         /// `approximate='none'` (exact) or `'tanh'`.
         approximate: GeluApproximate,
     },
+    /// `SiLU`: `x·σ(x)` (swish).
+    SiLU,
     /// `LeakyReLU(negative_slope)`.
     LeakyReLU {
         /// Slope for negative inputs.

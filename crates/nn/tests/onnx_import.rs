@@ -165,6 +165,61 @@ fn torch_gelu_imports_as_gelu_layers_and_matches() {
     }
 }
 
+/// SiLU from torch, as a module (`/act1/Sigmoid`, `/act1/Mul`) and as `F.silu` (`/Sigmoid`,
+/// `/Mul`, a layer named by its place): `Mul(x, Sigmoid(x))` at opset 17, each read as one
+/// SiLU layer, matching PyTorch.
+#[test]
+fn torch_silu_imports_as_silu_layers_and_matches() {
+    let imported = check_fixture("silu");
+    let layers: Vec<(&str, &LayerSpec)> = imported.spec.layers.iter().map(|l| (l.name.as_str(), &l.spec)).collect();
+    assert!(
+        matches!(
+            layers.as_slice(),
+            [
+                ("fc1", LayerSpec::Linear { .. }),
+                ("act1", LayerSpec::SiLU),
+                ("fc2", LayerSpec::Linear { .. }),
+                ("3", LayerSpec::SiLU),
+                ("fc3", LayerSpec::Linear { .. }),
+            ]
+        ),
+        "{layers:?}"
+    );
+}
+
+/// Opset 24's `Swish` is SiLU when `alpha = 1`, and an error naming alpha otherwise; a
+/// `Mul(x, Sigmoid(y))` of two different values is not SiLU and stays two ops.
+#[test]
+fn swish_and_only_true_silu_pairs_are_read_as_silu() {
+    let alpha = |a: f32| AttributeProto { name: "alpha".into(), r#type: 1, f: a, ..Default::default() };
+    let swish = |a: Option<f32>| {
+        let attrs = a.map(alpha).into_iter().collect();
+        model_of(vec![node("/act/Swish", "Swish", &["input"], "output", attrs)], vec![], (4, 4))
+    };
+    for ok in [swish(None), swish(Some(1.0))] {
+        let imported = import(&ok, "x").unwrap();
+        assert_eq!(imported.spec.layers.len(), 1);
+        assert_eq!((imported.spec.layers[0].name.as_str(), &imported.spec.layers[0].spec), ("act", &LayerSpec::SiLU));
+    }
+    let err = import(&swish(Some(2.0)), "x").unwrap_err().to_string();
+    assert!(err.contains("alpha = 2: strata's SiLU is Swish with alpha = 1"), "{err}");
+
+    let pair = |sig_of: &str| {
+        let nodes = vec![
+            node("/act/Relu", "Relu", &["input"], "r", vec![]),
+            node("/act/Sigmoid", "Sigmoid", &[sig_of], "s", vec![]),
+            node("/act/Mul", "Mul", &["r", "s"], "output", vec![]),
+        ];
+        model_of(nodes, vec![], (4, 4))
+    };
+    let fused = import(&pair("r"), "x").unwrap();
+    let kinds: Vec<&str> = fused.spec.layers.iter().map(|l| l.spec.type_name()).collect();
+    assert_eq!(kinds, ["ReLU", "SiLU"]);
+    let err = import(&pair("input"), "x").unwrap_err();
+    let Error::OnnxImport(nodes) = &err else { panic!("{err:?}") };
+    assert!(nodes.iter().any(|n| n.op_type == "Mul"), "{err}");
+}
+
 /// The spec's model with random weights (BatchNorm statistics and scales drawn too, so a
 /// mix-up shows) and its state_dict.
 fn random_model(spec: &ModelSpec, seed: u64) -> (strata_nn::Sequential, StateDict) {
@@ -256,6 +311,7 @@ fn strata_exports_of_more_layer_options_import_back_unchanged() {
         .layer("", LayerSpec::GELU { approximate: strata_nn::spec::GeluApproximate::None })
         .linear("fc", 4, 5)
         .layer("", LayerSpec::GELU { approximate: strata_nn::spec::GeluApproximate::Tanh })
+        .layer("", LayerSpec::SiLU)
         .layer("", LayerSpec::Tanh)
         .concat_branches("cat", vec![ModelSpec::new("a").linear("p", 5, 2), ModelSpec::new("b")], 1)
         .layer("", LayerSpec::LogSoftmax { dim: 1 });

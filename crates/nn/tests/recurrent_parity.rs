@@ -11,7 +11,7 @@ use strata_core::testing::assert_close;
 use strata_core::{DType, Generator, Tensor, embedding};
 use strata_nn::{
     ELU, GELU, GRU, LSTM, LastStep, LeakyReLU, Linear, LogSoftmax, Module, Nonlinearity, RNN, RecurrentOptions,
-    Sequential, Sigmoid, Softmax, StateDict, Tanh,
+    Sequential, SiLU, Sigmoid, Softmax, StateDict, Tanh,
 };
 
 fn load(name: &str) -> StateDict {
@@ -244,6 +244,7 @@ fn activations_values_and_gradients() {
     check_activation("sigmoid", "x", |x| run(&Sigmoid, x)); // torch.sigmoid
     check_activation("tanh", "x", |x| run(&Tanh, x)); // torch.tanh
     check_activation("gelu", "x", |x| run(&GELU::new(), x)); // nn.GELU()
+    check_activation("silu", "x", |x| run(&SiLU, x)); // nn.SiLU()
     check_activation("leaky_relu", "x", |x| run(&LeakyReLU::new(), x)); // nn.LeakyReLU()
     check_activation("leaky_relu_02", "x", |x| run(&LeakyReLU::with_slope(0.2), x)); // nn.LeakyReLU(0.2)
     check_activation("elu", "x", |x| run(&ELU::new(), x)); // nn.ELU()
@@ -252,6 +253,28 @@ fn activations_values_and_gradients() {
     check_activation("log_softmax_0", "x", |x| run(&LogSoftmax::new(0), x)); // nn.LogSoftmax(dim=0)
     check_activation("softmax3_1", "x3", |x| run(&Softmax::new(1), x)); // nn.Softmax(dim=1) on [2, 3, 4]
     check_activation("log_softmax3", "x3", |x| run(&LogSoftmax::new(-1), x)); // nn.LogSoftmax(dim=-1)
+}
+
+/// `type = "SiLU"` in a model file: read, written back the same, described as PyTorch's repr,
+/// built into the op; a key SiLU does not have is located.
+#[test]
+fn silu_in_model_files() {
+    use strata_nn::model_file::{parse_model, to_toml};
+    use strata_nn::spec::LayerSpec;
+    let text = "input = [4]\nlayers = [\n  { name = \"act\", type = \"SiLU\" },\n]\n";
+    let mut spec = parse_model(text, "silu.toml", "S").unwrap();
+    assert_eq!(spec.layers[0].spec, LayerSpec::SiLU);
+    let mut again = parse_model(&to_toml(&spec), "silu.toml", "S").unwrap();
+    again.layers.iter_mut().for_each(|l| l.origin = None);
+    spec.layers.iter_mut().for_each(|l| l.origin = None);
+    assert_eq!(again, spec);
+    assert!(spec.check(None).unwrap().render_trace().contains("SiLU"));
+    let x = Tensor::from_vec(vec![-3.0f32, -0.5, 0.0, 2.0], &[1, 4]).unwrap();
+    let y = spec.build().unwrap().forward(&x).unwrap();
+    assert_eq!(y.to_vec::<f32>().unwrap(), x.silu().unwrap().to_vec::<f32>().unwrap());
+    let bad = "input = [4]\nlayers = [{ type = \"SiLU\", beta = 2.0 }]\n";
+    let e = parse_model(bad, "bad.toml", "B").unwrap_err().to_string();
+    assert!(e.contains("bad.toml:2:") && e.contains("beta"), "{e}");
 }
 
 /// ```python

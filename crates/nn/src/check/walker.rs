@@ -60,6 +60,7 @@ pub fn input_batch_dim(spec: &ModelSpec, sample_rank: usize) -> usize {
                 | LayerSpec::Sigmoid
                 | LayerSpec::Tanh
                 | LayerSpec::GELU { .. }
+                | LayerSpec::SiLU
                 | LayerSpec::LeakyReLU { .. }
                 | LayerSpec::ELU { .. } => continue,
                 other => return Some(other),

@@ -458,6 +458,11 @@ impl Graph<'_> {
             LayerSpec::Softmax { dim } => unary(self, "Softmax", vec![int("axis", *dim as i64)]),
             LayerSpec::LogSoftmax { dim } => unary(self, "LogSoftmax", vec![int("axis", *dim as i64)]),
             LayerSpec::GELU { approximate } => same(self.gelu(path, *approximate, x.name)),
+            // x·σ(x) (ONNX has no SiLU before opset 24's Swish), as torch.onnx.export writes it.
+            LayerSpec::SiLU => {
+                let s = self.node("Sigmoid", &format!("{path}/Sigmoid"), vec![x.name.clone()], vec![]);
+                same(self.node("Mul", path, vec![x.name, s], vec![]))
+            }
             // The identity in evaluation: no node.
             LayerSpec::Dropout { .. } => x,
             LayerSpec::Flatten { start_dim, end_dim } => {

@@ -69,6 +69,8 @@ impl Act {
                 let inner = SQRT_2_OVER_PI * (x + GELU_KAPPA * x * x * x);
                 T::from_f64(0.5 * x * (1.0 + inner.tanh()))
             }
+            // x·σ(x), as PyTorch's kernel writes it: x / (1 + e^(−x)).
+            Act::Silu => x / (T::ONE + (-x).exp()),
             Act::LeakyRelu(slope) => {
                 if x > T::ZERO {
                     x
@@ -108,6 +110,11 @@ impl Act {
                 let t = (SQRT_2_OVER_PI * (x + GELU_KAPPA * x * x * x)).tanh();
                 let d_inner = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_KAPPA * x * x);
                 g * T::from_f64(0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * d_inner)
+            }
+            // (x·σ)' = σ·(1 + x·(1 − σ)), as PyTorch's silu_backward.
+            Act::Silu => {
+                let s = T::ONE / (T::ONE + (-x).exp());
+                g * (s * (T::ONE + x * (T::ONE - s)))
             }
             // slope where x ≤ 0 (at 0 too, as PyTorch's leaky_relu_backward)
             Act::LeakyRelu(slope) => {

@@ -1,5 +1,5 @@
 //! Activation functions: sigmoid, tanh, GELU (exact erf form, and PyTorch's tanh approximation),
-//! leaky ReLU and ELU as pointwise maps with their derivatives beside them, and softmax /
+//! SiLU, leaky ReLU and ELU as pointwise maps with their derivatives beside them, and softmax /
 //! log-softmax along a dimension (numerically stable: the maximum is subtracted first). The
 //! `erf` used by GELU is FreeBSD's `s_erf.c` (via musl and the `libm` crate), accurate to below
 //! one ulp in f64.
@@ -29,6 +29,7 @@ enum Act {
     Tanh,
     Gelu,
     GeluTanh,
+    Silu,
     LeakyRelu(f64),
     Elu(f64),
 }
@@ -39,6 +40,7 @@ impl Act {
             Act::Sigmoid => "sigmoid",
             Act::Tanh => "tanh",
             Act::Gelu | Act::GeluTanh => "gelu",
+            Act::Silu => "silu",
             Act::LeakyRelu(_) => "leaky_relu",
             Act::Elu(_) => "elu",
         }
@@ -108,6 +110,14 @@ impl Tensor {
     /// - input: any shape; output: the same shape
     pub fn gelu_tanh(&self) -> Result<Tensor> {
         pointwise(self, Act::GeluTanh)
+    }
+
+    /// SiLU (swish) `x·σ(x) = x / (1 + e^(−x))`, as `F.silu`.
+    ///
+    /// # Shapes
+    /// - input: any shape; output: the same shape
+    pub fn silu(&self) -> Result<Tensor> {
+        pointwise(self, Act::Silu)
     }
 
     /// `x` where `x > 0`, else `negative_slope·x`, as `F.leaky_relu` (PyTorch's default slope is
@@ -257,6 +267,9 @@ mod tests {
         // gelu(−x) = gelu(x) − x (as for the exact form), and 0 at 0.
         let g = x.gelu_tanh().unwrap().to_vec_f64();
         assert_close(&[g[4], g[0], g[2]], &[1.954597694087775, 1.954597694087775 - 2.0, 0.0], 1e-15, 1e-16);
+        // SiLU(x) = x·σ(x): 0 at 0, and silu(−x) = silu(x) − x.
+        let s = x.silu().unwrap().to_vec_f64();
+        assert_close(&[s[4], s[0], s[2]], &[2.0 / (1.0 + e(-2.0)), 2.0 / (1.0 + e(-2.0)) - 2.0, 0.0], 1e-15, 1e-16);
         // Softmax of [0, ln 3] is [1/4, 3/4].
         let s = Tensor::from_vec(vec![0.0f64, 3f64.ln()], &[2]).unwrap();
         assert_close(&s.softmax(0).unwrap().to_vec_f64(), &[0.25, 0.75], 1e-15, 0.0);
@@ -295,6 +308,7 @@ mod tests {
         gradcheck(std::slice::from_ref(&x), |t| t[0].gelu_tanh());
         gradcheck(std::slice::from_ref(&x), |t| t[0].leaky_relu(0.03));
         gradcheck(std::slice::from_ref(&x), |t| t[0].elu(1.3));
+        gradcheck(std::slice::from_ref(&x), |t| t[0].silu());
         // A strided (transposed) input.
         gradcheck(std::slice::from_ref(&x), |t| t[0].t()?.gelu());
         gradcheck(std::slice::from_ref(&x), |t| t[0].t()?.gelu_tanh());

@@ -45,6 +45,12 @@ fn unary_op(op: u32, v: f32, s: f32) -> f32 {
             let t = tanh_safe(SQRT_2_OVER_PI * (v + GELU_KAPPA * v * v * v));
             return 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_KAPPA * v * v);
         }
+        // SiLU x·σ(x) and its derivative σ(x)·(1 + x·(1 − σ(x)))
+        case 17u: { return v / (1.0 + exp(-v)); }
+        case 18u: {
+            let sg = 1.0 / (1.0 + exp(-v));
+            return sg * (1.0 + v * (1.0 - sg));
+        }
         default: { return v; }
     }
 }

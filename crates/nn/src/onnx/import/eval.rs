@@ -36,7 +36,7 @@ pub struct Evaluated {
 type NodeResult = std::result::Result<Vec<Val>, String>;
 
 /// Reads `graph`: its one input and output, its initializers, then each of `nodes` in order (the
-/// graph's nodes, with GELU chains made one node by `fuse.rs`).
+/// graph's nodes, with GELU chains and SiLU pairs made one node by `fuse.rs`).
 pub fn evaluate(graph: &GraphProto, nodes: &[NodeProto]) -> Result<Evaluated> {
     let model = |m: String| Error::OnnxImportModel(m);
     let mut vals: HashMap<String, Val> = HashMap::new();
@@ -514,6 +514,14 @@ impl Eval {
                     }
                 };
                 self.elementwise(LayerSpec::GELU { approximate }, node, name, x)
+            }
+            // Opset 24's, or `Mul(x, Sigmoid(x))` that `fuse.rs` made one node.
+            "Swish" => {
+                let alpha = a.float("alpha", 1.0);
+                if alpha != 1.0 {
+                    return Err(format!("alpha = {alpha}: strata's SiLU is Swish with alpha = 1"));
+                }
+                self.elementwise(LayerSpec::SiLU, node, name, x)
             }
             "Softmax" | "LogSoftmax" => {
                 let d = a.int("axis", -1);
@@ -1265,6 +1273,7 @@ const READ_OPS: &[&str] = &[
     "Dropout",
     "Relu",
     "Gelu",
+    "Swish",
     "Sigmoid",
     "Tanh",
     "LeakyRelu",

@@ -1,30 +1,52 @@
-//! GELU spelled out in elementary ops, found and read as one `Gelu` node before the graph is
-//! evaluated. ONNX has a `Gelu` op only from opset 20; before it, `torch.onnx.export` (opset
+//! GELU and SiLU spelled out in elementary ops, found and read as one `Gelu` or `Swish` node
+//! before the graph is evaluated. ONNX has a `Gelu` op only from opset 20; before it, `torch.onnx.export` (opset
 //! 17, `dynamo=False`) and strata's own export write `nn.GELU()` as
 //! `Mul(Mul(x, Add(Erf(Div(x, √2)), 1)), 0.5)` and `nn.GELU(approximate='tanh')` as
 //! `Mul(Mul(x, Add(Tanh(Mul(Add(x, Mul(x³, 0.044715)), √(2/π))), 1)), 0.5)` (x³ as
 //! `Mul(Mul(x, x), x)` or `Pow(x, 3)`), each operand pair in either order. Only a chain whose
 //! intermediate values feed nothing else is taken; anything else is left for the evaluator,
 //! which reports its ops as unsupported.
+//!
+//! ONNX has no SiLU before opset 24's `Swish`: `torch.onnx.export` and strata's export write
+//! `nn.SiLU()` as `Mul(x, Sigmoid(x))`, read here as `Swish` with `alpha = 1`.
 
 use crate::onnx::proto::{AttributeProto, GraphProto, NodeProto, attribute_type};
 use std::collections::HashMap;
 
 /// The graph's nodes with each GELU chain replaced by one `Gelu` node (attribute
-/// `approximate`: `"none"` or `"tanh"`, as opset 20's), placed where the chain's last node was
-/// and named as it (its module path is the layer's).
-pub(super) fn fuse_gelu(graph: &GraphProto) -> Vec<NodeProto> {
+/// `approximate`: `"none"` or `"tanh"`, as opset 20's) and each SiLU pair by one `Swish` node
+/// (opset 24's, `alpha = 1`), placed where the chain's last node was and named as it (its
+/// module path is the layer's).
+pub(super) fn fuse(graph: &GraphProto) -> Vec<NodeProto> {
     let nodes = &graph.node;
     let g = Graph::new(graph);
     let mut removed = vec![false; nodes.len()];
     let mut replaced: HashMap<usize, NodeProto> = HashMap::new();
     for (k, node) in nodes.iter().enumerate() {
-        let approximate = match node.op_type.as_str() {
-            "Erf" => "none",
-            "Tanh" => "tanh",
+        let (chain, op, attribute) = match node.op_type.as_str() {
+            "Erf" | "Tanh" => {
+                let approximate = if node.op_type == "Erf" { "none" } else { "tanh" };
+                let Some(chain) = g.gelu_at(k, approximate) else { continue };
+                let attribute = AttributeProto {
+                    name: "approximate".into(),
+                    r#type: attribute_type::STRING,
+                    s: approximate.as_bytes().to_vec(),
+                    ..Default::default()
+                };
+                (chain, "Gelu", attribute)
+            }
+            "Sigmoid" => {
+                let Some(chain) = g.silu_at(k) else { continue };
+                let attribute = AttributeProto {
+                    name: "alpha".into(),
+                    r#type: attribute_type::FLOAT,
+                    f: 1.0,
+                    ..Default::default()
+                };
+                (chain, "Swish", attribute)
+            }
             _ => continue,
         };
-        let Some(chain) = g.gelu_at(k, approximate) else { continue };
         if chain.nodes.iter().any(|&i| removed[i]) {
             continue;
         }
@@ -32,20 +54,14 @@ pub(super) fn fuse_gelu(graph: &GraphProto) -> Vec<NodeProto> {
             removed[i] = true;
         }
         let last = &nodes[chain.last];
-        let attribute = vec![AttributeProto {
-            name: "approximate".into(),
-            r#type: attribute_type::STRING,
-            s: approximate.as_bytes().to_vec(),
-            ..Default::default()
-        }];
         replaced.insert(
             chain.last,
             NodeProto {
                 input: vec![chain.x],
                 output: last.output.clone(),
                 name: last.name.clone(),
-                op_type: "Gelu".into(),
-                attribute,
+                op_type: op.into(),
+                attribute: vec![attribute],
                 ..Default::default()
             },
         );
@@ -177,6 +193,17 @@ impl<'a> Graph<'a> {
         self.other(&self.nodes[half], |v| self.is(v, 0.5))?;
         nodes.extend([add, mul, half]);
         Some(Chain { x, nodes, last: half })
+    }
+
+    /// The SiLU pair `Mul(x, Sigmoid(x))` (operands in either order) around the `Sigmoid` node
+    /// `sig`, whose output feeds nothing else.
+    fn silu_at(&self, sig: usize) -> Option<Chain> {
+        let [x] = self.nodes[sig].input.as_slice() else { return None };
+        let mul = self.next(sig, "Mul")?;
+        let [out] = self.nodes[sig].output.as_slice() else { return None };
+        let mn = &self.nodes[mul];
+        let pair = matches!(mn.input.as_slice(), [a, b] if (a == x && b == out) || (a == out && b == x));
+        pair.then(|| Chain { x: x.clone(), nodes: vec![sig, mul], last: mul })
     }
 
     /// The nodes making `value` = x³ for `reader` (`Mul(Mul(x, x), x)` in either order, or
