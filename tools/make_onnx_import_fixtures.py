@@ -5,7 +5,7 @@ with a symbolic batch dimension, each with a small input batch and PyTorch's out
 
     python3 tools/make_onnx_import_fixtures.py [NAME ...]   # all, or only the NAMEs given
 
-For each NAME in simple_nn, resnet, lstm, gru, gelu, gelu_opset20, silu it writes, under
+For each NAME in simple_nn, resnet, lstm, gru, gelu, gelu_opset20, silu, conv1d it writes, under
 crates/nn/tests/fixtures/onnx_import/:
   NAME.onnx               the exported graph (weights inside)
   NAME.io.safetensors     `input` (a batch of 3) and `output` (model(input) in eval mode)
@@ -31,6 +31,8 @@ are drawn at random so that a mix-up of mean, variance, scale and shift shows):
   gelu       Linear(20, 16), GELU(), Linear(16, 12), GELU('tanh'), Linear(12, 10); at opset 20
              too (gelu_opset20, a Gelu op)
   silu       Linear(20, 16), nn.SiLU(), Linear(16, 12), F.silu, Linear(12, 10)
+  conv1d     on [N, 3, 30]: Conv1d(3, 8, 5, stride=2, padding=2), ReLU,
+             Conv1d(8, 8, 3, padding=2, dilation=2, groups=2), ReLU, flatten, Linear(120, 10)
 """
 
 import os
@@ -149,6 +151,21 @@ class SiluNet(nn.Module):
         return self.fc3(F.silu(self.fc2(self.act1(self.fc1(x)))))
 
 
+class Conv1dNet(nn.Module):
+    """A 1-d CNN on [N, 3, 30]: strided and padded, grouped and dilated, then flattened."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv1d(3, 8, 5, stride=2, padding=2)
+        self.conv2 = nn.Conv1d(8, 8, 3, padding=2, dilation=2, groups=2)
+        self.fc = nn.Linear(8 * 15, 10)
+
+    def forward(self, x):
+        x = F.relu(self.conv1(x))
+        x = F.relu(self.conv2(x))
+        return self.fc(torch.flatten(x, 1))
+
+
 def randomise_batch_norms(model):
     """Random statistics and affine parameters (positive variances) in place of 0 and 1."""
     g = torch.Generator().manual_seed(1)
@@ -192,6 +209,7 @@ def main():
         ("gelu", GeluNet, (3, 20), 17),
         ("gelu_opset20", GeluNet, (3, 20), 20),
         ("silu", SiluNet, (3, 20), 17),
+        ("conv1d", Conv1dNet, (3, 3, 30), 17),
     ]:
         if len(sys.argv) > 1 and name not in sys.argv[1:]:
             continue

@@ -44,7 +44,7 @@ pub use activation::{ELU, GELU, LeakyReLU, LogSoftmax, ReLU, SiLU, Sigmoid, Soft
 pub use batch_norm::{BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormConfig};
 pub use branches::{Branches, Merge};
 pub use check::{CheckReport, SymShape};
-pub use conv::{Conv2d, Conv2dConfig, IntoPadding, IntoPair, Padding, same_padding};
+pub use conv::{Conv1d, Conv1dConfig, Conv2d, Conv2dConfig, IntoPadding, IntoPair, Padding, same_padding};
 pub use dropout::Dropout;
 pub use embedding::Embedding;
 pub use error::{Error, Result};

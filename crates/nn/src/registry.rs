@@ -19,6 +19,7 @@ pub static KINDS: &[&LayerKind] = &[
     &layer_norm::LAYER_NORM_KIND,
     &embedding::EMBEDDING_KIND,
     &conv::CONV2D_KIND,
+    &conv::CONV1D_KIND,
     &pool::MAX_POOL2D_KIND,
     &pool::AVG_POOL2D_KIND,
     &pool::ADAPTIVE_AVG_POOL2D_KIND,
@@ -107,6 +108,7 @@ impl LayerSpec {
                 Box::new(flatten::FlattenSpec { start_dim: *start_dim, end_dim: *end_dim })
             }
             LayerSpec::Conv2d(c) => Box::new(c.clone()),
+            LayerSpec::Conv1d(c) => Box::new(conv::Conv1dLayer(c.clone())),
             LayerSpec::MaxPool2d(options) => Box::new(*options),
             LayerSpec::AvgPool2d(options) => Box::new(*options),
             LayerSpec::AdaptiveAvgPool2d { output_size } => {

@@ -63,6 +63,10 @@ pub enum LayerSpec {
     },
     /// `Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)`.
     Conv2d(ConvSpec),
+    /// `Conv1d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)`
+    /// on `[N, C, L]`: a [`ConvSpec`] of height 1 ([`ConvSpec::new_1d`]: kernel `(1, k)`, stride
+    /// `(1, s)`, padding `(0, p)`, dilation `(1, d)`), which is how it runs.
+    Conv1d(ConvSpec),
     /// `MaxPool2d(kernel_size, stride, padding, dilation, ceil_mode)`: core's options are the
     /// config (one definition of the fields, for the op, the module and the spec).
     MaxPool2d(strata_core::MaxPool2dOptions),
@@ -270,6 +274,13 @@ pub struct ConvSpec {
 }
 
 impl ConvSpec {
+    /// `Conv1d(in_channels, out_channels, kernel_size)` with PyTorch's defaults, as a 2-D
+    /// config of height 1 (set `stride.1`, `padding.1`, `dilation.1`; the first entries stay
+    /// 1, 0, 1).
+    pub fn new_1d(in_channels: Option<usize>, out_channels: usize, kernel_size: usize) -> Self {
+        Self::new(in_channels, out_channels, (1, kernel_size))
+    }
+
     /// `Conv2d(in_channels, out_channels, kernel_size)` with PyTorch's defaults.
     pub fn new(in_channels: Option<usize>, out_channels: usize, kernel_size: (usize, usize)) -> Self {
         ConvSpec {
@@ -546,6 +557,23 @@ impl ModelSpec {
         c.stride = (stride, stride);
         c.padding = (padding, padding);
         self.layer(name, LayerSpec::Conv2d(c))
+    }
+
+    /// Appends `Conv1d(in_channels, out_channels, kernel_size, stride, padding)` under `name`
+    /// (`in_channels` `None`: inferred).
+    pub fn conv1d(
+        self,
+        name: &str,
+        in_channels: Option<usize>,
+        out_channels: usize,
+        kernel_size: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Self {
+        let mut c = ConvSpec::new_1d(in_channels, out_channels, kernel_size);
+        c.stride = (1, stride);
+        c.padding = (0, padding);
+        self.layer(name, LayerSpec::Conv1d(c))
     }
 
     /// Appends `BatchNorm2d(num_features)` under `name` (`None`: inferred).

@@ -107,6 +107,21 @@ layers = [
 "#;
         return strata_nn::model_file::parse_model(text, "conv_group_norm.toml", "ConvGroupNorm").unwrap();
     }
+    if file == "conv1d" {
+        // Conv1d (the 2-d convolution at height 1, through views) with its padding modes.
+        let text = r#"name = "Conv1dNet"
+input = [3, 20]
+layers = [
+  { name = "c1", type = "Conv1d", in_channels = 3, out_channels = 8, kernel_size = 5, stride = 2, padding = 2 },
+  { type = "ReLU" },
+  { name = "c2", type = "Conv1d", in_channels = 8, out_channels = 8, kernel_size = 4, padding = "same", padding_mode = "reflect", groups = 2 },
+  { name = "c3", type = "Conv1d", in_channels = 8, out_channels = 4, kernel_size = 3, padding = 1, padding_mode = "circular" },
+  { type = "Flatten" },
+  { name = "fc", type = "Linear", in_features = 40, out_features = 10 },
+]
+"#;
+        return strata_nn::model_file::parse_model(text, "conv1d.toml", "Conv1dNet").unwrap();
+    }
     let path = format!("{}/../../examples/{file}", env!("CARGO_MANIFEST_DIR"));
     strata_nn::model_file::load_model(std::path::Path::new(&path)).unwrap()
 }
@@ -161,6 +176,11 @@ fn dropout_on_the_gpu_draws_the_cpus_masks() {
 #[test]
 fn embedding_lstm_on_the_gpu() {
     same_losses("embedding_lstm.toml", 50, 4);
+}
+
+#[test]
+fn conv1d_on_the_gpu() {
+    same_losses("conv1d", 40, 4);
 }
 
 #[test]

@@ -247,6 +247,33 @@ fn reflect_and_replicate_padding_match_tract() {
     check_against_tract(&spec, 8);
 }
 
+/// The 1-d CNN of `conv1d_model`: ONNX's 1-d Conv, 1-d Pads (reflect, replicate) and the
+/// circular padding's Slice + Concat on the sequence axis.
+#[test]
+fn conv1d_matches_tract() {
+    check_against_tract(&conv1d_model(), 9);
+}
+
+/// A 1-d CNN with every kind of padding: strided, "same" with an even kernel and reflect,
+/// grouped replicate, circular, dilated without bias.
+pub fn conv1d_model() -> ModelSpec {
+    let conv = |i: usize, o: usize, k: usize, f: &dyn Fn(&mut ConvSpec)| {
+        let mut c = ConvSpec::new_1d(Some(i), o, k);
+        f(&mut c);
+        LayerSpec::Conv1d(c)
+    };
+    ModelSpec::new("cnn1d")
+        .input(&[3, 30])
+        .layer("c1", conv(3, 8, 5, &|c| (c.stride, c.padding) = ((1, 2), (0, 2))))
+        .relu()
+        .layer("c2", conv(8, 8, 4, &|c| (c.padding_same, c.padding_mode) = (true, PaddingMode::Reflect)))
+        .layer("c3", conv(8, 4, 3, &|c| (c.padding, c.padding_mode, c.groups) = ((0, 1), PaddingMode::Replicate, 4)))
+        .layer("c4", conv(4, 4, 3, &|c| (c.padding, c.padding_mode) = ((0, 2), PaddingMode::Circular)))
+        .layer("c5", conv(4, 2, 3, &|c| (c.dilation, c.bias) = ((1, 2), false)))
+        .flatten()
+        .linear("fc", 26, 3)
+}
+
 /// The pool node of a one-layer export and its attribute `name`'s value(s).
 fn attribute(spec: &ModelSpec, name: &str) -> (String, Vec<i64>) {
     let bytes = export_and_run(spec, 6).swap_remove(0).1;

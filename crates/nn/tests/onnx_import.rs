@@ -220,6 +220,28 @@ fn swish_and_only_true_silu_pairs_are_read_as_silu() {
     assert!(nodes.iter().any(|n| n.op_type == "Mul"), "{err}");
 }
 
+/// A 1-d CNN from torch: its 1-d `Conv` nodes read as Conv1d layers with their options and
+/// PyTorch's weight keys, matching PyTorch's outputs.
+#[test]
+fn torch_conv1d_imports_as_conv1d_layers_and_matches() {
+    let imported = check_fixture("conv1d");
+    let convs: Vec<String> = imported
+        .spec
+        .layers
+        .iter()
+        .filter(|l| matches!(l.spec, LayerSpec::Conv1d(_)))
+        .map(|l| format!("{}: {}", l.name, l.spec))
+        .collect();
+    assert_eq!(
+        convs,
+        [
+            "conv1: Conv1d 3 → 8, kernel 5, stride 2, padding 2",
+            "conv2: Conv1d 8 → 8, kernel 3, padding 2, dilation 2, groups 2"
+        ]
+    );
+    assert_eq!(imported.weights.get("conv2.weight").unwrap().dims(), &[8, 4, 3]);
+}
+
 /// The spec's model with random weights (BatchNorm statistics and scales drawn too, so a
 /// mix-up shows) and its state_dict.
 fn random_model(spec: &ModelSpec, seed: u64) -> (strata_nn::Sequential, StateDict) {
@@ -316,6 +338,21 @@ fn strata_exports_of_more_layer_options_import_back_unchanged() {
         .concat_branches("cat", vec![ModelSpec::new("a").linear("p", 5, 2), ModelSpec::new("b")], 1)
         .layer("", LayerSpec::LogSoftmax { dim: 1 });
     round_trip(&spec, 5);
+    // Conv1d: ONNX's 1-d Conv, strided, dilated and grouped, and "same" with an even kernel
+    // (uneven pads), then a BatchNorm1d on [N, C, L].
+    let mut c1 = strata_nn::spec::ConvSpec::new_1d(Some(3), 6, 4);
+    (c1.stride, c1.padding, c1.dilation, c1.groups) = ((1, 2), (0, 1), (1, 2), 3);
+    let mut c2 = strata_nn::spec::ConvSpec::new_1d(Some(6), 4, 4);
+    (c2.padding_same, c2.bias) = (true, false);
+    let conv1d = ModelSpec::new("x")
+        .input(&[3, 25])
+        .layer("c1", LayerSpec::Conv1d(c1))
+        .relu()
+        .layer("c2", LayerSpec::Conv1d(c2))
+        .layer("bn", LayerSpec::BatchNorm1d(strata_nn::spec::BatchNormSpec::new(Some(4))))
+        .flatten()
+        .linear("fc", 44, 3);
+    round_trip(&conv1d, 7);
     let f64_spec = ModelSpec::new("x").input(&[3]).dtype(strata_core::DType::F64).linear("fc", 3, 2);
     round_trip(&f64_spec, 6);
 }

@@ -253,6 +253,14 @@ impl fmt::Display for ShapeError {
                 let l = self.layer.as_ref().map(name).unwrap_or_default();
                 write!(f, "\n  {}, {l} expects {expected}", channel_phrase(producer, *got))?;
             }
+            // A 1-d window (a Conv1d's, seen at height 1) in 1-d terms.
+            ShapeErrorKind::WindowTooLarge { window: (1, span), input: (1, len), padding: (0, p) } => {
+                write!(f, "\n  its window spans {span} but the input's length is {len}")?;
+                if *p != 0 {
+                    write!(f, " ({} with padding)", len + 2 * p)?;
+                }
+                write!(f, "; the output would be empty")?;
+            }
             ShapeErrorKind::WindowTooLarge { window, input, padding } => {
                 write!(f, "\n  its window spans {}×{} but the input is {}×{}", window.0, window.1, input.0, input.1)?;
                 if *padding != (0, 0) {

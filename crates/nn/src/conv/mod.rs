@@ -3,12 +3,16 @@
 //! config, and [`IntoPair`], the int-or-tuple size argument shared with the pooling layers.
 //!
 //! The parts: this file (the module, its config and padding), `layer.rs` (the kind in model
-//! specs: model-file keys, shape rule, parameters, description, build), `tests.rs`.
+//! specs: model-file keys, shape rule, parameters, description, build), `conv1d.rs` (`Conv1d`,
+//! the same convolution at height 1, and its kind), `tests.rs`.
 
+mod conv1d;
 mod layer;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use conv1d::Conv1dLayer;
+pub use conv1d::{CONV1D_KIND, Conv1d, Conv1dConfig};
 pub use layer::CONV2D_KIND;
 
 use crate::module::Module;
@@ -343,25 +347,30 @@ impl Conv2d {
     }
 }
 
+/// The convolution of `x` (`[N, C, H, W]` or unbatched) with `weight` (4-D) under `c`: Zero
+/// padding that is the same on both sides stays inside the convolution (its fast paths skip
+/// the zeros); anything else is padded first, exactly as `F.pad` then `F.conv2d(padding=0)` in
+/// PyTorch's module.
+fn conv_forward(c: &Conv2dConfig, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let pads @ [left, right, top, bottom] = c.pads();
+    let mut opts = ConvOptions {
+        stride: c.stride,
+        padding: (top, left),
+        dilation: c.dilation,
+        groups: c.groups,
+        algorithm: c.algorithm,
+    };
+    if c.padding_mode == PaddingMode::Zeros && left == right && top == bottom {
+        return Ok(conv2d_with(x, weight, bias, &opts)?);
+    }
+    opts.padding = (0, 0);
+    let padded = pad2d(x, pads, c.padding_mode)?;
+    Ok(conv2d_with(&padded, weight, bias, &opts)?)
+}
+
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let c = &self.config;
-        let pads @ [left, right, top, bottom] = c.pads();
-        let mut opts = ConvOptions {
-            stride: c.stride,
-            padding: (top, left),
-            dilation: c.dilation,
-            groups: c.groups,
-            algorithm: c.algorithm,
-        };
-        // Symmetric zeros stay inside the convolution (its fast paths skip the zeros); anything
-        // else is padded first, exactly as F.pad then F.conv2d(padding=0) in PyTorch's module.
-        if c.padding_mode == PaddingMode::Zeros && left == right && top == bottom {
-            return Ok(conv2d_with(x, &self.weight, self.bias.as_ref(), &opts)?);
-        }
-        opts.padding = (0, 0);
-        let padded = pad2d(x, pads, c.padding_mode)?;
-        Ok(conv2d_with(&padded, &self.weight, self.bias.as_ref(), &opts)?)
+        conv_forward(&self.config, x, &self.weight, self.bias.as_ref())
     }
     fn own_parameters(&self) -> Vec<(String, Tensor)> {
         let mut p = vec![("weight".to_string(), self.weight.clone())];

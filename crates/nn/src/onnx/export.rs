@@ -482,7 +482,8 @@ impl Graph<'_> {
                     Value { name: self.node("Reshape", path, vec![x.name, shape], vec![]), rank: dims.len(), elem }
                 }
             }
-            LayerSpec::Conv2d(c) => same(self.conv(path, spec, c, x.name)?),
+            LayerSpec::Conv2d(c) => same(self.conv(path, spec, c, x.name, false)?),
+            LayerSpec::Conv1d(c) => same(self.conv(path, spec, c, x.name, true)?),
             LayerSpec::MaxPool2d(o) => unary(
                 self,
                 "MaxPool",
@@ -582,8 +583,9 @@ impl Graph<'_> {
         self.node("Mul", path, vec![xp, half], vec![])
     }
 
-    /// `Conv` with PyTorch's padding (`"same"`: the odd element on the right and bottom).
-    fn conv(&mut self, path: &str, spec: &LayerSpec, c: &ConvSpec, x: String) -> Result<String> {
+    /// `Conv` with PyTorch's padding (`"same"`: the odd element on the right and bottom); a
+    /// `Conv1d` (`one_d`, a height-1 [`ConvSpec`]) as ONNX's 1-d Conv on `[N, C, L]`.
+    fn conv(&mut self, path: &str, spec: &LayerSpec, c: &ConvSpec, x: String, one_d: bool) -> Result<String> {
         let mode = match c.padding_mode {
             PaddingMode::Zeros => None,
             PaddingMode::Reflect => Some("reflect"),
@@ -602,12 +604,17 @@ impl Graph<'_> {
         // ends), then an unpadded Conv.
         let (x, (top, left, bottom, right)) = match mode {
             None => (x, (top, left, bottom, right)),
+            Some("wrap") if one_d => (self.wrap_pad(&format!("{path}/Pad"), x, 2, left, right), (0, 0, 0, 0)),
             Some("wrap") => {
                 let x = self.wrap_pad(&format!("{path}/Pad"), x, 2, top, bottom);
                 (self.wrap_pad(&format!("{path}/Pad"), x, 3, left, right), (0, 0, 0, 0))
             }
             Some(mode) => {
-                let pads = [0, 0, top, left, 0, 0, bottom, right].map(|p| p as i64);
+                let pads: Vec<i64> = if one_d {
+                    [0, 0, left, 0, 0, right].map(|p| p as i64).to_vec()
+                } else {
+                    [0, 0, top, left, 0, 0, bottom, right].map(|p| p as i64).to_vec()
+                };
                 let pads = self.int64_constant(&format!("{path}/pads"), &pads);
                 let attr = AttributeProto {
                     name: "mode".into(),
@@ -623,13 +630,23 @@ impl Graph<'_> {
         if c.bias {
             inputs.push(self.weight(path, spec, &format!("{path}.bias"))?);
         }
-        let attrs = vec![
-            ints("kernel_shape", &[c.kernel_size.0, c.kernel_size.1]),
-            ints("strides", &[c.stride.0, c.stride.1]),
-            ints("pads", &[top, left, bottom, right]),
-            ints("dilations", &[c.dilation.0, c.dilation.1]),
-            int("group", c.groups as i64),
-        ];
+        let attrs = if one_d {
+            vec![
+                ints("kernel_shape", &[c.kernel_size.1]),
+                ints("strides", &[c.stride.1]),
+                ints("pads", &[left, right]),
+                ints("dilations", &[c.dilation.1]),
+                int("group", c.groups as i64),
+            ]
+        } else {
+            vec![
+                ints("kernel_shape", &[c.kernel_size.0, c.kernel_size.1]),
+                ints("strides", &[c.stride.0, c.stride.1]),
+                ints("pads", &[top, left, bottom, right]),
+                ints("dilations", &[c.dilation.0, c.dilation.1]),
+                int("group", c.groups as i64),
+            ]
+        };
         Ok(self.node("Conv", path, inputs, attrs))
     }
 

@@ -879,7 +879,7 @@ impl Eval {
         self.pseudo(Op::Reshape, node, name, vec![x], out)
     }
 
-    /// `Conv` (2-d) as `Conv2d`.
+    /// `Conv` as `Conv2d`, or on `[N, C, L]` as `Conv1d` (read as the 2-d one at height 1).
     fn conv(
         &mut self,
         node: &NodeProto,
@@ -892,30 +892,40 @@ impl Eval {
         let Some(Some(Val::Const(w))) = ins.get(1) else {
             return Err("its weight must be a constant".into());
         };
-        if shape.len() != 4 || w.dims.len() != 4 {
+        let one_d = shape.len() == 3 && w.dims.len() == 3;
+        if !one_d && (shape.len() != 4 || w.dims.len() != 4) {
             return Err(format!(
-                "input {} and weight {:?}: strata reads 2-d convolutions (Conv2d)",
+                "input {} and weight {:?}: strata reads 1-d and 2-d convolutions (Conv1d, Conv2d)",
                 show(shape),
                 w.dims
             ));
         }
+        // A 1-d Conv's lists, seen at height 1: kernel [1, k], strides [1, s], pads [0, b, 0, e].
+        let lift = |v: Option<Vec<i64>>, first: i64| -> Option<Vec<i64>> {
+            match v {
+                Some(v) if one_d && v.len() == 1 => Some(vec![first, v[0]]),
+                Some(v) if one_d && v.len() == 2 && first == 0 => Some(vec![0, v[0], 0, v[1]]),
+                other => other,
+            }
+        };
         let groups = a.int("group", 1).max(1) as usize;
-        let kernel_size = (w.dims[2], w.dims[3]);
+        let kernel_size = if one_d { (1, w.dims[2]) } else { (w.dims[2], w.dims[3]) };
         let mut c = ConvSpec::new(Some(fixed(shape, 1)?), w.dims[0], kernel_size);
-        c.stride = pair(a.ints("strides"), (1, 1), "strides")?;
-        c.dilation = pair(a.ints("dilations"), (1, 1), "dilations")?;
+        c.stride = pair(lift(a.ints("strides"), 1), (1, 1), "strides")?;
+        c.dilation = pair(lift(a.ints("dilations"), 1), (1, 1), "dilations")?;
         c.groups = groups;
         let span = (c.dilation.0 * (kernel_size.0 - 1), c.dilation.1 * (kernel_size.1 - 1));
         let same = [span.0 / 2, span.1 / 2, span.0 - span.0 / 2, span.1 - span.1 / 2].map(|p| p as i64);
         match a.string("auto_pad").as_deref() {
             None | Some("NOTSET") => {
-                let pads = a.ints("pads").unwrap_or_default();
+                let pads = lift(a.ints("pads"), 0).unwrap_or_default();
                 match symmetric_pads(&pads) {
                     Some(p) => c.padding = p,
                     None if pads == same && c.stride == (1, 1) => c.padding_same = true,
                     None => {
                         return Err(format!(
-                            "pads {pads:?}: PyTorch's Conv2d pads both sides equally (or as padding = \"same\")"
+                            "pads {:?}: PyTorch's convolutions pad both sides equally (or as padding = \"same\")",
+                            a.ints("pads").unwrap_or_default()
                         ));
                     }
                 }
@@ -926,6 +936,7 @@ impl Eval {
                 return Err(format!("auto_pad = {other} is not read (NOTSET, VALID, SAME_UPPER with stride 1 are)"));
             }
         }
+        // A Conv1d's weight is [O, C/g, k], as ONNX's.
         let mut params = vec![("weight", w.clone())];
         match ins.get(2) {
             None | Some(None) => c.bias = false,
@@ -934,7 +945,8 @@ impl Eval {
             }
             Some(_) => return Err("its bias must be a constant with one value per output channel".into()),
         }
-        self.layer(LayerSpec::Conv2d(c), params, node, name, x)
+        let spec = if one_d { LayerSpec::Conv1d(c) } else { LayerSpec::Conv2d(c) };
+        self.layer(spec, params, node, name, x)
     }
 
     /// `LSTM`, `GRU`, `RNN` as the PyTorch layer with its gate order (its output `Y` in ONNX's
