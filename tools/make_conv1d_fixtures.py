@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Writes crates/nn/tests/fixtures/conv1d_parity.safetensors for crates/nn/tests/conv1d_parity.rs:
-nn.Conv1d forward and backward with real PyTorch, in f32 and f64.
+nn.Conv1d and the 1-d pools (nn.MaxPool1d, nn.AvgPool1d, nn.AdaptiveAvgPool1d), forward and
+backward with real PyTorch, in f32 and f64.
 
     python3 tools/make_conv1d_fixtures.py
 
@@ -10,8 +11,8 @@ For each case NAME (below), with torch.manual_seed(seed) first:
     x = torch.randn(*shape, dtype=dtype, requires_grad=True)
     y = conv(x); gy = torch.randn_like(y); y.backward(gy)
 
-and it stores NAME.x, NAME.y, NAME.gy, NAME.grad.x, NAME.weight, NAME.bias (when there is one),
-NAME.grad.weight, NAME.grad.bias.
+and it stores NAME.x, NAME.y, NAME.gy, NAME.grad.x, and for a convolution NAME.weight,
+NAME.bias (when there is one), NAME.grad.weight, NAME.grad.bias.
 """
 
 import os
@@ -32,6 +33,12 @@ CASES = [
     ("depthwise", 6, lambda: nn.Conv1d(4, 8, 3, groups=4, padding=1), (2, 4, 10), torch.float32),
     ("unbatched", 7, lambda: nn.Conv1d(3, 5, 2, stride=3), (3, 14), torch.float32),
     ("f64", 8, lambda: nn.Conv1d(3, 4, 3, padding=1, dilation=2), (2, 3, 12), torch.float64),
+    ("max_pool", 9, lambda: nn.MaxPool1d(3, stride=2, padding=1), (2, 3, 11), torch.float32),
+    ("max_pool_dilated_ceil", 10, lambda: nn.MaxPool1d(2, stride=2, dilation=2, ceil_mode=True), (2, 2, 10), torch.float32),
+    ("avg_pool", 11, lambda: nn.AvgPool1d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False), (2, 3, 10), torch.float32),
+    ("avg_pool_plain", 12, lambda: nn.AvgPool1d(4), (2, 3, 13), torch.float32),
+    ("adaptive_avg_pool", 13, lambda: nn.AdaptiveAvgPool1d(4), (2, 3, 11), torch.float32),
+    ("global_avg_pool", 14, lambda: nn.AdaptiveAvgPool1d(1), (3, 9), torch.float64),
 ]
 
 
@@ -48,6 +55,9 @@ def main():
         out[f"{name}.y"] = y.detach().clone()
         out[f"{name}.gy"] = gy
         out[f"{name}.grad.x"] = x.grad.clone()
+        if not isinstance(conv, nn.Conv1d):
+            print(f"{name}: x {list(shape)} -> y {list(y.shape)}")
+            continue
         out[f"{name}.weight"] = conv.weight.detach().clone()
         out[f"{name}.grad.weight"] = conv.weight.grad.clone()
         if conv.bias is not None:

@@ -31,8 +31,9 @@ are drawn at random so that a mix-up of mean, variance, scale and shift shows):
   gelu       Linear(20, 16), GELU(), Linear(16, 12), GELU('tanh'), Linear(12, 10); at opset 20
              too (gelu_opset20, a Gelu op)
   silu       Linear(20, 16), nn.SiLU(), Linear(16, 12), F.silu, Linear(12, 10)
-  conv1d     on [N, 3, 30]: Conv1d(3, 8, 5, stride=2, padding=2), ReLU,
-             Conv1d(8, 8, 3, padding=2, dilation=2, groups=2), ReLU, flatten, Linear(120, 10)
+  conv1d     on [N, 3, 30]: Conv1d(3, 8, 5, stride=2, padding=2), ReLU, MaxPool1d(3, 2, 1),
+             Conv1d(8, 8, 3, padding=2, dilation=2, groups=2), ReLU, AvgPool1d(2), flatten,
+             Linear(32, 10)
 """
 
 import os
@@ -152,17 +153,19 @@ class SiluNet(nn.Module):
 
 
 class Conv1dNet(nn.Module):
-    """A 1-d CNN on [N, 3, 30]: strided and padded, grouped and dilated, then flattened."""
+    """A 1-d CNN on [N, 3, 30]: strided and padded, grouped and dilated, 1-d pools, flattened."""
 
     def __init__(self):
         super().__init__()
         self.conv1 = nn.Conv1d(3, 8, 5, stride=2, padding=2)
+        self.pool1 = nn.MaxPool1d(3, stride=2, padding=1)
         self.conv2 = nn.Conv1d(8, 8, 3, padding=2, dilation=2, groups=2)
-        self.fc = nn.Linear(8 * 15, 10)
+        self.pool2 = nn.AvgPool1d(2)
+        self.fc = nn.Linear(8 * 4, 10)
 
     def forward(self, x):
-        x = F.relu(self.conv1(x))
-        x = F.relu(self.conv2(x))
+        x = self.pool1(F.relu(self.conv1(x)))
+        x = self.pool2(F.relu(self.conv2(x)))
         return self.fc(torch.flatten(x, 1))
 
 

@@ -5,7 +5,7 @@
 //! `divisor_override`) are reported by `forward` as errors, and by the shape check.
 
 use crate::Result;
-use crate::check::context::{CheckContext, Window, window};
+use crate::check::context::{CheckContext, Window, window, window_fixes_1d};
 use crate::check::error::ShapeErrorKind;
 use crate::check::fix::{Edit, Fix};
 use crate::check::shape::{Dim, SymShape, fixed, pair_arg};
@@ -296,20 +296,41 @@ fn pool_shape(cx: &mut CheckContext<'_>, kind: &str, x: &SymShape, win: Window, 
         cx.fail(ShapeErrorKind::TooFewDims { needs: "[N, C, H, W]: a batch of images".into() }, vec![]);
         return x.clone();
     }
+    pool_shape_as(cx, kind, x, x, win, ceil_mode, false)
+}
+
+/// [`pool_shape`] on `x` (rank ≥ 3), its messages about `shown`, in 1-d terms when `one_d` (a
+/// `MaxPool1d` / `AvgPool1d`: `x` is its `[N, C, L]` seen at height 1).
+pub(crate) fn pool_shape_as(
+    cx: &mut CheckContext<'_>,
+    kind: &str,
+    x: &SymShape,
+    shown: &SymShape,
+    win: Window,
+    ceil_mode: bool,
+    one_d: bool,
+) -> SymShape {
     let (k, p, path) = (win.kernel, win.padding, cx.path);
     let r = x.rank();
     let (h, w) = (fixed(x, r - 2), fixed(x, r - 1));
     if p.0 > k.0 / 2 || p.1 > k.1 / 2 {
         let fixed_p = (p.0.min(k.0 / 2), p.1.min(k.1 / 2));
-        let reason =
-            format!("padding {} is more than half the {}×{} window (PyTorch refuses it)", pair_arg(p), k.0, k.1);
+        let (pad, window, fixed_pad) = if one_d {
+            (p.1.to_string(), format!("{}-wide", k.1), fixed_p.1.to_string())
+        } else {
+            (pair_arg(p), format!("{}×{}", k.0, k.1), pair_arg(fixed_p))
+        };
+        let reason = format!("padding {pad} is more than half the {window} window (PyTorch refuses it)");
         let fix = Fix {
-            text: format!("make {path} {kind} with padding {}", pair_arg(fixed_p)),
+            text: format!("make {path} {kind} with padding {fixed_pad}"),
             edits: vec![Edit::SetWindow { path: path.into(), kernel_size: k, padding: fixed_p }],
         };
         cx.fail(ShapeErrorKind::BadLayer { reason }, vec![fix]);
     }
-    let (mut oh, mut ow, werr) = window(path, kind, x, (h, w), win, true);
+    let (mut oh, mut ow, mut werr) = window(path, kind, shown, (h, w), win, true);
+    if one_d {
+        window_fixes_1d(path, kind, shown, p, &mut werr);
+    }
     let (s, d) = (win.stride, win.dilation);
     let ceil = |n: usize, k: usize, s: usize, p: usize, d: usize| pool_output_size(n, k, s, p, d, true);
     match (ceil(h, k.0, s.0, p.0, d.0), ceil(w, k.1, s.1, p.1, d.1)) {

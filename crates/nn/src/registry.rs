@@ -23,6 +23,9 @@ pub static KINDS: &[&LayerKind] = &[
     &pool::MAX_POOL2D_KIND,
     &pool::AVG_POOL2D_KIND,
     &pool::ADAPTIVE_AVG_POOL2D_KIND,
+    &crate::pool1d::MAX_POOL1D_KIND,
+    &crate::pool1d::AVG_POOL1D_KIND,
+    &crate::pool1d::ADAPTIVE_AVG_POOL1D_KIND,
     &batch_norm::BATCH_NORM1D_KIND,
     &batch_norm::BATCH_NORM2D_KIND,
     &crate::group_norm::GROUP_NORM_KIND,
@@ -111,6 +114,11 @@ impl LayerSpec {
             LayerSpec::Conv1d(c) => Box::new(conv::Conv1dLayer(c.clone())),
             LayerSpec::MaxPool2d(options) => Box::new(*options),
             LayerSpec::AvgPool2d(options) => Box::new(*options),
+            LayerSpec::MaxPool1d(o) => Box::new(crate::pool1d::Pool1dLayer::Max(*o)),
+            LayerSpec::AvgPool1d(o) => Box::new(crate::pool1d::Pool1dLayer::Avg(*o)),
+            LayerSpec::AdaptiveAvgPool1d { output_size } => {
+                Box::new(crate::pool1d::Pool1dLayer::Adaptive(*output_size))
+            }
             LayerSpec::AdaptiveAvgPool2d { output_size } => {
                 Box::new(pool::AdaptiveAvgPool2dSpec { output_size: *output_size })
             }

@@ -72,6 +72,17 @@ pub enum LayerSpec {
     MaxPool2d(strata_core::MaxPool2dOptions),
     /// `AvgPool2d(kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)`.
     AvgPool2d(strata_core::AvgPool2dOptions),
+    /// `MaxPool1d(kernel_size, stride, padding, dilation, ceil_mode)` on `[N, C, L]`: the 2-d
+    /// options at height 1 (kernel `(1, k)`, stride `(1, s)`, padding `(0, p)`, dilation `(1, d)`).
+    MaxPool1d(strata_core::MaxPool2dOptions),
+    /// `AvgPool1d(kernel_size, stride, padding, ceil_mode, count_include_pad)` on `[N, C, L]`:
+    /// the 2-d options at height 1 (no `divisor_override`, as PyTorch's AvgPool1d).
+    AvgPool1d(strata_core::AvgPool2dOptions),
+    /// `AdaptiveAvgPool1d(output_size)` on `[N, C, L]`.
+    AdaptiveAvgPool1d {
+        /// The output length.
+        output_size: usize,
+    },
     /// `AdaptiveAvgPool2d(output_size)`.
     AdaptiveAvgPool2d {
         /// `(OH, OW)`.
@@ -437,7 +448,8 @@ pub struct NamedLayer {
 
 /// `a` or `an` before a layer type's name as it is read aloud: an LSTM, an ELU, a ReLU.
 pub fn article(type_name: &str) -> &'static str {
-    const AN: [&str; 6] = ["LSTM", "RNN", "ELU", "Embedding", "AdaptiveAvgPool2d", "Add"];
+    const AN: [&str; 9] =
+        ["LSTM", "RNN", "ELU", "Embedding", "AdaptiveAvgPool2d", "AdaptiveAvgPool1d", "AvgPool2d", "AvgPool1d", "Add"];
     if AN.contains(&type_name) { "an" } else { "a" }
 }
 

@@ -108,16 +108,19 @@ layers = [
         return strata_nn::model_file::parse_model(text, "conv_group_norm.toml", "ConvGroupNorm").unwrap();
     }
     if file == "conv1d" {
-        // Conv1d (the 2-d convolution at height 1, through views) with its padding modes.
+        // Conv1d and the 1-d pools (the 2-d ops at height 1, through views), padding modes.
         let text = r#"name = "Conv1dNet"
 input = [3, 20]
 layers = [
   { name = "c1", type = "Conv1d", in_channels = 3, out_channels = 8, kernel_size = 5, stride = 2, padding = 2 },
   { type = "ReLU" },
+  { name = "mp", type = "MaxPool1d", kernel_size = 2 },
   { name = "c2", type = "Conv1d", in_channels = 8, out_channels = 8, kernel_size = 4, padding = "same", padding_mode = "reflect", groups = 2 },
+  { name = "ap", type = "AvgPool1d", kernel_size = 3, stride = 1, padding = 1 },
   { name = "c3", type = "Conv1d", in_channels = 8, out_channels = 4, kernel_size = 3, padding = 1, padding_mode = "circular" },
+  { name = "gap", type = "AdaptiveAvgPool1d", output_size = 2 },
   { type = "Flatten" },
-  { name = "fc", type = "Linear", in_features = 40, out_features = 10 },
+  { name = "fc", type = "Linear", in_features = 8, out_features = 10 },
 ]
 "#;
         return strata_nn::model_file::parse_model(text, "conv1d.toml", "Conv1dNet").unwrap();

@@ -248,14 +248,14 @@ fn reflect_and_replicate_padding_match_tract() {
 }
 
 /// The 1-d CNN of `conv1d_model`: ONNX's 1-d Conv, 1-d Pads (reflect, replicate) and the
-/// circular padding's Slice + Concat on the sequence axis.
+/// circular padding's Slice + Concat on the sequence axis, the 1-d pools.
 #[test]
 fn conv1d_matches_tract() {
     check_against_tract(&conv1d_model(), 9);
 }
 
 /// A 1-d CNN with every kind of padding: strided, "same" with an even kernel and reflect,
-/// grouped replicate, circular, dilated without bias.
+/// grouped replicate, circular, dilated without bias; then the three 1-d pools.
 pub fn conv1d_model() -> ModelSpec {
     let conv = |i: usize, o: usize, k: usize, f: &dyn Fn(&mut ConvSpec)| {
         let mut c = ConvSpec::new_1d(Some(i), o, k);
@@ -270,8 +270,15 @@ pub fn conv1d_model() -> ModelSpec {
         .layer("c3", conv(8, 4, 3, &|c| (c.padding, c.padding_mode, c.groups) = ((0, 1), PaddingMode::Replicate, 4)))
         .layer("c4", conv(4, 4, 3, &|c| (c.padding, c.padding_mode) = ((0, 2), PaddingMode::Circular)))
         .layer("c5", conv(4, 2, 3, &|c| (c.dilation, c.bias) = ((1, 2), false)))
+        .layer(
+            "ap",
+            LayerSpec::AvgPool1d(strata_nn::AvgPool1d::new(3).stride(1).padding(1).count_include_pad(false).options),
+        )
+        .layer("mp", LayerSpec::MaxPool1d(strata_nn::MaxPool1d::new(2).ceil_mode(true).options))
+        // 7 → 3: windows of PyTorch's adaptive rule (Slice + ReduceMean).
+        .layer("gap", LayerSpec::AdaptiveAvgPool1d { output_size: 3 })
         .flatten()
-        .linear("fc", 26, 3)
+        .linear("fc", 6, 3)
 }
 
 /// The pool node of a one-layer export and its attribute `name`'s value(s).

@@ -220,8 +220,9 @@ fn swish_and_only_true_silu_pairs_are_read_as_silu() {
     assert!(nodes.iter().any(|n| n.op_type == "Mul"), "{err}");
 }
 
-/// A 1-d CNN from torch: its 1-d `Conv` nodes read as Conv1d layers with their options and
-/// PyTorch's weight keys, matching PyTorch's outputs.
+/// A 1-d CNN from torch: its 1-d `Conv`, `MaxPool` and `AveragePool` nodes read as Conv1d,
+/// MaxPool1d and AvgPool1d layers with their options and PyTorch's weight keys, matching
+/// PyTorch's outputs.
 #[test]
 fn torch_conv1d_imports_as_conv1d_layers_and_matches() {
     let imported = check_fixture("conv1d");
@@ -229,14 +230,16 @@ fn torch_conv1d_imports_as_conv1d_layers_and_matches() {
         .spec
         .layers
         .iter()
-        .filter(|l| matches!(l.spec, LayerSpec::Conv1d(_)))
+        .filter(|l| matches!(l.spec, LayerSpec::Conv1d(_) | LayerSpec::MaxPool1d(_) | LayerSpec::AvgPool1d(_)))
         .map(|l| format!("{}: {}", l.name, l.spec))
         .collect();
     assert_eq!(
         convs,
         [
             "conv1: Conv1d 3 → 8, kernel 5, stride 2, padding 2",
-            "conv2: Conv1d 8 → 8, kernel 3, padding 2, dilation 2, groups 2"
+            "pool1: MaxPool1d 3, stride 2, padding 1",
+            "conv2: Conv1d 8 → 8, kernel 3, padding 2, dilation 2, groups 2",
+            "pool2: AvgPool1d 2",
         ]
     );
     assert_eq!(imported.weights.get("conv2.weight").unwrap().dims(), &[8, 4, 3]);
@@ -339,7 +342,7 @@ fn strata_exports_of_more_layer_options_import_back_unchanged() {
         .layer("", LayerSpec::LogSoftmax { dim: 1 });
     round_trip(&spec, 5);
     // Conv1d: ONNX's 1-d Conv, strided, dilated and grouped, and "same" with an even kernel
-    // (uneven pads), then a BatchNorm1d on [N, C, L].
+    // (uneven pads), then a BatchNorm1d on [N, C, L] and the 1-d pools.
     let mut c1 = strata_nn::spec::ConvSpec::new_1d(Some(3), 6, 4);
     (c1.stride, c1.padding, c1.dilation, c1.groups) = ((1, 2), (0, 1), (1, 2), 3);
     let mut c2 = strata_nn::spec::ConvSpec::new_1d(Some(6), 4, 4);
@@ -350,8 +353,11 @@ fn strata_exports_of_more_layer_options_import_back_unchanged() {
         .relu()
         .layer("c2", LayerSpec::Conv1d(c2))
         .layer("bn", LayerSpec::BatchNorm1d(strata_nn::spec::BatchNormSpec::new(Some(4))))
+        .layer("mp", LayerSpec::MaxPool1d(strata_nn::MaxPool1d::new(3).stride(2).padding(1).options))
+        .layer("ap", LayerSpec::AvgPool1d(strata_nn::AvgPool1d::new(2).options))
+        .layer("gap", LayerSpec::AdaptiveAvgPool1d { output_size: 1 })
         .flatten()
-        .linear("fc", 44, 3);
+        .linear("fc", 4, 3);
     round_trip(&conv1d, 7);
     let f64_spec = ModelSpec::new("x").input(&[3]).dtype(strata_core::DType::F64).linear("fc", 3, 2);
     round_trip(&f64_spec, 6);

@@ -175,6 +175,27 @@ pub fn window(
     (1, 1, Some((ShapeErrorKind::WindowTooLarge { window: span, input: (h, w), padding: p }, fixes)))
 }
 
+/// [`window`]'s fixes reworded for a 1-d layer (`Conv1d`, `MaxPool1d`, `AvgPool1d`, checked at
+/// height 1): one kernel size and padding, about its input `shown`; `padding` is the layer's.
+pub fn window_fixes_1d(
+    path: &str,
+    kind: &str,
+    shown: &SymShape,
+    padding: (usize, usize),
+    failure: &mut Option<Failure>,
+) {
+    let Some((_, fixes)) = failure else { return };
+    for fix in fixes.iter_mut() {
+        if let [Edit::SetWindow { kernel_size, padding: p, .. }] = fix.edits.as_slice() {
+            let pad = if *p != padding { format!(", padding {}", p.1) } else { String::new() };
+            fix.text = format!(
+                "make {path} {kind} with kernel_size {}{pad} (the largest window that fits {shown})",
+                kernel_size.1
+            );
+        }
+    }
+}
+
 /// "make the recurrent layer `p` produce `expected` features" when `D` divides it.
 pub fn hidden_fix(p: &LayerRef, d: usize, expected: usize) -> Option<Fix> {
     expected.is_multiple_of(d).then(|| Fix {

@@ -284,14 +284,14 @@ impl Module for Conv1d {
 pub static CONV1D_KIND: LayerKind =
     LayerKind { type_name: "Conv1d", keys: CONV_KEYS, layer_of: None, parse: Some(parse_conv1d) };
 
-/// A size key of a Conv1d: an integer of at least `min` (`default` when absent); a list (a
-/// Conv2d's `[h, w]`) is an error saying so.
-fn size(f: &mut LayerFields<'_, '_>, key: &str, default: usize, min: i64) -> usize {
+/// A size key of a 1-d layer (`Conv1d`, the 1-d pools): an integer of at least `min`
+/// (`default` when absent); a list (a 2-d layer's `[h, w]`) is an error saying so.
+pub(crate) fn size_1d(f: &mut LayerFields<'_, '_>, key: &str, default: usize, min: i64) -> usize {
     let Some(v) = f.get(key) else { return default };
     if let DeValue::Array(_) = v.get_ref() {
-        let span = v.span();
-        let help = format!("PyTorch's Conv1d takes one size, such as {key} = 3");
-        f.error(span, format!("`{key}` of a Conv1d is one integer, not a list"), Some(help));
+        let (span, ty) = (v.span(), f.ty);
+        let help = format!("PyTorch's {ty} takes one size, such as {key} = 3");
+        f.error(span, format!("`{key}` of a {ty} is one integer, not a list"), Some(help));
         return default;
     }
     let span = v.span();
@@ -309,7 +309,7 @@ fn parse_conv1d(f: &mut LayerFields<'_, '_>) -> Option<LayerSpec> {
     let in_channels = f.optional_size("in_channels")?;
     let out_channels = f.required("out_channels");
     let kernel_size = match f.get("kernel_size") {
-        Some(_) => Some(size(f, "kernel_size", 1, 1)),
+        Some(_) => Some(size_1d(f, "kernel_size", 1, 1)),
         None if f.meant("kernel_size") => None,
         None => {
             f.missing("kernel_size", "add kernel_size = 3");
@@ -317,8 +317,8 @@ fn parse_conv1d(f: &mut LayerFields<'_, '_>) -> Option<LayerSpec> {
         }
     };
     let mut c = ConvSpec::new_1d(in_channels, out_channels?, kernel_size?);
-    c.stride = (1, size(f, "stride", 1, 1));
-    c.dilation = (1, size(f, "dilation", 1, 1));
+    c.stride = (1, size_1d(f, "stride", 1, 1));
+    c.dilation = (1, size_1d(f, "dilation", 1, 1));
     match f.get("padding").map(|v| (v.get_ref(), v.span())) {
         Some((DeValue::String(s), _)) if s.as_ref() == "same" => c.padding_same = true,
         Some((DeValue::String(s), _)) if s.as_ref() == "valid" => {}
@@ -327,7 +327,7 @@ fn parse_conv1d(f: &mut LayerFields<'_, '_>) -> Option<LayerSpec> {
                         or \"valid\" (no padding)";
             f.error(span, format!("unknown padding \"{s}\" for Conv1d"), Some(help.into()));
         }
-        _ => c.padding = (0, size(f, "padding", 0, 0)),
+        _ => c.padding = (0, size_1d(f, "padding", 0, 0)),
     }
     c.padding_mode = super::layer::parse_padding_mode(f);
     c.groups = match f.get("groups") {

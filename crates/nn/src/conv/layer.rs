@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::Result;
-use crate::check::context::{CheckContext, Window, window};
+use crate::check::context::{CheckContext, Window, window, window_fixes_1d};
 use crate::check::error::{LayerRef, Producer, ShapeErrorKind};
 use crate::check::fix::{Edit, Fix};
 use crate::check::shape::{Dim, SymShape, fixed, pair_arg, saturating_product};
@@ -262,20 +262,8 @@ impl ConvSpec {
         } else {
             let win = Window { kernel: k, stride: self.stride, padding: self.padding, dilation: self.dilation };
             let (oh, ow, mut werr) = window(path, d.name(), shown, (h, w), win, false);
-            if d == Dims::One
-                && let Some((_, fixes)) = &mut werr
-            {
-                // The fix in a Conv1d's terms: one kernel size and padding.
-                for fix in fixes.iter_mut() {
-                    if let [Edit::SetWindow { kernel_size, padding, .. }] = fix.edits.as_slice() {
-                        let p =
-                            if *padding != self.padding { format!(", padding {}", padding.1) } else { String::new() };
-                        fix.text = format!(
-                            "make {path} Conv1d with kernel_size {}{p} (the largest window that fits {shown})",
-                            kernel_size.1
-                        );
-                    }
-                }
+            if d == Dims::One {
+                window_fixes_1d(path, "Conv1d", shown, self.padding, &mut werr);
             }
             cx.fail_with(werr);
             (oh, ow)

@@ -11,8 +11,8 @@ mod layer;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use conv1d::Conv1dLayer;
 pub use conv1d::{CONV1D_KIND, Conv1d, Conv1dConfig};
+pub(crate) use conv1d::{Conv1dLayer, size_1d};
 pub use layer::CONV2D_KIND;
 
 use crate::module::Module;

@@ -21,7 +21,7 @@
 //! `out_channels`, `kernel_size`, `stride`, `padding` — also `"same"` or `"valid"` —,
 //! `padding_mode` (`"zeros"`, `"reflect"`, `"replicate"`, `"circular"`), `dilation`, `groups`,
 //! `bias`; sizes as an int or an `[h, w]` pair), `Conv1d` (the same keys, sizes as integers),
-//! `MaxPool2d` and `AvgPool2d` (with `ceil_mode`;
+//! `MaxPool1d`, `AvgPool1d`, `AdaptiveAvgPool1d` (sizes as integers), `MaxPool2d` and `AvgPool2d` (with `ceil_mode`;
 //! AvgPool2d with `count_include_pad` and `divisor_override`), `AdaptiveAvgPool2d`,
 //! `BatchNorm1d`, `BatchNorm2d` (`momentum = "None"` for a cumulative average), `LayerNorm`
 //! (`normalized_shape` as an int or a list), `Embedding`, the activations (`GELU` with

@@ -265,27 +265,29 @@ impl Graph<'_> {
         self.node("Concat", &format!("{name}/Concat"), parts, vec![int("axis", axis as i64)])
     }
 
-    /// `AdaptiveAvgPool2d(output_size)` on `x: [N, C, H, W]`, one spatial axis after the other
+    /// `AdaptiveAvgPool2d(output_size)` on `x: [N, C, H, W]` (`out` = `[OH, OW]`), or
+    /// `AdaptiveAvgPool1d` on `[N, C, L]` (`out` = `[OL]`), one spatial axis after the other
     /// (a window's mean is the mean over its rows of the means over its columns): an axis whose
     /// size the output divides is an `AveragePool` with kernel = stride = size / output (as
     /// PyTorch exports it); otherwise each output position is the `ReduceMean` of its window
     /// `[⌊i·S/O⌋, ⌈(i+1)·S/O⌉)` (PyTorch's adaptive windows), the positions concatenated.
-    fn adaptive_avg_pool(&mut self, path: &str, spec: &LayerSpec, out: (usize, usize), x: String) -> Result<String> {
+    fn adaptive_avg_pool(&mut self, path: &str, spec: &LayerSpec, out: &[usize], x: String) -> Result<String> {
         let (input, _) = self.shapes_of(path, spec)?;
         let size = |axis: usize| match input.0.get(axis) {
             Some(Dim::Fixed(n)) => Ok(*n),
             _ => Err(unsupported(path, spec, format!("input {input} has no fixed size in dimension {axis}"))),
         };
-        let (h, w) = (size(2)?, size(3)?);
+        let sizes = (0..out.len()).map(|i| size(2 + i)).collect::<Result<Vec<usize>>>()?;
         let first_node = self.nodes.len();
         let mut x = x;
-        for (axis, s, o) in [(2, h, out.0), (3, w, out.1)] {
+        for (i, (&s, &o)) in sizes.iter().zip(out).enumerate() {
+            let axis = 2 + i;
             if s == o {
                 continue;
             }
             if s.is_multiple_of(o) {
-                let mut k = [1, 1];
-                k[axis - 2] = s / o;
+                let mut k = vec![1; out.len()];
+                k[i] = s / o;
                 let attrs = vec![ints("kernel_shape", &k), ints("strides", &k)];
                 x = self.node("AveragePool", &format!("{path}/AveragePool"), vec![x], attrs);
                 continue;
@@ -516,7 +518,34 @@ impl Graph<'_> {
             }
             LayerSpec::AdaptiveAvgPool2d { output_size: (1, 1) } => unary(self, "GlobalAveragePool", vec![]),
             LayerSpec::AdaptiveAvgPool2d { output_size } => {
-                same(self.adaptive_avg_pool(path, spec, *output_size, x.name)?)
+                same(self.adaptive_avg_pool(path, spec, &[output_size.0, output_size.1], x.name)?)
+            }
+            // The 1-d pools: the same nodes with one spatial axis.
+            LayerSpec::MaxPool1d(o) => unary(
+                self,
+                "MaxPool",
+                vec![
+                    ints("kernel_shape", &[o.kernel_size.1]),
+                    ints("strides", &[o.stride.1]),
+                    ints("pads", &[o.padding.1, o.padding.1]),
+                    ints("dilations", &[o.dilation.1]),
+                    int("ceil_mode", o.ceil_mode as i64),
+                ],
+            ),
+            LayerSpec::AvgPool1d(o) => unary(
+                self,
+                "AveragePool",
+                vec![
+                    ints("kernel_shape", &[o.kernel_size.1]),
+                    ints("strides", &[o.stride.1]),
+                    ints("pads", &[o.padding.1, o.padding.1]),
+                    int("count_include_pad", o.count_include_pad as i64),
+                    int("ceil_mode", o.ceil_mode as i64),
+                ],
+            ),
+            LayerSpec::AdaptiveAvgPool1d { output_size: 1 } => unary(self, "GlobalAveragePool", vec![]),
+            LayerSpec::AdaptiveAvgPool1d { output_size } => {
+                same(self.adaptive_avg_pool(path, spec, &[*output_size], x.name)?)
             }
             LayerSpec::BatchNorm1d(b) | LayerSpec::BatchNorm2d(b) => same(self.batch_norm(path, spec, b, x)?),
             LayerSpec::LayerNorm { normalized_shape, eps, elementwise_affine } => {

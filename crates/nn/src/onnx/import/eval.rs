@@ -361,6 +361,23 @@ fn symmetric_pads(pads: &[i64]) -> Option<(usize, usize)> {
     }
 }
 
+/// A 1-d op's size list (`kernel_shape`, `strides`, `dilations`) seen at height 1: `[k]` →
+/// `[1, k]`.
+fn lift_sizes(v: Option<Vec<i64>>, one_d: bool) -> Option<Vec<i64>> {
+    match v {
+        Some(v) if one_d && v.len() == 1 => Some(vec![1, v[0]]),
+        other => other,
+    }
+}
+
+/// A 1-d op's `pads` seen at height 1: `[begin, end]` → `[0, begin, 0, end]`.
+fn lift_pads(v: Option<Vec<i64>>, one_d: bool) -> Option<Vec<i64>> {
+    match v {
+        Some(v) if one_d && v.len() == 2 => Some(vec![0, v[0], 0, v[1]]),
+        other => other,
+    }
+}
+
 /// A pair from a 2-element list attribute, or `default`.
 fn pair(v: Option<Vec<i64>>, default: (usize, usize), what: &str) -> std::result::Result<(usize, usize), String> {
     match v.as_deref() {
@@ -624,6 +641,7 @@ impl Eval {
                 params.push(("num_batches_tracked", Arr::ints(vec![], &[0])));
                 self.layer(spec, params, node, name, x)
             }
+            // On [N, C, L] the 1-d pools, read as the 2-d ones at height 1.
             "MaxPool" => {
                 if a.string("auto_pad").is_some_and(|p| p != "NOTSET")
                     || a.int("storage_order", 0) != 0
@@ -631,35 +649,44 @@ impl Eval {
                 {
                     return Err("auto_pad, storage_order or the Indices output: strata reads MaxPool as PyTorch's MaxPool2d exports it".into());
                 }
-                let kernel_size = pair(a.ints("kernel_shape"), (0, 0), "kernel_shape")?;
-                let padding = symmetric_pads(&a.ints("pads").unwrap_or_default())
-                    .ok_or("asymmetric pads: PyTorch's MaxPool2d pads both sides equally")?;
+                let one_d = rank == 3;
+                let kernel_size = pair(lift_sizes(a.ints("kernel_shape"), one_d), (0, 0), "kernel_shape")?;
+                let padding = symmetric_pads(&lift_pads(a.ints("pads"), one_d).unwrap_or_default())
+                    .ok_or("asymmetric pads: PyTorch's max pools pad both sides equally")?;
                 let o = MaxPool2dOptions {
                     kernel_size,
-                    stride: pair(a.ints("strides"), (1, 1), "strides")?,
+                    stride: pair(lift_sizes(a.ints("strides"), one_d), (1, 1), "strides")?,
                     padding,
-                    dilation: pair(a.ints("dilations"), (1, 1), "dilations")?,
+                    dilation: pair(lift_sizes(a.ints("dilations"), one_d), (1, 1), "dilations")?,
                     ceil_mode: a.int("ceil_mode", 0) != 0,
                 };
-                self.layer(LayerSpec::MaxPool2d(o), vec![], node, name, x)
+                let spec = if one_d { LayerSpec::MaxPool1d(o) } else { LayerSpec::MaxPool2d(o) };
+                self.layer(spec, vec![], node, name, x)
             }
             "AveragePool" => {
                 if a.string("auto_pad").is_some_and(|p| p != "NOTSET") {
                     return Err("auto_pad: strata reads AveragePool with explicit pads".into());
                 }
-                let kernel_size = pair(a.ints("kernel_shape"), (0, 0), "kernel_shape")?;
-                let padding = symmetric_pads(&a.ints("pads").unwrap_or_default())
-                    .ok_or("asymmetric pads: PyTorch's AvgPool2d pads both sides equally")?;
+                let one_d = rank == 3;
+                let kernel_size = pair(lift_sizes(a.ints("kernel_shape"), one_d), (0, 0), "kernel_shape")?;
+                let padding = symmetric_pads(&lift_pads(a.ints("pads"), one_d).unwrap_or_default())
+                    .ok_or("asymmetric pads: PyTorch's average pools pad both sides equally")?;
                 let mut o = AvgPool2dOptions::new(kernel_size);
-                o.stride = pair(a.ints("strides"), (1, 1), "strides")?;
+                o.stride = pair(lift_sizes(a.ints("strides"), one_d), (1, 1), "strides")?;
                 o.padding = padding;
                 o.ceil_mode = a.int("ceil_mode", 0) != 0;
                 // Without padding the choice changes nothing; keep PyTorch's default then.
                 o.count_include_pad = a.int("count_include_pad", 0) != 0 || padding == (0, 0);
-                self.layer(LayerSpec::AvgPool2d(o), vec![], node, name, x)
+                let spec = if one_d { LayerSpec::AvgPool1d(o) } else { LayerSpec::AvgPool2d(o) };
+                self.layer(spec, vec![], node, name, x)
             }
             "GlobalAveragePool" => {
-                self.layer(LayerSpec::AdaptiveAvgPool2d { output_size: (1, 1) }, vec![], node, name, x)
+                let spec = if rank == 3 {
+                    LayerSpec::AdaptiveAvgPool1d { output_size: 1 }
+                } else {
+                    LayerSpec::AdaptiveAvgPool2d { output_size: (1, 1) }
+                };
+                self.layer(spec, vec![], node, name, x)
             }
             "LayerNormalization" => {
                 if (1..node.output.len()).any(|k| self.output_used(node, k)) {
@@ -900,25 +927,17 @@ impl Eval {
                 w.dims
             ));
         }
-        // A 1-d Conv's lists, seen at height 1: kernel [1, k], strides [1, s], pads [0, b, 0, e].
-        let lift = |v: Option<Vec<i64>>, first: i64| -> Option<Vec<i64>> {
-            match v {
-                Some(v) if one_d && v.len() == 1 => Some(vec![first, v[0]]),
-                Some(v) if one_d && v.len() == 2 && first == 0 => Some(vec![0, v[0], 0, v[1]]),
-                other => other,
-            }
-        };
         let groups = a.int("group", 1).max(1) as usize;
         let kernel_size = if one_d { (1, w.dims[2]) } else { (w.dims[2], w.dims[3]) };
         let mut c = ConvSpec::new(Some(fixed(shape, 1)?), w.dims[0], kernel_size);
-        c.stride = pair(lift(a.ints("strides"), 1), (1, 1), "strides")?;
-        c.dilation = pair(lift(a.ints("dilations"), 1), (1, 1), "dilations")?;
+        c.stride = pair(lift_sizes(a.ints("strides"), one_d), (1, 1), "strides")?;
+        c.dilation = pair(lift_sizes(a.ints("dilations"), one_d), (1, 1), "dilations")?;
         c.groups = groups;
         let span = (c.dilation.0 * (kernel_size.0 - 1), c.dilation.1 * (kernel_size.1 - 1));
         let same = [span.0 / 2, span.1 / 2, span.0 - span.0 / 2, span.1 - span.1 / 2].map(|p| p as i64);
         match a.string("auto_pad").as_deref() {
             None | Some("NOTSET") => {
-                let pads = lift(a.ints("pads"), 0).unwrap_or_default();
+                let pads = lift_pads(a.ints("pads"), one_d).unwrap_or_default();
                 match symmetric_pads(&pads) {
                     Some(p) => c.padding = p,
                     None if pads == same && c.stride == (1, 1) => c.padding_same = true,
