@@ -151,10 +151,14 @@ def module(l):
     if t == "Linear":
         return nn.Linear(l.get("in_features", 1), l["out_features"], bias=l.get("bias", True))
     if t in ("ReLU", "Sigmoid", "Tanh", "Flatten", "LastStep", "Dropout", "Softmax", "LogSoftmax", "GELU",
-             "LeakyReLU", "ELU", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"):
+             "LeakyReLU", "ELU", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "SiLU", "MaxPool1d", "AvgPool1d",
+             "AdaptiveAvgPool1d"):
         return nn.Identity()  # no parameters, no buffers: the keys are all that matters here
     if t == "Conv2d":
         return nn.Conv2d(l.get("in_channels", 1), l["out_channels"], pair(l["kernel_size"]),
+                         groups=l.get("groups", 1), bias=l.get("bias", True))
+    if t == "Conv1d":
+        return nn.Conv1d(l.get("in_channels", 1), l["out_channels"], l["kernel_size"],
                          groups=l.get("groups", 1), bias=l.get("bias", True))
     if t in ("BatchNorm1d", "BatchNorm2d"):
         return getattr(nn, t)(l.get("num_features", 1), affine=l.get("affine", True),

@@ -169,6 +169,7 @@ fn export_and_run(spec: &ModelSpec, seed: u64) -> Vec<(usize, Vec<u8>, Tensor, T
 
 /// The example model files: every one exports.
 const EXAMPLES: &[&str] = &[
+    "conv1d_mnist_model.toml",
     "embedding_lstm.toml",
     "inception_mlp.toml",
     "init_choices.toml",

@@ -295,6 +295,7 @@ fn strata_exports_of_the_example_models_import_back_unchanged() {
     // have nodes strata reads back. Placement is not part of an ONNX graph.
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
     for name in [
+        "conv1d_mnist_model",
         "embedding_lstm",
         "inception_mlp",
         "lstm_mnist_model",

@@ -546,7 +546,7 @@ fn state_dict_keys_are_in_pytorchs_order_for_every_example() {
         assert_eq!(model.state_dict().keys().collect::<Vec<_>>(), keys, "{name}");
         seen += 1;
     }
-    assert_eq!(seen, 10, "every example model file is compared");
+    assert_eq!(seen, 11, "every example model file is compared");
 }
 
 #[test]
