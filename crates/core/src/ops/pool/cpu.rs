@@ -29,8 +29,33 @@ fn max_pool_forward<T: Float>(x: &[T], planes: usize, win: &Window, parallel: bo
     let mut vals = vec![T::ZERO; planes * ohw];
     let mut idx = vec![0usize; planes * ohw];
     let items: Vec<(&mut [T], &mut [usize])> = vals.chunks_mut(ohw).zip(idx.chunks_mut(ohw)).collect();
+    // Without padding or dilation a window's taps are a rectangle cut at the plane's far edges
+    // (ceil mode): read as row slices, in the same order, so the same first maximum.
+    let plain = win.padding == (0, 0) && win.dilation == (1, 1);
     map_tasks(items, parallel, |p, (vals, idx)| {
         let plane = &x[p * hw..(p + 1) * hw];
+        if plain {
+            for oy in 0..win.oh {
+                let y0 = oy * win.stride.0;
+                let (y0, y1) = (y0.min(win.h), (y0 + win.kernel.0).min(win.h));
+                for ox in 0..win.ow {
+                    let x0 = ox * win.stride.1;
+                    let (x0, x1) = (x0.min(win.w), (x0 + win.kernel.1).min(win.w));
+                    let (mut best, mut best_i) = (T::NEG_INFINITY, usize::MAX);
+                    for iy in y0..y1 {
+                        let row = iy * win.w;
+                        for (i, &v) in (row + x0..row + x1).zip(&plane[row + x0..row + x1]) {
+                            if v > best || v.is_nan() || best_i == usize::MAX {
+                                (best, best_i) = (v, i);
+                            }
+                        }
+                    }
+                    vals[oy * win.ow + ox] = best;
+                    idx[oy * win.ow + ox] = best_i;
+                }
+            }
+            return;
+        }
         for oy in 0..win.oh {
             for ox in 0..win.ow {
                 let (mut best, mut best_i) = (T::NEG_INFINITY, usize::MAX);
