@@ -5,7 +5,8 @@ with a symbolic batch dimension, each with a small input batch and PyTorch's out
 
     python3 tools/make_onnx_import_fixtures.py [NAME ...]   # all, or only the NAMEs given
 
-For each NAME in simple_nn, resnet, lstm, gru, gelu, gelu_opset20, silu, conv1d it writes, under
+For each NAME in simple_nn, resnet, lstm, gru, gelu, gelu_opset20, silu, conv1d, mish it writes,
+under
 crates/nn/tests/fixtures/onnx_import/:
   NAME.onnx               the exported graph (weights inside)
   NAME.io.safetensors     `input` (a batch of 3) and `output` (model(input) in eval mode)
@@ -31,6 +32,8 @@ are drawn at random so that a mix-up of mean, variance, scale and shift shows):
   gelu       Linear(20, 16), GELU(), Linear(16, 12), GELU('tanh'), Linear(12, 10); at opset 20
              too (gelu_opset20, a Gelu op)
   silu       Linear(20, 16), nn.SiLU(), Linear(16, 12), F.silu, Linear(12, 10)
+  mish       Linear(20, 16), nn.Mish(), Linear(16, 12), nn.Hardswish(), Linear(12, 10) (torch's
+             exporter spells Mish out at opset 18 too)
   conv1d     on [N, 3, 30]: Conv1d(3, 8, 5, stride=2, padding=2), ReLU, MaxPool1d(3, 2, 1),
              Conv1d(8, 8, 3, padding=2, dilation=2, groups=2), ReLU, AvgPool1d(2), flatten,
              Linear(32, 10)
@@ -152,6 +155,21 @@ class SiluNet(nn.Module):
         return self.fc3(F.silu(self.fc2(self.act1(self.fc1(x)))))
 
 
+class MishNet(nn.Module):
+    """Mish (exported as Mul(x, Tanh(Softplus(x)))) and Hardswish (ONNX's HardSwish)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(20, 16)
+        self.act1 = nn.Mish()
+        self.fc2 = nn.Linear(16, 12)
+        self.act2 = nn.Hardswish()
+        self.fc3 = nn.Linear(12, 10)
+
+    def forward(self, x):
+        return self.fc3(self.act2(self.fc2(self.act1(self.fc1(x)))))
+
+
 class Conv1dNet(nn.Module):
     """A 1-d CNN on [N, 3, 30]: strided and padded, grouped and dilated, 1-d pools, flattened."""
 
@@ -213,6 +231,7 @@ def main():
         ("gelu_opset20", GeluNet, (3, 20), 20),
         ("silu", SiluNet, (3, 20), 17),
         ("conv1d", Conv1dNet, (3, 3, 30), 17),
+        ("mish", MishNet, (3, 20), 17),
     ]:
         if len(sys.argv) > 1 and name not in sys.argv[1:]:
             continue

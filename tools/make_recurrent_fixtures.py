@@ -80,7 +80,9 @@ Activations (group ``act.*``, float32)
     log_softmax_0 nn.LogSoftmax(dim=0)                    x
     softmax3_1    nn.Softmax(dim=1)                       x3
     log_softmax3  nn.LogSoftmax(dim=-1)                   x3
-    silu          nn.SiLU()                               x    (drawn last)
+    silu          nn.SiLU()                               x    (drawn after the others)
+    mish          nn.Mish()                               x
+    hardswish     nn.Hardswish()                          x
 
 Embedding (group ``emb.*``, float32 weight, int64 indices)
 ----------------------------------------------------------
@@ -204,6 +206,8 @@ def activations(out):
         ("log_softmax3", nn.LogSoftmax(dim=-1), x3),
         # After the others, so that their random weights w stay as they were.
         ("silu", nn.SiLU(), x),
+        ("mish", nn.Mish(), x),
+        ("hardswish", nn.Hardswish(), x),
     ]
     for name, f, inp in cases:
         xi = inp.clone().requires_grad_()

@@ -327,6 +327,8 @@ fn activations_and_softmax() {
     check("gelu", dev, &[x.clone()], |t| t[0].gelu());
     check("gelu_tanh", dev, &[x.clone()], |t| t[0].gelu_tanh());
     check("silu", dev, &[x.clone()], |t| t[0].silu());
+    check("mish", dev, &[x.clone()], |t| t[0].mish());
+    check("hardswish", dev, &[x.clone()], |t| t[0].hardswish());
     check("softmax", dev, &[x.clone()], |t| t[0].softmax(-1));
     check("softmax dim 0", dev, &[x.clone()], |t| t[0].softmax(0));
     check("log_softmax", dev, &[x.mul_scalar(100.0).unwrap()], |t| t[0].log_softmax(1));

@@ -1,5 +1,5 @@
 //! Activation layers — the modules, and the layer kinds (config, shape rule, model-file keys)
-//! behind [`Layer`]: `ReLU`, `Sigmoid`, `Tanh`, `GELU` (exact or tanh), `SiLU`, `LeakyReLU`, `ELU` (element-wise, any
+//! behind [`Layer`]: `ReLU`, `Sigmoid`, `Tanh`, `GELU` (exact or tanh), `SiLU`, `Mish`, `Hardswish`, `LeakyReLU`, `ELU` (element-wise, any
 //! shape) and `Softmax`, `LogSoftmax` (normalised along `dim`).
 
 use crate::Result;
@@ -95,6 +95,20 @@ pointwise_layer!(
     SiLU,
     "SiLU",
     |x| x.silu()
+);
+
+pointwise_layer!(
+    /// Mish, `x·tanh(softplus(x)) = x·tanh(ln(1 + eˣ))`, PyTorch's `nn.Mish`.
+    Mish,
+    "Mish",
+    |x| x.mish()
+);
+
+pointwise_layer!(
+    /// Hardswish, `x·clamp(x + 3, 0, 6)/6`, PyTorch's `nn.Hardswish` (MobileNetV3's).
+    Hardswish,
+    "Hardswish",
+    |x| x.hardswish()
 );
 
 /// GELU, PyTorch's `nn.GELU(approximate)`: the exact form `x·Φ(x) = ½·x·(1 + erf(x/√2))`
@@ -311,6 +325,10 @@ pub enum ActivationSpec {
     },
     /// `nn.SiLU()`.
     SiLU,
+    /// `nn.Mish()`.
+    Mish,
+    /// `nn.Hardswish()`.
+    Hardswish,
     /// `nn.LeakyReLU(negative_slope=0.01)`.
     LeakyReLU {
         /// Slope for negative inputs.
@@ -362,6 +380,16 @@ pub static GELU_KIND: LayerKind = LayerKind {
 /// `type = "SiLU"`.
 pub static SILU_KIND: LayerKind =
     LayerKind { type_name: "SiLU", keys: &["name", "type"], layer_of: None, parse: Some(|_| Some(LayerSpec::SiLU)) };
+/// `type = "Mish"`.
+pub static MISH_KIND: LayerKind =
+    LayerKind { type_name: "Mish", keys: &["name", "type"], layer_of: None, parse: Some(|_| Some(LayerSpec::Mish)) };
+/// `type = "Hardswish"`.
+pub static HARDSWISH_KIND: LayerKind = LayerKind {
+    type_name: "Hardswish",
+    keys: &["name", "type"],
+    layer_of: None,
+    parse: Some(|_| Some(LayerSpec::Hardswish)),
+};
 /// `type = "LeakyReLU"`, `negative_slope` (default 0.01).
 pub static LEAKY_RELU_KIND: LayerKind = LayerKind {
     type_name: "LeakyReLU",
@@ -385,6 +413,8 @@ impl Layer for ActivationSpec {
             ActivationSpec::Tanh => "Tanh",
             ActivationSpec::GELU { .. } => "GELU",
             ActivationSpec::SiLU => "SiLU",
+            ActivationSpec::Mish => "Mish",
+            ActivationSpec::Hardswish => "Hardswish",
             ActivationSpec::LeakyReLU { .. } => "LeakyReLU",
             ActivationSpec::ELU { .. } => "ELU",
         }
@@ -410,6 +440,8 @@ impl Layer for ActivationSpec {
             ActivationSpec::Tanh => Box::new(Tanh),
             ActivationSpec::GELU { approximate } => Box::new(GELU { approximate: *approximate }),
             ActivationSpec::SiLU => Box::new(SiLU),
+            ActivationSpec::Mish => Box::new(Mish),
+            ActivationSpec::Hardswish => Box::new(Hardswish),
             ActivationSpec::LeakyReLU { negative_slope } => Box::new(LeakyReLU::with_slope(*negative_slope)),
             ActivationSpec::ELU { alpha } => Box::new(ELU::with_alpha(*alpha)),
         })
@@ -432,6 +464,8 @@ impl Layer for ActivationSpec {
             ActivationSpec::Tanh => LayerSpec::Tanh,
             ActivationSpec::GELU { approximate } => LayerSpec::GELU { approximate: *approximate },
             ActivationSpec::SiLU => LayerSpec::SiLU,
+            ActivationSpec::Mish => LayerSpec::Mish,
+            ActivationSpec::Hardswish => LayerSpec::Hardswish,
             ActivationSpec::LeakyReLU { negative_slope } => LayerSpec::LeakyReLU { negative_slope: *negative_slope },
             ActivationSpec::ELU { alpha } => LayerSpec::ELU { alpha: *alpha },
         }

@@ -103,6 +103,10 @@ pub enum LayerSpec {
     },
     /// `SiLU`: `x·σ(x)` (swish).
     SiLU,
+    /// `Mish`: `x·tanh(softplus(x))`.
+    Mish,
+    /// `Hardswish`: `x·clamp(x + 3, 0, 6)/6`.
+    Hardswish,
     /// `LeakyReLU(negative_slope)`.
     LeakyReLU {
         /// Slope for negative inputs.

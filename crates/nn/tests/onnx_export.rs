@@ -322,6 +322,8 @@ fn activations_norms_and_branches_match_tract() {
         .layer_norm("ln", &[6])
         .layer("", LayerSpec::GELU { approximate: GeluApproximate::Tanh })
         .layer("", LayerSpec::SiLU)
+        .layer("", LayerSpec::Mish)
+        .layer("", LayerSpec::Hardswish)
         .concat_branches("cat", vec![branch(3), branch(4), ModelSpec::new("id")], 1)
         .add_branches("sum", vec![branch(13), ModelSpec::new("id")])
         .residual_projection(

@@ -187,6 +187,21 @@ fn torch_silu_imports_as_silu_layers_and_matches() {
     );
 }
 
+/// Mish and Hardswish from torch: `Mul(x, Tanh(Softplus(x)))` read as one Mish layer named by
+/// its module, `HardSwish` as Hardswish, matching PyTorch's outputs; opset 18's `Mish` op too.
+#[test]
+fn torch_mish_and_hardswish_import_and_match() {
+    let imported = check_fixture("mish");
+    let kinds: Vec<(&str, &str)> = imported.spec.layers.iter().map(|l| (l.name.as_str(), l.spec.type_name())).collect();
+    assert_eq!(
+        kinds,
+        [("fc1", "Linear"), ("act1", "Mish"), ("fc2", "Linear"), ("act2", "Hardswish"), ("fc3", "Linear")]
+    );
+    let op = model_of(vec![node("/act/Mish", "Mish", &["input"], "output", vec![])], vec![], (4, 4));
+    let layers = import(&op, "x").unwrap().spec.layers;
+    assert_eq!((layers[0].name.as_str(), &layers[0].spec), ("act", &LayerSpec::Mish));
+}
+
 /// Opset 24's `Swish` is SiLU when `alpha = 1`, and an error naming alpha otherwise; a
 /// `Mul(x, Sigmoid(y))` of two different values is not SiLU and stays two ops.
 #[test]
@@ -338,6 +353,8 @@ fn strata_exports_of_more_layer_options_import_back_unchanged() {
         .linear("fc", 4, 5)
         .layer("", LayerSpec::GELU { approximate: strata_nn::spec::GeluApproximate::Tanh })
         .layer("", LayerSpec::SiLU)
+        .layer("", LayerSpec::Mish)
+        .layer("", LayerSpec::Hardswish)
         .layer("", LayerSpec::Tanh)
         .concat_branches("cat", vec![ModelSpec::new("a").linear("p", 5, 2), ModelSpec::new("b")], 1)
         .layer("", LayerSpec::LogSoftmax { dim: 1 });
@@ -415,7 +432,7 @@ fn unsupported_graph() -> ModelProto {
         AttributeProto { name: "perm".into(), r#type: attribute_type::INTS, ints: vec![1, 0], ..Default::default() };
     let nodes = vec![
         node("/fc/Gemm", "Gemm", &["input", "fc.weight"], "a", vec![]),
-        node("/act/Mish", "Mish", &["a"], "b", vec![]),
+        node("/act/Celu", "Celu", &["a"], "b", vec![]),
         node("/Cos", "Cos", &["b"], "c", vec![]),
         node("/Transpose", "Transpose", &["c"], "d", vec![perm]),
         node("/Relu", "Relu", &["d"], "output", vec![]),
@@ -484,7 +501,7 @@ fn unsupported_ops_are_listed_node_by_node() {
     let err = import(&unsupported_graph(), "x").unwrap_err();
     let Error::OnnxImport(nodes) = &err else { panic!("{err:?}") };
     let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
-    assert_eq!(names, ["/act/Mish", "/Cos"]);
+    assert_eq!(names, ["/act/Celu", "/Cos"]);
     insta::assert_snapshot!("unsupported_ops", err.to_string());
 }
 

@@ -10,8 +10,8 @@
 use strata_core::testing::assert_close;
 use strata_core::{DType, Generator, Tensor, embedding};
 use strata_nn::{
-    ELU, GELU, GRU, LSTM, LastStep, LeakyReLU, Linear, LogSoftmax, Module, Nonlinearity, RNN, RecurrentOptions,
-    Sequential, SiLU, Sigmoid, Softmax, StateDict, Tanh,
+    ELU, GELU, GRU, Hardswish, LSTM, LastStep, LeakyReLU, Linear, LogSoftmax, Mish, Module, Nonlinearity, RNN,
+    RecurrentOptions, Sequential, SiLU, Sigmoid, Softmax, StateDict, Tanh,
 };
 
 fn load(name: &str) -> StateDict {
@@ -245,6 +245,8 @@ fn activations_values_and_gradients() {
     check_activation("tanh", "x", |x| run(&Tanh, x)); // torch.tanh
     check_activation("gelu", "x", |x| run(&GELU::new(), x)); // nn.GELU()
     check_activation("silu", "x", |x| run(&SiLU, x)); // nn.SiLU()
+    check_activation("mish", "x", |x| run(&Mish, x)); // nn.Mish()
+    check_activation("hardswish", "x", |x| run(&Hardswish, x)); // nn.Hardswish()
     check_activation("leaky_relu", "x", |x| run(&LeakyReLU::new(), x)); // nn.LeakyReLU()
     check_activation("leaky_relu_02", "x", |x| run(&LeakyReLU::with_slope(0.2), x)); // nn.LeakyReLU(0.2)
     check_activation("elu", "x", |x| run(&ELU::new(), x)); // nn.ELU()
@@ -255,23 +257,26 @@ fn activations_values_and_gradients() {
     check_activation("log_softmax3", "x3", |x| run(&LogSoftmax::new(-1), x)); // nn.LogSoftmax(dim=-1)
 }
 
-/// `type = "SiLU"` in a model file: read, written back the same, described as PyTorch's repr,
-/// built into the op; a key SiLU does not have is located.
+/// `type = "SiLU"` (and `Mish`, `Hardswish`) in a model file: read, written back the same,
+/// described as PyTorch's repr, built into the op; a key SiLU does not have is located.
 #[test]
 fn silu_in_model_files() {
     use strata_nn::model_file::{parse_model, to_toml};
     use strata_nn::spec::LayerSpec;
-    let text = "input = [4]\nlayers = [\n  { name = \"act\", type = \"SiLU\" },\n]\n";
+    let text = "input = [4]\nlayers = [\n  { name = \"act\", type = \"SiLU\" },\n  { type = \"Mish\" },\n  { type = \"Hardswish\" },\n]\n";
     let mut spec = parse_model(text, "silu.toml", "S").unwrap();
-    assert_eq!(spec.layers[0].spec, LayerSpec::SiLU);
+    let kinds: Vec<&LayerSpec> = spec.layers.iter().map(|l| &l.spec).collect();
+    assert_eq!(kinds, [&LayerSpec::SiLU, &LayerSpec::Mish, &LayerSpec::Hardswish]);
     let mut again = parse_model(&to_toml(&spec), "silu.toml", "S").unwrap();
     again.layers.iter_mut().for_each(|l| l.origin = None);
     spec.layers.iter_mut().for_each(|l| l.origin = None);
     assert_eq!(again, spec);
-    assert!(spec.check(None).unwrap().render_trace().contains("SiLU"));
+    let trace = spec.check(None).unwrap().render_trace();
+    assert!(trace.contains("SiLU") && trace.contains("Mish") && trace.contains("Hardswish"), "{trace}");
     let x = Tensor::from_vec(vec![-3.0f32, -0.5, 0.0, 2.0], &[1, 4]).unwrap();
     let y = spec.build().unwrap().forward(&x).unwrap();
-    assert_eq!(y.to_vec::<f32>().unwrap(), x.silu().unwrap().to_vec::<f32>().unwrap());
+    let want = x.silu().unwrap().mish().unwrap().hardswish().unwrap();
+    assert_eq!(y.to_vec::<f32>().unwrap(), want.to_vec::<f32>().unwrap());
     let bad = "input = [4]\nlayers = [{ type = \"SiLU\", beta = 2.0 }]\n";
     let e = parse_model(bad, "bad.toml", "B").unwrap_err().to_string();
     assert!(e.contains("bad.toml:2:") && e.contains("beta"), "{e}");

@@ -61,6 +61,8 @@ pub fn input_batch_dim(spec: &ModelSpec, sample_rank: usize) -> usize {
                 | LayerSpec::Tanh
                 | LayerSpec::GELU { .. }
                 | LayerSpec::SiLU
+                | LayerSpec::Mish
+                | LayerSpec::Hardswish
                 | LayerSpec::LeakyReLU { .. }
                 | LayerSpec::ELU { .. } => continue,
                 other => return Some(other),

@@ -75,6 +75,7 @@ pub(super) enum Dims {
 }
 
 impl Dims {
+    /// `Conv1d` or `Conv2d`.
     pub(super) fn name(self) -> &'static str {
         match self {
             Dims::One => "Conv1d",

@@ -460,6 +460,13 @@ impl Graph<'_> {
             LayerSpec::Softmax { dim } => unary(self, "Softmax", vec![int("axis", *dim as i64)]),
             LayerSpec::LogSoftmax { dim } => unary(self, "LogSoftmax", vec![int("axis", *dim as i64)]),
             LayerSpec::GELU { approximate } => same(self.gelu(path, *approximate, x.name)),
+            LayerSpec::Hardswish => unary(self, "HardSwish", vec![]),
+            // x·tanh(softplus(x)) (Mish is opset 18's), as torch.onnx.export writes it at 17.
+            LayerSpec::Mish => {
+                let sp = self.node("Softplus", &format!("{path}/Softplus"), vec![x.name.clone()], vec![]);
+                let t = self.node("Tanh", &format!("{path}/Tanh"), vec![sp], vec![]);
+                same(self.node("Mul", path, vec![x.name, t], vec![]))
+            }
             // x·σ(x) (ONNX has no SiLU before opset 24's Swish), as torch.onnx.export writes it.
             LayerSpec::SiLU => {
                 let s = self.node("Sigmoid", &format!("{path}/Sigmoid"), vec![x.name.clone()], vec![]);

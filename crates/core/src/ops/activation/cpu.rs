@@ -71,6 +71,24 @@ impl Act {
             }
             // x·σ(x), as PyTorch's kernel writes it: x / (1 + e^(−x)).
             Act::Silu => x / (T::ONE + (-x).exp()),
+            // x·tanh(ln(1 + eˣ)), as PyTorch's kernel (`log1p(exp(x))`), in f64 and rounded once.
+            Act::Mish => {
+                let x = x.to_f64();
+                T::from_f64(x * x.exp().ln_1p().tanh())
+            }
+            // x·min(max(x + 3, 0), 6)/6
+            Act::Hardswish => {
+                let (r, six) = (x + T::from_f64(3.0), T::from_f64(6.0));
+                // NaN stays NaN (both comparisons false), as in PyTorch.
+                let r6 = if r < T::ZERO {
+                    T::ZERO
+                } else if r > six {
+                    six
+                } else {
+                    r
+                };
+                x * r6 / six
+            }
             Act::LeakyRelu(slope) => {
                 if x > T::ZERO {
                     x
@@ -115,6 +133,23 @@ impl Act {
             Act::Silu => {
                 let s = T::ONE / (T::ONE + (-x).exp());
                 g * (s * (T::ONE + x * (T::ONE - s)))
+            }
+            // tanh(sp) + x·σ(x)·(1 − tanh²(sp)), sp = ln(1 + eˣ), as PyTorch's mish_backward.
+            Act::Mish => {
+                let x = x.to_f64();
+                let (s, t) = (1.0 / (1.0 + (-x).exp()), x.exp().ln_1p().tanh());
+                g * T::from_f64(t + x * s * (1.0 - t * t))
+            }
+            // 0 below −3, x/3 + ½ on [−3, 3], 1 above (PyTorch's hardswish_backward).
+            Act::Hardswish => {
+                let three = T::from_f64(3.0);
+                if x < -three {
+                    T::ZERO
+                } else if x <= three {
+                    g * (x / three + T::from_f64(0.5))
+                } else {
+                    g
+                }
             }
             // slope where x ≤ 0 (at 0 too, as PyTorch's leaky_relu_backward)
             Act::LeakyRelu(slope) => {

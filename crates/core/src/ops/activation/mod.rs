@@ -1,5 +1,5 @@
 //! Activation functions: sigmoid, tanh, GELU (exact erf form, and PyTorch's tanh approximation),
-//! SiLU, leaky ReLU and ELU as pointwise maps with their derivatives beside them, and softmax /
+//! SiLU, Mish, Hardswish, leaky ReLU and ELU as pointwise maps with their derivatives beside them, and softmax /
 //! log-softmax along a dimension (numerically stable: the maximum is subtracted first). The
 //! `erf` used by GELU is FreeBSD's `s_erf.c` (via musl and the `libm` crate), accurate to below
 //! one ulp in f64.
@@ -30,6 +30,8 @@ enum Act {
     Gelu,
     GeluTanh,
     Silu,
+    Mish,
+    Hardswish,
     LeakyRelu(f64),
     Elu(f64),
 }
@@ -41,6 +43,8 @@ impl Act {
             Act::Tanh => "tanh",
             Act::Gelu | Act::GeluTanh => "gelu",
             Act::Silu => "silu",
+            Act::Mish => "mish",
+            Act::Hardswish => "hardswish",
             Act::LeakyRelu(_) => "leaky_relu",
             Act::Elu(_) => "elu",
         }
@@ -118,6 +122,23 @@ impl Tensor {
     /// - input: any shape; output: the same shape
     pub fn silu(&self) -> Result<Tensor> {
         pointwise(self, Act::Silu)
+    }
+
+    /// Mish `x·tanh(softplus(x)) = x·tanh(ln(1 + eˣ))`, as `F.mish`.
+    ///
+    /// # Shapes
+    /// - input: any shape; output: the same shape
+    pub fn mish(&self) -> Result<Tensor> {
+        pointwise(self, Act::Mish)
+    }
+
+    /// Hardswish `x·min(max(x + 3, 0), 6)/6`, as `F.hardswish` (gradient `x/3 + ½` on
+    /// `[−3, 3]`, 0 below, 1 above, as PyTorch's).
+    ///
+    /// # Shapes
+    /// - input: any shape; output: the same shape
+    pub fn hardswish(&self) -> Result<Tensor> {
+        pointwise(self, Act::Hardswish)
     }
 
     /// `x` where `x > 0`, else `negative_slope·x`, as `F.leaky_relu` (PyTorch's default slope is
@@ -270,6 +291,11 @@ mod tests {
         // SiLU(x) = x·σ(x): 0 at 0, and silu(−x) = silu(x) − x.
         let s = x.silu().unwrap().to_vec_f64();
         assert_close(&[s[4], s[0], s[2]], &[2.0 / (1.0 + e(-2.0)), 2.0 / (1.0 + e(-2.0)) - 2.0, 0.0], 1e-15, 1e-16);
+        // Mish(2) = 2·tanh(ln(1 + e²)); Hardswish: 0 at or below −3, x above 3, x(x+3)/6 between.
+        let m = x.mish().unwrap().to_vec_f64();
+        assert_close(&[m[4], m[2]], &[2.0 * (1.0 + e(2.0)).ln().tanh(), 0.0], 1e-15, 1e-16);
+        let h = Tensor::from_vec(vec![-4.0f64, -3.0, -1.0, 0.5, 3.0, 4.0], &[6]).unwrap().hardswish().unwrap();
+        assert_close(&h.to_vec_f64(), &[0.0, 0.0, -1.0 / 3.0, 0.5 * 3.5 / 6.0, 3.0, 4.0], 1e-15, 0.0);
         // Softmax of [0, ln 3] is [1/4, 3/4].
         let s = Tensor::from_vec(vec![0.0f64, 3f64.ln()], &[2]).unwrap();
         assert_close(&s.softmax(0).unwrap().to_vec_f64(), &[0.25, 0.75], 1e-15, 0.0);
@@ -284,6 +310,14 @@ mod tests {
         x.set_grad(None).unwrap();
         x.elu(0.5).unwrap().sum_all().unwrap().backward().unwrap();
         assert_eq!(x.grad().unwrap().to_vec::<f32>().unwrap(), [0.5]);
+    }
+
+    #[test]
+    fn hardswish_gradient_at_its_kinks_follows_pytorch() {
+        // hardswish_backward: 0 below −3, x/3 + ½ on [−3, 3] (both ends included), 1 above.
+        let x = Tensor::from_vec(vec![-3.0f32, 3.0, -3.5, 3.5], &[4]).unwrap().requires_grad_().unwrap();
+        x.hardswish().unwrap().sum_all().unwrap().backward().unwrap();
+        assert_eq!(x.grad().unwrap().to_vec::<f32>().unwrap(), [-0.5, 1.5, 0.0, 1.0]);
     }
 
     #[test]
@@ -309,6 +343,10 @@ mod tests {
         gradcheck(std::slice::from_ref(&x), |t| t[0].leaky_relu(0.03));
         gradcheck(std::slice::from_ref(&x), |t| t[0].elu(1.3));
         gradcheck(std::slice::from_ref(&x), |t| t[0].silu());
+        gradcheck(std::slice::from_ref(&x), |t| t[0].mish());
+        // Away from Hardswish's kinks at ±3 (finite differences straddling one disagree).
+        let away = Tensor::from_vec(vec![-4.0f64, -2.5, -0.7, 0.0, 1.3, 2.9, 3.2, 5.0], &[8]).unwrap();
+        gradcheck(&[away], |t| t[0].hardswish());
         // A strided (transposed) input.
         gradcheck(std::slice::from_ref(&x), |t| t[0].t()?.gelu());
         gradcheck(std::slice::from_ref(&x), |t| t[0].t()?.gelu_tanh());

@@ -51,6 +51,16 @@ fn unary_op(op: u32, v: f32, s: f32) -> f32 {
             let sg = 1.0 / (1.0 + exp(-v));
             return sg * (1.0 + v * (1.0 - sg));
         }
+        // Mish x·tanh(softplus(x)) and its derivative; softplus is x itself past 20 (exp overflows)
+        case 19u: { return v * tanh_safe(select(log(1.0 + exp(v)), v, v > 20.0)); }
+        case 20u: {
+            let t = tanh_safe(select(log(1.0 + exp(v)), v, v > 20.0));
+            let sg = 1.0 / (1.0 + exp(-v));
+            return t + v * sg * (1.0 - t * t);
+        }
+        // Hardswish x·clamp(x + 3, 0, 6)/6 and its derivative (x/3 + ½ on [−3, 3])
+        case 21u: { return v * clamp(v + 3.0, 0.0, 6.0) / 6.0; }
+        case 22u: { return select(select(v / 3.0 + 0.5, 1.0, v > 3.0), 0.0, v < -3.0); }
         default: { return v; }
     }
 }

@@ -532,6 +532,9 @@ impl Eval {
                 };
                 self.elementwise(LayerSpec::GELU { approximate }, node, name, x)
             }
+            "HardSwish" => self.elementwise(LayerSpec::Hardswish, node, name, x),
+            // Opset 18's, or `Mul(x, Tanh(Softplus(x)))` that `fuse.rs` made one node.
+            "Mish" => self.elementwise(LayerSpec::Mish, node, name, x),
             // Opset 24's, or `Mul(x, Sigmoid(x))` that `fuse.rs` made one node.
             "Swish" => {
                 let alpha = a.float("alpha", 1.0);
@@ -1305,6 +1308,8 @@ const READ_OPS: &[&str] = &[
     "Relu",
     "Gelu",
     "Swish",
+    "Mish",
+    "HardSwish",
     "Sigmoid",
     "Tanh",
     "LeakyRelu",

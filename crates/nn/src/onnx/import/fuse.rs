@@ -1,5 +1,5 @@
-//! GELU and SiLU spelled out in elementary ops, found and read as one `Gelu` or `Swish` node
-//! before the graph is evaluated. ONNX has a `Gelu` op only from opset 20; before it, `torch.onnx.export` (opset
+//! GELU, SiLU and Mish spelled out in elementary ops, found and read as one `Gelu`, `Swish` or
+//! `Mish` node before the graph is evaluated. ONNX has a `Gelu` op only from opset 20; before it, `torch.onnx.export` (opset
 //! 17, `dynamo=False`) and strata's own export write `nn.GELU()` as
 //! `Mul(Mul(x, Add(Erf(Div(x, √2)), 1)), 0.5)` and `nn.GELU(approximate='tanh')` as
 //! `Mul(Mul(x, Add(Tanh(Mul(Add(x, Mul(x³, 0.044715)), √(2/π))), 1)), 0.5)` (x³ as
@@ -8,14 +8,15 @@
 //! which reports its ops as unsupported.
 //!
 //! ONNX has no SiLU before opset 24's `Swish`: `torch.onnx.export` and strata's export write
-//! `nn.SiLU()` as `Mul(x, Sigmoid(x))`, read here as `Swish` with `alpha = 1`.
+//! `nn.SiLU()` as `Mul(x, Sigmoid(x))`, read here as `Swish` with `alpha = 1`; before opset 18's
+//! `Mish`, `nn.Mish()` is `Mul(x, Tanh(Softplus(x)))`.
 
 use crate::onnx::proto::{AttributeProto, GraphProto, NodeProto, attribute_type};
 use std::collections::HashMap;
 
 /// The graph's nodes with each GELU chain replaced by one `Gelu` node (attribute
-/// `approximate`: `"none"` or `"tanh"`, as opset 20's) and each SiLU pair by one `Swish` node
-/// (opset 24's, `alpha = 1`), placed where the chain's last node was and named as it (its
+/// `approximate`: `"none"` or `"tanh"`, as opset 20's), each SiLU pair by one `Swish` node
+/// (opset 24's, `alpha = 1`) and each Mish chain by one `Mish` node (opset 18's), placed where the chain's last node was and named as it (its
 /// module path is the layer's).
 pub(super) fn fuse(graph: &GraphProto) -> Vec<NodeProto> {
     let nodes = &graph.node;
@@ -34,6 +35,10 @@ pub(super) fn fuse(graph: &GraphProto) -> Vec<NodeProto> {
                     ..Default::default()
                 };
                 (chain, "Gelu", attribute)
+            }
+            "Softplus" => {
+                let Some(chain) = g.mish_at(k) else { continue };
+                (chain, "Mish", AttributeProto::default())
             }
             "Sigmoid" => {
                 let Some(chain) = g.silu_at(k) else { continue };
@@ -61,7 +66,7 @@ pub(super) fn fuse(graph: &GraphProto) -> Vec<NodeProto> {
                 output: last.output.clone(),
                 name: last.name.clone(),
                 op_type: op.into(),
-                attribute: vec![attribute],
+                attribute: if attribute.name.is_empty() { vec![] } else { vec![attribute] },
                 ..Default::default()
             },
         );
@@ -204,6 +209,17 @@ impl<'a> Graph<'a> {
         let mn = &self.nodes[mul];
         let pair = matches!(mn.input.as_slice(), [a, b] if (a == x && b == out) || (a == out && b == x));
         pair.then(|| Chain { x: x.clone(), nodes: vec![sig, mul], last: mul })
+    }
+
+    /// The Mish chain `Mul(x, Tanh(Softplus(x)))` (operands in either order) around the
+    /// `Softplus` node `sp`, its intermediate values feeding nothing else.
+    fn mish_at(&self, sp: usize) -> Option<Chain> {
+        let [x] = self.nodes[sp].input.as_slice() else { return None };
+        let tanh = self.next(sp, "Tanh")?;
+        let mul = self.next(tanh, "Mul")?;
+        let [t] = self.nodes[tanh].output.as_slice() else { return None };
+        let pair = matches!(self.nodes[mul].input.as_slice(), [a, b] if (a == x && b == t) || (a == t && b == x));
+        pair.then(|| Chain { x: x.clone(), nodes: vec![sp, tanh, mul], last: mul })
     }
 
     /// The nodes making `value` = x³ for `reader` (`Mul(Mul(x, x), x)` in either order, or

@@ -6,7 +6,7 @@
 //! Read: `Gemm`, `MatMul` (+ `Add` of its bias) → `Linear`; `Conv` (2-d) → `Conv2d`;
 //! `BatchNormalization` (inference) → `BatchNorm1d`/`BatchNorm2d`; `MaxPool`, `AveragePool`,
 //! `GlobalAveragePool`; `LayerNormalization`; `Relu`, `Sigmoid`, `Tanh`, `LeakyRelu`, `Elu`,
-//! `Softmax`, `LogSoftmax`; `Gelu`, also as opset 17 spells it out (`fuse.rs`); `Swish` with `alpha = 1` (SiLU), also as `Mul(x, Sigmoid(x))`; `Flatten` and a `Reshape` to `[N, features]`; `Gather` of a table
+//! `Softmax`, `LogSoftmax`; `Gelu`, also as opset 17 spells it out (`fuse.rs`); `Swish` with `alpha = 1` (SiLU), also as `Mul(x, Sigmoid(x))`; `Mish`, also as `Mul(x, Tanh(Softplus(x)))`; `HardSwish`; `Flatten` and a `Reshape` to `[N, features]`; `Gather` of a table
 //! (Embedding) or of a sequence's last step (`LastStep`, also `Slice` + `Squeeze`); `LSTM`,
 //! `GRU`, `RNN` with the transposes and squeezes torch writes around them (PyTorch's gate order
 //! restored: ONNX's i, o, f, c → PyTorch's i, f, g, o); `Dropout` and `Identity` dropped; a
@@ -66,7 +66,7 @@ pub fn import(model: &ModelProto, default_name: &str) -> Result<Imported> {
     let Some(graph) = &model.graph else {
         return Err(Error::OnnxImportModel("the model has no graph".into()));
     };
-    // GELU and SiLU written out in elementary ops (before opsets 20 and 24) read as one node.
+    // GELU, SiLU and Mish written out in elementary ops (before opsets 20, 24, 18) read as one node.
     let nodes = fuse::fuse(graph);
     let ev = eval::evaluate(graph, &nodes)?;
     if !ev.errors.is_empty() {
