@@ -32,8 +32,8 @@ are drawn at random so that a mix-up of mean, variance, scale and shift shows):
   gelu       Linear(20, 16), GELU(), Linear(16, 12), GELU('tanh'), Linear(12, 10); at opset 20
              too (gelu_opset20, a Gelu op)
   silu       Linear(20, 16), nn.SiLU(), Linear(16, 12), F.silu, Linear(12, 10)
-  mish       Linear(20, 16), nn.Mish(), Linear(16, 12), nn.Hardswish(), Linear(12, 10) (torch's
-             exporter spells Mish out at opset 18 too)
+  mish       Linear(20, 16), nn.Mish(), Linear(16, 12), nn.Hardswish(), Linear(12, 12),
+             nn.Hardsigmoid(), Linear(12, 10), nn.ReLU6() (torch spells Mish out at opset 18 too)
   conv1d     on [N, 3, 30]: Conv1d(3, 8, 5, stride=2, padding=2), ReLU, MaxPool1d(3, 2, 1),
              Conv1d(8, 8, 3, padding=2, dilation=2, groups=2), ReLU, AvgPool1d(2), flatten,
              Linear(32, 10)
@@ -156,7 +156,8 @@ class SiluNet(nn.Module):
 
 
 class MishNet(nn.Module):
-    """Mish (exported as Mul(x, Tanh(Softplus(x)))) and Hardswish (ONNX's HardSwish)."""
+    """Mish (exported as Mul(x, Tanh(Softplus(x)))), Hardswish, Hardsigmoid (ONNX's HardSwish,
+    HardSigmoid) and ReLU6 (Clip(x, 0, 6))."""
 
     def __init__(self):
         super().__init__()
@@ -164,10 +165,14 @@ class MishNet(nn.Module):
         self.act1 = nn.Mish()
         self.fc2 = nn.Linear(16, 12)
         self.act2 = nn.Hardswish()
-        self.fc3 = nn.Linear(12, 10)
+        self.fc3 = nn.Linear(12, 12)
+        self.act3 = nn.Hardsigmoid()
+        self.fc4 = nn.Linear(12, 10)
+        self.act4 = nn.ReLU6()
 
     def forward(self, x):
-        return self.fc3(self.act2(self.fc2(self.act1(self.fc1(x)))))
+        x = self.act2(self.fc2(self.act1(self.fc1(x))))
+        return self.act4(self.fc4(self.act3(self.fc3(x))))
 
 
 class Conv1dNet(nn.Module):

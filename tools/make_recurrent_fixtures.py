@@ -83,6 +83,8 @@ Activations (group ``act.*``, float32)
     silu          nn.SiLU()                               x    (drawn after the others)
     mish          nn.Mish()                               x
     hardswish     nn.Hardswish()                          x
+    hardsigmoid   nn.Hardsigmoid()                        x
+    relu6         nn.ReLU6()                              x
 
 Embedding (group ``emb.*``, float32 weight, int64 indices)
 ----------------------------------------------------------
@@ -208,6 +210,8 @@ def activations(out):
         ("silu", nn.SiLU(), x),
         ("mish", nn.Mish(), x),
         ("hardswish", nn.Hardswish(), x),
+        ("hardsigmoid", nn.Hardsigmoid(), x),
+        ("relu6", nn.ReLU6(), x),
     ]
     for name, f, inp in cases:
         xi = inp.clone().requires_grad_()

@@ -329,6 +329,8 @@ fn activations_and_softmax() {
     check("silu", dev, &[x.clone()], |t| t[0].silu());
     check("mish", dev, &[x.clone()], |t| t[0].mish());
     check("hardswish", dev, &[x.clone()], |t| t[0].hardswish());
+    check("hardsigmoid", dev, &[x.clone()], |t| t[0].hardsigmoid());
+    check("relu6", dev, &[x.mul_scalar(3.0).unwrap()], |t| t[0].relu6());
     check("softmax", dev, &[x.clone()], |t| t[0].softmax(-1));
     check("softmax dim 0", dev, &[x.clone()], |t| t[0].softmax(0));
     check("log_softmax", dev, &[x.mul_scalar(100.0).unwrap()], |t| t[0].log_softmax(1));

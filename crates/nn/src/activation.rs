@@ -1,5 +1,5 @@
 //! Activation layers — the modules, and the layer kinds (config, shape rule, model-file keys)
-//! behind [`Layer`]: `ReLU`, `Sigmoid`, `Tanh`, `GELU` (exact or tanh), `SiLU`, `Mish`, `Hardswish`, `LeakyReLU`, `ELU` (element-wise, any
+//! behind [`Layer`]: `ReLU`, `Sigmoid`, `Tanh`, `GELU` (exact or tanh), `SiLU`, `Mish`, `Hardswish`, `Hardsigmoid`, `ReLU6`, `LeakyReLU`, `ELU` (element-wise, any
 //! shape) and `Softmax`, `LogSoftmax` (normalised along `dim`).
 
 use crate::Result;
@@ -109,6 +109,20 @@ pointwise_layer!(
     Hardswish,
     "Hardswish",
     |x| x.hardswish()
+);
+
+pointwise_layer!(
+    /// Hardsigmoid, `clamp(x + 3, 0, 6)/6`, PyTorch's `nn.Hardsigmoid` (MobileNetV3's gates).
+    Hardsigmoid,
+    "Hardsigmoid",
+    |x| x.hardsigmoid()
+);
+
+pointwise_layer!(
+    /// ReLU6, `clamp(x, 0, 6)`, PyTorch's `nn.ReLU6` (MobileNetV2's).
+    ReLU6,
+    "ReLU6",
+    |x| x.relu6()
 );
 
 /// GELU, PyTorch's `nn.GELU(approximate)`: the exact form `x·Φ(x) = ½·x·(1 + erf(x/√2))`
@@ -329,6 +343,10 @@ pub enum ActivationSpec {
     Mish,
     /// `nn.Hardswish()`.
     Hardswish,
+    /// `nn.Hardsigmoid()`.
+    Hardsigmoid,
+    /// `nn.ReLU6()`.
+    ReLU6,
     /// `nn.LeakyReLU(negative_slope=0.01)`.
     LeakyReLU {
         /// Slope for negative inputs.
@@ -390,6 +408,16 @@ pub static HARDSWISH_KIND: LayerKind = LayerKind {
     layer_of: None,
     parse: Some(|_| Some(LayerSpec::Hardswish)),
 };
+/// `type = "Hardsigmoid"`.
+pub static HARDSIGMOID_KIND: LayerKind = LayerKind {
+    type_name: "Hardsigmoid",
+    keys: &["name", "type"],
+    layer_of: None,
+    parse: Some(|_| Some(LayerSpec::Hardsigmoid)),
+};
+/// `type = "ReLU6"`.
+pub static RELU6_KIND: LayerKind =
+    LayerKind { type_name: "ReLU6", keys: &["name", "type"], layer_of: None, parse: Some(|_| Some(LayerSpec::ReLU6)) };
 /// `type = "LeakyReLU"`, `negative_slope` (default 0.01).
 pub static LEAKY_RELU_KIND: LayerKind = LayerKind {
     type_name: "LeakyReLU",
@@ -415,6 +443,8 @@ impl Layer for ActivationSpec {
             ActivationSpec::SiLU => "SiLU",
             ActivationSpec::Mish => "Mish",
             ActivationSpec::Hardswish => "Hardswish",
+            ActivationSpec::Hardsigmoid => "Hardsigmoid",
+            ActivationSpec::ReLU6 => "ReLU6",
             ActivationSpec::LeakyReLU { .. } => "LeakyReLU",
             ActivationSpec::ELU { .. } => "ELU",
         }
@@ -442,6 +472,8 @@ impl Layer for ActivationSpec {
             ActivationSpec::SiLU => Box::new(SiLU),
             ActivationSpec::Mish => Box::new(Mish),
             ActivationSpec::Hardswish => Box::new(Hardswish),
+            ActivationSpec::Hardsigmoid => Box::new(Hardsigmoid),
+            ActivationSpec::ReLU6 => Box::new(ReLU6),
             ActivationSpec::LeakyReLU { negative_slope } => Box::new(LeakyReLU::with_slope(*negative_slope)),
             ActivationSpec::ELU { alpha } => Box::new(ELU::with_alpha(*alpha)),
         })
@@ -466,6 +498,8 @@ impl Layer for ActivationSpec {
             ActivationSpec::SiLU => LayerSpec::SiLU,
             ActivationSpec::Mish => LayerSpec::Mish,
             ActivationSpec::Hardswish => LayerSpec::Hardswish,
+            ActivationSpec::Hardsigmoid => LayerSpec::Hardsigmoid,
+            ActivationSpec::ReLU6 => LayerSpec::ReLU6,
             ActivationSpec::LeakyReLU { negative_slope } => LayerSpec::LeakyReLU { negative_slope: *negative_slope },
             ActivationSpec::ELU { alpha } => LayerSpec::ELU { alpha: *alpha },
         }

@@ -41,7 +41,9 @@ pub mod state_dict;
 pub mod summary;
 pub mod torch_file;
 
-pub use activation::{ELU, GELU, Hardswish, LeakyReLU, LogSoftmax, Mish, ReLU, SiLU, Sigmoid, Softmax, Tanh};
+pub use activation::{
+    ELU, GELU, Hardsigmoid, Hardswish, LeakyReLU, LogSoftmax, Mish, ReLU, ReLU6, SiLU, Sigmoid, Softmax, Tanh,
+};
 pub use batch_norm::{BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormConfig};
 pub use branches::{Branches, Merge};
 pub use check::{CheckReport, SymShape};

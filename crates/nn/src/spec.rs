@@ -107,6 +107,10 @@ pub enum LayerSpec {
     Mish,
     /// `Hardswish`: `x·clamp(x + 3, 0, 6)/6`.
     Hardswish,
+    /// `Hardsigmoid`: `clamp(x + 3, 0, 6)/6`.
+    Hardsigmoid,
+    /// `ReLU6`: `clamp(x, 0, 6)`.
+    ReLU6,
     /// `LeakyReLU(negative_slope)`.
     LeakyReLU {
         /// Slope for negative inputs.

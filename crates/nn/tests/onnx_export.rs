@@ -324,6 +324,8 @@ fn activations_norms_and_branches_match_tract() {
         .layer("", LayerSpec::SiLU)
         .layer("", LayerSpec::Mish)
         .layer("", LayerSpec::Hardswish)
+        .layer("", LayerSpec::Hardsigmoid)
+        .layer("", LayerSpec::ReLU6)
         .concat_branches("cat", vec![branch(3), branch(4), ModelSpec::new("id")], 1)
         .add_branches("sum", vec![branch(13), ModelSpec::new("id")])
         .residual_projection(

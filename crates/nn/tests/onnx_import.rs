@@ -187,19 +187,37 @@ fn torch_silu_imports_as_silu_layers_and_matches() {
     );
 }
 
-/// Mish and Hardswish from torch: `Mul(x, Tanh(Softplus(x)))` read as one Mish layer named by
-/// its module, `HardSwish` as Hardswish, matching PyTorch's outputs; opset 18's `Mish` op too.
+/// Mish, Hardswish, Hardsigmoid and ReLU6 from torch: `Mul(x, Tanh(Softplus(x)))` read as one
+/// Mish layer named by its module, `HardSwish`, `HardSigmoid`, `Clip(x, 0, 6)` as the others,
+/// matching PyTorch's outputs; opset 18's `Mish` op too.
 #[test]
 fn torch_mish_and_hardswish_import_and_match() {
     let imported = check_fixture("mish");
     let kinds: Vec<(&str, &str)> = imported.spec.layers.iter().map(|l| (l.name.as_str(), l.spec.type_name())).collect();
-    assert_eq!(
-        kinds,
-        [("fc1", "Linear"), ("act1", "Mish"), ("fc2", "Linear"), ("act2", "Hardswish"), ("fc3", "Linear")]
-    );
+    let want = [
+        ("fc1", "Linear"),
+        ("act1", "Mish"),
+        ("fc2", "Linear"),
+        ("act2", "Hardswish"),
+        ("fc3", "Linear"),
+        ("act3", "Hardsigmoid"),
+        ("fc4", "Linear"),
+        ("act4", "ReLU6"),
+    ];
+    assert_eq!(kinds, want);
     let op = model_of(vec![node("/act/Mish", "Mish", &["input"], "output", vec![])], vec![], (4, 4));
     let layers = import(&op, "x").unwrap().spec.layers;
     assert_eq!((layers[0].name.as_str(), &layers[0].spec), ("act", &LayerSpec::Mish));
+    // A Clip other than (0, 6) or (0, ∞) is no strata layer; the error says which are.
+    let scalar =
+        |name: &str, v: f32| TensorProto { name: name.into(), data_type: 1, float_data: vec![v], ..Default::default() };
+    let clip = model_of(
+        vec![node("/act/Clip", "Clip", &["input", "lo", "hi"], "output", vec![])],
+        vec![scalar("lo", 0.0), scalar("hi", 1.0)],
+        (4, 4),
+    );
+    let err = import(&clip, "x").unwrap_err().to_string();
+    assert!(err.contains("strata reads Clip(0, 6) as ReLU6 and Clip(0) as ReLU"), "{err}");
 }
 
 /// Opset 24's `Swish` is SiLU when `alpha = 1`, and an error naming alpha otherwise; a
@@ -355,6 +373,8 @@ fn strata_exports_of_more_layer_options_import_back_unchanged() {
         .layer("", LayerSpec::SiLU)
         .layer("", LayerSpec::Mish)
         .layer("", LayerSpec::Hardswish)
+        .layer("", LayerSpec::Hardsigmoid)
+        .layer("", LayerSpec::ReLU6)
         .layer("", LayerSpec::Tanh)
         .concat_branches("cat", vec![ModelSpec::new("a").linear("p", 5, 2), ModelSpec::new("b")], 1)
         .layer("", LayerSpec::LogSoftmax { dim: 1 });

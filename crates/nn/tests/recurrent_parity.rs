@@ -10,8 +10,8 @@
 use strata_core::testing::assert_close;
 use strata_core::{DType, Generator, Tensor, embedding};
 use strata_nn::{
-    ELU, GELU, GRU, Hardswish, LSTM, LastStep, LeakyReLU, Linear, LogSoftmax, Mish, Module, Nonlinearity, RNN,
-    RecurrentOptions, Sequential, SiLU, Sigmoid, Softmax, StateDict, Tanh,
+    ELU, GELU, GRU, Hardsigmoid, Hardswish, LSTM, LastStep, LeakyReLU, Linear, LogSoftmax, Mish, Module, Nonlinearity,
+    RNN, ReLU6, RecurrentOptions, Sequential, SiLU, Sigmoid, Softmax, StateDict, Tanh,
 };
 
 fn load(name: &str) -> StateDict {
@@ -247,6 +247,8 @@ fn activations_values_and_gradients() {
     check_activation("silu", "x", |x| run(&SiLU, x)); // nn.SiLU()
     check_activation("mish", "x", |x| run(&Mish, x)); // nn.Mish()
     check_activation("hardswish", "x", |x| run(&Hardswish, x)); // nn.Hardswish()
+    check_activation("hardsigmoid", "x", |x| run(&Hardsigmoid, x)); // nn.Hardsigmoid()
+    check_activation("relu6", "x", |x| run(&ReLU6, x)); // nn.ReLU6()
     check_activation("leaky_relu", "x", |x| run(&LeakyReLU::new(), x)); // nn.LeakyReLU()
     check_activation("leaky_relu_02", "x", |x| run(&LeakyReLU::with_slope(0.2), x)); // nn.LeakyReLU(0.2)
     check_activation("elu", "x", |x| run(&ELU::new(), x)); // nn.ELU()
@@ -263,10 +265,13 @@ fn activations_values_and_gradients() {
 fn silu_in_model_files() {
     use strata_nn::model_file::{parse_model, to_toml};
     use strata_nn::spec::LayerSpec;
-    let text = "input = [4]\nlayers = [\n  { name = \"act\", type = \"SiLU\" },\n  { type = \"Mish\" },\n  { type = \"Hardswish\" },\n]\n";
+    let text = "input = [4]\nlayers = [\n  { name = \"act\", type = \"SiLU\" },\n  { type = \"Mish\" },\n  { type = \"Hardswish\" },\n  { type = \"Hardsigmoid\" },\n  { type = \"ReLU6\" },\n]\n";
     let mut spec = parse_model(text, "silu.toml", "S").unwrap();
     let kinds: Vec<&LayerSpec> = spec.layers.iter().map(|l| &l.spec).collect();
-    assert_eq!(kinds, [&LayerSpec::SiLU, &LayerSpec::Mish, &LayerSpec::Hardswish]);
+    assert_eq!(
+        kinds,
+        [&LayerSpec::SiLU, &LayerSpec::Mish, &LayerSpec::Hardswish, &LayerSpec::Hardsigmoid, &LayerSpec::ReLU6]
+    );
     let mut again = parse_model(&to_toml(&spec), "silu.toml", "S").unwrap();
     again.layers.iter_mut().for_each(|l| l.origin = None);
     spec.layers.iter_mut().for_each(|l| l.origin = None);
@@ -275,7 +280,7 @@ fn silu_in_model_files() {
     assert!(trace.contains("SiLU") && trace.contains("Mish") && trace.contains("Hardswish"), "{trace}");
     let x = Tensor::from_vec(vec![-3.0f32, -0.5, 0.0, 2.0], &[1, 4]).unwrap();
     let y = spec.build().unwrap().forward(&x).unwrap();
-    let want = x.silu().unwrap().mish().unwrap().hardswish().unwrap();
+    let want = x.silu().unwrap().mish().unwrap().hardswish().unwrap().hardsigmoid().unwrap().relu6().unwrap();
     assert_eq!(y.to_vec::<f32>().unwrap(), want.to_vec::<f32>().unwrap());
     let bad = "input = [4]\nlayers = [{ type = \"SiLU\", beta = 2.0 }]\n";
     let e = parse_model(bad, "bad.toml", "B").unwrap_err().to_string();

@@ -63,6 +63,8 @@ pub fn input_batch_dim(spec: &ModelSpec, sample_rank: usize) -> usize {
                 | LayerSpec::SiLU
                 | LayerSpec::Mish
                 | LayerSpec::Hardswish
+                | LayerSpec::Hardsigmoid
+                | LayerSpec::ReLU6
                 | LayerSpec::LeakyReLU { .. }
                 | LayerSpec::ELU { .. } => continue,
                 other => return Some(other),

@@ -461,6 +461,14 @@ impl Graph<'_> {
             LayerSpec::LogSoftmax { dim } => unary(self, "LogSoftmax", vec![int("axis", *dim as i64)]),
             LayerSpec::GELU { approximate } => same(self.gelu(path, *approximate, x.name)),
             LayerSpec::Hardswish => unary(self, "HardSwish", vec![]),
+            // max(0, min(1, x/6 + ½)), as torch.onnx writes nn.Hardsigmoid.
+            LayerSpec::Hardsigmoid => unary(self, "HardSigmoid", vec![float("alpha", 1.0 / 6.0), float("beta", 0.5)]),
+            // Clip's bounds are inputs from opset 11.
+            LayerSpec::ReLU6 => {
+                let lo = self.constant(&format!("{path}/min"), &[], &[0.0]);
+                let hi = self.constant(&format!("{path}/max"), &[], &[6.0]);
+                same(self.node("Clip", path, vec![x.name, lo, hi], vec![]))
+            }
             // x·tanh(softplus(x)) (Mish is opset 18's), as torch.onnx.export writes it at 17.
             LayerSpec::Mish => {
                 let sp = self.node("Softplus", &format!("{path}/Softplus"), vec![x.name.clone()], vec![]);

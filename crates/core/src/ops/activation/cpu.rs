@@ -47,6 +47,19 @@ const INV_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
 
 /// √(2/π), PyTorch's `kBeta = M_SQRT2 * M_2_SQRTPI * 0.5` in the tanh form of GELU.
 const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
+/// `min(max(v, 0), 6)`, NaN kept (both comparisons false), as PyTorch's clamps.
+#[inline]
+fn relu6<T: Real>(v: T) -> T {
+    let six = T::from_f64(6.0);
+    if v < T::ZERO {
+        T::ZERO
+    } else if v > six {
+        six
+    } else {
+        v
+    }
+}
+
 /// The cubic coefficient of the tanh form of GELU (PyTorch's `kKappa`).
 const GELU_KAPPA: f64 = 0.044_715;
 
@@ -76,19 +89,11 @@ impl Act {
                 let x = x.to_f64();
                 T::from_f64(x * x.exp().ln_1p().tanh())
             }
+            // min(max(x + 3, 0), 6)/6, as PyTorch's kernel.
+            Act::Hardsigmoid => relu6(x + T::from_f64(3.0)) / T::from_f64(6.0),
+            Act::Relu6 => relu6(x),
             // x·min(max(x + 3, 0), 6)/6
-            Act::Hardswish => {
-                let (r, six) = (x + T::from_f64(3.0), T::from_f64(6.0));
-                // NaN stays NaN (both comparisons false), as in PyTorch.
-                let r6 = if r < T::ZERO {
-                    T::ZERO
-                } else if r > six {
-                    six
-                } else {
-                    r
-                };
-                x * r6 / six
-            }
+            Act::Hardswish => x * relu6(x + T::from_f64(3.0)) / T::from_f64(6.0),
             Act::LeakyRelu(slope) => {
                 if x > T::ZERO {
                     x
@@ -139,6 +144,19 @@ impl Act {
                 let x = x.to_f64();
                 let (s, t) = (1.0 / (1.0 + (-x).exp()), x.exp().ln_1p().tanh());
                 g * T::from_f64(t + x * s * (1.0 - t * t))
+            }
+            // 1/6 strictly inside (−3, 3), else 0 (PyTorch's hardsigmoid_backward).
+            Act::Hardsigmoid => {
+                let three = T::from_f64(3.0);
+                if x > -three && x < three { g / T::from_f64(6.0) } else { T::ZERO }
+            }
+            // 1 strictly inside (0, 6), else 0 (PyTorch's hardtanh_backward).
+            Act::Relu6 => {
+                if x > T::ZERO && x < T::from_f64(6.0) {
+                    g
+                } else {
+                    T::ZERO
+                }
             }
             // 0 below −3, x/3 + ½ on [−3, 3], 1 above (PyTorch's hardswish_backward).
             Act::Hardswish => {

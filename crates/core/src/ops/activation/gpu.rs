@@ -20,6 +20,8 @@ pub(super) fn pointwise(x: &Tensor, act: Act) -> Result<Tensor> {
         Act::Silu => (17, 0.0),
         Act::Mish => (19, 0.0),
         Act::Hardswish => (21, 0.0),
+        Act::Hardsigmoid => (23, 0.0),
+        Act::Relu6 => (25, 0.0),
     };
     let out = unary_code(name, x, code, s as f32)?;
     let y = Tensor::from_storage(out.clone(), x.shape().clone());

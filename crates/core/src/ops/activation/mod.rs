@@ -1,5 +1,5 @@
 //! Activation functions: sigmoid, tanh, GELU (exact erf form, and PyTorch's tanh approximation),
-//! SiLU, Mish, Hardswish, leaky ReLU and ELU as pointwise maps with their derivatives beside them, and softmax /
+//! SiLU, Mish, Hardswish, Hardsigmoid, ReLU6, leaky ReLU and ELU as pointwise maps with their derivatives beside them, and softmax /
 //! log-softmax along a dimension (numerically stable: the maximum is subtracted first). The
 //! `erf` used by GELU is FreeBSD's `s_erf.c` (via musl and the `libm` crate), accurate to below
 //! one ulp in f64.
@@ -32,6 +32,8 @@ enum Act {
     Silu,
     Mish,
     Hardswish,
+    Hardsigmoid,
+    Relu6,
     LeakyRelu(f64),
     Elu(f64),
 }
@@ -45,6 +47,8 @@ impl Act {
             Act::Silu => "silu",
             Act::Mish => "mish",
             Act::Hardswish => "hardswish",
+            Act::Hardsigmoid => "hardsigmoid",
+            Act::Relu6 => "relu6",
             Act::LeakyRelu(_) => "leaky_relu",
             Act::Elu(_) => "elu",
         }
@@ -139,6 +143,24 @@ impl Tensor {
     /// - input: any shape; output: the same shape
     pub fn hardswish(&self) -> Result<Tensor> {
         pointwise(self, Act::Hardswish)
+    }
+
+    /// Hardsigmoid `clamp(x + 3, 0, 6)/6`, as `F.hardsigmoid` (gradient 1/6 strictly inside
+    /// `(−3, 3)`, 0 elsewhere, as PyTorch's).
+    ///
+    /// # Shapes
+    /// - input: any shape; output: the same shape
+    pub fn hardsigmoid(&self) -> Result<Tensor> {
+        pointwise(self, Act::Hardsigmoid)
+    }
+
+    /// ReLU6 `min(max(x, 0), 6)`, as `F.relu6` (gradient 1 strictly inside `(0, 6)`, 0 elsewhere,
+    /// as PyTorch's `hardtanh_backward`).
+    ///
+    /// # Shapes
+    /// - input: any shape; output: the same shape
+    pub fn relu6(&self) -> Result<Tensor> {
+        pointwise(self, Act::Relu6)
     }
 
     /// `x` where `x > 0`, else `negative_slope·x`, as `F.leaky_relu` (PyTorch's default slope is
@@ -296,6 +318,9 @@ mod tests {
         assert_close(&[m[4], m[2]], &[2.0 * (1.0 + e(2.0)).ln().tanh(), 0.0], 1e-15, 1e-16);
         let h = Tensor::from_vec(vec![-4.0f64, -3.0, -1.0, 0.5, 3.0, 4.0], &[6]).unwrap().hardswish().unwrap();
         assert_close(&h.to_vec_f64(), &[0.0, 0.0, -1.0 / 3.0, 0.5 * 3.5 / 6.0, 3.0, 4.0], 1e-15, 0.0);
+        let hs = Tensor::from_vec(vec![-4.0f64, -1.5, 0.0, 3.0, 7.0], &[5]).unwrap();
+        assert_close(&hs.hardsigmoid().unwrap().to_vec_f64(), &[0.0, 0.25, 0.5, 1.0, 1.0], 1e-15, 0.0);
+        assert_eq!(hs.relu6().unwrap().to_vec_f64(), [0.0, 0.0, 0.0, 3.0, 6.0]);
         // Softmax of [0, ln 3] is [1/4, 3/4].
         let s = Tensor::from_vec(vec![0.0f64, 3f64.ln()], &[2]).unwrap();
         assert_close(&s.softmax(0).unwrap().to_vec_f64(), &[0.25, 0.75], 1e-15, 0.0);
@@ -318,6 +343,14 @@ mod tests {
         let x = Tensor::from_vec(vec![-3.0f32, 3.0, -3.5, 3.5], &[4]).unwrap().requires_grad_().unwrap();
         x.hardswish().unwrap().sum_all().unwrap().backward().unwrap();
         assert_eq!(x.grad().unwrap().to_vec::<f32>().unwrap(), [-0.5, 1.5, 0.0, 1.0]);
+        // hardsigmoid_backward: 1/6 strictly inside (−3, 3); hardtanh_backward (ReLU6): 1
+        // strictly inside (0, 6).
+        x.set_grad(None).unwrap();
+        x.hardsigmoid().unwrap().sum_all().unwrap().backward().unwrap();
+        assert_eq!(x.grad().unwrap().to_vec::<f32>().unwrap(), [0.0, 0.0, 0.0, 0.0]);
+        let y = Tensor::from_vec(vec![0.0f32, 6.0, 1.0, -2.0], &[4]).unwrap().requires_grad_().unwrap();
+        y.relu6().unwrap().sum_all().unwrap().backward().unwrap();
+        assert_eq!(y.grad().unwrap().to_vec::<f32>().unwrap(), [0.0, 0.0, 1.0, 0.0]);
     }
 
     #[test]
@@ -346,7 +379,10 @@ mod tests {
         gradcheck(std::slice::from_ref(&x), |t| t[0].mish());
         // Away from Hardswish's kinks at ±3 (finite differences straddling one disagree).
         let away = Tensor::from_vec(vec![-4.0f64, -2.5, -0.7, 0.0, 1.3, 2.9, 3.2, 5.0], &[8]).unwrap();
-        gradcheck(&[away], |t| t[0].hardswish());
+        gradcheck(std::slice::from_ref(&away), |t| t[0].hardswish());
+        gradcheck(std::slice::from_ref(&away), |t| t[0].hardsigmoid());
+        let off_kinks = Tensor::from_vec(vec![-1.0f64, 0.5, 2.0, 5.5, 7.0], &[5]).unwrap();
+        gradcheck(&[off_kinks], |t| t[0].relu6());
         // A strided (transposed) input.
         gradcheck(std::slice::from_ref(&x), |t| t[0].t()?.gelu());
         gradcheck(std::slice::from_ref(&x), |t| t[0].t()?.gelu_tanh());

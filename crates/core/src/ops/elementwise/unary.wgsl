@@ -61,6 +61,12 @@ fn unary_op(op: u32, v: f32, s: f32) -> f32 {
         // Hardswish x·clamp(x + 3, 0, 6)/6 and its derivative (x/3 + ½ on [−3, 3])
         case 21u: { return v * clamp(v + 3.0, 0.0, 6.0) / 6.0; }
         case 22u: { return select(select(v / 3.0 + 0.5, 1.0, v > 3.0), 0.0, v < -3.0); }
+        // Hardsigmoid clamp(x + 3, 0, 6)/6 and its derivative (1/6 strictly inside (−3, 3))
+        case 23u: { return clamp(v + 3.0, 0.0, 6.0) / 6.0; }
+        case 24u: { return select(0.0, 1.0 / 6.0, v > -3.0 && v < 3.0); }
+        // ReLU6 clamp(x, 0, 6) and its derivative (1 strictly inside (0, 6))
+        case 25u: { return clamp(v, 0.0, 6.0); }
+        case 26u: { return select(0.0, 1.0, v > 0.0 && v < 6.0); }
         default: { return v; }
     }
 }

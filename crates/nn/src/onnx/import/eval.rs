@@ -533,6 +533,33 @@ impl Eval {
                 self.elementwise(LayerSpec::GELU { approximate }, node, name, x)
             }
             "HardSwish" => self.elementwise(LayerSpec::Hardswish, node, name, x),
+            "HardSigmoid" => {
+                let (alpha, beta) = (a.float("alpha", 0.2), a.float("beta", 0.5));
+                if (alpha - 1.0 / 6.0).abs() > 1e-6 || (beta - 0.5).abs() > 1e-6 {
+                    return Err(format!(
+                        "alpha = {alpha}, beta = {beta}: strata's Hardsigmoid is PyTorch's (alpha = 1/6, beta = 0.5)"
+                    ));
+                }
+                self.elementwise(LayerSpec::Hardsigmoid, node, name, x)
+            }
+            // Clip(x, 0, 6) is ReLU6 (torch's export of nn.ReLU6), Clip(x, 0) a ReLU.
+            "Clip" => {
+                let bound = |k: usize, attr: &str| match cnst(k) {
+                    Some(c) if c.data.len() == 1 => Some(c.data[0]),
+                    Some(_) => None,
+                    None if ins.get(k).is_none_or(|v| v.is_none()) => a.get(attr).map(|v| f64::from(v.f)),
+                    None => None,
+                };
+                match (bound(1, "min"), bound(2, "max")) {
+                    (Some(lo), Some(hi)) if lo == 0.0 && hi == 6.0 => self.elementwise(LayerSpec::ReLU6, node, name, x),
+                    (Some(lo), None) if lo == 0.0 && ins.get(2).is_none_or(|v| v.is_none()) => {
+                        self.elementwise(LayerSpec::ReLU, node, name, x)
+                    }
+                    (lo, hi) => {
+                        Err(format!("bounds {lo:?} and {hi:?}: strata reads Clip(0, 6) as ReLU6 and Clip(0) as ReLU"))
+                    }
+                }
+            }
             // Opset 18's, or `Mul(x, Tanh(Softplus(x)))` that `fuse.rs` made one node.
             "Mish" => self.elementwise(LayerSpec::Mish, node, name, x),
             // Opset 24's, or `Mul(x, Sigmoid(x))` that `fuse.rs` made one node.
@@ -1310,6 +1337,8 @@ const READ_OPS: &[&str] = &[
     "Swish",
     "Mish",
     "HardSwish",
+    "HardSigmoid",
+    "Clip",
     "Sigmoid",
     "Tanh",
     "LeakyRelu",
