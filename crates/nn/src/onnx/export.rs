@@ -3,8 +3,10 @@
 //! Linear on a rank-3 input is a MatMul, not a Gemm; Flatten's axes are made absolute; token ids
 //! are int64 until an Embedding), and the shape check's trace gives each layer's input and output
 //! shapes where the nodes need sizes (GroupNorm, partial Flatten, adaptive pooling, LastStep).
-//! The recurrent layers' nodes are in `export/recurrent.rs`.
+//! The recurrent layers' nodes are in `export/recurrent.rs`, the pooling nodes that are more
+//! than one op in `export/pool.rs`.
 
+mod pool;
 mod recurrent;
 
 use super::proto::{
@@ -147,6 +149,18 @@ fn ints(name: &str, values: &[usize]) -> AttributeProto {
     AttributeProto { name: name.into(), r#type: attribute_type::INTS, ints, ..Default::default() }
 }
 
+/// A window's per-axis sizes (`kernel_shape`, `strides`, `dilations`) from strata's
+/// `(height, width)` pair; a 1-d layer's (height 1) has the width only.
+fn axes((h, w): (usize, usize), one_d: bool) -> Vec<usize> {
+    if one_d { vec![w] } else { vec![h, w] }
+}
+
+/// Symmetric `pads` (all begins, then all ends) from a `(height, width)` padding; a 1-d
+/// layer's has the width only.
+fn both_sides((h, w): (usize, usize), one_d: bool) -> Vec<usize> {
+    if one_d { vec![w, w] } else { vec![h, w, h, w] }
+}
+
 fn int(name: &str, value: i64) -> AttributeProto {
     AttributeProto { name: name.into(), r#type: attribute_type::INT, i: value, ..Default::default() }
 }
@@ -263,88 +277,6 @@ impl Graph<'_> {
             parts.push(self.slice(&format!("{name}/Slice"), x, axis, 0, after as i64));
         }
         self.node("Concat", &format!("{name}/Concat"), parts, vec![int("axis", axis as i64)])
-    }
-
-    /// `AdaptiveAvgPool2d(output_size)` on `x: [N, C, H, W]` (`out` = `[OH, OW]`), or
-    /// `AdaptiveAvgPool1d` on `[N, C, L]` (`out` = `[OL]`), one spatial axis after the other
-    /// (a window's mean is the mean over its rows of the means over its columns): an axis whose
-    /// size the output divides is an `AveragePool` with kernel = stride = size / output (as
-    /// PyTorch exports it); otherwise each output position is the `ReduceMean` of its window
-    /// `[⌊i·S/O⌋, ⌈(i+1)·S/O⌉)` (PyTorch's adaptive windows), the positions concatenated.
-    fn adaptive_avg_pool(&mut self, path: &str, spec: &LayerSpec, out: &[usize], x: String) -> Result<String> {
-        let (input, _) = self.shapes_of(path, spec)?;
-        let size = |axis: usize| match input.0.get(axis) {
-            Some(Dim::Fixed(n)) => Ok(*n),
-            _ => Err(unsupported(path, spec, format!("input {input} has no fixed size in dimension {axis}"))),
-        };
-        let sizes = (0..out.len()).map(|i| size(2 + i)).collect::<Result<Vec<usize>>>()?;
-        let first_node = self.nodes.len();
-        let mut x = x;
-        for (i, (&s, &o)) in sizes.iter().zip(out).enumerate() {
-            let axis = 2 + i;
-            if s == o {
-                continue;
-            }
-            if s.is_multiple_of(o) {
-                let mut k = vec![1; out.len()];
-                k[i] = s / o;
-                let attrs = vec![ints("kernel_shape", &k), ints("strides", &k)];
-                x = self.node("AveragePool", &format!("{path}/AveragePool"), vec![x], attrs);
-                continue;
-            }
-            let mut parts = vec![];
-            for i in 0..o {
-                let (start, end) = (i * s / o, ((i + 1) * s).div_ceil(o));
-                let window = self.slice(&format!("{path}/Slice"), x.clone(), axis, start as i64, end as i64);
-                let attrs = vec![ints("axes", &[axis]), int("keepdims", 1)];
-                parts.push(self.node("ReduceMean", &format!("{path}/ReduceMean"), vec![window], attrs));
-            }
-            x = self.node("Concat", &format!("{path}/Concat"), parts, vec![int("axis", axis as i64)]);
-        }
-        // The layer's path names its last node (none when the output size is the input's).
-        if self.nodes.len() > first_node {
-            let name = self.fresh(path);
-            let last = self.nodes.last_mut().expect("checked");
-            let old = std::mem::replace(&mut last.name, name);
-            self.names.remove(&old);
-        }
-        Ok(x)
-    }
-
-    /// `AvgPool2d` with `divisor_override` (ONNX's AveragePool divides by the window's size):
-    /// each window's sum, a depthwise `Conv` with a kernel of ones (`[C, 1, kH, kW]`, `group =
-    /// C`) over the zero-padded input, times `1/divisor`. With `ceil_mode` the last windows
-    /// may hang over the bottom and right: extra zeros there, which add nothing to a sum.
-    fn sum_pool(
-        &mut self,
-        path: &str,
-        spec: &LayerSpec,
-        o: &strata_core::AvgPool2dOptions,
-        divisor: usize,
-        x: String,
-    ) -> Result<String> {
-        let (input, output) = self.shapes_of(path, spec)?;
-        let fixed = |s: &SymShape, axis: usize| match s.0.get(axis) {
-            Some(Dim::Fixed(n)) => Ok(*n),
-            _ => Err(unsupported(path, spec, format!("{s} has no fixed size in dimension {axis}"))),
-        };
-        let (c, h, w, oh, ow) =
-            (fixed(&input, 1)?, fixed(&input, 2)?, fixed(&input, 3)?, fixed(&output, 2)?, fixed(&output, 3)?);
-        let (kh, kw) = o.kernel_size;
-        let extra = |out: usize, stride: usize, k: usize, size: usize, pad: usize| {
-            ((out.max(1) - 1) * stride + k).saturating_sub(size + 2 * pad)
-        };
-        let (eh, ew) = (extra(oh, o.stride.0, kh, h, o.padding.0), extra(ow, o.stride.1, kw, w, o.padding.1));
-        let ones = self.constant(&format!("{path}/ones"), &[c, 1, kh, kw], &vec![1.0; c * kh * kw]);
-        let attrs = vec![
-            ints("kernel_shape", &[kh, kw]),
-            ints("strides", &[o.stride.0, o.stride.1]),
-            ints("pads", &[o.padding.0, o.padding.1, o.padding.0 + eh, o.padding.1 + ew]),
-            int("group", c as i64),
-        ];
-        let sum = self.node("Conv", &format!("{path}/Conv"), vec![x, ones], attrs);
-        let scale = self.constant(&format!("{path}/inverse_divisor"), &[], &[1.0 / divisor as f64]);
-        Ok(self.node("Mul", path, vec![sum, scale], vec![]))
     }
 
     /// `GroupNorm` (opset 17 has no GroupNormalization), as strata computes it: `x: [N, C, *]`
@@ -501,63 +433,41 @@ impl Graph<'_> {
             }
             LayerSpec::Conv2d(c) => same(self.conv(path, spec, c, x.name, false)?),
             LayerSpec::Conv1d(c) => same(self.conv(path, spec, c, x.name, true)?),
-            LayerSpec::MaxPool2d(o) => unary(
-                self,
-                "MaxPool",
-                vec![
-                    ints("kernel_shape", &[o.kernel_size.0, o.kernel_size.1]),
-                    ints("strides", &[o.stride.0, o.stride.1]),
-                    ints("pads", &[o.padding.0, o.padding.1, o.padding.0, o.padding.1]),
-                    ints("dilations", &[o.dilation.0, o.dilation.1]),
+            // The 1-d pools (height-1 options) are the same nodes with one spatial axis.
+            LayerSpec::MaxPool2d(o) | LayerSpec::MaxPool1d(o) => {
+                let d = matches!(spec, LayerSpec::MaxPool1d(_));
+                let attrs = vec![
+                    ints("kernel_shape", &axes(o.kernel_size, d)),
+                    ints("strides", &axes(o.stride, d)),
+                    ints("pads", &both_sides(o.padding, d)),
+                    ints("dilations", &axes(o.dilation, d)),
                     int("ceil_mode", o.ceil_mode as i64),
-                ],
-            ),
-            LayerSpec::AvgPool2d(o) => {
-                if let Some(divisor) = o.divisor_override {
+                ];
+                unary(self, "MaxPool", attrs)
+            }
+            LayerSpec::AvgPool2d(o) | LayerSpec::AvgPool1d(o) => {
+                let d = matches!(spec, LayerSpec::AvgPool1d(_));
+                if let Some(divisor) = o.divisor_override
+                    && !d
+                {
                     return Ok(same(self.sum_pool(path, spec, o, divisor, x.name)?));
                 }
                 // ceil_mode as PyTorch exports it: ONNX Runtime agrees with PyTorch on windows
                 // hanging over the input (tract 0.22 does not with count_include_pad; see
                 // tests/onnx_export.rs).
-                unary(
-                    self,
-                    "AveragePool",
-                    vec![
-                        ints("kernel_shape", &[o.kernel_size.0, o.kernel_size.1]),
-                        ints("strides", &[o.stride.0, o.stride.1]),
-                        ints("pads", &[o.padding.0, o.padding.1, o.padding.0, o.padding.1]),
-                        int("count_include_pad", o.count_include_pad as i64),
-                        int("ceil_mode", o.ceil_mode as i64),
-                    ],
-                )
+                let attrs = vec![
+                    ints("kernel_shape", &axes(o.kernel_size, d)),
+                    ints("strides", &axes(o.stride, d)),
+                    ints("pads", &both_sides(o.padding, d)),
+                    int("count_include_pad", o.count_include_pad as i64),
+                    int("ceil_mode", o.ceil_mode as i64),
+                ];
+                unary(self, "AveragePool", attrs)
             }
             LayerSpec::AdaptiveAvgPool2d { output_size: (1, 1) } => unary(self, "GlobalAveragePool", vec![]),
             LayerSpec::AdaptiveAvgPool2d { output_size } => {
                 same(self.adaptive_avg_pool(path, spec, &[output_size.0, output_size.1], x.name)?)
             }
-            // The 1-d pools: the same nodes with one spatial axis.
-            LayerSpec::MaxPool1d(o) => unary(
-                self,
-                "MaxPool",
-                vec![
-                    ints("kernel_shape", &[o.kernel_size.1]),
-                    ints("strides", &[o.stride.1]),
-                    ints("pads", &[o.padding.1, o.padding.1]),
-                    ints("dilations", &[o.dilation.1]),
-                    int("ceil_mode", o.ceil_mode as i64),
-                ],
-            ),
-            LayerSpec::AvgPool1d(o) => unary(
-                self,
-                "AveragePool",
-                vec![
-                    ints("kernel_shape", &[o.kernel_size.1]),
-                    ints("strides", &[o.stride.1]),
-                    ints("pads", &[o.padding.1, o.padding.1]),
-                    int("count_include_pad", o.count_include_pad as i64),
-                    int("ceil_mode", o.ceil_mode as i64),
-                ],
-            ),
             LayerSpec::AdaptiveAvgPool1d { output_size: 1 } => unary(self, "GlobalAveragePool", vec![]),
             LayerSpec::AdaptiveAvgPool1d { output_size } => {
                 same(self.adaptive_avg_pool(path, spec, &[*output_size], x.name)?)
@@ -674,23 +584,14 @@ impl Graph<'_> {
         if c.bias {
             inputs.push(self.weight(path, spec, &format!("{path}.bias"))?);
         }
-        let attrs = if one_d {
-            vec![
-                ints("kernel_shape", &[c.kernel_size.1]),
-                ints("strides", &[c.stride.1]),
-                ints("pads", &[left, right]),
-                ints("dilations", &[c.dilation.1]),
-                int("group", c.groups as i64),
-            ]
-        } else {
-            vec![
-                ints("kernel_shape", &[c.kernel_size.0, c.kernel_size.1]),
-                ints("strides", &[c.stride.0, c.stride.1]),
-                ints("pads", &[top, left, bottom, right]),
-                ints("dilations", &[c.dilation.0, c.dilation.1]),
-                int("group", c.groups as i64),
-            ]
-        };
+        let pads = if one_d { vec![left, right] } else { vec![top, left, bottom, right] };
+        let attrs = vec![
+            ints("kernel_shape", &axes(c.kernel_size, one_d)),
+            ints("strides", &axes(c.stride, one_d)),
+            ints("pads", &pads),
+            ints("dilations", &axes(c.dilation, one_d)),
+            int("group", c.groups as i64),
+        ];
         Ok(self.node("Conv", path, inputs, attrs))
     }
 
