@@ -58,7 +58,7 @@ pub use ops::pad::{PaddingMode, pad2d};
 pub use ops::pool::{AvgPool2dOptions, MaxPool2dOptions, avg_pool2d_with, max_pool2d_with, pool_output_size};
 pub use ops::pool::{adaptive_avg_pool2d, avg_pool2d, max_pool2d};
 pub use ops::reduce::all_finite;
-pub use rng::{Generator, manual_seed, with_default_generator};
+pub use rng::{Generator, manual_seed, with_default_generator, with_seed};
 pub use shape::{Layout, Shape};
 pub use storage::{CpuStorage, Element, Float, Storage};
 pub use tensor::Tensor;

@@ -159,15 +159,69 @@ pub const DEFAULT_SEED: u64 = 0;
 
 static DEFAULT_GENERATOR: std::sync::Mutex<Generator> = std::sync::Mutex::new(Generator::new(DEFAULT_SEED));
 
-/// Reseeds the process-wide default generator that layer constructors draw their initial
-/// weights from (PyTorch's `torch.manual_seed`).
-pub fn manual_seed(seed: u64) {
-    *DEFAULT_GENERATOR.lock().unwrap_or_else(|e| e.into_inner()) = Generator::new(seed);
+thread_local! {
+    /// This thread's own default generator while a [`with_seed`] scope runs on it; `None`
+    /// elsewhere (the process-wide one is used).
+    static SCOPED: std::cell::RefCell<Option<Generator>> = const { std::cell::RefCell::new(None) };
 }
 
-/// Runs `f` with the process-wide default generator.
+/// Reseeds the process-wide default generator that layer constructors draw their initial
+/// weights from (PyTorch's `torch.manual_seed`). Inside a [`with_seed`] scope it reseeds that
+/// scope's generator instead, on this thread alone.
+pub fn manual_seed(seed: u64) {
+    let reseeded = SCOPED.with(|s| match s.borrow_mut().as_mut() {
+        Some(g) => {
+            *g = Generator::new(seed);
+            true
+        }
+        None => false,
+    });
+    if !reseeded {
+        *DEFAULT_GENERATOR.lock().unwrap_or_else(|e| e.into_inner()) = Generator::new(seed);
+    }
+}
+
+/// Runs `f` with a default generator of its own, seeded with `seed`, on this thread: every
+/// draw `f` makes through the default generator on this thread (layer constructors, `build`,
+/// dropout seeds) comes from `Generator::new(seed)`, as after `manual_seed(seed)`, while other
+/// threads' draws neither see it nor move it, and the process-wide generator is left as it was.
+///
+/// `manual_seed` then `build` is a race when other threads draw at the same time (tests run in
+/// parallel, a program building models on several threads): another thread's draws between
+/// the two change the weights. `with_seed(seed, || spec.build())` cannot be disturbed. It is
+/// PyTorch's `with torch.random.fork_rng(): torch.manual_seed(seed); ...`, without touching
+/// the global state. Scopes nest; each restores the one around it, also when `f` panics.
+pub fn with_seed<R>(seed: u64, f: impl FnOnce() -> R) -> R {
+    /// Puts the enclosing scope's generator back, however `f` ends.
+    struct Restore(Option<Generator>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let outer = self.0.take();
+            SCOPED.with(|s| *s.borrow_mut() = outer);
+        }
+    }
+    let _restore = Restore(SCOPED.with(|s| s.replace(Some(Generator::new(seed)))));
+    f()
+}
+
+/// Runs `f` with the default generator: this thread's [`with_seed`] scope's where one is open,
+/// else the process-wide one.
 pub fn with_default_generator<R>(f: impl FnOnce(&mut Generator) -> R) -> R {
-    f(&mut DEFAULT_GENERATOR.lock().unwrap_or_else(|e| e.into_inner()))
+    // Taken out while `f` runs (and put back after, also on a panic), so that `f` may open a
+    // scope of its own without the RefCell being borrowed twice.
+    struct PutBack(Option<Generator>);
+    impl Drop for PutBack {
+        fn drop(&mut self) {
+            if let Some(g) = self.0.take() {
+                SCOPED.with(|s| *s.borrow_mut() = Some(g));
+            }
+        }
+    }
+    let mut scoped = PutBack(SCOPED.with(|s| s.borrow_mut().take()));
+    match scoped.0.as_mut() {
+        Some(g) => f(g),
+        None => f(&mut DEFAULT_GENERATOR.lock().unwrap_or_else(|e| e.into_inner())),
+    }
 }
 
 /// Runs `f(start_index, chunk)` over fixed-size chunks, in parallel when the slice is large.
@@ -185,6 +239,39 @@ fn par_chunks(out: &mut [f64], f: impl Fn(usize, &mut [f64]) + Sync) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_seeded_scope_is_this_threads_alone() {
+        let draw = || with_default_generator(|g| g.next_u64());
+        let expected = Generator::new(11).next_u64();
+        // Another thread drawing from the process-wide generator all along cannot move it.
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    draw();
+                }
+            });
+            for _ in 0..200 {
+                assert_eq!(with_seed(11, draw), expected);
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        // Nested scopes restore the outer one; manual_seed inside reseeds the scope only.
+        with_seed(11, || {
+            let first = draw();
+            assert_eq!(first, expected);
+            assert_eq!(with_seed(11, draw), expected);
+            let second = draw();
+            assert_ne!(second, first, "the outer scope went on from where it was");
+            manual_seed(11);
+            assert_eq!(draw(), expected);
+        });
+        // A panic inside a scope still restores the state around it.
+        let caught = std::panic::catch_unwind(|| with_seed(3, || panic!("inside")));
+        assert!(caught.is_err());
+        assert!(SCOPED.with(|s| s.borrow().is_none()));
+    }
 
     #[test]
     fn philox_known_answer() {

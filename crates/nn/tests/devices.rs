@@ -4,7 +4,7 @@
 //! an adapter the test prints `SKIPPED` (and fails under `STRATA_REQUIRE_GPU=1`).
 #![cfg(feature = "gpu")]
 
-use strata_core::{DType, Device, Generator, Tensor, manual_seed};
+use strata_core::{DType, Device, Generator, Tensor, with_seed};
 use strata_nn::optim::{Optimizer, SGD, SgdConfig};
 use strata_nn::{CrossEntropyLoss, Module};
 
@@ -131,9 +131,9 @@ layers = [
 
 fn same_losses(file: &str, steps: usize, batch: usize) {
     let Some(dev) = gpu() else { return };
-    // One initialisation for both (the default generator is shared by tests running at once).
-    manual_seed(7);
-    let model = spec(file).build().unwrap();
+    // One initialisation for both, drawn in a seeded scope of this thread's own: other tests
+    // drawing from the default generator at the same time cannot change it.
+    let model = with_seed(7, || spec(file).build()).unwrap();
     let init = (model.state_dict(), model.extra_state());
     let cpu = losses(file, &init, Device::Cpu, steps, batch);
     let gpu = losses(file, &init, dev, steps, batch);

@@ -471,8 +471,7 @@ fn a_time_major_model_checks_with_a_symbolic_batch_and_matches_pytorch() {
 #[test]
 fn a_time_major_model_trains_at_any_batch_size() {
     let spec = parse_model(TIME_MAJOR, "tm.toml", "TimeMajor").unwrap();
-    strata_core::manual_seed(3);
-    let model = spec.build().unwrap();
+    let model = strata_core::with_seed(3, || spec.build()).unwrap();
     let mut opt = Adam::new(model.parameters(), 0.02).unwrap();
     let loss_fn = CrossEntropyLoss::new();
     let mut g = Generator::new(4);

@@ -10,7 +10,7 @@
 #![cfg(feature = "gpu")]
 
 use std::path::Path;
-use strata_core::{DType, Device, Generator, Tensor, manual_seed};
+use strata_core::{DType, Device, Generator, Tensor, with_seed};
 use strata_nn::optim::{Optimizer, SGD, SgdConfig};
 use strata_nn::{CrossEntropyLoss, ModelSpec, Module};
 
@@ -78,8 +78,7 @@ fn a_model_split_over_three_devices_trains_like_the_cpu() {
     }
     let spec = split_spec();
     assert!(spec.is_placed() && strata_nn::check::check_spec(&spec, None, Some(10)).errors.is_empty());
-    manual_seed(5);
-    let cpu = spec.clone().without_placement().build().unwrap();
+    let cpu = with_seed(5, || spec.clone().without_placement().build()).unwrap();
     let init = cpu.state_dict();
     let placed = spec.build().unwrap();
     placed.load_state_dict(&init, true).unwrap();

@@ -52,7 +52,7 @@ pub mod prelude {
         Callback, Checkpointing, Control, EarlyStopping, EpochLog, Evaluation, History, InputLayout, MetricsLog,
         OnDivergence, Outcome, ProgressBar, Schedule, Trainer,
     };
-    pub use strata_core::{DType, Device, Precision, Tensor, manual_seed, no_grad};
+    pub use strata_core::{DType, Device, Precision, Tensor, manual_seed, no_grad, with_seed};
     pub use strata_data::{BatchSize, DataLoader, Dataset, MNIST_MEAN, MNIST_STD, embedded_mnist};
     pub use strata_nn::{
         Adam, AdamConfig, AdamW, BCEWithLogitsLoss, CrossEntropyLoss, Linear, Loss, MSELoss, ModelSpec, Module,

@@ -14,8 +14,11 @@ fn data(n: usize, m: usize) -> (Dataset, Dataset) {
 }
 
 fn simple_nn(seed: u64) -> Sequential {
-    manual_seed(seed);
-    ModelSpec::new("SimpleNN").input(&[784]).linear("fc1", 784, 32).relu().linear("fc2", 32, 10).build().unwrap()
+    // This thread's own seeded generator: tests building at the same time cannot move it.
+    with_seed(seed, || {
+        ModelSpec::new("SimpleNN").input(&[784]).linear("fc1", 784, 32).relu().linear("fc2", 32, 10).build()
+    })
+    .unwrap()
 }
 
 fn sgd(model: &Sequential) -> Box<dyn Optimizer> {
@@ -230,8 +233,7 @@ fn a_hand_written_module_trains() {
             vec![("fc1".into(), &self.fc1), ("fc2".into(), &self.fc2)]
         }
     }
-    manual_seed(8);
-    let model = Mlp { fc1: Linear::new(784, 32).unwrap(), fc2: Linear::new(32, 10).unwrap() };
+    let model = with_seed(8, || Mlp { fc1: Linear::new(784, 32).unwrap(), fc2: Linear::new(32, 10).unwrap() });
     let (train, val) = data(1280, 300);
     let opt = Box::new(Adam::new(model.parameters(), 1e-3).unwrap());
     let h = Trainer::new(&model, opt).input_shape(&[784]).epochs(2).fit(&train, Some(&val)).unwrap();
