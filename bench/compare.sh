@@ -20,6 +20,9 @@
 # AND in bf16 (strata-bench --precision bf16 beside PyTorch's torch.autocast(dtype=bfloat16)),
 # alternating, so one run prints the f32 tables and a "bf16 (autocast)" table with each system's
 # bf16 ÷ f32 speed. The default, --precision f32, runs f32 alone, as before.
+#
+# STRATA_BENCH_BIN=path runs that strata-bench binary instead of building one with cargo: for a
+# machine without a Rust toolchain (a lent GPU machine, say), with a binary built elsewhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,7 +45,7 @@ while [ $# -gt 0 ]; do
         --workloads) WORKLOADS="$2"; shift ;;
         --quick) QUICK="--quick" ;;
         --precision) PRECISION="${2:-}"; [ $# -gt 1 ] && shift ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) echo "compare.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -74,9 +77,15 @@ case "$PRECISION" in
     *) echo "compare.sh: unknown precision '$PRECISION': expected f32 or bf16 (see --help)" >&2; exit 2 ;;
 esac
 
-say "building strata-bench (release)"
-cargo build --release --quiet -p strata-bench
-BIN="${CARGO_TARGET_DIR:-target}/release/strata-bench"
+if [ -n "${STRATA_BENCH_BIN:-}" ]; then
+    BIN="$STRATA_BENCH_BIN"
+    [ -x "$BIN" ] || { say "STRATA_BENCH_BIN=$BIN is not an executable file"; exit 2; }
+    say "using $BIN (STRATA_BENCH_BIN), not building"
+else
+    say "building strata-bench (release)"
+    cargo build --release --quiet -p strata-bench
+    BIN="${CARGO_TARGET_DIR:-target}/release/strata-bench"
+fi
 
 HAVE_TORCH=0
 TORCH_NOTE=""

@@ -460,6 +460,16 @@ fn matmul_and_linear() {
     check("linear without bias, 3-D input", dev, &[rand(&[2, 3, 8], 1), rand(&[5, 8], 2)], |t| {
         strata_core::linear(&t[0], &t[1], None)
     });
+    // Up to 8 rows or columns take the split-K kernel: K longer than its 64 threads, not a multiple of
+    // them, transposed and batched operands, and the bias + ReLU epilogue at batch 1.
+    check_tol("few rows, long K", dev, &[rand(&[5, 300], 1), rand(&[300, 70], 2)], 2e-5, |t| t[0].matmul(&t[1]));
+    check_tol("few rows, transposed, batched", dev, &[rand(&[3, 130, 8], 1), rand(&[3, 20, 130], 2)], 2e-5, |t| {
+        t[0].transpose(1, 2)?.matmul(&t[1].transpose(1, 2)?)
+    });
+    check_tol("few columns", dev, &[rand(&[70, 300], 1), rand(&[300, 3], 2)], 2e-5, |t| t[0].matmul(&t[1]));
+    check_tol("batch-1 linear_relu", dev, &[rand(&[1, 784], 4), w.clone(), b.clone()], 2e-5, |t| {
+        strata_core::linear_relu(&t[0], &t[1], Some(&t[2]))
+    });
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! The GPU kernel of matmul and linear (`matmul.wgsl`): a tiled, batched GEMM with strided
-//! operands and an optional bias + ReLU epilogue.
+//! The GPU kernels of matmul and linear (`matmul.wgsl`): a tiled, batched GEMM with strided
+//! operands and an optional bias + ReLU epilogue, and a split-K kernel with the same parameters
+//! for products of a few rows.
 
 use crate::device::DType;
 use crate::error::Result;
@@ -10,6 +11,15 @@ use crate::tensor::Tensor;
 use std::sync::Arc;
 
 const MATMUL: Kernel = Kernel { name: "matmul", wgsl: include_str!("matmul.wgsl"), entry: "matmul_main" };
+const GEMV: Kernel = Kernel { name: "matmul_gemv", wgsl: include_str!("matmul.wgsl"), entry: "gemv_main" };
+
+/// Most rows (or columns) a product takes the split-K kernel with: at 8 the tiled kernel still
+/// leaves seven eighths of each 64-wide tile idle and runs on few workgroups, while the split-K
+/// one reads the other operand once per row (column).
+const GEMV_MAX_SIDE: usize = 8;
+
+/// Most workgroups along one dispatch dimension (WebGPU's default limit).
+const MAX_GROUPS: usize = 65_535;
 
 /// One operand: the tensor, its batch layout (broadcast to the result's batch shape) and the
 /// strides of its rows and columns.
@@ -48,7 +58,12 @@ pub(crate) fn gemm(
     let dims = a.batch.shape.0.clone();
     p.extend(layout_words(&a.batch, &dims));
     p.extend(layout_words(&b.batch, &dims));
-    let groups = (n.div_ceil(64) as u32, m.div_ceil(64) as u32, batch as u32);
-    ctx.dispatch(&MATMUL, &p, &[ba.raw(), bb.raw(), bias_buf.raw(), out.raw()], groups)?;
+    let buffers = [ba.raw(), bb.raw(), bias_buf.raw(), out.raw()];
+    if (m <= GEMV_MAX_SIDE || n <= GEMV_MAX_SIDE) && m <= MAX_GROUPS && n <= MAX_GROUPS {
+        // One workgroup per output element: (column, row, batch).
+        ctx.dispatch(&GEMV, &p, &buffers, (n as u32, m as u32, batch as u32))?;
+    } else {
+        ctx.dispatch(&MATMUL, &p, &buffers, (n.div_ceil(64) as u32, m.div_ceil(64) as u32, batch as u32))?;
+    }
     Ok(Storage::Gpu(out))
 }

@@ -77,3 +77,41 @@ fn matmul_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         }
     }
 }
+
+// A few rows (batch-1 inference, small batches) or columns (a classifier's last layer): one
+// workgroup per output element, its 64
+// threads splitting K (thread t takes k = t, t + 64, …) and adding their partial sums in
+// workgroup memory. Why: the tiled kernel above computes 64 rows per workgroup whatever M is, so
+// at M = 1 it does 64 times the arithmetic and runs its whole K loop on N/64 workgroups (2 for
+// SimpleNN's first layer), and likewise for few columns; here N·M workgroups share the work. Same parameters and bindings;
+// dispatched as (N, M, batch).
+var<workgroup> partial: array<f32, 64>;
+
+@compute @workgroup_size(64)
+fn gemv_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let M = p[0];
+    let N = p[1];
+    let K = p[2];
+    let z = wid.z;
+    let a0 = strided(z, 8u) + wid.y * p[3];
+    let b0 = strided(z, 8u + 2u + 2u * p[8]) + wid.x * p[6];
+    var s = 0.0;
+    for (var k = lid.x; k < K; k = k + 64u) {
+        s = s + a[a0 + k * p[4]] * b[b0 + k * p[5]];
+    }
+    partial[lid.x] = s;
+    workgroupBarrier();
+    for (var w = 32u; w > 0u; w = w >> 1u) {
+        if (lid.x < w) {
+            partial[lid.x] = partial[lid.x] + partial[lid.x + w];
+        }
+        workgroupBarrier();
+    }
+    if (lid.x == 0u) {
+        var v = partial[0];
+        let flags = p[7];
+        if ((flags & 1u) != 0u) { v = v + bias[wid.x]; }
+        if ((flags & 2u) != 0u) { v = select(0.0, v, v > 0.0 || v != v); }
+        out[z * M * N + wid.y * N + wid.x] = v;
+    }
+}
