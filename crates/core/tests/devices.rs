@@ -204,6 +204,29 @@ fn concatenation_and_lstm() {
             },
         );
     }
+    // Given initial states (their gradients too), without biases, reversed, and one step alone.
+    let (h0, c0) = (rand(&[3, 6], 6), rand(&[3, 6], 7));
+    for (x, opts) in [
+        (x.clone(), strata_core::LstmOptions { cell_state: true, ..Default::default() }),
+        (x.clone(), strata_core::LstmOptions { reverse: true, ..Default::default() }),
+        (rand(&[1, 3, 4], 8), strata_core::LstmOptions { batch_first: true, cell_state: true, ..Default::default() }),
+    ] {
+        check_tol(
+            &format!("lstm with h0, c0 {opts:?} T={}", x.dims()[0]),
+            dev,
+            &[x, wih.clone(), whh.clone(), h0.clone(), c0.clone()],
+            2e-5,
+            move |t| {
+                let (out, h_n, c_n) =
+                    strata_core::lstm_layer(&t[0], Some(&t[3]), Some(&t[4]), &t[1], &t[2], None, opts)?;
+                let tail = match c_n {
+                    Some(c) => h_n.mul(&c)?,
+                    None => h_n,
+                };
+                out.mul(&out)?.sum(&[0, 1], false)?.add(&tail.sum(&[0], false)?)
+            },
+        );
+    }
 }
 
 #[test]

@@ -130,6 +130,12 @@ layers = [
 }
 
 fn same_losses(file: &str, steps: usize, batch: usize) {
+    same_losses_drifting(file, steps, batch, steps, 0.0)
+}
+
+/// [`same_losses`] for a model whose trajectories may part after `exact` steps: the losses of
+/// the steps before agree within 1e-4, the later ones within `drift` relative.
+fn same_losses_drifting(file: &str, steps: usize, batch: usize, exact: usize, drift: f64) {
     let Some(dev) = gpu() else { return };
     // One initialisation for both, drawn in a seeded scope of this thread's own: other tests
     // drawing from the default generator at the same time cannot change it.
@@ -138,7 +144,8 @@ fn same_losses(file: &str, steps: usize, batch: usize) {
     let cpu = losses(file, &init, Device::Cpu, steps, batch);
     let gpu = losses(file, &init, dev, steps, batch);
     for (i, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
-        assert!((c - g).abs() < 1e-4, "{file}: step {i}: cpu loss {c}, gpu loss {g}");
+        let ok = if i < exact { (c - g).abs() < 1e-4 } else { (c - g).abs() <= drift * (1.0 + c.abs()) };
+        assert!(ok, "{file}: step {i}: cpu loss {c}, gpu loss {g}");
     }
     assert!(cpu[steps - 1] < cpu[0], "{file} learns: {} → {}", cpu[0], cpu[steps - 1]);
 }
@@ -158,7 +165,11 @@ fn residual_mlp_on_the_gpu() {
 // time (450 s beside other tests); every step's loss is still compared.
 #[test]
 fn resnet_on_the_gpu() {
-    same_losses("resnet_mnist_model.toml", 50, 2);
+    // BatchNorm over two samples divides by their spread, which magnifies rounding: the two
+    // devices' losses agree to ~1e-7 for the first steps, then part (by up to ~1e-3 relative
+    // around step 20 on llvmpipe, once the GEMMs of two rows sum in another order than the
+    // CPU's). The early steps check the kernels; the later ones that training stays alike.
+    same_losses_drifting("resnet_mnist_model.toml", 50, 2, 8, 5e-3);
 }
 
 #[test]

@@ -26,8 +26,9 @@
 //!
 //! The parts: this file (the API and shapes), `cpu/` (the fused CPU op: `cpu/forward.rs` the
 //! gate nonlinearities, row blocks, the forward recurrence and the autograd node,
-//! `cpu/backward.rs` backpropagation through time and the parameter GEMMs), `gpu.rs` (the GPU
-//! path, composed from ops; the `gpu` feature), `tests.rs`.
+//! `cpu/backward.rs` backpropagation through time and the parameter GEMMs), `gpu.rs` (the same
+//! node on a GPU: the GEMMs by the matmul kernels, each step's gate pass one dispatch of
+//! `cell.wgsl` / `cell_backward.wgsl`; the `gpu` feature), `tests.rs`.
 
 mod cpu;
 #[cfg(feature = "gpu")]
@@ -122,9 +123,12 @@ pub fn lstm_layer(
         }
     }
     #[cfg(feature = "gpu")]
-    if x.device().is_gpu() {
-        return gpu::lstm(x, h0, c0, (w_ih, w_hh), bias, opts, (t, n, f, h));
-    }
+    let node_out = if x.device().is_gpu() {
+        gpu::lstm(x, h0, c0, (w_ih, w_hh), bias, opts, (t, n, f, h))?
+    } else {
+        cpu::lstm(x, h0, c0, (w_ih, w_hh), bias, opts, (t, n, f, h))?
+    };
+    #[cfg(not(feature = "gpu"))]
     let node_out = cpu::lstm(x, h0, c0, (w_ih, w_hh), bias, opts, (t, n, f, h))?;
     let (out_dims, time_dim) = if opts.batch_first { ([n, t, h], 1) } else { ([t, n, h], 0) };
     let (out, c_n) = if opts.cell_state {
