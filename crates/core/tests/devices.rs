@@ -489,6 +489,9 @@ fn matmul_and_linear() {
     check_tol("few rows, transposed, batched", dev, &[rand(&[3, 130, 8], 1), rand(&[3, 20, 130], 2)], 2e-5, |t| {
         t[0].transpose(1, 2)?.matmul(&t[1].transpose(1, 2)?)
     });
+    // Few output tiles and a long K split K into slices (the linear above too): batched, and
+    // K not a multiple of the slices' 16-deep steps.
+    check_tol("batched, split K", dev, &[rand(&[3, 20, 300], 1), rand(&[300, 70], 2)], 2e-5, |t| t[0].matmul(&t[1]));
     check_tol("few columns", dev, &[rand(&[70, 300], 1), rand(&[300, 3], 2)], 2e-5, |t| t[0].matmul(&t[1]));
     check_tol("batch-1 linear_relu", dev, &[rand(&[1, 784], 4), w.clone(), b.clone()], 2e-5, |t| {
         strata_core::linear_relu(&t[0], &t[1], Some(&t[2]))

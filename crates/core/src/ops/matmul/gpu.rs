@@ -4,7 +4,7 @@
 
 use crate::device::DType;
 use crate::error::Result;
-use crate::gpu::{GpuBuffer, Kernel, layout_words, output};
+use crate::gpu::{GpuBuffer, Kernel, groups_1d, layout_words, output};
 use crate::shape::Layout;
 use crate::storage::Storage;
 use crate::tensor::Tensor;
@@ -12,6 +12,23 @@ use std::sync::Arc;
 
 const MATMUL: Kernel = Kernel { name: "matmul", wgsl: include_str!("matmul.wgsl"), entry: "matmul_main" };
 const GEMV: Kernel = Kernel { name: "matmul_gemv", wgsl: include_str!("matmul.wgsl"), entry: "gemv_main" };
+const SPLITK: Kernel = Kernel { name: "matmul_splitk", wgsl: include_str!("splitk.wgsl"), entry: "splitk_main" };
+
+/// Output tiles (64×64, over the batch) below which a product with a long K is split along K:
+/// a GPU has ~100 compute units, and a product of 2 tiles (SimpleNN's first layer at batch 64)
+/// ran its 49-deep K loop on 2 of them.
+const SPLIT_BELOW_TILES: usize = 64;
+
+/// The shortest K slice a split gives one workgroup (8 of the kernel's 16-deep steps).
+const MIN_SLICE: usize = 128;
+
+/// How many K slices a tiled product of `tiles` output tiles and depth `k` runs as (1: none).
+fn k_splits(tiles: usize, k: usize) -> usize {
+    if tiles >= SPLIT_BELOW_TILES {
+        return 1;
+    }
+    (2 * SPLIT_BELOW_TILES).div_ceil(tiles).min(k / MIN_SLICE).max(1)
+}
 
 /// Most rows (or columns) a product takes the split-K kernel with: at 8 the tiled kernel still
 /// leaves seven eighths of each 64-wide tile idle and runs on few workgroups, while the split-K
@@ -54,16 +71,30 @@ pub(crate) fn gemm(
         None => output(ctx, op, 1, DType::F32)?,
     };
     let flags = u32::from(bias.is_some()) | (u32::from(relu) << 1);
+    let gemv = (m <= GEMV_MAX_SIDE || n <= GEMV_MAX_SIDE) && m <= MAX_GROUPS && n <= MAX_GROUPS;
+    let splits = if gemv { 1 } else { k_splits(n.div_ceil(64) * m.div_ceil(64) * batch, k) };
+    // Slices a multiple of the kernel's 16-deep step.
+    let slice = k.div_ceil(splits).next_multiple_of(16);
+    let splits = k.div_ceil(slice).max(1);
     let mut p = vec![m as u32, n as u32, k as u32, a.rs as u32, a.cs as u32, b.rs as u32, b.cs as u32, flags];
+    p.extend([splits as u32, slice as u32]);
     let dims = a.batch.shape.0.clone();
     p.extend(layout_words(&a.batch, &dims));
     p.extend(layout_words(&b.batch, &dims));
-    let buffers = [ba.raw(), bb.raw(), bias_buf.raw(), out.raw()];
-    if (m <= GEMV_MAX_SIDE || n <= GEMV_MAX_SIDE) && m <= MAX_GROUPS && n <= MAX_GROUPS {
+    let tiles = |z: usize| (n.div_ceil(64) as u32, m.div_ceil(64) as u32, z as u32);
+    if gemv {
         // One workgroup per output element: (column, row, batch).
+        let buffers = [ba.raw(), bb.raw(), bias_buf.raw(), out.raw()];
         ctx.dispatch(&GEMV, &p, &buffers, (n as u32, m as u32, batch as u32))?;
+    } else if splits == 1 {
+        ctx.dispatch(&MATMUL, &p, &[ba.raw(), bb.raw(), bias_buf.raw(), out.raw()], tiles(batch))?;
     } else {
-        ctx.dispatch(&MATMUL, &p, &buffers, (n.div_ceil(64) as u32, m.div_ceil(64) as u32, batch as u32))?;
+        // Each slice's partial product, then their sum with the epilogue.
+        let part = output(ctx, op, splits * batch * m * n, DType::F32)?;
+        ctx.dispatch(&MATMUL, &p, &[ba.raw(), bb.raw(), bias_buf.raw(), part.raw()], tiles(splits * batch))?;
+        let total = batch * m * n;
+        let q = [total as u32, (m * n) as u32, n as u32, splits as u32, flags];
+        ctx.dispatch(&SPLITK, &q, &[part.raw(), bias_buf.raw(), out.raw()], groups_1d(total))?;
     }
     Ok(Storage::Gpu(out))
 }

@@ -2,8 +2,12 @@
 // a workgroup computes a 64×64 block of the output from 16-deep slices of A and B staged in
 // workgroup memory, each of its 16×16 threads a 4×4 register block. A and B are read through
 // their strides, so transposed operands cost nothing.
-// p = [M, N, K, a_rs, a_cs, b_rs, b_cs, flags (1: bias, 2: ReLU), batch layout of A (at 8),
-//      batch layout of B (at 8 + 2 + 2·nbatchdims)]; out is contiguous [batch, M, N].
+// p = [M, N, K, a_rs, a_cs, b_rs, b_cs, flags (1: bias, 2: ReLU), S, KC, batch layout of A
+//      (at 10), batch layout of B (at 10 + 2 + 2·nbatchdims)]; out is contiguous [batch, M, N].
+// Split-K (S > 1): the dispatch's z is batch·S, workgroup z·S + s sums k in [s·KC, (s+1)·KC)
+// into its own [M, N] slice of out (then [batch·S, M, N]), without the epilogue; splitk.wgsl
+// adds the slices and applies it. For products of few tiles and a long K, whose few workgroups
+// would otherwise run the whole K loop alone.
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
@@ -19,21 +23,24 @@ fn matmul_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     let M = p[0];
     let N = p[1];
     let K = p[2];
-    let z = wid.z;
-    let a0 = strided(z, 8u);
-    let b0 = strided(z, 8u + 2u + 2u * p[8]);
+    let S = p[8];
+    let z = wid.z / S;
+    let k_start = (wid.z % S) * p[9];
+    let k_end = min(K, k_start + p[9]);
+    let a0 = strided(z, 10u);
+    let b0 = strided(z, 10u + 2u + 2u * p[10]);
     let row0 = wid.y * TM;
     let col0 = wid.x * TM;
     let t = lid.y * 16u + lid.x;
     var acc: array<f32, 16>;
-    for (var k0 = 0u; k0 < K; k0 = k0 + TK) {
+    for (var k0 = k_start; k0 < k_end; k0 = k0 + TK) {
         for (var j = 0u; j < 4u; j = j + 1u) {
             let e = t + 256u * j;
             // A's slice: 64 rows × 16 k, k fastest in the read order.
             let r = e / TK;
             let ka = e % TK;
             var va = 0.0;
-            if (row0 + r < M && k0 + ka < K) {
+            if (row0 + r < M && k0 + ka < k_end) {
                 va = a[a0 + (row0 + r) * p[3] + (k0 + ka) * p[4]];
             }
             As[ka * TM + r] = va;
@@ -41,7 +48,7 @@ fn matmul_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
             let kb = e / TM;
             let c = e % TM;
             var vb = 0.0;
-            if (k0 + kb < K && col0 + c < N) {
+            if (k0 + kb < k_end && col0 + c < N) {
                 vb = b[b0 + (k0 + kb) * p[5] + (col0 + c) * p[6]];
             }
             Bs[kb * TM + c] = vb;
@@ -63,7 +70,8 @@ fn matmul_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         }
         workgroupBarrier();
     }
-    let flags = p[7];
+    // Split, the epilogue waits for the sum of the slices.
+    let flags = select(0u, p[7], S == 1u);
     for (var i = 0u; i < 4u; i = i + 1u) {
         let r = row0 + lid.y * 4u + i;
         for (var jj = 0u; jj < 4u; jj = jj + 1u) {
@@ -72,7 +80,7 @@ fn matmul_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
                 var v = acc[i * 4u + jj];
                 if ((flags & 1u) != 0u) { v = v + bias[c]; }
                 if ((flags & 2u) != 0u) { v = select(0.0, v, v > 0.0 || v != v); }
-                out[z * M * N + r * N + c] = v;
+                out[wid.z * M * N + r * N + c] = v;
             }
         }
     }
@@ -93,8 +101,8 @@ fn gemv_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
     let N = p[1];
     let K = p[2];
     let z = wid.z;
-    let a0 = strided(z, 8u) + wid.y * p[3];
-    let b0 = strided(z, 8u + 2u + 2u * p[8]) + wid.x * p[6];
+    let a0 = strided(z, 10u) + wid.y * p[3];
+    let b0 = strided(z, 10u + 2u + 2u * p[10]) + wid.x * p[6];
     var s = 0.0;
     for (var k = lid.x; k < K; k = k + 64u) {
         s = s + a[a0 + k * p[4]] * b[b0 + k * p[5]];
