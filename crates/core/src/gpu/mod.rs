@@ -4,15 +4,18 @@
 //! records into.
 //!
 //! Why one pending encoder: a training step is hundreds of small dispatches, and a queue
-//! submission per dispatch costs more than most of them take. Ops record compute passes into a
-//! shared encoder, which is submitted when a value is read back (`to_vec`, `item`: the only
-//! synchronisation) or when it holds `MAX_PENDING` passes. Ordering needs no fences: passes run
-//! in recording order, wgpu places the barriers between them, and no buffer is ever written from
+//! submission per dispatch costs more than most of them take. Ops record their dispatches into
+//! one open compute pass of a shared encoder (a copy ends the pass, the next dispatch opens
+//! another), which is submitted when a value is read back (`to_vec`, `item`: the only
+//! synchronisation) or when it holds `MAX_PENDING` dispatches. Ordering needs no fences:
+//! dispatches run in recording order, wgpu places the barriers between those that need one
+//! (within a pass as between passes), and no buffer is ever written from
 //! the host once a pass may use it (uploads make fresh buffers, mapped at creation). The
 //! kernels' parameter words go the same way: each encoder has one fresh buffer for all of its
 //! dispatches' words (each bound at its own offset), written and unmapped as it is submitted; a
 //! small buffer per dispatch was most of a small dispatch's host time (~10 µs of ~11 on
-//! llvmpipe's host thread, 2-core machine; ~3 µs with the arena).
+//! llvmpipe's host thread, 2-core machine; ~4 µs with the arena, ~2.2 µs with one pass for all
+//! dispatches instead of a pass each: `examples/dispatch_cost.rs`).
 //!
 //! The kernels themselves live with their ops (`ops/<op>/gpu.rs` and its `.wgsl`); this module
 //! only runs them. Tensors on the GPU hold `f32` (and `i64` class indices, stored as `i32`:
@@ -200,6 +203,11 @@ struct Pool {
 
 #[derive(Default)]
 struct Pending {
+    /// The open compute pass every dispatch is recorded into, until a copy or the submission
+    /// ends it (dropped first: the encoder is locked while it is open). One pass for many
+    /// dispatches: wgpu still places a barrier between dispatches that need one, and a pass
+    /// begun and ended per dispatch was a share of each dispatch's host time.
+    pass: Option<wgpu::ComputePass<'static>>,
     encoder: Option<wgpu::CommandEncoder>,
     passes: usize,
     /// The parameter words of the encoder's dispatches, each at an aligned offset of one buffer
@@ -279,14 +287,16 @@ impl Context {
             layout: &layout,
             entries: &entries,
         });
-        let encoder = pending.encoder.get_or_insert_with(|| self.device.create_command_encoder(&Default::default()));
-        {
-            let mut pass = encoder
-                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(kernel.name), timestamp_writes: None });
-            pass.set_pipeline(&pipeline);
-            pass.set_bind_group(0, &group, &[]);
-            pass.dispatch_workgroups(workgroups.0, workgroups.1, workgroups.2);
-        }
+        let Pending { pass, encoder, .. } = &mut *pending;
+        let encoder = encoder.get_or_insert_with(|| self.device.create_command_encoder(&Default::default()));
+        let pass = pass.get_or_insert_with(|| {
+            encoder
+                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("strata"), timestamp_writes: None })
+                .forget_lifetime()
+        });
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &group, &[]);
+        pass.dispatch_workgroups(workgroups.0, workgroups.1, workgroups.2);
         pending.passes += 1;
         if pending.passes >= MAX_PENDING {
             self.submit(&mut pending);
@@ -297,12 +307,15 @@ impl Context {
     /// Records a buffer-to-buffer copy (bytes) into the pending encoder.
     pub(crate) fn copy(&self, src: &wgpu::Buffer, dst: &wgpu::Buffer, bytes: u64) {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        // The open pass ends first: copies are recorded on the encoder itself.
+        pending.pass = None;
         let encoder = pending.encoder.get_or_insert_with(|| self.device.create_command_encoder(&Default::default()));
         encoder.copy_buffer_to_buffer(src, 0, dst, 0, bytes);
         pending.passes += 1;
     }
 
     fn submit(&self, pending: &mut Pending) {
+        pending.pass = None;
         // The parameter words reach their buffer before any command that reads them is submitted.
         if let Some(arena) = pending.arena.take() {
             match arena.buffer.slice(..arena.bytes.len() as u64).get_mapped_range_mut() {
