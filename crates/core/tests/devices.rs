@@ -431,6 +431,10 @@ fn reductions() {
     check("sum dims 0, 2 keepdim", dev, &[x.clone()], |t| t[0].sum(&[0, 2], true));
     check("mean", dev, &[x.clone()], |t| t[0].mean(&[1], false));
     check("long sum", dev, &[rand(&[3, 5000], 2)], |t| t[0].sum(&[1], false));
+    // Few outputs of long reductions are summed in slices (two passes): contiguous, and over a
+    // plan that strides (BatchNorm's per-channel sums), with a length no slice count divides.
+    check("split sum", dev, &[rand(&[3, 40_001], 3)], |t| t[0].sum(&[1], false));
+    check("split per-channel sum", dev, &[rand(&[2, 4, 97, 103], 4)], |t| t[0].sum(&[0, 2, 3], false));
     check("max with gradient", dev, &[x.clone()], |t| t[0].max(1, false));
     check("max over the last dim, keepdim", dev, &[x.clone()], |t| t[0].max(-1, true));
     check("max over the first dim of a view", dev, &[x.clone()], |t| t[0].transpose(0, 2)?.max(0, false));

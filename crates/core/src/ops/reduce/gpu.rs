@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 const SUM_THREAD: Kernel = Kernel { name: "sum_thread", wgsl: include_str!("reduce.wgsl"), entry: "sum_thread" };
 const SUM_GROUP: Kernel = Kernel { name: "sum_group", wgsl: include_str!("reduce.wgsl"), entry: "sum_group" };
+const SUM_SPLIT: Kernel = Kernel { name: "sum_split", wgsl: include_str!("reduce.wgsl"), entry: "sum_split" };
 const MAX: Kernel = Kernel { name: "max", wgsl: include_str!("max.wgsl"), entry: "max_main" };
 const MAX_BACKWARD: Kernel =
     Kernel { name: "max_backward", wgsl: include_str!("max_backward.wgsl"), entry: "max_backward_main" };
@@ -19,6 +20,13 @@ const FINITE: Kernel = Kernel { name: "all_finite", wgsl: include_str!("finite.w
 
 /// Reductions at least this long get a workgroup each; shorter ones a thread each.
 const GROUP_MIN: usize = 64;
+
+/// Fewer outputs than this, each at least `2·SLICE` long, are summed in slices of `SLICE` or
+/// more by several workgroups each, then the slices added (two passes).
+const SPLIT_BELOW_OUTPUTS: usize = 128;
+
+/// The shortest slice of a split sum (16 elements per thread of a workgroup).
+const SLICE: usize = 4096;
 
 fn plan_words(n_out: usize, reduced: usize, plan: &Layout) -> Vec<u32> {
     let mut p = vec![n_out as u32, reduced as u32];
@@ -29,8 +37,19 @@ fn plan_words(n_out: usize, reduced: usize, plan: &Layout) -> Vec<u32> {
 /// The sums of `t` under `plan` (`n_out` outputs of `reduced` elements each).
 pub(super) fn sum(t: &Tensor, plan: &Layout, reduced: usize, n_out: usize) -> Result<Storage> {
     let b = t.gpu_buffer("sum")?;
+    let mut p = plan_words(n_out, reduced, plan);
+    if n_out < SPLIT_BELOW_OUTPUTS && reduced >= 2 * SLICE {
+        // Enough slices for ~256 workgroups in all, none shorter than SLICE.
+        let splits = (256usize.div_ceil(n_out)).min(reduced / SLICE).max(2);
+        let chunk = reduced.div_ceil(splits);
+        let splits = reduced.div_ceil(chunk);
+        p.extend([splits as u32, chunk as u32]);
+        let part = output(&b.ctx, "sum", n_out * splits, DType::F32)?;
+        b.ctx.dispatch(&SUM_SPLIT, &p, &[b.raw(), part.raw()], ((n_out * splits) as u32, 1, 1))?;
+        let slices = Tensor::from_storage(Storage::Gpu(part), Shape(vec![n_out, splits]));
+        return sum(&slices, &Layout::contiguous(Shape(vec![n_out, splits])), splits, n_out);
+    }
     let out = output(&b.ctx, "sum", n_out, DType::F32)?;
-    let p = plan_words(n_out, reduced, plan);
     if reduced >= GROUP_MIN {
         let groups = if n_out <= 65_535 { (n_out as u32, 1, 1) } else { (65_535, n_out.div_ceil(65_535) as u32, 1) };
         b.ctx.dispatch(&SUM_GROUP, &p, &[b.raw(), out.raw()], groups)?;

@@ -43,3 +43,37 @@ fn sum_group(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
         out[o] = partial[0];
     }
 }
+
+// The first pass of a long reduction with few outputs: S workgroups per output, workgroup
+// o·S + s summing its output's elements [s·chunk, (s+1)·chunk) into out[o·S + s]; a second
+// pass (sum_group or sum_thread over the contiguous [n_out, S]) adds the slices. Why: one
+// workgroup per output left BatchNorm's per-channel sums (16–64 outputs of 100k elements at
+// batch 128) on 16–64 workgroups. p = [n_out, reduced, plan layout (at 2), S, chunk].
+@compute @workgroup_size(256)
+fn sum_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
+             @builtin(num_workgroups) nwg: vec3<u32>) {
+    let e = 4u + 2u * p[2];
+    let S = p[e];
+    let chunk = p[e + 1u];
+    let o2 = wid.x + wid.y * nwg.x;
+    let o = o2 / S;
+    let r = p[1];
+    let end = min(r, (o2 % S + 1u) * chunk);
+    var acc = 0.0;
+    if (o < p[0]) {
+        for (var k = (o2 % S) * chunk + lid; k < end; k = k + WG) {
+            acc = acc + x[strided(o * r + k, 2u)];
+        }
+    }
+    partial[lid] = acc;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if (lid < s) {
+            partial[lid] = partial[lid] + partial[lid + s];
+        }
+        workgroupBarrier();
+    }
+    if (lid == 0u && o < p[0]) {
+        out[o2] = partial[0];
+    }
+}
