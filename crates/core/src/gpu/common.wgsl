@@ -13,6 +13,15 @@ fn pf(i: u32) -> f32 {
     return bitcast<f32>(p[i]);
 }
 
+fn sigmoid(v: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-v));
+}
+
+// tanh through exp, finite for any input (some drivers' tanh gives NaN for large ones).
+fn tanh_safe(v: f32) -> f32 {
+    return 1.0 - 2.0 / (exp(2.0 * v) + 1.0);
+}
+
 // The buffer offset of row-major element `i` of a strided layout stored in p from `base`:
 // [ndim, offset, shape[0..ndim], strides[0..ndim]].
 fn strided(i: u32, base: u32) -> u32 {

@@ -2,11 +2,6 @@
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
-// tanh through exp, finite for any input (some drivers' tanh gives NaN for large ones).
-fn tanh_safe(v: f32) -> f32 {
-    return 1.0 - 2.0 / (exp(2.0 * v) + 1.0);
-}
-
 // erf, Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7).
 fn erf_approx(v: f32) -> f32 {
     let a = abs(v);
@@ -27,7 +22,7 @@ fn unary_op(op: u32, v: f32, s: f32) -> f32 {
         case 3u: { return select(0.0, v, v > 0.0 || v != v); }
         case 4u: { return v + s; }
         case 5u: { return v * s; }
-        case 6u: { return 1.0 / (1.0 + exp(-v)); }
+        case 6u: { return sigmoid(v); }
         case 7u: { return tanh_safe(v); }
         case 8u: { return sqrt(v); }
         // leaky ReLU with slope s, and its gradient factor (s at 0, as PyTorch)

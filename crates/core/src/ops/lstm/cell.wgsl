@@ -12,15 +12,6 @@
 @group(0) @binding(5) var<storage, read_write> hs: array<f32>;
 @group(0) @binding(6) var<storage, read_write> cs: array<f32>;
 
-fn sigmoid(v: f32) -> f32 {
-    return 1.0 / (1.0 + exp(-v));
-}
-
-// tanh through exp, finite for any input (as unary.wgsl's).
-fn tanh_exp(v: f32) -> f32 {
-    return 1.0 - 2.0 / (exp(2.0 * v) + 1.0);
-}
-
 @compute @workgroup_size(256)
 fn cell_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let e = flat_index(gid, nwg);
@@ -41,7 +32,7 @@ fn cell_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     gates[g0 + 3u * h] = po;
     var c_prev: f32;
     if (p[5] == 1u) { c_prev = c_init[e]; } else { c_prev = cs[p[4] + e]; }
-    let c = sigmoid(pf) * c_prev + sigmoid(pi) * tanh_exp(pg);
+    let c = sigmoid(pf) * c_prev + sigmoid(pi) * tanh_safe(pg);
     cs[p[3] + e] = c;
-    hs[p[3] + e] = sigmoid(po) * tanh_exp(c);
+    hs[p[3] + e] = sigmoid(po) * tanh_safe(c);
 }

@@ -65,15 +65,7 @@ pub(super) fn lstm(
             // The recurrent part, with b_hh: [N, H] · W_hhᵀ → [N, G], a fresh buffer.
             let hw = crate::linear(&h_prev, &whh, bhh.as_ref())?;
             let bhw = hw.gpu_buffer(OP)?;
-            let prev = if k == 0 { 0 } else { order[k - 1] };
-            let p = [
-                (n * h) as u32,
-                h as u32,
-                (step * n * g4) as u32,
-                (step * n * h) as u32,
-                (prev * n * h) as u32,
-                u32::from(k == 0),
-            ];
+            let p = step_words(&order, k, n, h);
             let buffers = [bxw.raw(), bhw.raw(), bci.raw(), gates.raw(), bhs.raw(), bcs.raw()];
             ctx.dispatch(&CELL, &p, &buffers, groups_1d(n * h))?;
             h_prev = hs.narrow(0, step, 1)?.reshape(&[n, h])?;
@@ -120,6 +112,22 @@ pub(super) fn lstm(
             Ok(grads)
         })
     }))
+}
+
+/// The gate pass's words for the `k`-th step run (`order[k]`), forward and backward alike:
+/// `[N·H, H, its gates' offset, its states' offset, the step before's states' offset, whether it
+/// is the first (c[t−1] is then `c_init`)]`.
+fn step_words(order: &[usize], k: usize, n: usize, h: usize) -> [u32; 6] {
+    let step = order[k];
+    let prev = if k == 0 { 0 } else { order[k - 1] };
+    [
+        (n * h) as u32,
+        h as u32,
+        (step * n * 4 * h) as u32,
+        (step * n * h) as u32,
+        (prev * n * h) as u32,
+        u32::from(k == 0),
+    ]
 }
 
 /// What the backward reads: the detached operands, the pre-activation gates `[T·N, G]`, the
@@ -176,20 +184,9 @@ impl Saved {
         let mut dh_rec: Option<Tensor> = None;
         for k in (0..t).rev() {
             let step = self.order[k];
-            let prev = if k == 0 { 0 } else { self.order[k - 1] };
             let rec = dh_rec.as_ref().unwrap_or(&zeros).gpu_buffer(OP)?;
-            let p = [
-                (n * h) as u32,
-                h as u32,
-                (step * n * g4) as u32,
-                (step * n * h) as u32,
-                (prev * n * h) as u32,
-                u32::from(k == 0),
-                (step * d_step) as u32,
-                0,
-                d_row as u32,
-                u32::from(dh_rec.is_some()),
-            ];
+            let mut p = step_words(&self.order, k, n, h).to_vec();
+            p.extend([(step * d_step) as u32, d_row as u32, u32::from(dh_rec.is_some())]);
             let buffers = [bg.raw(), bcs.raw(), bci.raw(), bd.raw(), rec.raw(), bdc.raw(), bdg.raw()];
             ctx.dispatch(&CELL_BACKWARD, &p, &buffers, groups_1d(n * h))?;
             // The recurrent part of the step before: dG[step] · W_hh → [N, H].

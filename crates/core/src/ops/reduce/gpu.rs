@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 const SUM_THREAD: Kernel = Kernel { name: "sum_thread", wgsl: include_str!("reduce.wgsl"), entry: "sum_thread" };
 const SUM_GROUP: Kernel = Kernel { name: "sum_group", wgsl: include_str!("reduce.wgsl"), entry: "sum_group" };
-const SUM_SPLIT: Kernel = Kernel { name: "sum_split", wgsl: include_str!("reduce.wgsl"), entry: "sum_split" };
 const MAX: Kernel = Kernel { name: "max", wgsl: include_str!("max.wgsl"), entry: "max_main" };
 const MAX_BACKWARD: Kernel =
     Kernel { name: "max_backward", wgsl: include_str!("max_backward.wgsl"), entry: "max_backward_main" };
@@ -45,12 +44,14 @@ pub(super) fn sum(t: &Tensor, plan: &Layout, reduced: usize, n_out: usize) -> Re
         let splits = reduced.div_ceil(chunk);
         p.extend([splits as u32, chunk as u32]);
         let part = output(&b.ctx, "sum", n_out * splits, DType::F32)?;
-        b.ctx.dispatch(&SUM_SPLIT, &p, &[b.raw(), part.raw()], ((n_out * splits) as u32, 1, 1))?;
+        b.ctx.dispatch(&SUM_GROUP, &p, &[b.raw(), part.raw()], ((n_out * splits) as u32, 1, 1))?;
         let slices = Tensor::from_storage(Storage::Gpu(part), Shape(vec![n_out, splits]));
         return sum(&slices, &Layout::contiguous(Shape(vec![n_out, splits])), splits, n_out);
     }
     let out = output(&b.ctx, "sum", n_out, DType::F32)?;
     if reduced >= GROUP_MIN {
+        // One slice per output.
+        p.extend([1, reduced as u32]);
         let groups = if n_out <= 65_535 { (n_out as u32, 1, 1) } else { (65_535, n_out.div_ceil(65_535) as u32, 1) };
         b.ctx.dispatch(&SUM_GROUP, &p, &[b.raw(), out.raw()], groups)?;
     } else {

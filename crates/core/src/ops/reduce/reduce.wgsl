@@ -1,6 +1,6 @@
 // Reductions over the innermost `reduced` visits of a plan layout (kept dimensions outermost,
 // reduced ones innermost): output o reduces plan elements o·reduced … o·reduced + reduced − 1.
-// p = [n_out, reduced, plan layout (at 2)]
+// p = [n_out, reduced, plan layout (at 2)], and for sum_group its slicing [S, chunk] after it
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
@@ -19,38 +19,14 @@ fn sum_thread(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     out[o] = acc;
 }
 
-// One workgroup per output, its threads striding over the reduction and summing as a tree.
+// Workgroups striding over slices of the reduction and summing as a tree: S per output,
+// workgroup o·S + s summing its output's elements [s·chunk, (s+1)·chunk) into out[o·S + s].
+// With S = 1 and chunk = reduced, one workgroup per output. With S > 1 a second pass (over the
+// contiguous [n_out, S]) adds the slices. Why: one workgroup per output left BatchNorm's
+// per-channel sums (16–64 outputs of 100k elements at batch 128) on 16–64 workgroups.
+// p = [n_out, reduced, plan layout (at 2), S, chunk].
 @compute @workgroup_size(256)
 fn sum_group(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
-             @builtin(num_workgroups) nwg: vec3<u32>) {
-    let o = wid.x + wid.y * nwg.x;
-    let r = p[1];
-    var acc = 0.0;
-    if (o < p[0]) {
-        for (var k = lid; k < r; k = k + WG) {
-            acc = acc + x[strided(o * r + k, 2u)];
-        }
-    }
-    partial[lid] = acc;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) {
-            partial[lid] = partial[lid] + partial[lid + s];
-        }
-        workgroupBarrier();
-    }
-    if (lid == 0u && o < p[0]) {
-        out[o] = partial[0];
-    }
-}
-
-// The first pass of a long reduction with few outputs: S workgroups per output, workgroup
-// o·S + s summing its output's elements [s·chunk, (s+1)·chunk) into out[o·S + s]; a second
-// pass (sum_group or sum_thread over the contiguous [n_out, S]) adds the slices. Why: one
-// workgroup per output left BatchNorm's per-channel sums (16–64 outputs of 100k elements at
-// batch 128) on 16–64 workgroups. p = [n_out, reduced, plan layout (at 2), S, chunk].
-@compute @workgroup_size(256)
-fn sum_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
              @builtin(num_workgroups) nwg: vec3<u32>) {
     let e = 4u + 2u * p[2];
     let S = p[e];
