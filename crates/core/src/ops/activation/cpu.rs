@@ -194,7 +194,8 @@ const FRAC_1_SQRT_2: f64 = std::f64::consts::FRAC_1_SQRT_2;
 /// `out[i] = f(g[i], x[i], y[i])` over three contiguous slices, split across threads when large.
 fn zip3<T: Float>(g: &[T], x: &[T], y: &[T], f: impl Fn(T, T, T) -> T + Sync) -> Vec<T> {
     const CHUNK: usize = 1 << 13;
-    let mut out = vec![T::ZERO; g.len()];
+    // Every element is written below; from the buffer pool (see `storage`).
+    let mut out = T::take_buffer(g.len());
     let run = |start: usize, o: &mut [T]| {
         for (i, oi) in o.iter_mut().enumerate() {
             *oi = f(g[start + i], x[start + i], y[start + i]);
@@ -231,7 +232,8 @@ pub(super) fn pointwise_backward(g: &Tensor, x: &Tensor, y: &CpuStorage, act: Ac
 /// Stable (log-)softmax of each line `x[o, :, i]`: m = max x, s = Σ e^(x−m);
 /// softmax = e^(x−m)/s, log_softmax = x − m − ln s.
 fn softmax_kernel<T: Float>(x: &[T], (outer, size, inner): (usize, usize, usize), log: bool) -> Vec<T> {
-    let mut out = vec![T::ZERO; x.len()];
+    // Every element of every line is written below.
+    let mut out = T::take_buffer(x.len());
     let line = |o: usize, i: usize, out: &mut [T]| {
         let base = o * size * inner + i;
         let at = |j: usize| base + j * inner;
@@ -284,7 +286,8 @@ fn softmax_backward_kernel<T: Float>(
     (outer, size, inner): (usize, usize, usize),
     log: bool,
 ) -> Vec<T> {
-    let mut dx = vec![T::ZERO; g.len()];
+    // Every element is written below.
+    let mut dx = T::take_buffer(g.len());
     for o in 0..outer {
         for i in 0..inner {
             let at = |j: usize| o * size * inner + i + j * inner;

@@ -40,8 +40,8 @@ pub(super) fn join(parts: &[&Tensor], run_len: &[usize], outer: usize) -> Result
 pub(super) fn add_piece_grad(buf: &mut Option<CpuStorage>, numel: usize, region: &Layout, g: &Tensor) -> Result<()> {
     let dtype = g.dtype();
     let buf = buf.get_or_insert_with(|| match dtype {
-        DType::F64 => CpuStorage::F64(vec![0.0; numel]),
-        _ => CpuStorage::F32(vec![0.0; numel]),
+        DType::F64 => CpuStorage::F64(f64::zeroed_buffer(numel)),
+        _ => CpuStorage::F32(f32::zeroed_buffer(numel)),
     });
     match dtype {
         DType::F64 => add_region::<f64>(buf, region, g),

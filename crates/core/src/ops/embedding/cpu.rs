@@ -47,7 +47,7 @@ fn gather<T: Float>(w: &[T], idx: &[i64], dim: usize) -> Vec<T> {
 
 /// `d_w[idx[p]] += g[p]` for p in order, skipping positions that hold `pad`.
 fn scatter_add<T: Float>(g: &[T], idx: &[i64], pad: Option<i64>, rows: usize, dim: usize) -> Vec<T> {
-    let mut dw = vec![T::ZERO; rows * dim];
+    let mut dw = T::zeroed_buffer(rows * dim);
     for (p, &i) in idx.iter().enumerate().filter(|&(_, &i)| Some(i) != pad) {
         let row = &mut dw[i as usize * dim..(i as usize + 1) * dim];
         row.iter_mut().zip(&g[p * dim..(p + 1) * dim]).for_each(|(d, &v)| *d += v);

@@ -62,7 +62,8 @@ pub(super) fn forward(
     let (out, stats) = with_float!(sx, OP, |v: T| {
         let xv = &v[xo..xo + numel];
         let stats: Vec<(f64, f64)> = xv.chunks(d.max(1)).map(|row| row_stats(row, eps)).collect();
-        let mut out = vec![T::ZERO; numel];
+        // Every element is written below; from the buffer pool (see `storage`).
+        let mut out = T::take_buffer(numel);
         for_each_row(&mut out, d, |i, o| {
             let (mean, r) = stats[i];
             for (j, (o, &xv)) in o.iter_mut().zip(&xv[i * d..(i + 1) * d]).enumerate() {
@@ -93,7 +94,7 @@ pub(super) fn backward(
         let gv = &gv[go..go + numel];
         let xhat = |i: usize, j: usize| (xv[i * d + j].to_f64() - stats[i].0) * stats[i].1;
         let dx = needs.0.then(|| {
-            let mut dx = vec![T::ZERO; numel];
+            let mut dx = T::take_buffer(numel);
             for_each_row(&mut dx, d, |i, out| {
                 let g = &gv[i * d..(i + 1) * d];
                 // ĝ = g·γ; dx = r·(ĝ − mean ĝ − x̂·mean(ĝ·x̂))

@@ -19,8 +19,11 @@ pub(crate) fn pad2d_forward<T: Float>(
     parallel: bool,
 ) -> Vec<T> {
     let (hw, ow) = (h * w, cols.len());
-    let mut out = vec![T::ZERO; planes * rows.len() * ow];
+    // From the buffer pool (see `storage`), each plane zeroed by its own task: the padding the
+    // taps do not cover stays zero.
+    let mut out = T::take_buffer(planes * rows.len() * ow);
     for_each_chunk(&mut out, rows.len() * ow, parallel, |p, out_p| {
+        out_p.fill(T::ZERO);
         let plane = &x[p * hw..(p + 1) * hw];
         for (out_row, &iy) in out_p.chunks_mut(ow.max(1)).zip(rows) {
             let Some(iy) = iy else { continue };
@@ -49,8 +52,10 @@ pub(crate) fn pad2d_backward<T: Float>(
 ) -> Vec<T> {
     let (hw, ow) = (h * w, cols.len());
     let ohw = rows.len() * ow;
-    let mut dx = vec![T::ZERO; planes * hw];
+    // From the buffer pool, each plane zeroed by its own task before the gradients are added.
+    let mut dx = T::take_buffer(planes * hw);
     for_each_chunk(&mut dx, hw, parallel, |p, dx_p| {
+        dx_p.fill(T::ZERO);
         let g = &dy[p * ohw..(p + 1) * ohw];
         for (g_row, &iy) in g.chunks(ow.max(1)).zip(rows) {
             let Some(iy) = iy else { continue };

@@ -26,7 +26,9 @@ impl Window {
 /// chosen element (`usize::MAX` when the window holds no input element).
 fn max_pool_forward<T: Float>(x: &[T], planes: usize, win: &Window, parallel: bool) -> (Vec<T>, Vec<usize>) {
     let (hw, ohw) = (win.h * win.w, win.oh * win.ow);
-    let mut vals = vec![T::ZERO; planes * ohw];
+    // Every output is written below; taken from the buffer pool (a fresh vector of this size
+    // is a fresh mmap whose pages fault in on every step).
+    let mut vals = T::take_buffer(planes * ohw);
     let mut idx = vec![0usize; planes * ohw];
     let items: Vec<(&mut [T], &mut [usize])> = vals.chunks_mut(ohw).zip(idx.chunks_mut(ohw)).collect();
     // Without padding or dilation a window's taps are a rectangle cut at the plane's far edges
@@ -105,8 +107,11 @@ pub(super) fn max_pool_backward(
     with_float!(s, "max_pool2d backward", |v: T| {
         let gv = &v[go..go + gc.numel()];
         let (hw, ohw) = (h * w, oh * ow);
-        let mut dx = vec![T::ZERO; planes * hw];
+        // From the pool, each plane zeroed by its own task (in parallel, and in that thread's
+        // cache) before the gradients are added.
+        let mut dx = T::take_buffer(planes * hw);
         for_each_chunk(&mut dx, hw, parallel, |p, dx_p| {
+            dx_p.fill(T::ZERO);
             for (&i, &gi) in index[p * ohw..(p + 1) * ohw].iter().zip(&gv[p * ohw..(p + 1) * ohw]) {
                 if i != usize::MAX {
                     dx_p[i] += gi;
@@ -133,7 +138,8 @@ pub(super) fn avg_pool(
     let (hw, ohw) = (h * w, oh * ow);
     with_float!(s, op, |v: T| {
         let xv = &v[xo..xo + x.numel()];
-        let mut out = vec![T::ZERO; planes * ohw];
+        // Every output is written below.
+        let mut out = T::take_buffer(planes * ohw);
         for_each_chunk(&mut out, ohw, parallel, |p, out_p| {
             let plane = &xv[p * hw..(p + 1) * hw];
             for (o, wi) in out_p.iter_mut().zip(windows) {
@@ -166,8 +172,10 @@ pub(super) fn avg_pool_backward(
     let go = gc.layout().offset;
     with_float!(s, op, |v: T| {
         let gv = &v[go..go + gc.numel()];
-        let mut dx = vec![T::ZERO; planes * hw];
+        // From the pool, each plane zeroed by its own task (see `max_pool_backward`).
+        let mut dx = T::take_buffer(planes * hw);
         for_each_chunk(&mut dx, hw, parallel, |p, dx_p| {
+            dx_p.fill(T::ZERO);
             for (&gi, wi) in gv[p * ohw..(p + 1) * ohw].iter().zip(windows) {
                 if wi.divisor == 0.0 {
                     continue;
