@@ -3,7 +3,7 @@
 //! `cpu.rs` (`own_f32`).
 
 use super::gemm_crate::MatRef;
-use super::packed::{Kernel, MR, NR, Packing, Tile, lanes, transpose16};
+use super::packed::{Kernel, MR, NR, Packing, Rhs, Tile, lanes, run_body, transpose16};
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
@@ -19,6 +19,21 @@ pub(super) struct F32;
 impl Kernel for F32 {
     fn steps(k: usize) -> usize {
         k
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn run(
+        m: usize,
+        n: usize,
+        k: usize,
+        dst: *mut f32,
+        dst_rs: usize,
+        lhs: MatRef<f32>,
+        rhs: Rhs,
+        accumulate: bool,
+    ) {
+        // SAFETY: the caller's promise; compiled with this kernel's features.
+        unsafe { run_body::<Self>(m, n, k, dst, dst_rs, lhs, rhs, accumulate) }
     }
 
     /// Step-major micro-panels (`[rows/MR][kc][MR]`: a step's MR values side by side), which

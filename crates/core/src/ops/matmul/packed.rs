@@ -76,6 +76,25 @@ pub(super) trait Kernel {
     /// As `pack_a`; `a + r·a_rs + p` is readable for r < MR and p < kc, and `b + p·b_rs ..
     /// + cols` for p < kc.
     unsafe fn tile(kc: usize, a: *const u32, a_rs: usize, b: *const u32, b_rs: usize, cols: usize) -> Tile;
+    /// [`run`] for this kernel: [`run_body`] instantiated under the kernel's own CPU features,
+    /// so that its tile and [`store`] are inlined into the loops. Compiled under AVX512-F alone,
+    /// the bf16 tile (which needs AVX512-BF16) could not be inlined: each call returned its 24
+    /// accumulators through memory and `store` read them back, a cost that Winograd's 16- and
+    /// 32-step products (W5) paid on every tile.
+    ///
+    /// # Safety
+    /// As [`run`].
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn run(
+        m: usize,
+        n: usize,
+        k: usize,
+        dst: *mut f32,
+        dst_rs: usize,
+        lhs: MatRef<f32>,
+        rhs: Rhs,
+        accumulate: bool,
+    );
     /// [`Kernel::tile`] over steps `p0..p0 + kc` of a micro-panel of A as `pack_a` packed it,
     /// `panel_kc` steps deep (by default row r's step p at `a + r·panel_kc + p`).
     ///
@@ -258,8 +277,28 @@ pub(super) unsafe fn pack_whole<K: Kernel + 'static>(rhs: MatRef<f32>, n: usize,
 /// The CPU must have AVX512-F and `K`'s features; `dst` valid for writes of an m×n block with
 /// row stride `dst_rs`; the operands' views inside their buffers.
 #[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f")]
 pub(super) unsafe fn run<K: Kernel + 'static>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    lhs: MatRef<f32>,
+    rhs: Rhs,
+    accumulate: bool,
+) {
+    // SAFETY: the caller's promise.
+    unsafe { K::run(m, n, k, dst, dst_rs, lhs, rhs, accumulate) }
+}
+
+/// [`run`]'s loops, inlined into each kernel's [`Kernel::run`] (compiled there with the
+/// kernel's CPU features).
+///
+/// # Safety
+/// As [`run`], and the caller is compiled with AVX512-F and `K`'s features.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(super) unsafe fn run_body<K: Kernel + 'static>(
     m: usize,
     n: usize,
     k: usize,
@@ -271,7 +310,12 @@ pub(super) unsafe fn run<K: Kernel + 'static>(
 ) {
     let steps = K::steps(k);
     let kc_max = depth_block(steps, n);
-    PACKED.with_borrow_mut(|(a_buf, b_buf)| {
+    // The buffers are taken out of the thread-local for the call (and put back at the end)
+    // rather than borrowed inside a closure: the closure would be compiled without the
+    // kernel's features, and the tile could not be inlined into it.
+    let (mut a_buf, mut b_buf) = PACKED.with_borrow_mut(std::mem::take);
+    {
+        let (a_buf, b_buf) = (&mut a_buf, &mut b_buf);
         let mut block = 0;
         for jc in (0..n).step_by(NC) {
             let nc = NC.min(n - jc);
@@ -352,7 +396,8 @@ pub(super) unsafe fn run<K: Kernel + 'static>(
                 }
             }
         }
-    });
+    }
+    PACKED.with_borrow_mut(|bufs| *bufs = (a_buf, b_buf));
 }
 
 /// Writes the first `rows` × `cols` of a tile to `dst` (added to it when `add`).
