@@ -6,8 +6,9 @@
 //! AVX512-BF16 `vdpbf16ps` where the CPU has it, the same numbers through the f32 kernel
 //! elsewhere). Two exceptions, both for speed and both more accurate, not less: a
 //! product with fewer than 16 output rows or columns (batch-1 inference, a 10-class output
-//! layer; `ops/matmul/cpu.rs`, `BF16_MIN_SIDE`) runs in f32, since rounding its operands costs
-//! more than it saves; and GPU tensors' products stay f32. Everything else stays f32: element-wise ops, reductions, softmax
+//! layer; `ops/matmul/cpu.rs`, `BF16_MIN_SIDE`) or fewer than 16 terms per output (a
+//! convolution over one input channel, 3×3: 9; `BF16_MIN_DEPTH`) runs in f32, since rounding
+//! its operands costs more than it saves; and GPU tensors' products stay f32. Everything else stays f32: element-wise ops, reductions, softmax
 //! and cross-entropy, normalisation, the optimizer and the parameters themselves, which are the
 //! f32 master weights (rounded when a product packs them, never stored rounded). f64 tensors are
 //! never affected.

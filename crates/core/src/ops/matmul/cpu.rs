@@ -60,6 +60,16 @@ const GEMV_CALLER_SIXTEENTHS: usize = 9;
 /// the bf16 kernel against 3.9 µs in f32, re-rounding the whole weight per call for one row.
 pub(crate) const BF16_MIN_SIDE: usize = 16;
 
+/// The fewest terms per output (the inner dimension k) for which a product runs in bf16 under
+/// autocast, for the same reason: a product only a few terms deep uses each rounded value of
+/// its long operand for few multiply-adds, and in f32 strata's kernel reads that operand in
+/// place while bf16 must round and pack all of it. A ResNet's stem convolution (one input
+/// channel, 3×3: k = 9, the im2col matrix 9×784 per sample) ran slower in bf16 than in f32:
+/// forward 1.49 against 0.73 ms, backward 1.67 against 0.90 ms at batch 128, 2 threads
+/// (`cargo run --release -p strata-bench --example conv_layers -- bf16`, 2026-12-04, AMD EPYC
+/// with AVX512-BF16).
+pub(crate) const BF16_MIN_DEPTH: usize = 16;
+
 /// Whether an f32 product of this shape runs on strata's own AVX-512 kernel (`f32_x86.rs`)
 /// rather than the `gemm` crate's: on AVX-512 CPUs, for every product with at least 16 output
 /// rows and columns. Measured on a 2-core AMD EPYC with AVX-512 (2026-12-02, one thread,
@@ -182,7 +192,7 @@ pub(crate) fn gemm<T: Float>(
         .min(len)
     };
     // Read on the calling thread: the blocks may run on others (see `autocast`).
-    let choice = Choice::of::<T>(m, n, lhs.cs, rhs.rs);
+    let choice = Choice::of::<T>(m, n, k, lhs.cs, rhs.rs);
     let dst = DstPtr(dst.as_mut_ptr());
     // `shared_a`: A packed once for every column block (AMX; see `amx::PackedA`).
     let run_blocks = |shared_a: Option<&SharedLhs>| {
@@ -283,11 +293,11 @@ enum Choice {
 }
 
 impl Choice {
-    /// The kernel of an m×n product of `T` under this thread's autocast precision.
-    fn of<T: 'static>(m: usize, n: usize, lhs_cs: usize, rhs_rs: usize) -> Choice {
+    /// The kernel of an m×n product, k deep, of `T` under this thread's autocast precision.
+    fn of<T: 'static>(m: usize, n: usize, k: usize, lhs_cs: usize, rhs_rs: usize) -> Choice {
         if TypeId::of::<T>() != TypeId::of::<f32>() {
             Choice::GemmCrate
-        } else if crate::autocast::precision() == Precision::Bf16 && m.min(n) >= BF16_MIN_SIDE {
+        } else if crate::autocast::precision() == Precision::Bf16 && m.min(n) >= BF16_MIN_SIDE && k >= BF16_MIN_DEPTH {
             Choice::Bf16
         } else if own_f32(m, n) {
             Choice::OwnF32
@@ -359,7 +369,7 @@ pub(crate) fn prepare_rhs<T: Float>(m: usize, n: usize, k: usize, rhs: MatRef<'_
             last < rhs.data.len()
         };
         // The left operands' layout is not known yet: contiguous rows, as the LSTM's.
-        let choice = Choice::of::<T>(m, n, 1, rhs.rs);
+        let choice = Choice::of::<T>(m, n, k, 1, rhs.rs);
         // SAFETY: `T` is f32 for these choices; the view was bounds-checked (`fits`); each
         // kernel's CPU features are checked before it packs.
         let packed = unsafe {
@@ -388,7 +398,7 @@ pub(crate) fn gemm_prepared<T: Float>(m: usize, dst: &mut [T], lhs: MatRef<T>, r
     if let Some((choice, packed)) = &rhs.packed
         && m > 0
         && blocks(m, n, k) == 1
-        && Choice::of::<T>(m, n, lhs.cs, rhs.rhs.rs) == *choice
+        && Choice::of::<T>(m, n, k, lhs.cs, rhs.rhs.rs) == *choice
     {
         assert!(dst.len() >= m * n, "gemm: destination too small");
         assert!(lhs.offset + (m - 1) * lhs.rs + (k - 1) * lhs.cs < lhs.data.len(), "gemm: lhs view out of bounds");
@@ -430,6 +440,23 @@ mod tests {
         let k = cpu_kernels();
         assert!(["AVX-512", "gemm crate"].contains(&k.f32), "{k:?}");
         assert!(["AMX tiles", "AVX512-BF16", "f32 kernel"].iter().any(|n| k.bf16.starts_with(n)), "{k:?}");
+    }
+
+    #[test]
+    fn shallow_and_thin_products_stay_f32_under_bf16() {
+        let values = super::super::gemm_crate::test_values;
+        // (m, n, k, whether bf16 rounds): a stem convolution's 32×784×9 stays f32, 16 deep
+        // rounds; fewer than 16 rows or columns stay f32 whatever the depth.
+        for &(m, n, k, rounds) in &[(32, 784, 9, false), (32, 784, 15, false), (32, 784, 16, true), (15, 64, 64, false)]
+        {
+            let (a, b) = (values(m * k, 3), values(k * n, 4));
+            let lhs = MatRef { data: &a[..], offset: 0, rs: k, cs: 1 };
+            let rhs = MatRef { data: &b[..], offset: 0, rs: n, cs: 1 };
+            let (mut f32_out, mut bf16_out) = (vec![0f32; m * n], vec![0f32; m * n]);
+            gemm(m, n, k, &mut f32_out, lhs, rhs, false);
+            autocast(Precision::Bf16, || gemm(m, n, k, &mut bf16_out, lhs, rhs, false));
+            assert_eq!(bf16_out != f32_out, rounds, "{m}×{n}×{k}");
+        }
     }
 
     #[test]
