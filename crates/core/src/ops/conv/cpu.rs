@@ -291,9 +291,10 @@ fn conv2d_backward_im2col<T: Float>(
     let pointwise = g.is_pointwise();
     // The flipped kernel, [C/g·… per group: cg rows of (og, kH, kW)], for the transposed path.
     let w_flip = tg.filter(|_| need_dx).map(|_| flip_kernel(weight, g));
-    // col2im adds into d_x; the other paths write it whole.
-    let scatter = !pointwise && tg.is_none();
-    let mut dx = need_dx.then(|| if scatter { T::zeroed_buffer(g.n * chw) } else { T::take_buffer(g.n * chw) });
+    // Every path writes each sample's d_x whole (col2im adds into it after zeroing it, in the
+    // sample's task: a memset of the whole batch up front ran on one thread, and its pages had
+    // left the cache by the time col2im came to them).
+    let mut dx = need_dx.then(|| T::take_buffer(g.n * chw));
     let dx_chunks: Vec<Option<&mut [T]>> = match dx.as_mut() {
         Some(buf) => buf.chunks_mut(chunk * chw).map(Some).collect(),
         None => (0..n_chunks).map(|_| None).collect(),
@@ -350,6 +351,7 @@ fn conv2d_backward_im2col<T: Float>(
                 }
             }
             if !pointwise {
+                dx_n.fill(T::ZERO);
                 col2im(&mut col, g, dx_n);
             }
         }
