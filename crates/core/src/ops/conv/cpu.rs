@@ -26,15 +26,38 @@ mod x86;
 /// Zeros a run of padding columns: usually one or two elements, stored directly rather than
 /// through a `memset` call each.
 #[inline(always)]
-fn zero_edge<T: Float>(s: &mut [T]) {
+fn zero_edge<E: Copy + Default>(s: &mut [E]) {
     match s.len() {
         0 => {}
-        1 => s[0] = T::ZERO,
+        1 => s[0] = E::default(),
         2 => {
-            s[0] = T::ZERO;
-            s[1] = T::ZERO;
+            s[0] = E::default();
+            s[1] = E::default();
         }
-        _ => s.fill(T::ZERO),
+        _ => s.fill(E::default()),
+    }
+}
+
+/// Column-matrix row `(ki, kj)` of a shift geometry ([`ConvGeom::is_shift`]) from one input
+/// plane: one copy of the valid rows' span at a constant offset, then zeros (`E::default()`)
+/// over the padded rows, the columns that wrapped around from a neighbour row, and whatever of
+/// `row` lies past `OH·OW`. For f32 values (`im2col`) and bf16 bits (`rounded::Cols`).
+#[inline(always)]
+fn shift_row<E: Copy + Default>(plane: &[E], g: &ConvGeom, (ki, kj): (usize, usize), row: &mut [E]) {
+    let ((y0, y1), (lo, hi), off) = shift_plan(g, ki, kj);
+    let ow = g.ow;
+    row[..y0 * ow].fill(E::default());
+    row[(y1 * ow).max(y0 * ow)..].fill(E::default());
+    if y0 < y1 && lo < hi {
+        let (a, b) = (y0 * ow + lo, (y1 - 1) * ow + hi);
+        let src = (a as isize + off) as usize;
+        row[a..b].copy_from_slice(&plane[src..src + (b - a)]);
+        for oy in y0..y1 {
+            zero_edge(&mut row[oy * ow..oy * ow + lo]);
+            zero_edge(&mut row[oy * ow + hi..(oy + 1) * ow]);
+        }
+    } else {
+        row[y0 * ow..(y1 * ow).max(y0 * ow)].fill(E::default());
     }
 }
 
@@ -61,23 +84,7 @@ fn im2col_loops<T: Float>(x: &[T], g: &ConvGeom, col: &mut [T]) {
             for kj in 0..g.kw {
                 let row = rows.next().expect("col has C·kH·kW rows");
                 if shift {
-                    // One copy of the valid rows' span at a constant offset, then zeros over
-                    // the padded rows and the columns that wrapped around from a neighbour row.
-                    let ((y0, y1), (lo, hi), off) = shift_plan(g, ki, kj);
-                    let ow = g.ow;
-                    row[..y0 * ow].fill(T::ZERO);
-                    row[(y1 * ow).max(y0 * ow)..].fill(T::ZERO);
-                    if y0 < y1 && lo < hi {
-                        let (a, b) = (y0 * ow + lo, (y1 - 1) * ow + hi);
-                        let src = (a as isize + off) as usize;
-                        row[a..b].copy_from_slice(&plane[src..src + (b - a)]);
-                        for oy in y0..y1 {
-                            zero_edge(&mut row[oy * ow..oy * ow + lo]);
-                            zero_edge(&mut row[oy * ow + hi..(oy + 1) * ow]);
-                        }
-                    } else {
-                        row[y0 * ow..(y1 * ow).max(y0 * ow)].fill(T::ZERO);
-                    }
+                    shift_row(plane, g, (ki, kj), row);
                     continue;
                 }
                 let (lo, hi) = valid_range(g.ow, sw, kj * dw, pw, w);
@@ -310,10 +317,22 @@ fn conv2d_backward_im2col<T: Float>(
         };
         // [K, og] per group; the first sample's GEMM overwrites it.
         let mut dw_t = need_dw.then(|| T::take_buffer(g.o * k));
+        // Under bf16 on the AVX512-BF16 kernel, a shift geometry's column matrix is built in
+        // bf16 (see `rounded::Cols`).
+        #[cfg(target_arch = "x86_64")]
+        let mut rounded = need_dw.then(|| rounded::Cols::for_geometry::<T>(g)).flatten();
         for n in first..last {
             let x_n = &x[n * chw..(n + 1) * chw];
             let dy_off = n * per_out;
-            if let Some(dw_t) = dw_t.as_mut() {
+            #[cfg(target_arch = "x86_64")]
+            if let (Some(cols), Some(dw_t)) = (rounded.as_mut(), dw_t.as_mut()) {
+                cols.weight_grad(x_n, g, dy, dy_off, dw_t, n > first);
+            }
+            #[cfg(target_arch = "x86_64")]
+            let dw_t = dw_t.as_mut().filter(|_| rounded.is_none());
+            #[cfg(not(target_arch = "x86_64"))]
+            let dw_t = dw_t.as_mut();
+            if let Some(dw_t) = dw_t {
                 let cols = if pointwise {
                     x_n
                 } else {
@@ -380,6 +399,154 @@ fn conv2d_backward_im2col<T: Float>(
         dw
     });
     (dx, dw)
+}
+
+/// The weight gradient of a shift geometry ([`ConvGeom::is_shift`], one group) under bf16
+/// autocast on the AVX512-BF16 kernel, with its column matrix built in bf16: the input is
+/// rounded once (`vcvtne2ps2bf16`, 32 values an instruction) and each of the C·kH·kW rows copied
+/// from it as 16-bit values, where the f32 path builds the f32 matrix (each input value copied
+/// kH·kW times) and the product then reads all of it back to round and pack it. The product
+/// reads the rounded rows in place (`matmul::cpu::rounded_lhs`). Same bits as that path: the
+/// same rounded values, the same sums.
+#[cfg(target_arch = "x86_64")]
+mod rounded {
+    use super::{ConvGeom, MatRef, shift_row};
+    use crate::ops::conv::{f32s, f32s_mut};
+    use crate::ops::matmul::cpu::rounded_lhs;
+    use crate::storage::Float;
+
+    /// A task's buffers: the rounded input and the rounded column matrix, two values a word.
+    pub(super) struct Cols {
+        x: Vec<u32>,
+        col: Vec<u32>,
+        /// Words per column-matrix row: ⌈L/2⌉ (an odd L's last word pairs with zero).
+        row_words: usize,
+    }
+
+    impl Cols {
+        /// The buffers when `g`'s weight-gradient product takes this path now (f32, a shift
+        /// geometry of one group, bf16 autocast on the AVX512-BF16 kernel), else `None`.
+        pub(super) fn for_geometry<T: Float>(g: &ConvGeom) -> Option<Cols> {
+            let (k, l) = (g.k(), g.l());
+            let applies = std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+                && g.is_shift()
+                && g.groups == 1
+                && !g.is_pointwise()
+                && l > 0
+                && rounded_lhs::applies(k, g.o, l);
+            applies.then(|| {
+                let row_words = l.div_ceil(2);
+                Cols { x: vec![0; g.chw().div_ceil(2)], col: vec![0; rounded_lhs::rows(k) * row_words], row_words }
+            })
+        }
+
+        /// `dW ᵀ (K×O) (+)= col(x_n) (K×L) · dY_nᵀ (L×O)`, dY_n at `dy_off` of `dy`.
+        pub(super) fn weight_grad<T: Float>(
+            &mut self,
+            x_n: &[T],
+            g: &ConvGeom,
+            dy: &[T],
+            dy_off: usize,
+            dw_t: &mut [T],
+            accumulate: bool,
+        ) {
+            let (x_n, dy, dw_t) = (f32s(x_n).expect("f32"), f32s(dy).expect("f32"), f32s_mut(dw_t).expect("f32"));
+            rounded_lhs::round_into(x_n, &mut self.x);
+            self.im2col(g);
+            let (k, l) = (g.k(), g.l());
+            let rhs = MatRef { data: dy, offset: dy_off, rs: 1, cs: l };
+            rounded_lhs::gemm(k, g.o, l, dw_t, &self.col, self.row_words, rhs, accumulate);
+        }
+
+        /// The column matrix from the rounded input, as the f32 shift path builds it: each
+        /// row one copy of the valid span, zeros over padded rows and wrapped columns, and a
+        /// zero after an odd row.
+        fn im2col(&mut self, g: &ConvGeom) {
+            let (hw, row_len) = (g.h * g.w, 2 * self.row_words);
+            let x = halves(&self.x);
+            // SAFETY: a u32 buffer seen as twice as many u16 (the alignment only falls).
+            let col =
+                unsafe { std::slice::from_raw_parts_mut(self.col.as_mut_ptr().cast::<u16>(), 2 * self.col.len()) };
+            let mut r = 0;
+            for plane in x.chunks_exact(hw).take(g.c) {
+                for ki in 0..g.kh {
+                    for kj in 0..g.kw {
+                        shift_row(plane, g, (ki, kj), &mut col[r * row_len..(r + 1) * row_len]);
+                        r += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A u32 buffer seen as its 16-bit halves, low half first (little-endian x86-64).
+    fn halves(v: &[u32]) -> &[u16] {
+        // SAFETY: as in `im2col`: the same bytes, u16's alignment divides u32's.
+        unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u16>(), 2 * v.len()) }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::super::{gemm, im2col};
+        use super::*;
+        use crate::autocast::{Precision, autocast};
+
+        /// The bf16-built weight gradient against the f32 path's (f32 im2col, then the bf16
+        /// product rounding and packing it), over two samples (write, then accumulate): the
+        /// same bits. Geometries: W5's 3×3 at 28×28, an odd L (7×5), a 5×5 kernel with
+        /// padding 2, inputs with exact zeros, negative zeros and values that round up.
+        #[test]
+        fn bf16_columns_give_the_f32_paths_bits() {
+            // (C, H, W, O, k, padding)
+            for (c, h, w, o, kk, p) in [(8, 28, 28, 32, 3, 1), (4, 7, 5, 20, 3, 1), (3, 9, 11, 17, 5, 2)] {
+                let g = ConvGeom {
+                    n: 2,
+                    c,
+                    h,
+                    w,
+                    o,
+                    kh: kk,
+                    kw: kk,
+                    stride: (1, 1),
+                    padding: (p, p),
+                    dilation: (1, 1),
+                    groups: 1,
+                    oh: h,
+                    ow: w,
+                    fast: false,
+                };
+                let (k, l) = (g.k(), g.l());
+                let value = |i: usize, s: u32| -> f32 {
+                    let v = ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(s) >> 8) as f32 / (1 << 24) as f32;
+                    match i % 11 {
+                        0 => 0.0,
+                        1 => -0.0,
+                        _ => (v - 0.5) * 3.0 + 1.0 / 512.0,
+                    }
+                };
+                let x: Vec<f32> = (0..2 * g.chw()).map(|i| value(i, 1)).collect();
+                let dy: Vec<f32> = (0..2 * o * l).map(|i| value(i, 7)).collect();
+                autocast(Precision::Bf16, || {
+                    let Some(mut cols) = Cols::for_geometry::<f32>(&g) else {
+                        eprintln!("skipped: bf16 products here do not run on the AVX512-BF16 kernel");
+                        return;
+                    };
+                    let (mut want, mut got) = (vec![0f32; k * o], vec![0f32; k * o]);
+                    let mut col = vec![0f32; k * l];
+                    for n in 0..2 {
+                        let x_n = &x[n * g.chw()..(n + 1) * g.chw()];
+                        im2col(x_n, &g, &mut col);
+                        let lhs = MatRef { data: &col, offset: 0, rs: l, cs: 1 };
+                        let rhs = MatRef { data: &dy, offset: n * o * l, rs: 1, cs: l };
+                        gemm(k, o, l, &mut want, lhs, rhs, n > 0);
+                        cols.weight_grad(x_n, &g, &dy, n * o * l, &mut got, n > 0);
+                    }
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&got), bits(&want), "C {c}, {h}×{w}, O {o}, {kk}×{kk}, padding {p}");
+                });
+            }
+        }
+    }
 }
 
 /// The kernel of the input-gradient convolution: `W'[g][c, (o, i, j)] = W[g·og + o, c, kH−1−i, kW−1−j]`

@@ -97,7 +97,7 @@ fn pair(lo: f32, hi: f32) -> u32 {
 
 #[cfg(target_arch = "x86_64")]
 pub(super) mod x86 {
-    use super::super::packed::{Kernel, MR, NR, Packing, Rhs, Tile, lanes, run_body, transpose16};
+    use super::super::packed::{KC, Kernel, MR, NC, NR, Packing, Rhs, Tile, lanes, run_body, store, transpose16};
     use super::{MatRef, pair};
     use std::arch::x86_64::*;
     use std::sync::OnceLock;
@@ -348,6 +348,75 @@ pub(super) mod x86 {
             }
             acc
         }
+    }
+
+    /// `values` rounded to bf16, two to a 32-bit word as `vdpbf16ps` reads them (value 2p in
+    /// the low half of word p); the words of `dst` past ⌈len/2⌉ are zeroed.
+    pub(in super::super) fn round_into(values: &[f32], dst: &mut [u32]) {
+        assert!(available(), "round_into needs AVX512-BF16");
+        assert!(dst.len() >= values.len().div_ceil(2), "a run longer than its destination");
+        // SAFETY: the CPU has the features (asserted).
+        unsafe { convert_run(values, dst) }
+    }
+
+    thread_local! {
+        /// The B block packing of [`run_rounded_lhs`], reused across calls on this thread.
+        static B_BLOCK: std::cell::RefCell<Packing> = const { std::cell::RefCell::new(Packing::new()) };
+    }
+
+    /// `dst[m×n] (+)= A · bf16(rhs)[k×n]` for a left operand already rounded: row i's pair p
+    /// (k = 2p and 2p + 1, as [`round_into`] lays them) at `a[i·a_rs + p]`, read in place by
+    /// the tile instead of packed. The blocking, and so every sum, is `packed::run`'s for this
+    /// kernel at widths below its wide-product depth (`depth_block`): the same bits as the
+    /// product of the f32 operand that rounds to A.
+    ///
+    /// # Safety
+    /// The CPU has AVX512-F, -BW and -BF16; `dst` valid for an m×n block with row stride
+    /// `dst_rs`; `a` holds ⌈m/MR⌉·MR rows (the tile reads whole micro-panels) of `a_rs ≥
+    /// ⌈k/2⌉` words; `rhs` inside its buffer; n < 256 (one depth block size: `KC`).
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub(in super::super) unsafe fn run_rounded_lhs(
+        m: usize,
+        n: usize,
+        k: usize,
+        dst: *mut f32,
+        dst_rs: usize,
+        a: &[u32],
+        a_rs: usize,
+        rhs: MatRef<f32>,
+        accumulate: bool,
+    ) {
+        let steps = k.div_ceil(2);
+        // B read as its transpose: row j of Bᵀ is column j of B.
+        let rhs_t = MatRef { rs: rhs.cs, cs: rhs.rs, ..rhs };
+        // Taken out of the thread-local rather than borrowed in a closure, which would be
+        // compiled without this function's features (see `packed::run_body`).
+        let mut b_block = B_BLOCK.with_borrow_mut(std::mem::take);
+        for jc in (0..n).step_by(NC) {
+            let nc = NC.min(n - jc);
+            for pc in (0..steps).step_by(KC) {
+                let kc = KC.min(steps - pc);
+                // SAFETY: the CPU features and the view are the caller's promise.
+                unsafe { Bf16::pack_b(rhs_t, (jc, nc, n), (pc, kc, k), &mut b_block) };
+                for jp in 0..nc.div_ceil(NR) {
+                    let cols = NR.min(nc - jp * NR);
+                    let bp = b_block[jp * kc * NR..].as_ptr();
+                    for ip in 0..m.div_ceil(MR) {
+                        let rows = MR.min(m - ip * MR);
+                        // SAFETY: A's micro-panel ip (MR rows, steps pc..pc + kc ≤ a_rs) lies
+                        // in `a` (the caller's promise); B's packed panel holds kc steps of NR;
+                        // the tile (ip·MR.., jc + jp·NR..) of rows × cols is inside dst.
+                        unsafe {
+                            let acc = Bf16::tile(kc, a.as_ptr().add(ip * MR * a_rs + pc), a_rs, bp, NR, NR);
+                            let at = dst.add(ip * MR * dst_rs + jc + jp * NR);
+                            store(&acc, at, dst_rs, rows, cols, accumulate || pc > 0);
+                        }
+                    }
+                }
+            }
+        }
+        B_BLOCK.with_borrow_mut(|b| *b = b_block);
     }
 
     /// `values` (32-value runs converted by one instruction) as pairs into `dst`; zero pairs

@@ -420,6 +420,59 @@ pub(crate) fn gemm_prepared<T: Float>(m: usize, dst: &mut [T], lhs: MatRef<T>, r
     gemm(m, n, k, dst, lhs, rhs.rhs, accumulate);
 }
 
+/// A left operand rounded to bf16 ahead of its products (see [`gemm_rounded_lhs`]): what the
+/// caller builds where it can make the rounded matrix more cheaply than the product would pack
+/// it from f32 — a convolution's weight gradient, whose im2col matrix repeats each input value
+/// kH·kW times, rounds the input once and copies 16-bit values.
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod rounded_lhs {
+    use super::{Choice, MatRef, amx, bf16};
+
+    /// Rows of the rounded operand that [`gemm`] reads for an `m`-row product: `m` rounded up
+    /// to the kernel's tile (the extra rows are read, never used).
+    pub(crate) fn rows(m: usize) -> usize {
+        m.div_ceil(super::super::packed::MR) * super::super::packed::MR
+    }
+
+    /// Whether an m×n product k deep, under this thread's precision now, is one [`gemm`] runs:
+    /// bf16 autocast would give it to the AVX512-BF16 kernel (not AMX, whose tiles pack their
+    /// own layout; not f32), and it is narrower than the kernel's wide products (256 columns).
+    pub(crate) fn applies(m: usize, n: usize, k: usize) -> bool {
+        Choice::of::<f32>(m, n, k, 1, 1) == Choice::Bf16 && n < 256 && !amx::available() && bf16::x86::available()
+    }
+
+    /// `values` rounded to bf16, two to a word (value 2p in the low half of word p), the words
+    /// of `dst` past ⌈len/2⌉ zeroed. Panics without AVX512-BF16.
+    pub(crate) fn round_into(values: &[f32], dst: &mut [u32]) {
+        bf16::x86::round_into(values, dst)
+    }
+
+    /// `dst[m×n] (+)= A · bf16(rhs)` with A rounded already: row i's pair p (k = 2p, 2p + 1)
+    /// at `a[i·a_rs + p]`, [`rows`]`(m)` rows. The same bits as [`super::gemm`] under bf16
+    /// autocast of the f32 matrix that rounds to A. Panics unless [`applies`] holds or when a
+    /// view lies outside its buffer.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn gemm(
+        m: usize,
+        n: usize,
+        k: usize,
+        dst: &mut [f32],
+        a: &[u32],
+        a_rs: usize,
+        rhs: MatRef<f32>,
+        accumulate: bool,
+    ) {
+        assert!(applies(m, n, k), "rounded_lhs::gemm: not a product of the AVX512-BF16 kernel");
+        assert!(dst.len() >= m * n, "gemm: destination too small");
+        assert!(a_rs >= k.div_ceil(2) && a.len() >= rows(m) * a_rs, "gemm: rounded lhs too small");
+        assert!(rhs.offset + (k - 1) * rhs.rs + (n - 1) * rhs.cs < rhs.data.len(), "gemm: rhs view out of bounds");
+        // SAFETY: the CPU has the kernel's features (`applies`); dst holds m×n (row stride n);
+        // `a` holds rows(m) rows of a_rs ≥ ⌈k/2⌉ words and rhs lies in its buffer (asserted);
+        // n < 256.
+        unsafe { bf16::x86::run_rounded_lhs(m, n, k, dst.as_mut_ptr(), n, a, a_rs, rhs, accumulate) };
+    }
+}
+
 /// `v` as the f32 matrix it is.
 ///
 /// # Safety

@@ -406,7 +406,7 @@ pub(super) unsafe fn run_body<K: Kernel + 'static>(
 /// `dst` valid for a rows × cols tile with row stride `dst_rs`; the CPU has AVX512-F.
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn store(acc: &Tile, dst: *mut f32, dst_rs: usize, rows: usize, cols: usize, add: bool) {
+pub(super) unsafe fn store(acc: &Tile, dst: *mut f32, dst_rs: usize, rows: usize, cols: usize, add: bool) {
     let mask = |v: usize| lanes(cols.saturating_sub(16 * v).min(16));
     let masks = [mask(0), mask(1)];
     for (r, acc) in acc.iter().enumerate().take(rows) {
