@@ -324,26 +324,25 @@ fn conv2d_backward_im2col<T: Float>(
         for n in first..last {
             let x_n = &x[n * chw..(n + 1) * chw];
             let dy_off = n * per_out;
-            #[cfg(target_arch = "x86_64")]
-            if let (Some(cols), Some(dw_t)) = (rounded.as_mut(), dw_t.as_mut()) {
-                cols.weight_grad(x_n, g, dy, dy_off, dw_t, n > first);
-            }
-            #[cfg(target_arch = "x86_64")]
-            let dw_t = dw_t.as_mut().filter(|_| rounded.is_none());
-            #[cfg(not(target_arch = "x86_64"))]
-            let dw_t = dw_t.as_mut();
-            if let Some(dw_t) = dw_t {
-                let cols = if pointwise {
-                    x_n
-                } else {
-                    im2col(x_n, g, &mut col);
-                    &col
-                };
-                for gi in 0..g.groups {
-                    // dW_gᵀ (K×og) += col_g (K×L) · dY_gᵀ (L×og): dY_gᵀ is dY_g read with swapped strides.
-                    let lhs = MatRef { data: cols, offset: gi * k * l, rs: l, cs: 1 };
-                    let rhs = MatRef { data: dy, offset: dy_off + gi * og * l, rs: 1, cs: l };
-                    gemm(k, og, l, &mut dw_t[gi * og * k..(gi + 1) * og * k], lhs, rhs, n > first);
+            if let Some(dw_t) = dw_t.as_mut() {
+                'dw: {
+                    #[cfg(target_arch = "x86_64")]
+                    if let Some(cols) = rounded.as_mut() {
+                        cols.weight_grad(x_n, g, dy, dy_off, dw_t, n > first);
+                        break 'dw;
+                    }
+                    let cols = if pointwise {
+                        x_n
+                    } else {
+                        im2col(x_n, g, &mut col);
+                        &col
+                    };
+                    for gi in 0..g.groups {
+                        // dW_gᵀ (K×og) += col_g (K×L) · dY_gᵀ (L×og): dY_gᵀ is dY_g read with swapped strides.
+                        let lhs = MatRef { data: cols, offset: gi * k * l, rs: l, cs: 1 };
+                        let rhs = MatRef { data: dy, offset: dy_off + gi * og * l, rs: 1, cs: l };
+                        gemm(k, og, l, &mut dw_t[gi * og * k..(gi + 1) * og * k], lhs, rhs, n > first);
+                    }
                 }
             }
             let Some(dx_chunk) = dx_chunk.as_deref_mut() else { continue };
@@ -415,7 +414,16 @@ mod rounded {
     use crate::ops::matmul::cpu::rounded_lhs;
     use crate::storage::Float;
 
+    thread_local! {
+        /// The last [`Cols`]' buffers on this thread, reused by the next (a task per sample
+        /// chunk, every convolution's backward).
+        static SPARE: std::cell::RefCell<(Vec<u32>, Vec<u32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    }
+
     /// A task's buffers: the rounded input and the rounded column matrix, two values a word.
+    /// Every word a product reads is written for each sample (the rows past K only fill the
+    /// tile's last micro-panel, whose extra rows are never stored), so reused buffers are not
+    /// zeroed.
     pub(super) struct Cols {
         x: Vec<u32>,
         col: Vec<u32>,
@@ -436,7 +444,10 @@ mod rounded {
                 && rounded_lhs::applies(k, g.o, l);
             applies.then(|| {
                 let row_words = l.div_ceil(2);
-                Cols { x: vec![0; g.chw().div_ceil(2)], col: vec![0; rounded_lhs::rows(k) * row_words], row_words }
+                let (mut x, mut col) = SPARE.with_borrow_mut(std::mem::take);
+                x.resize(g.chw().div_ceil(2), 0);
+                col.resize(rounded_lhs::rows(k) * row_words, 0);
+                Cols { x, col, row_words }
             })
         }
 
@@ -476,6 +487,13 @@ mod rounded {
                     }
                 }
             }
+        }
+    }
+
+    impl Drop for Cols {
+        fn drop(&mut self) {
+            let bufs = (std::mem::take(&mut self.x), std::mem::take(&mut self.col));
+            SPARE.with_borrow_mut(|spare| *spare = bufs);
         }
     }
 

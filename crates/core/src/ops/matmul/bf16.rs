@@ -97,7 +97,7 @@ fn pair(lo: f32, hi: f32) -> u32 {
 
 #[cfg(target_arch = "x86_64")]
 pub(super) mod x86 {
-    use super::super::packed::{KC, Kernel, MR, NC, NR, Packing, Rhs, Tile, lanes, run_body, store, transpose16};
+    use super::super::packed::{KC, Kernel, MR, NC, NR, Packing, Tile, kernel_run, lanes, store, transpose16};
     use super::{MatRef, pair};
     use std::arch::x86_64::*;
     use std::sync::OnceLock;
@@ -137,20 +137,7 @@ pub(super) mod x86 {
         /// Both operands are always packed: their f32 values become bf16 pairs.
         const IN_PLACE: bool = false;
 
-        #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-        unsafe fn run(
-            m: usize,
-            n: usize,
-            k: usize,
-            dst: *mut f32,
-            dst_rs: usize,
-            lhs: MatRef<f32>,
-            rhs: Rhs,
-            accumulate: bool,
-        ) {
-            // SAFETY: the caller's promise; compiled with this kernel's features.
-            unsafe { run_body::<Self>(m, n, k, dst, dst_rs, lhs, rhs, accumulate) }
-        }
+        kernel_run!("avx512f,avx512bw,avx512bf16");
 
         /// A row of A that is contiguous in memory converts 32 values per instruction; rows
         /// adjacent in memory convert 16 rows × 16 pairs at a time through a register transpose.

@@ -3,7 +3,7 @@
 //! `cpu.rs` (`own_f32`).
 
 use super::gemm_crate::MatRef;
-use super::packed::{Kernel, MR, NR, Packing, Rhs, Tile, lanes, run_body, transpose16};
+use super::packed::{Kernel, MR, NR, Packing, Tile, kernel_run, lanes, transpose16};
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
@@ -21,20 +21,7 @@ impl Kernel for F32 {
         k
     }
 
-    #[target_feature(enable = "avx512f")]
-    unsafe fn run(
-        m: usize,
-        n: usize,
-        k: usize,
-        dst: *mut f32,
-        dst_rs: usize,
-        lhs: MatRef<f32>,
-        rhs: Rhs,
-        accumulate: bool,
-    ) {
-        // SAFETY: the caller's promise; compiled with this kernel's features.
-        unsafe { run_body::<Self>(m, n, k, dst, dst_rs, lhs, rhs, accumulate) }
-    }
+    kernel_run!("avx512f");
 
     /// Step-major micro-panels (`[rows/MR][kc][MR]`: a step's MR values side by side), which
     /// the tile reads at fixed offsets from one pointer: read row-major, each of a step's MR

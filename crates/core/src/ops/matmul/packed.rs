@@ -116,6 +116,28 @@ pub(super) trait Kernel {
     }
 }
 
+/// A kernel's [`Kernel::run`]: [`run_body`] for `Self`, compiled under the CPU features named
+/// (`kernel_run!("avx512f")`), inside the kernel's `impl Kernel`.
+macro_rules! kernel_run {
+    ($features:literal) => {
+        #[target_feature(enable = $features)]
+        unsafe fn run(
+            m: usize,
+            n: usize,
+            k: usize,
+            dst: *mut f32,
+            dst_rs: usize,
+            lhs: $crate::ops::matmul::gemm_crate::MatRef<f32>,
+            rhs: $crate::ops::matmul::packed::Rhs,
+            accumulate: bool,
+        ) {
+            // SAFETY: the caller's promise; compiled with this kernel's features.
+            unsafe { $crate::ops::matmul::packed::run_body::<Self>(m, n, k, dst, dst_rs, lhs, rhs, accumulate) }
+        }
+    };
+}
+pub(super) use kernel_run;
+
 /// The mask of the first `n` (≤ 16) of a vector's 16 lanes.
 #[inline(always)]
 pub(super) fn lanes(n: usize) -> __mmask16 {
