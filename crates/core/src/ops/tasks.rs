@@ -66,28 +66,40 @@ impl LaneSum {
     /// Adds `f(v_i)` for every value of `v`.
     #[inline(always)]
     pub fn add_map<T: Float>(&mut self, v: &[T], f: impl Fn(f64) -> f64) {
+        // The lanes are copied into a local for the loop and back after it: added to in place
+        // through `&mut self`, they went through memory on every chunk (a store-to-load
+        // chain per addition) instead of staying in registers.
+        let mut acc = self.0;
         let mut chunks = v.chunks_exact(LANES);
         for c in &mut chunks {
-            for (a, &x) in self.0.iter_mut().zip(c) {
+            for (a, &x) in acc.iter_mut().zip(c) {
                 *a += f(x.to_f64());
             }
         }
-        for (a, &x) in self.0.iter_mut().zip(chunks.remainder()) {
+        for (a, &x) in acc.iter_mut().zip(chunks.remainder()) {
             *a += f(x.to_f64());
         }
+        self.0 = acc;
     }
-    /// Adds `f(a_i, b_i)` for every pair of `a` and `b`.
+    /// Two sums over one pass of `a` and `b`: adds `f(a_i, b_i).0` to `self` and `.1` to
+    /// `other`, each lane by lane as [`LaneSum::add_map`] adds (the same bits as two passes).
     #[inline(always)]
-    pub fn add_zip<T: Float>(&mut self, a: &[T], b: &[T], f: impl Fn(f64, f64) -> f64) {
+    pub fn add_zip2<T: Float>(&mut self, other: &mut LaneSum, a: &[T], b: &[T], f: impl Fn(f64, f64) -> (f64, f64)) {
+        let (mut p, mut q) = (self.0, other.0);
         let (mut ca, mut cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
         for (x, y) in (&mut ca).zip(&mut cb) {
-            for ((s, &x), &y) in self.0.iter_mut().zip(x).zip(y) {
-                *s += f(x.to_f64(), y.to_f64());
+            for (((s, t), &x), &y) in p.iter_mut().zip(q.iter_mut()).zip(x).zip(y) {
+                let (u, v) = f(x.to_f64(), y.to_f64());
+                *s += u;
+                *t += v;
             }
         }
-        for ((s, &x), &y) in self.0.iter_mut().zip(ca.remainder()).zip(cb.remainder()) {
-            *s += f(x.to_f64(), y.to_f64());
+        for (((s, t), &x), &y) in p.iter_mut().zip(q.iter_mut()).zip(ca.remainder()).zip(cb.remainder()) {
+            let (u, v) = f(x.to_f64(), y.to_f64());
+            *s += u;
+            *t += v;
         }
+        (self.0, other.0) = (p, q);
     }
     /// The sum: lanes combined pairwise in a fixed tree.
     pub fn total(&self) -> f64 {

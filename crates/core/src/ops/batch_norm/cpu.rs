@@ -287,16 +287,12 @@ fn grad_sums_loops<T: Float>(
 ) -> (f64, f64) {
     let (mut sg, mut sgx) = (LaneSum::default(), LaneSum::default());
     for (gs, xs) in dims.channel(g, ci).zip(dims.channel(x, ci)) {
-        match relu {
-            None => {
-                sg.add_slice(gs);
-                sgx.add_zip(gs, xs, |g, x| g * (x - mu) * is);
-            }
-            Some(ab) => {
-                sg.add_zip(gs, xs, |g, x| if relu_passes::<T>(x, ab) { g } else { 0.0 });
-                sgx.add_zip(gs, xs, |g, x| if relu_passes::<T>(x, ab) { g * (x - mu) * is } else { 0.0 });
-            }
-        }
+        // Both sums over one pass, the mask tested once per element.
+        let sums = |g: f64, x: f64| match relu {
+            Some(ab) if !relu_passes::<T>(x, ab) => (0.0, 0.0),
+            _ => (g, g * (x - mu) * is),
+        };
+        sg.add_zip2(&mut sgx, gs, xs, sums);
     }
     (sg.total(), sgx.total())
 }
