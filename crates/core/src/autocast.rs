@@ -22,7 +22,8 @@
 //! autocast. The CPU kernels that hand work to rayon's threads carry the scope along
 //! (`with_precision`).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::marker::PhantomData;
 
 /// The precision of matrix products (see the module docs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -61,6 +62,10 @@ impl std::fmt::Display for Precision {
 
 thread_local! {
     static PRECISION: Cell<Precision> = const { Cell::new(Precision::F32) };
+    /// The live guards of this thread, oldest first: `(id, precision)`. The precision in force
+    /// is the newest one's (F32 with none), whatever order the guards are dropped in.
+    static GUARDS: RefCell<Vec<(u64, Precision)>> = const { RefCell::new(Vec::new()) };
+    static NEXT_ID: Cell<u64> = const { Cell::new(0) };
 }
 
 /// The precision of f32 matrix products on this thread now.
@@ -69,22 +74,34 @@ pub fn precision() -> Precision {
 }
 
 /// While alive, f32 matrix products on this thread use `precision`; dropping it restores the
-/// previous one. Made by [`AutocastGuard::new`]; [`autocast`] is the closure form.
+/// precision of the newest guard still alive (F32 when none is). Guards dropped out of order
+/// (two guards held in variables and the outer one dropped first) leave the inner one in force
+/// until it too is dropped. Made by [`AutocastGuard::new`]; [`autocast`] is the closure form.
+/// A guard belongs to the thread that made it (it is not `Send`).
 #[must_use = "the guard sets the precision only while it is alive"]
 pub struct AutocastGuard {
-    previous: Precision,
+    id: u64,
+    _thread: PhantomData<*const ()>,
 }
 
 impl AutocastGuard {
     /// Sets this thread's product precision until the guard is dropped.
     pub fn new(precision: Precision) -> Self {
-        AutocastGuard { previous: PRECISION.with(|p| p.replace(precision)) }
+        let id = NEXT_ID.with(|n| n.replace(n.get() + 1));
+        GUARDS.with(|g| g.borrow_mut().push((id, precision)));
+        PRECISION.with(|p| p.set(precision));
+        AutocastGuard { id, _thread: PhantomData }
     }
 }
 
 impl Drop for AutocastGuard {
     fn drop(&mut self) {
-        PRECISION.with(|p| p.set(self.previous));
+        let now = GUARDS.with(|g| {
+            let mut g = g.borrow_mut();
+            g.retain(|&(id, _)| id != self.id);
+            g.last().map_or(Precision::F32, |&(_, p)| p)
+        });
+        PRECISION.with(|p| p.set(now));
     }
 }
 
@@ -156,6 +173,24 @@ mod tests {
         assert!(round_bf16(f32::from_bits(0x7f80_0001)).is_nan());
         assert_eq!(round_bf16(0.0).to_bits(), 0);
         assert_eq!(round_bf16(-0.0).to_bits(), (-0.0f32).to_bits());
+    }
+
+    #[test]
+    fn guards_dropped_out_of_order_leave_the_newest_live_one_in_force() {
+        let a = AutocastGuard::new(Precision::Bf16);
+        let b = AutocastGuard::new(Precision::F32);
+        drop(a);
+        // b, made after a, is still alive: its precision stays.
+        assert_eq!(precision(), Precision::F32);
+        drop(b);
+        // (Each guard used to restore what it saw when made: b put Bf16 back for good here.)
+        assert_eq!(precision(), Precision::F32);
+        let a = AutocastGuard::new(Precision::F32);
+        let b = AutocastGuard::new(Precision::Bf16);
+        drop(a);
+        assert_eq!(precision(), Precision::Bf16);
+        drop(b);
+        assert_eq!(precision(), Precision::F32);
     }
 
     #[test]

@@ -93,6 +93,9 @@ impl Generator {
     }
 
     /// A uniform integer in `0..n` (`n > 0`), without modulo bias.
+    ///
+    /// # Panics
+    /// When `n` is 0 (an empty range, as `rand`'s `gen_range` panics on one).
     pub fn below(&mut self, n: u64) -> u64 {
         assert!(n > 0, "Generator::below needs n > 0");
         let zone = u64::MAX - (u64::MAX % n);

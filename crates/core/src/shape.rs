@@ -21,6 +21,11 @@ impl Shape {
     pub fn numel(&self) -> usize {
         self.0.iter().product()
     }
+    /// The number of elements, or `None` when it does not fit in a `usize` (a shape no buffer
+    /// could hold; the checks on shapes a user gives use this rather than [`Shape::numel`]).
+    pub fn checked_numel(&self) -> Option<usize> {
+        checked_product(&self.0)
+    }
     /// Row-major (C-order) strides for this shape, in elements.
     pub fn contiguous_strides(&self) -> Vec<usize> {
         let mut strides = vec![0; self.0.len()];
@@ -31,6 +36,15 @@ impl Shape {
         }
         strides
     }
+}
+
+/// The product of `dims`, or `None` when it overflows a `usize`. A zero anywhere makes it 0,
+/// whatever the other sizes.
+pub fn checked_product(dims: &[usize]) -> Option<usize> {
+    if dims.contains(&0) {
+        return Some(0);
+    }
+    dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
 }
 
 impl From<&[usize]> for Shape {

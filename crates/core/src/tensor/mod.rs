@@ -96,8 +96,14 @@ impl Tensor {
     /// ```
     pub fn from_vec<T: Element>(data: Vec<T>, shape: &[usize]) -> Result<Tensor> {
         let shape = Shape::from(shape);
-        if data.len() != shape.numel() {
-            return Err(Error::DataLength { op: "from_vec", expected: shape.numel(), got: data.len(), shape });
+        let Some(numel) = shape.checked_numel() else {
+            crate::bail_arg!(
+                "from_vec",
+                "shape {shape} has more elements than a usize can count (its product overflows)"
+            );
+        };
+        if data.len() != numel {
+            return Err(Error::DataLength { op: "from_vec", expected: numel, got: data.len(), shape });
         }
         Ok(Tensor::from_storage(T::wrap(data), shape))
     }
@@ -164,18 +170,27 @@ impl Tensor {
     }
 
     /// Uniform values in `[low, high)` drawn from `rng` (reproducible for a seed, whatever the
-    /// thread count). Float types only.
+    /// thread count). Float types only; `low ≤ high`, both finite (as `torch.Tensor.uniform_`).
     pub fn rand_uniform(shape: &[usize], low: f64, high: f64, dtype: DType, rng: &mut Generator) -> Result<Tensor> {
-        let mut v = vec![0.0; shape.iter().product()];
+        const OP: &str = "rand_uniform";
+        if !(low.is_finite() && high.is_finite() && low <= high) {
+            crate::bail_arg!(OP, "needs finite bounds with low <= high, got low = {low}, high = {high}");
+        }
+        let mut v = random_buffer(OP, shape, dtype)?;
         rng.fill_uniform(&mut v, low, high);
-        Tensor::from_f64_values(v, shape, dtype, "rand_uniform")
+        Tensor::from_f64_values(v, shape, dtype, OP)
     }
 
-    /// Normal values with the given mean and standard deviation drawn from `rng`. Float types only.
+    /// Normal values with the given mean and standard deviation drawn from `rng`. Float types
+    /// only; `std ≥ 0` and both finite (as `torch.normal`).
     pub fn randn(shape: &[usize], mean: f64, std: f64, dtype: DType, rng: &mut Generator) -> Result<Tensor> {
-        let mut v = vec![0.0; shape.iter().product()];
+        const OP: &str = "randn";
+        if !(mean.is_finite() && std.is_finite() && std >= 0.0) {
+            crate::bail_arg!(OP, "needs a finite mean and a finite std >= 0, got mean = {mean}, std = {std}");
+        }
+        let mut v = random_buffer(OP, shape, dtype)?;
         rng.fill_normal(&mut v, mean, std);
-        Tensor::from_f64_values(v, shape, dtype, "randn")
+        Tensor::from_f64_values(v, shape, dtype, OP)
     }
 
     fn from_f64_values(v: Vec<f64>, shape: &[usize], dtype: DType, op: &'static str) -> Result<Tensor> {
@@ -461,4 +476,21 @@ impl std::fmt::Debug for Tensor {
         let shown: Vec<String> = v.iter().take(8).map(|x| format!("{x:.4}")).collect();
         write!(f, ", [{}{}])", shown.join(", "), if v.len() > 8 { ", …" } else { "" })
     }
+}
+
+/// The f64 buffer `randn`/`rand_uniform` draw into: an error, not a panic or an abort, for a
+/// non-float `dtype`, a shape whose element count overflows, or one the allocator refuses.
+fn random_buffer(op: &'static str, shape: &[usize], dtype: DType) -> Result<Vec<f64>> {
+    if dtype == DType::I64 {
+        return Err(Error::UnsupportedDType { op, dtype, hint: " (random values are float)" });
+    }
+    let Some(n) = crate::shape::checked_product(shape) else {
+        crate::bail_arg!(op, "shape {shape:?} has more elements than a usize can count (its product overflows)");
+    };
+    let mut v = Vec::new();
+    if v.try_reserve_exact(n).is_err() {
+        crate::bail_arg!(op, "cannot allocate {n} values for shape {shape:?}");
+    }
+    v.resize(n, 0.0);
+    Ok(v)
 }

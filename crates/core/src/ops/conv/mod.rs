@@ -65,9 +65,13 @@ pub(crate) fn avx512() -> bool {
 /// `⌊(size + 2·padding − dilation·(kernel − 1) − 1) / stride⌋ + 1`, or `None` when the dilated
 /// kernel is larger than the padded input (stride and dilation must be at least 1).
 pub fn window_output_size(size: usize, kernel: usize, stride: usize, padding: usize, dilation: usize) -> Option<usize> {
-    let span = dilation * (kernel.max(1) - 1) + 1;
-    let padded = size + 2 * padding;
-    (padded >= span && stride > 0).then(|| (padded - span) / stride + 1)
+    if stride == 0 || dilation == 0 {
+        return None;
+    }
+    // Sizes too large to compute with cannot be any tensor's: None, not a wrapped result.
+    let span = dilation.checked_mul(kernel.max(1) - 1)?.checked_add(1)?;
+    let padded = padding.checked_mul(2)?.checked_add(size)?;
+    (padded >= span).then(|| (padded - span) / stride + 1)
 }
 
 /// The output length of a pooling window along one axis, PyTorch's `pooling_output_shape`:
@@ -102,11 +106,12 @@ pub fn pool_output_size(
     // Signed, as PyTorch's, so an input smaller than the window rounds towards −∞ (div_euclid).
     let (size, k, s, p, d) = (size as i128, kernel as i128, stride as i128, padding as i128, dilation as i128);
     let extra = if ceil_mode { s - 1 } else { 0 };
-    let mut out = (size + 2 * p - d * (k - 1) - 1 + extra).div_euclid(s) + 1;
-    if ceil_mode && (out - 1) * s >= size + p {
+    // d·(k − 1) can pass i128's range for absurd sizes; the result must fit a usize.
+    let mut out = (size + 2 * p - d.checked_mul(k - 1)? - 1 + extra).div_euclid(s) + 1;
+    if ceil_mode && (out - 1).checked_mul(s)? >= size + p {
         out -= 1;
     }
-    (out >= 1).then_some(out as usize)
+    (out >= 1).then_some(out).and_then(|o| usize::try_from(o).ok())
 }
 
 /// Checks the spatial dimensions of a sliding-window op (convolution, or pooling with its
@@ -129,11 +134,35 @@ pub(crate) fn window_output(
     let mut out = [0; 2];
     for (i, (name, dim, k, s, p, d)) in axes.into_iter().enumerate() {
         let size = x.dims()[dim];
+        if size == 0 {
+            // As PyTorch: only the batch may be empty (an empty plane has no windows to slide).
+            return Err(Error::ShapeMismatch {
+                op,
+                what: "input",
+                got: x.shape().clone(),
+                expected: format!("a {name} (dimension {dim}) of at least 1: only the batch dimension may be empty"),
+            });
+        }
+        let too_large = || Error::InvalidArgument {
+            op,
+            message: format!(
+                "a {name} of {size} with padding {p}, kernel size {k}, dilation {d} and stride {s} gives an \
+                 output {name} too large to represent; use a smaller padding or dilation"
+            ),
+        };
+        let span = d.checked_mul(k.max(1) - 1).and_then(|v| v.checked_add(1)).ok_or_else(too_large)?;
+        let padded = p.checked_mul(2).and_then(|v| v.checked_add(size)).ok_or_else(too_large)?;
         out[i] = pool_output_size(size, k, s, p, d, ceil_mode).ok_or_else(|| {
-            let span = d * (k - 1) + 1;
+            if padded >= span {
+                // Large enough: only a result past a usize's range gives None.
+                return too_large();
+            }
             // In ceil mode the one window may run up to stride − 1 past the padded input.
             let (least, slack) = if ceil_mode {
-                (span.saturating_sub(2 * p + s - 1).max(1), format!(" (with ceil_mode, plus stride − 1 = {})", s - 1))
+                (
+                    span.saturating_sub((2 * p).saturating_add(s - 1)).max(1),
+                    format!(" (with ceil_mode, plus stride − 1 = {})", s - 1),
+                )
             } else {
                 (span.saturating_sub(2 * p).max(1), String::new())
             };
@@ -143,12 +172,23 @@ pub(crate) fn window_output(
                 got: x.shape().clone(),
                 expected: format!(
                     "a {name} (dimension {dim}) of at least {least}: the kernel spans {span} (size {k}, dilation {d}) \
-                     but the {name} padded by {p} on each side is only {}{slack}; use a smaller kernel or dilation, \
-                     more padding, or a larger input",
-                    size + 2 * p
+                     but the {name} padded by {p} on each side is only {padded}{slack}; use a smaller kernel or \
+                     dilation, more padding, or a larger input"
                 ),
             }
         })?;
+    }
+    // The output's element count must be countable too (the leading dimensions are the input's).
+    let leading = &x.dims()[..nd - 2];
+    if crate::shape::checked_product(&[leading, &out[..]].concat()).is_none() {
+        crate::bail_arg!(
+            op,
+            "the output of {}×{} per plane for input {} has more elements than a usize can count; use a \
+             smaller padding or dilation",
+            out[0],
+            out[1],
+            x.shape()
+        );
     }
     Ok((out[0], out[1]))
 }
@@ -328,7 +368,18 @@ pub fn conv2d_with(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, opts: &Co
             expected: format!("[{o}] (one value per output channel)"),
         });
     }
+    if c == 0 {
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            what: "input",
+            got: x.shape().clone(),
+            expected: "at least 1 channel (dimension 1): only the batch dimension may be empty".into(),
+        });
+    }
     let (oh, ow) = window_output(OP, x, (kh, kw), stride, padding, dilation, false)?;
+    if crate::shape::checked_product(&[n, o, oh, ow]).is_none() {
+        crate::bail_arg!(OP, "the output [{n}, {o}, {oh}, {ow}] has more elements than a usize can count");
+    }
     let fast = algorithm == ConvAlgorithm::Fast;
     let geom = ConvGeom { n, c, h, w, o, kh, kw, stride, padding, dilation, groups, oh, ow, fast };
     #[cfg(feature = "gpu")]

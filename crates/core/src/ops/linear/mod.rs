@@ -73,9 +73,19 @@ fn linear_act(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, relu: bool) ->
             });
         }
     }
+    if k == 0 {
+        // No input features: x·Wᵀ is all zeros (the bias, broadcast), as in PyTorch. The
+        // composed ops handle the empty product, its gradients and every device.
+        let y = x.matmul(&weight.t()?)?;
+        let y = match bias {
+            Some(b) => y.add(b)?,
+            None => y,
+        };
+        return if relu { y.relu() } else { Ok(y) };
+    }
     // Rows of x: all leading dimensions together. A 2-D x of any strides goes to the GEMM as is.
     let x2 = if x.ndim() == 2 { x.clone() } else { x.contiguous()? };
-    let m = x.numel() / k.max(1);
+    let m = x.numel() / k;
     let (xrs, xcs) = if x.ndim() == 2 { (x2.strides()[0], x2.strides()[1]) } else { (k, 1) };
     #[cfg(feature = "gpu")]
     if x.device().is_gpu() {

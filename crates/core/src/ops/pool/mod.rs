@@ -50,7 +50,7 @@ fn check_padding(
     padding: (usize, usize),
     dilation: (usize, usize),
 ) -> Result<()> {
-    let max = |k: usize, d: usize| (d * (k - 1)).div_ceil(2);
+    let max = |k: usize, d: usize| d.saturating_mul(k - 1).div_ceil(2);
     let (mh, mw) = (max(kernel.0, dilation.0), max(kernel.1, dilation.1));
     if padding.0 > mh || padding.1 > mw {
         crate::bail_arg!(

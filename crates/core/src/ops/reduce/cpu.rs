@@ -9,15 +9,13 @@ use crate::shape::{Layout, Shape};
 use crate::storage::{Element, Float, Storage};
 use crate::tensor::Tensor;
 
-fn sum_kernel<T: Float>(v: &[T], plan: &Layout, reduced: usize) -> Vec<T> {
-    let n_out = if reduced == 0 { plan.shape.numel() } else { plan.shape.numel() / reduced.max(1) };
-    let mut out = Vec::with_capacity(n_out);
+fn sum_kernel<T: Float>(v: &[T], plan: &Layout, reduced: usize, n_out: usize) -> Vec<T> {
     if reduced == 0 {
-        // Summing over an empty dimension gives zeros.
-        let kept: usize = plan.shape.0[..plan.shape.ndim()].iter().filter(|&&d| d != 0).product();
-        out.resize(kept, T::ZERO);
-        return out;
+        // Summing over an empty dimension gives zeros, one per output element (the kept
+        // dimensions' product, which the plan's shape cannot give: it holds the reduced zero).
+        return vec![T::ZERO; n_out];
     }
+    let mut out = Vec::with_capacity(n_out);
     let (mut acc, mut count) = (0.0f64, 0);
     plan.for_each_index(|i| {
         acc += v[i].to_f64();
@@ -31,10 +29,11 @@ fn sum_kernel<T: Float>(v: &[T], plan: &Layout, reduced: usize) -> Vec<T> {
     out
 }
 
-/// The sums of `t` along `plan` (see `super::reduction_plan`): one per run of `reduced` visits.
-pub(super) fn sum(t: &Tensor, plan: &Layout, reduced: usize) -> Result<Storage> {
+/// The `n_out` sums of `t` along `plan` (see `super::reduction_plan`): one per run of `reduced`
+/// visits.
+pub(super) fn sum(t: &Tensor, plan: &Layout, reduced: usize, n_out: usize) -> Result<Storage> {
     let s = t.cpu_storage("sum")?;
-    Ok(with_float!(s, "sum", |v: T| Ok(T::wrap(sum_kernel::<T>(v, plan, reduced))))?.into())
+    Ok(with_float!(s, "sum", |v: T| Ok(T::wrap(sum_kernel::<T>(v, plan, reduced, n_out))))?.into())
 }
 
 fn max_kernel<T: Float>(v: &[T], plan: &Layout, reduced: usize) -> (Vec<T>, Vec<i64>) {

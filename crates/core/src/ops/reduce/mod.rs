@@ -87,7 +87,7 @@ impl Tensor {
         let storage: Storage = match () {
             #[cfg(feature = "gpu")]
             _ if self.device().is_gpu() => gpu::sum(self, &plan, reduced, shape.numel())?,
-            _ => cpu::sum(self, &plan, reduced)?,
+            _ => cpu::sum(self, &plan, reduced, shape.numel())?,
         };
         let in_shape = self.shape().clone();
         Ok(Tensor::from_op(storage, shape, "sum", &[self], move |g| {
@@ -231,6 +231,25 @@ mod tests {
         // Ties go to the first index, as in PyTorch.
         let t = Tensor::from_vec(vec![2.0f32, 7.0, 7.0], &[3]).unwrap();
         assert_eq!(t.argmax(0, false).unwrap().to_vec::<i64>().unwrap(), [1]);
+    }
+
+    #[test]
+    fn sums_over_zero_size_dimensions() {
+        // PyTorch: a sum over an empty dimension is 0 per output element, a mean NaN; an empty
+        // kept dimension gives an empty result.
+        let e = Tensor::zeros(&[0, 3], crate::DType::F32);
+        assert_eq!(e.sum_all().unwrap().to_vec::<f32>().unwrap(), [0.0]);
+        assert!(e.mean_all().unwrap().item().unwrap().is_nan());
+        let s = e.sum(&[0], false).unwrap();
+        assert_eq!((s.dims(), s.to_vec::<f32>().unwrap()), (&[3][..], vec![0.0; 3]));
+        let s = e.sum(&[1], true).unwrap();
+        assert_eq!((s.dims(), s.to_vec::<f32>().unwrap().len()), (&[0, 1][..], 0));
+        let s = Tensor::zeros(&[2, 0, 4], crate::DType::F64).sum(&[0, 1], false).unwrap();
+        assert_eq!((s.dims(), s.to_vec::<f64>().unwrap()), (&[4][..], vec![0.0; 4]));
+        // The gradient of a sum over nothing reaches no element.
+        let x = Tensor::zeros(&[0, 3], crate::DType::F64).requires_grad_().unwrap();
+        x.sum_all().unwrap().backward().unwrap();
+        assert_eq!(x.grad().unwrap().dims(), &[0, 3]);
     }
 
     #[test]

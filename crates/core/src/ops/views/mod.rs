@@ -41,7 +41,9 @@ impl Tensor {
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
         let numel = self.numel();
         let mut dims = shape.to_vec();
-        let known: usize = dims.iter().filter(|&&d| d != usize::MAX).product();
+        // A product that overflows cannot match any tensor's element count.
+        let sized: Vec<usize> = dims.iter().copied().filter(|&d| d != usize::MAX).collect();
+        let known = crate::shape::checked_product(&sized).unwrap_or(usize::MAX);
         let inferred = dims.iter().filter(|&&d| d == usize::MAX).count();
         let fail = || Error::ReshapeNumel {
             from: self.shape().clone(),
@@ -59,7 +61,7 @@ impl Tensor {
             *d = numel / known;
         }
         let new_shape = Shape(dims);
-        if new_shape.numel() != numel {
+        if new_shape.checked_numel() != Some(numel) {
             return Err(fail());
         }
         if new_shape == *self.shape() {
