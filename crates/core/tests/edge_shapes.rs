@@ -82,3 +82,34 @@ fn window_sizes_too_large_to_represent_are_errors() {
     assert_eq!(pool_output_size(4, usize::MAX, 1, 0, usize::MAX, true), None);
     assert_eq!(pool_output_size(1, 3, usize::MAX, 1, 1, true), Some(1));
 }
+
+#[test]
+fn inconsistent_gradients_and_statistics_are_errors() {
+    let p = ones(&[3]).requires_grad_().unwrap();
+    // A gradient of another element type would fail the next backward's accumulation.
+    let e = p.set_grad(Some(Tensor::zeros(&[3], DType::I64))).expect_err("an I64 gradient").to_string();
+    assert!(e.contains("element types differ"), "{e}");
+    let e =
+        p.mul_scalar(2.0).unwrap().backward_with_grad(&Tensor::ones(&[3], DType::F64)).expect_err("F64").to_string();
+    assert!(e.contains("element types differ") && e.contains("F64"), "{e}");
+    // batch_norm: a NaN momentum would make the running statistics NaN; one buffer for both
+    // running statistics would mix them.
+    let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2]).unwrap();
+    let (rm, rv) = (Tensor::zeros(&[2], DType::F32), Tensor::ones(&[2], DType::F32));
+    let bn = |m: &Tensor, v: &Tensor, momentum: f64| {
+        strata_core::batch_norm(&x, Some(m), Some(v), None, None, true, momentum, 1e-5)
+    };
+    assert!(err_text(bn(&rm, &rv, f64::NAN)).contains("momentum"));
+    assert!(err_text(bn(&rm, &rm, 0.1)).contains("same tensor"));
+    assert!(bn(&rm, &rv, 0.1).is_ok());
+    // fill_ on an I64 tensor: NaN or a value past i64's range is an error, not 0 or saturation.
+    let t = Tensor::zeros(&[2], DType::I64);
+    assert!(t.fill_(f64::NAN).is_err() && t.fill_(1e19).is_err());
+    t.fill_(-7.9).unwrap();
+    assert_eq!(t.to_vec::<i64>().unwrap(), [-7, -7]);
+    // Random tensors: a negative std or reversed bounds, as torch.normal / uniform_.
+    let mut g = strata_core::Generator::new(0);
+    assert!(Tensor::randn(&[2], 0.0, -1.0, DType::F32, &mut g).is_err());
+    assert!(Tensor::rand_uniform(&[2], 1.0, 0.0, DType::F32, &mut g).is_err());
+    assert!(Tensor::randn(&[1 << 62, 8], 0.0, 1.0, DType::F32, &mut g).is_err());
+}

@@ -176,13 +176,16 @@ impl Tensor {
     /// the gradient of the activation it received. `grad` must have this tensor's shape, element
     /// type and device.
     pub fn backward_with_grad(&self, grad: &Tensor) -> Result<()> {
-        if grad.shape() != self.shape() || grad.dtype() != self.dtype() {
+        if grad.shape() != self.shape() {
             return Err(Error::ShapeMismatch {
                 op: "backward_with_grad",
                 what: "gradient",
                 got: grad.shape().clone(),
-                expected: format!("{} ({:?}), the tensor's own", self.shape(), self.dtype()),
+                expected: format!("{}, the tensor's own", self.shape()),
             });
+        }
+        if grad.dtype() != self.dtype() {
+            return Err(Error::DTypeMismatch { op: "backward_with_grad", lhs: self.dtype(), rhs: grad.dtype() });
         }
         if grad.device() != self.device() {
             return Err(Error::DeviceMismatch { op: "backward_with_grad", lhs: self.device(), rhs: grad.device() });

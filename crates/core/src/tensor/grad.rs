@@ -87,15 +87,22 @@ impl Tensor {
     /// Replaces (or clears) the accumulated gradient. A view is copied into a buffer of its own
     /// (later backwards add into the gradient in place; the viewed tensor is never touched).
     pub fn set_grad(&self, grad: Option<Tensor>) -> Result<()> {
-        if let Some(g) = &grad
-            && g.shape() != self.shape()
-        {
-            return Err(Error::ShapeMismatch {
-                op: "set_grad",
-                what: "gradient",
-                got: g.shape().clone(),
-                expected: self.shape().to_string(),
-            });
+        if let Some(g) = &grad {
+            if g.shape() != self.shape() {
+                return Err(Error::ShapeMismatch {
+                    op: "set_grad",
+                    what: "gradient",
+                    got: g.shape().clone(),
+                    expected: self.shape().to_string(),
+                });
+            }
+            // Later backwards add into it: it must be of the tensor's type and on its device.
+            if g.dtype() != self.dtype() {
+                return Err(Error::DTypeMismatch { op: "set_grad", lhs: self.dtype(), rhs: g.dtype() });
+            }
+            if g.device() != self.device() {
+                return Err(Error::DeviceMismatch { op: "set_grad", lhs: self.device(), rhs: g.device() });
+            }
         }
         let grad = grad.map(|g| g.owned_detached()).transpose()?;
         *self.grad_slot() = GradSlot { grad, zeroed: false };

@@ -47,6 +47,11 @@ impl Tensor {
 
     /// Fills the tensor with `value` in place.
     pub fn fill_(&self, value: f64) -> Result<()> {
+        // As PyTorch: an i64 tensor takes a value it can hold once truncated, not NaN (which `as`
+        // would make 0) nor one past its range (saturated).
+        if self.dtype() == DType::I64 && !(value > -(2f64.powi(63)) - 1.0 && value < 2f64.powi(63)) {
+            crate::bail_arg!("fill_", "value {value} cannot be converted to an I64 without overflow");
+        }
         #[cfg(feature = "gpu")]
         if self.device() != Device::Cpu {
             if !self.owns_whole_buffer() {

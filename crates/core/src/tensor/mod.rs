@@ -118,7 +118,8 @@ impl Tensor {
         Tensor::from_storage(T::wrap(vec![value]), Shape(vec![]))
     }
 
-    /// A tensor of `shape` filled with `value` (converted to `dtype`).
+    /// A tensor of `shape` filled with `value` (converted to `dtype`: to an I64 as Rust's `as`
+    /// converts, towards zero and saturating, NaN to 0; [`Tensor::fill_`] checks instead).
     pub fn full(shape: &[usize], value: f64, dtype: DType) -> Tensor {
         let n: usize = shape.iter().product();
         // From the buffer pool: a large fresh vector would fault its pages in one by one.

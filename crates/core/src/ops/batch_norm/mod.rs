@@ -146,6 +146,14 @@ fn batch_norm_impl(
     if eps.is_nan() || eps < 0.0 {
         crate::bail_arg!(OP, "eps must be a non-negative number, got {eps}");
     }
+    if !momentum.is_finite() {
+        crate::bail_arg!(OP, "momentum must be a finite number (PyTorch's default is 0.1), got {momentum}");
+    }
+    if let (Some(m), Some(v)) = (running_mean, running_var)
+        && m.same(v)
+    {
+        crate::bail_arg!(OP, "running_mean and running_var are the same tensor; give each its own buffer");
+    }
     if training && dims.m() <= 1 {
         crate::bail_arg!(
             OP,
