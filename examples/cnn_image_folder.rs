@@ -46,7 +46,7 @@ fn write_digit_folder(n: usize) -> Result<std::path::PathBuf, Box<dyn std::error
     let (digits, _) = embedded_mnist()?; // pixels in [0, 1], [1, 28, 28]
     let root = std::env::temp_dir().join(format!("strata-digits-{}", std::process::id()));
     for i in 0..n.min(digits.len()) {
-        let (pixels, label) = digits.sample(i);
+        let (pixels, label) = digits.sample(i)?;
         let class = root.join(label.to_string());
         std::fs::create_dir_all(&class)?;
         let bytes: Vec<u8> = pixels.iter().map(|p| (p * 255.0).round() as u8).collect();

@@ -139,7 +139,7 @@ pub fn run(args: &LrFindArgs) -> Result<Verdict> {
                 break 'outer;
             }
             let lr = args.start_lr * ratio.powf(i as f64);
-            b.optimizer.set_lr(lr);
+            b.optimizer.set_lr(lr)?;
             b.optimizer.zero_grad()?;
             let loss = b.loss.loss(&b.model.forward(&layout.apply(&batch.x)?)?, &layout.labels(&batch.y)?)?;
             loss.backward()?;

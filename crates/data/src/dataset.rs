@@ -32,6 +32,10 @@ impl Dataset {
     /// for messages) and record. `u8` images are scaled to `[0, 1]` (divided by 255); other
     /// element types are taken as they are. Rank-3 images (`[count, height, width]`) get a
     /// channel axis of 1, so samples are `[1, height, width]` as convolutions expect.
+    ///
+    /// An array whose `dims` do not describe its data (none at all, or a product other than
+    /// its number of values: possible for arrays assembled in memory, not for files read with
+    /// [`crate::idx`]) is an error naming the file.
     pub fn from_idx(
         images: IdxArray,
         labels: IdxArray,
@@ -39,10 +43,17 @@ impl Dataset {
         images_path: &Path,
         labels_path: &Path,
     ) -> Result<Dataset> {
+        for (array, path) in [(&images, images_path), (&labels, labels_path)] {
+            let described = array.dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+            if array.dims.is_empty() || described != Some(array.data.len()) {
+                let (dims, values) = (array.dims.clone(), array.data.len());
+                return Err(DataError::IdxDims { path: path.to_path_buf(), dims, values });
+            }
+        }
         if labels.dims.len() != 1 {
             return Err(DataError::LabelsNotVector { path: labels_path.to_path_buf(), dims: labels.dims });
         }
-        // IDX always has at least one dimension, the record count.
+        // At least one dimension, the record count (checked above).
         let count = images.dims[0];
         if count != labels.dims[0] {
             return Err(DataError::CountMismatch {
@@ -80,29 +91,73 @@ impl Dataset {
         self.sample_shape.iter().product()
     }
 
-    /// Sample `i`: its features and its label.
+    /// Sample `i`: its features and its label (PyTorch's `dataset[i]`).
+    ///
+    /// # Errors
+    /// When `i >= len()` (PyTorch's `IndexError`), or when the public fields disagree (fewer
+    /// `features` than `len()` samples of `sample_len()` values).
+    pub fn sample(&self, i: usize) -> Result<(&[f32], usize)> {
+        self.check_index("sample", i, None)?;
+        let n = self.sample_len();
+        let features = i.checked_mul(n).and_then(|start| self.features.get(start..start.checked_add(n)?));
+        features.map(|x| (x, self.labels[i])).ok_or_else(|| DataError::InvalidArgument {
+            what: "sample",
+            message: format!(
+                "the data set's features hold {} values, too few for {} samples of {n} (sample_shape {:?}); \
+                 keep `features`, `labels` and `sample_shape` consistent",
+                self.features.len(),
+                self.len(),
+                self.sample_shape
+            ),
+        })
+    }
+
+    /// Sample `i` of a data set whose indices were checked (the loader's own permutations):
+    /// what [`Dataset::sample`] gives, without the error.
     ///
     /// # Panics
-    /// If `i >= len()`.
-    pub fn sample(&self, i: usize) -> (&[f32], usize) {
+    /// If `i >= len()`, or the features are too short for sample `i`.
+    pub(crate) fn row(&self, i: usize) -> (&[f32], usize) {
         let n = self.sample_len();
         (&self.features[i * n..(i + 1) * n], self.labels[i])
     }
 
+    /// An error unless `i < len()`; `what` names the operation, `at` the index's position in the
+    /// list it came from.
+    fn check_index(&self, what: &'static str, i: usize, at: Option<usize>) -> Result<()> {
+        if i < self.len() {
+            return Ok(());
+        }
+        let which = at.map_or_else(|| format!("index {i}"), |k| format!("index {i} (entry {k} of the indices)"));
+        let range =
+            if self.is_empty() { "the data set is empty".to_string() } else { format!("use 0..{}", self.len()) };
+        Err(DataError::InvalidArgument {
+            what,
+            message: format!("{which} is out of range for a data set of {} samples; {range}", self.len()),
+        })
+    }
+
     /// A new data set of the samples at `indices`, in that order (repeats allowed).
     ///
-    /// # Panics
-    /// If an index is `>= len()`.
-    pub fn subset(&self, indices: &[usize]) -> Dataset {
+    /// # Errors
+    /// When an index is `>= len()` (the first such is named, with its position in `indices`),
+    /// or as [`Dataset::sample`] when the public fields disagree.
+    pub fn subset(&self, indices: &[usize]) -> Result<Dataset> {
+        for (k, &i) in indices.iter().enumerate() {
+            self.check_index("subset", i, Some(k))?;
+        }
         let n = self.sample_len();
-        let mut features = Vec::with_capacity(indices.len() * n);
+        let mut features = Vec::with_capacity(indices.len().saturating_mul(n));
         let mut labels = Vec::with_capacity(indices.len());
         for &i in indices {
-            let (x, y) = self.sample(i);
+            let (x, y) = self.sample(i).map_err(|e| match e {
+                DataError::InvalidArgument { message, .. } => DataError::InvalidArgument { what: "subset", message },
+                other => other,
+            })?;
             features.extend_from_slice(x);
             labels.push(y);
         }
-        Dataset { features, labels, sample_shape: self.sample_shape.clone(), num_classes: self.num_classes }
+        Ok(Dataset { features, labels, sample_shape: self.sample_shape.clone(), num_classes: self.num_classes })
     }
 
     /// Splits into `(train, held_out)` with `held_out.len() == holdout`.
@@ -114,7 +169,7 @@ impl Dataset {
     /// Holding out more samples than there are is an error.
     pub fn split(&self, holdout: usize, seed: u64) -> Result<(Dataset, Dataset)> {
         let (train, held) = Self::split_indices(self.len(), holdout, seed)?;
-        Ok((self.subset(&train), self.subset(&held)))
+        Ok((self.subset(&train)?, self.subset(&held)?))
     }
 
     /// The indices [`Dataset::split`] uses: `(train, held_out)` for a data set of `len` samples.
@@ -218,7 +273,7 @@ mod tests {
         assert_eq!(d.len(), 4);
         assert_eq!(d.sample_shape, vec![1, 2, 3]);
         assert_eq!(d.sample_len(), 6);
-        let (x, y) = d.sample(1);
+        let (x, y) = d.sample(1).unwrap();
         assert_eq!(y, 1);
         assert_eq!(x[0], 6.0 / 255.0);
         assert!(d.features.iter().all(|&v| (0.0..=1.0).contains(&v)));
@@ -257,7 +312,7 @@ mod tests {
     #[test]
     fn subset_copies_in_order() {
         let d = numbered(5);
-        let s = d.subset(&[4, 0, 4]);
+        let s = d.subset(&[4, 0, 4]).unwrap();
         assert_eq!(s.labels, vec![4, 0, 4]);
         assert_eq!(s.features, vec![4.0, 0.0, 4.0]);
     }
@@ -292,6 +347,46 @@ mod tests {
         let mut d = numbered(3);
         d.normalize(1.0, 2.0).unwrap();
         assert_eq!(d.features, vec![-0.5, 0.0, 0.5]);
+    }
+
+    #[test]
+    fn out_of_range_indices_are_errors() {
+        let d = numbered(3);
+        let e = d.sample(3).unwrap_err().to_string();
+        assert_eq!(e, "sample: index 3 is out of range for a data set of 3 samples; use 0..3");
+        let e = d.subset(&[0, 2, 7, 1]).unwrap_err().to_string();
+        assert_eq!(e, "subset: index 7 (entry 2 of the indices) is out of range for a data set of 3 samples; use 0..3");
+        let e = numbered(0).sample(0).unwrap_err().to_string();
+        assert!(e.ends_with("out of range for a data set of 0 samples; the data set is empty"), "{e}");
+        // Public fields that disagree: an error, not a slice out of bounds.
+        let short = Dataset { features: vec![0.0; 2], ..numbered(3) };
+        let e = short.sample(2).unwrap_err().to_string();
+        assert!(e.starts_with("sample: the data set's features hold 2 values, too few for 3 samples of 1"), "{e}");
+        assert!(short.subset(&[2]).unwrap_err().to_string().starts_with("subset: the data set's features hold 2"));
+        assert_eq!(d.subset(&[]).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn idx_arrays_whose_dims_do_not_fit_their_data_are_errors() {
+        let no_dims = IdxArray { dims: vec![], data: IdxData::U8(vec![1]) };
+        let e = build(no_dims, labels(vec![0]), 3).unwrap_err();
+        assert!(matches!(&e, DataError::IdxDims { dims, values: 1, .. } if dims.is_empty()), "{e:?}");
+        let msg = e.to_string();
+        assert!(msg.starts_with("`d/imgs.idx`: the IDX array has no dimensions; the first must be the record count"));
+        // Dims promising more than the data holds (sample() would have panicked later).
+        let short = IdxArray { dims: vec![2, 2, 3], data: IdxData::U8(vec![0; 6]) };
+        let e = build(short, labels(vec![0, 1]), 3).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "`d/imgs.idx`: the IDX array's dims [2, 2, 3] describe 12 values, but its data holds 6; make the product \
+             of the dims the number of values"
+        );
+        let lbls = IdxArray { dims: vec![4], data: IdxData::U8(vec![0, 1]) };
+        let e = build(images(4), lbls, 3).unwrap_err().to_string();
+        assert!(e.starts_with("`d/lbls.idx`: the IDX array's dims [4] describe 4 values, but its data holds 2"), "{e}");
+        let huge = IdxArray { dims: vec![usize::MAX, 2], data: IdxData::U8(vec![0; 2]) };
+        let e = build(huge, labels(vec![0]), 3).unwrap_err().to_string();
+        assert!(e.contains("describe more values than memory can hold"), "{e}");
     }
 
     #[test]

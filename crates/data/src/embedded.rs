@@ -61,7 +61,7 @@ mod tests {
     }
 
     fn fingerprints(d: &Dataset) -> Vec<u64> {
-        (0..d.len()).map(|i| d.sample(i)).map(|(x, y)| fingerprint(x, y)).collect()
+        (0..d.len()).map(|i| d.sample(i).unwrap()).map(|(x, y)| fingerprint(x, y)).collect()
     }
 
     #[test]

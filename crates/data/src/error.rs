@@ -24,6 +24,19 @@ pub enum DataError {
         message: String,
     },
 
+    /// An IDX array whose `dims` do not describe its data: no dimensions at all (an IDX array's
+    /// first dimension is its record count), or a product of the dims other than the number of
+    /// values held. Files are checked as they are read; this is an array assembled in memory.
+    #[error("`{}`: {}", .path.display(), idx_dims_problem(.dims, *.values))]
+    IdxDims {
+        /// The file the array stands for (as given for messages).
+        path: PathBuf,
+        /// The array's dims.
+        dims: Vec<usize>,
+        /// How many values its data holds.
+        values: usize,
+    },
+
     /// The file could not be opened or read.
     #[error("`{}`: cannot read the file: {source}; check that it exists and is readable", .path.display())]
     Io {
@@ -483,4 +496,19 @@ fn describe(dims: &[usize], element: &str) -> String {
 fn list(paths: &[PathBuf]) -> String {
     let quoted: Vec<String> = paths.iter().map(|p| format!("`{}`", p.display())).collect();
     quoted.join(", ")
+}
+
+/// What is wrong with an IDX array's `dims` for `values` values, for [`DataError::IdxDims`].
+fn idx_dims_problem(dims: &[usize], values: usize) -> String {
+    if dims.is_empty() {
+        return "the IDX array has no dimensions; the first must be the record count (MNIST's images: \
+                [60000, 28, 28], its labels: [60000])"
+            .into();
+    }
+    let described = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    let described = described.map_or_else(|| "more values than memory can hold".to_string(), |n| format!("{n} values"));
+    format!(
+        "the IDX array's dims {dims:?} describe {described}, but its data holds {values}; make the product of the dims \
+         the number of values"
+    )
 }

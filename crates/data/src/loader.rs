@@ -250,7 +250,7 @@ impl<'a> DataLoader<'a> {
         let mut x = vec![0.0f32; indices.len() * out_len];
         let one = |scratch: &mut Scratch, (dst, &i): (&mut [f32], &usize)| {
             let mut rng = Augment::generator(a.seed, epoch, i);
-            a.pipeline.run(d.sample(i).0, a.input, &mut rng, dst, scratch);
+            a.pipeline.run(d.row(i).0, a.input, &mut rng, dst, scratch);
         };
         // Each sample draws from its own generator, so the split over threads does not matter.
         if x.len() >= PARALLEL_VALUES && rayon::current_num_threads() >= PARALLEL_MIN_THREADS {
@@ -278,7 +278,7 @@ impl<'a> DataLoader<'a> {
         let mut x = Vec::with_capacity(indices.len() * sl);
         let mut y = Vec::with_capacity(indices.len());
         for &i in indices {
-            let (features, label) = d.sample(i);
+            let (features, label) = d.row(i);
             x.extend_from_slice(features);
             y.push(label as i64);
         }

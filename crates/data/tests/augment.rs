@@ -159,7 +159,7 @@ fn batches_do_not_depend_on_threads_prefetch_batch_size_or_order() {
     let changed = |other: &BTreeMap<i64, Vec<f32>>| want.iter().filter(|(k, v)| other[k] != **v).count();
     assert!(changed(&epoch3) > 140 && changed(&seed6) > 140, "{} {}", changed(&epoch3), changed(&seed6));
     // And each sample is what Augment::apply gives with its generator.
-    let (x, _) = d.sample(17);
+    let (x, _) = d.sample(17).unwrap();
     let alone = aug.apply(x, &d.sample_shape, &mut Augment::generator(5, 2, 17)).unwrap();
     assert_eq!(want[&17], alone);
 }
@@ -171,7 +171,7 @@ fn loaders_without_augmentation_and_non_image_data() {
     let none = by_sample(DataLoader::new(&d, 4).augment(None, 1).unwrap().epoch(0));
     let empty = by_sample(DataLoader::new(&d, 4).augment(Augment::new(), 1).unwrap().epoch(0));
     assert!(plain == none && plain == empty);
-    assert_eq!(plain[&3], d.sample(3).0);
+    assert_eq!(plain[&3], d.sample(3).unwrap().0);
     assert_eq!(DataLoader::new(&d, 4).augment(pipeline(), 0).unwrap().sample_shape(), [1, 14, 14]);
 
     let rows = Dataset { features: vec![0.0; 40], labels: vec![0; 10], sample_shape: vec![4], num_classes: 1 };

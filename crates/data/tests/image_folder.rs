@@ -44,7 +44,7 @@ fn round_trip_gray_pngs_with_sorted_classes_and_skipped_clutter() {
     let names: Vec<String> = f.paths.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
     assert_eq!(names, vec!["x.png", "a.PNG", "b.png"]);
     // Exact pixels, scaled by 1/255: dogs/a.PNG holds 50..56 row-major.
-    let (x, y) = f.dataset.sample(1);
+    let (x, y) = f.dataset.sample(1).unwrap();
     assert_eq!(y, 1);
     let expect: Vec<f32> = (50..56).map(|v| v as f32 / 255.0).collect();
     assert_eq!(x, &expect[..]);
@@ -66,7 +66,7 @@ fn rgb_is_channels_first_and_gray_as_three_channels_repeats() {
     // A gray file read as RGB gives three equal planes.
     let (_d2, root2) = small_folder();
     let f = ImageFolder::load(&root2, &ImageFolderOptions::default()).unwrap();
-    let (x, _) = f.dataset.sample(0);
+    let (x, _) = f.dataset.sample(0).unwrap();
     assert_eq!(x[..6], x[6..12]);
     assert_eq!(x[..6], x[12..]);
 }

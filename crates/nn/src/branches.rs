@@ -25,8 +25,8 @@ pub use crate::spec::Merge;
 /// ```
 /// use strata_nn::{Branches, Linear, Module, Sequential};
 /// use strata_core::{DType, Tensor};
-/// let wide = Sequential::new().add_module("fc", Linear::new(8, 6)?);
-/// let narrow = Sequential::new().add_module("fc", Linear::new(8, 2)?);
+/// let wide = Sequential::new().add_module("fc", Linear::new(8, 6)?)?;
+/// let narrow = Sequential::new().add_module("fc", Linear::new(8, 2)?)?;
 /// let both = Branches::concat(vec![wide, narrow, Sequential::new()], 1)?; // the last is the identity
 /// assert_eq!(both.forward(&Tensor::ones(&[4, 8], DType::F32))?.dims(), &[4, 16]);
 /// let names: Vec<String> = both.named_parameters().into_iter().map(|(n, _)| n).collect();
@@ -161,15 +161,15 @@ mod tests {
         let (wa, wb) = (a.weight.detach(), b.weight.detach());
         let (ba, bb) = (a.bias.clone().unwrap().detach(), b.bias.clone().unwrap().detach());
         let add = Branches::add(vec![
-            Sequential::new().add_module("fc", a),
-            Sequential::new().add_module("fc", b).append(ReLU),
+            Sequential::new().add_module("fc", a).unwrap(),
+            Sequential::new().add_module("fc", b).unwrap().append(ReLU).unwrap(),
         ])
         .unwrap();
         assert_eq!(add.forward(&x).unwrap().to_vec_f64(), expected);
         // torch.cat([fc(x), x], dim=1): an identity branch.
         let c = lin(4, 2, &mut rng);
         let fc_x = c.forward(&x).unwrap();
-        let cat = Branches::concat(vec![Sequential::new().add_module("fc", c), Sequential::new()], 1).unwrap();
+        let cat = Branches::concat(vec![Sequential::new().add_module("fc", c).unwrap(), Sequential::new()], 1).unwrap();
         let y = cat.forward(&x).unwrap();
         assert_eq!(y.dims(), &[2, 6]);
         let (yv, fv, xv) = (y.to_vec_f64(), fc_x.to_vec_f64(), x.to_vec_f64());
@@ -196,9 +196,9 @@ mod tests {
         let x = randn64(&[3, 4], &mut rng).requires_grad_().unwrap();
         let m = Branches::concat(
             vec![
-                Sequential::new().add_module("fc", lin(4, 2, &mut rng)),
+                Sequential::new().add_module("fc", lin(4, 2, &mut rng)).unwrap(),
                 Sequential::new(),
-                Sequential::new().add_module("fc", lin(4, 3, &mut rng)).append(ReLU),
+                Sequential::new().add_module("fc", lin(4, 3, &mut rng)).unwrap().append(ReLU).unwrap(),
             ],
             -1,
         )
@@ -269,7 +269,8 @@ mod tests {
         let mut rng = Generator::new(7);
         let x = randn64(&[2, 4], &mut rng);
         let add =
-            Branches::add(vec![Sequential::new().add_module("fc", lin(4, 3, &mut rng)), Sequential::new()]).unwrap();
+            Branches::add(vec![Sequential::new().add_module("fc", lin(4, 3, &mut rng)).unwrap(), Sequential::new()])
+                .unwrap();
         assert_eq!(
             add.forward(&x).unwrap_err().to_string(),
             "add: the branches produce [2, 3] (branch 0) and [2, 4] (branch 1); they must have the same shape to be added"
@@ -280,7 +281,8 @@ mod tests {
         assert_eq!(e, "Add: branches must be at least 2 (a single chain is a Sequential), got 1");
         // Errors inside a branch name it by path.
         let inner =
-            Branches::add(vec![Sequential::new().add_module("fc", lin(5, 4, &mut rng)), Sequential::new()]).unwrap();
+            Branches::add(vec![Sequential::new().add_module("fc", lin(5, 4, &mut rng)).unwrap(), Sequential::new()])
+                .unwrap();
         let e = inner.forward(&x).unwrap_err().to_string();
         assert!(e.starts_with("in layer `branches.0.fc`"), "{e}");
     }

@@ -31,7 +31,13 @@ impl ModelSpec {
 
     /// Instantiates the model: a [`Sequential`] (nested for blocks) with fresh parameters drawn
     /// from the default generator. Inferred sizes are resolved first, so the spec must check.
+    ///
+    /// # Errors
+    /// A layer name that is empty, contains `.` or is used twice in one chain (see
+    /// [`Sequential::add_module`]), named with the chain and, for a model file's layer, where it
+    /// was declared; a spec that does not check; a layer option a layer refuses.
     pub fn build(&self) -> Result<Sequential> {
+        check_names(&self.layers, &self.name, "")?;
         let needs_inference = self.layers.iter().any(|l| l.spec.has_inferred());
         let resolved =
             if needs_inference { self.resolve(None).map_err(|r| Error::ShapeCheck(r.errors))? } else { self.clone() };
@@ -50,6 +56,46 @@ impl ModelSpec {
             None => model,
         })
     }
+}
+
+/// Checks the layer names of `chain` and of the chains inside it, as [`Sequential`] would when
+/// adding the layers, so the error can name the model, the block and the file's line; `path`
+/// is the chain's dotted path in `model` (empty for the model's own chain).
+fn check_names(chain: &[NamedLayer], model: &str, path: &str) -> Result<()> {
+    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::with_capacity(chain.len());
+    for (i, l) in chain.iter().enumerate() {
+        if let Some(reason) = crate::sequential::name_problem(&l.name, seen.get(l.name.as_str()).copied()) {
+            let mut container = format!("model `{model}`");
+            if !path.is_empty() {
+                container.push_str(&format!(", block `{path}`"));
+            }
+            if let Some(o) = &l.origin {
+                container.push_str(&format!(" ({}:{}:{})", o.file, o.line, o.column));
+            }
+            return Err(Error::LayerName { container, name: l.name.clone(), reason });
+        }
+        seen.insert(&l.name, i);
+        let inner = |suffix: &str| {
+            let own = if path.is_empty() { l.name.clone() } else { format!("{path}.{}", l.name) };
+            if suffix.is_empty() { own } else { format!("{own}.{suffix}") }
+        };
+        match &l.spec {
+            LayerSpec::Sequential(layers) => check_names(layers, model, &inner(""))?,
+            LayerSpec::Residual { body, shortcut } => {
+                check_names(body, model, &inner("body"))?;
+                if let Some(s) = shortcut {
+                    check_names(s, model, &inner("shortcut"))?;
+                }
+            }
+            LayerSpec::Branches { branches, .. } => {
+                for (k, b) in branches.iter().enumerate() {
+                    check_names(b, model, &inner(&format!("branches.{k}")))?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// What every layer of a chain is built with: the model's element type and convolution
@@ -92,7 +138,7 @@ fn build_chain(layers: &[NamedLayer], cx: ChainContext, inherited: Option<Device
         };
         if l.spec.is_block() {
             // Its layers were placed as they were built (each on its own device or this one).
-            seq.push_at(l.name.clone(), module, device);
+            seq.push_at(l.name.clone(), module, device)?;
         } else {
             seq.push_placed(l.name.clone(), module, device)?;
         }

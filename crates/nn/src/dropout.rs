@@ -201,7 +201,9 @@ mod tests {
         let model = || {
             Sequential::new()
                 .add_module("fc", Linear::new(4, 4).unwrap())
+                .unwrap()
                 .add_module("drop", Dropout::with_seed(0.5, 11).unwrap())
+                .unwrap()
         };
         let x = Tensor::ones(&[3, 4], DType::F32);
         let (a, b) = (model(), model());

@@ -119,6 +119,19 @@ pub enum Error {
         expected: String,
     },
 
+    /// A layer name a container cannot take: empty, containing `.` (which separates the levels
+    /// of parameter names), or already used in the same chain (both layers' parameters would be
+    /// saved under the same state_dict keys, one of them lost).
+    #[error("{container}: layer name `{name}` {reason}")]
+    LayerName {
+        /// The container and where in the model (`Sequential`, ``model `m`, block `enc` ``).
+        container: String,
+        /// The name given.
+        name: String,
+        /// What is wrong with it and how to fix it.
+        reason: String,
+    },
+
     /// Saved state (an optimizer's, a Dropout's generator position, a module's extra state)
     /// that does not fit what loads it.
     #[error("{owner}: saved state `{key}`: {reason}")]

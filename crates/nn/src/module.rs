@@ -172,8 +172,11 @@ pub trait Module: Send + Sync {
     }
 
     /// All parameters, in the order of [`Module::named_parameters`]: what an optimizer takes.
+    /// A tensor shared by two layers (tied weights) is listed once, at its first name, as
+    /// PyTorch's `parameters()` lists it (optimizers refuse a parameter given twice).
     fn parameters(&self) -> Vec<Tensor> {
-        self.named_parameters().into_iter().map(|(_, t)| t).collect()
+        let mut seen = std::collections::HashSet::new();
+        self.named_parameters().into_iter().map(|(_, t)| t).filter(|t| seen.insert(t.id())).collect()
     }
 
     /// All buffers with dotted names.
@@ -236,12 +239,21 @@ pub trait Module: Send + Sync {
     /// (`bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.num_batches_tracked`, then the
     /// next module's), so key lists compare equal with PyTorch's. The tensors share the
     /// module's data (no copy).
+    ///
+    /// Every key is distinct: the containers refuse a layer name already used in the chain
+    /// ([`crate::Sequential::add_module`], [`crate::ModelSpec::build`]). A custom module whose
+    /// `children()` repeat a name breaks that (caught by a debug assertion here, and by
+    /// [`Module::load_state_dict`], which refuses such a model).
     fn state_dict(&self) -> StateDict {
         // Not named_parameters() then named_buffers(): that lists every buffer after every
         // parameter, which PyTorch's `_save_to_state_dict` recursion does not.
+        fn add(sd: &mut StateDict, key: String, t: Tensor) {
+            debug_assert!(sd.get(&key).is_none(), "two tensors of the model are named `{key}`");
+            sd.insert(key, t.detach());
+        }
         fn collect(m: &dyn Module, prefix: &str, sd: &mut StateDict) {
             for (k, t) in m.own_parameters().into_iter().chain(m.own_buffers()) {
-                sd.insert(format!("{prefix}{k}"), t.detach());
+                add(sd, format!("{prefix}{k}"), t);
             }
             for (name, child) in m.children() {
                 collect(child, &format!("{prefix}{name}."), sd);
@@ -249,7 +261,7 @@ pub trait Module: Send + Sync {
         }
         let mut sd = StateDict::new();
         for (k, t) in self.own_parameters().into_iter().chain(self.own_buffers()) {
-            sd.insert(k, t.detach());
+            add(&mut sd, k, t);
         }
         for (name, child) in self.children() {
             collect(child, &format!("{name}."), &mut sd);
@@ -321,6 +333,20 @@ pub fn load_file(module: &(impl Module + ?Sized), path: impl AsRef<Path>, strict
 /// and copies the values only when all checks pass.
 pub(crate) fn load_into(module: &(impl Module + ?Sized), sd: &StateDict, strict: bool, source: &str) -> Result<()> {
     let targets: Vec<(String, Tensor)> = module.named_parameters().into_iter().chain(module.named_buffers()).collect();
+    // Two tensors under one key (a custom module's children sharing a name) would both get the
+    // one saved value: refuse the model rather than load it wrong.
+    let mut keys = std::collections::HashSet::with_capacity(targets.len());
+    if let Some((key, _)) = targets.iter().find(|(k, _)| !keys.insert(k.as_str())) {
+        let (name, _) = key.rsplit_once('.').unwrap_or(("", key));
+        return Err(Error::LayerName {
+            container: source.to_string(),
+            name: name.to_string(),
+            reason: format!(
+                "is given to two children of one module, so two of the model's tensors are named `{key}` and a \
+                 state_dict cannot tell them apart; give the children distinct names in `children()`"
+            ),
+        });
+    }
     let mut missing = vec![];
     let mut shape_mismatches = vec![];
     for (k, t) in &targets {

@@ -99,7 +99,8 @@ mod tests {
     #[test]
     fn identity_and_projection_shortcuts() {
         let mut rng = Generator::new(2);
-        let block = Residual::new(Sequential::new().add_module("fc1", lin(4, 4, &mut rng)).append(ReLU));
+        let block =
+            Residual::new(Sequential::new().add_module("fc1", lin(4, 4, &mut rng)).unwrap().append(ReLU).unwrap());
         let x = randn64(&[3, 4], &mut rng);
         let expected = block.body.forward(&x).unwrap().add(&x).unwrap().to_vec_f64();
         assert_eq!(block.forward(&x).unwrap().to_vec_f64(), expected);
@@ -107,11 +108,11 @@ mod tests {
         assert_eq!(names, ["body.fc1.weight", "body.fc1.bias"]);
 
         let proj = Residual::with_shortcut(
-            Sequential::new().add_module("fc1", lin(4, 6, &mut rng)),
-            Sequential::new().add_module("proj", lin(4, 6, &mut rng)),
+            Sequential::new().add_module("fc1", lin(4, 6, &mut rng)).unwrap(),
+            Sequential::new().add_module("proj", lin(4, 6, &mut rng)).unwrap(),
         );
         assert_eq!(proj.forward(&x).unwrap().dims(), &[3, 6]);
-        let bad = Residual::new(Sequential::new().add_module("fc1", lin(4, 1, &mut rng)));
+        let bad = Residual::new(Sequential::new().add_module("fc1", lin(4, 1, &mut rng)).unwrap());
         let e = bad.forward(&x).unwrap_err().to_string();
         assert!(e.contains("the body produces [3, 1] but the identity shortcut passes [3, 4]"), "{e}");
         // The gradient through a residual block (checked end to end on its parameters and input).

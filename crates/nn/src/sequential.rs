@@ -25,6 +25,32 @@ pub struct Sequential {
     placed: std::sync::atomic::AtomicBool,
     /// The shape of one sample it takes, when known (a model built from a spec with `input`).
     input: Option<Vec<usize>>,
+    /// Each layer's name and its position, so a name is never given twice (the two layers'
+    /// parameters would share state_dict keys) without a search of the chain per layer.
+    names: std::collections::HashMap<String, usize>,
+}
+
+/// What is wrong with `name` as the name of a layer in a chain, when something is: empty,
+/// containing `.`, or the name of the chain's layer `taken_by` (PyTorch's `add_module` refuses
+/// the first two; a second layer of the same name would overwrite the first's state_dict keys).
+pub(crate) fn name_problem(name: &str, taken_by: Option<usize>) -> Option<String> {
+    if name.is_empty() {
+        return Some(
+            "is empty; give the layer a name (like `fc1`), or append it without one to name it by its position".into(),
+        );
+    }
+    if name.contains('.') {
+        return Some(format!(
+            "contains \".\", which separates the levels of parameter names (`{name}.weight` would be ambiguous); use `{}` instead",
+            name.replace('.', "_")
+        ));
+    }
+    taken_by.map(|i| {
+        format!(
+            "is already the name of layer {i} of the chain; names must be unique within a chain (the two \
+             layers' parameters would share the state_dict keys `{name}.…` and one of them be lost): choose another name"
+        )
+    })
 }
 
 impl std::fmt::Debug for Sequential {
@@ -45,49 +71,86 @@ impl Sequential {
         self
     }
 
-    /// Appends a layer named by its position (PyTorch's `append`).
-    pub fn append(mut self, layer: impl Module + 'static) -> Self {
+    /// Appends a layer named by its position (PyTorch's `append`): `0`, `1`, ….
+    ///
+    /// # Errors
+    /// When a layer added with [`Sequential::add_module`] already has that name (`"2"` given to
+    /// the first layer, say): both would be saved under the same state_dict keys.
+    pub fn append(mut self, layer: impl Module + 'static) -> Result<Self> {
         let name = self.layers.len().to_string();
-        self.layers.push((name, Box::new(layer)));
-        self
+        self.push_boxed(name, Box::new(layer))?;
+        Ok(self)
     }
 
     /// Appends a layer under a name (`fc1`), used in parameter names (PyTorch's `add_module`).
-    pub fn add_module(mut self, name: impl Into<String>, layer: impl Module + 'static) -> Self {
-        self.layers.push((name.into(), Box::new(layer)));
-        self
+    ///
+    /// # Errors
+    /// When `name` is empty, contains `.` (as PyTorch's `add_module` refuses), or is the name
+    /// of a layer already in the chain: the two layers would be saved under the same
+    /// state_dict keys and one of them lost.
+    pub fn add_module(mut self, name: impl Into<String>, layer: impl Module + 'static) -> Result<Self> {
+        self.push_boxed(name, Box::new(layer))?;
+        Ok(self)
     }
 
     /// Appends an already boxed layer under a name.
-    pub fn push_boxed(&mut self, name: impl Into<String>, layer: Box<dyn Module>) {
-        self.layers.push((name.into(), layer));
+    ///
+    /// # Errors
+    /// As [`Sequential::add_module`]: an empty name, one containing `.`, or one already taken.
+    pub fn push_boxed(&mut self, name: impl Into<String>, layer: Box<dyn Module>) -> Result<()> {
+        self.push_at(name, layer, None)
     }
 
     /// Appends a layer placed on `device` (when `Some`): its parameters and buffers are moved
     /// there now, and its input is moved there at every forward.
+    ///
+    /// # Errors
+    /// As [`Sequential::add_module`] for the name (checked before anything is moved), and when
+    /// moving the layer fails.
     pub fn push_placed(
         &mut self,
         name: impl Into<String>,
         layer: Box<dyn Module>,
         device: Option<Device>,
     ) -> Result<()> {
+        let name = name.into();
+        self.check_name(&name)?;
         if let Some(d) = device {
             layer.to_device(d)?;
         }
-        self.push_at(name, layer, device);
-        Ok(())
+        self.push_at(name, layer, device)
+    }
+
+    /// An error when `name` cannot name the next layer (see [`name_problem`]).
+    fn check_name(&self, name: &str) -> Result<()> {
+        match name_problem(name, self.names.get(name).copied()) {
+            Some(reason) => {
+                Err(crate::Error::LayerName { container: "Sequential".into(), name: name.to_string(), reason })
+            }
+            None => Ok(()),
+        }
     }
 
     /// Appends a layer whose input goes to `device` (when `Some`), leaving its parameters where
-    /// they are: a block built with its own layers already placed.
-    pub(crate) fn push_at(&mut self, name: impl Into<String>, layer: Box<dyn Module>, device: Option<Device>) {
+    /// they are: a block built with its own layers already placed. The name is checked as
+    /// [`Sequential::add_module`] checks it.
+    pub(crate) fn push_at(
+        &mut self,
+        name: impl Into<String>,
+        layer: Box<dyn Module>,
+        device: Option<Device>,
+    ) -> Result<()> {
+        let name = name.into();
+        self.check_name(&name)?;
         if let Some(d) = device {
             let devices = self.devices.get_mut().unwrap_or_else(|e| e.into_inner());
             devices.resize(self.layers.len(), None);
             devices.push(Some(d));
             *self.placed.get_mut() = true;
         }
-        self.layers.push((name.into(), layer));
+        self.names.insert(name.clone(), self.layers.len());
+        self.layers.push((name, layer));
+        Ok(())
     }
 
     /// Where the `i`-th layer is placed, if it is.
@@ -227,9 +290,13 @@ mod tests {
         let mut rng = Generator::new(1);
         let m = Sequential::new()
             .append(Flatten::new())
+            .unwrap()
             .append(Linear::with_options(4, 3, true, DType::F32, &mut rng).unwrap())
+            .unwrap()
             .append(ReLU)
-            .add_module("head", Linear::with_options(3, 2, false, DType::F32, &mut rng).unwrap());
+            .unwrap()
+            .add_module("head", Linear::with_options(3, 2, false, DType::F32, &mut rng).unwrap())
+            .unwrap();
         let names: Vec<String> = m.named_parameters().into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, ["1.weight", "1.bias", "head.weight"]);
         assert_eq!(m.forward(&Tensor::ones(&[5, 2, 2], DType::F32)).unwrap().dims(), &[5, 2]);
@@ -243,21 +310,21 @@ mod tests {
         let mut m = Sequential::new();
         assert!(m.stages().is_empty());
         // Placements recorded without moving anything (push_at), so no GPU is needed here.
-        m.push_at("a", lin(4, 3, &mut rng), None);
-        m.push_at("b", Box::new(ReLU), None);
+        m.push_at("a", lin(4, 3, &mut rng), None).unwrap();
+        m.push_at("b", Box::new(ReLU), None).unwrap();
         assert_eq!(m.stages(), [(0..2, None)], "an unplaced chain is one stage");
-        m.push_at("c", lin(3, 3, &mut rng), Some(Device::Gpu(0)));
-        m.push_at("d", Box::new(ReLU), None);
-        m.push_at("e", lin(3, 3, &mut rng), Some(Device::Gpu(0)));
-        m.push_at("f", lin(3, 2, &mut rng), Some(Device::Cpu));
+        m.push_at("c", lin(3, 3, &mut rng), Some(Device::Gpu(0))).unwrap();
+        m.push_at("d", Box::new(ReLU), None).unwrap();
+        m.push_at("e", lin(3, 3, &mut rng), Some(Device::Gpu(0))).unwrap();
+        m.push_at("f", lin(3, 2, &mut rng), Some(Device::Cpu)).unwrap();
         assert_eq!(m.stages(), [(0..2, None), (2..5, Some(Device::Gpu(0))), (5..6, Some(Device::Cpu))]);
         // Ranges run one after another give the whole chain's forward.
         let mut cpu = Sequential::new();
         for (name, layer) in [("a", lin(4, 3, &mut rng)), ("c", lin(3, 3, &mut rng))] {
-            cpu.push_boxed(name, layer);
+            cpu.push_boxed(name, layer).unwrap();
         }
-        cpu.push_boxed("r", Box::new(ReLU));
-        cpu.push_boxed("f", lin(3, 2, &mut rng));
+        cpu.push_boxed("r", Box::new(ReLU)).unwrap();
+        cpu.push_boxed("f", lin(3, 2, &mut rng)).unwrap();
         let x = Tensor::randn(&[5, 4], 0.0, 1.0, DType::F32, &mut rng).unwrap();
         let h = cpu.forward_layers(&x, 0..2).unwrap();
         let y = cpu.forward_layers(&h, 2..4).unwrap();
@@ -273,16 +340,17 @@ mod tests {
         // must equal the layers run one at a time.
         let mut rng = Generator::new(2);
         let conv = |rng: &mut Generator| Conv2dConfig::new(3, 3, 3).padding(1).init(rng).unwrap();
-        let body = Sequential::new().append(conv(&mut rng)).append(BatchNorm2d::new(3).unwrap());
+        let body = Sequential::new().append(conv(&mut rng)).unwrap().append(BatchNorm2d::new(3).unwrap()).unwrap();
         let m = Sequential::new()
             .append(conv(&mut rng))
-            .append(BatchNorm2d::new(3).unwrap())
-            .append(ReLU)
-            .append(Residual::new(body))
-            .append(ReLU)
-            .append(Flatten::new())
-            .append(Linear::with_options(48, 5, true, DType::F32, &mut rng).unwrap())
-            .append(ReLU);
+            .and_then(|m| m.append(BatchNorm2d::new(3).unwrap()))
+            .and_then(|m| m.append(ReLU))
+            .and_then(|m| m.append(Residual::new(body)))
+            .and_then(|m| m.append(ReLU))
+            .and_then(|m| m.append(Flatten::new()))
+            .and_then(|m| m.append(Linear::with_options(48, 5, true, DType::F32, &mut rng).unwrap()))
+            .and_then(|m| m.append(ReLU))
+            .unwrap();
         let x = Tensor::randn(&[2, 3, 4, 4], 0.0, 1.0, DType::F32, &mut rng).unwrap();
         let run = |fused: bool| {
             m.zero_grad().unwrap();
@@ -303,5 +371,39 @@ mod tests {
         let fused = run(true);
         assert!(fused[0].contains(&0.0), "the last ReLU clips something");
         assert_eq!(fused, run(false));
+    }
+
+    #[test]
+    fn a_name_taken_empty_or_dotted_is_an_error_and_no_parameter_is_lost() {
+        // Two layers named `fc` used to give 4 parameters but a 2-entry state_dict, and a
+        // strict load put the same weights in both.
+        let m = Sequential::new().add_module("fc", Linear::new(3, 3).unwrap()).unwrap();
+        let err = m.add_module("fc", Linear::new(3, 3).unwrap()).unwrap_err().to_string();
+        assert!(
+            err.starts_with("Sequential: layer name `fc` is already the name of layer 0 of the chain;")
+                && err.contains("`fc.…`")
+                && err.contains("choose another name"),
+            "{err}"
+        );
+        let err = Sequential::new().add_module("a.b", ReLU).unwrap_err().to_string();
+        assert!(err.contains("layer name `a.b` contains \".\"") && err.contains("use `a_b` instead"), "{err}");
+        let err = Sequential::new().add_module("", ReLU).unwrap_err().to_string();
+        assert!(err.contains("layer name `` is empty"), "{err}");
+        // A positional name given by hand collides with append's.
+        let m = Sequential::new().add_module("1", ReLU).unwrap();
+        let err = m.append(ReLU).unwrap_err().to_string();
+        assert!(err.contains("layer name `1` is already the name of layer 0"), "{err}");
+        let mut m = Sequential::new();
+        m.push_boxed("x", Box::new(ReLU)).unwrap();
+        assert!(m.push_boxed("x", Box::new(ReLU)).is_err());
+        assert!(m.push_placed("x", Box::new(ReLU), None).is_err());
+        assert_eq!(m.len(), 1, "a refused layer is not added");
+        // Distinct names: every parameter has its own key.
+        let m = Sequential::new()
+            .add_module("fc", Linear::new(3, 3).unwrap())
+            .unwrap()
+            .add_module("fc2", Linear::new(3, 3).unwrap())
+            .unwrap();
+        assert_eq!(m.state_dict().len(), m.parameters().len());
     }
 }

@@ -325,7 +325,9 @@ mod tests {
         let mut rng = Generator::new(seed);
         Sequential::new()
             .add_module("fc1", Linear::with_options(4, 3, true, DType::F32, &mut rng).unwrap())
+            .unwrap()
             .add_module("fc2", Linear::with_options(3, 2, true, DType::F32, &mut rng).unwrap())
+            .unwrap()
     }
 
     #[test]

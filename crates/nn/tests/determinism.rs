@@ -42,9 +42,9 @@ fn train_in(
             let mut model = Sequential::new();
             for (i, w) in widths.windows(2).enumerate() {
                 if i > 0 {
-                    model = model.append(ReLU);
+                    model = model.append(ReLU).unwrap();
                 }
-                model = model.append(Linear::with_options(w[0], w[1], true, DType::F32, &mut rng).unwrap());
+                model = model.append(Linear::with_options(w[0], w[1], true, DType::F32, &mut rng).unwrap()).unwrap();
             }
             let x = Tensor::randn(&[batch, widths[0]], 0.0, 1.0, DType::F32, &mut rng).unwrap();
             let y = Tensor::from_vec((0..batch).map(|_| rng.below(10) as i64).collect(), &[batch]).unwrap();

@@ -11,7 +11,9 @@ fn model() -> Sequential {
     let mut rng = Generator::new(9);
     Sequential::new()
         .add_module("fc1", Linear::with_options(6, 5, true, DType::F32, &mut rng).unwrap())
+        .unwrap()
         .add_module("fc2", Linear::with_options(5, 3, true, DType::F32, &mut rng).unwrap())
+        .unwrap()
 }
 
 fn step(m: &Sequential, opt: &mut dyn Optimizer) {

@@ -340,7 +340,9 @@ fn extra_state_resumes_the_mask_stream() {
         let mut g = Generator::new(seed);
         Sequential::new()
             .add_module("gru", GRU::with_options(4, 6, o, &mut g).unwrap())
+            .unwrap()
             .add_module("fc", Linear::with_options(6, 2, true, DType::F32, &mut g).unwrap())
+            .unwrap()
     };
     let x = Tensor::randn(&[3, 5, 4], 0.0, 1.0, DType::F32, &mut Generator::new(2)).unwrap();
     let (a, b) = (model(1), model(2));

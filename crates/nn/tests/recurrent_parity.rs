@@ -314,8 +314,11 @@ fn lstm_classifier_in_a_sequential() {
     let mut r = rng();
     let model = Sequential::new()
         .add_module("lstm", LSTM::with_options(28, 128, RecurrentOptions::new().batch_first(true), &mut r).unwrap())
+        .unwrap()
         .add_module("last", LastStep::new())
-        .add_module("fc", Linear::with_options(128, 10, true, DType::F32, &mut r).unwrap());
+        .unwrap()
+        .add_module("fc", Linear::with_options(128, 10, true, DType::F32, &mut r).unwrap())
+        .unwrap();
     let names: Vec<String> = model.named_parameters().into_iter().map(|(n, _)| n).collect();
     assert_eq!(
         names,

@@ -106,9 +106,13 @@ fn checkpoint_that_does_not_fit() {
     let mut lin = |i, o| Linear::with_options(i, o, true, DType::F32, &mut rng).unwrap();
     let saved = Sequential::new()
         .add_module("fc1", lin(784, 100))
+        .unwrap()
         .add_module("fc2", lin(100, 64))
+        .unwrap()
         .add_module("fc3", lin(64, 10))
-        .add_module("fc4", lin(10, 10));
+        .unwrap()
+        .add_module("fc4", lin(10, 10))
+        .unwrap();
     let sd: StateDict = saved.state_dict();
     let report = simple_nn_rust().check(None).unwrap();
     let errors = check_checkpoint(&report, &sd, "runs/old/model.safetensors");

@@ -272,12 +272,19 @@ mod tests {
         let mut rng = Generator::new(11);
         Sequential::new()
             .add_module("fc1", Linear::with_options(6, 8, true, DType::F32, &mut rng).unwrap())
+            .unwrap()
             .add_module("bn", BatchNorm1d::new(8).unwrap())
+            .unwrap()
             .append(ReLU)
+            .unwrap()
             .add_module("drop", Dropout::with_seed(0.3, 5).unwrap())
+            .unwrap()
             .add_module("fc2", Linear::with_options(8, 5, true, DType::F32, &mut rng).unwrap())
+            .unwrap()
             .append(ReLU)
+            .unwrap()
             .add_module("head", Linear::with_options(5, 3, true, DType::F32, &mut rng).unwrap())
+            .unwrap()
     }
 
     /// What the trainer's accumulation computes for micro-batches `chunks`: per micro-batch,

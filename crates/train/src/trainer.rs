@@ -583,7 +583,14 @@ impl<'m> Trainer<'m> {
                 |steps| -> Result<()> {
                     for StepBatches { index: i, size: batch_len, micro } in steps {
                         let lr = schedule.lr_at(*base_lr, state.step, steps_per_epoch, total_steps);
-                        optimizer.set_lr(lr);
+                        optimizer.set_lr(lr).map_err(|e| {
+                            Error::InvalidOption(format!(
+                                "the {} learning-rate schedule gave lr {lr} at step {} (base lr {base_lr}): {e}; \
+                                 check the schedule's options and the base learning rate",
+                                schedule.name(),
+                                state.step + 1,
+                            ))
+                        })?;
                         optimizer.zero_grad()?;
                         let params = model.parameters();
                         // The step's loss, correct predictions and samples, with the gradients in

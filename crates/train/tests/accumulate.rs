@@ -14,7 +14,7 @@ use strata_train::prelude::*;
 fn data(n: usize) -> Dataset {
     let (mut train, _) = embedded_mnist().unwrap();
     train.normalize(MNIST_MEAN, MNIST_STD).unwrap();
-    train.subset(&(0..n).collect::<Vec<_>>())
+    train.subset(&(0..n).collect::<Vec<_>>()).unwrap()
 }
 
 /// Held while a model is seeded and built: the default generator is one for the whole test

@@ -10,7 +10,7 @@ fn data(n: usize, m: usize) -> (Dataset, Dataset) {
     let (mut train, mut val) = embedded_mnist().unwrap();
     train.normalize(MNIST_MEAN, MNIST_STD).unwrap();
     val.normalize(MNIST_MEAN, MNIST_STD).unwrap();
-    (train.subset(&(0..n).collect::<Vec<_>>()), val.subset(&(0..m).collect::<Vec<_>>()))
+    (train.subset(&(0..n).collect::<Vec<_>>()).unwrap(), val.subset(&(0..m).collect::<Vec<_>>()).unwrap())
 }
 
 fn simple_nn(seed: u64) -> Sequential {
@@ -213,7 +213,7 @@ fn data_that_does_not_fit_is_a_clear_error() {
     let model = simple_nn(6);
     let e = Trainer::new(&model, sgd(&model)).input_shape(&[28, 27]).fit(&train, None).unwrap_err().to_string();
     assert!(e.contains("[28, 27]") && e.contains("input_shape") && e.contains("784 values"), "{e}");
-    let empty = train.subset(&[]);
+    let empty = train.subset(&[]).unwrap();
     let e = Trainer::new(&model, sgd(&model)).input_shape(&[784]).fit(&empty, None).unwrap_err().to_string();
     assert!(e.contains("empty"), "{e}");
 }

@@ -137,6 +137,7 @@ impl Conv1dConfig {
             bias: self.bias,
             dtype: self.dtype,
             algorithm: self.algorithm,
+            padding_invalid: None,
         }
     }
 

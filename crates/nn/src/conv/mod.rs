@@ -63,35 +63,38 @@ pub enum Padding {
 /// What [`Conv2dConfig::padding`] accepts: an int, an `(h, w)` pair or array, a [`Padding`], or
 /// the strings `"same"` and `"valid"`.
 pub trait IntoPadding {
-    /// The padding.
-    fn into_padding(self) -> Padding;
+    /// The padding, or the value as given (`"SAME"`) when it is not one: the config keeps it
+    /// and [`Conv2dConfig::validate`] reports it.
+    fn into_padding(self) -> std::result::Result<Padding, String>;
 }
 
 impl<P: IntoPair> IntoPadding for P {
-    fn into_padding(self) -> Padding {
+    fn into_padding(self) -> std::result::Result<Padding, String> {
         let (h, w) = self.into_pair();
-        Padding::Explicit(h, w)
+        Ok(Padding::Explicit(h, w))
     }
 }
 
 impl IntoPadding for Padding {
-    fn into_padding(self) -> Padding {
-        self
+    fn into_padding(self) -> std::result::Result<Padding, String> {
+        Ok(self)
     }
 }
 
 impl IntoPadding for &str {
-    /// # Panics
-    /// On a string other than `"same"` or `"valid"` (PyTorch raises a `ValueError` there too);
-    /// model files report it as an error instead.
-    fn into_padding(self) -> Padding {
+    /// `"same"` or `"valid"`, spelt as PyTorch spells them; any other string is given back as an
+    /// error value (PyTorch raises a `ValueError` there).
+    fn into_padding(self) -> std::result::Result<Padding, String> {
         match self {
-            "same" => Padding::Same,
-            "valid" => Padding::Valid,
-            other => panic!("Conv2d padding must be an int, a pair, \"same\" or \"valid\", got {other:?}"),
+            "same" => Ok(Padding::Same),
+            "valid" => Ok(Padding::Valid),
+            other => Err(format!("{other:?}")),
         }
     }
 }
+
+/// What a `Conv2d` padding must be, for the error about one that is not.
+const PADDING_EXPECTED: &str = "an int, an (h, w) pair, \"same\" or \"valid\" (lowercase, as in PyTorch)";
 
 /// `"same"` padding along one axis, `(before, after)`: `dilation·(kernel − 1)` split with the
 /// odd element after, as `torch.nn.Conv2d(padding="same")` computes it.
@@ -162,6 +165,9 @@ pub struct Conv2dConfig {
     /// fast one (Winograd F(4×4) on large planes, ~10× PyTorch's f32 error); see
     /// [`ConvAlgorithm`].
     pub algorithm: ConvAlgorithm,
+    /// A padding string [`Conv2dConfig::padding`] did not recognise (`"SAME"`), as given: kept
+    /// so that [`Conv2dConfig::validate`] (and so building the layer) reports it.
+    padding_invalid: Option<String>,
 }
 
 impl Conv2dConfig {
@@ -180,6 +186,7 @@ impl Conv2dConfig {
             bias: true,
             dtype: DType::F32,
             algorithm: ConvAlgorithm::Default,
+            padding_invalid: None,
         }
     }
     /// Sets the stride.
@@ -188,15 +195,19 @@ impl Conv2dConfig {
         self
     }
     /// Sets the padding: an int or `(h, w)` pair on each side, or `"same"` / `"valid"`
-    /// ([`Padding`]).
-    ///
-    /// # Panics
-    /// On a string other than `"same"` or `"valid"`.
+    /// ([`Padding`]). Any other string (`"SAME"`) is an error from [`Conv2dConfig::validate`]
+    /// and [`Conv2dConfig::init`], not here, so the builder chain stays as it is; a later valid
+    /// padding replaces it.
     pub fn padding(mut self, padding: impl IntoPadding) -> Self {
+        self.padding_invalid = None;
         (self.padding, self.padding_same) = match padding.into_padding() {
-            Padding::Explicit(h, w) => ((h, w), false),
-            Padding::Same => ((0, 0), true),
-            Padding::Valid => ((0, 0), false),
+            Ok(Padding::Explicit(h, w)) => ((h, w), false),
+            Ok(Padding::Same) => ((0, 0), true),
+            Ok(Padding::Valid) => ((0, 0), false),
+            Err(given) => {
+                self.padding_invalid = Some(given);
+                ((0, 0), false)
+            }
         };
         self
     }
@@ -245,6 +256,9 @@ impl Conv2dConfig {
     pub fn validate(&self) -> Result<()> {
         const OWNER: &str = "Conv2d";
         let c = self;
+        if let Some(given) = &c.padding_invalid {
+            return Err(Error::option(OWNER, "padding", given, PADDING_EXPECTED));
+        }
         for (key, v) in [("in_channels", c.in_channels), ("out_channels", c.out_channels)] {
             if v == 0 {
                 return Err(Error::option(OWNER, key, 0, "at least 1"));

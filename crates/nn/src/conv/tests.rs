@@ -88,9 +88,24 @@ fn same_and_padding_modes_forward() {
 }
 
 #[test]
-#[should_panic(expected = "Conv2d padding must be an int, a pair, \"same\" or \"valid\", got \"full\"")]
-fn unknown_padding_string_panics_like_pytorch_raises() {
-    let _ = Conv2dConfig::new(1, 1, 3).padding("full");
+fn unknown_padding_string_is_an_error_like_pytorch_raises() {
+    // It used to panic in the builder; now the config keeps it and validation reports it.
+    let mut rng = Generator::new(0);
+    for given in ["SAME", "full", ""] {
+        let cfg = Conv2dConfig::new(1, 1, 3).padding(given);
+        let e = cfg.validate().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "Conv2d: padding must be an int, an (h, w) pair, \"same\" or \"valid\" (lowercase, as in PyTorch), got {given:?}"
+            )
+        );
+        assert_eq!(cfg.init(&mut rng).unwrap_err().to_string(), e);
+    }
+    // A later valid padding replaces the bad one.
+    let cfg = Conv2dConfig::new(1, 1, 3).padding("SAME").padding("same");
+    assert_eq!(cfg, Conv2dConfig::new(1, 1, 3).padding("same"));
+    assert!(cfg.init(&mut rng).is_ok());
 }
 
 /// The model-file keys read and write back; bad values are located errors; the shape check

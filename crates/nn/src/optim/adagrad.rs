@@ -1,7 +1,9 @@
 //! Adagrad, as `torch.optim.Adagrad` (learning-rate decay, initial accumulator value, weight
 //! decay), composed from tensor ops so that it runs on whatever device the parameters live on.
 
-use super::{Optimizer, check_range, parse_key, snapshot, state_from, unknown_entry};
+use super::{
+    Optimizer, check_distinct, check_range, check_squares, parse_key, snapshot, state_from, state_step, unknown_entry,
+};
 use crate::{Result, StateDict};
 use strata_core::{NoGradGuard, Tensor};
 
@@ -65,6 +67,7 @@ impl Adagrad {
         let init = c.initial_accumulator_value;
         check_range("Adagrad", "initial_accumulator_value", init, init >= 0.0, "finite and ≥ 0")?;
         check_range("Adagrad", "eps", c.eps, c.eps >= 0.0, "finite and ≥ 0")?;
+        check_distinct("Adagrad", &params)?;
         let n = params.len();
         Ok(Adagrad { params, config, state: (0..n).map(|_| None).collect() })
     }
@@ -109,8 +112,11 @@ impl Optimizer for Adagrad {
             }
             let Some(s) = restored[i].as_mut() else { unreachable!("set just above") };
             match kind {
-                "step" => s.step = t.item()? as u64,
-                "sum" => s.sum = state_from(t, p, key)?,
+                "step" => s.step = state_step("Adagrad", key, t)?,
+                "sum" => {
+                    check_squares("Adagrad", key, t)?;
+                    s.sum = state_from(t, p, key)?;
+                }
                 _ => return Err(unknown_entry("Adagrad", key)),
             }
         }
@@ -150,8 +156,10 @@ impl Optimizer for Adagrad {
     fn lr(&self) -> f64 {
         self.config.lr
     }
-    fn set_lr(&mut self, lr: f64) {
+    fn set_lr(&mut self, lr: f64) -> Result<()> {
+        check_range("Adagrad", "lr", lr, lr >= 0.0, "finite and ≥ 0")?;
         self.config.lr = lr;
+        Ok(())
     }
 }
 

@@ -1,6 +1,6 @@
 //! Adam and AdamW, as `torch.optim.Adam` / `torch.optim.AdamW` (including `amsgrad`).
 
-use super::{Optimizer, check_range, snapshot, state_from, zeros_like};
+use super::{Optimizer, check_distinct, check_range, check_squares, snapshot, state_from, state_step, zeros_like};
 use crate::{Error, Result, StateDict};
 use strata_core::Tensor;
 use strata_core::ops::optim::AdamStep;
@@ -68,6 +68,7 @@ impl Adam {
         check_range(what, "betas[0]", config.betas.0, (0.0..1.0).contains(&config.betas.0), "in [0, 1)")?;
         check_range(what, "betas[1]", config.betas.1, (0.0..1.0).contains(&config.betas.1), "in [0, 1)")?;
         check_range(what, "weight_decay", config.weight_decay, config.weight_decay >= 0.0, "finite and ≥ 0")?;
+        check_distinct(what, &params)?;
         let n = params.len();
         Ok(Adam { params, config, decoupled_weight_decay, state: (0..n).map(|_| None).collect() })
     }
@@ -119,10 +120,16 @@ impl Optimizer for Adam {
             }
             let Some(s) = restored[i].as_mut() else { unreachable!("set just above") };
             match kind {
-                "step" => s.step = t.item()? as u64,
+                "step" => s.step = state_step("Adam", key, t)?,
                 "exp_avg" => s.exp_avg = state_from(t, p, key)?,
-                "exp_avg_sq" => s.exp_avg_sq = state_from(t, p, key)?,
-                "max_exp_avg_sq" => s.max_exp_avg_sq = Some(state_from(t, p, key)?),
+                "exp_avg_sq" => {
+                    check_squares("Adam", key, t)?;
+                    s.exp_avg_sq = state_from(t, p, key)?;
+                }
+                "max_exp_avg_sq" => {
+                    check_squares("Adam", key, t)?;
+                    s.max_exp_avg_sq = Some(state_from(t, p, key)?);
+                }
                 _ => {
                     return Err(Error::InvalidState {
                         owner: "Adam",
@@ -177,8 +184,11 @@ impl Optimizer for Adam {
     fn lr(&self) -> f64 {
         self.config.lr
     }
-    fn set_lr(&mut self, lr: f64) {
+    fn set_lr(&mut self, lr: f64) -> Result<()> {
+        let what = if self.decoupled_weight_decay { "AdamW" } else { "Adam" };
+        check_range(what, "lr", lr, lr >= 0.0, "finite and ≥ 0")?;
         self.config.lr = lr;
+        Ok(())
     }
 }
 
@@ -219,7 +229,7 @@ impl Optimizer for AdamW {
     fn lr(&self) -> f64 {
         self.0.lr()
     }
-    fn set_lr(&mut self, lr: f64) {
+    fn set_lr(&mut self, lr: f64) -> Result<()> {
         self.0.set_lr(lr)
     }
 }

@@ -11,7 +11,14 @@ use strata_core::{Device, Tensor};
 /// from PyTorch's in its last bits. A non-finite total leaves the gradients unchanged and is
 /// returned for the caller to act on (PyTorch's `error_if_nonfinite=False` would scale them by
 /// NaN).
+///
+/// # Errors
+/// A `max_norm` that is negative or NaN (it would flip or poison the gradients); `0` zeroes
+/// them and infinity leaves them as they are.
 pub fn clip_grad_norm_(params: &[Tensor], max_norm: f64) -> Result<f64> {
+    if max_norm.is_nan() || max_norm < 0.0 {
+        return Err(crate::Error::option("clip_grad_norm_", "max_norm", max_norm, "≥ 0 (infinity: no clipping)"));
+    }
     let grads: Vec<Tensor> = params.iter().filter_map(Tensor::grad).filter(|g| g.dtype().is_float()).collect();
     // Each gradient's sum of squares, computed where it lives; then read back together (one
     // synchronisation per device, not one per parameter).
@@ -70,5 +77,21 @@ mod tests {
         a.set_grad(Some(Tensor::from_vec(vec![f64::NAN, 1.0], &[2]).unwrap())).unwrap();
         assert!(clip_grad_norm_(std::slice::from_ref(&a), 1.0).unwrap().is_nan());
         assert_eq!(a.grad().unwrap().to_vec::<f64>().unwrap()[1], 1.0);
+    }
+
+    #[test]
+    fn a_negative_or_nan_max_norm_is_an_error_and_changes_nothing() {
+        let a = Tensor::from_vec(vec![1.0f64, 2.0], &[2]).unwrap().requires_grad_().unwrap();
+        a.set_grad(Some(Tensor::from_vec(vec![3.0f64, 4.0], &[2]).unwrap())).unwrap();
+        for bad in [-1.0, f64::NAN, f64::NEG_INFINITY] {
+            let e = clip_grad_norm_(std::slice::from_ref(&a), bad).unwrap_err().to_string();
+            assert_eq!(e, format!("clip_grad_norm_: max_norm must be ≥ 0 (infinity: no clipping), got {bad}"));
+        }
+        assert_eq!(a.grad().unwrap().to_vec::<f64>().unwrap(), [3.0, 4.0]);
+        // Infinity: no clipping; 0: the gradients become zero (as PyTorch's).
+        assert_eq!(clip_grad_norm_(std::slice::from_ref(&a), f64::INFINITY).unwrap(), 5.0);
+        assert_eq!(a.grad().unwrap().to_vec::<f64>().unwrap(), [3.0, 4.0]);
+        clip_grad_norm_(std::slice::from_ref(&a), 0.0).unwrap();
+        assert_eq!(a.grad().unwrap().to_vec::<f64>().unwrap(), [0.0, 0.0]);
     }
 }

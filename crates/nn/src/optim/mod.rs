@@ -31,7 +31,11 @@ pub trait Optimizer {
     fn lr(&self) -> f64;
 
     /// Changes the learning rate (schedules call this between steps).
-    fn set_lr(&mut self, lr: f64);
+    ///
+    /// # Errors
+    /// A learning rate the constructor would refuse (NaN, infinite or negative), with the same
+    /// message; the learning rate is then left as it was.
+    fn set_lr(&mut self, lr: f64) -> Result<()>;
 
     /// The optimizer's state (momentum buffers, moment estimates, step counts) as named tensors
     /// `{kind}.{parameter index}`, for checkpoints. Hyper-parameters are not included.
@@ -59,6 +63,26 @@ pub(crate) fn check_range(owner: &'static str, key: &'static str, value: f64, ok
     Ok(())
 }
 
+/// Checks that no parameter is given twice (the same tensor, by identity: a clone of a handle
+/// is the same tensor): an optimizer would update a repeated one twice per step, and PyTorch
+/// refuses a parameter that appears in two groups.
+pub(crate) fn check_distinct(owner: &'static str, params: &[Tensor]) -> Result<()> {
+    let mut seen = std::collections::HashMap::with_capacity(params.len());
+    for (j, p) in params.iter().enumerate() {
+        if let Some(i) = seen.insert(p.id(), j) {
+            return Err(Error::InvalidOption {
+                owner,
+                key: "params",
+                value: format!("parameter {j}, the same tensor as parameter {i}"),
+                expected: "distinct tensors, each given once (a repeated one would be updated twice per step); \
+                           pass model.parameters() once, or remove the repeat"
+                    .into(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// A zero state tensor shaped like `p`, on its device and of its type. Optimizer state is
 /// never part of a graph; the update ops write it in place.
 pub(crate) fn zeros_like(p: &Tensor) -> Result<Tensor> {
@@ -81,6 +105,40 @@ pub(crate) fn state_from(t: &Tensor, like: &Tensor, key: &str) -> Result<Tensor>
         });
     }
     Ok(t.detach().to_dtype(like.dtype())?.to_device(like.device())?.detach_owned()?)
+}
+
+/// A saved step count (`step.{i}`): a whole number ≥ 0, else an error naming `key` (a cast
+/// would turn -3 or NaN into step 0 and restart the bias correction silently).
+pub(crate) fn state_step(owner: &'static str, key: &str, t: &Tensor) -> Result<u64> {
+    let v = t.item()?;
+    // 2^53: the last whole number an f64 holds exactly.
+    if !(v >= 0.0 && v.fract() == 0.0 && v <= 9_007_199_254_740_992.0) {
+        return Err(Error::InvalidState {
+            owner,
+            key: key.into(),
+            reason: format!(
+                "is {v}, but a step count is a whole number ≥ 0; the file is damaged or was not saved by this optimizer"
+            ),
+        });
+    }
+    Ok(v as u64)
+}
+
+/// Checks a saved running average of squared gradients (`exp_avg_sq.{i}`, `sum.{i}`, …): no
+/// value negative or NaN (its square root would poison every later update), else an error
+/// naming `key` and the first bad value.
+pub(crate) fn check_squares(owner: &'static str, key: &str, t: &Tensor) -> Result<()> {
+    if let Some((at, v)) = t.to_vec_f64().into_iter().enumerate().find(|(_, v)| v.is_nan() || *v < 0.0) {
+        return Err(Error::InvalidState {
+            owner,
+            key: key.into(),
+            reason: format!(
+                "holds {v} (element {at}), but it accumulates squared gradients, which are never negative or NaN; \
+                 the file is damaged or was not saved by this optimizer"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// `value` as the tensor type `dtype` holds it: a hyper-parameter PyTorch casts to the tensor's

@@ -1,7 +1,10 @@
 //! RMSprop, as `torch.optim.RMSprop` (centered, momentum, weight decay), composed from tensor
 //! ops so that it runs on whatever device the parameters live on.
 
-use super::{Optimizer, check_range, in_dtype, parse_key, snapshot, state_from, unknown_entry, zeros_like};
+use super::{
+    Optimizer, check_distinct, check_range, check_squares, in_dtype, parse_key, snapshot, state_from, state_step,
+    unknown_entry, zeros_like,
+};
 use crate::{Result, StateDict};
 use strata_core::{NoGradGuard, Tensor};
 
@@ -67,6 +70,7 @@ impl RMSprop {
         check_range("RMSprop", "momentum", c.momentum, c.momentum >= 0.0, "finite and ≥ 0")?;
         check_range("RMSprop", "weight_decay", c.weight_decay, c.weight_decay >= 0.0, "finite and ≥ 0")?;
         check_range("RMSprop", "alpha", c.alpha, c.alpha >= 0.0, "finite and ≥ 0")?;
+        check_distinct("RMSprop", &params)?;
         let n = params.len();
         Ok(RMSprop { params, config, state: (0..n).map(|_| None).collect() })
     }
@@ -131,8 +135,11 @@ impl Optimizer for RMSprop {
             }
             let Some(s) = restored[i].as_mut() else { unreachable!("set just above") };
             match kind {
-                "step" => s.step = t.item()? as u64,
-                "square_avg" => s.square_avg = state_from(t, p, key)?,
+                "step" => s.step = state_step("RMSprop", key, t)?,
+                "square_avg" => {
+                    check_squares("RMSprop", key, t)?;
+                    s.square_avg = state_from(t, p, key)?;
+                }
                 "momentum_buffer" => s.momentum_buffer = Some(state_from(t, p, key)?),
                 "grad_avg" => s.grad_avg = Some(state_from(t, p, key)?),
                 _ => return Err(unknown_entry("RMSprop", key)),
@@ -188,8 +195,10 @@ impl Optimizer for RMSprop {
     fn lr(&self) -> f64 {
         self.config.lr
     }
-    fn set_lr(&mut self, lr: f64) {
+    fn set_lr(&mut self, lr: f64) -> Result<()> {
+        check_range("RMSprop", "lr", lr, lr >= 0.0, "finite and ≥ 0")?;
         self.config.lr = lr;
+        Ok(())
     }
 }
 

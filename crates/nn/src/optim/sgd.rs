@@ -1,7 +1,7 @@
 //! Stochastic gradient descent with momentum, dampening, Nesterov and weight decay,
 //! as `torch.optim.SGD`.
 
-use super::{Optimizer, check_range, snapshot, state_from, zeros_like};
+use super::{Optimizer, check_distinct, check_range, snapshot, state_from, zeros_like};
 use crate::{Error, Result, StateDict};
 use strata_core::Tensor;
 use strata_core::ops::optim::SgdStep;
@@ -61,6 +61,7 @@ impl SGD {
                 expected: "false unless momentum > 0 and dampening = 0 (Nesterov momentum needs both)".into(),
             });
         }
+        check_distinct("SGD", &params)?;
         let n = params.len();
         Ok(SGD { params, config, momentum_buffers: vec![None; n] })
     }
@@ -133,8 +134,10 @@ impl Optimizer for SGD {
     fn lr(&self) -> f64 {
         self.config.lr
     }
-    fn set_lr(&mut self, lr: f64) {
+    fn set_lr(&mut self, lr: f64) -> Result<()> {
+        check_range("SGD", "lr", lr, lr >= 0.0, "finite and ≥ 0")?;
         self.config.lr = lr;
+        Ok(())
     }
 }
 
