@@ -460,6 +460,25 @@ pub enum DataError {
         /// The first image's height.
         first_height: u32,
     },
+    /// The training and test images of an MNIST-style directory differ in shape (the same
+    /// number of pixels laid out differently still trains a model on one layout and tests it
+    /// on another).
+    #[error(
+        "`{}` holds images of shape {test_shape:?} but `{}` holds {train_shape:?}: the test images must have \
+         the training images' shape; check that both files come from the same data set",
+        .test_path.display(),
+        .train_path.display()
+    )]
+    SplitShapeMismatch {
+        /// The training images' file.
+        train_path: PathBuf,
+        /// One training image's shape.
+        train_shape: Vec<usize>,
+        /// The test images' file.
+        test_path: PathBuf,
+        /// One test image's shape.
+        test_shape: Vec<usize>,
+    },
 }
 
 /// "3 (`pixel_2`)" when the column has a header name, else "3".

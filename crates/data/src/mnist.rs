@@ -28,18 +28,27 @@ const MNIST_CLASSES: usize = 10;
 /// preferred when both exist, as it needs no decompression). A missing file is an error listing
 /// the names tried.
 pub fn load_mnist_dir(dir: &Path) -> Result<(Dataset, Dataset)> {
-    let train = load_pair(dir, "train-images-idx3-ubyte", "train-labels-idx1-ubyte")?;
-    let test = load_pair(dir, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")?;
+    let (train, train_path) = load_pair(dir, "train-images-idx3-ubyte", "train-labels-idx1-ubyte")?;
+    let (test, test_path) = load_pair(dir, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")?;
+    if test.sample_shape != train.sample_shape {
+        return Err(DataError::SplitShapeMismatch {
+            train_path,
+            train_shape: train.sample_shape,
+            test_path,
+            test_shape: test.sample_shape,
+        });
+    }
     Ok((train, test))
 }
 
-fn load_pair(dir: &Path, images: &str, labels: &str) -> Result<Dataset> {
+/// One split and the path of its images file.
+fn load_pair(dir: &Path, images: &str, labels: &str) -> Result<(Dataset, PathBuf)> {
     // Locate both files before reading either, so a missing file is reported at once.
     let images_path = find(dir, images)?;
     let labels_path = find(dir, labels)?;
     let images = read_idx(&images_path)?;
     let labels = read_idx(&labels_path)?;
-    Dataset::from_idx(images, labels, MNIST_CLASSES, &images_path, &labels_path)
+    Ok((Dataset::from_idx(images, labels, MNIST_CLASSES, &images_path, &labels_path)?, images_path))
 }
 
 /// `dir/name` if it exists, else `dir/name.gz`, else an error naming both.
@@ -74,6 +83,19 @@ mod tests {
                 std::fs::write(dir.join(name), bytes).unwrap();
             }
         }
+    }
+
+    #[test]
+    fn test_images_of_another_shape_are_refused() {
+        // 14×56 holds 784 pixels too: it would reshape silently into the model's 28×28.
+        let dir = tempfile::tempdir().unwrap();
+        write_split(dir.path(), "train", 2, vec![1, 2], false);
+        let imgs = IdxArray { dims: vec![1, 14, 56], data: IdxData::U8(vec![0; 784]) }.to_bytes();
+        let lbls = IdxArray { dims: vec![1], data: IdxData::U8(vec![3]) }.to_bytes();
+        std::fs::write(dir.path().join("t10k-images-idx3-ubyte"), imgs).unwrap();
+        std::fs::write(dir.path().join("t10k-labels-idx1-ubyte"), lbls).unwrap();
+        let e = load_mnist_dir(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("t10k-images-idx3-ubyte") && e.contains("[1, 14, 56]") && e.contains("[1, 28, 28]"), "{e}");
     }
 
     #[test]
