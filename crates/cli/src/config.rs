@@ -414,7 +414,21 @@ impl RunConfig {
     /// Reads a run file; errors carry the file, line and column.
     pub fn load(path: &Path) -> Result<RunConfig> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading the run file {}", path.display()))?;
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        toml::from_str(&text).map_err(|e| {
+            // A model file given where a run file goes: say so, not just "unknown field `input`".
+            let model_like = toml::from_str::<toml::Table>(&text).is_ok_and(|t| t.contains_key("layers"));
+            let hint = if model_like {
+                format!(
+                    "\n{} is a model file (it has `layers`), not a run file: pass it as `--model {}` (with `--data`), \
+                     or name it in a run file's `model = \"…\"`",
+                    path.display(),
+                    path.display()
+                )
+            } else {
+                String::new()
+            };
+            anyhow::anyhow!("{}: {e}{hint}", path.display())
+        })
     }
 
     /// Applies `key=value` overrides (`training.epochs=5`, `optimizer.name="adam"`); values are
@@ -423,10 +437,28 @@ impl RunConfig {
         if overrides.is_empty() {
             return Ok(self.clone());
         }
+        // A key given twice (a flag and `--set` for the same key, or two `--set`s): which one
+        // wins would be silent, so neither does.
+        for (i, (key, value)) in overrides.iter().enumerate() {
+            if let Some((_, first)) = overrides[..i].iter().find(|(k, _)| k == key) {
+                bail!(
+                    "`{key}` is given twice on the command line (`{first}` and `{value}`, by its flag and/or \
+                     `--set {key}=…`); give it once"
+                );
+            }
+        }
         let mut table = toml::Table::try_from(self).context("encoding the run config")?;
         for (key, value) in overrides {
             let parsed: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {value}")) {
                 Ok(mut t) => t.remove("v").expect("just parsed"),
+                // A whole number TOML cannot hold would otherwise become a string, and the
+                // error "expected an integer, found a string".
+                Err(_)
+                    if value.trim_start_matches(['-', '+']).chars().all(|c| c.is_ascii_digit())
+                        && !value.is_empty() =>
+                {
+                    bail!("{key} = {value}: too large (TOML integers, and so run files, hold at most {})", i64::MAX)
+                }
                 Err(_) => toml::Value::String(value.clone()),
             };
             let parts: Vec<&str> = key.split('.').collect();
@@ -441,10 +473,19 @@ impl RunConfig {
             }
             cursor.insert(last.to_string(), parsed);
         }
-        let keys: Vec<&str> = overrides.iter().map(|(k, _)| k.as_str()).collect();
-        toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("overriding {}: {}", keys.join(", "), e.message()))
+        toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
+            // Name the override at fault: the first that fails alone (all of them only when
+            // none does, an error of their combination).
+            let culprit = match overrides {
+                [one] => Some(one),
+                _ => overrides.iter().find(|o| self.with_overrides(std::slice::from_ref(o)).is_err()),
+            };
+            let keys: Vec<&str> = match culprit {
+                Some((k, _)) => vec![k.as_str()],
+                None => overrides.iter().map(|(k, _)| k.as_str()).collect(),
+            };
+            anyhow::anyhow!("overriding {}: {}", keys.join(", "), e.message())
+        })
     }
 
     /// Checks values that the types alone do not rule out.
@@ -657,6 +698,36 @@ pub fn loss_error(e: strata_nn::Error) -> anyhow::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_model_file_given_as_the_run_file_is_named_as_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.toml");
+        std::fs::write(&path, "input = [4]\nlayers = [{ type = \"Linear\", in_features = 4, out_features = 2 }]\n")
+            .unwrap();
+        let e = RunConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("is a model file") && e.contains("--model"), "{e}");
+        std::fs::write(&path, "[training]\nepoch = 3\n").unwrap();
+        assert!(!RunConfig::load(&path).unwrap_err().to_string().contains("model file"));
+    }
+
+    #[test]
+    fn override_errors_name_the_key_at_fault() {
+        let c = RunConfig::default();
+        let ov = |pairs: &[(&str, &str)]| {
+            let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            c.with_overrides(&pairs).unwrap_err().to_string()
+        };
+        // A flag and --set for one key: neither wins silently.
+        let e = ov(&[("training.epochs", "1"), ("training.epochs", "3")]);
+        assert!(e.contains("`training.epochs` is given twice") && e.contains("`1` and `3`"), "{e}");
+        // Only the bad key is named, not every override.
+        let e = ov(&[("training.seed", "4"), ("training.epochs", "\"x\""), ("optimizer.lr", "0.5")]);
+        assert!(e.starts_with("overriding training.epochs:"), "{e}");
+        // A number past TOML's integers is too large, not "a string".
+        let e = ov(&[("training.epochs", "18446744073709551615")]);
+        assert!(e.contains("too large") && e.contains("9223372036854775807"), "{e}");
+    }
 
     #[test]
     fn defaults_overrides_and_errors() {
