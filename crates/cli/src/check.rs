@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
-use strata_nn::check::{CheckReport, SymShape, check_checkpoint, check_spec};
+use strata_nn::check::{CheckReport, SymShape, check_checkpoint, check_spec, check_spec_to_run};
 use strata_nn::model_file::load_model;
 use strata_nn::summary::group_digits;
 use strata_nn::{ModelSpec, StateDict, Summary};
@@ -115,6 +115,35 @@ pub fn parse_input(input: &Option<String>) -> Result<Option<SymShape>> {
 pub fn report_errors(report: &CheckReport, what: &str) {
     eprintln!("{}", report.render_errors());
     eprintln!("\n{} in {what}", plural(report.errors.len(), "shape error"));
+}
+
+/// Checks a model before it is built, as `strata check` does: its shapes for `input` (else its
+/// own input shape) and whether its parameters fit this machine's memory — one copy of each, as
+/// a model that is only run or exported keeps ([`check_spec_to_run`]); with
+/// `weights` (a state_dict and its name for messages), that the stored tensors' keys and shapes
+/// fit its parameters ([`check_checkpoint`]). Building a model allocates and initialises every
+/// parameter, so one larger than memory would abort the process rather than be refused; `what`
+/// names the model (a file) in the error.
+pub fn check_before_building(
+    spec: &ModelSpec,
+    input: Option<&SymShape>,
+    weights: Option<(&StateDict, &str)>,
+    what: &str,
+) -> Result<()> {
+    let mut report = check_spec_to_run(spec, input);
+    if let Some((sd, source)) = weights
+        && report.errors.is_empty()
+    {
+        report.errors.extend(check_checkpoint(&report, sd, source));
+    }
+    if report.errors.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "{what}: the model is refused before it is built (as `strata check` would refuse it):\n{}\n\n{} in {what}",
+        report.render_errors(),
+        plural(report.errors.len(), "error")
+    )
 }
 
 fn plural(n: usize, word: &str) -> String {

@@ -33,6 +33,19 @@ pub struct ConvertArgs {
 
 /// Runs `strata convert`.
 pub fn run(args: &ConvertArgs) -> Result<Verdict> {
+    if args.output.is_dir() {
+        bail!(
+            "-o {}: a directory, not a file; give the safetensors file's path (e.g. -o {})",
+            args.output.display(),
+            args.output.join("model.safetensors").display()
+        );
+    }
+    // Never an input, --force or not.
+    let mut inputs: Vec<(&str, &Path)> = vec![("the PyTorch file", &args.input)];
+    if let Some(m) = &args.model {
+        inputs.push(("the --model file", m));
+    }
+    crate::paths::refuse_overwriting_an_input("-o", &args.output, &inputs)?;
     if args.output.exists() && !args.force {
         bail!("{}: the file exists; pass --force to replace it, or choose another -o", args.output.display());
     }

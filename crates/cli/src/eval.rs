@@ -4,7 +4,7 @@
 //! the checkpoint carries the model file, the normalisation and the data config it was trained
 //! with, so nothing else needs to be given.
 
-use crate::check::Verdict;
+use crate::check::{Verdict, check_before_building};
 use crate::checkpoint;
 use crate::config::RunConfig;
 use crate::data_setup::{data_source_of, prepare};
@@ -17,6 +17,7 @@ use strata_data::{
     CsvOptions, DataLoader, Dataset, ImageFolder, ImageFolderOptions, load_image, read_csv, read_csv_unlabelled,
     read_idx,
 };
+use strata_nn::check::SymShape;
 use strata_nn::metrics::{ConfusionMatrix, TopK};
 use strata_nn::model_file::parse_model;
 use strata_nn::{Module, Sequential};
@@ -98,20 +99,6 @@ fn load(path: &Path) -> Result<Loaded> {
     let file = checkpoint::best_or_latest(path, "evaluate or predict from")?;
     let (params, _, meta) = checkpoint::load(&file)?;
     let spec = parse_model(&meta.model, &format!("{} (its model)", file.display()), "model")?;
-    // Evaluation runs the whole model on one device (`--device`): a placement the run was
-    // trained with is left out, so a checkpoint from several GPUs evaluates on a CPU-only machine.
-    let model = spec.clone().without_placement().build()?;
-    model.load_state_dict(&params, true).with_context(|| format!("loading {}", file.display()))?;
-    let bad: Vec<String> =
-        model.named_parameters().into_iter().filter(|(_, p)| !p.all_finite()).map(|(n, _)| n).collect();
-    if !bad.is_empty() {
-        bail!(
-            "{}: the parameters {} hold non-finite values (NaN or infinity): the run that wrote it diverged; evaluate an earlier checkpoint, or retrain with a lower learning rate or training.clip_grad_norm",
-            file.display(),
-            bad.join(", ")
-        );
-    }
-    model.eval();
     let config: RunConfig = toml::from_str(&meta.config)
         .with_context(|| format!("{}: the stored run config (metadata `config`) does not parse", file.display()))?;
     if meta.mean.is_empty()
@@ -141,6 +128,30 @@ fn load(path: &Path) -> Result<Loaded> {
             })?
         }
     };
+    // Evaluation runs the whole model on one device (`--device`): a placement the run was
+    // trained with is left out, so a checkpoint from several GPUs evaluates on a CPU-only machine.
+    let unplaced = spec.clone().without_placement();
+    // Its size and the stored tensors' shapes are checked before the model is built (building
+    // allocates every parameter: a model larger than memory would abort the process).
+    let name = file.display().to_string();
+    check_before_building(
+        &unplaced,
+        Some(&SymShape::batched(&sample)),
+        Some((&params, &name)),
+        &format!("{name} (its model)"),
+    )?;
+    let model = unplaced.build()?;
+    model.load_state_dict(&params, true).with_context(|| format!("loading {}", file.display()))?;
+    let bad: Vec<String> =
+        model.named_parameters().into_iter().filter(|(_, p)| !p.all_finite()).map(|(n, _)| n).collect();
+    if !bad.is_empty() {
+        bail!(
+            "{}: the parameters {} hold non-finite values (NaN or infinity): the run that wrote it diverged; evaluate an earlier checkpoint, or retrain with a lower learning rate or training.clip_grad_norm",
+            file.display(),
+            bad.join(", ")
+        );
+    }
+    model.eval();
     let layout = InputLayout::of(&spec, &sample);
     Ok(Loaded { model, sample, layout, file, meta, config })
 }

@@ -3,7 +3,7 @@
 //! (in the ONNX model's metadata: `strata.mean`, `strata.std`, `strata.classes`); from a model
 //! or run file, freshly initialised weights, or those of `--weights`.
 
-use crate::check::{Verdict, load_model_or_run_file};
+use crate::check::{Verdict, check_before_building, load_model_or_run_file};
 use crate::checkpoint;
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -45,14 +45,37 @@ pub fn run(args: &ExportArgs) -> Result<Verdict> {
     if !path.exists() {
         bail!("{}: no such checkpoint, run directory or model file", path.display());
     }
+    if args.output.is_dir() {
+        bail!(
+            "-o {}: a directory, not a file; give the ONNX file's path (e.g. -o {})",
+            args.output.display(),
+            args.output.join("model.onnx").display()
+        );
+    }
+    // Never the input itself, --force or not (the checkpoint a run directory exports is
+    // compared once it is known).
+    let is_toml = path.extension().is_some_and(|e| e == "toml");
+    let mut inputs: Vec<(&str, &Path)> = vec![];
+    if path.is_file() {
+        inputs.push((if is_toml { "the model file" } else { "the checkpoint" }, path));
+    }
+    if let Some(w) = &args.weights {
+        inputs.push(("the --weights file", w));
+    }
+    crate::paths::refuse_overwriting_an_input("-o", &args.output, &inputs)?;
     // As `convert` and `import`: nothing already on disk is replaced unasked.
     if args.output.exists() && !args.force {
         bail!("{}: the file exists; pass --force to replace it, or choose another -o", args.output.display());
     }
-    let is_toml = path.extension().is_some_and(|e| e == "toml");
     let source = if is_toml {
         let Some(spec) = load_model_or_run_file(path) else { return Ok(Verdict::Failed) };
-        from_model_file(spec.without_placement(), args.weights.as_deref())?
+        let spec = spec.without_placement();
+        if spec.input.is_none() {
+            // The export's own refusal (an ONNX graph needs an input shape), before anything
+            // is built: the model's size cannot be checked without it.
+            onnx::to_bytes(&spec, &StateDict::new(), &[]).with_context(|| format!("exporting {}", path.display()))?;
+        }
+        from_model_file(spec, args.weights.as_deref(), path)?
     } else {
         if args.weights.is_some() {
             bail!(
@@ -60,7 +83,7 @@ pub fn run(args: &ExportArgs) -> Result<Verdict> {
                 path.display()
             );
         }
-        from_checkpoint(path)?
+        from_checkpoint(path, &args.output)?
     };
     let bytes = onnx::to_bytes(&source.spec, &source.weights, &source.metadata)
         .with_context(|| format!("exporting {}", path.display()))?;
@@ -83,15 +106,24 @@ pub fn run(args: &ExportArgs) -> Result<Verdict> {
 }
 
 /// A model or run file's model, with `weights` loaded (checked against it) or fresh ones.
-fn from_model_file(spec: ModelSpec, weights: Option<&Path>) -> Result<Source> {
-    let model = spec.build()?;
-    let from = match weights {
+/// Checked before it is built (shapes, memory, the weights' shapes): see
+/// [`check_before_building`].
+fn from_model_file(spec: ModelSpec, weights: Option<&Path>, path: &Path) -> Result<Source> {
+    let sd = match weights {
         Some(w) => {
             let mut sd = StateDict::load(w).with_context(|| format!("reading the weights {}", w.display()))?;
             // A training checkpoint also holds the optimizer's state: not the model's.
             drop(sd.split_prefix(checkpoint::OPTIM_PREFIX));
-            model.load_state_dict(&sd, true).with_context(|| format!("loading {}", w.display()))?;
-            w.display().to_string()
+            Some((sd, w.display().to_string()))
+        }
+        None => None,
+    };
+    check_before_building(&spec, None, sd.as_ref().map(|(sd, w)| (sd, w.as_str())), &path.display().to_string())?;
+    let model = spec.build()?;
+    let from = match &sd {
+        Some((sd, w)) => {
+            model.load_state_dict(sd, true).with_context(|| format!("loading {w}"))?;
+            w.clone()
         }
         None => "fresh initialisation (no --weights)".to_string(),
     };
@@ -100,8 +132,9 @@ fn from_model_file(spec: ModelSpec, weights: Option<&Path>) -> Result<Source> {
 }
 
 /// A checkpoint's (or run directory's) model, weights and normalisation.
-fn from_checkpoint(path: &Path) -> Result<Source> {
+fn from_checkpoint(path: &Path, output: &Path) -> Result<Source> {
     let file = checkpoint::best_or_latest(path, "export")?;
+    crate::paths::refuse_overwriting_an_input("-o", output, &[("the checkpoint", &file)])?;
     let (params, _, meta) = checkpoint::load(&file)?;
     let spec = parse_model(&meta.model, &format!("{} (its model)", file.display()), "model")?.without_placement();
     if spec.input.is_none() {
@@ -111,6 +144,8 @@ fn from_checkpoint(path: &Path) -> Result<Source> {
             file.display()
         );
     }
+    let name = file.display().to_string();
+    check_before_building(&spec, None, Some((&params, &name)), &format!("{name} (its model)"))?;
     let model = spec.build()?;
     model.load_state_dict(&params, true).with_context(|| format!("loading {}", file.display()))?;
     let mut metadata = vec![

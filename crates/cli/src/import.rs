@@ -34,6 +34,10 @@ pub fn run(args: &ImportArgs) -> Result<Verdict> {
     let imported = onnx::import::from_bytes(&bytes, &stem).with_context(|| format!("importing {}", path.display()))?;
     let model_file = args.output.join("model.toml");
     let weights_file = args.output.join("weights.safetensors");
+    // Never the ONNX file itself, --force or not.
+    for f in [&model_file, &weights_file] {
+        crate::paths::refuse_overwriting_an_input("-o", f, &[("the ONNX file", path)])?;
+    }
     if !args.force {
         for f in [&model_file, &weights_file] {
             if f.exists() {

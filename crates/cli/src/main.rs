@@ -19,6 +19,7 @@ mod export;
 mod import;
 mod logs;
 mod lr_find;
+mod paths;
 mod run_lock;
 mod train;
 

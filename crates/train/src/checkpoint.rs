@@ -459,7 +459,8 @@ pub fn best_or_latest(run_or_file: &Path, what: &str) -> Result<PathBuf> {
 pub type Loaded = (PathBuf, StateDict, StateDict, Meta);
 
 /// What `--resume` starts from: the file itself when given a file (it must verify), else the
-/// newest step checkpoint of the run directory that verifies. Each newer one that does not is
+/// newest step checkpoint of the run directory that verifies (with none at all, its best
+/// checkpoint, which must verify). Each newer one that does not is
 /// reported on stderr and renamed to `*.damaged` — out of the way of later resumes and of
 /// pruning, kept for a look — so the caller must hold the run directory's lock.
 pub fn load_for_resume(run_or_file: &Path) -> Result<Loaded> {
@@ -474,6 +475,22 @@ pub fn load_for_resume_with(run_or_file: &Path, check: ConfigCheck) -> Result<Lo
     }
     let all = list(run_or_file);
     if all.is_empty() {
+        // A run whose step checkpoint failed to write after its best one was written (a full
+        // disk at an epoch's end): the best checkpoint is a complete checkpoint of an epoch's
+        // end, written from the same state as that epoch's step checkpoint, so the run resumes
+        // from it — what `any` (and the CLI's "already holds a run; continue it with
+        // --resume") counts as something to resume.
+        let best = dir(run_or_file).join("best.safetensors");
+        if best.is_file() {
+            let (params, optim, meta) = load_with(&best, check)?;
+            eprintln!(
+                "resuming from {}: the run has no step checkpoint (expected {}/step-*.safetensors), and its best checkpoint is the end of epoch {}",
+                best.display(),
+                dir(run_or_file).display(),
+                meta.epoch
+            );
+            return Ok((best, params, optim, meta));
+        }
         return Err(none_to_resume(run_or_file));
     }
     let mut skipped = vec![];
@@ -686,6 +703,28 @@ mod tests {
         assert!(e.contains("none of its 1 checkpoints verifies"), "{e}");
         let e = format!("{:#}", load_for_resume(run).unwrap_err());
         assert!(e.contains("no checkpoint to resume from") && e.contains("restarted automatically"), "{e}");
+    }
+
+    /// A run whose step checkpoint failed to write after its best one was written holds only
+    /// `best.safetensors`: `any` counts it as a run to resume, and `--resume` starts from it
+    /// (it must verify), so "continue it with --resume" is a way forward, not a loop.
+    #[test]
+    fn resume_starts_from_the_best_checkpoint_when_there_is_no_step_checkpoint() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = tmp.path();
+        std::fs::create_dir_all(dir(run)).unwrap();
+        let best = dir(run).join("best.safetensors");
+        let good = checkpoint(&Meta { epoch: 1, batch: 0, step: 5, ..meta() });
+        std::fs::write(&best, &good).unwrap();
+        assert!(any(run) && list(run).is_empty());
+        let (path, _, _, m) = load_for_resume(run).unwrap();
+        assert_eq!((path, m.epoch, m.step), (best.clone(), 1, 5));
+        // Damaged, it is refused by name, not skipped for nothing.
+        let mut bad = good.clone();
+        bad[100] ^= 1;
+        std::fs::write(&best, &bad).unwrap();
+        let e = format!("{:#}", load_for_resume(run).unwrap_err());
+        assert!(e.contains("best.safetensors"), "{e}");
     }
 
     /// What eval, predict and export read: a file as given; a run's best checkpoint over its

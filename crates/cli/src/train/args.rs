@@ -91,6 +91,9 @@ pub struct TrainArgs {
     /// Also write the final parameters here as a plain state_dict (PyTorch's key names).
     #[arg(long, value_name = "FILE")]
     pub(super) save: Option<PathBuf>,
+    /// Replace the --save file if it exists (never one of the run's own inputs).
+    #[arg(long, requires = "save")]
+    pub(super) force: bool,
     /// Print only the final result.
     #[arg(long, conflicts_with = "json")]
     pub(super) quiet: bool,

@@ -3,6 +3,7 @@
 //! `MetricsLog`).
 
 use super::args::*;
+use super::run_dir;
 use crate::checkpoint;
 use crate::config::RunConfig;
 use crate::data_setup::Prepared;
@@ -12,27 +13,6 @@ use std::path::{Path, PathBuf};
 use strata_core::DType;
 use strata_nn::summary::group_digits;
 use strata_train::{Callback, Control, EpochLog, MetricsLog, Progress, StepLog};
-
-/// Clears a run directory whose run stopped before its first checkpoint — nothing to resume —
-/// so that the same command starts the run over in place: its logs (metrics.jsonl, TensorBoard
-/// events) and resolved config go; the lock file stays.
-pub(super) fn restart_in_place(dir: &Path) -> Result<()> {
-    for entry in std::fs::read_dir(dir).with_context(|| format!("reading the run directory {}", dir.display()))? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if ["metrics.jsonl", "config.toml", "model.toml"].contains(&name.as_str())
-            || name.starts_with("events.out.tfevents.")
-        {
-            std::fs::remove_file(entry.path())
-                .with_context(|| format!("removing {} to start the run over", entry.path().display()))?;
-        }
-    }
-    eprintln!(
-        "{}: its run stopped before its first checkpoint, so there is nothing to resume: starting it over in place",
-        dir.display()
-    );
-    Ok(())
-}
 
 /// Console output of a run, and its metrics log when it has a run directory.
 pub(super) struct Logger {
@@ -45,13 +25,14 @@ impl Logger {
     pub(super) fn open(dir: Option<&Path>, output: Output, resuming: bool, resume_step: usize) -> Result<Logger> {
         let mut metrics = None;
         if let Some(d) = dir {
-            let metrics_path = d.join("metrics.jsonl");
+            // Only a new or empty directory, or strata's own run directory, is written into.
+            run_dir::check_writable(d, resuming)?;
             std::fs::create_dir_all(checkpoint::dir(d))
                 .with_context(|| format!("creating the run directory {}", d.display()))?;
             // One writer per run directory (a resumed run took the lock before reading its
             // checkpoint already).
             crate::run_lock::acquire(d)?;
-            if !resuming && metrics_path.exists() {
+            if !resuming {
                 if checkpoint::any(d) || d.join("model.safetensors").exists() {
                     bail!(
                         "{} already holds a run; continue it with `strata train --resume {}`, or choose another --out",
@@ -59,7 +40,7 @@ impl Logger {
                         d.display()
                     );
                 }
-                restart_in_place(d)?;
+                run_dir::restart_in_place(d)?;
             }
             metrics = Some(MetricsLog::open(d, resuming.then_some(resume_step))?);
         }

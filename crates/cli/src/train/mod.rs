@@ -10,6 +10,7 @@
 mod args;
 pub(crate) mod dist;
 mod logger;
+mod run_dir;
 mod setup;
 mod step;
 
@@ -28,6 +29,7 @@ use std::sync::atomic::Ordering;
 use strata_core::Precision;
 use strata_nn::Module;
 use strata_nn::model_file::to_toml;
+use strata_nn::state_dict::atomic_write;
 use strata_nn::summary::group_digits;
 use strata_train::{Checkpointing, Decay, EarlyStopping, OnDivergence, Outcome, ProgressBar, Schedule, Trainer};
 
@@ -85,6 +87,10 @@ fn run_in(args: &TrainArgs, world: Option<&dist::World>) -> Result<Verdict> {
                 path.join("model.safetensors").display()
             );
         }
+        // As `export`, `convert` and `import`: nothing already on disk is replaced unasked.
+        if path.exists() && !args.force {
+            bail!("--save {}: the file exists; pass --force to replace it, or choose another --save", path.display());
+        }
     }
     let Some(Built {
         config,
@@ -105,6 +111,35 @@ fn run_in(args: &TrainArgs, world: Option<&dist::World>) -> Result<Verdict> {
         return Ok(Verdict::Failed);
     };
     let t = &config.training;
+    // Nothing the run reads is written over, --force or not: its run directory's files and
+    // --save against its run file, model file, data, --init weights and resumed checkpoint.
+    {
+        let model_file = args.model.clone().or_else(|| match (&config.model, &args.run) {
+            (Some(toml::Value::String(p)), run) => {
+                Some(run.as_ref().and_then(|r| r.parent()).unwrap_or(std::path::Path::new("")).join(p))
+            }
+            _ => None,
+        });
+        let inputs: Vec<(&str, &std::path::Path)> = [
+            ("the run file", args.run.as_deref()),
+            ("the model file", model_file.as_deref()),
+            ("the training data", config.data.path.as_deref()),
+            ("the test data", config.data.test_path.as_deref()),
+            ("the --init weights", t.init.as_deref().filter(|_| resume.is_none())),
+            ("the checkpoint it resumes", resume.as_ref().map(|r| r.0.as_path())),
+        ]
+        .into_iter()
+        .filter_map(|(what, p)| p.map(|p| (what, p)))
+        .collect();
+        let save = args.save.as_deref().filter(|_| lead);
+        let run_dir = out.as_deref().filter(|_| lead);
+        // A directory strata did not make first (the message that says what it is), then the
+        // inputs in one that it did.
+        if let Some(dir) = run_dir {
+            run_dir::check_writable(dir, resume.is_some())?;
+        }
+        run_dir::refuse_overwriting_inputs(run_dir, save, &inputs)?;
+    }
     let bucket_cap_mb = t.bucket_cap_mb.unwrap_or(strata_train::parallel::DEFAULT_BUCKET_CAP_MB);
     // Only rank 0 writes the run directory; the others train the same model beside it.
     let out = out.filter(|_| lead);
@@ -191,9 +226,9 @@ fn run_in(args: &TrainArgs, world: Option<&dist::World>) -> Result<Verdict> {
 
     let mut logger = Logger::open(out.as_deref(), output, resume.is_some(), start.step)?;
     if let Some(dir) = &out {
-        std::fs::write(dir.join("config.toml"), toml::to_string(&rerunnable(&config))?)
+        atomic_write(&dir.join("config.toml"), toml::to_string(&rerunnable(&config))?.as_bytes())
             .context("writing config.toml")?;
-        std::fs::write(dir.join("model.toml"), to_toml(&resolved)).context("writing model.toml")?;
+        atomic_write(&dir.join("model.toml"), to_toml(&resolved).as_bytes()).context("writing model.toml")?;
     }
     let meta_base = Meta {
         config: toml::to_string(&config)?,

@@ -339,7 +339,25 @@ pub(super) fn setup(args: &TrainArgs) -> Result<Option<Setup>> {
                 r.display()
             );
         }
-        let out = if r.is_dir() { Some(r.clone()) } else { r.parent().and_then(Path::parent).map(Path::to_path_buf) };
+        // A checkpoint file continues its run in its run directory, RUN_DIR/checkpoints/FILE:
+        // one anywhere else has no run directory to write into.
+        if r.is_file() && r.parent().and_then(Path::file_name).is_none_or(|n| n != "checkpoints") {
+            bail!(
+                "--resume {}: the checkpoint is not in a run directory's checkpoints/ folder, and a resumed run continues writing into its run directory (metrics.jsonl, checkpoints, model.safetensors)\nfix: give the run directory (--resume RUN_DIR), or start a new run from its weights (`strata train … --init {} --out NEW_DIR`)",
+                r.display(),
+                r.display()
+            );
+        }
+        let out = if r.is_dir() {
+            Some(r.clone())
+        } else {
+            r.parent()
+                .and_then(Path::parent)
+                .map(|d| if d.as_os_str().is_empty() { PathBuf::from(".") } else { d.to_path_buf() })
+        };
+        if let Some(dir) = &out {
+            super::run_dir::check_writable(dir, true)?;
+        }
         // Locked before any checkpoint is read: no other process may be writing or pruning them.
         if let Some(dir) = out.as_deref().filter(|d| d.is_dir() && super::dist::is_lead()) {
             crate::run_lock::acquire(dir)?;

@@ -17,7 +17,15 @@ pub const TRAINING_COPIES: u128 = 4;
 /// error then names the largest layers). Sizes are computed without overflow; a size that
 /// overflows is "more than" any memory.
 pub fn check_memory(report: &mut CheckReport, dtype: DType, memory: u64) {
+    check_memory_copies(report, dtype, memory, TRAINING_COPIES);
+}
+
+/// [`check_memory`] counting `copies` of each parameter: [`TRAINING_COPIES`] for a model to be
+/// trained, 1 for one that is only run or converted (evaluation, prediction, export), which
+/// keeps no gradients or optimizer state.
+pub fn check_memory_copies(report: &mut CheckReport, dtype: DType, memory: u64, copies: u128) {
     let elem = dtype.size_in_bytes() as u128;
+    let with_state = if copies > 1 { " with gradients and optimizer state" } else { "" };
     let memory = u128::from(memory);
     let mut total: u128 = 0;
     let mut sizes: Vec<(u128, usize)> = vec![];
@@ -34,18 +42,19 @@ pub fn check_memory(report: &mut CheckReport, dtype: DType, memory: u64) {
             .chain(r.spec.own_buffer_shapes().unwrap_or_default().iter())
             .map(|(_, s)| s.iter().fold(1u128, |a, &d| a.saturating_mul(d as u128)))
             .fold(0u128, u128::saturating_add);
-        let train_bytes = params.saturating_mul(elem).saturating_mul(TRAINING_COPIES);
+        let train_bytes = params.saturating_mul(elem).saturating_mul(copies);
         let activation = r.output.sample().map_or(0u128, |s| s.iter().fold(1u128, |a, &d| a.saturating_mul(d as u128)));
         let activation = activation.saturating_mul(elem);
         total = total.saturating_add(train_bytes);
         sizes.push((train_bytes, i));
         let what = if train_bytes > memory {
+            let state =
+                if copies > 1 { format!(" ({}{with_state})", human_bytes_u128(train_bytes)) } else { String::new() };
             format!(
-                "its {} parameters take {} in {} ({} with gradients and optimizer state)",
+                "its {} parameters take {} in {}{state}",
                 group_digits_u128(params),
                 human_bytes_u128(params.saturating_mul(elem)),
                 dtype_name(dtype),
-                human_bytes_u128(train_bytes)
             )
         } else if activation > memory {
             format!("its output for a single sample takes {}", human_bytes_u128(activation))
@@ -81,7 +90,7 @@ pub fn check_memory(report: &mut CheckReport, dtype: DType, memory: u64) {
             input: None,
             kind: ShapeErrorKind::BadLayer {
                 reason: format!(
-                    "the model's parameters take {} with gradients and optimizer state, more than this machine's {} of memory; the largest layers: {}",
+                    "the model's parameters take {}{with_state}, more than this machine's {} of memory; the largest layers: {}",
                     human_bytes_u128(total),
                     human_bytes_u128(memory),
                     largest.join(", ")
@@ -118,4 +127,28 @@ pub(crate) fn human_bytes_u128(b: u128) -> String {
         u += 1;
     }
     format!("{v:.1} {}", UNITS[u])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ModelSpec;
+    use crate::check::check_shapes;
+
+    #[test]
+    fn training_counts_four_copies_of_the_parameters_running_one() {
+        // 1000×1000 weights and 1000 biases: 4,004,000 bytes in f32.
+        let spec = ModelSpec::new("m").input(&[1000]).linear("fc", 1000, 1000);
+        let check = |memory: u64, copies: u128| {
+            let mut report = check_shapes(&spec, None, None);
+            check_memory_copies(&mut report, DType::F32, memory, copies);
+            report.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
+        };
+        // 8 MB holds the weights, not training's 16 MB.
+        let e = check(8_000_000, TRAINING_COPIES);
+        assert!(e.contains("3.8 MiB in f32 (15.3 MiB with gradients and optimizer state)"), "{e}");
+        assert_eq!(check(8_000_000, 1), "");
+        let e = check(3_000_000, 1);
+        assert!(e.contains("take 3.8 MiB in f32: more than this machine's 2.9 MiB"), "{e}");
+    }
 }

@@ -25,10 +25,10 @@ pub mod walker;
 pub use checkpoint::check_checkpoint;
 pub use error::{BranchOutput, LayerRef, Producer, ShapeError, ShapeErrorKind};
 pub use fix::{Edit, Fix};
-pub use memory::{TRAINING_COPIES, check_memory};
+pub use memory::{TRAINING_COPIES, check_memory, check_memory_copies};
 pub use report::{CheckReport, TraceRow};
 pub use shape::{Dim, SymShape, dtype_name, saturating_product};
-pub use walker::{check_shapes, check_spec, input_batch_dim};
+pub use walker::{check_shapes, check_spec, check_spec_to_run, input_batch_dim};
 
 use crate::spec::ModelSpec;
 

@@ -6,7 +6,7 @@
 use super::context::{CheckContext, Failure};
 use super::error::{BranchOutput, LayerRef, Producer, ShapeError, ShapeErrorKind};
 use super::fix::{Edit, Fix};
-use super::memory::check_memory;
+use super::memory::{TRAINING_COPIES, check_memory_copies};
 use super::merge::{BranchEnd, conv_shortcut_fix, merge_add, merge_concat};
 use super::report::{CheckReport, TraceRow};
 use super::shape::SymShape;
@@ -33,13 +33,23 @@ struct Walker {
 
 /// Checks `spec` for `input` (or the spec's own input) and, with `classes`, that the output is
 /// one logit per class for a cross-entropy loss; then that the model can fit in this machine's
-/// memory ([`check_memory`]).
+/// memory ([`super::check_memory`]).
 pub fn check_spec(spec: &ModelSpec, input: Option<&SymShape>, classes: Option<usize>) -> CheckReport {
+    check_spec_copies(spec, input, classes, TRAINING_COPIES)
+}
+
+/// [`check_spec`] for a model that is only run or converted (evaluation, prediction, export):
+/// its memory counts one copy of each parameter, not training's gradients and optimizer state.
+pub fn check_spec_to_run(spec: &ModelSpec, input: Option<&SymShape>) -> CheckReport {
+    check_spec_copies(spec, input, None, 1)
+}
+
+fn check_spec_copies(spec: &ModelSpec, input: Option<&SymShape>, classes: Option<usize>, copies: u128) -> CheckReport {
     let mut report = check_shapes(spec, input, classes);
     if let Some(memory) = strata_core::Device::Cpu.total_memory()
         && report.errors.is_empty()
     {
-        check_memory(&mut report, spec.dtype, memory);
+        check_memory_copies(&mut report, spec.dtype, memory, copies);
     }
     report
 }
