@@ -8,7 +8,8 @@
 //! ```
 //! `LAYER` (an index into the table below) times that layer alone, over more repetitions (for
 //! `perf record`). A W5 step runs the stem and the stride-2 layers once, `b1` twice and the
-//! 64-channel 3×3 three times.
+//! 64-channel 3×3 three times (the `step` line weights them so). `bench/torch_conv_layers.py`
+//! times the same layers the same way in PyTorch.
 
 use std::time::Instant;
 use strata_core::{ConvOptions, DType, Generator, Precision, Tensor, autocast, conv2d_with};
@@ -25,6 +26,9 @@ const LAYERS: [Layer; 5] = [
     ("b2.c2/b3 64->64 3x3", 64, 64, 14, 3, 1, 1, true),
 ];
 
+/// How many times a W5 step runs each layer of [`LAYERS`].
+const PER_STEP: [usize; 5] = [1, 2, 1, 1, 3];
+
 fn main() {
     let precision = match std::env::args().nth(1).as_deref() {
         None | Some("f32") => Precision::F32,
@@ -37,6 +41,7 @@ fn main() {
     let only: Option<usize> = std::env::args().nth(2).and_then(|a| a.parse().ok());
     let reps = if only.is_some() { 60 } else { 12 };
     let mut g = Generator::new(1);
+    let mut step = 0.0;
     for (i, (name, c, o, side, k, s, p, needs_dx)) in LAYERS.into_iter().enumerate() {
         if only.is_some_and(|j| j != i) {
             continue;
@@ -65,6 +70,11 @@ fn main() {
             v.sort_by(f64::total_cmp);
             v[v.len() / 2] * 1e3
         };
-        println!("{name:22} forward {:6.2} ms  backward {:6.2} ms", median(&mut forward), median(&mut backward));
+        let (fwd, bwd) = (median(&mut forward), median(&mut backward));
+        step += PER_STEP[i] as f64 * (fwd + bwd);
+        println!("{name:22} forward {fwd:6.2} ms  backward {bwd:6.2} ms");
+    }
+    if only.is_none() {
+        println!("{:22} {step:6.2} ms", "step (weighted)");
     }
 }
