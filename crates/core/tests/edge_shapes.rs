@@ -113,3 +113,16 @@ fn inconsistent_gradients_and_statistics_are_errors() {
     assert!(Tensor::rand_uniform(&[2], 1.0, 0.0, DType::F32, &mut g).is_err());
     assert!(Tensor::randn(&[1 << 62, 8], 0.0, 1.0, DType::F32, &mut g).is_err());
 }
+
+#[test]
+fn paddings_splits_and_pool_sizes_past_a_usize_are_errors() {
+    use strata_core::{PaddingMode, adaptive_avg_pool2d, pad2d};
+    let x = ones(&[1, 1, 3, 3]);
+    // Wrapped around, [usize::MAX, 1] padding gave a [1, 1, 3, 3] "result".
+    assert!(err_text(pad2d(&x, [usize::MAX, 1, 0, 0], PaddingMode::Zeros)).contains("too large"));
+    assert!(err_text(pad2d(&x, [0, 0, 1 << 62, 1 << 62], PaddingMode::Zeros)).contains("too large"));
+    assert_eq!(pad2d(&x, [1, 2, 0, 1], PaddingMode::Zeros).unwrap().dims(), &[1, 1, 4, 6]);
+    assert!(err_text(adaptive_avg_pool2d(&x, (usize::MAX, 2))).contains("too large"));
+    let parts = x.split_with_sizes(&[usize::MAX, 4], 2).expect_err("sizes overflow").to_string();
+    assert!(parts.contains("more than a usize holds"), "{parts}");
+}

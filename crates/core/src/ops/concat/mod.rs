@@ -219,8 +219,10 @@ impl Tensor {
     /// - outputs: `[…, sizes[i], …]`
     pub fn split_with_sizes(&self, sizes: &[usize], dim: isize) -> Result<Vec<Tensor>> {
         let d = self.shape().resolve_dim("split", dim)?;
-        let total: usize = sizes.iter().sum();
-        if total != self.dims()[d] {
+        // An overflowing sum cannot match the dimension (it would wrap to any value).
+        let total = sizes.iter().try_fold(0usize, |a, &s| a.checked_add(s));
+        if total != Some(self.dims()[d]) {
+            let total = total.map_or_else(|| "more than a usize holds".to_string(), |t| t.to_string());
             crate::bail_arg!(
                 "split",
                 "sizes {sizes:?} add up to {total}, but dimension {d} of {} has size {}",

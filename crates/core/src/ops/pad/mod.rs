@@ -146,6 +146,18 @@ pub fn pad2d(x: &Tensor, pad: [usize; 4], mode: PaddingMode) -> Result<Tensor> {
             );
         }
     }
+    // Sizes past a usize (or an output no buffer could hold) are refused, not wrapped around.
+    let out_h = top.checked_add(h).and_then(|v| v.checked_add(bottom));
+    let out_w = left.checked_add(w).and_then(|v| v.checked_add(right));
+    let leading = &x.dims()[..nd - 2];
+    let fits = |oh: usize, ow: usize| crate::shape::checked_product(&[leading, &[oh, ow][..]].concat()).is_some();
+    if !matches!((out_h, out_w), (Some(oh), Some(ow)) if fits(oh, ow)) {
+        crate::bail_arg!(
+            OP,
+            "padding {pad:?} of input {} gives an output too large to represent; use a smaller padding",
+            x.shape()
+        );
+    }
     let rows: Vec<Option<usize>> = (0..top + h + bottom).map(|o| mode.source(o, top, h)).collect();
     let cols: Vec<Option<usize>> = (0..left + w + right).map(|o| mode.source(o, left, w)).collect();
     let planes = x.dims()[..nd - 2].iter().product::<usize>();

@@ -332,6 +332,14 @@ pub fn adaptive_avg_pool2d(x: &Tensor, output_size: (usize, usize)) -> Result<Te
         });
     }
     let (oh, ow) = output_size;
+    // The windows' bounds multiply an output index by the input size: both, and the output's
+    // element count, must stay within a usize.
+    let too_large = oh.checked_mul(h).is_none()
+        || ow.checked_mul(w).is_none()
+        || crate::shape::checked_product(&[planes, oh, ow]).is_none();
+    if too_large {
+        crate::bail_arg!(OP, "output_size ({oh}, {ow}) for input {} is too large to represent", x.shape());
+    }
     let start = |i: usize, size: usize, out: usize| i * size / out;
     let end = |i: usize, size: usize, out: usize| ((i + 1) * size).div_ceil(out);
     let mut windows = Vec::with_capacity(oh * ow);
