@@ -437,30 +437,38 @@ impl RunConfig {
         if overrides.is_empty() {
             return Ok(self.clone());
         }
-        // A key given twice (a flag and `--set` for the same key, or two `--set`s): which one
-        // wins would be silent, so neither does.
-        for (i, (key, value)) in overrides.iter().enumerate() {
-            if let Some((_, first)) = overrides[..i].iter().find(|(k, _)| k == key) {
-                bail!(
-                    "`{key}` is given twice on the command line (`{first}` and `{value}`, by its flag and/or \
-                     `--set {key}=…`); give it once"
-                );
-            }
-        }
-        let mut table = toml::Table::try_from(self).context("encoding the run config")?;
-        for (key, value) in overrides {
-            let parsed: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {value}")) {
+        // Values are TOML; a bare word is taken as a string.
+        let parse = |key: &str, value: &str| -> Result<toml::Value> {
+            Ok(match toml::from_str::<toml::Table>(&format!("v = {value}")) {
                 Ok(mut t) => t.remove("v").expect("just parsed"),
                 // A whole number TOML cannot hold would otherwise become a string, and the
                 // error "expected an integer, found a string".
                 Err(_)
-                    if value.trim_start_matches(['-', '+']).chars().all(|c| c.is_ascii_digit())
-                        && !value.is_empty() =>
+                    if !value.is_empty()
+                        && value.trim_start_matches(['-', '+']).chars().all(|c| c.is_ascii_digit()) =>
                 {
                     bail!("{key} = {value}: too large (TOML integers, and so run files, hold at most {})", i64::MAX)
                 }
-                Err(_) => toml::Value::String(value.clone()),
-            };
+                Err(_) => toml::Value::String(value.to_string()),
+            })
+        };
+        let mut parsed: Vec<(&str, &str, toml::Value)> = Vec::with_capacity(overrides.len());
+        for (key, value) in overrides {
+            let v = parse(key, value)?;
+            // A key given twice with different values (a flag and `--set` for the same key, or
+            // two `--set`s): which one won would be silent, so neither does. (The same value
+            // twice, as `--data x.csv` and `--set data.source=csv` both give, is harmless.)
+            match parsed.iter().find(|(k, _, _)| k == key) {
+                Some((_, first, f)) if *f != v => bail!(
+                    "`{key}` is given twice on the command line (`{first}` and `{value}`, by its flag and/or \
+                     `--set {key}=…`); give it once"
+                ),
+                Some(_) => {}
+                None => parsed.push((key, value, v)),
+            }
+        }
+        let mut table = toml::Table::try_from(self).context("encoding the run config")?;
+        for (key, _, parsed) in parsed {
             let parts: Vec<&str> = key.split('.').collect();
             let (last, sections) = parts.split_last().expect("split gives at least one part");
             let mut cursor = &mut table;
@@ -490,6 +498,14 @@ impl RunConfig {
 
     /// Checks values that the types alone do not rule out.
     pub fn validate(&self) -> Result<()> {
+        // Paths given empty (`--set training.out=`) would fail later with an OS error about "".
+        for (key, path) in
+            [("training.out (--out)", &self.training.out), ("training.init (--init)", &self.training.init)]
+        {
+            if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                bail!("{key} is empty; give a path, or leave the key out");
+            }
+        }
         let o = &self.optimizer;
         if !OPTIMIZER_NAMES.contains(&o.name.as_str()) {
             bail!("optimizer.name must be one of {}, got `{}`", OPTIMIZER_NAMES.join(", "), o.name);
@@ -709,6 +725,13 @@ mod tests {
         assert!(e.contains("is a model file") && e.contains("--model"), "{e}");
         std::fs::write(&path, "[training]\nepoch = 3\n").unwrap();
         assert!(!RunConfig::load(&path).unwrap_err().to_string().contains("model file"));
+    }
+
+    #[test]
+    fn empty_paths_are_refused_by_name() {
+        let c = RunConfig::default().with_overrides(&[("training.out".into(), "".into())]).unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.starts_with("training.out (--out) is empty"), "{e}");
     }
 
     #[test]
