@@ -35,7 +35,9 @@ pub fn data_source_of(path: &std::path::Path) -> &'static str {
     if name.ends_with(".csv") || name.ends_with(".csv.gz") { "csv" } else { "mnist" }
 }
 
-/// Loads and normalises the data described by `cfg`; `seed` drives the validation split.
+/// Loads and normalises the data described by `cfg`; `seed` drives the validation split, which
+/// holds out `data.validation` samples but at most half of them (the description says so when
+/// it caps it; the embedded subset's split is fixed).
 pub fn prepare(cfg: &DataConfig, seed: u64) -> Result<Prepared> {
     let path = || cfg.path.clone().expect("validated: sources other than embedded have a path");
     let split = |all: Dataset| -> Result<(Dataset, Dataset)> {
@@ -110,6 +112,19 @@ pub fn prepare(cfg: &DataConfig, seed: u64) -> Result<Prepared> {
             (train, val, test, classes, d, false)
         }
     };
+    // Say where data.validation did not hold as given, rather than change it silently.
+    let total = train.len() + val.len();
+    let description = if cfg.source == "embedded" {
+        if cfg.validation != DataConfig::default().validation {
+            format!("{description}; data.validation does not apply (the embedded subset's held-out split is fixed)")
+        } else {
+            description
+        }
+    } else if cfg.validation > total / 2 {
+        format!("{description} (data.validation = {} capped at half of the {} samples)", cfg.validation, g(total))
+    } else {
+        description
+    };
     let classes = match &cfg.classes {
         None => classes,
         Some(names) if names.len() == train.num_classes => names.clone(),
@@ -151,4 +166,29 @@ pub fn prepare(cfg: &DataConfig, seed: u64) -> Result<Prepared> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_validation_size_that_does_not_hold_is_said() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("rows.csv");
+        let rows: String = (0..10).map(|i| format!("{i},{},{}\n", i * 2, i % 2)).collect();
+        std::fs::write(&csv, format!("a,b,label\n{rows}")).unwrap();
+        let cfg = DataConfig { source: "csv".into(), path: Some(csv), ..DataConfig::default() };
+        let p = prepare(&cfg, 1).unwrap();
+        assert_eq!((p.train.len(), p.val.len()), (5, 5));
+        assert!(
+            p.description.contains("(data.validation = 5000 capped at half of the 10 samples)"),
+            "{}",
+            p.description
+        );
+        let p = prepare(&DataConfig { validation: 2, ..cfg }, 1).unwrap();
+        assert!(!p.description.contains("capped"), "{}", p.description);
+        let p = prepare(&DataConfig { validation: 0, ..DataConfig::default() }, 1).unwrap();
+        assert!(p.description.contains("data.validation does not apply"), "{}", p.description);
+    }
 }
