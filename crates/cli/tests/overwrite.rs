@@ -210,26 +210,7 @@ fn a_model_larger_than_memory_is_refused_before_it_is_built() {
     assert!(!d.join("huge.onnx").exists());
 
     // A valid checkpoint (checksum and all) of a small model whose metadata names the huge one.
-    let small = strata_nn::model_file::parse_model(
-        "name = \"Small\"\ninput = [4]\nlayers = [{ name = \"fc\", type = \"Linear\", in_features = 4, out_features = 3 }]\n",
-        "small",
-        "model",
-    )
-    .unwrap()
-    .build()
-    .unwrap();
-    let meta = strata_train::checkpoint::Meta {
-        epoch: 1,
-        batch: 0,
-        step: 5,
-        config: "[training]\nepochs = 10\n".into(),
-        model: HUGE_MODEL.into(),
-        mean: vec![0.5],
-        std: vec![0.25],
-        ..Default::default()
-    };
-    let ckpt = d.join("huge.safetensors");
-    strata_train::checkpoint::save(&ckpt, &small, &strata_nn::StateDict::new(), &meta).unwrap();
+    small_checkpoint(&d.join("huge.safetensors"), HUGE_MODEL);
     std::fs::write(d.join("rows.csv"), "0.5,0.5\n").unwrap();
     for args in [
         &["eval", "huge.safetensors"][..],
@@ -250,25 +231,10 @@ fn a_model_larger_than_memory_is_refused_before_it_is_built() {
 fn stored_tensors_are_checked_against_the_model_before_it_is_built() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    let small = strata_nn::model_file::parse_model(
-        "name = \"Small\"\ninput = [4]\nlayers = [{ name = \"fc\", type = \"Linear\", in_features = 4, out_features = 3 }]\n",
-        "small",
-        "model",
-    )
-    .unwrap()
-    .build()
-    .unwrap();
-    let meta = strata_train::checkpoint::Meta {
-        epoch: 1,
-        batch: 0,
-        step: 5,
-        config: "[training]\nepochs = 10\n".into(),
-        model: "name = \"Other\"\ninput = [4]\nlayers = [{ name = \"fc\", type = \"Linear\", in_features = 4, out_features = 5 }]\n".into(),
-        mean: vec![0.5],
-        std: vec![0.25],
-        ..Default::default()
-    };
-    strata_train::checkpoint::save(&d.join("c.safetensors"), &small, &strata_nn::StateDict::new(), &meta).unwrap();
+    small_checkpoint(
+        &d.join("c.safetensors"),
+        "name = \"Other\"\ninput = [4]\nlayers = [{ name = \"fc\", type = \"Linear\", in_features = 4, out_features = 5 }]\n",
+    );
     let o = strata_in(d, &["export", "c.safetensors", "-o", "c.onnx"]);
     let err = stderr(&o);
     assert!(!o.status.success() && err.contains("refused before it is built") && err.contains("fc.weight"), "{err}");
@@ -303,4 +269,28 @@ fn a_run_with_only_its_best_checkpoint_resumes_from_it() {
     assert!(d.join("run/model.safetensors").exists());
     let log = std::fs::read_to_string(d.join("run/metrics.jsonl")).unwrap();
     assert_eq!(log.lines().filter(|l| l.contains("\"event\":\"epoch\"")).count(), 2, "{log}");
+}
+
+/// Writes at `path` a valid checkpoint (checksum and all) of a small model (Linear 4 → 3 named
+/// `fc`) whose metadata names the model `model_text`.
+fn small_checkpoint(path: &std::path::Path, model_text: &str) {
+    let small = strata_nn::model_file::parse_model(
+        "name = \"Small\"\ninput = [4]\nlayers = [{ name = \"fc\", type = \"Linear\", in_features = 4, out_features = 3 }]\n",
+        "small",
+        "model",
+    )
+    .unwrap()
+    .build()
+    .unwrap();
+    let meta = strata_train::checkpoint::Meta {
+        epoch: 1,
+        batch: 0,
+        step: 5,
+        config: "[training]\nepochs = 10\n".into(),
+        model: model_text.into(),
+        mean: vec![0.5],
+        std: vec![0.25],
+        ..Default::default()
+    };
+    strata_train::checkpoint::save(path, &small, &strata_nn::StateDict::new(), &meta).unwrap();
 }
