@@ -142,6 +142,12 @@ impl Sequential {
     ) -> Result<()> {
         let name = name.into();
         self.check_name(&name)?;
+        self.push_checked(name, layer, device);
+        Ok(())
+    }
+
+    /// [`Sequential::push_at`] for a name already checked.
+    fn push_checked(&mut self, name: String, layer: Box<dyn Module>, device: Option<Device>) {
         if let Some(d) = device {
             let devices = self.devices.get_mut().unwrap_or_else(|e| e.into_inner());
             devices.resize(self.layers.len(), None);
@@ -150,7 +156,6 @@ impl Sequential {
         }
         self.names.insert(name.clone(), self.layers.len());
         self.layers.push((name, layer));
-        Ok(())
     }
 
     /// Where the `i`-th layer is placed, if it is.
