@@ -183,7 +183,7 @@ impl Layer for LinearSpec {
 
     fn describe(&self) -> String {
         let mut s = match self.in_features {
-            Some(i) => format!("Linear {i} → {}", self.out_features),
+            Some(i) => format!("Linear {} → {}", Dim::Fixed(i), self.out_features),
             None => format!("Linear ? → {}", self.out_features),
         };
         if !self.bias {

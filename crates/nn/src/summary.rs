@@ -257,19 +257,20 @@ fn add_row(acc: (usize, usize, usize, usize), r: &SummaryRow) -> (usize, usize, 
     )
 }
 
-/// `1234567` → `1,234,567`; a count that overflowed (`usize::MAX`) is `more than 2^64`.
+/// `1234567` → `1,234,567`; a count that overflowed (saturated at `usize::MAX`) is
+/// `≥18,446,744,073,709,551,615`: at least that, all that is known of it.
 pub fn group_digits(n: usize) -> String {
     if n == usize::MAX {
-        return "more than 2^64".into();
+        return format!("≥{}", group_digits_u128(n as u128));
     }
     group_digits_u128(n as u128)
 }
 
 /// Bytes as `512 B`, `32.0 KiB`, `1.5 MiB` (and GiB, TiB… past 1 GiB); an overflowed count
-/// (`usize::MAX`) is `more than 16.0 EiB`.
+/// (saturated at `usize::MAX`) is `≥16.0 EiB`.
 pub fn human_bytes(b: usize) -> String {
     match b {
-        usize::MAX => format!("more than {}", human_bytes_u128(b as u128)),
+        usize::MAX => format!("≥{}", human_bytes_u128(b as u128)),
         b if b < 1024 * 1024 * 1024 => match b {
             b if b < 1024 => format!("{b} B"),
             b if b < 1024 * 1024 => format!("{:.1} KiB", b as f64 / 1024.0),

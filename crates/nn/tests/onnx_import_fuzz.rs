@@ -134,3 +134,151 @@ proptest! {
         prop_assert!(start.elapsed() < Duration::from_secs(20), "import took {:?}", start.elapsed());
     }
 }
+
+/// `simple_nn.onnx` with `pre` put before its nodes (they compute constants that nothing reads,
+/// which the importer still evaluates).
+fn simple_nn_with(pre: Vec<strata_nn::onnx::proto::NodeProto>) -> Vec<u8> {
+    let mut model = ModelProto::decode(fixture(0).as_slice()).unwrap();
+    let g = model.graph.as_mut().unwrap();
+    let mut nodes = pre;
+    nodes.append(&mut g.node);
+    g.node = nodes;
+    model.encode_to_vec()
+}
+
+fn node(
+    op: &str,
+    inputs: &[&str],
+    output: &str,
+    attrs: Vec<strata_nn::onnx::proto::AttributeProto>,
+) -> strata_nn::onnx::proto::NodeProto {
+    strata_nn::onnx::proto::NodeProto {
+        op_type: op.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        attribute: attrs,
+        ..Default::default()
+    }
+}
+
+fn ints_attr(name: &str, v: &[i64]) -> strata_nn::onnx::proto::AttributeProto {
+    strata_nn::onnx::proto::AttributeProto {
+        name: name.into(),
+        r#type: strata_nn::onnx::proto::attribute_type::INTS,
+        ints: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// The error of importing `bytes`, which must fail.
+fn import_error(bytes: &[u8]) -> String {
+    match from_bytes(bytes, "fuzz") {
+        Ok(_) => panic!("the damaged model imported"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// A Squeeze (or Unsqueeze) of a constant naming one axis twice: an error. The Squeeze panicked
+/// removing the same dimension twice ("removal index (is 0) should be < len (is 0)"), and an
+/// Unsqueeze of a scalar with axes [1, 1] inserted past the end.
+#[test]
+fn squeeze_of_a_constant_with_a_repeated_axis_is_an_error() {
+    for (op, shape, axes) in [("Squeeze", vec![1, 1], vec![0, 0]), ("Unsqueeze", vec![], vec![1, 1])] {
+        let pre = vec![
+            node("Constant", &[], "c", vec![ints_attr("value_ints", &[0; 1])]),
+            node("Reshape", &["c", "shape"], "r", vec![]),
+            node(op, &["r"], "s", vec![ints_attr("axes", &axes)]),
+        ];
+        let mut pre = pre;
+        // `shape`: the target of the Reshape ([1, 1] or a scalar's []).
+        pre.insert(0, node("Constant", &[], "shape", vec![ints_attr("value_ints", &shape)]));
+        let e = import_error(&simple_nn_with(pre));
+        assert!(e.contains(&format!("axes {axes:?} name an axis twice")), "{op}: {e}");
+    }
+}
+
+/// A Transpose of a constant whose `perm` is not a permutation of its axes: an error (it
+/// indexed past the constant's values).
+#[test]
+fn transpose_of_a_constant_with_a_repeated_axis_is_an_error() {
+    let pre = vec![
+        node("Constant", &[], "c", vec![ints_attr("value_ints", &[1, 2, 3, 4, 5, 6])]),
+        node("Constant", &[], "shape", vec![ints_attr("value_ints", &[2, 3])]),
+        node("Reshape", &["c", "shape"], "r", vec![]),
+        node("Transpose", &["r"], "t", vec![ints_attr("perm", &[0, 0])]),
+    ];
+    let e = import_error(&simple_nn_with(pre));
+    assert!(e.contains("perm [0, 0] is not a permutation of the 2 axes"), "{e}");
+}
+
+/// Nodes that copy a stored weight over and over (here 200 Identity nodes of fc1's 100,352
+/// values, 160 MB as the importer holds them) or a Concat of a list with itself, doubled again
+/// and again, are refused once they make far more values than the file stores; each would
+/// otherwise take memory without bound (40 doublings: 2^42 values) from a few bytes of graph.
+#[test]
+fn graphs_computing_far_more_than_they_store_are_refused() {
+    let pre = (0..200).map(|i| node("Identity", &["fc1.weight"], &format!("copy{i}"), vec![])).collect();
+    let e = import_error(&simple_nn_with(pre));
+    assert!(e.contains("strata refuses graphs that copy or compute far more than they store"), "{e}");
+    let mut pre = vec![node("Constant", &[], "c0", vec![ints_attr("value_ints", &[1; 1 << 16])])];
+    pre.extend((0..40).map(|i| node("Concat", &[&format!("c{i}"), &format!("c{i}")], &format!("c{}", i + 1), vec![])));
+    let start = Instant::now();
+    let e = import_error(&simple_nn_with(pre));
+    assert!(e.contains("far more than they store") || e.contains("values strata computes"), "{e}");
+    assert!(start.elapsed() < Duration::from_secs(60), "took {:?}", start.elapsed());
+}
+
+/// A Conv whose weight does not take the input's channels (the input's dimension 1 damaged to
+/// 2^20): an error naming both, before the model is built. The model was built first, with a
+/// weight of 2^20 input channels, taking seconds and 300 MB before the weights were found not
+/// to fit (and more with a larger dimension).
+#[test]
+fn a_conv_weight_that_does_not_take_the_inputs_channels_is_an_error() {
+    let mut model = ModelProto::decode(fixture(1).as_slice()).unwrap();
+    let input = &mut model.graph.as_mut().unwrap().input[0];
+    let shape = input.r#type.as_mut().unwrap().tensor_type.as_mut().unwrap().shape.as_mut().unwrap();
+    shape.dim[1].value = Some(DimensionValue::DimValue(1 << 20));
+    let e = import_error(&model.encode_to_vec());
+    assert!(e.contains("takes 1 input channels in 1 group(s), its input [N, 1048576, 28, 28] has 1048576"), "{e}");
+}
+
+/// A BatchNormalization straight after an input of 2^20 channels with statistics for 4: refused
+/// before the model (4 × 2^20 values) is built, not after.
+#[test]
+fn layers_needing_more_values_than_the_file_holds_are_refused_before_building() {
+    let mut model = ModelProto::decode(fixture(0).as_slice()).unwrap();
+    let g = model.graph.as_mut().unwrap();
+    let input = g.input[0].name.clone();
+    let shape = g.input[0].r#type.as_mut().unwrap().tensor_type.as_mut().unwrap().shape.as_mut().unwrap();
+    shape.dim[1].value = Some(DimensionValue::DimValue(1 << 20));
+    let stat = |name: &str, v: f32| strata_nn::onnx::proto::TensorProto {
+        name: name.into(),
+        dims: vec![4],
+        data_type: strata_nn::onnx::proto::FLOAT,
+        raw_data: v.to_le_bytes().repeat(4),
+        ..Default::default()
+    };
+    g.initializer =
+        vec![stat("bn.weight", 1.0), stat("bn.bias", 0.0), stat("bn.running_mean", 0.0), stat("bn.running_var", 1.0)];
+    let out = g.output[0].name.clone();
+    g.node = vec![node(
+        "BatchNormalization",
+        &[&input, "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"],
+        &out,
+        vec![],
+    )];
+    let e = import_error(&model.encode_to_vec());
+    assert!(e.contains("need 4194304 parameter and buffer values, its initializers hold 17"), "{e}");
+}
+
+/// A Conv with a dilation of 2^62 (or a kernel of size 0): an error, not the overflow panic of
+/// working out its "same" padding (`attempt to multiply with overflow` in debug builds).
+#[test]
+fn a_conv_with_a_huge_dilation_is_an_error_not_an_overflow() {
+    let mut model = ModelProto::decode(fixture(1).as_slice()).unwrap();
+    let g = model.graph.as_mut().unwrap();
+    let conv = g.node.iter_mut().find(|n| n.op_type == "Conv").unwrap();
+    conv.attribute.retain(|a| a.name != "dilations");
+    conv.attribute.push(ints_attr("dilations", &[1 << 62, 1]));
+    let _ = import_error(&model.encode_to_vec());
+}

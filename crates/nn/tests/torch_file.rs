@@ -326,3 +326,92 @@ fn rebuild_pickle(offset: u64, size: &[u64], stride: &[u64]) -> Vec<u8> {
     p.extend_from_slice(b"\x89ccollections\nOrderedDict\n)RtRu.");
     p
 }
+
+/// A zip archive of deflated records.
+fn deflated_zip_of(records: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    for (name, data) in records {
+        w.start_file(*name, opts).unwrap();
+        w.write_all(data).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+/// A data.pkl of millions of one-byte opcodes that each build something (empty dicts here; DUPs
+/// and MEMOIZEs alike) deflates to a few KiB; the values it builds are counted, and it is refused
+/// at 256 MiB of them. Unpacked to its 256 MiB limit it took gigabytes (a 1.6 GB allocation for
+/// 67 million DUPs).
+#[test]
+fn a_pickle_building_millions_of_values_is_refused() {
+    for op in [b'}', 0x94] {
+        let mut pkl = b"\x80\x02N".to_vec();
+        pkl.extend(std::iter::repeat_n(op, 16 << 20));
+        pkl.push(b'.');
+        let zip = deflated_zip_of(&[("a/data.pkl", &pkl)]);
+        assert!(zip.len() < 100_000, "{} bytes", zip.len());
+        let e = torch_file::from_bytes(&zip, Path::new("bomb.pt")).unwrap_err().to_string();
+        assert!(e.contains("the pickle builds more than 256 MiB of values and objects"), "{e}");
+    }
+}
+
+/// A tensor's size (and stride) of more than 64 dimensions is refused before its items are read.
+/// Any length was read: one size tuple of 200,000 ones shared by 20,000 tensors, 54 KB deflated,
+/// made 64 GB of shapes.
+#[test]
+fn a_tensor_of_more_than_64_dimensions_is_refused() {
+    let ones = vec![1u64; 65];
+    let pkl = rebuild_pickle(0, &ones, &ones);
+    let storage: Vec<u8> = (0..64u8).collect();
+    let zip = zip_of(&[("a/data.pkl", &pkl), ("a/data/0", &storage)]);
+    let e = torch_file::from_bytes(&zip, Path::new("r.pt")).unwrap_err().to_string();
+    assert!(e.contains("the size has 65 dimensions, more than the 64 a tensor may have"), "{e}");
+    let ones = vec![1u64; 64];
+    let zip = zip_of(&[("a/data.pkl", &rebuild_pickle(0, &ones, &ones)), ("a/data/0", &storage)]);
+    assert_eq!(torch_file::from_bytes(&zip, Path::new("r.pt")).unwrap().tensors[0].1.shape, vec![1; 64]);
+}
+
+/// `{'a': …, 'b': …}`: two tensors over the storage records `key_a` and `key_b`, each named by its
+/// own persistent id (`numel` float32 elements), each viewing element 0.
+fn two_tensors_pickle(key_a: &str, numel_a: u32, key_b: &str, numel_b: u32) -> Vec<u8> {
+    let mut p = b"\x80\x02}(".to_vec();
+    for (name, key, numel) in [("a", key_a, numel_a), ("b", key_b, numel_b)] {
+        p.extend(b"X\x01\x00\x00\x00");
+        p.extend(name.as_bytes());
+        p.extend(b"ctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storagectorch\nFloatStorage\nX");
+        p.extend((key.len() as u32).to_le_bytes());
+        p.extend(key.as_bytes());
+        p.extend(b"X\x03\x00\x00\x00cpuJ");
+        p.extend(numel.to_le_bytes());
+        p.extend(b"tQK\x00(K\x01t(K\x01t\x89ccollections\nOrderedDict\n)RtR");
+    }
+    p.extend(b"u.");
+    p
+}
+
+/// Persistent ids naming one storage record share it: it is read once, and ids that disagree on
+/// its size are an error. Each id read the record anew: one 64 MiB deflated record (66 KB of
+/// file) named by 200 ids took 12.8 GB.
+#[test]
+fn persistent_ids_naming_one_record_share_it() {
+    let storage: Vec<u8> = (0..64u8).collect();
+    let zip = zip_of(&[("a/data.pkl", &two_tensors_pickle("0", 16, "0", 16)), ("a/data/0", &storage)]);
+    let sd = torch_file::from_bytes(&zip, Path::new("s.pt")).unwrap();
+    assert_eq!(sd.shared_storages, 1);
+    assert_eq!(sd.tensors[1].1.data, &storage[..4]);
+    let zip = zip_of(&[("a/data.pkl", &two_tensors_pickle("0", 16, "0", 8)), ("a/data/0", &storage)]);
+    let e = torch_file::from_bytes(&zip, Path::new("s.pt")).unwrap_err().to_string();
+    assert!(e.contains("the record `a/data/0` holds 64 bytes, its persistent id says 32"), "{e}");
+}
+
+/// The storage records read together are held to the bound the tensors are (4 × the file's
+/// length + 256 MiB), checked before each record is read: deflated records of zeros could
+/// otherwise unpack to about 1000 × the file.
+#[test]
+fn storages_beyond_what_the_file_can_hold_are_refused_before_reading() {
+    let storage: Vec<u8> = (0..64u8).collect();
+    let pkl = two_tensors_pickle("0", 16, "1", 100 << 20);
+    let zip = zip_of(&[("a/data.pkl", &pkl), ("a/data/0", &storage), ("a/data/1", &storage)]);
+    let e = torch_file::from_bytes(&zip, Path::new("s.pt")).unwrap_err().to_string();
+    assert!(e.contains("`b`: its storage brings the storages read to more than"), "{e}");
+}

@@ -34,30 +34,37 @@ pub fn check_memory_copies(report: &mut CheckReport, dtype: DType, memory: u64, 
         if r.spec.is_block() {
             continue;
         }
-        let params: u128 = r
-            .spec
-            .own_parameter_shapes()
-            .unwrap_or_default()
+        let shapes = r.spec.own_parameter_shapes().unwrap_or_default();
+        let buffers = r.spec.own_buffer_shapes().unwrap_or_default();
+        let params: u128 = shapes
             .iter()
-            .chain(r.spec.own_buffer_shapes().unwrap_or_default().iter())
+            .chain(buffers.iter())
             .map(|(_, s)| s.iter().fold(1u128, |a, &d| a.saturating_mul(d as u128)))
             .fold(0u128, u128::saturating_add);
+        // A size the shape rules saturated (`usize::MAX`) makes every figure from it a lower
+        // bound, said with `≥`, not a size.
+        let at_least = |over: bool| if over { "≥" } else { "" };
+        let params_over = shapes.iter().chain(buffers.iter()).any(|(_, s)| s.contains(&usize::MAX));
+        let sample = r.output.sample();
+        let output_over = sample.as_ref().is_some_and(|s| s.contains(&usize::MAX));
         let train_bytes = params.saturating_mul(elem).saturating_mul(copies);
-        let activation = r.output.sample().map_or(0u128, |s| s.iter().fold(1u128, |a, &d| a.saturating_mul(d as u128)));
+        let activation = sample.map_or(0u128, |s| s.iter().fold(1u128, |a, &d| a.saturating_mul(d as u128)));
         let activation = activation.saturating_mul(elem);
         total = total.saturating_add(train_bytes);
         sizes.push((train_bytes, i));
         let what = if train_bytes > memory {
+            let p = at_least(params_over);
             let state =
-                if copies > 1 { format!(" ({}{with_state})", human_bytes_u128(train_bytes)) } else { String::new() };
+                if copies > 1 { format!(" ({p}{}{with_state})", human_bytes_u128(train_bytes)) } else { String::new() };
             format!(
-                "its {} parameters take {} in {}{state}",
+                "its {p}{} parameters take {p}{} in {}{state}",
                 group_digits_u128(params),
                 human_bytes_u128(params.saturating_mul(elem)),
                 dtype_name(dtype),
             )
         } else if activation > memory {
-            format!("its output for a single sample takes {}", human_bytes_u128(activation))
+            let o = at_least(output_over);
+            format!("its output for a single sample takes {o}{}", human_bytes_u128(activation))
         } else {
             continue;
         };

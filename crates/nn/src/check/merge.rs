@@ -18,10 +18,20 @@ pub(crate) struct BranchEnd {
     pub(crate) dtype: DType,
 }
 
+/// The smallest stride `s` with which a 1×1 convolution maps a size `i` to `o` (`(i − 1) / s + 1
+/// = o`), if one does. Computed, not searched: a damaged model file can make `i` billions (the
+/// search over 1..=i took seconds, and longer without bound).
+fn stride(i: usize, o: usize) -> Option<usize> {
+    let n = i.max(1) - 1;
+    let q = o.checked_sub(1)?;
+    // ⌊n / s⌋ falls as s grows: the first s with ⌊n / s⌋ ≤ q is ⌊n / o⌋ + 1.
+    let s = n / o + 1;
+    (n / s == q).then_some(s)
+}
+
 /// The ResNet projection shortcut — `Conv2d(C, O, 1, stride s, bias=False)` + `BatchNorm2d(O)` —
 /// that maps an image batch `x` to the body's output `y`, when a stride does.
 pub(crate) fn conv_shortcut_fix(path: &str, x: &SymShape, y: &SymShape) -> Option<Fix> {
-    let stride = |i: usize, o: usize| (1..=i.max(1)).find(|s| (i.max(1) - 1) / s + 1 == o);
     let (c, o) = (fixed(x, 1), fixed(y, 1));
     let s = (stride(fixed(x, 2), fixed(y, 2))?, stride(fixed(x, 3), fixed(y, 3))?);
     let mut conv = ConvSpec::new(Some(c), o, (1, 1));
@@ -60,7 +70,6 @@ fn projection(from: &SymShape, to: &SymShape) -> Option<(String, LayerSpec)> {
         return None;
     }
     if r == 4 {
-        let stride = |i: usize, o: usize| (1..=i.max(1)).find(|s| (i.max(1) - 1) / s + 1 == o);
         let (c, o) = (fixed(from, 1), fixed(to, 1));
         let s = (stride(fixed(from, 2), fixed(to, 2))?, stride(fixed(from, 3), fixed(to, 3))?);
         let mut conv = ConvSpec::new(Some(c), o, (1, 1));
@@ -248,4 +257,23 @@ pub(crate) fn merge_concat(path: &str, dim: isize, ends: &[BranchEnd]) -> Merged
     let parts = (d + 1 == r && dim_error.is_none())
         .then(|| shapes.iter().map(|s| fixed(s, d).to_string()).collect::<Vec<_>>().join(" + "));
     (out, dim_error, parts)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The computed stride is the one the search over `1..=i` found, and sizes of billions take
+    /// no time (a Residual after a padding of 2^31 took 7 s in a release build).
+    #[test]
+    fn stride_is_the_smallest_that_maps_i_to_o() {
+        let search = |i: usize, o: usize| (1..=i.max(1)).find(|s| (i.max(1) - 1) / s + 1 == o);
+        for i in 0..200 {
+            for o in 0..60 {
+                assert_eq!(super::stride(i, o), search(i, o), "{i} → {o}");
+            }
+        }
+        assert_eq!(super::stride(4_294_967_322, 2_147_483_663), None);
+        assert_eq!(super::stride(4_000_000_001, 2_000_000_001), Some(2));
+        assert_eq!(super::stride(usize::MAX, 1), Some(usize::MAX));
+        assert_eq!(super::stride(usize::MAX, 0), None);
+    }
 }

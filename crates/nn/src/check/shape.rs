@@ -10,7 +10,8 @@ use strata_core::DType;
 pub enum Dim {
     /// The batch dimension, unknown until run time.
     Batch,
-    /// A concrete size.
+    /// A concrete size; `usize::MAX` stands for one that overflowed 64 bits (the shape rules
+    /// saturate rather than wrap), shown as `≥18446744073709551615`: all that is known of it.
     Fixed(usize),
 }
 
@@ -18,6 +19,8 @@ impl fmt::Display for Dim {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Dim::Batch => write!(f, "N"),
+            // Saturated: at least this, not this.
+            Dim::Fixed(usize::MAX) => write!(f, "≥{}", usize::MAX),
             Dim::Fixed(d) => write!(f, "{d}"),
         }
     }

@@ -179,7 +179,7 @@ impl ConvSpec {
             Dims::Two => ("Conv2d", format!("{}×{}", self.kernel_size.0, self.kernel_size.1)),
         };
         let mut s = match self.in_channels {
-            Some(i) => format!("{name} {i} → {}, {k}", self.out_channels),
+            Some(i) => format!("{name} {} → {}, {k}", Dim::Fixed(i), self.out_channels),
             None => format!("{name} ? → {}, {k}", self.out_channels),
         };
         if self.stride != (1, 1) {

@@ -112,7 +112,7 @@ impl Layer for RecurrentSpec {
 
     fn describe(&self) -> String {
         let mut s = match self.input_size {
-            Some(i) => format!("{}({i}, {}", self.type_name(), self.hidden_size),
+            Some(i) => format!("{}({}, {}", self.type_name(), Dim::Fixed(i), self.hidden_size),
             None => format!("{}(?, {}", self.type_name(), self.hidden_size),
         };
         if self.num_layers != 1 {

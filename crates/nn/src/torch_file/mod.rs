@@ -24,7 +24,9 @@
 //! size against what its compressed bytes can hold, a storage's length against its persistent
 //! id, each view against its storage, and all the tensors written out together against
 //! 4 × the file's length + 256 MiB (expanded views can legitimately be larger than their
-//! storage, not without bound).
+//! storage, not without bound). Each storage record is read once however many persistent ids
+//! name it, and the records read together are held to the same bound (deflated records of
+//! zeros, or zip entries overlapping one another, could otherwise unpack to far more).
 //!
 //! ```no_run
 //! let sd = strata_nn::torch_file::load("weights.pt")?;
@@ -227,11 +229,12 @@ fn read_zip<Z: Read + Seek>(reader: Z, file_len: u64) -> R<TorchStateDict> {
     let (top, heap) = unpickle(&data)?;
     let (entries, from_key) = pick_state_dict(&top, &heap)?;
 
-    // Each storage read once, however many tensors view it.
-    let mut storages: HashMap<usize, Vec<u8>> = HashMap::new();
+    // Each storage record read once, however many tensors (or persistent ids) name it.
+    let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
     let mut viewers: HashMap<String, usize> = HashMap::new();
     let limit = file_len.saturating_mul(4).saturating_add(256 << 20);
     let mut total = 0u64;
+    let mut read = 0u64;
     let mut tensors = Vec::with_capacity(entries.len());
     for (key, t) in entries {
         let Object::Storage(s) = &heap.objects[t.storage] else { unreachable!("the unpickler checks it") };
@@ -241,8 +244,24 @@ fn read_zip<Z: Read + Seek>(reader: Z, file_len: u64) -> R<TorchStateDict> {
             None => Some(s.numel),
         }
         .ok_or_else(|| TorchFileError::Content(format!("`{key}`: its storage's size overflows")))?;
-        if let std::collections::hash_map::Entry::Vacant(e) = storages.entry(t.storage) {
-            e.insert(read_record(&mut zip, &format!("{prefix}data/{}", s.key), Some(nbytes), file_len)?);
+        let name = format!("{prefix}data/{}", s.key);
+        match storages.get(&s.key) {
+            Some(bytes) if bytes.len() as u64 != nbytes => {
+                return Err(TorchFileError::Content(format!(
+                    "the record `{name}` holds {} bytes, its persistent id says {nbytes}",
+                    bytes.len()
+                )));
+            }
+            Some(_) => {}
+            None => {
+                read = read.saturating_add(nbytes);
+                if read > limit {
+                    return Err(TorchFileError::Content(format!(
+                        "`{key}`: its storage brings the storages read to more than {limit} bytes: far more than the file's {file_len} bytes"
+                    )));
+                }
+                storages.insert(s.key.clone(), read_record(&mut zip, &name, Some(nbytes), file_len)?);
+            }
         }
         let numel = t.size.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
         let out_bytes = numel.and_then(|n| n.checked_mul(t.dtype.size() as u64));
@@ -253,7 +272,7 @@ fn read_zip<Z: Read + Seek>(reader: Z, file_len: u64) -> R<TorchStateDict> {
                 t.size
             )));
         }
-        let data = materialise(&key, t, &storages[&t.storage])?;
+        let data = materialise(&key, t, &storages[&s.key])?;
         let shape = t.size.iter().map(|&d| d as usize).collect();
         tensors.push((key, TorchTensor { dtype: t.dtype, shape, data }));
     }

@@ -12,6 +12,10 @@
 //! container's items are moved, never copied (values are small: numbers, shared strings, or
 //! indices into the object heap), the memo is a map (a huge index costs nothing), and hashing
 //! dict keys draws on a work budget proportional to the input, so no input hangs the reader.
+//! What the machine holds (stack, marks, memo, objects, tensor shapes) is also counted against
+//! [`MAX_MEMORY`]: a deflated data.pkl of a few hundred KiB can unpack to 256 MiB of DUPs or
+//! empty dicts, each of which would otherwise cost tens of bytes. A tensor has at most
+//! [`MAX_RANK`] dimensions, checked before its size tuple is read.
 //!
 //! Why one file over 700 lines: the opcode loop, the allow-list and their unit tests are the
 //! security boundary, kept together so it is reviewed in one piece.
@@ -115,6 +119,14 @@ impl TorchDType {
         TorchDType::U64,
     ];
 }
+
+/// The most memory the pickle machine's values and objects may take (counted as they are
+/// built): a state_dict's pickle needs a few bytes per tensor, even a large checkpoint's a few
+/// MiB.
+pub(super) const MAX_MEMORY: usize = 256 << 20;
+
+/// The most dimensions a tensor may have (PyTorch's own limit is 64).
+pub(super) const MAX_RANK: usize = 64;
 
 /// The globals a state_dict pickle may name, for the refusal message.
 pub const ALLOWED: &str = "collections.OrderedDict, torch._utils._rebuild_tensor_v2, torch._utils._rebuild_tensor_v3, \
@@ -283,6 +295,7 @@ pub(super) fn unpickle(data: &[u8]) -> Result<(Value, Heap), TorchFileError> {
         memo: HashMap::new(),
         heap: Heap::default(),
         budget: data.len().saturating_mul(32).saturating_add(1 << 16),
+        memory: MAX_MEMORY,
     };
     let value = vm.run()?;
     Ok((value, vm.heap))
@@ -302,6 +315,8 @@ struct Vm<'a> {
     heap: Heap,
     /// Work left: one unit per opcode, and per 8 bytes of a hashed dict key.
     budget: usize,
+    /// Bytes left of [`MAX_MEMORY`] for the values and objects the pickle builds.
+    memory: usize,
 }
 
 type R<T> = Result<T, TorchFileError>;
@@ -336,6 +351,23 @@ impl<'a> Vm<'a> {
         }
         self.budget -= units;
         Ok(())
+    }
+
+    /// Counts `bytes` more of what the machine holds against [`MAX_MEMORY`].
+    fn charge(&mut self, bytes: usize) -> R<()> {
+        if bytes > self.memory {
+            return Err(self.bad(format!(
+                "the pickle builds more than {} MiB of values and objects, far more than a state_dict's needs (a decompression-bomb-like structure)",
+                MAX_MEMORY >> 20
+            )));
+        }
+        self.memory -= bytes;
+        Ok(())
+    }
+
+    /// What the machine holds: values on the stack, marks, memo entries and heap objects.
+    fn held(&self) -> [usize; 4] {
+        [self.stack.len(), self.marks.len(), self.memo.len(), self.heap.objects.len()]
     }
 
     fn floor(&self) -> usize {
@@ -520,8 +552,16 @@ impl<'a> Vm<'a> {
         }
     }
 
+    /// A tensor's size or stride: a tuple of at most [`MAX_RANK`] ints ≥ 0, its length checked
+    /// before its items are read.
     fn ints(&self, v: &Value, what: &str) -> R<Vec<u64>> {
-        self.tuple_items(v, what)?.iter().map(|x| self.int(x, what)).collect()
+        match self.obj(v) {
+            Some(Object::Tuple(t)) if t.len() > MAX_RANK => {
+                Err(self.bad(format!("{what} has {} dimensions, more than the {MAX_RANK} a tensor may have", t.len())))
+            }
+            Some(Object::Tuple(t)) => t.iter().map(|x| self.int(x, what)).collect(),
+            _ => Err(self.bad(format!("{what} must be a tuple, got {}", self.heap.describe(v)))),
+        }
     }
 
     /// REDUCE and NEWOBJ: what an allowed global "returns". Nothing is executed: each case
@@ -574,6 +614,7 @@ impl<'a> Vm<'a> {
                 if !matches!(self.obj(&args[5]), Some(Object::Dict(_))) {
                     return Err(self.bad(format!("{name}: backward_hooks is {}", self.heap.describe(&args[5]))));
                 }
+                self.charge((size.len() + stride.len()) * std::mem::size_of::<u64>())?;
                 Ok(self.alloc(Object::Tensor(TensorRef { storage, dtype, offset, size, stride })))
             }
             Global::RebuildParameter => {
@@ -609,11 +650,25 @@ impl<'a> Vm<'a> {
         let dtype = *dtype;
         let numel = self.int(numel, "a storage's numel")?;
         let key = key.to_string();
+        self.charge(key.len())?;
         Ok(self.alloc(Object::Storage(Storage { dtype, key, numel })))
     }
 
     fn run(&mut self) -> R<Value> {
+        // What each kind of thing the machine holds costs (a memo entry: its key, its value and
+        // the map's overhead); strings and bytes are slices of the pickle, shared, not copied.
+        let costs = [
+            std::mem::size_of::<Value>(),
+            std::mem::size_of::<usize>(),
+            2 * std::mem::size_of::<(u64, Value)>(),
+            std::mem::size_of::<Object>() + 2 * std::mem::size_of::<Value>(),
+        ];
+        let mut held = self.held();
         loop {
+            let now = self.held();
+            let grown: usize = now.iter().zip(&held).zip(&costs).map(|((n, h), c)| n.saturating_sub(*h) * c).sum();
+            self.charge(grown)?;
+            held = now;
             self.at = self.pos;
             self.spend(1)?;
             let Some(&op) = self.data.get(self.pos) else {

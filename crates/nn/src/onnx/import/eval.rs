@@ -41,8 +41,15 @@ pub fn evaluate(graph: &GraphProto, nodes: &[NodeProto]) -> Result<Evaluated> {
     let model = |m: String| Error::OnnxImportModel(m);
     let mut vals: HashMap<String, Val> = HashMap::new();
     let mut float_type = None;
+    // Values the file holds (initializers, Constant nodes) and values the nodes make from them
+    // (copies into layers, transposes, computed size lists): the second may not outgrow the
+    // first, or a few bytes of graph (a chain of Concats of a list with itself, many nodes
+    // reading one large initializer) could make gigabytes.
+    let mut held = 0usize;
+    let mut made = 0usize;
     for t in &graph.initializer {
         let arr = tensor_arr(t).map_err(|e| model(format!("initializer `{}`: {e}", t.name)))?;
+        held = held.saturating_add(arr.data.len());
         if !arr.int {
             float_type.get_or_insert(t.data_type);
         }
@@ -128,8 +135,10 @@ pub fn evaluate(graph: &GraphProto, nodes: &[NodeProto]) -> Result<Evaluated> {
                     node.op_type
                 )));
             };
-            ins.push(Some(v.clone()));
+            // Borrowed, not copied: a node may read one large initializer many times.
+            ins.push(Some(v));
         }
+        let dag_nodes = e.dag.nodes.len();
         let outs = if ins.iter().any(|v| matches!(v, Some(Val::Unknown))) {
             // Downstream of a node already reported: its reading is unknown, but an op strata
             // has no reading of at all is reported too, so one run lists them all.
@@ -152,6 +161,31 @@ pub fn evaluate(graph: &GraphProto, nodes: &[NodeProto]) -> Result<Evaluated> {
                 }
             }
         };
+        let size = |v: &Val| match v {
+            Val::Const(a) => a.data.len(),
+            Val::Ints { values, .. } => values.len(),
+            _ => 0,
+        };
+        let outs_size = outs.iter().map(size).fold(0usize, usize::saturating_add);
+        if node.op_type == "Constant" {
+            held = held.saturating_add(outs_size);
+        } else {
+            let params = e.dag.nodes[dag_nodes..].iter().map(|n| match &n.op {
+                Op::Layer { params, .. } | Op::Recurrent { params, .. } => {
+                    params.iter().map(|(_, a)| a.data.len()).fold(0usize, usize::saturating_add)
+                }
+                Op::AddBias(a) => a.data.len(),
+                _ => 0,
+            });
+            made = params.fold(made.saturating_add(outs_size), usize::saturating_add);
+            let allowed = held.saturating_mul(4).saturating_add(MAX_COMPUTED);
+            if made > allowed {
+                return Err(model(format!(
+                    "node `{name}` ({}) brings the values the graph computes from its {held} stored values to more than {allowed}: strata refuses graphs that copy or compute far more than they store",
+                    node.op_type
+                )));
+            }
+        }
         let mut outs = outs.into_iter();
         for o in &node.output {
             let v = outs.next().unwrap_or(Val::Unknown);
@@ -338,6 +372,16 @@ fn axis(a: i64, rank: usize) -> std::result::Result<usize, String> {
     if k < 0 || k >= r { Err(format!("axis {a} is out of range for a rank-{rank} tensor")) } else { Ok(k as usize) }
 }
 
+/// Squeeze's or Unsqueeze's axes made non-negative for a rank, sorted; each may appear once.
+fn distinct_axes(axes: &[i64], rank: usize) -> std::result::Result<Vec<usize>, String> {
+    let mut ks: Vec<usize> = axes.iter().map(|&k| axis(k, rank)).collect::<std::result::Result<_, _>>()?;
+    ks.sort_unstable();
+    if ks.windows(2).any(|w| w[0] == w[1]) {
+        return Err(format!("axes {axes:?} name an axis twice"));
+    }
+    Ok(ks)
+}
+
 /// A fixed dimension of an activation.
 fn fixed(shape: &[Dim], k: usize) -> std::result::Result<usize, String> {
     match shape.get(k) {
@@ -456,7 +500,7 @@ impl Eval {
     }
 
     /// One node.
-    fn node(&mut self, node: &NodeProto, name: &str, ins: &[Option<Val>]) -> NodeResult {
+    fn node(&mut self, node: &NodeProto, name: &str, ins: &[Option<&Val>]) -> NodeResult {
         let a = Attrs(&node.attribute);
         let op = node.op_type.as_str();
         let act = |k: usize| match ins.get(k) {
@@ -832,7 +876,7 @@ impl Eval {
     }
 
     /// `Add`, `Sum`, `Concat` of activations: a merge of branches.
-    fn merge(&mut self, node: &NodeProto, name: &str, ins: &[Option<Val>]) -> NodeResult {
+    fn merge(&mut self, node: &NodeProto, name: &str, ins: &[Option<&Val>]) -> NodeResult {
         let mut xs = Vec::new();
         for v in ins {
             match v {
@@ -874,7 +918,7 @@ impl Eval {
     }
 
     /// `Gather(table, ids)`: an Embedding of token ids.
-    fn embedding(&mut self, node: &NodeProto, name: &str, ins: &[Option<Val>]) -> NodeResult {
+    fn embedding(&mut self, node: &NodeProto, name: &str, ins: &[Option<&Val>]) -> NodeResult {
         let (Some(Some(Val::Const(w))), Some(Some(Val::Act(ids)))) = (ins.first(), ins.get(1)) else {
             return Err(
                 "strata reads Gather as an Embedding (a constant table indexed by token ids) or x[:, -1]".into()
@@ -893,9 +937,9 @@ impl Eval {
 
     /// `Reshape` of an activation: the identity, a flatten to `[N, features]`, or (as a
     /// pseudo-op) a bidirectional recurrent layer's `[T, N, 2, H]` → `[T, N, 2H]`.
-    fn reshape(&mut self, node: &NodeProto, name: &str, x: usize, ins: &[Option<Val>]) -> NodeResult {
+    fn reshape(&mut self, node: &NodeProto, name: &str, x: usize, ins: &[Option<&Val>]) -> NodeResult {
         let shape = self.dag.acts[x].shape.clone();
-        let Some((target, false)) = ins.get(1).and_then(|v| v.as_ref()).and_then(sym_ints) else {
+        let Some((target, false)) = ins.get(1).copied().flatten().and_then(sym_ints) else {
             return Err("its target shape is not a constant or computed from the input's shape".into());
         };
         if Attrs(&node.attribute).int("allowzero", 0) != 0 {
@@ -944,7 +988,7 @@ impl Eval {
         a: &Attrs<'_>,
         x: usize,
         shape: &[Dim],
-        ins: &[Option<Val>],
+        ins: &[Option<&Val>],
     ) -> NodeResult {
         let Some(Some(Val::Const(w))) = ins.get(1) else {
             return Err("its weight must be a constant".into());
@@ -959,11 +1003,23 @@ impl Eval {
         }
         let groups = a.int("group", 1).max(1) as usize;
         let kernel_size = if one_d { (1, w.dims[2]) } else { (w.dims[2], w.dims[3]) };
-        let mut c = ConvSpec::new(Some(fixed(shape, 1)?), w.dims[0], kernel_size);
+        let channels = fixed(shape, 1)?;
+        if w.dims[1].checked_mul(groups) != Some(channels) {
+            return Err(format!(
+                "its weight {:?} takes {} input channels in {groups} group(s), its input {} has {channels}",
+                w.dims,
+                w.dims[1],
+                show(shape)
+            ));
+        }
+        let mut c = ConvSpec::new(Some(channels), w.dims[0], kernel_size);
         c.stride = pair(lift_sizes(a.ints("strides"), one_d), (1, 1), "strides")?;
         c.dilation = pair(lift_sizes(a.ints("dilations"), one_d), (1, 1), "dilations")?;
         c.groups = groups;
-        let span = (c.dilation.0 * (kernel_size.0 - 1), c.dilation.1 * (kernel_size.1 - 1));
+        // Saturating: a damaged file can give any dilation, and a kernel of size 0 (refused by
+        // the shape check).
+        let span = |d: usize, k: usize| d.saturating_mul(k.saturating_sub(1));
+        let span = (span(c.dilation.0, kernel_size.0), span(c.dilation.1, kernel_size.1));
         let same = [span.0 / 2, span.1 / 2, span.0 - span.0 / 2, span.1 - span.1 / 2].map(|p| p as i64);
         match a.string("auto_pad").as_deref() {
             None | Some("NOTSET") => {
@@ -1007,7 +1063,7 @@ impl Eval {
         a: &Attrs<'_>,
         x: usize,
         shape: &[Dim],
-        ins: &[Option<Val>],
+        ins: &[Option<&Val>],
     ) -> NodeResult {
         let op = node.op_type.as_str();
         if shape.len() != 3 || shape[1] != Dim::Batch {
@@ -1106,9 +1162,9 @@ impl Eval {
     }
 
     /// A node on constants and shape values only: computed here.
-    fn constant_node(&mut self, node: &NodeProto, a: &Attrs<'_>, ins: &[Option<Val>]) -> NodeResult {
+    fn constant_node(&mut self, node: &NodeProto, a: &Attrs<'_>, ins: &[Option<&Val>]) -> NodeResult {
         let op = node.op_type.as_str();
-        let get = |k: usize| ins.get(k).and_then(|v| v.as_ref());
+        let get = |k: usize| ins.get(k).copied().flatten();
         let cnst = |k: usize| match get(k) {
             Some(Val::Const(c)) => Some(c.clone()),
             _ => None,
@@ -1173,18 +1229,14 @@ impl Eval {
                         let mut dims = c.dims.clone();
                         if op == "Unsqueeze" {
                             let rank = dims.len() + axes.len();
-                            let mut ks: Vec<usize> =
-                                axes.iter().map(|&k| axis(k, rank)).collect::<std::result::Result<_, _>>()?;
-                            ks.sort_unstable();
+                            let ks = distinct_axes(&axes, rank)?;
                             for k in ks {
                                 dims.insert(k, 1);
                             }
                         } else if axes.is_empty() {
                             dims.retain(|&d| d != 1);
                         } else {
-                            let mut ks: Vec<usize> =
-                                axes.iter().map(|&k| axis(k, dims.len())).collect::<std::result::Result<_, _>>()?;
-                            ks.sort_unstable();
+                            let ks = distinct_axes(&axes, dims.len())?;
                             for k in ks.into_iter().rev() {
                                 dims.remove(k);
                             }
@@ -1206,6 +1258,11 @@ impl Eval {
                     match ints(k) {
                         Some((v, false)) => out.extend(v),
                         _ => return Err("strata computes Concat of 1-d constant lists only".into()),
+                    }
+                    if out.len() > MAX_COMPUTED {
+                        return Err(format!(
+                            "Concat makes more than the {MAX_COMPUTED} values strata computes for a size list"
+                        ));
                     }
                 }
                 one(ints_val(out, false))
@@ -1255,6 +1312,11 @@ impl Eval {
                     Some(p) => p.iter().map(|&k| axis(k, c.dims.len())).collect::<std::result::Result<_, _>>()?,
                     None => (0..c.dims.len()).rev().collect(),
                 };
+                let mut sorted = perm.clone();
+                sorted.sort_unstable();
+                if !sorted.iter().copied().eq(0..c.dims.len()) {
+                    return Err(format!("perm {perm:?} is not a permutation of the {} axes", c.dims.len()));
+                }
                 one(Val::Const(c.permuted(&perm)))
             }
             "Reshape" => {

@@ -80,7 +80,17 @@ pub fn import(model: &ModelProto, default_name: &str) -> Result<Imported> {
     };
     let mut spec = ModelSpec::new(name).input(&ev.sample).input_dtype(ev.input_dtype).dtype(ev.dtype);
     spec.layers = built.layers;
-    spec.check(None).map_err(|r| Error::ShapeCheck(r.errors))?;
+    let report = spec.check(None).map_err(|r| Error::ShapeCheck(r.errors))?;
+    // The model is built (its parameters allocated) only when the file holds the values for
+    // them: a damaged graph can describe layers far larger than its initializers.
+    let summary = crate::Summary::from_report(&report, 1);
+    let needed = summary.total_params.saturating_add(summary.total_non_trainable);
+    let held = built.params.iter().fold(0usize, |n, (_, a)| n.saturating_add(a.data.len()));
+    if needed > held {
+        return Err(Error::OnnxImportModel(format!(
+            "the layers read from the graph need {needed} parameter and buffer values, its initializers hold {held}: the graph and its weights do not agree"
+        )));
+    }
     let mut weights = StateDict::new();
     for (key, a) in built.params {
         let t = if a.int {
