@@ -17,8 +17,9 @@ pub struct CheckArgs {
     /// The shape of one input sample, e.g. 784 or 1x28x28 (default: the file's `input`).
     #[arg(long, value_name = "SHAPE")]
     input: Option<String>,
-    /// Check that the model ends in one logit per class for this many classes.
-    #[arg(long, value_name = "N")]
+    /// Check that the model ends in one logit per class for this many classes (at least 1), as
+    /// `strata train` checks it against its data's classes.
+    #[arg(long, value_name = "N", value_parser = class_count)]
     classes: Option<usize>,
     /// Also check that this checkpoint (a safetensors state_dict) fits the model.
     #[arg(long, value_name = "FILE")]
@@ -36,12 +37,35 @@ pub struct SummaryArgs {
     /// The shape of one input sample (default: the file's `input`).
     #[arg(long, value_name = "SHAPE")]
     input: Option<String>,
-    /// Batch size for the activation-memory column.
-    #[arg(long, default_value_t = 64)]
+    /// Batch size for the activation-memory column (at least 1).
+    #[arg(long, default_value_t = 64, value_parser = summary_batch_size)]
     batch_size: usize,
     /// Layers placed on devices over the file's `device` keys: `encoder=gpu:0,head=cpu`.
     #[arg(long, value_name = "LAYER=DEVICE,…")]
     device_map: Option<String>,
+}
+
+/// `--classes`' value: a number of classes, from 1 to the largest layer size a model file takes
+/// (the fix a mismatch suggests is a Linear layer with that many outputs).
+fn class_count(s: &str) -> std::result::Result<usize, String> {
+    let max = strata_nn::model_file::keys::MAX_SIZE;
+    match s.parse::<i64>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n as usize),
+        Ok(_) => Err(format!(
+            "give the number of classes the model's data has, from 1 to {max} (e.g. --classes 10 for MNIST's digits): \
+             the check is that the model ends in one logit per class"
+        )),
+        Err(e) => Err(format!("not a number of classes: {e}")),
+    }
+}
+
+/// `strata summary --batch-size`'s value: a count of at least 1.
+fn summary_batch_size(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("give at least 1: the activations column is the memory of a batch of that many samples".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a number of samples: {e}")),
+    }
 }
 
 /// `spec` with `--device-map` applied.
@@ -83,7 +107,7 @@ pub fn load_model_or_run_file(path: &Path) -> Option<ModelSpec> {
         return load_or_report(path);
     }
     match doc.get("model") {
-        Some(toml::Value::String(model)) => load_or_report(&path.parent().unwrap_or(Path::new("")).join(model)),
+        Some(toml::Value::String(model)) => load_or_report(&named_model_file(path, model)),
         Some(toml::Value::Table(_)) => {
             let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             match strata_nn::model_file::parse_model_at(&text, &path.display().to_string(), &name, Some("model")) {
@@ -106,6 +130,21 @@ pub fn load_model_or_run_file(path: &Path) -> Option<ModelSpec> {
     }
 }
 
+/// The model file a run file at `run` names with `model = "model"` (relative to the run file).
+fn named_model_file(run: &Path, model: &str) -> PathBuf {
+    run.parent().unwrap_or(Path::new("")).join(model)
+}
+
+/// The model file that the run file at `path` names (`model = "…"`), when it is a run file that
+/// names one: an input of the commands that read it through [`load_model_or_run_file`].
+pub fn model_file_named_by(path: &Path) -> Option<PathBuf> {
+    let doc = std::fs::read_to_string(path).ok()?.parse::<toml::Table>().ok()?;
+    match doc.get("model") {
+        Some(toml::Value::String(model)) if !doc.contains_key("layers") => Some(named_model_file(path, model)),
+        _ => None,
+    }
+}
+
 /// Parses `--input`.
 pub fn parse_input(input: &Option<String>) -> Result<Option<SymShape>> {
     input.as_deref().map(SymShape::parse_sample).transpose().map_err(|e| anyhow::anyhow!("--input: {e}"))
@@ -123,13 +162,13 @@ pub fn report_errors(report: &CheckReport, what: &str) {
 /// `weights` (a state_dict and its name for messages), that the stored tensors' keys and shapes
 /// fit its parameters ([`check_checkpoint`]). Building a model allocates and initialises every
 /// parameter, so one larger than memory would abort the process rather than be refused; `what`
-/// names the model (a file) in the error.
+/// names the model (a file) in the error. Returns the report (the output shape, the trace).
 pub fn check_before_building(
     spec: &ModelSpec,
     input: Option<&SymShape>,
     weights: Option<(&StateDict, &str)>,
     what: &str,
-) -> Result<()> {
+) -> Result<CheckReport> {
     let mut report = check_spec_to_run(spec, input);
     if let Some((sd, source)) = weights
         && report.errors.is_empty()
@@ -137,7 +176,7 @@ pub fn check_before_building(
         report.errors.extend(check_checkpoint(&report, sd, source));
     }
     if report.errors.is_empty() {
-        return Ok(());
+        return Ok(report);
     }
     anyhow::bail!(
         "{what}: the model is refused before it is built (as `strata check` would refuse it):\n{}\n\n{} in {what}",
@@ -194,6 +233,6 @@ pub fn summary(args: &SummaryArgs) -> Result<Verdict> {
         report_errors(&report, &args.model.display().to_string());
         return Ok(Verdict::Failed);
     }
-    print!("{}", Summary::from_report(&report, args.batch_size.max(1)).render());
+    print!("{}", Summary::from_report(&report, args.batch_size).render());
     Ok(Verdict::Ok)
 }

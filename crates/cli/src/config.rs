@@ -230,7 +230,8 @@ impl OptimizerConfig {
 pub struct ScheduleConfig {
     /// `constant`, `step` (×gamma every step_size epochs), `cosine` (to min_lr) or `one_cycle`.
     pub name: String,
-    /// Linear warm-up from 0 over this many epochs (fractions allowed), then the schedule.
+    /// Linear warm-up from 0 over this many epochs (fractions allowed), then the schedule. At
+    /// most `training.epochs`: a longer warm-up would never reach `optimizer.lr`.
     pub warmup_epochs: f64,
     /// For `step`: epochs between decays.
     pub step_size: usize,
@@ -277,7 +278,10 @@ pub struct TrainingConfig {
     pub init: Option<PathBuf>,
     /// Also write a checkpoint every this many steps (0: only at the end of each epoch).
     pub checkpoint_every: usize,
-    /// How many recent checkpoints to keep (the best is kept as well).
+    /// How many of the newest step checkpoints to keep, at least 1 (`--resume` continues from
+    /// the newest); older ones are deleted as new ones are written. `best.safetensors` is kept
+    /// besides them. 0 is refused: it would keep none to resume from (to keep every checkpoint,
+    /// give a number at least as large as the run writes).
     pub keep_last: usize,
     /// Log step metrics every this many steps.
     pub log_every: usize,
@@ -384,6 +388,7 @@ impl Default for TrainingConfig {
 }
 
 mod batch_size_serde;
+mod run_checks;
 
 impl RunConfig {
     /// Reads a run file; errors carry the file, line and column.
@@ -471,8 +476,17 @@ impl RunConfig {
         })
     }
 
-    /// Checks values that the types alone do not rule out.
+    /// Checks values that the types alone do not rule out, for a run to start or go on: every
+    /// check of [`RunConfig::validate_stored`], and those of the run as a whole that a
+    /// checkpoint written before them may fail ([`RunConfig::validate_run`]).
     pub fn validate(&self) -> Result<()> {
+        self.validate_stored()?;
+        self.validate_run()
+    }
+
+    /// Checks values that the types alone do not rule out, key by key: what a checkpoint's
+    /// stored run config must pass to be read (see [`RunConfig::validate`] for a run's).
+    pub fn validate_stored(&self) -> Result<()> {
         // Paths given empty (`--set training.out=`) would fail later with an OS error about "".
         for (key, path) in
             [("training.out (--out)", &self.training.out), ("training.init (--init)", &self.training.init)]

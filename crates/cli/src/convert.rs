@@ -42,8 +42,13 @@ pub fn run(args: &ConvertArgs) -> Result<Verdict> {
     }
     // Never an input, --force or not.
     let mut inputs: Vec<(&str, &Path)> = vec![("the PyTorch file", &args.input)];
+    // A run file given as --model is read for the model file it names, an input too.
+    let named_model = args.model.as_deref().and_then(crate::check::model_file_named_by);
     if let Some(m) = &args.model {
         inputs.push(("the --model file", m));
+    }
+    if let Some(m) = &named_model {
+        inputs.push(("the model file that the --model run file names", m));
     }
     crate::paths::refuse_overwriting_an_input("-o", &args.output, &inputs)?;
     if args.output.exists() && !args.force {
@@ -53,9 +58,14 @@ pub fn run(args: &ConvertArgs) -> Result<Verdict> {
     if let Some(model_file) = &args.model {
         let Some(spec) = load_model_or_run_file(model_file) else { return Ok(Verdict::Failed) };
         let model = spec.without_placement().build()?;
-        model
-            .load_state_dict(&sd.to_state_dict()?, true)
-            .with_context(|| format!("checking {} against {}", args.input.display(), model_file.display()))?;
+        let what = format!("checking {} against {}", args.input.display(), model_file.display());
+        load_whole(
+            &model,
+            &sd.to_state_dict()?,
+            &what,
+            &format!("{}: its tensors do not fit the model of {}:", args.input.display(), model_file.display()),
+            "give the model file these weights were saved from (the same layer names and sizes), or drop --model to convert them unchecked; strata's commands load weights only whole (every key, as PyTorch's load_state_dict(strict=True)), so loading just the matching keys takes code: PyTorch's load_state_dict(…, strict=False), or strata-nn's load_state_dict(&sd, false)",
+        )?;
     }
     let bytes = sd.to_safetensors_bytes()?;
     atomic_write(&args.output, &bytes)?;
@@ -113,10 +123,26 @@ pub fn load_weights(path: &Path) -> Result<StateDict> {
 /// unexpected key and every shape mismatch is listed, and nothing is changed unless all fit.
 pub fn init_model(model: &dyn Module, path: &Path) -> Result<()> {
     let sd = load_weights(path)?;
-    match model.load_state_dict(&sd, true) {
+    let what = format!("--init {}", path.display());
+    load_whole(
+        model,
+        &sd,
+        &what,
+        &format!("{what}: the weights do not fit the model:"),
+        "give weights saved from this model's architecture (the same layer names and sizes), or train without --init",
+    )
+}
+
+/// Loads `sd` into `model` whole — every key, as PyTorch's `load_state_dict(strict=True)`,
+/// the only way strata's commands load weights — or changes nothing. A mismatch is said in the
+/// command line's terms: strata-nn's message ends in its API's `strict = false`, which no
+/// command has; this lists the same keys and shapes under `header` and ends with `fix`. Other
+/// errors are given `context`.
+pub fn load_whole(model: &dyn Module, sd: &StateDict, context: &str, header: &str, fix: &str) -> Result<()> {
+    match model.load_state_dict(sd, true) {
         Ok(()) => Ok(()),
         Err(strata_nn::Error::StateDictMismatch { missing, unexpected, shape_mismatches, .. }) => {
-            let mut s = format!("--init {}: the weights do not fit the model:", path.display());
+            let mut s = header.to_string();
             for (key, model, file) in &shape_mismatches {
                 s.push_str(&format!("\n  `{key}`: the model has shape {model}, the file has {file}"));
             }
@@ -126,9 +152,13 @@ pub fn init_model(model: &dyn Module, path: &Path) -> Result<()> {
             if !unexpected.is_empty() {
                 s.push_str(&format!("\n  not in the model: {}", unexpected.join(", ")));
             }
-            s.push_str("\n  fix: give weights saved from this model's architecture (the same layer names and sizes), or train without --init");
+            s.push_str(&format!("\n  fix: {fix}"));
             bail!(s)
         }
-        Err(e) => Err(e).with_context(|| format!("--init {}", path.display())),
+        Err(e) => Err(e).with_context(|| context.to_string()),
     }
 }
+
+/// The fix for a checkpoint whose tensors do not fit the model stored in it (strata writes
+/// both from one model, so the file was changed or forged).
+pub const CHECKPOINT_MISMATCH_FIX: &str = "use another checkpoint of the run: strata writes a checkpoint's tensors and the model in its metadata from one model, so this file is damaged or was not written by strata";

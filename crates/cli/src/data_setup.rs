@@ -4,7 +4,7 @@ use crate::config::DataConfig;
 use anyhow::{Context, Result, bail};
 use strata_data::{
     CsvOptions, Dataset, ImageFolder, ImageFolderOptions, MNIST_MEAN, MNIST_STD, compute_stats, embedded_mnist,
-    load_mnist_dir, read_csv,
+    load_mnist_dir, read_csv, read_idx,
 };
 use strata_nn::summary::group_digits as g;
 
@@ -33,6 +33,36 @@ pub struct Prepared {
 pub fn data_source_of(path: &std::path::Path) -> &'static str {
     let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
     if name.ends_with(".csv") || name.ends_with(".csv.gz") { "csv" } else { "mnist" }
+}
+
+/// MNIST's test split from the folder `dir`: `t10k-images-idx3-ubyte` and
+/// `t10k-labels-idx1-ubyte`, each raw or gzipped (the raw one preferred, as
+/// [`load_mnist_dir`] does), not normalised: what `strata eval` reads, so the training pair need
+/// not be there. `given` says where `dir` came from (`--data DIR`) in errors; a missing file is
+/// one naming it and the names tried.
+pub fn load_mnist_test(dir: &std::path::Path, given: &str) -> Result<Dataset> {
+    const PAIR: &str = "MNIST's test pair, t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (each optionally .gz)";
+    if dir.is_file() {
+        bail!(
+            "{given}: a file, and the test set of a run trained on IDX files is read from a folder holding {PAIR}\nfix: give that folder (--data DIR)"
+        );
+    }
+    if !dir.is_dir() {
+        bail!("{given}: no such folder\nfix: give the folder that holds {PAIR} (--data DIR)");
+    }
+    let find = |name: &str| {
+        let tried = [dir.join(name), dir.join(format!("{name}.gz"))];
+        tried.iter().find(|p| p.is_file()).cloned().with_context(|| {
+            format!(
+                "{given}: no `{name}` file (tried {} and {}); the test set is read from {PAIR}, and only from them\nfix: put `{name}` or `{name}.gz` in {}, or give the folder that holds it (--data DIR)",
+                tried[0].display(),
+                tried[1].display(),
+                dir.display()
+            )
+        })
+    };
+    let (images, labels) = (find("t10k-images-idx3-ubyte")?, find("t10k-labels-idx1-ubyte")?);
+    Ok(Dataset::from_idx(read_idx(&images)?, read_idx(&labels)?, 10, &images, &labels)?)
 }
 
 /// Loads and normalises the data described by `cfg`; `seed` drives the validation split, which

@@ -7,7 +7,7 @@
 use crate::check::{Verdict, check_before_building};
 use crate::checkpoint;
 use crate::config::RunConfig;
-use crate::data_setup::{data_source_of, prepare};
+use crate::data_setup::{data_source_of, load_mnist_test, prepare};
 use crate::train::InputLayout;
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -134,14 +134,18 @@ fn load(path: &Path) -> Result<Loaded> {
     // Its size and the stored tensors' shapes are checked before the model is built (building
     // allocates every parameter: a model larger than memory would abort the process).
     let name = file.display().to_string();
-    check_before_building(
+    let report = check_before_building(
         &unplaced,
         Some(&SymShape::batched(&sample)),
         Some((&params, &name)),
         &format!("{name} (its model)"),
     )?;
+    // `eval` and `predict` show the class names beside the model's scores: one per output.
+    checkpoint::check_class_names(&file, &meta, &report)?;
     let model = unplaced.build()?;
-    model.load_state_dict(&params, true).with_context(|| format!("loading {}", file.display()))?;
+    let what = format!("loading {}", file.display());
+    let header = format!("{}: its tensors do not fit its model:", file.display());
+    crate::convert::load_whole(&model, &params, &what, &header, crate::convert::CHECKPOINT_MISMATCH_FIX)?;
     let bad: Vec<String> =
         model.named_parameters().into_iter().filter(|(_, p)| !p.all_finite()).map(|(n, _)| n).collect();
     if !bad.is_empty() {
@@ -168,12 +172,15 @@ pub fn eval(args: &EvalArgs) -> Result<Verdict> {
             let set = image_set(&l, path)?;
             (set, format!("{}", path.display()), vec![])
         }
-        _ => {
+        // A folder of IDX files, given or the run's own: only its test pair is read (the
+        // training pair need not be there), normalised as the run was.
+        Some(dir) => mnist_test(&l, dir, &format!("--data {}", dir.display()))?,
+        None if l.config.data.source == "mnist" && l.config.data.path.is_some() => {
+            let dir = l.config.data.path.clone().unwrap_or_default();
+            mnist_test(&l, &dir, &format!("the run's data.path = {}", dir.display()))?
+        }
+        None => {
             let mut data_cfg = l.config.data.clone();
-            if let Some(d) = &args.data {
-                data_cfg.source = "mnist".into();
-                data_cfg.path = Some(d.clone());
-            }
             // The normalisation the model was trained with, whatever the data's own statistics.
             (data_cfg.mean, data_cfg.std) = (Some(l.meta.mean.clone()), Some(l.meta.std.clone()));
             let data = prepare(&data_cfg, l.config.training.seed)?;
@@ -229,6 +236,19 @@ pub fn eval(args: &EvalArgs) -> Result<Verdict> {
     let what = format!("{} ({} samples)", name, set.len());
     print!("{}", render_eval(&confusion, top.as_ref(), names, &what, args.report));
     Ok(Verdict::Ok)
+}
+
+/// The test pair of the MNIST folder `dir` (`given` says where it came from), normalised as the
+/// run was: the set, its name and its classes' names.
+fn mnist_test(l: &Loaded, dir: &Path, given: &str) -> Result<(Dataset, String, Vec<String>)> {
+    let mut set = load_mnist_test(dir, given)?;
+    set.normalize_channels(&l.meta.mean, &l.meta.std)?;
+    // The run file's names for them, as the run's data had them; else the digits.
+    let names = match &l.config.data.classes {
+        Some(names) if names.len() == set.num_classes => names.clone(),
+        _ => (0..set.num_classes).map(|d| d.to_string()).collect(),
+    };
+    Ok((set, "test set".to_string(), names))
 }
 
 /// Every row of the CSV file at `path`, labelled in the run's label column, as the run's

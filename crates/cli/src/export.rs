@@ -55,9 +55,19 @@ pub fn run(args: &ExportArgs) -> Result<Verdict> {
     // Never the input itself, --force or not (the checkpoint a run directory exports is
     // compared once it is known).
     let is_toml = path.extension().is_some_and(|e| e == "toml");
+    // A run file's model file is read too (`model = "…"`, relative to the run file).
+    let named_model = if is_toml { crate::check::model_file_named_by(path) } else { None };
     let mut inputs: Vec<(&str, &Path)> = vec![];
     if path.is_file() {
-        inputs.push((if is_toml { "the model file" } else { "the checkpoint" }, path));
+        let what = match (is_toml, &named_model) {
+            (false, _) => "the checkpoint",
+            (true, Some(_)) => "the run file",
+            (true, None) => "the model file",
+        };
+        inputs.push((what, path));
+    }
+    if let Some(m) = &named_model {
+        inputs.push(("the model file that the run file names", m));
     }
     if let Some(w) = &args.weights {
         inputs.push(("the --weights file", w));
@@ -122,7 +132,9 @@ fn from_model_file(spec: ModelSpec, weights: Option<&Path>, path: &Path) -> Resu
     let model = spec.build()?;
     let from = match &sd {
         Some((sd, w)) => {
-            model.load_state_dict(sd, true).with_context(|| format!("loading {w}"))?;
+            let (what, header) = (format!("loading {w}"), format!("--weights {w}: its tensors do not fit the model:"));
+            let fix = "give --weights saved from this model's architecture (the same layer names and sizes), or export without --weights (fresh weights)";
+            crate::convert::load_whole(&model, sd, &what, &header, fix)?;
             w.clone()
         }
         None => "fresh initialisation (no --weights)".to_string(),
@@ -145,9 +157,13 @@ fn from_checkpoint(path: &Path, output: &Path) -> Result<Source> {
         );
     }
     let name = file.display().to_string();
-    check_before_building(&spec, None, Some((&params, &name)), &format!("{name} (its model)"))?;
+    let report = check_before_building(&spec, None, Some((&params, &name)), &format!("{name} (its model)"))?;
+    // The class names go into the ONNX metadata beside the model's outputs: one per output.
+    checkpoint::check_class_names(&file, &meta, &report)?;
     let model = spec.build()?;
-    model.load_state_dict(&params, true).with_context(|| format!("loading {}", file.display()))?;
+    let (what, header) =
+        (format!("loading {}", file.display()), format!("{}: its tensors do not fit its model:", file.display()));
+    crate::convert::load_whole(&model, &params, &what, &header, crate::convert::CHECKPOINT_MISMATCH_FIX)?;
     let mut metadata = vec![
         ("strata.mean".to_string(), serde_json::to_string(&meta.mean)?),
         ("strata.std".to_string(), serde_json::to_string(&meta.std)?),

@@ -102,6 +102,75 @@ layers = [
     }
 }
 
+/// `summary --batch-size 0` (taken as 1) and `check --classes 0` (which suggested a Linear
+/// layer with no outputs) are refused by the flag, saying what to give; 1 is fine for both.
+#[test]
+fn a_batch_or_class_count_of_zero_is_refused() {
+    for (args, says) in [
+        (
+            &["summary", "examples/simple_nn.toml", "--batch-size", "0"][..],
+            "error: invalid value '0' for '--batch-size <BATCH_SIZE>': give at least 1: the activations column is the memory of a batch of that many samples",
+        ),
+        (
+            &["check", "examples/simple_nn.toml", "--classes", "0"],
+            "error: invalid value '0' for '--classes <N>': give the number of classes the model's data has, from 1 to 2147483648 (e.g. --classes 10 for MNIST's digits): the check is that the model ends in one logit per class",
+        ),
+    ] {
+        let (code, stdout, stderr) = strata(args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.starts_with(says), "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+    }
+    let (code, stdout, stderr) = strata(&["summary", "examples/simple_nn.toml", "--batch-size", "1"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("activations (N=1)"), "{stdout}");
+    let (code, _, stderr) = strata(&["check", "examples/simple_nn.toml", "--classes", "1"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("fix: make fc3 Linear(64, 1)"), "{stderr}");
+}
+
+/// A size whose count overflows 64 bits (a Flatten of 6 × 2^31 × 2^31 values, and the Linear
+/// after it) is shown as a lower bound, `≥18446744073709551615`, never as the saturated number
+/// as if it were the size, in the trace and the errors; so are the figures computed from it
+/// (`≥64.0 EiB`).
+#[test]
+fn a_size_that_overflows_is_never_shown_as_a_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("huge.toml");
+    std::fs::write(
+        &model,
+        r#"name = "Overflowing"
+input = [1, 28, 28]
+layers = [
+  { name = "conv", type = "Conv2d", in_channels = 1, out_channels = 6, kernel_size = 3 },
+  { name = "pool", type = "AdaptiveAvgPool2d", output_size = 2147483648 },
+  { name = "flat", type = "Flatten" },
+  { name = "head", type = "Linear", out_features = 10 },
+]
+"#,
+    )
+    .unwrap();
+    let (code, stdout, stderr) = strata(&["check", model.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stderr}");
+    // Every saturated size is marked as a lower bound (`≥`), never printed as if it were one.
+    let all = format!("{stdout}{stderr}");
+    for saturated in ["18446744073709551615", "18,446,744,073,709,551,615"] {
+        for (at, _) in all.match_indices(saturated) {
+            assert!(all[..at].ends_with('≥'), "{saturated} at {at} without ≥: {all}");
+        }
+    }
+    insta::assert_snapshot!("check_overflowing_trace", stdout);
+    // The memory check that refuses it needs the machine's memory (/proc/meminfo).
+    if std::path::Path::new("/proc/meminfo").exists() {
+        for says in [
+            "error: layer `flat` (Flatten, position 3) receives [N, 6, 2147483648, 2147483648]\n  its output for a single sample takes ≥64.0 EiB: more than this machine's",
+            "error: layer `head` (Linear ≥18446744073709551615 → 10, position 4) receives [N, ≥18446744073709551615]\n  its ≥184,467,440,737,095,516,160 parameters take ≥640.0 EiB in f32",
+        ] {
+            assert!(stderr.contains(says), "{says}\n{stderr}");
+        }
+    }
+}
+
 #[test]
 fn summary_of_simple_nn() {
     let (code, stdout, stderr) = strata(&["summary", "examples/simple_nn.toml"]);

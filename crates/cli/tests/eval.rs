@@ -5,6 +5,7 @@ use std::process::Command;
 
 const STRATA: &str = env!("CARGO_BIN_EXE_strata");
 const IMAGES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../data/assets/t10k-images-idx3-ubyte.gz");
+const LABELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../data/assets/t10k-labels-idx1-ubyte.gz");
 
 fn run(args: &[&str]) -> (bool, String, String) {
     let o = Command::new(STRATA).args(args).output().unwrap();
@@ -286,4 +287,91 @@ fn a_directory_without_checkpoints_is_refused_by_use() {
         assert!(!err.contains("resume"), "{args:?}: {err}");
     }
     assert!(!onnx.exists());
+}
+
+/// `eval --data DIR` of a run trained on IDX images reads only the folder's test pair, all it
+/// evaluates on: the training pair need not be there (all four files were required). A missing
+/// test file is named, with the names tried.
+#[test]
+fn eval_data_needs_only_the_test_pair() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run_dir = tmp.path().join("run");
+    let d = run_dir.to_str().unwrap();
+    let (ok, _, err) = run(&["train", "--epochs", "1", "--quiet", "--out", d]);
+    assert!(ok, "{err}");
+    let data = tmp.path().join("mnist");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::copy(IMAGES, data.join("t10k-images-idx3-ubyte.gz")).unwrap();
+    std::fs::copy(LABELS, data.join("t10k-labels-idx1-ubyte.gz")).unwrap();
+    let (ok, out, err) = run(&["eval", d, "--data", data.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("test set (10000 samples): accuracy "), "{out}");
+    std::fs::remove_file(data.join("t10k-labels-idx1-ubyte.gz")).unwrap();
+    let (ok, _, err) = run(&["eval", d, "--data", data.to_str().unwrap()]);
+    let dd = data.display();
+    assert!(!ok);
+    assert_eq!(
+        err,
+        format!(
+            "error: --data {dd}: no `t10k-labels-idx1-ubyte` file (tried {dd}/t10k-labels-idx1-ubyte and {dd}/t10k-labels-idx1-ubyte.gz); the test set is read from MNIST's test pair, t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (each optionally .gz), and only from them\nfix: put `t10k-labels-idx1-ubyte` or `t10k-labels-idx1-ubyte.gz` in {dd}, or give the folder that holds it (--data DIR)\n"
+        )
+    );
+}
+
+/// Writes at `path` a valid checkpoint (checksum and all) of a Linear 4 → 3 model named `fc`,
+/// whose metadata names `classes` and stores the run config `config`.
+fn small_checkpoint(path: &std::path::Path, classes: &[&str], config: &str) {
+    let model_text = "name = \"Small\"\ninput = [4]\nlayers = [{ name = \"fc\", type = \"Linear\", in_features = 4, out_features = 3 }]\n";
+    let model = strata_nn::model_file::parse_model(model_text, "small", "model").unwrap().build().unwrap();
+    let meta = strata_train::checkpoint::Meta {
+        epoch: 1,
+        batch: 0,
+        step: 5,
+        config: config.into(),
+        model: model_text.into(),
+        mean: vec![0.5],
+        std: vec![0.25],
+        classes: classes.iter().map(|c| c.to_string()).collect(),
+        ..Default::default()
+    };
+    strata_train::checkpoint::save(path, &model, &strata_nn::StateDict::new(), &meta).unwrap();
+}
+
+/// A checkpoint whose class names are not one per output of its model (a forged or mismatched
+/// file: two names for three scores) is refused by `eval`, `predict` and `export`, which show
+/// or store the names beside the scores. One with a name per output predicts with the names;
+/// so does one whose stored run config has a warm-up longer than the run and `keep_last = 0`,
+/// which strata accepted before refusing them for a run: its checkpoints are still read.
+#[test]
+fn class_names_must_be_one_per_output_of_the_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    std::fs::write(path("rows.csv"), "0.5,0.5,0.5,0.5\n").unwrap();
+    let config = "[training]\nepochs = 10\n";
+    small_checkpoint(tmp.path().join("two.safetensors").as_path(), &["cat", "dog"], config);
+    let onnx = path("two.onnx");
+    for args in [
+        &["eval", &path("two.safetensors")][..],
+        &["predict", &path("two.safetensors"), "--csv", &path("rows.csv")],
+        &["export", &path("two.safetensors"), "-o", &onnx],
+    ] {
+        let (ok, out, err) = run(args);
+        assert!(!ok, "{args:?}: {out}");
+        assert_eq!(
+            err,
+            format!(
+                "error: {}: its metadata names 2 classes (`strata.classes`: cat, dog), but its model gives 3 scores per sample (output [N, 3]): the names cannot be matched to the model's outputs; the file is damaged or was not written by strata train\nfix: use another checkpoint of the run, or retrain\n",
+                path("two.safetensors")
+            ),
+            "{args:?}"
+        );
+    }
+    assert!(!std::path::Path::new(&onnx).exists());
+    let old = "[schedule]\nwarmup_epochs = 20.0\n[training]\nepochs = 10\nkeep_last = 0\n";
+    small_checkpoint(tmp.path().join("three.safetensors").as_path(), &["cat", "dog", "eel"], old);
+    let (ok, out, err) = run(&["predict", &path("three.safetensors"), "--csv", &path("rows.csv"), "--top", "3"]);
+    assert!(ok, "{err}");
+    for name in ["(cat)", "(dog)", "(eel)"] {
+        assert!(out.contains(name), "{out}");
+    }
 }

@@ -103,6 +103,26 @@ layers = [
     assert!(err.starts_with(&format!("error: --init {PT} cannot be given with --resume runs/x")), "{err}");
 }
 
+/// `convert --model` with weights that do not fit lists them as `--init` does, and its fix
+/// says what the command line offers — strata-nn's own message ends in its API's
+/// `strict = false`, which no command has; nothing is written.
+#[test]
+fn converted_weights_that_do_not_fit_the_model_name_the_commands_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("narrow.toml");
+    std::fs::write(
+        &model,
+        "name = \"Narrow\"\ninput = [784]\nlayers = [\n  { name = \"fc1\", type = \"Linear\", in_features = 784, out_features = 10 },\n]\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("w.safetensors");
+    let (ok, _, err) = run(&["convert", PT, "-o", out.to_str().unwrap(), "--model", model.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(!err.contains("strict = false"), "{err}");
+    insta::assert_snapshot!("convert_mismatch", err.replace(tmp.path().to_str().unwrap(), "[TMP]"));
+    assert!(!out.exists());
+}
+
 const MARKER: &str = "/tmp/strata-torch-convert-pwned";
 
 #[test]

@@ -174,6 +174,28 @@ fn no_command_writes_over_its_own_input() {
         assert!(!o.status.success() && err.contains("-o run: a directory, not a file"), "{force:?}: {err}");
     }
 
+    // A run file's model file is an input of export and of convert --model too (the run file
+    // names it): written over, with --force, it was lost.
+    project(&d.join("proj"));
+    for args in [
+        &["export", "proj/config.toml", "-o", "proj/model.toml", "--force"][..],
+        &["export", "proj/config.toml", "-o", "./proj/../proj/model.toml", "--force"],
+        &["convert", "w.pt", "--model", "proj/config.toml", "-o", "proj/model.toml", "--force"],
+    ] {
+        let o = strata_in(d, args);
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{args:?}");
+        assert!(
+            err.contains("is the model file that the")
+                && err.contains("names proj/model.toml, an input of this command; writing there would destroy it"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(std::fs::read_to_string(d.join("proj/model.toml")).unwrap(), MODEL_FILE);
+    }
+    // Beside them, it exports.
+    let o = strata_in(d, &["export", "proj/config.toml", "-o", "proj/tiny.onnx"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
     std::fs::write(d.join("w.pt"), "not really a torch file").unwrap();
     let o = strata_in(d, &["convert", "w.pt", "-o", "w.pt", "--force"]);
     let err = stderr(&o);

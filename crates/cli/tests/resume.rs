@@ -435,3 +435,85 @@ fn a_pipelined_run_resumes_as_accumulation() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(params(&piped), params(&straight));
 }
+
+/// A checkpoint whose tensors do not fit the model stored in it (strata writes both from one
+/// model: a forged or changed file) is refused on resume listing the keys, with what the
+/// command line can do — not strata-nn's `strict = false`, an option of its API that no command
+/// has — and the run is left as it was.
+#[test]
+fn a_checkpoint_whose_tensors_do_not_fit_its_model_is_refused_on_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let r = run.to_str().unwrap();
+    assert!(train(&["--epochs", "1", "--quiet", "--out", r]).status.success());
+    let ckpt = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("step-"))
+        .unwrap();
+    let (_, _, meta) = strata_train::checkpoint::load(&ckpt).unwrap();
+    // The same position, config and model file; the tensors of another model (Linear 4 → 3).
+    let other = strata_nn::ModelSpec::new("other").input(&[4]).linear("fc", 4, 3).build().unwrap();
+    strata_train::checkpoint::save(&ckpt, &other, &strata_nn::StateDict::new(), &meta).unwrap();
+    let model = std::fs::read(run.join("model.safetensors")).unwrap();
+    let out = train(&["--resume", r, "--epochs", "2", "--quiet"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(!err.contains("strict = false"), "{err}");
+    assert!(
+        err.contains(&format!("error: {}: its tensors do not fit its model:\n", ckpt.display()))
+            && err.contains("  missing from the file: fc1.weight, fc1.bias, fc2.weight, fc2.bias, fc3.weight, fc3.bias\n  not in the model: fc.bias, fc.weight\n  fix: use another checkpoint of the run: strata writes a checkpoint's tensors and the model in its metadata from one model, so this file is damaged or was not written by strata\n"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(run.join("model.safetensors")).unwrap(), model, "a refused resume changed the run");
+}
+
+/// A run whose stored config strata accepted before it refused a warm-up longer than the run
+/// and `keep_last = 0` (written here by hand: 1 epoch, a 5-epoch warm-up, keep_last = 0) is
+/// still read, and resumes once the overrides the refusals name fix it: `--resume` checks
+/// those keys after its overrides, as a new run's.
+#[test]
+fn a_run_stored_with_a_long_warmup_and_keep_last_0_resumes_once_fixed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let r = run.to_str().unwrap();
+    assert!(train(&["--epochs", "1", "--quiet", "--out", r]).status.success());
+    for e in std::fs::read_dir(run.join("checkpoints")).unwrap() {
+        let path = e.unwrap().path();
+        let (params, optim, mut meta) = strata_train::checkpoint::load(&path).unwrap();
+        assert!(meta.config.contains("warmup_epochs = 0.0\n") && meta.config.contains("keep_last = 3\n"));
+        meta.config = meta.config.replace("warmup_epochs = 0.0\n", "warmup_epochs = 5.0\n");
+        meta.config = meta.config.replace("keep_last = 3\n", "keep_last = 0\n");
+        let model = strata_nn::SimpleNN::new().unwrap();
+        strata_nn::Module::load_state_dict(&model, &params, true).unwrap();
+        strata_train::checkpoint::save(&path, &model, &optim, &meta).unwrap();
+    }
+    let out = train(&["--resume", r, "--epochs", "2", "--quiet"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("schedule.warmup_epochs = 5 is longer than the run: training.epochs (--epochs) = 2"),
+        "{err}"
+    );
+    let out = train(&["--resume", r, "--epochs", "5", "--quiet"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("training.keep_last = 0 asks to keep no step checkpoint"), "{err}");
+    let out = train(&[
+        "--resume",
+        r,
+        "--epochs",
+        "2",
+        "--set",
+        "schedule.warmup_epochs=1",
+        "--set",
+        "training.keep_last=1",
+        "--quiet",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("overriding schedule.warmup_epochs 5.0 → 1")
+            && err.contains("overriding training.keep_last 0 → 1"),
+        "{err}"
+    );
+}

@@ -64,6 +64,47 @@ fn bad_options_are_errors() {
     assert!(String::from_utf8_lossy(&out.stdout).is_empty(), "it trained before refusing");
 }
 
+/// A warm-up longer than the run (the rate would never reach optimizer.lr) and `keep_last = 0`
+/// (no checkpoint to resume from; it was taken as 1, silently) are refused before anything is
+/// written, naming the keys, their values and the fix. A warm-up of the whole run trains, and
+/// `--resume` extends it past its warm-up; an override on resume that makes the warm-up longer
+/// than the resumed run is refused the same way, leaving the run as it was.
+#[test]
+fn a_warmup_longer_than_the_run_and_keeping_no_checkpoint_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let r = run.to_str().unwrap();
+    for (args, message) in [
+        (
+            &["--epochs", "2", "--set", "schedule.warmup_epochs=3"][..],
+            "error: schedule.warmup_epochs = 3 is longer than the run: training.epochs (--epochs) = 2, so the learning rate would still be warming up when the run ends and never reach optimizer.lr (0.01), and the `constant` schedule after it would never start\nfix: give schedule.warmup_epochs at most 2 (--set schedule.warmup_epochs=…; a few percent of the run is usual), or train for 3 epochs or more (--epochs 3)\n",
+        ),
+        (
+            &["--epochs", "1", "--set", "training.keep_last=0"],
+            "error: training.keep_last = 0 asks to keep no step checkpoint, but --resume continues a run from its newest one, so strata keeps at least 1\nfix: give training.keep_last = 1 to keep only the newest (--set training.keep_last=1; the default is 3, and best.safetensors is kept besides them), or a number at least as large as the run's checkpoints to keep them all\n",
+        ),
+    ] {
+        let out = strata(&[&["train", "--quiet", "--out", r][..], args].concat());
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), message, "{args:?}");
+        assert!(!run.exists(), "{args:?} left {r} behind");
+    }
+    let out = strata(&["train", "--quiet", "--out", r, "--epochs", "1", "--set", "schedule.warmup_epochs=1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = strata(&["train", "--resume", r, "--epochs", "2", "--quiet"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("overriding training.epochs 1 → 2"), "{err}");
+    let model = std::fs::read(run.join("model.safetensors")).unwrap();
+    let out = strata(&["train", "--resume", r, "--epochs", "3", "--set", "schedule.warmup_epochs=4", "--quiet"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("schedule.warmup_epochs = 4 is longer than the run: training.epochs (--epochs) = 3"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(run.join("model.safetensors")).unwrap(), model, "a refused resume changed the run");
+}
+
 /// Options that only the trainer can judge against the model and the data (here: more
 /// micro-batches than a batch has samples) are refused before the run directory is made:
 /// nothing is left on disk, and an existing run directory keeps exactly what it held.

@@ -154,3 +154,34 @@ fn mutated_run_files_never_panic() {
         )
         .unwrap();
 }
+
+/// A warm-up longer than the run (it would never reach optimizer.lr) and `keep_last = 0` (no
+/// checkpoint to resume from) are refused for a run, naming the keys, their values and the fix;
+/// a warm-up as long as the run, or a resumed run extended past its warm-up, is fine. A
+/// checkpoint's stored config is held only to the key-by-key checks, so one written before
+/// these checks is still read.
+#[test]
+fn run_wide_checks() {
+    let config = |text: &str| toml::from_str::<RunConfig>(text).unwrap();
+    let warm = config("[schedule]\nname = \"cosine\"\nwarmup_epochs = 5.5\n[training]\nepochs = 3\n");
+    let keep = config("[training]\nkeep_last = 0\n");
+    insta::assert_snapshot!(
+        [warm.validate().unwrap_err().to_string(), keep.validate().unwrap_err().to_string()].join("\n\n"),
+        @r"
+    schedule.warmup_epochs = 5.5 is longer than the run: training.epochs (--epochs) = 3, so the learning rate would still be warming up when the run ends and never reach optimizer.lr (0.01), and the `cosine` schedule after it would never start
+    fix: give schedule.warmup_epochs at most 3 (--set schedule.warmup_epochs=…; a few percent of the run is usual), or train for 6 epochs or more (--epochs 6)
+
+    training.keep_last = 0 asks to keep no step checkpoint, but --resume continues a run from its newest one, so strata keeps at least 1
+    fix: give training.keep_last = 1 to keep only the newest (--set training.keep_last=1; the default is 3, and best.safetensors is kept besides them), or a number at least as large as the run's checkpoints to keep them all
+    "
+    );
+    assert!(warm.validate_stored().is_ok() && keep.validate_stored().is_ok());
+    // The fixes the messages give, as a resumed run applies them.
+    let fixed = |c: &RunConfig, key: &str, value: &str| c.with_overrides(&[(key.into(), value.into())]).unwrap();
+    fixed(&warm, "training.epochs", "6").validate().unwrap();
+    fixed(&warm, "schedule.warmup_epochs", "3").validate().unwrap();
+    fixed(&keep, "training.keep_last", "1").validate().unwrap();
+    // Each key's own range is still checked first (a NaN warm-up is not "longer than the run").
+    let e = config("[schedule]\nwarmup_epochs = nan\n").validate().unwrap_err().to_string();
+    assert!(e.starts_with("schedule.warmup_epochs must be a number of epochs ≥ 0, got NaN"), "{e}");
+}

@@ -152,7 +152,9 @@ fn run_in(args: &TrainArgs, world: Option<&dist::World>) -> Result<Verdict> {
     let mut start = Meta::default();
     if let Some((path, params, optim, meta)) = &resume {
         check_resume_position(path, meta, &data.train, t.batch_size)?;
-        model.load_state_dict(params, true).with_context(|| format!("loading {}", path.display()))?;
+        let (what, header) =
+            (format!("loading {}", path.display()), format!("{}: its tensors do not fit its model:", path.display()));
+        crate::convert::load_whole(&model, params, &what, &header, crate::convert::CHECKPOINT_MISMATCH_FIX)?;
         optimizer
             .load_state_dict(optim)
             .with_context(|| format!("loading the optimizer state of {}", path.display()))?;
