@@ -136,6 +136,28 @@ pub enum DataError {
         element: &'static str,
     },
 
+    /// A gzip-compressed IDX file whose header declares more data than this machine's memory:
+    /// inflating it could only end in a gzip bomb's worth of zeros or an aborted process.
+    #[error(
+        "`{}`: IDX header declares {} ({declared_bytes} bytes once decompressed), more than this \
+         machine's {memory_bytes} bytes of memory; the header is corrupt or the file is not a data \
+         set (a gzip bomb) — re-download it",
+        .path.display(),
+        describe(.dims, .element)
+    )]
+    LargerThanMemory {
+        /// The file.
+        path: PathBuf,
+        /// The declared dimensions.
+        dims: Vec<usize>,
+        /// The element type's name.
+        element: &'static str,
+        /// The payload's declared size.
+        declared_bytes: u64,
+        /// This machine's memory.
+        memory_bytes: u64,
+    },
+
     /// The payload after the header is shorter than the header declares.
     #[error(
         "`{}`: IDX header declares {} ({expected_bytes} bytes) but the file {} only \

@@ -41,12 +41,26 @@ fn errors_from_files_name_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lying.gz");
     let mut b = vec![0, 0, 8, 3];
-    for d in [4_000_000_000u32, 28, 28] {
+    // 100,000 images declared (78 MB, less than any machine's memory), none there.
+    for d in [100_000u32, 28, 28] {
         b.extend_from_slice(&d.to_be_bytes());
     }
     std::fs::write(&path, gzip(&b)).unwrap();
     let e = read_idx(&path).unwrap_err();
     assert!(matches!(e, DataError::Truncated { actual_bytes: 0, gzip: true, .. }), "{e:?}");
+    assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+    // 4e9 images (3.1 TB): refused before inflating, the file named.
+    let mut b = vec![0, 0, 8, 3];
+    for d in [4_000_000_000u32, 28, 28] {
+        b.extend_from_slice(&d.to_be_bytes());
+    }
+    std::fs::write(&path, gzip(&b)).unwrap();
+    let e = read_idx(&path).unwrap_err();
+    if strata_core::Device::Cpu.total_memory().is_none() {
+        eprintln!("skipped the memory half: this machine's memory is unknown");
+        return;
+    }
+    assert!(matches!(e, DataError::LargerThanMemory { declared_bytes: 3_136_000_000_000, .. }), "{e:?}");
     assert!(e.to_string().contains(&path.display().to_string()), "{e}");
 }
 

@@ -9,7 +9,9 @@
 //! allocated for it: the dimension count, an overflow-checked byte size, and, for raw input, that
 //! the bytes are actually there. Gzip input is inflated through [`Read::take`] capped one byte
 //! past the declared size, into a buffer that grows only as data really arrives, so neither a
-//! lying header ("4 billion images") nor a gzip bomb can cause a huge allocation.
+//! lying header ("4 billion images") nor a gzip bomb can cause a huge allocation; a header
+//! declaring more than the machine's memory is refused before anything is inflated (a few MB
+//! of gzip can hold gigabytes of real zeros).
 //!
 //! This file is the validating reader; `format.rs` the data model ([`IdxArray`], [`IdxData`])
 //! and its encoding.
@@ -130,6 +132,19 @@ fn parse_gzip(compressed: &[u8], path: &Path) -> Result<IdxArray> {
         return Err(truncated_header(4 + 4 * ndims, 4 + got as u64));
     }
     let header = check_dims(elem, &dim_bytes, path)?;
+    // More than the machine's memory (checked before inflating anything): a lying header or a
+    // gzip bomb, whose zeros would otherwise be inflated until the process is killed.
+    if let Some(memory) = strata_core::Device::Cpu.total_memory()
+        && header.payload_bytes > memory
+    {
+        return Err(DataError::LargerThanMemory {
+            path: path.to_path_buf(),
+            dims: header.dims,
+            element: elem.name(),
+            declared_bytes: header.payload_bytes,
+            memory_bytes: memory,
+        });
+    }
 
     // Inflate at most one byte more than declared: enough to detect trailing data, never more.
     // Reserve the declared size only when deflate could actually produce it from this input;
@@ -331,7 +346,19 @@ mod tests {
         }
         b.extend_from_slice(&[0; 100]);
         let start = std::time::Instant::now();
-        both(&b, |e, _| {
+        // Compressed, it is refused before inflating when the machine has less memory than
+        // that (every machine this runs on); raw, its bytes are simply not there.
+        let memory = strata_core::Device::Cpu.total_memory();
+        both(&b, |e, gzip| {
+            if gzip && let Some(m) = memory.filter(|&m| m < 3_136_000_000_000) {
+                assert!(
+                    matches!(&e, DataError::LargerThanMemory { declared_bytes: 3_136_000_000_000, memory_bytes, .. } if *memory_bytes == m),
+                    "{e:?}"
+                );
+                let msg = e.to_string();
+                assert!(msg.contains("4000000000 records of 28x28 u8 (3136000000000 bytes once decompressed), more than this machine's"), "{msg}");
+                return;
+            }
             assert!(
                 matches!(e, DataError::Truncated { expected_bytes: 3_136_000_000_000, actual_bytes: 100, .. }),
                 "{e:?}"
