@@ -196,6 +196,17 @@ fn col2im_loops<T: Float>(col: &mut [T], g: &ConvGeom, dx: &mut [T]) {
     }
 }
 
+/// One sample's column matrix `[C·kH·kW, L]`: the input itself for a pointwise (1×1, stride 1,
+/// unpadded) convolution, whose columns are its rows as they lie; else im2col into `col`.
+fn columns<'a, T: Float>(x_n: &'a [T], g: &ConvGeom, col: &'a mut [T]) -> &'a [T] {
+    if g.is_pointwise() {
+        x_n
+    } else {
+        im2col(x_n, g, col);
+        col
+    }
+}
+
 /// Forward: `out_n = bias + W_g · col(x_n)` per sample and group. `x` and `weight` contiguous.
 pub(crate) fn conv2d_forward<T: Float>(x: &[T], weight: &[T], bias: Option<&[T]>, g: &ConvGeom) -> Vec<T> {
     if g.winograd() {
@@ -216,12 +227,7 @@ pub(crate) fn conv2d_forward<T: Float>(x: &[T], weight: &[T], bias: Option<&[T]>
                     row.fill(bv);
                 }
             }
-            let cols = if g.is_pointwise() {
-                x_n
-            } else {
-                im2col(x_n, g, &mut col);
-                &col
-            };
+            let cols = columns(x_n, g, &mut col);
             for gi in 0..g.groups {
                 let lhs = MatRef { data: weight, offset: gi * og * k, rs: k, cs: 1 };
                 let rhs = MatRef { data: cols, offset: gi * k * l, rs: l, cs: 1 };
@@ -331,12 +337,7 @@ fn conv2d_backward_im2col<T: Float>(
                         cols.weight_grad(x_n, g, dy, dy_off, dw_t, n > first);
                         break 'dw;
                     }
-                    let cols = if pointwise {
-                        x_n
-                    } else {
-                        im2col(x_n, g, &mut col);
-                        &col
-                    };
+                    let cols = columns(x_n, g, &mut col);
                     for gi in 0..g.groups {
                         // dW_gᵀ (K×og) += col_g (K×L) · dY_gᵀ (L×og): dY_gᵀ is dY_g read with swapped strides.
                         let lhs = MatRef { data: cols, offset: gi * k * l, rs: l, cs: 1 };
