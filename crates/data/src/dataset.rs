@@ -203,6 +203,42 @@ impl Dataset {
         Ok(())
     }
 
+    /// Checks that the public fields agree, as every loader of this crate leaves them: `features`
+    /// holds exactly `len()` samples of `sample_len()` values, and (for a labelled set, whose
+    /// `num_classes` is not 0) every label is below `num_classes`. A data set assembled by hand
+    /// that fails it would otherwise panic, or train on the wrong samples, wherever it is batched;
+    /// a trainer calls this before its first step.
+    ///
+    /// # Errors
+    /// [`DataError::InvalidArgument`] naming the disagreeing fields and their values, or the
+    /// first label out of range with its index.
+    pub fn validate(&self) -> Result<()> {
+        let err = |message: String| Err(DataError::InvalidArgument { what: "data set", message });
+        let n = self.sample_len();
+        match self.len().checked_mul(n) {
+            Some(values) if values == self.features.len() => {}
+            _ => {
+                return err(format!(
+                    "`features` holds {} values, but {} labels of samples of shape {:?} ({n} values each) need {}; \
+                     keep `features`, `labels` and `sample_shape` consistent",
+                    self.features.len(),
+                    self.len(),
+                    self.sample_shape,
+                    self.len().checked_mul(n).map_or_else(|| "more than memory holds".to_string(), |v| v.to_string())
+                ));
+            }
+        }
+        if self.num_classes > 0
+            && let Some((i, y)) = self.labels.iter().enumerate().find(|(_, y)| **y >= self.num_classes)
+        {
+            return err(format!(
+                "label {y} of sample {i} is not a class of {} (labels are 0..{}); fix the label, or raise `num_classes`",
+                self.num_classes, self.num_classes
+            ));
+        }
+        Ok(())
+    }
+
     /// How many samples each class has: entry `c` counts label `c`; `num_classes` entries.
     pub fn class_counts(&self) -> Vec<usize> {
         let mut counts = vec![0; self.num_classes];
@@ -387,6 +423,31 @@ mod tests {
         let huge = IdxArray { dims: vec![usize::MAX, 2], data: IdxData::U8(vec![0; 2]) };
         let e = build(huge, labels(vec![0]), 3).unwrap_err().to_string();
         assert!(e.contains("describe more values than memory can hold"), "{e}");
+    }
+
+    /// Fields that disagree are refused with what each holds (a trainer would otherwise panic
+    /// slicing the features of the last samples).
+    #[test]
+    fn validate_names_fields_that_disagree() {
+        let short = Dataset { features: vec![0.0; 5], labels: vec![0, 1], sample_shape: vec![1, 3], num_classes: 2 };
+        assert_eq!(
+            short.validate().unwrap_err().to_string(),
+            "data set: `features` holds 5 values, but 2 labels of samples of shape [1, 3] (3 values each) need 6; \
+             keep `features`, `labels` and `sample_shape` consistent"
+        );
+        let label = Dataset { features: vec![0.0; 3], labels: vec![0, 1, 4], sample_shape: vec![1], num_classes: 3 };
+        assert_eq!(
+            label.validate().unwrap_err().to_string(),
+            "data set: label 4 of sample 2 is not a class of 3 (labels are 0..3); fix the label, or raise `num_classes`"
+        );
+        let huge = Dataset { features: vec![], labels: vec![0; 2], sample_shape: vec![usize::MAX], num_classes: 1 };
+        assert!(huge.validate().unwrap_err().to_string().contains("need more than memory holds"));
+        // Unlabelled (num_classes 0, as read_csv_unlabelled gives) and empty sets are fine.
+        Dataset { features: vec![0.0; 4], labels: vec![0, 0], sample_shape: vec![2], num_classes: 0 }
+            .validate()
+            .unwrap();
+        build(images(0), labels(vec![]), 10).unwrap().validate().unwrap();
+        numbered(5).validate().unwrap();
     }
 
     #[test]

@@ -459,6 +459,35 @@ pub enum DataError {
         max: u64,
     },
 
+    /// An image file larger than any image strata decodes: read whole, it could exhaust memory
+    /// before its header is even looked at (a disk image or a sparse file with an image's name).
+    #[error(
+        "`{}`: the file holds {bytes} bytes, more than the {max} bytes an image strata decodes may \
+         take; it is not a training image (a misnamed disk image or archive?) — move it out of the folder",
+        .path.display()
+    )]
+    ImageFileTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size in bytes (at least; a file that grows while read counts what was read).
+        bytes: u64,
+        /// The most bytes accepted.
+        max: u64,
+    },
+
+    /// A class folder of an image folder whose name is not UTF-8: it cannot be named as a class
+    /// (two such names would read the same), so it is refused rather than renamed.
+    #[error(
+        "`{}`: a class folder whose name is not valid UTF-8 (shown with � for the bytes that are \
+         not); class names are stored and printed as text, and two such folders would get the same \
+         name — rename the folder",
+        .path.display()
+    )]
+    ClassNameNotUtf8 {
+        /// The folder.
+        path: PathBuf,
+    },
+
     /// Two images of one image folder differ in size and no resize was requested.
     #[error(
         "`{}` is {width}x{height} pixels (width x height) but `{}`, the first image, is \

@@ -103,6 +103,9 @@ impl ImageFolder {
             let name = entry.file_name().to_string_lossy().into_owned();
             // `Path::is_dir` follows symlinks, so a class folder may be a link to elsewhere.
             if !name.starts_with('.') && entry.path().is_dir() {
+                if entry.file_name().to_str().is_none() {
+                    return Err(DataError::ClassNameNotUtf8 { path: entry.path() });
+                }
                 classes.push((name, entry.path()));
             }
         }
@@ -130,7 +133,7 @@ impl ImageFolder {
         let mut first: Option<(PathBuf, u32, u32)> = None;
         let mut sample_shape = Vec::new();
         for (label, path) in files {
-            let bytes = std::fs::read(&path).map_err(|source| DataError::Io { path: path.clone(), source })?;
+            let bytes = read_image_file(&path)?;
             let (width, height) = dimensions(&bytes, &path, options.channels)?;
             if options.resize.is_none() {
                 match &first {
@@ -164,9 +167,30 @@ impl ImageFolder {
 /// shape. Errors name the file.
 pub fn load_image(path: &Path, options: &ImageFolderOptions) -> Result<(Vec<f32>, Vec<usize>)> {
     options.validate()?;
-    let bytes = std::fs::read(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
+    let bytes = read_image_file(path)?;
     dimensions(&bytes, path, options.channels)?;
     decode(&bytes, path, options)
+}
+
+/// The bytes of an image file, refused unread when it holds more than [`MAX_DECODE_BYTES`]
+/// (no PNG or JPEG within the decoder's limits is that large): `std::fs::read` would allocate
+/// whatever a file, a sparse one included, claims.
+fn read_image_file(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let io_err = |source| DataError::Io { path: path.to_path_buf(), source };
+    let file = std::fs::File::open(path).map_err(io_err)?;
+    let too_large = |bytes| DataError::ImageFileTooLarge { path: path.to_path_buf(), bytes, max: MAX_DECODE_BYTES };
+    let len = file.metadata().map_err(io_err)?.len();
+    if len > MAX_DECODE_BYTES {
+        return Err(too_large(len));
+    }
+    // The length is a hint (a file may grow while read): read at most one byte past the limit.
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(MAX_DECODE_BYTES + 1).read_to_end(&mut bytes).map_err(io_err)?;
+    if bytes.len() as u64 > MAX_DECODE_BYTES {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
 
 /// The entries of a directory, with errors naming it.

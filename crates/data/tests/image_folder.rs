@@ -185,3 +185,49 @@ fn bad_options_are_errors_not_panics() {
     let e = ImageFolder::load(&root, &ImageFolderOptions { channels: 4, resize: None }).unwrap_err();
     assert!(e.to_string().contains("channels must be 1 (grayscale) or 3 (RGB), got 4"), "{e}");
 }
+
+/// Two class folders whose names are not UTF-8 both became the class `�` (lossy conversion):
+/// two classes of one name, which predictions and checkpoints cannot tell apart.
+#[cfg(unix)]
+#[test]
+fn class_folders_whose_names_are_not_utf8_are_refused() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    for name in [b"caf\xe9".as_slice(), b"caf\xe8"] {
+        gray_png(&dir.path().join(std::ffi::OsStr::from_bytes(name)).join("a.png"), 2, 2, 0);
+    }
+    let e = ImageFolder::load(dir.path(), &gray(None)).unwrap_err();
+    assert!(matches!(e, DataError::ClassNameNotUtf8 { .. }), "{e:?}");
+    assert!(
+        e.to_string().ends_with(
+            "caf�`: a class folder whose name is not valid UTF-8 (shown with � for the bytes that are not); class names are stored and printed as text, and two such folders would get the same name — rename the folder"
+        ),
+        "{e}"
+    );
+    // An image file whose own name is not UTF-8 is fine: only class names are text.
+    let dir = tempfile::tempdir().unwrap();
+    gray_png(&dir.path().join("a").join(std::ffi::OsStr::from_bytes(b"\xff.png")), 2, 2, 0);
+    assert_eq!(ImageFolder::load(dir.path(), &gray(None)).unwrap().paths.len(), 1);
+}
+
+/// A file with an image's name larger than any image (here a sparse 2 GiB + 1 byte file, no
+/// disk used) was read whole before its header was looked at: a sparse terabyte exhausted
+/// memory. It is refused unread.
+#[test]
+fn an_image_file_larger_than_any_image_is_refused_unread() {
+    let (_dir, root) = small_folder();
+    let huge = root.join("dogs/huge.png");
+    std::fs::File::create(&huge).unwrap().set_len((1 << 31) + 1).unwrap();
+    let start = std::time::Instant::now();
+    let e = ImageFolder::load(&root, &gray(None)).unwrap_err();
+    assert!(matches!(e, DataError::ImageFileTooLarge { bytes: 2_147_483_649, max: 2_147_483_648, .. }), "{e:?}");
+    assert!(
+        e.to_string().ends_with(
+            "huge.png`: the file holds 2147483649 bytes, more than the 2147483648 bytes an image strata decodes may take; it is not a training image (a misnamed disk image or archive?) — move it out of the folder"
+        ),
+        "{e}"
+    );
+    let e = load_image(&huge, &gray(None)).unwrap_err();
+    assert!(matches!(e, DataError::ImageFileTooLarge { .. }), "{e:?}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(1), "read without reading: {:?}", start.elapsed());
+}

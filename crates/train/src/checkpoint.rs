@@ -403,16 +403,21 @@ pub fn step_file(run: &Path, step: usize) -> PathBuf {
     dir(run).join(format!("step-{step:09}.safetensors"))
 }
 
-/// The step checkpoints of a run, oldest first.
+/// The step checkpoints of a run, oldest first: the regular files named exactly as
+/// [`step_file`] names them. Anything else in the folder — a user's `step-1.safetensors` or
+/// `step-final.safetensors`, a folder, a link — is not strata's, so pruning never deletes it
+/// and a resume never renames it aside.
 pub fn list(run: &Path) -> Vec<(usize, PathBuf)> {
     let mut v: Vec<(usize, PathBuf)> = std::fs::read_dir(dir(run))
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let step = name.strip_prefix("step-")?.strip_suffix(".safetensors")?.parse().ok()?;
-            Some((step, e.path()))
+            let name = e.file_name().into_string().ok()?;
+            let step: usize = name.strip_prefix("step-")?.strip_suffix(".safetensors")?.parse().ok()?;
+            // `parse` also takes `+5`, `5` and `0005`: only step_file's own spelling is strata's.
+            let own = name == format!("step-{step:09}.safetensors") && e.file_type().is_ok_and(|t| t.is_file());
+            own.then(|| (step, e.path()))
         })
         .collect();
     v.sort();

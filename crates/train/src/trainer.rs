@@ -256,9 +256,9 @@ impl<'m> Trainer<'m> {
         self
     }
 
-    /// Samples per batch in validation (1000 by default).
+    /// Samples per batch in validation (1000 by default; at least 1, else `fit` refuses it).
     pub fn eval_batch_size(mut self, n: usize) -> Self {
-        self.eval_batch_size = n.max(1);
+        self.eval_batch_size = n;
         self
     }
 
@@ -412,10 +412,28 @@ impl<'m> Trainer<'m> {
                 "the training set is empty: there is nothing to train on; give a data set with samples".into(),
             ));
         }
+        train.validate().map_err(|e| Error::InvalidOption(format!("the training set: {e}")))?;
         self.check_input(train)?;
         if let Some(v) = val {
+            if v.is_empty() {
+                return Err(Error::InvalidOption(
+                    "the validation set is empty: its loss and accuracy would be figures of no samples; pass None for no validation, or give a validation set with samples".into(),
+                ));
+            }
+            v.validate().map_err(|e| Error::InvalidOption(format!("the validation set: {e}")))?;
             self.check_input(v)?;
         }
+        if self.batch_size == BatchSize::Samples(0) {
+            return Err(Error::InvalidOption(
+                "batch_size = 0: a step needs at least 1 sample; give a positive batch size (64 is usual), or BatchSize::Full for the whole training set per step".into(),
+            ));
+        }
+        if self.eval_batch_size == 0 {
+            return Err(Error::InvalidOption(
+                "eval_batch_size = 0: validation needs at least 1 sample per batch; give a positive number (the default is 1000)".into(),
+            ));
+        }
+        self.schedule.validate(self.epochs)?;
         if let Some(max) = self.clip_grad_norm
             && !(max > 0.0 && max.is_finite())
         {
@@ -502,6 +520,18 @@ impl<'m> Trainer<'m> {
             return Err(Error::InvalidOption(format!(
                 "start position epoch {epoch0}, batch {batch0} is beyond a run of {} epochs of {steps_per_epoch} batches",
                 self.epochs
+            )));
+        }
+        // Every step number the run reaches must fit the step counter (and the schedule's
+        // total): a run of usize::MAX epochs, or a start at a step near usize::MAX.
+        let total = steps_per_epoch.checked_mul(self.epochs);
+        let remaining = total.map(|t| t - (epoch0 * steps_per_epoch + batch0));
+        if remaining.and_then(|r| r.checked_add(state.step)).and_then(|end| end.checked_add(1)).is_none() {
+            return Err(Error::InvalidOption(format!(
+                "a run of {} epochs of {steps_per_epoch} batches from step {} takes more steps than a step counter holds ({}); give fewer epochs",
+                self.epochs,
+                state.step,
+                usize::MAX
             )));
         }
 

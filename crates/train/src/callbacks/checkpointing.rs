@@ -44,9 +44,10 @@ impl Checkpointing {
         self
     }
 
-    /// How many step checkpoints to keep (at least 1).
+    /// How many step checkpoints to keep, at least 1: a resume continues from the newest, so
+    /// keeping none is refused when the run starts (`usize::MAX`: keep them all).
     pub fn keep_last(mut self, n: usize) -> Self {
-        self.keep_last = n.max(1);
+        self.keep_last = n;
         self
     }
 
@@ -92,6 +93,11 @@ impl Checkpointing {
 
 impl Callback for Checkpointing {
     fn on_fit_start(&mut self, progress: &Progress) -> Result<()> {
+        if self.keep_last == 0 {
+            return Err(Error::InvalidOption(
+                "Checkpointing::keep_last(0) asks to keep no step checkpoint, but a resume continues from the newest one; give keep_last(1) to keep only the newest (the default is 3, and best.safetensors is kept besides them), or usize::MAX to keep them all".into(),
+            ));
+        }
         let dir = checkpoint::dir(&self.run);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating the checkpoint directory", &dir, e))?;
         if self.meta.model.is_empty()

@@ -26,9 +26,17 @@ impl MetricsLog {
         std::fs::create_dir_all(dir).map_err(|e| Error::io("creating the run directory", dir, e))?;
         let path = dir.join("metrics.jsonl");
         if let Some(resume_step) = resume_step {
-            let old = std::fs::read_to_string(&path).unwrap_or_default();
+            // Read as bytes, line by line: a log that cannot be read is an error, not an empty
+            // log to write back, and one line that is not UTF-8 (a torn write) is that line's
+            // loss only — `read_to_string(..).unwrap_or_default()` emptied the whole log.
+            let old = match std::fs::read(&path) {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+                Err(e) => return Err(Error::io("reading, to continue it,", &path, e)),
+            };
             let kept: String = old
-                .lines()
+                .split(|&b| b == b'\n')
+                .filter_map(|l| std::str::from_utf8(l).ok())
                 .filter(|l| {
                     serde_json::from_str::<serde_json::Value>(l)
                         .ok()
@@ -127,5 +135,31 @@ impl Callback for MetricsLog {
         ];
         self.emit(Self::epoch_json(e), &scalars, e.step)?;
         Ok(Control::Continue)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A resume keeps the lines up to its step even when another line is not UTF-8 (a torn
+    /// write): `read_to_string` failed on it, and the whole log was rewritten empty.
+    #[test]
+    fn a_resume_keeps_the_log_around_a_line_that_is_not_utf8() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.jsonl");
+        let mut log = b"{\"event\":\"step\",\"step\":1}\n{\"event\":\"epoch\",\"step\":2}\n".to_vec();
+        log.extend_from_slice(b"{\"event\":\"step\",\"st\xff\xfe\n{\"event\":\"step\",\"step\":3}\n");
+        std::fs::write(&path, &log).unwrap();
+        drop(MetricsLog::open(dir.path(), Some(2)).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"event\":\"step\",\"step\":1}\n{\"event\":\"epoch\",\"step\":2}\n"
+        );
+        // A log that cannot be read is an error, and is left as it is.
+        let blocked = tempfile::tempdir().unwrap();
+        std::fs::create_dir(blocked.path().join("metrics.jsonl")).unwrap();
+        let e = MetricsLog::open(blocked.path(), Some(2)).err().unwrap().to_string();
+        assert!(e.starts_with("reading, to continue it, ") && e.contains("metrics.jsonl"), "{e}");
     }
 }

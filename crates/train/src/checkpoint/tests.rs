@@ -209,3 +209,32 @@ fn best_or_latest_prefers_best_and_names_the_use() {
     assert_eq!(best_or_latest(run, "export").unwrap(), dir(run).join("best.safetensors"));
     assert_eq!(best_or_latest(&step_file(run, 3), "export").unwrap(), step_file(run, 3));
 }
+
+/// Pruning deletes only files strata named: a user's `step-1.safetensors` (which `parse` read
+/// as step 1, the oldest), `step-+2.safetensors`, and a folder spelled like a checkpoint were
+/// listed — the first two deleted by `prune`, the folder failing it (and the run with it) and
+/// renamed aside by a resume.
+#[test]
+fn pruning_leaves_files_strata_did_not_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path();
+    std::fs::create_dir_all(dir(run)).unwrap();
+    let mine = ["step-1.safetensors", "step-+2.safetensors", "step-0000000003.safetensors"];
+    for name in mine {
+        std::fs::write(dir(run).join(name), b"the user's own").unwrap();
+    }
+    std::fs::create_dir(step_file(run, 4)).unwrap();
+    for step in [5, 6, 1_000_000_000] {
+        std::fs::write(step_file(run, step), b"x").unwrap();
+    }
+    assert_eq!(
+        list(run),
+        vec![(5, step_file(run, 5)), (6, step_file(run, 6)), (1_000_000_000, step_file(run, 1_000_000_000))]
+    );
+    prune(run, 1).unwrap();
+    assert_eq!(list(run), vec![(1_000_000_000, step_file(run, 1_000_000_000))]);
+    for name in mine {
+        assert_eq!(std::fs::read(dir(run).join(name)).unwrap(), b"the user's own", "{name}");
+    }
+    assert!(step_file(run, 4).is_dir());
+}
