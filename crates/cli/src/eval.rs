@@ -523,6 +523,7 @@ mod tests {
             std: vec![0.3081],
             classes: vec![],
             extra_state: Default::default(),
+            callbacks: Default::default(),
         };
         checkpoint::save(path, model, &strata_nn::StateDict::new(), &meta).unwrap();
     }

@@ -70,3 +70,42 @@ fn bad_early_stopping_options_are_errors() {
         assert!(stderr.contains(message), "{set}: {stderr}");
     }
 }
+
+/// A run resumed for more epochs goes on counting where it was: trained 2 epochs (the best at
+/// epoch 1, one epoch waited), then resumed to 10, it stops after epoch 3 with epoch 1's
+/// weights, as the run of 10 epochs above does. (The count used to start over on resume: the
+/// run went on to epoch 5 and ended with epoch 3's weights.)
+#[test]
+fn a_resumed_run_stops_where_the_uninterrupted_one_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let early = [
+        "--set",
+        "early_stopping.monitor=train_loss",
+        "--set",
+        "early_stopping.patience=2",
+        "--set",
+        "early_stopping.min_delta=1.0",
+        "--set",
+        "early_stopping.restore_best=true",
+        "--set",
+        "training.keep_last=5",
+    ];
+    let out = strata(&[&["train", "--epochs", "2", "--out", run.to_str().unwrap()][..], &early].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let saved = dir.path().join("final.safetensors");
+    let out =
+        strata(&["train", "--resume", run.to_str().unwrap(), "--epochs", "10", "--save", saved.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("stopped early after epoch 3: train_loss did not improve for 2 epochs (best")
+            && stdout.contains("at epoch 1, whose weights the run ends with)"),
+        "{stdout}"
+    );
+    let first = strata_train::checkpoint::load(&run.join("checkpoints/step-000000125.safetensors")).unwrap().0;
+    let sd = strata_nn::StateDict::load(&saved).unwrap();
+    for (k, t) in sd.iter() {
+        assert_eq!(t.to_vec_f64(), first.get(k).unwrap().to_vec_f64(), "{k}");
+    }
+}

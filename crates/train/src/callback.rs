@@ -2,8 +2,10 @@
 //! Lightning's hooks, Keras' `Callback`). Each hook sees the model, the optimizer and the run's
 //! position ([`Progress`]); the step and epoch hooks may stop the run ([`Control::Stop`]).
 
+use crate::checkpoint::CallbackState;
 use crate::error::Result;
 use crate::evaluate::Evaluation;
+use std::collections::BTreeMap;
 use strata_nn::{Module, Optimizer};
 
 /// Whether the run goes on after a hook.
@@ -42,6 +44,10 @@ pub struct Progress<'a> {
     pub optimizer: &'a dyn Optimizer,
     /// The run's position after the event.
     pub state: TrainState,
+    /// The states of the callbacks that keep one ([`Callback::state`]), by key: as of their
+    /// last `on_fit_start` or `on_epoch_end`, so a callback added after another sees that
+    /// one's state of this very event. What a checkpoint stores.
+    pub callbacks: &'a BTreeMap<String, CallbackState>,
 }
 
 /// One optimizer step, as [`Callback::on_step_end`] sees it.
@@ -162,6 +168,25 @@ pub trait Callback {
 
     /// When the run ends, however it ends short of an error.
     fn on_fit_end(&mut self, _progress: &Progress, _outcome: &Outcome) -> Result<()> {
+        Ok(())
+    }
+
+    /// The key (no dots) under which a checkpoint keeps this callback's [`Callback::state`],
+    /// or `None` (the default): a callback with nothing a resume needs.
+    fn state_key(&self) -> Option<String> {
+        None
+    }
+
+    /// What a resume needs to go on exactly where the run was (counters, best values, kept
+    /// weights). The trainer reads it after `on_fit_start` and after each `on_epoch_end`, and
+    /// every checkpoint written after that stores it.
+    fn state(&self) -> CallbackState {
+        CallbackState::default()
+    }
+
+    /// Puts back the state a checkpoint stored under [`Callback::state_key`], before
+    /// `on_fit_start` of a run resumed from it ([`crate::Trainer::resume`]).
+    fn load_state(&mut self, _state: &CallbackState) -> Result<()> {
         Ok(())
     }
 }

@@ -2,8 +2,9 @@
 //! (so PyTorch can load it with `strict=False`), the optimizer state under the reserved prefix
 //! `__strata__.optim.`, and in the header's metadata the position in the run (epoch, batch,
 //! step), the best validation accuracy so far, the resolved run config, the model file and the
-//! input normalisation and the modules' extra state (Dropout's mask stream) — everything
-//! `--resume`, `strata eval` and `strata predict` need.
+//! input normalisation, the modules' extra state (Dropout's mask stream) and the callbacks'
+//! states (early stopping's counters; its kept best weights as tensors under
+//! `__strata__.callback.`) — everything `--resume`, `strata eval` and `strata predict` need.
 //! Written atomically (temporary file, fsync, rename), so a crash never leaves a torn file; and
 //! sealed with a CRC32 of the whole file, so a file changed afterwards (a flipped bit on disk, an
 //! edit by hand, a truncated copy) is refused by name instead of silently changing the run.
@@ -50,6 +51,9 @@ use std::path::{Path, PathBuf};
 use strata_nn::model_file::parse_model;
 use strata_nn::{Module, StateDict, state_dict::atomic_write};
 
+mod callback_state;
+pub use callback_state::{CALLBACK_PREFIX, CallbackState};
+
 /// Prefix of the optimizer-state entries.
 pub const OPTIM_PREFIX: &str = "__strata__.optim.";
 
@@ -87,6 +91,9 @@ pub struct Meta {
     /// The model's extra state ([`Module::extra_state`]) as read from a checkpoint; [`save`]
     /// writes the model's current one instead.
     pub extra_state: BTreeMap<String, String>,
+    /// The callbacks' states by key (early stopping's counters and best weights), so a resumed
+    /// run's callbacks go on where they were ([`crate::Callback::state`]).
+    pub callbacks: BTreeMap<String, CallbackState>,
 }
 
 impl Default for Meta {
@@ -103,6 +110,7 @@ impl Default for Meta {
             std: vec![1.0],
             classes: vec![],
             extra_state: BTreeMap::new(),
+            callbacks: BTreeMap::new(),
         }
     }
 }
@@ -132,6 +140,11 @@ impl Meta {
         m.insert("strata.std".into(), serde_json::to_string(&self.std).expect("floats encode"));
         m.insert("strata.classes".into(), serde_json::to_string(&self.classes).expect("strings encode"));
         m.insert("strata.extra_state".into(), serde_json::to_string(&self.extra_state).expect("strings encode"));
+        if !self.callbacks.is_empty() {
+            let values: BTreeMap<&str, &str> =
+                self.callbacks.iter().map(|(k, c)| (k.as_str(), c.value.as_str())).collect();
+            m.insert("strata.callbacks".into(), serde_json::to_string(&values).expect("strings encode"));
+        }
         m
     }
 
@@ -251,6 +264,15 @@ impl Meta {
                 Some(v) => json(v).map_err(|e| bad("strata.extra_state", format!("not a table of strings ({e})")))?,
                 None => BTreeMap::new(),
             },
+            // Absent in checkpoints of runs without stateful callbacks (and before they existed).
+            callbacks: match m.get("strata.callbacks") {
+                Some(v) => json::<BTreeMap<String, String>>(v)
+                    .map_err(|e| bad("strata.callbacks", format!("not a table of strings ({e})")))?
+                    .into_iter()
+                    .map(|(k, value)| (k, CallbackState { value, tensors: StateDict::new() }))
+                    .collect(),
+                None => BTreeMap::new(),
+            },
         })
     }
 }
@@ -270,6 +292,11 @@ pub fn save(path: &Path, model: &dyn Module, optim: &StateDict, meta: &Meta) -> 
     let mut all = model.state_dict();
     for (k, t) in optim.iter() {
         all.insert(format!("{OPTIM_PREFIX}{k}"), t.clone());
+    }
+    for (key, state) in &meta.callbacks {
+        for (k, t) in state.tensors.iter() {
+            all.insert(format!("{CALLBACK_PREFIX}{key}.{k}"), t.clone());
+        }
     }
     let mut map = meta.to_map();
     map.insert(CHECKSUM_KEY.into(), PLACEHOLDER.into());
@@ -294,9 +321,20 @@ pub fn load_with(path: &Path, check: ConfigCheck) -> Result<(StateDict, StateDic
 /// [`load`] from the file's bytes; `path` names it in errors.
 fn from_bytes(bytes: &[u8], path: &Path, check: ConfigCheck) -> Result<(StateDict, StateDict, Meta)> {
     let map = verify(bytes, path)?;
-    let meta = Meta::from_map(&map, path, check)?;
+    let mut meta = Meta::from_map(&map, path, check)?;
     let mut params = StateDict::from_safetensors_bytes(bytes, path)?;
     let optim = params.split_prefix(OPTIM_PREFIX);
+    // `<key>.<name>`: each callback's tensors back to its state (a key holds no dot).
+    for (k, t) in params.split_prefix(CALLBACK_PREFIX).iter() {
+        let state = k.split_once('.').and_then(|(key, name)| Some((meta.callbacks.get_mut(key)?, name)));
+        let Some((state, name)) = state else {
+            bail!(
+                "{}: the tensor `{CALLBACK_PREFIX}{k}` belongs to no callback state in its metadata (`strata.callbacks`)\n{FIX}",
+                path.display()
+            );
+        };
+        state.tensors.insert(name, t.clone());
+    }
     Ok((params, optim, meta))
 }
 

@@ -7,6 +7,7 @@
 //! gradient arithmetic and its buckets already live in `parallel/`, the next split is the builder.
 
 use crate::callback::{Callback, Control, EpochLog, Outcome, Progress, StepLog, TrainState};
+use crate::checkpoint::CallbackState;
 use crate::divergence::diagnose;
 use crate::error::{Error, Result};
 use crate::evaluate::{Evaluation, count_correct, evaluate};
@@ -17,6 +18,7 @@ use crate::parallel::{
 };
 use crate::pipeline::{self, Chunk, StepPlan};
 use crate::schedule::Schedule;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -108,6 +110,8 @@ pub struct Trainer<'m> {
     prefetch: usize,
     interrupt: Arc<AtomicBool>,
     start: TrainState,
+    /// The callbacks' states to start from (a resumed checkpoint's, or the last `fit`'s).
+    start_callbacks: BTreeMap<String, CallbackState>,
     callbacks: Vec<Box<dyn Callback + 'm>>,
     accumulate: usize,
     pipeline_chunks: usize,
@@ -160,6 +164,7 @@ impl<'m> Trainer<'m> {
             prefetch: 2,
             interrupt: Arc::new(AtomicBool::new(false)),
             start: TrainState::default(),
+            start_callbacks: BTreeMap::new(),
             callbacks: vec![],
             accumulate: 1,
             pipeline_chunks: 1,
@@ -336,9 +341,12 @@ impl<'m> Trainer<'m> {
     }
 
     /// Continues from a checkpoint's position (after [`crate::checkpoint::restore`] loaded its
-    /// states into the model and optimizer).
+    /// states into the model and optimizer), and its callbacks' states: each callback whose
+    /// [`Callback::state_key`] the checkpoint holds gets its state back before `on_fit_start`.
     pub fn resume(self, meta: &crate::checkpoint::Meta) -> Self {
-        self.start_at(meta.epoch, meta.batch, meta.step, meta.best_val_acc)
+        let mut t = self.start_at(meta.epoch, meta.batch, meta.step, meta.best_val_acc);
+        t.start_callbacks = meta.callbacks.clone();
+        t
     }
 
     /// Starts at a position of an earlier run (the model's and optimizer's states are the
@@ -572,13 +580,27 @@ impl<'m> Trainer<'m> {
         }
         let mut cbs: Vec<&mut dyn Callback> = callbacks.iter_mut().map(|c| shorten(c.as_mut())).collect();
         cbs.extend(extra.iter_mut().map(|c| shorten(&mut **c)));
+        // The callbacks' states, each read after its on_fit_start and on_epoch_end (a
+        // Checkpointing added after EarlyStopping stores the latter's state of the same epoch).
+        let mut states = std::mem::take(&mut self.start_callbacks);
+        for cb in cbs.iter_mut() {
+            if let Some(saved) = cb.state_key().and_then(|k| states.get(&k)) {
+                cb.load_state(saved)?;
+            }
+        }
+        fn refresh(cb: &dyn Callback, states: &mut BTreeMap<String, CallbackState>) {
+            if let Some(k) = cb.state_key() {
+                states.insert(k, cb.state());
+            }
+        }
         macro_rules! progress {
             () => {
-                Progress { model, optimizer: optimizer.as_ref(), state }
+                Progress { model, optimizer: optimizer.as_ref(), state, callbacks: &states }
             };
         }
         for cb in cbs.iter_mut() {
             cb.on_fit_start(&progress!())?;
+            refresh(&**cb, &mut states);
         }
 
         let started = Instant::now();
@@ -858,7 +880,9 @@ impl<'m> Trainer<'m> {
             history.epochs.push(log);
             let mut stop_by = None;
             for cb in cbs.iter_mut() {
-                if cb.on_epoch_end(&progress!(), &log)? == Control::Stop && stop_by.is_none() {
+                let control = cb.on_epoch_end(&progress!(), &log)?;
+                refresh(&**cb, &mut states);
+                if control == Control::Stop && stop_by.is_none() {
                     stop_by = Some(cb.name());
                 }
             }
@@ -878,6 +902,7 @@ impl<'m> Trainer<'m> {
             cb.on_fit_end(&progress!(), &history.outcome)?;
         }
         self.start = TrainState { epochs: 0, steps_per_epoch: 0, ..state };
+        self.start_callbacks = states;
         Ok(history)
     }
 }

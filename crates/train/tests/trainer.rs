@@ -125,12 +125,13 @@ fn early_stopping_restores_the_best_weights() {
             samples_per_s: 0.0,
             time_s: 0.0,
         };
-        let p = Progress { model: &model, optimizer: &opt, state: TrainState::default() };
+        let p =
+            Progress { model: &model, optimizer: &opt, state: TrainState::default(), callbacks: &Default::default() };
         let control = es.on_epoch_end(&p, &log).unwrap();
         assert_eq!(control == Control::Stop, epoch == 3, "epoch {epoch}");
     }
     assert_eq!(es.best(), Some((0.5, 2)));
-    let p = Progress { model: &model, optimizer: &opt, state: TrainState::default() };
+    let p = Progress { model: &model, optimizer: &opt, state: TrainState::default(), callbacks: &Default::default() };
     es.on_fit_end(&p, &Outcome::Stopped { by: "EarlyStopping".into() }).unwrap();
     assert_eq!(params(&model), kept[1], "the weights of epoch 2, the best");
 }
@@ -238,4 +239,58 @@ fn a_hand_written_module_trains() {
     let opt = Box::new(Adam::new(model.parameters(), 1e-3).unwrap());
     let h = Trainer::new(&model, opt).input_shape(&[784]).epochs(2).fit(&train, Some(&val)).unwrap();
     assert!(h.last_val().unwrap().accuracy.unwrap() > 0.7, "{h:?}");
+}
+
+/// Raises the interrupt flag after step `.1` (Ctrl-C at that point).
+struct InterruptAt(std::sync::Arc<std::sync::atomic::AtomicBool>, usize);
+
+impl Callback for InterruptAt {
+    fn on_step_end(&mut self, p: &Progress, _s: &StepLog) -> strata_train::Result<Control> {
+        if p.state.step == self.1 {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(Control::Continue)
+    }
+}
+
+/// Early stopping goes on across a resume where it was: a run interrupted mid-epoch and resumed
+/// stops at the same epoch as the run that never stopped, and puts back the same best epoch's
+/// weights, kept in the checkpoint. (Its counters started over on resume: the resumed run
+/// stopped two epochs later, and ended with its last weights, the best epoch's being lost.)
+#[test]
+fn early_stopping_resumes_where_it_was() {
+    let (train, val) = data(640, 100);
+    // min_delta 10: only the first epoch counts as an improvement, so the run stops after
+    // epoch 1 + patience, and the best weights are epoch 1's.
+    let early = || EarlyStopping::new("val_loss").patience(3).min_delta(10.0).restore_best(true);
+    fn trainer(m: &Sequential, opt: Box<dyn Optimizer>) -> Trainer<'_> {
+        Trainer::new(m, opt).input_shape(&[784]).epochs(10).batch_size(64)
+    }
+
+    let whole = simple_nn(11);
+    let mut es = early();
+    let h = trainer(&whole, sgd(&whole)).fit_with(&train, Some(&val), &mut [&mut es]).unwrap();
+    assert_eq!((es.stopped_at(), es.best().map(|b| b.1)), (Some(4), Some(1)));
+    assert_eq!(h.state.step, 40);
+
+    // Interrupted in epoch 3 (after step 25), early stopping before the checkpoints.
+    let dir = tempfile::tempdir().unwrap();
+    let first = simple_nn(11);
+    let (mut es, mut ckpt) = (early(), Checkpointing::new(dir.path()));
+    let t = trainer(&first, sgd(&first));
+    let flag = t.interrupt_flag();
+    let h = t.callback(InterruptAt(flag, 25)).fit_with(&train, Some(&val), &mut [&mut es, &mut ckpt]).unwrap();
+    assert_eq!((h.outcome, h.state.step), (Outcome::Interrupted, 25));
+    let path = ckpt.last_written().unwrap().to_path_buf();
+
+    let resumed = simple_nn(99);
+    let mut opt = sgd(&resumed);
+    let meta = checkpoint::restore(&path, &resumed, opt.as_mut()).unwrap();
+    // The interrupted run's own weights were saved, not the best epoch's it would restore.
+    assert_eq!(meta.callbacks["early_stopping"].tensors.len(), 4);
+    let mut es = early();
+    let h = trainer(&resumed, opt).base_lr(0.05).resume(&meta).fit_with(&train, Some(&val), &mut [&mut es]).unwrap();
+    assert_eq!((es.stopped_at(), es.best().map(|b| b.1)), (Some(4), Some(1)));
+    assert_eq!((h.outcome, h.state.step), (Outcome::Stopped { by: "EarlyStopping".into() }, 40));
+    assert_eq!(params(&resumed), params(&whole));
 }

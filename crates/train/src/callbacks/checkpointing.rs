@@ -3,11 +3,12 @@
 //! and one where an interrupted or stopped run ended, so `--resume` continues exactly there.
 
 use crate::callback::{Callback, Control, EpochLog, Outcome, Progress, StepLog, TrainState};
-use crate::checkpoint::{self, Meta};
+use crate::checkpoint::{self, CallbackState, Meta};
 use crate::error::{Error, Result};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use strata_nn::ModelSpec;
 use strata_nn::model_file::to_toml;
-use strata_nn::{ModelSpec, Module, Optimizer};
 
 /// Writes checkpoints of a run into `DIR/checkpoints/` (see [`crate::checkpoint`] for the
 /// format). Callbacks run in the order they were added: add [`crate::EarlyStopping`] before this
@@ -77,17 +78,25 @@ impl Checkpointing {
         self.last.as_deref()
     }
 
-    /// Writes a step checkpoint at `state`'s position and prunes the old ones.
-    pub fn write(&mut self, model: &dyn Module, optimizer: &dyn Optimizer, state: &TrainState) -> Result<PathBuf> {
+    /// Writes a step checkpoint of `p`'s model, optimizer and callbacks' states at `state`'s
+    /// position, and prunes the old ones.
+    pub fn write(&mut self, p: &Progress, state: &TrainState) -> Result<PathBuf> {
         let path = checkpoint::step_file(&self.run, state.step);
-        checkpoint::save(&path, model, &optimizer.state_dict(), &self.at(state))?;
+        checkpoint::save(&path, p.model, &p.optimizer.state_dict(), &self.at(state, p.callbacks))?;
         checkpoint::prune(&self.run, self.keep_last)?;
         self.last = Some(path.clone());
         Ok(path)
     }
 
-    fn at(&self, s: &TrainState) -> Meta {
-        Meta { epoch: s.epoch, batch: s.batch, step: s.step, best_val_acc: s.best_val_acc, ..self.meta.clone() }
+    fn at(&self, s: &TrainState, callbacks: &BTreeMap<String, CallbackState>) -> Meta {
+        Meta {
+            epoch: s.epoch,
+            batch: s.batch,
+            step: s.step,
+            best_val_acc: s.best_val_acc,
+            callbacks: callbacks.clone(),
+            ..self.meta.clone()
+        }
     }
 }
 
@@ -114,7 +123,7 @@ impl Callback for Checkpointing {
     fn on_step_end(&mut self, p: &Progress, _step: &StepLog) -> Result<Control> {
         let s = p.state;
         if self.every_steps > 0 && s.step.is_multiple_of(self.every_steps) && s.batch < s.steps_per_epoch {
-            self.write(p.model, p.optimizer, &s)?;
+            self.write(p, &s)?;
         }
         Ok(Control::Continue)
     }
@@ -122,9 +131,9 @@ impl Callback for Checkpointing {
     fn on_epoch_end(&mut self, p: &Progress, epoch: &EpochLog) -> Result<Control> {
         if epoch.improved && self.save_best {
             let path = checkpoint::dir(&self.run).join("best.safetensors");
-            checkpoint::save(&path, p.model, &p.optimizer.state_dict(), &self.at(&p.state))?;
+            checkpoint::save(&path, p.model, &p.optimizer.state_dict(), &self.at(&p.state, p.callbacks))?;
         }
-        self.write(p.model, p.optimizer, &p.state)?;
+        self.write(p, &p.state)?;
         Ok(Control::Continue)
     }
 
@@ -132,7 +141,7 @@ impl Callback for Checkpointing {
         // Where the run stopped, unless the epoch's end just wrote it.
         let mid_epoch = *outcome != Outcome::Completed && p.state.batch > 0;
         if mid_epoch || *outcome == Outcome::Interrupted {
-            self.write(p.model, p.optimizer, &p.state)?;
+            self.write(p, &p.state)?;
         }
         if self.save_final && *outcome != Outcome::Interrupted {
             let path = self.run.join("model.safetensors");

@@ -1,9 +1,23 @@
 //! Early stopping: stop when a monitored figure has not improved for `patience` epochs, and
-//! optionally put back the weights of the best epoch (Keras' `EarlyStopping`).
+//! optionally put back the weights of the best epoch (Keras' `EarlyStopping`). Its counters
+//! and kept weights go into every checkpoint, so a resumed run stops where the uninterrupted
+//! one would have (PyTorch Lightning keeps the same state).
 
 use crate::callback::{Callback, Control, EpochLog, Outcome, Progress};
+use crate::checkpoint::CallbackState;
 use crate::error::{Error, Result};
 use strata_nn::StateDict;
+
+/// What a checkpoint keeps of an [`EarlyStopping`] (its `value`, as JSON).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Saved {
+    monitor: String,
+    max: bool,
+    min_delta: f64,
+    best: Option<f64>,
+    best_epoch: usize,
+    wait: usize,
+}
 
 /// Whether a smaller or a larger value of the monitored figure is better.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,10 +183,60 @@ impl Callback for EarlyStopping {
         Ok(Control::Continue)
     }
 
-    fn on_fit_end(&mut self, progress: &Progress, _outcome: &Outcome) -> Result<()> {
+    fn on_fit_end(&mut self, progress: &Progress, outcome: &Outcome) -> Result<()> {
+        // Not on an interruption: the run goes on from there (`--resume`), with its own weights;
+        // the checkpoint written at the interruption must hold those, not the best epoch's.
+        if *outcome == Outcome::Interrupted {
+            return Ok(());
+        }
         if let Some(w) = self.best_weights.take().filter(|_| self.restore_best) {
             progress.model.load_state_dict(&w, true)?;
         }
+        Ok(())
+    }
+
+    fn state_key(&self) -> Option<String> {
+        Some("early_stopping".into())
+    }
+
+    /// The best value, its epoch and the epochs waited since, with what they were measured by
+    /// (monitor, mode, min_delta); with `restore_best`, the best epoch's weights as tensors.
+    fn state(&self) -> CallbackState {
+        let saved = Saved {
+            monitor: self.monitor.clone(),
+            max: self.mode == Mode::Max,
+            min_delta: self.min_delta,
+            best: self.best,
+            best_epoch: self.best_epoch,
+            wait: self.wait,
+        };
+        CallbackState {
+            value: serde_json::to_string(&saved).expect("plain fields encode"),
+            tensors: self.best_weights.clone().filter(|_| self.restore_best).unwrap_or_default(),
+        }
+    }
+
+    /// Goes on from a checkpoint's counters when they were measured the same way (the same
+    /// monitor, mode and min_delta); a resume that changes any of them starts the watch over,
+    /// as the figures are not comparable. With `restore_best`, the best epoch's weights must be
+    /// in the checkpoint (they are unless the run before the resume did not restore).
+    fn load_state(&mut self, state: &CallbackState) -> Result<()> {
+        let saved: Saved = serde_json::from_str(&state.value).map_err(|e| {
+            Error::Checkpoint(format!("early stopping's state in the checkpoint does not parse ({e}): {}", state.value))
+        })?;
+        if saved.monitor != self.monitor || saved.max != (self.mode == Mode::Max) || saved.min_delta != self.min_delta {
+            return Ok(());
+        }
+        if self.restore_best && saved.best.is_some() && state.tensors.is_empty() {
+            return Err(Error::InvalidOption(format!(
+                "early stopping restores the best epoch's weights, but the checkpoint kept none (the run before the resume did not restore them): its best epoch ({}) cannot be put back at the end; resume without restore_best, or start the run over",
+                saved.best_epoch
+            )));
+        }
+        self.best = saved.best;
+        self.best_epoch = saved.best_epoch;
+        self.wait = saved.wait;
+        self.best_weights = (self.restore_best && !state.tensors.is_empty()).then(|| state.tensors.clone());
         Ok(())
     }
 }

@@ -37,6 +37,7 @@ fn meta() -> Meta {
         std: vec![0.3081],
         classes: vec!["a".into(), "b".into(), "c".into()],
         extra_state: BTreeMap::new(),
+        callbacks: BTreeMap::new(),
     }
 }
 
@@ -59,6 +60,32 @@ fn a_checkpoint_reads_back() {
     let (params, optim, m) = from_bytes(&bytes, Path::new(PATH)).unwrap();
     assert_eq!(m, meta());
     assert_eq!((params.keys().count(), optim.keys().count()), (2, 2));
+}
+
+/// Callbacks' states read back whole: their text in the metadata, their tensors beside the
+/// parameters (not among them); a callback tensor whose state is not in the metadata is refused.
+#[test]
+fn callback_states_read_back() {
+    let mut kept = StateDict::new();
+    kept.insert("fc.weight", strata_core::Tensor::from_vec(vec![0.5f32; 12], &[3, 4]).unwrap());
+    let mut callbacks = BTreeMap::new();
+    callbacks.insert("early_stopping".to_string(), CallbackState { value: "{\"wait\":2}".into(), tensors: kept });
+    callbacks.insert("counter".to_string(), CallbackState { value: "7".into(), tensors: StateDict::new() });
+    let with = Meta { callbacks, ..meta() };
+    let (params, optim, m) = from_bytes(&checkpoint(&with), Path::new(PATH)).unwrap();
+    assert_eq!(m, with);
+    assert_eq!((params.keys().count(), optim.keys().count()), (2, 2));
+
+    // The same tensor with no state of its key in the metadata.
+    let model = spec().build().unwrap();
+    let mut orphan = model.state_dict();
+    orphan.insert(format!("{CALLBACK_PREFIX}lost.w"), strata_core::Tensor::from_vec(vec![1.0f32], &[1]).unwrap());
+    let mut map = meta().to_map();
+    map.insert(CHECKSUM_KEY.into(), PLACEHOLDER.into());
+    let mut bytes = orphan.to_safetensors_bytes(Some(map)).unwrap();
+    seal(&mut bytes);
+    let e = from_bytes(&bytes, Path::new(PATH)).unwrap_err().to_string();
+    assert!(e.starts_with(PATH) && e.contains("`__strata__.callback.lost.w` belongs to no callback state"), "{e}");
 }
 
 /// Every byte of the header (its length and its JSON), changed in any of several ways, is
