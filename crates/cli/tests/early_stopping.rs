@@ -3,6 +3,21 @@
 
 use std::process::Command;
 
+/// Early stopping on the training loss, patience 2, restoring the best weights; min_delta 1.0:
+/// no epoch after the first improves the training loss by that much.
+const EARLY: [&str; 10] = [
+    "--set",
+    "early_stopping.monitor=train_loss",
+    "--set",
+    "early_stopping.patience=2",
+    "--set",
+    "early_stopping.min_delta=1.0",
+    "--set",
+    "early_stopping.restore_best=true",
+    "--set",
+    "training.keep_last=5",
+];
+
 fn strata(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_strata")).args(args).output().expect("the strata binary runs")
 }
@@ -12,26 +27,8 @@ fn a_run_stops_early_and_ends_with_the_best_weights() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let saved = dir.path().join("final.safetensors");
-    // min_delta 1.0: no epoch after the first improves the training loss by that much.
-    let out = strata(&[
-        "train",
-        "--epochs",
-        "10",
-        "--out",
-        run.to_str().unwrap(),
-        "--save",
-        saved.to_str().unwrap(),
-        "--set",
-        "early_stopping.monitor=train_loss",
-        "--set",
-        "early_stopping.patience=2",
-        "--set",
-        "early_stopping.min_delta=1.0",
-        "--set",
-        "early_stopping.restore_best=true",
-        "--set",
-        "training.keep_last=5",
-    ]);
+    let args = ["train", "--epochs", "10", "--out", run.to_str().unwrap(), "--save", saved.to_str().unwrap()];
+    let out = strata(&[&args[..], &EARLY].concat());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(stdout.lines().filter(|l| l.starts_with("epoch ")).count(), 3, "{stdout}");
@@ -79,19 +76,7 @@ fn bad_early_stopping_options_are_errors() {
 fn a_resumed_run_stops_where_the_uninterrupted_one_does() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let early = [
-        "--set",
-        "early_stopping.monitor=train_loss",
-        "--set",
-        "early_stopping.patience=2",
-        "--set",
-        "early_stopping.min_delta=1.0",
-        "--set",
-        "early_stopping.restore_best=true",
-        "--set",
-        "training.keep_last=5",
-    ];
-    let out = strata(&[&["train", "--epochs", "2", "--out", run.to_str().unwrap()][..], &early].concat());
+    let out = strata(&[&["train", "--epochs", "2", "--out", run.to_str().unwrap()][..], &EARLY].concat());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let saved = dir.path().join("final.safetensors");
     let out =
