@@ -459,6 +459,31 @@ pub enum DataError {
         max: u64,
     },
 
+    /// An image folder whose images, decoded, would take more than this machine's memory: found
+    /// from the first image's header (or the resize target) before any is decoded (a few MB of
+    /// compressed PNGs can decode to gigabytes).
+    #[error(
+        "`{}`: {images} images of {per_image} values each ({}'s size, or the resize target) take \
+         {bytes} bytes as f32, more than this machine's {memory} bytes of memory; resize them \
+         smaller (a `resize` option), or load fewer images",
+        .root.display(),
+        .first.display()
+    )]
+    ImageFolderTooLarge {
+        /// The folder.
+        root: PathBuf,
+        /// The first image, whose decoded size every image has (or is resized to).
+        first: PathBuf,
+        /// How many images the folder holds.
+        images: usize,
+        /// Values per decoded image.
+        per_image: usize,
+        /// What they take together, in bytes.
+        bytes: u128,
+        /// This machine's memory, in bytes.
+        memory: u64,
+    },
+
     /// An image file larger than any image strata decodes: read whole, it could exhaust memory
     /// before its header is even looked at (a disk image or a sparse file with an image's name).
     #[error(

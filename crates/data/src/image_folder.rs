@@ -132,6 +132,8 @@ impl ImageFolder {
         // Without a resize, the first image fixes the size every other must have.
         let mut first: Option<(PathBuf, u32, u32)> = None;
         let mut sample_shape = Vec::new();
+        let images = files.len();
+        let memory = strata_core::Device::Cpu.total_memory();
         for (label, path) in files {
             let bytes = read_image_file(&path)?;
             let (width, height) = dimensions(&bytes, &path, options.channels)?;
@@ -149,6 +151,25 @@ impl ImageFolder {
                         });
                     }
                     Some(_) => {}
+                }
+            }
+            // Every image becomes the first one's size (resized, or refused above): its header
+            // tells what they take together, before any is decoded.
+            if labels.is_empty()
+                && let Some(memory) = memory
+            {
+                let (h, w) = options.resize.unwrap_or((height, width));
+                let per_image = options.channels * h as usize * w as usize;
+                let bytes = images as u128 * per_image as u128 * 4;
+                if bytes > u128::from(memory) {
+                    return Err(DataError::ImageFolderTooLarge {
+                        root: root.to_path_buf(),
+                        first: path,
+                        images,
+                        per_image,
+                        bytes,
+                        memory,
+                    });
                 }
             }
             let (values, shape) = decode(&bytes, &path, options)?;

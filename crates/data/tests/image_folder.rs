@@ -231,3 +231,37 @@ fn an_image_file_larger_than_any_image_is_refused_unread() {
     assert!(matches!(e, DataError::ImageFileTooLarge { .. }), "{e:?}");
     assert!(start.elapsed() < std::time::Duration::from_secs(1), "read without reading: {:?}", start.elapsed());
 }
+
+/// A folder whose images, decoded (here: resized) to the first one's size, would take more than
+/// the machine's memory is refused before any is decoded, the folder, count and sizes named.
+#[test]
+fn a_folder_larger_than_memory_is_refused_before_decoding() {
+    let Some(memory) = strata_core::Device::Cpu.total_memory() else {
+        eprintln!("skipped: this machine's memory is unknown");
+        return;
+    };
+    // Each 1×1 PNG resized to 16384×16384 gray: 2^28 values, 1 GiB as f32.
+    let images = (memory >> 30) as usize + 1;
+    if images > 5000 {
+        eprintln!("skipped: {images} images would be needed to exceed this machine's memory");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let class = dir.path().join("a");
+    std::fs::create_dir(&class).unwrap();
+    for i in 0..images {
+        gray_png(&class.join(format!("{i:05}.png")), 1, 1, 7);
+    }
+    let start = std::time::Instant::now();
+    let e = ImageFolder::load(dir.path(), &gray(Some((16384, 16384)))).unwrap_err();
+    assert!(start.elapsed() < std::time::Duration::from_secs(5), "{:?}", start.elapsed());
+    assert!(
+        matches!(&e, DataError::ImageFolderTooLarge { images: n, per_image: 268_435_456, memory: m, .. } if *n == images && *m == memory),
+        "{e:?}"
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&format!("{images} images of 268435456 values each")) && msg.contains("more than this machine's"),
+        "{msg}"
+    );
+}
