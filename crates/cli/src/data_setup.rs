@@ -62,8 +62,15 @@ pub fn load_mnist_test(dir: &std::path::Path, given: &str) -> Result<Dataset> {
         })
     };
     let (images, labels) = (find("t10k-images-idx3-ubyte")?, find("t10k-labels-idx1-ubyte")?);
-    Ok(Dataset::from_idx(read_idx(&images)?, read_idx(&labels)?, 10, &images, &labels)?)
+    let test = Dataset::from_idx(read_idx(&images)?, read_idx(&labels)?, 10, &images, &labels)?;
+    if test.is_empty() {
+        bail!("{given}: {}", EMPTY_MNIST_TEST);
+    }
+    Ok(test)
 }
+
+/// What an MNIST folder whose test pair holds no images is told.
+const EMPTY_MNIST_TEST: &str = "its test pair (t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte) holds no images, so a test accuracy would be a figure of none\nfix: put MNIST's test files (10,000 images) there, or a test set of your own in that format";
 
 /// Loads and normalises the data described by `cfg`; `seed` drives the validation split, which
 /// holds out `data.validation` samples but at most half of them (the description says so when
@@ -142,6 +149,21 @@ pub fn prepare(cfg: &DataConfig, seed: u64) -> Result<Prepared> {
             (train, val, test, classes, d, false)
         }
     };
+    // An empty test set would be evaluated at the end as an accuracy of no samples ("0.00%").
+    // (An empty training set is the trainer's to refuse, the more basic error.)
+    if let Some(t) = &test
+        && t.is_empty()
+        && !train.is_empty()
+    {
+        match (cfg.source.as_str(), &cfg.test_path) {
+            ("mnist", _) => bail!("{}: {EMPTY_MNIST_TEST}", path().display()),
+            (_, Some(p)) => bail!(
+                "data.test_path = {}: the test set holds no samples, so the run's test accuracy would be a figure of none\nfix: give a test file with samples, or drop data.test_path",
+                p.display()
+            ),
+            _ => {}
+        }
+    }
     // Say where data.validation did not hold as given, rather than change it silently.
     let total = train.len() + val.len();
     let description = if cfg.source == "embedded" {

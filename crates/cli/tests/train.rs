@@ -468,3 +468,38 @@ fn image_folders_are_resized_and_read_as_the_model_takes_them() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("as the model takes them: size = [8, 8] under [data]"), "{err}");
 }
+
+/// An MNIST folder whose test pair holds no images: `train` refuses it before training (it
+/// reported "test accuracy 0.00%" of no images), and `eval --data` says the same.
+#[test]
+fn an_empty_test_pair_is_refused_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let assets = concat!(env!("CARGO_MANIFEST_DIR"), "/../data/assets");
+    let data = dir.path().join("mnist");
+    std::fs::create_dir(&data).unwrap();
+    // The embedded test images as the training pair; an IDX header of 0 images as the test pair.
+    std::fs::copy(format!("{assets}/t10k-images-idx3-ubyte.gz"), data.join("train-images-idx3-ubyte.gz")).unwrap();
+    std::fs::copy(format!("{assets}/t10k-labels-idx1-ubyte.gz"), data.join("train-labels-idx1-ubyte.gz")).unwrap();
+    std::fs::write(data.join("t10k-images-idx3-ubyte"), [0, 0, 8, 3, 0, 0, 0, 0, 0, 0, 0, 28, 0, 0, 0, 28]).unwrap();
+    std::fs::write(data.join("t10k-labels-idx1-ubyte"), [0, 0, 8, 1, 0, 0, 0, 0]).unwrap();
+    let run = dir.path().join("run");
+    let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
+    let run_file = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/simple_nn_mnist.toml");
+    let out = strata(&["train", run_file, "--data", d, "--epochs", "1", "--out", r]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "error: {d}: its test pair (t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte) holds no images"
+        )),
+        "{stderr}"
+    );
+    assert!(!run.exists());
+    // A run trained on the embedded data, evaluated on that folder.
+    let out = strata(&["train", "--epochs", "1", "--out", r]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = strata(&["eval", r, "--data", d]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("--data {d}: its test pair")), "{stderr}");
+}

@@ -1,7 +1,7 @@
 //! Evaluation: a model's mean loss, accuracy, top-k accuracy and F1 scores over a data set, in
 //! evaluation mode and without recording the graph.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::layout::InputLayout;
 use strata_core::{DType, Tensor, no_grad};
 use strata_data::{DataLoader, Dataset};
@@ -41,7 +41,8 @@ pub fn count_correct(output: &Tensor, labels: &Tensor) -> Result<Option<usize>> 
 /// Mean loss and accuracy of `model` over `data`, `batch` samples at a time, in evaluation mode
 /// (Dropout off, BatchNorm's running statistics) and without recording the graph; training
 /// mode is restored afterwards. A loss that averages over the batch is weighted by each batch's
-/// size, so the figure is the mean over samples whatever the batch size.
+/// size, so the figure is the mean over samples whatever the batch size. An empty `data` is an
+/// error ([`Error::InvalidOption`]): there is no mean of no samples.
 pub fn evaluate(
     model: &dyn Module,
     loss: &dyn Loss,
@@ -49,6 +50,12 @@ pub fn evaluate(
     layout: &InputLayout,
     batch: usize,
 ) -> Result<Evaluation> {
+    if data.is_empty() {
+        // A loss of 0 and no accuracy would read as figures; they are of no samples.
+        return Err(Error::InvalidOption(
+            "evaluating an empty data set: its loss and accuracy would be figures of no samples; give data with samples".into(),
+        ));
+    }
     model.eval();
     // Classification figures for `[N, C]` outputs against class labels; `None` otherwise.
     let mut confusion: Option<ConfusionMatrix> = None;
@@ -73,7 +80,7 @@ pub fn evaluate(
     });
     model.train(true);
     let total = result?;
-    let n = data.len().max(1) as f64;
+    let n = data.len() as f64;
     let confusion = confusion.filter(|_| classification);
     Ok(Evaluation {
         loss: total / n,

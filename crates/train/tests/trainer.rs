@@ -207,7 +207,8 @@ fn a_stopped_run_resumes_from_its_checkpoint_bit_for_bit() {
     assert_eq!((h.outcome, h.state.step, h.state.batch), (Outcome::Interrupted, 4, 4));
 }
 
-/// Data the model cannot take, and an empty training set, are clear errors before any step.
+/// Data the model cannot take, and an empty training set, are clear errors before any step;
+/// so is evaluating an empty set.
 #[test]
 fn data_that_does_not_fit_is_a_clear_error() {
     let (train, _) = data(64, 1);
@@ -217,6 +218,9 @@ fn data_that_does_not_fit_is_a_clear_error() {
     let empty = train.subset(&[]).unwrap();
     let e = Trainer::new(&model, sgd(&model)).input_shape(&[784]).fit(&empty, None).unwrap_err().to_string();
     assert!(e.contains("empty"), "{e}");
+    // Evaluating no samples is an error, not a loss of 0.
+    let e = Trainer::new(&model, sgd(&model)).input_shape(&[784]).evaluate(&empty).unwrap_err().to_string();
+    assert!(e.contains("evaluating an empty data set"), "{e}");
 }
 
 /// A hand-written module (PyTorch's SimpleNN as a struct) trains as well as a built one.
