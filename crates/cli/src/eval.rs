@@ -517,6 +517,7 @@ mod tests {
             batch: 0,
             step: 125,
             best_val_acc: None,
+            skipped: 0,
             config: toml::to_string(&RunConfig::default()).unwrap(),
             model: strata_nn::model_file::to_toml(spec),
             mean: vec![0.1307],

@@ -34,6 +34,9 @@ pub struct TrainState {
     pub epochs: usize,
     /// Batches per epoch.
     pub steps_per_epoch: usize,
+    /// Steps skipped for a non-finite loss or gradient ([`crate::OnDivergence::Skip`]) in the
+    /// whole run, a resumed run's before the resume included (they count in `step` too).
+    pub skipped: usize,
 }
 
 /// What every hook sees: the model, its optimizer and the run's position.

@@ -78,6 +78,8 @@ pub struct Meta {
     pub step: usize,
     /// Best validation accuracy so far.
     pub best_val_acc: Option<f64>,
+    /// Steps skipped for a non-finite loss or gradient so far (counted in `step` too).
+    pub skipped: usize,
     /// The resolved run config (TOML).
     pub config: String,
     /// The model file (TOML).
@@ -104,6 +106,7 @@ impl Default for Meta {
             batch: 0,
             step: 0,
             best_val_acc: None,
+            skipped: 0,
             config: String::new(),
             model: String::new(),
             mean: vec![0.0],
@@ -131,6 +134,9 @@ impl Meta {
         m.insert("strata.epoch".into(), self.epoch.to_string());
         m.insert("strata.batch".into(), self.batch.to_string());
         m.insert("strata.step".into(), self.step.to_string());
+        if self.skipped > 0 {
+            m.insert("strata.skipped".into(), self.skipped.to_string());
+        }
         if let Some(b) = self.best_val_acc {
             m.insert("strata.best_val_acc".into(), format!("{b:e}"));
         }
@@ -208,6 +214,14 @@ impl Meta {
                 format!("strata.epoch = {epoch} and strata.batch = {batch} take at least {at_least} steps to reach"),
             ));
         }
+        // Absent when no step was skipped (and before it was kept).
+        let skipped = if m.contains_key("strata.skipped") { num("strata.skipped")? } else { 0 };
+        if skipped > step {
+            return Err(bad(
+                "strata.skipped",
+                format!("more skipped steps than the {step} steps taken (`strata.step`)"),
+            ));
+        }
         let best_val_acc = match m.get("strata.best_val_acc") {
             None => None,
             Some(v) => match v.parse::<f64>() {
@@ -253,6 +267,7 @@ impl Meta {
             batch,
             step,
             best_val_acc,
+            skipped,
             config: config_text.to_string(),
             model: model.to_string(),
             mean,

@@ -47,7 +47,8 @@ pub struct History {
     pub outcome: Outcome,
     /// The position at the end.
     pub state: TrainState,
-    /// Steps skipped for a non-finite loss or gradient.
+    /// Steps skipped for a non-finite loss or gradient in the whole run (a resumed run's
+    /// before the resume included: [`TrainState::skipped`]).
     pub skipped: usize,
     /// In a data-parallel run, the bytes this process sent and received to combine one step's
     /// gradients (0 on one process).
@@ -345,6 +346,7 @@ impl<'m> Trainer<'m> {
     /// [`Callback::state_key`] the checkpoint holds gets its state back before `on_fit_start`.
     pub fn resume(self, meta: &crate::checkpoint::Meta) -> Self {
         let mut t = self.start_at(meta.epoch, meta.batch, meta.step, meta.best_val_acc);
+        t.start.skipped = meta.skipped;
         t.start_callbacks = meta.callbacks.clone();
         t
     }
@@ -608,7 +610,7 @@ impl<'m> Trainer<'m> {
             epochs: vec![],
             outcome: Outcome::Completed,
             state,
-            skipped: 0,
+            skipped: state.skipped,
             reduced_bytes: 0,
             reduced_buckets: 0,
             reduce_wait: std::time::Duration::ZERO,
@@ -786,7 +788,8 @@ impl<'m> Trainer<'m> {
                         };
                         if !l.is_finite() || !grads_finite {
                             if self.on_divergence == OnDivergence::Skip {
-                                history.skipped += 1;
+                                state.skipped += 1;
+                                history.skipped = state.skipped;
                                 state.step += 1;
                                 state.batch = i + 1;
                                 for cb in cbs.iter_mut() {

@@ -298,3 +298,35 @@ fn early_stopping_resumes_where_it_was() {
     assert_eq!((h.outcome, h.state.step), (Outcome::Stopped { by: "EarlyStopping".into() }, 40));
     assert_eq!(params(&resumed), params(&whole));
 }
+
+/// The count of skipped steps goes on across a resume: a run whose one bad sample (NaN
+/// features) makes one step an epoch non-finite, interrupted in epoch 2 and resumed, reports
+/// the same count and ends with the same weights as the run never interrupted. (The count
+/// started over on resume: "1 steps were skipped" for 3.)
+#[test]
+fn skipped_steps_are_counted_across_a_resume() {
+    let (mut train, _) = data(640, 1);
+    train.features[..784].fill(f32::NAN);
+    fn trainer(m: &Sequential, opt: Box<dyn Optimizer>) -> Trainer<'_> {
+        Trainer::new(m, opt).input_shape(&[784]).epochs(3).batch_size(64).on_divergence(OnDivergence::Skip)
+    }
+    let whole = simple_nn(12);
+    let h = trainer(&whole, sgd(&whole)).fit(&train, None).unwrap();
+    assert_eq!((h.skipped, h.state.skipped, h.state.step), (3, 3, 30));
+
+    let dir = tempfile::tempdir().unwrap();
+    let first = simple_nn(12);
+    let mut ckpt = Checkpointing::new(dir.path());
+    let t = trainer(&first, sgd(&first));
+    let flag = t.interrupt_flag();
+    let h = t.callback(InterruptAt(flag, 15)).fit_with(&train, None, &mut [&mut ckpt]).unwrap();
+    assert_eq!(h.outcome, Outcome::Interrupted);
+    let before = h.skipped;
+    let resumed = simple_nn(99);
+    let mut opt = sgd(&resumed);
+    let meta = checkpoint::restore(ckpt.last_written().unwrap(), &resumed, opt.as_mut()).unwrap();
+    assert_eq!(meta.skipped, before);
+    let h = trainer(&resumed, opt).base_lr(0.05).resume(&meta).fit(&train, None).unwrap();
+    assert_eq!((h.skipped, h.state.step), (3, 30));
+    assert_eq!(params(&resumed), params(&whole));
+}

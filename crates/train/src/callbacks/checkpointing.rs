@@ -94,6 +94,7 @@ impl Checkpointing {
             batch: s.batch,
             step: s.step,
             best_val_acc: s.best_val_acc,
+            skipped: s.skipped,
             callbacks: callbacks.clone(),
             ..self.meta.clone()
         }
