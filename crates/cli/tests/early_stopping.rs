@@ -93,4 +93,15 @@ fn a_resumed_run_stops_where_the_uninterrupted_one_does() {
     for (k, t) in sd.iter() {
         assert_eq!(t.to_vec_f64(), first.get(k).unwrap().to_vec_f64(), "{k}");
     }
+
+    // A new patience on resume applies to the count so far: 3 stops after epoch 4.
+    let run = dir.path().join("run3");
+    let out = strata(&[&["train", "--epochs", "2", "--out", run.to_str().unwrap()][..], &EARLY].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out =
+        strata(&["train", "--resume", run.to_str().unwrap(), "--epochs", "10", "--set", "early_stopping.patience=3"]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("overriding early_stopping.patience 2 → 3"), "{stderr}");
+    assert!(stdout.contains("stopped early after epoch 4: train_loss did not improve for 3 epochs"), "{stdout}");
 }

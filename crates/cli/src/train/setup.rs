@@ -129,6 +129,10 @@ pub(super) fn fixed_on_resume(key: &str, base: &RunConfig) -> Option<String> {
         "optimizer.lr_decay",
         "data.path",
         "data.test_path",
+        // Early stopping's count goes on across a resume (its state is in the checkpoint): a new
+        // patience applies to it. (Another monitor or min_delta starts the count over, as the
+        // figures are not comparable: refused below, as a change the run would not honour.)
+        "early_stopping.patience",
     ];
     if applied.contains(&key) || key.starts_with("schedule.") {
         return None;
