@@ -685,3 +685,254 @@ fn a_small_mlp_trains_alike_on_both_devices() {
     }
     assert!(cpu[19] < cpu[0] * 0.8, "it learns: {cpu:?}");
 }
+
+// ---------------------------------------------------------------- edge cases (adversarial review)
+
+/// `cpu` and `gpu` equal within `tol·(1 + |cpu|)`, NaN where the other is NaN.
+fn assert_same_values(what: &str, cpu: &[f32], gpu: &[f32], tol: f32) {
+    assert_eq!(cpu.len(), gpu.len(), "{what}: lengths");
+    for (i, (c, g)) in cpu.iter().zip(gpu).enumerate() {
+        let ok = if c.is_nan() || g.is_nan() {
+            c.is_nan() && g.is_nan()
+        } else {
+            c == g || (c - g).abs() <= tol * (1.0 + c.abs())
+        };
+        assert!(ok, "{what}: element {i}: cpu {c} vs gpu {g}\ncpu {cpu:?}\ngpu {gpu:?}");
+    }
+}
+
+#[test]
+fn empty_dimensions_through_the_gemm_ops_and_their_backward() {
+    let Some(dev) = gpu() else { return };
+    // K = 0: a product of empty sums (zeros, plus the bias); M = 0 and N = 0: empty outputs, whose
+    // backward is a K = 0 product again. Each was a division by zero in the split-K plan.
+    check("matmul [9, 0] × [0, 9]", dev, &[rand(&[9, 0], 1), rand(&[0, 9], 2)], |t| t[0].matmul(&t[1]));
+    check("matmul [70, 0] × [0, 70]", dev, &[rand(&[70, 0], 1), rand(&[0, 70], 2)], |t| t[0].matmul(&t[1]));
+    check("matmul [0, 5] × [5, 70]", dev, &[rand(&[0, 5], 1), rand(&[5, 70], 2)], |t| t[0].matmul(&t[1]));
+    check("batched matmul [3, 20, 0] × [3, 0, 20]", dev, &[rand(&[3, 20, 0], 1), rand(&[3, 0, 20], 2)], |t| {
+        t[0].matmul(&t[1])
+    });
+    check("linear, 0 input features", dev, &[rand(&[20, 0], 1), rand(&[30, 0], 2), rand(&[30], 3)], |t| {
+        strata_core::linear_relu(&t[0], &t[1], Some(&t[2]))
+    });
+    check("conv2d, an empty batch", dev, &[rand(&[0, 3, 8, 8], 1), rand(&[16, 3, 3, 3], 2), rand(&[16], 3)], |t| {
+        strata_core::conv2d(&t[0], &t[1], Some(&t[2]), (1, 1), (1, 1), (1, 1), 1)
+    });
+}
+
+#[test]
+fn pooling_an_empty_batch_builds_no_tables() {
+    let Some(dev) = gpu() else { return };
+    // No output cell: nothing to compute. The pixel and cell tables of a 3000×3000 plane (180 MB,
+    // more than the software adapter binds) were built anyway, and refused.
+    let x = Tensor::zeros(&[0, 1, 3000, 3000], DType::F32).to_device(dev).unwrap().requires_grad_().unwrap();
+    let y = strata_core::max_pool2d(&x, (1, 1), (1, 1), (0, 0), (1, 1)).unwrap();
+    assert_eq!(y.dims(), &[0, 1, 3000, 3000]);
+    y.sum_all().unwrap().backward().unwrap();
+    assert_eq!(x.grad().unwrap().dims(), &[0, 1, 3000, 3000]);
+    let y = strata_core::adaptive_avg_pool2d(&x.detach(), (3000, 3000)).unwrap();
+    assert_eq!(y.dims(), &[0, 1, 3000, 3000]);
+    check("max_pool2d, an empty batch", dev, &[rand(&[0, 3, 8, 8], 1)], |t| {
+        strata_core::max_pool2d(&t[0], (2, 2), (2, 2), (0, 0), (1, 1))
+    });
+    check("avg_pool2d, an empty batch", dev, &[rand(&[0, 3, 8, 8], 1)], |t| {
+        strata_core::avg_pool2d(&t[0], (2, 2), (2, 2), (0, 0), true)
+    });
+}
+
+#[test]
+fn integer_tensors_are_refused_by_the_float_kernels_as_on_the_cpu() {
+    let Some(dev) = gpu() else { return };
+    // The GPU holds i64 as i32 words: a float kernel read them as tiny floats and answered
+    // (`[1, 2, 3].exp()` gave 1065353216, an i64 sum gave 8e-45) where the CPU refuses.
+    let ints = Tensor::from_vec(vec![1i64, 3, 2, 4], &[2, 2]).unwrap();
+    let labels = Tensor::from_vec(vec![0i64, 1], &[2]).unwrap();
+    type Op = fn(&Tensor, &Tensor) -> strata_core::Result<Tensor>;
+    let ops: [(&str, Op); 11] = [
+        ("add", |x, _| x.add(x)),
+        ("exp", |x, _| x.exp()),
+        ("relu", |x, _| x.relu()),
+        ("sigmoid", |x, _| x.sigmoid()),
+        ("sum", |x, _| x.sum_all()),
+        ("max", |x, _| x.argmax(1, false)),
+        ("matmul", |x, _| x.matmul(x)),
+        ("cross_entropy", |x, t| strata_core::cross_entropy(x, t, Reduction::Mean)),
+        ("max_pool2d", |x, _| strata_core::max_pool2d(&x.reshape(&[1, 1, 2, 2])?, (2, 2), (2, 2), (0, 0), (1, 1))),
+        ("embedding", |x, t| strata_core::embedding(t, x)),
+        ("conv2d", |x, _| {
+            let x4 = x.reshape(&[1, 1, 2, 2])?;
+            strata_core::conv2d(&x4, &x4, None, (1, 1), (0, 0), (1, 1), 1)
+        }),
+    ];
+    for (name, op) in ops {
+        let cpu = op(&ints, &labels).unwrap_err();
+        let on_gpu = op(&ints.to_device(dev).unwrap(), &labels.to_device(dev).unwrap());
+        let e = on_gpu.map(|t| t.to_vec_f64()).unwrap_err();
+        assert!(matches!(e, Error::UnsupportedDType { dtype: DType::I64, .. }), "{name}: {e}");
+        let text = e.to_string();
+        assert!(text.starts_with(&format!("{name}:")) && text.contains("to_dtype(DType::F32)"), "{name}: {text}");
+        assert!(matches!(cpu, Error::UnsupportedDType { .. }), "{name} on the CPU: {cpu}");
+    }
+    // Integer tensors still move, copy and convert.
+    let g = ints.to_device(dev).unwrap();
+    assert_eq!(g.t().unwrap().contiguous().unwrap().to_vec::<i64>().unwrap(), [1, 2, 3, 4]);
+    assert_eq!(g.to_dtype(DType::F32).unwrap().to_vec::<f32>().unwrap(), [1.0, 3.0, 2.0, 4.0]);
+}
+
+#[test]
+fn nan_and_infinity_give_the_cpus_results() {
+    let Some(dev) = gpu() else { return };
+    // llvmpipe's shader compiler folds `v != v` to false: NaN was dropped by ReLU (and the
+    // linear ReLU epilogue), ReLU6, hardsigmoid, and lost to a larger number in max, argmax and
+    // max pooling.
+    let (nan, inf) = (f32::NAN, f32::INFINITY);
+    let v = vec![1.0, nan, 3.0, inf, -inf, 2.0, nan, nan, -inf, -inf, inf, inf, 0.0, -1.0, 7.0, -nan];
+    let x = Tensor::from_vec(v.clone(), &[4, 4]).unwrap();
+    let xg = x.to_device(dev).unwrap();
+    let both = |what: &str, f: &dyn Fn(&Tensor) -> strata_core::Result<Tensor>| {
+        let c = f(&x).unwrap().to_vec_f64().iter().map(|&v| v as f32).collect::<Vec<_>>();
+        let g = f(&xg).unwrap().to_vec_f64().iter().map(|&v| v as f32).collect::<Vec<_>>();
+        assert_same_values(what, &c, &g, 1e-5);
+    };
+    both("max", &|t| t.max(1, false));
+    both("argmax", &|t| t.argmax(1, false));
+    both("softmax", &|t| t.softmax(1));
+    both("relu", &|t| t.relu());
+    both("relu6", &|t| t.relu6());
+    both("hardsigmoid", &|t| t.hardsigmoid());
+    both("max_pool2d", &|t| strata_core::max_pool2d(&t.reshape(&[1, 4, 2, 2])?, (2, 2), (2, 2), (0, 0), (1, 1)));
+    // The epilogue of the one-row-per-workgroup kernel (8 rows) and of the tiled one (16 × 16).
+    both("linear_relu, few rows", &|t| {
+        strata_core::linear_relu(
+            &t.reshape(&[16, 1])?.narrow(0, 0, 8)?,
+            &Tensor::ones(&[1, 1], DType::F32).to_device(t.device())?,
+            None,
+        )
+    });
+    both("linear_relu, tiled", &|t| {
+        let eye: Vec<f32> = (0..256).map(|i| if i % 17 == 0 { 1.0 } else { 0.0 }).collect();
+        let w = Tensor::from_vec(eye, &[16, 16])?.to_device(t.device())?;
+        strata_core::linear_relu(&t.reshape(&[1, 16])?.expand(&[16, 16])?, &w, None)
+    });
+    // Gradients: max pooling's goes to the window's last NaN, as on the CPU; hardswish's is 1 at NaN.
+    let grads = |what: &str, f: &dyn Fn(&Tensor) -> strata_core::Result<Tensor>| {
+        let run = |t: &Tensor| {
+            let leaf = t.detach().requires_grad_().unwrap();
+            f(&leaf).unwrap().sum_all().unwrap().backward().unwrap();
+            leaf.grad().unwrap().to_vec::<f32>().unwrap()
+        };
+        assert_same_values(what, &run(&x), &run(&xg), 1e-5);
+    };
+    grads("max_pool2d gradient", &|t| {
+        strata_core::max_pool2d(&t.reshape(&[1, 4, 2, 2])?, (2, 2), (2, 2), (0, 0), (1, 1))
+    });
+    grads("hardswish gradient", &|t| t.hardswish());
+    grads("max gradient", &|t| t.max(1, false));
+    // Cross-entropy with infinite logits: NaN and ∞ where the CPU has them.
+    let logits =
+        Tensor::from_vec(vec![inf, 0.0, 0.0, inf, -inf, 0.0, 0.0, -inf, -inf, -inf, 1.0, 2.0], &[6, 2]).unwrap();
+    let target = Tensor::from_vec(vec![0i64, 0, 0, 0, 0, 1], &[6]).unwrap();
+    let ce =
+        |l: &Tensor, t: &Tensor| strata_core::cross_entropy(l, t, Reduction::None).unwrap().to_vec::<f32>().unwrap();
+    let (lg, tg) = (logits.to_device(dev).unwrap(), target.to_device(dev).unwrap());
+    assert_same_values("cross_entropy", &ce(&logits, &target), &ce(&lg, &tg), 1e-5);
+    // AMSGrad's running maximum keeps a NaN, as the CPU's does.
+    let step = |device: Device| {
+        let p = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3]).unwrap().to_device(device).unwrap();
+        let s: Vec<Tensor> = (0..3).map(|_| p.zeros_like().unwrap()).collect();
+        for (t, g) in [vec![nan, 1.0, -1.0], vec![0.5, nan, 2.0]].into_iter().enumerate() {
+            let g = Tensor::from_vec(g, &[3]).unwrap().to_device(device).unwrap();
+            let cfg = AdamStep {
+                lr: 0.01,
+                betas: (0.9, 0.999),
+                eps: 1e-8,
+                weight_decay: 0.0,
+                decoupled: false,
+                step: t as u64 + 1,
+            };
+            p.adam_step_(&g, &s[0], &s[1], Some(&s[2]), &cfg).unwrap();
+        }
+        [p.to_vec::<f32>().unwrap(), s[2].to_vec::<f32>().unwrap()].concat()
+    };
+    assert_same_values("amsgrad", &step(Device::Cpu), &step(dev), 1e-5);
+}
+
+#[test]
+fn grids_past_65535_workgroups_run_in_pieces() {
+    let Some(dev) = gpu() else { return };
+    // One workgroup per matrix (or per 64-column tile) along a dispatch dimension: 70,000
+    // matrices, or 65,625 column tiles, were a wgpu validation error at the next read — which
+    // also dropped every op recorded with it, silently (`before` below kept garbage).
+    let a = rand(&[1000], 7).to_device(dev).unwrap();
+    let before = a.mul_scalar(2.0).unwrap();
+    let cases: [(&str, Vec<usize>, Vec<usize>); 3] = [
+        ("70,000 products of 2×2 (one workgroup per element)", vec![70_000, 2, 2], vec![70_000, 2, 2]),
+        ("70,000 products of 9×9 (tiled)", vec![70_000, 9, 9], vec![70_000, 9, 9]),
+        ("1 × 4,200,000 (65,625 column tiles)", vec![1, 1], vec![1, 4_200_000]),
+    ];
+    for (what, sa, sb) in cases {
+        let (x, y) = (rand(&sa, 1), rand(&sb, 2));
+        let cpu = x.matmul(&y).unwrap();
+        let on_gpu = x.to_device(dev).unwrap().matmul(&y.to_device(dev).unwrap()).unwrap();
+        assert_close(what, &cpu, &on_gpu, 1e-5);
+    }
+    // A depthwise convolution over 70,000 channels: one GEMM batch per (sample, group).
+    let (x, w) = (rand(&[1, 70_000, 2, 2], 3), rand(&[70_000, 1, 1, 1], 4));
+    let conv = |x: &Tensor, w: &Tensor| strata_core::conv2d(x, w, None, (1, 1), (0, 0), (1, 1), 70_000).unwrap();
+    assert_close(
+        "depthwise conv2d, 70,000 groups",
+        &conv(&x, &w),
+        &conv(&x.to_device(dev).unwrap(), &w.to_device(dev).unwrap()),
+        1e-5,
+    );
+    let doubled: Vec<f32> = a.to_vec::<f32>().unwrap().iter().map(|v| 2.0 * v).collect();
+    assert_eq!(before.to_vec::<f32>().unwrap(), doubled, "work recorded before the large dispatches");
+}
+
+#[test]
+fn a_convolution_past_the_kernels_32_bit_arithmetic_is_refused_not_wrong() {
+    let Some(dev) = gpu() else { return };
+    // Padding 2³² (with a stride that keeps the output 1×1) read as the u32 word 0: the GPU
+    // convolved real pixels where the CPU sees only padding (0.108 against 0).
+    let (x, w) = (rand(&[1, 1, 2, 2], 1), rand(&[1, 1, 1, 1], 2));
+    let conv =
+        |x: &Tensor, w: &Tensor| strata_core::conv2d(x, w, None, (1 << 40, 1 << 40), (1 << 32, 1 << 32), (1, 1), 1);
+    assert_eq!(conv(&x, &w).unwrap().to_vec::<f32>().unwrap(), [0.0]);
+    let e = conv(&x.to_device(dev).unwrap(), &w.to_device(dev).unwrap()).unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, Error::InvalidArgument { op: "conv2d", .. }), "{text}");
+    assert!(text.contains("2³¹ − 1") && text.contains("on the CPU"), "{text}");
+    // An ordinary one still runs.
+    let y =
+        strata_core::conv2d(&x.to_device(dev).unwrap(), &w.to_device(dev).unwrap(), None, (1, 1), (1, 1), (1, 1), 1);
+    assert_eq!(y.unwrap().dims(), &[1, 1, 4, 4]);
+}
+
+#[test]
+fn a_shape_whose_element_count_overflows_is_an_error_on_every_device() {
+    // Was a multiply-overflow panic in `full_on` (and, without overflow checks, a wrapped size).
+    let huge = [1usize << 40, 1 << 40];
+    let e = Tensor::full_on(&huge, 0.0, DType::F32, Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("full") && e.contains("overflows"), "{e}");
+    let Some(dev) = gpu() else { return };
+    let e = Tensor::full_on(&huge, 0.0, DType::F32, dev).unwrap_err().to_string();
+    assert!(e.contains("full") && e.contains("overflows"), "{e}");
+}
+
+#[test]
+fn two_threads_share_one_device() {
+    let Some(dev) = gpu() else { return };
+    let threads: Vec<_> = (0..2u64)
+        .map(|k| {
+            std::thread::spawn(move || {
+                for i in 0..20 {
+                    let (a, b) = (rand(&[33, 17], 100 * k + i), rand(&[17, 29], 100 * k + i + 50));
+                    let f = |a: &Tensor, b: &Tensor| a.matmul(b).unwrap().relu().unwrap().sum(&[1], false).unwrap();
+                    let on_gpu = f(&a.to_device(dev).unwrap(), &b.to_device(dev).unwrap());
+                    assert_close(&format!("thread {k}, step {i}"), &f(&a, &b), &on_gpu, 1e-5);
+                }
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+}

@@ -13,6 +13,12 @@ fn pf(i: u32) -> f32 {
     return bitcast<f32>(p[i]);
 }
 
+// Whether v is NaN, tested on the bits: shader compilers may assume finite math and fold
+// `v != v` (or `v == v`) to a constant, which llvmpipe does, losing NaN propagation.
+fn is_nan(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
+}
+
 fn sigmoid(v: f32) -> f32 {
     return 1.0 / (1.0 + exp(-v));
 }

@@ -242,6 +242,21 @@ impl Context {
         if workgroups.0 == 0 || workgroups.1 == 0 || workgroups.2 == 0 {
             return Ok(());
         }
+        // Refused here, not by wgpu: wgpu reports an oversized dispatch only when the encoder is
+        // submitted, and then drops every op recorded with it (their outputs silently never
+        // written). The kernels split their grids (`groups_1d`, matmul's chunks), so this is
+        // the last line of defence.
+        let most = self.limits.max_compute_workgroups_per_dimension;
+        if workgroups.0 > most || workgroups.1 > most || workgroups.2 > most {
+            return Err(self.device_error(
+                kernel.name,
+                format!(
+                    "a dispatch of {workgroups:?} workgroups is more than the adapter's {most} per dimension: the \
+                     tensor is too large for this kernel on this device; run the op on the CPU \
+                     (`.to_device(Device::Cpu)`)"
+                ),
+            ));
+        }
         let (pipeline, layout) = self.pipeline(kernel)?;
         // At least one word: a binding may not be empty.
         let words: &[u32] = if params.is_empty() { &[0] } else { params };
@@ -384,9 +399,10 @@ impl Context {
         Ok((pipeline, layout))
     }
 
-    /// Refuses a buffer larger than the adapter allows in one binding.
+    /// Refuses a buffer larger than the adapter allows in one binding, or than the kernels'
+    /// 32-bit element indices reach ([`largest_buffer`]).
     fn check_size(&self, op: &'static str, size: u64) -> Result<()> {
-        let max = self.limits.max_buffer_size.min(self.limits.max_storage_buffer_binding_size);
+        let max = largest_buffer(self.limits.max_buffer_size, self.limits.max_storage_buffer_binding_size);
         if size > max {
             return Err(Error::DeviceOutOfMemory {
                 op,
@@ -519,6 +535,17 @@ impl Context {
         staging.unmap();
         Ok(out)
     }
+}
+
+/// The most elements one tensor may hold on a GPU: the kernels index elements with 32-bit words,
+/// some of them signed (class and pooling indices are `i32`), so 2³¹ − 1.
+const MAX_ELEMENTS: u64 = i32::MAX as u64;
+
+/// The largest buffer strata makes on an adapter with these limits, in bytes: what one binding
+/// and one buffer may hold, and no more than [`MAX_ELEMENTS`] 4-byte elements (an adapter that
+/// binds more, as some Metal ones report, would otherwise have the kernels' indices wrap).
+fn largest_buffer(max_buffer_size: u64, max_binding_size: u64) -> u64 {
+    max_buffer_size.min(max_binding_size).min(4 * MAX_ELEMENTS)
 }
 
 /// Opens adapter `index` (once per process) and returns its context.
@@ -659,6 +686,38 @@ mod tests {
             max_buffer_bytes: 1 << 30,
             max_binding_bytes: 1 << 30,
         }
+    }
+
+    #[test]
+    fn buffers_stay_within_the_kernels_32_bit_indices() {
+        // Vulkan's usual limits: the binding decides.
+        assert_eq!(largest_buffer(u64::MAX, 128 << 20), 128 << 20);
+        assert_eq!(largest_buffer(1 << 30, u64::from(u32::MAX)), 1 << 30);
+        // An adapter binding 64 GiB: capped at 2³¹ − 1 elements of 4 bytes.
+        assert_eq!(largest_buffer(64 << 30, 64 << 30), 4 * (i32::MAX as u64));
+    }
+
+    #[test]
+    fn an_oversized_dispatch_is_refused_and_the_device_keeps_working() {
+        if adapters().is_empty() {
+            eprintln!("SKIPPED: the dispatch-limit test in {}: {}", file!(), no_adapter_reason());
+            return;
+        }
+        const STORE: Kernel = Kernel {
+            name: "test_store",
+            wgsl: "@group(0) @binding(1) var<storage, read_write> out: array<u32>;\n\
+                   @compute @workgroup_size(1) fn store_main() { out[0] = p[0]; }",
+            entry: "store_main",
+        };
+        let ctx = context(Device::Gpu(0)).unwrap();
+        let out = output(&ctx, "test", 1, DType::F32).unwrap();
+        // Past the per-dimension limit: an error now, not a wgpu validation error at the next
+        // read that would also drop this encoder's other work.
+        let e = ctx.dispatch(&STORE, &[7], &[out.raw()], (70_000, 1, 1)).unwrap_err().to_string();
+        assert!(e.contains("test_store") && e.contains("per dimension") && e.contains("on the CPU"), "{e}");
+        ctx.dispatch(&STORE, &[7], &[out.raw()], (1, 1, 1)).unwrap();
+        let crate::storage::CpuStorage::F32(v) = &out.download("test").unwrap() else { unreachable!("f32") };
+        assert_eq!(v[0].to_bits(), 7);
     }
 
     #[test]

@@ -138,6 +138,14 @@ impl Tensor {
 
     /// A tensor of `shape` filled with `value` (converted to `dtype`) on `device`.
     pub fn full_on(shape: &[usize], value: f64, dtype: DType, device: Device) -> Result<Tensor> {
+        // An element count past a usize is an error, not an overflow panic (or, wrapped, a
+        // buffer of the wrong size).
+        if crate::shape::checked_product(shape).is_none() {
+            crate::bail_arg!(
+                "full",
+                "shape {shape:?} has more elements than a usize can count (its product overflows)"
+            );
+        }
         match device {
             Device::Cpu => Ok(Tensor::full(shape, value, dtype)),
             #[cfg(feature = "gpu")]
@@ -280,6 +288,21 @@ impl Tensor {
             Storage::Gpu(b) => Ok(b),
             Storage::Cpu(_) => Err(Error::DeviceMismatch { op, lhs: Device::Cpu, rhs: Device::Gpu(0) }),
         }
+    }
+
+    /// The GPU buffer of a float operand of a GPU kernel of `op`: f32 only. The GPU holds i64 as
+    /// i32 words, which a float kernel would read as (tiny, denormal) floats, a silently wrong
+    /// result; such a tensor is refused as the CPU refuses it.
+    #[cfg(feature = "gpu")]
+    pub(crate) fn gpu_f32_buffer(&self, op: &'static str) -> Result<Arc<crate::gpu::GpuBuffer>> {
+        if self.dtype() != DType::F32 {
+            return Err(Error::UnsupportedDType {
+                op,
+                dtype: self.dtype(),
+                hint: " (convert with `.to_dtype(DType::F32)`)",
+            });
+        }
+        self.gpu_buffer(op)
     }
 
     /// The GPU buffer for a kernel of `op` to write in place: the tensor must own its whole

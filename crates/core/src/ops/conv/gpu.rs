@@ -13,8 +13,12 @@ use crate::tensor::Tensor;
 const IM2COL: Kernel = Kernel { name: "im2col", wgsl: include_str!("im2col.wgsl"), entry: "im2col_main" };
 const COL2IM: Kernel = Kernel { name: "col2im", wgsl: include_str!("im2col.wgsl"), entry: "col2im_main" };
 
-fn words(g: &ConvGeom) -> Vec<u32> {
-    [
+/// The kernels' parameter words for `g`. The kernels compute input positions in 32-bit signed
+/// arithmetic (`oh·stride + kh·dilation − padding` as `i32`), so a geometry reaching past
+/// 2³¹ − 1 — a padding, stride or dilation that large — is refused here: its words would wrap
+/// and the kernels read the wrong pixels (a silently wrong result).
+fn words(g: &ConvGeom) -> Result<Vec<u32>> {
+    let values = [
         g.n,
         g.c,
         g.h,
@@ -29,29 +33,50 @@ fn words(g: &ConvGeom) -> Vec<u32> {
         g.padding.1,
         g.dilation.0,
         g.dilation.1,
-    ]
-    .iter()
-    .map(|&v| v as u32)
-    .collect()
+    ];
+    let max = i32::MAX as usize;
+    // The furthest tap from the padded origin, and the far edge of the padded input.
+    let reach = |o: usize, s: usize, k: usize, d: usize| {
+        o.saturating_sub(1).checked_mul(s).zip((k - 1).checked_mul(d)).and_then(|(a, b)| a.checked_add(b))
+    };
+    let fits = |v: Option<usize>| v.is_some_and(|v| v <= max);
+    let ok = values.iter().all(|&v| v <= max)
+        && fits(reach(g.oh, g.stride.0, g.kh, g.dilation.0))
+        && fits(reach(g.ow, g.stride.1, g.kw, g.dilation.1))
+        && fits(g.h.checked_add(g.padding.0))
+        && fits(g.w.checked_add(g.padding.1));
+    if !ok {
+        crate::bail_arg!(
+            "conv2d",
+            "stride {:?}, padding {:?} and dilation {:?} over a {}×{} input reach past 2³¹ − 1, beyond the GPU \
+             kernels' 32-bit arithmetic; run this convolution on the CPU (`.to_device(Device::Cpu)`)",
+            g.stride,
+            g.padding,
+            g.dilation,
+            g.h,
+            g.w
+        );
+    }
+    Ok(values.iter().map(|&v| v as u32).collect())
 }
 
 /// The columns of contiguous `x` `[N, C, H, W]`: `[N, C·KH·KW, OH·OW]`.
 fn im2col(x: &Tensor, g: &ConvGeom) -> Result<Tensor> {
-    let b = x.gpu_buffer("conv2d")?;
+    let b = x.gpu_f32_buffer("conv2d")?;
     let (k, l) = (g.c * g.kh * g.kw, g.oh * g.ow);
     let n = g.n * k * l;
     let out = output(&b.ctx, "conv2d", n, DType::F32)?;
-    b.ctx.dispatch(&IM2COL, &words(g), &[b.raw(), out.raw()], groups_1d(n))?;
+    b.ctx.dispatch(&IM2COL, &words(g)?, &[b.raw(), out.raw()], groups_1d(n))?;
     Ok(Tensor::from_storage(Storage::Gpu(out), Shape(vec![g.n, k, l])))
 }
 
 /// The input gradient `[N, C, H, W]` from the columns' gradient `[N, C·KH·KW, OH·OW]`.
 fn col2im(dcols: &Tensor, g: &ConvGeom) -> Result<Tensor> {
     let dcols = dcols.detach_owned()?;
-    let b = dcols.gpu_buffer("conv2d")?;
+    let b = dcols.gpu_f32_buffer("conv2d")?;
     let n = g.n * g.c * g.h * g.w;
     let out = output(&b.ctx, "conv2d", n, DType::F32)?;
-    b.ctx.dispatch(&COL2IM, &words(g), &[b.raw(), out.raw()], groups_1d(n))?;
+    b.ctx.dispatch(&COL2IM, &words(g)?, &[b.raw(), out.raw()], groups_1d(n))?;
     Ok(Tensor::from_storage(Storage::Gpu(out), Shape(vec![g.n, g.c, g.h, g.w])))
 }
 

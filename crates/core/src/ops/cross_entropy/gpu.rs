@@ -25,14 +25,14 @@ pub(super) fn rows(logits: &Tensor, target: &Tensor) -> Result<Tensor> {
     let (n, c) = (logits.dims()[0], logits.dims()[1]);
     let x = logits.owned_detached()?;
     let t = target.owned_detached()?;
-    let (bx, bt) = (x.gpu_buffer(OP)?, t.gpu_buffer(OP)?);
+    let (bx, bt) = (x.gpu_f32_buffer(OP)?, t.gpu_buffer(OP)?);
     let ctx = bx.ctx.clone();
     let probs = output(&ctx, OP, n * c, DType::F32)?;
     let loss = output(&ctx, OP, n, DType::F32)?;
     ctx.dispatch(&FORWARD, &[n as u32, c as u32], &[bx.raw(), bt.raw(), probs.raw(), loss.raw()], groups_1d(n))?;
     Ok(Tensor::from_op(Storage::Gpu(loss), Shape(vec![n]), OP, &[logits], move |g| {
         let g = g.owned_detached()?;
-        let bg = g.gpu_buffer(OP)?;
+        let bg = g.gpu_f32_buffer(OP)?;
         let d = output(&ctx, OP, n * c, DType::F32)?;
         ctx.dispatch(&BACKWARD, &[n as u32, c as u32], &[probs.raw(), bt.raw(), bg.raw(), d.raw()], groups_1d(n * c))?;
         Ok(vec![Some(Tensor::from_storage(Storage::Gpu(d), Shape(vec![n, c])))])
@@ -56,7 +56,7 @@ pub(super) fn weighted_rows(
     let xo = x.owned_detached()?;
     let t = target.owned_detached()?;
     let w = weight.map(Tensor::owned_detached).transpose()?;
-    let (bx, bt) = (xo.gpu_buffer(op)?, t.gpu_buffer(op)?);
+    let (bx, bt) = (xo.gpu_f32_buffer(op)?, t.gpu_buffer(op)?);
     let ctx = bx.ctx.clone();
     // Targets live as i32 on a GPU: an ignore_index outside i32 can match no target.
     let ignore = ignore_index.and_then(|i| i32::try_from(i).ok());
@@ -64,7 +64,7 @@ pub(super) fn weighted_rows(
     let p = [n as u32, c as u32, flags, ignore.unwrap_or(0) as u32, (label_smoothing as f32).to_bits()];
     // Without class weights the binding still needs a buffer; the kernel does not read it.
     let bw = match &w {
-        Some(w) => w.gpu_buffer(op)?,
+        Some(w) => w.gpu_f32_buffer(op)?,
         None => bx.clone(),
     };
     let lp = output(&ctx, op, n * c, DType::F32)?;
@@ -76,7 +76,7 @@ pub(super) fn weighted_rows(
     let row_weights = wt.narrow(0, 0, n)?;
     let rows = Tensor::from_op(Storage::Gpu(loss), Shape(vec![n]), op, &[x], move |g| {
         let g = g.owned_detached()?;
-        let bg = g.gpu_buffer(op)?;
+        let bg = g.gpu_f32_buffer(op)?;
         let bwt = wt.gpu_buffer(op)?;
         let d = output(&ctx, op, n * c, DType::F32)?;
         let buffers = [bt.raw(), bw.raw(), lp.raw(), bwt.raw(), bg.raw(), d.raw()];
@@ -94,9 +94,9 @@ pub(super) fn bce_elements(input: &Tensor, target: &Tensor, pos_weight: Option<&
     let x = input.owned_detached()?;
     let y = target.owned_detached()?;
     let pw = pos_weight.map(Tensor::owned_detached).transpose()?;
-    let (bx, by) = (x.gpu_buffer(OP)?, y.gpu_buffer(OP)?);
+    let (bx, by) = (x.gpu_f32_buffer(OP)?, y.gpu_f32_buffer(OP)?);
     let bpw = match &pw {
-        Some(pw) => pw.gpu_buffer(OP)?,
+        Some(pw) => pw.gpu_f32_buffer(OP)?,
         None => bx.clone(),
     };
     let ctx = bx.ctx.clone();
@@ -106,7 +106,7 @@ pub(super) fn bce_elements(input: &Tensor, target: &Tensor, pos_weight: Option<&
     let shape = input.shape().clone();
     Ok(Tensor::from_op(Storage::Gpu(loss), shape.clone(), OP, &[input, target], move |g| {
         let g = g.owned_detached()?;
-        let bg = g.gpu_buffer(OP)?;
+        let bg = g.gpu_f32_buffer(OP)?;
         let dx = output(&ctx, OP, numel, DType::F32)?;
         let dy = output(&ctx, OP, numel, DType::F32)?;
         let buffers = [bx.raw(), by.raw(), bpw.raw(), bg.raw(), dx.raw(), dy.raw()];

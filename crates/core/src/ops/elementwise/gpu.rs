@@ -42,7 +42,7 @@ impl Unary {
 
 /// `code(a, b)` over the broadcast `shape`, into a fresh buffer.
 pub(crate) fn binary(op: &'static str, code: u32, a: &Tensor, b: &Tensor, shape: &Shape) -> Result<Storage> {
-    let (ba, bb) = (a.gpu_buffer(op)?, b.gpu_buffer(op)?);
+    let (ba, bb) = (a.gpu_f32_buffer(op)?, b.gpu_f32_buffer(op)?);
     let ctx = &ba.ctx;
     let n = shape.numel();
     let out = output(ctx, op, n, a.dtype())?;
@@ -61,7 +61,7 @@ pub(super) fn unary(op: &'static str, x: &Tensor, u: Unary) -> Result<Storage> {
 
 /// The unary map with op code `code` (and scalar `s`) of unary.wgsl; code 99 copies.
 pub(crate) fn unary_code(op: &'static str, x: &Tensor, code: u32, s: f32) -> Result<Storage> {
-    let bx = x.gpu_buffer(op)?;
+    let bx = x.gpu_f32_buffer(op)?;
     let n = x.numel();
     let out = output(&bx.ctx, op, n, x.dtype())?;
     let mut p = vec![n as u32, code, s.to_bits()];

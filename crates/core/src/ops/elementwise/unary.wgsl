@@ -19,7 +19,7 @@ fn unary_op(op: u32, v: f32, s: f32) -> f32 {
         case 1u: { return exp(v); }
         case 2u: { return log(v); }
         // NaN propagates, as in PyTorch.
-        case 3u: { return select(0.0, v, v > 0.0 || v != v); }
+        case 3u: { return select(0.0, v, v > 0.0 || is_nan(v)); }
         case 4u: { return v + s; }
         case 5u: { return v * s; }
         case 6u: { return sigmoid(v); }
@@ -55,12 +55,16 @@ fn unary_op(op: u32, v: f32, s: f32) -> f32 {
         }
         // Hardswish x·clamp(x + 3, 0, 6)/6 and its derivative (x/3 + ½ on [−3, 3])
         case 21u: { return v * clamp(v + 3.0, 0.0, 6.0) / 6.0; }
-        case 22u: { return select(select(v / 3.0 + 0.5, 1.0, v > 3.0), 0.0, v < -3.0); }
-        // Hardsigmoid clamp(x + 3, 0, 6)/6 and its derivative (1/6 strictly inside (−3, 3))
-        case 23u: { return clamp(v + 3.0, 0.0, 6.0) / 6.0; }
+        case 22u: {
+            // NaN takes the "above 3" branch, as PyTorch's (and the CPU's) comparisons do.
+            if (is_nan(v)) { return 1.0; }
+            return select(select(v / 3.0 + 0.5, 1.0, v > 3.0), 0.0, v < -3.0);
+        }
+        // Hardsigmoid clamp(x + 3, 0, 6)/6 (NaN kept: WGSL's clamp may drop it) and its derivative (1/6 strictly inside (−3, 3))
+        case 23u: { return select(clamp(v + 3.0, 0.0, 6.0) / 6.0, v, is_nan(v)); }
         case 24u: { return select(0.0, 1.0 / 6.0, v > -3.0 && v < 3.0); }
-        // ReLU6 clamp(x, 0, 6) and its derivative (1 strictly inside (0, 6))
-        case 25u: { return clamp(v, 0.0, 6.0); }
+        // ReLU6 clamp(x, 0, 6) (NaN kept) and its derivative (1 strictly inside (0, 6))
+        case 25u: { return select(clamp(v, 0.0, 6.0), v, is_nan(v)); }
         case 26u: { return select(0.0, 1.0, v > 0.0 && v < 6.0); }
         default: { return v; }
     }

@@ -23,7 +23,7 @@ pub(super) fn embedding(indices: &Tensor, weight: &Tensor, pad: Option<usize>, o
     const OP: &str = "embedding";
     let (rows, dim) = (weight.dims()[0], weight.dims()[1]);
     let w = weight.detach().detach_owned()?;
-    let bw = w.gpu_buffer(OP)?;
+    let bw = w.gpu_f32_buffer(OP)?;
     let ctx = bw.ctx.clone();
     let bi = indices.detach().detach_owned()?.gpu_buffer(OP)?;
     let n = indices.numel();
@@ -40,7 +40,7 @@ pub(super) fn embedding(indices: &Tensor, weight: &Tensor, pad: Option<usize>, o
         ctx.dispatch(&SCAN, &p, &[&counts, table.raw()], (1, 1, 1))?;
         ctx.dispatch(&PLACE, &p, &[bi.raw(), table.raw()], groups_1d(n))?;
         let g = g.detach_owned()?;
-        let bg = g.gpu_buffer(OP)?;
+        let bg = g.gpu_f32_buffer(OP)?;
         let dw = output(&ctx, OP, rows * dim, DType::F32)?;
         let words = [rows as u32, dim as u32, 0, n as u32];
         ctx.dispatch(&BACKWARD, &words, &[bg.raw(), table.raw(), dw.raw()], groups_1d(rows * dim))?;

@@ -24,7 +24,8 @@ const MIN_SLICE: usize = 128;
 
 /// How many K slices a tiled product of `tiles` output tiles and depth `k` runs as (1: none).
 fn k_splits(tiles: usize, k: usize) -> usize {
-    if tiles >= SPLIT_BELOW_TILES {
+    // No tiles (an empty output): nothing to split, and no division by zero.
+    if tiles == 0 || tiles >= SPLIT_BELOW_TILES {
         return 1;
     }
     (2 * SPLIT_BELOW_TILES).div_ceil(tiles).min(k / MIN_SLICE).max(1)
@@ -61,37 +62,50 @@ pub(crate) fn gemm(
     bias: Option<&Tensor>,
     relu: bool,
 ) -> Result<Storage> {
-    let (ba, bb) = (a.t.gpu_buffer(op)?, b.t.gpu_buffer(op)?);
+    let (ba, bb) = (a.t.gpu_f32_buffer(op)?, b.t.gpu_f32_buffer(op)?);
     let ctx = &ba.ctx;
     let out = output(ctx, op, batch * m * n, DType::F32)?;
     let bias_buf: Arc<GpuBuffer> = match bias {
         // A buffer of its own, so the kernel reads it from element 0.
-        Some(t) => t.owned_detached()?.gpu_buffer(op)?,
+        Some(t) => t.owned_detached()?.gpu_f32_buffer(op)?,
         // Bound but unread: the binding must exist.
         None => output(ctx, op, 1, DType::F32)?,
     };
     let flags = u32::from(bias.is_some()) | (u32::from(relu) << 1);
     let gemv = (m <= GEMV_MAX_SIDE || n <= GEMV_MAX_SIDE) && m <= MAX_GROUPS && n <= MAX_GROUPS;
     let splits = if gemv { 1 } else { k_splits(n.div_ceil(64) * m.div_ceil(64) * batch, k) };
-    // Slices a multiple of the kernel's 16-deep step.
-    let slice = k.div_ceil(splits).next_multiple_of(16);
+    // Slices a multiple of the kernel's 16-deep step (and at least one step: K may be 0).
+    let slice = k.div_ceil(splits).next_multiple_of(16).max(16);
     let splits = k.div_ceil(slice).max(1);
     let mut p = vec![m as u32, n as u32, k as u32, a.rs as u32, a.cs as u32, b.rs as u32, b.cs as u32, flags];
     p.extend([splits as u32, slice as u32]);
     let dims = a.batch.shape.0.clone();
     p.extend(layout_words(&a.batch, &dims));
     p.extend(layout_words(&b.batch, &dims));
-    let tiles = |z: usize| (n.div_ceil(64) as u32, m.div_ceil(64) as u32, z as u32);
+    let tiles = |z: usize| (n.div_ceil(64), m.div_ceil(64), z);
+    // The grid in dispatches of at most MAX_GROUPS workgroups per dimension, each told its origin.
+    let run = |kernel: &Kernel, (gx, gy, gz): (usize, usize, usize), buffers: &[&wgpu::Buffer]| -> Result<()> {
+        for z0 in (0..gz).step_by(MAX_GROUPS) {
+            for y0 in (0..gy).step_by(MAX_GROUPS) {
+                for x0 in (0..gx).step_by(MAX_GROUPS) {
+                    let mut words = p.clone();
+                    words.extend([x0 as u32, y0 as u32, z0 as u32]);
+                    let size = |g: usize, at: usize| (g - at).min(MAX_GROUPS) as u32;
+                    ctx.dispatch(kernel, &words, buffers, (size(gx, x0), size(gy, y0), size(gz, z0)))?;
+                }
+            }
+        }
+        Ok(())
+    };
     if gemv {
         // One workgroup per output element: (column, row, batch).
-        let buffers = [ba.raw(), bb.raw(), bias_buf.raw(), out.raw()];
-        ctx.dispatch(&GEMV, &p, &buffers, (n as u32, m as u32, batch as u32))?;
+        run(&GEMV, (n, m, batch), &[ba.raw(), bb.raw(), bias_buf.raw(), out.raw()])?;
     } else if splits == 1 {
-        ctx.dispatch(&MATMUL, &p, &[ba.raw(), bb.raw(), bias_buf.raw(), out.raw()], tiles(batch))?;
+        run(&MATMUL, tiles(batch), &[ba.raw(), bb.raw(), bias_buf.raw(), out.raw()])?;
     } else {
         // Each slice's partial product, then their sum with the epilogue.
         let part = output(ctx, op, splits * batch * m * n, DType::F32)?;
-        ctx.dispatch(&MATMUL, &p, &[ba.raw(), bb.raw(), bias_buf.raw(), part.raw()], tiles(splits * batch))?;
+        run(&MATMUL, tiles(splits * batch), &[ba.raw(), bb.raw(), bias_buf.raw(), part.raw()])?;
         let total = batch * m * n;
         let q = [total as u32, (m * n) as u32, n as u32, splits as u32, flags];
         ctx.dispatch(&SPLITK, &q, &[part.raw(), bias_buf.raw(), out.raw()], groups_1d(total))?;

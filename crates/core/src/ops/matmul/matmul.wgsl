@@ -3,7 +3,9 @@
 // workgroup memory, each of its 16×16 threads a 4×4 register block. A and B are read through
 // their strides, so transposed operands cost nothing.
 // p = [M, N, K, a_rs, a_cs, b_rs, b_cs, flags (1: bias, 2: ReLU), S, KC, batch layout of A
-//      (at 10), batch layout of B (at 10 + 2 + 2·nbatchdims)]; out is contiguous [batch, M, N].
+//      (at 10), batch layout of B (at 10 + 2 + 2·nbatchdims), the grid's first workgroup
+//      (x0, y0, z0) (at 14 + 4·nbatchdims)]; out is contiguous [batch, M, N]. A grid larger than
+//      65,535 workgroups in a dimension runs as several dispatches, each from its (x0, y0, z0).
 // Split-K (S > 1): the dispatch's z is batch·S, workgroup z·S + s sums k in [s·KC, (s+1)·KC)
 // into its own [M, N] slice of out (then [batch·S, M, N]), without the epilogue; splitk.wgsl
 // adds the slices and applies it. For products of few tiles and a long K, whose few workgroups
@@ -18,8 +20,15 @@ const TK: u32 = 16u;
 var<workgroup> As: array<f32, 1024>; // [TK][TM]
 var<workgroup> Bs: array<f32, 1024>; // [TK][TM]
 
+// The workgroup's position in the whole grid: its id in this dispatch plus the dispatch's origin.
+fn grid_id(wid: vec3<u32>) -> vec3<u32> {
+    let at = 14u + 4u * p[10];
+    return wid + vec3<u32>(p[at], p[at + 1u], p[at + 2u]);
+}
+
 @compute @workgroup_size(16, 16)
-fn matmul_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn matmul_main(@builtin(workgroup_id) local_wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let wid = grid_id(local_wid);
     let M = p[0];
     let N = p[1];
     let K = p[2];
@@ -79,7 +88,7 @@ fn matmul_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
             if (r < M && c < N) {
                 var v = acc[i * 4u + jj];
                 if ((flags & 1u) != 0u) { v = v + bias[c]; }
-                if ((flags & 2u) != 0u) { v = select(0.0, v, v > 0.0 || v != v); }
+                if ((flags & 2u) != 0u) { v = select(0.0, v, v > 0.0 || is_nan(v)); }
                 out[wid.z * M * N + r * N + c] = v;
             }
         }
@@ -96,7 +105,8 @@ fn matmul_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
 var<workgroup> partial: array<f32, 64>;
 
 @compute @workgroup_size(64)
-fn gemv_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn gemv_main(@builtin(workgroup_id) local_wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let wid = grid_id(local_wid);
     let M = p[0];
     let N = p[1];
     let K = p[2];
@@ -119,7 +129,7 @@ fn gemv_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
         var v = partial[0];
         let flags = p[7];
         if ((flags & 1u) != 0u) { v = v + bias[wid.x]; }
-        if ((flags & 2u) != 0u) { v = select(0.0, v, v > 0.0 || v != v); }
+        if ((flags & 2u) != 0u) { v = select(0.0, v, v > 0.0 || is_nan(v)); }
         out[z * M * N + wid.y * N + wid.x] = v;
     }
 }

@@ -19,6 +19,6 @@ fn splitk_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     }
     let flags = p[4];
     if ((flags & 1u) != 0u) { v = v + bias[rc % p[2]]; }
-    if ((flags & 2u) != 0u) { v = select(0.0, v, v > 0.0 || v != v); }
+    if ((flags & 2u) != 0u) { v = select(0.0, v, v > 0.0 || is_nan(v)); }
     out[e] = v;
 }

@@ -21,7 +21,7 @@ fn adam_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     v[i] = vi;
     var vd = vi;
     if (p[2] == 1u) {
-        let vm = select(max(vmax[i], vi), vmax[i] + vi, vi != vi || vmax[i] != vmax[i]);
+        let vm = select(max(vmax[i], vi), vmax[i] + vi, is_nan(vi) || is_nan(vmax[i]));
         vmax[i] = vm;
         vd = vm;
     }

@@ -180,8 +180,8 @@ pub fn pad2d(x: &Tensor, pad: [usize; 4], mode: PaddingMode) -> Result<Tensor> {
             .flat_map(|&iy| cols.iter().map(move |&ix| iy.zip(ix).map(|(iy, ix)| (iy * w + ix) as u32)))
             .map(|tap| tap.into_iter().collect())
             .collect();
-        let divisors = vec![1.0; taps.len()];
-        return super::pool::gpu::pool(OP, x, (planes, h * w, taps.len()), &taps, Some(divisors), out_shape);
+        let (cells, divisors) = (taps.len(), vec![1.0; taps.len()]);
+        return super::pool::gpu::pool(OP, x, (planes, h * w, cells), || taps, Some(divisors), out_shape);
     }
     let parallel = super::tasks::parallel_for(out_shape.numel());
 

@@ -62,20 +62,30 @@ fn tables(hw: usize, taps: &[Vec<u32>], divisors: &[f32]) -> Tables {
     Tables { words, at }
 }
 
-/// Average (or, with `divisors` empty, max) pooling of contiguous planes of `x`, with its backward.
+/// Average (or, with `divisors` empty, max) pooling of contiguous planes of `x`, with its backward;
+/// `taps` lists each cell's taps (called only when there is an output to compute).
 /// Also padding (`pad2d`): one tap or none per cell, every divisor 1.
 pub(crate) fn pool(
     op: &'static str,
     x: &Tensor,
     (planes, hw, ohw): (usize, usize, usize),
-    taps: &[Vec<u32>],
+    taps: impl FnOnce() -> Vec<Vec<u32>>,
     divisors: Option<Vec<f32>>,
     out_shape: Shape,
 ) -> Result<Tensor> {
     let max = divisors.is_none();
-    let t = tables(hw, taps, divisors.as_deref().unwrap_or(&vec![0.0; ohw]));
     let xc = x.detach().detach_owned()?;
-    let bx = xc.gpu_buffer(op)?;
+    let bx = xc.gpu_f32_buffer(op)?;
+    if planes * ohw == 0 {
+        // No output (an empty batch or plane): no tables to build — they would cover every
+        // pixel and cell of a plane that is never read, host time and memory for nothing.
+        let out = Tensor::full_on(out_shape.dims(), 0.0, DType::F32, x.device())?;
+        let (x_shape, device) = (x.shape().clone(), x.device());
+        return Ok(Tensor::from_op(out.buffer(), out_shape, op, &[x], move |_| {
+            Ok(vec![Some(Tensor::full_on(x_shape.dims(), 0.0, DType::F32, device)?)])
+        }));
+    }
+    let t = tables(hw, &taps(), divisors.as_deref().unwrap_or(&vec![0.0; ohw]));
     let ctx = bx.ctx.clone();
     let tab = Arc::new(ctx.upload(op, words_as_bytes(&t.words))?);
     let mut p = vec![planes as u32, hw as u32, ohw as u32, 0];
@@ -87,7 +97,7 @@ pub(crate) fn pool(
     let x_shape = x.shape().clone();
     Ok(Tensor::from_op(Storage::Gpu(out), out_shape, op, &[x], move |g| {
         let g = g.detach_owned()?;
-        let bg = g.gpu_buffer(op)?;
+        let bg = g.gpu_f32_buffer(op)?;
         let dx = output(&ctx, op, planes * hw, DType::F32)?;
         let kernel = if max { &MAX_BACKWARD } else { &AVG_BACKWARD };
         ctx.dispatch(kernel, &p, &[bg.raw(), &tab, dx.raw(), index.raw()], groups_1d(planes * hw))?;

@@ -147,7 +147,8 @@ pub fn max_pool2d_with(x: &Tensor, opts: &MaxPool2dOptions) -> Result<Tensor> {
     let win = Window { h, w, oh, ow, kernel: kernel_size, stride, padding, dilation };
     #[cfg(feature = "gpu")]
     if x.device().is_gpu() {
-        return gpu::pool(OP, x, (planes, h * w, oh * ow), &gpu::window_taps(&win), None, pooled_shape(x, oh, ow));
+        let taps = || gpu::window_taps(&win);
+        return gpu::pool(OP, x, (planes, h * w, oh * ow), taps, None, pooled_shape(x, oh, ow));
     }
     let parallel = parallel_for(planes * oh * ow * kernel_size.0 * kernel_size.1);
     let (storage, index) = cpu::max_pool(x, planes, &win, parallel)?;
@@ -365,9 +366,9 @@ fn pool_by_windows(
 ) -> Result<Tensor> {
     #[cfg(feature = "gpu")]
     if x.device().is_gpu() {
-        let taps = gpu::avg_taps(&windows, w);
         let divisors = windows.iter().map(|wi| wi.divisor as f32).collect();
-        return gpu::pool(op, x, (planes, h * w, oh * ow), &taps, Some(divisors), pooled_shape(x, oh, ow));
+        let taps = || gpu::avg_taps(&windows, w);
+        return gpu::pool(op, x, (planes, h * w, oh * ow), taps, Some(divisors), pooled_shape(x, oh, ow));
     }
     let taps: usize = windows.iter().map(|wi| (wi.y1 - wi.y0) * (wi.x1 - wi.x0)).sum();
     let parallel = parallel_for(planes * taps);

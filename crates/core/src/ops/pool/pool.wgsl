@@ -42,8 +42,8 @@ fn avg_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     index[0] = index[0];
 }
 
-// max forward: one thread per (plane, cell); the first maximum, NaN wins; index −1 for a window
-// with no input element.
+// max forward: one thread per (plane, cell); the first maximum, but every NaN wins (so the last
+// NaN), as on the CPU (PyTorch's rule); index −1 for a window with no input element.
 @compute @workgroup_size(256)
 fn max_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_index(gid, nwg);
@@ -56,7 +56,7 @@ fn max_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     for (var t = tab[p[4] + cell]; t < tab[p[4] + cell + 1u]; t = t + 1u) {
         let pix = tab[p[5] + t];
         let v = x[plane * p[1] + pix];
-        if (at < 0 || (best == best && (v > best || v != v))) {
+        if (at < 0 || v > best || is_nan(v)) {
             best = v;
             at = i32(pix);
         }

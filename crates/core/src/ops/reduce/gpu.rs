@@ -35,7 +35,7 @@ fn plan_words(n_out: usize, reduced: usize, plan: &Layout) -> Vec<u32> {
 
 /// The sums of `t` under `plan` (`n_out` outputs of `reduced` elements each).
 pub(super) fn sum(t: &Tensor, plan: &Layout, reduced: usize, n_out: usize) -> Result<Storage> {
-    let b = t.gpu_buffer("sum")?;
+    let b = t.gpu_f32_buffer("sum")?;
     let mut p = plan_words(n_out, reduced, plan);
     if n_out < SPLIT_BELOW_OUTPUTS && reduced >= 2 * SLICE {
         // Enough slices for ~256 workgroups in all, none shorter than SLICE.
@@ -62,7 +62,7 @@ pub(super) fn sum(t: &Tensor, plan: &Layout, reduced: usize, n_out: usize) -> Re
 
 /// The maxima of `t` under `plan` and their indices (i64, held as i32).
 pub(super) fn max(t: &Tensor, plan: &Layout, reduced: usize, n_out: usize) -> Result<(Storage, Storage)> {
-    let b = t.gpu_buffer("max")?;
+    let b = t.gpu_f32_buffer("max")?;
     let values = output(&b.ctx, "max", n_out, DType::F32)?;
     let index = output(&b.ctx, "max", n_out, DType::I64)?;
     let p = plan_words(n_out, reduced, plan);
@@ -74,7 +74,7 @@ pub(super) fn max(t: &Tensor, plan: &Layout, reduced: usize, n_out: usize) -> Re
 /// `d` as 1) and the forward's `index` (i32 on the device): a gather, on the device.
 pub(super) fn max_backward(g: &Tensor, index: &Storage, in_shape: &Shape, d: usize) -> Result<Tensor> {
     let g = g.owned_detached()?;
-    let bg = g.gpu_buffer("max backward")?;
+    let bg = g.gpu_f32_buffer("max backward")?;
     let Storage::Gpu(index) = index else { unreachable!("the GPU max keeps its indices on the device") };
     let numel = in_shape.numel();
     let inner: usize = in_shape.dims()[d + 1..].iter().product();

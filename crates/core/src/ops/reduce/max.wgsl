@@ -13,7 +13,7 @@ fn max_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     var at = 0u;
     for (var k = 1u; k < r; k = k + 1u) {
         let v = x[strided(o * r + k, 2u)];
-        if (best == best && (v > best || v != v)) {
+        if (!is_nan(best) && (v > best || is_nan(v))) {
             best = v;
             at = k;
         }
