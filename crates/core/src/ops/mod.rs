@@ -107,6 +107,9 @@ macro_rules! wide_fn {
 }
 pub(crate) use wide_fn;
 
+/// The hint of an i64 tensor refused by a float-only op, on every device.
+pub(crate) const FLOAT_ONLY_HINT: &str = " (convert with `.to_dtype(DType::F32)`)";
+
 /// Runs `$body` with `$v` bound to the float slice of `$storage` and `$T` to its element type;
 /// an `i64` buffer is an [`crate::Error::UnsupportedDType`] for `$op`.
 macro_rules! with_float {
@@ -125,7 +128,7 @@ macro_rules! with_float {
             $crate::storage::CpuStorage::I64(_) => Err($crate::Error::UnsupportedDType {
                 op: $op,
                 dtype: $crate::DType::I64,
-                hint: " (convert with `.to_dtype(DType::F32)`)",
+                hint: $crate::ops::FLOAT_ONLY_HINT,
             }),
         }
     };
@@ -147,11 +150,7 @@ macro_rules! with_float2 {
                 $body
             }
             (a, b) => Err(if a.dtype() == b.dtype() {
-                $crate::Error::UnsupportedDType {
-                    op: $op,
-                    dtype: a.dtype(),
-                    hint: " (convert with `.to_dtype(DType::F32)`)",
-                }
+                $crate::Error::UnsupportedDType { op: $op, dtype: a.dtype(), hint: $crate::ops::FLOAT_ONLY_HINT }
             } else {
                 $crate::Error::DTypeMismatch { op: $op, lhs: a.dtype(), rhs: b.dtype() }
             }),

@@ -296,11 +296,7 @@ impl Tensor {
     #[cfg(feature = "gpu")]
     pub(crate) fn gpu_f32_buffer(&self, op: &'static str) -> Result<Arc<crate::gpu::GpuBuffer>> {
         if self.dtype() != DType::F32 {
-            return Err(Error::UnsupportedDType {
-                op,
-                dtype: self.dtype(),
-                hint: " (convert with `.to_dtype(DType::F32)`)",
-            });
+            return Err(Error::UnsupportedDType { op, dtype: self.dtype(), hint: crate::ops::FLOAT_ONLY_HINT });
         }
         self.gpu_buffer(op)
     }

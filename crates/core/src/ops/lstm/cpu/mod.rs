@@ -29,8 +29,6 @@ pub(super) fn lstm(
     match x.dtype() {
         DType::F32 => lstm_typed::<f32>(x, h0, c0, w_ih, w_hh, bias, d, opts.cell_state),
         DType::F64 => lstm_typed::<f64>(x, h0, c0, w_ih, w_hh, bias, d, opts.cell_state),
-        DType::I64 => {
-            Err(Error::UnsupportedDType { op: OP, dtype: DType::I64, hint: " (convert with `.to_dtype(DType::F32)`)" })
-        }
+        DType::I64 => Err(Error::UnsupportedDType { op: OP, dtype: DType::I64, hint: crate::ops::FLOAT_ONLY_HINT }),
     }
 }
